@@ -1,0 +1,65 @@
+"""The connector package's exception tree.
+
+    ConnectorError                      base of everything a connector raises
+    ├── SignatureError                  events.verify_*: missing, malformed, wrong or stale signature
+    ├── PayloadError                    events.parse_*: a webhook body that is not what the CRM sends
+    └── CRMHTTPError                    http.RetryingClient: a CRM call that did not succeed
+        ├── CRMRequestRejected          a non-retryable 4xx answer (bad request, unknown property ...)
+        │   └── CRMAuthError            401/403: the token is wrong, expired or lacks a scope
+        └── CRMRetriesExhausted         transport errors, 429 or 5xx until attempts or time ran out
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base class for every error raised by the connector package."""
+
+
+class SignatureError(ConnectorError):
+    """Raised by webhook verification when a request's signature is missing, wrong or stale."""
+
+
+class PayloadError(ConnectorError):
+    """Raised by webhook parsing when a body is not what the CRM documents; says which field."""
+
+
+class CRMHTTPError(ConnectorError):
+    """Raised by the shared HTTP client when a CRM call did not succeed.
+
+    `status` is the last HTTP status seen (None when the last attempt failed in transport).
+    """
+
+    def __init__(self, message: str, *, status: int | None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class CRMRequestRejected(CRMHTTPError):
+    """Raised for a 4xx answer that retrying cannot fix (validation error, unknown property)."""
+
+
+class CRMAuthError(CRMRequestRejected):
+    """Raised for 401/403: the credentials are wrong, expired or miss a scope."""
+
+
+class CRMRetriesExhausted(CRMHTTPError):
+    """Raised when retryable failures (transport, 429, 5xx) outlast the attempts or time budget.
+
+    `retry_after` carries the CRM's last `Retry-After` in seconds, when it sent one, so a
+    durable outbox can schedule its next try no earlier than the CRM allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        body: str = "",
+        attempts: int,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.attempts = attempts
+        self.retry_after = retry_after

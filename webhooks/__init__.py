@@ -1,0 +1,1 @@
+"""The crm-health service: FastAPI app, persistence, worker, CLI."""
