@@ -1,12 +1,12 @@
 """The connector package's exception tree.
 
-    ConnectorError                      base of everything a connector raises
-    ├── SignatureError                  events.verify_*: missing, malformed, wrong or stale signature
-    ├── PayloadError                    events.parse_*: a webhook body that is not what the CRM sends
-    └── CRMHTTPError                    http.RetryingClient: a CRM call that did not succeed
-        ├── CRMRequestRejected          a non-retryable 4xx answer (bad request, unknown property ...)
-        │   └── CRMAuthError            401/403: the token is wrong, expired or lacks a scope
-        └── CRMRetriesExhausted         transport errors, 429 or 5xx until attempts or time ran out
+ConnectorError                      base of everything a connector raises
+├── SignatureError                  events.verify_*: missing, malformed, wrong or stale signature
+├── PayloadError                    events.parse_*: a webhook body that is not what the CRM sends
+└── CRMHTTPError                    http.RetryingClient: a CRM call that did not succeed
+    ├── CRMRequestRejected          a non-retryable 4xx answer (bad request, unknown property ...)
+    │   └── CRMAuthError            401/403: the token is wrong, expired or lacks a scope
+    └── CRMRetriesExhausted         transport errors, 429 or 5xx until attempts or time ran out
 """
 
 from __future__ import annotations

@@ -1,0 +1,78 @@
+"""The contract every CRM connector fulfils, and the CRM-neutral values it writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from signals.model import SIGNAL_NAMES, Health
+
+FieldValue = str | float | int | None
+
+# The health fields written to every CRM, by their neutral names; each connector maps them to
+# its own naming (HubSpot internal names, Salesforce __c, Dynamics prefix).
+HEALTH_FIELDS: tuple[str, ...] = (
+    "health_score",
+    "health_band",
+    "health_trend_30d",
+    *(f"health_{name}" for name in SIGNAL_NAMES),
+    "health_drivers",
+    "health_updated_at",
+)
+
+# Fields that change on every recompute and so must not, on their own, cause a write.
+VOLATILE_FIELDS = frozenset({"health_updated_at"})
+
+
+def health_field_values(
+    health: Health, *, trend_30d: float | None, updated_at: datetime
+) -> dict[str, FieldValue]:
+    values: dict[str, FieldValue] = {
+        "health_score": health.score,
+        "health_band": health.band.value,
+        "health_trend_30d": trend_30d,
+    }
+    for name in SIGNAL_NAMES:
+        signal = health.signals.get(name)
+        values[f"health_{name}"] = None if signal is None else round(signal)
+    values["health_drivers"] = "\n".join(health.drivers)
+    values["health_updated_at"] = updated_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordUpdate:
+    """New health field values for one CRM account record."""
+
+    record_id: str
+    fields: Mapping[str, FieldValue]
+
+
+@dataclass(kw_only=True)
+class WriteResult:
+    """Per-record outcome of a batch write; records in neither set were not attempted."""
+
+    written: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class ProvisionReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class CRMConnector(Protocol):
+    """What the service needs from a CRM: its fields exist, and health gets written."""
+
+    name: str
+    max_batch_size: int
+
+    async def ensure_fields(self) -> ProvisionReport: ...
+
+    async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,149 @@
+"""Calls to HubSpot's CRM v3 API: provision the health properties, batch-write company health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import structlog
+
+from connector.base import ProvisionReport, RecordUpdate, WriteResult
+from connector.errors import PayloadError
+from connector.http import RetryingClient, RetryPolicy
+from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
+
+DEFAULT_API_BASE = "https://api.hubapi.com"
+BATCH_LIMIT = 100
+_COMPANY_PROPERTIES = "/crm/v3/properties/companies"
+
+log = structlog.get_logger(__name__)
+
+
+class HubSpotConnector:
+    """One HubSpot portal, reached with a private-app access token."""
+
+    name = "hubspot"
+    max_batch_size = BATCH_LIMIT
+
+    def __init__(self, *, client: RetryingClient) -> None:
+        self._client = client
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        connection: str,
+        access_token: str,
+        api_base: str = DEFAULT_API_BASE,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> HubSpotConnector:
+        client = RetryingClient(
+            base_url=api_base,
+            name=f"hubspot:{connection}",
+            headers={"Authorization": f"Bearer {access_token}"},
+            policy=policy or RetryPolicy(),
+            transport=transport,
+        )
+        return cls(client=client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult:
+        """Batch update companies; a 207 answer marks only the records it names as failed."""
+        if len(updates) > BATCH_LIMIT:
+            raise ValueError(f"HubSpot batch update takes at most {BATCH_LIMIT} records")
+        body = {
+            "inputs": [
+                {
+                    "id": update.record_id,
+                    "properties": {
+                        name: to_property_value(value) for name, value in update.fields.items()
+                    },
+                }
+                for update in updates
+            ]
+        }
+        response = await self._client.request(
+            "POST", "/crm/v3/objects/companies/batch/update", json=body
+        )
+        return _batch_result(updates, _json(response))
+
+    async def ensure_fields(self) -> ProvisionReport:
+        """Create the property group and health properties; existing ones are updated in place."""
+        report = ProvisionReport()
+        groups = _json(await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"))
+        if GROUP_NAME not in {group.get("name") for group in groups.get("results", [])}:
+            await self._client.request(
+                "POST",
+                f"{_COMPANY_PROPERTIES}/groups",
+                json={"name": GROUP_NAME, "label": GROUP_LABEL, "displayOrder": -1},
+            )
+            report.created.append(f"group:{GROUP_NAME}")
+        existing = {
+            prop["name"]: prop
+            for prop in _json(await self._client.request("GET", _COMPANY_PROPERTIES)).get(
+                "results", []
+            )
+        }
+        for spec in PROPERTIES:
+            wanted = spec.definition()
+            current = existing.get(spec.name)
+            if current is None:
+                await self._client.request("POST", _COMPANY_PROPERTIES, json=wanted)
+                report.created.append(spec.name)
+                continue
+            changes = {
+                key: wanted[key]
+                for key in ("label", "description", "groupName", "options")
+                if key in wanted and _differs(current.get(key), wanted[key])
+            }
+            if changes:
+                await self._client.request(
+                    "PATCH", f"{_COMPANY_PROPERTIES}/{spec.name}", json=changes
+                )
+                report.updated.append(spec.name)
+            else:
+                report.unchanged.append(spec.name)
+        log.info(
+            "hubspot_fields_ensured",
+            created=len(report.created),
+            updated=len(report.updated),
+            unchanged=len(report.unchanged),
+        )
+        return report
+
+
+def _differs(current: Any, wanted: Any) -> bool:
+    if isinstance(wanted, list):
+        current_values = [option.get("value") for option in current or []]
+        return current_values != [option["value"] for option in wanted]
+    return bool(current != wanted)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError as exc:
+        raise PayloadError(f"HubSpot answered {response.status_code} without JSON") from exc
+    if not isinstance(document, dict):
+        raise PayloadError(f"HubSpot answered {response.status_code} with a non-object body")
+    return document
+
+
+def _batch_result(updates: Sequence[RecordUpdate], document: dict[str, Any]) -> WriteResult:
+    result = WriteResult()
+    for record in document.get("results", []):
+        result.written.add(str(record.get("id")))
+    for error in document.get("errors", []):
+        message = str(error.get("message") or error.get("category") or "rejected by HubSpot")
+        for record_id in error.get("context", {}).get("ids", []):
+            result.failed[str(record_id)] = message
+    # HubSpot lists written records in `results`; anything it mentions nowhere is reported
+    # failed so the outbox retries it instead of believing it landed.
+    for update in updates:
+        if update.record_id not in result.written and update.record_id not in result.failed:
+            result.failed[update.record_id] = "not confirmed in HubSpot's batch response"
+    return result

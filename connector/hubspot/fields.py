@@ -1,0 +1,93 @@
+"""The "Customer health" company properties in HubSpot and how values are formatted for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.base import FieldValue
+from signals.model import Band
+
+GROUP_NAME = "customer_health"
+GROUP_LABEL = "Customer health"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PropertySpec:
+    name: str
+    label: str
+    type: str
+    field_type: str
+    description: str
+    options: tuple[str, ...] = field(default=())
+
+    def definition(self) -> dict[str, Any]:
+        """The body of HubSpot's create-property call."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "label": self.label,
+            "type": self.type,
+            "fieldType": self.field_type,
+            "groupName": GROUP_NAME,
+            "description": self.description,
+        }
+        if self.options:
+            body["options"] = [
+                {"label": option.replace("_", " ").capitalize(), "value": option, "displayOrder": i}
+                for i, option in enumerate(self.options)
+            ]
+        return body
+
+
+def _number(name: str, label: str, description: str) -> PropertySpec:
+    return PropertySpec(
+        name=name, label=label, type="number", field_type="number", description=description
+    )
+
+
+PROPERTIES: tuple[PropertySpec, ...] = (
+    _number("health_score", "Health score", "Composite customer health, 0 (at risk) to 100."),
+    PropertySpec(
+        name="health_band",
+        label="Health band",
+        type="enumeration",
+        field_type="select",
+        description="healthy, neutral, at risk, or unknown when too little is known.",
+        options=tuple(band.value for band in Band),
+    ),
+    _number("health_trend_30d", "Health trend (30 days)", "Score change over the last 30 days."),
+    _number("health_active_use", "Health: active use", "Seat use, usage trend and recency."),
+    _number(
+        "health_collaboration",
+        "Health: collaboration",
+        "Two-way contact, co-innovation, breadth and executive access.",
+    ),
+    _number("health_mutual_value", "Health: mutual value", "Support load and escalations."),
+    _number("health_momentum", "Health: momentum", "Spend growth versus leveling off."),
+    PropertySpec(
+        name="health_drivers",
+        label="Health drivers",
+        type="string",
+        field_type="textarea",
+        description="Why the score is what it is, one reason per line.",
+    ),
+    PropertySpec(
+        name="health_updated_at",
+        label="Health updated at",
+        type="datetime",
+        field_type="date",
+        description="When crm-health last computed these values.",
+    ),
+)
+
+# HubSpot internal names equal the neutral health field names.
+PROPERTY_BY_FIELD: dict[str, PropertySpec] = {spec.name: spec for spec in PROPERTIES}
+
+
+def to_property_value(value: FieldValue) -> str:
+    """HubSpot takes every property value as a string; an empty string clears the property."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: declare dependencies, call one service function, return a schema."""

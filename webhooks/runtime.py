@@ -1,0 +1,63 @@
+"""What one running service holds: settings, database, CRM connections, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from signals.config import HealthConfig
+from webhooks.connections import ConnectionRegistry, connections_from_settings
+from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.settings import Settings
+from webhooks.store.db import SessionFactory, create_engine, create_session_factory
+
+
+@dataclass(kw_only=True)
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    connections: ConnectionRegistry
+    pipeline: Pipeline
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, crm_transport: httpx.AsyncBaseTransport | None = None
+    ) -> Runtime:
+        engine = create_engine(settings.database_url)
+        sessions = create_session_factory(engine)
+        connections = connections_from_settings(settings, transport=crm_transport)
+        pipeline = Pipeline(
+            sessions=sessions,
+            connections=connections,
+            config=HealthConfig(),
+            options=WorkerOptions(
+                batch_size=settings.worker_batch_size,
+                poll_seconds=settings.worker_poll_seconds,
+                lease_seconds=settings.worker_lease_seconds,
+                max_attempts=settings.worker_max_attempts,
+            ),
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            connections=connections,
+            pipeline=pipeline,
+        )
+
+    def start_worker(self) -> None:
+        self.worker_task = asyncio.create_task(self.pipeline.run_forever(self.stop))
+
+    async def aclose(self) -> None:
+        """Stop the worker after its current pass, then release connections."""
+        self.stop.set()
+        if self.worker_task is not None:
+            await self.worker_task
+        await self.connections.aclose()
+        await self.engine.dispose()

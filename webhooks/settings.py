@@ -1,0 +1,88 @@
+"""Service settings from the environment (prefix CRM_HEALTH_); read once, by the entry point."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./crm_health.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://, sqlite://) with async drivers."""
+    for prefix, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRM_HEALTH_", env_file=None, extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL; a SQLite file in the working directory by default. "
+        "postgresql:// URLs use asyncpg.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Externally visible base URL (e.g. https://health.example.com); HubSpot v3 "
+        "signatures cover the full URL, so set it when running behind a proxy.",
+    )
+    admin_token: SecretStr | None = Field(default=None, description="Bootstrap admin API key.")
+    connection_name: str = Field(
+        default="default", description="Name of the connection configured from these settings."
+    )
+
+    hubspot_client_secret: SecretStr | None = Field(
+        default=None, description="HubSpot app client secret: verifies webhook signatures."
+    )
+    hubspot_access_token: SecretStr | None = Field(
+        default=None, description="HubSpot private-app access token: writes health fields."
+    )
+    hubspot_api_base: str = Field(
+        default="https://api.hubapi.com",
+        description="HubSpot API base URL; point it at the sandbox for demos and tests.",
+    )
+    hubspot_accept_legacy_signatures: bool = Field(
+        default=True,
+        description="Accept v1/v2 signatures (no timestamp) when a request has no v3 signature.",
+    )
+
+    crm_retry_max_attempts: int = Field(
+        default=5, gt=0, description="Tries of one CRM call (429, 5xx, network errors)."
+    )
+    crm_retry_max_seconds: float = Field(
+        default=60, gt=0, description="Time budget of one CRM call across its retries."
+    )
+
+    webhook_max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest webhook body accepted (413 above)."
+    )
+    webhook_timestamp_tolerance_seconds: int = Field(
+        default=300, gt=0, description="Oldest accepted signature timestamp."
+    )
+
+    run_worker: bool = Field(default=True, description="Run the pipeline worker inside `serve`.")
+    worker_batch_size: int = Field(default=500, gt=0, description="Inbox rows claimed at once.")
+    worker_poll_seconds: float = Field(default=0.5, gt=0, description="Idle wait between polls.")
+    worker_lease_seconds: float = Field(
+        default=120, gt=0, description="A claimed batch not finished within this is re-claimed."
+    )
+    worker_max_attempts: int = Field(
+        default=8, gt=0, description="Tries before an event or write-back is marked failed."
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    log_format: Literal["json", "console"] = Field(default="json")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the repositories (every query lives here), migrations."""

@@ -1,0 +1,15 @@
+"""The one place that knows SQLite and PostgreSQL spell upserts differently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT supporting on_conflict_do_nothing/on_conflict_do_update on this backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -1,0 +1,155 @@
+"""Tables: the webhook inbox, accounts and their facts, health history, the write-back outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants room to grow.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are aware UTC in Python on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class InboxEvent(Base):
+    """One acknowledged event, stored before the 2xx; the worker processes it later."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        UniqueConstraint("source", "connection", "dedup_key"),
+        Index("ix_inbox_events_claim", "status", "available_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    connection: Mapped[str] = mapped_column(String(64))
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("connection", "crm_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(64))
+    crm: Mapped[str] = mapped_column(String(32))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(512))
+    # {attribute: {"value": ..., "at": iso8601}}: per attribute, the latest occurrence wins.
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_activity_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    score: Mapped[int | None]
+    band: Mapped[str] = mapped_column(String(16), default="unknown")
+    health_updated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class ActivityDay(Base):
+    """Events per account per UTC day: windowed counts stay one small range scan."""
+
+    __tablename__ = "activity_days"
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    events: Mapped[int] = mapped_column(default=0)
+
+
+class HealthSnapshot(Base):
+    __tablename__ = "health_history"
+    __table_args__ = (Index("ix_health_history_account_time", "account_id", "computed_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    computed_at: Mapped[datetime]
+    score: Mapped[int | None]
+    band: Mapped[str] = mapped_column(String(16))
+    signals: Mapped[dict[str, Any]]
+    drivers: Mapped[list[str]] = mapped_column(JSON)
+    coverage: Mapped[float] = mapped_column(Float)
+
+
+class WritebackItem(Base):
+    """The latest health fields owed to the CRM for one account (one row per account).
+
+    Keeping one row per account coalesces bursts: however often an account is rescored before
+    delivery, only its newest values are sent.
+    """
+
+    __tablename__ = "crm_writeback"
+    __table_args__ = (Index("ix_crm_writeback_claim", "status", "available_at"),)
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    connection: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[dict[str, Any]]
+    fields_hash: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    written_version: Mapped[int | None]
+    written_at: Mapped[datetime | None]

@@ -1,0 +1,165 @@
+"""Write-back outbox repository: the health fields owed to the CRM, one row per account."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from webhooks.store.models import WritebackItem
+
+PENDING, SENDING, DONE, FAILED = "pending", "sending", "done", "failed"
+
+
+def fields_fingerprint(fields: Mapping[str, Any], *, ignore: Collection[str]) -> str:
+    stable = {name: value for name, value in fields.items() if name not in ignore}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def stage(
+    session: AsyncSession,
+    *,
+    account_id: int,
+    connection: str,
+    record_id: str,
+    fields: dict[str, Any],
+    fingerprint: str,
+    now: datetime,
+) -> bool:
+    """Queue new field values unless the same values are already written or queued."""
+    row = await session.get(WritebackItem, account_id, with_for_update=True, populate_existing=True)
+    if row is None:
+        session.add(
+            WritebackItem(
+                account_id=account_id,
+                connection=connection,
+                record_id=record_id,
+                fields=fields,
+                fields_hash=fingerprint,
+                version=1,
+                status=PENDING,
+                attempts=0,
+                available_at=now,
+            )
+        )
+        return True
+    if row.fields_hash == fingerprint:
+        return False
+    row.fields = fields
+    row.fields_hash = fingerprint
+    row.version += 1
+    row.attempts = 0
+    row.last_error = None
+    row.available_at = now
+    # While an older version is in flight the row stays SENDING, so no second sender races it
+    # (which could land the older values last); settling that send re-queues the new version.
+    if row.status != SENDING:
+        row.status = PENDING
+    return True
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    connections: Collection[str],
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+) -> list[WritebackItem]:
+    due = or_(
+        (WritebackItem.status == PENDING) & (WritebackItem.available_at <= now),
+        (WritebackItem.status == SENDING) & (WritebackItem.lease_until < now),
+    )
+    rows = (
+        (
+            await session.execute(
+                select(WritebackItem)
+                .where(due, WritebackItem.connection.in_(connections))
+                .order_by(WritebackItem.available_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    lease_until = now + timedelta(seconds=lease_seconds)
+    for row in rows:
+        row.status = SENDING
+        row.lease_until = lease_until
+    return list(rows)
+
+
+async def mark_written(
+    session: AsyncSession, *, account_id: int, version: int, now: datetime
+) -> None:
+    """Settle the version that was sent; a newer version staged meanwhile goes back to pending."""
+    await _requeue_superseded(session, account_id=account_id, version=version, now=now)
+    await session.execute(
+        update(WritebackItem)
+        .where(
+            WritebackItem.account_id == account_id,
+            WritebackItem.version == version,
+            WritebackItem.status == SENDING,
+        )
+        .values(
+            status=DONE,
+            written_version=version,
+            written_at=now,
+            lease_until=None,
+            last_error=None,
+        )
+    )
+
+
+async def mark_write_failed(
+    session: AsyncSession,
+    *,
+    account_id: int,
+    version: int,
+    error: str,
+    now: datetime,
+    max_attempts: int,
+    retry_in_seconds: float,
+) -> str:
+    await _requeue_superseded(session, account_id=account_id, version=version, now=now)
+    row = await session.get(WritebackItem, account_id, with_for_update=True, populate_existing=True)
+    if row is None or row.version != version or row.status != SENDING:
+        return PENDING
+    row.attempts += 1
+    row.last_error = error[:2000]
+    row.lease_until = None
+    if row.attempts >= max_attempts:
+        row.status = FAILED
+    else:
+        row.status = PENDING
+        row.available_at = now + timedelta(seconds=retry_in_seconds)
+    return row.status
+
+
+async def _requeue_superseded(
+    session: AsyncSession, *, account_id: int, version: int, now: datetime
+) -> None:
+    await session.execute(
+        update(WritebackItem)
+        .where(
+            WritebackItem.account_id == account_id,
+            WritebackItem.version != version,
+            WritebackItem.status == SENDING,
+        )
+        .values(status=PENDING, available_at=now, lease_until=None)
+    )
+
+
+async def get_item(session: AsyncSession, *, account_id: int) -> WritebackItem | None:
+    return await session.get(WritebackItem, account_id)
+
+
+async def attempts_of(session: AsyncSession, *, account_id: int) -> int:
+    row = await session.get(WritebackItem, account_id)
+    return 0 if row is None else row.attempts
