@@ -133,7 +133,7 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(InboxEvent.status, func.count()).group_by(InboxEvent.status)
     )
-    return dict(rows.tuples().all())
+    return {row[0]: row[1] for row in rows}
 
 
 async def release_claims(session: AsyncSession, *, event_ids: Sequence[int]) -> None:

@@ -1,0 +1,109 @@
+"""Shared fixtures: every store test runs on SQLite and on PostgreSQL, each test isolated."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from testkit import PUBLIC_URL, Service, make_settings
+
+from webhooks.app import create_app
+from webhooks.store.migrate import upgrade_to_head
+from webhooks.store.models import Base
+
+PG_SERVER_URL = os.environ.get(
+    "CRM_HEALTH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _in_thread(function: Callable[..., object], *args: object) -> object:
+    """Run blocking set-up (asyncio.run, Alembic) even when a test's event loop is running."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
+async def _execute_autocommit(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate once; each test gets a copy, which is far faster than migrating per test."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    _in_thread(upgrade_to_head, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the local server, migrated once for the session."""
+    name = f"crm_health_test_{uuid.uuid4().hex[:12]}"
+    try:
+        _in_thread(asyncio.run, _execute_autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        message = f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc!r}"
+        if ON_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    url = PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+    _in_thread(upgrade_to_head, url)
+    yield url
+    _in_thread(
+        asyncio.run, _execute_autocommit(PG_SERVER_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    await _execute_autocommit(url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    yield url
+
+
+@pytest.fixture
+async def service_factory(database_url: str) -> AsyncIterator[object]:
+    """Start the app (lifespan included) with settings overrides; stopped after the test."""
+    stack: list[tuple[object, httpx.AsyncClient]] = []
+
+    async def start(
+        *, crm_transport: httpx.AsyncBaseTransport | None = None, **overrides: object
+    ) -> Service:
+        app = create_app(make_settings(database_url, **overrides), crm_transport=crm_transport)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL)
+        stack.append((lifespan, client))
+        return Service(app=app, client=client, runtime=app.state.runtime)
+
+    yield start
+    for lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def service(service_factory: object) -> Service:
+    return await service_factory()  # type: ignore[operator,no-any-return]

@@ -1,0 +1,139 @@
+"""HubSpot API calls, mocked at the transport with respx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import respx
+
+from connector.base import HEALTH_FIELDS, RecordUpdate
+from connector.errors import CRMRequestRejected
+from connector.http import RetryPolicy
+from connector.hubspot.api import HubSpotConnector
+from connector.hubspot.fields import PROPERTIES
+
+API = "https://hubspot.api.test"
+
+
+@pytest.fixture
+async def connector():
+    hubspot = HubSpotConnector.create(
+        connection="t", access_token="tok", api_base=API, policy=RetryPolicy(max_attempts=1)
+    )
+    yield hubspot
+    await hubspot.aclose()
+
+
+@respx.mock
+async def test_write_health_sends_one_batch_update_with_string_values(connector) -> None:
+    route = respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(
+        200, json={"status": "COMPLETE", "results": [{"id": "1"}, {"id": "2"}]}
+    )
+    result = await connector.write_health(
+        [
+            RecordUpdate(record_id="1", fields={"health_score": 80, "health_band": "healthy"}),
+            RecordUpdate(record_id="2", fields={"health_score": None, "health_trend_30d": 5.0}),
+        ]
+    )
+    assert result.written == {"1", "2"}
+    assert not result.failed
+    request = route.calls.last.request
+    assert request.headers["authorization"] == "Bearer tok"
+    assert json.loads(request.content) == {
+        "inputs": [
+            {"id": "1", "properties": {"health_score": "80", "health_band": "healthy"}},
+            {"id": "2", "properties": {"health_score": "", "health_trend_30d": "5"}},
+        ]
+    }
+
+
+@respx.mock
+async def test_multi_status_answer_marks_only_the_named_records_failed(connector) -> None:
+    respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(
+        207,
+        json={
+            "status": "COMPLETE",
+            "results": [{"id": "1"}],
+            "numErrors": 1,
+            "errors": [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some COMPANY objects, they may be deleted.",
+                    "context": {"ids": ["2"]},
+                }
+            ],
+        },
+    )
+    result = await connector.write_health(
+        [RecordUpdate(record_id="1", fields={}), RecordUpdate(record_id="2", fields={})]
+    )
+    assert result.written == {"1"}
+    assert "may be deleted" in result.failed["2"]
+
+
+@respx.mock
+async def test_record_missing_from_the_answer_is_not_assumed_written(connector) -> None:
+    respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(200, json={"results": []})
+    result = await connector.write_health([RecordUpdate(record_id="9", fields={})])
+    assert result.failed == {"9": "not confirmed in HubSpot's batch response"}
+
+
+async def test_more_than_100_records_is_refused_before_calling(connector) -> None:
+    with pytest.raises(ValueError, match="at most 100"):
+        await connector.write_health(
+            [RecordUpdate(record_id=str(i), fields={}) for i in range(101)]
+        )
+
+
+@respx.mock
+async def test_validation_error_raises_rejected_with_hubspot_message(connector) -> None:
+    respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(
+        400, json={"status": "error", "category": "VALIDATION_ERROR", "message": "bad"}
+    )
+    with pytest.raises(CRMRequestRejected) as caught:
+        await connector.write_health([RecordUpdate(record_id="1", fields={})])
+    assert caught.value.status == 400
+    assert "VALIDATION_ERROR" in caught.value.body
+
+
+@respx.mock
+async def test_ensure_fields_creates_group_and_missing_properties_only(connector) -> None:
+    respx.get(f"{API}/crm/v3/properties/companies/groups").respond(
+        200, json={"results": [{"name": "companyinformation"}]}
+    )
+    create_group = respx.post(f"{API}/crm/v3/properties/companies/groups").respond(201, json={})
+    existing = PROPERTIES[0].definition()
+    respx.get(f"{API}/crm/v3/properties/companies").respond(200, json={"results": [existing]})
+    create = respx.post(f"{API}/crm/v3/properties/companies").respond(201, json={})
+    report = await connector.ensure_fields()
+    assert create_group.call_count == 1
+    assert create.call_count == len(PROPERTIES) - 1
+    assert report.unchanged == [PROPERTIES[0].name]
+    created = {json.loads(call.request.content)["name"] for call in create.calls}
+    assert PROPERTIES[0].name not in created
+
+
+@respx.mock
+async def test_ensure_fields_updates_a_property_whose_options_drifted(connector) -> None:
+    band = next(spec for spec in PROPERTIES if spec.name == "health_band")
+    drifted = {**band.definition(), "options": [{"value": "healthy", "label": "Healthy"}]}
+    others = [spec.definition() for spec in PROPERTIES if spec.name != "health_band"]
+    respx.get(f"{API}/crm/v3/properties/companies/groups").respond(
+        200, json={"results": [{"name": "customer_health"}]}
+    )
+    respx.get(f"{API}/crm/v3/properties/companies").respond(
+        200, json={"results": [drifted, *others]}
+    )
+    patch = respx.patch(f"{API}/crm/v3/properties/companies/health_band").respond(200, json={})
+    report = await connector.ensure_fields()
+    assert report.updated == ["health_band"]
+    assert not report.created
+    assert [o["value"] for o in json.loads(patch.calls.last.request.content)["options"]] == [
+        "healthy", "neutral", "at_risk", "unknown",
+    ]  # fmt: skip
+
+
+def test_every_health_field_has_a_hubspot_property() -> None:
+    assert {spec.name for spec in PROPERTIES} == set(HEALTH_FIELDS)

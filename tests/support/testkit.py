@@ -1,0 +1,79 @@
+"""Helpers shared by the tests: settings for a test service, signed HubSpot webhooks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import FastAPI
+
+from connector.hubspot.events import signature_v3
+from webhooks.runtime import Runtime
+from webhooks.settings import Settings
+
+HUBSPOT_SECRET = "test-client-secret"
+HUBSPOT_TOKEN = "test-access-token"
+HUBSPOT_API = "https://hubspot.api.test"
+PUBLIC_URL = "https://health.example.test"
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "public_url": PUBLIC_URL,
+        "hubspot_client_secret": HUBSPOT_SECRET,
+        "hubspot_access_token": HUBSPOT_TOKEN,
+        "hubspot_api_base": HUBSPOT_API,
+        "run_worker": False,
+        "crm_retry_max_attempts": 1,
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: httpx.AsyncClient
+    runtime: Runtime
+
+
+def hubspot_event(event_id: int, object_id: int = 1001, **fields: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "eventId": event_id,
+        "subscriptionId": 77,
+        "portalId": 62515,
+        "appId": 4242,
+        "occurredAt": int(datetime.now(UTC).timestamp() * 1000),
+        "subscriptionType": "company.propertyChange",
+        "attemptNumber": 0,
+        "objectId": object_id,
+        "propertyName": "name",
+        "propertyValue": f"Company {object_id}",
+        "changeSource": "CRM_UI",
+    }
+    event.update(fields)
+    return event
+
+
+def signed_v3_headers(
+    body: bytes, *, uri: str, secret: str = HUBSPOT_SECRET, at: datetime | None = None
+) -> dict[str, str]:
+    timestamp = str(int((at or datetime.now(UTC)).timestamp() * 1000))
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Request-Timestamp": timestamp,
+        "X-HubSpot-Signature-v3": signature_v3(secret, "POST", uri, body, timestamp),
+    }
+
+
+async def post_hubspot(
+    client: httpx.AsyncClient, events: list[dict[str, object]], **sign: object
+) -> httpx.Response:
+    body = json.dumps(events).encode()
+    uri = f"{PUBLIC_URL}/webhooks/hubspot"
+    headers = signed_v3_headers(body, uri=uri, **sign)  # type: ignore[arg-type]
+    return await client.post("/webhooks/hubspot", content=body, headers=headers)

@@ -1,0 +1,101 @@
+"""Inbox repository on SQLite and PostgreSQL: dedup, claiming, leases, retries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from webhooks.store import inbox
+from webhooks.store.db import create_engine, create_session_factory
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sessions(database_url: str):
+    engine = create_engine(database_url)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+def _events(*keys: str) -> list[inbox.NewEvent]:
+    return [
+        inbox.NewEvent(dedup_key=key, kind="company.creation", payload={"k": key}) for key in keys
+    ]
+
+
+async def _insert(sessions, *keys: str, connection: str = "default") -> int:
+    async with sessions() as session, session.begin():
+        return await inbox.insert_events(
+            session, source="hubspot", connection=connection, events=_events(*keys), received_at=NOW
+        )
+
+
+async def test_redelivered_event_is_stored_once(sessions) -> None:
+    assert await _insert(sessions, "1:1", "1:2") == 2
+    assert await _insert(sessions, "1:2", "1:3") == 1
+    async with sessions() as session:
+        assert await inbox.count_by_status(session) == {"pending": 3}
+
+
+async def test_same_event_id_on_another_connection_is_a_different_event(sessions) -> None:
+    await _insert(sessions, "1:1", connection="a")
+    assert await _insert(sessions, "1:1", connection="b") == 1
+
+
+async def test_claim_takes_due_events_in_arrival_order_up_to_the_limit(sessions) -> None:
+    await _insert(sessions, "a", "b", "c")
+    async with sessions() as session, session.begin():
+        claimed = await inbox.claim_batch(session, now=NOW, limit=2, lease_seconds=60)
+        assert [row.dedup_key for row in claimed] == ["a", "b"]
+    async with sessions() as session, session.begin():
+        claimed = await inbox.claim_batch(session, now=NOW, limit=10, lease_seconds=60)
+        assert [row.dedup_key for row in claimed] == ["c"]
+
+
+async def test_claim_with_expired_lease_is_taken_again(sessions) -> None:
+    await _insert(sessions, "a")
+    async with sessions() as session, session.begin():
+        await inbox.claim_batch(session, now=NOW, limit=10, lease_seconds=60)
+    async with sessions() as session, session.begin():
+        assert (
+            await inbox.claim_batch(
+                session, now=NOW + timedelta(seconds=30), limit=10, lease_seconds=60
+            )
+            == []
+        )
+    async with sessions() as session, session.begin():
+        again = await inbox.claim_batch(
+            session, now=NOW + timedelta(seconds=61), limit=10, lease_seconds=60
+        )
+        assert [row.dedup_key for row in again] == ["a"]
+
+
+async def test_failed_attempt_backs_off_then_fails_after_the_last_try(sessions) -> None:
+    await _insert(sessions, "a")
+    async with sessions() as session, session.begin():
+        [row] = await inbox.claim_batch(session, now=NOW, limit=1, lease_seconds=60)
+        event_id = row.id
+    for attempt in (1, 2):
+        async with sessions() as session, session.begin():
+            status = await inbox.mark_failed_attempt(
+                session,
+                event_id=event_id,
+                error="boom",
+                now=NOW,
+                max_attempts=3,
+                backoff_seconds=10,
+            )
+            assert status == "pending"
+        async with sessions() as session, session.begin():
+            assert await inbox.claim_batch(session, now=NOW, limit=1, lease_seconds=60) == []
+            due = NOW + timedelta(seconds=10 * 2 ** (attempt - 1))
+            assert len(await inbox.claim_batch(session, now=due, limit=1, lease_seconds=60)) == 1
+    async with sessions() as session, session.begin():
+        status = await inbox.mark_failed_attempt(
+            session, event_id=event_id, error="boom", now=NOW, max_attempts=3, backoff_seconds=10
+        )
+        assert status == "failed"
+    async with sessions() as session:
+        assert await inbox.count_by_status(session) == {"failed": 1}

@@ -1,0 +1,92 @@
+"""Write-back outbox on SQLite and PostgreSQL: change detection, versions, retries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from webhooks.store import accounts, writeback
+from webhooks.store.db import create_engine, create_session_factory
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sessions(database_url: str):
+    engine = create_engine(database_url)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+async def _account_id(sessions) -> int:
+    async with sessions() as session, session.begin():
+        account = await accounts.lock_account(
+            session, connection="default", crm="hubspot", crm_id="42", now=NOW
+        )
+        return account.id
+
+
+async def _stage(sessions, account_id: int, fields: dict) -> bool:
+    async with sessions() as session, session.begin():
+        return await writeback.stage(
+            session,
+            account_id=account_id,
+            connection="default",
+            record_id="42",
+            fields=fields,
+            fingerprint=writeback.fields_fingerprint(fields, ignore={"health_updated_at"}),
+            now=NOW,
+        )
+
+
+async def _claim(sessions, now=NOW):
+    async with sessions() as session, session.begin():
+        return await writeback.claim_due(
+            session, connections=["default"], now=now, limit=10, lease_seconds=60
+        )
+
+
+async def test_unchanged_values_are_not_staged_again(sessions) -> None:
+    account_id = await _account_id(sessions)
+    assert await _stage(sessions, account_id, {"health_score": 80, "health_updated_at": "t1"})
+    assert not await _stage(sessions, account_id, {"health_score": 80, "health_updated_at": "t2"})
+    assert await _stage(sessions, account_id, {"health_score": 81, "health_updated_at": "t3"})
+
+
+async def test_written_version_is_settled_and_not_claimed_again(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    [item] = await _claim(sessions)
+    async with sessions() as session, session.begin():
+        await writeback.mark_written(session, account_id=account_id, version=item.version, now=NOW)
+    assert await _claim(sessions, NOW + timedelta(hours=1)) == []
+    async with sessions() as session:
+        row = await writeback.get_item(session, account_id=account_id)
+        assert (row.status, row.written_version) == ("done", 1)
+
+
+async def test_values_staged_during_a_send_are_sent_after_it(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    [item] = await _claim(sessions)
+    assert await _stage(sessions, account_id, {"health_score": 60})
+    assert await _claim(sessions) == [], "no second sender while the first is in flight"
+    async with sessions() as session, session.begin():
+        await writeback.mark_written(session, account_id=account_id, version=item.version, now=NOW)
+    [again] = await _claim(sessions)
+    assert (again.version, again.fields) == (2, {"health_score": 60})
+
+
+async def test_failed_write_is_retried_later_then_marked_failed(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    for attempt in range(1, 3):
+        [item] = await _claim(sessions, NOW + timedelta(hours=attempt))
+        async with sessions() as session, session.begin():
+            status = await writeback.mark_write_failed(
+                session, account_id=account_id, version=item.version, error="503",
+                now=NOW + timedelta(hours=attempt), max_attempts=2, retry_in_seconds=30,
+            )  # fmt: skip
+        assert status == ("pending" if attempt == 1 else "failed")
+    assert await _claim(sessions, NOW + timedelta(days=1)) == []
