@@ -158,7 +158,7 @@ class Pipeline:
         now = self._clock()
         async with self._sessions() as session, session.begin():
             rows = await inbox.load(session, event_ids=ids)
-            per_account: dict[tuple[str, str, str], list[NormalisedEvent]] = defaultdict(list)
+            per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = defaultdict(list)
             for row in rows:
                 try:
                     decoded = _decode(row)
@@ -177,36 +177,49 @@ class Pipeline:
                     per_account[(row.connection, crm, event.account)].append(event)
                 inbox.mark_done(row, status=inbox.DONE, now=now)
                 report.processed += 1
-            # Lock accounts in one global order so concurrent workers cannot deadlock.
-            for connection, crm, crm_id in sorted(per_account):
-                account = await accounts.lock_account(
-                    session, connection=connection, crm=crm, crm_id=crm_id, now=now
-                )
-                for event in per_account[(connection, crm, crm_id)]:
-                    await _fold(session, account, event)
-                if account.deleted_at is None:
-                    report.staged += await self._rescore(session, account, now)
-                    report.rescored += 1
 
-    async def _rescore(self, session: AsyncSession, account: Account, now: datetime) -> int:
-        facts = await accounts.load_facts(session, account=account, as_of=now)
-        health = score(facts, self._config)
-        month_ago = await accounts.score_at_or_before(
-            session, account_id=account.id, at=now - timedelta(days=30)
+            locked = await accounts.lock_accounts(session, keys=per_account.keys(), now=now)
+            activity: list[tuple[Account, datetime]] = []
+            for key, events in per_account.items():
+                account = locked[key]
+                for event in events:
+                    match event:
+                        case AccountActivity(at=at):
+                            activity.append((account, at))
+                        case AccountAttributes(at=at, attributes=attributes):
+                            accounts.apply_attributes(account, attributes=dict(attributes), at=at)
+                        case AccountDeleted(at=at):
+                            accounts.mark_deleted(account, at=at)
+            await accounts.record_activity(session, activity=activity)
+            live = [account for account in locked.values() if account.deleted_at is None]
+            report.staged += await self._rescore(session, live, now)
+            report.rescored += len(live)
+
+    async def _rescore(self, session: AsyncSession, live: list[Account], now: datetime) -> int:
+        """Score every touched account once, keep history, queue fields that changed."""
+        if not live:
+            return 0
+        facts = await accounts.load_facts(session, accounts=live, as_of=now)
+        month_ago = await accounts.scores_at_or_before(
+            session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
         )
-        trend = None if health.score is None or month_ago is None else health.score - month_ago
-        accounts.record_health(session, account=account, health=health, at=now)
-        fields = health_field_values(health, trend_30d=trend, updated_at=now)
-        staged = await writeback.stage(
-            session,
-            account_id=account.id,
-            connection=account.connection,
-            record_id=account.crm_id,
-            fields=fields,
-            fingerprint=writeback.fields_fingerprint(fields, ignore=VOLATILE_FIELDS),
-            now=now,
-        )
-        return int(staged)
+        owed: list[writeback.Owed] = []
+        for account in live:
+            health = score(facts[account.id], self._config)
+            previous = month_ago.get(account.id)
+            trend = None if health.score is None or previous is None else health.score - previous
+            accounts.record_health(session, account=account, health=health, at=now)
+            fields = health_field_values(health, trend_30d=trend, updated_at=now)
+            owed.append(
+                writeback.Owed(
+                    account_id=account.id,
+                    connection=account.connection,
+                    record_id=account.crm_id,
+                    fields=fields,
+                    fingerprint=writeback.fields_fingerprint(fields, ignore=VOLATILE_FIELDS),
+                )
+            )
+        return await writeback.stage(session, owed=owed, now=now)
 
     # -- outbox -> CRM --------------------------------------------------------------------------
 
@@ -297,13 +310,3 @@ def _decode(row: InboxEvent) -> tuple[str, list[NormalisedEvent]] | None:
     crm, decoder = source
     events = decoder(row.payload)
     return None if events is None else (crm, events)
-
-
-async def _fold(session: AsyncSession, account: Account, event: NormalisedEvent) -> None:
-    match event:
-        case AccountActivity(at=at):
-            await accounts.record_activity(session, account=account, at=at)
-        case AccountAttributes(at=at, attributes=attributes):
-            accounts.apply_attributes(account, attributes=dict(attributes), at=at)
-        case AccountDeleted(at=at):
-            accounts.mark_deleted(account, at=at)

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from testkit import PUBLIC_URL, hubspot_event, post_hubspot, signed_v3_headers
-
 from webhooks.store import inbox
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from testkit import make_settings
 
+from testkit import make_settings
 from webhooks.app import create_app
 
 

@@ -1,54 +1,81 @@
-"""Accounts repository: per-account facts (attributes, activity days) and health history."""
+"""Accounts repository: per-account facts (attributes, activity days) and health history.
+
+Every function works on a whole batch of accounts at once: the worker's cost per batch is a
+handful of statements, not a handful per account.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections import Counter
+from collections.abc import Collection, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.model import AccountFacts, Health
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import Account, ActivityDay, HealthSnapshot
 
+AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
 
-async def lock_account(
-    session: AsyncSession, *, connection: str, crm: str, crm_id: str, now: datetime
-) -> Account:
-    """Fetch the account row, creating it if new, locked for this transaction on PostgreSQL."""
+
+async def lock_accounts(
+    session: AsyncSession, *, keys: Collection[AccountKey], now: datetime
+) -> dict[AccountKey, Account]:
+    """Fetch the accounts, creating new ones, locked for this transaction on PostgreSQL.
+
+    Rows are locked in id order so concurrent workers cannot deadlock on each other.
+    """
+    if not keys:
+        return {}
     await session.execute(
         upsert_insert(session, Account)
         .values(
-            connection=connection,
-            crm=crm,
-            crm_id=crm_id,
-            attributes={},
-            band="unknown",
-            created_at=now,
+            [
+                {
+                    "connection": connection,
+                    "crm": crm,
+                    "crm_id": crm_id,
+                    "attributes": {},
+                    "band": "unknown",
+                    "created_at": now,
+                }
+                for connection, crm, crm_id in keys
+            ]
         )
         .on_conflict_do_nothing(index_elements=["connection", "crm_id"])
     )
-    return (
-        await session.execute(
-            select(Account)
-            .where(Account.connection == connection, Account.crm_id == crm_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+    rows = await session.execute(
+        select(Account)
+        .where(tuple_(Account.connection, Account.crm_id).in_([(c, i) for c, _, i in keys]))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {(a.connection, a.crm, a.crm_id): a for a in rows.scalars()}
 
 
-async def record_activity(session: AsyncSession, *, account: Account, at: datetime) -> None:
-    if account.last_activity_at is None or at > account.last_activity_at:
-        account.last_activity_at = at
+async def record_activity(
+    session: AsyncSession, *, activity: Sequence[tuple[Account, datetime]]
+) -> None:
+    """Count activity per account and UTC day, and move each account's last-activity time."""
+    per_day: Counter[tuple[int, date]] = Counter()
+    for account, at in activity:
+        if account.last_activity_at is None or at > account.last_activity_at:
+            account.last_activity_at = at
+        per_day[(account.id, at.date())] += 1
+    if not per_day:
+        return
+    # One row per (account, day) in the statement: PostgreSQL refuses to update a row twice.
     insert = upsert_insert(session, ActivityDay).values(
-        account_id=account.id, day=at.date(), events=1
+        [{"account_id": a, "day": d, "events": n} for (a, d), n in per_day.items()]
     )
     await session.execute(
         insert.on_conflict_do_update(
             index_elements=["account_id", "day"],
-            set_={"events": ActivityDay.events + 1},
+            set_={"events": ActivityDay.events + insert.excluded.events},
         )
     )
 
@@ -70,32 +97,46 @@ def mark_deleted(account: Account, *, at: datetime) -> None:
     account.deleted_at = at
 
 
-async def load_facts(session: AsyncSession, *, account: Account, as_of: datetime) -> AccountFacts:
+async def load_facts(
+    session: AsyncSession, *, accounts: Sequence[Account], as_of: datetime
+) -> dict[int, AccountFacts]:
     since = (as_of - timedelta(days=30)).date()
-    active_days = (
-        await session.execute(
-            select(func.count())
-            .select_from(ActivityDay)
-            .where(ActivityDay.account_id == account.id, ActivityDay.day > since)
-        )
-    ).scalar_one()
-    return AccountFacts(
-        account_id=account.crm_id,
-        as_of=as_of,
-        last_activity_at=account.last_activity_at,
-        active_days_30d=active_days,
+    ids = [account.id for account in accounts]
+    rows = await session.execute(
+        select(ActivityDay.account_id, func.count())
+        .where(ActivityDay.account_id.in_(ids), ActivityDay.day > since)
+        .group_by(ActivityDay.account_id)
     )
-
-
-async def score_at_or_before(session: AsyncSession, *, account_id: int, at: datetime) -> int | None:
-    return (
-        await session.execute(
-            select(HealthSnapshot.score)
-            .where(HealthSnapshot.account_id == account_id, HealthSnapshot.computed_at <= at)
-            .order_by(HealthSnapshot.computed_at.desc())
-            .limit(1)
+    active_days: dict[int, int] = dict(rows.all())
+    return {
+        account.id: AccountFacts(
+            account_id=account.crm_id,
+            as_of=as_of,
+            last_activity_at=account.last_activity_at,
+            active_days_30d=active_days.get(account.id, 0),
         )
-    ).scalar_one_or_none()
+        for account in accounts
+    }
+
+
+async def scores_at_or_before(
+    session: AsyncSession, *, account_ids: Collection[int], at: datetime
+) -> dict[int, int | None]:
+    """Each account's latest recorded score at or before `at` (for trends)."""
+    latest = (
+        select(HealthSnapshot.account_id, func.max(HealthSnapshot.computed_at).label("computed_at"))
+        .where(HealthSnapshot.account_id.in_(account_ids), HealthSnapshot.computed_at <= at)
+        .group_by(HealthSnapshot.account_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(HealthSnapshot.account_id, HealthSnapshot.score).join(
+            latest,
+            (HealthSnapshot.account_id == latest.c.account_id)
+            & (HealthSnapshot.computed_at == latest.c.computed_at),
+        )
+    )
+    return dict(rows.all())
 
 
 def record_health(session: AsyncSession, *, account: Account, health: Health, at: datetime) -> None:
@@ -113,18 +154,3 @@ def record_health(session: AsyncSession, *, account: Account, health: Health, at
             coverage=health.coverage,
         )
     )
-
-
-async def get_account(session: AsyncSession, *, connection: str, crm_id: str) -> Account | None:
-    return (
-        await session.execute(
-            select(Account).where(Account.connection == connection, Account.crm_id == crm_id)
-        )
-    ).scalar_one_or_none()
-
-
-async def list_accounts(session: AsyncSession, *, connection: str) -> list[Account]:
-    rows = await session.execute(
-        select(Account).where(Account.connection == connection).order_by(Account.id)
-    )
-    return list(rows.scalars().all())

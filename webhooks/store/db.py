@@ -19,7 +19,12 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # SQLite has one writer at a time. One shared connection makes concurrent requests
+        # queue in-process instead of spinning in SQLite's busy handler, whose sleeps made
+        # acknowledgements take seconds under 10 concurrent webhook deliveries.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -34,28 +34,28 @@ async def insert_events(
     """Store events, skipping any already stored under the same dedup key; return new count."""
     if not events:
         return 0
+    # executemany with a cached statement: a multi-VALUES literal would be compiled anew for
+    # every batch, which cost more than the insert itself.
     statement = (
         upsert_insert(session, InboxEvent)
-        .values(
-            [
-                {
-                    "source": source,
-                    "connection": connection,
-                    "dedup_key": event.dedup_key,
-                    "kind": event.kind,
-                    "payload": event.payload,
-                    "received_at": received_at,
-                    "status": PENDING,
-                    "attempts": 0,
-                    "available_at": received_at,
-                }
-                for event in events
-            ]
-        )
         .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
         .returning(InboxEvent.id)
     )
-    inserted = (await session.execute(statement)).scalars().all()
+    rows = [
+        {
+            "source": source,
+            "connection": connection,
+            "dedup_key": event.dedup_key,
+            "kind": event.kind,
+            "payload": event.payload,
+            "received_at": received_at,
+            "status": PENDING,
+            "attempts": 0,
+            "available_at": received_at,
+        }
+        for event in events
+    ]
+    inserted = (await session.execute(statement, rows)).scalars().all()
     return len(inserted)
 
 

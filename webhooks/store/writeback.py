@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,46 +22,65 @@ def fields_fingerprint(fields: Mapping[str, Any], *, ignore: Collection[str]) ->
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def stage(
-    session: AsyncSession,
-    *,
-    account_id: int,
-    connection: str,
-    record_id: str,
-    fields: dict[str, Any],
-    fingerprint: str,
-    now: datetime,
-) -> bool:
-    """Queue new field values unless the same values are already written or queued."""
-    row = await session.get(WritebackItem, account_id, with_for_update=True, populate_existing=True)
-    if row is None:
-        session.add(
-            WritebackItem(
-                account_id=account_id,
-                connection=connection,
-                record_id=record_id,
-                fields=fields,
-                fields_hash=fingerprint,
-                version=1,
-                status=PENDING,
-                attempts=0,
-                available_at=now,
+@dataclass(frozen=True, kw_only=True)
+class Owed:
+    """Health field values one account's CRM record should carry."""
+
+    account_id: int
+    connection: str
+    record_id: str
+    fields: dict[str, Any]
+    fingerprint: str
+
+
+async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -> int:
+    """Queue new field values unless the same values are already written or queued.
+
+    Returns how many accounts got new values queued.
+    """
+    if not owed:
+        return 0
+    rows = await session.execute(
+        select(WritebackItem)
+        .where(WritebackItem.account_id.in_([item.account_id for item in owed]))
+        .order_by(WritebackItem.account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    existing = {row.account_id: row for row in rows.scalars()}
+    staged = 0
+    for item in owed:
+        row = existing.get(item.account_id)
+        if row is None:
+            session.add(
+                WritebackItem(
+                    account_id=item.account_id,
+                    connection=item.connection,
+                    record_id=item.record_id,
+                    fields=item.fields,
+                    fields_hash=item.fingerprint,
+                    version=1,
+                    status=PENDING,
+                    attempts=0,
+                    available_at=now,
+                )
             )
-        )
-        return True
-    if row.fields_hash == fingerprint:
-        return False
-    row.fields = fields
-    row.fields_hash = fingerprint
-    row.version += 1
-    row.attempts = 0
-    row.last_error = None
-    row.available_at = now
-    # While an older version is in flight the row stays SENDING, so no second sender races it
-    # (which could land the older values last); settling that send re-queues the new version.
-    if row.status != SENDING:
-        row.status = PENDING
-    return True
+        elif row.fields_hash == item.fingerprint:
+            continue
+        else:
+            row.fields = item.fields
+            row.fields_hash = item.fingerprint
+            row.version += 1
+            row.attempts = 0
+            row.last_error = None
+            row.available_at = now
+            # While an older version is in flight the row stays SENDING, so no second sender
+            # races it (which could land the older values last); settling that send re-queues
+            # the new version.
+            if row.status != SENDING:
+                row.status = PENDING
+        staged += 1
+    return staged
 
 
 async def claim_due(

@@ -21,23 +21,20 @@ async def sessions(database_url: str):
 
 async def _account_id(sessions) -> int:
     async with sessions() as session, session.begin():
-        account = await accounts.lock_account(
-            session, connection="default", crm="hubspot", crm_id="42", now=NOW
-        )
-        return account.id
+        locked = await accounts.lock_accounts(session, keys=[("default", "hubspot", "42")], now=NOW)
+        return locked["default", "hubspot", "42"].id
 
 
-async def _stage(sessions, account_id: int, fields: dict) -> bool:
+async def _stage(sessions, account_id: int, fields: dict[str, object]) -> bool:
     async with sessions() as session, session.begin():
-        return await writeback.stage(
-            session,
+        owed = writeback.Owed(
             account_id=account_id,
             connection="default",
             record_id="42",
             fields=fields,
             fingerprint=writeback.fields_fingerprint(fields, ignore={"health_updated_at"}),
-            now=NOW,
         )
+        return bool(await writeback.stage(session, owed=[owed], now=NOW))
 
 
 async def _claim(sessions, now=NOW):
@@ -63,6 +60,7 @@ async def test_written_version_is_settled_and_not_claimed_again(sessions) -> Non
     assert await _claim(sessions, NOW + timedelta(hours=1)) == []
     async with sessions() as session:
         row = await writeback.get_item(session, account_id=account_id)
+        assert row is not None
         assert (row.status, row.written_version) == ("done", 1)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print a results table; run with `make bench` (not part of the tests)."""

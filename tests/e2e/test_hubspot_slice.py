@@ -1,0 +1,63 @@
+"""End to end: a signed HubSpot webhook in, the health fields written into the CRM record."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import respx
+
+from connector.sandbox.app import create_sandbox_app
+from connector.sandbox.state import SandboxState
+from testkit import HUBSPOT_API, HUBSPOT_TOKEN, hubspot_event, post_hubspot
+
+HEALTH_PROPERTIES = {
+    "health_score", "health_band", "health_trend_30d", "health_active_use",
+    "health_collaboration", "health_mutual_value", "health_momentum", "health_drivers",
+    "health_updated_at",
+}  # fmt: skip
+
+
+async def test_signed_webhook_becomes_a_batch_update_carrying_the_health_fields(service) -> None:
+    with respx.mock:
+        route = respx.post(f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update").respond(
+            200, json={"status": "COMPLETE", "results": [{"id": "4242"}]}
+        )
+        response = await post_hubspot(service.client, [hubspot_event(1, object_id=4242)])
+        assert response.status_code == 202
+        assert not route.called, "nothing is processed inside the request"
+        await service.runtime.pipeline.run_once()
+    [call] = route.calls
+    assert call.request.headers["authorization"] == f"Bearer {HUBSPOT_TOKEN}"
+    [record] = json.loads(call.request.content)["inputs"]
+    assert record["id"] == "4242"
+    assert set(record["properties"]) == HEALTH_PROPERTIES
+    assert record["properties"]["health_band"] == "healthy"
+
+
+async def test_sandbox_company_gets_health_after_provisioning_and_a_webhook(
+    service_factory,
+) -> None:
+    state = SandboxState()
+    company_id = state.add_company({"name": "Acme Labs"})
+    sandbox = create_sandbox_app(state, access_token=HUBSPOT_TOKEN)
+    service = await service_factory(crm_transport=httpx.ASGITransport(app=sandbox))
+    [connector] = service.runtime.connections.writers().values()
+    report = await connector.ensure_fields()
+    assert set(report.created) == {"group:customer_health", *HEALTH_PROPERTIES}
+    assert (await connector.ensure_fields()).created == [], "provisioning is idempotent"
+
+    await post_hubspot(service.client, [hubspot_event(1, object_id=int(company_id))])
+    await service.runtime.pipeline.run_once()
+
+    company = state.companies[company_id]
+    assert company["health_score"] == "100"
+    assert company["health_band"] == "healthy"
+    assert company["health_drivers"] == "Last activity 0 days ago"
+    writes = [r for r in state.requests if r.path.endswith("/batch/update")]
+    assert [r.status for r in writes] == [200]
+
+    # Another event that leaves health unchanged costs the CRM nothing.
+    await post_hubspot(service.client, [hubspot_event(2, object_id=int(company_id))])
+    await service.runtime.pipeline.run_once()
+    assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1
