@@ -35,7 +35,6 @@ class Settings(BaseSettings):
         description="Externally visible base URL (e.g. https://health.example.com); HubSpot v3 "
         "signatures cover the full URL, so set it when running behind a proxy.",
     )
-    admin_token: SecretStr | None = Field(default=None, description="Bootstrap admin API key.")
     connection_name: str = Field(
         default="default", description="Name of the connection configured from these settings."
     )
@@ -79,8 +78,12 @@ class Settings(BaseSettings):
         default=8, gt=0, description="Tries before an event or write-back is marked failed."
     )
 
-    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
-    log_format: Literal["json", "console"] = Field(default="json")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written."
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="JSON lines for log shippers, or console for people."
+    )
 
     @field_validator("database_url")
     @classmethod
