@@ -53,6 +53,18 @@ class WorkerOptions:
     retry_max_seconds: float = 3600.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Delivery:
+    """One claimed write-back, copied out of its session so the CRM call holds no transaction."""
+
+    connection: str
+    account_id: int
+    version: int
+    record_id: str
+    fields: dict[str, Any]
+    attempts: int
+
+
 @dataclass(kw_only=True)
 class BatchReport:
     claimed: int = 0
@@ -237,29 +249,29 @@ class Pipeline:
                 lease_seconds=self._options.lease_seconds,
             )
             claimed = [
-                (item.connection, item.account_id, item.version, item.record_id, item.fields)
+                _Delivery(
+                    connection=item.connection,
+                    account_id=item.account_id,
+                    version=item.version,
+                    record_id=item.record_id,
+                    fields=item.fields,
+                    attempts=item.attempts,
+                )
                 for item in items
             ]
-        by_connection: dict[str, list[tuple[int, int, str, dict[str, Any]]]] = defaultdict(list)
-        for connection, account_id, version, record_id, fields in claimed:
-            by_connection[connection].append((account_id, version, record_id, fields))
-        for connection, entries in by_connection.items():
+        by_connection: dict[str, list[_Delivery]] = defaultdict(list)
+        for delivery in claimed:
+            by_connection[delivery.connection].append(delivery)
+        for connection, deliveries in by_connection.items():
             connector = writers[connection]
-            for start in range(0, len(entries), connector.max_batch_size):
+            for start in range(0, len(deliveries), connector.max_batch_size):
                 await self._send(
-                    connection, connector, entries[start : start + connector.max_batch_size]
+                    connection, connector, deliveries[start : start + connector.max_batch_size]
                 )
         return len(claimed)
 
-    async def _send(
-        self,
-        connection: str,
-        connector: CRMConnector,
-        chunk: list[tuple[int, int, str, dict[str, Any]]],
-    ) -> None:
-        updates = [
-            RecordUpdate(record_id=record_id, fields=fields) for _, _, record_id, fields in chunk
-        ]
+    async def _send(self, connection: str, connector: CRMConnector, chunk: list[_Delivery]) -> None:
+        updates = [RecordUpdate(record_id=d.record_id, fields=d.fields) for d in chunk]
         written: set[str] = set()
         failed: dict[str, str] = {}
         retry_after: float | None = None
@@ -273,23 +285,24 @@ class Pipeline:
             failed = {update.record_id: f"{exc} {exc.body[:500]}" for update in updates}
         now = self._clock()
         async with self._sessions() as session, session.begin():
-            for account_id, version, record_id, _ in chunk:
-                if record_id in written:
+            for delivery in chunk:
+                if delivery.record_id in written:
                     await writeback.mark_written(
-                        session, account_id=account_id, version=version, now=now
+                        session, account_id=delivery.account_id, version=delivery.version, now=now
                     )
                     continue
-                attempts = await writeback.attempts_of(session, account_id=account_id)
                 backoff = min(
-                    self._options.retry_base_seconds * 2**attempts, self._options.retry_max_seconds
+                    self._options.retry_base_seconds * 2**delivery.attempts,
+                    self._options.retry_max_seconds,
                 )
                 await writeback.mark_write_failed(
                     session,
-                    account_id=account_id,
-                    version=version,
-                    error=failed.get(record_id, "not written"),
+                    account_id=delivery.account_id,
+                    version=delivery.version,
+                    error=failed.get(delivery.record_id, "not written"),
                     now=now,
                     max_attempts=self._options.max_attempts,
+                    # Never earlier than the CRM's Retry-After allowed.
                     retry_in_seconds=max(backoff, retry_after or 0.0),
                 )
         log.info(

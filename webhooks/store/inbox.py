@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import InboxEvent
 
@@ -62,32 +63,17 @@ async def insert_events(
 async def claim_batch(
     session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
 ) -> list[InboxEvent]:
-    """Take up to `limit` due events (or ones whose worker's lease ran out) for this worker.
-
-    On PostgreSQL, SKIP LOCKED lets several workers claim disjoint batches concurrently.
-    """
-    due = or_(
-        (InboxEvent.status == PENDING) & (InboxEvent.available_at <= now),
-        (InboxEvent.status == PROCESSING) & (InboxEvent.lease_until < now),
+    """Take up to `limit` due events (or ones whose worker's lease ran out), oldest first."""
+    return await leases.claim(
+        session,
+        InboxEvent,
+        idle=PENDING,
+        busy=PROCESSING,
+        now=now,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        order_by=InboxEvent.id,
     )
-    rows = (
-        (
-            await session.execute(
-                select(InboxEvent)
-                .where(due)
-                .order_by(InboxEvent.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    lease_until = now + timedelta(seconds=lease_seconds)
-    for row in rows:
-        row.status = PROCESSING
-        row.lease_until = lease_until
-    return list(rows)
 
 
 def mark_done(row: InboxEvent, *, status: str, now: datetime) -> None:
@@ -134,15 +120,6 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
         select(InboxEvent.status, func.count()).group_by(InboxEvent.status)
     )
     return {row[0]: row[1] for row in rows}
-
-
-async def release_claims(session: AsyncSession, *, event_ids: Sequence[int]) -> None:
-    """Hand claimed events back at once (e.g. on shutdown) instead of waiting for the lease."""
-    await session.execute(
-        update(InboxEvent)
-        .where(InboxEvent.id.in_(event_ids), InboxEvent.status == PROCESSING)
-        .values(status=PENDING, lease_until=None)
-    )
 
 
 async def load(session: AsyncSession, *, event_ids: Sequence[int]) -> list[InboxEvent]:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store import leases
 from webhooks.store.models import WritebackItem
 
 PENDING, SENDING, DONE, FAILED = "pending", "sending", "done", "failed"
@@ -91,28 +92,17 @@ async def claim_due(
     limit: int,
     lease_seconds: float,
 ) -> list[WritebackItem]:
-    due = or_(
-        (WritebackItem.status == PENDING) & (WritebackItem.available_at <= now),
-        (WritebackItem.status == SENDING) & (WritebackItem.lease_until < now),
+    return await leases.claim(
+        session,
+        WritebackItem,
+        idle=PENDING,
+        busy=SENDING,
+        now=now,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        order_by=WritebackItem.available_at,
+        where=WritebackItem.connection.in_(connections),
     )
-    rows = (
-        (
-            await session.execute(
-                select(WritebackItem)
-                .where(due, WritebackItem.connection.in_(connections))
-                .order_by(WritebackItem.available_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    lease_until = now + timedelta(seconds=lease_seconds)
-    for row in rows:
-        row.status = SENDING
-        row.lease_until = lease_until
-    return list(rows)
 
 
 async def mark_written(
@@ -178,8 +168,3 @@ async def _requeue_superseded(
 
 async def get_item(session: AsyncSession, *, account_id: int) -> WritebackItem | None:
     return await session.get(WritebackItem, account_id)
-
-
-async def attempts_of(session: AsyncSession, *, account_id: int) -> int:
-    row = await session.get(WritebackItem, account_id)
-    return 0 if row is None else row.attempts
