@@ -83,7 +83,7 @@ def _pct(values: list[float], pct: float) -> float:
     return statistics.quantiles(values, n=100)[int(pct) - 1] * 1000
 
 
-async def main() -> None:
+async def run() -> list[tuple[str, str]]:
     configure_logging(level="error")
     baseline = FastAPI()
 
@@ -91,7 +91,6 @@ async def main() -> None:
     async def parse_only(request: Request) -> dict[str, int]:
         return {"received": len(parse_batch(await request.body()))}
 
-    rows: list[tuple[str, str]] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=baseline), base_url=BASE) as c:
 
         async def post_baseline(body: bytes) -> int:
@@ -139,7 +138,8 @@ async def main() -> None:
             writes = [r for r in state.requests[calls_before:] if r.path.endswith("/batch/update")]
             written = sum(1 for c in state.companies.values() if c.get("health_score"))
 
-    rows = [
+    return [
+        (f"SQLite, in-process ASGI, {BATCHES} batches x 100 events, {CONCURRENCY} concurrent", ""),
         ("parse-only FastAPI endpoint (ceiling)", f"{ceiling:,.0f} events/s"),
         (
             "  ack latency p50 / p99",
@@ -151,9 +151,3 @@ async def main() -> None:
         ("worker: inbox -> scored -> written", f"{processing:,.0f} events/s"),
         ("companies written / batch update calls", f"{written} / {len(writes)}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"SQLite, in-process ASGI, {BATCHES} batches x 100 events, {CONCURRENCY} concurrent")
-    print(f"{'measure'.ljust(width)} | result")
-    print(f"{'-' * width}-|-{'-' * 20}")
-    for name, value in rows:
-        print(f"{name.ljust(width)} | {value}")

@@ -26,13 +26,11 @@ HEALTH_FIELDS: tuple[str, ...] = (
 VOLATILE_FIELDS = frozenset({"health_updated_at"})
 
 
-def health_field_values(
-    health: Health, *, trend_30d: float | None, updated_at: datetime
-) -> dict[str, FieldValue]:
+def health_field_values(health: Health, *, updated_at: datetime) -> dict[str, FieldValue]:
     values: dict[str, FieldValue] = {
         "health_score": health.score,
         "health_band": health.band.value,
-        "health_trend_30d": trend_30d,
+        "health_trend_30d": health.trend_30d,
     }
     for name in SIGNAL_NAMES:
         signal = health.signals.get(name)

@@ -1,40 +1,224 @@
-"""HealthConfig: every threshold, weight and band edge an admin can tune, with defaults."""
+"""HealthConfig: every threshold, weight, band edge and segment override an admin can tune.
+
+Defaults follow docs/signals.md. Validation is strict (unknown keys are refused) and errors
+name the field path, e.g. `signals.active_use.indicators.seat_utilization.healthy`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
 
 
-class Threshold(BaseModel):
-    """Raw value at which an indicator scores 0 (at_risk) and 100 (healthy)."""
+class IndicatorConfig(BaseModel):
+    """Raw value that scores 0 (`at_risk`) and 100 (`healthy`), and the weight in its signal."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
-    at_risk: float
-    healthy: float
+    at_risk: float = Field(allow_inf_nan=False)
+    healthy: float = Field(allow_inf_nan=False)
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _distinct(self) -> Threshold:
+    def _distinct(self) -> Self:
         if self.at_risk == self.healthy:
-            raise ValueError("at_risk and healthy must differ")
+            raise ValueError(f"at_risk and healthy must differ (both are {self.at_risk:g})")
         return self
+
+
+def _indicator(at_risk: float, healthy: float) -> Any:
+    return Field(default_factory=lambda: IndicatorConfig(at_risk=at_risk, healthy=healthy))
+
+
+class _Indicators(BaseModel):
+    model_config = _STRICT
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if not any(indicator.weight > 0 for indicator in self.items().values()):
+            raise ValueError("at least one indicator needs a weight above 0")
+        return self
+
+    def items(self) -> dict[str, IndicatorConfig]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class ActiveUseIndicators(_Indicators):
+    seat_utilization: IndicatorConfig = _indicator(0.40, 0.70)
+    usage_trend: IndicatorConfig = _indicator(-0.25, 0.0)
+    stickiness: IndicatorConfig = _indicator(0.05, 0.20)
+    recency_days: IndicatorConfig = _indicator(14, 3)
+
+
+class CollaborationIndicators(_Indicators):
+    two_way_ratio: IndicatorConfig = _indicator(0.15, 0.40)
+    co_innovation: IndicatorConfig = _indicator(0, 2)
+    stakeholder_breadth: IndicatorConfig = _indicator(1, 4)
+    executive_access: IndicatorConfig = _indicator(0, 1)
+
+
+class MutualValueIndicators(_Indicators):
+    support_load: IndicatorConfig = _indicator(5, 1)
+    escalations: IndicatorConfig = _indicator(3, 0)
+
+
+class MomentumIndicators(_Indicators):
+    arr_change: IndicatorConfig = _indicator(-0.10, 0.05)
+
+
+class ActiveUseConfig(BaseModel):
+    model_config = _STRICT
+    weight: float = Field(default=0.40, ge=0, allow_inf_nan=False)
+    indicators: ActiveUseIndicators = Field(default_factory=ActiveUseIndicators)
+
+
+class CollaborationConfig(BaseModel):
+    model_config = _STRICT
+    weight: float = Field(default=0.35, ge=0, allow_inf_nan=False)
+    indicators: CollaborationIndicators = Field(default_factory=CollaborationIndicators)
+
+
+class MutualValueConfig(BaseModel):
+    model_config = _STRICT
+    weight: float = Field(default=0.15, ge=0, allow_inf_nan=False)
+    indicators: MutualValueIndicators = Field(default_factory=MutualValueIndicators)
+
+
+class MomentumConfig(BaseModel):
+    model_config = _STRICT
+    weight: float = Field(default=0.10, ge=0, allow_inf_nan=False)
+    indicators: MomentumIndicators = Field(default_factory=MomentumIndicators)
+
+
+SignalConfig = ActiveUseConfig | CollaborationConfig | MutualValueConfig | MomentumConfig
+
+
+class SignalsConfig(BaseModel):
+    model_config = _STRICT
+
+    active_use: ActiveUseConfig = Field(default_factory=ActiveUseConfig)
+    collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
+    mutual_value: MutualValueConfig = Field(default_factory=MutualValueConfig)
+    momentum: MomentumConfig = Field(default_factory=MomentumConfig)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if not any(signal.weight > 0 for signal in self.items().values()):
+            raise ValueError("at least one signal needs a weight above 0")
+        return self
+
+    def items(self) -> dict[str, SignalConfig]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
 
 class Bands(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Cutoffs on the 0..100 score; moving to a better band needs `hysteresis` points more."""
+
+    model_config = _STRICT
 
     healthy_min: float = Field(default=70, ge=0, le=100)
     at_risk_below: float = Field(default=40, ge=0, le=100)
+    hysteresis: float = Field(default=3, ge=0, le=50)
 
     @model_validator(mode="after")
-    def _ordered(self) -> Bands:
+    def _ordered(self) -> Self:
         if self.at_risk_below > self.healthy_min:
-            raise ValueError("at_risk_below must not exceed healthy_min")
+            raise ValueError(
+                f"at_risk_below ({self.at_risk_below:g}) must not exceed "
+                f"healthy_min ({self.healthy_min:g})"
+            )
         return self
 
 
-class HealthConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SegmentOverride(BaseModel):
+    """Settings for accounts whose attributes match, e.g. {"tier": "enterprise"}.
 
-    recency_days: Threshold = Threshold(at_risk=14, healthy=3)
-    bands: Bands = Bands()
+    `changes` holds only what differs from the base configuration, in the same shape
+    ({"signals": {"active_use": {"weight": 0.5}}, "bands": {"healthy_min": 75}}).
+    """
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=100)
+    match: dict[str, str] = Field(min_length=1)
+    changes: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthConfig(BaseModel):
+    model_config = _STRICT
+
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    bands: Bands = Field(default_factory=Bands)
+    segments: tuple[SegmentOverride, ...] = ()
+
+    _resolved: tuple[tuple[SegmentOverride, HealthConfig], ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _resolve_segments(self) -> Self:
+        names = [segment.name for segment in self.segments]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"segments: duplicate names {duplicates}")
+        base = self.model_dump(mode="json", exclude={"segments"})
+        resolved: list[tuple[SegmentOverride, HealthConfig]] = []
+        problems: list[str] = []
+        for index, segment in enumerate(self.segments):
+            unknown = set(segment.changes) - {"signals", "bands"}
+            if unknown:
+                problems.append(
+                    f"segments.{index}.changes: unknown keys {sorted(unknown)} "
+                    "(only signals and bands can be overridden)"
+                )
+                continue
+            try:
+                effective = HealthConfig.model_validate(_deep_merge(base, segment.changes))
+            except ValidationError as exc:
+                problems.extend(
+                    f"segments.{index}.changes.{_path(error['loc'])}: "
+                    + error["msg"].removeprefix("Value error, ")
+                    for error in exc.errors()
+                )
+                continue
+            resolved.append((segment, effective))
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._resolved = tuple(resolved)
+        return self
+
+    def resolved_segments(self) -> tuple[tuple[SegmentOverride, HealthConfig], ...]:
+        """Each segment override with the full configuration it results in."""
+        return self._resolved
+
+    @property
+    def version(self) -> str:
+        """A stable hash of the content: equal configurations have equal versions."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> HealthConfig:
+        return cls.model_validate_json(text)
+
+
+def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location)

@@ -1,16 +1,30 @@
-"""Mapping a raw indicator value onto the 0..100 health scale."""
+"""Indicator values and thresholds as the short text of drivers."""
 
 from __future__ import annotations
 
-from signals.config import Threshold
+from collections.abc import Callable
+
+from signals.config import IndicatorConfig
+from signals.model import Unit
 
 
-def interpolate(value: float, threshold: Threshold) -> float:
-    """Linear between the at-risk value (0) and the healthy value (100), clamped.
+def value_formatter(unit: Unit) -> Callable[[float], str]:
+    match unit:
+        case Unit.PERCENT:
+            return "{:.0%}".format
+        case Unit.CHANGE:
+            return "{:+.0%}".format
+        case Unit.DAYS | Unit.COUNT:
+            return "{:.0f}".format
+        case Unit.NUMBER:
+            return "{:.1f}".format
 
-    The direction follows from which end is larger, so "lower is better" indicators such as
-    recency need no special case.
-    """
-    span = threshold.healthy - threshold.at_risk
-    position = (value - threshold.at_risk) / span
-    return max(0.0, min(100.0, position * 100.0))
+
+def threshold_text(unit: Unit, config: IndicatorConfig, *, at_risk: bool) -> str:
+    """ "(at-risk <= 40%)" or "(healthy >= 70%)", the comparison following the direction."""
+    higher_is_better = config.healthy > config.at_risk
+    if at_risk:
+        zone, bound, op = "at-risk", config.at_risk, "<=" if higher_is_better else ">="
+    else:
+        zone, bound, op = "healthy", config.healthy, ">=" if higher_is_better else "<="
+    return f"({zone} {op} {value_formatter(unit)(bound)})"

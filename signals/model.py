@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
 
 
 class Band(StrEnum):
@@ -14,41 +17,155 @@ class Band(StrEnum):
     UNKNOWN = "unknown"
 
 
+# How good a band is, for hysteresis: only moves to a better band need the margin.
+BAND_RANK: Mapping[Band, int] = MappingProxyType(
+    {Band.UNKNOWN: -1, Band.AT_RISK: 0, Band.NEUTRAL: 1, Band.HEALTHY: 2}
+)
+
 SIGNAL_NAMES: tuple[str, ...] = ("active_use", "collaboration", "mutual_value", "momentum")
 
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(frozen=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountFacts:
-    """Everything scoring may look at for one account, read from the store at `as_of`."""
+    """Everything scoring may look at for one account, read from the store at `as_of`.
+
+    None means "no data" and is never read as zero: an indicator whose inputs are None is left
+    out of the score instead of dragging it down.
+    """
 
     account_id: str
     as_of: datetime
-    last_activity_at: datetime | None = None
-    active_days_30d: int = 0
+    # Attributes segment overrides match on (tier, plan, segment...).
+    attributes: Mapping[str, str] = field(default_factory=lambda: _NO_ATTRIBUTES)
+    seats: int | None = None
+    active_users_30d: int | None = None
+    active_users_prev_30d: int | None = None
+    mean_daily_active_users_30d: float | None = None
+    last_usage_at: datetime | None = None
+    customer_interactions_90d: int | None = None
+    total_interactions_90d: int | None = None
+    collaboration_events_180d: int | None = None
+    contacts_engaged_90d: int | None = None
+    executives_engaged_90d: int | None = None
+    tickets_90d: int | None = None
+    escalations_90d: int | None = None
+    arr: float | None = None
+    arr_12m_ago: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Indicator:
-    """One measured input of a signal: its raw value and where it falls on the 0..100 scale."""
+class Unit(StrEnum):
+    """How an indicator's raw value reads in a driver text."""
+
+    PERCENT = "percent"  # a 0..1 ratio shown as 22%
+    CHANGE = "change"  # a relative change shown as -30% / +5%
+    DAYS = "days"
+    COUNT = "count"
+    NUMBER = "number"  # one decimal
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorSpec:
+    """One indicator: its name and how its raw value reads in a driver text."""
 
     name: str
-    raw: float | None
-    score: float | None
+    label: str
+    unit: Unit
 
 
-@dataclass(frozen=True, kw_only=True)
-class SignalResult:
+class IndicatorResult(NamedTuple):
+    """One indicator as measured for one account."""
+
+    signal: str
     name: str
-    score: float | None
-    indicators: tuple[Indicator, ...] = ()
+    raw: float
+    score: float
+    # Share of the composite this indicator carried (signal share x share within the signal).
+    weight: float
+
+    @property
+    def cost(self) -> float:
+        """Points of the composite lost to this indicator."""
+        return self.weight * (100.0 - self.score)
 
 
-@dataclass(frozen=True, kw_only=True)
+class Coverage(NamedTuple):
+    """What the score rests on: the share of configured weight that had data, and which parts."""
+
+    ratio: float
+    signals: tuple[str, ...] = ()
+    indicators: tuple[str, ...] = ()  # "signal.indicator"
+
+
+class Explanation(NamedTuple):
+    indicators: tuple[IndicatorResult, ...]
+    drivers: tuple[str, ...]
+    coverage: Coverage
+
+
+_NOTHING_MEASURED = Explanation(indicators=(), drivers=(), coverage=Coverage(ratio=0.0))
+
+
 class Health:
-    """The verdict for one account: composite score, band, per-signal scores and the why."""
+    """The verdict for one account: composite score, band, per-signal scores and the why.
 
-    score: int | None
-    band: Band
-    signals: dict[str, float | None] = field(default_factory=dict)
-    drivers: tuple[str, ...] = ()
-    coverage: float = 0.0
+    The explanation (indicators, drivers, coverage) is worked out on first access: a preview
+    over every account needs only scores and bands, and should not pay for the text.
+    """
+
+    __slots__ = (
+        "_explain",
+        "_explanation",
+        "band",
+        "config_version",
+        "score",
+        "segment",
+        "signals",
+        "trend_30d",
+    )
+
+    def __init__(
+        self,
+        *,
+        score: int | None,
+        band: Band,
+        signals: Mapping[str, float | None],
+        trend_30d: int | None = None,
+        segment: str | None = None,
+        config_version: str = "",
+        explain: Callable[[], Explanation] | None = None,
+    ) -> None:
+        self.score = score
+        self.band = band
+        self.signals = signals
+        self.trend_30d = trend_30d
+        self.segment = segment
+        self.config_version = config_version
+        self._explain = explain
+        self._explanation: Explanation | None = None if explain else _NOTHING_MEASURED
+
+    def _explained(self) -> Explanation:
+        if self._explanation is None:
+            assert self._explain is not None
+            self._explanation = self._explain()
+        return self._explanation
+
+    @property
+    def indicators(self) -> tuple[IndicatorResult, ...]:
+        return self._explained().indicators
+
+    @property
+    def drivers(self) -> tuple[str, ...]:
+        """Why: the indicators that cost the most points, as short text for a CRM field."""
+        return self._explained().drivers
+
+    @property
+    def coverage(self) -> Coverage:
+        return self._explained().coverage
+
+    def __repr__(self) -> str:
+        return (
+            f"Health(score={self.score!r}, band={self.band.value!r}, signals={self.signals!r}, "
+            f"trend_30d={self.trend_30d!r}, segment={self.segment!r})"
+        )

@@ -19,6 +19,7 @@ from connector.errors import CRMHTTPError, CRMRetriesExhausted, PayloadError
 from connector.hubspot.events import HubSpotEvent, normalise
 from connector.model import AccountActivity, AccountAttributes, AccountDeleted, NormalisedEvent
 from signals.config import HealthConfig
+from signals.model import Band
 from signals.scoring import score
 from webhooks.connections import ConnectionRegistry
 from webhooks.store import accounts, inbox, writeback
@@ -211,17 +212,19 @@ class Pipeline:
         """Score every touched account once, keep history, queue fields that changed."""
         if not live:
             return 0
-        facts = await accounts.load_facts(session, accounts=live, as_of=now)
         month_ago = await accounts.scores_at_or_before(
             session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
         )
         owed: list[writeback.Owed] = []
         for account in live:
-            health = score(facts[account.id], self._config)
-            previous = month_ago.get(account.id)
-            trend = None if health.score is None or previous is None else health.score - previous
+            health = score(
+                accounts.facts_of(account, as_of=now),
+                self._config,
+                previous_band=Band(account.band),
+                score_30d_ago=month_ago.get(account.id),
+            )
             accounts.record_health(session, account=account, health=health, at=now)
-            fields = health_field_values(health, trend_30d=trend, updated_at=now)
+            fields = health_field_values(health, updated_at=now)
             owed.append(
                 writeback.Owed(
                     account_id=account.id,

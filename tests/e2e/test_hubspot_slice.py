@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import respx
@@ -47,17 +48,21 @@ async def test_sandbox_company_gets_health_after_provisioning_and_a_webhook(
     assert set(report.created) == {"group:customer_health", *HEALTH_PROPERTIES}
     assert (await connector.ensure_fields()).created == [], "provisioning is idempotent"
 
-    await post_hubspot(service.client, [hubspot_event(1, object_id=int(company_id))])
+    ten_days_ago = int((datetime.now(UTC) - timedelta(days=10)).timestamp() * 1000)
+    event = hubspot_event(1, object_id=int(company_id), occurredAt=ten_days_ago)
+    await post_hubspot(service.client, [event])
     await service.runtime.pipeline.run_once()
 
     company = state.companies[company_id]
-    assert company["health_score"] == "100"
-    assert company["health_band"] == "healthy"
-    assert company["health_drivers"] == "Last activity 0 days ago"
+    assert company["health_score"] == "36"  # recency 10 days: (14 - 10) / (14 - 3)
+    assert company["health_band"] == "at_risk"
+    assert company["health_active_use"] == "36"
+    assert company["health_drivers"] == "Days since last use 10 (healthy <= 3)"
     writes = [r for r in state.requests if r.path.endswith("/batch/update")]
     assert [r.status for r in writes] == [200]
 
     # Another event that leaves health unchanged costs the CRM nothing.
-    await post_hubspot(service.client, [hubspot_event(2, object_id=int(company_id))])
+    same_time = hubspot_event(2, object_id=int(company_id), occurredAt=ten_days_ago)
+    await post_hubspot(service.client, [same_time])
     await service.runtime.pipeline.run_once()
     assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1

@@ -51,7 +51,7 @@ async def test_worker_scores_touched_accounts_and_writes_health_fields(service, 
     assert inputs["7"]["health_band"] == "healthy"
     assert inputs["7"]["health_active_use"] == "100"
     assert inputs["7"]["health_collaboration"] == ""
-    assert inputs["7"]["health_drivers"] == "Last activity 0 days ago"
+    assert inputs["7"]["health_drivers"] == "", "nothing costs points: no drivers"
     assert inputs["7"]["health_updated_at"].endswith("+00:00")
     account = await _one(service, Account, crm_id="7")
     assert (account.name, account.score, account.band) == ("Company 7", 100, "healthy")

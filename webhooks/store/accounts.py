@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
@@ -97,26 +97,19 @@ def mark_deleted(account: Account, *, at: datetime) -> None:
     account.deleted_at = at
 
 
-async def load_facts(
-    session: AsyncSession, *, accounts: Sequence[Account], as_of: datetime
-) -> dict[int, AccountFacts]:
-    since = (as_of - timedelta(days=30)).date()
-    ids = [account.id for account in accounts]
-    rows = await session.execute(
-        select(ActivityDay.account_id, func.count())
-        .where(ActivityDay.account_id.in_(ids), ActivityDay.day > since)
-        .group_by(ActivityDay.account_id)
+def facts_of(account: Account, *, as_of: datetime) -> AccountFacts:
+    """The snapshot scoring sees. Inputs the store does not hold yet stay None (no data)."""
+    return AccountFacts(
+        account_id=account.crm_id,
+        as_of=as_of,
+        attributes={
+            name: entry["value"]
+            for name, entry in (account.attributes or {}).items()
+            if entry.get("value") is not None
+        },
+        # The store holds CRM record activity only so far; it stands in for product usage.
+        last_usage_at=account.last_activity_at,
     )
-    active_days: dict[int, int] = dict(rows.all())
-    return {
-        account.id: AccountFacts(
-            account_id=account.crm_id,
-            as_of=as_of,
-            last_activity_at=account.last_activity_at,
-            active_days_30d=active_days.get(account.id, 0),
-        )
-        for account in accounts
-    }
 
 
 async def scores_at_or_before(
@@ -149,8 +142,11 @@ def record_health(session: AsyncSession, *, account: Account, health: Health, at
             computed_at=at,
             score=health.score,
             band=health.band.value,
-            signals=dict(health.signals),
+            signals={
+                name: None if value is None else round(value, 1)
+                for name, value in health.signals.items()
+            },
             drivers=list(health.drivers),
-            coverage=health.coverage,
+            coverage=health.coverage.ratio,
         )
     )
