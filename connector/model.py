@@ -1,24 +1,32 @@
-"""The normalised events every source is translated into, independent of the CRM."""
+"""The normalised events every source is translated into, independent of the CRM.
+
+CRM webhooks, backfills and product-usage ingestion all produce these; the worker folds them
+into per-account facts. `account` is always the CRM record id of the account (company).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
+# Account attributes the facts store understands; others are kept but not scored.
+ACCOUNT_ATTRIBUTES = ("name", "domain", "seats", "arr", "renewal_date", "segment", "owner")
 
-@dataclass(frozen=True, kw_only=True)
-class AccountActivity:
-    """Something happened on the account's CRM record (created, edited, merged...)."""
-
-    account: str
-    at: datetime
-    kind: str
+InteractionChannel = Literal["email", "call", "meeting", "note"]
+# Who started it: the customer reaching out, or us.
+InteractionDirection = Literal["customer", "ours"]
+CollaborationKind = Literal[
+    "feedback", "feature_request", "beta", "referral", "case_study", "joint_plan"
+]
+TicketPriority = Literal["low", "medium", "high", "urgent"]
+OutcomeKind = Literal["renewed", "churned"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class AccountAttributes:
-    """Attribute values as of `at`; for each attribute the latest `at` wins."""
+    """Attribute values as of `at`; per attribute, the latest `at` wins."""
 
     account: str
     at: datetime
@@ -31,4 +39,70 @@ class AccountDeleted:
     at: datetime
 
 
-NormalisedEvent = AccountActivity | AccountAttributes | AccountDeleted
+@dataclass(frozen=True, kw_only=True)
+class ContactUpsert:
+    """A person at the account; `executive` None means "decide from the title"."""
+
+    account: str
+    at: datetime
+    contact: str
+    title: str | None = None
+    executive: bool | None = None
+    left: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interaction:
+    account: str
+    at: datetime
+    channel: InteractionChannel
+    direction: InteractionDirection
+    contact: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """A user of the product was active at `at`."""
+
+    account: str
+    at: datetime
+    user: str
+    feature: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Collaboration:
+    account: str
+    at: datetime
+    kind: CollaborationKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket:
+    """A support ticket opened at `at` (a redelivery of the same ticket counts once)."""
+
+    account: str
+    at: datetime
+    ticket: str
+    priority: TicketPriority
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How a renewal ended, for backtesting thresholds against what really happened."""
+
+    account: str
+    at: datetime
+    outcome: OutcomeKind
+
+
+NormalisedEvent = (
+    AccountAttributes
+    | AccountDeleted
+    | ContactUpsert
+    | Interaction
+    | Usage
+    | Collaboration
+    | Ticket
+    | Outcome
+)

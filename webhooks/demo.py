@@ -22,7 +22,9 @@ from connector.hubspot.events import signature_v3
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
 from webhooks.app import create_app
+from webhooks.runtime import Runtime
 from webhooks.settings import Settings
+from webhooks.store import inbox, writeback
 from webhooks.store.migrate import upgrade_to_head
 
 DEMO_SECRET = "demo-client-secret"  # noqa: S105 - a local demo, nothing real behind it
@@ -37,47 +39,161 @@ _SUFFIXES = ("Labs", "Corp", "Systems", "Analytics", "Logistics", "Health", "Ret
 
 
 @dataclass(frozen=True, kw_only=True)
+class Profile:
+    """How a kind of customer behaves; the sample draws each company from one of these."""
+
+    seats: tuple[int, int]
+    utilization: tuple[float, float]  # share of seats active in the last 30 days
+    previous: float  # active users 30-60 days ago, relative to now
+    days_per_user: int  # active days per user per 30 days: stickiness
+    last_use_days: tuple[float, float]
+    interactions: int
+    customer_share: float  # customer-initiated share of interactions
+    contacts: int
+    executives: int
+    collaboration: int
+    tickets_per_10_seats: float
+    escalations: int
+    arr_growth: float
+
+
+PROFILES: dict[str, Profile] = {
+    # The best customers: they use it, talk to us, co-innovate, and grow.
+    "collaborator": Profile(seats=(20, 80), utilization=(0.75, 0.95), previous=0.9,
+                            days_per_user=7, last_use_days=(0, 1), interactions=14,
+                            customer_share=0.5, contacts=6, executives=1, collaboration=3,
+                            tickets_per_10_seats=0.5, escalations=0, arr_growth=0.15),
+    # Big contract, little engagement: one contact, we always start the conversation.
+    "transactional": Profile(seats=(200, 500), utilization=(0.25, 0.4), previous=1.0,
+                             days_per_user=2, last_use_days=(0, 3), interactions=6,
+                             customer_share=0.05, contacts=1, executives=0, collaboration=0,
+                             tickets_per_10_seats=0.8, escalations=1, arr_growth=0.0),
+    # Sold to the wrong buyer: heavy support load and escalations per seat.
+    "poorly_sold": Profile(seats=(20, 40), utilization=(0.4, 0.6), previous=1.1,
+                           days_per_user=3, last_use_days=(0, 4), interactions=10,
+                           customer_share=0.4, contacts=2, executives=0, collaboration=0,
+                           tickets_per_10_seats=7.0, escalations=4, arr_growth=0.0),
+    # Spend levelled off at a large account that otherwise looks fine.
+    "leveled_off": Profile(seats=(150, 300), utilization=(0.6, 0.75), previous=1.0,
+                           days_per_user=4, last_use_days=(0, 2), interactions=8,
+                           customer_share=0.3, contacts=3, executives=1, collaboration=1,
+                           tickets_per_10_seats=1.5, escalations=1, arr_growth=-0.12),
+    # Usage fading away: fewer users than last month, and none for a while.
+    "fading": Profile(seats=(30, 120), utilization=(0.15, 0.3), previous=3.0,
+                      days_per_user=1, last_use_days=(9, 20), interactions=3,
+                      customer_share=0.1, contacts=1, executives=0, collaboration=0,
+                      tickets_per_10_seats=1.0, escalations=0, arr_growth=0.02),
+}  # fmt: skip
+_WEIGHTS = {"collaborator": 4, "transactional": 2, "poorly_sold": 2, "leveled_off": 1, "fading": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SampleCompany:
     name: str
     profile: str
-    activity_days_ago: tuple[float, ...]
+    seed: int
+
+    def native_events(self, account: str, now: datetime) -> list[dict[str, object]]:
+        """Sixty days of product usage and CRM activity for this company, as native events."""
+        rng = random.Random(self.seed)
+        p = PROFILES[self.profile]
+        seats = rng.randint(*p.seats)
+        arr = seats * rng.choice((600, 900, 1200))
+        events: list[dict[str, object]] = [
+            _native("account", account, now - timedelta(days=400),
+                    attributes={"arr": round(arr / (1 + p.arr_growth))}),
+            _native("account", account, now - timedelta(days=1),
+                    attributes={"seats": seats, "arr": arr, "segment": self.profile}),
+        ]  # fmt: skip
+        users = max(1, round(seats * rng.uniform(*p.utilization)))
+        last = rng.uniform(*p.last_use_days)
+        for user in range(users):
+            for _ in range(p.days_per_user):
+                days = last + rng.uniform(0, 29 - last) if last < 29 else last
+                events.append(
+                    _native("usage", account, now - timedelta(days=days), user=f"u{user}")
+                )
+        for user in range(round(users * p.previous)):
+            days = rng.uniform(31, 59)
+            events.append(_native("usage", account, now - timedelta(days=days), user=f"u{user}"))
+        titles = ["Chief Operating Officer"] * p.executives + ["Operations Manager"] * p.contacts
+        for index, title in enumerate(titles):
+            events.append(
+                _native(
+                    "contact",
+                    account,
+                    now - timedelta(days=80),
+                    contact=f"c{index}",
+                    title=title,
+                    executive=index < p.executives,
+                )
+            )
+        for index in range(p.interactions):
+            direction = "customer" if rng.random() < p.customer_share else "ours"
+            events.append(
+                _native(
+                    "interaction",
+                    account,
+                    now - timedelta(days=rng.uniform(0, 85)),
+                    channel=rng.choice(("email", "call", "meeting")),
+                    direction=direction,
+                    contact=f"c{index % len(titles)}",
+                )
+            )
+        for _ in range(p.collaboration):
+            events.append(
+                _native(
+                    "collaboration",
+                    account,
+                    now - timedelta(days=rng.uniform(0, 170)),
+                    kind=rng.choice(("feedback", "feature_request", "beta")),
+                )
+            )
+        for index in range(round(seats / 10 * p.tickets_per_10_seats)):
+            priority = "urgent" if index < p.escalations else "low"
+            events.append(
+                _native(
+                    "ticket",
+                    account,
+                    now - timedelta(days=rng.uniform(0, 85)),
+                    ticket=f"t{index}",
+                    priority=priority,
+                )
+            )
+        return events
+
+
+def _native(event_type: str, account: str, at: datetime, **fields: object) -> dict[str, object]:
+    return {"type": event_type, "account": account, "at": at.isoformat(), **fields}
 
 
 def sample_companies(count: int, seed: int) -> list[SampleCompany]:
-    """Deterministic sample: engaged, cooling and dormant accounts in fixed proportions."""
+    """Deterministic sample: the same seed gives the same companies and activity."""
     rng = random.Random(seed)
     companies = []
     for index in range(count):
         name = f"{_NAMES[index % len(_NAMES)]} {_SUFFIXES[(index // len(_NAMES)) % len(_SUFFIXES)]}"
-        profile = rng.choices(("engaged", "cooling", "dormant"), weights=(5, 3, 2))[0]
-        newest = {"engaged": (0.0, 3.0), "cooling": (5.0, 11.0), "dormant": (15.0, 60.0)}[profile]
-        last = rng.uniform(*newest)
-        days = tuple(
-            sorted((last + rng.uniform(0, 60) for _ in range(rng.randint(2, 12))), reverse=True)
-        )
-        companies.append(SampleCompany(name=name, profile=profile, activity_days_ago=(*days, last)))
+        profile = rng.choices(list(_WEIGHTS), weights=list(_WEIGHTS.values()))[0]
+        companies.append(SampleCompany(name=name, profile=profile, seed=rng.randrange(2**32)))
     return companies
 
 
-def _events(
-    company_id: str, company: SampleCompany, now: datetime, first_id: int
-) -> list[dict[str, object]]:
-    return [
-        {
-            "eventId": first_id + offset,
-            "subscriptionId": 1001,
-            "portalId": DEMO_PORTAL,
-            "appId": 4242,
-            "occurredAt": int((now - timedelta(days=days)).timestamp() * 1000),
-            "subscriptionType": "company.propertyChange",
-            "attemptNumber": 0,
-            "objectId": int(company_id),
-            "propertyName": "name" if offset == 0 else "notes_last_updated",
-            "propertyValue": company.name if offset == 0 else str(days),
-            "changeSource": "CRM_UI",
-        }
-        for offset, days in enumerate(company.activity_days_ago)
-    ]
+def _company_created(
+    company_id: str, company: SampleCompany, now: datetime, event_id: int
+) -> dict[str, object]:
+    return {
+        "eventId": event_id,
+        "subscriptionId": 1001,
+        "portalId": DEMO_PORTAL,
+        "appId": 4242,
+        "occurredAt": int((now - timedelta(days=1)).timestamp() * 1000),
+        "subscriptionType": "company.propertyChange",
+        "attemptNumber": 0,
+        "objectId": int(company_id),
+        "propertyName": "name",
+        "propertyValue": company.name,
+        "changeSource": "CRM_UI",
+    }
 
 
 async def _post_signed(
@@ -137,6 +253,7 @@ async def run_demo(
         log_level="warning",
         log_format="console",
     )
+    service_app = create_app(settings)
     servers = [
         uvicorn.Server(
             uvicorn.Config(
@@ -149,7 +266,7 @@ async def run_demo(
         ),
         uvicorn.Server(
             uvicorn.Config(
-                create_app(settings),
+                service_app,
                 host="127.0.0.1",
                 port=port,
                 log_level="warning",
@@ -178,21 +295,24 @@ async def run_demo(
     )
 
     now = datetime.now(UTC)
-    events: list[dict[str, object]] = []
-    for company_id, company in zip(ids, companies, strict=True):
-        events.extend(_events(company_id, company, now, first_id=len(events) + 1))
+    webhooks = [
+        _company_created(company_id, company, now, event_id=index + 1)
+        for index, (company_id, company) in enumerate(zip(ids, companies, strict=True))
+    ]
     webhook_url = f"{service_url}/webhooks/hubspot"
     async with httpx.AsyncClient(timeout=30) as client:
-        for start in range(0, len(events), 100):
-            await _post_signed(client, webhook_url, events[start : start + 100])
-            _progress(min(start + 100, len(events)), len(events), "Replaying HubSpot webhooks")
-
-    deadline = asyncio.get_running_loop().time() + 120
-    written = 0
-    while written < len(ids) and asyncio.get_running_loop().time() < deadline:
-        written = sum(1 for cid in ids if state.companies[cid].get("health_score"))
-        _progress(written, len(ids), "Health written to the CRM  ")
-        await asyncio.sleep(0.3)
+        for start in range(0, len(webhooks), 100):
+            await _post_signed(client, webhook_url, webhooks[start : start + 100])
+    # Product usage and CRM activity arrive as native events (what `POST /ingest/events` and
+    # backfills store), written straight into the service's inbox.
+    native = [
+        event
+        for company_id, company in zip(ids, companies, strict=True)
+        for event in company.native_events(company_id, now)
+    ]
+    runtime = service_app.state.runtime
+    await _replay_native(runtime, settings.connection_name, native)
+    await _wait_until_settled(runtime, total=len(webhooks) + len(native))
 
     _print_summary(state, ids)
     print(f"\nService:   {service_url}  (API docs {service_url}/docs, ready {service_url}/readyz)")
@@ -213,10 +333,45 @@ async def run_demo(
             # Installed after the servers started so one Ctrl-C stops both.
             loop.add_signal_handler(sig, stop_all)
     else:
-        for server in servers:
-            server.should_exit = True
+        # The service first: its worker must not try to write to a sandbox already gone.
+        servers[1].should_exit = True
+        await tasks[1]
+        servers[0].should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks)
+
+
+async def _replay_native(
+    runtime: Runtime, connection: str, native: list[dict[str, object]]
+) -> None:
+    for start in range(0, len(native), 1000):
+        chunk = native[start : start + 1000]
+        async with runtime.sessions() as session, session.begin():
+            await inbox.insert_events(
+                session,
+                source="native",
+                connection=connection,
+                events=[
+                    inbox.NewEvent(dedup_key=f"demo:{start + i}", kind=str(e["type"]), payload=e)
+                    for i, e in enumerate(chunk)
+                ],
+                received_at=datetime.now(UTC),
+            )
+        _progress(min(start + 1000, len(native)), len(native), "Replaying sample activity")
+
+
+async def _wait_until_settled(runtime: Runtime, *, total: int) -> None:
+    """Until the worker has processed every event and written every change to the CRM."""
+    deadline = asyncio.get_running_loop().time() + 300
+    while asyncio.get_running_loop().time() < deadline:
+        async with runtime.sessions() as session:
+            events = await inbox.count_by_status(session)
+            owed = await writeback.count_by_status(session)
+        waiting = events.get(inbox.PENDING, 0) + events.get(inbox.PROCESSING, 0)
+        _progress(total - waiting, total, "Processing                ")
+        if not waiting and not owed.get(writeback.PENDING) and not owed.get(writeback.SENDING):
+            return
+        await asyncio.sleep(0.3)
 
 
 def _print_summary(state: SandboxState, ids: list[str]) -> None:

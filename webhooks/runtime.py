@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from signals.config import HealthConfig
 from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.settings import Settings
@@ -35,9 +34,9 @@ class Runtime:
         pipeline = Pipeline(
             sessions=sessions,
             connections=connections,
-            config=HealthConfig(),
             options=WorkerOptions(
                 batch_size=settings.worker_batch_size,
+                recompute_chunk=settings.worker_recompute_chunk,
                 poll_seconds=settings.worker_poll_seconds,
                 lease_seconds=settings.worker_lease_seconds,
                 max_attempts=settings.worker_max_attempts,

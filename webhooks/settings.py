@@ -69,13 +69,20 @@ class Settings(BaseSettings):
     )
 
     run_worker: bool = Field(default=True, description="Run the pipeline worker inside `serve`.")
-    worker_batch_size: int = Field(default=500, gt=0, description="Inbox rows claimed at once.")
+    worker_batch_size: int = Field(
+        default=1000, gt=0, description="Inbox events (and write-backs) claimed at once."
+    )
+    worker_recompute_chunk: int = Field(
+        default=1000, gt=0, description="Accounts rescored per step after a config change."
+    )
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="Idle wait between polls.")
     worker_lease_seconds: float = Field(
         default=120, gt=0, description="A claimed batch not finished within this is re-claimed."
     )
     worker_max_attempts: int = Field(
-        default=8, gt=0, description="Tries before an event or write-back is marked failed."
+        default=8,
+        gt=0,
+        description="Tries before an event goes to the dead letters or a write-back is failed.",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(

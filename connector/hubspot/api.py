@@ -1,4 +1,5 @@
-"""Calls to HubSpot's CRM v3 API: provision the health properties, batch-write company health."""
+"""Calls to HubSpot's CRM v3 API: provision the health properties, batch-write company health,
+list existing records for a backfill."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import structlog
 from connector.base import ProvisionReport, RecordUpdate, WriteResult
 from connector.errors import PayloadError
 from connector.http import RetryingClient, RetryPolicy
+from connector.hubspot.backfill import (
+    DEFAULT_EXECUTIVE_TITLE,
+    DEFAULT_PROPERTY_MAP,
+    BackfillPage,
+    CompanyPropertyMap,
+    list_backfill_page,
+)
 from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
 
 DEFAULT_API_BASE = "https://api.hubapi.com"
@@ -50,6 +58,25 @@ class HubSpotConnector:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def list_backfill_page(
+        self,
+        *,
+        object_type: str,
+        after: str | None,
+        properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
+        executive_title: str = DEFAULT_EXECUTIVE_TITLE,
+        page_size: int = BATCH_LIMIT,
+    ) -> BackfillPage:
+        """One page of existing records as normalised events; see `connector.hubspot.backfill`."""
+        return await list_backfill_page(
+            self._client,
+            object_type=object_type,
+            after=after,
+            properties=properties,
+            executive_title=executive_title,
+            page_size=page_size,
+        )
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult:
         """Batch update companies; a 207 answer marks only the records it names as failed."""

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot.fields import PROPERTY_BY_FIELD
-from connector.model import AccountActivity, AccountAttributes, AccountDeleted, NormalisedEvent
+from connector.model import AccountAttributes, AccountDeleted, NormalisedEvent
 
 MAX_EVENTS_PER_REQUEST = 100
 DEFAULT_TIMESTAMP_TOLERANCE_SECONDS = 300
@@ -189,10 +189,7 @@ def normalise(event: HubSpotEvent) -> list[NormalisedEvent] | None:
         return [AccountDeleted(account=account, at=at)]
     if action not in {"creation", "propertyChange", "merge", "restore", "associationChange"}:
         return None
-    normalised: list[NormalisedEvent] = [AccountActivity(account=account, at=at, kind=action)]
+    # Any company event makes the account known (so it is scored, if only as "unknown").
     attribute = COMPANY_ATTRIBUTE_PROPERTIES.get(event.property_name or "")
-    if action == "propertyChange" and attribute is not None:
-        normalised.append(
-            AccountAttributes(account=account, at=at, attributes={attribute: event.property_value})
-        )
-    return normalised
+    values = {attribute: event.property_value} if action == "propertyChange" and attribute else {}
+    return [AccountAttributes(account=account, at=at, attributes=values)]

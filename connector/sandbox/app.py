@@ -1,4 +1,4 @@
-"""The sandbox's ASGI app: HubSpot's CRM v3 company and property routes over `SandboxState`.
+"""The sandbox's ASGI app: HubSpot's CRM v3 object and company property routes over `SandboxState`.
 
 Every /crm call goes through one gateway that adds the injected latency, answers forced faults,
 checks the bearer token and records the call. The /_sandbox control routes are NOT protected
@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.sandbox.state import (
+    ALL_OBJECT_TYPES,
     BATCH_LIMIT,
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -37,10 +38,12 @@ from connector.sandbox.state import (
     error_body,
     missing_attributes,
     retry_after_value,
+    unknown_object_type,
     validation_error,
 )
 
-OBJECTS = "/crm/v3/objects/companies"
+ANY_OBJECTS = "/crm/v3/objects"
+OBJECTS = f"{ANY_OBJECTS}/companies"
 PROPERTIES = "/crm/v3/properties/companies"
 
 # Category HubSpot puts on an error answer of each status, for forced faults and router errors.
@@ -276,11 +279,27 @@ def _unique_ids(ids: list[str]) -> None:
         )
 
 
-def _query_properties(request: Request) -> list[str] | None:
-    values = request.query_params.getlist("properties")
+def _query_list(request: Request, key: str) -> list[str] | None:
+    """A list parameter: repeated, comma-separated, or both, as HubSpot accepts it."""
+    values = request.query_params.getlist(key)
     if not values:
         return None
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _query_properties(request: Request) -> list[str] | None:
+    return _query_list(request, "properties")
+
+
+def _query_associations(request: Request) -> list[str]:
+    return _query_list(request, "associations") or []
+
+
+def _object_type(request: Request) -> str:
+    object_type: str = request.path_params["object_type"]
+    if object_type not in ALL_OBJECT_TYPES:
+        raise unknown_object_type(object_type)
+    return object_type
 
 
 def _body_properties(body: JSONObject) -> list[str] | None:
@@ -340,15 +359,21 @@ class _Routes:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
 
-    # companies
+    # any object type (companies, contacts, emails, calls, meetings, notes, tickets)
 
-    async def list_companies(self, request: Request) -> Response:
+    async def list_objects(self, request: Request) -> Response:
+        object_type = _object_type(request)
         limit = _limit(request)
         properties = _query_properties(request)
+        associations = _query_associations(request)
+        for to_type in associations:
+            # Checked up front: HubSpot refuses the call even when the page would be empty.
+            if to_type not in ALL_OBJECT_TYPES:
+                raise unknown_object_type(to_type)
         if _archived(request):
             # The sandbox never archives anything.
             return _json({"results": []})
-        ids = self.state.ordered_company_ids()
+        ids = self.state.ordered_ids(object_type)
         after = request.query_params.get("after")
         if after is not None:
             if not after.isdigit():
@@ -356,7 +381,7 @@ class _Routes:
             ids = [i for i in ids if company_sort_key(i) >= company_sort_key(after)]
         page, rest = ids[:limit], ids[limit:]
         body: JSONObject = {
-            "results": [self.state.render_company(i, properties) for i in page],
+            "results": [self.state.render(object_type, i, properties, associations) for i in page],
         }
         if rest:
             query = dict(request.query_params)
@@ -365,10 +390,16 @@ class _Routes:
             body["paging"] = {"next": {"after": rest[0], "link": link}}
         return _json(body)
 
-    async def get_company(self, request: Request) -> Response:
+    async def get_object(self, request: Request) -> Response:
+        object_type = _object_type(request)
         _archived(request)
-        company_id = request.path_params["company_id"]
-        return _json(self.state.render_company(company_id, _query_properties(request)))
+        object_id = request.path_params["object_id"]
+        rendered = self.state.render(
+            object_type, object_id, _query_properties(request), _query_associations(request)
+        )
+        return _json(rendered)
+
+    # companies
 
     async def create_company(self, request: Request) -> Response:
         body = await _json_object(request)
@@ -538,12 +569,15 @@ def create_sandbox_app(
     routes = _Routes(state)
     app = Starlette(
         routes=[
-            Route(OBJECTS, routes.list_companies, methods=["GET"]),
             Route(OBJECTS, routes.create_company, methods=["POST"]),
             Route(f"{OBJECTS}/batch/read", routes.batch_read, methods=["POST"]),
             Route(f"{OBJECTS}/batch/update", routes.batch_update, methods=["POST"]),
-            Route(f"{OBJECTS}/{{company_id}}", routes.get_company, methods=["GET"]),
             Route(f"{OBJECTS}/{{company_id}}", routes.update_company, methods=["PATCH"]),
+            # Reads serve every stored type; writes exist for companies only.
+            Route(f"{ANY_OBJECTS}/{{object_type}}", routes.list_objects, methods=["GET"]),
+            Route(
+                f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}", routes.get_object, methods=["GET"]
+            ),
             Route(PROPERTIES, routes.list_properties, methods=["GET"]),
             Route(PROPERTIES, routes.create_property, methods=["POST"]),
             # Groups before {name}: "groups" is not a property name.

@@ -1,4 +1,5 @@
-"""The sandbox's in-memory CRM: companies, property definitions and groups, recorded calls, faults.
+"""The sandbox's in-memory CRM: companies, contacts, engagements and tickets with their
+associations, property definitions and groups, recorded calls, faults.
 
 Everything HubSpot would validate is validated here (pure Python, no HTTP); `app.py` only frames it.
 
@@ -294,8 +295,27 @@ _SEED_PROPERTIES: tuple[tuple[str, str, str, str, list[JSONObject], bool, bool],
 )
 
 
+# Enumeration values of HubSpot's standard engagement and ticket properties.
+_EMAIL_DIRECTIONS = ("EMAIL", "INCOMING_EMAIL", "FORWARDED_EMAIL")
+_EMAIL_STATUSES = ("BOUNCED", "FAILED", "SCHEDULED", "SENDING", "SENT")
+_MEETING_OUTCOMES = ("SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED")
+# Where a meeting came from; MEETINGS_PUBLIC and MEETINGS_EMBEDDED are bookings made by the
+# invitee through a HubSpot meetings link (the public page or the embedded widget).
+MEETING_SOURCES = (
+    "CRM_UI",
+    "BIDIRECTIONAL_API",
+    "BIDIRECTIONAL_SYNC",
+    "INTEGRATION",
+    "MEETINGS_PUBLIC",
+    "MEETINGS_EMBEDDED",
+)
+_TICKET_CATEGORIES = ("PRODUCT_ISSUE", "BILLING_ISSUE", "FEATURE_REQUEST", "GENERAL_INQUIRY")
+
+
 def _seed_property(
-    spec: tuple[str, str, str, str, list[JSONObject], bool, bool], at: str
+    spec: tuple[str, str, str, str, list[JSONObject], bool, bool],
+    at: str,
+    group_name: str = "companyinformation",
 ) -> JSONObject:
     name, label, type_, field_type, options, read_only, external = spec
     return {
@@ -304,7 +324,7 @@ def _seed_property(
         "type": type_,
         "fieldType": field_type,
         "description": "",
-        "groupName": "companyinformation",
+        "groupName": group_name,
         "options": [dict(option) for option in options],
         "displayOrder": -1,
         "calculated": False,
@@ -324,6 +344,172 @@ def _seed_property(
     }
 
 
+SeedSpec = tuple[str, str, str, str, list[JSONObject], bool, bool]
+
+
+def _text(name: str, label: str) -> SeedSpec:
+    return (name, label, "string", "text", [], False, False)
+
+
+def _datetime(name: str, label: str, *, read_only: bool = False) -> SeedSpec:
+    return (name, label, "datetime", "date", [], read_only, False)
+
+
+def _select(name: str, label: str, values: Iterable[str]) -> SeedSpec:
+    options = [
+        _option(value.replace("_", " ").title(), value, order) for order, value in enumerate(values)
+    ]
+    return (name, label, "enumeration", "select", options, False, False)
+
+
+_RECORD_ID: SeedSpec = ("hs_object_id", "Record ID", "number", "number", [], True, False)
+_OWNER: SeedSpec = ("hubspot_owner_id", "Owner", "enumeration", "select", [], False, True)
+_LIFECYCLE = next(spec for spec in _SEED_PROPERTIES if spec[0] == "lifecyclestage")
+
+
+@dataclass(frozen=True)
+class ObjectTypeSpec:
+    """How one HubSpot object type other than companies looks on the wire.
+
+    `created` and `modified` name the properties behind `createdAt`/`updatedAt` (they differ
+    by type: contacts have `lastmodifieddate`, engagements `hs_createdate`); `defaults` are the
+    properties a read answers with when none are asked for; `association_name` is the stem of
+    HubSpot's association type strings (`contact_to_company`, `meeting_event_to_contact`).
+    """
+
+    name: str
+    association_name: str
+    group_name: str
+    created: str
+    modified: str
+    defaults: tuple[str, ...]
+    properties: tuple[SeedSpec, ...]
+
+    @property
+    def system_properties(self) -> tuple[str, ...]:
+        return (self.created, self.modified, "hs_object_id")
+
+
+def _engagement(name: str, association_name: str, *extra: SeedSpec) -> ObjectTypeSpec:
+    return ObjectTypeSpec(
+        name=name,
+        association_name=association_name,
+        group_name="engagement",
+        created="hs_createdate",
+        modified="hs_lastmodifieddate",
+        defaults=("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
+        properties=(
+            _datetime("hs_timestamp", "Activity date"),
+            *extra,
+            _OWNER,
+            _datetime("hs_createdate", "Create date"),
+            _datetime("hs_lastmodifieddate", "Last modified date", read_only=True),
+            _RECORD_ID,
+        ),
+    )
+
+
+# The object types the sandbox stores besides companies, with HubSpot's standard properties.
+OBJECT_TYPE_SPECS: dict[str, ObjectTypeSpec] = {
+    spec.name: spec
+    for spec in (
+        ObjectTypeSpec(
+            name="contacts",
+            association_name="contact",
+            group_name="contactinformation",
+            created="createdate",
+            modified="lastmodifieddate",
+            defaults=(
+                "createdate",
+                "email",
+                "firstname",
+                "hs_object_id",
+                "lastmodifieddate",
+                "lastname",
+            ),
+            properties=(
+                _text("firstname", "First Name"),
+                _text("lastname", "Last Name"),
+                _text("email", "Email"),
+                _text("jobtitle", "Job Title"),
+                ("phone", "Phone Number", "string", "phonenumber", [], False, False),
+                _text("company", "Company Name"),
+                _LIFECYCLE,
+                _OWNER,
+                _datetime("createdate", "Create Date"),
+                _datetime("lastmodifieddate", "Last Modified Date", read_only=True),
+                _RECORD_ID,
+            ),
+        ),
+        _engagement(
+            "emails",
+            "email",
+            _select("hs_email_direction", "Email direction", _EMAIL_DIRECTIONS),
+            _select("hs_email_status", "Email send status", _EMAIL_STATUSES),
+            _text("hs_email_subject", "Email subject"),
+            ("hs_email_text", "Email body", "string", "textarea", [], False, False),
+        ),
+        _engagement(
+            "calls",
+            "call",
+            _select("hs_call_direction", "Call direction", ("INBOUND", "OUTBOUND")),
+            _text("hs_call_title", "Call title"),
+            ("hs_call_body", "Call notes", "string", "textarea", [], False, False),
+            ("hs_call_duration", "Call duration", "number", "number", [], False, False),
+        ),
+        _engagement(
+            "meetings",
+            # HubSpot's meeting associations are named after the calendar event.
+            "meeting_event",
+            _text("hs_meeting_title", "Meeting name"),
+            ("hs_meeting_body", "Meeting description", "string", "textarea", [], False, False),
+            _datetime("hs_meeting_start_time", "Meeting start time"),
+            _datetime("hs_meeting_end_time", "Meeting end time"),
+            _select("hs_meeting_outcome", "Meeting outcome", _MEETING_OUTCOMES),
+            _select("hs_meeting_source", "Meeting source", MEETING_SOURCES),
+        ),
+        _engagement(
+            "notes",
+            "note",
+            ("hs_note_body", "Note body", "string", "textarea", [], False, False),
+        ),
+        ObjectTypeSpec(
+            name="tickets",
+            association_name="ticket",
+            group_name="ticketinformation",
+            created="createdate",
+            modified="hs_lastmodifieddate",
+            defaults=(
+                "content",
+                "createdate",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "hs_pipeline",
+                "hs_pipeline_stage",
+                "hs_ticket_category",
+                "hs_ticket_priority",
+                "subject",
+            ),
+            properties=(
+                _text("subject", "Ticket name"),
+                ("content", "Ticket description", "string", "textarea", [], False, False),
+                _text("hs_pipeline", "Pipeline"),
+                _text("hs_pipeline_stage", "Ticket status"),
+                _select("hs_ticket_priority", "Priority", ("LOW", "MEDIUM", "HIGH", "URGENT")),
+                _select("hs_ticket_category", "Category", _TICKET_CATEGORIES),
+                _OWNER,
+                _datetime("createdate", "Create date"),
+                _datetime("hs_lastmodifieddate", "Last modified date", read_only=True),
+                _RECORD_ID,
+            ),
+        ),
+    )
+}
+
+# Every type the object routes answer for, companies first.
+ALL_OBJECT_TYPES: tuple[str, ...] = ("companies", *OBJECT_TYPE_SPECS)
+
+
 def format_timestamp(moment: datetime) -> str:
     """HubSpot's timestamp form: UTC, milliseconds, `Z`."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
@@ -339,7 +525,12 @@ def _utc_now() -> datetime:
 
 
 class SandboxState:
-    """The sandbox CRM's data. Single event loop, so no locking."""
+    """The sandbox CRM's data. Single event loop, so no locking.
+
+    `companies` and `properties` are the company records and definitions (kept as their own
+    attributes for existing callers); `objects` and `definitions` hold them too, next to the
+    other object types, so generic code can take any type by name.
+    """
 
     def __init__(
         self, *, clock: Callable[[], datetime] = _utc_now, portal_id: int = 1000001
@@ -348,6 +539,15 @@ class SandboxState:
         self.portal_id = portal_id
         self.companies: dict[str, PropertyValues] = {}
         self.properties: dict[str, JSONObject] = {}
+        self.objects: dict[str, dict[str, PropertyValues]] = {"companies": self.companies}
+        self.objects.update({name: {} for name in OBJECT_TYPE_SPECS})
+        self.definitions: dict[str, dict[str, JSONObject]] = {"companies": self.properties}
+        self.definitions.update({name: {} for name in OBJECT_TYPE_SPECS})
+        # links[from type][from id][to type] -> ids in the order they were associated; kept in
+        # both directions so either side answers `associations=` without a scan.
+        self.links: dict[str, dict[str, dict[str, list[str]]]] = {
+            name: {} for name in ALL_OBJECT_TYPES
+        }
         self.groups: dict[str, JSONObject] = {}
         self.requests: list[RecordedRequest] = []
         self.faults = FaultPlan()
@@ -356,12 +556,15 @@ class SandboxState:
         self.reset()
 
     def reset(self) -> None:
-        """Back to a fresh portal: seeded definitions, no companies, no calls, no faults.
+        """Back to a fresh portal: seeded definitions, no records, no calls, no faults.
 
         Containers are cleared in place so references handed out earlier stay valid.
         """
         at = self.timestamp()
-        self.companies.clear()
+        for records in self.objects.values():
+            records.clear()
+        for links in self.links.values():
+            links.clear()
         self.requests.clear()
         self.faults.clear()
         self.groups.clear()
@@ -373,6 +576,15 @@ class SandboxState:
         )
         self.properties.clear()
         self.properties.update({spec[0]: _seed_property(spec, at) for spec in _SEED_PROPERTIES})
+        for name, type_spec in OBJECT_TYPE_SPECS.items():
+            definitions = self.definitions[name]
+            definitions.clear()
+            definitions.update(
+                {
+                    spec[0]: _seed_property(spec, at, type_spec.group_name)
+                    for spec in type_spec.properties
+                }
+            )
         self._next_id = 1
 
     def timestamp(self) -> str:
@@ -408,14 +620,114 @@ class SandboxState:
         return company_id
 
     def company(self, company_id: str) -> PropertyValues:
-        try:
-            return self.companies[company_id]
-        except KeyError:
-            raise ApiError(404, "OBJECT_NOT_FOUND", "resource not found") from None
+        return self.record("companies", company_id)
 
     def update_company(self, company_id: str, values: Mapping[str, str | None]) -> bool:
         """Apply already-validated values; True when something changed (and the clock moved)."""
-        record = self.company(company_id)
+        return self._apply("companies", company_id, values)
+
+    def render_company(
+        self, company_id: str, properties: Iterable[str] | None = None
+    ) -> JSONObject:
+        """A company as HubSpot's SimplePublicObject, with the asked-for (or default) properties.
+
+        Unknown names are skipped, as HubSpot does for reads; known but unset ones are null.
+        """
+        return self.render("companies", company_id, properties)
+
+    def ordered_company_ids(self) -> list[str]:
+        return self.ordered_ids("companies")
+
+    # --- contacts, engagements, tickets ------------------------------------------------------
+
+    def add_object(
+        self,
+        object_type: str,
+        properties: Mapping[str, str | None],
+        associations: Mapping[str, Iterable[str]] | None = None,
+    ) -> str:
+        """Create a contact, email, call, meeting, note or ticket directly; returns its new id.
+
+        `associations` maps an object type to the ids to associate with, in order (a contact's
+        first company is its primary one), e.g. {"companies": ["1"], "contacts": ["7"]}.
+        Values are validated against the type's definitions and the associated records must
+        exist; ValueError names what HubSpot would refuse.
+        """
+        spec = OBJECT_TYPE_SPECS.get(object_type)
+        if spec is None:
+            known = ", ".join(OBJECT_TYPE_SPECS)
+            raise ValueError(f"Unknown object type {object_type!r}; expected one of {known}")
+        try:
+            values = self.validate_values(properties, object_type=object_type)
+        except ApiError as error:
+            raise ValueError(error.message) from error
+        targets = self._association_targets(object_type, associations or {})
+        object_id = str(self._next_id)
+        self._next_id += 1
+        at = self.timestamp()
+        record: PropertyValues = {name: value for name, value in values.items() if value}
+        record.update({"hs_object_id": object_id, spec.modified: at})
+        record.setdefault(spec.created, at)
+        self.objects[object_type][object_id] = record
+        for to_type, to_ids in targets.items():
+            for to_id in to_ids:
+                self._link(object_type, object_id, to_type, to_id)
+        return object_id
+
+    def update_object(
+        self, object_type: str, object_id: str, properties: Mapping[str, str | None]
+    ) -> bool:
+        """Change a record's values as an API update would; True when something changed.
+
+        Raises ValueError for an unknown type, a missing record or a value HubSpot would refuse.
+        """
+        self._require_type(object_type)
+        try:
+            self.record(object_type, object_id)
+            values = self.validate_values(properties, object_type=object_type)
+        except ApiError as error:
+            raise ValueError(error.message) from error
+        return self._apply(object_type, object_id, values)
+
+    def _association_targets(
+        self, object_type: str, associations: Mapping[str, Iterable[str]]
+    ) -> dict[str, list[str]]:
+        targets: dict[str, list[str]] = {}
+        for to_type, ids in associations.items():
+            if to_type not in self.objects or to_type == object_type:
+                raise ValueError(f"Cannot associate {object_type} with {to_type!r}")
+            # Repeats collapse, as associating the same pair twice does in HubSpot.
+            unique = list(dict.fromkeys(str(i) for i in ids))
+            missing = [i for i in unique if i not in self.objects[to_type]]
+            if missing:
+                raise ValueError(f"No {to_type} with id(s) {', '.join(missing)} to associate")
+            targets[to_type] = unique
+        return targets
+
+    def _link(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
+        self.links[from_type].setdefault(from_id, {}).setdefault(to_type, []).append(to_id)
+        self.links[to_type].setdefault(to_id, {}).setdefault(from_type, []).append(from_id)
+
+    # --- any object type ---------------------------------------------------------------------
+
+    def _require_type(self, object_type: str) -> None:
+        if object_type not in self.objects:
+            raise unknown_object_type(object_type)
+
+    def record(self, object_type: str, object_id: str) -> PropertyValues:
+        """The stored values of one record; HubSpot's 404 when there is none."""
+        self._require_type(object_type)
+        try:
+            return self.objects[object_type][object_id]
+        except KeyError:
+            raise ApiError(404, "OBJECT_NOT_FOUND", "resource not found") from None
+
+    def ordered_ids(self, object_type: str) -> list[str]:
+        self._require_type(object_type)
+        return sorted(self.objects[object_type], key=company_sort_key)
+
+    def _apply(self, object_type: str, object_id: str, values: Mapping[str, str | None]) -> bool:
+        record = self.record(object_type, object_id)
         changed = False
         for name, value in values.items():
             if record.get(name) != value:
@@ -425,43 +737,81 @@ class SandboxState:
                 else:
                     record[name] = value
         if changed:
-            record["hs_lastmodifieddate"] = self.timestamp()
+            record[_modified_property(object_type)] = self.timestamp()
         return changed
 
-    def render_company(
-        self, company_id: str, properties: Iterable[str] | None = None
+    def render(
+        self,
+        object_type: str,
+        object_id: str,
+        properties: Iterable[str] | None = None,
+        associations: Iterable[str] = (),
     ) -> JSONObject:
-        """A company as HubSpot's SimplePublicObject, with the asked-for (or default) properties.
+        """A record as HubSpot's SimplePublicObject(WithAssociations).
 
-        Unknown names are skipped, as HubSpot does for reads; known but unset ones are null.
+        Unknown property names are skipped, as HubSpot does for reads; known but unset ones are
+        null. `associations` are object types; each one the record is associated with comes
+        back as {"results": [{"id", "type"}]}, and the key is left out when there are none.
         """
-        record = self.company(company_id)
-        wanted = DEFAULT_PROPERTIES if properties is None else properties
-        names = sorted(
-            {name for name in wanted if name in self.properties} | set(SYSTEM_PROPERTIES)
-        )
-        return {
-            "id": company_id,
+        record = self.record(object_type, object_id)
+        spec = OBJECT_TYPE_SPECS.get(object_type)
+        defaults = DEFAULT_PROPERTIES if spec is None else spec.defaults
+        system = SYSTEM_PROPERTIES if spec is None else spec.system_properties
+        definitions = self.definitions[object_type]
+        wanted = defaults if properties is None else properties
+        names = sorted({name for name in wanted if name in definitions} | set(system))
+        rendered: JSONObject = {
+            "id": object_id,
             "properties": {name: record.get(name) for name in names},
-            "createdAt": record.get("createdate"),
-            "updatedAt": record.get("hs_lastmodifieddate"),
+            "createdAt": record.get(system[0]),
+            "updatedAt": record.get(system[1]),
             "archived": False,
         }
+        associated: JSONObject = {}
+        for to_type in dict.fromkeys(associations):
+            self._require_type(to_type)
+            results = self._association_results(object_type, object_id, to_type)
+            if results:
+                associated[to_type] = {"results": results}
+        if associated:
+            rendered["associations"] = associated
+        return rendered
 
-    def ordered_company_ids(self) -> list[str]:
-        return sorted(self.companies, key=company_sort_key)
+    def _association_results(self, from_type: str, from_id: str, to_type: str) -> list[JSONObject]:
+        stem = f"{_association_name(from_type)}_to_{_association_name(to_type)}"
+        results: list[JSONObject] = []
+        for to_id in self.links[from_type].get(from_id, {}).get(to_type, []):
+            if {from_type, to_type} == {"contacts", "companies"}:
+                # v3 lists a contact's primary company under the plain type and again as
+                # unlabeled; other companies only as unlabeled. Readers must de-duplicate.
+                contact_id = from_id if from_type == "contacts" else to_id
+                company_id = to_id if from_type == "contacts" else from_id
+                if self._primary_company(contact_id) == company_id:
+                    results.append({"id": to_id, "type": stem})
+                results.append({"id": to_id, "type": f"{stem}_unlabeled"})
+            else:
+                results.append({"id": to_id, "type": stem})
+        return results
+
+    def _primary_company(self, contact_id: str) -> str | None:
+        companies = self.links["contacts"].get(contact_id, {}).get("companies", [])
+        return companies[0] if companies else None
 
     # --- property values ---------------------------------------------------------------------
 
-    def validate_values(self, values: Mapping[str, Any]) -> PropertyValues:
-        """Check values against the definitions as HubSpot does; empty string or null clears.
+    def validate_values(
+        self, values: Mapping[str, Any], *, object_type: str = "companies"
+    ) -> PropertyValues:
+        """Check values against the type's definitions as HubSpot does; "" or null clears.
 
         All problems are reported at once in HubSpot's "Property values were not valid" error.
         """
+        self._require_type(object_type)
+        definitions = self.definitions[object_type]
         problems: list[JSONObject] = []
         clean: PropertyValues = {}
         for name, raw in values.items():
-            problem, value = self._check_value(name, raw)
+            problem, value = self._check_value(name, raw, definitions)
             if problem is not None:
                 problems.append(problem)
             else:
@@ -470,8 +820,10 @@ class SandboxState:
             raise self._property_values_error(problems)
         return clean
 
-    def _check_value(self, name: str, raw: Any) -> tuple[JSONObject | None, str | None]:
-        definition = self.properties.get(name)
+    def _check_value(
+        self, name: str, raw: Any, definitions: Mapping[str, JSONObject]
+    ) -> tuple[JSONObject | None, str | None]:
+        definition = definitions.get(name)
         if definition is None:
             return self._problem(
                 name, raw, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'
@@ -626,6 +978,21 @@ class SandboxState:
         }
         self.groups[name] = group
         return group
+
+
+def unknown_object_type(object_type: str) -> ApiError:
+    """HubSpot's answer to an object type (in a path or `associations=`) it does not know."""
+    return ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}")
+
+
+def _association_name(object_type: str) -> str:
+    spec = OBJECT_TYPE_SPECS.get(object_type)
+    return "company" if spec is None else spec.association_name
+
+
+def _modified_property(object_type: str) -> str:
+    spec = OBJECT_TYPE_SPECS.get(object_type)
+    return "hs_lastmodifieddate" if spec is None else spec.modified
 
 
 def company_sort_key(company_id: str) -> tuple[int, int, str]:

@@ -572,3 +572,239 @@ async def test_control_surface_clears_faults_and_resets_state(
 async def test_add_company_refuses_undefined_properties(state: SandboxState) -> None:
     with pytest.raises(ValueError, match="PROPERTY_DOESNT_EXIST"):
         state.add_company({"health_score": "80"})
+
+
+# --- contacts, engagements, tickets and associations ----------------------------------------
+
+
+async def test_contact_list_carries_company_associations_in_hubspot_shape_when_asked(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    primary = state.add_company({"name": "Acme"})
+    other = state.add_company({"name": "Globex"})
+    contact = state.add_object("contacts", {"firstname": "Ada"}, {"companies": [primary, other]})
+
+    response = await client.get("/crm/v3/objects/contacts", params={"associations": "companies"})
+
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert result["id"] == contact
+    # The primary company comes twice (primary label and unlabeled), as HubSpot lists it.
+    assert result["associations"] == {
+        "companies": {
+            "results": [
+                {"id": primary, "type": "contact_to_company"},
+                {"id": primary, "type": "contact_to_company_unlabeled"},
+                {"id": other, "type": "contact_to_company_unlabeled"},
+            ]
+        }
+    }
+
+
+async def test_associations_are_left_out_unless_asked_for(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme"})
+    state.add_object("notes", {"hs_timestamp": "2026-01-05T10:00:00Z"}, {"companies": [company]})
+
+    listed = (await client.get("/crm/v3/objects/notes")).json()
+    no_contacts = (
+        await client.get("/crm/v3/objects/notes", params={"associations": "contacts"})
+    ).json()
+
+    assert "associations" not in listed["results"][0]
+    assert "associations" not in no_contacts["results"][0]
+
+
+async def test_engagement_associations_use_hubspot_type_names(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme"})
+    contact = state.add_object("contacts", {"email": "ada@acme.test"}, {"companies": [company]})
+    meeting = state.add_object(
+        "meetings",
+        {"hs_timestamp": "2026-01-05T10:00:00Z", "hs_meeting_source": "MEETINGS_PUBLIC"},
+        {"companies": [company], "contacts": [contact]},
+    )
+
+    response = await client.get(
+        f"/crm/v3/objects/meetings/{meeting}",
+        params={"associations": "companies,contacts", "properties": "hs_meeting_source"},
+    )
+
+    body = response.json()
+    assert body["properties"]["hs_meeting_source"] == "MEETINGS_PUBLIC"
+    assert body["associations"] == {
+        "companies": {"results": [{"id": company, "type": "meeting_event_to_company"}]},
+        "contacts": {"results": [{"id": contact, "type": "meeting_event_to_contact"}]},
+    }
+
+
+async def test_company_lists_its_contacts_and_tickets_from_the_other_side(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme"})
+    contact = state.add_object("contacts", {"email": "ada@acme.test"}, {"companies": [company]})
+    ticket = state.add_object("tickets", {"subject": "Login fails"}, {"companies": [company]})
+
+    response = await client.get(
+        "/crm/v3/objects/companies", params={"associations": ["contacts", "tickets"]}
+    )
+
+    associations = response.json()["results"][0]["associations"]
+    assert associations["contacts"]["results"] == [
+        {"id": contact, "type": "company_to_contact"},
+        {"id": contact, "type": "company_to_contact_unlabeled"},
+    ]
+    assert associations["tickets"]["results"] == [{"id": ticket, "type": "company_to_ticket"}]
+
+
+async def test_list_pages_through_calls_with_the_after_cursor(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    ids = [
+        state.add_object("calls", {"hs_timestamp": f"2026-01-0{n + 1}T09:00:00Z"}) for n in range(3)
+    ]
+
+    first = (await client.get("/crm/v3/objects/calls", params={"limit": 2})).json()
+    cursor = first["paging"]["next"]["after"]
+    second = (
+        await client.get("/crm/v3/objects/calls", params={"limit": 2, "after": cursor})
+    ).json()
+
+    assert [r["id"] for r in first["results"] + second["results"]] == ids
+    assert "paging" not in second
+
+
+async def test_each_type_answers_with_its_own_default_and_system_properties(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    contact = state.add_object(
+        "contacts", {"firstname": "Ada", "jobtitle": "CTO", "email": "ada@acme.test"}
+    )
+    email = state.add_object("emails", {"hs_timestamp": "2026-01-05T10:00:00Z"})
+
+    contact_body = (await client.get(f"/crm/v3/objects/contacts/{contact}")).json()
+    email_body = (
+        await client.get(f"/crm/v3/objects/emails/{email}", params={"properties": "hs_timestamp"})
+    ).json()
+
+    assert set(contact_body["properties"]) == {
+        "createdate",
+        "email",
+        "firstname",
+        "hs_object_id",
+        "lastmodifieddate",
+        "lastname",
+    }
+    assert contact_body["updatedAt"] == contact_body["properties"]["lastmodifieddate"]
+    assert set(email_body["properties"]) == {
+        "hs_timestamp",
+        "hs_createdate",
+        "hs_lastmodifieddate",
+        "hs_object_id",
+    }
+    assert email_body["createdAt"] == email_body["properties"]["hs_createdate"]
+
+
+async def test_ticket_defaults_include_priority_and_a_settable_createdate(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    ticket = state.add_object(
+        "tickets",
+        {
+            "subject": "Export broken",
+            "hs_ticket_priority": "HIGH",
+            "createdate": "2026-01-01T00:00:00.000Z",
+        },
+    )
+
+    body = (await client.get(f"/crm/v3/objects/tickets/{ticket}")).json()
+
+    assert body["properties"]["hs_ticket_priority"] == "HIGH"
+    assert body["properties"]["subject"] == "Export broken"
+    assert body["createdAt"] == "2026-01-01T00:00:00.000Z"
+
+
+async def test_unknown_object_type_answers_400_unable_to_infer(client: httpx.AsyncClient) -> None:
+    listed = await client.get("/crm/v3/objects/widgets")
+    fetched = await client.get("/crm/v3/objects/widgets/1")
+
+    for response in (listed, fetched):
+        assert response.status_code == 400
+        _assert_hubspot_error(response.json(), "VALIDATION_ERROR")
+        assert response.json()["message"] == "Unable to infer object type from: widgets"
+
+
+async def test_unknown_association_type_answers_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/crm/v3/objects/contacts", params={"associations": "false"})
+
+    assert response.status_code == 400
+    assert response.json()["message"] == "Unable to infer object type from: false"
+
+
+async def test_get_unknown_contact_answers_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/crm/v3/objects/contacts/999")
+
+    assert response.status_code == 404
+    _assert_hubspot_error(response.json(), "OBJECT_NOT_FOUND")
+
+
+async def test_add_object_refuses_a_value_outside_the_options(state: SandboxState) -> None:
+    with pytest.raises(ValueError, match="INVALID_OPTION"):
+        state.add_object("calls", {"hs_call_direction": "SIDEWAYS"})
+
+
+async def test_add_object_refuses_an_association_to_a_missing_record(
+    state: SandboxState,
+) -> None:
+    with pytest.raises(ValueError, match="No companies with id"):
+        state.add_object("contacts", {"firstname": "Ada"}, {"companies": ["404"]})
+    assert state.objects["contacts"] == {}
+
+
+async def test_add_object_refuses_an_unknown_type(state: SandboxState) -> None:
+    with pytest.raises(ValueError, match="Unknown object type"):
+        state.add_object("deals", {})
+
+
+async def test_update_object_moves_updated_at_only_when_a_value_changes(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    contact = state.add_object("contacts", {"jobtitle": "Engineer"})
+    before = (await client.get(f"/crm/v3/objects/contacts/{contact}")).json()["updatedAt"]
+
+    unchanged = state.update_object("contacts", contact, {"jobtitle": "Engineer"})
+    changed = state.update_object("contacts", contact, {"jobtitle": "CTO"})
+
+    after = (await client.get(f"/crm/v3/objects/contacts/{contact}")).json()["updatedAt"]
+    assert (unchanged, changed) == (False, True)
+    assert after > before
+
+
+async def test_object_routes_get_faults_and_are_recorded(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    state.faults.fail_next(1, 503, path_contains="/objects/emails")
+
+    failed = await client.get("/crm/v3/objects/emails", params={"associations": "companies"})
+    companies = await client.get("/crm/v3/objects/companies")
+    normal = await client.get("/crm/v3/objects/emails", params={"associations": "companies"})
+
+    assert (failed.status_code, companies.status_code, normal.status_code) == (503, 200, 200)
+    assert [(r.path, r.query, r.status, r.forced) for r in state.requests] == [
+        ("/crm/v3/objects/emails", {"associations": "companies"}, 503, True),
+        ("/crm/v3/objects/companies", {}, 200, False),
+        ("/crm/v3/objects/emails", {"associations": "companies"}, 200, False),
+    ]
+
+
+async def test_reset_clears_objects_and_associations(state: SandboxState) -> None:
+    company = state.add_company({"name": "Acme"})
+    state.add_object("tickets", {"subject": "Broken"}, {"companies": [company]})
+
+    state.reset()
+
+    assert all(records == {} for records in state.objects.values())
+    assert all(links == {} for links in state.links.values())
+    assert "hs_ticket_priority" in state.definitions["tickets"]

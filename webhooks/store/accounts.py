@@ -1,4 +1,5 @@
-"""Accounts repository: per-account facts (attributes, activity days) and health history.
+"""Accounts repository: account rows (created on first sight, locked while worked on), their
+current health and its history.
 
 Every function works on a whole batch of accounts at once: the worker's cost per batch is a
 handful of statements, not a handful per account.
@@ -6,17 +7,15 @@ handful of statements, not a handful per account.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from signals.model import AccountFacts, Health
+from signals.model import Health
 from webhooks.store.dialect import upsert_insert
-from webhooks.store.models import Account, ActivityDay, HealthSnapshot
+from webhooks.store.models import Account, HealthSnapshot
 
 AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
 
@@ -31,21 +30,20 @@ async def lock_accounts(
     if not keys:
         return {}
     await session.execute(
-        upsert_insert(session, Account)
-        .values(
-            [
-                {
-                    "connection": connection,
-                    "crm": crm,
-                    "crm_id": crm_id,
-                    "attributes": {},
-                    "band": "unknown",
-                    "created_at": now,
-                }
-                for connection, crm, crm_id in keys
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["connection", "crm_id"])
+        upsert_insert(session, Account).on_conflict_do_nothing(
+            index_elements=["connection", "crm_id"]
+        ),
+        [
+            {
+                "connection": connection,
+                "crm": crm,
+                "crm_id": crm_id,
+                "attributes": {},
+                "band": "unknown",
+                "created_at": now,
+            }
+            for connection, crm, crm_id in keys
+        ],
     )
     rows = await session.execute(
         select(Account)
@@ -55,61 +53,6 @@ async def lock_accounts(
         .execution_options(populate_existing=True)
     )
     return {(a.connection, a.crm, a.crm_id): a for a in rows.scalars()}
-
-
-async def record_activity(
-    session: AsyncSession, *, activity: Sequence[tuple[Account, datetime]]
-) -> None:
-    """Count activity per account and UTC day, and move each account's last-activity time."""
-    per_day: Counter[tuple[int, date]] = Counter()
-    for account, at in activity:
-        if account.last_activity_at is None or at > account.last_activity_at:
-            account.last_activity_at = at
-        per_day[(account.id, at.date())] += 1
-    if not per_day:
-        return
-    # One row per (account, day) in the statement: PostgreSQL refuses to update a row twice.
-    insert = upsert_insert(session, ActivityDay).values(
-        [{"account_id": a, "day": d, "events": n} for (a, d), n in per_day.items()]
-    )
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["account_id", "day"],
-            set_={"events": ActivityDay.events + insert.excluded.events},
-        )
-    )
-
-
-def apply_attributes(account: Account, *, attributes: dict[str, str | None], at: datetime) -> None:
-    """Out-of-order delivery is normal: per attribute, only a later `at` overwrites."""
-    merged: dict[str, Any] = dict(account.attributes or {})
-    for name, value in attributes.items():
-        current = merged.get(name)
-        if current is not None and datetime.fromisoformat(current["at"]) > at:
-            continue
-        merged[name] = {"value": value, "at": at.isoformat()}
-        if name == "name":
-            account.name = value
-    account.attributes = merged
-
-
-def mark_deleted(account: Account, *, at: datetime) -> None:
-    account.deleted_at = at
-
-
-def facts_of(account: Account, *, as_of: datetime) -> AccountFacts:
-    """The snapshot scoring sees. Inputs the store does not hold yet stay None (no data)."""
-    return AccountFacts(
-        account_id=account.crm_id,
-        as_of=as_of,
-        attributes={
-            name: entry["value"]
-            for name, entry in (account.attributes or {}).items()
-            if entry.get("value") is not None
-        },
-        # The store holds CRM record activity only so far; it stands in for product usage.
-        last_usage_at=account.last_activity_at,
-    )
 
 
 async def scores_at_or_before(
@@ -132,21 +75,43 @@ async def scores_at_or_before(
     return dict(rows.all())
 
 
-def record_health(session: AsyncSession, *, account: Account, health: Health, at: datetime) -> None:
-    account.score = health.score
-    account.band = health.band.value
-    account.health_updated_at = at
-    session.add(
-        HealthSnapshot(
-            account_id=account.id,
-            computed_at=at,
-            score=health.score,
-            band=health.band.value,
-            signals={
-                name: None if value is None else round(value, 1)
-                for name, value in health.signals.items()
-            },
-            drivers=list(health.drivers),
-            coverage=health.coverage.ratio,
-        )
+async def record_health(
+    session: AsyncSession, *, scored: Sequence[tuple[Account, Health]], at: datetime
+) -> None:
+    """Keep each account's current health on its row and append it to the history."""
+    if not scored:
+        return
+    for account, health in scored:
+        account.score = health.score
+        account.band = health.band.value
+        account.health_updated_at = at
+    await session.execute(
+        insert(HealthSnapshot),
+        [
+            {
+                "account_id": account.id,
+                "computed_at": at,
+                "score": health.score,
+                "band": health.band.value,
+                "signals": {
+                    name: None if value is None else round(value, 1)
+                    for name, value in health.signals.items()
+                },
+                "drivers": list(health.drivers),
+                "coverage": health.coverage.ratio,
+            }
+            for account, health in scored
+        ],
     )
+
+
+async def accounts_after(session: AsyncSession, *, after_id: int, limit: int) -> list[Account]:
+    """Live accounts with ids above `after_id`, in id order, locked (a recompute's next chunk)."""
+    rows = await session.execute(
+        select(Account)
+        .where(Account.id > after_id, Account.deleted_at.is_(None))
+        .order_by(Account.id)
+        .limit(limit)
+        .with_for_update()
+    )
+    return list(rows.scalars().all())

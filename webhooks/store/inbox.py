@@ -1,4 +1,5 @@
-"""Inbox repository: durable, deduplicated storage of acknowledged events and their claiming."""
+"""Inbox repository: durable, deduplicated storage of acknowledged events, claiming, and the
+dead letters that could not be processed."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import InboxEvent
 
-PENDING, PROCESSING, DONE, IGNORED, FAILED = "pending", "processing", "done", "ignored", "failed"
+PENDING, PROCESSING, DONE, IGNORED, DEAD = "pending", "processing", "done", "ignored", "dead"
+ERROR_LIMIT = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +24,16 @@ class NewEvent:
     dedup_key: str
     kind: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    id: int
+    source: str
+    connection: str
+    kind: str
+    payload: dict[str, Any]
+    received_at: datetime
 
 
 async def insert_events(
@@ -62,9 +74,9 @@ async def insert_events(
 
 async def claim_batch(
     session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
-) -> list[InboxEvent]:
+) -> list[Claimed]:
     """Take up to `limit` due events (or ones whose worker's lease ran out), oldest first."""
-    return await leases.claim(
+    rows = await leases.claim(
         session,
         InboxEvent,
         idle=PENDING,
@@ -73,21 +85,52 @@ async def claim_batch(
         limit=limit,
         lease_seconds=lease_seconds,
         order_by=InboxEvent.id,
-    )
+        returning=(
+            InboxEvent.id, InboxEvent.source, InboxEvent.connection, InboxEvent.kind,
+            InboxEvent.payload, InboxEvent.received_at,
+        ),
+    )  # fmt: skip
+    claimed = [
+        Claimed(
+            id=row[0],
+            source=row[1],
+            connection=row[2],
+            kind=row[3],
+            payload=row[4],
+            received_at=row[5],
+        )
+        for row in rows
+    ]
+    claimed.sort(key=lambda event: event.id)
+    return claimed
 
 
-def mark_done(row: InboxEvent, *, status: str, now: datetime) -> None:
-    row.status = status
-    row.processed_at = now
-    row.lease_until = None
-    row.last_error = None
+async def settle(
+    session: AsyncSession, *, event_ids: Sequence[int], status: str, now: datetime
+) -> None:
+    """Mark claimed events done or ignored."""
+    if event_ids:
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id.in_(event_ids))
+            .values(status=status, processed_at=now, lease_until=None, last_error=None)
+        )
 
 
-def mark_undecodable(row: InboxEvent, *, error: str, now: datetime) -> None:
-    row.status = FAILED
-    row.processed_at = now
-    row.lease_until = None
-    row.last_error = f"undecodable payload: {error}"[:2000]
+async def bury(session: AsyncSession, *, errors: dict[int, str], now: datetime) -> None:
+    """Move events that can never be processed to the dead letters, with their error."""
+    for event_id, error in errors.items():
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id == event_id)
+            .values(
+                status=DEAD,
+                processed_at=now,
+                lease_until=None,
+                attempts=InboxEvent.attempts + 1,
+                last_error=error[:ERROR_LIMIT],
+            )
+        )
 
 
 async def mark_failed_attempt(
@@ -99,15 +142,15 @@ async def mark_failed_attempt(
     max_attempts: int,
     backoff_seconds: float,
 ) -> str:
-    """Record a failed try; the event is retried later or, after the last try, marked failed."""
-    row = await session.get(InboxEvent, event_id)
+    """Record a failed try; retried later with backoff or, after the last try, dead-lettered."""
+    row = await session.get(InboxEvent, event_id, populate_existing=True)
     if row is None:
-        return FAILED
+        return DEAD
     row.attempts += 1
-    row.last_error = error[:2000]
+    row.last_error = error[:ERROR_LIMIT]
     row.lease_until = None
     if row.attempts >= max_attempts:
-        row.status = FAILED
+        row.status = DEAD
         row.processed_at = now
     else:
         row.status = PENDING
@@ -122,8 +165,19 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
     return {row[0]: row[1] for row in rows}
 
 
-async def load(session: AsyncSession, *, event_ids: Sequence[int]) -> list[InboxEvent]:
+async def dead_letters(session: AsyncSession, *, limit: int = 100) -> list[InboxEvent]:
     rows = await session.execute(
-        select(InboxEvent).where(InboxEvent.id.in_(event_ids)).order_by(InboxEvent.id)
+        select(InboxEvent).where(InboxEvent.status == DEAD).order_by(InboxEvent.id).limit(limit)
     )
     return list(rows.scalars().all())
+
+
+async def replay(session: AsyncSession, *, event_ids: Sequence[int] | None, now: datetime) -> int:
+    """Send dead letters (these, or all when None) back to the worker with fresh attempts."""
+    statement = update(InboxEvent).where(InboxEvent.status == DEAD)
+    if event_ids is not None:
+        statement = statement.where(InboxEvent.id.in_(event_ids))
+    result = await session.execute(
+        statement.values(status=PENDING, attempts=0, available_at=now, processed_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

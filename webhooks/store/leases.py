@@ -6,54 +6,49 @@ mid-work leaves the lease to run out, and the row becomes claimable again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
-
-
-class Leased(Protocol):
-    status: Any
-    available_at: Any
-    lease_until: Any
-
-
-LeasedRow = TypeVar("LeasedRow", bound=Leased)
 
 
 async def claim(
     session: AsyncSession,
-    model: type[LeasedRow],
+    model: Any,
     *,
     idle: str,
     busy: str,
     now: datetime,
     limit: int,
     lease_seconds: float,
-    order_by: InstrumentedAttribute[Any],
+    order_by: Any,
+    returning: Sequence[Any],
     where: ColumnElement[bool] | None = None,
-) -> list[LeasedRow]:
-    """Take up to `limit` due rows (or ones whose lease ran out) for this worker.
+) -> list[Any]:
+    """Take up to `limit` due rows (or ones whose lease ran out) in one UPDATE ... RETURNING.
 
     On PostgreSQL, SKIP LOCKED lets several workers claim disjoint sets concurrently.
     """
-    status: InstrumentedAttribute[str] = model.status
     due = or_(
-        (status == idle) & (model.available_at <= now),
-        (status == busy) & (model.lease_until < now),
+        (model.status == idle) & (model.available_at <= now),
+        (model.status == busy) & (model.lease_until < now),
     )
-    result = await session.execute(
-        select(model)
+    chosen = (
+        select(model.__table__.primary_key.columns[0])
         .where(due, where if where is not None else true())
         .order_by(order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
-    rows: list[LeasedRow] = list(result.scalars().all())
-    lease_until = now + timedelta(seconds=lease_seconds)
-    for row in rows:
-        row.status = busy
-        row.lease_until = lease_until
-    return rows
+    primary_key = model.__table__.primary_key.columns[0]
+    result = await session.execute(
+        update(model)
+        .where(primary_key.in_(chosen))
+        .values(status=busy, lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(*returning)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.all())

@@ -94,7 +94,9 @@ class Account(Base):
     name: Mapped[str | None] = mapped_column(String(512))
     # {attribute: {"value": ..., "at": iso8601}}: per attribute, the latest occurrence wins.
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    last_activity_at: Mapped[datetime | None]
+    # Latest event time per kind of fact; None means this account has none of that kind.
+    last_usage_at: Mapped[datetime | None]
+    last_interaction_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
     score: Mapped[int | None]
     band: Mapped[str] = mapped_column(String(16), default="unknown")
@@ -102,16 +104,141 @@ class Account(Base):
     created_at: Mapped[datetime]
 
 
-class ActivityDay(Base):
-    """Events per account per UTC day: windowed counts stay one small range scan."""
+def _account_fk() -> Mapped[int]:
+    return mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
 
-    __tablename__ = "activity_days"
 
-    account_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
-    )
+class UsageDay(Base):
+    """A user active on an account on a UTC day: distinct users per window and daily actives
+    are counts over one small index range."""
+
+    __tablename__ = "usage_days"
+
+    account_id: Mapped[int] = _account_fk()
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class InteractionFact(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (Index("ix_interactions_account_time", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    channel: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(16))
+    contact: Mapped[str | None] = mapped_column(String(200))
+
+
+class ContactFact(Base):
+    __tablename__ = "contacts"
+
+    account_id: Mapped[int] = _account_fk()
+    contact: Mapped[str] = mapped_column(String(200), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(500))
+    executive: Mapped[bool] = mapped_column(default=False)
+    left_at: Mapped[datetime | None]
+    # The event time of the values held: a later event wins, an older one is ignored.
+    updated_at: Mapped[datetime]
+
+
+class CollaborationFact(Base):
+    __tablename__ = "collaboration_events"
+    __table_args__ = (Index("ix_collaboration_events_account_time", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+
+
+class TicketFact(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_account_opened", "account_id", "opened_at"),)
+
+    account_id: Mapped[int] = _account_fk()
+    ticket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    opened_at: Mapped[datetime]
+    priority: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
+class AttributeChange(Base):
+    """Values of tracked attributes over time (ARR a year ago drives momentum)."""
+
+    __tablename__ = "attribute_history"
+    __table_args__ = (Index("ix_attribute_history_lookup", "account_id", "name", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    value: Mapped[str | None] = mapped_column(String(500))
+
+
+class OutcomeFact(Base):
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+class SourceKind(Base):
+    """Which kinds of facts a connection has ever sent. Where a connection sends tickets, an
+    account without tickets has 0 (good); where it never did, tickets are "no data"."""
+
+    __tablename__ = "source_kinds"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    first_seen_at: Mapped[datetime]
+
+
+class ConfigVersion(Base):
+    """Every HealthConfig ever applied; the newest row is the one in force."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(16))
+    document: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    author: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class RecomputeJob(Base):
+    """Rescoring every account after a configuration change, resumable by account id."""
+
+    __tablename__ = "recompute_jobs"
+    __table_args__ = (Index("ix_recompute_jobs_claim", "status", "available_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    config_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("config_versions.id"))
+    reason: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    after_account_id: Mapped[int] = mapped_column(BigId, default=0)
+    rescored: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class BackfillCursor(Base):
+    """How far a backfill got per connection and object type, so it resumes there."""
+
+    __tablename__ = "backfill_cursors"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    after: Mapped[str | None] = mapped_column(String(200))
+    done: Mapped[bool] = mapped_column(default=False)
     events: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime]
 
 
 class HealthSnapshot(Base):

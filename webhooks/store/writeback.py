@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
@@ -41,47 +41,66 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
     """
     if not owed:
         return 0
-    rows = await session.execute(
-        select(WritebackItem)
-        .where(WritebackItem.account_id.in_([item.account_id for item in owed]))
-        .order_by(WritebackItem.account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    existing = {row.account_id: row for row in rows.scalars()}
-    staged = 0
-    for item in owed:
-        row = existing.get(item.account_id)
-        if row is None:
-            session.add(
-                WritebackItem(
-                    account_id=item.account_id,
-                    connection=item.connection,
-                    record_id=item.record_id,
-                    fields=item.fields,
-                    fields_hash=item.fingerprint,
-                    version=1,
-                    status=PENDING,
-                    attempts=0,
-                    available_at=now,
-                )
-            )
-        elif row.fields_hash == item.fingerprint:
-            continue
-        else:
-            row.fields = item.fields
-            row.fields_hash = item.fingerprint
-            row.version += 1
-            row.attempts = 0
-            row.last_error = None
-            row.available_at = now
-            # While an older version is in flight the row stays SENDING, so no second sender
-            # races it (which could land the older values last); settling that send re-queues
-            # the new version.
-            if row.status != SENDING:
-                row.status = PENDING
-        staged += 1
-    return staged
+    current = {
+        row[0]: row[1]
+        for row in await session.execute(
+            select(WritebackItem.account_id, WritebackItem.fields_hash)
+            .where(WritebackItem.account_id.in_([item.account_id for item in owed]))
+            .order_by(WritebackItem.account_id)
+            .with_for_update()
+        )
+    }
+    new = [item for item in owed if item.account_id not in current]
+    changed = [
+        item
+        for item in owed
+        if item.account_id in current and current[item.account_id] != item.fingerprint
+    ]
+    if new:
+        await session.execute(
+            insert(WritebackItem),
+            [
+                {
+                    "account_id": item.account_id,
+                    "connection": item.connection,
+                    "record_id": item.record_id,
+                    "fields": item.fields,
+                    "fields_hash": item.fingerprint,
+                    "version": 1,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "available_at": now,
+                }
+                for item in new
+            ],
+        )
+    if changed:
+        # While an older version is in flight the row stays SENDING, so no second sender races
+        # it (which could land the older values last); settling that send re-queues the new one.
+        # Core table, not the ORM entity: an executemany UPDATE with its own WHERE.
+        table = WritebackItem.metadata.tables[WritebackItem.__tablename__]
+        await session.execute(
+            update(table)
+            .where(table.c.account_id == bindparam("owed_account"))
+            .values(
+                fields=bindparam("owed_fields"),
+                fields_hash=bindparam("owed_hash"),
+                version=table.c.version + 1,
+                attempts=0,
+                last_error=None,
+                available_at=now,
+                status=case((table.c.status == SENDING, SENDING), else_=PENDING),
+            ),
+            [
+                {
+                    "owed_account": item.account_id,
+                    "owed_fields": item.fields,
+                    "owed_hash": item.fingerprint,
+                }
+                for item in changed
+            ],
+        )
+    return len(new) + len(changed)
 
 
 async def claim_due(
@@ -91,7 +110,8 @@ async def claim_due(
     now: datetime,
     limit: int,
     lease_seconds: float,
-) -> list[WritebackItem]:
+) -> list[Any]:
+    """Due rows as (connection, account_id, version, record_id, fields, attempts)."""
     return await leases.claim(
         session,
         WritebackItem,
@@ -102,7 +122,11 @@ async def claim_due(
         lease_seconds=lease_seconds,
         order_by=WritebackItem.available_at,
         where=WritebackItem.connection.in_(connections),
-    )
+        returning=(
+            WritebackItem.connection, WritebackItem.account_id, WritebackItem.version,
+            WritebackItem.record_id, WritebackItem.fields, WritebackItem.attempts,
+        ),
+    )  # fmt: skip
 
 
 async def mark_written(
@@ -168,3 +192,10 @@ async def _requeue_superseded(
 
 async def get_item(session: AsyncSession, *, account_id: int) -> WritebackItem | None:
     return await session.get(WritebackItem, account_id)
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(WritebackItem.status, func.count()).group_by(WritebackItem.status)
+    )
+    return {row[0]: row[1] for row in rows}

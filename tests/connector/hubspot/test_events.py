@@ -9,7 +9,7 @@ import pytest
 
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot import events
-from connector.model import AccountActivity, AccountAttributes, AccountDeleted
+from connector.model import AccountAttributes, AccountDeleted
 
 # Vectors from HubSpot's request-validation docs and the official Python SDK's signature tests.
 SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
@@ -202,12 +202,14 @@ def _event(**fields: object) -> events.HubSpotEvent:
     return events.HubSpotEvent.model_validate(base)
 
 
-def test_company_name_change_becomes_activity_and_attribute() -> None:
+def test_company_name_change_becomes_an_attribute_change() -> None:
     normalised = events.normalise(_event(propertyName="name", propertyValue="Acme"))
-    assert normalised == [
-        AccountActivity(account="1234", at=NOW, kind="propertyChange"),
-        AccountAttributes(account="1234", at=NOW, attributes={"name": "Acme"}),
-    ]
+    assert normalised == [AccountAttributes(account="1234", at=NOW, attributes={"name": "Acme"})]
+
+
+def test_other_company_change_makes_the_account_known_without_attributes() -> None:
+    normalised = events.normalise(_event(propertyName="notes_last_updated", propertyValue="1"))
+    assert normalised == [AccountAttributes(account="1234", at=NOW, attributes={})]
 
 
 def test_company_deletion_is_normalised() -> None:

@@ -1,0 +1,191 @@
+"""The native event format: normalised events as JSON (`POST /ingest/events`, backfills).
+
+One event is `{"id"?, "type", "account", "at"?, ...type fields}`, e.g.
+`{"type": "usage", "account": "123", "user": "u-9", "at": "2026-11-23T10:00:00Z"}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from connector.model import (
+    ACCOUNT_ATTRIBUTES,
+    AccountAttributes,
+    AccountDeleted,
+    Collaboration,
+    CollaborationKind,
+    ContactUpsert,
+    Interaction,
+    InteractionChannel,
+    InteractionDirection,
+    NormalisedEvent,
+    Outcome,
+    OutcomeKind,
+    Ticket,
+    TicketPriority,
+    Usage,
+)
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id | None = None
+    account: Id
+    # Naive timestamps are refused: a missing offset would silently shift every window.
+    at: AwareDatetime | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+
+class _Attributes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    domain: str | None = None
+    seats: int | None = Field(default=None, ge=0)
+    arr: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    renewal_date: str | None = None
+    segment: str | None = None
+    owner: str | None = None
+
+
+class AccountEvent(_Event):
+    type: Literal["account"]
+    attributes: _Attributes
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        values = self.attributes.model_dump(exclude_unset=True)
+        return AccountAttributes(
+            account=self.account,
+            at=at,
+            attributes={k: None if v is None else str(v) for k, v in values.items()},
+        )
+
+
+class AccountDeletedEvent(_Event):
+    type: Literal["account_deleted"]
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return AccountDeleted(account=self.account, at=at)
+
+
+class ContactEvent(_Event):
+    type: Literal["contact"]
+    contact: Id
+    title: str | None = Field(default=None, max_length=500)
+    executive: bool | None = None
+    left: bool = False
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return ContactUpsert(
+            account=self.account,
+            at=at,
+            contact=self.contact,
+            title=self.title,
+            executive=self.executive,
+            left=self.left,
+        )
+
+
+class InteractionEvent(_Event):
+    type: Literal["interaction"]
+    channel: InteractionChannel
+    direction: InteractionDirection
+    contact: Id | None = None
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return Interaction(
+            account=self.account,
+            at=at,
+            channel=self.channel,
+            direction=self.direction,
+            contact=self.contact,
+        )
+
+
+class UsageEvent(_Event):
+    type: Literal["usage"]
+    user: Id
+    feature: str | None = Field(default=None, max_length=200)
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return Usage(account=self.account, at=at, user=self.user, feature=self.feature)
+
+
+class CollaborationEvent(_Event):
+    type: Literal["collaboration"]
+    kind: CollaborationKind
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return Collaboration(account=self.account, at=at, kind=self.kind)
+
+
+class TicketEvent(_Event):
+    type: Literal["ticket"]
+    ticket: Id
+    priority: TicketPriority
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return Ticket(account=self.account, at=at, ticket=self.ticket, priority=self.priority)
+
+
+class OutcomeEvent(_Event):
+    type: Literal["outcome"]
+    outcome: OutcomeKind
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return Outcome(account=self.account, at=at, outcome=self.outcome)
+
+
+NativeEvent = Annotated[
+    AccountEvent
+    | AccountDeletedEvent
+    | ContactEvent
+    | InteractionEvent
+    | UsageEvent
+    | CollaborationEvent
+    | TicketEvent
+    | OutcomeEvent,
+    Field(discriminator="type"),
+]
+NATIVE_EVENT: TypeAdapter[NativeEvent] = TypeAdapter(NativeEvent)
+
+
+def to_normalised(event: NativeEvent, *, received_at: datetime) -> NormalisedEvent:
+    """The normalised event; `at` defaults to when the event was received."""
+    return event.normalised(event.at or received_at)
+
+
+_TYPES: dict[type, str] = {
+    AccountAttributes: "account",
+    AccountDeleted: "account_deleted",
+    ContactUpsert: "contact",
+    Interaction: "interaction",
+    Usage: "usage",
+    Collaboration: "collaboration",
+    Ticket: "ticket",
+    Outcome: "outcome",
+}
+
+
+def to_native(event: NormalisedEvent) -> dict[str, Any]:
+    """The JSON document of a normalised event (what the inbox stores for native sources)."""
+    document: dict[str, Any] = {"type": _TYPES[type(event)]}
+    for item in dataclasses.fields(event):
+        value = getattr(event, item.name)
+        if item.name == "at":
+            value = value.astimezone(UTC).isoformat()
+        elif item.name == "attributes":
+            value = {k: v for k, v in value.items() if k in ACCOUNT_ATTRIBUTES}
+        document[item.name] = value
+    return document

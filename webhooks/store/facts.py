@@ -1,0 +1,390 @@
+"""Facts repository: fold normalised events into per-account facts, read scoring snapshots.
+
+Both directions work on a whole batch of accounts with a handful of statements, so the
+worker's cost grows with the batch, not with the number of statements per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connector.model import (
+    AccountAttributes,
+    AccountDeleted,
+    Collaboration,
+    ContactUpsert,
+    Interaction,
+    NormalisedEvent,
+    Outcome,
+    Ticket,
+    Usage,
+)
+from signals.model import AccountFacts
+from webhooks.store.dialect import upsert_insert
+from webhooks.store.models import (
+    Account,
+    AttributeChange,
+    CollaborationFact,
+    ContactFact,
+    InteractionFact,
+    OutcomeFact,
+    SourceKind,
+    TicketFact,
+    UsageDay,
+)
+
+_Latest = TypeVar("_Latest", ContactUpsert, Ticket)
+
+# Attributes whose past values matter (ARR a year ago); others only keep their latest value.
+TRACKED_ATTRIBUTES = frozenset({"arr", "seats"})
+ESCALATION_PRIORITIES = ("high", "urgent")
+
+_KIND_OF: dict[type, str] = {
+    Usage: "usage",
+    Interaction: "interaction",
+    ContactUpsert: "contact",
+    Collaboration: "collaboration",
+    Ticket: "ticket",
+}
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+def apply_attributes(
+    account: Account, *, attributes: Mapping[str, str | None], at: datetime
+) -> None:
+    """Out-of-order delivery is normal: per attribute, only a later `at` overwrites."""
+    merged: dict[str, Any] = dict(account.attributes or {})
+    for name, value in attributes.items():
+        current = merged.get(name)
+        if current is not None and datetime.fromisoformat(current["at"]) > at:
+            continue
+        merged[name] = {"value": value, "at": at.isoformat()}
+        if name == "name":
+            account.name = value
+    account.attributes = merged
+
+
+class _Batch:
+    """The rows one batch of events adds, collected first and written in bulk."""
+
+    def __init__(self) -> None:
+        self.usage: set[tuple[int, date, str]] = set()
+        self.contacts: dict[tuple[int, str], ContactUpsert] = {}
+        self.tickets: dict[tuple[int, str], Ticket] = {}
+        self.rows: dict[type, list[dict[str, Any]]] = {
+            InteractionFact: [], CollaborationFact: [], OutcomeFact: [], AttributeChange: [],
+        }  # fmt: skip
+
+    def add(self, account: Account, event: NormalisedEvent) -> None:
+        match event:
+            case Usage(at=at, user=user):
+                self.usage.add((account.id, at.astimezone(UTC).date(), user))
+                account.last_usage_at = _later(account.last_usage_at, at)
+            case Interaction(at=at):
+                self.rows[InteractionFact].append(
+                    {"account_id": account.id, "at": at, "channel": event.channel,
+                     "direction": event.direction, "contact": event.contact}
+                )  # fmt: skip
+                account.last_interaction_at = _later(account.last_interaction_at, at)
+            case ContactUpsert(contact=contact):
+                _keep_latest(self.contacts, (account.id, contact), event)
+            case Ticket(ticket=ticket):
+                _keep_latest(self.tickets, (account.id, ticket), event)
+            case Collaboration(at=at, kind=kind):
+                self.rows[CollaborationFact].append(
+                    {"account_id": account.id, "at": at, "kind": kind}
+                )
+            case Outcome(at=at, outcome=outcome):
+                self.rows[OutcomeFact].append(
+                    {"account_id": account.id, "at": at, "outcome": outcome}
+                )
+            case AccountAttributes(at=at, attributes=attributes):
+                apply_attributes(account, attributes=attributes, at=at)
+                self.rows[AttributeChange].extend(
+                    {"account_id": account.id, "name": name, "at": at, "value": value}
+                    for name, value in attributes.items()
+                    if name in TRACKED_ATTRIBUTES
+                )
+            case AccountDeleted(at=at):
+                account.deleted_at = at
+
+    async def write(self, session: AsyncSession) -> None:
+        if self.usage:
+            await session.execute(
+                upsert_insert(session, UsageDay).on_conflict_do_nothing(),
+                [{"account_id": a, "day": d, "user": u} for a, d, u in self.usage],
+            )
+        for model, rows in self.rows.items():
+            if rows:
+                await session.execute(upsert_insert(session, model), rows)
+        if self.contacts:
+            await _upsert_contacts(session, self.contacts)
+        if self.tickets:
+            await _upsert_tickets(session, self.tickets)
+
+
+def _keep_latest(
+    held: dict[tuple[int, str], _Latest], key: tuple[int, str], event: _Latest
+) -> None:
+    current = held.get(key)
+    if current is None or event.at >= current.at:
+        held[key] = event
+
+
+async def fold(
+    session: AsyncSession,
+    *,
+    events: Sequence[tuple[Account, NormalisedEvent]],
+    now: datetime,
+) -> None:
+    """Fold a batch of events into the facts of their (locked) accounts."""
+    batch = _Batch()
+    kinds: set[tuple[str, str]] = set()
+    for account, event in events:
+        kind = _KIND_OF.get(type(event))
+        if kind is not None:
+            kinds.add((account.connection, kind))
+        batch.add(account, event)
+    await batch.write(session)
+    if kinds:
+        await session.execute(
+            upsert_insert(session, SourceKind).on_conflict_do_nothing(),
+            [{"connection": c, "kind": k, "first_seen_at": now} for c, k in sorted(kinds)],
+        )
+
+
+async def _upsert_contacts(
+    session: AsyncSession, contacts: Mapping[tuple[int, str], ContactUpsert]
+) -> None:
+    insert = upsert_insert(session, ContactFact)
+    # A later event wins; an older one arriving late must not undo it.
+    statement = insert.on_conflict_do_update(
+        index_elements=["account_id", "contact"],
+        set_={
+            "title": insert.excluded.title,
+            "executive": insert.excluded.executive,
+            "left_at": insert.excluded.left_at,
+            "updated_at": insert.excluded.updated_at,
+        },
+        where=ContactFact.updated_at <= insert.excluded.updated_at,
+    )
+    await session.execute(
+        statement,
+        [
+            {
+                "account_id": account_id,
+                "contact": contact,
+                "title": event.title,
+                "executive": bool(event.executive),
+                "left_at": event.at if event.left else None,
+                "updated_at": event.at,
+            }
+            for (account_id, contact), event in contacts.items()
+        ],
+    )
+
+
+async def _upsert_tickets(session: AsyncSession, tickets: Mapping[tuple[int, str], Ticket]) -> None:
+    insert = upsert_insert(session, TicketFact)
+    # The first sighting sets when it was opened; later events may change its priority.
+    statement = insert.on_conflict_do_update(
+        index_elements=["account_id", "ticket"],
+        set_={"priority": insert.excluded.priority, "updated_at": insert.excluded.updated_at},
+        where=TicketFact.updated_at <= insert.excluded.updated_at,
+    )
+    await session.execute(
+        statement,
+        [
+            {
+                "account_id": account_id,
+                "ticket": ticket,
+                "opened_at": event.at,
+                "priority": event.priority,
+                "updated_at": event.at,
+            }
+            for (account_id, ticket), event in tickets.items()
+        ],
+    )
+
+
+async def read_facts(
+    session: AsyncSession, *, accounts: Sequence[Account], as_of: datetime
+) -> dict[int, AccountFacts]:
+    """Scoring snapshots for the accounts, every windowed count in one grouped query per table.
+
+    A count is None (no data) where the account's connection has never sent that kind of fact,
+    and a real number, possibly 0, where it has.
+    """
+    if not accounts:
+        return {}
+    ids = [account.id for account in accounts]
+    connections = {account.connection for account in accounts}
+    seen = {
+        (connection, kind)
+        for connection, kind in (
+            await session.execute(
+                select(SourceKind.connection, SourceKind.kind).where(
+                    SourceKind.connection.in_(connections)
+                )
+            )
+        ).all()
+    }
+    today = as_of.astimezone(UTC).date()
+    usage = await _usage(session, ids, today)
+    interactions = await _interactions(session, ids, as_of - timedelta(days=90))
+    collaboration = await _counts(
+        session, CollaborationFact, CollaborationFact.at, ids, as_of - timedelta(days=180)
+    )
+    tickets = await _tickets(session, ids, as_of - timedelta(days=90))
+    arr_before = await _attribute_at(session, ids, "arr", as_of - timedelta(days=365))
+
+    snapshots: dict[int, AccountFacts] = {}
+    for account in accounts:
+
+        def has(kind: str, connection: str = account.connection) -> bool:
+            return (connection, kind) in seen
+
+        values = {k: v["value"] for k, v in (account.attributes or {}).items() if v["value"]}
+        users_30, users_prev, user_days = usage.get(account.id, (0, 0, 0))
+        total, customer, engaged, executives = interactions.get(account.id, (0, 0, 0, 0))
+        opened, escalated = tickets.get(account.id, (0, 0))
+        snapshots[account.id] = AccountFacts(
+            account_id=account.crm_id,
+            as_of=as_of,
+            attributes=values,
+            seats=_int(values.get("seats")),
+            active_users_30d=users_30 if has("usage") else None,
+            active_users_prev_30d=users_prev if has("usage") else None,
+            mean_daily_active_users_30d=user_days / 30.0 if has("usage") else None,
+            last_usage_at=account.last_usage_at,
+            customer_interactions_90d=customer if has("interaction") else None,
+            total_interactions_90d=total if has("interaction") else None,
+            collaboration_events_180d=collaboration.get(account.id, 0)
+            if has("collaboration") else None,
+            contacts_engaged_90d=engaged if has("interaction") else None,
+            executives_engaged_90d=executives if has("interaction") else None,
+            tickets_90d=opened if has("ticket") else None,
+            escalations_90d=escalated if has("ticket") else None,
+            arr=_float(values.get("arr")),
+            arr_12m_ago=_float(arr_before.get(account.id)),
+        )  # fmt: skip
+    return snapshots
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    number = _float(value)
+    return None if number is None else int(number)
+
+
+async def _usage(
+    session: AsyncSession, ids: Collection[int], today: date
+) -> dict[int, tuple[int, int, int]]:
+    last_30, last_60 = today - timedelta(days=30), today - timedelta(days=60)
+    recent = UsageDay.day > last_30
+    rows = await session.execute(
+        select(
+            UsageDay.account_id,
+            func.count(func.distinct(case((recent, UsageDay.user)))),
+            func.count(func.distinct(case((~recent, UsageDay.user)))),
+            func.sum(case((recent, 1), else_=0)),
+        )
+        .where(UsageDay.account_id.in_(ids), UsageDay.day > last_60)
+        .group_by(UsageDay.account_id)
+    )
+    return {row[0]: (row[1], row[2], int(row[3] or 0)) for row in rows}
+
+
+async def _interactions(
+    session: AsyncSession, ids: Collection[int], since: datetime
+) -> dict[int, tuple[int, int, int, int]]:
+    present = ContactFact.left_at.is_(None)
+    rows = await session.execute(
+        select(
+            InteractionFact.account_id,
+            func.count(),
+            func.sum(case((InteractionFact.direction == "customer", 1), else_=0)),
+            # Engaged people: distinct contacts seen in interactions who are still there.
+            func.count(func.distinct(case((present, InteractionFact.contact)))),
+            func.count(
+                func.distinct(case((present & ContactFact.executive, InteractionFact.contact)))
+            ),
+        )
+        .outerjoin(
+            ContactFact,
+            and_(
+                ContactFact.account_id == InteractionFact.account_id,
+                ContactFact.contact == InteractionFact.contact,
+            ),
+        )
+        .where(InteractionFact.account_id.in_(ids), InteractionFact.at > since)
+        .group_by(InteractionFact.account_id)
+    )
+    return {row[0]: (row[1], int(row[2] or 0), row[3], row[4]) for row in rows}
+
+
+async def _counts(
+    session: AsyncSession, model: Any, at: Any, ids: Collection[int], since: datetime
+) -> dict[int, int]:
+    rows = await session.execute(
+        select(model.account_id, func.count())
+        .where(model.account_id.in_(ids), at > since)
+        .group_by(model.account_id)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def _tickets(
+    session: AsyncSession, ids: Collection[int], since: datetime
+) -> dict[int, tuple[int, int]]:
+    rows = await session.execute(
+        select(
+            TicketFact.account_id,
+            func.count(),
+            func.sum(case((TicketFact.priority.in_(ESCALATION_PRIORITIES), 1), else_=0)),
+        )
+        .where(TicketFact.account_id.in_(ids), TicketFact.opened_at > since)
+        .group_by(TicketFact.account_id)
+    )
+    return {row[0]: (row[1], int(row[2] or 0)) for row in rows}
+
+
+async def _attribute_at(
+    session: AsyncSession, ids: Collection[int], name: str, at: datetime
+) -> dict[int, str | None]:
+    """Each account's value of a tracked attribute as it stood at `at`."""
+    latest = (
+        select(AttributeChange.account_id, func.max(AttributeChange.at).label("at"))
+        .where(
+            AttributeChange.account_id.in_(ids),
+            AttributeChange.name == name,
+            AttributeChange.at <= at,
+        )
+        .group_by(AttributeChange.account_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(AttributeChange.account_id, AttributeChange.value).join(
+            latest,
+            (AttributeChange.account_id == latest.c.account_id)
+            & (AttributeChange.at == latest.c.at)
+            & (AttributeChange.name == name),
+        )
+    )
+    return {row[0]: row[1] for row in rows}
