@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import respx
 
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
-from testkit import HUBSPOT_API, HUBSPOT_TOKEN, hubspot_event, post_hubspot
+from testkit import (
+    HUBSPOT_API,
+    HUBSPOT_TOKEN,
+    daily_user,
+    hubspot_event,
+    post_hubspot,
+    store_native,
+)
 
 HEALTH_PROPERTIES = {
     "health_score", "health_band", "health_trend_30d", "health_active_use",
@@ -24,6 +30,7 @@ async def test_signed_webhook_becomes_a_batch_update_carrying_the_health_fields(
         route = respx.post(f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update").respond(
             200, json={"status": "COMPLETE", "results": [{"id": "4242"}]}
         )
+        await store_native(service.runtime, daily_user("4242"))
         response = await post_hubspot(service.client, [hubspot_event(1, object_id=4242)])
         assert response.status_code == 202
         assert not route.called, "nothing is processed inside the request"
@@ -48,21 +55,21 @@ async def test_sandbox_company_gets_health_after_provisioning_and_a_webhook(
     assert set(report.created) == {"group:customer_health", *HEALTH_PROPERTIES}
     assert (await connector.ensure_fields()).created == [], "provisioning is idempotent"
 
-    ten_days_ago = int((datetime.now(UTC) - timedelta(days=10)).timestamp() * 1000)
-    event = hubspot_event(1, object_id=int(company_id), occurredAt=ten_days_ago)
-    await post_hubspot(service.client, [event])
+    await store_native(service.runtime, daily_user(company_id, first_day_ago=10))
+    await post_hubspot(service.client, [hubspot_event(1, object_id=int(company_id))])
     await service.runtime.pipeline.run_once()
 
     company = state.companies[company_id]
-    assert company["health_score"] == "36"  # recency 10 days: (14 - 10) / (14 - 3)
-    assert company["health_band"] == "at_risk"
-    assert company["health_active_use"] == "36"
+    # Trend and stickiness healthy (100), recency 10 days at 36: active use 79.
+    assert company["health_score"] == "79"
+    assert company["health_band"] == "healthy"
+    assert company["health_active_use"] == "79"
     assert company["health_drivers"] == "Days since last use 10 (healthy <= 3)"
+    assert company["name"] == "Acme Labs"
     writes = [r for r in state.requests if r.path.endswith("/batch/update")]
     assert [r.status for r in writes] == [200]
 
     # Another event that leaves health unchanged costs the CRM nothing.
-    same_time = hubspot_event(2, object_id=int(company_id), occurredAt=ten_days_ago)
-    await post_hubspot(service.client, [same_time])
+    await post_hubspot(service.client, [hubspot_event(2, object_id=int(company_id))])
     await service.runtime.pipeline.run_once()
     assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from connector.hubspot.events import signature_v3
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
+from webhooks.store import inbox
 
 HUBSPOT_SECRET = "test-client-secret"
 HUBSPOT_TOKEN = "test-access-token"
@@ -77,3 +79,38 @@ async def post_hubspot(
     uri = f"{PUBLIC_URL}/webhooks/hubspot"
     headers = signed_v3_headers(body, uri=uri, **sign)  # type: ignore[arg-type]
     return await client.post("/webhooks/hubspot", content=body, headers=headers)
+
+
+def native(
+    event_type: str, account: str, *, days_ago: float = 0.0, **fields: object
+) -> dict[str, object]:
+    """A native event document (what `POST /ingest/events` and backfills store)."""
+    at = datetime.now(UTC) - timedelta(days=days_ago)
+    return {"type": event_type, "account": account, "at": at.isoformat(), **fields}
+
+
+def daily_user(
+    account: str, *, user: str = "u1", first_day_ago: float = 0.0
+) -> list[dict[str, object]]:
+    """One user active seven days in a row: recency, trend and stickiness all healthy."""
+    return [native("usage", account, days_ago=first_day_ago + day, user=user) for day in range(7)]
+
+
+async def store_native(
+    runtime: Runtime, events: list[dict[str, object]], *, connection: str = "default"
+) -> int:
+    async with runtime.sessions() as session, session.begin():
+        return await inbox.insert_events(
+            session,
+            source="native",
+            connection=connection,
+            events=[
+                inbox.NewEvent(
+                    dedup_key=str(event.get("id") or uuid.uuid4()),
+                    kind=str(event["type"]),
+                    payload=event,
+                )
+                for event in events
+            ],
+            received_at=datetime.now(UTC),
+        )

@@ -10,7 +10,7 @@ import pytest
 import respx
 from sqlalchemy import func, select
 
-from testkit import HUBSPOT_API, hubspot_event, post_hubspot
+from testkit import HUBSPOT_API, daily_user, hubspot_event, native, post_hubspot, store_native
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import inbox
 from webhooks.store.models import Account, HealthSnapshot, InboxEvent, WritebackItem
@@ -44,6 +44,7 @@ async def test_worker_scores_touched_accounts_and_writes_health_fields(service, 
     await post_hubspot(
         service.client, [hubspot_event(1, object_id=7), hubspot_event(2, object_id=8)]
     )
+    await store_native(service.runtime, daily_user("7"))
     await service.runtime.pipeline.run_once()
     inputs = {item["id"]: item["properties"] for item in _inputs(crm)}
     assert set(inputs) == {"7", "8"}
@@ -53,13 +54,14 @@ async def test_worker_scores_touched_accounts_and_writes_health_fields(service, 
     assert inputs["7"]["health_collaboration"] == ""
     assert inputs["7"]["health_drivers"] == "", "nothing costs points: no drivers"
     assert inputs["7"]["health_updated_at"].endswith("+00:00")
+    assert inputs["8"]["health_band"] == "unknown", "a company without usage has no data"
+    assert inputs["8"]["health_score"] == ""
     account = await _one(service, Account, crm_id="7")
     assert (account.name, account.score, account.band) == ("Company 7", 100, "healthy")
 
 
 async def test_several_events_for_one_account_rescore_it_once(service, crm) -> None:
-    events = [hubspot_event(i, object_id=7) for i in range(1, 6)]
-    await post_hubspot(service.client, events)
+    await store_native(service.runtime, daily_user("7") + daily_user("7", user="u2"))
     await service.runtime.pipeline.run_once()
     async with service.runtime.sessions() as session:
         snapshots = await session.scalar(select(func.count()).select_from(HealthSnapshot))
@@ -68,21 +70,21 @@ async def test_several_events_for_one_account_rescore_it_once(service, crm) -> N
 
 
 async def test_unchanged_health_is_not_written_again(service, crm) -> None:
-    await post_hubspot(service.client, [hubspot_event(1, object_id=7)])
+    await store_native(service.runtime, daily_user("7"))
     await service.runtime.pipeline.run_once()
-    await post_hubspot(service.client, [hubspot_event(2, object_id=7)])
+    await store_native(service.runtime, [native("usage", "7", user="u1")])
     await service.runtime.pipeline.run_once()
     assert crm.call_count == 1
 
 
 async def test_changed_health_is_written_again(service, crm) -> None:
-    old = int((datetime.now(UTC) - timedelta(days=20)).timestamp() * 1000)
-    await post_hubspot(service.client, [hubspot_event(1, object_id=7, occurredAt=old)])
+    # A week of use ending 20 days ago: trend and stickiness healthy, recency at risk.
+    await store_native(service.runtime, daily_user("7", first_day_ago=20))
     await service.runtime.pipeline.run_once()
-    await post_hubspot(service.client, [hubspot_event(2, object_id=7)])
+    await store_native(service.runtime, [native("usage", "7", user="u1")])
     await service.runtime.pipeline.run_once()
     scores = [item["properties"]["health_score"] for item in _inputs(crm)]
-    assert scores == ["0", "100"]
+    assert scores == ["67", "100"]
 
 
 async def test_crm_outage_keeps_the_write_and_delivers_it_after_recovery(service, crm) -> None:
@@ -91,7 +93,6 @@ async def test_crm_outage_keeps_the_write_and_delivers_it_after_recovery(service
     pipeline = Pipeline(
         sessions=service.runtime.sessions,
         connections=service.runtime.connections,
-        config=service.runtime.pipeline._config,
         options=WorkerOptions(retry_base_seconds=30),
         clock=lambda: clock[0],
     )
@@ -132,7 +133,9 @@ async def test_record_rejected_in_a_multi_status_answer_is_retried_alone(service
     assert (retried.status, retried.last_error) == ("pending", "not found")
 
 
-async def test_undecodable_event_fails_without_blocking_its_neighbours(service, crm) -> None:
+async def test_undecodable_event_is_dead_lettered_without_blocking_its_neighbours(
+    service, crm
+) -> None:
     await post_hubspot(service.client, [hubspot_event(1, object_id=7)])
     async with service.runtime.sessions() as session, session.begin():
         await inbox.insert_events(
@@ -143,9 +146,9 @@ async def test_undecodable_event_fails_without_blocking_its_neighbours(service, 
             received_at=datetime.now(UTC),
         )
     report = await service.runtime.pipeline.process_inbox()
-    assert (report.processed, report.failed) == (1, 1)
+    assert (report.processed, report.dead) == (1, 1)
     async with service.runtime.sessions() as session:
-        assert await inbox.count_by_status(session) == {"done": 1, "failed": 1}
+        assert await inbox.count_by_status(session) == {"done": 1, "dead": 1}
     bad = await _one(service, InboxEvent, dedup_key="bad")
     assert "eventId" in bad.last_error
 
@@ -167,12 +170,9 @@ async def test_older_attribute_value_arriving_late_does_not_overwrite(service, c
 
 
 async def test_deleted_company_is_not_scored_or_written(service, crm) -> None:
+    await store_native(service.runtime, daily_user("7"))
     await post_hubspot(
-        service.client,
-        [
-            hubspot_event(1, object_id=7),
-            hubspot_event(2, object_id=7, subscriptionType="company.deletion"),
-        ],
+        service.client, [hubspot_event(2, object_id=7, subscriptionType="company.deletion")]
     )
     await service.runtime.pipeline.run_once()
     assert crm.call_count == 0

@@ -48,10 +48,10 @@ async def test_claim_takes_due_events_in_arrival_order_up_to_the_limit(sessions)
     await _insert(sessions, "a", "b", "c")
     async with sessions() as session, session.begin():
         claimed = await inbox.claim_batch(session, now=NOW, limit=2, lease_seconds=60)
-        assert [row.dedup_key for row in claimed] == ["a", "b"]
+        assert [row.payload["k"] for row in claimed] == ["a", "b"]
     async with sessions() as session, session.begin():
         claimed = await inbox.claim_batch(session, now=NOW, limit=10, lease_seconds=60)
-        assert [row.dedup_key for row in claimed] == ["c"]
+        assert [row.payload["k"] for row in claimed] == ["c"]
 
 
 async def test_claim_with_expired_lease_is_taken_again(sessions) -> None:
@@ -69,10 +69,10 @@ async def test_claim_with_expired_lease_is_taken_again(sessions) -> None:
         again = await inbox.claim_batch(
             session, now=NOW + timedelta(seconds=61), limit=10, lease_seconds=60
         )
-        assert [row.dedup_key for row in again] == ["a"]
+        assert [row.payload["k"] for row in again] == ["a"]
 
 
-async def test_failed_attempt_backs_off_then_fails_after_the_last_try(sessions) -> None:
+async def test_failed_attempt_backs_off_then_goes_to_the_dead_letters(sessions) -> None:
     await _insert(sessions, "a")
     async with sessions() as session, session.begin():
         [row] = await inbox.claim_batch(session, now=NOW, limit=1, lease_seconds=60)
@@ -96,6 +96,25 @@ async def test_failed_attempt_backs_off_then_fails_after_the_last_try(sessions) 
         status = await inbox.mark_failed_attempt(
             session, event_id=event_id, error="boom", now=NOW, max_attempts=3, backoff_seconds=10
         )
-        assert status == "failed"
+        assert status == "dead"
     async with sessions() as session:
-        assert await inbox.count_by_status(session) == {"failed": 1}
+        assert await inbox.count_by_status(session) == {"dead": 1}
+
+
+async def test_dead_letter_replay_sends_events_back_with_fresh_attempts(sessions) -> None:
+    await _insert(sessions, "a", "b")
+    async with sessions() as session, session.begin():
+        claimed = await inbox.claim_batch(session, now=NOW, limit=2, lease_seconds=60)
+        await inbox.bury(session, errors={row.id: "poison" for row in claimed}, now=NOW)
+    async with sessions() as session:
+        dead = await inbox.dead_letters(session)
+        assert [(row.status, row.last_error, row.attempts) for row in dead] == [
+            ("dead", "poison", 1), ("dead", "poison", 1)
+        ]  # fmt: skip
+    async with sessions() as session, session.begin():
+        assert await inbox.replay(session, event_ids=[dead[0].id], now=NOW) == 1
+    async with sessions() as session, session.begin():
+        again = await inbox.claim_batch(session, now=NOW, limit=5, lease_seconds=60)
+        assert [row.id for row in again] == [dead[0].id]
+    async with sessions() as session, session.begin():
+        assert await inbox.replay(session, event_ids=None, now=NOW) == 1

@@ -54,9 +54,9 @@ async def test_unchanged_values_are_not_staged_again(sessions) -> None:
 async def test_written_version_is_settled_and_not_claimed_again(sessions) -> None:
     account_id = await _account_id(sessions)
     await _stage(sessions, account_id, {"health_score": 80})
-    [item] = await _claim(sessions)
+    [(_, _, version, _, _, _)] = await _claim(sessions)
     async with sessions() as session, session.begin():
-        await writeback.mark_written(session, account_id=account_id, version=item.version, now=NOW)
+        await writeback.mark_written(session, account_id=account_id, version=version, now=NOW)
     assert await _claim(sessions, NOW + timedelta(hours=1)) == []
     async with sessions() as session:
         row = await writeback.get_item(session, account_id=account_id)
@@ -67,23 +67,23 @@ async def test_written_version_is_settled_and_not_claimed_again(sessions) -> Non
 async def test_values_staged_during_a_send_are_sent_after_it(sessions) -> None:
     account_id = await _account_id(sessions)
     await _stage(sessions, account_id, {"health_score": 80})
-    [item] = await _claim(sessions)
+    [(_, _, version, _, _, _)] = await _claim(sessions)
     assert await _stage(sessions, account_id, {"health_score": 60})
     assert await _claim(sessions) == [], "no second sender while the first is in flight"
     async with sessions() as session, session.begin():
-        await writeback.mark_written(session, account_id=account_id, version=item.version, now=NOW)
-    [again] = await _claim(sessions)
-    assert (again.version, again.fields) == (2, {"health_score": 60})
+        await writeback.mark_written(session, account_id=account_id, version=version, now=NOW)
+    [(_, _, version, _, fields, _)] = await _claim(sessions)
+    assert (version, fields) == (2, {"health_score": 60})
 
 
 async def test_failed_write_is_retried_later_then_marked_failed(sessions) -> None:
     account_id = await _account_id(sessions)
     await _stage(sessions, account_id, {"health_score": 80})
     for attempt in range(1, 3):
-        [item] = await _claim(sessions, NOW + timedelta(hours=attempt))
+        [(_, _, version, _, _, _)] = await _claim(sessions, NOW + timedelta(hours=attempt))
         async with sessions() as session, session.begin():
             status = await writeback.mark_write_failed(
-                session, account_id=account_id, version=item.version, error="503",
+                session, account_id=account_id, version=version, error="503",
                 now=NOW + timedelta(hours=attempt), max_attempts=2, retry_in_seconds=30,
             )  # fmt: skip
         assert status == ("pending" if attempt == 1 else "failed")
