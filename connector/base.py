@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from connector.model import NormalisedEvent
 from signals.model import SIGNAL_NAMES, Health
 
 FieldValue = str | float | int | None
@@ -63,11 +64,25 @@ class ProvisionReport:
     unchanged: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BackfillPage:
+    """One listed page of existing CRM records: events with stable dedup keys (the same record
+    version listed again gives the same key), and where the next page starts."""
+
+    object_type: str
+    events: list[tuple[str, NormalisedEvent]]
+    next_after: str | None  # None when this object type is finished
+
+
 class CRMConnector(Protocol):
-    """What the service needs from a CRM: its fields exist, and health gets written."""
+    """What the service needs from a CRM: its fields exist, health gets written, and existing
+    records can be listed for a backfill."""
 
     name: str
     max_batch_size: int
+    backfill_objects: tuple[str, ...]
+
+    async def list_backfill_page(self, *, object_type: str, after: str | None) -> BackfillPage: ...
 
     async def ensure_fields(self) -> ProvisionReport: ...
 

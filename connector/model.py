@@ -53,11 +53,15 @@ class ContactUpsert:
 
 @dataclass(frozen=True, kw_only=True)
 class Interaction:
+    """An email, call, meeting or note. With `source_id` (the CRM's engagement id) a later
+    version of the same engagement replaces the earlier one instead of counting twice."""
+
     account: str
     at: datetime
     channel: InteractionChannel
     direction: InteractionDirection
     contact: str | None = None
+    source_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

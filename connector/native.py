@@ -110,6 +110,7 @@ class InteractionEvent(_Event):
             channel=self.channel,
             direction=self.direction,
             contact=self.contact,
+            source_id=self.id,
         )
 
 

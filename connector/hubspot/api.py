@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import structlog
 
-from connector.base import ProvisionReport, RecordUpdate, WriteResult
+from connector.base import BackfillPage, ProvisionReport, RecordUpdate, WriteResult
 from connector.errors import PayloadError
 from connector.http import RetryingClient, RetryPolicy
 from connector.hubspot.backfill import (
+    BACKFILL_OBJECTS,
     DEFAULT_EXECUTIVE_TITLE,
     DEFAULT_PROPERTY_MAP,
-    BackfillPage,
     CompanyPropertyMap,
     list_backfill_page,
 )
@@ -33,6 +33,7 @@ class HubSpotConnector:
 
     name = "hubspot"
     max_batch_size = BATCH_LIMIT
+    backfill_objects = BACKFILL_OBJECTS
 
     def __init__(self, *, client: RetryingClient) -> None:
         self._client = client

@@ -16,6 +16,7 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from connector.base import BackfillPage
 from connector.errors import PayloadError
 from connector.http import RetryingClient
 from connector.model import (
@@ -118,19 +119,6 @@ class CompanyPropertyMap:
 
 
 DEFAULT_PROPERTY_MAP: Final = CompanyPropertyMap()
-
-
-@dataclass(frozen=True, kw_only=True)
-class BackfillPage:
-    """One listed page: its events with their dedup keys, and where the next page starts.
-
-    A key is `<object type>:<id>:<updatedAt>` plus `:<company id>` for records that fan out to
-    each associated company; listing the same record version again gives the same key.
-    """
-
-    object_type: str
-    events: list[tuple[str, NormalisedEvent]]
-    next_after: str | None  # None when this object type is finished
 
 
 async def list_backfill_page(
@@ -295,6 +283,7 @@ def _interaction_events(record: _Record, object_type: str) -> list[tuple[str, No
                 channel=_CHANNELS[object_type],
                 direction=direction,
                 contact=contact,
+                source_id=f"{object_type}:{record.id}",
             ),
         )
         for company in companies

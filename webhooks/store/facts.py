@@ -79,6 +79,8 @@ class _Batch:
         self.usage: set[tuple[int, date, str]] = set()
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
+        # Interactions the source identifies, the last version in the batch per id.
+        self.identified: dict[tuple[int, str], dict[str, Any]] = {}
         self.rows: dict[type, list[dict[str, Any]]] = {
             InteractionFact: [], CollaborationFact: [], OutcomeFact: [], AttributeChange: [],
         }  # fmt: skip
@@ -89,10 +91,13 @@ class _Batch:
                 self.usage.add((account.id, at.astimezone(UTC).date(), user))
                 account.last_usage_at = _later(account.last_usage_at, at)
             case Interaction(at=at):
-                self.rows[InteractionFact].append(
-                    {"account_id": account.id, "at": at, "channel": event.channel,
-                     "direction": event.direction, "contact": event.contact}
-                )  # fmt: skip
+                row = {"account_id": account.id, "at": at, "channel": event.channel,
+                       "direction": event.direction, "contact": event.contact,
+                       "source_id": event.source_id}  # fmt: skip
+                if event.source_id is None:
+                    self.rows[InteractionFact].append(row)
+                else:
+                    self.identified[(account.id, event.source_id)] = row
                 account.last_interaction_at = _later(account.last_interaction_at, at)
             case ContactUpsert(contact=contact):
                 _keep_latest(self.contacts, (account.id, contact), event)
@@ -125,6 +130,19 @@ class _Batch:
         for model, rows in self.rows.items():
             if rows:
                 await session.execute(upsert_insert(session, model), rows)
+        if self.identified:
+            insert = upsert_insert(session, InteractionFact)
+            await session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["account_id", "source_id"],
+                    index_where=InteractionFact.source_id.is_not(None),
+                    set_={
+                        name: insert.excluded[name]
+                        for name in ("at", "channel", "direction", "contact")
+                    },
+                ),
+                list(self.identified.values()),
+            )
         if self.contacts:
             await _upsert_contacts(session, self.contacts)
         if self.tickets:

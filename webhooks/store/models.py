@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -121,7 +122,18 @@ class UsageDay(Base):
 
 class InteractionFact(Base):
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_account_time", "account_id", "at"),)
+    __table_args__ = (
+        Index("ix_interactions_account_time", "account_id", "at"),
+        # One row per engagement the source identifies; a later version replaces it.
+        Index(
+            "uq_interactions_account_source",
+            "account_id",
+            "source_id",
+            unique=True,
+            sqlite_where=text("source_id IS NOT NULL"),
+            postgresql_where=text("source_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -129,6 +141,7 @@ class InteractionFact(Base):
     channel: Mapped[str] = mapped_column(String(16))
     direction: Mapped[str] = mapped_column(String(16))
     contact: Mapped[str | None] = mapped_column(String(200))
+    source_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class ContactFact(Base):

@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("direction", sa.String(length=16), nullable=False),
         sa.Column("contact", sa.String(length=200), nullable=True),
+        sa.Column("source_id", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -147,6 +148,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("interactions", schema=None) as batch_op:
         batch_op.create_index("ix_interactions_account_time", ["account_id", "at"], unique=False)
+        batch_op.create_index(
+            "uq_interactions_account_source",
+            ["account_id", "source_id"],
+            unique=True,
+            sqlite_where=sa.text("source_id IS NOT NULL"),
+            postgresql_where=sa.text("source_id IS NOT NULL"),
+        )
 
     op.create_table(
         "outcomes",
