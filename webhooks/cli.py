@@ -1,4 +1,5 @@
-"""The `crm-health` command: serve, worker, migrate, provision, sandbox, demo."""
+"""The `crm-health` command: serve, worker, migrate, provision, backfill, dead letters and
+replay, recompute, sandbox, demo."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import uvicorn
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks.app import create_app
+from webhooks.backfill import run_backfill
 from webhooks.connections import connections_from_settings
 from webhooks.demo import fresh_database_url, run_demo
+from webhooks.errors import NotConfigured
 from webhooks.logging import configure_logging
+from webhooks.pipeline import utcnow
+from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
+from webhooks.store import configs, inbox
 from webhooks.store.migrate import upgrade_to_head
 
 cli = typer.Typer(
@@ -94,6 +100,122 @@ def provision() -> None:
         return 0
 
     raise typer.Exit(asyncio.run(run()))
+
+
+@cli.command()
+def backfill(
+    connection: Annotated[
+        str | None, typer.Option(help="Connection to backfill (default: the configured one).")
+    ] = None,
+    objects: Annotated[
+        str | None, typer.Option(help="Comma-separated object types (default: all).")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start over instead of resuming.")
+    ] = False,
+) -> None:
+    """Load the CRM's existing accounts, contacts, engagements and tickets (resumable)."""
+    settings = _settings()
+
+    async def run() -> int:
+        runtime = Runtime.build(settings)
+        try:
+            name = connection or settings.connection_name
+            target = runtime.connections.get(name)
+            if target is None:
+                typer.echo(f"unknown connection {name!r}", err=True)
+                return 2
+            report = await run_backfill(
+                sessions=runtime.sessions,
+                connection=target,
+                object_types=objects.split(",") if objects else None,
+                restart=restart,
+                progress=Progress("Backfill"),
+            )
+        except (NotConfigured, ValueError) as exc:
+            typer.echo(str(exc), err=True)
+            return 2
+        finally:
+            await runtime.aclose()
+        done = ", ".join(report.skipped_types)
+        typer.echo(
+            f"backfill: {report.pages} pages, {report.events} events, {report.stored} new"
+            + (f"; already complete: {done}" if done else "")
+        )
+        return 0
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@cli.command("dead-letters")
+def dead_letters(limit: Annotated[int, typer.Option(help="How many to list.")] = 100) -> None:
+    """List events that could not be processed, with their error."""
+    settings = _settings()
+
+    async def run() -> None:
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.sessions() as session:
+                rows = await inbox.dead_letters(session, limit=limit)
+        finally:
+            await runtime.aclose()
+        if not rows:
+            typer.echo("no dead letters")
+        for row in rows:
+            typer.echo(
+                f"{row.id}\t{row.source}\t{row.connection}\t{row.kind}\t"
+                f"attempts={row.attempts}\t{row.last_error}"
+            )
+
+    asyncio.run(run())
+
+
+@cli.command()
+def replay(
+    event_ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead-letter ids to replay (see dead-letters).")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Send dead letters back to the worker with fresh attempts."""
+    if not event_ids and not replay_all:
+        typer.echo("give dead-letter ids, or --all", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+
+    async def run() -> int:
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.sessions() as session, session.begin():
+                return await inbox.replay(
+                    session, event_ids=None if replay_all else event_ids, now=utcnow()
+                )
+        finally:
+            await runtime.aclose()
+
+    typer.echo(f"{asyncio.run(run())} events queued again")
+
+
+@cli.command()
+def recompute() -> None:
+    """Rescore every account from stored facts (the worker does it in the background)."""
+    settings = _settings()
+
+    async def run() -> int:
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.sessions() as session, session.begin():
+                job = await configs.request_recompute(
+                    session,
+                    config_id=await configs.current_id(session),
+                    reason="requested from the command line",
+                    now=utcnow(),
+                )
+                return job.id
+        finally:
+            await runtime.aclose()
+
+    typer.echo(f"recompute job {asyncio.run(run())} queued; a running worker picks it up")
 
 
 @cli.command()
