@@ -183,10 +183,14 @@ def to_native(event: NormalisedEvent) -> dict[str, Any]:
     """The JSON document of a normalised event (what the inbox stores for native sources)."""
     document: dict[str, Any] = {"type": _TYPES[type(event)]}
     for item in dataclasses.fields(event):
-        value = getattr(event, item.name)
-        if item.name == "at":
+        name, value = item.name, getattr(event, item.name)
+        if name == "at":
             value = value.astimezone(UTC).isoformat()
-        elif item.name == "attributes":
+        elif name == "attributes":
             value = {k: v for k, v in value.items() if k in ACCOUNT_ATTRIBUTES}
-        document[item.name] = value
+        elif name == "source_id":
+            # An interaction's source id travels as the native event's own id.
+            name = "id"
+        if value is not None:
+            document[name] = value
     return document

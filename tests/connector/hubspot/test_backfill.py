@@ -301,6 +301,7 @@ async def test_email_direction_is_customer_only_for_incoming_email(
         channel="email",
         direction=expected,  # type: ignore[arg-type]
         contact=contact,
+        source_id=f"emails:{email}",
     )
     assert key.startswith(f"emails:{email}:")
 
