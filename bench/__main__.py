@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import platform
 
-from bench import pipeline, scoring
+from bench import pipeline, scoring, worker
+from webhooks.logging import configure_logging
 
 
 def main() -> None:
+    configure_logging(level="error")
     rows = [("scoring (signals.score, one process)", ""), *scoring.run()]
     rows += asyncio.run(pipeline.run())
+    rows += asyncio.run(worker.run())
     width = max(len(name) for name, _ in rows)
     print(f"crm-health benchmarks - Python {platform.python_version()}, {platform.machine()}")
     print(f"{'measure'.ljust(width)} | result")

@@ -222,6 +222,7 @@ class Pipeline:
             live = [account for account in locked.values() if account.deleted_at is None]
             config = await self._current_config(session)
             staged = await self._rescore(session, live, now, config)
+            await accounts.save(session, accounts=list(locked.values()))
             await inbox.settle(session, event_ids=done, status=inbox.DONE, now=now)
             await inbox.settle(session, event_ids=ignored, status=inbox.IGNORED, now=now)
             await inbox.bury(session, errors=dead, now=now)
@@ -285,6 +286,7 @@ class Pipeline:
             chunk = await accounts.accounts_after(session, after_id=after, limit=chunk_size)
             config = await self._current_config(session)
             staged = await self._rescore(session, chunk, now, config)
+            await accounts.save(session, accounts=chunk)
             finished = len(chunk) < chunk_size
             await configs.advance_recompute(
                 session,

@@ -7,10 +7,11 @@ handful of statements, not a handful per account.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.model import Health
@@ -29,30 +30,74 @@ async def lock_accounts(
     """
     if not keys:
         return {}
+    by_connection: dict[str, list[str]] = defaultdict(list)
+    for connection, _, crm_id in keys:
+        by_connection[connection].append(crm_id)
+    # One connection at a time: `connection = ? AND crm_id IN (...)` walks the unique index,
+    # where a row-value IN over both columns made SQLite scan.
+    known = {
+        (row[0], row[1])
+        for connection, crm_ids in by_connection.items()
+        for row in await session.execute(
+            select(Account.connection, Account.crm_id).where(
+                Account.connection == connection, Account.crm_id.in_(crm_ids)
+            )
+        )
+    }
+    new = [key for key in keys if (key[0], key[2]) not in known]
+    if new:
+        await session.execute(
+            upsert_insert(session, Account).on_conflict_do_nothing(
+                index_elements=["connection", "crm_id"]
+            ),
+            [
+                {"connection": connection, "crm": crm, "crm_id": crm_id, "attributes": {},
+                 "band": "unknown", "created_at": now}
+                for connection, crm, crm_id in new
+            ],
+        )  # fmt: skip
+    locked: list[Account] = []
+    # Connections in name order, rows in id order: every worker locks in the same order.
+    for connection, crm_ids in sorted(by_connection.items()):
+        rows = await session.execute(
+            select(Account)
+            .where(Account.connection == connection, Account.crm_id.in_(crm_ids))
+            .order_by(Account.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        locked.extend(rows.scalars())
+    _detach(session, locked)
+    return {(a.connection, a.crm, a.crm_id): a for a in locked}
+
+
+def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
+    # The worker changes many accounts at once; tracked objects would each be flushed as their
+    # own UPDATE, so they are detached and written back together by `save`.
+    for account in accounts:
+        session.expunge(account)
+
+
+_MUTABLE = (
+    "name", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score", "band",
+    "health_updated_at",
+)  # fmt: skip
+
+
+async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
+    """Write the changed state of detached accounts in one executemany UPDATE."""
+    if not accounts:
+        return
+    table = Account.metadata.tables[Account.__tablename__]
     await session.execute(
-        upsert_insert(session, Account).on_conflict_do_nothing(
-            index_elements=["connection", "crm_id"]
-        ),
+        update(table)
+        .where(table.c.id == bindparam("account_id"))
+        .values({name: bindparam(f"new_{name}") for name in _MUTABLE}),
         [
-            {
-                "connection": connection,
-                "crm": crm,
-                "crm_id": crm_id,
-                "attributes": {},
-                "band": "unknown",
-                "created_at": now,
-            }
-            for connection, crm, crm_id in keys
+            {"account_id": a.id, **{f"new_{name}": getattr(a, name) for name in _MUTABLE}}
+            for a in accounts
         ],
     )
-    rows = await session.execute(
-        select(Account)
-        .where(tuple_(Account.connection, Account.crm_id).in_([(c, i) for c, _, i in keys]))
-        .order_by(Account.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return {(a.connection, a.crm, a.crm_id): a for a in rows.scalars()}
 
 
 async def scores_at_or_before(
@@ -78,13 +123,22 @@ async def scores_at_or_before(
 async def record_health(
     session: AsyncSession, *, scored: Sequence[tuple[Account, Health]], at: datetime
 ) -> None:
-    """Keep each account's current health on its row and append it to the history."""
-    if not scored:
-        return
+    """Keep each account's current health on its row; append to the history when the score
+    or band moved. The history is a step function: the latest row at or before a moment is
+    the health at that moment, so unchanged rescores add nothing to it."""
+    changed = []
     for account, health in scored:
+        if (
+            account.health_updated_at is None
+            or account.score != health.score
+            or account.band != health.band.value
+        ):
+            changed.append((account, health))
         account.score = health.score
         account.band = health.band.value
         account.health_updated_at = at
+    if not changed:
+        return
     await session.execute(
         insert(HealthSnapshot),
         [
@@ -100,7 +154,7 @@ async def record_health(
                 "drivers": list(health.drivers),
                 "coverage": health.coverage.ratio,
             }
-            for account, health in scored
+            for account, health in changed
         ],
     )
 
@@ -114,4 +168,6 @@ async def accounts_after(session: AsyncSession, *, after_id: int, limit: int) ->
         .limit(limit)
         .with_for_update()
     )
-    return list(rows.scalars().all())
+    chunk = list(rows.scalars().all())
+    _detach(session, chunk)
+    return chunk

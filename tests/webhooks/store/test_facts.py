@@ -37,6 +37,7 @@ async def fold(sessions, *events: NormalisedEvent, key=KEY) -> None:
     async with sessions() as session, session.begin():
         locked = await accounts.lock_accounts(session, keys=[key], now=NOW)
         await facts.fold(session, events=[(locked[key], e) for e in events], now=NOW)
+        await accounts.save(session, accounts=list(locked.values()))
 
 
 async def snapshot(sessions, key=KEY):

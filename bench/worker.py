@@ -1,0 +1,213 @@
+"""Worker throughput (events/s from inbox to scored and staged) on SQLite and PostgreSQL, and
+the time to recompute 100,000 accounts with 90 days of facts after a configuration change."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from webhooks.connections import ConnectionRegistry
+from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.store import configs, inbox
+from webhooks.store.db import create_engine, create_session_factory
+from webhooks.store.migrate import upgrade_to_head
+from webhooks.store.models import Account, InteractionFact, SourceKind, TicketFact, UsageDay
+
+EVENTS = 50_000
+EVENT_ACCOUNTS = 2_000
+RECOMPUTE_ACCOUNTS = 100_000
+PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _events(now: datetime, rng: random.Random) -> list[dict[str, object]]:
+    events: list[dict[str, object]] = []
+    for n in range(EVENTS):
+        account = str(rng.randrange(EVENT_ACCOUNTS))
+        at = (now - timedelta(days=rng.uniform(0, 60))).isoformat()
+        roll = rng.random()
+        if roll < 0.8:
+            events.append({"type": "usage", "account": account, "at": at, "user": f"u{n % 50}"})
+        elif roll < 0.95:
+            events.append({"type": "interaction", "account": account, "at": at,
+                           "channel": "email", "direction": rng.choice(("customer", "ours")),
+                           "contact": f"c{n % 5}"})  # fmt: skip
+        else:
+            events.append({"type": "ticket", "account": account, "at": at, "ticket": f"t{n}",
+                           "priority": rng.choice(("low", "high"))})  # fmt: skip
+    return events
+
+
+async def _throughput(url: str) -> float:
+    engine = create_engine(url)
+    sessions = create_session_factory(engine)
+    now = datetime.now(UTC)
+    events = _events(now, random.Random(5))
+    for start in range(0, EVENTS, 5000):
+        async with sessions() as session, session.begin():
+            await inbox.insert_events(
+                session, source="native", connection="default",
+                events=[inbox.NewEvent(dedup_key=str(start + i), kind=str(e["type"]), payload=e)
+                        for i, e in enumerate(events[start : start + 5000])],
+                received_at=now,
+            )  # fmt: skip
+    pipeline = Pipeline(
+        sessions=sessions, connections=ConnectionRegistry([]), options=WorkerOptions()
+    )
+    started = time.perf_counter()
+    processed = 0
+    while (report := await pipeline.process_inbox()).claimed:
+        processed += report.processed
+    elapsed = time.perf_counter() - started
+    await engine.dispose()
+    assert processed == EVENTS, processed
+    return EVENTS / elapsed
+
+
+async def _seed_facts(url: str) -> None:
+    """100,000 accounts, each with 90 days of usage, interactions and a ticket."""
+    engine = create_engine(url)
+    rng = random.Random(9)
+    now = datetime.now(UTC)
+    today = now.date()
+    async with engine.begin() as connection:
+        for start in range(0, RECOMPUTE_ACCOUNTS, 5000):
+            ids = range(start + 1, start + 5001)
+            await connection.execute(
+                insert(Account),
+                [
+                    {
+                        "id": i,
+                        "connection": "default",
+                        "crm": "hubspot",
+                        "crm_id": str(i),
+                        "attributes": {"seats": {"value": "20", "at": now.isoformat()}},
+                        "band": "unknown",
+                        "created_at": now,
+                        "last_usage_at": now - timedelta(days=rng.uniform(0, 20)),
+                        "last_interaction_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+            await connection.execute(
+                insert(UsageDay),
+                [
+                    {"account_id": i, "day": today - timedelta(days=d), "user": f"u{u}"}
+                    for i in ids
+                    for u in range(3)
+                    for d in rng.sample(range(90), 3)
+                ],
+            )
+            await connection.execute(
+                insert(InteractionFact),
+                [
+                    {
+                        "account_id": i,
+                        "at": now - timedelta(days=rng.uniform(0, 90)),
+                        "channel": "email",
+                        "direction": rng.choice(("customer", "ours")),
+                        "contact": f"c{rng.randrange(4)}",
+                    }
+                    for i in ids
+                    for _ in range(3)
+                ],
+            )
+            await connection.execute(insert(TicketFact), [
+                {"account_id": i, "ticket": "t", "opened_at": now - timedelta(days=10),
+                 "priority": "low", "updated_at": now} for i in ids
+            ])  # fmt: skip
+        await connection.execute(insert(SourceKind), [
+            {"connection": "default", "kind": k, "first_seen_at": now}
+            for k in ("usage", "interaction", "ticket")
+        ])  # fmt: skip
+    await engine.dispose()
+
+
+async def _recompute(url: str) -> float:
+    engine = create_engine(url)
+    sessions = create_session_factory(engine)
+    async with sessions() as session, session.begin():
+        await configs.request_recompute(
+            session, config_id=None, reason="benchmark", now=datetime.now(UTC)
+        )
+    pipeline = Pipeline(
+        sessions=sessions, connections=ConnectionRegistry([]), options=WorkerOptions()
+    )
+    started = time.perf_counter()
+    rescored = 0
+    while count := await pipeline.recompute_step():
+        rescored += count
+    elapsed = time.perf_counter() - started
+    await engine.dispose()
+    assert rescored == RECOMPUTE_ACCOUNTS, rescored
+    return elapsed
+
+
+async def _postgres_database() -> tuple[str, str] | None:
+    name = f"crm_health_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OSError:
+        return None
+    finally:
+        await admin.dispose()
+    return name, PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _drop(name: str) -> None:
+    admin = create_async_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+async def run() -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = [
+        (f"worker, {EVENTS:,} native events over {EVENT_ACCOUNTS:,} accounts", "")
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'worker.db'}"
+        await asyncio.to_thread(upgrade_to_head, url)
+        rate = await _throughput(url)
+        rows.append(("  SQLite, one worker (target >= 5,000/s)", f"{rate:,.0f} events/s"))
+    database = await _postgres_database()
+    if database is None:
+        rows.append(("  PostgreSQL, one worker", "skipped: no server at 127.0.0.1:5432"))
+    else:
+        try:
+            await asyncio.to_thread(upgrade_to_head, database[1])
+            rate = await _throughput(database[1])
+            rows.append(("  PostgreSQL, one worker", f"{rate:,.0f} events/s"))
+        finally:
+            await _drop(database[0])
+    rows.append((f"recompute {RECOMPUTE_ACCOUNTS:,} accounts, 90 days of facts", ""))
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'recompute.db'}"
+        await asyncio.to_thread(upgrade_to_head, url)
+        await _seed_facts(url)
+        seconds = await _recompute(url)
+        rows.append(
+            (
+                "  SQLite (target <= 60 s)",
+                f"{seconds:.1f} s ({RECOMPUTE_ACCOUNTS / seconds:,.0f}/s)",
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    from webhooks.logging import configure_logging
+
+    configure_logging(level="warning")
+    for name, value in asyncio.run(run()):
+        print(f"{name:60} | {value}")
