@@ -136,7 +136,7 @@ async def run() -> list[tuple[str, str]]:
                 pass
             processing = BATCHES * 100 / (time.perf_counter() - started)
             writes = [r for r in state.requests[calls_before:] if r.path.endswith("/batch/update")]
-            written = sum(1 for c in state.companies.values() if c.get("health_score"))
+            written = sum(1 for c in state.companies.values() if c.get("health_band"))
 
     return [
         (f"SQLite, in-process ASGI, {BATCHES} batches x 100 events, {CONCURRENCY} concurrent", ""),

@@ -10,13 +10,13 @@ import httpx
 import structlog
 
 from connector.base import BackfillPage, ProvisionReport, RecordUpdate, WriteResult
-from connector.errors import PayloadError
 from connector.http import RetryingClient, RetryPolicy
 from connector.hubspot.backfill import (
     BACKFILL_OBJECTS,
     DEFAULT_EXECUTIVE_TITLE,
     DEFAULT_PROPERTY_MAP,
     CompanyPropertyMap,
+    json_object,
     list_backfill_page,
 )
 from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
@@ -97,12 +97,14 @@ class HubSpotConnector:
         response = await self._client.request(
             "POST", "/crm/v3/objects/companies/batch/update", json=body
         )
-        return _batch_result(updates, _json(response))
+        return _batch_result(updates, json_object(response, "HubSpot batch update"))
 
     async def ensure_fields(self) -> ProvisionReport:
         """Create the property group and health properties; existing ones are updated in place."""
         report = ProvisionReport()
-        groups = _json(await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"))
+        groups = json_object(
+            await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"), "property groups"
+        )
         if GROUP_NAME not in {group.get("name") for group in groups.get("results", [])}:
             await self._client.request(
                 "POST",
@@ -112,9 +114,9 @@ class HubSpotConnector:
             report.created.append(f"group:{GROUP_NAME}")
         existing = {
             prop["name"]: prop
-            for prop in _json(await self._client.request("GET", _COMPANY_PROPERTIES)).get(
-                "results", []
-            )
+            for prop in json_object(
+                await self._client.request("GET", _COMPANY_PROPERTIES), "company properties"
+            ).get("results", [])
         }
         for spec in PROPERTIES:
             wanted = spec.definition()
@@ -149,16 +151,6 @@ def _differs(current: Any, wanted: Any) -> bool:
         current_values = [option.get("value") for option in current or []]
         return current_values != [option["value"] for option in wanted]
     return bool(current != wanted)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError as exc:
-        raise PayloadError(f"HubSpot answered {response.status_code} without JSON") from exc
-    if not isinstance(document, dict):
-        raise PayloadError(f"HubSpot answered {response.status_code} with a non-object body")
-    return document
 
 
 def _batch_result(updates: Sequence[RecordUpdate], document: dict[str, Any]) -> WriteResult:

@@ -158,7 +158,7 @@ async def list_backfill_page(
     response = await client.request("GET", f"/crm/v3/objects/{object_type}", params=params)
 
     where = f"HubSpot {object_type} page"
-    document = _document(response, where)
+    document = json_object(response, where)
     results = document.get("results")
     if not isinstance(results, list):
         raise PayloadError(f"{where}: 'results' is missing or not a list")
@@ -309,7 +309,8 @@ def _ticket_events(record: _Record) -> list[tuple[str, NormalisedEvent]]:
 # --- reading the page ------------------------------------------------------------------------
 
 
-def _document(response: httpx.Response, where: str) -> dict[str, Any]:
+def json_object(response: httpx.Response, where: str) -> dict[str, Any]:
+    """The JSON object HubSpot answered; PayloadError naming `where` when it is anything else."""
     try:
         document = response.json()
     except ValueError as exc:
