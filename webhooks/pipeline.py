@@ -53,7 +53,7 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerOptions:
-    batch_size: int = 1000
+    batch_size: int = 5000
     recompute_chunk: int = 1000
     poll_seconds: float = 0.5
     lease_seconds: float = 120.0

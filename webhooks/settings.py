@@ -70,7 +70,10 @@ class Settings(BaseSettings):
 
     run_worker: bool = Field(default=True, description="Run the pipeline worker inside `serve`.")
     worker_batch_size: int = Field(
-        default=1000, gt=0, description="Inbox events (and write-backs) claimed at once."
+        default=5000,
+        gt=0,
+        description="Inbox events (and write-backs) claimed at once; larger batches coalesce "
+        "more, smaller ones hold SQLite's single writer for less time.",
     )
     worker_recompute_chunk: int = Field(
         default=1000, gt=0, description="Accounts rescored per step after a config change."
