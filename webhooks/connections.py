@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from connector.base import CRMConnector
-from connector.http import RetryPolicy
+from connector.http import RateLimit, RetryPolicy
 from connector.hubspot.api import HubSpotConnector
 from webhooks.settings import Settings
 
@@ -56,6 +56,10 @@ def connections_from_settings(
             policy=RetryPolicy(
                 max_attempts=settings.crm_retry_max_attempts,
                 max_elapsed_seconds=settings.crm_retry_max_seconds,
+            ),
+            rate_limit=RateLimit(
+                requests_per_second=settings.hubspot_requests_per_second,
+                burst=max(1, int(settings.hubspot_requests_per_second)),
             ),
             transport=transport,
         )

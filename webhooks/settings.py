@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     crm_retry_max_attempts: int = Field(
         default=5, gt=0, description="Tries of one CRM call (429, 5xx, network errors)."
     )
+    hubspot_requests_per_second: float = Field(
+        default=10,
+        gt=0,
+        description="Client-side rate limit of HubSpot calls (100 per 10 s on the smallest plans).",
+    )
     crm_retry_max_seconds: float = Field(
         default=60, gt=0, description="Time budget of one CRM call across its retries."
     )

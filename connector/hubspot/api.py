@@ -10,7 +10,7 @@ import httpx
 import structlog
 
 from connector.base import BackfillPage, ProvisionReport, RecordUpdate, WriteResult
-from connector.http import RetryingClient, RetryPolicy
+from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.hubspot.backfill import (
     BACKFILL_OBJECTS,
     DEFAULT_EXECUTIVE_TITLE,
@@ -22,6 +22,9 @@ from connector.hubspot.backfill import (
 from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
 
 DEFAULT_API_BASE = "https://api.hubapi.com"
+# HubSpot allows a private app 100 requests per 10 seconds on its smallest plans; staying
+# under that avoids 429s instead of recovering from them.
+DEFAULT_RATE_LIMIT = RateLimit(requests_per_second=10, burst=10)
 BATCH_LIMIT = 100
 _COMPANY_PROPERTIES = "/crm/v3/properties/companies"
 
@@ -46,6 +49,7 @@ class HubSpotConnector:
         access_token: str,
         api_base: str = DEFAULT_API_BASE,
         policy: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> HubSpotConnector:
         client = RetryingClient(
@@ -53,6 +57,7 @@ class HubSpotConnector:
             name=f"hubspot:{connection}",
             headers={"Authorization": f"Bearer {access_token}"},
             policy=policy or RetryPolicy(),
+            rate_limit=rate_limit,
             transport=transport,
         )
         return cls(client=client)
