@@ -589,10 +589,12 @@ class SandboxState:
 
     def timestamp(self) -> str:
         """Now, strictly later than the previous timestamp, so every change moves `updatedAt`."""
+        # Truncate to HubSpot's millisecond precision before comparing: two calls within the
+        # same millisecond must still come out strictly ordered.
         moment = self.clock().astimezone(UTC)
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         if self._last_moment is not None and moment <= self._last_moment:
             moment = self._last_moment + timedelta(milliseconds=1)
-        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         self._last_moment = moment
         return format_timestamp(moment)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -808,3 +809,18 @@ async def test_reset_clears_objects_and_associations(state: SandboxState) -> Non
     assert all(records == {} for records in state.objects.values())
     assert all(links == {} for links in state.links.values())
     assert "hs_ticket_priority" in state.definitions["tickets"]
+
+
+def test_timestamps_are_strictly_increasing_within_one_millisecond() -> None:
+    now = [datetime(2026, 1, 1, 12, 0, 0, 100, tzinfo=UTC)]
+    sandbox = SandboxState(clock=lambda: now[0])
+
+    stamps = [sandbox.timestamp()]
+    now[0] = now[0].replace(microsecond=900)  # same millisecond, later
+    stamps.append(sandbox.timestamp())
+    now[0] = now[0].replace(microsecond=500)  # the clock stepped back
+    stamps.append(sandbox.timestamp())
+
+    # Three distinct, increasing values (the constructor may already have taken one).
+    assert stamps == sorted(set(stamps))
+    assert len(stamps) == 3

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.model import Health
 from webhooks.store.dialect import upsert_insert
-from webhooks.store.models import Account, HealthSnapshot
+from webhooks.store.models import Account, HealthSnapshot, core_table
 
 AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
 
@@ -88,7 +88,7 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
     """Write the changed state of detached accounts in one executemany UPDATE."""
     if not accounts:
         return
-    table = Account.metadata.tables[Account.__tablename__]
+    table = core_table(Account)
     await session.execute(
         update(table)
         .where(table.c.id == bindparam("account_id"))
@@ -140,7 +140,7 @@ async def record_health(
     if not changed:
         return
     await session.execute(
-        insert(HealthSnapshot),
+        insert(core_table(HealthSnapshot)),
         [
             {
                 "account_id": account.id,

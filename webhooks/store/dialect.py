@@ -7,9 +7,13 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store.models import Base, core_table
 
-def upsert_insert(session: AsyncSession, table: Any) -> Any:
-    """An INSERT supporting on_conflict_do_nothing/on_conflict_do_update on this backend."""
+
+def upsert_insert(session: AsyncSession, model: type[Base]) -> Any:
+    """An INSERT supporting on_conflict_do_nothing/on_conflict_do_update on this backend,
+    built on the Core table (see models.core_table)."""
+    table = core_table(model)
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -58,6 +59,12 @@ class Base(DeclarativeBase):
         }
     )
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+def core_table(model: type[Base]) -> Table:
+    """The Core table behind a mapped class. Bulk statements built on it run as plain
+    executemany, skipping the ORM's per-row bulk-persistence work on the worker's hot path."""
+    return model.metadata.tables[model.__tablename__]
 
 
 class InboxEvent(Base):

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
-from webhooks.store.models import WritebackItem
+from webhooks.store.models import WritebackItem, core_table
 
 PENDING, SENDING, DONE, FAILED = "pending", "sending", "done", "failed"
 
@@ -58,7 +58,7 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
     ]
     if new:
         await session.execute(
-            insert(WritebackItem),
+            insert(core_table(WritebackItem)),
             [
                 {
                     "account_id": item.account_id,
@@ -78,7 +78,7 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
         # While an older version is in flight the row stays SENDING, so no second sender races
         # it (which could land the older values last); settling that send re-queues the new one.
         # Core table, not the ORM entity: an executemany UPDATE with its own WHERE.
-        table = WritebackItem.metadata.tables[WritebackItem.__tablename__]
+        table = core_table(WritebackItem)
         await session.execute(
             update(table)
             .where(table.c.account_id == bindparam("owed_account"))
