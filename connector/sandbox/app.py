@@ -1,13 +1,20 @@
-"""The sandbox's ASGI app: HubSpot's CRM v3 object and company property routes over `SandboxState`.
+"""The sandbox's ASGI app: HubSpot's CRM v3/v4 and OAuth v1 routes over `SandboxState`.
 
 Every /crm call goes through one gateway that adds the injected latency, answers forced faults,
-checks the bearer token and records the call. The /_sandbox control routes are NOT protected
-by the token: the sandbox is a local test tool and never holds real data.
+checks the bearer token (the fixed one or an OAuth token it issued, refusing expired ones),
+counts the call against the rate limits (adding the X-HubSpot-RateLimit-* headers, answering 429
+when enforced) and records it. The /_sandbox control routes are NOT protected by the token: the
+sandbox is a local test tool and never holds real data.
+
+Control routes: /_sandbox/requests, /faults, /reset (as before), /limits (window_max,
+interval_ms, daily, enforce, latency_ms), /oauth (client_id, client_secret,
+access_token_ttl_seconds, expire_all), /webhooks (+ /webhooks/drain) and /objects/{type}.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -19,15 +26,25 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connector.sandbox.catalog import SINGULAR_NAMES, object_type_name
+from connector.sandbox.limits import RateLimitDecision, rate_limit_body
+from connector.sandbox.oauth import OAuthError, expired_message, expiry_time
+from connector.sandbox.outbound import (
+    DEFAULT_BATCH_MS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_BASE_SECONDS,
+    Subscription,
+)
 from connector.sandbox.state import (
     ALL_OBJECT_TYPES,
     BATCH_LIMIT,
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
+    OBJECT_TYPE_SPECS,
     ApiError,
     ForcedAnswer,
     JSONObject,
@@ -36,6 +53,7 @@ from connector.sandbox.state import (
     SandboxState,
     company_sort_key,
     error_body,
+    format_timestamp,
     missing_attributes,
     retry_after_value,
     unknown_object_type,
@@ -43,7 +61,6 @@ from connector.sandbox.state import (
 )
 
 ANY_OBJECTS = "/crm/v3/objects"
-OBJECTS = f"{ANY_OBJECTS}/companies"
 PROPERTIES = "/crm/v3/properties/companies"
 
 # Category HubSpot puts on an error answer of each status, for forced faults and router errors.
@@ -108,49 +125,92 @@ class _CrmGateway:
         record.latency_seconds = faults.latency_seconds
         if record.latency_seconds > 0:
             await asyncio.sleep(record.latency_seconds)
+        token = _bearer_token(scope)
+        limit_key = _limit_key(token)
+        # Every /crm answer carries the rate-limit headers, whoever produced it.
+        limit_headers: list[tuple[bytes, bytes]] = []
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *limit_headers]}
             await send(message)
+
+        def use_headers(decision: RateLimitDecision) -> None:
+            limit_headers[:] = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in decision.headers.items()
+            ]
 
         forced = faults.take(record.method, record.path)
         try:
             if forced is not None:
                 record.forced = True
+                use_headers(self.state.limits.check(limit_key, count=False))
                 headers = {"Retry-After": forced.retry_after} if forced.retry_after else None
                 response: Response = _json(_forced_body(forced), forced.status, headers)
                 await response(scope, receive, capture)
-            elif (refusal := self._refusal(scope)) is not None:
+            elif (refusal := self._refusal(token)) is not None:
+                use_headers(self.state.limits.check(limit_key, count=False))
                 await _error_response(refusal)(scope, receive, capture)
             else:
-                await self.app(scope, _replay(body, receive), capture)
+                decision = self.state.limits.check(limit_key)
+                use_headers(decision)
+                if decision.policy is not None:
+                    limited = _json(rate_limit_body(decision.policy), 429)
+                    await limited(scope, receive, capture)
+                else:
+                    await self.app(scope, _replay(body, receive), capture)
         finally:
             # Appended when answered, so a reader never sees a call without its status; a
             # handler that crashed is answered 500 by the server-error layer outside.
             record.status = record.status or 500
             self.state.requests.append(record)
 
-    def _refusal(self, scope: Scope) -> ApiError | None:
+    def _refusal(self, token: str | None) -> ApiError | None:
+        issued = self.state.oauth.lookup(token) if token else None
+        if issued is not None:
+            # An OAuth token the sandbox issued is checked whatever `access_token` says.
+            overdue = self.state.oauth.expired_for(issued)
+            if overdue is None:
+                return None
+            return ApiError(
+                401,
+                "EXPIRED_AUTHENTICATION",
+                expired_message(overdue),
+                context={"expire time": [format_timestamp(expiry_time(issued))]},
+            )
         if self.access_token is None:
             return None
-        headers = dict(scope.get("headers", []))
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if not token:
             return ApiError(
                 401,
                 "INVALID_AUTHENTICATION",
                 "Authentication credentials not found. This API supports OAuth 2.0 and "
                 "private app access tokens.",
             )
-        if not hmac.compare_digest(token.strip().encode(), self.access_token.encode()):
+        if not hmac.compare_digest(token.encode(), self.access_token.encode()):
             return ApiError(
                 401,
                 "INVALID_AUTHENTICATION",
                 "The access token provided is invalid, expired or revoked.",
             )
         return None
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    headers = dict(scope.get("headers", []))
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _limit_key(token: str | None) -> str:
+    # Counters are per token, but the control API shows keys: a digest, never the token.
+    if token is None:
+        return "anonymous"
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -328,26 +388,59 @@ def _limit(request: Request) -> int:
     return min(int(raw), LIST_LIMIT_MAX)
 
 
-def _not_found_error(ids: list[str]) -> JSONObject:
+def _type_label(object_type: str) -> str:
+    """HubSpot's upper-case object name in messages: COMPANY, CONTACT, MEETING_EVENT."""
+    spec = OBJECT_TYPE_SPECS.get(object_type)
+    return ("company" if spec is None else spec.association_name).upper()
+
+
+def _not_found_error(ids: list[str], object_type: str) -> JSONObject:
     return {
         "status": "error",
         "category": "OBJECT_NOT_FOUND",
-        "message": "Could not get some COMPANY objects, they may be deleted or not exist. "
-        "Check that ids are valid.",
+        "message": f"Could not get some {_type_label(object_type)} objects, they may be "
+        "deleted or not exist. Check that ids are valid.",
         "context": {"ids": ids},
     }
 
 
 def _batch_answer(
-    results: list[JSONObject], missing: list[str], started_at: str, completed_at: str
+    results: list[JSONObject],
+    missing: list[str],
+    started_at: str,
+    completed_at: str,
+    object_type: str = "companies",
 ) -> Response:
     body: JSONObject = {"status": "COMPLETE", "results": results}
     if missing:
         body["numErrors"] = 1
-        body["errors"] = [_not_found_error(missing)]
+        body["errors"] = [_not_found_error(missing, object_type)]
     body["startedAt"] = started_at
     body["completedAt"] = completed_at
     return _json(body, 207 if missing else 200)
+
+
+def _v4_object_type(raw: str) -> str:
+    # v4 paths take plural or singular names or object type ids ("0-2").
+    name = object_type_name(raw)
+    if name is None:
+        raise unknown_object_type(raw)
+    return name
+
+
+def _no_associations_error(from_type: str, from_id: str, to_type: str) -> JSONObject:
+    from_name, to_name = SINGULAR_NAMES[from_type], SINGULAR_NAMES[to_type]
+    return {
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+        "message": f"No {to_name} is associated with {from_name} {from_id}.",
+        "context": {
+            "fromObjectId": [from_id],
+            "fromObjectType": [from_name],
+            "toObjectType": [to_name],
+        },
+    }
 
 
 # --- the routes ------------------------------------------------------------------------------
@@ -399,34 +492,64 @@ class _Routes:
         )
         return _json(rendered)
 
-    # companies
+    # writes and batch reads, any object type
 
-    async def create_company(self, request: Request) -> Response:
+    async def create_object(self, request: Request) -> Response:
+        object_type = _object_type(request)
         body = await _json_object(request)
         properties = _properties_field(body, "SimplePublicObjectInputForCreate")
-        company_id = self.state.create_company(properties)
-        return _json(self.state.render_company(company_id, list(properties)), 201)
+        associations = body.get("associations")
+        if associations is not None and (
+            not isinstance(associations, list)
+            or not all(isinstance(item, dict) for item in associations)
+        ):
+            raise validation_error("Invalid input JSON: 'associations' must be a list of objects.")
+        object_id = self.state.create_object(object_type, properties, associations)
+        return _json(self.state.render(object_type, object_id, list(properties)), 201)
 
-    async def update_company(self, request: Request) -> Response:
-        company_id = request.path_params["company_id"]
-        self.state.company(company_id)
+    async def update_object(self, request: Request) -> Response:
+        object_type = _object_type(request)
+        object_id = request.path_params["object_id"]
+        self.state.record(object_type, object_id)
         body = await _json_object(request)
         properties = _properties_field(body, "SimplePublicObjectInput")
-        self.state.update_company(company_id, self.state.validate_values(properties))
-        return _json(self.state.render_company(company_id, list(properties)))
+        values = self.state.validate_values(properties, object_type=object_type)
+        self.state.apply(object_type, object_id, values)
+        return _json(self.state.render(object_type, object_id, list(properties)))
 
     async def batch_read(self, request: Request) -> Response:
+        object_type = _object_type(request)
         started_at = self.state.timestamp()
         body = await _json_object(request)
         inputs = _inputs(body, "BatchReadInputSimplePublicObjectId")
         properties = _body_properties(body) or []
-        ids = [_input_id(item) for item in inputs]
-        found = [i for i in dict.fromkeys(ids) if i in self.state.companies]
-        missing = [i for i in dict.fromkeys(ids) if i not in self.state.companies]
-        results = [self.state.render_company(i, properties or None) for i in found]
-        return _batch_answer(results, missing, started_at, self.state.timestamp())
+        id_property = body.get("idProperty")
+        if id_property is not None and (
+            not isinstance(id_property, str)
+            or id_property not in self.state.definitions[object_type]
+        ):
+            raise validation_error(
+                f"Invalid value for 'idProperty': {id_property!r} is not a property of "
+                f"{object_type}."
+            )
+        found: list[str] = []
+        missing: list[str] = []
+        for given in dict.fromkeys(_input_id(item) for item in inputs):
+            object_id = (
+                self.state.find_by_property(object_type, id_property, given)
+                if id_property
+                else (given if given in self.state.objects[object_type] else None)
+            )
+            if object_id is None:
+                missing.append(given)
+            elif object_id not in found:
+                found.append(object_id)
+        wanted = [*properties, id_property] if id_property and properties else properties
+        results = [self.state.render(object_type, i, wanted or None) for i in found]
+        return _batch_answer(results, missing, started_at, self.state.timestamp(), object_type)
 
     async def batch_update(self, request: Request) -> Response:
+        object_type = _object_type(request)
         started_at = self.state.timestamp()
         body = await _json_object(request)
         inputs = _inputs(body, "BatchInputSimplePublicObjectBatchInput")
@@ -436,21 +559,48 @@ class _Routes:
             if not isinstance(properties, dict):
                 raise missing_attributes("SimplePublicObjectBatchInput", ["properties"])
             updates.append((_input_id(item), properties))
-        _unique_ids([company_id for company_id, _ in updates])
+        _unique_ids([object_id for object_id, _ in updates])
         # Validate every input before writing any: a batch with a bad value changes nothing.
         validated: list[tuple[str, PropertyValues]] = [
-            (company_id, self.state.validate_values(properties))
-            for company_id, properties in updates
+            (object_id, self.state.validate_values(properties, object_type=object_type))
+            for object_id, properties in updates
         ]
+        records = self.state.objects[object_type]
         results: list[JSONObject] = []
         missing: list[str] = []
-        for company_id, values in validated:
-            if company_id not in self.state.companies:
-                missing.append(company_id)
+        for object_id, values in validated:
+            if object_id not in records:
+                missing.append(object_id)
                 continue
-            self.state.update_company(company_id, values)
-            results.append(self.state.render_company(company_id, list(values)))
-        return _batch_answer(results, missing, started_at, self.state.timestamp())
+            self.state.apply(object_type, object_id, values)
+            results.append(self.state.render(object_type, object_id, list(values)))
+        return _batch_answer(results, missing, started_at, self.state.timestamp(), object_type)
+
+    # associations v4
+
+    async def batch_read_associations(self, request: Request) -> Response:
+        from_type = _v4_object_type(request.path_params["from_type"])
+        to_type = _v4_object_type(request.path_params["to_type"])
+        started_at = self.state.timestamp()
+        body = await _json_object(request)
+        inputs = _inputs(body, "BatchInputPublicFetchAssociationsBatchRequest")
+        results: list[JSONObject] = []
+        errors: list[JSONObject] = []
+        for from_id in dict.fromkeys(_input_id(item) for item in inputs):
+            to = self.state.associations_v4(from_type, from_id, to_type)
+            if to:
+                results.append({"from": {"id": from_id}, "to": to})
+            else:
+                # HubSpot reports a record without associations (or without a record) as an
+                # error of the multi-status answer, one per id, not as an empty `to`.
+                errors.append(_no_associations_error(from_type, from_id, to_type))
+        answer: JSONObject = {"status": "COMPLETE", "results": results}
+        if errors:
+            answer["numErrors"] = len(errors)
+            answer["errors"] = errors
+        answer["startedAt"] = started_at
+        answer["completedAt"] = self.state.timestamp()
+        return _json(answer, 207 if errors else 200)
 
     # property definitions and groups
 
@@ -480,6 +630,43 @@ class _Routes:
 
     async def create_group(self, request: Request) -> Response:
         return _json(self.state.create_group(await _json_object(request)), 201)
+
+    # OAuth (HubSpot's v1 endpoints; /oauth/authorize is app.hubspot.com's page in HubSpot)
+
+    async def authorize(self, request: Request) -> Response:
+        try:
+            location = self.state.oauth.authorize(dict(request.query_params))
+        except OAuthError as exc:
+            return _json(exc.body(), exc.status)
+        # Auto-approved: the sandbox has no login page and no real data to protect.
+        return RedirectResponse(location, status_code=302)
+
+    async def token(self, request: Request) -> Response:
+        # Parsed by hand: form-encoded like HubSpot's, without needing python-multipart.
+        raw = await request.body()
+        form = dict(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
+        try:
+            return _json(self.state.oauth.token(form))
+        except OAuthError as exc:
+            return _json(exc.body(), exc.status)
+
+    async def token_metadata(self, request: Request) -> Response:
+        oauth = self.state.oauth
+        token = request.path_params["token"]
+        issued = oauth.lookup(token)
+        overdue = oauth.expired_for(issued) if issued is not None else None
+        if issued is not None and overdue is not None:
+            error = ApiError(
+                401,
+                "EXPIRED_AUTHENTICATION",
+                expired_message(overdue),
+                context={"expire time": [format_timestamp(expiry_time(issued))]},
+            )
+            return _error_response(error)
+        try:
+            return _json(oauth.metadata(token))
+        except OAuthError as exc:
+            return _json(error_body(exc.message, "OBJECT_NOT_FOUND"), exc.status)
 
     # control surface (not HubSpot)
 
@@ -527,6 +714,139 @@ class _Routes:
         self.state.faults.clear()
         return _json(self.state.faults.to_json())
 
+    async def read_limits(self, _request: Request) -> Response:
+        return _json(self._limits_json())
+
+    def _limits_json(self) -> JSONObject:
+        return {
+            **self.state.limits.to_json(),
+            "latency_ms": round(self.state.faults.latency_seconds * 1000),
+        }
+
+    async def set_limits(self, request: Request) -> Response:
+        body = await _json_object(request)
+        knobs: dict[str, int] = {}
+        for key in ("window_max", "interval_ms", "daily", "latency_ms"):
+            value = body.get(key)
+            if value is None:
+                continue
+            minimum = 0 if key in {"daily", "latency_ms"} else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise validation_error(f"'{key}' must be an integer >= {minimum}.")
+            knobs[key] = value
+        enforce = body.get("enforce")
+        if enforce is not None and not isinstance(enforce, bool):
+            raise validation_error("'enforce' must be true or false.")
+        if "latency_ms" in knobs:
+            self.state.faults.latency_seconds = knobs.pop("latency_ms") / 1000
+        self.state.limits.configure(
+            window_max=knobs.get("window_max"),
+            interval_ms=knobs.get("interval_ms"),
+            daily=knobs.get("daily"),
+            enforce=enforce,
+        )
+        if body.get("reset_counters") is True:
+            self.state.limits.reset_counters()
+        return _json(self._limits_json())
+
+    async def clear_limits(self, _request: Request) -> Response:
+        self.state.limits.restore_defaults()
+        self.state.faults.latency_seconds = 0.0
+        return _json(self._limits_json())
+
+    async def read_oauth(self, _request: Request) -> Response:
+        return _json(self.state.oauth.to_json())
+
+    async def set_oauth(self, request: Request) -> Response:
+        body = await _json_object(request)
+        oauth = self.state.oauth
+        for key in ("client_id", "client_secret"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise validation_error(f"'{key}' must be a non-empty string.")
+        ttl = body.get("access_token_ttl_seconds")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
+            raise validation_error("'access_token_ttl_seconds' must be an integer >= 1.")
+        oauth.client_id = body.get("client_id") or oauth.client_id
+        oauth.client_secret = body.get("client_secret") or oauth.client_secret
+        oauth.access_ttl_seconds = ttl or oauth.access_ttl_seconds
+        if body.get("expire_all") is True:
+            oauth.expire_all()
+        return _json(oauth.to_json())
+
+    async def read_webhooks(self, _request: Request) -> Response:
+        return _json(self.state.webhooks.to_json())
+
+    async def subscribe_webhooks(self, request: Request) -> Response:
+        body = await _json_object(request)
+        missing = [
+            key
+            for key in ("target_url", "client_secret")
+            if not isinstance(body.get(key), str) or not body[key]
+        ]
+        if missing:
+            raise missing_attributes("WebhookSubscription", missing)
+        if not body["target_url"].startswith(("http://", "https://")):
+            raise validation_error("'target_url' must be an http(s) URL.")
+        numbers: dict[str, int] = {}
+        for key, minimum in (("app_id", 1), ("batch_ms", 0), ("max_attempts", 1)):
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise validation_error(f"'{key}' must be an integer >= {minimum}.")
+            numbers[key] = value
+        retry = body.get("retry_base_seconds")
+        if retry is not None and (
+            not isinstance(retry, int | float) or isinstance(retry, bool) or retry < 0
+        ):
+            raise validation_error("'retry_base_seconds' must be a number of seconds >= 0.")
+        subscription = Subscription(
+            target_url=body["target_url"],
+            client_secret=body["client_secret"],
+            app_id=numbers.get("app_id", self.state.oauth.app_id),
+            batch_ms=numbers.get("batch_ms", DEFAULT_BATCH_MS),
+            max_attempts=numbers.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+            retry_base_seconds=float(retry) if retry is not None else DEFAULT_RETRY_BASE_SECONDS,
+        )
+        self.state.webhooks.subscribe(subscription)
+        return _json(self.state.webhooks.to_json(), 201)
+
+    async def unsubscribe_webhooks(self, _request: Request) -> Response:
+        self.state.webhooks.unsubscribe()
+        return _json(self.state.webhooks.to_json())
+
+    async def drain_webhooks(self, _request: Request) -> Response:
+        await self.state.webhooks.drain()
+        return _json(self.state.webhooks.to_json())
+
+    async def seed_object(self, request: Request) -> Response:
+        """Create a record as a person in the HubSpot UI would (webhooks say CRM_UI)."""
+        object_type = request.path_params["object_type"]
+        if object_type not in ALL_OBJECT_TYPES:
+            raise unknown_object_type(object_type)
+        body = await _json_object(request)
+        properties = body.get("properties", {})
+        associations = body.get("associations", {})
+        if not isinstance(properties, dict):
+            raise validation_error("'properties' must be an object.")
+        if not isinstance(associations, dict) or not all(
+            isinstance(ids, list) for ids in associations.values()
+        ):
+            raise validation_error("'associations' must map object types to lists of ids.")
+        try:
+            if object_type == "companies":
+                if associations:
+                    raise ValueError(
+                        "Seed companies without associations; link from the other side"
+                    )
+                object_id = self.state.add_company(properties)
+            else:
+                object_id = self.state.add_object(object_type, properties, associations)
+        except ValueError as exc:
+            raise validation_error(str(exc)) from None
+        return _json(self.state.render(object_type, object_id, list(properties)), 201)
+
     async def reset(self, _request: Request) -> Response:
         self.state.reset()
         return Response(status_code=204)
@@ -569,14 +889,24 @@ def create_sandbox_app(
     routes = _Routes(state)
     app = Starlette(
         routes=[
-            Route(OBJECTS, routes.create_company, methods=["POST"]),
-            Route(f"{OBJECTS}/batch/read", routes.batch_read, methods=["POST"]),
-            Route(f"{OBJECTS}/batch/update", routes.batch_update, methods=["POST"]),
-            Route(f"{OBJECTS}/{{company_id}}", routes.update_company, methods=["PATCH"]),
-            # Reads serve every stored type; writes exist for companies only.
             Route(f"{ANY_OBJECTS}/{{object_type}}", routes.list_objects, methods=["GET"]),
+            Route(f"{ANY_OBJECTS}/{{object_type}}", routes.create_object, methods=["POST"]),
+            Route(f"{ANY_OBJECTS}/{{object_type}}/batch/read", routes.batch_read, methods=["POST"]),
+            Route(
+                f"{ANY_OBJECTS}/{{object_type}}/batch/update", routes.batch_update, methods=["POST"]
+            ),
             Route(
                 f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}", routes.get_object, methods=["GET"]
+            ),
+            Route(
+                f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}",
+                routes.update_object,
+                methods=["PATCH"],
+            ),
+            Route(
+                "/crm/v4/associations/{from_type}/{to_type}/batch/read",
+                routes.batch_read_associations,
+                methods=["POST"],
             ),
             Route(PROPERTIES, routes.list_properties, methods=["GET"]),
             Route(PROPERTIES, routes.create_property, methods=["POST"]),
@@ -592,6 +922,19 @@ def create_sandbox_app(
             Route("/_sandbox/faults", routes.set_faults, methods=["POST"]),
             Route("/_sandbox/faults", routes.clear_faults, methods=["DELETE"]),
             Route("/_sandbox/reset", routes.reset, methods=["POST"]),
+            Route("/_sandbox/limits", routes.read_limits, methods=["GET"]),
+            Route("/_sandbox/limits", routes.set_limits, methods=["POST"]),
+            Route("/_sandbox/limits", routes.clear_limits, methods=["DELETE"]),
+            Route("/_sandbox/oauth", routes.read_oauth, methods=["GET"]),
+            Route("/_sandbox/oauth", routes.set_oauth, methods=["POST"]),
+            Route("/_sandbox/webhooks", routes.read_webhooks, methods=["GET"]),
+            Route("/_sandbox/webhooks", routes.subscribe_webhooks, methods=["POST"]),
+            Route("/_sandbox/webhooks", routes.unsubscribe_webhooks, methods=["DELETE"]),
+            Route("/_sandbox/webhooks/drain", routes.drain_webhooks, methods=["POST"]),
+            Route("/_sandbox/objects/{object_type}", routes.seed_object, methods=["POST"]),
+            Route("/oauth/authorize", routes.authorize, methods=["GET"]),
+            Route("/oauth/v1/token", routes.token, methods=["POST"]),
+            Route("/oauth/v1/access-tokens/{token}", routes.token_metadata, methods=["GET"]),
         ],
         middleware=[Middleware(_CrmGateway, state=state, access_token=access_token)],
         exception_handlers={ApiError: _api_error_handler, HTTPException: _http_error_handler},

@@ -18,6 +18,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connector.sandbox.catalog import (
+    ASSOCIATION_TYPE_IDS,
+    PRIMARY_TYPE_IDS,
+    TARGET_BY_TYPE_ID,
+    Change,
+    can_associate,
+)
+from connector.sandbox.limits import RateLimiter
+from connector.sandbox.oauth import DEFAULT_ACCESS_TTL_SECONDS, DEFAULT_APP_ID, OAuthServer
+from connector.sandbox.outbound import WebhookDispatcher
+from connector.sandbox.store import SandboxStore, Snapshot
+
 JSONObject = dict[str, Any]
 PropertyValues = dict[str, str | None]
 
@@ -309,6 +321,7 @@ MEETING_SOURCES = (
     "MEETINGS_PUBLIC",
     "MEETINGS_EMBEDDED",
 )
+_TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED")
 _TICKET_CATEGORIES = ("PRODUCT_ISSUE", "BILLING_ISSUE", "FEATURE_REQUEST", "GENERAL_INQUIRY")
 
 
@@ -384,6 +397,8 @@ class ObjectTypeSpec:
     modified: str
     defaults: tuple[str, ...]
     properties: tuple[SeedSpec, ...]
+    # What an API create must set (HubSpot refuses an engagement without its timestamp).
+    required: tuple[str, ...] = ()
 
     @property
     def system_properties(self) -> tuple[str, ...]:
@@ -406,6 +421,7 @@ def _engagement(name: str, association_name: str, *extra: SeedSpec) -> ObjectTyp
             _datetime("hs_lastmodifieddate", "Last modified date", read_only=True),
             _RECORD_ID,
         ),
+        required=("hs_timestamp",),
     )
 
 
@@ -473,6 +489,45 @@ OBJECT_TYPE_SPECS: dict[str, ObjectTypeSpec] = {
             "note",
             ("hs_note_body", "Note body", "string", "textarea", [], False, False),
         ),
+        _engagement(
+            "tasks",
+            "task",
+            _text("hs_task_subject", "Task title"),
+            ("hs_task_body", "Task notes", "string", "textarea", [], False, False),
+            _select("hs_task_status", "Task status", _TASK_STATUSES),
+            _select("hs_task_priority", "Priority", ("NONE", "LOW", "MEDIUM", "HIGH")),
+            _select("hs_task_type", "Task type", ("TODO", "CALL", "EMAIL")),
+        ),
+        ObjectTypeSpec(
+            name="deals",
+            association_name="deal",
+            group_name="dealinformation",
+            created="createdate",
+            modified="hs_lastmodifieddate",
+            defaults=(
+                "amount",
+                "closedate",
+                "createdate",
+                "dealname",
+                "dealstage",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "pipeline",
+            ),
+            properties=(
+                _text("dealname", "Deal Name"),
+                ("amount", "Amount", "number", "number", [], False, False),
+                # Free text rather than options: stages are per pipeline, which the sandbox
+                # does not model.
+                _text("dealstage", "Deal Stage"),
+                _text("pipeline", "Pipeline"),
+                _datetime("closedate", "Close Date"),
+                _OWNER,
+                _datetime("createdate", "Create Date"),
+                _datetime("hs_lastmodifieddate", "Last Modified Date", read_only=True),
+                _RECORD_ID,
+            ),
+        ),
         ObjectTypeSpec(
             name="tickets",
             association_name="ticket",
@@ -530,10 +585,23 @@ class SandboxState:
     `companies` and `properties` are the company records and definitions (kept as their own
     attributes for existing callers); `objects` and `definitions` hold them too, next to the
     other object types, so generic code can take any type by name.
+
+    With `database` (a SQLite file path, or ":memory:") every change is written through to
+    SQLite and a state opened on the same file later starts from it; without, it lives in
+    memory only. `limits`, `oauth` and `webhooks` are the rate limiter, the OAuth server and the
+    outgoing webhook dispatcher; `observers` get every `Change` (the dispatcher is the first).
     """
 
     def __init__(
-        self, *, clock: Callable[[], datetime] = _utc_now, portal_id: int = 1000001
+        self,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        portal_id: int = 1000001,
+        database: str | None = None,
+        oauth_client_id: str | None = None,
+        oauth_client_secret: str | None = None,
+        app_id: int = DEFAULT_APP_ID,
+        access_token_ttl_seconds: int = DEFAULT_ACCESS_TTL_SECONDS,
     ) -> None:
         self.clock = clock
         self.portal_id = portal_id
@@ -551,14 +619,39 @@ class SandboxState:
         self.groups: dict[str, JSONObject] = {}
         self.requests: list[RecordedRequest] = []
         self.faults = FaultPlan()
+        self.store = SandboxStore(database) if database is not None else None
+        self.limits = RateLimiter(clock=clock)
+        self.oauth = OAuthServer(
+            clock=clock,
+            portal_id=portal_id,
+            client_id=oauth_client_id,
+            client_secret=oauth_client_secret,
+            app_id=app_id,
+            access_ttl_seconds=access_token_ttl_seconds,
+            store=self.store,
+        )
+        self.webhooks = WebhookDispatcher(clock=clock, portal_id=portal_id)
+        self.observers: list[Callable[[Change], None]] = [self.webhooks.on_change]
         self._next_id = 1
         self._last_moment: datetime | None = None
-        self.reset()
+        if self.store is not None and self.store.initialised:
+            self._load(self.store.load())
+        else:
+            self.reset()
+
+    def close(self) -> None:
+        """Close the SQLite connection (a file-backed state is then read-only in memory)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+            self.oauth.store = None
 
     def reset(self) -> None:
         """Back to a fresh portal: seeded definitions, no records, no calls, no faults.
 
-        Containers are cleared in place so references handed out earlier stay valid.
+        Containers are cleared in place so references handed out earlier stay valid. Rate-limit
+        counters start over; OAuth tokens and the webhook subscription are kept (they belong to
+        the app, not to the portal's data).
         """
         at = self.timestamp()
         for records in self.objects.values():
@@ -567,6 +660,7 @@ class SandboxState:
             links.clear()
         self.requests.clear()
         self.faults.clear()
+        self.limits.reset_counters()
         self.groups.clear()
         self.groups.update(
             {
@@ -586,9 +680,36 @@ class SandboxState:
                 }
             )
         self._next_id = 1
+        if self.store is not None:
+            self.store.replace_portal(definitions=self.definitions, groups=self.groups)
+
+    def _load(self, snapshot: Snapshot) -> None:
+        for object_type, records in snapshot.records.items():
+            if object_type in self.objects:
+                self.objects[object_type].update(records)
+        for object_type, definitions in snapshot.definitions.items():
+            if object_type in self.definitions:
+                self.definitions[object_type].update(definitions)
+        # Types added to the sandbox after the file was written start with their seed.
+        at = self.timestamp()
+        for name, type_spec in OBJECT_TYPE_SPECS.items():
+            for spec in type_spec.properties:
+                self.definitions[name].setdefault(
+                    spec[0], _seed_property(spec, at, type_spec.group_name)
+                )
+        self.groups.update(snapshot.groups)
+        for from_type, from_id, to_type, to_id in snapshot.links:
+            if from_type in self.links and to_type in self.links:
+                self._remember_link(from_type, from_id, to_type, to_id)
+        for kind, token, data in snapshot.tokens:
+            self.oauth.load(kind, token, data)
+        self._next_id = snapshot.next_id
 
     def timestamp(self) -> str:
         """Now, strictly later than the previous timestamp, so every change moves `updatedAt`."""
+        return format_timestamp(self._moment())
+
+    def _moment(self) -> datetime:
         # Truncate to HubSpot's millisecond precision before comparing: two calls within the
         # same millisecond must still come out strictly ordered.
         moment = self.clock().astimezone(UTC)
@@ -596,7 +717,15 @@ class SandboxState:
         if self._last_moment is not None and moment <= self._last_moment:
             moment = self._last_moment + timedelta(milliseconds=1)
         self._last_moment = moment
-        return format_timestamp(moment)
+        return moment
+
+    def _emit(self, change: Change) -> None:
+        for observer in self.observers:
+            observer(change)
+
+    def _save(self, object_type: str, object_id: str) -> None:
+        if self.store is not None:
+            self.store.put_record(object_type, object_id, self.objects[object_type][object_id])
 
     # --- companies ---------------------------------------------------------------------------
 
@@ -604,29 +733,25 @@ class SandboxState:
         """Create a company directly (test and demo seeding); returns its new id.
 
         Values are validated like an API create; ValueError names what HubSpot would refuse.
+        Subscribers see it as a change made in the HubSpot UI.
         """
         try:
-            return self.create_company(properties)
+            return self.create_company(properties, source="CRM_UI")
         except ApiError as error:
             raise ValueError(error.message) from error
 
-    def create_company(self, properties: Mapping[str, Any]) -> str:
+    def create_company(self, properties: Mapping[str, Any], *, source: str = "API") -> str:
         values = self.validate_values(properties)
-        company_id = str(self._next_id)
-        self._next_id += 1
-        at = self.timestamp()
-        record: PropertyValues = {name: value for name, value in values.items() if value}
-        record.update({"hs_object_id": company_id, "hs_lastmodifieddate": at})
-        record.setdefault("createdate", at)
-        self.companies[company_id] = record
-        return company_id
+        return self._insert("companies", values, [], source)
 
     def company(self, company_id: str) -> PropertyValues:
         return self.record("companies", company_id)
 
-    def update_company(self, company_id: str, values: Mapping[str, str | None]) -> bool:
+    def update_company(
+        self, company_id: str, values: Mapping[str, str | None], *, source: str = "API"
+    ) -> bool:
         """Apply already-validated values; True when something changed (and the clock moved)."""
-        return self._apply("companies", company_id, values)
+        return self._apply("companies", company_id, values, source)
 
     def render_company(
         self, company_id: str, properties: Iterable[str] | None = None
@@ -640,7 +765,7 @@ class SandboxState:
     def ordered_company_ids(self) -> list[str]:
         return self.ordered_ids("companies")
 
-    # --- contacts, engagements, tickets ------------------------------------------------------
+    # --- contacts, deals, engagements, tasks, tickets ---------------------------------------
 
     def add_object(
         self,
@@ -648,12 +773,13 @@ class SandboxState:
         properties: Mapping[str, str | None],
         associations: Mapping[str, Iterable[str]] | None = None,
     ) -> str:
-        """Create a contact, email, call, meeting, note or ticket directly; returns its new id.
+        """Create a contact, deal, email, call, meeting, note, task or ticket directly.
 
         `associations` maps an object type to the ids to associate with, in order (a contact's
         first company is its primary one), e.g. {"companies": ["1"], "contacts": ["7"]}.
         Values are validated against the type's definitions and the associated records must
-        exist; ValueError names what HubSpot would refuse.
+        exist; ValueError names what HubSpot would refuse. Required properties are not
+        enforced here (seeding is an import, not an API create). Returns the new id.
         """
         spec = OBJECT_TYPE_SPECS.get(object_type)
         if spec is None:
@@ -664,22 +790,13 @@ class SandboxState:
         except ApiError as error:
             raise ValueError(error.message) from error
         targets = self._association_targets(object_type, associations or {})
-        object_id = str(self._next_id)
-        self._next_id += 1
-        at = self.timestamp()
-        record: PropertyValues = {name: value for name, value in values.items() if value}
-        record.update({"hs_object_id": object_id, spec.modified: at})
-        record.setdefault(spec.created, at)
-        self.objects[object_type][object_id] = record
-        for to_type, to_ids in targets.items():
-            for to_id in to_ids:
-                self._link(object_type, object_id, to_type, to_id)
-        return object_id
+        links = [(to_type, to_id) for to_type, to_ids in targets.items() for to_id in to_ids]
+        return self._insert(object_type, values, links, "CRM_UI")
 
     def update_object(
         self, object_type: str, object_id: str, properties: Mapping[str, str | None]
     ) -> bool:
-        """Change a record's values as an API update would; True when something changed.
+        """Change a record's values as a user in HubSpot would; True when something changed.
 
         Raises ValueError for an unknown type, a missing record or a value HubSpot would refuse.
         """
@@ -689,14 +806,86 @@ class SandboxState:
             values = self.validate_values(properties, object_type=object_type)
         except ApiError as error:
             raise ValueError(error.message) from error
-        return self._apply(object_type, object_id, values)
+        return self._apply(object_type, object_id, values, "CRM_UI")
+
+    def create_object(
+        self,
+        object_type: str,
+        properties: Mapping[str, Any],
+        associations: list[JSONObject] | None = None,
+        *,
+        source: str = "API",
+    ) -> str:
+        """`POST /crm/v3/objects/{objectType}`: validate values, required properties and the
+        `associations` array ([{"to": {"id"}, "types": [{"associationCategory",
+        "associationTypeId"}]}]) before writing anything; ApiError as HubSpot answers."""
+        self._require_type(object_type)
+        values = self.validate_values(properties, object_type=object_type)
+        spec = OBJECT_TYPE_SPECS.get(object_type)
+        missing = [name for name in (spec.required if spec else ()) if not values.get(name)]
+        if missing:
+            raise self._property_values_error(
+                [
+                    self._problem(name, "", "REQUIRED_PROPERTY", f"{name} is required")
+                    for name in missing
+                ]
+            )
+        links = self._parse_create_associations(object_type, associations or [])
+        return self._insert(object_type, values, links, source)
+
+    def _parse_create_associations(
+        self, object_type: str, associations: list[JSONObject]
+    ) -> list[tuple[str, str]]:
+        links: list[tuple[str, str, bool]] = []
+        for index, item in enumerate(associations):
+            where = f"associations[{index}]"
+            to = item.get("to") if isinstance(item, dict) else None
+            raw_id = to.get("id") if isinstance(to, dict) else None
+            if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+                raw_id = str(raw_id)
+            if not isinstance(raw_id, str) or not raw_id:
+                raise missing_attributes("PublicObjectId", [f"{where}.to.id"])
+            types = item.get("types")
+            if not isinstance(types, list) or not types:
+                raise missing_attributes("PublicAssociationsForObject", [f"{where}.types"])
+            for type_index, spec in enumerate(types):
+                type_where = f"{where}.types[{type_index}]"
+                category = spec.get("associationCategory") if isinstance(spec, dict) else None
+                type_id = spec.get("associationTypeId") if isinstance(spec, dict) else None
+                if category not in {"HUBSPOT_DEFINED", "USER_DEFINED", "INTEGRATOR_DEFINED"}:
+                    raise validation_error(
+                        f"Invalid value for {type_where}.associationCategory: {category!r}; "
+                        "expected HUBSPOT_DEFINED, USER_DEFINED or INTEGRATOR_DEFINED."
+                    )
+                to_type = (
+                    TARGET_BY_TYPE_ID.get((object_type, type_id))
+                    if isinstance(type_id, int) and category == "HUBSPOT_DEFINED"
+                    else None
+                )
+                if to_type is None:
+                    raise validation_error(
+                        f"{type_where}.associationTypeId {type_id!r} is not a valid "
+                        f"{category} association type from {_association_name(object_type)}."
+                    )
+                if raw_id not in self.objects[to_type]:
+                    raise ApiError(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"{where}.to.id {raw_id} is not a valid "
+                        f"{_association_name(to_type)} id: no such record.",
+                    )
+                primary = PRIMARY_TYPE_IDS.get((object_type, to_type)) == type_id
+                links.append((to_type, raw_id, primary))
+        # Primary ones first: the first company linked is the primary one.
+        ordered = sorted(links, key=lambda link: not link[2])
+        return list(dict.fromkeys((to_type, to_id) for to_type, to_id, _ in ordered))
 
     def _association_targets(
         self, object_type: str, associations: Mapping[str, Iterable[str]]
     ) -> dict[str, list[str]]:
         targets: dict[str, list[str]] = {}
         for to_type, ids in associations.items():
-            if to_type not in self.objects or to_type == object_type:
+            if to_type not in self.objects or not can_associate(object_type, to_type):
                 raise ValueError(f"Cannot associate {object_type} with {to_type!r}")
             # Repeats collapse, as associating the same pair twice does in HubSpot.
             unique = list(dict.fromkeys(str(i) for i in ids))
@@ -706,9 +895,97 @@ class SandboxState:
             targets[to_type] = unique
         return targets
 
-    def _link(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
+    def _insert(
+        self,
+        object_type: str,
+        values: PropertyValues,
+        links: Iterable[tuple[str, str]],
+        source: str,
+    ) -> str:
+        spec = OBJECT_TYPE_SPECS.get(object_type)
+        created, modified = (
+            ("createdate", "hs_lastmodifieddate") if spec is None else (spec.created, spec.modified)
+        )
+        object_id = str(self._next_id)
+        self._next_id += 1
+        moment = self._moment()
+        at = format_timestamp(moment)
+        record: PropertyValues = {name: value for name, value in values.items() if value}
+        record.update({"hs_object_id": object_id, modified: at})
+        record.setdefault(created, at)
+        self.objects[object_type][object_id] = record
+        if self.store is not None:
+            self.store.set_next_id(self._next_id)
+            self._save(object_type, object_id)
+        self._emit(
+            Change(
+                kind="creation",
+                object_type=object_type,
+                object_id=object_id,
+                occurred_at=moment,
+                source=source,
+            )
+        )
+        # HubSpot also reports each value a create set, as a property change.
+        for name, value in record.items():
+            if name in values:
+                self._emit(
+                    Change(
+                        kind="propertyChange",
+                        object_type=object_type,
+                        object_id=object_id,
+                        occurred_at=moment,
+                        source=source,
+                        property_name=name,
+                        property_value=value,
+                    )
+                )
+        for to_type, to_id in links:
+            self.link(object_type, object_id, to_type, to_id, source=source)
+        return object_id
+
+    def link(
+        self, from_type: str, from_id: str, to_type: str, to_id: str, *, source: str = "API"
+    ) -> bool:
+        """Associate two existing records (both directions); False when they already were."""
+        if to_id in self.links[from_type].get(from_id, {}).get(to_type, []):
+            return False
+        self._remember_link(from_type, from_id, to_type, to_id)
+        if self.store is not None:
+            self.store.add_links([(from_type, from_id, to_type, to_id)])
+        moment = self._moment()
+        for a_type, a_id, b_type, b_id in (
+            (from_type, from_id, to_type, to_id),
+            (to_type, to_id, from_type, from_id),
+        ):
+            self._emit(
+                Change(
+                    kind="associationChange",
+                    object_type=a_type,
+                    object_id=a_id,
+                    occurred_at=moment,
+                    source=source,
+                    to_type=b_type,
+                    to_id=b_id,
+                    association_type_id=ASSOCIATION_TYPE_IDS.get((a_type, b_type)),
+                    primary=self._is_primary(a_type, a_id, b_type, b_id),
+                )
+            )
+        return True
+
+    def _remember_link(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
         self.links[from_type].setdefault(from_id, {}).setdefault(to_type, []).append(to_id)
         self.links[to_type].setdefault(to_id, {}).setdefault(from_type, []).append(from_id)
+
+    def _is_primary(self, a_type: str, a_id: str, b_type: str, b_id: str) -> bool:
+        """Whether the pair is linked as primary: the record's first company."""
+        if (a_type, b_type) not in PRIMARY_TYPE_IDS:
+            return False
+        record_type, record_id, company_id = (
+            (a_type, a_id, b_id) if b_type == "companies" else (b_type, b_id, a_id)
+        )
+        companies = self.links[record_type].get(record_id, {}).get("companies", [])
+        return bool(companies) and companies[0] == company_id
 
     # --- any object type ---------------------------------------------------------------------
 
@@ -728,19 +1005,61 @@ class SandboxState:
         self._require_type(object_type)
         return sorted(self.objects[object_type], key=company_sort_key)
 
-    def _apply(self, object_type: str, object_id: str, values: Mapping[str, str | None]) -> bool:
+    def find_by_property(self, object_type: str, name: str, value: str) -> str | None:
+        """The id of the record whose `name` is `value` (batch read with `idProperty`)."""
+        self._require_type(object_type)
+        if name in {"hs_object_id", "id"}:
+            return value if value in self.objects[object_type] else None
+        for object_id, record in self.objects[object_type].items():
+            if record.get(name) == value:
+                return object_id
+        return None
+
+    def apply(
+        self,
+        object_type: str,
+        object_id: str,
+        values: Mapping[str, str | None],
+        *,
+        source: str = "API",
+    ) -> bool:
+        """Write already-validated values (an API update); True when something changed."""
+        return self._apply(object_type, object_id, values, source)
+
+    def _apply(
+        self,
+        object_type: str,
+        object_id: str,
+        values: Mapping[str, str | None],
+        source: str = "API",
+    ) -> bool:
         record = self.record(object_type, object_id)
-        changed = False
+        changed: list[tuple[str, str | None]] = []
         for name, value in values.items():
             if record.get(name) != value:
-                changed = True
+                changed.append((name, value))
                 if value is None:
                     record.pop(name, None)
                 else:
                     record[name] = value
-        if changed:
-            record[_modified_property(object_type)] = self.timestamp()
-        return changed
+        if not changed:
+            return False
+        moment = self._moment()
+        record[_modified_property(object_type)] = format_timestamp(moment)
+        self._save(object_type, object_id)
+        for name, value in changed:
+            self._emit(
+                Change(
+                    kind="propertyChange",
+                    object_type=object_type,
+                    object_id=object_id,
+                    occurred_at=moment,
+                    source=source,
+                    property_name=name,
+                    property_value=value,
+                )
+            )
+        return True
 
     def render(
         self,
@@ -798,6 +1117,30 @@ class SandboxState:
     def _primary_company(self, contact_id: str) -> str | None:
         companies = self.links["contacts"].get(contact_id, {}).get("companies", [])
         return companies[0] if companies else None
+
+    def associations_v4(self, from_type: str, from_id: str, to_type: str) -> list[JSONObject]:
+        """The v4 `to` list of one record: ids as numbers, each with its association types.
+
+        A primary pair carries the "Primary" labelled type next to the unlabeled default.
+        """
+        results: list[JSONObject] = []
+        for to_id in self.links[from_type].get(from_id, {}).get(to_type, []):
+            types: list[JSONObject] = []
+            if self._is_primary(from_type, from_id, to_type, to_id):
+                types.append(
+                    {
+                        "category": "HUBSPOT_DEFINED",
+                        "typeId": PRIMARY_TYPE_IDS[(from_type, to_type)],
+                        "label": "Primary",
+                    }
+                )
+            type_id = ASSOCIATION_TYPE_IDS.get((from_type, to_type))
+            if type_id is not None:
+                types.append({"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None})
+            results.append(
+                {"toObjectId": int(to_id) if to_id.isdigit() else to_id, "associationTypes": types}
+            )
+        return results
 
     # --- property values ---------------------------------------------------------------------
 
@@ -927,6 +1270,7 @@ class SandboxState:
             "archived": False,
         }
         self.properties[name] = definition
+        self._save_definition(name)
         return definition
 
     def update_property(self, name: str, body: Mapping[str, Any]) -> JSONObject:
@@ -950,7 +1294,12 @@ class SandboxState:
         updated["options"] = _check_definition(updated["type"], updated["fieldType"], options)
         updated["updatedAt"] = self.timestamp()
         self.properties[name] = updated
+        self._save_definition(name)
         return updated
+
+    def _save_definition(self, name: str) -> None:
+        if self.store is not None:
+            self.store.put_definition("companies", name, self.properties[name])
 
     def _require_group(self, group_name: str) -> None:
         if group_name not in self.groups:
@@ -979,6 +1328,8 @@ class SandboxState:
             "archived": False,
         }
         self.groups[name] = group
+        if self.store is not None:
+            self.store.put_group(name, group)
         return group
 
 

@@ -766,7 +766,7 @@ async def test_add_object_refuses_an_association_to_a_missing_record(
 
 async def test_add_object_refuses_an_unknown_type(state: SandboxState) -> None:
     with pytest.raises(ValueError, match="Unknown object type"):
-        state.add_object("deals", {})
+        state.add_object("products", {})
 
 
 async def test_update_object_moves_updated_at_only_when_a_value_changes(
