@@ -6,7 +6,9 @@ ConnectorError                      base of everything a connector raises
 └── CRMHTTPError                    http.RetryingClient: a CRM call that did not succeed
     ├── CRMRequestRejected          a non-retryable 4xx answer (bad request, unknown property ...)
     │   └── CRMAuthError            401/403: the token is wrong, expired or lacks a scope
-    └── CRMRetriesExhausted         transport errors, 429 or 5xx until attempts or time ran out
+    ├── CRMRetriesExhausted         transport errors, 429 or 5xx until attempts or time ran out
+    └── CRMRateLimitPaused          the CRM's allowance for a period (HubSpot: the day) is used up;
+                                    no call until `retry_after` (also raised locally, unsent)
 """
 
 from __future__ import annotations
@@ -62,4 +64,20 @@ class CRMRetriesExhausted(CRMHTTPError):
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.attempts = attempts
+        self.retry_after = retry_after
+
+
+class CRMRateLimitPaused(CRMHTTPError):
+    """Raised when the CRM says the connection's allowance for a whole period is used up
+    (HubSpot's daily limit), and again, without sending, for every call until that period ends.
+
+    Retrying would only burn attempts and the CRM's error budget, so none are made.
+    `retry_after` is the number of seconds until the connection may call again; it is never
+    less than the CRM asked for. Callers reschedule their work instead of counting a failure.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None, body: str = "", retry_after: float
+    ) -> None:
+        super().__init__(message, status=status, body=body)
         self.retry_after = retry_after

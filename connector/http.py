@@ -1,6 +1,8 @@
 """The shared HTTP client for CRM calls: the one place with retry, backoff and rate-limit policy.
 
-Connectors send every CRM request through `RetryingClient` and only ever see typed errors.
+Connectors send every CRM request through `RetryingClient` and only ever see typed errors. A
+connector that knows how its CRM reports rate limits passes a `LimitInspector`; what to do about
+the limits (slow down, retry, pause) is decided here.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from connector.errors import CRMAuthError, CRMRequestRejected, CRMRetriesExhausted
+from connector.errors import (
+    CRMAuthError,
+    CRMRateLimitPaused,
+    CRMRequestRejected,
+    CRMRetriesExhausted,
+)
 
 __all__ = [
     "STATUS_OUTCOMES",
+    "WINDOW_RESERVE_FRACTION",
+    "LimitFeedback",
+    "LimitInspector",
+    "LimitWindow",
     "Outcome",
     "RateLimit",
     "RetryPolicy",
@@ -160,6 +171,55 @@ class RateLimit:
 DEFAULT_POLICY: Final = RetryPolicy()
 
 
+@dataclass(frozen=True)
+class LimitWindow:
+    """One of the CRM's request windows, as an answer described it.
+
+    `resets_in_seconds` is when the window has room again; for a rolling window, whose oldest
+    request is unknown to us, its whole length is the safe answer.
+    """
+
+    remaining: int
+    resets_in_seconds: float
+    limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitFeedback:
+    """What one CRM answer says about its rate limits, in CRM-neutral terms.
+
+    `pause_seconds` is set when the allowance for a whole period (a day, say) is used up: the
+    connection must not call for that long, and retrying within the request would be futile.
+    `policy` is the CRM's own name for the limit, for logs and error messages.
+    """
+
+    windows: tuple[LimitWindow, ...] = ()
+    pause_seconds: float | None = None
+    policy: str | None = None
+
+
+# Reads a CRM's rate-limit headers (and, for a 429, its body) after every answer; None when the
+# answer says nothing about limits. Connectors supply it, the client acts on it.
+LimitInspector = Callable[[httpx.Response], LimitFeedback | None]
+
+# Slow down with this share of a window still left rather than at zero: other apps on the same
+# CRM account draw from the same window, and our own requests in flight are not counted yet.
+WINDOW_RESERVE_FRACTION: Final = 0.1
+
+
+def _window_hold_seconds(window: LimitWindow) -> float:
+    """How long to hold the next request so a nearly used-up window is not overrun.
+
+    Spreading the remaining requests over the time to the reset (all of it once nothing is
+    left) slows down gradually and, on a rolling window, lets old requests age out instead of
+    stopping dead for a whole interval every time the reserve is reached.
+    """
+    reserve = 0 if window.limit is None else math.floor(window.limit * WINDOW_RESERVE_FRACTION)
+    if window.remaining > reserve or window.resets_in_seconds <= 0:
+        return 0.0
+    return window.resets_in_seconds / (max(window.remaining, 0) + 1)
+
+
 class _TokenBucket:
     def __init__(
         self,
@@ -185,6 +245,40 @@ class _TokenBucket:
         self._tokens -= 1.0
         if self._tokens < 0:
             await self._sleep(-self._tokens / self._rate)
+
+
+class _Throttle:
+    """What the CRM's own answers asked for: hold requests while a window refills, refuse them
+    outright while the connection is paused (there is no point sending what must fail)."""
+
+    def __init__(
+        self, *, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._hold_until = -math.inf
+        self._paused_until = -math.inf
+        self.paused_policy: str | None = None
+
+    def hold_remaining(self) -> float:
+        return max(0.0, self._hold_until - self._clock())
+
+    def pause_remaining(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    def hold(self, seconds: float) -> None:
+        self._hold_until = max(self._hold_until, self._clock() + seconds)
+
+    def pause(self, seconds: float, policy: str | None) -> None:
+        until = self._clock() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self.paused_policy = policy
+
+    async def wait(self) -> None:
+        delay = self.hold_remaining()
+        if delay > 0:
+            await self._sleep(delay)
 
 
 class _RetryableStatusError(Exception):
@@ -280,8 +374,12 @@ class RetryingClient:
     """An httpx client for one CRM connection that retries, backs off and rate-limits.
 
     `request` returns 2xx answers and raises `CRMAuthError` (401/403), `CRMRequestRejected`
-    (other 4xx, at once) or `CRMRetriesExhausted` (transport errors, 429, 5xx that outlasted
-    the policy).
+    (other 4xx, at once), `CRMRetriesExhausted` (transport errors, 429, 5xx that outlasted
+    the policy) or `CRMRateLimitPaused` (the `limits` inspector says a period's allowance is
+    used up; raised at once, and without sending, for every request until the period ends).
+
+    `limits`, when given, reads every answer: a nearly used-up window holds later requests
+    until it refills, and a throttled retry waits at least that long.
     """
 
     def __init__(
@@ -290,8 +388,10 @@ class RetryingClient:
         base_url: str,
         name: str,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
         rate_limit: RateLimit | None = None,
+        limits: LimitInspector | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -304,9 +404,13 @@ class RetryingClient:
         self._bucket = (
             _TokenBucket(rate_limit, clock=clock, sleep=sleep) if rate_limit is not None else None
         )
+        self._limits = limits
+        self._throttle = _Throttle(clock=clock, sleep=sleep)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),
+            # e.g. an OAuth bearer flow that refreshes its token; runs on every attempt.
+            auth=auth,
             transport=transport,
             timeout=httpx.Timeout(timeout_seconds),
         )
@@ -321,26 +425,40 @@ class RetryingClient:
         url: str,
         *,
         json: Any = None,
+        data: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
+        path_for_logs: str | None = None,
     ) -> httpx.Response:
-        """Send one logical request, retrying per the policy; returns only a 2xx response."""
+        """Send one logical request, retrying per the policy; returns only a 2xx response.
+
+        `json` sends a JSON body, `data` a form-encoded one (OAuth token endpoints want that).
+        `path_for_logs` replaces the path in logs and errors when the real one carries a
+        secret (HubSpot's token metadata endpoint has the token in its path).
+        """
         method = method.upper()
         call = _Call(
             client_name=self.name,
             method=method,
-            path=self._client.build_request(method, url).url.path,
+            path=path_for_logs or self._client.build_request(method, url).url.path,
             policy=self.policy,
             clock=self._clock,
         )
 
         async def attempt() -> httpx.Response:
+            self._refuse_while_paused(call)
+            await self._throttle.wait()
             if self._bucket is not None:
                 await self._bucket.acquire()
+            # Another request's answer may have paused the connection while this one waited.
+            self._refuse_while_paused(call)
             response = await self._client.request(
-                method, url, json=json, params=params, headers=headers
+                method, url, json=json, data=data, params=params, headers=headers
             )
-            return self._classify(call, response)
+            feedback = self._limits(response) if self._limits is not None else None
+            if feedback is not None:
+                self._apply(call, response, feedback)
+            return self._classify(call, response, feedback)
 
         retrying = AsyncRetrying(
             sleep=self._sleep_seconds,
@@ -357,7 +475,52 @@ class RetryingClient:
                 raise call.exhausted(error) from None
             raise call.exhausted(error) from cause
 
-    def _classify(self, call: _Call, response: httpx.Response) -> httpx.Response:
+    def _refuse_while_paused(self, call: _Call) -> None:
+        remaining = self._throttle.pause_remaining()
+        if remaining > 0:
+            raise CRMRateLimitPaused(
+                f"{self.name}: {call.method} {call.path} not sent: paused by the CRM's"
+                f" {self._throttle.paused_policy or 'rate'} limit for another {remaining:.0f}s",
+                status=429,
+                retry_after=remaining,
+            )
+
+    def _apply(self, call: _Call, response: httpx.Response, feedback: LimitFeedback) -> None:
+        """Act on what an answer said about the CRM's limits, whatever its status: a 2xx that
+        used up the day's allowance pauses the connection just as the 429 after it would."""
+        hold = max((_window_hold_seconds(window) for window in feedback.windows), default=0.0)
+        if hold > 0:
+            self._throttle.hold(hold)
+            log.debug(
+                "crm_rate_limit_hold",
+                client=self.name,
+                path=call.path,
+                policy=feedback.policy,
+                hold_seconds=round(hold, 3),
+            )
+        if feedback.pause_seconds is None:
+            return
+        # Never resume earlier than the CRM's own Retry-After, whatever the inspector estimated.
+        retry_after = parse_retry_after(
+            response.headers.get("Retry-After"), date=response.headers.get("Date")
+        )
+        pause = max(feedback.pause_seconds, retry_after or 0.0)
+        if pause <= 0:
+            return
+        self._throttle.pause(pause, feedback.policy)
+        log.warning(
+            "crm_rate_limit_paused",
+            client=self.name,
+            method=call.method,
+            path=call.path,
+            status=response.status_code,
+            policy=feedback.policy,
+            pause_seconds=round(pause, 3),
+        )
+
+    def _classify(
+        self, call: _Call, response: httpx.Response, feedback: LimitFeedback | None = None
+    ) -> httpx.Response:
         outcome = outcome_for(response.status_code)
         if outcome is Outcome.SUCCESS:
             return response
@@ -365,6 +528,21 @@ class RetryingClient:
             retry_after = parse_retry_after(
                 response.headers.get("Retry-After"), date=response.headers.get("Date")
             )
+            paused_for = self._throttle.pause_remaining()
+            if feedback is not None and feedback.pause_seconds is not None and paused_for > 0:
+                # Retrying cannot help before the period ends: no attempts are burned on it.
+                raise CRMRateLimitPaused(
+                    f"{self.name}: {call.method} {call.path} paused by the CRM's"
+                    f" {feedback.policy or 'rate'} limit for {paused_for:.0f}s"
+                    f" (status {response.status_code})",
+                    status=response.status_code,
+                    body=response.text[:BODY_LIMIT],
+                    retry_after=paused_for,
+                )
+            # A retry into a window that is still full would only be throttled again.
+            held = self._throttle.hold_remaining()
+            if held > 0:
+                retry_after = max(retry_after or 0.0, held)
             if retry_after is not None:
                 call.last_retry_after = retry_after
             raise _RetryableStatusError(response, retry_after)

@@ -176,6 +176,25 @@ async def mark_write_failed(
     return row.status
 
 
+async def defer(
+    session: AsyncSession, *, account_ids: Collection[int], until: datetime, reason: str
+) -> None:
+    """Put claimed rows back to pending until `until` without counting an attempt.
+
+    For a CRM that refused to take calls for a while (a used-up daily allowance): nothing was
+    wrong with the rows, so a long pause must never push them towards the dead letters. A newer
+    version staged while the row was claimed waits for the same moment, whatever its version.
+    """
+    if not account_ids:
+        return
+    await session.execute(
+        update(WritebackItem)
+        .where(WritebackItem.account_id.in_(account_ids), WritebackItem.status == SENDING)
+        .values(status=PENDING, available_at=until, lease_until=None, last_error=reason[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def _requeue_superseded(
     session: AsyncSession, *, account_id: int, version: int, now: datetime
 ) -> None:
