@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot.fields import PROPERTY_BY_FIELD
-from connector.model import AccountAttributes, AccountDeleted, NormalisedEvent
 
 MAX_EVENTS_PER_REQUEST = 100
 DEFAULT_TIMESTAMP_TOLERANCE_SECONDS = 300
@@ -35,8 +34,32 @@ _V3_URI_DECODE = {
     "%3B": ";",
 }
 
-# Company properties that carry account attributes, by their HubSpot internal name.
-COMPANY_ATTRIBUTE_PROPERTIES: Mapping[str, str] = {"name": "name", "domain": "domain"}
+# The objects whose events count, by the plural name HubSpot's CRM API paths use. Legacy
+# subscriptions name the object in the type (`contact.creation`); generic ones (`object.*`) carry
+# its objectTypeId instead (HubSpot's object type id table: 0-1 contacts ... 0-49 emails).
+LEGACY_OBJECT_TYPES: Mapping[str, str] = {
+    "company": "companies",
+    "contact": "contacts",
+    "deal": "deals",
+    "ticket": "tickets",
+}
+OBJECT_TYPE_IDS: Mapping[str, str] = {
+    "0-1": "contacts",
+    "0-2": "companies",
+    "0-3": "deals",
+    "0-5": "tickets",
+    "0-46": "notes",
+    "0-47": "meetings",
+    "0-48": "calls",
+    "0-49": "emails",
+}
+# The object names legacy associationChange events use in `associationType` (CONTACT_TO_COMPANY).
+ASSOCIATION_OBJECTS: Mapping[str, str] = {
+    "CONTACT": "contacts",
+    "COMPANY": "companies",
+    "DEAL": "deals",
+    "TICKET": "tickets",
+}
 
 
 def signature_v1(client_secret: str, body: bytes) -> str:
@@ -125,6 +148,20 @@ class HubSpotEvent(BaseModel):
     property_name: str | None = Field(default=None, alias="propertyName")
     property_value: str | None = Field(default=None, alias="propertyValue")
     change_source: str | None = Field(default=None, alias="changeSource")
+    # Generic (`object.*`) events: which kind of object, as HubSpot's object type id ("0-49").
+    object_type_id: str | None = Field(default=None, alias="objectTypeId")
+    # merge events
+    primary_object_id: int | None = Field(default=None, alias="primaryObjectId")
+    merged_object_ids: tuple[int, ...] = Field(default=(), alias="mergedObjectIds")
+    new_object_id: int | None = Field(default=None, alias="newObjectId")
+    # associationChange events; generic ones name both sides' object type ids
+    association_type: str | None = Field(default=None, alias="associationType")
+    from_object_id: int | None = Field(default=None, alias="fromObjectId")
+    to_object_id: int | None = Field(default=None, alias="toObjectId")
+    from_object_type_id: str | None = Field(default=None, alias="fromObjectTypeId")
+    to_object_type_id: str | None = Field(default=None, alias="toObjectTypeId")
+    association_removed: bool | None = Field(default=None, alias="associationRemoved")
+    is_primary_association: bool | None = Field(default=None, alias="isPrimaryAssociation")
 
     @property
     def dedup_key(self) -> str:
@@ -134,6 +171,44 @@ class HubSpotEvent(BaseModel):
     @property
     def occurred(self) -> datetime:
         return datetime.fromtimestamp(self.occurred_at / 1000, tz=UTC)
+
+    @property
+    def action(self) -> str:
+        """creation, propertyChange, deletion, merge, restore, associationChange, ..."""
+        return self.subscription_type.partition(".")[2]
+
+    @property
+    def object_type(self) -> str | None:
+        """The plural API name of the object the event is about; None for other objects."""
+        prefix = self.subscription_type.partition(".")[0]
+        if prefix == "object":
+            return OBJECT_TYPE_IDS.get(self.object_type_id or "")
+        return LEGACY_OBJECT_TYPES.get(prefix)
+
+    @property
+    def is_health_echo(self) -> bool:
+        """A change to one of our own health properties: our write-back coming back.
+
+        Counting it as activity would rescore, write again and loop for ever.
+        """
+        return self.property_name in PROPERTY_BY_FIELD
+
+    def association_sides(self) -> tuple[str | None, str | None]:
+        """(from, to) object types of an associationChange; None for a side we do not map."""
+        if self.from_object_type_id is not None or self.to_object_type_id is not None:
+            return (
+                OBJECT_TYPE_IDS.get(self.from_object_type_id or ""),
+                OBJECT_TYPE_IDS.get(self.to_object_type_id or ""),
+            )
+        if self.association_type is None:
+            raise PayloadError(
+                f"event {self.event_id}: associationChange without associationType "
+                "or fromObjectTypeId/toObjectTypeId"
+            )
+        source, found, target = self.association_type.upper().partition("_TO_")
+        if not found:
+            return None, None
+        return ASSOCIATION_OBJECTS.get(source), ASSOCIATION_OBJECTS.get(target)
 
 
 def _error_path(location: tuple[int | str, ...]) -> str:
@@ -170,26 +245,3 @@ def parse_batch(body: bytes) -> list[HubSpotEvent]:
             )
             raise PayloadError(problems) from exc
     return events
-
-
-def normalise(event: HubSpotEvent) -> list[NormalisedEvent] | None:
-    """Translate one event; None means the subscription type is not handled.
-
-    An empty list means the event was understood and carries nothing for scoring.
-    """
-    object_type, _, action = event.subscription_type.partition(".")
-    if object_type != "company" or event.object_id is None:
-        return None
-    if event.property_name in PROPERTY_BY_FIELD:
-        # Our own write-back shows up as a property change; counting it would start a loop.
-        return []
-    account = str(event.object_id)
-    at = event.occurred
-    if action == "deletion":
-        return [AccountDeleted(account=account, at=at)]
-    if action not in {"creation", "propertyChange", "merge", "restore", "associationChange"}:
-        return None
-    # Any company event makes the account known (so it is scored, if only as "unknown").
-    attribute = COMPANY_ATTRIBUTE_PROPERTIES.get(event.property_name or "")
-    values = {attribute: event.property_value} if action == "propertyChange" and attribute else {}
-    return [AccountAttributes(account=account, at=at, attributes=values)]

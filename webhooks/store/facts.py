@@ -112,6 +112,9 @@ class _Batch:
                     {"account_id": account.id, "at": at, "outcome": outcome}
                 )
             case AccountAttributes(at=at, attributes=attributes):
+                if account.deleted_at is not None and at > account.deleted_at:
+                    # Only a restored record changes after its deletion (HubSpot's restore).
+                    account.deleted_at = None
                 apply_attributes(account, attributes=attributes, at=at)
                 self.rows[AttributeChange].extend(
                     {"account_id": account.id, "name": name, "at": at, "value": value}
@@ -177,6 +180,29 @@ async def fold(
             upsert_insert(session, SourceKind).on_conflict_do_nothing(),
             [{"connection": c, "kind": k, "first_seen_at": now} for c, k in sorted(kinds)],
         )
+
+
+async def contact_accounts(
+    session: AsyncSession, *, connection: str, contacts: Collection[str]
+) -> dict[str, list[str]]:
+    """Where each contact is now: the CRM ids of the `connection` accounts whose facts hold the
+    contact without having seen it leave."""
+    if not contacts:
+        return {}
+    rows = await session.execute(
+        select(ContactFact.contact, Account.crm_id)
+        .join(Account, Account.id == ContactFact.account_id)
+        .where(
+            Account.connection == connection,
+            ContactFact.contact.in_(contacts),
+            ContactFact.left_at.is_(None),
+        )
+        .order_by(ContactFact.contact, Account.crm_id)
+    )
+    found: dict[str, list[str]] = {}
+    for contact, crm_id in rows:
+        found.setdefault(contact, []).append(crm_id)
+    return found
 
 
 async def _upsert_contacts(

@@ -158,6 +158,28 @@ async def mark_failed_attempt(
     return row.status
 
 
+async def release(
+    session: AsyncSession,
+    *,
+    event_ids: Sequence[int],
+    available_at: datetime,
+    note: str,
+) -> None:
+    """Put claimed events back for a try at `available_at`, without counting an attempt: the CRM
+    took no calls (its allowance is used up), which is nothing wrong with these events."""
+    if event_ids:
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id.in_(event_ids))
+            .values(
+                status=PENDING,
+                lease_until=None,
+                available_at=available_at,
+                last_error=note[:ERROR_LIMIT],
+            )
+        )
+
+
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(InboxEvent.status, func.count()).group_by(InboxEvent.status)

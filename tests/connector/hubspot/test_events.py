@@ -1,4 +1,5 @@
-"""HubSpot webhook signatures (with HubSpot's published vectors), parsing and normalising."""
+"""HubSpot webhook signatures (with HubSpot's published vectors) and parsing; what events mean
+is tested with hydration (test_hubspot_hydrate.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot import events
-from connector.model import AccountAttributes, AccountDeleted
 
 # Vectors from HubSpot's request-validation docs and the official Python SDK's signature tests.
 SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
@@ -188,39 +188,3 @@ def test_parse_batch_reads_hubspot_events() -> None:
 def test_malformed_batch_is_rejected_naming_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         events.parse_batch(body)
-
-
-def _event(**fields: object) -> events.HubSpotEvent:
-    base: dict[str, object] = {
-        "eventId": 9,
-        "portalId": 62515,
-        "occurredAt": int(NOW.timestamp() * 1000),
-        "objectId": 1234,
-        "subscriptionType": "company.propertyChange",
-    }
-    base.update(fields)
-    return events.HubSpotEvent.model_validate(base)
-
-
-def test_company_name_change_becomes_an_attribute_change() -> None:
-    normalised = events.normalise(_event(propertyName="name", propertyValue="Acme"))
-    assert normalised == [AccountAttributes(account="1234", at=NOW, attributes={"name": "Acme"})]
-
-
-def test_other_company_change_makes_the_account_known_without_attributes() -> None:
-    normalised = events.normalise(_event(propertyName="notes_last_updated", propertyValue="1"))
-    assert normalised == [AccountAttributes(account="1234", at=NOW, attributes={})]
-
-
-def test_company_deletion_is_normalised() -> None:
-    assert events.normalise(_event(subscriptionType="company.deletion")) == [
-        AccountDeleted(account="1234", at=NOW)
-    ]
-
-
-def test_change_to_our_own_health_property_is_not_activity() -> None:
-    assert events.normalise(_event(propertyName="health_score", propertyValue="80")) == []
-
-
-def test_unsupported_subscription_type_is_not_handled() -> None:
-    assert events.normalise(_event(subscriptionType="contact.creation")) is None
