@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench serve clean
+.PHONY: demo test lint format bench serve clean settings-table
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,6 @@ serve: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
+
+settings-table: $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from webhooks.settings import write_settings_table; write_settings_table(Path('README.md'))"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from connector.model import NormalisedEvent
 from signals.model import SIGNAL_NAMES, Health
@@ -64,6 +64,21 @@ class ProvisionReport:
     unchanged: list[str] = field(default_factory=list)
 
 
+TaskPriority = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRequest:
+    """A follow-up task on an account record, assigned to the account's owner when known."""
+
+    record_id: str
+    subject: str
+    body: str
+    due_at: datetime
+    owner_id: str | None = None
+    priority: TaskPriority = "high"
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackfillPage:
     """One listed page of existing CRM records: events with stable dedup keys (the same record
@@ -87,5 +102,9 @@ class CRMConnector(Protocol):
     async def ensure_fields(self) -> ProvisionReport: ...
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult: ...
+
+    async def create_task(self, task: TaskRequest) -> str:
+        """Create the task in the CRM; returns its id there."""
+        ...
 
     async def aclose(self) -> None: ...

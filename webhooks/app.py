@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhooks.errors import ServiceError
-from webhooks.routes import inbound, ops
+from webhooks.routes import inbound, oauth, ops
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 
@@ -27,6 +27,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings, crm_transport=crm_transport)
         app.state.runtime = runtime
+        await runtime.open()
         if settings.run_worker:
             runtime.start_worker()
         log.info("service_started", worker=settings.run_worker)
@@ -49,4 +50,5 @@ def create_app(
 
     app.include_router(ops.router)
     app.include_router(inbound.router)
+    app.include_router(oauth.router)
     return app

@@ -9,17 +9,19 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
-from webhooks.connections import connections_from_settings
+from webhooks.connections import ConnectionsFileError, check_configuration
 from webhooks.demo import fresh_database_url, run_demo
 from webhooks.errors import NotConfigured
 from webhooks.logging import configure_logging
 from webhooks.pipeline import utcnow
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
+from webhooks.secrets import SecretKeyError
 from webhooks.settings import Settings
 from webhooks.store import configs, inbox
 from webhooks.store.migrate import upgrade_to_head
@@ -33,7 +35,12 @@ cli = typer.Typer(
 
 
 def _settings() -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+        check_configuration(settings)
+    except (ValidationError, ConnectionsFileError, SecretKeyError) as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return settings
 
@@ -81,14 +88,16 @@ def provision() -> None:
     settings = _settings()
 
     async def run() -> int:
-        registry = connections_from_settings(settings)
-        writers = registry.writers()
-        if not writers:
-            typer.echo(
-                "no CRM credentials configured (e.g. CRM_HEALTH_HUBSPOT_ACCESS_TOKEN)", err=True
-            )
-            return 1
+        runtime = Runtime.build(settings)
         try:
+            await runtime.connections.sync_installed(runtime.sessions)
+            writers = runtime.connections.writers()
+            if not writers:
+                typer.echo(
+                    "no CRM credentials configured (e.g. CRM_HEALTH_HUBSPOT_ACCESS_TOKEN)",
+                    err=True,
+                )
+                return 1
             for name, connector in writers.items():
                 report = await connector.ensure_fields()
                 typer.echo(
@@ -96,7 +105,7 @@ def provision() -> None:
                     f"updated {len(report.updated)}, unchanged {len(report.unchanged)}"
                 )
         finally:
-            await registry.aclose()
+            await runtime.aclose()
         return 0
 
     raise typer.Exit(asyncio.run(run()))
@@ -120,6 +129,7 @@ def backfill(
     async def run() -> int:
         runtime = Runtime.build(settings)
         try:
+            await runtime.connections.sync_installed(runtime.sessions)
             name = connection or settings.connection_name
             target = runtime.connections.get(name)
             if target is None:
@@ -225,12 +235,76 @@ def sandbox(
     access_token: Annotated[
         str | None, typer.Option(help="Bearer token the sandbox requires (none: any).")
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(help="SQLite file the sandbox keeps its data in (none: memory only)."),
+    ] = None,
+    latency_ms: Annotated[
+        int, typer.Option(min=0, help="Milliseconds added before every /crm answer.")
+    ] = 0,
+    oauth_client_id: Annotated[
+        str | None, typer.Option(help="Client id of the OAuth app the sandbox accepts.")
+    ] = None,
+    oauth_client_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Client secret of that OAuth app.",
+            envvar="CRM_HEALTH_SANDBOX_OAUTH_CLIENT_SECRET",
+        ),
+    ] = None,
+    oauth_token_ttl: Annotated[
+        int, typer.Option(min=1, help="Seconds an OAuth access token lives.")
+    ] = 1800,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Send signed HubSpot webhooks of every change here.")
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Client secret the webhooks are signed with (v3).",
+            envvar="CRM_HEALTH_SANDBOX_WEBHOOK_SECRET",
+        ),
+    ] = None,
+    webhook_batch_ms: Annotated[
+        int, typer.Option(min=0, help="Milliseconds changes are gathered into one webhook.")
+    ] = 100,
 ) -> None:
     """Run the local HubSpot-compatible sandbox CRM."""
+    # Imported here rather than at the top: only this command builds a sandbox state, and the
+    # module's import block belongs to the other commands' owners.
+    from connector.sandbox.outbound import Subscription  # noqa: PLC0415
+    from connector.sandbox.state import SandboxState  # noqa: PLC0415
+
+    if (oauth_client_id is None) != (oauth_client_secret is None):
+        raise typer.BadParameter("give both --oauth-client-id and --oauth-client-secret")
+    if webhook_url is not None and not webhook_secret:
+        raise typer.BadParameter("--webhook-url needs --webhook-secret to sign with")
     configure_logging()
-    uvicorn.run(
-        create_sandbox_app(access_token=access_token), host=host, port=port, log_config=None
+    state = SandboxState(
+        database=database,
+        oauth_client_id=oauth_client_id,
+        oauth_client_secret=oauth_client_secret,
+        access_token_ttl_seconds=oauth_token_ttl,
     )
+    state.faults.latency_seconds = latency_ms / 1000
+    if webhook_url is not None and webhook_secret:
+        state.webhooks.subscribe(
+            Subscription(
+                target_url=webhook_url,
+                client_secret=webhook_secret,
+                app_id=state.oauth.app_id,
+                batch_ms=webhook_batch_ms,
+            )
+        )
+    try:
+        uvicorn.run(
+            create_sandbox_app(state, access_token=access_token),
+            host=host,
+            port=port,
+            log_config=None,
+        )
+    finally:
+        state.close()
 
 
 @cli.command()

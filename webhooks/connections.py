@@ -1,16 +1,48 @@
-"""The CRM connections this service serves, built from settings, with their connectors."""
+"""The CRM connections this service serves, with their connectors.
+
+Connections come from three places, merged into one registry:
+- the CRM_HEALTH_HUBSPOT_* settings: one connection named CRM_HEALTH_CONNECTION_NAME;
+- the connections file (CRM_HEALTH_CONNECTIONS_FILE, YAML): any number of named connections,
+  e.g. one private app per HubSpot portal;
+- OAuth installs (stored encrypted in the database): one connection per installed portal,
+  named `hubspot-<portalId>`, loaded at start and picked up by every process when added.
+
+Inbound HubSpot events route to their connection by `portalId`; a connection without a
+portal id takes the events of every portal no other connection claims.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
 
 import httpx
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from connector.base import CRMConnector
-from connector.http import RateLimit, RetryPolicy
-from connector.hubspot.api import HubSpotConnector
+from connector.http import RateLimit, RetryingClient, RetryPolicy
+from connector.hubspot.api import DEFAULT_API_BASE, HubSpotConnector
+from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE, CompanyPropertyMap
+from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
+from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
+from webhooks.store import installs
+from webhooks.store.db import SessionFactory
+
+log = structlog.get_logger(__name__)
+
+OAUTH_CALLBACK_PATH = "/oauth/hubspot/callback"
+
+
+class ConnectionsFileError(ValueError):
+    """The connections file is missing, unreadable or invalid; the message names the field."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,57 +51,376 @@ class Connection:
     crm: str
     # Verifies inbound webhooks; None means this connection cannot accept them yet.
     webhook_secret: str | None
-    # Writes health back; None means the CRM credentials are not configured.
+    # Writes health back and reads records; None means no CRM credentials are configured.
     connector: CRMConnector | None
+    # The HubSpot portal whose events this connection takes; None takes any unclaimed portal.
+    portal_id: int | None = None
+    origin: Literal["settings", "file", "installed"] = "settings"
 
 
 class ConnectionRegistry:
-    def __init__(self, connections: list[Connection]) -> None:
+    def __init__(
+        self,
+        connections: list[Connection],
+        *,
+        hubspot_app_secret: str | None = None,
+        installer: Installer | None = None,
+    ) -> None:
+        names = [connection.name for connection in connections]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConnectionsFileError(f"connection names must be unique: {duplicates}")
         self._by_name = {connection.name: connection for connection in connections}
+        self._hubspot_app_secret = hubspot_app_secret
+        self.installer = installer
+        self._installed_fingerprint: tuple[int, datetime | None] | None = None
 
     def get(self, name: str) -> Connection | None:
         return self._by_name.get(name)
 
-    def first_for_crm(self, crm: str) -> Connection | None:
-        return next((c for c in self._by_name.values() if c.crm == crm), None)
+    def all(self) -> list[Connection]:
+        return list(self._by_name.values())
 
     def writers(self) -> Mapping[str, CRMConnector]:
         return {c.name: c.connector for c in self._by_name.values() if c.connector is not None}
+
+    # -- HubSpot routing ------------------------------------------------------------------------
+
+    def hubspot_secrets(self) -> list[str]:
+        """Every secret a HubSpot webhook may be signed with (one per app), each once."""
+        secrets = [
+            c.webhook_secret
+            for c in self._by_name.values()
+            if c.crm == "hubspot" and c.webhook_secret is not None
+        ]
+        if self._hubspot_app_secret is not None:
+            secrets.append(self._hubspot_app_secret)
+        return list(dict.fromkeys(secrets))
+
+    def for_hubspot_portal(self, portal_id: int, *, secret: str) -> Connection | None:
+        """The connection that owns `portal_id`'s events signed with `secret`: the one pinned to
+        that portal, else the one connection without a portal id."""
+        candidates = [
+            c for c in self._by_name.values() if c.crm == "hubspot" and c.webhook_secret == secret
+        ]
+        pinned = [c for c in candidates if c.portal_id == portal_id]
+        if pinned:
+            return pinned[0]
+        unpinned = [c for c in candidates if c.portal_id is None]
+        return unpinned[0] if len(unpinned) == 1 else None
+
+    # -- installs made at run time -------------------------------------------------------------
+
+    async def add_installed(self, connection: Connection) -> None:
+        """Register (or replace) a connection an install just created in this process."""
+        previous = self._by_name.get(connection.name)
+        self._by_name[connection.name] = connection
+        if previous is not None and previous.connector is not None:
+            await previous.connector.aclose()
+
+    async def sync_installed(self, sessions: SessionFactory) -> bool:
+        """Load installs saved by any process since the last look; True when something changed.
+
+        One small query when nothing changed, so every worker pass can afford it."""
+        if self.installer is None:
+            return False
+        async with sessions() as session:
+            fingerprint = await installs.fingerprint(session)
+            if fingerprint == self._installed_fingerprint:
+                return False
+            stored = await installs.active(session)
+        self._installed_fingerprint = fingerprint
+        changed = False
+        for row in stored:
+            current = self._by_name.get(row.name)
+            if current is not None and current.origin != "installed":
+                log.warning("installed_connection_shadowed", connection=row.name)
+                continue
+            try:
+                connection = self.installer.connection(row, sessions=sessions)
+            except SecretKeyError as exc:
+                log.error("installed_connection_unreadable", connection=row.name, error=str(exc))
+                continue
+            await self.add_installed(connection)
+            changed = True
+        return changed
 
     async def aclose(self) -> None:
         for connector in self.writers().values():
             await connector.aclose()
 
 
+# --- building connectors ----------------------------------------------------------------------
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.crm_retry_max_attempts,
+        max_elapsed_seconds=settings.crm_retry_max_seconds,
+    )
+
+
+def _rate_limit(requests_per_second: float) -> RateLimit:
+    return RateLimit(
+        requests_per_second=requests_per_second, burst=max(1, int(requests_per_second))
+    )
+
+
+def settings_property_map(settings: Settings) -> CompanyPropertyMap:
+    return CompanyPropertyMap(
+        seats=settings.hubspot_seats_property,
+        arr=settings.hubspot_arr_property,
+        renewal_date=settings.hubspot_renewal_date_property,
+        segment=settings.hubspot_segment_property,
+    )
+
+
+def oauth_app(settings: Settings) -> OAuthApp | None:
+    """The HubSpot app for OAuth installs, when client id, secret and public URL are set."""
+    client_id = settings.hubspot_client_id
+    secret = settings.hubspot_client_secret
+    if client_id is None or secret is None or settings.public_url is None:
+        return None
+    return OAuthApp(
+        client_id=client_id,
+        client_secret=secret.get_secret_value(),
+        redirect_uri=settings.public_url.rstrip("/") + OAUTH_CALLBACK_PATH,
+        scopes=tuple(settings.hubspot_oauth_scopes.split()),
+        authorize_url=settings.hubspot_oauth_authorize_url,
+    )
+
+
+class Installer:
+    """Turns stored OAuth installs into live connections whose refreshed tokens are saved back,
+    encrypted, so a restart or another worker continues with them."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        app: OAuthApp,
+        keys: str,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        # The encryption key setting: encrypts tokens and signs the OAuth state.
+        self.cipher_keys = keys
+        self.cipher = TokenCipher(keys)
+        self.transport = transport
+
+    def token_client(self) -> RetryingClient:
+        """A client for HubSpot's token endpoints (no bearer: the form carries the secret)."""
+        return RetryingClient(
+            base_url=self.settings.hubspot_api_base,
+            name="hubspot:oauth",
+            policy=_policy(self.settings),
+            transport=self.transport,
+        )
+
+    def connection(self, row: installs.Installed, *, sessions: SessionFactory) -> Connection:
+        tokens = TokenSet.from_json(self.cipher.decrypt(row.credentials))
+        return self.connection_for(row.name, tokens, sessions=sessions)
+
+    def connection_for(
+        self, name: str, tokens: TokenSet, *, sessions: SessionFactory
+    ) -> Connection:
+        async def save_refreshed(fresh: TokenSet) -> None:
+            async with sessions() as session, session.begin():
+                await installs.update_credentials(
+                    session,
+                    name=name,
+                    credentials=self.cipher.encrypt(fresh.to_json()),
+                    now=datetime.now(UTC),
+                )
+
+        source = OAuthTokenSource(
+            client=self.token_client(),
+            app=self.app,
+            tokens=tokens,
+            on_refresh=save_refreshed,
+            refresh_margin_seconds=self.settings.hubspot_token_refresh_margin_seconds,
+        )
+        connector = HubSpotConnector.create(
+            connection=name,
+            auth=OAuthBearer(source),
+            closing=source.aclose,
+            api_base=self.settings.hubspot_api_base,
+            policy=_policy(self.settings),
+            rate_limit=_rate_limit(self.settings.hubspot_requests_per_second),
+            transport=self.transport,
+            properties=settings_property_map(self.settings),
+            executive_title=self.settings.hubspot_executive_title_pattern,
+        )
+        return Connection(
+            name=name,
+            crm="hubspot",
+            webhook_secret=self.app.client_secret,
+            connector=connector,
+            portal_id=tokens.portal_id,
+            origin="installed",
+        )
+
+
+# --- the connections file ---------------------------------------------------------------------
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _HubSpotProperties(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seats: str | None = None
+    arr: str | None = None
+    renewal_date: str | None = None
+    segment: str | None = None
+
+
+class _FileConnection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    crm: Literal["hubspot"]
+    portal_id: int | None = Field(default=None, gt=0)
+    access_token: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    api_base: str = DEFAULT_API_BASE
+    requests_per_second: float = Field(default=10, gt=0)
+    properties: _HubSpotProperties = _HubSpotProperties()
+    executive_title: str = DEFAULT_EXECUTIVE_TITLE
+
+
+class _ConnectionsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connections: list[_FileConnection]
+
+
+def _expand(text: str, path: Path) -> str:
+    """Replace ${VAR} with the environment's value, so secrets stay out of the file."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConnectionsFileError(f"{path}: ${{{name}}} is not set in the environment")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
+def read_connections_file(path: Path) -> list[_FileConnection]:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConnectionsFileError(f"cannot read connections file {path}: {exc}") from exc
+    try:
+        document = yaml.safe_load(_expand(raw, path))
+    except yaml.YAMLError as exc:
+        raise ConnectionsFileError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return _ConnectionsFile.model_validate(document).connections
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConnectionsFileError(f"{path}: {problems}") from None
+
+
+def _file_connection(
+    entry: _FileConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> Connection:
+    connector: CRMConnector | None = None
+    if entry.access_token is not None:
+        connector = HubSpotConnector.create(
+            connection=entry.name,
+            access_token=entry.access_token.get_secret_value(),
+            api_base=entry.api_base,
+            policy=_policy(settings),
+            rate_limit=_rate_limit(entry.requests_per_second),
+            transport=transport,
+            properties=CompanyPropertyMap(**entry.properties.model_dump()),
+            executive_title=entry.executive_title,
+        )
+    return Connection(
+        name=entry.name,
+        crm=entry.crm,
+        webhook_secret=None
+        if entry.client_secret is None
+        else entry.client_secret.get_secret_value(),
+        connector=connector,
+        portal_id=entry.portal_id,
+        origin="file",
+    )
+
+
 def connections_from_settings(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> ConnectionRegistry:
-    """The single connection the CRM_HEALTH_HUBSPOT_* settings describe."""
+    """The connections of the settings and the connections file; installs are loaded later
+    (`sync_installed`), as they live in the database."""
+    connections: list[Connection] = []
     secret = settings.hubspot_client_secret
     token = settings.hubspot_access_token
-    connector: CRMConnector | None = None
-    if token is not None:
-        connector = HubSpotConnector.create(
-            connection=settings.connection_name,
-            access_token=token.get_secret_value(),
-            api_base=settings.hubspot_api_base,
-            policy=RetryPolicy(
-                max_attempts=settings.crm_retry_max_attempts,
-                max_elapsed_seconds=settings.crm_retry_max_seconds,
-            ),
-            rate_limit=RateLimit(
-                requests_per_second=settings.hubspot_requests_per_second,
-                burst=max(1, int(settings.hubspot_requests_per_second)),
-            ),
-            transport=transport,
-        )
-    return ConnectionRegistry(
-        [
+    app = oauth_app(settings)
+    # With an OAuth app the client secret belongs to the app, not to a connection of its own:
+    # a settings connection exists only for a private-app token (or webhooks without OAuth).
+    if token is not None or (secret is not None and app is None):
+        connector: CRMConnector | None = None
+        if token is not None:
+            connector = HubSpotConnector.create(
+                connection=settings.connection_name,
+                access_token=token.get_secret_value(),
+                api_base=settings.hubspot_api_base,
+                policy=_policy(settings),
+                rate_limit=_rate_limit(settings.hubspot_requests_per_second),
+                transport=transport,
+                properties=settings_property_map(settings),
+                executive_title=settings.hubspot_executive_title_pattern,
+            )
+        connections.append(
             Connection(
                 name=settings.connection_name,
                 crm="hubspot",
                 webhook_secret=None if secret is None else secret.get_secret_value(),
                 connector=connector,
+                portal_id=settings.hubspot_portal_id,
             )
-        ]
+        )
+    if settings.connections_file is not None:
+        connections.extend(
+            _file_connection(entry, settings, transport)
+            for entry in read_connections_file(settings.connections_file)
+        )
+    installer = None
+    if app is not None:
+        if settings.encryption_key is None:
+            raise SecretKeyError(
+                "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
+                "tokens are stored encrypted"
+            )
+        installer = Installer(
+            settings=settings,
+            app=app,
+            keys=settings.encryption_key.get_secret_value(),
+            transport=transport,
+        )
+    return ConnectionRegistry(
+        connections,
+        hubspot_app_secret=None if app is None else app.client_secret,
+        installer=installer,
     )
+
+
+def check_configuration(settings: Settings) -> None:
+    """Fail early, with the setting named, on connection configuration that cannot work:
+    an unreadable connections file, or OAuth without a usable encryption key."""
+    if settings.connections_file is not None:
+        read_connections_file(settings.connections_file)
+    if settings.encryption_key is not None:
+        TokenCipher(settings.encryption_key.get_secret_value())
+    elif oauth_app(settings) is not None:
+        raise SecretKeyError(
+            "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
+            "tokens are stored encrypted"
+        )

@@ -4,7 +4,9 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── Unauthenticated (401)    intake: missing, wrong or stale webhook signature
 ├── BadPayload (400)         intake: a body that is not what the source documents
 ├── PayloadTooLarge (413)    intake: body over CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES
-└── NotConfigured (503)      intake: the connection lacks the secret to verify a request
+├── NotConfigured (503)      intake: the connection lacks the secret to verify a request
+├── Conflict (409)           oauth: the portal is already connected another way
+└── UpstreamFailed (502)     oauth: HubSpot's token endpoint could not be reached or failed
 """
 
 from __future__ import annotations
@@ -32,3 +34,11 @@ class PayloadTooLarge(ServiceError):
 
 class NotConfigured(ServiceError):
     status_code = 503
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class UpstreamFailed(ServiceError):
+    status_code = 502

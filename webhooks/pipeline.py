@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,9 +16,11 @@ import structlog
 from pydantic import ValidationError
 
 from connector.base import VOLATILE_FIELDS, CRMConnector, RecordUpdate, health_field_values
-from connector.errors import CRMHTTPError, CRMRetriesExhausted, PayloadError
-from connector.hubspot.events import HubSpotEvent, normalise
-from connector.model import NormalisedEvent
+from connector.errors import CRMHTTPError, CRMRateLimitPaused, CRMRetriesExhausted, PayloadError
+from connector.hubspot.api import HubSpotConnector
+from connector.hubspot.events import HubSpotEvent
+from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
+from connector.model import ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
 from signals.config import HealthConfig
 from signals.model import Band
@@ -31,20 +33,101 @@ from webhooks.store.models import Account
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
-# Turns a stored event into normalised events; None means "not a kind we handle".
-Decoder = Callable[[inbox.Claimed], list[NormalisedEvent] | None]
 
 
-def _decode_hubspot(event: inbox.Claimed) -> list[NormalisedEvent] | None:
-    return normalise(HubSpotEvent.model_validate(event.payload))
+@dataclass(kw_only=True)
+class Decoded:
+    """What a source's decoder made of claimed events, by inbox id. Every event lands in exactly
+    one of: understood (`events`, possibly empty), `ignored` (not a kind we handle), `dead`
+    (can never be decoded), `failed` (try again, an attempt counted) or `paused` (try again
+    after so many seconds, no attempt counted: the CRM took no calls)."""
+
+    events: dict[int, list[NormalisedEvent]] = field(default_factory=dict)
+    # Contacts deleted from the CRM, by the event that said so: they left every account.
+    contacts_gone: dict[int, list[tuple[str, datetime]]] = field(default_factory=dict)
+    ignored: list[int] = field(default_factory=list)
+    dead: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    paused: dict[int, tuple[float, str]] = field(default_factory=dict)
+
+    def add(self, other: Decoded) -> None:
+        self.events.update(other.events)
+        self.contacts_gone.update(other.contacts_gone)
+        self.ignored.extend(other.ignored)
+        self.dead.update(other.dead)
+        self.failed.update(other.failed)
+        self.paused.update(other.paused)
 
 
-def _decode_native(event: inbox.Claimed) -> list[NormalisedEvent] | None:
-    native = NATIVE_EVENT.validate_python(event.payload)
-    return [to_normalised(native, received_at=event.received_at)]
+# Decodes one connection's claimed events of one source, all at once so that CRM reads can be
+# shared; gets the connection's name and CRM connector (None without API credentials). It may
+# call the CRM, so it runs outside any transaction; it reports failures in `Decoded`.
+BatchDecoder = Callable[[Sequence[inbox.Claimed], str, CRMConnector | None], Awaitable[Decoded]]
+
+MISSING_CREDENTIALS = (
+    "connection {connection!r} has no HubSpot API credentials, and this event needs records "
+    "read from HubSpot: set CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (or install the app)"
+)
 
 
-DECODERS: Mapping[str, Decoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
+async def _decode_hubspot(
+    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
+) -> Decoded:
+    hubspot = connector if isinstance(connector, HubSpotConnector) else None
+    options = hubspot.hydration if hubspot is not None else HydrationOptions()
+    decoded = Decoded()
+    plans: dict[int, EventPlan] = {}
+    for row in claimed:
+        try:
+            plan = plan_event(HubSpotEvent.model_validate(row.payload), options)
+        except (ValidationError, PayloadError) as exc:
+            # A stored payload that does not parse never will: dead-letter it, no retry.
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+            continue
+        if plan is None:
+            decoded.ignored.append(row.id)
+        elif plan.needs_api and hubspot is None:
+            decoded.failed[row.id] = MISSING_CREDENTIALS.format(connection=connection)
+        else:
+            plans[row.id] = plan
+    needing = [row_id for row_id, plan in plans.items() if plan.needs_api]
+    fetched: dict[int, list[NormalisedEvent]] = {}
+    if needing and hubspot is not None:
+        try:
+            read = await hubspot.hydrate([plans[row_id] for row_id in needing])
+        except CRMRateLimitPaused as exc:
+            decoded.paused.update((row_id, (exc.retry_after, str(exc))) for row_id in needing)
+        except (CRMHTTPError, PayloadError) as exc:
+            # One failed attempt per event, all at once: retrying them one by one would only
+            # multiply the calls to a CRM that is failing.
+            error = f"HubSpot hydration failed: {exc}"
+            decoded.failed.update((row_id, error) for row_id in needing)
+        else:
+            fetched = dict(zip(needing, read, strict=True))
+    for row_id, plan in plans.items():
+        if plan.needs_api and row_id not in fetched:
+            continue
+        decoded.events[row_id] = [*plan.events, *fetched.get(row_id, [])]
+        if plan.contacts_deleted:
+            decoded.contacts_gone[row_id] = plan.contacts_deleted
+    return decoded
+
+
+async def _decode_native(
+    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
+) -> Decoded:
+    decoded = Decoded()
+    for row in claimed:
+        try:
+            native = NATIVE_EVENT.validate_python(row.payload)
+        except ValidationError as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+            continue
+        decoded.events[row.id] = [to_normalised(native, received_at=row.received_at)]
+    return decoded
+
+
+DECODERS: Mapping[str, BatchDecoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
 
 
 def utcnow() -> datetime:
@@ -68,6 +151,9 @@ class BatchReport:
     processed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
     dead: int = 0
+    # Tried again later: with an attempt counted (failed) or without (paused by the CRM).
+    failed: int = 0
+    paused: int = 0
     rescored: int = 0
     staged: int = 0
 
@@ -98,9 +184,14 @@ class Pipeline:
         self._options = options
         self._clock = clock
         self._config: tuple[int | None, HealthConfig] = (None, HealthConfig())
+        # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
+        # is enough: the deferred rows' available_at is what makes the pause durable.
+        self._paused_until: dict[str, datetime] = {}
 
     async def run_once(self) -> int:
         """One pass: a batch of inbox events, a recompute chunk, then due write-backs."""
+        # Installs made through another process's OAuth callback join here.
+        await self._connections.sync_installed(self._sessions)
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
         written = await self.deliver_writebacks()
@@ -142,8 +233,11 @@ class Pipeline:
         report = BatchReport(claimed=len(claimed))
         if not claimed:
             return report
+        # Decoding may read the CRM: once per batch, outside any transaction, and never again
+        # for the isolation below (which would multiply the calls).
+        decoded = await self._decode(claimed)
         try:
-            await self._process(claimed, report)
+            await self._process(claimed, report, decoded)
         except Exception as exc:
             if len(claimed) == 1:
                 await self._record_failure(claimed[0].id, exc)
@@ -153,7 +247,7 @@ class Pipeline:
                 report = BatchReport(claimed=len(claimed))
                 for event in claimed:
                     try:
-                        await self._process([event], report)
+                        await self._process([event], report, decoded)
                     except Exception as single_exc:
                         await self._record_failure(event.id, single_exc)
         for kind, count in report.ignored.items():
@@ -163,6 +257,8 @@ class Pipeline:
             claimed=report.claimed,
             processed=report.processed,
             dead=report.dead,
+            failed=report.failed,
+            paused=report.paused,
             rescored=report.rescored,
             staged_writebacks=report.staged,
         )
@@ -184,31 +280,69 @@ class Pipeline:
         known = self._connections.get(connection)
         return known.crm if known is not None else "native"
 
-    async def _process(self, claimed: Sequence[inbox.Claimed], report: BatchReport) -> None:
+    async def _decode(self, claimed: Sequence[inbox.Claimed]) -> Decoded:
+        """Decode the batch per source and connection, each group with its own connector."""
+        groups: dict[tuple[str, str], list[inbox.Claimed]] = defaultdict(list)
+        for event in claimed:
+            groups[(event.source, event.connection)].append(event)
+        decoded = Decoded()
+        for (source, connection), events in groups.items():
+            decoder = DECODERS.get(source)
+            if decoder is None:
+                decoded.ignored.extend(event.id for event in events)
+                continue
+            known = self._connections.get(connection)
+            if known is None and source != "native":
+                # Intake keeps events of a portal nobody connected (under the name its install
+                # would get); they wait in the dead letters until it is connected and replayed.
+                reason = (
+                    f"no connection {connection!r} for these {source} events: connect it (OAuth "
+                    "install or the connections file), then run `crm-health replay`"
+                )
+                decoded.dead.update((event.id, reason) for event in events)
+                continue
+            try:
+                decoded.add(
+                    await decoder(events, connection, None if known is None else known.connector)
+                )
+            except Exception as exc:
+                # Decoders report their own failures; anything else is a bug to retry, not a
+                # reason to call the CRM again event by event.
+                log.exception("decoder_failed", source=source, connection=connection)
+                decoded.failed.update((event.id, repr(exc)) for event in events)
+        return decoded
+
+    async def _process(
+        self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
         now = self._clock()
         done: list[int] = []
         ignored: list[int] = []
         dead: dict[int, str] = {}
+        failed: dict[int, str] = {}
+        paused: dict[int, tuple[float, str]] = {}
+        gone: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
         per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = defaultdict(list)
         for event in claimed:
-            decoder = DECODERS.get(event.source)
-            try:
-                decoded = None if decoder is None else decoder(event)
-            except (ValidationError, PayloadError) as exc:
-                # A stored payload that does not parse never will: dead-letter it, no retry.
-                dead[event.id] = f"undecodable payload: {exc}"
+            if event.id in decoded.dead:
+                dead[event.id] = decoded.dead[event.id]
                 log.warning("event_undecodable", event_id=event.id, source=event.source)
-                continue
-            if decoded is None:
+            elif event.id in decoded.failed:
+                failed[event.id] = decoded.failed[event.id]
+            elif event.id in decoded.paused:
+                paused[event.id] = decoded.paused[event.id]
+            elif event.id in decoded.events:
+                crm = self._crm_of(event.connection)
+                for normalised in decoded.events[event.id]:
+                    per_account[(event.connection, crm, normalised.account)].append(normalised)
+                gone[event.connection].extend(decoded.contacts_gone.get(event.id, []))
+                done.append(event.id)
+            else:
                 ignored.append(event.id)
                 report.ignored[event.kind] += 1
-                continue
-            crm = self._crm_of(event.connection)
-            for normalised in decoded:
-                per_account[(event.connection, crm, normalised.account)].append(normalised)
-            done.append(event.id)
 
         async with self._sessions() as session, session.begin():
+            await self._contacts_left(session, gone, per_account)
             locked = await accounts.lock_accounts(session, keys=per_account.keys(), now=now)
             await facts.fold(
                 session,
@@ -226,10 +360,53 @@ class Pipeline:
             await inbox.settle(session, event_ids=done, status=inbox.DONE, now=now)
             await inbox.settle(session, event_ids=ignored, status=inbox.IGNORED, now=now)
             await inbox.bury(session, errors=dead, now=now)
+            for event_id, error in failed.items():
+                await inbox.mark_failed_attempt(
+                    session,
+                    event_id=event_id,
+                    error=error,
+                    now=now,
+                    max_attempts=self._options.max_attempts,
+                    backoff_seconds=self._options.retry_base_seconds,
+                )
+            pauses: dict[tuple[float, str], list[int]] = defaultdict(list)
+            for event_id, pause in paused.items():
+                pauses[pause].append(event_id)
+            for (retry_after, reason), event_ids in pauses.items():
+                await inbox.release(
+                    session,
+                    event_ids=event_ids,
+                    available_at=now + timedelta(seconds=retry_after),
+                    note=reason,
+                )
+        if failed or paused:
+            log.warning("events_retried_later", failed=len(failed), paused=len(paused))
         report.processed += len(done)
         report.dead += len(dead)
+        report.failed += len(failed)
+        report.paused += len(paused)
         report.rescored += len(live)
         report.staged += staged
+
+    async def _contacts_left(
+        self,
+        session: AsyncSession,
+        gone: Mapping[str, list[tuple[str, datetime]]],
+        per_account: dict[accounts.AccountKey, list[NormalisedEvent]],
+    ) -> None:
+        """A contact deleted from the CRM left every account the facts have it at."""
+        for connection, contacts in gone.items():
+            if not contacts:
+                continue
+            crm = self._crm_of(connection)
+            where = await facts.contact_accounts(
+                session, connection=connection, contacts=[contact for contact, _ in contacts]
+            )
+            for contact, at in contacts:
+                for account in where.get(contact, []):
+                    per_account[(connection, crm, account)].append(
+                        ContactUpsert(account=account, at=at, contact=contact, left=True)
+                    )
 
     async def _rescore(
         self, session: AsyncSession, live: list[Account], now: datetime, config: HealthConfig
@@ -304,10 +481,16 @@ class Pipeline:
     # -- outbox -> CRM --------------------------------------------------------------------------
 
     async def deliver_writebacks(self) -> int:
-        writers = self._connections.writers()
+        now = self._clock()
+        # A paused connection's deferred rows are not due anyway, but rows staged since are:
+        # leaving the connection out keeps them unclaimed instead of sent into the pause.
+        writers = {
+            name: connector
+            for name, connector in self._connections.writers().items()
+            if self._paused_until.get(name, now) <= now
+        }
         if not writers:
             return 0
-        now = self._clock()
         async with self._sessions() as session, session.begin():
             rows = await writeback.claim_due(
                 session,
@@ -332,10 +515,32 @@ class Pipeline:
             connector = writers[connection]
             size = connector.max_batch_size
             for start in range(0, len(deliveries), size):
-                await self._send(connection, connector, deliveries[start : start + size])
+                chunk = deliveries[start : start + size]
+                paused = await self._send(connection, connector, chunk)
+                if paused is not None:
+                    # The CRM takes no calls until then: the connection's other claimed rows
+                    # wait for the same moment, unsent and without an attempt counted.
+                    await self._defer(deliveries[start + size :], until=paused[0], reason=paused[1])
+                    break
         return len(rows)
 
-    async def _send(self, connection: str, connector: CRMConnector, chunk: list[_Delivery]) -> None:
+    async def _defer(
+        self, deliveries: Sequence[_Delivery], *, until: datetime, reason: str
+    ) -> None:
+        if not deliveries:
+            return
+        async with self._sessions() as session, session.begin():
+            await writeback.defer(
+                session,
+                account_ids=[delivery.account_id for delivery in deliveries],
+                until=until,
+                reason=reason,
+            )
+
+    async def _send(
+        self, connection: str, connector: CRMConnector, chunk: list[_Delivery]
+    ) -> tuple[datetime, str] | None:
+        """Deliver one chunk; returns (until, why) when the CRM paused the connection."""
         updates = [RecordUpdate(record_id=d.record_id, fields=d.fields) for d in chunk]
         written: set[str] = set()
         failed: dict[str, str] = {}
@@ -343,6 +548,20 @@ class Pipeline:
         try:
             result = await connector.write_health(updates)
             written, failed = result.written, result.failed
+        except CRMRateLimitPaused as exc:
+            # A used-up allowance is no failure of these rows: a day-long pause must never
+            # dead-letter a write-back, so no attempt is counted.
+            until = self._clock() + timedelta(seconds=exc.retry_after)
+            self._paused_until[connection] = until
+            await self._defer(chunk, until=until, reason=str(exc))
+            log.warning(
+                "crm_paused",
+                connection=connection,
+                crm=connector.name,
+                until=until.isoformat(),
+                records=len(chunk),
+            )
+            return until, str(exc)
         except CRMRetriesExhausted as exc:
             retry_after = exc.retry_after
             failed = {update.record_id: str(exc) for update in updates}
@@ -378,3 +597,4 @@ class Pipeline:
             written=len(written),
             failed=len(chunk) - len(written),
         )
+        return None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import httpx
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.settings import Settings
 from webhooks.store.db import SessionFactory, create_engine, create_session_factory
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -23,6 +27,7 @@ class Runtime:
     pipeline: Pipeline
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     worker_task: asyncio.Task[None] | None = None
+    provision_task: asyncio.Task[None] | None = None
 
     @classmethod
     def build(
@@ -50,12 +55,38 @@ class Runtime:
             pipeline=pipeline,
         )
 
+    async def open(self) -> None:
+        """Load the connections OAuth installs stored, then (if asked) provision the health
+        fields of every connection in the background: a CRM that is down must not keep the
+        service from starting."""
+        await self.connections.sync_installed(self.sessions)
+        if self.settings.provision_on_start and self.connections.writers():
+            self.provision_task = asyncio.create_task(self._provision_all())
+
+    async def _provision_all(self) -> None:
+        for name, connector in self.connections.writers().items():
+            try:
+                report = await connector.ensure_fields()
+            except Exception as exc:
+                log.warning("provision_on_start_failed", connection=name, error=str(exc))
+                continue
+            log.info(
+                "provisioned_on_start",
+                connection=name,
+                created=len(report.created),
+                updated=len(report.updated),
+            )
+
     def start_worker(self) -> None:
         self.worker_task = asyncio.create_task(self.pipeline.run_forever(self.stop))
 
     async def aclose(self) -> None:
         """Stop the worker after its current pass, then release connections."""
         self.stop.set()
+        if self.provision_task is not None:
+            self.provision_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.provision_task
         if self.worker_task is not None:
             await self.worker_task
         await self.connections.aclose()

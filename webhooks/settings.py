@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE
+from connector.hubspot.oauth import DEFAULT_AUTHORIZE_URL, DEFAULT_SCOPES
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./crm_health.db"
 
@@ -49,9 +53,64 @@ class Settings(BaseSettings):
         default="https://api.hubapi.com",
         description="HubSpot API base URL; point it at the sandbox for demos and tests.",
     )
+    hubspot_portal_id: int | None = Field(
+        default=None,
+        gt=0,
+        description="Portal (hub) id of the private-app connection; unset, it takes the events of "
+        "every portal no other connection claims.",
+    )
+    hubspot_client_id: str | None = Field(
+        default=None,
+        description="HubSpot app client id: enables OAuth installs at /oauth/hubspot/install "
+        "(needs CRM_HEALTH_PUBLIC_URL and CRM_HEALTH_ENCRYPTION_KEY).",
+    )
+    hubspot_oauth_scopes: str = Field(
+        default=" ".join(DEFAULT_SCOPES),
+        description="Space-separated scopes requested by an OAuth install.",
+    )
+    hubspot_oauth_authorize_url: str = Field(
+        default=DEFAULT_AUTHORIZE_URL,
+        description="HubSpot's consent page; the sandbox serves its own at /oauth/authorize.",
+    )
+    hubspot_token_refresh_margin_seconds: float = Field(
+        default=300, ge=0, description="Refresh an OAuth access token this long before it expires."
+    )
+    hubspot_seats_property: str | None = Field(
+        default=None, description="Company property holding the seats purchased."
+    )
+    hubspot_arr_property: str | None = Field(
+        default=None, description="Company property holding the annual recurring revenue."
+    )
+    hubspot_renewal_date_property: str | None = Field(
+        default=None, description="Company property holding the renewal date."
+    )
+    hubspot_segment_property: str | None = Field(
+        default=None, description="Company property holding the segment or tier."
+    )
+    hubspot_executive_title_pattern: str = Field(
+        default=DEFAULT_EXECUTIVE_TITLE,
+        description="Regular expression (case-insensitive) of job titles that count as the "
+        "executive suite.",
+    )
     hubspot_accept_legacy_signatures: bool = Field(
         default=True,
         description="Accept v1/v2 signatures (no timestamp) when a request has no v3 signature.",
+    )
+
+    connections_file: Path | None = Field(
+        default=None,
+        description="YAML file listing further connections (several portals); ${VAR} in it is "
+        "read from the environment.",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Key(s) encrypting stored OAuth tokens: a Fernet key or a passphrase of 32+ "
+        "characters; comma-separated for rotation (the first encrypts).",
+    )
+    provision_on_start: bool = Field(
+        default=True,
+        description="Create or update the health fields in every connected CRM when the service "
+        "starts (idempotent).",
     )
 
     crm_retry_max_attempts: int = Field(
@@ -104,3 +163,29 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+
+def settings_table() -> str:
+    """The README's configuration reference, generated from this model so it cannot drift
+    (`make settings-table` writes it; a test checks the README holds exactly this)."""
+    lines = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if default is None:
+            shown = "(unset)"
+        elif isinstance(default, bool):
+            shown = f"`{str(default).lower()}`"
+        else:
+            shown = f"`{default}`" if str(default) else '`""`'
+        description = (info.description or "").replace("|", "\\|")
+        lines.append(f"| `CRM_HEALTH_{name.upper()}` | {shown} | {description} |")
+    return "\n".join(lines)
+
+
+def write_settings_table(readme: Path) -> None:
+    """Replace the table between the settings-table markers of `readme`."""
+    text = readme.read_text()
+    head, _, rest = text.partition("<!-- settings-table:start -->")
+    _, _, tail = rest.partition("<!-- settings-table:end -->")
+    table = f"<!-- settings-table:start -->\n{settings_table()}\n<!-- settings-table:end -->"
+    readme.write_text(head + table + tail)

@@ -3,13 +3,21 @@ list existing records for a backfill."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC
 from typing import Any
 
 import httpx
 import structlog
 
-from connector.base import BackfillPage, ProvisionReport, RecordUpdate, WriteResult
+from connector.base import (
+    BackfillPage,
+    ProvisionReport,
+    RecordUpdate,
+    TaskRequest,
+    WriteResult,
+)
+from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.hubspot.backfill import (
     BACKFILL_OBJECTS,
@@ -20,6 +28,9 @@ from connector.hubspot.backfill import (
     list_backfill_page,
 )
 from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
+from connector.hubspot.hydrate import EventPlan, HydrationOptions, hydrate
+from connector.hubspot.ratelimit import HubSpotLimits
+from connector.model import NormalisedEvent
 
 DEFAULT_API_BASE = "https://api.hubapi.com"
 # HubSpot allows a private app 100 requests per 10 seconds on its smallest plans; staying
@@ -27,6 +38,8 @@ DEFAULT_API_BASE = "https://api.hubapi.com"
 DEFAULT_RATE_LIMIT = RateLimit(requests_per_second=10, burst=10)
 BATCH_LIMIT = 100
 _COMPANY_PROPERTIES = "/crm/v3/properties/companies"
+# HubSpot-defined association type of a task to a company.
+TASK_TO_COMPANY = 192
 
 log = structlog.get_logger(__name__)
 
@@ -38,40 +51,62 @@ class HubSpotConnector:
     max_batch_size = BATCH_LIMIT
     backfill_objects = BACKFILL_OBJECTS
 
-    def __init__(self, *, client: RetryingClient) -> None:
+    def __init__(
+        self,
+        *,
+        client: RetryingClient,
+        properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
+        executive_title: str = DEFAULT_EXECUTIVE_TITLE,
+        closing: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
+        self.properties = properties
+        self.executive_title = executive_title
+        self._closing = closing
 
     @classmethod
     def create(
         cls,
         *,
         connection: str,
-        access_token: str,
+        access_token: str | None = None,
+        auth: httpx.Auth | None = None,
+        closing: Callable[[], Awaitable[None]] | None = None,
         api_base: str = DEFAULT_API_BASE,
         policy: RetryPolicy | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         transport: httpx.AsyncBaseTransport | None = None,
+        properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
+        executive_title: str = DEFAULT_EXECUTIVE_TITLE,
     ) -> HubSpotConnector:
+        """A connector authorised by a private-app `access_token`, or by `auth` (OAuth, see
+        `connector.hubspot.oauth.OAuthBearer`); `closing` releases what `auth` holds."""
+        if (access_token is None) == (auth is None):
+            raise ValueError("give either access_token or auth")
         client = RetryingClient(
             base_url=api_base,
             name=f"hubspot:{connection}",
-            headers={"Authorization": f"Bearer {access_token}"},
+            headers=None if access_token is None else {"Authorization": f"Bearer {access_token}"},
+            auth=auth,
             policy=policy or RetryPolicy(),
             rate_limit=rate_limit,
+            limits=HubSpotLimits(),
             transport=transport,
         )
-        return cls(client=client)
+        return cls(
+            client=client, properties=properties, executive_title=executive_title, closing=closing
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._closing is not None:
+            await self._closing()
 
     async def list_backfill_page(
         self,
         *,
         object_type: str,
         after: str | None,
-        properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
-        executive_title: str = DEFAULT_EXECUTIVE_TITLE,
         page_size: int = BATCH_LIMIT,
     ) -> BackfillPage:
         """One page of existing records as normalised events; see `connector.hubspot.backfill`."""
@@ -79,10 +114,21 @@ class HubSpotConnector:
             self._client,
             object_type=object_type,
             after=after,
-            properties=properties,
-            executive_title=executive_title,
+            properties=self.properties,
+            executive_title=self.executive_title,
             page_size=page_size,
         )
+
+    @property
+    def hydration(self) -> HydrationOptions:
+        """This portal's mapping choices, as webhook hydration takes them."""
+        return HydrationOptions(properties=self.properties, executive_title=self.executive_title)
+
+    async def hydrate(self, plans: Sequence[EventPlan]) -> list[list[NormalisedEvent]]:
+        """The events the records webhook plans need produce, read in batches; see
+        `connector.hubspot.hydrate` (raises the CRMHTTPError family when HubSpot fails)."""
+        events, _report = await hydrate(self._client, plans, self.hydration)
+        return events
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult:
         """Batch update companies; a 207 answer marks only the records it names as failed."""
@@ -104,6 +150,41 @@ class HubSpotConnector:
         )
         return _batch_result(updates, json_object(response, "HubSpot batch update"))
 
+    async def create_task(self, task: TaskRequest) -> str:
+        """Create a to-do on the company, assigned to `owner_id` (a HubSpot owner id)."""
+        properties = {
+            "hs_timestamp": task.due_at.astimezone(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "hs_task_subject": task.subject,
+            "hs_task_body": task.body,
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": task.priority.upper(),
+            "hs_task_type": "TODO",
+        }
+        if task.owner_id is not None:
+            properties["hubspot_owner_id"] = task.owner_id
+        body = {
+            "properties": properties,
+            "associations": [
+                {
+                    "to": {"id": task.record_id},
+                    "types": [
+                        {
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": TASK_TO_COMPANY,
+                        }
+                    ],
+                }
+            ],
+        }
+        response = await self._client.request("POST", "/crm/v3/objects/tasks", json=body)
+        task_id = json_object(response, "HubSpot task create").get("id")
+        if not isinstance(task_id, str | int) or isinstance(task_id, bool):
+            raise PayloadError("HubSpot task create: the answer has no id")
+        log.info("hubspot_task_created", task_id=str(task_id), company=task.record_id)
+        return str(task_id)
+
     async def ensure_fields(self) -> ProvisionReport:
         """Create the property group and health properties; existing ones are updated in place."""
         report = ProvisionReport()
@@ -111,12 +192,9 @@ class HubSpotConnector:
             await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"), "property groups"
         )
         if GROUP_NAME not in {group.get("name") for group in groups.get("results", [])}:
-            await self._client.request(
-                "POST",
-                f"{_COMPANY_PROPERTIES}/groups",
-                json={"name": GROUP_NAME, "label": GROUP_LABEL, "displayOrder": -1},
-            )
-            report.created.append(f"group:{GROUP_NAME}")
+            group = {"name": GROUP_NAME, "label": GROUP_LABEL, "displayOrder": -1}
+            if await self._create(f"{_COMPANY_PROPERTIES}/groups", group):
+                report.created.append(f"group:{GROUP_NAME}")
         existing = {
             prop["name"]: prop
             for prop in json_object(
@@ -127,8 +205,10 @@ class HubSpotConnector:
             wanted = spec.definition()
             current = existing.get(spec.name)
             if current is None:
-                await self._client.request("POST", _COMPANY_PROPERTIES, json=wanted)
-                report.created.append(spec.name)
+                if await self._create(_COMPANY_PROPERTIES, wanted):
+                    report.created.append(spec.name)
+                else:
+                    report.unchanged.append(spec.name)
                 continue
             changes = {
                 key: wanted[key]
@@ -149,6 +229,18 @@ class HubSpotConnector:
             unchanged=len(report.unchanged),
         )
         return report
+
+    async def _create(self, path: str, definition: dict[str, Any]) -> bool:
+        """POST a definition; False when it already exists (409): another process (a second
+        replica starting, or `crm-health provision` run meanwhile) created it first."""
+        try:
+            await self._client.request("POST", path, json=definition)
+        except CRMRequestRejected as exc:
+            if exc.status == 409:
+                log.info("hubspot_definition_exists", path=path, name=definition.get("name"))
+                return False
+            raise
+        return True
 
 
 def _differs(current: Any, wanted: Any) -> bool:

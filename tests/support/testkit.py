@@ -29,6 +29,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "hubspot_access_token": HUBSPOT_TOKEN,
         "hubspot_api_base": HUBSPOT_API,
         "run_worker": False,
+        # Tests that want fields provisioned at start say so; others must not see those calls.
+        "provision_on_start": False,
         "crm_retry_max_attempts": 1,
         "log_format": "console",
     }
@@ -43,7 +45,9 @@ class Service:
     runtime: Runtime
 
 
-def hubspot_event(event_id: int, object_id: int = 1001, **fields: object) -> dict[str, object]:
+def hubspot_event(
+    event_id: int, object_id: int | None = 1001, **fields: object
+) -> dict[str, object]:
     event: dict[str, object] = {
         "eventId": event_id,
         "subscriptionId": 77,

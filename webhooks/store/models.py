@@ -261,6 +261,26 @@ class BackfillCursor(Base):
     updated_at: Mapped[datetime]
 
 
+class InstalledConnection(Base):
+    """A CRM connection created by an OAuth install; its tokens are encrypted (webhooks.secrets).
+
+    Connections from settings or the connections file are not stored: only what an install
+    produced at run time, so every service process and worker can load it."""
+
+    __tablename__ = "installed_connections"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    # HubSpot portal (hub) id, Salesforce org id, Dynamics org URL: what inbound events carry.
+    external_id: Mapped[str] = mapped_column(String(200))
+    credentials: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    installed_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("crm", "external_id"),)
+
+
 class HealthSnapshot(Base):
     __tablename__ = "health_history"
     __table_args__ = (Index("ix_health_history_account_time", "account_id", "computed_at"),)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 import respx
 
-from connector.base import HEALTH_FIELDS, RecordUpdate
+from connector.base import HEALTH_FIELDS, RecordUpdate, TaskRequest
 from connector.errors import CRMRequestRejected
 from connector.http import RetryPolicy
 from connector.hubspot.api import HubSpotConnector
@@ -137,3 +138,73 @@ async def test_ensure_fields_updates_a_property_whose_options_drifted(connector)
 
 def test_every_health_field_has_a_hubspot_property() -> None:
     assert {spec.name for spec in PROPERTIES} == set(HEALTH_FIELDS)
+
+
+@respx.mock
+async def test_a_task_is_created_on_the_company_for_its_owner(connector) -> None:
+    route = respx.post(f"{API}/crm/v3/objects/tasks").respond(
+        201, json={"id": "9001", "properties": {}, "createdAt": "2026-11-23T12:00:00.000Z"}
+    )
+    task_id = await connector.create_task(
+        TaskRequest(
+            record_id="101",
+            subject="Acme turned at risk",
+            body="Score 38 (was 61)",
+            due_at=datetime(2026, 11, 24, 9, 0, tzinfo=UTC),
+            owner_id="64492917",
+        )
+    )
+
+    assert task_id == "9001"
+    assert json.loads(route.calls.last.request.content) == {
+        "properties": {
+            "hs_timestamp": "2026-11-24T09:00:00.000Z",
+            "hs_task_subject": "Acme turned at risk",
+            "hs_task_body": "Score 38 (was 61)",
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": "HIGH",
+            "hs_task_type": "TODO",
+            "hubspot_owner_id": "64492917",
+        },
+        "associations": [
+            {
+                "to": {"id": "101"},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 192}],
+            }
+        ],
+    }
+
+
+@respx.mock
+async def test_a_task_without_an_owner_is_left_unassigned(connector) -> None:
+    route = respx.post(f"{API}/crm/v3/objects/tasks").respond(201, json={"id": 5})
+    task_id = await connector.create_task(
+        TaskRequest(
+            record_id="7",
+            subject="s",
+            body="b",
+            due_at=datetime(2026, 1, 1, tzinfo=UTC),
+            priority="medium",
+        )
+    )
+
+    sent = json.loads(route.calls.last.request.content)["properties"]
+    assert task_id == "5"
+    assert "hubspot_owner_id" not in sent
+    assert sent["hs_task_priority"] == "MEDIUM"
+
+
+@respx.mock
+async def test_a_property_created_meanwhile_by_another_process_is_not_an_error(connector) -> None:
+    respx.get(f"{API}/crm/v3/properties/companies/groups").respond(
+        200, json={"results": [{"name": "customer_health"}]}
+    )
+    respx.get(f"{API}/crm/v3/properties/companies").respond(200, json={"results": []})
+    respx.post(f"{API}/crm/v3/properties/companies").respond(
+        409, json={"status": "error", "category": "OBJECT_ALREADY_EXISTS", "message": "exists"}
+    )
+
+    report = await connector.ensure_fields()
+
+    assert not report.created
+    assert len(report.unchanged) == len(PROPERTIES)

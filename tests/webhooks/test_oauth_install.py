@@ -1,0 +1,251 @@
+"""Installing the HubSpot app with OAuth: consent redirect, callback, encrypted tokens,
+routing by portal, provisioning, and installs picked up by another process."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+
+from testkit import HUBSPOT_API, PUBLIC_URL, hubspot_event, signed_v3_headers
+from webhooks.runtime import Runtime
+from webhooks.store import inbox
+from webhooks.store.models import Account, InboxEvent, InstalledConnection
+
+PORTAL = 62515
+OAUTH = {
+    "hubspot_client_id": "client-1",
+    "hubspot_access_token": None,
+    "encryption_key": "an encryption passphrase of sufficient length",
+}
+
+
+def _hubspot(access_token: str = "a-1") -> respx.MockRouter:  # noqa: S107
+    """HubSpot's token endpoints and the property endpoints provisioning uses."""
+    router = respx.mock(assert_all_called=False)
+    router.post(f"{HUBSPOT_API}/oauth/v1/token").respond(
+        200,
+        json={
+            "token_type": "bearer",
+            "refresh_token": "r-1",
+            "access_token": access_token,
+            "expires_in": 1800,
+        },
+    )
+    router.get(f"{HUBSPOT_API}/oauth/v1/access-tokens/{access_token}").respond(
+        200, json={"token": access_token, "hub_id": PORTAL, "app_id": 4242}
+    )
+    router.get(f"{HUBSPOT_API}/crm/v3/properties/companies/groups").respond(
+        200, json={"results": []}
+    )
+    router.post(f"{HUBSPOT_API}/crm/v3/properties/companies/groups").respond(201, json={})
+    router.get(f"{HUBSPOT_API}/crm/v3/properties/companies").respond(200, json={"results": []})
+    router.post(f"{HUBSPOT_API}/crm/v3/properties/companies").respond(201, json={})
+    return router
+
+
+async def _install(service) -> httpx.Response:
+    start = await service.client.get("/oauth/hubspot/install")
+    assert start.status_code == 302
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    return await service.client.get(
+        "/oauth/hubspot/callback", params={"code": "code-1", "state": state}
+    )
+
+
+async def test_install_redirects_to_hubspot_consent_with_a_signed_state(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+
+    response = await service.client.get("/oauth/hubspot/install")
+
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == (
+        "https://app.hubspot.com/oauth/authorize"
+    )
+    query = parse_qs(location.query)
+    assert query["client_id"] == ["client-1"]
+    assert query["redirect_uri"] == [f"{PUBLIC_URL}/oauth/hubspot/callback"]
+    assert "crm.objects.companies.write" in query["scope"][0].split()
+    assert query["state"][0].count(".") == 2
+
+
+async def test_callback_stores_encrypted_tokens_registers_and_provisions(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    with _hubspot() as hubspot:
+        response = await _install(service)
+        # respx forgets its calls when the block ends.
+        created = [
+            json.loads(call.request.content)["name"]
+            for call in hubspot.calls
+            if call.request.method == "POST" and call.request.url.path.endswith("/companies")
+        ]
+
+    assert response.status_code == 200
+    assert f"portal {PORTAL}" in response.text
+    connection = service.runtime.connections.get(f"hubspot-{PORTAL}")
+    assert connection is not None
+    assert connection.portal_id == PORTAL
+    async with service.runtime.sessions() as session:
+        row = (await session.execute(select(InstalledConnection))).scalar_one()
+    assert row.external_id == str(PORTAL)
+    assert "a-1" not in row.credentials
+    assert "r-1" not in row.credentials
+    assert "health_score" in created
+
+
+async def test_webhooks_of_the_installed_portal_route_to_its_connection(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    with _hubspot():
+        await _install(service)
+    body = json.dumps([hubspot_event(9, portalId=PORTAL)]).encode()
+    uri = f"{PUBLIC_URL}/webhooks/hubspot"
+
+    response = await service.client.post(
+        "/webhooks/hubspot", content=body, headers=signed_v3_headers(body, uri=uri)
+    )
+
+    assert response.status_code == 202
+    async with service.runtime.sessions() as session:
+        stored = (await session.execute(select(InboxEvent))).scalar_one()
+    assert stored.connection == f"hubspot-{PORTAL}"
+
+
+async def test_another_process_loads_the_install_and_saves_refreshed_tokens(
+    service_factory, database_url: str
+) -> None:
+    service = await service_factory(**OAUTH, hubspot_token_refresh_margin_seconds=1800)
+    with _hubspot():
+        await _install(service)
+    worker = Runtime.build(service.runtime.settings)
+    async with service.runtime.sessions() as session:
+        before = (await session.execute(select(InstalledConnection))).scalar_one().credentials
+    try:
+        assert await worker.connections.sync_installed(worker.sessions)
+        connection = worker.connections.get(f"hubspot-{PORTAL}")
+        assert connection is not None
+        assert connection.connector is not None
+        with _hubspot(access_token="a-2") as hubspot:
+            hubspot.get(f"{HUBSPOT_API}/crm/v3/objects/companies").respond(
+                200, json={"results": []}
+            )
+            # The margin equals the token's lifetime, so the first call refreshes.
+            await connection.connector.list_backfill_page(object_type="companies", after=None)
+            used = [c.request.headers.get("authorization") for c in hubspot.calls]
+        assert "Bearer a-2" in used
+    finally:
+        await worker.aclose()
+    async with service.runtime.sessions() as session:
+        after = (await session.execute(select(InstalledConnection))).scalar_one().credentials
+    assert after != before
+    # A token refresh is not a new install: once loaded, nothing more to load.
+    await service.runtime.connections.sync_installed(service.runtime.sessions)
+    assert not await service.runtime.connections.sync_installed(service.runtime.sessions)
+
+
+async def test_reinstalling_a_portal_replaces_its_credentials(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    with _hubspot():
+        await _install(service)
+    with _hubspot(access_token="a-9"):
+        response = await _install(service)
+
+    assert response.status_code == 200
+    async with service.runtime.sessions() as session:
+        rows = (await session.execute(select(InstalledConnection))).scalars().all()
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"state": "1.2.3"}, "code: missing"),
+        ({"code": "c"}, "state: missing"),
+        ({"code": "c", "state": "1700000000.nonce.deadbeef"}, "state: state was not issued"),
+        ({"error": "access_denied"}, "did not authorise the install: access_denied"),
+    ],
+)
+async def test_a_bad_callback_is_a_400_naming_the_problem(
+    service_factory, params: dict[str, str], message: str
+) -> None:
+    service = await service_factory(**OAUTH)
+
+    response = await service.client.get("/oauth/hubspot/callback", params=params)
+
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+
+
+async def test_a_code_hubspot_refuses_is_a_400(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    start = await service.client.get("/oauth/hubspot/install")
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    with respx.mock:
+        respx.post(f"{HUBSPOT_API}/oauth/v1/token").respond(
+            400, json={"status": "BAD_AUTH_CODE", "message": "missing or unknown auth code"}
+        )
+        response = await service.client.get(
+            "/oauth/hubspot/callback", params={"code": "stale", "state": state}
+        )
+
+    assert response.status_code == 400
+    assert "BAD_AUTH_CODE" in response.json()["detail"]
+
+
+async def test_a_portal_pinned_in_the_connections_file_cannot_be_installed_twice(
+    service_factory, tmp_path: Path
+) -> None:
+    path = tmp_path / "connections.yaml"
+    path.write_text(
+        "connections:\n"
+        f"  - {{name: main, crm: hubspot, portal_id: {PORTAL}, client_secret: other}}\n"
+    )
+    service = await service_factory(**OAUTH, connections_file=path)
+    with _hubspot():
+        response = await _install(service)
+
+    assert response.status_code == 409
+    assert "'main'" in response.json()["detail"]
+
+
+async def test_install_without_oauth_settings_is_a_503(service_factory) -> None:
+    service = await service_factory()
+
+    response = await service.client.get("/oauth/hubspot/install")
+
+    assert response.status_code == 503
+    assert "CRM_HEALTH_HUBSPOT_CLIENT_ID" in response.json()["detail"]
+
+
+async def test_events_of_a_portal_connected_later_are_processed_after_a_replay(
+    service_factory,
+) -> None:
+    service = await service_factory(**OAUTH)
+    body = json.dumps([hubspot_event(11, portalId=PORTAL, objectId=501)]).encode()
+    uri = f"{PUBLIC_URL}/webhooks/hubspot"
+    early = await service.client.post(
+        "/webhooks/hubspot", content=body, headers=signed_v3_headers(body, uri=uri)
+    )
+    pipeline = service.runtime.pipeline
+    await pipeline.process_inbox()
+    async with service.runtime.sessions() as session:
+        [dead] = await inbox.dead_letters(session)
+    assert early.status_code == 202
+    assert f"no connection 'hubspot-{PORTAL}'" in (dead.last_error or "")
+
+    with _hubspot():
+        await _install(service)
+    async with service.runtime.sessions() as session, session.begin():
+        assert await inbox.replay(session, event_ids=None, now=datetime.now(UTC)) == 1
+    report = await pipeline.process_inbox()
+
+    assert report.processed == 1
+    async with service.runtime.sessions() as session:
+        account = (await session.execute(select(Account))).scalar_one()
+    assert (account.connection, account.crm_id) == (f"hubspot-{PORTAL}", "501")
