@@ -8,10 +8,13 @@ import httpx
 import respx
 
 from connector.sandbox.app import create_sandbox_app
+from connector.sandbox.outbound import Subscription
 from connector.sandbox.state import SandboxState
 from testkit import (
     HUBSPOT_API,
+    HUBSPOT_SECRET,
     HUBSPOT_TOKEN,
+    PUBLIC_URL,
     daily_user,
     hubspot_event,
     post_hubspot,
@@ -71,5 +74,88 @@ async def test_sandbox_company_gets_health_after_provisioning_and_a_webhook(
 
     # Another event that leaves health unchanged costs the CRM nothing.
     await post_hubspot(service.client, [hubspot_event(2, object_id=int(company_id))])
+    await service.runtime.pipeline.run_once()
+    assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1
+
+
+async def test_changes_made_in_the_crm_flow_back_as_health_through_signed_webhooks(
+    service_factory,
+) -> None:
+    """The whole loop with nothing mocked: the sandbox sends signed webhooks for a contact and
+    an incoming email, the worker hydrates them from the sandbox (batch read + associations
+    v4), scores, and writes the fields; HubSpot's echo of that write changes nothing."""
+    state = SandboxState(portal_id=62515)
+    sandbox = create_sandbox_app(state, access_token=HUBSPOT_TOKEN)
+    service = await service_factory(crm_transport=httpx.ASGITransport(app=sandbox))
+    [connector] = service.runtime.connections.writers().values()
+    await connector.ensure_fields()
+    state.webhooks.transport = httpx.ASGITransport(app=service.app)
+    state.webhooks.subscribe(
+        Subscription(
+            target_url=f"{PUBLIC_URL}/webhooks/hubspot", client_secret=HUBSPOT_SECRET, batch_ms=0
+        )
+    )
+    crm = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox),
+        base_url=HUBSPOT_API,
+        headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
+    )
+    company = (
+        await crm.post("/crm/v3/objects/companies", json={"properties": {"name": "Acme"}})
+    ).json()["id"]
+    to_company = [{"to": {"id": company}, "types": [{"associationCategory": "HUBSPOT_DEFINED"}]}]
+    contact = await crm.post(
+        "/crm/v3/objects/contacts",
+        json={
+            "properties": {"email": "ceo@acme.test", "jobtitle": "Chief Executive Officer"},
+            "associations": [
+                {
+                    **to_company[0],
+                    "types": [{**to_company[0]["types"][0], "associationTypeId": 279}],
+                }
+            ],
+        },
+    )
+    contact_id = contact.json()["id"]
+    email = await crm.post(
+        "/crm/v3/objects/emails",
+        json={
+            "properties": {
+                "hs_timestamp": "2026-11-20T10:00:00.000Z",
+                "hs_email_direction": "INCOMING_EMAIL",
+            },
+            "associations": [
+                {
+                    **to_company[0],
+                    "types": [{**to_company[0]["types"][0], "associationTypeId": 186}],
+                },
+                {
+                    "to": {"id": contact_id},
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 198}],
+                },
+            ],
+        },
+    )
+    await crm.aclose()
+    assert (contact.status_code, email.status_code) == (201, 201)
+    await state.webhooks.drain()
+    assert all(attempt.delivered for attempt in state.webhooks.log)
+
+    await service.runtime.pipeline.run_once()
+
+    record = state.companies[company]
+    # A customer-initiated email from the CEO: the executive is engaged (the job title came
+    # from the hydrated contact), one contact is not yet "many people".
+    assert (record["health_score"], record["health_band"]) == ("67", "neutral")
+    assert record["health_collaboration"] == "67"
+    assert record["health_drivers"] == "Contacts engaged (90d) 1 (at-risk <= 1)"
+    reads = [r.path for r in state.requests if r.path.endswith("/batch/read")]
+    assert "/crm/v3/objects/contacts/batch/read" in reads
+    assert "/crm/v3/objects/emails/batch/read" in reads
+    writes = [r for r in state.requests if r.path.endswith("/batch/update")]
+    assert len(writes) == 1
+
+    # HubSpot reports our own write as property changes: they must not start a loop.
+    await state.webhooks.drain()
     await service.runtime.pipeline.run_once()
     assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1
