@@ -21,6 +21,7 @@ from connector.sandbox.state import SandboxState
 from webhooks.app import create_app
 from webhooks.logging import configure_logging
 from webhooks.settings import Settings
+from webhooks.store import configs
 from webhooks.store.migrate import upgrade_to_head
 
 SECRET = "bench-secret"  # noqa: S105
@@ -112,6 +113,7 @@ async def run() -> list[tuple[str, str]]:
             hubspot_access_token=TOKEN,
             hubspot_api_base="http://sandbox.local",
             run_worker=False,
+            provision_on_start=False,
             log_level="error",
         )
         app = create_app(settings, crm_transport=sandbox)
@@ -138,6 +140,20 @@ async def run() -> list[tuple[str, str]]:
             writes = [r for r in state.requests[calls_before:] if r.path.endswith("/batch/update")]
             written = sum(1 for c in state.companies.values() if c.get("health_band"))
 
+            # Every account rescored with nothing changed (same facts, same config): the
+            # write-back outbox must not send a single call.
+            async with runtime.sessions() as session, session.begin():
+                await configs.request_recompute(
+                    session, config_id=None, reason="benchmark", now=datetime.now(UTC)
+                )
+            calls_before = len(state.requests)
+            recomputed = 0
+            while count := await runtime.pipeline.recompute_step():
+                recomputed += count
+            while await runtime.pipeline.run_once():
+                pass
+            unchanged_calls = len(state.requests) - calls_before
+
     return [
         (f"SQLite, in-process ASGI, {BATCHES} batches x 100 events, {CONCURRENCY} concurrent", ""),
         ("parse-only FastAPI endpoint (ceiling)", f"{ceiling:,.0f} events/s"),
@@ -150,4 +166,13 @@ async def run() -> list[tuple[str, str]]:
         ("  share of ceiling", f"{ingest / ceiling:.0%}"),
         ("worker: inbox -> scored -> written", f"{processing:,.0f} events/s"),
         ("companies written / batch update calls", f"{written} / {len(writes)}"),
+        (
+            "HubSpot calls per 1,000 changed accounts (target <= 10)",
+            f"{len(writes) / written * 1000:.0f} (naive one call per event: "
+            f"{BATCHES * 100 / written * 1000:,.0f})",
+        ),
+        (
+            "HubSpot calls per 1,000 unchanged recomputes (target 0)",
+            f"{unchanged_calls / recomputed * 1000:.0f} ({recomputed:,} accounts rescored)",
+        ),
     ]
