@@ -59,7 +59,12 @@ class Runtime:
         """Load the connections OAuth installs stored, then (if asked) provision the health
         fields of every connection in the background: a CRM that is down must not keep the
         service from starting."""
-        await self.connections.sync_installed(self.sessions)
+        try:
+            await self.connections.sync_installed(self.sessions)
+        except Exception as exc:
+            # A database not migrated yet or down: /readyz says so, and the worker loads the
+            # installs on its next pass once it answers.
+            log.warning("installed_connections_not_loaded", error=str(exc))
         if self.settings.provision_on_start and self.connections.writers():
             self.provision_task = asyncio.create_task(self._provision_all())
 
