@@ -78,6 +78,17 @@ async def test_sandbox_company_gets_health_after_provisioning_and_a_webhook(
     assert len([r for r in state.requests if r.path.endswith("/batch/update")]) == 1
 
 
+# HubSpot-defined association type ids of the v3 create body.
+CONTACT_TO_COMPANY, EMAIL_TO_COMPANY, EMAIL_TO_CONTACT = 279, 186, 198
+
+
+def _link(to_id: str, type_id: int) -> dict[str, object]:
+    return {
+        "to": {"id": to_id},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+    }
+
+
 async def test_changes_made_in_the_crm_flow_back_as_health_through_signed_webhooks(
     service_factory,
 ) -> None:
@@ -103,20 +114,13 @@ async def test_changes_made_in_the_crm_flow_back_as_health_through_signed_webhoo
     company = (
         await crm.post("/crm/v3/objects/companies", json={"properties": {"name": "Acme"}})
     ).json()["id"]
-    to_company = [{"to": {"id": company}, "types": [{"associationCategory": "HUBSPOT_DEFINED"}]}]
     contact = await crm.post(
         "/crm/v3/objects/contacts",
         json={
             "properties": {"email": "ceo@acme.test", "jobtitle": "Chief Executive Officer"},
-            "associations": [
-                {
-                    **to_company[0],
-                    "types": [{**to_company[0]["types"][0], "associationTypeId": 279}],
-                }
-            ],
+            "associations": [_link(company, CONTACT_TO_COMPANY)],
         },
     )
-    contact_id = contact.json()["id"]
     email = await crm.post(
         "/crm/v3/objects/emails",
         json={
@@ -125,14 +129,8 @@ async def test_changes_made_in_the_crm_flow_back_as_health_through_signed_webhoo
                 "hs_email_direction": "INCOMING_EMAIL",
             },
             "associations": [
-                {
-                    **to_company[0],
-                    "types": [{**to_company[0]["types"][0], "associationTypeId": 186}],
-                },
-                {
-                    "to": {"id": contact_id},
-                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 198}],
-                },
+                _link(company, EMAIL_TO_COMPANY),
+                _link(contact.json()["id"], EMAIL_TO_CONTACT),
             ],
         },
     )
