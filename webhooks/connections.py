@@ -74,6 +74,9 @@ class ConnectionRegistry:
         self._hubspot_app_secret = hubspot_app_secret
         self.installer = installer
         self._installed_fingerprint: tuple[int, datetime | None] | None = None
+        # When each loaded install was made: only new or re-made installs are rebuilt, so the
+        # others keep their token, rate-limit bucket and any daily pause.
+        self._installed_at: dict[str, datetime] = {}
 
     def get(self, name: str) -> Connection | None:
         return self._by_name.get(name)
@@ -111,10 +114,11 @@ class ConnectionRegistry:
 
     # -- installs made at run time -------------------------------------------------------------
 
-    async def add_installed(self, connection: Connection) -> None:
-        """Register (or replace) a connection an install just created in this process."""
+    async def add_installed(self, connection: Connection, *, installed_at: datetime) -> None:
+        """Register (or replace) a connection an install created."""
         previous = self._by_name.get(connection.name)
         self._by_name[connection.name] = connection
+        self._installed_at[connection.name] = installed_at
         if previous is not None and previous.connector is not None:
             await previous.connector.aclose()
 
@@ -136,12 +140,14 @@ class ConnectionRegistry:
             if current is not None and current.origin != "installed":
                 log.warning("installed_connection_shadowed", connection=row.name)
                 continue
+            if self._installed_at.get(row.name) == row.installed_at:
+                continue
             try:
                 connection = self.installer.connection(row, sessions=sessions)
             except SecretKeyError as exc:
                 log.error("installed_connection_unreadable", connection=row.name, error=str(exc))
                 continue
-            await self.add_installed(connection)
+            await self.add_installed(connection, installed_at=row.installed_at)
             changed = True
         return changed
 

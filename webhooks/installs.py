@@ -113,7 +113,7 @@ async def complete_install(
             now=now,
         )
     connection = installer.connection_for(name, tokens, sessions=sessions)
-    await connections.add_installed(connection)
+    await connections.add_installed(connection, installed_at=now)
     log.info("hubspot_installed", connection=name, portal_id=portal_id)
 
     report: ProvisionReport | None = None

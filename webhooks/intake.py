@@ -104,12 +104,12 @@ async def accept_hubspot(
         parsed = hubspot_events.parse_batch(body)
     except PayloadError as exc:
         raise BadPayload(str(exc)) from exc
-    if any(connections.for_hubspot_portal(e.portal_id, secret=secret) is None for e in parsed):
-        # An install may just have happened in another process.
-        await connections.sync_installed(sessions)
+    owners = [connections.for_hubspot_portal(e.portal_id, secret=secret) for e in parsed]
+    if None in owners and await connections.sync_installed(sessions):
+        # An install just made in another process may own them.
+        owners = [connections.for_hubspot_portal(e.portal_id, secret=secret) for e in parsed]
     routed: dict[str, list[inbox.NewEvent]] = defaultdict(list)
-    for event in parsed:
-        connection = connections.for_hubspot_portal(event.portal_id, secret=secret)
+    for event, connection in zip(parsed, owners, strict=True):
         if connection is None:
             # Kept, not dropped: the worker dead-letters it with the reason, and a replay after
             # the portal is connected processes it.

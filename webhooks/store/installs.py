@@ -21,6 +21,7 @@ class Installed:
     crm: str
     external_id: str
     credentials: str  # encrypted; only webhooks.secrets can read it
+    installed_at: datetime
 
 
 async def save(
@@ -74,13 +75,20 @@ async def active(session: AsyncSession) -> list[Installed]:
             InstalledConnection.crm,
             InstalledConnection.external_id,
             InstalledConnection.credentials,
+            InstalledConnection.installed_at,
         )
         .where(InstalledConnection.status == ACTIVE)
         .order_by(InstalledConnection.name)
     )
     return [
-        Installed(name=name, crm=crm, external_id=external_id, credentials=credentials)
-        for name, crm, external_id, credentials in rows
+        Installed(
+            name=name,
+            crm=crm,
+            external_id=external_id,
+            credentials=credentials,
+            installed_at=installed_at,
+        )
+        for name, crm, external_id, credentials, installed_at in rows
     ]
 
 
