@@ -1,4 +1,5 @@
-"""Tables: the webhook inbox, accounts and their facts, health history, the write-back outbox."""
+"""Tables: the webhook inbox, accounts and their facts, health history, the write-back outbox,
+product groups and users (ingestion's account mapping), API keys."""
 
 from __future__ import annotations
 
@@ -74,6 +75,15 @@ class InboxEvent(Base):
     __table_args__ = (
         UniqueConstraint("source", "connection", "dedup_key"),
         Index("ix_inbox_events_claim", "status", "available_at"),
+        # Only parked product events carry a match key: the partial index costs the hot
+        # insert path nothing.
+        Index(
+            "ix_inbox_events_match_key",
+            "connection",
+            "match_key",
+            sqlite_where=text("match_key IS NOT NULL"),
+            postgresql_where=text("match_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -89,17 +99,26 @@ class InboxEvent(Base):
     lease_until: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A product event waiting for its account mapping ("group:<id>" or "user:<id>"): status
+    # "unmatched" until a group call (or the CRM) supplies the mapping.
+    match_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Account(Base):
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("connection", "crm_id"),)
+    __table_args__ = (
+        UniqueConstraint("connection", "crm_id"),
+        Index("ix_accounts_domain", "connection", "domain"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     connection: Mapped[str] = mapped_column(String(64))
     crm: Mapped[str] = mapped_column(String(32))
     crm_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(512))
+    # The company domain, normalised (lower case, no scheme or www.): product groups can be
+    # mapped to accounts by their website.
+    domain: Mapped[str | None] = mapped_column(String(255))
     # {attribute: {"value": ..., "at": iso8601}}: per attribute, the latest occurrence wins.
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Latest event time per kind of fact; None means this account has none of that kind.
@@ -320,3 +339,50 @@ class WritebackItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     written_version: Mapped[int | None]
     written_at: Mapped[datetime | None]
+
+
+class ProductGroup(Base):
+    """A product account (Segment `groupId`) and the CRM account it maps to, once known."""
+
+    __tablename__ = "product_groups"
+    __table_args__ = (Index("ix_product_groups_match", "connection", "match_value"),)
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    # The mapping trait's value as last seen (a CRM record id or a normalised domain).
+    match_value: Mapped[str | None] = mapped_column(String(500))
+    # The CRM record this group is; None while unmatched.
+    crm_id: Mapped[str | None] = mapped_column(String(64))
+    # Event time of the group call applied: an older call never overwrites a newer one.
+    updated_at: Mapped[datetime]
+    first_seen_at: Mapped[datetime]
+
+
+class ProductUser(Base):
+    """The product account a user last acted in (from group calls), for track calls that carry
+    no `context.groupId`."""
+
+    __tablename__ = "product_users"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # The key's first characters, safe to show, so people can tell their keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    connection: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
