@@ -3,6 +3,7 @@
 ConnectorError                      base of everything a connector raises
 ├── SignatureError                  events.verify_*: missing, malformed, wrong or stale signature
 ├── PayloadError                    events.parse_*: a webhook body that is not what the CRM sends
+│   └── PayloadTooLargeError        segment.parse_request: body or call over the size limit
 └── CRMHTTPError                    http.RetryingClient: a CRM call that did not succeed
     ├── CRMRequestRejected          a non-retryable 4xx answer (bad request, unknown property ...)
     │   └── CRMAuthError            401/403: the token is wrong, expired or lacks a scope
@@ -24,6 +25,10 @@ class SignatureError(ConnectorError):
 
 class PayloadError(ConnectorError):
     """Raised by webhook parsing when a body is not what the CRM documents; says which field."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """Raised by request parsing when a body or one call in it is over the documented limit."""
 
 
 class CRMHTTPError(ConnectorError):

@@ -1,0 +1,414 @@
+"""Segment's tracking spec as a source of product usage and collaboration.
+
+Intake (`parse_request`) checks a request the way Segment's HTTP Tracking API does (call types,
+identities, sizes) and prepares each message for the inbox: batch context merged in, clock skew
+corrected, a dedup key from `messageId`. The worker (`interpret`) later reads a stored message
+as a product-account mapping (`group`, `identify` with a company) or as activity
+(`track`/`page`/`screen`), under the connection's current options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from connector.errors import PayloadError, PayloadTooLargeError
+from connector.model import Collaboration, CollaborationKind, NormalisedEvent, Usage
+
+# Segment's documented limits: 500 KB per batch request, 32 KB per call (alone or in a batch).
+BATCH_MAX_BYTES = 500 * 1024
+MESSAGE_MAX_BYTES = 32 * 1024
+
+CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+USAGE_TYPES = frozenset({"track", "page", "screen"})
+AccountMatch = Literal["trait", "domain", "group_id"]
+
+DEFAULT_COLLABORATION_EVENTS: dict[str, CollaborationKind] = {
+    "Feedback Submitted": "feedback",
+    "Feature Requested": "feature_request",
+    "Beta Joined": "beta",
+    "Referral Sent": "referral",
+    "Case Study Agreed": "case_study",
+    "Joint Plan Created": "joint_plan",
+}
+
+# Only this many characters of an id are kept; longer messageIds are hashed into the key.
+_MAX_ID = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class InboxMessage:
+    """One accepted call, ready for the inbox."""
+
+    dedup_key: str
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedRequest:
+    messages: list[InboxMessage]
+    # A write key sent in the body (Segment's writeKey authentication), if any.
+    write_key: str | None
+
+
+def parse_request(body: bytes, *, call: str, received_at: datetime) -> ParsedRequest:
+    """Validate one request to `/v1/{call}`; raise PayloadError (400) or PayloadTooLargeError
+    (413) naming the field. Nothing is accepted unless every call in it is valid."""
+    if call not in (*CALL_TYPES, "batch"):
+        raise PayloadError(f"unknown call {call!r}: expected batch or one of {CALL_TYPES}")
+    limit = BATCH_MAX_BYTES if call == "batch" else MESSAGE_MAX_BYTES
+    if len(body) > limit:
+        raise PayloadTooLargeError(
+            f"body of {len(body)} bytes exceeds Segment's {limit // 1024} KB limit for {call}"
+        )
+    try:
+        document: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("body must be a JSON object")
+    write_key = document.get("writeKey")
+    if write_key is not None and not isinstance(write_key, str):
+        raise PayloadError("writeKey: must be a string")
+    if call != "batch":
+        # The path names the call; a `type` in the body is Segment's, not the caller's, choice.
+        message = {**document, "type": call}
+        message.pop("writeKey", None)
+        return ParsedRequest(
+            messages=[_prepare(message, "", received_at=received_at)], write_key=write_key
+        )
+    return ParsedRequest(
+        messages=_batch_messages(document, body_size=len(body), received_at=received_at),
+        write_key=write_key,
+    )
+
+
+def _batch_messages(
+    document: dict[str, Any], *, body_size: int, received_at: datetime
+) -> list[InboxMessage]:
+    items = document.get("batch")
+    if not isinstance(items, list):
+        raise PayloadError("batch: required, an array of calls")
+    shared_context = _object(document, "context", "")
+    shared_integrations = _object(document, "integrations", "")
+    shared_sent_at = document.get("sentAt")
+    messages: list[InboxMessage] = []
+    for index, item in enumerate(items):
+        where = f"batch[{index}]."
+        if not isinstance(item, dict):
+            raise PayloadError(f"batch[{index}]: must be an object")
+        # No call can be over the limit when the whole body is not: skip measuring each.
+        size = 0 if body_size <= MESSAGE_MAX_BYTES else len(_compact(item))
+        if size > MESSAGE_MAX_BYTES:
+            raise PayloadTooLargeError(
+                f"batch[{index}]: call of {size} bytes exceeds Segment's 32 KB limit per call"
+            )
+        message = dict(item)
+        # Batch-level context and integrations are merged in; the call's own values win.
+        if shared_context:
+            message["context"] = {**shared_context, **_object(item, "context", where)}
+        if shared_integrations:
+            message["integrations"] = {
+                **shared_integrations,
+                **_object(item, "integrations", where),
+            }
+        if shared_sent_at is not None and "sentAt" not in message:
+            message["sentAt"] = shared_sent_at
+        messages.append(_prepare(message, where, received_at=received_at))
+    return messages
+
+
+def _prepare(message: dict[str, Any], where: str, *, received_at: datetime) -> InboxMessage:
+    call = message.get("type")
+    if call not in CALL_TYPES:
+        raise PayloadError(f"{where}type: required, one of {', '.join(CALL_TYPES)}")
+    for name in ("context", "integrations", "properties", "traits"):
+        _object(message, name, where)
+    user_id = _identifier(message, "userId", where)
+    anonymous_id = _identifier(message, "anonymousId", where)
+    if call == "alias":
+        if _identifier(message, "previousId", where) is None:
+            raise PayloadError(f"{where}previousId: required for alias calls")
+        if user_id is None:
+            raise PayloadError(f"{where}userId: required for alias calls")
+    elif user_id is None and anonymous_id is None:
+        raise PayloadError(f"{where}userId: a userId or an anonymousId is required")
+    if call == "track":
+        event = message.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise PayloadError(f"{where}event: required for track calls, a non-empty string")
+    if call == "group" and _identifier(message, "groupId", where) is None:
+        raise PayloadError(f"{where}groupId: required for group calls")
+    message_id = message.get("messageId")
+    if message_id is not None and (not isinstance(message_id, str) or not message_id):
+        raise PayloadError(f"{where}messageId: must be a non-empty string")
+    dedup_key = (
+        message_id
+        if message_id is not None and len(message_id) <= _MAX_ID
+        else "sha256:" + hashlib.sha256(_canonical(message)).hexdigest()
+    )
+    _stamp(message, where, received_at=received_at)
+    return InboxMessage(dedup_key=dedup_key, kind=call, payload=message)
+
+
+def _stamp(message: dict[str, Any], where: str, *, received_at: datetime) -> None:
+    """Set `timestamp` to when the call happened, as Segment does.
+
+    A call forwarded from Segment already carries `receivedAt` and a corrected `timestamp`.
+    Otherwise the device's clock skew is removed: receivedAt - (sentAt - originalTimestamp).
+    A time after we received the call is impossible and is capped."""
+    given = {
+        name: parse_timestamp(message[name], f"{where}{name}")
+        for name in ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+        if message.get(name) is not None
+    }
+    received = given.get("receivedAt")
+    if received is not None:
+        happened = given.get("timestamp") or received
+    else:
+        received = received_at
+        original = given.get("originalTimestamp") or given.get("timestamp")
+        sent = given.get("sentAt")
+        if original is None:
+            happened = received
+        elif sent is None:
+            happened = original
+        else:
+            happened = received - (sent - original)
+            message["originalTimestamp"] = original.isoformat()
+        message["receivedAt"] = received.isoformat()
+    message["timestamp"] = min(happened, received).isoformat()
+
+
+_LENIENT_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_timestamp(value: object, where: str) -> datetime:
+    """An ISO 8601 time, read as leniently as Segment does (its own batch example has
+    "2015-2-02T00:30:08.276Z"); a time without offset is UTC, as Segment treats it."""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}: must be an ISO 8601 string")
+    match = _LENIENT_TIMESTAMP.match(value.strip())
+    if match is None:
+        raise PayloadError(f"{where}: {value!r} is not an ISO 8601 date-time")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=UTC,
+        )
+    except ValueError as exc:
+        raise PayloadError(f"{where}: {value!r} is not a valid date-time ({exc})") from None
+    if offset and offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        moment -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    return moment
+
+
+def _object(message: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = message.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where}{name}: must be an object")
+    return value
+
+
+def _identifier(message: Mapping[str, Any], name: str, where: str) -> str | None:
+    """Segment ids are strings; numbers are accepted (some libraries send them) as text."""
+    value = message.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError(f"{where}{name}: must be a string")
+    text = str(value)
+    if len(text) > _MAX_ID:
+        raise PayloadError(f"{where}{name}: longer than {_MAX_ID} characters")
+    return text
+
+
+def _compact(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _canonical(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+# --- reading stored messages (the worker) -------------------------------------------------------
+
+
+def normalised_event_name(name: str) -> str:
+    """Event names compare without case or extra spaces: "feedback  submitted" is the same."""
+    return " ".join(name.split()).casefold()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentOptions:
+    """How one connection reads its Segment calls.
+
+    `account_match` says how a product account (groupId) finds its CRM account:
+    - "trait": a group trait (`account_trait`, e.g. crm_id) holds the CRM record id;
+    - "domain": a group trait (e.g. website) holds the company's domain or URL, matched with
+      the CRM account's domain;
+    - "group_id": the groupId is the CRM record id itself.
+    """
+
+    account_match: AccountMatch = "trait"
+    account_trait: str = "crm_id"
+    collaboration_events: Mapping[str, CollaborationKind] = field(
+        default_factory=lambda: dict(DEFAULT_COLLABORATION_EVENTS)
+    )
+
+    def collaboration_kind(self, event: str) -> CollaborationKind | None:
+        wanted = normalised_event_name(event)
+        for name, kind in self.collaboration_events.items():
+            if normalised_event_name(name) == wanted:
+                return kind
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupCall:
+    """A user acting in a product account, and what the call says about that account. `match`
+    None means the call did not carry the mapping trait (an earlier value stays)."""
+
+    group_id: str
+    user_id: str | None
+    name: str | None
+    match: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activity:
+    """Product activity by a user, in a product account when the call names one."""
+
+    group_id: str | None
+    user_id: str | None
+    at: datetime
+    feature: str | None
+    usage: bool
+    collaboration: CollaborationKind | None
+
+    def events(self, account: str) -> list[NormalisedEvent]:
+        found: list[NormalisedEvent] = []
+        if self.usage and self.user_id is not None:
+            found.append(
+                Usage(account=account, at=self.at, user=self.user_id, feature=self.feature)
+            )
+        if self.collaboration is not None:
+            found.append(Collaboration(account=account, at=self.at, kind=self.collaboration))
+        return found
+
+
+ProductMessage = GroupCall | Activity
+
+
+def interpret(message: Mapping[str, Any], options: SegmentOptions) -> ProductMessage | None:
+    """What a stored call means for health; None when nothing (an alias, an identify without a
+    company, an anonymous page view that is not a collaboration event)."""
+    call = message.get("type")
+    at = parse_timestamp(message.get("timestamp"), "timestamp")
+    user_id = _identifier(message, "userId", "")
+    traits = message.get("traits") or {}
+    if call == "group":
+        group_id = _identifier(message, "groupId", "")
+        if group_id is None:
+            raise PayloadError("groupId: required for group calls")
+        return GroupCall(
+            group_id=group_id,
+            user_id=user_id,
+            name=_text(trait(traits, "name")),
+            match=_match_value(group_id, traits, options),
+            at=at,
+        )
+    if call == "identify":
+        # Segment's reserved `company` trait ({id, name, ...}) ties the user to a group.
+        company = trait(traits, "company")
+        company_id = _text(company.get("id")) if isinstance(company, dict) else None
+        if company_id is None or user_id is None:
+            return None
+        return GroupCall(
+            group_id=company_id,
+            user_id=user_id,
+            name=_text(company.get("name")) if isinstance(company, dict) else None,
+            match=_match_value(company_id, company, options) if isinstance(company, dict) else None,
+            at=at,
+        )
+    if call not in USAGE_TYPES:
+        return None
+    context = message.get("context") or {}
+    group_id = _text(context.get("groupId")) or _text(message.get("groupId"))
+    feature = _text(message.get("event") if call == "track" else message.get("name"))
+    collaboration = (
+        options.collaboration_kind(str(message.get("event"))) if call == "track" else None
+    )
+    # Seats are people: only identified users count as active use; anonymous visitors do not.
+    usage = user_id is not None
+    if not usage and collaboration is None:
+        return None
+    return Activity(
+        group_id=group_id,
+        user_id=user_id,
+        at=at,
+        feature=feature[:200] if feature else None,
+        usage=usage,
+        collaboration=collaboration,
+    )
+
+
+def trait(traits: Mapping[str, Any], name: str) -> Any:
+    """A trait by name; Segment traits are case-insensitive (createdAt = created_at)."""
+    if name in traits:
+        return traits[name]
+    wanted = _trait_key(name)
+    for key, value in traits.items():
+        if _trait_key(key) == wanted:
+            return value
+    return None
+
+
+def _trait_key(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name).casefold()
+
+
+def _match_value(group_id: str, traits: Mapping[str, Any], options: SegmentOptions) -> str | None:
+    if options.account_match == "group_id":
+        return group_id
+    value = _text(trait(traits, options.account_trait))
+    if value is None:
+        return None
+    return normalised_domain(value) if options.account_match == "domain" else value
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def normalised_domain(value: str) -> str | None:
+    """ "https://www.Initech.com/about" and "initech.com" are the same company domain."""
+    host = value.strip().casefold()
+    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", host)
+    host = re.split(r"[/?#:]", host, maxsplit=1)[0]
+    host = host.removeprefix("www.").strip(".")
+    return host or None

@@ -1,0 +1,349 @@
+"""Segment's tracking spec: request checks at intake and what stored calls mean in the worker.
+
+The payloads are the examples of Segment's public HTTP Tracking API and Spec pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connector.errors import PayloadError, PayloadTooLargeError
+from connector.model import Collaboration, Usage
+from connector.segment import (
+    Activity,
+    GroupCall,
+    SegmentOptions,
+    interpret,
+    normalised_domain,
+    parse_request,
+    parse_timestamp,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+# HTTP Tracking API page: the identify, track, page and group examples.
+SPEC_IDENTIFY = {
+    "userId": "019mr8mf4r",
+    "traits": {"email": "pgibbons@example.com", "name": "Peter Gibbons", "industry": "Technology"},
+    "context": {"ip": "24.5.68.47"},
+    "timestamp": "2012-12-02T00:30:08.276Z",
+}
+SPEC_TRACK = {
+    "userId": "019mr8mf4r",
+    "event": "Item Purchased",
+    "properties": {"name": "Leap to Conclusions Mat", "revenue": 14.99},
+    "context": {"ip": "24.5.68.47"},
+    "timestamp": "2012-12-02T00:30:12.984Z",
+}
+SPEC_PAGE = {
+    "userId": "019mr8mf4r",
+    "name": "Tracking HTTP API",
+    "timestamp": "2012-12-02T00:31:29.738Z",
+}
+SPEC_GROUP = {
+    "userId": "019mr8mf4r",
+    "groupId": "8e9df332ac",
+    "traits": {"name": "Initech", "industry": "Technology", "employees": 420},
+    "timestamp": "2012-12-02T00:31:38.208Z",
+}
+# The batch example, as published (note "2015-2-02": Segment reads it, so must we).
+SPEC_BATCH = {
+    "batch": [
+        {
+            "type": "identify",
+            "userId": "019mr8mf4r",
+            "traits": {"email": "jake@yahoo.com", "name": "Jake Peterson", "age": 26},
+            "timestamp": "2012-12-02T00:30:08.276Z",
+        },
+        {
+            "type": "track",
+            "userId": "019mr8mf4r",
+            "event": "Song Played",
+            "properties": {"name": "Fallin for You", "artist": "Dierks Bentley"},
+            "timestamp": "2012-12-02T00:30:12.984Z",
+        },
+        {
+            "type": "identify",
+            "userId": "971mj8mk7p",
+            "traits": {"email": "cindy@example.com", "name": "Cindy Gonzalez", "age": 23},
+            "timestamp": "2015-2-02T00:30:08.276Z",
+        },
+        {
+            "type": "track",
+            "userId": "971mj8mk7p",
+            "event": "Song Played",
+            "properties": {"name": "Get Right", "artist": "Jennifer Lopez"},
+            "timestamp": "2015-2-02T00:30:12.984Z",
+        },
+    ],
+    "writeKey": "YOUR_WRITE_KEY",
+    "context": {"device": {"type": "phone", "name": "Apple iPhone 6"}},
+}
+# Spec: Group, the complete example (forwarded by Segment: it carries receivedAt).
+SPEC_GROUP_COMPLETE = {
+    "anonymousId": "507f191e810c19729de860ea",
+    "channel": "browser",
+    "context": {"ip": "8.8.8.8", "userAgent": "Mozilla/5.0"},
+    "integrations": {"All": True, "Mixpanel": False, "Salesforce": False},
+    "messageId": "022bb90c-bbac-11e4-8dfc-aa07a5b093db",
+    "receivedAt": "2015-02-23T22:28:55.387Z",
+    "sentAt": "2015-02-23T22:28:55.111Z",
+    "timestamp": "2015-02-23T22:28:55.111Z",
+    "traits": {
+        "name": "Initech",
+        "industry": "Technology",
+        "employees": 329,
+        "plan": "enterprise",
+        "total billed": 830,
+    },
+    "type": "group",
+    "userId": "97980cfea0067",
+    "groupId": "0e8c78ea9d97a7b8185e8632",
+    "version": "1.1",
+}
+
+
+def body(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def stored(document: dict[str, object], call: str) -> dict[str, object]:
+    [message] = parse_request(body(document), call=call, received_at=NOW).messages
+    return message.payload
+
+
+@pytest.mark.parametrize(
+    ("call", "document"),
+    [
+        ("identify", SPEC_IDENTIFY),
+        ("track", SPEC_TRACK),
+        ("page", SPEC_PAGE),
+        ("group", SPEC_GROUP),
+        ("group", SPEC_GROUP_COMPLETE),
+    ],
+)
+def test_spec_examples_are_accepted_with_their_call_type(call, document):
+    parsed = parse_request(body(document), call=call, received_at=NOW)
+    [message] = parsed.messages
+    assert message.kind == call
+    assert message.payload["type"] == call
+
+
+def test_spec_batch_example_is_accepted_with_context_merged_and_write_key_read():
+    parsed = parse_request(body(SPEC_BATCH), call="batch", received_at=NOW)
+    assert parsed.write_key == "YOUR_WRITE_KEY"
+    assert [m.kind for m in parsed.messages] == ["identify", "track", "identify", "track"]
+    assert all(m.payload["context"]["device"]["type"] == "phone" for m in parsed.messages)
+    # The unpadded month of the published example is read as February.
+    assert parsed.messages[3].payload["timestamp"].startswith("2015-02-02T00:30:12.984")
+
+
+def test_message_id_is_the_dedup_key():
+    [message] = parse_request(body(SPEC_GROUP_COMPLETE), call="group", received_at=NOW).messages
+    assert message.dedup_key == "022bb90c-bbac-11e4-8dfc-aa07a5b093db"
+
+
+def test_a_call_without_message_id_gets_the_same_key_when_sent_again():
+    first = parse_request(body(SPEC_TRACK), call="track", received_at=NOW).messages[0]
+    again = parse_request(
+        body(SPEC_TRACK), call="track", received_at=NOW + timedelta(seconds=5)
+    ).messages[0]
+    other = parse_request(
+        body({**SPEC_TRACK, "event": "Other"}), call="track", received_at=NOW
+    ).messages[0]
+    assert first.dedup_key == again.dedup_key
+    assert first.dedup_key != other.dedup_key
+
+
+def test_device_clock_skew_is_corrected_with_sent_at():
+    # The device clock runs an hour fast: it says it was sent at 13:00 when we got it at 12:00.
+    message = stored(
+        {
+            "userId": "u1",
+            "event": "Report Viewed",
+            "timestamp": "2026-11-23T12:59:00Z",
+            "sentAt": "2026-11-23T13:00:00Z",
+        },
+        "track",
+    )
+    assert parse_timestamp(message["timestamp"], "t") == NOW - timedelta(minutes=1)
+    assert parse_timestamp(message["receivedAt"], "t") == NOW
+
+
+def test_a_call_forwarded_by_segment_keeps_its_corrected_timestamp():
+    message = stored(SPEC_GROUP_COMPLETE, "group")
+    assert message["timestamp"].startswith("2015-02-23T22:28:55.111")
+    assert message["receivedAt"] == "2015-02-23T22:28:55.387Z"
+
+
+def test_a_time_in_the_future_is_capped_at_receipt():
+    message = stored({"userId": "u1", "event": "E", "timestamp": "2030-01-01T00:00:00Z"}, "track")
+    assert parse_timestamp(message["timestamp"], "t") == NOW
+
+
+def test_without_timestamp_the_call_happened_when_received():
+    message = stored({"userId": "u1", "event": "E"}, "track")
+    assert parse_timestamp(message["timestamp"], "t") == NOW
+
+
+@pytest.mark.parametrize(
+    ("document", "call", "field"),
+    [
+        ({"event": "E"}, "track", "userId"),
+        ({"userId": "u1"}, "track", "event"),
+        ({"userId": "u1", "event": "  "}, "track", "event"),
+        ({"userId": "u1"}, "group", "groupId"),
+        ({"userId": "u1", "event": "E", "timestamp": "yesterday"}, "track", "timestamp"),
+        ({"userId": "u1", "event": "E", "properties": []}, "track", "properties"),
+        ({"userId": {"id": 1}, "event": "E"}, "track", "userId"),
+        ({"userId": "u1"}, "alias", "previousId"),
+        ({"batch": [{"userId": "u1"}]}, "batch", "batch[0].type"),
+        ({"batch": [{"type": "track", "userId": "u1"}]}, "batch", "batch[0].event"),
+        ({"batch": "nope"}, "batch", "batch"),
+        ({"batch": [], "writeKey": 7}, "batch", "writeKey"),
+    ],
+)
+def test_an_invalid_call_is_refused_naming_the_field(document, call, field):
+    with pytest.raises(PayloadError) as caught:
+        parse_request(body(document), call=call, received_at=NOW)
+    assert str(caught.value).startswith(field)
+    assert not isinstance(caught.value, PayloadTooLargeError)
+
+
+def test_body_that_is_not_json_is_refused():
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        parse_request(b"{nope", call="track", received_at=NOW)
+
+
+def test_batch_over_500_kb_is_too_large():
+    calls = [{"type": "track", "userId": "u", "event": "E" * 20_000} for _ in range(27)]
+    with pytest.raises(PayloadTooLargeError, match="500 KB"):
+        parse_request(body({"batch": calls}), call="batch", received_at=NOW)
+
+
+def test_one_call_over_32_kb_in_a_batch_is_too_large_and_named():
+    calls = [
+        {"type": "track", "userId": "u", "event": "E"},
+        {"type": "track", "userId": "u", "event": "E", "properties": {"x": "y" * 33_000}},
+    ]
+    with pytest.raises(PayloadTooLargeError, match=r"batch\[1\]"):
+        parse_request(body({"batch": calls}), call="batch", received_at=NOW)
+
+
+def test_a_single_call_over_32_kb_is_too_large():
+    document = {"userId": "u", "event": "E", "properties": {"x": "y" * 33_000}}
+    with pytest.raises(PayloadTooLargeError, match="32 KB"):
+        parse_request(body(document), call="track", received_at=NOW)
+
+
+# --- interpretation -------------------------------------------------------------------------------
+
+
+def test_track_by_a_user_is_usage_in_the_context_group():
+    options = SegmentOptions()
+    message = stored({**SPEC_TRACK, "context": {"groupId": "12345"}}, "track")
+    activity = interpret(message, options)
+    assert isinstance(activity, Activity)
+    assert activity.group_id == "12345"
+    [usage] = activity.events("crm-1")
+    assert usage == Usage(
+        account="crm-1",
+        at=datetime(2012, 12, 2, 0, 30, 12, 984000, tzinfo=UTC),
+        user="019mr8mf4r",
+        feature="Item Purchased",
+    )
+
+
+def test_page_and_screen_calls_count_as_usage():
+    for call in ("page", "screen"):
+        activity = interpret(stored(SPEC_PAGE, call), SegmentOptions())
+        assert isinstance(activity, Activity)
+        assert activity.usage
+        assert activity.feature == "Tracking HTTP API"
+
+
+def test_configured_event_names_count_as_collaboration_whatever_their_case():
+    message = stored({"userId": "u1", "event": "feature  requested"}, "track")
+    activity = interpret(message, SegmentOptions())
+    assert isinstance(activity, Activity)
+    kinds = [type(event) for event in activity.events("a")]
+    assert kinds == [Usage, Collaboration]
+    assert activity.collaboration == "feature_request"
+
+
+def test_custom_collaboration_events_replace_the_defaults():
+    options = SegmentOptions(collaboration_events={"NPS Comment Left": "feedback"})
+    left = interpret(stored({"userId": "u", "event": "NPS Comment Left"}, "track"), options)
+    submitted = interpret(stored({"userId": "u", "event": "Feedback Submitted"}, "track"), options)
+    assert isinstance(left, Activity)
+    assert left.collaboration == "feedback"
+    assert isinstance(submitted, Activity)
+    assert submitted.collaboration is None
+
+
+def test_anonymous_page_views_are_not_usage():
+    message = stored({"anonymousId": "507f191e810c19729de860ea", "name": "Pricing"}, "page")
+    assert interpret(message, SegmentOptions()) is None
+
+
+def test_group_call_carries_the_crm_id_trait_case_insensitively():
+    message = stored({**SPEC_GROUP, "traits": {"name": "Initech", "CRM ID": 4242}}, "group")
+    call = interpret(message, SegmentOptions(account_trait="crm_id"))
+    assert call == GroupCall(
+        group_id="8e9df332ac",
+        user_id="019mr8mf4r",
+        name="Initech",
+        match="4242",
+        at=datetime(2012, 12, 2, 0, 31, 38, 208000, tzinfo=UTC),
+    )
+
+
+def test_group_call_without_the_trait_has_no_match():
+    call = interpret(stored(SPEC_GROUP, "group"), SegmentOptions())
+    assert isinstance(call, GroupCall)
+    assert call.match is None
+    assert call.name == "Initech"
+
+
+def test_domain_matching_reads_the_website_trait_as_a_domain():
+    message = stored(
+        {**SPEC_GROUP, "traits": {"website": "https://www.Initech.com/about"}}, "group"
+    )
+    call = interpret(message, SegmentOptions(account_match="domain", account_trait="website"))
+    assert isinstance(call, GroupCall)
+    assert call.match == "initech.com"
+
+
+def test_identify_with_a_company_ties_the_user_to_that_group():
+    message = stored(
+        {**SPEC_IDENTIFY, "traits": {"company": {"id": "g-1", "name": "Initech", "crm_id": "9"}}},
+        "identify",
+    )
+    call = interpret(message, SegmentOptions())
+    assert isinstance(call, GroupCall)
+    assert (call.group_id, call.user_id, call.match) == ("g-1", "019mr8mf4r", "9")
+
+
+def test_identify_without_a_company_means_nothing_for_health():
+    assert interpret(stored(SPEC_IDENTIFY, "identify"), SegmentOptions()) is None
+
+
+def test_alias_means_nothing_for_health():
+    message = stored({"previousId": "39239-239239", "userId": "019mr8mf4r"}, "alias")
+    assert interpret(message, SegmentOptions()) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "domain"),
+    [
+        ("initech.com", "initech.com"),
+        ("https://www.Initech.com/about?x=1", "initech.com"),
+        ("http://initech.com:8080", "initech.com"),
+        ("WWW.INITECH.COM.", "initech.com"),
+        ("", None),
+    ],
+)
+def test_domains_are_normalised(value, domain):
+    assert normalised_domain(value) == domain
