@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhooks.errors import ServiceError
-from webhooks.routes import inbound, oauth, ops
+from webhooks.routes import inbound, ingest, oauth, ops
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 
@@ -46,9 +46,12 @@ def create_app(
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": exc.message}, headers=exc.headers
+        )
 
     app.include_router(ops.router)
     app.include_router(inbound.router)
+    app.include_router(ingest.router)
     app.include_router(oauth.router)
     return app

@@ -1,0 +1,65 @@
+"""Who is calling: an API key (or the bootstrap admin token) resolved to a role and the one
+connection whose data it may touch."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+from webhooks.errors import Forbidden, Unauthenticated
+from webhooks.settings import Settings
+from webhooks.store import keys
+from webhooks.store.db import SessionFactory
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    role: str
+    connection: str
+    # None for the bootstrap token, which is a setting, not a stored key.
+    key_id: int | None
+    name: str
+
+
+def _bearer(authorization: str | None) -> str:
+    if authorization is None:
+        raise Unauthenticated(
+            "missing API key: send Authorization: Bearer <key>", headers=_CHALLENGE
+        )
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("Authorization: expected Bearer <API key>", headers=_CHALLENGE)
+    return value.strip()
+
+
+async def authenticate(
+    *, sessions: SessionFactory, settings: Settings, authorization: str | None, now: datetime
+) -> Principal:
+    key = _bearer(authorization)
+    bootstrap = settings.admin_token
+    if bootstrap is not None and hmac.compare_digest(
+        key.encode(), bootstrap.get_secret_value().encode()
+    ):
+        return Principal(
+            role="admin", connection=settings.connection_name, key_id=None, name="bootstrap"
+        )
+    async with sessions() as session, session.begin():
+        row = await keys.find_active(session, key=key, now=now)
+    if row is None:
+        raise Unauthenticated("unknown or revoked API key", headers=_CHALLENGE)
+    return Principal(role=row.role, connection=row.connection, key_id=row.id, name=row.name)
+
+
+def allow(principal: Principal, *roles: str) -> Principal:
+    if principal.role not in roles:
+        raise Forbidden(f"this needs an API key with role {' or '.join(roles)}")
+    return principal
+
+
+def require_connection(principal: Principal, connection: str) -> None:
+    """Keys are scoped to one connection; admin keys too."""
+    if principal.connection != connection:
+        raise Forbidden(f"this API key may not access connection {connection!r}")
