@@ -1,17 +1,20 @@
 """The `crm-health` command: serve, worker, migrate, provision, backfill, dead letters and
-replay, recompute, sandbox, demo."""
+replay, recompute, sandbox, demo, API keys, usage import."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
+from webhooks import usage_import
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
 from webhooks.connections import ConnectionsFileError, check_configuration
@@ -23,8 +26,11 @@ from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.secrets import SecretKeyError
 from webhooks.settings import Settings
-from webhooks.store import configs, inbox
+from webhooks.store import configs, inbox, keys
+from webhooks.store.db import AsyncSession, create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     help="crm-health: customer health computed from CRM and product events, written back "
@@ -330,6 +336,190 @@ def demo(
             keep_serving=not exit_after,
         )
     )
+
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+cli.add_typer(keys_app, name="keys")
+
+
+def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction on a migrated database."""
+    upgrade_to_head(settings.database_url)
+
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. warehouse-sync.")],
+    role: Annotated[
+        str, typer.Option(help="admin (everything), viewer (read-only) or ingest (push events).")
+    ],
+    connection: Annotated[
+        str | None, typer.Option(help="Connection the key may access (default: the configured).")
+    ] = None,
+) -> None:
+    """Create an API key; it is printed once and never stored in the clear."""
+    settings = _settings()
+    try:
+        row, key = _with_session(
+            settings,
+            lambda session: keys.create(
+                session,
+                name=name,
+                role=role,
+                connection=connection or settings.connection_name,
+                now=utcnow(),
+            ),
+        )
+    except ValueError as exc:
+        typer.echo(f"cannot create the key: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(key)
+    typer.echo(
+        f"key {row.id} ({row.prefix}...): role {row.role}, connection {row.connection}. "
+        "Store it now: it is not shown again.",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    include_revoked: Annotated[
+        bool, typer.Option("--revoked", help="Show revoked keys too.")
+    ] = False,
+) -> None:
+    """List API keys (never the keys themselves)."""
+    settings = _settings()
+    rows = _with_session(
+        settings, lambda session: keys.list_keys(session, include_revoked=include_revoked)
+    )
+    if not rows:
+        typer.echo("no API keys")
+    for row in rows:
+        used = row.last_used_at.isoformat() if row.last_used_at else "never"
+        revoked = f"\trevoked {row.revoked_at.isoformat()}" if row.revoked_at else ""
+        typer.echo(
+            f"{row.id}\t{row.prefix}...\t{row.name}\t{row.role}\t{row.connection}\t"
+            f"created {row.created_at.isoformat()}\tlast used {used}{revoked}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id or prefix (see keys list).")],
+) -> None:
+    """Revoke an API key at once."""
+    settings = _settings()
+    revoked = _with_session(settings, lambda session: keys.revoke(session, key=key, now=utcnow()))
+    if not revoked:
+        typer.echo(f"no active API key with id or prefix {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked API key {key}")
+
+
+import_app = typer.Typer(
+    help="Load product events from files, e.g. a data warehouse export.", no_args_is_help=True
+)
+cli.add_typer(import_app, name="import")
+
+
+@import_app.command("usage")
+def import_usage(
+    file: Annotated[
+        str,
+        typer.Argument(help="CSV file with a header row; - reads standard input.", metavar="FILE"),
+    ],
+    connection: Annotated[
+        str | None,
+        typer.Option(help="Connection the account ids belong to (default: the configured one)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row; store nothing.")
+    ] = False,
+    delimiter: Annotated[
+        str, typer.Option(help="Field separator: one character, or \\t for a tab.")
+    ] = ",",
+    ignore_unknown_columns: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-unknown-columns",
+            help="Skip columns other than account, at, type, user, feature, kind, id.",
+        ),
+    ] = False,
+) -> None:
+    """Import usage and collaboration rows from a CSV file (streamed; bad rows are reported
+    by line and skipped). Exit status: 0 every row imported; 1 some rows had errors (the
+    others were imported); 2 the file or the options could not be used."""
+
+    def report(summary: usage_import.ImportSummary) -> None:
+        for error in summary.errors:
+            typer.echo(str(error))
+        if summary.error_count > len(summary.errors):
+            typer.echo(f"... and {summary.error_count - len(summary.errors):,} more")
+        typer.echo(summary.text())
+
+    try:
+        separator = usage_import.parse_delimiter(delimiter)
+    except usage_import.ImportFileError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+    name = connection or settings.connection_name
+    progress = Progress("Import", stream=sys.stderr)
+
+    async def store(rows: usage_import.UsageCsv) -> usage_import.ImportSummary:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.connections.sync_installed(runtime.sessions)
+            # Native events may name any connection; a name that is neither the settings'
+            # nor a configured one is a typo that would file the rows where nothing reads them.
+            if name != settings.connection_name and runtime.connections.get(name) is None:
+                typer.echo(f"unknown connection {name!r}", err=True)
+                raise typer.Exit(2)
+            return await usage_import.import_usage(
+                rows=rows, sessions=runtime.sessions, connection=name, progress=progress
+            )
+        finally:
+            await runtime.aclose()
+
+    try:
+        with usage_import.open_csv(file) as stream:
+            # The header (and, for a file, its encoding) is checked before the database is
+            # touched: a file that cannot be imported stores nothing.
+            rows = usage_import.UsageCsv(
+                stream,
+                delimiter=separator,
+                ignore_unknown_columns=ignore_unknown_columns,
+                check_encoding=not dry_run,
+            )
+            if dry_run:
+                summary = asyncio.run(
+                    usage_import.import_usage(
+                        rows=rows, sessions=None, connection=name, dry_run=True, progress=progress
+                    )
+                )
+            else:
+                upgrade_to_head(settings.database_url)
+                summary = asyncio.run(store(rows))
+    except usage_import.ImportFileError as exc:
+        source = "standard input" if file == "-" else file
+        if exc.summary is not None:
+            report(exc.summary)
+            typer.echo(f"{source}: stopped: {exc.message}", err=True)
+        else:
+            typer.echo(f"{source}: {exc.message}; nothing imported", err=True)
+        raise typer.Exit(2) from None
+    report(summary)
+    raise typer.Exit(1 if summary.error_count else 0)
 
 
 def main() -> None:

@@ -8,11 +8,14 @@ Connections come from three places, merged into one registry:
   named `hubspot-<portalId>`, loaded at start and picked up by every process when added.
 
 Inbound HubSpot events route to their connection by `portalId`; a connection without a
-portal id takes the events of every portal no other connection claims.
+portal id takes the events of every portal no other connection claims. Segment-compatible
+product events route by their write key (a `segment` block per connection, or the
+CRM_HEALTH_SEGMENT_* settings for the settings connection).
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +34,8 @@ from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.hubspot.api import DEFAULT_API_BASE, HubSpotConnector
 from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE, CompanyPropertyMap
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
+from connector.model import CollaborationKind
+from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
 from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
 from webhooks.store import installs
@@ -58,6 +63,15 @@ class Connection:
     origin: Literal["settings", "file", "installed"] = "settings"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SegmentSource:
+    """A Segment-compatible source: calls sent with `write_key` feed `connection`."""
+
+    connection: str
+    write_key: str
+    options: SegmentOptions
+
+
 class ConnectionRegistry:
     def __init__(
         self,
@@ -65,6 +79,7 @@ class ConnectionRegistry:
         *,
         hubspot_app_secret: str | None = None,
         installer: Installer | None = None,
+        segment_sources: list[SegmentSource] | None = None,
     ) -> None:
         names = [connection.name for connection in connections]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -77,6 +92,14 @@ class ConnectionRegistry:
         # When each loaded install was made: only new or re-made installs are rebuilt, so the
         # others keep their token, rate-limit bucket and any daily pause.
         self._installed_at: dict[str, datetime] = {}
+        sources = segment_sources or []
+        self._segment = {source.connection: source for source in sources}
+        if len(self._segment) != len(sources):
+            raise ConnectionsFileError(
+                "a connection has two Segment sources (settings and connections file)"
+            )
+        if len({source.write_key for source in sources}) != len(sources):
+            raise ConnectionsFileError("each connection needs its own Segment write key")
 
     def get(self, name: str) -> Connection | None:
         return self._by_name.get(name)
@@ -111,6 +134,25 @@ class ConnectionRegistry:
             return pinned[0]
         unpinned = [c for c in candidates if c.portal_id is None]
         return unpinned[0] if len(unpinned) == 1 else None
+
+    # -- Segment-compatible sources --------------------------------------------------------------
+
+    def has_segment_sources(self) -> bool:
+        return bool(self._segment)
+
+    def segment_for_write_key(self, write_key: str) -> SegmentSource | None:
+        """The source a write key belongs to; every key is compared in constant time."""
+        found: SegmentSource | None = None
+        for source in self._segment.values():
+            if hmac.compare_digest(source.write_key.encode(), write_key.encode()):
+                found = source
+        return found
+
+    def segment_options(self, connection: str) -> SegmentOptions:
+        """How `connection` reads its Segment calls; the defaults when it has no source any
+        more (its calls were accepted earlier and are still worth reading)."""
+        source = self._segment.get(connection)
+        return SegmentOptions() if source is None else source.options
 
     # -- installs made at run time -------------------------------------------------------------
 
@@ -282,6 +324,28 @@ class _HubSpotProperties(BaseModel):
     segment: str | None = None
 
 
+class _FileSegment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    write_key: SecretStr = Field(min_length=8)
+    account_match: AccountMatch = "trait"
+    account_trait: str = Field(default="crm_id", min_length=1)
+    collaboration_events: dict[str, CollaborationKind] = Field(
+        default_factory=lambda: dict(DEFAULT_COLLABORATION_EVENTS)
+    )
+
+    def source(self, connection: str) -> SegmentSource:
+        return SegmentSource(
+            connection=connection,
+            write_key=self.write_key.get_secret_value(),
+            options=SegmentOptions(
+                account_match=self.account_match,
+                account_trait=self.account_trait,
+                collaboration_events=self.collaboration_events,
+            ),
+        )
+
+
 class _FileConnection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -294,6 +358,7 @@ class _FileConnection(BaseModel):
     requests_per_second: float = Field(default=10, gt=0)
     properties: _HubSpotProperties = _HubSpotProperties()
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
+    segment: _FileSegment | None = None
 
 
 class _ConnectionsFile(BaseModel):
@@ -393,10 +458,24 @@ def connections_from_settings(
                 portal_id=settings.hubspot_portal_id,
             )
         )
+    segment_sources: list[SegmentSource] = []
+    if settings.segment_write_key is not None:
+        segment_sources.append(
+            SegmentSource(
+                connection=settings.connection_name,
+                write_key=settings.segment_write_key.get_secret_value(),
+                options=SegmentOptions(
+                    account_match=settings.segment_account_match,
+                    account_trait=settings.segment_account_trait,
+                    collaboration_events=settings.segment_collaboration_events,
+                ),
+            )
+        )
     if settings.connections_file is not None:
-        connections.extend(
-            _file_connection(entry, settings, transport)
-            for entry in read_connections_file(settings.connections_file)
+        entries = read_connections_file(settings.connections_file)
+        connections.extend(_file_connection(entry, settings, transport) for entry in entries)
+        segment_sources.extend(
+            entry.segment.source(entry.name) for entry in entries if entry.segment is not None
         )
     installer = None
     if app is not None:
@@ -415,6 +494,7 @@ def connections_from_settings(
         connections,
         hubspot_app_secret=None if app is None else app.client_secret,
         installer=installer,
+        segment_sources=segment_sources,
     )
 
 

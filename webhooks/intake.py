@@ -1,18 +1,34 @@
-"""Webhook intake service: verify the raw bytes, validate, store in the inbox. Nothing slow."""
+"""Intake: verify the raw bytes, validate, store in the inbox. Nothing slow happens here.
+
+HubSpot webhooks, Segment-compatible calls and native events each have one function."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
-from connector.errors import PayloadError, SignatureError
+from connector import segment
+from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
+from connector.native import NATIVE_EVENT
 from webhooks.connections import ConnectionRegistry
-from webhooks.errors import BadPayload, NotConfigured, Unauthenticated
+from webhooks.errors import (
+    BadPayload,
+    InvalidFields,
+    NotConfigured,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from webhooks.store import inbox
 from webhooks.store.db import SessionFactory
 
@@ -142,3 +158,154 @@ async def accept_hubspot(
         event_ids=[event.event_id for event in parsed[:10]],
     )
     return IntakeResult(received=len(parsed), stored=stored)
+
+
+# --- Segment-compatible product events ----------------------------------------------------------
+
+
+SEGMENT_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment"'}
+
+
+def basic_user(authorization: str | None) -> str | None:
+    """The user of an HTTP Basic header (Segment's write key); None without Basic auth."""
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated(
+            "Authorization: malformed Basic credentials", headers=SEGMENT_CHALLENGE
+        ) from None
+    # Segment asks for "key:"; a key encoded without the colon still works there.
+    return decoded.partition(":")[0]
+
+
+async def accept_segment(
+    *,
+    sessions: SessionFactory,
+    connections: ConnectionRegistry,
+    call: str,
+    body: bytes,
+    authorization: str | None,
+    now: datetime,
+) -> IntakeResult:
+    if not connections.has_segment_sources():
+        raise NotConfigured(
+            "Segment ingestion is not configured: set CRM_HEALTH_SEGMENT_WRITE_KEY or a "
+            "`segment` block in the connections file"
+        )
+    write_key = basic_user(authorization)
+    source = None if write_key is None else connections.segment_for_write_key(write_key)
+    if write_key is not None and source is None:
+        # Checked before the body is read any further: an unknown sender gets nothing parsed.
+        raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
+    try:
+        parsed = segment.parse_request(body, call=call, received_at=now)
+    except PayloadTooLargeError as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except PayloadError as exc:
+        raise BadPayload(str(exc)) from exc
+    if source is None:
+        if parsed.write_key is None:
+            raise Unauthenticated(
+                "missing Segment write key: send it as the HTTP Basic user (or writeKey)",
+                headers=SEGMENT_CHALLENGE,
+            )
+        source = connections.segment_for_write_key(parsed.write_key)
+        if source is None:
+            raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
+    async with sessions() as session, session.begin():
+        stored = await inbox.insert_events(
+            session,
+            source="segment",
+            connection=source.connection,
+            events=[
+                inbox.NewEvent(dedup_key=m.dedup_key, kind=m.kind, payload=m.payload)
+                for m in parsed.messages
+            ],
+            received_at=now,
+        )
+    log.info(
+        "segment_accepted",
+        connection=source.connection,
+        call=call,
+        received=len(parsed.messages),
+        stored=stored,
+    )
+    return IntakeResult(received=len(parsed.messages), stored=stored)
+
+
+# --- native events --------------------------------------------------------------------------------
+
+MAX_NATIVE_EVENTS = 1000
+# Field problems listed in one answer; a batch broken everywhere is not worth a 1 MB reply.
+_MAX_PROBLEMS = 50
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path.lstrip(".")
+
+
+def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
+    """The events of a `POST /ingest/events` body, each checked against the native schema;
+    every invalid field is named (`events[3].user: Field required`)."""
+    try:
+        document: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadPayload(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        raise BadPayload('body must be a JSON object {"events": [...]}')
+    items: list[Any] = document["events"]
+    if not items:
+        raise BadPayload("events: empty; send 1 to 1000 events")
+    if len(items) > MAX_NATIVE_EVENTS:
+        raise BadPayload(f"events: {len(items)} events; at most {MAX_NATIVE_EVENTS} per request")
+    problems: list[str] = []
+    events: list[inbox.NewEvent] = []
+    for index, item in enumerate(items):
+        try:
+            event = NATIVE_EVENT.validate_python(item)
+        except ValidationError as exc:
+            for error in exc.errors():
+                # The union's discriminator puts the type name in the path: leave it out.
+                location = tuple(
+                    part for position, part in enumerate(error["loc"]) if position != 0
+                )
+                problems.append(
+                    f"events[{index}]{'.' if location else ''}{_field_path(location)}: "
+                    f"{error['msg']}"
+                )
+            continue
+        payload = dict(item)
+        # Stored with its time, so a replay months later still puts it on the right day.
+        payload["at"] = (event.at or received_at).isoformat()
+        events.append(
+            inbox.NewEvent(
+                dedup_key=event.id if event.id is not None else f"uuid:{uuid.uuid4()}",
+                kind=event.type,
+                payload=payload,
+            )
+        )
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise InvalidFields("; ".join(shown) + (f"; and {more} more" if more else ""))
+    return events
+
+
+async def accept_native(
+    *, sessions: SessionFactory, connection: str, body: bytes, now: datetime
+) -> IntakeResult:
+    events = parse_native(body, received_at=now)
+    async with sessions() as session, session.begin():
+        stored = await inbox.insert_events(
+            session, source="native", connection=connection, events=events, received_at=now
+        )
+    log.info("native_accepted", connection=connection, received=len(events), stored=stored)
+    return IntakeResult(received=len(events), stored=stored)

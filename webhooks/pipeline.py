@@ -20,13 +20,15 @@ from connector.errors import CRMHTTPError, CRMRateLimitPaused, CRMRetriesExhaust
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
-from connector.model import ContactUpsert, NormalisedEvent
+from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
+from connector.segment import ProductMessage, SegmentOptions, interpret
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
 from webhooks.connections import ConnectionRegistry
-from webhooks.store import accounts, configs, facts, inbox, writeback
+from webhooks.matching import match_new_domains, match_product_events
+from webhooks.store import accounts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
 
@@ -49,9 +51,12 @@ class Decoded:
     dead: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
+    product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
 
     def add(self, other: Decoded) -> None:
         self.events.update(other.events)
+        self.product.update(other.product)
         self.contacts_gone.update(other.contacts_gone)
         self.ignored.extend(other.ignored)
         self.dead.update(other.dead)
@@ -130,6 +135,29 @@ async def _decode_native(
 DECODERS: Mapping[str, BatchDecoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
 
 
+def decode_segment(
+    claimed: Sequence[inbox.Claimed], connection: str, options: SegmentOptions
+) -> Decoded:
+    """Segment calls under the connection's current options (a changed trait or event list
+    applies to calls still waiting); their accounts are found later, in the transaction."""
+    decoded = Decoded()
+    for row in claimed:
+        try:
+            message = interpret(row.payload, options)
+        except PayloadError as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+            continue
+        if message is None:
+            decoded.ignored.append(row.id)
+        else:
+            decoded.product[row.id] = (connection, message)
+    return decoded
+
+
+# How often parked product events are re-checked (see product.release_resolvable).
+UNMATCHED_SWEEP_SECONDS = 60.0
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -156,6 +184,24 @@ class BatchReport:
     paused: int = 0
     rescored: int = 0
     staged: int = 0
+    # Product events waiting for their account mapping.
+    unmatched: int = 0
+
+
+@dataclass(kw_only=True)
+class _Sorted:
+    """A claimed batch sorted by what happens to each event."""
+
+    done: list[int] = field(default_factory=list)
+    ignored: list[int] = field(default_factory=list)
+    dead: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    paused: dict[int, tuple[float, str]] = field(default_factory=dict)
+    product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
+    gone: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
+    per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,11 +233,13 @@ class Pipeline:
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.
         self._paused_until: dict[str, datetime] = {}
+        self._unmatched_swept_at: datetime | None = None
 
     async def run_once(self) -> int:
         """One pass: a batch of inbox events, a recompute chunk, then due write-backs."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
+        await self._sweep_unmatched()
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
         written = await self.deliver_writebacks()
@@ -211,6 +259,17 @@ class Pipeline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._options.poll_seconds)
         log.info("worker_stopped")
+
+    async def _sweep_unmatched(self) -> None:
+        now = self._clock()
+        last = self._unmatched_swept_at
+        if last is not None and (now - last).total_seconds() < UNMATCHED_SWEEP_SECONDS:
+            return
+        self._unmatched_swept_at = now
+        async with self._sessions() as session, session.begin():
+            released = await product.release_resolvable(session, now=now)
+        if released:
+            log.info("product_events_matched_late", released=released)
 
     async def _current_config(self, session: AsyncSession) -> HealthConfig:
         """The configuration in force, re-read only when a newer version was saved."""
@@ -259,6 +318,7 @@ class Pipeline:
             dead=report.dead,
             failed=report.failed,
             paused=report.paused,
+            unmatched=report.unmatched,
             rescored=report.rescored,
             staged_writebacks=report.staged,
         )
@@ -287,6 +347,10 @@ class Pipeline:
             groups[(event.source, event.connection)].append(event)
         decoded = Decoded()
         for (source, connection), events in groups.items():
+            if source == "segment":
+                options = self._connections.segment_options(connection)
+                decoded.add(decode_segment(events, connection, options))
+                continue
             decoder = DECODERS.get(source)
             if decoder is None:
                 decoded.ignored.extend(event.id for event in events)
@@ -312,37 +376,52 @@ class Pipeline:
                 decoded.failed.update((event.id, repr(exc)) for event in events)
         return decoded
 
+    def _sort(
+        self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> _Sorted:
+        """Where each claimed event goes, from what its decoder made of it."""
+        out = _Sorted()
+        for event in claimed:
+            if event.id in decoded.dead:
+                out.dead[event.id] = decoded.dead[event.id]
+                log.warning("event_undecodable", event_id=event.id, source=event.source)
+            elif event.id in decoded.failed:
+                out.failed[event.id] = decoded.failed[event.id]
+            elif event.id in decoded.paused:
+                out.paused[event.id] = decoded.paused[event.id]
+            elif event.id in decoded.product:
+                # Placed on its account inside the transaction (webhooks.matching).
+                out.product[event.id] = decoded.product[event.id]
+            elif event.id in decoded.events:
+                crm = self._crm_of(event.connection)
+                for normalised in decoded.events[event.id]:
+                    out.per_account[(event.connection, crm, normalised.account)].append(normalised)
+                out.gone[event.connection].extend(decoded.contacts_gone.get(event.id, []))
+                out.done.append(event.id)
+            else:
+                out.ignored.append(event.id)
+                report.ignored[event.kind] += 1
+        return out
+
     async def _process(
         self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
     ) -> None:
         now = self._clock()
-        done: list[int] = []
-        ignored: list[int] = []
-        dead: dict[int, str] = {}
-        failed: dict[int, str] = {}
-        paused: dict[int, tuple[float, str]] = {}
-        gone: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
-        per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = defaultdict(list)
-        for event in claimed:
-            if event.id in decoded.dead:
-                dead[event.id] = decoded.dead[event.id]
-                log.warning("event_undecodable", event_id=event.id, source=event.source)
-            elif event.id in decoded.failed:
-                failed[event.id] = decoded.failed[event.id]
-            elif event.id in decoded.paused:
-                paused[event.id] = decoded.paused[event.id]
-            elif event.id in decoded.events:
-                crm = self._crm_of(event.connection)
-                for normalised in decoded.events[event.id]:
-                    per_account[(event.connection, crm, normalised.account)].append(normalised)
-                gone[event.connection].extend(decoded.contacts_gone.get(event.id, []))
-                done.append(event.id)
-            else:
-                ignored.append(event.id)
-                report.ignored[event.kind] += 1
-
+        out = self._sort(claimed, report, decoded)
+        per_account = out.per_account
         async with self._sessions() as session, session.begin():
-            await self._contacts_left(session, gone, per_account)
+            matched = await match_product_events(
+                session,
+                messages=out.product,
+                connections=self._connections,
+                crm_of=self._crm_of,
+                now=now,
+            )
+            for key, product_facts in matched.events.items():
+                per_account[key].extend(product_facts)
+            out.done.extend(matched.done)
+            out.ignored.extend(matched.ignored)
+            await self._contacts_left(session, out.gone, per_account)
             locked = await accounts.lock_accounts(session, keys=per_account.keys(), now=now)
             await facts.fold(
                 session,
@@ -353,40 +432,51 @@ class Pipeline:
                 ],
                 now=now,
             )
+            await match_new_domains(
+                session,
+                domains=_new_domains(per_account, locked),
+                connections=self._connections,
+                now=now,
+            )
             live = [account for account in locked.values() if account.deleted_at is None]
             config = await self._current_config(session)
             staged = await self._rescore(session, live, now, config)
             await accounts.save(session, accounts=list(locked.values()))
-            await inbox.settle(session, event_ids=done, status=inbox.DONE, now=now)
-            await inbox.settle(session, event_ids=ignored, status=inbox.IGNORED, now=now)
-            await inbox.bury(session, errors=dead, now=now)
-            for event_id, error in failed.items():
-                await inbox.mark_failed_attempt(
-                    session,
-                    event_id=event_id,
-                    error=error,
-                    now=now,
-                    max_attempts=self._options.max_attempts,
-                    backoff_seconds=self._options.retry_base_seconds,
-                )
-            pauses: dict[tuple[float, str], list[int]] = defaultdict(list)
-            for event_id, pause in paused.items():
-                pauses[pause].append(event_id)
-            for (retry_after, reason), event_ids in pauses.items():
-                await inbox.release(
-                    session,
-                    event_ids=event_ids,
-                    available_at=now + timedelta(seconds=retry_after),
-                    note=reason,
-                )
-        if failed or paused:
-            log.warning("events_retried_later", failed=len(failed), paused=len(paused))
-        report.processed += len(done)
-        report.dead += len(dead)
-        report.failed += len(failed)
-        report.paused += len(paused)
+            await product.park(session, waiting=matched.waiting, now=now)
+            await self._settle(session, out, now)
+        if out.failed or out.paused:
+            log.warning("events_retried_later", failed=len(out.failed), paused=len(out.paused))
+        report.processed += len(out.done)
+        report.unmatched += len(matched.waiting)
+        report.dead += len(out.dead)
+        report.failed += len(out.failed)
+        report.paused += len(out.paused)
         report.rescored += len(live)
         report.staged += staged
+
+    async def _settle(self, session: AsyncSession, out: _Sorted, now: datetime) -> None:
+        await inbox.settle(session, event_ids=out.done, status=inbox.DONE, now=now)
+        await inbox.settle(session, event_ids=out.ignored, status=inbox.IGNORED, now=now)
+        await inbox.bury(session, errors=out.dead, now=now)
+        for event_id, error in out.failed.items():
+            await inbox.mark_failed_attempt(
+                session,
+                event_id=event_id,
+                error=error,
+                now=now,
+                max_attempts=self._options.max_attempts,
+                backoff_seconds=self._options.retry_base_seconds,
+            )
+        pauses: dict[tuple[float, str], list[int]] = defaultdict(list)
+        for event_id, pause in out.paused.items():
+            pauses[pause].append(event_id)
+        for (retry_after, reason), event_ids in pauses.items():
+            await inbox.release(
+                session,
+                event_ids=event_ids,
+                available_at=now + timedelta(seconds=retry_after),
+                note=reason,
+            )
 
     async def _contacts_left(
         self,
@@ -598,3 +688,20 @@ class Pipeline:
             failed=len(chunk) - len(written),
         )
         return None
+
+
+def _new_domains(
+    per_account: Mapping[accounts.AccountKey, Sequence[NormalisedEvent]],
+    locked: Mapping[accounts.AccountKey, Account],
+) -> dict[str, dict[str, str]]:
+    """{connection: {domain: crm_id}} of the accounts whose domain this batch set."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    for key, events in per_account.items():
+        account = locked[key]
+        sets_domain = any(
+            isinstance(event, AccountAttributes) and "domain" in event.attributes
+            for event in events
+        )
+        if sets_domain and account.domain and account.deleted_at is None:
+            found[account.connection][account.domain] = account.crm_id
+    return found

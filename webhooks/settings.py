@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE
 from connector.hubspot.oauth import DEFAULT_AUTHORIZE_URL, DEFAULT_SCOPES
+from connector.model import CollaborationKind
+from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./crm_health.db"
 
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
     )
     connection_name: str = Field(
         default="default", description="Name of the connection configured from these settings."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bootstrap admin API key for the CRM_HEALTH_CONNECTION_NAME connection; "
+        "create real keys with `crm-health keys create`.",
     )
 
     hubspot_client_secret: SecretStr | None = Field(
@@ -95,6 +103,29 @@ class Settings(BaseSettings):
     hubspot_accept_legacy_signatures: bool = Field(
         default=True,
         description="Accept v1/v2 signatures (no timestamp) when a request has no v3 signature.",
+    )
+
+    segment_write_key: SecretStr | None = Field(
+        default=None,
+        description="Write key of the Segment-compatible source (/ingest/segment/v1/*, sent as "
+        "the HTTP Basic user) feeding the CRM_HEALTH_CONNECTION_NAME connection.",
+    )
+    segment_account_match: AccountMatch = Field(
+        default="trait",
+        description="How a Segment groupId finds its CRM account: `trait` (a group trait holds "
+        "the CRM record id), `domain` (a group trait holds the company website or domain) or "
+        "`group_id` (the groupId is the CRM record id).",
+    )
+    segment_account_trait: str = Field(
+        default="crm_id",
+        min_length=1,
+        description="The group trait read for `trait` and `domain` matching (case-insensitive, "
+        "e.g. crm_id, hubspot_company_id, website).",
+    )
+    segment_collaboration_events: dict[str, CollaborationKind] = Field(
+        default=DEFAULT_COLLABORATION_EVENTS,
+        description="Track event names that count as collaboration, with their kind (JSON "
+        "object; names match without case).",
     )
 
     connections_file: Path | None = Field(
@@ -173,6 +204,8 @@ def settings_table() -> str:
         default = info.default
         if default is None:
             shown = "(unset)"
+        elif isinstance(default, dict):
+            shown = f"`{json.dumps(default)}`"
         elif isinstance(default, bool):
             shown = f"`{str(default).lower()}`"
         else:

@@ -5,7 +5,9 @@ The payloads are the examples of Segment's public HTTP Tracking API and Spec pag
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -109,7 +111,7 @@ def body(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
-def stored(document: dict[str, object], call: str) -> dict[str, object]:
+def stored(document: Mapping[str, Any], call: str) -> dict[str, Any]:
     [message] = parse_request(body(document), call=call, received_at=NOW).messages
     return message.payload
 

@@ -79,8 +79,8 @@ def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
 
 
 _MUTABLE = (
-    "name", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score", "band",
-    "health_updated_at",
+    "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
+    "band", "health_updated_at",
 )  # fmt: skip
 
 

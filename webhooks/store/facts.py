@@ -24,6 +24,7 @@ from connector.model import (
     Ticket,
     Usage,
 )
+from connector.segment import normalised_domain
 from signals.model import AccountFacts
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import (
@@ -69,6 +70,8 @@ def apply_attributes(
         merged[name] = {"value": value, "at": at.isoformat()}
         if name == "name":
             account.name = value
+        elif name == "domain":
+            account.domain = None if value is None else normalised_domain(value)
     account.attributes = merged
 
 

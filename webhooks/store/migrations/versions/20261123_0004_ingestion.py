@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from connector.segment import normalised_domain
+
 revision = "20261123_0004"
 down_revision = "20261123_0003"
 branch_labels = None
@@ -67,6 +69,29 @@ def upgrade() -> None:
     )
     op.add_column("accounts", sa.Column("domain", sa.String(length=255), nullable=True))
     op.create_index("ix_accounts_domain", "accounts", ["connection", "domain"], unique=False)
+    _fill_account_domains()
+
+
+def _fill_account_domains() -> None:
+    """Accounts already hold their domain among their attributes; copy it to the column."""
+    accounts = sa.table(
+        "accounts", sa.column("id", _BIG_ID), sa.column("attributes", sa.JSON()),
+        sa.column("domain", sa.String()),
+    )  # fmt: skip
+    bind = op.get_bind()
+    found = []
+    for account_id, attributes in bind.execute(sa.select(accounts.c.id, accounts.c.attributes)):
+        value = ((attributes or {}).get("domain") or {}).get("value")
+        domain = normalised_domain(value) if isinstance(value, str) else None
+        if domain:
+            found.append({"account_id": account_id, "new_domain": domain})
+    if found:
+        bind.execute(
+            accounts.update()
+            .where(accounts.c.id == sa.bindparam("account_id"))
+            .values(domain=sa.bindparam("new_domain")),
+            found,
+        )
 
 
 def downgrade() -> None:

@@ -1,0 +1,183 @@
+"""POST /ingest/events and GET /api/v1/ingest/unmatched over HTTP, with API keys."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from testkit import native
+from webhooks.store import keys
+from webhooks.store.models import Account, InboxEvent, UsageDay
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+async def bearer(service, *, role, connection="default"):
+    async with service.runtime.sessions() as session, session.begin():
+        _, key = await keys.create(
+            session, name=f"{role}-key", role=role, connection=connection, now=NOW
+        )
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def post(service, events, headers):
+    return await service.client.post("/ingest/events", json={"events": events}, headers=headers)
+
+
+async def test_native_events_are_stored_then_become_facts(service):
+    headers = await bearer(service, role="ingest")
+    response = await post(
+        service,
+        [native("usage", "1001", user="u1", id="e-1"), native("usage", "1001", user="u2")],
+        headers,
+    )
+    assert response.status_code == 202
+    assert response.json() == {"received": 2, "stored": 2, "duplicates": 0}
+    await service.runtime.pipeline.run_once()
+    async with service.runtime.sessions() as session:
+        users = set((await session.execute(select(UsageDay.user).join(Account))).scalars().all())
+    assert users == {"u1", "u2"}
+
+
+async def test_an_event_sent_again_with_its_id_is_stored_once(service):
+    headers = await bearer(service, role="admin")
+    event = native("collaboration", "1001", kind="feedback", id="fb-1")
+    await post(service, [event], headers)
+    again = await post(service, [event], headers)
+    assert again.json() == {"received": 1, "stored": 0, "duplicates": 1}
+
+
+async def test_events_land_in_the_keys_connection(service):
+    headers = await bearer(service, role="ingest", connection="emea")
+    await post(service, [native("usage", "1001", user="u1")], headers)
+    async with service.runtime.sessions() as session:
+        connections = (await session.execute(select(InboxEvent.connection))).scalars().all()
+    assert connections == ["emea"]
+
+
+async def test_without_a_key_it_is_401(service):
+    response = await post(service, [native("usage", "1", user="u")], {})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_viewer_key_may_not_push_events(service):
+    response = await post(
+        service, [native("usage", "1", user="u")], await bearer(service, role="viewer")
+    )
+    assert response.status_code == 403
+    assert "ingest" in response.json()["detail"]
+
+
+async def test_bootstrap_admin_token_may_push_events(service_factory):
+    service = await service_factory(admin_token="bootstrap-token-123456")
+    response = await post(
+        service,
+        [native("usage", "1", user="u")],
+        {"Authorization": "Bearer bootstrap-token-123456"},
+    )
+    assert response.status_code == 202
+
+
+async def test_invalid_events_are_422_naming_every_field_and_nothing_is_stored(service):
+    headers = await bearer(service, role="ingest")
+    response = await post(
+        service,
+        [
+            native("usage", "1", user="u"),
+            {"type": "usage", "account": "1"},
+            {"type": "collaboration", "account": "1", "kind": "party"},
+            {"type": "usage", "account": "1", "user": "u", "at": "2026-11-23T10:00:00"},
+        ],
+        headers,
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "events[1].user: Field required" in detail
+    assert "events[2].kind" in detail
+    assert "events[3].at" in detail
+    async with service.runtime.sessions() as session:
+        assert (await session.execute(select(InboxEvent))).first() is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b"[]", '{"events"'),
+        (b'{"events": []}', "empty"),
+    ],
+)
+async def test_malformed_bodies_are_400(service, content, message):
+    headers = {**(await bearer(service, role="ingest")), "Content-Type": "application/json"}
+    response = await service.client.post("/ingest/events", content=content, headers=headers)
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+
+
+async def test_more_than_1000_events_is_400(service):
+    events = [native("usage", "1", user=f"u{i}") for i in range(1001)]
+    response = await post(service, events, await bearer(service, role="ingest"))
+    assert response.status_code == 400
+    assert "at most 1000" in response.json()["detail"]
+
+
+async def test_a_body_over_the_limit_is_413(service_factory):
+    service = await service_factory(webhook_max_body_bytes=1000)
+    events = [native("usage", "1", user="u" * 150) for _ in range(10)]
+    response = await post(service, events, await bearer(service, role="ingest"))
+    assert response.status_code == 413
+
+
+# --- unmatched ------------------------------------------------------------------------------------
+
+
+async def park_one(service):
+    auth = "Basic " + base64.b64encode(b"sk-test-write-key-1:").decode()
+    await service.client.post(
+        "/ingest/segment/v1/batch",
+        json={
+            "batch": [
+                {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Initech"}},
+                {"type": "track", "userId": "u1", "event": "E", "context": {"groupId": "g1"}},
+            ]
+        },
+        headers={"Authorization": auth},
+    )
+    await service.runtime.pipeline.run_once()
+
+
+async def test_unmatched_lists_what_waits_with_the_groups_name(service_factory):
+    service = await service_factory(segment_write_key="sk-test-write-key-1")
+    await park_one(service)
+    response = await service.client.get(
+        "/api/v1/ingest/unmatched", headers=await bearer(service, role="viewer")
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total"] == 1
+    [item] = body["items"]
+    assert (item["kind"], item["id"], item["events"], item["group_name"]) == (
+        "group",
+        "g1",
+        1,
+        "Initech",
+    )
+    assert "crm_id" in item["reason"]
+
+
+async def test_unmatched_of_another_connection_is_403(service):
+    headers = await bearer(service, role="admin", connection="emea")
+    response = await service.client.get(
+        "/api/v1/ingest/unmatched", params={"connection": "default"}, headers=headers
+    )
+    assert response.status_code == 403
+
+
+async def test_an_ingest_key_may_not_read_unmatched(service):
+    headers = await bearer(service, role="ingest")
+    response = await service.client.get("/api/v1/ingest/unmatched", headers=headers)
+    assert response.status_code == 403

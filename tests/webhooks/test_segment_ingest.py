@@ -1,0 +1,278 @@
+"""Segment-compatible ingestion end to end: HTTP in, inbox, worker, facts; product accounts
+mapped to CRM accounts now or later."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from testkit import native, store_native
+from webhooks.store import product
+from webhooks.store.models import (
+    Account,
+    CollaborationFact,
+    InboxEvent,
+    ProductGroup,
+    UsageDay,
+)
+
+WRITE_KEY = "sk-test-write-key-1"
+
+
+def basic(key: str = WRITE_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def track(user: str, *, group: str | None = None, event: str = "Report Viewed", **extra):
+    message = {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": user,
+        "event": event,
+        "timestamp": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        **extra,
+    }
+    if group is not None:
+        message["context"] = {"groupId": group}
+    return message
+
+
+def group(user: str, group_id: str, **traits):
+    return {
+        "type": "group",
+        "messageId": str(uuid.uuid4()),
+        "userId": user,
+        "groupId": group_id,
+        "traits": {"name": f"Product {group_id}", **traits},
+        "timestamp": (datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+    }
+
+
+@pytest.fixture
+async def segment(service_factory):
+    """A service taking Segment calls for the default connection (no CRM writer: no calls)."""
+    return await service_factory(segment_write_key=WRITE_KEY, hubspot_access_token=None)
+
+
+async def send(service, calls, *, headers=None):
+    return await service.client.post(
+        "/ingest/segment/v1/batch",
+        content=json.dumps({"batch": calls}),
+        headers=basic() if headers is None else headers,
+    )
+
+
+async def usage_users(service, crm_id: str) -> set[str]:
+    async with service.runtime.sessions() as session:
+        rows = await session.execute(
+            select(UsageDay.user).join(Account).where(Account.crm_id == crm_id)
+        )
+        return set(rows.scalars())
+
+
+async def statuses(service) -> dict[str, str]:
+    async with service.runtime.sessions() as session:
+        rows = await session.execute(select(InboxEvent.dedup_key, InboxEvent.status))
+        return {str(key): str(status) for key, status in rows}
+
+
+async def test_tracks_of_a_mapped_group_become_usage_of_its_crm_account(segment):
+    response = await send(
+        segment,
+        [group("u1", "g1", crm_id="1001"), track("u1", group="g1"), track("u2", group="g1")],
+    )
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "received": 3, "stored": 3, "duplicates": 0}
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "1001") == {"u1", "u2"}
+
+
+async def test_redelivered_message_ids_are_stored_once(segment):
+    calls = [group("u1", "g1", crm_id="1001"), track("u1", group="g1")]
+    await send(segment, calls)
+    again = await send(segment, calls)
+    assert again.json()["stored"] == 0
+    assert again.json()["duplicates"] == 2
+
+
+async def test_collaboration_events_land_in_collaboration_facts(segment):
+    await send(
+        segment,
+        [group("u1", "g1", crm_id="1001"), track("u1", group="g1", event="Beta Joined")],
+    )
+    await segment.runtime.pipeline.run_once()
+    async with segment.runtime.sessions() as session:
+        kinds = (await session.execute(select(CollaborationFact.kind))).scalars().all()
+    assert kinds == ["beta"]
+    assert await usage_users(segment, "1001") == {"u1"}
+
+
+async def test_events_wait_for_a_late_group_mapping_then_count(segment):
+    early = [track("u1", group="g7"), track("u2", group="g7")]
+    await send(segment, early)
+    await segment.runtime.pipeline.run_once()
+    assert set((await statuses(segment)).values()) == {"unmatched"}
+    async with segment.runtime.sessions() as session:
+        [waiting], total = await product.list_unmatched(session, connection="default", limit=10)
+    assert (total, waiting.key, waiting.events) == (1, "group:g7", 2)
+    assert "crm_id" in (waiting.reason or "")
+
+    # The group call without the trait does not map it yet; with the trait it does.
+    await send(segment, [group("u1", "g7")])
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "4242") == set()
+    await send(segment, [group("u1", "g7", crm_id="4242")])
+    await segment.runtime.pipeline.run_once()  # the group call: releases the waiting tracks
+    await segment.runtime.pipeline.run_once()  # the released tracks
+    assert await usage_users(segment, "4242") == {"u1", "u2"}
+    assert "unmatched" not in set((await statuses(segment)).values())
+
+
+async def test_a_track_without_group_uses_the_group_the_user_joined(segment):
+    await send(segment, [track("u9")])
+    await segment.runtime.pipeline.run_once()
+    async with segment.runtime.sessions() as session:
+        [waiting], _ = await product.list_unmatched(session, connection="default", limit=10)
+    assert waiting.key == "user:u9"
+    await send(segment, [group("u9", "g9", crm_id="99")])
+    await segment.runtime.pipeline.run_once()
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "99") == {"u9"}
+
+
+async def test_group_call_and_track_in_one_batch_match_in_any_order(segment):
+    await send(segment, [track("u1", group="g3"), group("u1", "g3", crm_id="303")])
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "303") == {"u1"}
+
+
+async def test_an_older_group_call_does_not_undo_a_newer_mapping(segment):
+    newer = group("u1", "g4", crm_id="new")
+    older = {**group("u1", "g4", crm_id="old"), "timestamp": "2020-01-01T00:00:00Z"}
+    await send(segment, [newer])
+    await segment.runtime.pipeline.run_once()
+    await send(segment, [older])
+    await segment.runtime.pipeline.run_once()
+    async with segment.runtime.sessions() as session:
+        row = (await session.execute(select(ProductGroup))).scalar_one()
+    assert (row.match_value, row.crm_id) == ("new", "new")
+
+
+async def test_domain_matching_waits_for_the_crm_account_to_have_the_domain(service_factory):
+    service = await service_factory(
+        segment_write_key=WRITE_KEY,
+        hubspot_access_token=None,
+        segment_account_match="domain",
+        segment_account_trait="website",
+    )
+    await send(service, [group("u1", "g5", website="https://www.initech.example/"), track("u1")])
+    await service.runtime.pipeline.run_once()
+    assert "unmatched" in set((await statuses(service)).values())
+    # The CRM account arrives with its domain (here as a native account event).
+    await store_native(
+        service.runtime,
+        [native("account", "777", attributes={"name": "Initech", "domain": "initech.example"})],
+    )
+    await service.runtime.pipeline.run_once()
+    await service.runtime.pipeline.run_once()
+    assert await usage_users(service, "777") == {"u1"}
+
+
+async def test_group_id_matching_needs_no_group_call(service_factory):
+    service = await service_factory(
+        segment_write_key=WRITE_KEY, hubspot_access_token=None, segment_account_match="group_id"
+    )
+    await send(service, [track("u1", group="5150")])
+    await service.runtime.pipeline.run_once()
+    assert await usage_users(service, "5150") == {"u1"}
+
+
+async def test_a_mapping_saved_by_another_worker_releases_parked_events(segment):
+    await send(segment, [track("u1", group="g8")])
+    await segment.runtime.pipeline.run_once()
+    now = datetime.now(UTC)
+    async with segment.runtime.sessions() as session, session.begin():
+        session.add(
+            ProductGroup(
+                connection="default",
+                group_id="g8",
+                crm_id="808",
+                updated_at=now,
+                first_seen_at=now,
+            )
+        )
+    async with segment.runtime.sessions() as session, session.begin():
+        assert await product.release_resolvable(session, now=now) == 1
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "808") == {"u1"}
+
+
+async def test_segment_and_crm_events_of_one_account_land_in_the_same_facts(segment):
+    await store_native(segment.runtime, [native("usage", "1001", user="from-csv")])
+    await send(segment, [group("u1", "g1", crm_id="1001"), track("u1", group="g1")])
+    await segment.runtime.pipeline.run_once()
+    assert await usage_users(segment, "1001") == {"from-csv", "u1"}
+    async with segment.runtime.sessions() as session:
+        accounts = (await session.execute(select(Account.crm_id))).scalars().all()
+    assert accounts == ["1001"]
+
+
+# --- the HTTP contract -----------------------------------------------------------------------
+
+
+async def test_single_track_call_is_accepted(segment):
+    response = await segment.client.post(
+        "/ingest/segment/v1/track",
+        json={"userId": "019mr8mf4r", "event": "Item Purchased", "context": {"groupId": "g"}},
+        headers=basic(),
+    )
+    assert response.status_code == 200
+    assert response.json()["success"] is True
+
+
+async def test_write_key_in_the_body_is_accepted(segment):
+    response = await segment.client.post(
+        "/ingest/segment/v1/batch", json={"batch": [track("u1")], "writeKey": WRITE_KEY}
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, basic("wrong-key"), {"Authorization": "Basic !!!"}, {"Authorization": "Bearer x"}],
+)
+async def test_missing_or_wrong_write_key_is_401(segment, headers):
+    response = await send(segment, [track("u1")], headers=headers)
+    assert response.status_code == 401
+    assert "write key" in response.json()["detail"] or "Basic" in response.json()["detail"]
+    assert await statuses(segment) == {}
+
+
+async def test_without_a_configured_write_key_segment_calls_are_503(service):
+    response = await send(service, [track("u1")])
+    assert response.status_code == 503
+    assert "CRM_HEALTH_SEGMENT_WRITE_KEY" in response.json()["detail"]
+
+
+async def test_invalid_call_in_a_batch_is_400_naming_it_and_nothing_is_stored(segment):
+    response = await send(segment, [track("u1"), {"type": "track", "userId": "u2"}])
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("batch[1].event")
+    assert await statuses(segment) == {}
+
+
+async def test_batch_over_500_kb_is_413(segment):
+    calls = [track("u1", properties={"blob": "x" * 20_000}) for _ in range(27)]
+    response = await send(segment, calls)
+    assert response.status_code == 413
+
+
+async def test_unknown_call_is_404(segment):
+    response = await segment.client.post("/ingest/segment/v1/purchase", json={}, headers=basic())
+    assert response.status_code == 404
+    assert "batch" in response.json()["detail"]
