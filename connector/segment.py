@@ -1,9 +1,10 @@
 """Segment's tracking spec as a source of product usage and collaboration.
 
-Intake (`parse_request`) checks a request the way Segment's HTTP Tracking API does (call types,
-identities, sizes) and prepares each message for the inbox: batch context merged in, clock skew
-corrected, a dedup key from `messageId`. The worker (`interpret`) later reads a stored message
-as a product-account mapping (`group`, `identify` with a company) or as activity
+Intake (`check_request`) checks a request the way Segment's HTTP Tracking API does (sizes,
+call types, identities) and the request is stored whole: the request path stays as cheap as
+parsing it. The worker splits it (`split_request`): batch context merged in, clock skew
+corrected, a dedup key from `messageId` per call. It then reads each stored call
+(`interpret`) as a product-account mapping (`group`, `identify` with a company) or as activity
 (`track`/`page`/`screen`), under the connection's current options.
 """
 
@@ -51,15 +52,17 @@ class InboxMessage:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ParsedRequest:
-    messages: list[InboxMessage]
+class CheckedRequest:
+    calls: int
     # A write key sent in the body (Segment's writeKey authentication), if any.
     write_key: str | None
 
 
-def parse_request(body: bytes, *, call: str, received_at: datetime) -> ParsedRequest:
-    """Validate one request to `/v1/{call}`; raise PayloadError (400) or PayloadTooLargeError
-    (413) naming the field. Nothing is accepted unless every call in it is valid."""
+def check_request(body: bytes, *, call: str) -> CheckedRequest:
+    """Intake's half, cheap enough for the request path: the size limits, JSON, and the shape
+    of every call (type, identities, `event`, `groupId`). Raise PayloadError (400) or
+    PayloadTooLargeError (413) naming the field; nothing is accepted unless every call passes.
+    Times and the 32 KB limit per call inside a batch are checked by `split_request`."""
     if call not in (*CALL_TYPES, "batch"):
         raise PayloadError(f"unknown call {call!r}: expected batch or one of {CALL_TYPES}")
     limit = BATCH_MAX_BYTES if call == "batch" else MESSAGE_MAX_BYTES
@@ -67,48 +70,43 @@ def parse_request(body: bytes, *, call: str, received_at: datetime) -> ParsedReq
         raise PayloadTooLargeError(
             f"body of {len(body)} bytes exceeds Segment's {limit // 1024} KB limit for {call}"
         )
-    try:
-        document: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise PayloadError("body must be a JSON object")
+    document = _document(body)
     write_key = document.get("writeKey")
     if write_key is not None and not isinstance(write_key, str):
         raise PayloadError("writeKey: must be a string")
     if call != "batch":
-        # The path names the call; a `type` in the body is Segment's, not the caller's, choice.
-        message = {**document, "type": call}
-        message.pop("writeKey", None)
-        return ParsedRequest(
-            messages=[_prepare(message, "", received_at=received_at)], write_key=write_key
-        )
-    return ParsedRequest(
-        messages=_batch_messages(document, body_size=len(body), received_at=received_at),
-        write_key=write_key,
-    )
-
-
-def _batch_messages(
-    document: dict[str, Any], *, body_size: int, received_at: datetime
-) -> list[InboxMessage]:
+        _check_shape({**document, "type": call}, "")
+        return CheckedRequest(calls=1, write_key=write_key)
     items = document.get("batch")
     if not isinstance(items, list):
         raise PayloadError("batch: required, an array of calls")
+    for name in ("context", "integrations"):
+        _object(document, name, "")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"batch[{index}]: must be an object")
+        _check_shape(item, f"batch[{index}].")
+    return CheckedRequest(calls=len(items), write_key=write_key)
+
+
+def split_request(
+    body: str | bytes, *, call: str, received_at: datetime, strict: bool = False
+) -> list[InboxMessage]:
+    """The worker's half: each call of a request `check_request` accepted, with the batch's
+    context merged in, its time corrected and its dedup key. A call failing the remaining
+    checks (a timestamp, the 32 KB limit per call) is kept with its error under `_invalid`,
+    so it is dead-lettered with the reason, not lost; `strict` raises instead."""
+    document = _document(body)
+    if call != "batch":
+        message = {**document, "type": call}
+        message.pop("writeKey", None)
+        return [_prepared(message, "", received_at=received_at, strict=strict)]
     shared_context = _object(document, "context", "")
     shared_integrations = _object(document, "integrations", "")
     shared_sent_at = document.get("sentAt")
     messages: list[InboxMessage] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(document.get("batch") or []):
         where = f"batch[{index}]."
-        if not isinstance(item, dict):
-            raise PayloadError(f"batch[{index}]: must be an object")
-        # No call can be over the limit when the whole body is not: skip measuring each.
-        size = 0 if body_size <= MESSAGE_MAX_BYTES else len(_compact(item))
-        if size > MESSAGE_MAX_BYTES:
-            raise PayloadTooLargeError(
-                f"batch[{index}]: call of {size} bytes exceeds Segment's 32 KB limit per call"
-            )
         message = dict(item)
         # Batch-level context and integrations are merged in; the call's own values win.
         if shared_context:
@@ -120,11 +118,34 @@ def _batch_messages(
             }
         if shared_sent_at is not None and "sentAt" not in message:
             message["sentAt"] = shared_sent_at
-        messages.append(_prepare(message, where, received_at=received_at))
+        size = len(_compact(item))
+        if size > MESSAGE_MAX_BYTES:
+            error = f"{where[:-1]}: call of {size} bytes exceeds Segment's 32 KB limit per call"
+            if strict:
+                raise PayloadTooLargeError(error)
+            messages.append(_invalid(message, error))
+            continue
+        messages.append(_prepared(message, where, received_at=received_at, strict=strict))
     return messages
 
 
-def _prepare(message: dict[str, Any], where: str, *, received_at: datetime) -> InboxMessage:
+def parse_request(body: bytes, *, call: str, received_at: datetime) -> list[InboxMessage]:
+    """Both halves at once, all or nothing (what a request would give after the worker)."""
+    check_request(body, call=call)
+    return split_request(body, call=call, received_at=received_at, strict=True)
+
+
+def _document(body: str | bytes) -> dict[str, Any]:
+    try:
+        document: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("body must be a JSON object")
+    return document
+
+
+def _check_shape(message: dict[str, Any], where: str) -> str:
     call = message.get("type")
     if call not in CALL_TYPES:
         raise PayloadError(f"{where}type: required, one of {', '.join(CALL_TYPES)}")
@@ -148,12 +169,36 @@ def _prepare(message: dict[str, Any], where: str, *, received_at: datetime) -> I
     message_id = message.get("messageId")
     if message_id is not None and (not isinstance(message_id, str) or not message_id):
         raise PayloadError(f"{where}messageId: must be a non-empty string")
-    dedup_key = (
-        message_id
-        if message_id is not None and len(message_id) <= _MAX_ID
-        else "sha256:" + hashlib.sha256(_canonical(message)).hexdigest()
+    return str(call)
+
+
+def _dedup_key(message: dict[str, Any]) -> str:
+    message_id = message.get("messageId")
+    if isinstance(message_id, str) and message_id and len(message_id) <= _MAX_ID:
+        return message_id
+    return "sha256:" + hashlib.sha256(_canonical(message)).hexdigest()
+
+
+def _invalid(message: dict[str, Any], error: str) -> InboxMessage:
+    kind = message.get("type")
+    return InboxMessage(
+        dedup_key=_dedup_key(message),
+        kind=kind if kind in CALL_TYPES else "invalid",
+        payload={**message, "_invalid": error},
     )
-    _stamp(message, where, received_at=received_at)
+
+
+def _prepared(
+    message: dict[str, Any], where: str, *, received_at: datetime, strict: bool
+) -> InboxMessage:
+    try:
+        call = _check_shape(message, where)
+        dedup_key = _dedup_key(message)
+        _stamp(message, where, received_at=received_at)
+    except PayloadError as exc:
+        if strict:
+            raise
+        return _invalid(message, str(exc))
     return InboxMessage(dedup_key=dedup_key, kind=call, payload=message)
 
 
@@ -197,6 +242,13 @@ def parse_timestamp(value: object, where: str) -> datetime:
     "2015-2-02T00:30:08.276Z"); a time without offset is UTC, as Segment treats it."""
     if not isinstance(value, str):
         raise PayloadError(f"{where}: must be an ISO 8601 string")
+    try:
+        # The common, well-formed case, without the regular expression's cost.
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     match = _LENIENT_TIMESTAMP.match(value.strip())
     if match is None:
         raise PayloadError(f"{where}: {value!r} is not an ISO 8601 date-time")
@@ -324,6 +376,9 @@ ProductMessage = GroupCall | Activity
 def interpret(message: Mapping[str, Any], options: SegmentOptions) -> ProductMessage | None:
     """What a stored call means for health; None when nothing (an alias, an identify without a
     company, an anonymous page view that is not a collaboration event)."""
+    invalid = message.get("_invalid")
+    if invalid is not None:
+        raise PayloadError(str(invalid))
     call = message.get("type")
     at = parse_timestamp(message.get("timestamp"), "timestamp")
     user_id = _identifier(message, "userId", "")

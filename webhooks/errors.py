@@ -8,6 +8,7 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── InvalidFields (422)      ingest: events that break the schema (each field named)
 ├── NotFound (404)           a path naming something that does not exist
 ├── NotConfigured (503)      intake: the connection lacks the secret to verify a request
+├── StorageUnavailable (503) intake: the database did not take the events; nothing was acked
 ├── Conflict (409)           oauth: the portal is already connected another way
 └── UpstreamFailed (502)     oauth: HubSpot's token endpoint could not be reached or failed
 """
@@ -58,3 +59,7 @@ class InvalidFields(ServiceError):
 
 class NotFound(ServiceError):
     status_code = 404
+
+
+class StorageUnavailable(ServiceError):
+    status_code = 503

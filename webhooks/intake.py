@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -29,6 +30,7 @@ from webhooks.errors import (
     PayloadTooLarge,
     Unauthenticated,
 )
+from webhooks.inbox_writer import InboxWriter
 from webhooks.store import inbox
 from webhooks.store.db import SessionFactory
 
@@ -163,6 +165,8 @@ async def accept_hubspot(
 # --- Segment-compatible product events ----------------------------------------------------------
 
 
+# Inbox kind of a whole Segment request, split into calls by the worker.
+SEGMENT_REQUEST = "request:"
 SEGMENT_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment"'}
 
 
@@ -185,13 +189,15 @@ def basic_user(authorization: str | None) -> str | None:
 
 async def accept_segment(
     *,
-    sessions: SessionFactory,
+    writer: InboxWriter,
     connections: ConnectionRegistry,
     call: str,
     body: bytes,
     authorization: str | None,
     now: datetime,
 ) -> IntakeResult:
+    """Check and store one Segment request whole; the worker splits it into calls (each
+    deduplicated on its messageId). A request sent again byte for byte is stored once."""
     if not connections.has_segment_sources():
         raise NotConfigured(
             "Segment ingestion is not configured: set CRM_HEALTH_SEGMENT_WRITE_KEY or a "
@@ -203,39 +209,45 @@ async def accept_segment(
         # Checked before the body is read any further: an unknown sender gets nothing parsed.
         raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
     try:
-        parsed = segment.parse_request(body, call=call, received_at=now)
+        checked = segment.check_request(body, call=call)
     except PayloadTooLargeError as exc:
         raise PayloadTooLarge(str(exc)) from exc
     except PayloadError as exc:
         raise BadPayload(str(exc)) from exc
     if source is None:
-        if parsed.write_key is None:
+        if checked.write_key is None:
             raise Unauthenticated(
                 "missing Segment write key: send it as the HTTP Basic user (or writeKey)",
                 headers=SEGMENT_CHALLENGE,
             )
-        source = connections.segment_for_write_key(parsed.write_key)
+        source = connections.segment_for_write_key(checked.write_key)
         if source is None:
             raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
-    async with sessions() as session, session.begin():
-        stored = await inbox.insert_events(
-            session,
-            source="segment",
-            connection=source.connection,
-            events=[
-                inbox.NewEvent(dedup_key=m.dedup_key, kind=m.kind, payload=m.payload)
-                for m in parsed.messages
-            ],
-            received_at=now,
-        )
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise BadPayload("body must be UTF-8 encoded JSON") from None
+    stored = await writer.write(
+        source="segment",
+        connection=source.connection,
+        events=[
+            inbox.NewEvent(
+                dedup_key="request:" + hashlib.sha256(body).hexdigest(),
+                kind=f"{SEGMENT_REQUEST}{call}",
+                payload={"call": call, "received_at": now.isoformat()},
+                body=text,
+            )
+        ],
+        received_at=now,
+    )
     log.info(
         "segment_accepted",
         connection=source.connection,
         call=call,
-        received=len(parsed.messages),
-        stored=stored,
+        calls=checked.calls,
+        duplicate_request=not stored,
     )
-    return IntakeResult(received=len(parsed.messages), stored=stored)
+    return IntakeResult(received=checked.calls, stored=checked.calls if stored else 0)
 
 
 # --- native events --------------------------------------------------------------------------------

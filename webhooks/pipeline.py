@@ -22,11 +22,12 @@ from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
 from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
-from connector.segment import ProductMessage, SegmentOptions, interpret
+from connector.segment import ProductMessage, SegmentOptions, interpret, split_request
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
 from webhooks.connections import ConnectionRegistry
+from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
 from webhooks.store import accounts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
@@ -53,10 +54,16 @@ class Decoded:
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
+    # Events an event splits into (a Segment request into its calls), stored as new inbox rows.
+    spawn: dict[int, list[inbox.NewEvent]] = field(default_factory=dict)
 
     def add(self, other: Decoded) -> None:
         self.events.update(other.events)
         self.product.update(other.product)
+        self.spawn.update(other.spawn)
+        self.contacts_gone.update(other.contacts_gone)
+        self.ignored.extend(other.ignored)
+
         self.contacts_gone.update(other.contacts_gone)
         self.ignored.extend(other.ignored)
         self.dead.update(other.dead)
@@ -143,15 +150,33 @@ def decode_segment(
     decoded = Decoded()
     for row in claimed:
         try:
+            if row.kind.startswith(SEGMENT_REQUEST):
+                decoded.spawn[row.id] = _split_segment_request(row.payload, row.body)
+                continue
             message = interpret(row.payload, options)
-        except PayloadError as exc:
-            decoded.dead[row.id] = f"undecodable payload: {exc}"
+        except (PayloadError, KeyError, TypeError, ValueError) as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc!r}"
             continue
+
         if message is None:
             decoded.ignored.append(row.id)
         else:
             decoded.product[row.id] = (connection, message)
     return decoded
+
+
+def _split_segment_request(payload: Mapping[str, Any], body: str | None) -> list[inbox.NewEvent]:
+    if body is None:
+        raise ValueError("a stored Segment request without its body")
+    calls = split_request(
+        body,
+        call=payload["call"],
+        received_at=datetime.fromisoformat(payload["received_at"]),
+    )
+    return [
+        inbox.NewEvent(dedup_key=call.dedup_key, kind=call.kind, payload=call.payload)
+        for call in calls
+    ]
 
 
 # How often parked product events are re-checked (see product.release_resolvable).
@@ -198,6 +223,10 @@ class _Sorted:
     failed: dict[int, str] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
+    # By (source, connection, when the splitting event was received).
+    spawn: dict[tuple[str, str, datetime], list[inbox.NewEvent]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     gone: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
         default_factory=lambda: defaultdict(list)
@@ -392,6 +421,10 @@ class Pipeline:
             elif event.id in decoded.product:
                 # Placed on its account inside the transaction (webhooks.matching).
                 out.product[event.id] = decoded.product[event.id]
+            elif event.id in decoded.spawn:
+                key = (event.source, event.connection, event.received_at)
+                out.spawn[key].extend(decoded.spawn[event.id])
+                out.done.append(event.id)
             elif event.id in decoded.events:
                 crm = self._crm_of(event.connection)
                 for normalised in decoded.events[event.id]:
@@ -410,6 +443,15 @@ class Pipeline:
         out = self._sort(claimed, report, decoded)
         per_account = out.per_account
         async with self._sessions() as session, session.begin():
+            for (source, connection, received_at), spawned in out.spawn.items():
+                # Redelivered calls are skipped here, on their own dedup keys.
+                await inbox.insert_events(
+                    session,
+                    source=source,
+                    connection=connection,
+                    events=spawned,
+                    received_at=received_at,
+                )
             matched = await match_product_events(
                 session,
                 messages=out.product,

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from webhooks.connections import ConnectionRegistry, connections_from_settings
+from webhooks.inbox_writer import InboxWriter
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.settings import Settings
 from webhooks.store.db import SessionFactory, create_engine, create_session_factory
@@ -25,6 +26,7 @@ class Runtime:
     sessions: SessionFactory
     connections: ConnectionRegistry
     pipeline: Pipeline
+    writer: InboxWriter
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     worker_task: asyncio.Task[None] | None = None
     provision_task: asyncio.Task[None] | None = None
@@ -53,6 +55,7 @@ class Runtime:
             sessions=sessions,
             connections=connections,
             pipeline=pipeline,
+            writer=InboxWriter(engine),
         )
 
     async def open(self) -> None:
@@ -94,5 +97,6 @@ class Runtime:
                 await self.provision_task
         if self.worker_task is not None:
             await self.worker_task
+        await self.writer.aclose()
         await self.connections.aclose()
         await self.engine.dispose()

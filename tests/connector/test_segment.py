@@ -17,10 +17,12 @@ from connector.segment import (
     Activity,
     GroupCall,
     SegmentOptions,
+    check_request,
     interpret,
     normalised_domain,
     parse_request,
     parse_timestamp,
+    split_request,
 )
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -112,7 +114,7 @@ def body(document: object) -> bytes:
 
 
 def stored(document: Mapping[str, Any], call: str) -> dict[str, Any]:
-    [message] = parse_request(body(document), call=call, received_at=NOW).messages
+    [message] = parse_request(body(document), call=call, received_at=NOW)
     return message.payload
 
 
@@ -127,34 +129,30 @@ def stored(document: Mapping[str, Any], call: str) -> dict[str, Any]:
     ],
 )
 def test_spec_examples_are_accepted_with_their_call_type(call, document):
-    parsed = parse_request(body(document), call=call, received_at=NOW)
-    [message] = parsed.messages
+    [message] = parse_request(body(document), call=call, received_at=NOW)
     assert message.kind == call
     assert message.payload["type"] == call
 
 
 def test_spec_batch_example_is_accepted_with_context_merged_and_write_key_read():
-    parsed = parse_request(body(SPEC_BATCH), call="batch", received_at=NOW)
-    assert parsed.write_key == "YOUR_WRITE_KEY"
-    assert [m.kind for m in parsed.messages] == ["identify", "track", "identify", "track"]
-    assert all(m.payload["context"]["device"]["type"] == "phone" for m in parsed.messages)
+    checked = check_request(body(SPEC_BATCH), call="batch")
+    assert (checked.calls, checked.write_key) == (4, "YOUR_WRITE_KEY")
+    messages = parse_request(body(SPEC_BATCH), call="batch", received_at=NOW)
+    assert [m.kind for m in messages] == ["identify", "track", "identify", "track"]
+    assert all(m.payload["context"]["device"]["type"] == "phone" for m in messages)
     # The unpadded month of the published example is read as February.
-    assert parsed.messages[3].payload["timestamp"].startswith("2015-02-02T00:30:12.984")
+    assert messages[3].payload["timestamp"].startswith("2015-02-02T00:30:12.984")
 
 
 def test_message_id_is_the_dedup_key():
-    [message] = parse_request(body(SPEC_GROUP_COMPLETE), call="group", received_at=NOW).messages
+    [message] = parse_request(body(SPEC_GROUP_COMPLETE), call="group", received_at=NOW)
     assert message.dedup_key == "022bb90c-bbac-11e4-8dfc-aa07a5b093db"
 
 
 def test_a_call_without_message_id_gets_the_same_key_when_sent_again():
-    first = parse_request(body(SPEC_TRACK), call="track", received_at=NOW).messages[0]
-    again = parse_request(
-        body(SPEC_TRACK), call="track", received_at=NOW + timedelta(seconds=5)
-    ).messages[0]
-    other = parse_request(
-        body({**SPEC_TRACK, "event": "Other"}), call="track", received_at=NOW
-    ).messages[0]
+    first = parse_request(body(SPEC_TRACK), call="track", received_at=NOW)[0]
+    again = parse_request(body(SPEC_TRACK), call="track", received_at=NOW + timedelta(seconds=5))[0]
+    other = parse_request(body({**SPEC_TRACK, "event": "Other"}), call="track", received_at=NOW)[0]
     assert first.dedup_key == again.dedup_key
     assert first.dedup_key != other.dedup_key
 
@@ -349,3 +347,21 @@ def test_alias_means_nothing_for_health():
 )
 def test_domains_are_normalised(value, domain):
     assert normalised_domain(value) == domain
+
+
+def test_the_worker_keeps_a_call_with_a_bad_timestamp_with_its_error():
+    calls = [
+        {"type": "track", "userId": "u", "event": "E", "timestamp": "yesterday"},
+        {"type": "track", "userId": "u", "event": "E"},
+    ]
+    bad, good = split_request(body({"batch": calls}), call="batch", received_at=NOW)
+    assert bad.payload["_invalid"].startswith("batch[0].timestamp")
+    with pytest.raises(PayloadError, match=r"batch\[0\]\.timestamp"):
+        interpret(bad.payload, SegmentOptions())
+    assert "_invalid" not in good.payload
+
+
+def test_the_worker_keeps_a_call_over_32_kb_with_its_error():
+    calls = [{"type": "track", "userId": "u", "event": "E", "properties": {"x": "y" * 33_000}}]
+    [big] = split_request(body({"batch": calls}), call="batch", received_at=NOW)
+    assert "32 KB" in big.payload["_invalid"]

@@ -147,7 +147,8 @@ async def park_one(service):
         },
         headers={"Authorization": auth},
     )
-    await service.runtime.pipeline.run_once()
+    await service.runtime.pipeline.run_once()  # the request, split into its calls
+    await service.runtime.pipeline.run_once()  # the calls
 
 
 async def test_unmatched_lists_what_waits_with_the_groups_name(service_factory):

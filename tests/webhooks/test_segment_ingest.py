@@ -67,6 +67,15 @@ async def send(service, calls, *, headers=None):
     )
 
 
+async def drain(service) -> None:
+    """Run the worker until the inbox is quiet: a request is split into calls in one pass
+    and its calls processed in the next."""
+    for _ in range(10):
+        if not await service.runtime.pipeline.run_once():
+            return
+    raise AssertionError("the worker never ran out of work")
+
+
 async def usage_users(service, crm_id: str) -> set[str]:
     async with service.runtime.sessions() as session:
         rows = await session.execute(
@@ -76,8 +85,13 @@ async def usage_users(service, crm_id: str) -> set[str]:
 
 
 async def statuses(service) -> dict[str, str]:
+    """The status of each call (the stored requests they were split from left out)."""
     async with service.runtime.sessions() as session:
-        rows = await session.execute(select(InboxEvent.dedup_key, InboxEvent.status))
+        rows = await session.execute(
+            select(InboxEvent.dedup_key, InboxEvent.status).where(
+                InboxEvent.kind.not_like("request:%")
+            )
+        )
         return {str(key): str(status) for key, status in rows}
 
 
@@ -88,11 +102,12 @@ async def test_tracks_of_a_mapped_group_become_usage_of_its_crm_account(segment)
     )
     assert response.status_code == 200
     assert response.json() == {"success": True, "received": 3, "stored": 3, "duplicates": 0}
-    await segment.runtime.pipeline.run_once()
+    assert response.json()["success"] is True
+    await drain(segment)
     assert await usage_users(segment, "1001") == {"u1", "u2"}
 
 
-async def test_redelivered_message_ids_are_stored_once(segment):
+async def test_a_request_sent_again_byte_for_byte_is_stored_once(segment):
     calls = [group("u1", "g1", crm_id="1001"), track("u1", group="g1")]
     await send(segment, calls)
     again = await send(segment, calls)
@@ -100,12 +115,25 @@ async def test_redelivered_message_ids_are_stored_once(segment):
     assert again.json()["duplicates"] == 2
 
 
+async def test_calls_redelivered_in_another_batch_count_once(segment):
+    first = [group("u1", "g1", crm_id="1001"), track("u1", group="g1")]
+    await send(segment, first)
+    await send(segment, [*first, track("u2", group="g1")])  # a retry with one more call
+    await drain(segment)
+    async with segment.runtime.sessions() as session:
+        calls = (
+            await session.execute(select(InboxEvent.kind).where(InboxEvent.kind == "track"))
+        ).all()
+    assert len(calls) == 2
+    assert await usage_users(segment, "1001") == {"u1", "u2"}
+
+
 async def test_collaboration_events_land_in_collaboration_facts(segment):
     await send(
         segment,
         [group("u1", "g1", crm_id="1001"), track("u1", group="g1", event="Beta Joined")],
     )
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     async with segment.runtime.sessions() as session:
         kinds = (await session.execute(select(CollaborationFact.kind))).scalars().all()
     assert kinds == ["beta"]
@@ -115,7 +143,7 @@ async def test_collaboration_events_land_in_collaboration_facts(segment):
 async def test_events_wait_for_a_late_group_mapping_then_count(segment):
     early = [track("u1", group="g7"), track("u2", group="g7")]
     await send(segment, early)
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     assert set((await statuses(segment)).values()) == {"unmatched"}
     async with segment.runtime.sessions() as session:
         [waiting], total = await product.list_unmatched(session, connection="default", limit=10)
@@ -124,30 +152,29 @@ async def test_events_wait_for_a_late_group_mapping_then_count(segment):
 
     # The group call without the trait does not map it yet; with the trait it does.
     await send(segment, [group("u1", "g7")])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     assert await usage_users(segment, "4242") == set()
     await send(segment, [group("u1", "g7", crm_id="4242")])
-    await segment.runtime.pipeline.run_once()  # the group call: releases the waiting tracks
-    await segment.runtime.pipeline.run_once()  # the released tracks
+    await drain(segment)  # the group call releases the waiting tracks, then they count
     assert await usage_users(segment, "4242") == {"u1", "u2"}
     assert "unmatched" not in set((await statuses(segment)).values())
 
 
 async def test_a_track_without_group_uses_the_group_the_user_joined(segment):
     await send(segment, [track("u9")])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     async with segment.runtime.sessions() as session:
         [waiting], _ = await product.list_unmatched(session, connection="default", limit=10)
     assert waiting.key == "user:u9"
     await send(segment, [group("u9", "g9", crm_id="99")])
-    await segment.runtime.pipeline.run_once()
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
+    await drain(segment)
     assert await usage_users(segment, "99") == {"u9"}
 
 
 async def test_group_call_and_track_in_one_batch_match_in_any_order(segment):
     await send(segment, [track("u1", group="g3"), group("u1", "g3", crm_id="303")])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     assert await usage_users(segment, "303") == {"u1"}
 
 
@@ -155,9 +182,9 @@ async def test_an_older_group_call_does_not_undo_a_newer_mapping(segment):
     newer = group("u1", "g4", crm_id="new")
     older = {**group("u1", "g4", crm_id="old"), "timestamp": "2020-01-01T00:00:00Z"}
     await send(segment, [newer])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     await send(segment, [older])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     async with segment.runtime.sessions() as session:
         row = (await session.execute(select(ProductGroup))).scalar_one()
     assert (row.match_value, row.crm_id) == ("new", "new")
@@ -171,15 +198,15 @@ async def test_domain_matching_waits_for_the_crm_account_to_have_the_domain(serv
         segment_account_trait="website",
     )
     await send(service, [group("u1", "g5", website="https://www.initech.example/"), track("u1")])
-    await service.runtime.pipeline.run_once()
+    await drain(service)
     assert "unmatched" in set((await statuses(service)).values())
     # The CRM account arrives with its domain (here as a native account event).
     await store_native(
         service.runtime,
         [native("account", "777", attributes={"name": "Initech", "domain": "initech.example"})],
     )
-    await service.runtime.pipeline.run_once()
-    await service.runtime.pipeline.run_once()
+    await drain(service)
+    await drain(service)
     assert await usage_users(service, "777") == {"u1"}
 
 
@@ -188,13 +215,13 @@ async def test_group_id_matching_needs_no_group_call(service_factory):
         segment_write_key=WRITE_KEY, hubspot_access_token=None, segment_account_match="group_id"
     )
     await send(service, [track("u1", group="5150")])
-    await service.runtime.pipeline.run_once()
+    await drain(service)
     assert await usage_users(service, "5150") == {"u1"}
 
 
 async def test_a_mapping_saved_by_another_worker_releases_parked_events(segment):
     await send(segment, [track("u1", group="g8")])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     now = datetime.now(UTC)
     async with segment.runtime.sessions() as session, session.begin():
         session.add(
@@ -208,14 +235,14 @@ async def test_a_mapping_saved_by_another_worker_releases_parked_events(segment)
         )
     async with segment.runtime.sessions() as session, session.begin():
         assert await product.release_resolvable(session, now=now) == 1
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     assert await usage_users(segment, "808") == {"u1"}
 
 
 async def test_segment_and_crm_events_of_one_account_land_in_the_same_facts(segment):
     await store_native(segment.runtime, [native("usage", "1001", user="from-csv")])
     await send(segment, [group("u1", "g1", crm_id="1001"), track("u1", group="g1")])
-    await segment.runtime.pipeline.run_once()
+    await drain(segment)
     assert await usage_users(segment, "1001") == {"from-csv", "u1"}
     async with segment.runtime.sessions() as session:
         accounts = (await session.execute(select(Account.crm_id))).scalars().all()
@@ -257,6 +284,25 @@ async def test_without_a_configured_write_key_segment_calls_are_503(service):
     response = await send(service, [track("u1")])
     assert response.status_code == 503
     assert "CRM_HEALTH_SEGMENT_WRITE_KEY" in response.json()["detail"]
+
+
+async def test_a_call_with_a_bad_timestamp_is_dead_lettered_with_the_reason(segment):
+    calls = [track("u1", group="g1"), {**track("u2", group="g1"), "timestamp": "yesterday"}]
+    await send(segment, [group("u1", "g1", crm_id="1001"), *calls])
+    await drain(segment)
+    async with segment.runtime.sessions() as session:
+        dead = (
+            (
+                await session.execute(
+                    select(InboxEvent.last_error).where(InboxEvent.status == "dead")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(dead) == 1
+    assert "batch[2].timestamp" in dead[0]
+    assert await usage_users(segment, "1001") == {"u1"}
 
 
 async def test_invalid_call_in_a_batch_is_400_naming_it_and_nothing_is_stored(segment):

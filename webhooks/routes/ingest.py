@@ -54,7 +54,7 @@ async def segment_call(
     limit = BATCH_MAX_BYTES if call == "batch" else MESSAGE_MAX_BYTES
     body = await read_body(request, limit=limit)
     result = await intake.accept_segment(
-        sessions=runtime.sessions,
+        writer=runtime.writer,
         connections=runtime.connections,
         call=call,
         body=body,

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from webhooks.store.models import Base, core_table
 
 
-def upsert_insert(session: AsyncSession, model: type[Base]) -> Any:
+def upsert_insert(session: AsyncSession | AsyncConnection, model: type[Base]) -> Any:
     """An INSERT supporting on_conflict_do_nothing/on_conflict_do_update on this backend,
     built on the Core table (see models.core_table)."""
     table = core_table(model)
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = (
+        session.dialect if isinstance(session, AsyncConnection) else session.get_bind().dialect
+    )
+    if dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)

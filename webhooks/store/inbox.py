@@ -3,13 +3,14 @@ dead letters that could not be processed."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
@@ -24,6 +25,7 @@ class NewEvent:
     dedup_key: str
     kind: str
     payload: dict[str, Any]
+    body: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,10 +36,11 @@ class Claimed:
     kind: str
     payload: dict[str, Any]
     received_at: datetime
+    body: str | None = None
 
 
 async def insert_events(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     source: str,
     connection: str,
@@ -61,6 +64,7 @@ async def insert_events(
             "dedup_key": event.dedup_key,
             "kind": event.kind,
             "payload": event.payload,
+            "body": event.body,
             "received_at": received_at,
             "status": PENDING,
             "attempts": 0,
@@ -70,6 +74,48 @@ async def insert_events(
     ]
     inserted = (await session.execute(statement, rows)).scalars().all()
     return len(inserted)
+
+
+async def insert_grouped(
+    connection: AsyncConnection,
+    *,
+    groups: Sequence[tuple[str, str, Sequence[NewEvent], datetime]],
+) -> list[int]:
+    """Store the events of several requests, each (source, connection, events, received_at),
+    in one statement; how many of each request's events were new."""
+    statement = (
+        upsert_insert(connection, InboxEvent)
+        .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
+        .returning(InboxEvent.source, InboxEvent.connection, InboxEvent.dedup_key)
+    )
+    rows = [
+        {
+            "source": source,
+            "connection": name,
+            "dedup_key": event.dedup_key,
+            "kind": event.kind,
+            "payload": event.payload,
+            "body": event.body,
+            "received_at": received_at,
+            "status": PENDING,
+            "attempts": 0,
+            "available_at": received_at,
+        }
+        for source, name, events, received_at in groups
+        for event in events
+    ]
+    inserted = Counter(tuple(row) for row in (await connection.execute(statement, rows)).all())
+    counts = []
+    for source, name, events, _ in groups:
+        count = 0
+        for event in events:
+            key = (source, name, event.dedup_key)
+            # Two requests holding the same event in one group: only one of them stored it.
+            if inserted[key] > 0:
+                inserted[key] -= 1
+                count += 1
+        counts.append(count)
+    return counts
 
 
 async def claim_batch(
@@ -87,7 +133,7 @@ async def claim_batch(
         order_by=InboxEvent.id,
         returning=(
             InboxEvent.id, InboxEvent.source, InboxEvent.connection, InboxEvent.kind,
-            InboxEvent.payload, InboxEvent.received_at,
+            InboxEvent.payload, InboxEvent.received_at, InboxEvent.body,
         ),
     )  # fmt: skip
     claimed = [
@@ -98,6 +144,7 @@ async def claim_batch(
             kind=row[3],
             payload=row[4],
             received_at=row[5],
+            body=row[6],
         )
         for row in rows
     ]

@@ -99,6 +99,9 @@ class InboxEvent(Base):
     lease_until: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A request stored whole, as received (a Segment batch): kept as text, since encoding it as
+    # a JSON string on the request path cost more than storing it.
+    body: Mapped[str | None] = mapped_column(Text)
     # A product event waiting for its account mapping ("group:<id>" or "user:<id>"): status
     # "unmatched" until a group call (or the CRM) supplies the mapping.
     match_key: Mapped[str | None] = mapped_column(String(255))

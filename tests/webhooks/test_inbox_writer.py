@@ -1,0 +1,91 @@
+"""Group commit: concurrent requests share a transaction; each learns how many of its events
+were new; a failed commit fails every request in it (nothing acknowledged is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from webhooks.errors import StorageUnavailable
+from webhooks.inbox_writer import InboxWriter
+from webhooks.store import inbox
+from webhooks.store.db import create_engine, create_session_factory
+from webhooks.store.models import InboxEvent
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def events(*keys: str) -> list[inbox.NewEvent]:
+    return [inbox.NewEvent(dedup_key=key, kind="k", payload={"n": key}) for key in keys]
+
+
+@pytest.fixture
+async def engine(database_url):
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def stored_keys(engine) -> list[str]:
+    async with create_session_factory(engine)() as session:
+        rows = await session.execute(select(InboxEvent.dedup_key).order_by(InboxEvent.dedup_key))
+        return list(rows.scalars())
+
+
+async def test_concurrent_requests_are_stored_with_their_own_counts(engine):
+    writer = InboxWriter(engine)
+    results = await asyncio.gather(
+        writer.write(source="s", connection="c", events=events("a", "b"), received_at=NOW),
+        writer.write(source="s", connection="c", events=events("b", "c"), received_at=NOW),
+        writer.write(source="s", connection="d", events=events("a"), received_at=NOW),
+    )
+    await writer.aclose()
+    # "b" twice in one group: stored once, counted for the request that stored it.
+    assert sorted(results) == [1, 1, 2]
+    assert sum(results) == 4
+    assert await stored_keys(engine) == ["a", "a", "b", "c"]
+
+
+async def test_an_event_already_stored_counts_as_a_duplicate(engine):
+    writer = InboxWriter(engine)
+    assert await writer.write(source="s", connection="c", events=events("a"), received_at=NOW) == 1
+    assert await writer.write(source="s", connection="c", events=events("a"), received_at=NOW) == 0
+    await writer.aclose()
+
+
+async def test_the_body_is_stored_as_text(engine):
+    writer = InboxWriter(engine)
+    body = '{"batch": []}'
+    event = inbox.NewEvent(dedup_key="r", kind="request:batch", payload={}, body=body)
+    await writer.write(source="segment", connection="c", events=[event], received_at=NOW)
+    await writer.aclose()
+    async with create_session_factory(engine)() as session:
+        assert (await session.execute(select(InboxEvent.body))).scalar_one() == body
+
+
+async def test_a_failed_commit_fails_every_request_in_it(engine):
+    writer = InboxWriter(engine)
+    # A payload the database cannot take (not JSON): the whole group's commit fails.
+    broken = inbox.NewEvent(dedup_key="b", kind="k", payload={"x": object()})
+    with pytest.raises(StorageUnavailable, match="send them again"):
+        await asyncio.gather(
+            writer.write(source="s", connection="c", events=events("a"), received_at=NOW),
+            writer.write(source="s", connection="c", events=[broken], received_at=NOW),
+        )
+    await writer.aclose()
+    async with create_session_factory(engine)() as session:
+        count = (await session.execute(select(func.count()).select_from(InboxEvent))).scalar()
+    assert count == 0
+
+
+async def test_close_finishes_what_was_handed_over(engine):
+    writer = InboxWriter(engine)
+    pending = asyncio.ensure_future(
+        writer.write(source="s", connection="c", events=events("a"), received_at=NOW)
+    )
+    await asyncio.sleep(0)
+    await writer.aclose()
+    assert await pending == 1
