@@ -1,0 +1,1 @@
+"""Alerts: rules evaluated when accounts are rescored, a durable delivery outbox, channels."""

@@ -1,0 +1,365 @@
+"""The alert channels file (CRM_HEALTH_ALERT_CHANNELS_FILE) and the channels built from it.
+
+```yaml
+channels:
+  - name: cs-slack            # ^[a-z0-9_.-]{1,64}$, unique; alert rules name channels by it
+    type: slack               # slack | teams | email | webhook | crm_task
+    url: ${SLACK_WEBHOOK_URL} # slack, teams, webhook
+    digest: none              # none | hourly | daily (crm_task: none only)
+  - name: signed
+    type: webhook
+    url: https://example.com/hooks/crm-health
+    secret: ${CRM_HEALTH_WEBHOOK_SECRET}   # whsec_<base64>
+  - name: cs-mail
+    type: email
+    to: [cs-leads@example.com]
+```
+`${VAR}` in any value is replaced with the environment's value after the YAML is read, so
+secrets stay out of the file (and a secret's characters cannot change the YAML's shape).
+Errors name the field (`channels.2.url: ...`) and never quote a URL or a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from connector.http import RetryPolicy
+from webhooks.alerts.channels.crm_task import ConnectorLookup, CRMTaskChannel
+from webhooks.alerts.channels.email import EmailChannel, SMTPOptions
+from webhooks.alerts.channels.http import HTTPSender
+from webhooks.alerts.channels.slack import SlackChannel
+from webhooks.alerts.channels.teams import TeamsChannel
+from webhooks.alerts.channels.webhook import WebhookChannel, decode_secret
+from webhooks.alerts.notice import Channel, Digest
+from webhooks.settings import Settings
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "ChannelSpec",
+    "ChannelsFileError",
+    "build_channels",
+    "check_channels",
+    "load_channels",
+    "read_channels_file",
+    "smtp_options",
+    "valid_address",
+]
+
+ChannelType = Literal["slack", "teams", "email", "webhook", "crm_task"]
+CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = ("slack", "teams", "email", "webhook", "crm_task")
+_NEEDS_URL: Final = frozenset({"slack", "teams", "webhook"})
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
+
+
+class ChannelsFileError(ValueError):
+    """The alert channels file is missing, unreadable or invalid, or the settings an e-mail
+    channel needs are missing; the message names the field and never quotes a secret."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelSpec:
+    """One validated entry of the file; `index` is its position (for messages)."""
+
+    index: int
+    name: str
+    type: ChannelType
+    url: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    to: tuple[str, ...] = ()
+    digest: Digest = "none"
+
+
+class _FileChannel(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(pattern=r"^[a-z0-9_.-]{1,64}$")
+    type: ChannelType
+    url: SecretStr | None = None
+    secret: SecretStr | None = None
+    to: list[str] | None = None
+    digest: Digest = "none"
+
+
+class _ChannelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    channels: list[_FileChannel]
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _expand(value: Any, location: str, path: Path) -> Any:
+    """Replace ${VAR} in every string value with the environment's value."""
+    if isinstance(value, dict):
+        return {
+            key: _expand(item, f"{location}.{key}" if location else str(key), path)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand(item, f"{location}.{index}", path) for index, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ChannelsFileError(
+                f"{path}: {location}: ${{{name}}} is not set in the environment"
+            )
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(variable, value)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a URL cannot be posted to, without quoting it (it may be the secret)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "is not a valid URL"
+    if parsed.scheme not in ("https", "http"):
+        return "must be an https:// (or http://) URL"
+    if not parsed.host:
+        return "has no host"
+    return None
+
+
+def valid_address(value: str) -> bool:
+    """A single e-mail address, bare or with a display name; no header line breaks."""
+    if "\r" in value or "\n" in value:
+        return False
+    _, address = parseaddr(value)
+    return bool(_ADDRESS.match(address))
+
+
+def _check_url(entry: _FileChannel, where: str) -> list[str]:
+    url = entry.url.get_secret_value() if entry.url is not None else None
+    if entry.type not in _NEEDS_URL:
+        return [] if url is None else [f"{where}.url: not used by a {entry.type} channel"]
+    if not url:
+        return [f"{where}.url: required for a {entry.type} channel"]
+    reason = _url_problem(url)
+    return [f"{where}.url: {reason}"] if reason else []
+
+
+def _check_secret(entry: _FileChannel, where: str) -> list[str]:
+    secret = entry.secret.get_secret_value() if entry.secret is not None else None
+    if entry.type != "webhook":
+        return [] if secret is None else [f"{where}.secret: not used by a {entry.type} channel"]
+    if not secret:
+        return [f"{where}.secret: required for a webhook channel (whsec_ followed by base64)"]
+    try:
+        decode_secret(secret)
+    except ValueError as exc:
+        return [f"{where}.secret: {exc}"]
+    return []
+
+
+def _check_to(entry: _FileChannel, where: str) -> list[str]:
+    if entry.type != "email":
+        return [] if entry.to is None else [f"{where}.to: only for email channels"]
+    if not entry.to:
+        return [f"{where}.to: an email channel needs at least one address"]
+    return [
+        f"{where}.to.{position}: not an e-mail address"
+        for position, address in enumerate(entry.to)
+        if not valid_address(address)
+    ]
+
+
+def _check(entry: _FileChannel, index: int) -> list[str]:
+    """What the schema cannot say: which fields each type needs or refuses."""
+    where = f"channels.{index}"
+    problems = [
+        *_check_url(entry, where),
+        *_check_secret(entry, where),
+        *_check_to(entry, where),
+    ]
+    if entry.type == "crm_task" and entry.digest != "none":
+        problems.append(
+            f"{where}.digest: a crm_task channel creates one task per alert, so it cannot be a "
+            "digest (use none)"
+        )
+    return problems
+
+
+def read_channels_file(path: Path) -> list[ChannelSpec]:
+    """The file's channels, validated; ChannelsFileError lists every problem found."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ChannelsFileError(
+            f"cannot read alert channels file {path}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        # Only the position and the problem: the offending line itself may hold a secret.
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ChannelsFileError(f"{path} is not valid YAML{at}: {problem}") from None
+    document = _expand(document, "", path)
+    try:
+        entries = _ChannelsFile.model_validate(document).channels
+    except ValidationError as exc:
+        found = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(file)'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ChannelsFileError(f"{path}: {found}") from None
+    problems: list[str] = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        problems += _check(entry, index)
+        if entry.name in first_use:
+            problems.append(
+                f"channels.{index}.name: {entry.name!r} is already the name of "
+                f"channels.{first_use[entry.name]}"
+            )
+        else:
+            first_use[entry.name] = index
+    if problems:
+        raise ChannelsFileError(f"{path}: {'; '.join(problems)}")
+    return [
+        ChannelSpec(
+            index=index,
+            name=entry.name,
+            type=entry.type,
+            url=None if entry.url is None else entry.url.get_secret_value(),
+            secret=None if entry.secret is None else entry.secret.get_secret_value(),
+            to=tuple(entry.to or ()),
+            digest=entry.digest,
+        )
+        for index, entry in enumerate(entries)
+    ]
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def smtp_options(settings: Settings) -> SMTPOptions | None:
+    """The SMTP server of the settings; None when host or from address is missing."""
+    if settings.smtp_host is None or settings.smtp_from_address is None:
+        return None
+    return SMTPOptions(
+        host=settings.smtp_host,
+        from_address=settings.smtp_from_address,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=None
+        if settings.smtp_password is None
+        else settings.smtp_password.get_secret_value(),
+        timeout_seconds=settings.smtp_timeout_seconds,
+    )
+
+
+def _smtp_for(specs: Sequence[ChannelSpec], settings: Settings, path: Path) -> SMTPOptions | None:
+    emails = [spec for spec in specs if spec.type == "email"]
+    if not emails:
+        return None
+    first = emails[0]
+    options = smtp_options(settings)
+    if options is None:
+        raise ChannelsFileError(
+            f"{path}: channels.{first.index} ({first.name}) is an email channel: set "
+            "CRM_HEALTH_SMTP_HOST and CRM_HEALTH_SMTP_FROM_ADDRESS"
+        )
+    if not valid_address(options.from_address):
+        raise ChannelsFileError("CRM_HEALTH_SMTP_FROM_ADDRESS: not an e-mail address")
+    return options
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.crm_retry_max_attempts,
+        max_elapsed_seconds=settings.crm_retry_max_seconds,
+    )
+
+
+def build_channels(
+    specs: Sequence[ChannelSpec],
+    *,
+    settings: Settings,
+    connector_for: ConnectorLookup,
+    transport: httpx.AsyncBaseTransport | None = None,
+    path: Path = Path("alert channels"),
+) -> dict[str, Channel]:
+    """Channel objects for validated entries. The HTTP channels share one RetryingClient with
+    the settings' retry policy; `transport` replaces its network (tests)."""
+    smtp = _smtp_for(specs, settings, path)
+    sender: HTTPSender | None = None
+    if any(spec.type in _NEEDS_URL for spec in specs):
+        sender = HTTPSender.create(policy=_policy(settings), transport=transport)
+    channels: dict[str, Channel] = {}
+    for spec in specs:
+        channel: Channel
+        if spec.type == "crm_task":
+            channel = CRMTaskChannel(name=spec.name, connector_for=connector_for)
+        elif spec.type == "email":
+            assert smtp is not None  # _smtp_for raised otherwise
+            channel = EmailChannel(name=spec.name, to=spec.to, smtp=smtp, digest=spec.digest)
+        else:
+            # read_channels_file made sure of both
+            assert sender is not None
+            assert spec.url is not None
+            if spec.type == "slack":
+                channel = SlackChannel(
+                    name=spec.name, url=spec.url, sender=sender, digest=spec.digest
+                )
+            elif spec.type == "teams":
+                channel = TeamsChannel(
+                    name=spec.name, url=spec.url, sender=sender, digest=spec.digest
+                )
+            else:
+                assert spec.secret is not None
+                channel = WebhookChannel(
+                    name=spec.name,
+                    url=spec.url,
+                    secret=spec.secret,
+                    sender=sender,
+                    digest=spec.digest,
+                )
+        channels[spec.name] = channel
+    return channels
+
+
+def load_channels(
+    settings: Settings,
+    *,
+    connector_for: ConnectorLookup,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, Channel]:
+    """The channels of CRM_HEALTH_ALERT_CHANNELS_FILE by name; none when it is not set.
+    Close each with `aclose` (the shared HTTP client closes with the last one)."""
+    path = settings.alert_channels_file
+    if path is None:
+        return {}
+    return build_channels(
+        read_channels_file(path),
+        settings=settings,
+        connector_for=connector_for,
+        transport=transport,
+        path=path,
+    )
+
+
+def check_channels(settings: Settings) -> None:
+    """Fail early, naming the field, on a channels file or SMTP settings that cannot work."""
+    path = settings.alert_channels_file
+    if path is not None:
+        _smtp_for(read_channels_file(path), settings, path)
