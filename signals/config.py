@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -150,12 +150,79 @@ class SegmentOverride(BaseModel):
     changes: dict[str, Any] = Field(default_factory=dict)
 
 
+AlertWhen = Literal["band_entered", "score_drop", "indicator_at_risk", "renewal_near"]
+
+
+class AlertRule(BaseModel):
+    """When to tell people about an account, and whom (channel names of the channels file).
+
+    - band_entered: the account's band became `band` (bands already have hysteresis);
+    - score_drop: the score fell at least `points` within `days`;
+    - indicator_at_risk: `indicator` ("signal.indicator") reached its at-risk threshold;
+    - renewal_near: the renewal date is within `days` and the account is not healthy.
+    An alert is raised once per account, rule and band/indicator while its condition lasts; after
+    it ends, the same alert is raised again only once `cooldown_days` have passed.
+    """
+
+    model_config = _STRICT
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    when: AlertWhen
+    band: Literal["at_risk", "neutral"] = "at_risk"
+    points: float = Field(default=15, gt=0, le=100, allow_inf_nan=False)
+    days: int = Field(default=30, ge=1, le=730)
+    indicator: str | None = None
+    # Empty: every account. Otherwise a segment override's name or the account's segment.
+    segments: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    cooldown_days: float = Field(default=7, ge=0, le=365, allow_inf_nan=False)
+    notify_recovered: bool = False
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _indicator_named(self) -> Self:
+        if self.when == "indicator_at_risk":
+            known = _indicator_names()
+            if self.indicator not in known:
+                raise ValueError(
+                    f"indicator: {self.indicator!r} is not one of {', '.join(sorted(known))}"
+                )
+        elif self.indicator is not None:
+            raise ValueError(f"indicator: only for indicator_at_risk rules, not {self.when}")
+        return self
+
+
+def _indicator_names() -> set[str]:
+    defaults = SignalsConfig()
+    return {
+        f"{signal}.{indicator}"
+        for signal, config in defaults.items().items()
+        for indicator in config.indicators.items()
+    }
+
+
+DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(name="entered-at-risk", when="band_entered", band="at_risk", notify_recovered=True),
+    AlertRule(name="score-drop", when="score_drop", points=15, days=30),
+    AlertRule(
+        name="no-co-innovation", when="indicator_at_risk", indicator="collaboration.co_innovation"
+    ),
+    AlertRule(
+        name="executive-access-lost",
+        when="indicator_at_risk",
+        indicator="collaboration.executive_access",
+    ),
+    AlertRule(name="renewal-not-healthy", when="renewal_near", days=60),
+)
+
+
 class HealthConfig(BaseModel):
     model_config = _STRICT
 
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
     bands: Bands = Field(default_factory=Bands)
     segments: tuple[SegmentOverride, ...] = ()
+    alerts: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
 
     _resolved: tuple[tuple[SegmentOverride, HealthConfig], ...] = PrivateAttr(default=())
 
@@ -165,7 +232,11 @@ class HealthConfig(BaseModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"segments: duplicate names {duplicates}")
-        base = self.model_dump(mode="json", exclude={"segments"})
+        rules = [rule.name for rule in self.alerts]
+        duplicates = sorted({name for name in rules if rules.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"alerts: duplicate rule names {duplicates}")
+        base = self.model_dump(mode="json", exclude={"segments", "alerts"})
         resolved: list[tuple[SegmentOverride, HealthConfig]] = []
         problems: list[str] = []
         for index, segment in enumerate(self.segments):

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhooks.errors import ServiceError
-from webhooks.routes import inbound, ingest, oauth, ops
+from webhooks.routes import alerts, inbound, ingest, oauth, ops
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 
@@ -58,4 +58,5 @@ def create_app(
     app.include_router(inbound.router)
     app.include_router(ingest.router)
     app.include_router(oauth.router)
+    app.include_router(alerts.router)
     return app

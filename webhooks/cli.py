@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks import usage_import
+from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
 from webhooks.connections import ConnectionsFileError, check_configuration
@@ -44,7 +45,7 @@ def _settings() -> Settings:
     try:
         settings = Settings()
         check_configuration(settings)
-    except (ValidationError, ConnectionsFileError, SecretKeyError) as exc:
+    except (ValidationError, ConnectionsFileError, ChannelsFileError, SecretKeyError) as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format)

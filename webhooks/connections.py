@@ -36,6 +36,7 @@ from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE, CompanyPropertyM
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
 from connector.model import CollaborationKind
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
+from webhooks.alerts.channels.config import ChannelsFileError, check_channels
 from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
 from webhooks.store import installs
@@ -499,10 +500,14 @@ def connections_from_settings(
 
 
 def check_configuration(settings: Settings) -> None:
-    """Fail early, with the setting named, on connection configuration that cannot work:
-    an unreadable connections file, or OAuth without a usable encryption key."""
+    """Fail early, with the setting named, on configuration that cannot work: an unreadable
+    connections or alert channels file, or OAuth without a usable encryption key."""
     if settings.connections_file is not None:
         read_connections_file(settings.connections_file)
+    try:
+        check_channels(settings)
+    except ChannelsFileError as exc:
+        raise channels_setting_named(exc) from None
     if settings.encryption_key is not None:
         TokenCipher(settings.encryption_key.get_secret_value())
     elif oauth_app(settings) is not None:
@@ -510,3 +515,12 @@ def check_configuration(settings: Settings) -> None:
             "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
             "tokens are stored encrypted"
         )
+
+
+def channels_setting_named(exc: ChannelsFileError) -> ChannelsFileError:
+    """The error with the setting it is about in front, unless it names one already (the
+    SMTP settings an e-mail channel needs)."""
+    message = str(exc)
+    if message.startswith("CRM_HEALTH_"):
+        return exc
+    return ChannelsFileError(f"CRM_HEALTH_ALERT_CHANNELS_FILE: {message}")

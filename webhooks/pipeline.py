@@ -24,8 +24,12 @@ from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
 from connector.segment import ProductMessage, SegmentOptions, interpret, split_request
 from signals.config import HealthConfig
-from signals.model import Band
+from signals.model import Band, Health
 from signals.scoring import score
+from webhooks.alerts import delivery as alert_delivery
+from webhooks.alerts import service as alert_service
+from webhooks.alerts.notice import Channel
+from webhooks.alerts.rules import AccountState, attribute_value, parse_renewal_date
 from webhooks.connections import ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
@@ -61,9 +65,6 @@ class Decoded:
         self.events.update(other.events)
         self.product.update(other.product)
         self.spawn.update(other.spawn)
-        self.contacts_gone.update(other.contacts_gone)
-        self.ignored.extend(other.ignored)
-
         self.contacts_gone.update(other.contacts_gone)
         self.ignored.extend(other.ignored)
         self.dead.update(other.dead)
@@ -157,7 +158,6 @@ def decode_segment(
         except (PayloadError, KeyError, TypeError, ValueError) as exc:
             decoded.dead[row.id] = f"undecodable payload: {exc!r}"
             continue
-
         if message is None:
             decoded.ignored.append(row.id)
         else:
@@ -253,11 +253,13 @@ class Pipeline:
         connections: ConnectionRegistry,
         options: WorkerOptions,
         clock: Clock = utcnow,
+        channels: Mapping[str, Channel] = alert_delivery.NO_CHANNELS,
     ) -> None:
         self._sessions = sessions
         self._connections = connections
         self._options = options
         self._clock = clock
+        self._channels = channels
         self._config: tuple[int | None, HealthConfig] = (None, HealthConfig())
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.
@@ -265,14 +267,16 @@ class Pipeline:
         self._unmatched_swept_at: datetime | None = None
 
     async def run_once(self) -> int:
-        """One pass: a batch of inbox events, a recompute chunk, then due write-backs."""
+        """One pass: a batch of inbox events, a recompute chunk, then due write-backs and
+        alert deliveries."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
         await self._sweep_unmatched()
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
         written = await self.deliver_writebacks()
-        return report.claimed + recomputed + written
+        alerted = await self.deliver_alerts()
+        return report.claimed + recomputed + written + alerted
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; a pass that is under way is always finished first."""
@@ -562,6 +566,8 @@ class Pipeline:
             )
             for account in live
         ]
+        # Before record_health: the alerts compare with the score and band the rows still hold.
+        await self._update_alerts(session, scored, month_ago, now, config)
         await accounts.record_health(session, scored=scored, at=now)
         owed = []
         for account, health in scored:
@@ -576,6 +582,53 @@ class Pipeline:
                 )
             )
         return await writeback.stage(session, owed=owed, now=now)
+
+    async def _update_alerts(
+        self,
+        session: AsyncSession,
+        scored: Sequence[tuple[Account, Health]],
+        month_ago: Mapping[int, int | None],
+        now: datetime,
+        config: HealthConfig,
+    ) -> None:
+        """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
+        an alert and its deliveries exist exactly when the health that caused them does."""
+        ids = [account.id for account, _ in scored]
+        windows = {r.days for r in config.alerts if r.enabled and r.when == "score_drop"}
+        before: dict[int, Mapping[int, int | None]] = {}
+        for days in sorted(windows):
+            before[days] = (
+                month_ago
+                if days == 30
+                else await accounts.scores_at_or_before(
+                    session, account_ids=ids, at=now - timedelta(days=days)
+                )
+            )
+        states = [
+            (
+                account,
+                AccountState(
+                    name=account.name,
+                    health=health,
+                    previous_score=account.score,
+                    # A first scoring has no previous band ("unknown" is the row's default).
+                    previous_band=None if account.health_updated_at is None else account.band,
+                    scores_before={days: found.get(account.id) for days, found in before.items()},
+                    renewal_date=parse_renewal_date(
+                        attribute_value(account.attributes, "renewal_date")
+                    ),
+                    segment=attribute_value(account.attributes, "segment"),
+                ),
+            )
+            for account, health in scored
+        ]
+        await alert_service.update_alerts(
+            session,
+            states=states,
+            rules=config.alerts,
+            digests={name: channel.digest for name, channel in self._channels.items()},
+            now=now,
+        )
 
     # -- configuration change -> every account rescored -----------------------------------------
 
@@ -609,6 +662,18 @@ class Pipeline:
             "recompute_chunk", job=job_id, rescored=len(chunk), staged=staged, finished=finished
         )
         return len(chunk)
+
+    # -- alert outbox -> channels ----------------------------------------------------------------
+
+    async def deliver_alerts(self) -> int:
+        """Send the due alert deliveries (see webhooks.alerts.delivery); returns how many."""
+        return await alert_delivery.deliver_alerts(
+            sessions=self._sessions,
+            channels=self._channels,
+            connections=self._connections,
+            options=self._options,
+            clock=self._clock,
+        )
 
     # -- outbox -> CRM --------------------------------------------------------------------------
 

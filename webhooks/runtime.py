@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from webhooks.connections import ConnectionRegistry, connections_from_settings
+from webhooks.alerts.channels.config import ChannelsFileError, load_channels
+from webhooks.alerts.notice import Channel
+from webhooks.connections import (
+    ConnectionRegistry,
+    channels_setting_named,
+    connections_from_settings,
+)
 from webhooks.inbox_writer import InboxWriter
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.settings import Settings
@@ -30,6 +37,8 @@ class Runtime:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     worker_task: asyncio.Task[None] | None = None
     provision_task: asyncio.Task[None] | None = None
+    # Alert channels by name (CRM_HEALTH_ALERT_CHANNELS_FILE); the worker delivers through them.
+    channels: Mapping[str, Channel] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -38,9 +47,19 @@ class Runtime:
         engine = create_engine(settings.database_url)
         sessions = create_session_factory(engine)
         connections = connections_from_settings(settings, transport=crm_transport)
+        try:
+            channels = load_channels(
+                settings,
+                # Looked up at send time: installs made later have their connector by then.
+                connector_for=lambda name: c.connector if (c := connections.get(name)) else None,
+                transport=crm_transport,
+            )
+        except ChannelsFileError as exc:
+            raise channels_setting_named(exc) from None
         pipeline = Pipeline(
             sessions=sessions,
             connections=connections,
+            channels=channels,
             options=WorkerOptions(
                 batch_size=settings.worker_batch_size,
                 recompute_chunk=settings.worker_recompute_chunk,
@@ -55,6 +74,7 @@ class Runtime:
             sessions=sessions,
             connections=connections,
             pipeline=pipeline,
+            channels=channels,
             writer=InboxWriter(engine),
         )
 
@@ -98,5 +118,10 @@ class Runtime:
         if self.worker_task is not None:
             await self.worker_task
         await self.writer.aclose()
+        for name, channel in self.channels.items():
+            try:
+                await channel.aclose()
+            except Exception as exc:
+                log.warning("alert_channel_close_failed", channel=name, error=str(exc))
         await self.connections.aclose()
         await self.engine.dispose()

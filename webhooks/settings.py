@@ -163,6 +163,38 @@ class Settings(BaseSettings):
         default=300, gt=0, description="Oldest accepted signature timestamp."
     )
 
+    alert_channels_file: Path | None = Field(
+        default=None,
+        description="YAML file of the alert channels (slack, teams, email, webhook, crm_task) "
+        "that alert rules name; ${VAR} in it is read from the environment.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server of `email` alert channels."
+    )
+    smtp_port: int | None = Field(
+        default=None,
+        gt=0,
+        le=65535,
+        description="SMTP port; unset, the usual one of CRM_HEALTH_SMTP_SECURITY (587 starttls, "
+        "465 ssl, 25 none).",
+    )
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="`starttls` (upgrade a plain connection), `ssl` (TLS from the start) or "
+        "`none` (a local relay only).",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="SMTP login user; unset, no login is attempted."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    smtp_from_address: str | None = Field(
+        default=None,
+        description="From address of alert e-mails, e.g. `Customer health <health@example.com>`.",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30, gt=0, description="Timeout of each SMTP connection and command."
+    )
+
     run_worker: bool = Field(default=True, description="Run the pipeline worker inside `serve`.")
     worker_batch_size: int = Field(
         default=5000,

@@ -389,3 +389,62 @@ class ApiKey(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+
+class Alert(Base):
+    """One episode of an alert condition on an account: raised when the condition starts,
+    resolved when it ends; re-opened (without telling anyone again) if it starts again within
+    the rule's cooldown."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_account_rule", "account_id", "rule", "key"),
+        Index("ix_alerts_status_time", "status", "fired_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    connection: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(64))
+    # What the condition is about: the band entered, the indicator, the renewal date...
+    key: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # open, acknowledged, snoozed, resolved
+    title: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    score: Mapped[int | None]
+    band: Mapped[str] = mapped_column(String(16))
+    previous_score: Mapped[int | None]
+    previous_band: Mapped[str | None] = mapped_column(String(16))
+    trend_30d: Mapped[int | None]
+    drivers: Mapped[list[str]] = mapped_column(JSON)
+    # False when the condition came back within the cooldown: shown, but nobody was told.
+    notified: Mapped[bool] = mapped_column(default=True)
+    fired_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_note: Mapped[str | None] = mapped_column(Text)
+    snoozed_until: Mapped[datetime | None]
+
+
+class AlertDelivery(Base):
+    """The alert outbox: one message owed to one channel, retried with backoff until sent or
+    failed for good (then retried only when someone asks)."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        Index("ix_alert_deliveries_claim", "status", "available_at"),
+        Index("ix_alert_deliveries_alert", "alert_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigId, ForeignKey("alerts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # fired, recovered
+    status: Mapped[str] = mapped_column(String(16))  # pending, processing, sent, failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,582 @@
+"""Alerts through the worker: native events rescore accounts, rules raise and resolve alerts,
+the outbox delivers them to (fake) channels with retries, digests and failure isolation.
+
+The scoring configuration here weighs only recency, from 0 (100 days since the last use) to
+100 (used today): an account's score is 100 minus the days since its last use, so moving
+the worker's clock and sending usage sets any score exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from signals.config import HealthConfig
+from testkit import make_settings, store_native
+from webhooks.alerts.channels.config import ChannelsFileError
+from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
+from webhooks.cli import cli
+from webhooks.connections import check_configuration
+from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.store import configs, keys
+from webhooks.store.models import Alert, AlertDelivery
+
+NO_CRM = {"hubspot_access_token": None}
+
+
+def _off(at_risk: float, healthy: float) -> dict[str, float]:
+    return {"at_risk": at_risk, "healthy": healthy, "weight": 0}
+
+
+RECENCY_ONLY: dict[str, Any] = {
+    "signals": {
+        "active_use": {
+            "weight": 1,
+            "indicators": {
+                "seat_utilization": _off(0.4, 0.7),
+                "usage_trend": _off(-0.25, 0),
+                "stickiness": _off(0.05, 0.2),
+                "recency_days": {"at_risk": 100, "healthy": 0, "weight": 1},
+            },
+        },
+        "collaboration": {"weight": 0},
+        "mutual_value": {"weight": 0},
+        "momentum": {"weight": 0},
+    }
+}
+
+
+def at_risk_rule(**changes: object) -> dict[str, object]:
+    return {"name": "entered-at-risk", "when": "band_entered", "channels": ["ops"], **changes}
+
+
+@dataclass
+class FakeChannel:
+    name: str
+    digest: Digest = "none"
+    kind: str = "fake"
+    # Raised by the next sends, in order; then sends succeed (unless `always` is set).
+    failures: list[Exception] = field(default_factory=list)
+    always: Exception | None = None
+    sent: list[list[AlertNotice]] = field(default_factory=list)
+    tries: int = 0
+
+    async def send(self, notices: Sequence[AlertNotice]) -> None:
+        self.tries += 1
+        if self.always is not None:
+            raise self.always
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(list(notices))
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def notices(self) -> list[AlertNotice]:
+        return [notice for message in self.sent for notice in message]
+
+
+class World:
+    """A service, a worker on a clock the test moves, and the accounts' last use."""
+
+    def __init__(self, service: Any, channels: Sequence[FakeChannel], **options: Any) -> None:
+        self.service = service
+        # Ahead of the wall clock (events stored now are due), ten past an hour (digests).
+        start = datetime.now(UTC) + timedelta(hours=1)
+        self.now = start.replace(minute=10, second=0, microsecond=0)
+        self.channels = {channel.name: channel for channel in channels}
+        self.pipeline = self.worker(**options)
+        self.last_use: dict[str, datetime] = {}
+
+    def worker(self, channels: Sequence[FakeChannel] | None = None, **options: Any) -> Pipeline:
+        chosen = self.channels if channels is None else {c.name: c for c in channels}
+        return Pipeline(
+            sessions=self.service.runtime.sessions,
+            connections=self.service.runtime.connections,
+            options=WorkerOptions(**options),
+            clock=lambda: self.now,
+            channels=chosen,
+        )
+
+    async def configure(self, *rules: dict[str, object], **changes: Any) -> None:
+        config = HealthConfig.model_validate({**RECENCY_ONLY, "alerts": list(rules), **changes})
+        async with self.service.runtime.sessions() as session, session.begin():
+            await configs.save(
+                session, config=config, author="test", comment="alerts", now=datetime.now(UTC)
+            )
+        await self.pipeline.recompute_step()  # finishes the (empty) recompute job
+
+    def later(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+    async def score(self, account: str, target: int, **attributes: str) -> None:
+        """Rescore `account` at `target` (100 minus days since its last use)."""
+        # Never two rescores at one instant: the history is read as a step function of time.
+        self.later(seconds=1)
+        wanted = self.now - timedelta(days=100 - target)
+        last = self.last_use.get(account)
+        events: list[dict[str, object]] = []
+        if last is None or wanted >= last:
+            self.last_use[account] = wanted
+            events.append(
+                {"type": "usage", "account": account, "user": "u1", "at": wanted.isoformat()}
+            )
+        else:
+            self.later(seconds=(last - wanted).total_seconds())
+        events.append(
+            {
+                "type": "account",
+                "account": account,
+                "attributes": {"name": f"Account {account}", **attributes},
+                "at": self.now.isoformat(),
+            }
+        )
+        await store_native(self.service.runtime, events)
+        report = await self.pipeline.process_inbox()
+        assert report.processed == len(events), report
+        await self.pipeline.deliver_alerts()
+
+    async def alerts(self) -> list[Alert]:
+        async with self.service.runtime.sessions() as session:
+            return list((await session.execute(select(Alert).order_by(Alert.id))).scalars())
+
+    async def deliveries(self) -> list[AlertDelivery]:
+        async with self.service.runtime.sessions() as session:
+            query = select(AlertDelivery).order_by(AlertDelivery.id)
+            return list((await session.execute(query)).scalars())
+
+
+async def world(service_factory: Any, *channels: FakeChannel, **options: Any) -> World:
+    service = await service_factory(**NO_CRM)
+    return World(service, channels or [FakeChannel("ops")], **options)
+
+
+# --- raising and resolving ----------------------------------------------------------------------
+
+
+async def test_entering_at_risk_raises_one_alert_and_tells_the_channel_once(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 80)
+    assert await w.alerts() == []
+    await w.score("7", 35)
+    [alert] = await w.alerts()
+    assert (alert.rule, alert.key, alert.status, alert.score, alert.band) == (
+        "entered-at-risk",
+        "at_risk",
+        "open",
+        35,
+        "at_risk",
+    )
+    assert (alert.previous_score, alert.previous_band) == (80, "healthy")
+    assert alert.title == "Account 7 is at risk"
+    [notice] = w.channels["ops"].notices
+    assert (notice.kind, notice.record_id, notice.account_name, notice.score) == (
+        "fired",
+        "7",
+        "Account 7",
+        35,
+    )
+    assert notice.reason == "band healthy -> at risk, score 80 -> 35"
+
+    await w.score("7", 30)  # still at risk: nothing new
+    assert len(await w.alerts()) == 1
+    assert len(w.channels["ops"].sent) == 1
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.kind, delivery.attempts) == ("sent", "fired", 0)
+    assert delivery.sent_at is not None
+
+
+async def test_leaving_the_band_resolves_the_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 35)
+    await w.score("7", 60)
+    [alert] = await w.alerts()
+    assert (alert.status, alert.resolved_at) == ("resolved", w.now)
+    assert len(w.channels["ops"].sent) == 1, "no recovered notice unless the rule asks"
+
+
+async def test_coming_back_within_the_cooldown_reopens_the_alert_silently(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(cooldown_days=7, notify_recovered=True))
+    await w.score("7", 35)
+    await w.score("7", 45)  # recovered: one "recovered" notice
+    await w.score("7", 39)  # six days later: at risk again, within the cooldown
+    [alert] = await w.alerts()
+    assert (alert.status, alert.resolved_at, alert.notified) == ("open", None, False)
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired", "recovered"]
+    await w.score("7", 50)  # and recovered again: nobody was told it came back
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired", "recovered"]
+    assert len(await w.deliveries()) == 2
+
+
+async def test_coming_back_after_the_cooldown_raises_a_new_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(cooldown_days=2))
+    await w.score("7", 35)
+    await w.score("7", 45)
+    await w.score("7", 39)  # six days after it was resolved
+    first, second = await w.alerts()
+    assert (first.status, second.status, second.notified) == ("resolved", "open", True)
+    assert [d.alert_id for d in await w.deliveries()] == [first.id, second.id]
+    assert len(w.channels["ops"].sent) == 2
+
+
+async def test_a_score_wobbling_within_the_hysteresis_keeps_the_alert(service_factory) -> None:
+    # At risk below 40; leaving the band needs 40 + 3 (the default hysteresis).
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(cooldown_days=0))
+    await w.score("7", 38)
+    for wobble in (41, 39, 42, 38, 41):
+        await w.score("7", wobble)
+    [alert] = await w.alerts()
+    assert alert.status == "open"
+    assert len(w.channels["ops"].sent) == 1
+    await w.score("7", 43)
+    [alert] = await w.alerts()
+    assert alert.status == "resolved"
+
+
+async def test_a_score_drop_within_the_window_raises_an_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure({"name": "score-drop", "when": "score_drop", "points": 15, "days": 30})
+    await w.score("7", 100)
+    await w.score("7", 90)  # ten points in ten days: not enough
+    assert await w.alerts() == []
+    await w.score("7", 69)  # 31 days after the first score of 100
+    [alert] = await w.alerts()
+    assert (alert.rule, alert.key, alert.band) == ("score-drop", "drop-30d", "neutral")
+    assert "from 100 to 69 within 30 days" in alert.reason
+
+
+async def test_each_score_drop_rule_reads_its_own_window(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(
+        {"name": "week-drop", "when": "score_drop", "points": 15, "days": 7},
+        {"name": "month-drop", "when": "score_drop", "points": 35, "days": 30},
+    )
+    await w.score("7", 100)
+    await w.score("7", 90)  # day 10
+    await w.score("7", 80)  # day 20: a week before, it was 90 (day 10)
+    assert await w.alerts() == []
+    await w.score("7", 60)  # day 40: a week before, 80 (day 20); a month before, 90
+    [week] = await w.alerts()
+    assert (week.rule, week.key) == ("week-drop", "drop-7d")
+    assert "from 80 to 60 within 7 days" in week.reason
+    await w.score("7", 55)  # day 45: a month before, still 90 (day 10)
+    assert [(a.rule, a.status) for a in await w.alerts()] == [
+        ("week-drop", "open"),
+        ("month-drop", "open"),
+    ]
+
+
+async def test_an_indicator_at_its_at_risk_threshold_raises_an_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(
+        {
+            "name": "gone-quiet",
+            "when": "indicator_at_risk",
+            "indicator": "active_use.recency_days",
+            "channels": ["ops"],
+        }
+    )
+    await w.score("7", 20)
+    assert await w.alerts() == []
+    await w.score("7", 0)
+    [alert] = await w.alerts()
+    assert (alert.key, alert.title) == (
+        "active_use.recency_days",
+        "Account 7: recency days at risk",
+    )
+
+
+async def test_an_account_without_data_raises_no_indicator_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(
+        {"name": "gone-quiet", "when": "indicator_at_risk", "indicator": "active_use.recency_days"}
+    )
+    await store_native(
+        w.service.runtime, [{"type": "account", "account": "8", "attributes": {"name": "New"}}]
+    )
+    await w.pipeline.process_inbox()
+    assert await w.alerts() == []
+
+
+async def test_a_near_renewal_of_an_unhealthy_account_raises_an_alert(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure({"name": "renewal", "when": "renewal_near", "days": 60, "channels": ["ops"]})
+    renewal = (w.now + timedelta(days=45)).date().isoformat()
+    await w.score("7", 90, renewal_date=renewal)
+    assert await w.alerts() == [], "healthy accounts renew fine"
+    await w.score("7", 55)
+    [alert] = await w.alerts()
+    assert alert.key == f"renewal-{renewal}"
+    assert "renews in" in alert.title
+
+
+async def test_a_renewal_date_in_epoch_milliseconds_is_understood(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure({"name": "renewal", "when": "renewal_near", "days": 60})
+    day = (w.now + timedelta(days=10)).replace(hour=0, minute=0, second=0)
+    await w.score("7", 50, renewal_date=str(int(day.timestamp() * 1000)))
+    [alert] = await w.alerts()
+    assert alert.key == f"renewal-{day.date().isoformat()}"
+
+
+async def test_rules_limited_to_a_segment_skip_other_accounts(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(segments=["enterprise"]))
+    await w.score("7", 30, segment="smb")
+    await w.score("8", 30, segment="enterprise")
+    [alert] = await w.alerts()
+    assert alert.title == "Account 8 is at risk"
+
+
+async def test_a_config_change_raises_alerts_while_recomputing(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 50)
+    assert await w.alerts() == []
+    await w.configure(at_risk_rule(), bands={"at_risk_below": 60, "healthy_min": 80})
+    await w.pipeline.deliver_alerts()
+    [alert] = await w.alerts()
+    assert (alert.band, alert.score, alert.previous_band) == ("at_risk", 50, "neutral")
+    assert len(w.channels["ops"].sent) == 1
+
+
+# --- delivery -----------------------------------------------------------------------------------
+
+
+async def test_recovered_notices_are_sent_when_the_rule_asks(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(notify_recovered=True))
+    await w.score("7", 30)
+    await w.score("7", 60)
+    fired, recovered = w.channels["ops"].notices
+    assert (fired.kind, recovered.kind) == ("fired", "recovered")
+    assert (recovered.alert_id, recovered.score, recovered.band) == (fired.alert_id, 60, "neutral")
+    assert [(d.kind, d.status) for d in await w.deliveries()] == [
+        ("fired", "sent"),
+        ("recovered", "sent"),
+    ]
+
+
+async def test_a_digest_channel_sends_the_periods_alerts_in_one_message(service_factory) -> None:
+    digest = FakeChannel("ops", digest="hourly")
+    w = await world(service_factory, digest)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    await w.score("8", 20)
+    assert digest.sent == [], "waits for the end of the hour"
+    assert [d.status for d in await w.deliveries()] == ["pending", "pending"]
+    hour_end = w.now.replace(minute=0, second=0) + timedelta(hours=1)
+    w.now = hour_end
+    assert await w.pipeline.deliver_alerts() == 2
+    [message] = digest.sent
+    assert sorted(n.record_id for n in message) == ["7", "8"]
+    assert {d.status for d in await w.deliveries()} == {"sent"}
+
+
+async def test_a_retryable_failure_is_retried_after_the_backoff(service_factory) -> None:
+    flaky = FakeChannel("ops", failures=[ChannelError("503 from Slack", retryable=True)])
+    w = await world(service_factory, flaky, retry_base_seconds=10)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert delivery.last_error == "503 from Slack"
+    assert delivery.available_at == w.now + timedelta(seconds=10)
+    w.later(seconds=9)
+    assert await w.pipeline.deliver_alerts() == 0, "not before the backoff"
+    w.later(seconds=1)
+    assert await w.pipeline.deliver_alerts() == 1
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 1, None)
+    assert flaky.tries == 2
+    assert len(flaky.sent) == 1
+
+
+async def test_the_backoff_doubles_and_is_capped(service_factory) -> None:
+    down = FakeChannel("ops", always=ChannelError("timeout", retryable=True))
+    w = await world(service_factory, down, retry_base_seconds=10, retry_max_seconds=30)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    waits = []
+    for _ in range(3):
+        [delivery] = await w.deliveries()
+        waits.append((delivery.available_at - w.now).total_seconds())
+        w.now = delivery.available_at
+        await w.pipeline.deliver_alerts()
+    assert waits == [10, 20, 30]
+
+
+async def test_one_failing_channel_does_not_stop_another(service_factory) -> None:
+    broken = FakeChannel("broken", always=RuntimeError("bug in https://hooks.slack.test/T0/secret"))
+    good = FakeChannel("good")
+    w = await world(service_factory, broken, good)
+    await w.configure(at_risk_rule(channels=["broken", "good"]))
+    await w.score("7", 30)
+    await w.score("8", 30)
+    assert [n.record_id for n in good.notices] == ["7", "8"]
+    failed = [d for d in await w.deliveries() if d.channel == "broken"]
+    assert [(d.status, d.attempts) for d in failed] == [("pending", 1), ("pending", 1)]
+    assert failed[0].last_error == "RuntimeError: bug in <url>", "no URL, no secret"
+
+
+async def test_a_non_retryable_failure_fails_the_delivery_at_once(service_factory) -> None:
+    w = await world(
+        service_factory, FakeChannel("ops", always=ChannelError("400 invalid", retryable=False))
+    )
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        "failed",
+        1,
+        "400 invalid",
+    )
+
+
+async def test_after_the_last_attempt_it_fails_and_retry_makes_it_pending(
+    service_factory,
+) -> None:
+    down = FakeChannel("ops", always=ChannelError("503", retryable=True))
+    w = await world(service_factory, down, max_attempts=2, retry_base_seconds=10)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    w.later(seconds=10)
+    await w.pipeline.deliver_alerts()
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("failed", 2, "503")
+    w.later(hours=5)
+    assert await w.pipeline.deliver_alerts() == 0, "failed for good: no more tries"
+
+    async with w.service.runtime.sessions() as session, session.begin():
+        _, key = await keys.create(
+            session, name="ops-admin", role="admin", connection="default", now=datetime.now(UTC)
+        )
+    response = await w.service.client.post(
+        f"/api/v1/alerts/{delivery.alert_id}/retry", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"retried": 1}
+    [delivery] = await w.deliveries()
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    down.always = None
+    w.later(seconds=1)
+    await w.pipeline.deliver_alerts()
+    [delivery] = await w.deliveries()
+    assert delivery.status == "sent"
+
+
+async def test_a_rule_naming_an_unknown_channel_gets_a_failed_delivery(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(channels=["ops", "pager"]))
+    await w.score("7", 30)
+    ops, pager = await w.deliveries()
+    assert ops.status == "sent"
+    assert (pager.channel, pager.status) == ("pager", "failed")
+    assert "'pager' is not configured" in (pager.last_error or "")
+
+
+async def test_a_channel_removed_before_delivery_fails_it_with_the_reason(
+    service_factory,
+) -> None:
+    w = await world(service_factory, FakeChannel("ops", digest="daily"))
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    w.pipeline = w.worker(channels=[])  # restarted without the channel
+    w.later(days=1)
+    await w.pipeline.deliver_alerts()
+    [delivery] = await w.deliveries()
+    assert delivery.status == "failed"
+    assert "'ops' is not configured any more" in (delivery.last_error or "")
+
+
+async def test_a_hubspot_notice_links_to_the_record_and_names_the_owner(service_factory) -> None:
+    service = await service_factory(**NO_CRM, hubspot_portal_id=62515)
+    w = World(service, [FakeChannel("ops")])
+    await w.configure(at_risk_rule())
+    await w.score("7", 30, owner="owner-42")
+    [notice] = w.channels["ops"].notices
+    assert notice.record_url == "https://app.hubspot.com/contacts/62515/record/0-2/7"
+    assert (notice.owner_id, notice.connection, notice.crm) == ("owner-42", "default", "hubspot")
+
+
+async def test_without_a_portal_id_a_notice_has_no_link(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [notice] = w.channels["ops"].notices
+    assert notice.record_url is None
+
+
+# --- the channels file, from start-up to delivery -------------------------------------------------
+
+
+async def test_channels_of_the_file_deliver_the_workers_alerts(service_factory, tmp_path) -> None:
+    posted: list[httpx.Request] = []
+
+    def slack(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(200, text="ok")
+
+    path = tmp_path / "channels.yaml"
+    path.write_text(
+        "channels:\n  - {name: ops, type: slack, url: 'https://hooks.slack.test/T0/B0/secret'}\n"
+    )
+    service = await service_factory(
+        **NO_CRM, alert_channels_file=path, crm_transport=httpx.MockTransport(slack)
+    )
+    channels = service.runtime.channels
+    assert {name: channel.kind for name, channel in channels.items()} == {"ops": "slack"}
+    w = World(service, [])
+    w.pipeline = w.worker(channels=list(channels.values()))
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [request] = posted
+    assert request.url.host == "hooks.slack.test"
+    assert "Account 7" in request.content.decode()
+    [delivery] = await w.deliveries()
+    assert delivery.status == "sent"
+
+
+async def test_a_bad_channels_file_stops_the_service_naming_the_setting(
+    service_factory, tmp_path
+) -> None:
+    with pytest.raises(ChannelsFileError, match=r"^CRM_HEALTH_ALERT_CHANNELS_FILE: .*missing"):
+        await service_factory(**NO_CRM, alert_channels_file=tmp_path / "missing.yaml")
+
+
+def test_a_bad_channels_file_stops_the_cli_naming_the_setting(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "channels.yaml"
+    path.write_text("channels:\n  - {name: ops, type: sms}\n")
+    monkeypatch.setenv("CRM_HEALTH_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("CRM_HEALTH_ALERT_CHANNELS_FILE", str(path))
+    result = CliRunner().invoke(cli, ["keys", "list"])
+    assert result.exit_code == 2
+    assert "CRM_HEALTH_ALERT_CHANNELS_FILE" in result.stderr
+    assert "channels.0.type" in result.stderr
+
+
+def test_the_smtp_settings_an_email_channel_needs_are_named_as_they_are(tmp_path) -> None:
+    path = tmp_path / "channels.yaml"
+    path.write_text("channels:\n  - {name: mail, type: email, to: [cs@example.com]}\n")
+    settings = make_settings("sqlite+aiosqlite://", alert_channels_file=path)
+    with pytest.raises(ChannelsFileError) as raised:
+        check_configuration(settings)
+    assert "CRM_HEALTH_SMTP_HOST" in str(raised.value)
+    assert str(raised.value).startswith("CRM_HEALTH_ALERT_CHANNELS_FILE: ")

@@ -1,0 +1,171 @@
+"""Which alert conditions hold for a freshly scored account. Pure: the store and the worker
+decide what that means (raise, keep, resolve) in webhooks.alerts.service."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from signals.config import AlertRule
+from signals.model import Band, Health
+
+_BAND_WORDS = {"at_risk": "at risk", "neutral": "neutral", "healthy": "healthy"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountState:
+    """What the rules look at for one account, after scoring."""
+
+    name: str | None
+    health: Health
+    previous_score: int | None
+    previous_band: str | None
+    # {days: score that many days ago}, for score_drop rules.
+    scores_before: Mapping[int, int | None]
+    renewal_date: date | None
+    segment: str | None  # the account's segment attribute
+
+
+@dataclass(frozen=True, kw_only=True)
+class Condition:
+    """A rule's condition holding for an account; `key` tells episodes of one rule apart
+    (the band entered, the indicator, the renewal date)."""
+
+    rule: AlertRule
+    key: str
+    title: str
+    reason: str
+
+
+def band_words(band: str | None) -> str:
+    return _BAND_WORDS.get(band or "", band or "unknown")
+
+
+def applies(rule: AlertRule, state: AccountState) -> bool:
+    if not rule.enabled:
+        return False
+    if not rule.segments:
+        return True
+    return bool({state.health.segment, state.segment} & set(rule.segments))
+
+
+def conditions(rules: Sequence[AlertRule], state: AccountState, *, today: date) -> list[Condition]:
+    """Every enabled rule whose condition holds for this account now."""
+    found: list[Condition] = []
+    label = state.name or "The account"
+    health = state.health
+    for rule in rules:
+        if not applies(rule, state):
+            continue
+        match rule.when:
+            case "band_entered":
+                if health.band.value == rule.band:
+                    found.append(
+                        Condition(
+                            rule=rule,
+                            key=rule.band,
+                            title=f"{label} is {band_words(rule.band)}",
+                            reason=_band_reason(state),
+                        )
+                    )
+            case "score_drop":
+                before = state.scores_before.get(rule.days)
+                if health.score is not None and before is not None:
+                    fall = before - health.score
+                    if fall >= rule.points:
+                        found.append(
+                            Condition(
+                                rule=rule,
+                                key=f"drop-{rule.days}d",
+                                title=f"{label}: health fell {fall} points",
+                                reason=(
+                                    f"score fell from {before} to {health.score} within "
+                                    f"{rule.days} days (rule: {rule.points:g} points)"
+                                ),
+                            )
+                        )
+            case "indicator_at_risk":
+                indicator = _at_risk_indicator(health, str(rule.indicator))
+                if indicator is not None:
+                    found.append(
+                        Condition(
+                            rule=rule,
+                            key=str(rule.indicator),
+                            title=f"{label}: {_indicator_words(str(rule.indicator))} at risk",
+                            reason=indicator,
+                        )
+                    )
+            case "renewal_near":
+                renewal = state.renewal_date
+                if (
+                    renewal is not None
+                    and 0 <= (renewal - today).days <= rule.days
+                    and health.band not in (Band.HEALTHY, Band.UNKNOWN)
+                ):
+                    days = (renewal - today).days
+                    found.append(
+                        Condition(
+                            rule=rule,
+                            key=f"renewal-{renewal.isoformat()}",
+                            title=f"{label} renews in {days} days and is not healthy",
+                            reason=(
+                                f"renewal on {renewal.isoformat()}, band "
+                                f"{band_words(health.band.value)}, score {health.score}"
+                            ),
+                        )
+                    )
+    return found
+
+
+def _band_reason(state: AccountState) -> str:
+    health = state.health
+    if state.previous_band and state.previous_band != health.band.value:
+        return (
+            f"band {band_words(state.previous_band)} -> {band_words(health.band.value)}, score "
+            f"{_score(state.previous_score)} -> {_score(health.score)}"
+        )
+    return f"band {band_words(health.band.value)}, score {_score(health.score)}"
+
+
+def _score(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _at_risk_indicator(health: Health, name: str) -> str | None:
+    """The driver-style text of the indicator when it scores 0 (at or past its at-risk
+    threshold); None when it is healthier or was not measured (no data is not a risk)."""
+    signal, _, indicator = name.partition(".")
+    for result in health.indicators:
+        if result.signal == signal and result.name == indicator and result.score <= 0:
+            return f"{_indicator_words(name)}: {result.raw:g} (at or past its at-risk threshold)"
+    return None
+
+
+def _indicator_words(name: str) -> str:
+    return name.partition(".")[2].replace("_", " ")
+
+
+def attribute_value(attributes: Mapping[str, object] | None, name: str) -> str | None:
+    """An account attribute's value as stored ({name: {"value": ..., "at": ...}}), or None."""
+    entry = (attributes or {}).get(name)
+    value = entry.get("value") if isinstance(entry, Mapping) else None
+    return None if value is None or value == "" else str(value)
+
+
+_EPOCH_MS = re.compile(r"^\d{12,14}$")
+
+
+def parse_renewal_date(value: object) -> date | None:
+    """A renewal date as CRMs hold it: ISO date or date-time, or epoch milliseconds (HubSpot
+    date properties); None when absent or unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if _EPOCH_MS.match(text):
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC).date()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None

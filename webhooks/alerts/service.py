@@ -1,0 +1,165 @@
+"""Raising and resolving alerts when accounts are rescored, inside the worker's transaction,
+and queueing what each channel is owed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from signals.config import AlertRule
+from webhooks.alerts.notice import Digest
+from webhooks.alerts.rules import AccountState, Condition, conditions
+from webhooks.store import alerts
+from webhooks.store.db import AsyncSession
+from webhooks.store.models import Account, Alert
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(kw_only=True)
+class AlertChanges:
+    raised: int = 0
+    reopened: int = 0
+    resolved: int = 0
+    queued: int = 0
+
+
+async def update_alerts(
+    session: AsyncSession,
+    *,
+    states: Sequence[tuple[Account, AccountState]],
+    rules: Sequence[AlertRule],
+    digests: Mapping[str, Digest],
+    now: datetime,
+) -> AlertChanges:
+    """Raise alerts whose condition started, resolve those whose condition ended.
+
+    One alert per account, rule and key while the condition lasts (no repeats on every
+    rescore); a condition that comes back within the rule's cooldown re-opens its alert
+    without telling anyone again. `digests` maps the configured channels to their digest
+    period; a rule naming another channel gets a failed delivery saying so."""
+    changes = AlertChanges()
+    if not states:
+        return changes
+    by_name = {rule.name: rule for rule in rules}
+    longest = max((rule.cooldown_days for rule in rules), default=0.0)
+    existing = await alerts.recent(
+        session,
+        account_ids=[account.id for account, _ in states],
+        resolved_since=now - timedelta(days=longest),
+    )
+    # {account id: {(rule, key): newest episode}}: oldest first, so the newest one wins.
+    latest: dict[int, dict[tuple[str, str], Alert]] = defaultdict(dict)
+    for episode in existing:
+        latest[episode.account_id][(episode.rule, episode.key)] = episode
+    holding: dict[int, dict[tuple[str, str], Condition]] = defaultdict(dict)
+    today = now.date()
+    for account, state in states:
+        for condition in conditions(rules, state, today=today):
+            holding[account.id][(condition.rule.name, condition.key)] = condition
+    owed: list[tuple[Alert, AlertRule, str]] = []
+    for account, state in states:
+        for (rule_name, key), condition in holding[account.id].items():
+            alert = latest[account.id].get((rule_name, key))
+            if alert is not None and alert.status != alerts.RESOLVED:
+                continue  # already raised: said once
+            cooldown = timedelta(days=condition.rule.cooldown_days)
+            if (
+                alert is not None
+                and alert.resolved_at is not None
+                and (now - alert.resolved_at < cooldown)
+            ):
+                # Nobody is told it came back, so nobody is told when it ends again either.
+                alert.status, alert.resolved_at, alert.notified = alerts.OPEN, None, False
+                changes.reopened += 1
+                continue
+            fresh = _new_alert(account, state, condition, now)
+            alerts.add(session, fresh)
+            owed.append((fresh, condition.rule, "fired"))
+            changes.raised += 1
+        recovered, resolved = _resolve_ended(
+            state=state,
+            latest=latest[account.id],
+            holding=holding[account.id],
+            by_name=by_name,
+            now=now,
+        )
+        owed.extend(recovered)
+        changes.resolved += resolved
+    await alerts.flush(session)
+    for alert, rule, kind in owed:
+        for channel in rule.channels:
+            digest = digests.get(channel)
+            alerts.queue(
+                session,
+                alert_id=alert.id,
+                kind=kind,
+                channel=channel,
+                available_at=alerts.next_digest_time(now, digest or "none"),
+                now=now,
+                error=None
+                if digest is not None
+                else f"channel {channel!r} is not configured (CRM_HEALTH_ALERT_CHANNELS_FILE)",
+            )
+            changes.queued += 1
+    if changes.raised or changes.resolved or changes.reopened:
+        log.info(
+            "alerts_updated",
+            raised=changes.raised,
+            reopened=changes.reopened,
+            resolved=changes.resolved,
+            queued=changes.queued,
+        )
+    return changes
+
+
+def _resolve_ended(
+    *,
+    state: AccountState,
+    latest: Mapping[tuple[str, str], Alert],
+    holding: Mapping[tuple[str, str], Condition],
+    by_name: Mapping[str, AlertRule],
+    now: datetime,
+) -> tuple[list[tuple[Alert, AlertRule, str]], int]:
+    """Resolve the account's alerts (`latest`: its newest episode per rule and key) whose
+    condition no longer holds; returns the recovered notices owed (for rules that ask for
+    them) and how many were resolved."""
+    owed: list[tuple[Alert, AlertRule, str]] = []
+    resolved = 0
+    for (rule_name, key), alert in latest.items():
+        if alert.status == alerts.RESOLVED:
+            continue
+        if (rule_name, key) in holding:
+            continue
+        alert.status, alert.resolved_at = alerts.RESOLVED, now
+        resolved += 1
+        rule = by_name.get(rule_name)
+        if rule is not None and rule.notify_recovered and alert.notified:
+            alert.score, alert.band = state.health.score, state.health.band.value
+            owed.append((alert, rule, "recovered"))
+    return owed, resolved
+
+
+def _new_alert(account: Account, state: AccountState, condition: Condition, now: datetime) -> Alert:
+    health = state.health
+    return Alert(
+        account_id=account.id,
+        connection=account.connection,
+        rule=condition.rule.name,
+        key=condition.key,
+        status=alerts.OPEN,
+        title=condition.title[:500],
+        reason=condition.reason,
+        score=health.score,
+        band=health.band.value,
+        previous_score=state.previous_score,
+        previous_band=state.previous_band,
+        trend_30d=health.trend_30d,
+        drivers=list(health.drivers),
+        notified=True,
+        fired_at=now,
+    )

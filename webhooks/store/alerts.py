@@ -1,0 +1,269 @@
+"""Alerts repository: alert episodes, their delivery outbox, and what people do with them
+(acknowledge, snooze, retry)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from webhooks.store import leases
+from webhooks.store.models import Account, Alert, AlertDelivery
+
+OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
+PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
+STATUSES = (OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED)
+ERROR_LIMIT = 2000
+
+
+async def recent(
+    session: AsyncSession, *, account_ids: Collection[int], resolved_since: datetime
+) -> list[Alert]:
+    """The accounts' alerts that are not resolved, or were resolved since `resolved_since`
+    (the longest cooldown): all a rescore needs to decide what to raise or resolve."""
+    if not account_ids:
+        return []
+    rows = await session.execute(
+        select(Alert)
+        .where(
+            Alert.account_id.in_(list(account_ids)),
+            or_(Alert.status != RESOLVED, Alert.resolved_at >= resolved_since),
+        )
+        .order_by(Alert.id)
+    )
+    return list(rows.scalars())
+
+
+def add(session: AsyncSession, alert: Alert) -> None:
+    session.add(alert)
+
+
+async def flush(session: AsyncSession) -> None:
+    await session.flush()
+
+
+def queue(
+    session: AsyncSession,
+    *,
+    alert_id: int,
+    kind: str,
+    channel: str,
+    available_at: datetime,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Owe one message to a channel; `error` records one that can never be sent (an unknown
+    channel), failed at once so people see it."""
+    session.add(
+        AlertDelivery(
+            alert_id=alert_id,
+            channel=channel,
+            kind=kind,
+            status=PENDING if error is None else FAILED,
+            attempts=0,
+            created_at=now,
+            available_at=available_at,
+            last_error=error,
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DueDelivery:
+    id: int
+    alert_id: int
+    channel: str
+    kind: str
+    attempts: int
+
+
+async def claim_due(
+    session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
+) -> list[DueDelivery]:
+    rows = await leases.claim(
+        session,
+        AlertDelivery,
+        idle=PENDING,
+        busy=PROCESSING,
+        now=now,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        order_by=AlertDelivery.id,
+        returning=(
+            AlertDelivery.id, AlertDelivery.alert_id, AlertDelivery.channel, AlertDelivery.kind,
+            AlertDelivery.attempts,
+        ),
+    )  # fmt: skip
+    return sorted(
+        (DueDelivery(id=r[0], alert_id=r[1], channel=r[2], kind=r[3], attempts=r[4]) for r in rows),
+        key=lambda d: d.id,
+    )
+
+
+async def alerts_with_accounts(
+    session: AsyncSession, *, alert_ids: Collection[int]
+) -> dict[int, tuple[Alert, Account]]:
+    if not alert_ids:
+        return {}
+    rows = await session.execute(
+        select(Alert, Account)
+        .join(Account, Account.id == Alert.account_id)
+        .where(Alert.id.in_(list(alert_ids)))
+    )
+    return {alert.id: (alert, account) for alert, account in rows}
+
+
+async def mark_sent(session: AsyncSession, *, delivery_ids: Sequence[int], now: datetime) -> None:
+    if delivery_ids:
+        await session.execute(
+            update(AlertDelivery)
+            .where(AlertDelivery.id.in_(delivery_ids))
+            .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
+        )
+
+
+async def mark_failed_attempt(
+    session: AsyncSession,
+    *,
+    delivery_id: int,
+    error: str,
+    retry_at: datetime | None,
+) -> None:
+    """One try failed: try again at `retry_at`, or (None) never again unless someone asks."""
+    await session.execute(
+        update(AlertDelivery)
+        .where(AlertDelivery.id == delivery_id)
+        .values(
+            status=FAILED if retry_at is None else PENDING,
+            attempts=AlertDelivery.attempts + 1,
+            available_at=AlertDelivery.available_at if retry_at is None else retry_at,
+            lease_until=None,
+            last_error=error[:ERROR_LIMIT],
+        )
+    )
+
+
+async def retry_failed(session: AsyncSession, *, alert_id: int, now: datetime) -> int:
+    """Send an alert's failed deliveries again, with fresh attempts."""
+    result = await session.execute(
+        update(AlertDelivery)
+        .where(AlertDelivery.alert_id == alert_id, AlertDelivery.status == FAILED)
+        .values(status=PENDING, attempts=0, available_at=now, lease_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- reading and acting on alerts -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertFilter:
+    connection: str
+    account: str | None = None  # CRM record id
+    rule: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_alerts(
+    session: AsyncSession, *, where: AlertFilter, now: datetime, limit: int, offset: int
+) -> tuple[list[tuple[Alert, Account]], int]:
+    """Newest first. A snooze that has run out reads as open again."""
+    query = (
+        select(Alert, Account)
+        .join(Account, Account.id == Alert.account_id)
+        .where(Alert.connection == where.connection)
+    )
+    if where.account is not None:
+        query = query.where(Account.crm_id == where.account)
+    if where.rule is not None:
+        query = query.where(Alert.rule == where.rule)
+    if where.status == OPEN:
+        query = query.where(
+            or_(
+                Alert.status == OPEN,
+                (Alert.status == SNOOZED) & (Alert.snoozed_until <= now),
+            )
+        )
+    elif where.status == SNOOZED:
+        query = query.where(Alert.status == SNOOZED, Alert.snoozed_until > now)
+    elif where.status is not None:
+        query = query.where(Alert.status == where.status)
+    if where.since is not None:
+        query = query.where(Alert.fired_at >= where.since)
+    if where.until is not None:
+        query = query.where(Alert.fired_at < where.until)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(
+        query.order_by(Alert.fired_at.desc(), Alert.id.desc()).limit(limit).offset(offset)
+    )
+    return [(alert, account) for alert, account in rows], int(total)
+
+
+async def find_account(session: AsyncSession, *, connection: str, crm_id: str) -> Account | None:
+    """The connection's account with this CRM record id (deleted ones too: their history stays)."""
+    return (
+        await session.execute(
+            select(Account).where(Account.connection == connection, Account.crm_id == crm_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, *, alert_id: int) -> tuple[Alert, Account] | None:
+    row = (
+        await session.execute(
+            select(Alert, Account)
+            .join(Account, Account.id == Alert.account_id)
+            .where(Alert.id == alert_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def deliveries(
+    session: AsyncSession, *, alert_ids: Collection[int]
+) -> dict[int, list[AlertDelivery]]:
+    found: dict[int, list[AlertDelivery]] = {alert_id: [] for alert_id in alert_ids}
+    if not alert_ids:
+        return found
+    rows = await session.execute(
+        select(AlertDelivery)
+        .where(AlertDelivery.alert_id.in_(list(alert_ids)))
+        .order_by(AlertDelivery.id)
+    )
+    for delivery in rows.scalars():
+        found[delivery.alert_id].append(delivery)
+    return found
+
+
+async def acknowledge(
+    session: AsyncSession, *, alert: Alert, by: str, note: str | None, now: datetime
+) -> None:
+    values: dict[str, Any] = {
+        "acknowledged_at": now,
+        "acknowledged_by": by[:200],
+        "acknowledged_note": note,
+    }
+    if alert.status != RESOLVED:
+        values |= {"status": ACKNOWLEDGED, "snoozed_until": None}
+    await session.execute(update(Alert).where(Alert.id == alert.id).values(**values))
+
+
+async def snooze(session: AsyncSession, *, alert: Alert, until: datetime) -> None:
+    await session.execute(
+        update(Alert).where(Alert.id == alert.id).values(status=SNOOZED, snoozed_until=until)
+    )
+
+
+def next_digest_time(now: datetime, digest: str) -> datetime:
+    """When a digest channel's period ends: the next full hour, or the next midnight (UTC)."""
+    if digest == "hourly":
+        return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if digest == "daily":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return now
