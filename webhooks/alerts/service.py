@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -61,7 +62,8 @@ async def update_alerts(
     for account, state in states:
         for condition in conditions(rules, state, today=today):
             holding[account.id][(condition.rule.name, condition.key)] = condition
-    owed: list[tuple[Alert, AlertRule, str]] = []
+    owed: list[tuple[int, AlertRule, str]] = []
+    fresh: list[tuple[dict[str, Any], AlertRule]] = []
     for account, state in states:
         for (rule_name, key), condition in holding[account.id].items():
             alert = latest[account.id].get((rule_name, key))
@@ -77,10 +79,7 @@ async def update_alerts(
                 alert.status, alert.resolved_at, alert.notified = alerts.OPEN, None, False
                 changes.reopened += 1
                 continue
-            fresh = _new_alert(account, state, condition, now)
-            alerts.add(session, fresh)
-            owed.append((fresh, condition.rule, "fired"))
-            changes.raised += 1
+            fresh.append((_new_alert(account, state, condition, now), condition.rule))
         recovered, resolved = _resolve_ended(
             state=state,
             latest=latest[account.id],
@@ -88,15 +87,25 @@ async def update_alerts(
             by_name=by_name,
             now=now,
         )
-        owed.extend(recovered)
+        owed.extend((alert.id, rule, kind) for alert, rule, kind in recovered)
         changes.resolved += resolved
-    await alerts.flush(session)
-    for alert, rule, kind in owed:
+    await alerts.insert_new(session, rows=[row for row, _ in fresh])
+    changes.raised = len(fresh)
+    # Ids are read back only when someone is to be told: rules without channels need none.
+    told = [(row, rule) for row, rule in fresh if rule.channels]
+    if told:
+        ids = await alerts.ids_fired(
+            session, account_ids={row["account_id"] for row, _ in told}, fired_at=now
+        )
+        owed.extend(
+            (ids[(row["account_id"], row["rule"], row["key"])], rule, "fired") for row, rule in told
+        )
+    for alert_id, rule, kind in owed:
         for channel in rule.channels:
             digest = digests.get(channel)
             alerts.queue(
                 session,
-                alert_id=alert.id,
+                alert_id=alert_id,
                 kind=kind,
                 channel=channel,
                 available_at=alerts.next_digest_time(now, digest or "none"),
@@ -144,22 +153,29 @@ def _resolve_ended(
     return owed, resolved
 
 
-def _new_alert(account: Account, state: AccountState, condition: Condition, now: datetime) -> Alert:
+def _new_alert(
+    account: Account, state: AccountState, condition: Condition, now: datetime
+) -> dict[str, Any]:
     health = state.health
-    return Alert(
-        account_id=account.id,
-        connection=account.connection,
-        rule=condition.rule.name,
-        key=condition.key,
-        status=alerts.OPEN,
-        title=condition.title[:500],
-        reason=condition.reason,
-        score=health.score,
-        band=health.band.value,
-        previous_score=state.previous_score,
-        previous_band=state.previous_band,
-        trend_30d=health.trend_30d,
-        drivers=list(health.drivers),
-        notified=True,
-        fired_at=now,
-    )
+    return {
+        "account_id": account.id,
+        "connection": account.connection,
+        "rule": condition.rule.name,
+        "key": condition.key,
+        "status": alerts.OPEN,
+        "title": condition.title[:500],
+        "reason": condition.reason,
+        "score": health.score,
+        "band": health.band.value,
+        "previous_score": state.previous_score,
+        "previous_band": state.previous_band,
+        "trend_30d": health.trend_30d,
+        "drivers": list(health.drivers),
+        "notified": True,
+        "fired_at": now,
+        "resolved_at": None,
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "acknowledged_note": None,
+        "snoozed_until": None,
+    }

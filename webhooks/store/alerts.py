@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
-from webhooks.store.models import Account, Alert, AlertDelivery
+from webhooks.store.models import Account, Alert, AlertDelivery, core_table
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
@@ -38,8 +38,26 @@ async def recent(
     return list(rows.scalars())
 
 
-def add(session: AsyncSession, alert: Alert) -> None:
-    session.add(alert)
+async def insert_new(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new alerts in one plain executemany: after a configuration change a recompute
+    raises alerts for thousands of accounts at once, and asking for the ids back in order
+    made SQLite insert them one statement at a time."""
+    if rows:
+        await session.execute(insert(core_table(Alert)), list(rows))
+
+
+async def ids_fired(
+    session: AsyncSession, *, account_ids: Collection[int], fired_at: datetime
+) -> dict[tuple[int, str, str], int]:
+    """{(account id, rule, key): id} of the alerts these accounts raised at `fired_at`."""
+    if not account_ids:
+        return {}
+    rows = await session.execute(
+        select(Alert.account_id, Alert.rule, Alert.key, Alert.id).where(
+            Alert.account_id.in_(list(account_ids)), Alert.fired_at == fired_at
+        )
+    )
+    return {(account_id, rule, key): alert_id for account_id, rule, key, alert_id in rows}
 
 
 async def flush(session: AsyncSession) -> None:
