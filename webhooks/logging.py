@@ -28,3 +28,6 @@ def configure_logging(*, level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # httpx logs every request's full URL at INFO; Slack, Teams and webhook URLs carry their
+    # secret in the path, so that logger never speaks below WARNING.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -33,7 +33,7 @@ from webhooks.alerts.rules import AccountState, attribute_value, parse_renewal_d
 from webhooks.connections import ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
-from webhooks.store import accounts, configs, facts, inbox, product, writeback
+from webhooks.store import accounts, alerts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
 
@@ -485,6 +485,11 @@ class Pipeline:
                 now=now,
             )
             live = [account for account in locked.values() if account.deleted_at is None]
+            await alerts.resolve_for_accounts(
+                session,
+                account_ids=[a.id for a in locked.values() if a.deleted_at is not None],
+                now=now,
+            )
             config = await self._current_config(session)
             staged = await self._rescore(session, live, now, config)
             await accounts.save(session, accounts=list(locked.values()))

@@ -580,3 +580,24 @@ def test_the_smtp_settings_an_email_channel_needs_are_named_as_they_are(tmp_path
         check_configuration(settings)
     assert "CRM_HEALTH_SMTP_HOST" in str(raised.value)
     assert str(raised.value).startswith("CRM_HEALTH_ALERT_CHANNELS_FILE: ")
+
+
+async def test_deleting_an_account_resolves_its_open_alerts_silently(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(notify_recovered=True))
+    await w.score("7", 80)
+    await w.score("7", 35)
+    [alert] = await w.alerts()
+    assert alert.status == "open"
+    w.later(seconds=1)
+    await store_native(
+        w.service.runtime,
+        [{"type": "account_deleted", "account": "7", "at": w.now.isoformat()}],
+    )
+    await w.pipeline.process_inbox()
+    await w.pipeline.deliver_alerts()
+    [alert] = await w.alerts()
+    assert alert.status == "resolved"
+    assert alert.resolved_at == w.now
+    # Only the "fired" notice: a deleted account did not recover.
+    assert [notice.kind for notice in w.channels["ops"].notices] == ["fired"]

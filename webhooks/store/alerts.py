@@ -278,6 +278,21 @@ async def snooze(session: AsyncSession, *, alert: Alert, until: datetime) -> Non
     )
 
 
+async def resolve_for_accounts(
+    session: AsyncSession, *, account_ids: Collection[int], now: datetime
+) -> int:
+    """Resolve, telling no one, the alerts of accounts deleted from the CRM: they are no longer
+    rescored, so nothing else would ever end them."""
+    if not account_ids:
+        return 0
+    result = await session.execute(
+        update(Alert)
+        .where(Alert.account_id.in_(list(account_ids)), Alert.status != RESOLVED)
+        .values(status=RESOLVED, resolved_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def next_digest_time(now: datetime, digest: str) -> datetime:
     """When a digest channel's period ends: the next full hour, or the next midnight (UTC)."""
     if digest == "hourly":
