@@ -12,7 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhooks.errors import ServiceError
-from webhooks.routes import alerts, inbound, ingest, oauth, ops
+from webhooks.routes import accounts, alerts, inbound, ingest, oauth, ops
+from webhooks.routes import session as session_routes
+from webhooks.routes.config import router as config_router
+from webhooks.routes.preview import router as preview_router
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 
@@ -59,4 +62,8 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(oauth.router)
     app.include_router(alerts.router)
+    app.include_router(config_router)
+    app.include_router(accounts.router)
+    app.include_router(preview_router)
+    app.include_router(session_routes.router)
     return app

@@ -39,15 +39,25 @@ async def authenticate(
     *, sessions: SessionFactory, settings: Settings, authorization: str | None, now: datetime
 ) -> Principal:
     key = _bearer(authorization)
+    return await principal_for_hash(
+        sessions=sessions, settings=settings, digest=keys.key_hash(key), now=now
+    )
+
+
+async def principal_for_hash(
+    *, sessions: SessionFactory, settings: Settings, digest: str, now: datetime
+) -> Principal:
+    """The principal of the key with this SHA-256: how a bearer key and an admin page session
+    (which holds only the hash) are both resolved, revocation included."""
     bootstrap = settings.admin_token
     if bootstrap is not None and hmac.compare_digest(
-        key.encode(), bootstrap.get_secret_value().encode()
+        digest.encode(), keys.key_hash(bootstrap.get_secret_value()).encode()
     ):
         return Principal(
             role="admin", connection=settings.connection_name, key_id=None, name="bootstrap"
         )
     async with sessions() as session, session.begin():
-        row = await keys.find_active(session, key=key, now=now)
+        row = await keys.find_active_by_hash(session, digest=digest, now=now)
     if row is None:
         raise Unauthenticated("unknown or revoked API key", headers=_CHALLENGE)
     return Principal(role=row.role, connection=row.connection, key_id=row.id, name=row.name)

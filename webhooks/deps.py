@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from webhooks.auth import Principal, allow, authenticate
+from webhooks.auth import Principal, allow, authenticate, principal_for_hash
+from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.runtime import Runtime
+from webhooks.sessions import COOKIE_NAME, CSRF_HEADER, SAFE_METHODS
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -20,13 +23,32 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_principal(
-    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return await authenticate(
-        sessions=runtime.sessions,
-        settings=runtime.settings,
-        authorization=authorization,
-        now=datetime.now(UTC),
+    """A bearer API key, or else the admin page's session cookie; requests from the page that
+    change something must also echo the session's CSRF token."""
+    now = datetime.now(UTC)
+    if authorization is not None:
+        return await authenticate(
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            authorization=authorization,
+            now=now,
+        )
+    data = runtime.signer.read(request.cookies.get(COOKIE_NAME), now=now)
+    if data is None:
+        raise Unauthenticated(
+            "missing API key: send Authorization: Bearer <key>, or sign in at /admin",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, "").encode(), data.csrf.encode()
+    ):
+        raise Forbidden(f"{CSRF_HEADER}: missing or not this session's token")
+    return await principal_for_hash(
+        sessions=runtime.sessions, settings=runtime.settings, digest=data.key_hash, now=now
     )
 
 

@@ -6,6 +6,9 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── BadPayload (400)         intake: a body that is not what the source documents
 ├── PayloadTooLarge (413)    intake: body over the configured or the source's limit
 ├── InvalidFields (422)      ingest: events that break the schema (each field named)
+│   └── InvalidConfig (422)  config: a HealthConfig document that does not validate
+├── PreconditionRequired (428) config: a change without If-Match
+├── PreconditionFailed (412) config: If-Match names a version that is no longer current
 ├── NotFound (404)           a path naming something that does not exist
 ├── NotConfigured (503)      intake: the connection lacks the secret to verify a request
 ├── StorageUnavailable (503) intake: the database did not take the events; nothing was acked
@@ -55,6 +58,22 @@ class UpstreamFailed(ServiceError):
 
 class InvalidFields(ServiceError):
     status_code = 422
+
+
+class InvalidConfig(InvalidFields):
+    """Every problem of the document as (field path, message), e.g. ("bands.hysteresis", ...)."""
+
+    def __init__(self, errors: list[tuple[str, str]], *, prefix: str = "") -> None:
+        super().__init__(prefix + "; ".join(f"{path}: {message}" for path, message in errors))
+        self.errors = errors
+
+
+class PreconditionRequired(ServiceError):
+    status_code = 428
+
+
+class PreconditionFailed(ServiceError):
+    status_code = 412
 
 
 class NotFound(ServiceError):

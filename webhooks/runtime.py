@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 import structlog
@@ -20,6 +22,7 @@ from webhooks.connections import (
 )
 from webhooks.inbox_writer import InboxWriter
 from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.sessions import SessionSigner
 from webhooks.settings import Settings
 from webhooks.store.db import SessionFactory, create_engine, create_session_factory
 
@@ -34,6 +37,7 @@ class Runtime:
     connections: ConnectionRegistry
     pipeline: Pipeline
     writer: InboxWriter
+    signer: SessionSigner
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     worker_task: asyncio.Task[None] | None = None
     provision_task: asyncio.Task[None] | None = None
@@ -76,6 +80,13 @@ class Runtime:
             pipeline=pipeline,
             channels=channels,
             writer=InboxWriter(engine),
+            signer=SessionSigner(
+                # Unset, a secret of this process: its sessions end when it does.
+                secrets.token_urlsafe(32)
+                if settings.session_secret is None
+                else settings.session_secret.get_secret_value(),
+                lifetime=timedelta(hours=settings.session_hours),
+            ),
         )
 
     async def open(self) -> None:

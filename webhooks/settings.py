@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         description="Bootstrap admin API key for the CRM_HEALTH_CONNECTION_NAME connection; "
         "create real keys with `crm-health keys create`.",
     )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs admin page session cookies; set it (32+ random characters) when "
+        "several replicas serve the page. Unset, each process makes its own, so sessions end "
+        "on restart.",
+    )
+    session_hours: float = Field(
+        default=8, gt=0, le=720, description="How long an admin page session lasts."
+    )
 
     hubspot_client_secret: SecretStr | None = Field(
         default=None, description="HubSpot app client secret: verifies webhook signatures."

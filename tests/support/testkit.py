@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -118,3 +119,28 @@ async def store_native(
             ],
             received_at=datetime.now(UTC),
         )
+
+
+def _off(at_risk: float, healthy: float) -> dict[str, float]:
+    return {"at_risk": at_risk, "healthy": healthy, "weight": 0}
+
+
+# A scoring configuration that weighs only recency, from 0 (100 days since the last use) to
+# 100 (used today): an account's score is 100 minus the days since its last use, so a test
+# sets any score exactly by choosing when the account was last used.
+RECENCY_ONLY: dict[str, Any] = {
+    "signals": {
+        "active_use": {
+            "weight": 1,
+            "indicators": {
+                "seat_utilization": _off(0.4, 0.7),
+                "usage_trend": _off(-0.25, 0),
+                "stickiness": _off(0.05, 0.2),
+                "recency_days": {"at_risk": 100, "healthy": 0, "weight": 1},
+            },
+        },
+        "collaboration": {"weight": 0},
+        "mutual_value": {"weight": 0},
+        "momentum": {"weight": 0},
+    }
+}

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from signals.config import HealthConfig
-from testkit import make_settings, store_native
+from testkit import RECENCY_ONLY, make_settings, store_native
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.cli import cli
@@ -29,28 +29,6 @@ from webhooks.store import configs, keys
 from webhooks.store.models import Alert, AlertDelivery
 
 NO_CRM = {"hubspot_access_token": None}
-
-
-def _off(at_risk: float, healthy: float) -> dict[str, float]:
-    return {"at_risk": at_risk, "healthy": healthy, "weight": 0}
-
-
-RECENCY_ONLY: dict[str, Any] = {
-    "signals": {
-        "active_use": {
-            "weight": 1,
-            "indicators": {
-                "seat_utilization": _off(0.4, 0.7),
-                "usage_trend": _off(-0.25, 0),
-                "stickiness": _off(0.05, 0.2),
-                "recency_days": {"at_risk": 100, "healthy": 0, "weight": 1},
-            },
-        },
-        "collaboration": {"weight": 0},
-        "mutual_value": {"weight": 0},
-        "momentum": {"weight": 0},
-    }
-}
 
 
 def at_risk_rule(**changes: object) -> dict[str, object]:

@@ -80,7 +80,8 @@ def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
 
 _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
-    "band", "health_updated_at",
+    "band", "health_updated_at", "segment", "owner", "trend_30d", "signals", "drivers",
+    "coverage",
 )  # fmt: skip
 
 
@@ -126,17 +127,29 @@ async def record_health(
     """Keep each account's current health on its row; append to the history when the score
     or band moved. The history is a step function: the latest row at or before a moment is
     the health at that moment, so unchanged rescores add nothing to it."""
-    changed = []
+    changed: list[tuple[Account, float]] = []
     for account, health in scored:
+        coverage = health.coverage
         if (
             account.health_updated_at is None
             or account.score != health.score
             or account.band != health.band.value
         ):
-            changed.append((account, health))
+            changed.append((account, coverage.ratio))
         account.score = health.score
         account.band = health.band.value
         account.health_updated_at = at
+        account.trend_30d = health.trend_30d
+        account.signals = {
+            name: None if value is None else round(value, 1)
+            for name, value in health.signals.items()
+        }
+        account.drivers = list(health.drivers)
+        account.coverage = {
+            "ratio": coverage.ratio,
+            "signals": list(coverage.signals),
+            "indicators": list(coverage.indicators),
+        }
     if not changed:
         return
     await session.execute(
@@ -145,16 +158,13 @@ async def record_health(
             {
                 "account_id": account.id,
                 "computed_at": at,
-                "score": health.score,
-                "band": health.band.value,
-                "signals": {
-                    name: None if value is None else round(value, 1)
-                    for name, value in health.signals.items()
-                },
-                "drivers": list(health.drivers),
-                "coverage": health.coverage.ratio,
+                "score": account.score,
+                "band": account.band,
+                "signals": account.signals,
+                "drivers": account.drivers,
+                "coverage": ratio,
             }
-            for account, health in changed
+            for account, ratio in changed
         ],
     )
 

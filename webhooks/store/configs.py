@@ -1,5 +1,5 @@
-"""Configuration repository: HealthConfig versions (the newest is in force) and the recompute
-jobs that rescore every account after a change."""
+"""Configuration repository: HealthConfig versions (the newest is in force), their audit log,
+and the recompute jobs that rescore every account after a change."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.config import HealthConfig
 from webhooks.store import leases
-from webhooks.store.models import ConfigVersion, RecomputeJob
+from webhooks.store.models import ConfigAudit, ConfigVersion, RecomputeJob
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
+
+# previous_id of a version that replaced the defaults (no row): unique like any other id, so
+# two first versions cannot both be stored either.
+DEFAULTS_ID = 0
+
+
+class VersionConflict(Exception):
+    """Raised by insert_version: another version already follows `previous_id`."""
 
 
 async def current(session: AsyncSession) -> tuple[int | None, HealthConfig]:
@@ -30,19 +39,111 @@ async def current_id(session: AsyncSession) -> int | None:
     return (await session.execute(select(func.max(ConfigVersion.id)))).scalar_one_or_none()
 
 
-async def save(
-    session: AsyncSession, *, config: HealthConfig, author: str, comment: str, now: datetime
+async def current_version(session: AsyncSession) -> ConfigVersion | None:
+    """The row in force; None while the defaults are."""
+    return (
+        await session.execute(select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(1))
+    ).scalar_one_or_none()
+
+
+async def get_version(session: AsyncSession, *, version_id: int) -> ConfigVersion | None:
+    return await session.get(ConfigVersion, version_id)
+
+
+async def list_versions(
+    session: AsyncSession, *, limit: int, offset: int
+) -> tuple[list[ConfigVersion], int]:
+    """One page of versions, newest first, and how many there are."""
+    rows = (
+        await session.execute(
+            select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(limit).offset(offset)
+        )
+    ).scalars()
+    total = (await session.execute(select(func.count()).select_from(ConfigVersion))).scalar_one()
+    return list(rows), total
+
+
+async def insert_version(
+    session: AsyncSession,
+    *,
+    config: HealthConfig,
+    previous_id: int | None,
+    author: str,
+    comment: str,
+    now: datetime,
 ) -> ConfigVersion:
-    """Store a new version and queue the rescoring of every account under it."""
+    """Store `config` as the version following `previous_id` (None: the defaults).
+
+    VersionConflict when another version follows it already: a concurrent change won. The
+    unique previous_id makes this check atomic on every backend; the caller's transaction
+    must then be rolled back.
+    """
     version = ConfigVersion(
         version=config.version,
         document=config.model_dump(mode="json"),
         created_at=now,
         author=author,
         comment=comment,
+        previous_id=DEFAULTS_ID if previous_id is None else previous_id,
     )
     session.add(version)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise VersionConflict(f"a version following {previous_id} exists already") from exc
+    return version
+
+
+async def add_audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    from_version_id: int | None,
+    to_version_id: int,
+    comment: str,
+    changed: list[str],
+    now: datetime,
+) -> ConfigAudit:
+    row = ConfigAudit(
+        at=now,
+        actor=actor,
+        action=action,
+        from_version_id=from_version_id,
+        to_version_id=to_version_id,
+        comment=comment,
+        changed=changed,
+    )
+    session.add(row)
     await session.flush()
+    return row
+
+
+async def list_audit(
+    session: AsyncSession, *, limit: int, offset: int
+) -> tuple[list[ConfigAudit], int]:
+    """One page of the audit log, newest first, and how many entries there are."""
+    rows = (
+        await session.execute(
+            select(ConfigAudit).order_by(ConfigAudit.id.desc()).limit(limit).offset(offset)
+        )
+    ).scalars()
+    total = (await session.execute(select(func.count()).select_from(ConfigAudit))).scalar_one()
+    return list(rows), total
+
+
+async def save(
+    session: AsyncSession, *, config: HealthConfig, author: str, comment: str, now: datetime
+) -> ConfigVersion:
+    """Store a new version and queue the rescoring of every account under it."""
+    version = await insert_version(
+        session,
+        config=config,
+        previous_id=await current_id(session),
+        author=author,
+        comment=comment,
+        now=now,
+    )
     await request_recompute(
         session, config_id=version.id, reason=f"config {config.version}", now=now
     )

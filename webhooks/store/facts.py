@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.model import (
@@ -44,6 +44,8 @@ _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
 # Attributes whose past values matter (ARR a year ago); others only keep their latest value.
 TRACKED_ATTRIBUTES = frozenset({"arr", "seats"})
 ESCALATION_PRIORITIES = ("high", "urgent")
+# Attributes also copied to a column of their own, for the accounts API's filters.
+COLUMN_ATTRIBUTES = frozenset({"segment", "owner"})
 
 _KIND_OF: dict[type, str] = {
     Usage: "usage",
@@ -72,6 +74,8 @@ def apply_attributes(
             account.name = value
         elif name == "domain":
             account.domain = None if value is None else normalised_domain(value)
+        elif name in COLUMN_ATTRIBUTES:
+            setattr(account, name, None if value in (None, "") else str(value)[:255])
     account.attributes = merged
 
 
@@ -263,12 +267,22 @@ async def _upsert_tickets(session: AsyncSession, tickets: Mapping[tuple[int, str
 
 
 async def read_facts(
-    session: AsyncSession, *, accounts: Sequence[Account], as_of: datetime
+    session: AsyncSession,
+    *,
+    accounts: Sequence[Account],
+    as_of: datetime,
+    historical: bool = False,
 ) -> dict[int, AccountFacts]:
     """Scoring snapshots for the accounts, every windowed count in one grouped query per table.
 
     A count is None (no data) where the account's connection has never sent that kind of fact,
     and a real number, possibly 0, where it has.
+
+    `historical` reads the facts as they stood at a past `as_of` (backtests): every window also
+    ends at `as_of`, the last use is the last usage day up to it, contacts who left later still
+    count, and seats and ARR are their tracked values at that time. Other attributes, contact
+    titles and which kinds of facts the connection sends are as they are now. The worker reads
+    with the windows open-ended, so a future-dated event still counts as soon as it arrives.
     """
     if not accounts:
         return {}
@@ -285,13 +299,28 @@ async def read_facts(
         ).all()
     }
     today = as_of.astimezone(UTC).date()
-    usage = await _usage(session, ids, today)
-    interactions = await _interactions(session, ids, as_of - timedelta(days=90))
+    until = as_of if historical else None
+    usage = await _usage(session, ids, today, closed=historical)
+    interactions = await _interactions(session, ids, as_of - timedelta(days=90), until)
     collaboration = await _counts(
-        session, CollaborationFact, CollaborationFact.at, ids, as_of - timedelta(days=180)
+        session,
+        CollaborationFact,
+        CollaborationFact.at,
+        ids,
+        as_of - timedelta(days=180),
+        until=until,
     )
-    tickets = await _tickets(session, ids, as_of - timedelta(days=90))
+    tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
     arr_before = await _attribute_at(session, ids, "arr", as_of - timedelta(days=365))
+    past: dict[str, dict[int, str | None]] = {}
+    last_used: dict[int, datetime | None] = {}
+    if historical:
+        past = {name: await _attribute_at(session, ids, name, as_of) for name in ("arr", "seats")}
+        last_used = await _last_usage_until(
+            session,
+            [a.id for a in accounts if a.last_usage_at is not None and a.last_usage_at > as_of],
+            as_of,
+        )
 
     snapshots: dict[int, AccountFacts] = {}
     for account in accounts:
@@ -300,6 +329,13 @@ async def read_facts(
             return (connection, kind) in seen
 
         values = {k: v["value"] for k, v in (account.attributes or {}).items() if v["value"]}
+        last_usage_at = account.last_usage_at
+        if historical:
+            for name, found in past.items():
+                if found.get(account.id) is not None:
+                    values[name] = str(found[account.id])
+            if last_usage_at is not None and last_usage_at > as_of:
+                last_usage_at = last_used.get(account.id)
         users_30, users_prev, user_days = usage.get(account.id, (0, 0, 0))
         total, customer, engaged, executives = interactions.get(account.id, (0, 0, 0, 0))
         opened, escalated = tickets.get(account.id, (0, 0))
@@ -311,7 +347,7 @@ async def read_facts(
             active_users_30d=users_30 if has("usage") else None,
             active_users_prev_30d=users_prev if has("usage") else None,
             mean_daily_active_users_30d=user_days / 30.0 if has("usage") else None,
-            last_usage_at=account.last_usage_at,
+            last_usage_at=last_usage_at,
             customer_interactions_90d=customer if has("interaction") else None,
             total_interactions_90d=total if has("interaction") else None,
             collaboration_events_180d=collaboration.get(account.id, 0)
@@ -341,10 +377,13 @@ def _int(value: str | None) -> int | None:
 
 
 async def _usage(
-    session: AsyncSession, ids: Collection[int], today: date
+    session: AsyncSession, ids: Collection[int], today: date, *, closed: bool = False
 ) -> dict[int, tuple[int, int, int]]:
     last_30, last_60 = today - timedelta(days=30), today - timedelta(days=60)
     recent = UsageDay.day > last_30
+    window = [UsageDay.account_id.in_(ids), UsageDay.day > last_60]
+    if closed:
+        window.append(UsageDay.day <= today)
     rows = await session.execute(
         select(
             UsageDay.account_id,
@@ -352,16 +391,40 @@ async def _usage(
             func.count(func.distinct(case((~recent, UsageDay.user)))),
             func.sum(case((recent, 1), else_=0)),
         )
-        .where(UsageDay.account_id.in_(ids), UsageDay.day > last_60)
+        .where(*window)
         .group_by(UsageDay.account_id)
     )
     return {row[0]: (row[1], row[2], int(row[3] or 0)) for row in rows}
 
 
+async def _last_usage_until(
+    session: AsyncSession, ids: Collection[int], as_of: datetime
+) -> dict[int, datetime | None]:
+    """The last use up to `as_of`, to the day: the end of the last usage day, capped at `as_of`
+    (usage is kept per day, so an earlier time of day is not known)."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(UsageDay.account_id, func.max(UsageDay.day))
+        .where(UsageDay.account_id.in_(ids), UsageDay.day <= as_of.astimezone(UTC).date())
+        .group_by(UsageDay.account_id)
+    )
+    found: dict[int, datetime | None] = {}
+    for account_id, day in rows:
+        end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        found[account_id] = min(end_of_day, as_of)
+    return found
+
+
 async def _interactions(
-    session: AsyncSession, ids: Collection[int], since: datetime
+    session: AsyncSession, ids: Collection[int], since: datetime, until: datetime | None = None
 ) -> dict[int, tuple[int, int, int, int]]:
-    present = ContactFact.left_at.is_(None)
+    present: ColumnElement[bool] = ContactFact.left_at.is_(None)
+    window = [InteractionFact.account_id.in_(ids), InteractionFact.at > since]
+    if until is not None:
+        # Contacts who left after `until` were still there then.
+        present = or_(present, ContactFact.left_at > until)
+        window.append(InteractionFact.at <= until)
     rows = await session.execute(
         select(
             InteractionFact.account_id,
@@ -380,33 +443,43 @@ async def _interactions(
                 ContactFact.contact == InteractionFact.contact,
             ),
         )
-        .where(InteractionFact.account_id.in_(ids), InteractionFact.at > since)
+        .where(*window)
         .group_by(InteractionFact.account_id)
     )
     return {row[0]: (row[1], int(row[2] or 0), row[3], row[4]) for row in rows}
 
 
 async def _counts(
-    session: AsyncSession, model: Any, at: Any, ids: Collection[int], since: datetime
+    session: AsyncSession,
+    model: Any,
+    at: Any,
+    ids: Collection[int],
+    since: datetime,
+    *,
+    until: datetime | None = None,
 ) -> dict[int, int]:
+    window = [model.account_id.in_(ids), at > since]
+    if until is not None:
+        window.append(at <= until)
     rows = await session.execute(
-        select(model.account_id, func.count())
-        .where(model.account_id.in_(ids), at > since)
-        .group_by(model.account_id)
+        select(model.account_id, func.count()).where(*window).group_by(model.account_id)
     )
     return {row[0]: row[1] for row in rows}
 
 
 async def _tickets(
-    session: AsyncSession, ids: Collection[int], since: datetime
+    session: AsyncSession, ids: Collection[int], since: datetime, until: datetime | None = None
 ) -> dict[int, tuple[int, int]]:
+    window = [TicketFact.account_id.in_(ids), TicketFact.opened_at > since]
+    if until is not None:
+        window.append(TicketFact.opened_at <= until)
     rows = await session.execute(
         select(
             TicketFact.account_id,
             func.count(),
             func.sum(case((TicketFact.priority.in_(ESCALATION_PRIORITIES), 1), else_=0)),
         )
-        .where(TicketFact.account_id.in_(ids), TicketFact.opened_at > since)
+        .where(*window)
         .group_by(TicketFact.account_id)
     )
     return {row[0]: (row[1], int(row[2] or 0)) for row in rows}

@@ -73,9 +73,16 @@ async def revoke(session: AsyncSession, *, key: str, now: datetime) -> bool:
 
 async def find_active(session: AsyncSession, *, key: str, now: datetime) -> ApiKey | None:
     """The unrevoked key with this plaintext, if any."""
+    return await find_active_by_hash(session, digest=key_hash(key), now=now)
+
+
+async def find_active_by_hash(
+    session: AsyncSession, *, digest: str, now: datetime
+) -> ApiKey | None:
+    """The unrevoked key with this SHA-256 (an admin page session holds only that)."""
     row = (
         await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == key_hash(key), ApiKey.revoked_at.is_(None))
+            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
         )
     ).scalar_one_or_none()
     if row is not None and (row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY):

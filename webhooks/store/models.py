@@ -112,6 +112,10 @@ class Account(Base):
     __table_args__ = (
         UniqueConstraint("connection", "crm_id"),
         Index("ix_accounts_domain", "connection", "domain"),
+        # The accounts API filters on these and lists most at-risk first.
+        Index("ix_accounts_segment", "connection", "segment"),
+        Index("ix_accounts_owner", "connection", "owner"),
+        Index("ix_accounts_score", "connection", "score"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -132,6 +136,17 @@ class Account(Base):
     band: Mapped[str] = mapped_column(String(16), default="unknown")
     health_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # Copies of the `segment` and `owner` attributes (kept by facts.apply_attributes), so the
+    # accounts API filters on indexed columns instead of JSON paths.
+    segment: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    # The rest of the latest health (record_health): history rows are only added when score or
+    # band move, so the newest of them can hold stale signals, drivers or trend.
+    trend_30d: Mapped[int | None]
+    signals: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    drivers: Mapped[list[str] | None] = mapped_column(JSON)
+    # {"ratio": 0..1, "signals": [...], "indicators": ["signal.indicator", ...]}
+    coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 def _account_fk() -> Mapped[int]:
@@ -250,6 +265,9 @@ class ConfigVersion(Base):
     created_at: Mapped[datetime]
     author: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text, default="")
+    # The version this one replaced (0: the defaults). Unique, so of two changes made against
+    # the same version only one can be stored: the check-and-insert of optimistic locking.
+    previous_id: Mapped[int | None] = mapped_column(BigId, unique=True, index=True)
 
 
 class RecomputeJob(Base):
@@ -448,3 +466,19 @@ class AlertDelivery(Base):
     lease_until: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ConfigAudit(Base):
+    """Who changed the configuration, when, how (put, rollback, apply) and which field paths."""
+
+    __tablename__ = "config_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))
+    from_version_id: Mapped[int | None] = mapped_column(BigId)
+    to_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("config_versions.id"))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    # The changed field paths, e.g. ["bands.healthy_min", "alerts.1.points"].
+    changed: Mapped[list[str]] = mapped_column(JSON)

@@ -1,0 +1,412 @@
+"""Config preview and backtest over HTTP: what a candidate configuration would change on today's
+facts (without writing anything), and how well a configuration's at_risk band foresaw known
+churn and renewals.
+
+Scoring here weighs only recency: with `recency(at_risk)` an account's score is 100 minus
+100/at_risk points per day since its last use, so usage sent N days ago sets any score.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from signals.config import HealthConfig
+from testkit import native, store_native
+from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.store import configs, facts, keys
+from webhooks.store.models import (
+    Account,
+    Alert,
+    AlertDelivery,
+    ConfigVersion,
+    HealthSnapshot,
+    RecomputeJob,
+    WritebackItem,
+)
+
+NO_CRM = {"hubspot_access_token": None}
+AT_RISK_RULE = {"name": "entered-at-risk", "when": "band_entered", "band": "at_risk"}
+
+
+def recency(at_risk: float, **changes: Any) -> dict[str, Any]:
+    def off(low: float, high: float) -> dict[str, float]:
+        return {"at_risk": low, "healthy": high, "weight": 0}
+
+    return {
+        "signals": {
+            "active_use": {
+                "weight": 1,
+                "indicators": {
+                    "seat_utilization": off(0.4, 0.7),
+                    "usage_trend": off(-0.25, 0),
+                    "stickiness": off(0.05, 0.2),
+                    "recency_days": {"at_risk": at_risk, "healthy": 0, "weight": 1},
+                },
+            },
+            "collaboration": {"weight": 0},
+            "mutual_value": {"weight": 0},
+            "momentum": {"weight": 0},
+        },
+        "alerts": [AT_RISK_RULE],
+        **changes,
+    }
+
+
+async def bearer(service: Any, role: str, connection: str = "default") -> dict[str, str]:
+    async with service.runtime.sessions() as session, session.begin():
+        _, key = await keys.create(
+            session, name=f"{role}-key", role=role, connection=connection, now=datetime.now(UTC)
+        )
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def apply(service: Any, document: dict[str, Any]) -> None:
+    async with service.runtime.sessions() as session, session.begin():
+        await configs.save(
+            session,
+            config=HealthConfig.model_validate(document),
+            author="test",
+            comment="preview test",
+            now=datetime.now(UTC),
+        )
+
+
+async def run_worker(service: Any, events: list[dict[str, object]]) -> None:
+    await store_native(service.runtime, events)
+    pipeline = Pipeline(
+        sessions=service.runtime.sessions,
+        connections=service.runtime.connections,
+        options=WorkerOptions(),
+    )
+    while await pipeline.run_once():
+        pass
+
+
+def named(account: str) -> dict[str, object]:
+    return native("account", account, attributes={"name": f"Account {account}"})
+
+
+# Last use N days ago; with recency(100) the score is 100 - N.
+LAST_USE = {"a": 10, "b": 35, "c": 50, "d": 80, "e": 25}
+
+
+async def scored_world(service_factory: Any) -> Any:
+    """Five accounts scored under recency(100) (a 90, b 65, c 50, d 20, e 75) and one without
+    usage (f, unknown); d's at-risk alert is open."""
+    service = await service_factory(**NO_CRM)
+    await apply(service, recency(100))
+    events = [named(account) for account in [*LAST_USE, "f"]]
+    events += [native("usage", a, days_ago=days, user="u1") for a, days in LAST_USE.items()]
+    await run_worker(service, events)
+    return service
+
+
+async def row_counts(service: Any) -> dict[str, int]:
+    counted = (
+        HealthSnapshot, WritebackItem, Alert, AlertDelivery, ConfigVersion, RecomputeJob,
+    )  # fmt: skip
+    async with service.runtime.sessions() as session:
+        counts = {
+            model.__tablename__: (
+                await session.execute(select(func.count()).select_from(model))
+            ).scalar_one()
+            for model in counted
+        }
+        health = (
+            await session.execute(
+                select(Account.crm_id, Account.score, Account.band).order_by(Account.crm_id)
+            )
+        ).all()
+    return {**counts, **{f"account {c}": hash((s, b)) for c, s, b in health}}
+
+
+# --- preview ------------------------------------------------------------------------------------
+
+
+async def test_stricter_candidate_moves_accounts_to_at_risk_and_lists_them(
+    service_factory,
+) -> None:
+    service = await scored_world(service_factory)
+    viewer = await bearer(service, "viewer")
+    before = await row_counts(service)
+
+    # Recency at risk from 60 days: c 50 -> 17 (at risk), e 75 -> 58 (neutral).
+    response = await service.client.post(
+        "/api/v1/config/preview", json={"config": recency(60)}, headers=viewer
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accounts"] == 6
+    assert body["bands"] == {
+        "before": {"healthy": 2, "neutral": 2, "at_risk": 1, "unknown": 1},
+        "after": {"healthy": 1, "neutral": 2, "at_risk": 2, "unknown": 1},
+    }
+    for counts in body["bands"].values():
+        assert sum(counts.values()) == body["accounts"]
+    assert body["changed"]["total"] == 2
+    assert [
+        (item["id"], item["name"], item["old_score"], item["old_band"], item["new_score"],
+         item["new_band"], item["change"])
+        for item in body["changed"]["items"]
+    ] == [
+        ("c", "Account c", 50, "neutral", 17, "at_risk", -33),
+        ("e", "Account e", 75, "healthy", 58, "neutral", -17),
+    ]  # fmt: skip
+    assert body["diff_paths"] == ["signals.active_use.indicators.recency_days.at_risk"]
+    assert body["current_version"] != body["candidate_version"]
+    # Nothing stored, written back, alerted or versioned; the accounts keep their health.
+    assert await row_counts(service) == before
+
+
+async def test_preview_lists_only_the_alerts_that_would_newly_fire(service_factory) -> None:
+    service = await scored_world(service_factory)
+    admin = await bearer(service, "admin")
+    async with service.runtime.sessions() as session:
+        open_now = (await session.execute(select(Alert.rule, Alert.status))).all()
+    assert open_now == [("entered-at-risk", "open")]  # d's
+
+    response = await service.client.post(
+        "/api/v1/config/preview", json={"config": recency(60)}, headers=admin
+    )
+
+    alerts = response.json()["alerts"]
+    assert alerts["total"] == 1
+    [alert] = alerts["items"]
+    assert (alert["rule"], alert["key"], alert["account"], alert["title"]) == (
+        "entered-at-risk",
+        "at_risk",
+        {"id": "c", "name": "Account c"},
+        "Account c is at risk",
+    )
+    assert alert["reason"] == "band neutral -> at risk, score 50 -> 17"
+    assert (alert["score"], alert["band"]) == (17, "at_risk")
+
+
+async def test_preview_caps_the_lists_and_keeps_the_totals(service_factory) -> None:
+    service = await scored_world(service_factory)
+    candidate = recency(60, alerts=[AT_RISK_RULE, {"name": "neutral", "when": "band_entered",
+                                                   "band": "neutral"}])  # fmt: skip
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": candidate, "limit": 1},
+        headers=await bearer(service, "viewer"),
+    )
+
+    body = response.json()
+    assert [item["id"] for item in body["changed"]["items"]] == ["c"]  # the largest change
+    assert (body["changed"]["total"], body["changed"]["limit"]) == (2, 1)
+    # c at risk; b and e neutral (the new rule): three, one shown.
+    assert (body["alerts"]["total"], len(body["alerts"]["items"])) == (3, 1)
+
+
+async def test_same_config_changes_nothing(service_factory) -> None:
+    service = await scored_world(service_factory)
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": recency(100)},
+        headers=await bearer(service, "viewer"),
+    )
+
+    body = response.json()
+    assert body["bands"]["before"] == body["bands"]["after"]
+    assert body["changed"] == {"items": [], "total": 0, "limit": 100}
+    assert body["alerts"]["total"] == 0
+    assert body["diff_paths"] == []
+
+
+async def test_invalid_candidate_is_refused_naming_every_field(service_factory) -> None:
+    service = await scored_world(service_factory)
+    candidate = recency(60, bands={"healthy_min": 200, "at_risk_below": "low"}, colour="red")
+    candidate["signals"]["momentum"]["weight"] = -1
+    before = await row_counts(service)
+
+    response = await service.client.post(
+        "/api/v1/config/preview", json={"config": candidate}, headers=await bearer(service, "admin")
+    )
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    for path in (
+        "config.bands.healthy_min",
+        "config.bands.at_risk_below",
+        "config.signals.momentum.weight",
+        "config.colour",
+    ):
+        assert path in detail
+    assert await row_counts(service) == before
+
+
+async def test_preview_needs_a_key_with_admin_or_viewer_role(service_factory) -> None:
+    service = await service_factory(**NO_CRM)
+    url = "/api/v1/config/preview"
+    body: dict[str, object] = {"config": {}}
+
+    assert (await service.client.post(url, json=body)).status_code == 401
+    wrong = {"Authorization": "Bearer not-a-key"}
+    assert (await service.client.post(url, json=body, headers=wrong)).status_code == 401
+    ingest = await bearer(service, "ingest")
+    assert (await service.client.post(url, json=body, headers=ingest)).status_code == 403
+    backtest = await service.client.post("/api/v1/config/backtest", json={}, headers=ingest)
+    assert backtest.status_code == 403
+
+
+async def test_a_key_previews_only_its_own_connection(service_factory) -> None:
+    service = await scored_world(service_factory)
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": recency(60)},
+        headers=await bearer(service, "viewer", connection="other"),
+    )
+
+    assert response.status_code == 200
+    assert response.json()["accounts"] == 0
+
+
+# --- backtest -----------------------------------------------------------------------------------
+
+
+def used(account: str, *days_ago: float) -> list[dict[str, object]]:
+    return [native("usage", account, days_ago=days, user="u1") for days in days_ago]
+
+
+def ended(account: str, outcome: str) -> dict[str, object]:
+    return native("outcome", account, days_ago=5, outcome=outcome)
+
+
+async def outcome_world(service_factory: Any) -> Any:
+    """Outcomes 5 days ago; scored at 30, 60 and 90 days before them (35, 65, 95 days ago)
+    under recency(14), at risk after about 8.4 days without use:
+
+    churn1  used 100 days ago only: flagged at 30 and 60 days before
+    churn2  used 100, 68, 50 days ago: flagged at 30 days before only
+    late    churned, used only 7 days ago: no facts yet at any horizon (unscored)
+    renew1  used every 3 days: never flagged
+    renew2  used 100 and 10 days ago: flagged at 30 and 60 days before (a false alarm; its
+            later use must not count at those times)
+    """
+    service = await service_factory(**NO_CRM)
+    await apply(service, recency(14))
+    events = [named(a) for a in ("churn1", "churn2", "late", "renew1", "renew2", "other")]
+    events += used("churn1", 100) + used("churn2", 100, 68, 50) + used("late", 7)
+    events += used("renew1", *range(5, 101, 3)) + used("renew2", 100, 10) + used("other", 1)
+    events += [ended("churn1", "churned"), ended("churn2", "churned"), ended("late", "churned")]
+    events += [ended("renew1", "renewed"), ended("renew2", "renewed")]
+    await run_worker(service, events)
+    return service
+
+
+EXPECTED = [
+    {"days": 30, "churned": 3, "renewed": 2, "flagged_churned": 2, "flagged_renewed": 1,
+     "unscored": 1, "precision": 0.6667, "recall": 0.6667},
+    {"days": 60, "churned": 3, "renewed": 2, "flagged_churned": 1, "flagged_renewed": 1,
+     "unscored": 1, "precision": 0.5, "recall": 0.3333},
+    {"days": 90, "churned": 3, "renewed": 2, "flagged_churned": 0, "flagged_renewed": 0,
+     "unscored": 1, "precision": None, "recall": 0.0},
+]  # fmt: skip
+
+
+async def test_backtest_reports_precision_and_recall_per_horizon(service_factory) -> None:
+    service = await outcome_world(service_factory)
+    before = await row_counts(service)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest",
+        json={"config": recency(14), "horizons": [90, 30, 60]},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["outcomes"], body["accounts"]) == (5, 5)
+    assert body["horizons"] == EXPECTED
+    assert "precision" in body["method"]
+    assert await row_counts(service) == before
+
+
+async def test_backtest_without_a_config_uses_the_current_one(service_factory) -> None:
+    service = await outcome_world(service_factory)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest", json={"config": None}, headers=await bearer(service, "admin")
+    )
+
+    body = response.json()
+    assert body["config_version"] == HealthConfig.model_validate(recency(14)).version
+    assert body["horizons"] == EXPECTED
+
+
+async def test_backtest_without_outcomes_has_no_ratios(service_factory) -> None:
+    service = await scored_world(service_factory)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest", json={"horizons": [30]}, headers=await bearer(service, "viewer")
+    )
+
+    assert response.json()["horizons"] == [
+        {"days": 30, "churned": 0, "renewed": 0, "flagged_churned": 0, "flagged_renewed": 0,
+         "unscored": 0, "precision": None, "recall": None},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("horizons", [[0], [366], [], [30, -1]])
+async def test_backtest_horizons_must_be_1_to_365_days(service_factory, horizons) -> None:
+    service = await service_factory(**NO_CRM)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest",
+        json={"horizons": horizons},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 422
+    assert "horizons" in response.text
+
+
+async def test_backtest_refuses_an_invalid_config(service_factory) -> None:
+    service = await service_factory(**NO_CRM)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest",
+        json={"config": {"bands": {"hysteresis": 80}}},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 422
+    assert "config.bands.hysteresis" in response.json()["detail"]
+
+
+async def test_historical_facts_end_at_as_of(service_factory) -> None:
+    service = await service_factory(**NO_CRM)
+    events: list[dict[str, object]] = [named("h")]
+    for days, label in ((40, "old"), (10, "new")):
+        events += [
+            native("usage", "h", days_ago=days, user=f"u-{label}"),
+            native("interaction", "h", days_ago=days, channel="call", direction="customer",
+                   contact=f"c-{label}"),
+            native("collaboration", "h", days_ago=days, kind="feedback"),
+            native("ticket", "h", days_ago=days, ticket=f"t-{label}", priority="urgent"),
+        ]  # fmt: skip
+    await run_worker(service, events)
+    as_of = datetime.now(UTC) - timedelta(days=20)
+
+    async with service.runtime.sessions() as session:
+        [account] = (await session.execute(select(Account))).scalars()
+        then = await facts.read_facts(session, accounts=[account], as_of=as_of, historical=True)
+        open_ended = await facts.read_facts(session, accounts=[account], as_of=as_of)
+
+    past = then[account.id]
+    assert (past.active_users_30d, past.total_interactions_90d) == (1, 1)
+    assert (past.collaboration_events_180d, past.tickets_90d, past.escalations_90d) == (1, 1, 1)
+    assert past.last_usage_at is not None
+    assert 19 <= (as_of - past.last_usage_at).days <= 20
+    # The worker's read (as_of now) leaves the windows open: later facts count.
+    later = open_ended[account.id]
+    assert (later.total_interactions_90d, later.tickets_90d) == (2, 2)

@@ -1,0 +1,455 @@
+"""What a candidate configuration would do, before anyone applies it: a preview on today's facts
+(bands before/after, the accounts that change band, the alerts that would fire) and a backtest
+against known churn and renewal outcomes. Both only read: nothing is stored, written back or
+alerted.
+
+Backtest method: every known outcome (an `outcome` event, churned or renewed) is one case. For
+each horizon h the account is scored with the facts as they stood at the end of the UTC day h
+days before the outcome (`read_facts(historical=True)`), under the given configuration, without
+hysteresis. A churned case scored at_risk is a hit; a renewed case scored at_risk is a false
+alarm. precision = flagged churned / all flagged, recall = flagged churned / churned. Limits:
+facts that arrived after the fact (a late backfill) count as if known then; attributes other
+than seats and ARR (segment, renewal date), contact titles and the kinds of facts a connection
+sends are as they are now; usage recency is known to the day.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from signals.config import HealthConfig
+from signals.model import Band, Health
+from signals.scoring import score
+from webhooks.alerts.manage import AccountRef
+from webhooks.alerts.rules import AccountState, attribute_value, conditions, parse_renewal_date
+from webhooks.errors import InvalidFields
+from webhooks.store import accounts, configs, facts, outcomes
+from webhooks.store.db import AsyncSession, SessionFactory
+from webhooks.store.models import Account
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1_000
+MAX_PROBLEMS = 50
+BANDS = tuple(band.value for band in (Band.HEALTHY, Band.NEUTRAL, Band.AT_RISK, Band.UNKNOWN))
+
+
+# -- what the API returns ------------------------------------------------------------------------
+
+
+class BandCounts(BaseModel):
+    healthy: int = 0
+    neutral: int = 0
+    at_risk: int = 0
+    unknown: int = 0
+
+
+class BandsBeforeAfter(BaseModel):
+    before: BandCounts
+    after: BandCounts
+
+
+class ChangedAccount(BaseModel):
+    id: str  # the CRM record id
+    name: str | None
+    old_score: int | None
+    old_band: str
+    new_score: int | None
+    new_band: str
+    # new - old; None when either has no score (counted as the largest change).
+    change: int | None
+
+
+class ChangedPage(BaseModel):
+    items: list[ChangedAccount]
+    total: int
+    limit: int
+
+
+class WouldFire(BaseModel):
+    rule: str
+    key: str
+    account: AccountRef
+    title: str
+    reason: str
+    score: int | None
+    band: str
+
+
+class AlertsPage(BaseModel):
+    items: list[WouldFire]
+    total: int
+    limit: int
+
+
+class Preview(BaseModel):
+    current_version: str
+    candidate_version: str
+    # Config fields whose values differ, e.g. "bands.healthy_min", "alerts.1.points".
+    diff_paths: list[str]
+    accounts: int
+    bands: BandsBeforeAfter
+    changed: ChangedPage
+    alerts: AlertsPage
+    computed_at: datetime
+
+
+class HorizonResult(BaseModel):
+    days: int
+    churned: int
+    renewed: int
+    flagged_churned: int
+    flagged_renewed: int
+    # Cases without a score at that time (no facts yet): never flagged.
+    unscored: int
+    precision: float | None
+    recall: float | None
+
+
+class Backtest(BaseModel):
+    config_version: str
+    outcomes: int
+    accounts: int
+    horizons: list[HorizonResult]
+    method: str
+    computed_at: datetime
+
+
+METHOD = (
+    "Each known outcome is scored with the facts as of the end of the UTC day `days` before "
+    "it, under this configuration, without hysteresis; flagged = band at_risk. "
+    "precision = flagged_churned / (flagged_churned + flagged_renewed); "
+    "recall = flagged_churned / churned. Late-arriving facts count as known then; attributes "
+    "other than seats and ARR are as they are now."
+)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def candidate_config(document: Mapping[str, Any]) -> HealthConfig:
+    """The candidate as a HealthConfig; InvalidFields naming every invalid field path."""
+    try:
+        return HealthConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = [
+            f"config{''.join(f'.{part}' for part in error['loc'])}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        ]
+        shown = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise InvalidFields("; ".join(shown) + (f"; and {more} more" if more else "")) from None
+
+
+def diff_paths(before: HealthConfig, after: HealthConfig) -> list[str]:
+    """Dotted paths of the leaves that differ (list items by position), sorted."""
+    return sorted(_diff(before.model_dump(mode="json"), after.model_dump(mode="json"), ""))
+
+
+def _diff(old: Any, new: Any, path: str) -> Iterator[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old.keys() | new.keys():
+            yield from _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(old, list) and isinstance(new, list):
+        for index in range(max(len(old), len(new))):
+            yield from _diff(
+                old[index] if index < len(old) else None,
+                new[index] if index < len(new) else None,
+                f"{path}.{index}" if path else str(index),
+            )
+    elif old != new:
+        yield path
+
+
+# -- preview -------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class _Tally:
+    """What a preview keeps while streaming: counters and the top changes, never all accounts."""
+
+    limit: int
+    accounts: int = 0
+    changed: int = 0
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        self.before: Counter[str] = Counter()
+        self.after: Counter[str] = Counter()
+        # Min-heap of (size of the change, -account id, item): the smallest is dropped first.
+        self.top: list[tuple[int, int, ChangedAccount]] = []
+        self.alerts: list[WouldFire] = []
+
+    def add_change(self, account: Account, old: Health, new: Health) -> None:
+        self.changed += 1
+        change = None if old.score is None or new.score is None else new.score - old.score
+        entry = (
+            101 if change is None else abs(change),
+            -account.id,
+            ChangedAccount(
+                id=account.crm_id,
+                name=account.name,
+                old_score=old.score,
+                old_band=old.band.value,
+                new_score=new.score,
+                new_band=new.band.value,
+                change=change,
+            ),
+        )
+        if len(self.top) < self.limit:
+            heapq.heappush(self.top, entry)
+        elif entry[:2] > self.top[0][:2]:
+            heapq.heapreplace(self.top, entry)
+
+
+def _state(
+    account: Account, health: Health, before: Mapping[int, Mapping[int, int | None]]
+) -> AccountState:
+    # As the worker builds it (webhooks.pipeline): the row holds the last health it recorded.
+    return AccountState(
+        name=account.name,
+        health=health,
+        previous_score=account.score,
+        previous_band=None if account.health_updated_at is None else account.band,
+        scores_before={days: found.get(account.id) for days, found in before.items()},
+        renewal_date=parse_renewal_date(attribute_value(account.attributes, "renewal_date")),
+        segment=attribute_value(account.attributes, "segment"),
+    )
+
+
+async def preview(
+    sessions: SessionFactory,
+    *,
+    connection: str,
+    document: Mapping[str, Any],
+    limit: int,
+    now: datetime,
+) -> Preview:
+    """Score every live account of the connection under the current and the candidate
+    configuration on today's facts, in chunks, keeping only counters and the top changes."""
+    candidate = candidate_config(document)
+    tally = _Tally(limit=limit)
+    today = now.astimezone(UTC).date()
+    async with sessions() as session:
+        _, current = await configs.current(session)
+        windows = sorted(
+            {
+                rule.days
+                for rule in (*current.alerts, *candidate.alerts)
+                if rule.enabled and rule.when == "score_drop"
+            }
+        )
+        raises = any(rule.enabled for rule in candidate.alerts)
+        # Same rules on the same indicators: an account whose band stays raises nothing new,
+        # and working its conditions out (indicator rules explain every score) can be skipped.
+        same_inputs = (
+            candidate.alerts == current.alerts
+            and candidate.signals == current.signals
+            and candidate.segments == current.segments
+        )
+        after_id = 0
+        while True:
+            chunk = await outcomes.live_accounts_page(
+                session, connection=connection, after_id=after_id, limit=CHUNK
+            )
+            if not chunk:
+                break
+            await _preview_chunk(
+                session,
+                chunk=chunk,
+                current=current,
+                candidate=candidate,
+                windows=windows if raises else [],
+                raises=raises,
+                same_inputs=same_inputs,
+                tally=tally,
+                now=now,
+                today=today,
+            )
+            after_id = chunk[-1].id
+            # Nothing here is changed or kept: let the identity map go chunk by chunk.
+            session.expunge_all()
+            if len(chunk) < CHUNK:
+                break
+    log.info(
+        "config_previewed",
+        connection=connection,
+        accounts=tally.accounts,
+        changed=tally.changed,
+        alerts=tally.fired,
+        candidate=candidate.version,
+    )
+    top = sorted(tally.top, key=lambda entry: (-entry[0], -entry[1]))
+    return Preview(
+        current_version=current.version,
+        candidate_version=candidate.version,
+        diff_paths=diff_paths(current, candidate),
+        accounts=tally.accounts,
+        bands=BandsBeforeAfter(
+            before=BandCounts(**{band: tally.before[band] for band in BANDS}),
+            after=BandCounts(**{band: tally.after[band] for band in BANDS}),
+        ),
+        changed=ChangedPage(items=[item for _, _, item in top], total=tally.changed, limit=limit),
+        alerts=AlertsPage(items=tally.alerts, total=tally.fired, limit=limit),
+        computed_at=now,
+    )
+
+
+async def _preview_chunk(
+    session: AsyncSession,
+    *,
+    chunk: Sequence[Account],
+    current: HealthConfig,
+    candidate: HealthConfig,
+    windows: Sequence[int],
+    raises: bool,
+    same_inputs: bool,
+    tally: _Tally,
+    now: datetime,
+    today: date,
+) -> None:
+    snapshots = await facts.read_facts(session, accounts=chunk, as_of=now)
+    ids = [account.id for account in chunk]
+    before = {
+        days: await accounts.scores_at_or_before(
+            session, account_ids=ids, at=now - timedelta(days=days)
+        )
+        for days in windows
+    }
+    open_now = await outcomes.open_alert_keys(session, account_ids=ids) if raises else {}
+    for account in chunk:
+        snapshot = snapshots[account.id]
+        previous = Band(account.band)
+        old = score(snapshot, current, previous_band=previous)
+        new = score(snapshot, candidate, previous_band=previous)
+        tally.accounts += 1
+        tally.before[old.band.value] += 1
+        tally.after[new.band.value] += 1
+        if old.band is not new.band:
+            tally.add_change(account, old, new)
+        if not raises or (same_inputs and old.band is new.band):
+            continue
+        fire = conditions(candidate.alerts, _state(account, new, before), today=today)
+        if not fire:
+            continue
+        held = open_now.get(account.id, set())
+        fire = [c for c in fire if (c.rule.name, c.key) not in held]
+        if fire:
+            # Also what the current rules would raise on today's facts anyway (the worker has
+            # not rescored yet): not the candidate's doing. Worked out only when needed, since
+            # indicator rules need the whole explanation.
+            anyway = {
+                (c.rule.name, c.key)
+                for c in conditions(current.alerts, _state(account, old, before), today=today)
+            }
+            fire = [c for c in fire if (c.rule.name, c.key) not in anyway]
+        for condition in fire:
+            tally.fired += 1
+            if len(tally.alerts) < tally.limit:
+                tally.alerts.append(
+                    WouldFire(
+                        rule=condition.rule.name,
+                        key=condition.key,
+                        account=AccountRef(id=account.crm_id, name=account.name),
+                        title=condition.title,
+                        reason=condition.reason,
+                        score=new.score,
+                        band=new.band.value,
+                    )
+                )
+
+
+# -- backtest ------------------------------------------------------------------------------------
+
+
+def _as_of(outcome_at: datetime, days: int) -> datetime:
+    """The end of the UTC day `days` before the outcome's day."""
+    day = outcome_at.astimezone(UTC).date() - timedelta(days=days)
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 4)
+
+
+async def backtest(
+    sessions: SessionFactory,
+    *,
+    connection: str,
+    document: Mapping[str, Any] | None,
+    horizons: Sequence[int],
+    now: datetime,
+) -> Backtest:
+    """Precision and recall of the at_risk band at each horizon before known outcomes."""
+    candidate = None if document is None else candidate_config(document)
+    async with sessions() as session:
+        config = candidate if candidate is not None else (await configs.current(session))[1]
+        known = await outcomes.known_outcomes(session, connection=connection)
+        # One case per account, outcome and day: a repeated event is not a second customer.
+        cases: dict[tuple[int, str, date], tuple[Account, datetime, str]] = {}
+        for account, at, outcome in known:
+            if at <= now:
+                cases.setdefault(
+                    (account.id, outcome, at.astimezone(UTC).date()), (account, at, outcome)
+                )
+        results = [
+            await _horizon(session, config=config, cases=list(cases.values()), days=days)
+            for days in sorted(set(horizons))
+        ]
+    log.info("config_backtested", connection=connection, outcomes=len(cases), config=config.version)
+    return Backtest(
+        config_version=config.version,
+        outcomes=len(cases),
+        accounts=len({account_id for account_id, _, _ in cases}),
+        horizons=results,
+        method=METHOD,
+        computed_at=now,
+    )
+
+
+async def _horizon(
+    session: AsyncSession,
+    *,
+    config: HealthConfig,
+    cases: Sequence[tuple[Account, datetime, str]],
+    days: int,
+) -> HorizonResult:
+    # Cases scored at the same moment share their fact reads, a chunk at a time.
+    by_moment: dict[datetime, list[tuple[Account, str]]] = {}
+    for account, at, outcome in cases:
+        by_moment.setdefault(_as_of(at, days), []).append((account, outcome))
+    counts: Counter[str] = Counter()
+    for as_of, group in sorted(by_moment.items(), key=lambda item: item[0]):
+        for start in range(0, len(group), CHUNK):
+            part = group[start : start + CHUNK]
+            unique = list({account.id: account for account, _ in part}.values())
+            snapshots = await facts.read_facts(
+                session, accounts=unique, as_of=as_of, historical=True
+            )
+            for account, outcome in part:
+                health = score(snapshots[account.id], config)
+                counts[outcome] += 1
+                if health.band is Band.AT_RISK:
+                    counts[f"flagged_{outcome}"] += 1
+                elif health.band is Band.UNKNOWN:
+                    counts["unscored"] += 1
+    flagged = counts["flagged_churned"] + counts["flagged_renewed"]
+    return HorizonResult(
+        days=days,
+        churned=counts[outcomes.CHURNED],
+        renewed=counts[outcomes.RENEWED],
+        flagged_churned=counts["flagged_churned"],
+        flagged_renewed=counts["flagged_renewed"],
+        unscored=counts["unscored"],
+        precision=_ratio(counts["flagged_churned"], flagged),
+        recall=_ratio(counts["flagged_churned"], counts[outcomes.CHURNED]),
+    )

@@ -1,0 +1,105 @@
+"""Accounts over HTTP: list them with filters and sorting, read one in detail (viewer). Every
+key sees only its own connection's accounts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from webhooks import accounts_view
+from webhooks.accounts_view import AccountDetail, AccountPage
+from webhooks.deps import RuntimeDep, ViewerPrincipal
+from webhooks.routes.inbound import ErrorBody
+from webhooks.store.account_views import SortKey, Trend
+
+router = APIRouter(tags=["accounts"])
+
+_UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
+_VIEWER_ONLY = "The key's role may not read accounts (needs admin or viewer)."
+
+
+def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
+    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
+
+
+Score = Annotated[int | None, Query(ge=0, le=100)]
+
+
+@router.get(
+    "/api/v1/accounts",
+    response_model=AccountPage,
+    responses=_responses(
+        {
+            401: _UNAUTHENTICATED,
+            403: _VIEWER_ONLY,
+            422: "A filter that is not valid: the message names it (an unknown band, "
+            "score_min above score_max, an unknown sort).",
+        }
+    ),
+    summary="Accounts of the key's connection, most at-risk first",
+)
+async def list_accounts(
+    *,
+    runtime: RuntimeDep,
+    principal: ViewerPrincipal,
+    band: Annotated[
+        list[str],
+        Query(description="healthy, neutral, at_risk or unknown; repeat it or comma-separate."),
+    ] = [],  # noqa: B006 (FastAPI copies defaults per request)
+    segment: Annotated[
+        list[str], Query(description="The segment attribute; repeat it or comma-separate.")
+    ] = [],  # noqa: B006
+    owner: Annotated[
+        list[str], Query(description="The owner attribute; repeat it or comma-separate.")
+    ] = [],  # noqa: B006
+    score_min: Score = None,
+    score_max: Score = None,
+    trend: Annotated[
+        Trend | None,
+        Query(description="30-day trend: up (> +2 points), down (< -2), flat (in between)."),
+    ] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Name contains (any case).")] = None,
+    sort: Annotated[
+        SortKey, Query(description="A leading - sorts descending; nulls always come last.")
+    ] = "score",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AccountPage:
+    return await accounts_view.list_accounts(
+        runtime.sessions,
+        connection=principal.connection,
+        bands=band,
+        segments=segment,
+        owners=owner,
+        score_min=score_min,
+        score_max=score_max,
+        trend=trend,
+        name_contains=q,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+        now=datetime.now(UTC),
+    )
+
+
+@router.get(
+    "/api/v1/accounts/{account_id}",
+    response_model=AccountDetail,
+    responses=_responses(
+        {401: _UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: "No such account for the key's connection."}
+    ),
+    summary="One account: health, indicators, drivers, coverage, 90-day history",
+)
+async def get_account(
+    runtime: RuntimeDep,
+    principal: ViewerPrincipal,
+    account_id: Annotated[str, Path(description="The account's CRM record id.")],
+) -> AccountDetail:
+    return await accounts_view.get_account(
+        runtime.sessions,
+        connection=principal.connection,
+        record_id=account_id,
+        now=datetime.now(UTC),
+    )

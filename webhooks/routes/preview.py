@@ -1,0 +1,89 @@
+"""Try a configuration before applying it: preview on today's facts, backtest against known
+outcomes. Both read only, so viewer keys may run them; each sees only its own connection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from webhooks import preview
+from webhooks.deps import RuntimeDep, ViewerPrincipal
+from webhooks.routes.inbound import ErrorBody
+
+router = APIRouter(tags=["config"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "API key missing or unknown."},
+    403: {"model": ErrorBody, "description": "The key's role needs to be admin or viewer."},
+    422: {
+        "model": ErrorBody,
+        "description": "The candidate configuration or a parameter is invalid: every invalid "
+        "field path is named (e.g. config.bands.healthy_min).",
+    },
+}
+
+Horizon = Annotated[int, Field(ge=1, le=365)]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(
+        description="The candidate HealthConfig, in the shape GET /api/v1/config returns."
+    )
+    limit: int = Field(
+        default=100, ge=1, le=1000, description="At most this many changed accounts and alerts."
+    )
+
+
+class BacktestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] | None = Field(
+        default=None, description="A HealthConfig to test; null or absent: the current one."
+    )
+    horizons: list[Horizon] = Field(
+        default=[30, 60, 90],
+        min_length=1,
+        max_length=12,
+        description="Days before each outcome at which to score (1 to 365).",
+    )
+
+
+@router.post(
+    "/api/v1/config/preview",
+    response_model=preview.Preview,
+    responses=_RESPONSES,
+    summary="What a candidate configuration would change, computed without writing anything",
+)
+async def preview_config(
+    runtime: RuntimeDep, principal: ViewerPrincipal, body: PreviewRequest
+) -> preview.Preview:
+    return await preview.preview(
+        runtime.sessions,
+        connection=principal.connection,
+        document=body.config,
+        limit=body.limit,
+        now=datetime.now(UTC),
+    )
+
+
+@router.post(
+    "/api/v1/config/backtest",
+    response_model=preview.Backtest,
+    responses=_RESPONSES,
+    summary="How well a configuration's at_risk band foresaw known churn and renewals",
+)
+async def backtest_config(
+    runtime: RuntimeDep, principal: ViewerPrincipal, body: BacktestRequest
+) -> preview.Backtest:
+    return await preview.backtest(
+        runtime.sessions,
+        connection=principal.connection,
+        document=body.config,
+        horizons=body.horizons,
+        now=datetime.now(UTC),
+    )

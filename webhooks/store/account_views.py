@@ -1,0 +1,169 @@
+"""Read-only queries behind the accounts API: a filtered, sorted page of one connection's
+accounts, their health history for a window (one query per page), open alert counts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from webhooks.store.alerts import OPEN, SNOOZED
+from webhooks.store.models import Account, Alert, HealthSnapshot
+
+Trend = Literal["up", "down", "flat"]
+SortKey = Literal[
+    "score", "-score", "name", "-name", "updated_at", "-updated_at", "trend", "-trend"
+]
+
+# A 30-day trend above +2 points reads as "up", below -2 as "down", anything between as "flat":
+# scores are whole numbers and move a point or two on noise alone.
+TREND_FLAT_WITHIN = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountFilter:
+    """What a page of accounts is limited to; empty collections and None mean "any"."""
+
+    connection: str
+    bands: Collection[str] = ()
+    segments: Collection[str] = ()
+    owners: Collection[str] = ()
+    score_min: int | None = None
+    score_max: int | None = None
+    trend: Trend | None = None
+    name_contains: str | None = None
+
+
+def _conditions(where: AccountFilter) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = [
+        Account.connection == where.connection,
+        Account.deleted_at.is_(None),
+    ]
+    if where.bands:
+        found.append(Account.band.in_(list(where.bands)))
+    if where.segments:
+        found.append(Account.segment.in_(list(where.segments)))
+    if where.owners:
+        found.append(Account.owner.in_(list(where.owners)))
+    if where.score_min is not None:
+        found.append(Account.score >= where.score_min)
+    if where.score_max is not None:
+        found.append(Account.score <= where.score_max)
+    if where.trend == "up":
+        found.append(Account.trend_30d > TREND_FLAT_WITHIN)
+    elif where.trend == "down":
+        found.append(Account.trend_30d < -TREND_FLAT_WITHIN)
+    elif where.trend == "flat":
+        found.append(Account.trend_30d.between(-TREND_FLAT_WITHIN, TREND_FLAT_WITHIN))
+    if where.name_contains:
+        found.append(Account.name.icontains(where.name_contains, autoescape=True))
+    return found
+
+
+def _ordered(query: Select[Account], sort: SortKey) -> Select[Account]:
+    column: Any = {
+        "score": Account.score,
+        "name": func.lower(Account.name),
+        "updated_at": Account.health_updated_at,
+        "trend": Account.trend_30d,
+    }[sort.lstrip("-")]
+    direction = column.desc() if sort.startswith("-") else column.asc()
+    # Nulls last either way, spelled portably (SQLite and PostgreSQL differ on the default);
+    # the CRM id breaks ties so pages never overlap.
+    return query.order_by(column.is_(None), direction, Account.crm_id)
+
+
+async def page(
+    session: AsyncSession, *, where: AccountFilter, sort: SortKey, limit: int, offset: int
+) -> tuple[list[Account], int]:
+    """One page of matching accounts and how many match in all."""
+    conditions = _conditions(where)
+    total = await session.scalar(select(func.count()).select_from(Account).where(*conditions))
+    rows = await session.execute(
+        _ordered(select(Account).where(*conditions), sort).limit(limit).offset(offset)
+    )
+    return list(rows.scalars()), int(total or 0)
+
+
+async def find(session: AsyncSession, *, connection: str, crm_id: str) -> Account | None:
+    """The connection's account with this CRM record id (a deleted one too: its history stays)."""
+    return (
+        await session.execute(
+            select(Account).where(Account.connection == connection, Account.crm_id == crm_id)
+        )
+    ).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    at: datetime
+    score: int | None
+    band: str
+
+
+async def history(
+    session: AsyncSession, *, account_ids: Sequence[int], since: datetime
+) -> dict[int, list[Point]]:
+    """Each account's health from `since` on, oldest first: the state in force at `since` (the
+    history is a step function), then every change after it. Two queries for any number of
+    accounts."""
+    if not account_ids:
+        return {}
+    ids = list(account_ids)
+    found: dict[int, list[Point]] = defaultdict(list)
+    before = (
+        select(HealthSnapshot.account_id, func.max(HealthSnapshot.computed_at).label("at"))
+        .where(HealthSnapshot.account_id.in_(ids), HealthSnapshot.computed_at < since)
+        .group_by(HealthSnapshot.account_id)
+        .subquery()
+    )
+    seeds = await session.execute(
+        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band)
+        .join(
+            before,
+            and_(
+                HealthSnapshot.account_id == before.c.account_id,
+                HealthSnapshot.computed_at == before.c.at,
+            ),
+        )
+        .order_by(HealthSnapshot.id)
+    )
+    for account_id, score, band in seeds:
+        found[account_id] = [Point(since, score, band)]
+    rows = await session.execute(
+        select(
+            HealthSnapshot.account_id,
+            HealthSnapshot.computed_at,
+            HealthSnapshot.score,
+            HealthSnapshot.band,
+        )
+        .where(HealthSnapshot.account_id.in_(ids), HealthSnapshot.computed_at >= since)
+        .order_by(HealthSnapshot.account_id, HealthSnapshot.computed_at, HealthSnapshot.id)
+    )
+    for account_id, at, score, band in rows:
+        found[account_id].append(Point(at, score, band))
+    return dict(found)
+
+
+async def open_alerts(session: AsyncSession, *, account_id: int, now: datetime) -> int:
+    """Alerts of the account that read as open: open, or snoozed with the snooze run out."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Alert)
+        .where(
+            Alert.account_id == account_id,
+            or_(
+                Alert.status == OPEN,
+                and_(
+                    Alert.status == SNOOZED,
+                    or_(Alert.snoozed_until.is_(None), Alert.snoozed_until <= now),
+                ),
+            ),
+        )
+    )
+    return int(count or 0)

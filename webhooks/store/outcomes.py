@@ -1,0 +1,64 @@
+"""Read-only queries behind configuration previews and backtests: a connection's accounts page
+by page (without locking them), the alerts open on them, and the known churn/renewal outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from webhooks.store.models import Account, Alert, OutcomeFact
+
+CHURNED, RENEWED = "churned", "renewed"
+_RESOLVED = "resolved"
+
+
+async def live_accounts_page(
+    session: AsyncSession, *, connection: str, after_id: int, limit: int
+) -> list[Account]:
+    """The connection's live accounts with ids above `after_id`, in id order. Unlike the
+    recompute's `accounts_after` nothing is locked: a preview only reads."""
+    rows = await session.execute(
+        select(Account)
+        .where(
+            Account.connection == connection,
+            Account.id > after_id,
+            Account.deleted_at.is_(None),
+        )
+        .order_by(Account.id)
+        .limit(limit)
+    )
+    return list(rows.scalars().all())
+
+
+async def open_alert_keys(
+    session: AsyncSession, *, account_ids: Collection[int]
+) -> dict[int, set[tuple[str, str]]]:
+    """{account id: {(rule, key)}} of the accounts' alerts that are not resolved."""
+    if not account_ids:
+        return {}
+    rows = await session.execute(
+        select(Alert.account_id, Alert.rule, Alert.key).where(
+            Alert.account_id.in_(list(account_ids)), Alert.status != _RESOLVED
+        )
+    )
+    found: dict[int, set[tuple[str, str]]] = {}
+    for account_id, rule, key in rows:
+        found.setdefault(account_id, set()).add((rule, key))
+    return found
+
+
+async def known_outcomes(
+    session: AsyncSession, *, connection: str
+) -> list[tuple[Account, datetime, str]]:
+    """Every churn or renewal recorded for the connection's accounts, deleted accounts
+    included (a churned customer is often deleted from the CRM), oldest first."""
+    rows = await session.execute(
+        select(Account, OutcomeFact.at, OutcomeFact.outcome)
+        .join(Account, Account.id == OutcomeFact.account_id)
+        .where(Account.connection == connection, OutcomeFact.outcome.in_((CHURNED, RENEWED)))
+        .order_by(OutcomeFact.at, OutcomeFact.id)
+    )
+    return [(account, at, outcome) for account, at, outcome in rows]
