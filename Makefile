@@ -15,8 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crm-health demo
 
+# The admin page's browser tests drive Debian's Chromium (Playwright never downloads browsers
+# here). Installed only when missing; apt-get update only when the first try fails.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
 # pytest exits 5 when it collected nothing: a suite that tests nothing is a failure, not a pass.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhooks.errors import ServiceError
-from webhooks.routes import accounts, alerts, inbound, ingest, oauth, ops
+from webhooks.routes import accounts, admin_page, alerts, inbound, ingest, oauth, ops
 from webhooks.routes import session as session_routes
 from webhooks.routes.config import router as config_router
 from webhooks.routes.preview import router as preview_router
@@ -66,4 +66,5 @@ def create_app(
     app.include_router(accounts.router)
     app.include_router(preview_router)
     app.include_router(session_routes.router)
+    admin_page.install(app)
     return app

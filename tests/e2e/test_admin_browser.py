@@ -1,0 +1,400 @@
+"""The admin page in a real browser: Playwright drives Debian's Chromium against the real app
+(uvicorn on a free port, a migrated SQLite database with accounts scored by the worker).
+
+Every step saves a screenshot to test-artifacts/admin/. Chromium is /usr/bin/chromium (`make
+test` installs it); Playwright's own browser downloads are never used. Without it the tests
+skip locally and fail on CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from sqlalchemy import select
+
+from signals.config import HealthConfig
+from testkit import RECENCY_ONLY, make_settings, native, store_native
+from webhooks.app import create_app
+from webhooks.settings import Settings
+from webhooks.store import configs, keys
+from webhooks.store.models import Account, HealthSnapshot
+
+CHROMIUM = Path("/usr/bin/chromium")
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
+TIMEOUT_MS = 15_000
+# Answers the tests provoke on purpose (a wrong key, a stale If-Match); Chromium logs them.
+EXPECTED_STATUS = re.compile(r"status of (401|412) ")
+
+# crm id -> (name, days since last use or None, segment, owner). Recency-only scoring: the
+# score is 100 minus the days since the last use.
+ACCOUNTS: dict[str, tuple[str, int | None, str, str]] = {
+    "1": ("Acme", 0, "enterprise", "alice"),  # 100 healthy
+    "2": ("Globex", 35, "smb", "bob"),  # 65 neutral
+    "3": ("Initech", 80, "enterprise", "bob"),  # 20 at risk (raises entered-at-risk)
+    "4": ("Hooli", 25, "enterprise", "carol"),  # 75 healthy; neutral once healthy_min is 80
+    "5": ("Umbrella", None, "smb", "carol"),  # never used: unknown
+}
+
+
+@dataclass
+class Server:
+    url: str
+    admin_key: str
+    viewer_key: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _seed(settings: Settings) -> tuple[str, str]:
+    """Accounts built the way the service builds them (native events through the worker), a
+    little older history for the charts, and two keys."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        now = datetime.now(UTC)
+        async with runtime.sessions() as session, session.begin():
+            await configs.save(
+                session,
+                config=HealthConfig.model_validate(RECENCY_ONLY),
+                author="seed",
+                comment="recency only",
+                now=now - timedelta(days=1),
+            )
+            _, admin_key = await keys.create(
+                session, name="alice", role="admin", connection="default", now=now
+            )
+            _, viewer_key = await keys.create(
+                session, name="victor", role="viewer", connection="default", now=now
+            )
+        events: list[dict[str, object]] = []
+        for crm_id, (name, days, segment, owner) in ACCOUNTS.items():
+            if days is not None:
+                events.append(native("usage", crm_id, days_ago=days, user="u1"))
+            attributes = {"name": name, "segment": segment, "owner": owner, "seats": "20"}
+            events.append(native("account", crm_id, days_ago=0.001, attributes=attributes))
+        await store_native(runtime, events)
+        await runtime.pipeline.process_inbox()
+        async with runtime.sessions() as session, session.begin():
+            for crm_id, points in {"1": ((80, 60), (40, 85)), "3": ((85, 90), (30, 55))}.items():
+                account_id = await session.scalar(
+                    select(Account.id).where(Account.crm_id == crm_id)
+                )
+                for days_ago, score in points:
+                    session.add(
+                        HealthSnapshot(
+                            account_id=account_id,
+                            computed_at=now - timedelta(days=days_ago),
+                            score=score,
+                            band="healthy" if score >= 70 else "neutral",
+                            signals={"active_use": float(score)},
+                            drivers=[],
+                            coverage=1.0,
+                        )
+                    )
+    return admin_key, viewer_key
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Server]:
+    path = tmp_path_factory.mktemp("admin") / "admin.db"
+    shutil.copy(sqlite_template, path)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{path}", hubspot_access_token=None, public_url=url
+    )
+    admin_key, viewer_key = asyncio.run(_seed(settings))
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, name="admin-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uvicorn_server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
+        time.sleep(0.05)
+    yield Server(url=url, admin_key=admin_key, viewer_key=viewer_key)
+    uvicorn_server.should_exit = True
+    thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)"
+        if ON_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=["--headless", "--no-sandbox", "--disable-gpu"],
+    )
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: Server) -> Iterator[Page]:
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error" and not EXPECTED_STATUS.search(message.text)
+            else None
+        ),
+    )
+    yield tab
+    context.close()
+    # A CSP violation or a script error shows here: the page must run clean.
+    assert not problems, problems
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, key: str, *, then: str = "/admin") -> None:
+    page.goto(then)
+    expect(page).to_have_url(re.compile(r"/admin/login\?next="))
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#whoami")).not_to_be_empty()
+
+
+# --- without a browser: redirects and headers -----------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/config", "/admin/alerts", "/admin/accounts/1"])
+def test_pages_redirect_to_the_login_when_not_signed_in(server: Server, path: str) -> None:
+    response = httpx.get(server.url + path, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/admin/login?next=%2Fadmin")
+
+
+@pytest.mark.parametrize("path", ["/admin/login", "/admin/static/admin.js", "/admin"])
+def test_admin_responses_carry_the_security_headers(server: Server, path: str) -> None:
+    response = httpx.get(server.url + path, follow_redirects=False)
+    assert response.headers["content-security-policy"] == (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+    )
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert "content-security-policy" not in httpx.get(server.url + "/healthz").headers
+
+
+def test_the_pages_hold_no_inline_script_or_style(server: Server) -> None:
+    html = httpx.get(server.url + "/admin/login").text
+    assert "<script src=" in html
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)
+    assert "style=" not in html
+    assert "<style" not in html
+
+
+# --- in the browser ---------------------------------------------------------------------------
+
+
+def test_the_login_form_works_with_the_keyboard(page: Page, server: Server) -> None:
+    page.goto("/admin/login")
+    # The key field has the focus; before it only the skip link.
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type("chk_not-a-key")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("That key is unknown or revoked.")
+    expect(page.get_by_label("API key")).to_be_focused()
+    shot(page, "01-login-error")
+    page.get_by_label("API key").fill(server.admin_key)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/admin(\?.*)?$"))
+    expect(page.locator("#whoami")).to_contain_text("alice")
+
+
+def test_accounts_table_shows_bands_as_text_sorts_and_filters(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key)
+    rows = page.locator("#accounts-table tbody tr")
+    expect(rows).to_have_count(5)
+    # Most at-risk first; the band is written out, not only coloured.
+    expect(rows.first).to_contain_text("Initech")
+    expect(rows.first.locator(".band")).to_have_text("At risk")
+    expect(page.locator("tr[data-account='1'] .band")).to_have_text("Healthy")
+    expect(page.locator("tr[data-account='2'] .band")).to_have_text("Neutral")
+    expect(page.locator("tr[data-account='5'] .band")).to_have_text("Unknown")
+    expect(page.locator("tr[data-account='1'] svg.sparkline")).to_be_visible()
+    # The distribution counts the four scored accounts: 20, 65, 75, 100.
+    histogram = page.locator("#histogram")
+    expect(histogram).to_have_attribute("aria-label", re.compile(r"20.29: 1.*60.69: 1.*70.79: 1"))
+    expect(page.locator("#histogram g[data-bucket='9']")).to_have_attribute("data-count", "1")
+    shot(page, "02-accounts")
+
+    # Sorting by a header button, from the keyboard.
+    page.get_by_role("button", name="Name").focus()
+    page.keyboard.press("Enter")
+    expect(rows.first).to_contain_text("Acme")
+    expect(page.locator("th[data-sort='name']")).to_have_attribute("aria-sort", "ascending")
+    page.keyboard.press("Enter")
+    expect(rows.first).to_contain_text("Umbrella")
+    expect(page.locator("th[data-sort='name']")).to_have_attribute("aria-sort", "descending")
+
+    page.get_by_label("Band").select_option("healthy")
+    page.get_by_label("Segment").fill("enterprise")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator("#accounts-table tbody")).not_to_contain_text("Globex")
+    page.get_by_label("Name contains").fill("hoo")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Hooli")
+    shot(page, "03-accounts-filtered")
+
+
+def test_an_account_shows_indicators_drivers_history_and_alerts(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key)
+    page.get_by_role("link", name="Initech").click()
+    expect(page).to_have_url(re.compile(r"/admin/accounts/3$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Initech")
+    expect(page.locator("#summary")).to_contain_text("At risk")
+    indicators = page.locator("table[data-signal='active_use']")
+    expect(indicators).to_contain_text("recency_days")
+    expect(indicators.locator("tr", has_text="recency_days")).to_contain_text("80")
+    expect(page.locator("#history-svg path.line")).to_have_attribute("d", re.compile(r"^M"))
+    expect(page.locator("#drivers li").first).not_to_be_empty()
+    expect(page.locator("#coverage")).to_contain_text("% of the configured weight")
+    expect(page.locator("#account-alerts")).to_contain_text("entered-at-risk")
+    shot(page, "04-account")
+
+
+def test_edit_preview_apply_and_roll_back_the_configuration(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key, then="/admin/config")
+    versions = page.locator("#versions-table tbody tr")
+    expect(versions).to_have_count(1)
+    first_version = versions.first.get_attribute("data-version")
+    healthy_min = page.get_by_label("Healthy from score (healthy_min)")
+    expect(healthy_min).to_have_value("70")
+    shot(page, "05-config")
+
+    healthy_min.fill("80")
+    page.get_by_role("button", name="Preview").click()
+    bands = page.locator("#preview-bands")
+    expect(bands.locator("tr[data-band='healthy'] td.before")).to_have_text("2")
+    expect(bands.locator("tr[data-band='healthy'] td.after")).to_have_text("1")
+    expect(bands.locator("tr[data-band='neutral'] td.after")).to_have_text("2")
+    changed = page.locator("#preview-changed tbody tr")
+    expect(changed).to_have_count(1)
+    expect(changed.first).to_contain_text("Hooli")
+    expect(changed.first).to_contain_text("Healthy")
+    expect(changed.first).to_contain_text("Neutral")
+    expect(page.locator("#preview-result")).to_contain_text("bands.healthy_min")
+    shot(page, "06-preview")
+
+    page.get_by_label("Comment (why this change)").fill("stricter healthy band")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    expect(versions).to_have_count(2)
+    expect(versions.first).to_contain_text("stricter healthy band")
+    expect(versions.first).to_contain_text("In force")
+    expect(versions.first).to_contain_text("alice")
+    expect(healthy_min).to_have_value("80")
+    shot(page, "07-applied")
+
+    page.get_by_role("button", name=f"Roll back to version {first_version}").click()
+    expect(page.get_by_role("status")).to_contain_text("Rolled back")
+    expect(versions).to_have_count(3)
+    expect(versions.first).to_contain_text(f"rollback to version {first_version}")
+    expect(versions.first).to_contain_text("In force")
+    expect(healthy_min).to_have_value("70")
+    shot(page, "08-rolled-back")
+
+
+def test_a_stale_apply_says_someone_else_changed_it(
+    browser: Browser, page: Page, server: Server
+) -> None:
+    sign_in(page, server.admin_key, then="/admin/config")
+    expect(page.locator("#versions-table tbody tr").first).to_contain_text("In force")
+    # Another admin stores a version meanwhile.
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    ) as other:
+        current = other.get("/api/v1/config")
+        body: dict[str, Any] = {"config": current.json()["config"], "comment": "someone else"}
+        stored = other.put(
+            "/api/v1/config", json=body, headers={"If-Match": current.headers["etag"]}
+        )
+        assert stored.status_code == 200, stored.text
+    page.get_by_label("Hysteresis, points (hysteresis)").fill("4")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#error")).to_contain_text("Someone else changed the configuration")
+    expect(page.get_by_role("button", name="Reload")).to_be_focused()
+    shot(page, "09-conflict")
+    page.get_by_role("button", name="Reload").click()
+    expect(page.locator("#versions-table tbody tr").first).to_contain_text("someone else")
+
+
+def test_alerts_can_be_acknowledged(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key, then="/admin/alerts?status=open")
+    row = page.locator("#alerts-table tbody tr", has_text="Initech")
+    expect(row).to_contain_text("Open")
+    shot(page, "10-alerts")
+    row.get_by_role("button", name=re.compile("^Acknowledge alert")).click()
+    expect(page.get_by_role("status")).to_contain_text("acknowledged")
+    expect(page.locator("#alerts-table tbody")).to_contain_text("No alerts match.")
+    page.get_by_label("Status").select_option("acknowledged")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(row).to_contain_text("Acknowledged by alice")
+    shot(page, "11-alert-acknowledged")
+
+
+def test_a_viewer_sees_everything_but_cannot_change_anything(page: Page, server: Server) -> None:
+    sign_in(page, server.viewer_key, then="/admin/config")
+    expect(page.locator("#role-note")).to_contain_text("viewer key")
+    expect(page.get_by_role("button", name="Apply")).to_be_disabled()
+    expect(page.locator("button.rollback").first).to_be_disabled()
+    expect(page.get_by_role("button", name="Preview")).to_be_enabled()
+    shot(page, "12-viewer")
+
+
+def test_signing_out_ends_the_session(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/admin/login$"))
+    page.goto("/admin")
+    expect(page).to_have_url(re.compile(r"/admin/login\?next="))

@@ -1,0 +1,1114 @@
+// crm-health admin page: loads everything from the JSON API with the session cookie.
+// No build step and no inline script (CSP script-src 'self'): this one file serves every page,
+// chosen by <body data-page>.
+"use strict";
+
+(() => {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const BANDS = ["healthy", "neutral", "at_risk", "unknown"];
+  const BAND_LABELS = { healthy: "Healthy", neutral: "Neutral", at_risk: "At risk", unknown: "Unknown" };
+  const SIGNAL_LABELS = {
+    active_use: "Active use",
+    collaboration: "Collaboration",
+    mutual_value: "Mutual value",
+    momentum: "Momentum",
+  };
+  const DAY_MS = 86400000;
+  const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+  let session = null; // {role, connection, name, csrf_token, expires_at}
+
+  // --- helpers -------------------------------------------------------------------------------
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  /** An element with attributes (class, text, on<event>, others as attributes) and children. */
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    setAttrs(node, attrs);
+    append(node, children);
+    return node;
+  }
+
+  function svg(tag, attrs = {}, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    setAttrs(node, attrs);
+    append(node, children);
+    return node;
+  }
+
+  function setAttrs(node, attrs) {
+    for (const [name, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+  }
+
+  function append(node, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+    return node;
+  }
+
+  function bandBadge(band) {
+    return el("span", { class: `band band-${band}`, text: BAND_LABELS[band] || band });
+  }
+
+  function fmtScore(score) {
+    return score === null || score === undefined ? "—" : String(Math.round(score));
+  }
+
+  function fmtNumber(value) {
+    if (value === null || value === undefined) return "—";
+    return String(Number(Number(value).toFixed(3)));
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "—";
+    return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  function trendCell(trend) {
+    if (trend === null || trend === undefined) return el("span", { class: "muted", text: "n/a" });
+    const arrow = trend > 2 ? "▲" : trend < -2 ? "▼" : "▶";
+    const cls = trend > 2 ? "trend-up" : trend < -2 ? "trend-down" : "";
+    return el(
+      "span",
+      { class: cls },
+      el("span", { "aria-hidden": "true", text: `${arrow} ` }),
+      trend > 0 ? `+${trend}` : String(trend),
+    );
+  }
+
+  function showError(message) {
+    const box = $("#error");
+    if (box) box.textContent = message || "";
+  }
+
+  function showStatus(message) {
+    const box = $("#status");
+    if (box) box.textContent = message || "";
+  }
+
+  class ApiError extends Error {
+    constructor(status, message, body) {
+      super(message);
+      this.status = status;
+      this.body = body;
+    }
+  }
+
+  function detailText(detail) {
+    if (Array.isArray(detail)) {
+      return detail
+        .map((item) => {
+          const loc = (item.loc || []).filter((part) => part !== "body").join(".");
+          return loc ? `${loc}: ${item.msg}` : item.msg;
+        })
+        .join("; ");
+    }
+    return typeof detail === "string" ? detail : JSON.stringify(detail);
+  }
+
+  function loginUrl() {
+    return `/admin/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+  }
+
+  /** Call the API with the session cookie; unsafe methods carry the session's CSRF token. */
+  async function api(method, path, { body, headers = {} } = {}) {
+    const options = { method, credentials: "same-origin", headers: { Accept: "application/json", ...headers } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    if (UNSAFE.has(method) && session) options.headers["X-CSRF-Token"] = session.csrf_token;
+    const response = await fetch(path, options);
+    let data = null;
+    if (response.status !== 204) {
+      try {
+        data = await response.json();
+      } catch {
+        data = null;
+      }
+    }
+    if (response.status === 401 && document.body.dataset.page !== "login") {
+      location.assign(loginUrl());
+      throw new ApiError(401, "Your session has ended: sign in again.", data);
+    }
+    if (!response.ok) {
+      const message = data && data.detail !== undefined ? detailText(data.detail) : response.statusText;
+      throw new ApiError(response.status, message, data);
+    }
+    return { data, response };
+  }
+
+  function query(params) {
+    const search = new URLSearchParams();
+    for (const [name, value] of Object.entries(params)) {
+      if (value !== "" && value !== null && value !== undefined) search.set(name, String(value));
+    }
+    return search.toString();
+  }
+
+  function isAdmin() {
+    return session && session.role === "admin";
+  }
+
+  function failed(error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    showError(error instanceof ApiError ? error.message : `Something went wrong: ${error}`);
+  }
+
+  // --- charts --------------------------------------------------------------------------------
+
+  function dayValue(day) {
+    const [y, m, d] = day.split("-").map(Number);
+    return Date.UTC(y, m - 1, d);
+  }
+
+  /** A step line through (time, score) points, broken where the score is null. */
+  function stepPath(points, x, y, end) {
+    let d = "";
+    points.forEach(([at, score], index) => {
+      if (score === null || score === undefined) return;
+      const next = index + 1 < points.length ? points[index + 1][0] : end;
+      const py = y(score).toFixed(1);
+      const previous = index > 0 ? points[index - 1][1] : null;
+      d += previous === null || previous === undefined ? `M${x(at).toFixed(1)},${py}` : `V${py}`;
+      d += `H${x(next).toFixed(1)}`;
+    });
+    return d;
+  }
+
+  function sparkline(points) {
+    const scored = points.filter(([, score]) => score !== null);
+    if (!scored.length) return el("span", { class: "muted", text: "no scores" });
+    const width = 120;
+    const height = 28;
+    const end = Date.now();
+    const start = end - 90 * DAY_MS;
+    const series = points.map(([day, score]) => [Math.max(dayValue(day), start), score]);
+    const x = (t) => 1 + ((t - start) / (end - start)) * (width - 4);
+    const y = (score) => height - 2 - (score / 100) * (height - 4);
+    const first = scored[0][1];
+    const last = scored[scored.length - 1][1];
+    const [lastAt, lastScore] = series[series.length - 1];
+    return svg(
+      "svg",
+      {
+        class: "sparkline",
+        width,
+        height,
+        viewBox: `0 0 ${width} ${height}`,
+        role: "img",
+        "aria-label": `Score over the last 90 days: from ${first} to ${last}`,
+      },
+      svg("path", { class: "line", d: stepPath(series, x, y, end) }),
+      lastScore === null ? null : svg("circle", { class: "dot", cx: x(Math.max(lastAt, end - DAY_MS)).toFixed(1), cy: y(lastScore).toFixed(1), r: 2 }),
+    );
+  }
+
+  function histogram(scores, unscored) {
+    const buckets = new Array(10).fill(0);
+    for (const score of scores) buckets[Math.min(9, Math.floor(score / 10))] += 1;
+    const width = 620;
+    const height = 210;
+    const left = 36;
+    const bottom = 30;
+    const top = 16;
+    const max = Math.max(1, ...buckets);
+    const barWidth = (width - left - 10) / 10;
+    const y = (count) => height - bottom - (count / max) * (height - bottom - top);
+    const labels = buckets.map((_, i) => (i === 9 ? "90–100" : `${i * 10}–${i * 10 + 9}`));
+    const summary = buckets.map((count, i) => `${labels[i]}: ${count}`).join(", ");
+    const chart = svg(
+      "svg",
+      {
+        id: "histogram",
+        width: "100%",
+        height,
+        viewBox: `0 0 ${width} ${height}`,
+        role: "img",
+        "aria-label": `Accounts per score range: ${summary}`,
+      },
+      svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width - 5, y2: height - bottom }),
+      svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
+      svg("text", { x: left - 6, y: top + 4, "text-anchor": "end", text: String(max) }),
+      svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end", text: "0" }),
+      buckets.map((count, i) => {
+        const x = left + i * barWidth + 3;
+        const band = i < 4 ? "at_risk" : i < 7 ? "neutral" : "healthy";
+        return svg(
+          "g",
+          { class: "bucket", "data-bucket": i, "data-count": count },
+          svg(
+            "rect",
+            { class: `bar bar-${band}`, x: x.toFixed(1), y: y(count).toFixed(1), width: (barWidth - 6).toFixed(1), height: (height - bottom - y(count)).toFixed(1) },
+            svg("title", { text: `${labels[i]}: ${count} accounts` }),
+          ),
+          svg("text", { x: (x + (barWidth - 6) / 2).toFixed(1), y: (y(count) - 3).toFixed(1), "text-anchor": "middle", text: String(count) }),
+          svg("text", { x: (x + (barWidth - 6) / 2).toFixed(1), y: height - bottom + 16, "text-anchor": "middle", text: labels[i] }),
+        );
+      }),
+    );
+    return el(
+      "div",
+      {},
+      chart,
+      el("p", { class: "hint", text: `${scores.length} accounts with a score${unscored ? `; ${unscored} without one (no data)` : ""}. Bar colours follow the default band edges.` }),
+    );
+  }
+
+  function historyChart(history) {
+    const width = 720;
+    const height = 240;
+    const left = 40;
+    const right = 12;
+    const top = 12;
+    const bottom = 28;
+    const end = Date.now();
+    const start = end - 90 * DAY_MS;
+    const x = (t) => left + ((t - start) / (end - start)) * (width - left - right);
+    const y = (score) => top + (1 - score / 100) * (height - top - bottom);
+    const points = history.map((point) => [Math.max(new Date(point.at).getTime(), start), point.score]);
+    const scored = history.filter((point) => point.score !== null);
+    const grid = [0, 25, 50, 75, 100].map((value) => [
+      svg("line", { class: value === 0 ? "axis" : "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
+      svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end", text: String(value) }),
+    ]);
+    const ticks = [90, 60, 30, 0].map((days) => {
+      const tx = x(end - days * DAY_MS);
+      return svg("text", { x: tx, y: height - 8, "text-anchor": days === 0 ? "end" : "middle", text: days === 0 ? "today" : `${days} days ago` });
+    });
+    const label = scored.length
+      ? `Score over 90 days, ${history.length} changes: from ${scored[0].score} to ${scored[scored.length - 1].score}`
+      : "No score in the last 90 days";
+    const chart = svg(
+      "svg",
+      { id: "history-svg", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
+      grid,
+      ticks,
+      svg("path", { class: "line", d: stepPath(points, x, y, end) }),
+      points
+        .filter(([, score]) => score !== null)
+        .map(([at, score]) => svg("circle", { class: "dot", cx: x(at).toFixed(1), cy: y(score).toFixed(1), r: 2.5 })),
+    );
+    const table = el(
+      "table",
+      {},
+      el("caption", { class: "visually-hidden", text: "Score history" }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "When" }), el("th", { scope: "col", class: "num", text: "Score" }), el("th", { scope: "col", text: "Band" }))),
+      el(
+        "tbody",
+        {},
+        history.map((point) =>
+          el("tr", {}, el("td", { text: fmtTime(point.at) }), el("td", { class: "num", text: fmtScore(point.score) }), el("td", {}, bandBadge(point.band))),
+        ),
+      ),
+    );
+    return el("div", {}, chart, el("details", {}, el("summary", { text: "History as a table" }), table));
+  }
+
+  // --- pages ---------------------------------------------------------------------------------
+
+  function safeNext() {
+    const next = new URLSearchParams(location.search).get("next") || "";
+    return /^\/admin(\/|$|\?)/.test(next) && !next.startsWith("/admin/login") ? next : "/admin";
+  }
+
+  function initLogin() {
+    const form = $("#login-form");
+    const input = $("#key");
+    const error = $("#login-error");
+    input.focus();
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      const key = input.value.trim();
+      if (!key) {
+        error.textContent = "Enter an API key.";
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      const button = $("button[type=submit]", form);
+      button.disabled = true;
+      try {
+        await api("POST", "/api/v1/session", { body: { key } });
+        location.assign(safeNext());
+      } catch (err) {
+        const status = err instanceof ApiError ? err.status : 0;
+        error.textContent =
+          status === 401
+            ? "That key is unknown or revoked."
+            : status === 403
+              ? `This key cannot sign in: ${err.message}`
+              : status === 422
+                ? "Enter an API key."
+                : `Could not sign in: ${err.message || err}`;
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        input.select();
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // Accounts --------------------------------------------------------------------------------
+
+  function initAccounts() {
+    const params = new URLSearchParams(location.search);
+    const state = {
+      band: params.get("band") || "",
+      segment: params.get("segment") || "",
+      owner: params.get("owner") || "",
+      q: params.get("q") || "",
+      sort: params.get("sort") || "score",
+      limit: Number(params.get("limit")) || 50,
+      offset: Number(params.get("offset")) || 0,
+    };
+    const form = $("#filters");
+    for (const name of ["band", "segment", "owner", "q"]) form.elements[name].value = state[name];
+    let datalistsFilled = false;
+
+    function filters() {
+      return { band: state.band, segment: state.segment, owner: state.owner, q: state.q };
+    }
+
+    async function loadDistribution() {
+      const target = $("#distribution");
+      const scores = [];
+      let unscored = 0;
+      const segments = new Set();
+      const owners = new Set();
+      // Up to 20 pages of 500: enough for the chart's shape without unbounded reads.
+      for (let page = 0, offset = 0; page < 20; page += 1, offset += 500) {
+        const { data } = await api("GET", `/api/v1/accounts?${query({ ...filters(), limit: 500, offset })}`);
+        for (const item of data.items) {
+          if (item.score === null) unscored += 1;
+          else scores.push(item.score);
+          if (item.segment) segments.add(item.segment);
+          if (item.owner) owners.add(item.owner);
+        }
+        if (offset + data.items.length >= data.total || !data.items.length) break;
+      }
+      clear(target).append(histogram(scores, unscored));
+      if (!datalistsFilled && !state.band && !state.segment && !state.owner && !state.q) {
+        datalistsFilled = true;
+        clear($("#segments")).append(...[...segments].sort().map((value) => el("option", { value })));
+        clear($("#owners")).append(...[...owners].sort().map((value) => el("option", { value })));
+      }
+    }
+
+    function renderSortHeaders() {
+      for (const th of document.querySelectorAll("#accounts-table th[data-sort]")) {
+        const key = th.dataset.sort;
+        if (state.sort === key) th.setAttribute("aria-sort", "ascending");
+        else if (state.sort === `-${key}`) th.setAttribute("aria-sort", "descending");
+        else th.removeAttribute("aria-sort");
+      }
+    }
+
+    async function load() {
+      showError("");
+      history.replaceState(null, "", `/admin${query(state) ? `?${query(state)}` : ""}`);
+      renderSortHeaders();
+      const { data } = await api("GET", `/api/v1/accounts?${query(state)}`);
+      const body = clear($("#accounts-table tbody"));
+      if (!data.items.length) {
+        body.append(el("tr", {}, el("td", { colspan: 8, text: "No accounts match." })));
+      }
+      for (const item of data.items) {
+        body.append(
+          el(
+            "tr",
+            { "data-account": item.id },
+            el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
+            el("td", {}, bandBadge(item.band)),
+            el("td", { class: "num", text: fmtScore(item.score) }),
+            el("td", { class: "num" }, trendCell(item.trend_30d)),
+            el("td", {}, sparkline(item.sparkline)),
+            el("td", { text: item.segment || "—" }),
+            el("td", { text: item.owner || "—" }),
+            el("td", { text: fmtTime(item.updated_at) }),
+          ),
+        );
+      }
+      const first = data.total ? data.offset + 1 : 0;
+      const last = data.offset + data.items.length;
+      $("#accounts-count").textContent = `(${data.total})`;
+      $("#page-info").textContent = `${first}–${last} of ${data.total}`;
+      $("#prev-page").disabled = data.offset === 0;
+      $("#next-page").disabled = last >= data.total;
+    }
+
+    function reload({ distribution = false } = {}) {
+      const work = [load()];
+      if (distribution) work.push(loadDistribution());
+      return Promise.all(work).catch(failed);
+    }
+
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      for (const name of ["band", "segment", "owner", "q"]) state[name] = form.elements[name].value.trim();
+      state.offset = 0;
+      reload({ distribution: true });
+    });
+    form.addEventListener("reset", () => {
+      setTimeout(() => form.requestSubmit(), 0);
+    });
+    for (const th of document.querySelectorAll("#accounts-table th[data-sort]")) {
+      $("button", th).addEventListener("click", () => {
+        const key = th.dataset.sort;
+        state.sort = state.sort === key ? `-${key}` : key;
+        state.offset = 0;
+        reload();
+      });
+    }
+    $("#prev-page").addEventListener("click", () => {
+      state.offset = Math.max(0, state.offset - state.limit);
+      reload();
+    });
+    $("#next-page").addEventListener("click", () => {
+      state.offset += state.limit;
+      reload();
+    });
+    reload({ distribution: true });
+  }
+
+  // One account ------------------------------------------------------------------------------
+
+  async function initAccount() {
+    const id = document.body.dataset.accountId;
+    let item;
+    try {
+      item = (await api("GET", `/api/v1/accounts/${encodeURIComponent(id)}`)).data;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) showError(`No account with the record id ${id} in your connection.`);
+      else failed(err);
+      $("#account").hidden = true;
+      return;
+    }
+    const name = item.name || item.id;
+    $("#account-name").textContent = name;
+    document.title = `${name} · crm-health admin`;
+    const a = item.attributes;
+    const facts = [
+      ["Band", bandBadge(item.band)],
+      ["Score", fmtScore(item.score)],
+      ["Trend (30 days)", trendCell(item.trend_30d)],
+      ["Scored", fmtTime(item.updated_at)],
+      ["CRM record id", item.id],
+      ["Segment", a.segment || "—"],
+      ["Owner", a.owner || "—"],
+      ["Seats", a.seats ?? "—"],
+      ["ARR", a.arr ?? "—"],
+      ["Renewal date", a.renewal_date || "—"],
+      ["Domain", a.domain || "—"],
+      ...Object.keys(SIGNAL_LABELS).map((signal) => [SIGNAL_LABELS[signal], fmtScore(item.signals[signal])]),
+      ["Open alerts", String(item.alerts_open)],
+    ];
+    if (item.deleted_at) facts.push(["Deleted in the CRM", fmtTime(item.deleted_at)]);
+    clear($("#summary")).append(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
+
+    clear($("#history-chart")).append(historyChart(item.history));
+
+    const drivers = clear($("#drivers"));
+    if (!item.drivers.length) drivers.append(el("li", { class: "muted", text: "No drivers: nothing stands out." }));
+    for (const driver of item.drivers) drivers.append(el("li", { text: driver }));
+
+    const indicators = clear($("#indicators"));
+    for (const signal of Object.keys(SIGNAL_LABELS)) {
+      const rows = item.indicators[signal] || [];
+      const title = `${SIGNAL_LABELS[signal]}: ${fmtScore(item.signals[signal])}`;
+      indicators.append(el("h3", { text: title }));
+      if (!rows.length) {
+        indicators.append(el("p", { class: "muted", text: "No data for this signal." }));
+        continue;
+      }
+      indicators.append(
+        el(
+          "table",
+          { "data-signal": signal },
+          el("caption", { class: "visually-hidden", text: `${SIGNAL_LABELS[signal]} indicators` }),
+          el(
+            "thead",
+            {},
+            el(
+              "tr",
+              {},
+              el("th", { scope: "col", text: "Indicator" }),
+              el("th", { scope: "col", class: "num", text: "Measured (raw)" }),
+              el("th", { scope: "col", class: "num", text: "Score" }),
+              el("th", { scope: "col", class: "num", text: "Weight" }),
+            ),
+          ),
+          el(
+            "tbody",
+            {},
+            rows.map((row) =>
+              el(
+                "tr",
+                {},
+                el("th", { scope: "row", text: row.name }),
+                el("td", { class: "num", text: fmtNumber(row.raw) }),
+                el("td", { class: "num", text: fmtScore(row.score) }),
+                el("td", { class: "num", text: fmtNumber(row.weight) }),
+              ),
+            ),
+          ),
+        ),
+      );
+    }
+
+    const coverage = item.coverage;
+    $("#coverage").textContent =
+      coverage.ratio === null
+        ? "No data yet."
+        : `${Math.round(coverage.ratio * 100)}% of the configured weight had data. Signals: ${coverage.signals.join(", ") || "none"}. Indicators: ${coverage.indicators.join(", ") || "none"}.`;
+
+    try {
+      const { data } = await api("GET", `/api/v1/accounts/${encodeURIComponent(id)}/alerts?limit=100`);
+      const open = data.items.filter((alert) => alert.status === "open");
+      const target = clear($("#account-alerts"));
+      if (!open.length) target.append(el("p", { class: "muted", text: "No open alerts." }));
+      else target.append(alertsTable(open, () => initAccount()));
+      target.append(el("p", {}, el("a", { href: `/admin/alerts`, text: "All alerts" })));
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  // Alerts ----------------------------------------------------------------------------------
+
+  function alertStatusText(alert) {
+    if (alert.status === "snoozed") return `Snoozed until ${fmtTime(alert.snoozed_until)}`;
+    if (alert.status === "acknowledged") return `Acknowledged${alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : ""}`;
+    if (alert.status === "resolved") return `Resolved ${fmtTime(alert.resolved_at)}`;
+    return "Open";
+  }
+
+  async function alertAction(alert, action, after) {
+    showError("");
+    try {
+      const body = action === "snooze" ? { hours: 24 } : {};
+      await api("POST", `/api/v1/alerts/${alert.id}/${action}`, { body });
+      showStatus(action === "snooze" ? `Alert ${alert.id} snoozed for 24 hours.` : `Alert ${alert.id} acknowledged.`);
+      await after();
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  function alertsTable(items, after) {
+    const admin = isAdmin();
+    return el(
+      "table",
+      { class: "alerts" },
+      el("caption", { class: "visually-hidden", text: "Alerts" }),
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          ["Fired", "Rule", "Alert", "Band", "Status", "Actions"].map((text) => el("th", { scope: "col", text })),
+        ),
+      ),
+      el("tbody", {}, items.map((alert) => alertRow(alert, admin, after, false))),
+    );
+  }
+
+  function alertRow(alert, admin, after, withAccount) {
+    const acknowledgeable = alert.status === "open" || alert.status === "snoozed";
+    const snoozable = alert.status !== "resolved";
+    const why = admin ? null : "Needs an admin key";
+    return el(
+      "tr",
+      { "data-alert": alert.id },
+      el("td", { text: fmtTime(alert.fired_at) }),
+      withAccount
+        ? el("td", {}, el("a", { href: `/admin/accounts/${encodeURIComponent(alert.account.id)}`, text: alert.account.name || alert.account.id }))
+        : null,
+      el("td", { text: alert.rule }),
+      el("th", { scope: "row" }, alert.title, el("span", { class: "hint", text: alert.reason })),
+      el("td", {}, bandBadge(alert.band), ` ${fmtScore(alert.score)}`),
+      el("td", { class: "alert-status", text: alertStatusText(alert) }),
+      el(
+        "td",
+        { class: "row-actions" },
+        el("button", {
+          type: "button",
+          class: "ack",
+          text: "Acknowledge",
+          "aria-label": `Acknowledge alert ${alert.id}: ${alert.title}`,
+          title: why,
+          disabled: !admin || !acknowledgeable,
+          onclick: () => alertAction(alert, "acknowledge", after),
+        }),
+        el("button", {
+          type: "button",
+          class: "snooze",
+          text: "Snooze 24 h",
+          "aria-label": `Snooze alert ${alert.id} for 24 hours: ${alert.title}`,
+          title: why,
+          disabled: !admin || !snoozable,
+          onclick: () => alertAction(alert, "snooze", after),
+        }),
+      ),
+    );
+  }
+
+  function initAlerts() {
+    const params = new URLSearchParams(location.search);
+    const state = {
+      status: params.get("status") || "",
+      rule: params.get("rule") || "",
+      limit: Number(params.get("limit")) || 50,
+      offset: Number(params.get("offset")) || 0,
+    };
+    const form = $("#alert-filters");
+    form.elements.status.value = state.status;
+    form.elements.rule.value = state.rule;
+
+    async function load() {
+      history.replaceState(null, "", `/admin/alerts${query(state) ? `?${query(state)}` : ""}`);
+      const { data } = await api("GET", `/api/v1/alerts?${query(state)}`);
+      const body = clear($("#alerts-table tbody"));
+      if (!data.items.length) body.append(el("tr", {}, el("td", { colspan: 7, text: "No alerts match." })));
+      const admin = isAdmin();
+      for (const alert of data.items) body.append(alertRow(alert, admin, load, true));
+      const last = data.offset + data.items.length;
+      $("#page-info").textContent = `${data.total ? data.offset + 1 : 0}–${last} of ${data.total}`;
+      $("#prev-page").disabled = data.offset === 0;
+      $("#next-page").disabled = last >= data.total;
+    }
+
+    const reload = () => load().catch(failed);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      state.status = form.elements.status.value;
+      state.rule = form.elements.rule.value.trim();
+      state.offset = 0;
+      reload();
+    });
+    form.addEventListener("reset", () => setTimeout(() => form.requestSubmit(), 0));
+    $("#prev-page").addEventListener("click", () => {
+      state.offset = Math.max(0, state.offset - state.limit);
+      reload();
+    });
+    $("#next-page").addEventListener("click", () => {
+      state.offset += state.limit;
+      reload();
+    });
+    api("GET", "/api/v1/config")
+      .then(({ data }) => {
+        clear($("#rules")).append(...data.config.alerts.map((rule) => el("option", { value: rule.name })));
+      })
+      .catch(() => {});
+    reload();
+  }
+
+  // Configuration -----------------------------------------------------------------------------
+
+  function initConfig() {
+    let documentInForce = null;
+    let etag = null;
+    const admin = isAdmin();
+    const applyButton = $("#apply");
+    const fields = $("#config-fields");
+    if (!admin) {
+      applyButton.disabled = true;
+      applyButton.title = "Needs an admin key";
+    }
+
+    function numberInput(path, label, value, { hidden = false } = {}) {
+      const id = `cfg-${path.replaceAll(".", "-")}`;
+      return [
+        el("label", { for: id, class: hidden ? "visually-hidden" : null, text: label }),
+        el("input", { id, type: "number", step: "any", required: true, class: "num", "data-path": path, value: String(value) }),
+      ];
+    }
+
+    function renderFields(config) {
+      clear(fields);
+      const bands = config.bands;
+      fields.append(
+        el(
+          "fieldset",
+          { id: "bands" },
+          el("legend", { text: "Bands" }),
+          el(
+            "div",
+            { class: "cfg-grid" },
+            el("p", {}, numberInput("bands.healthy_min", "Healthy from score (healthy_min)", bands.healthy_min)),
+            el("p", {}, numberInput("bands.at_risk_below", "At risk below score (at_risk_below)", bands.at_risk_below)),
+            el("p", {}, numberInput("bands.hysteresis", "Hysteresis, points (hysteresis)", bands.hysteresis)),
+          ),
+        ),
+      );
+      for (const [signal, spec] of Object.entries(config.signals)) {
+        const label = SIGNAL_LABELS[signal] || signal;
+        fields.append(
+          el(
+            "fieldset",
+            { "data-signal": signal },
+            el("legend", { text: `${label} (${signal})` }),
+            el("p", {}, numberInput(`signals.${signal}.weight`, `${label}: signal weight`, spec.weight)),
+            el(
+              "table",
+              {},
+              el("caption", { class: "visually-hidden", text: `${label} indicator thresholds` }),
+              el(
+                "thead",
+                {},
+                el(
+                  "tr",
+                  {},
+                  el("th", { scope: "col", text: "Indicator" }),
+                  el("th", { scope: "col", text: "At risk at" }),
+                  el("th", { scope: "col", text: "Healthy at" }),
+                  el("th", { scope: "col", text: "Weight" }),
+                ),
+              ),
+              el(
+                "tbody",
+                {},
+                Object.entries(spec.indicators).map(([indicator, thresholds]) =>
+                  el(
+                    "tr",
+                    {},
+                    el("th", { scope: "row", text: indicator }),
+                    ["at_risk", "healthy", "weight"].map((part) =>
+                      el(
+                        "td",
+                        {},
+                        numberInput(
+                          `signals.${signal}.indicators.${indicator}.${part}`,
+                          `${label}, ${indicator}: ${part.replace("_", " ")}`,
+                          thresholds[part],
+                          { hidden: true },
+                        ),
+                      ),
+                    ),
+                  ),
+                ),
+              ),
+            ),
+          ),
+        );
+      }
+    }
+
+    function markInvalid(paths) {
+      for (const input of fields.querySelectorAll("input[data-path]")) {
+        if (paths.has(input.dataset.path)) input.setAttribute("aria-invalid", "true");
+        else input.removeAttribute("aria-invalid");
+      }
+    }
+
+    /** The loaded configuration with the form's values written in (segments, alerts kept). */
+    function candidate() {
+      const config = structuredClone(documentInForce.config);
+      const invalid = new Set();
+      for (const input of fields.querySelectorAll("input[data-path]")) {
+        const text = input.value.trim();
+        const value = Number(text);
+        if (text === "" || !Number.isFinite(value)) {
+          invalid.add(input.dataset.path);
+          continue;
+        }
+        const parts = input.dataset.path.split(".");
+        let node = config;
+        for (const part of parts.slice(0, -1)) node = node[part];
+        node[parts[parts.length - 1]] = value;
+      }
+      markInvalid(invalid);
+      if (invalid.size) {
+        showError(`Enter a number in: ${[...invalid].join(", ")}`);
+        fields.querySelector("input[aria-invalid]").focus();
+        return null;
+      }
+      return config;
+    }
+
+    function showValidation(err) {
+      const detail = err.body && Array.isArray(err.body.detail) ? err.body.detail : [];
+      markInvalid(new Set(detail.map((item) => (item.loc || []).slice(2).join("."))));
+      showError(`The configuration is not valid: ${err.message}`);
+    }
+
+    function renderVersionLine() {
+      const doc = documentInForce;
+      $("#config-version").textContent =
+        doc.version_id === null
+          ? `In force: the defaults (${doc.version}).`
+          : `In force: version ${doc.version_id} (${doc.version}), by ${doc.author} on ${fmtTime(doc.created_at)}${doc.comment ? `: “${doc.comment}”` : ""}.`;
+    }
+
+    async function loadConfig() {
+      const { data, response } = await api("GET", "/api/v1/config");
+      documentInForce = data;
+      etag = response.headers.get("ETag");
+      renderFields(data.config);
+      renderVersionLine();
+    }
+
+    async function loadVersions() {
+      const { data } = await api("GET", "/api/v1/config/versions?limit=50");
+      const body = clear($("#versions-table tbody"));
+      if (!data.items.length) {
+        body.append(el("tr", {}, el("td", { colspan: 6, text: "No version stored yet: the defaults are in force." })));
+      }
+      for (const version of data.items) {
+        body.append(
+          el(
+            "tr",
+            { "data-version": version.id },
+            el("th", { scope: "row" }, `${version.id} `, el("span", { class: "muted", text: version.version })),
+            el("td", { text: fmtTime(version.created_at) }),
+            el("td", { text: version.author }),
+            el("td", { class: "comment", text: version.comment }),
+            el("td", { text: version.current ? "In force" : "" }),
+            el(
+              "td",
+              {},
+              version.current
+                ? null
+                : el("button", {
+                    type: "button",
+                    class: "rollback",
+                    text: "Roll back",
+                    "aria-label": `Roll back to version ${version.id}`,
+                    title: admin ? null : "Needs an admin key",
+                    disabled: !admin,
+                    onclick: () => rollback(version.id),
+                  }),
+            ),
+          ),
+        );
+      }
+    }
+
+    function conflict() {
+      showError("Someone else changed the configuration — reload to see their version, then make your change again.");
+      $("#reload").focus();
+    }
+
+    async function stored(data, response, message) {
+      documentInForce = data;
+      etag = response.headers.get("ETag");
+      renderFields(data.config);
+      renderVersionLine();
+      $("#config-comment").value = "";
+      await loadVersions();
+      showStatus(message);
+    }
+
+    async function preview() {
+      showError("");
+      showStatus("");
+      const config = candidate();
+      if (!config) return;
+      const section = $("#preview-result");
+      const target = clear($("#preview-body"));
+      section.hidden = false;
+      target.append(el("p", { class: "muted", text: "Computing the preview on today's facts…" }));
+      let data;
+      try {
+        data = (await api("POST", "/api/v1/config/preview", { body: { config, limit: 100 } })).data;
+      } catch (err) {
+        clear(target);
+        if (err instanceof ApiError && err.status === 422) showValidation(err);
+        else failed(err);
+        return;
+      }
+      clear(target).append(
+        el(
+          "p",
+          {},
+          `${data.accounts} accounts scored twice, under the configuration in force and under this one. `,
+          data.diff_paths.length ? "Changed fields: " : "No field changed.",
+          data.diff_paths.length ? el("span", { class: "diff-paths", text: data.diff_paths.join(", ") }) : null,
+        ),
+        el(
+          "table",
+          { id: "preview-bands" },
+          el("caption", { text: "Accounts per band" }),
+          el(
+            "thead",
+            {},
+            el("tr", {}, ["Band", "Before", "After", "Change"].map((text, i) => el("th", { scope: "col", class: i ? "num" : null, text }))),
+          ),
+          el(
+            "tbody",
+            {},
+            BANDS.map((band) => {
+              const before = data.bands.before[band];
+              const after = data.bands.after[band];
+              const change = after - before;
+              return el(
+                "tr",
+                { "data-band": band },
+                el("th", { scope: "row" }, bandBadge(band)),
+                el("td", { class: "num before", text: String(before) }),
+                el("td", { class: "num after", text: String(after) }),
+                el("td", { class: "num", text: change > 0 ? `+${change}` : String(change) }),
+              );
+            }),
+          ),
+        ),
+        el("h3", { text: `Accounts that would change band: ${data.changed.total}` }),
+        data.changed.items.length
+          ? el(
+              "table",
+              { id: "preview-changed" },
+              el("caption", { class: "visually-hidden", text: "Accounts that would change band" }),
+              el(
+                "thead",
+                {},
+                el("tr", {}, ["Account", "Score now", "Band now", "Score after", "Band after"].map((text) => el("th", { scope: "col", text }))),
+              ),
+              el(
+                "tbody",
+                {},
+                data.changed.items.map((item) =>
+                  el(
+                    "tr",
+                    { "data-account": item.id },
+                    el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
+                    el("td", { class: "num", text: fmtScore(item.old_score) }),
+                    el("td", {}, bandBadge(item.old_band)),
+                    el("td", { class: "num", text: fmtScore(item.new_score) }),
+                    el("td", {}, bandBadge(item.new_band)),
+                  ),
+                ),
+              ),
+            )
+          : el("p", { class: "muted", text: "No account would change band." }),
+        el("h3", { text: `Alerts that would fire: ${data.alerts.total}` }),
+        data.alerts.items.length
+          ? el(
+              "table",
+              { id: "preview-alerts" },
+              el("caption", { class: "visually-hidden", text: "Alerts that would fire" }),
+              el("thead", {}, el("tr", {}, ["Account", "Rule", "Alert"].map((text) => el("th", { scope: "col", text })))),
+              el(
+                "tbody",
+                {},
+                data.alerts.items.map((alert) =>
+                  el(
+                    "tr",
+                    {},
+                    el("th", { scope: "row", text: alert.account.name || alert.account.id }),
+                    el("td", { text: alert.rule }),
+                    el("td", {}, alert.title, el("span", { class: "hint", text: alert.reason })),
+                  ),
+                ),
+              ),
+            )
+          : el("p", { class: "muted", text: "No new alert would fire." }),
+      );
+      showStatus("Preview ready: nothing was changed.");
+    }
+
+    async function apply(event) {
+      event.preventDefault();
+      showError("");
+      showStatus("");
+      if (!admin) return;
+      const config = candidate();
+      if (!config) return;
+      applyButton.disabled = true;
+      try {
+        const { data, response } = await api("PUT", "/api/v1/config", {
+          body: { config, comment: $("#config-comment").value.trim() },
+          headers: { "If-Match": etag },
+        });
+        await stored(data, response, `Applied: version ${data.version_id} is in force; accounts are being rescored.`);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 412) conflict();
+        else if (err instanceof ApiError && err.status === 422) showValidation(err);
+        else failed(err);
+      } finally {
+        applyButton.disabled = false;
+      }
+    }
+
+    async function rollback(versionId) {
+      showError("");
+      showStatus("");
+      try {
+        const comment = $("#config-comment").value.trim();
+        const { data, response } = await api("POST", `/api/v1/config/versions/${versionId}/rollback`, {
+          body: comment ? { comment } : {},
+          headers: { "If-Match": etag },
+        });
+        await stored(data, response, `Rolled back: version ${data.version_id} (equal to version ${versionId}) is in force.`);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 412) conflict();
+        else failed(err);
+      }
+    }
+
+    $("#config-form").addEventListener("submit", apply);
+    $("#preview").addEventListener("click", preview);
+    $("#reload").addEventListener("click", () => {
+      showError("");
+      showStatus("");
+      Promise.all([loadConfig(), loadVersions()])
+        .then(() => showStatus("Reloaded the configuration in force."))
+        .catch(failed);
+    });
+    Promise.all([loadConfig(), loadVersions()]).catch(failed);
+  }
+
+  // --- start ---------------------------------------------------------------------------------
+
+  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, alerts: initAlerts };
+
+  async function start() {
+    const page = document.body.dataset.page;
+    if (page === "login") {
+      initLogin();
+      return;
+    }
+    try {
+      session = (await api("GET", "/api/v1/session")).data;
+    } catch (err) {
+      failed(err);
+      return;
+    }
+    $("#whoami").textContent = `${session.name} · ${session.role} · ${session.connection}`;
+    $("#sign-out").addEventListener("click", async () => {
+      try {
+        await api("DELETE", "/api/v1/session");
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 401)) {
+          failed(err);
+          return;
+        }
+      }
+      location.assign("/admin/login");
+    });
+    if (!isAdmin()) {
+      const note = $("#role-note");
+      note.textContent =
+        "You are signed in with a viewer key: you see everything, but applying or rolling back the configuration and acknowledging or snoozing alerts need an admin key.";
+      note.hidden = false;
+    }
+    const init = PAGES[page];
+    if (init) init();
+  }
+
+  start();
+})();
