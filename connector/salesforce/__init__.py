@@ -1,0 +1,1 @@
+"""Salesforce: Outbound Message parsing and acknowledgement, sObjects as normalised events."""
