@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from signals.config import HealthConfig
 from signals.model import Band, Health
 from signals.scoring import score
+from webhooks import config_service
 from webhooks.alerts.manage import AccountRef
 from webhooks.alerts.rules import AccountState, attribute_value, conditions, parse_renewal_date
 from webhooks.errors import InvalidFields
@@ -150,24 +151,12 @@ def candidate_config(document: Mapping[str, Any]) -> HealthConfig:
         raise InvalidFields("; ".join(shown) + (f"; and {more} more" if more else "")) from None
 
 
-def diff_paths(before: HealthConfig, after: HealthConfig) -> list[str]:
+def changed_paths(before: HealthConfig, after: HealthConfig) -> list[str]:
     """Dotted paths of the leaves that differ (list items by position), sorted."""
-    return sorted(_diff(before.model_dump(mode="json"), after.model_dump(mode="json"), ""))
-
-
-def _diff(old: Any, new: Any, path: str) -> Iterator[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in old.keys() | new.keys():
-            yield from _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-    elif isinstance(old, list) and isinstance(new, list):
-        for index in range(max(len(old), len(new))):
-            yield from _diff(
-                old[index] if index < len(old) else None,
-                new[index] if index < len(new) else None,
-                f"{path}.{index}" if path else str(index),
-            )
-    elif old != new:
-        yield path
+    changes = config_service.diff_paths(
+        before.model_dump(mode="json"), after.model_dump(mode="json")
+    )
+    return sorted(path for path, _, _ in changes)
 
 
 # -- preview -------------------------------------------------------------------------------------
@@ -292,7 +281,7 @@ async def preview(
     return Preview(
         current_version=current.version,
         candidate_version=candidate.version,
-        diff_paths=diff_paths(current, candidate),
+        diff_paths=changed_paths(current, candidate),
         accounts=tally.accounts,
         bands=BandsBeforeAfter(
             before=BandCounts(**{band: tally.before[band] for band in BANDS}),
