@@ -51,10 +51,16 @@ class RecordUpdate:
 
 @dataclass(kw_only=True)
 class WriteResult:
-    """Per-record outcome of a batch write; records in neither set were not attempted."""
+    """Per-record outcome of a batch write; records in none of the sets were not attempted.
+
+    `failed` records may succeed on a later try (a locked row, a CRM hiccup); `rejected` ones
+    never will as they are (the record was deleted, a field is missing or refuses the value),
+    so they are not retried until a newer value is staged.
+    """
 
     written: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

@@ -258,6 +258,7 @@ class _Throttle:
         self._sleep = sleep
         self._hold_until = -math.inf
         self._paused_until = -math.inf
+        self._hold_owner: object = None
         self.paused_policy: str | None = None
 
     def hold_remaining(self) -> float:
@@ -266,8 +267,12 @@ class _Throttle:
     def pause_remaining(self) -> float:
         return max(0.0, self._paused_until - self._clock())
 
-    def hold(self, seconds: float) -> None:
-        self._hold_until = max(self._hold_until, self._clock() + seconds)
+    def hold(self, seconds: float, *, owner: object = None) -> None:
+        until = self._clock() + seconds
+        if until > self._hold_until:
+            self._hold_until = until
+            # The request whose answer asked for the wait sleeps it in its own retry already.
+            self._hold_owner = owner
 
     def pause(self, seconds: float, policy: str | None) -> None:
         until = self._clock() + seconds
@@ -275,7 +280,9 @@ class _Throttle:
             self._paused_until = until
             self.paused_policy = policy
 
-    async def wait(self) -> None:
+    async def wait(self, *, caller: object = None) -> None:
+        if caller is not None and caller is self._hold_owner:
+            return
         delay = self.hold_remaining()
         if delay > 0:
             await self._sleep(delay)
@@ -376,10 +383,16 @@ class RetryingClient:
     `request` returns 2xx answers and raises `CRMAuthError` (401/403), `CRMRequestRejected`
     (other 4xx, at once), `CRMRetriesExhausted` (transport errors, 429, 5xx that outlasted
     the policy) or `CRMRateLimitPaused` (the `limits` inspector says a period's allowance is
-    used up; raised at once, and without sending, for every request until the period ends).
+    used up; raised at once for a failed answer of any status that says so, and without
+    sending for every request until the period ends).
 
     `limits`, when given, reads every answer: a nearly used-up window holds later requests
     until it refills, and a throttled retry waits at least that long.
+
+    `max_concurrency`, when given, caps the requests of this client in flight at once, to stay
+    under a CRM's concurrent-request limit (Dataverse answers 429 to a user's requests past 52
+    at once, by default). Only the send holds a slot: a request waiting out a backoff, a hold or the
+    token bucket does not keep others from sending.
     """
 
     def __init__(
@@ -394,10 +407,17 @@ class RetryingClient:
         limits: LimitInspector | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_seconds: float = 30.0,
+        max_concurrency: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         self.name = name
+        self.max_concurrency = max_concurrency
+        self._in_flight = (
+            asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
+        )
         self.policy = policy
         self._sleep = sleep
         self._clock = clock
@@ -426,13 +446,15 @@ class RetryingClient:
         *,
         json: Any = None,
         data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         path_for_logs: str | None = None,
     ) -> httpx.Response:
         """Send one logical request, retrying per the policy; returns only a 2xx response.
 
-        `json` sends a JSON body, `data` a form-encoded one (OAuth token endpoints want that).
+        `json` sends a JSON body, `data` a form-encoded one (OAuth token endpoints want that),
+        `content` raw bytes whose Content-Type `headers` give (a multipart batch, say).
         `path_for_logs` replaces the path in logs and errors when the real one carries a
         secret (HubSpot's token metadata endpoint has the token in its path).
         """
@@ -447,13 +469,13 @@ class RetryingClient:
 
         async def attempt() -> httpx.Response:
             self._refuse_while_paused(call)
-            await self._throttle.wait()
+            await self._throttle.wait(caller=call)
             if self._bucket is not None:
                 await self._bucket.acquire()
             # Another request's answer may have paused the connection while this one waited.
             self._refuse_while_paused(call)
-            response = await self._client.request(
-                method, url, json=json, data=data, params=params, headers=headers
+            response = await self._send(
+                method, url, json=json, data=data, content=content, params=params, headers=headers
             )
             feedback = self._limits(response) if self._limits is not None else None
             if feedback is not None:
@@ -474,6 +496,28 @@ class RetryingClient:
             if isinstance(cause, _RetryableStatusError):
                 raise call.exhausted(error) from None
             raise call.exhausted(error) from cause
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any,
+        data: Mapping[str, str] | None,
+        content: bytes | None,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One attempt on the wire, holding a concurrency slot only for as long as it is sent
+        and answered (the body is read before the slot is released)."""
+        if self._in_flight is None:
+            return await self._client.request(
+                method, url, json=json, data=data, content=content, params=params, headers=headers
+            )
+        async with self._in_flight:
+            return await self._client.request(
+                method, url, json=json, data=data, content=content, params=params, headers=headers
+            )
 
     def _refuse_while_paused(self, call: _Call) -> None:
         remaining = self._throttle.pause_remaining()
@@ -524,27 +568,33 @@ class RetryingClient:
         outcome = outcome_for(response.status_code)
         if outcome is Outcome.SUCCESS:
             return response
+        paused_for = self._throttle.pause_remaining()
+        if feedback is not None and feedback.pause_seconds is not None and paused_for > 0:
+            # Whatever the status (Salesforce refuses a used-up day with a 403, HubSpot with a
+            # 429): retrying cannot help before the period ends, and it is no credentials fault.
+            raise CRMRateLimitPaused(
+                f"{self.name}: {call.method} {call.path} paused by the CRM's"
+                f" {feedback.policy or 'rate'} limit for {paused_for:.0f}s"
+                f" (status {response.status_code})",
+                status=response.status_code,
+                body=response.text[:BODY_LIMIT],
+                retry_after=paused_for,
+            )
         if outcome is Outcome.RETRY:
             retry_after = parse_retry_after(
                 response.headers.get("Retry-After"), date=response.headers.get("Date")
             )
-            paused_for = self._throttle.pause_remaining()
-            if feedback is not None and feedback.pause_seconds is not None and paused_for > 0:
-                # Retrying cannot help before the period ends: no attempts are burned on it.
-                raise CRMRateLimitPaused(
-                    f"{self.name}: {call.method} {call.path} paused by the CRM's"
-                    f" {feedback.policy or 'rate'} limit for {paused_for:.0f}s"
-                    f" (status {response.status_code})",
-                    status=response.status_code,
-                    body=response.text[:BODY_LIMIT],
-                    retry_after=paused_for,
-                )
             # A retry into a window that is still full would only be throttled again.
             held = self._throttle.hold_remaining()
             if held > 0:
                 retry_after = max(retry_after or 0.0, held)
             if retry_after is not None:
                 call.last_retry_after = retry_after
+                # The CRM asked this connection, not this request, to wait: every other
+                # request of the connection holds too (capped like the retry's own wait).
+                self._throttle.hold(
+                    min(retry_after, self.policy.retry_after_cap_seconds), owner=call
+                )
             raise _RetryableStatusError(response, retry_after)
         status = response.status_code
         body = response.text[:BODY_LIMIT]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gc
+import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhooks.errors import ServiceError
 from webhooks.routes import accounts, admin_page, alerts, inbound, ingest, oauth, ops
@@ -20,6 +24,61 @@ from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
+# What a caller may choose: short and inert in logs and headers (no spaces, quotes, newlines).
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's X-Request-ID when it is a safe token, else a fresh one."""
+    if header is not None and _VALID_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: every log line of a request carries its `request_id`, and the
+    response echoes it in X-Request-ID, so a caller's report can be found in the logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next(
+            (value for name, value in scope.get("headers", []) if name == _REQUEST_ID_KEY), None
+        )
+        request_id = request_id_from(None if given is None else given.decode("latin-1"))
+        header = (_REQUEST_ID_KEY, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                others = [h for h in message.get("headers", []) if h[0].lower() != header[0]]
+                message["headers"] = [*others, header]
+            await send(message)
+
+        # Restores the previous values on the way out: nothing leaks into the next request
+        # or into tasks the server runs afterwards.
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # The server logs the traceback on its own; this line ties it to the request. No
+                # path: a Salesforce shared secret may be its last segment.
+                log.error("request_failed", method=scope.get("method"), error=type(exc).__name__)
+                raise
+
+
+def _printable(part: object) -> str | int:
+    """A location part or message as JSON can carry it: a key of the client's own making may
+    hold a lone surrogate, which is written escaped."""
+    if isinstance(part, int):
+        return part
+    return str(part).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def create_app(
@@ -57,6 +116,20 @@ def create_app(
             status_code=exc.status_code, content={"detail": exc.message}, headers=exc.headers
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each invalid input, which may not even encode as UTF-8
+        # (a lone surrogate from an escaped JSON string): the field and the reason are enough.
+        errors = [
+            {
+                "type": error["type"],
+                "loc": [_printable(part) for part in error["loc"]],
+                "msg": _printable(error["msg"]),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
     app.include_router(ops.router)
     app.include_router(inbound.router)
     app.include_router(ingest.router)
@@ -67,4 +140,6 @@ def create_app(
     app.include_router(preview_router)
     app.include_router(session_routes.router)
     admin_page.install(app)
+    # Added last, so it wraps every other middleware and their log lines carry the id too.
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import structlog
 import typer
 import uvicorn
 import yaml
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
@@ -36,6 +38,8 @@ from webhooks.store.db import AsyncSession, create_engine, create_session_factor
 from webhooks.store.migrate import upgrade_to_head
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 cli = typer.Typer(
     help="crm-health: customer health computed from CRM and product events, written back "
@@ -68,12 +72,26 @@ def serve(
 
 
 @cli.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics at http://0.0.0.0:PORT/metrics.",
+        ),
+    ] = None,
+) -> None:
     """Run only the pipeline worker (scale out by starting several)."""
     settings = _settings()
 
     async def run() -> None:
         runtime = Runtime.build(settings)
+        if metrics_port is not None:
+            # A worker has no API; its counters (events processed, write-backs, scoring time)
+            # are only seen through a port of its own.
+            start_http_server(metrics_port, registry=runtime.metrics.registry)
+            log.info("metrics_served", port=metrics_port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, runtime.stop.set)
@@ -323,13 +341,16 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the crm-health service.")] = 8000,
     sandbox_port: Annotated[int, typer.Option(help="Port of the sandbox CRM.")] = 8765,
     database: Annotated[str, typer.Option(help="SQLite file of the demo.")] = "demo.db",
-    accounts: Annotated[int, typer.Option(help="Sample companies to create.")] = 60,
+    accounts: Annotated[
+        int, typer.Option(min=1, help="Sample companies to create, each with 180 days of activity.")
+    ] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the sample data.")] = 7,
     exit_after: Annotated[
         bool, typer.Option("--exit", help="Stop after the summary instead of serving on.")
     ] = False,
 ) -> None:
-    """Run sandbox CRM + service on SQLite, replay sample activity, print a summary."""
+    """Run sandbox CRM + service on SQLite, replay 180 days of sample activity through the API,
+    print a summary (bands, the most at-risk companies and why, alerts, URLs), keep serving."""
     configure_logging(level="warning", fmt="console")
     asyncio.run(
         run_demo(

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 import structlog
@@ -36,7 +36,10 @@ from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE, CompanyPropertyM
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
 from connector.model import CollaborationKind
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
+from webhooks import connections_dynamics, connections_salesforce
 from webhooks.alerts.channels.config import ChannelsFileError, check_channels
+from webhooks.connections_dynamics import DynamicsConfigError, DynamicsInbound, FileDynamics
+from webhooks.connections_salesforce import FileSalesforce, SalesforceConfigError, SalesforceInbound
 from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
 from webhooks.store import installs
@@ -45,6 +48,7 @@ from webhooks.store.db import SessionFactory
 log = structlog.get_logger(__name__)
 
 OAUTH_CALLBACK_PATH = "/oauth/hubspot/callback"
+HUBSPOT_RECORD_URL = "https://app.hubspot.com/contacts/{portal}/record/0-2/{record}"
 
 
 class ConnectionsFileError(ValueError):
@@ -62,6 +66,20 @@ class Connection:
     # The HubSpot portal whose events this connection takes; None takes any unclaimed portal.
     portal_id: int | None = None
     origin: Literal["settings", "file", "installed"] = "settings"
+    # Salesforce only: what its Outbound Messages are checked against, and how records map.
+    salesforce: SalesforceInbound | None = None
+    # Dynamics 365 only: the credential its webhooks carry, and how records map.
+    dynamics: DynamicsInbound | None = None
+
+    def record_url(self, record_id: str) -> str | None:
+        """A link to the record in the CRM, when the CRM's address for it is known."""
+        if self.crm == "hubspot" and self.portal_id is not None:
+            return HUBSPOT_RECORD_URL.format(portal=self.portal_id, record=record_id)
+        if self.salesforce is not None:
+            return self.salesforce.record_url(record_id)
+        if self.dynamics is not None:
+            return self.dynamics.record_url(record_id)
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,7 +365,7 @@ class _FileSegment(BaseModel):
         )
 
 
-class _FileConnection(BaseModel):
+class _FileHubSpot(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -360,6 +378,19 @@ class _FileConnection(BaseModel):
     properties: _HubSpotProperties = _HubSpotProperties()
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     segment: _FileSegment | None = None
+
+
+class _FileSalesforce(FileSalesforce):
+    segment: _FileSegment | None = None
+
+
+class _FileDynamics(FileDynamics):
+    segment: _FileSegment | None = None
+
+
+_FileConnection = Annotated[
+    _FileHubSpot | _FileSalesforce | _FileDynamics, Field(discriminator="crm")
+]
 
 
 class _ConnectionsFile(BaseModel):
@@ -393,15 +424,50 @@ def read_connections_file(path: Path) -> list[_FileConnection]:
         return _ConnectionsFile.model_validate(document).connections
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
+            f"{_field_path(error['loc'], error['type'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConnectionsFileError(f"{path}: {problems}") from None
+
+
+_CRM_TAGS = frozenset({"hubspot", "salesforce", "dynamics"})
+
+
+def _field_path(location: tuple[int | str, ...], error_type: str) -> str:
+    """`connections.0.portal_id`: pydantic puts the entry's `crm` value into the location of a
+    tagged entry (`connections.0.hubspot.portal_id`), which is no key of the file."""
+    parts = [
+        str(part)
+        for index, part in enumerate(location)
+        if not (index == 2 and location[0] == "connections" and part in _CRM_TAGS)
+    ]
+    if error_type in {"union_tag_invalid", "union_tag_not_found"}:
+        parts.append("crm")
+    return ".".join(parts)
 
 
 def _file_connection(
     entry: _FileConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> Connection:
+    if isinstance(entry, _FileSalesforce):
+        inbound, built = entry.build(policy=_policy(settings), transport=transport)
+        return Connection(
+            name=entry.name,
+            crm="salesforce",
+            webhook_secret=None,
+            connector=built,
+            origin="file",
+            salesforce=inbound,
+        )
+    if isinstance(entry, _FileDynamics):
+        dynamics, connector_ = entry.build(policy=_policy(settings), transport=transport)
+        return Connection(
+            name=entry.name,
+            crm="dynamics",
+            webhook_secret=None,
+            connector=connector_,
+            origin="file",
+            dynamics=dynamics,
+        )
     connector: CRMConnector | None = None
     if entry.access_token is not None:
         connector = HubSpotConnector.create(
@@ -424,6 +490,15 @@ def _file_connection(
         portal_id=entry.portal_id,
         origin="file",
     )
+
+
+def _refuse_taken_name(connections: list[Connection], name: str, setting: str) -> None:
+    taken = next((c for c in connections if c.name == name), None)
+    if taken is not None:
+        raise ConnectionsFileError(
+            f"the {taken.crm} settings already configure connection {name!r}: set {setting} to "
+            "another name"
+        )
 
 
 def connections_from_settings(
@@ -459,6 +534,40 @@ def connections_from_settings(
                 portal_id=settings.hubspot_portal_id,
             )
         )
+    if connections_salesforce.configured_in_settings(settings):
+        try:
+            entry = FileSalesforce.from_settings(settings)
+            inbound, built = entry.build(policy=_policy(settings), transport=transport)
+        except SalesforceConfigError as exc:
+            raise ConnectionsFileError(str(exc)) from None
+        _refuse_taken_name(connections, entry.name, "CRM_HEALTH_SALESFORCE_CONNECTION_NAME")
+        connections.append(
+            Connection(
+                name=entry.name,
+                crm="salesforce",
+                webhook_secret=None,
+                connector=built,
+                salesforce=inbound,
+            )
+        )
+    if connections_dynamics.configured_in_settings(settings):
+        try:
+            dynamics_entry = FileDynamics.from_settings(settings)
+            dynamics, connector_ = dynamics_entry.build(
+                policy=_policy(settings), transport=transport
+            )
+        except DynamicsConfigError as exc:
+            raise ConnectionsFileError(str(exc)) from None
+        _refuse_taken_name(connections, dynamics_entry.name, "CRM_HEALTH_DYNAMICS_CONNECTION_NAME")
+        connections.append(
+            Connection(
+                name=dynamics_entry.name,
+                crm="dynamics",
+                webhook_secret=None,
+                connector=connector_,
+                dynamics=dynamics,
+            )
+        )
     segment_sources: list[SegmentSource] = []
     if settings.segment_write_key is not None:
         segment_sources.append(
@@ -474,7 +583,10 @@ def connections_from_settings(
         )
     if settings.connections_file is not None:
         entries = read_connections_file(settings.connections_file)
-        connections.extend(_file_connection(entry, settings, transport) for entry in entries)
+        try:
+            connections.extend(_file_connection(entry, settings, transport) for entry in entries)
+        except (SalesforceConfigError, DynamicsConfigError) as exc:
+            raise ConnectionsFileError(f"{settings.connections_file}: {exc}") from None
         segment_sources.extend(
             entry.segment.source(entry.name) for entry in entries if entry.segment is not None
         )
@@ -501,9 +613,19 @@ def connections_from_settings(
 
 def check_configuration(settings: Settings) -> None:
     """Fail early, with the setting named, on configuration that cannot work: an unreadable
-    connections or alert channels file, or OAuth without a usable encryption key."""
-    if settings.connections_file is not None:
-        read_connections_file(settings.connections_file)
+    connections or alert channels file, Salesforce credentials that do not make one OAuth flow,
+    or OAuth without a usable encryption key."""
+    try:
+        if connections_salesforce.configured_in_settings(settings):
+            FileSalesforce.from_settings(settings).check()
+        if connections_dynamics.configured_in_settings(settings):
+            FileDynamics.from_settings(settings).check()
+        if settings.connections_file is not None:
+            for entry in read_connections_file(settings.connections_file):
+                if isinstance(entry, _FileSalesforce | _FileDynamics):
+                    entry.check()
+    except (SalesforceConfigError, DynamicsConfigError) as exc:
+        raise ConnectionsFileError(str(exc)) from None
     try:
         check_channels(settings)
     except ChannelsFileError as exc:

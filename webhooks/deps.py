@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from webhooks.auth import Principal, allow, authenticate, principal_for_hash
 from webhooks.errors import Forbidden, Unauthenticated
@@ -70,3 +70,14 @@ def _admin(principal: PrincipalDep) -> Principal:
 IngestPrincipal = Annotated[Principal, Depends(_ingest)]
 ViewerPrincipal = Annotated[Principal, Depends(_viewer)]
 AdminPrincipal = Annotated[Principal, Depends(_admin)]
+
+
+# The databases store ids and offsets as signed 64-bit integers: a larger number in a path or
+# query is refused with 422 here, not left to fail as an overflow in the database.
+DB_INT_MAX = 2**63 - 1
+Offset = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Items to skip.")]
+
+
+def row_id(description: str) -> Any:
+    """A path parameter naming a stored row by its numeric id."""
+    return Path(ge=1, le=DB_INT_MAX, description=description)

@@ -9,6 +9,7 @@ alone is written at once: nothing waits for company.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,7 +63,9 @@ class InboxWriter:
         self._waiting.append(request)
         self._wake.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
+            # A fresh context: the task outlives the request that happened to start it, and
+            # must not log under that request's id.
+            self._task = asyncio.create_task(self._run(), context=contextvars.Context())
         # Shielded: a client that hangs up must not cancel the commit other requests share.
         return await asyncio.shield(request.done)
 

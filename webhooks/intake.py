@@ -1,9 +1,11 @@
 """Intake: verify the raw bytes, validate, store in the inbox. Nothing slow happens here.
 
-HubSpot webhooks, Segment-compatible calls and native events each have one function."""
+HubSpot webhooks, Salesforce Outbound Messages, Dynamics 365 webhooks, Segment-compatible calls
+and native events each have one function."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,18 +21,23 @@ import structlog
 from pydantic import ValidationError
 
 from connector import segment
+from connector.dynamics import events as dynamics_events
 from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
 from connector.native import NATIVE_EVENT
+from connector.salesforce import events as salesforce_events
 from webhooks.connections import ConnectionRegistry
 from webhooks.errors import (
     BadPayload,
+    Forbidden,
     InvalidFields,
     NotConfigured,
+    NotFound,
     PayloadTooLarge,
     Unauthenticated,
 )
 from webhooks.inbox_writer import InboxWriter
+from webhooks.metrics import Metrics
 from webhooks.store import inbox
 from webhooks.store.db import SessionFactory
 
@@ -89,6 +96,7 @@ def _verify_hubspot(
 
 async def accept_hubspot(
     *,
+    writer: InboxWriter,
     sessions: SessionFactory,
     connections: ConnectionRegistry,
     method: str,
@@ -98,6 +106,7 @@ async def accept_hubspot(
     now: datetime,
     tolerance_seconds: int,
     accept_legacy: bool,
+    metrics: Metrics,
 ) -> IntakeResult:
     secrets = connections.hubspot_secrets()
     if not secrets:
@@ -122,34 +131,42 @@ async def accept_hubspot(
         parsed = hubspot_events.parse_batch(body)
     except PayloadError as exc:
         raise BadPayload(str(exc)) from exc
-    owners = [connections.for_hubspot_portal(e.portal_id, secret=secret) for e in parsed]
-    if None in owners and await connections.sync_installed(sessions):
+    # A batch almost always comes from one portal: route each portal once, not each event.
+    portals = {event.portal_id for event in parsed}
+    owners = {portal: connections.for_hubspot_portal(portal, secret=secret) for portal in portals}
+    if None in owners.values() and await connections.sync_installed(sessions):
         # An install just made in another process may own them.
-        owners = [connections.for_hubspot_portal(e.portal_id, secret=secret) for e in parsed]
-    routed: dict[str, list[inbox.NewEvent]] = defaultdict(list)
-    for event, connection in zip(parsed, owners, strict=True):
+        owners = {
+            portal: connections.for_hubspot_portal(portal, secret=secret) for portal in portals
+        }
+    names: dict[int, str] = {}
+    for portal, connection in owners.items():
         if connection is None:
-            # Kept, not dropped: the worker dead-letters it with the reason, and a replay after
-            # the portal is connected processes it.
-            log.warning("webhook_portal_unknown", source="hubspot", portal_id=event.portal_id)
-        name = (
-            connection.name
-            if connection is not None
-            else unrouted_hubspot_connection(event.portal_id)
-        )
-        routed[name].append(
+            # Kept, not dropped: the worker dead-letters them with the reason, and a replay
+            # after the portal is connected processes them.
+            log.warning("webhook_portal_unknown", source="hubspot", portal_id=portal)
+            names[portal] = unrouted_hubspot_connection(portal)
+        else:
+            names[portal] = connection.name
+    routed: dict[str, list[inbox.NewEvent]] = defaultdict(list)
+    for event in parsed:
+        routed[names[event.portal_id]].append(
             inbox.NewEvent(
                 dedup_key=event.dedup_key,
                 kind=event.subscription_type,
-                payload=event.model_dump(mode="json", by_alias=True),
+                # What HubSpot sent (unknown keys too), without the defaults of absent fields:
+                # half the bytes to serialise and store, and the worker reads it the same.
+                payload=event.model_dump(mode="json", by_alias=True, exclude_unset=True),
             )
         )
-    stored = 0
-    async with sessions() as session, session.begin():
-        for name, new_events in routed.items():
-            stored += await inbox.insert_events(
-                session, source="hubspot", connection=name, events=new_events, received_at=now
-            )
+    # Queued together, so they share one commit (with other requests' events too).
+    counts = await asyncio.gather(
+        *(
+            writer.write(source="hubspot", connection=name, events=new_events, received_at=now)
+            for name, new_events in routed.items()
+        )
+    )
+    stored = sum(counts)
     log.info(
         "webhook_accepted",
         source="hubspot",
@@ -159,7 +176,159 @@ async def accept_hubspot(
         stored=stored,
         event_ids=[event.event_id for event in parsed[:10]],
     )
+    metrics.intake("hubspot", received=len(parsed), stored=stored)
     return IntakeResult(received=len(parsed), stored=stored)
+
+
+# --- Salesforce Outbound Messages --------------------------------------------------------------
+
+
+async def accept_salesforce(
+    *,
+    writer: InboxWriter,
+    connections: ConnectionRegistry,
+    connection: str,
+    body: bytes,
+    secret: str | None,
+    now: datetime,
+    metrics: Metrics,
+) -> IntakeResult:
+    """Check and store an Outbound Message's notifications, one inbox row each, deduplicated on
+    the notification Id. Returns only once they are committed: the caller's Ack is what tells
+    Salesforce to stop redelivering, so it must never precede storage."""
+    target = connections.get(connection)
+    if target is None or target.salesforce is None:
+        raise NotFound(f"no Salesforce connection named {connection!r}")
+    inbound = target.salesforce
+    if inbound.organization_id is None:
+        raise NotConfigured(
+            f"connection {connection!r} cannot accept Outbound Messages: set its organization_id "
+            "(CRM_HEALTH_SALESFORCE_ORGANIZATION_ID)"
+        )
+    if not inbound.secret_matches(secret):
+        log.warning("webhook_rejected", source="salesforce", connection=connection)
+        raise Unauthenticated(
+            "missing or wrong shared secret: put it as the last path segment of the endpoint URL"
+            " or in the X-CRM-Health-Secret header"
+        )
+    try:
+        message = salesforce_events.parse_outbound_message(body)
+    except PayloadError as exc:
+        raise BadPayload(str(exc)) from exc
+    if not inbound.same_organization(message.organization_id):
+        log.warning(
+            "webhook_rejected",
+            source="salesforce",
+            connection=connection,
+            organization_id=message.organization_id,
+        )
+        raise Forbidden(
+            f"OrganizationId {message.organization_id} is not the org of connection {connection!r}"
+        )
+    events = [
+        inbox.NewEvent(
+            dedup_key=notification.dedup_key,
+            kind=notification.sobject_type,
+            payload={
+                "id": notification.id,
+                "sobject_type": notification.sobject_type,
+                "fields": notification.fields,
+                "action_id": message.action_id,
+            },
+        )
+        for notification in message.notifications
+    ]
+    stored = await writer.write(
+        source="salesforce", connection=connection, events=events, received_at=now
+    )
+    log.info(
+        "webhook_accepted",
+        source="salesforce",
+        connection=connection,
+        action_id=message.action_id,
+        received=len(events),
+        stored=stored,
+        notification_ids=[event.dedup_key for event in events[:10]],
+    )
+    metrics.intake("salesforce", received=len(events), stored=stored)
+    return IntakeResult(received=len(events), stored=stored)
+
+
+# --- Dynamics 365 (Dataverse) webhooks -----------------------------------------------------------
+
+# Dataverse sets it when the context was over 256 KB and its images were dropped.
+DYNAMICS_SIZE_EXCEEDED = dynamics_events.SIZE_EXCEEDED_HEADER
+
+
+async def accept_dynamics(
+    *,
+    writer: InboxWriter,
+    connections: ConnectionRegistry,
+    connection: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    now: datetime,
+    metrics: Metrics,
+) -> IntakeResult:
+    """Check the registration's credential, parse the RemoteExecutionContext and store it
+    whole (the worker maps it, reading the record back when the images were dropped);
+    deduplicated on correlation/request id, record, stage and message."""
+    target = connections.get(connection)
+    if target is None or target.dynamics is None:
+        raise NotFound(f"no Dynamics 365 connection named {connection!r}")
+    inbound = target.dynamics
+    if inbound.auth_value is None:
+        raise NotConfigured(
+            f"connection {connection!r} cannot accept webhooks: set the value its webhook "
+            "registration sends (CRM_HEALTH_DYNAMICS_WEBHOOK_AUTH_VALUE)"
+        )
+    try:
+        dynamics_events.verify_request(
+            mode=inbound.auth_mode,
+            name=inbound.auth_name,
+            value=inbound.auth_value,
+            headers=headers,
+            query=query,
+        )
+    except SignatureError as exc:
+        log.warning("webhook_rejected", source="dynamics", connection=connection, reason=str(exc))
+        raise Unauthenticated(f"Dynamics webhook not authenticated: {exc}") from exc
+    # Dataverse documents the header, not its value: its presence is what counts.
+    flag = headers.get(DYNAMICS_SIZE_EXCEEDED)
+    size_exceeded = flag is not None and flag.strip().lower() not in {"false", "0"}
+    try:
+        context = dynamics_events.parse_execution_context(body, size_exceeded=size_exceeded)
+        text = body.decode()
+    except PayloadError as exc:
+        raise BadPayload(str(exc)) from exc
+    except UnicodeDecodeError:
+        raise BadPayload("body must be UTF-8 encoded JSON") from None
+    stored = await writer.write(
+        source="dynamics",
+        connection=connection,
+        events=[
+            inbox.NewEvent(
+                dedup_key=context.dedup_key,
+                kind=f"{context.entity}:{context.message}",
+                payload={"size_exceeded": size_exceeded},
+                body=text,
+            )
+        ],
+        received_at=now,
+    )
+    log.info(
+        "webhook_accepted",
+        source="dynamics",
+        connection=connection,
+        message=context.message,
+        entity=context.entity,
+        record_id=context.record_id,
+        correlation_id=context.correlation_id,
+        stored=stored,
+    )
+    metrics.intake("dynamics", received=1, stored=stored)
+    return IntakeResult(received=1, stored=stored)
 
 
 # --- Segment-compatible product events ----------------------------------------------------------
@@ -195,6 +364,7 @@ async def accept_segment(
     body: bytes,
     authorization: str | None,
     now: datetime,
+    metrics: Metrics,
 ) -> IntakeResult:
     """Check and store one Segment request whole; the worker splits it into calls (each
     deduplicated on its messageId). A request sent again byte for byte is stored once."""
@@ -247,6 +417,7 @@ async def accept_segment(
         calls=checked.calls,
         duplicate_request=not stored,
     )
+    metrics.intake("segment", received=checked.calls, stored=checked.calls if stored else 0)
     return IntakeResult(received=checked.calls, stored=checked.calls if stored else 0)
 
 
@@ -312,7 +483,7 @@ def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
 
 
 async def accept_native(
-    *, sessions: SessionFactory, connection: str, body: bytes, now: datetime
+    *, sessions: SessionFactory, connection: str, body: bytes, now: datetime, metrics: Metrics
 ) -> IntakeResult:
     events = parse_native(body, received_at=now)
     async with sessions() as session, session.begin():
@@ -320,4 +491,5 @@ async def accept_native(
             session, source="native", connection=connection, events=events, received_at=now
         )
     log.info("native_accepted", connection=connection, received=len(events), stored=stored)
+    metrics.intake("native", received=len(events), stored=stored)
     return IntakeResult(received=len(events), stored=stored)

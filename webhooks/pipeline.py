@@ -7,21 +7,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from sqlalchemy import exc as sqlalchemy_exc
 
 from connector.base import VOLATILE_FIELDS, CRMConnector, RecordUpdate, health_field_values
+from connector.dynamics import events as dynamics_events
+from connector.dynamics.api import DynamicsConnector
 from connector.errors import CRMHTTPError, CRMRateLimitPaused, CRMRetriesExhausted, PayloadError
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
 from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
+from connector.salesforce import events as salesforce_events
+from connector.salesforce.api import SalesforceConnector
 from connector.segment import ProductMessage, SegmentOptions, interpret, split_request
 from signals.config import HealthConfig
 from signals.model import Band, Health
@@ -30,9 +35,10 @@ from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
 from webhooks.alerts.notice import Channel
 from webhooks.alerts.rules import AccountState, attribute_value, parse_renewal_date
-from webhooks.connections import ConnectionRegistry
+from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
+from webhooks.metrics import Metrics
 from webhooks.store import accounts, alerts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
@@ -55,6 +61,8 @@ class Decoded:
     ignored: list[int] = field(default_factory=list)
     dead: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    # Of the failed: the CRM's Retry-After, the earliest their next try may read it again.
+    failed_retry_after: dict[int, float] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
@@ -69,6 +77,7 @@ class Decoded:
         self.ignored.extend(other.ignored)
         self.dead.update(other.dead)
         self.failed.update(other.failed)
+        self.failed_retry_after.update(other.failed_retry_after)
         self.paused.update(other.paused)
 
 
@@ -106,17 +115,7 @@ async def _decode_hubspot(
     needing = [row_id for row_id, plan in plans.items() if plan.needs_api]
     fetched: dict[int, list[NormalisedEvent]] = {}
     if needing and hubspot is not None:
-        try:
-            read = await hubspot.hydrate([plans[row_id] for row_id in needing])
-        except CRMRateLimitPaused as exc:
-            decoded.paused.update((row_id, (exc.retry_after, str(exc))) for row_id in needing)
-        except (CRMHTTPError, PayloadError) as exc:
-            # One failed attempt per event, all at once: retrying them one by one would only
-            # multiply the calls to a CRM that is failing.
-            error = f"HubSpot hydration failed: {exc}"
-            decoded.failed.update((row_id, error) for row_id in needing)
-        else:
-            fetched = dict(zip(needing, read, strict=True))
+        fetched = await _hydrate(hubspot, {row_id: plans[row_id] for row_id in needing}, decoded)
     for row_id, plan in plans.items():
         if plan.needs_api and row_id not in fetched:
             continue
@@ -124,6 +123,26 @@ async def _decode_hubspot(
         if plan.contacts_deleted:
             decoded.contacts_gone[row_id] = plan.contacts_deleted
     return decoded
+
+
+async def _hydrate(
+    hubspot: HubSpotConnector, plans: Mapping[int, EventPlan], decoded: Decoded
+) -> dict[int, list[NormalisedEvent]]:
+    """The records the plans need, read in batches; on failure every event is reported in
+    `decoded` at once (retrying them one by one would only multiply the calls to a CRM that
+    is failing), paused or failed no sooner than the CRM's Retry-After."""
+    try:
+        read = await hubspot.hydrate(list(plans.values()))
+    except CRMRateLimitPaused as exc:
+        decoded.paused.update((row_id, (exc.retry_after, str(exc))) for row_id in plans)
+        return {}
+    except (CRMHTTPError, PayloadError) as exc:
+        error = f"HubSpot hydration failed: {exc}"
+        decoded.failed.update((row_id, error) for row_id in plans)
+        if isinstance(exc, CRMRetriesExhausted) and exc.retry_after:
+            decoded.failed_retry_after.update((row_id, exc.retry_after) for row_id in plans)
+        return {}
+    return dict(zip(plans, read, strict=True))
 
 
 async def _decode_native(
@@ -141,6 +160,147 @@ async def _decode_native(
 
 
 DECODERS: Mapping[str, BatchDecoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
+
+
+async def decode_salesforce(claimed: Sequence[inbox.Claimed], connection: Connection) -> Decoded:
+    """Outbound Message notifications under the connection's current mapping. Changes our own
+    integration user made (the health write-back, alert tasks) are ignored: acting on them
+    would rescore for nothing and, were anything to drift, write again in a loop."""
+    decoded = Decoded()
+    inbound = connection.salesforce
+    if inbound is None:
+        decoded.dead.update((row.id, "not a Salesforce connection") for row in claimed)
+        return decoded
+    own_user = await _own_salesforce_user(claimed, connection)
+    for row in claimed:
+        try:
+            notification = salesforce_events.Notification(
+                id=str(row.payload["id"]),
+                sobject_type=str(row.payload["sobject_type"]),
+                fields=dict(row.payload["fields"]),
+            )
+            if notification.sobject_type not in salesforce_events.MAPPED_OBJECTS:
+                decoded.ignored.append(row.id)
+                continue
+            if own_user is not None and salesforce_events.made_by(notification, own_user):
+                log.debug("salesforce_echo_ignored", event_id=row.id, notification=notification.id)
+                decoded.events[row.id] = []
+                continue
+            decoded.events[row.id] = salesforce_events.to_normalised(
+                notification, inbound.mapping, received_at=row.received_at
+            )
+        except (PayloadError, KeyError, TypeError, ValueError) as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+    return decoded
+
+
+async def _own_salesforce_user(
+    claimed: Sequence[inbox.Claimed], connection: Connection
+) -> str | None:
+    """The integration user's id, when a notification could be our own echo and the connector
+    can say who it is; without it every notification is processed (at worst a needless
+    rescore, as unchanged health is never written again)."""
+    connector = connection.connector
+    if not isinstance(connector, SalesforceConnector):
+        return None
+    if not any(row.kind in salesforce_events.ECHO_OBJECTS for row in claimed):
+        return None
+    try:
+        return await connector.own_user_id()
+    except (CRMHTTPError, PayloadError) as exc:
+        log.warning("salesforce_user_unknown", connection=connection.name, error=str(exc)[:300])
+        return None
+
+
+async def decode_dynamics(claimed: Sequence[inbox.Claimed], connection: Connection) -> Decoded:
+    """Dataverse execution contexts under the connection's current mapping. A context whose
+    images were dropped for size (or that carries no record) is completed with a Web API read;
+    changes our own application user made (write-back, alert tasks) are ignored."""
+    decoded = Decoded()
+    inbound = connection.dynamics
+    if inbound is None:
+        decoded.dead.update((row.id, "not a Dynamics 365 connection") for row in claimed)
+        return decoded
+    connector = connection.connector
+    dynamics = connector if isinstance(connector, DynamicsConnector) else None
+    own_user = await _own_dynamics_user(claimed, connection.name, dynamics)
+    for row in claimed:
+        try:
+            if row.body is None:
+                raise PayloadError("a stored Dynamics webhook without its body")
+            context = dynamics_events.parse_execution_context(
+                row.body.encode(), size_exceeded=bool(row.payload.get("size_exceeded"))
+            )
+        except PayloadError as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+            continue
+        if context.entity not in dynamics_events.MAPPED_ENTITIES:
+            decoded.ignored.append(row.id)
+            continue
+        if own_user is not None and dynamics_events.made_by(context, own_user):
+            decoded.events[row.id] = []
+            continue
+        record = context.record
+        if context.message != "Delete" and (record is None or context.size_exceeded):
+            if dynamics is None:
+                decoded.failed[row.id] = (
+                    f"connection {connection.name!r} has no Dynamics credentials, and this "
+                    "webhook needs its record read back (its images were dropped for size): set "
+                    "CRM_HEALTH_DYNAMICS_CLIENT_ID, _CLIENT_SECRET and _TENANT_ID"
+                )
+                continue
+            try:
+                record = await dynamics.hydrate(context.entity, context.record_id)
+            except CRMRateLimitPaused as exc:
+                decoded.paused[row.id] = (exc.retry_after, str(exc))
+                continue
+            except (CRMHTTPError, PayloadError) as exc:
+                decoded.failed[row.id] = f"Dynamics read failed: {exc}"
+                continue
+            if record is None:
+                # Deleted before we read it: its Delete webhook tells the rest.
+                decoded.events[row.id] = []
+                continue
+        try:
+            decoded.events[row.id] = (
+                []
+                if record is None
+                else dynamics_events.to_normalised(
+                    record,
+                    inbound.mapping,
+                    # A delete's image dates from before it: the operation's own time is exact.
+                    received_at=context.operation_created_on
+                    if context.message == "Delete"
+                    else row.received_at,
+                    message=context.message,
+                )
+            )
+        except (PayloadError, ValueError) as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+    return decoded
+
+
+async def _own_dynamics_user(
+    claimed: Sequence[inbox.Claimed], connection: str, connector: DynamicsConnector | None
+) -> str | None:
+    """The application user's id (WhoAmI), when a context could be our own echo."""
+    if connector is None:
+        return None
+    entities = {row.kind.partition(":")[0] for row in claimed}
+    if not entities & dynamics_events.ECHO_ENTITIES:
+        return None
+    try:
+        return await connector.own_user_id()
+    except (CRMHTTPError, PayloadError) as exc:
+        log.warning("dynamics_user_unknown", connection=connection, error=str(exc)[:300])
+        return None
+
+
+# Decoders of CRMs whose events carry their own mapping options on the connection.
+CRM_DECODERS: Mapping[str, Callable[[Sequence[inbox.Claimed], Connection], Awaitable[Decoded]]] = {
+    "salesforce": decode_salesforce,
+    "dynamics": decode_dynamics,
+}
 
 
 def decode_segment(
@@ -177,6 +337,24 @@ def _split_segment_request(payload: Mapping[str, Any], body: str | None) -> list
         inbox.NewEvent(dedup_key=call.dedup_key, kind=call.kind, payload=call.payload)
         for call in calls
     ]
+
+
+# Words of OperationalErrors that are the database's trouble, not the data's (SQLite also
+# reports "too many SQL variables" as one, which must count against its events).
+_UNAVAILABLE_WORDS = ("locked", "busy", "connection", "terminat", "closed", "timeout", "shutdown")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database itself failed (a lost connection, a server going away, SQLite's lock
+    timeout): nothing is wrong with the events being processed, so none may lose an attempt."""
+    if isinstance(exc, sqlalchemy_exc.InterfaceError | sqlalchemy_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sqlalchemy_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlalchemy_exc.OperationalError):
+        message = str(exc.orig).lower()
+        return any(word in message for word in _UNAVAILABLE_WORDS)
+    return False
 
 
 # How often parked product events are re-checked (see product.release_resolvable).
@@ -221,6 +399,7 @@ class _Sorted:
     ignored: list[int] = field(default_factory=list)
     dead: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    failed_retry_after: dict[int, float] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
     # By (source, connection, when the splitting event was received).
@@ -230,6 +409,16 @@ class _Sorted:
     gone: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
         default_factory=lambda: defaultdict(list)
+    )
+
+
+def _by_source_and_outcome(
+    claimed: Sequence[inbox.Claimed], **outcomes: Collection[int]
+) -> Counter[tuple[str, str]]:
+    """{(source, outcome): events} of a batch, from the event ids of each outcome."""
+    source_of = {event.id: event.source for event in claimed}
+    return Counter(
+        (source_of[event_id], outcome) for outcome, ids in outcomes.items() for event_id in ids
     )
 
 
@@ -254,12 +443,14 @@ class Pipeline:
         options: WorkerOptions,
         clock: Clock = utcnow,
         channels: Mapping[str, Channel] = alert_delivery.NO_CHANNELS,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._connections = connections
         self._options = options
         self._clock = clock
         self._channels = channels
+        self._metrics = Metrics() if metrics is None else metrics
         self._config: tuple[int | None, HealthConfig] = (None, HealthConfig())
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.
@@ -331,17 +522,23 @@ class Pipeline:
         try:
             await self._process(claimed, report, decoded)
         except Exception as exc:
+            if database_unavailable(exc):
+                await self._hand_back(claimed)
+                raise
             if len(claimed) == 1:
-                await self._record_failure(claimed[0].id, exc)
+                await self._record_failure(claimed[0], exc)
             else:
                 # Isolate the event that breaks the batch so its neighbours still go through.
                 log.warning("batch_failed_isolating", size=len(claimed), error=repr(exc))
                 report = BatchReport(claimed=len(claimed))
-                for event in claimed:
+                for index, event in enumerate(claimed):
                     try:
                         await self._process([event], report, decoded)
                     except Exception as single_exc:
-                        await self._record_failure(event.id, single_exc)
+                        if database_unavailable(single_exc):
+                            await self._hand_back(claimed[index:])
+                            raise
+                        await self._record_failure(event, single_exc)
         for kind, count in report.ignored.items():
             log.info("events_ignored_unsupported_type", kind=kind, count=count)
         log.info(
@@ -357,17 +554,30 @@ class Pipeline:
         )
         return report
 
-    async def _record_failure(self, event_id: int, exc: BaseException) -> None:
+    async def _hand_back(self, claimed: Sequence[inbox.Claimed]) -> None:
+        """Return claimed events to pending without an attempt: the database failed, not they.
+        When it cannot take even that, their lease runs out and another pass claims them."""
+        with contextlib.suppress(sqlalchemy_exc.SQLAlchemyError, OSError):
+            async with self._sessions() as session, session.begin():
+                await inbox.release(
+                    session,
+                    event_ids=[event.id for event in claimed],
+                    available_at=self._clock(),
+                    note="database unavailable during processing",
+                )
+
+    async def _record_failure(self, event: inbox.Claimed, exc: BaseException) -> None:
         async with self._sessions() as session, session.begin():
             status = await inbox.mark_failed_attempt(
                 session,
-                event_id=event_id,
+                event_id=event.id,
                 error=repr(exc),
                 now=self._clock(),
                 max_attempts=self._options.max_attempts,
                 backoff_seconds=self._options.retry_base_seconds,
             )
-        log.warning("event_failed", event_id=event_id, status=status, error=repr(exc))
+        self._metrics.processed({(event.source, "dead" if status == inbox.DEAD else "failed"): 1})
+        log.warning("event_failed", event_id=event.id, status=status, error=repr(exc))
 
     def _crm_of(self, connection: str) -> str:
         known = self._connections.get(connection)
@@ -383,6 +593,18 @@ class Pipeline:
             if source == "segment":
                 options = self._connections.segment_options(connection)
                 decoded.add(decode_segment(events, connection, options))
+                continue
+            crm_decoder = CRM_DECODERS.get(source)
+            if crm_decoder is not None:
+                target = self._connections.get(connection)
+                if target is None:
+                    reason = (
+                        f"no connection {connection!r} for these {source} events: add it to "
+                        "the connections file, then run `crm-health replay`"
+                    )
+                    decoded.dead.update((event.id, reason) for event in events)
+                else:
+                    decoded.add(await crm_decoder(events, target))
                 continue
             decoder = DECODERS.get(source)
             if decoder is None:
@@ -420,6 +642,8 @@ class Pipeline:
                 log.warning("event_undecodable", event_id=event.id, source=event.source)
             elif event.id in decoded.failed:
                 out.failed[event.id] = decoded.failed[event.id]
+                if event.id in decoded.failed_retry_after:
+                    out.failed_retry_after[event.id] = decoded.failed_retry_after[event.id]
             elif event.id in decoded.paused:
                 out.paused[event.id] = decoded.paused[event.id]
             elif event.id in decoded.product:
@@ -494,7 +718,18 @@ class Pipeline:
             staged = await self._rescore(session, live, now, config)
             await accounts.save(session, accounts=list(locked.values()))
             await product.park(session, waiting=matched.waiting, now=now)
-            await self._settle(session, out, now)
+            exhausted = await self._settle(session, out, now)
+        self._metrics.processed(
+            _by_source_and_outcome(
+                claimed,
+                done=out.done,
+                ignored=out.ignored,
+                dead=[*out.dead, *exhausted],
+                failed=[event_id for event_id in out.failed if event_id not in exhausted],
+                paused=out.paused,
+                unmatched=matched.waiting,
+            )
+        )
         if out.failed or out.paused:
             log.warning("events_retried_later", failed=len(out.failed), paused=len(out.paused))
         report.processed += len(out.done)
@@ -505,19 +740,24 @@ class Pipeline:
         report.rescored += len(live)
         report.staged += staged
 
-    async def _settle(self, session: AsyncSession, out: _Sorted, now: datetime) -> None:
+    async def _settle(self, session: AsyncSession, out: _Sorted, now: datetime) -> set[int]:
+        """Record what happened to each event; returns the failed ones out of attempts (dead)."""
         await inbox.settle(session, event_ids=out.done, status=inbox.DONE, now=now)
         await inbox.settle(session, event_ids=out.ignored, status=inbox.IGNORED, now=now)
         await inbox.bury(session, errors=out.dead, now=now)
+        exhausted: set[int] = set()
         for event_id, error in out.failed.items():
-            await inbox.mark_failed_attempt(
+            status = await inbox.mark_failed_attempt(
                 session,
                 event_id=event_id,
                 error=error,
                 now=now,
                 max_attempts=self._options.max_attempts,
                 backoff_seconds=self._options.retry_base_seconds,
+                not_before_seconds=out.failed_retry_after.get(event_id, 0.0),
             )
+            if status == inbox.DEAD:
+                exhausted.add(event_id)
         pauses: dict[tuple[float, str], list[int]] = defaultdict(list)
         for event_id, pause in out.paused.items():
             pauses[pause].append(event_id)
@@ -528,6 +768,7 @@ class Pipeline:
                 available_at=now + timedelta(seconds=retry_after),
                 note=reason,
             )
+        return exhausted
 
     async def _contacts_left(
         self,
@@ -555,6 +796,14 @@ class Pipeline:
         """Score every given account once, keep history, queue the fields that changed."""
         if not live:
             return 0
+        with self._metrics.scoring_seconds.time():
+            staged = await self._score_and_stage(session, live, now, config)
+        self._metrics.accounts_rescored.inc(len(live))
+        return staged
+
+    async def _score_and_stage(
+        self, session: AsyncSession, live: list[Account], now: datetime, config: HealthConfig
+    ) -> int:
         snapshots = await facts.read_facts(session, accounts=live, as_of=now)
         month_ago = await accounts.scores_at_or_before(
             session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
@@ -678,6 +927,7 @@ class Pipeline:
             connections=self._connections,
             options=self._options,
             clock=self._clock,
+            metrics=self._metrics,
         )
 
     # -- outbox -> CRM --------------------------------------------------------------------------
@@ -742,20 +992,25 @@ class Pipeline:
     async def _send(
         self, connection: str, connector: CRMConnector, chunk: list[_Delivery]
     ) -> tuple[datetime, str] | None:
-        """Deliver one chunk; returns (until, why) when the CRM paused the connection."""
+        """Deliver one chunk; returns (until, why) when the CRM paused the connection or asked
+        it, with a Retry-After, to wait before its next call."""
         updates = [RecordUpdate(record_id=d.record_id, fields=d.fields) for d in chunk]
         written: set[str] = set()
         failed: dict[str, str] = {}
+        rejected: dict[str, str] = {}
         retry_after: float | None = None
         try:
             result = await connector.write_health(updates)
-            written, failed = result.written, result.failed
+            written, failed, rejected = result.written, result.failed, result.rejected
         except CRMRateLimitPaused as exc:
             # A used-up allowance is no failure of these rows: a day-long pause must never
             # dead-letter a write-back, so no attempt is counted.
             until = self._clock() + timedelta(seconds=exc.retry_after)
             self._paused_until[connection] = until
             await self._defer(chunk, until=until, reason=str(exc))
+            self._metrics.writeback(
+                connector.name, status="paused", records={"deferred": len(chunk)}
+            )
             log.warning(
                 "crm_paused",
                 connection=connection,
@@ -769,27 +1024,40 @@ class Pipeline:
             failed = {update.record_id: str(exc) for update in updates}
         except CRMHTTPError as exc:
             failed = {update.record_id: f"{exc} {exc.body[:500]}" for update in updates}
+        except Exception:
+            # A bug, not the CRM: the rows stay claimed until their lease runs out.
+            self._metrics.writeback(connector.name, status="error", records={})
+            raise
         now = self._clock()
+        records: Counter[str] = Counter()
         async with self._sessions() as session, session.begin():
-            for delivery in chunk:
+            # In account id order, the order `writeback.stage` locks rows in: a worker staging
+            # the same accounts meanwhile waits instead of deadlocking with this settle.
+            for delivery in sorted(chunk, key=lambda d: d.account_id):
                 if delivery.record_id in written:
                     await writeback.mark_written(
                         session, account_id=delivery.account_id, version=delivery.version, now=now
                     )
+                    records["written"] += 1
                     continue
                 backoff = min(
                     self._options.retry_base_seconds * 2**delivery.attempts,
                     self._options.retry_max_seconds,
                 )
+                give_up = delivery.record_id in rejected
+                records["rejected" if give_up else "failed"] += 1
                 await writeback.mark_write_failed(
                     session,
                     account_id=delivery.account_id,
                     version=delivery.version,
-                    error=failed.get(delivery.record_id, "not written"),
+                    error=rejected[delivery.record_id]
+                    if give_up
+                    else failed.get(delivery.record_id, "not written"),
                     now=now,
                     max_attempts=self._options.max_attempts,
                     # Never earlier than the CRM's Retry-After allowed.
                     retry_in_seconds=max(backoff, retry_after or 0.0),
+                    give_up=give_up,
                 )
         log.info(
             "writeback_batch",
@@ -798,7 +1066,17 @@ class Pipeline:
             records=len(chunk),
             written=len(written),
             failed=len(chunk) - len(written),
+            rejected=len(rejected),
         )
+        # The call's status is its worst record's: rejected ones need a person, failed a retry.
+        status = "rejected" if records["rejected"] else "failed" if records["failed"] else "written"
+        self._metrics.writeback(connector.name, status=status, records=records)
+        if retry_after:
+            # The CRM asked the connection to wait: its other claimed rows wait as long,
+            # unsent and without an attempt, rather than going out right after.
+            until = now + timedelta(seconds=retry_after)
+            self._paused_until[connection] = until
+            return until, f"waiting out the CRM's Retry-After of {retry_after:.0f}s"
         return None
 
 

@@ -21,6 +21,7 @@ from webhooks.connections import (
     connections_from_settings,
 )
 from webhooks.inbox_writer import InboxWriter
+from webhooks.metrics import Metrics
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.sessions import SessionSigner
 from webhooks.settings import Settings
@@ -38,6 +39,7 @@ class Runtime:
     pipeline: Pipeline
     writer: InboxWriter
     signer: SessionSigner
+    metrics: Metrics
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     worker_task: asyncio.Task[None] | None = None
     provision_task: asyncio.Task[None] | None = None
@@ -60,10 +62,12 @@ class Runtime:
             )
         except ChannelsFileError as exc:
             raise channels_setting_named(exc) from None
+        metrics = Metrics()
         pipeline = Pipeline(
             sessions=sessions,
             connections=connections,
             channels=channels,
+            metrics=metrics,
             options=WorkerOptions(
                 batch_size=settings.worker_batch_size,
                 recompute_chunk=settings.worker_recompute_chunk,
@@ -79,6 +83,7 @@ class Runtime:
             connections=connections,
             pipeline=pipeline,
             channels=channels,
+            metrics=metrics,
             writer=InboxWriter(engine),
             signer=SessionSigner(
                 # Unset, a secret of this process: its sessions end when it does.

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE
 from connector.hubspot.oauth import DEFAULT_AUTHORIZE_URL, DEFAULT_SCOPES
 from connector.model import CollaborationKind
+from connector.salesforce.api import DEFAULT_API_VERSION
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./crm_health.db"
@@ -30,7 +31,11 @@ def normalise_database_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CRM_HEALTH_", env_file=None, extra="ignore")
+    # An empty variable (`CRM_HEALTH_HUBSPOT_CLIENT_SECRET=` from a template) means unset, never
+    # an empty secret that anyone could sign with.
+    model_config = SettingsConfigDict(
+        env_prefix="CRM_HEALTH_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
@@ -147,6 +152,174 @@ class Settings(BaseSettings):
         description="Key(s) encrypting stored OAuth tokens: a Fernet key or a passphrase of 32+ "
         "characters; comma-separated for rotation (the first encrypts).",
     )
+    salesforce_connection_name: str | None = Field(
+        default=None,
+        description="Name of the Salesforce connection configured from these settings; unset, "
+        "CRM_HEALTH_CONNECTION_NAME (set it when HubSpot settings use that name already).",
+    )
+    salesforce_login_url: str = Field(
+        default="https://login.salesforce.com",
+        description="Where tokens are requested: https://login.salesforce.com, "
+        "https://test.salesforce.com for a sandbox, or the org's My Domain URL (required for "
+        "the client-credentials flow).",
+    )
+    salesforce_client_id: str | None = Field(
+        default=None, description="Consumer key of the Salesforce connected app."
+    )
+    salesforce_username: str | None = Field(
+        default=None,
+        description="Integration user for the JWT bearer flow (with "
+        "CRM_HEALTH_SALESFORCE_PRIVATE_KEY or _PRIVATE_KEY_FILE).",
+    )
+    salesforce_private_key: SecretStr | None = Field(
+        default=None,
+        description="PEM RSA private key whose certificate is uploaded to the connected app "
+        "(JWT bearer flow).",
+    )
+    salesforce_private_key_file: Path | None = Field(
+        default=None, description="File holding that PEM key, instead of the key itself."
+    )
+    salesforce_client_secret: SecretStr | None = Field(
+        default=None,
+        description="Consumer secret for the client-credentials flow (instead of a username "
+        "and key); the connected app names the user it runs as.",
+    )
+    salesforce_organization_id: str | None = Field(
+        default=None,
+        pattern=r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$",
+        description="The org's id (00D...): Outbound Messages from any other org are refused; "
+        "required to accept them.",
+    )
+    salesforce_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Optional shared secret Outbound Messages must carry, as the last path "
+        "segment (/webhooks/salesforce/{connection}/{secret}) or an X-CRM-Health-Secret header.",
+    )
+    salesforce_api_version: str = Field(
+        default=DEFAULT_API_VERSION,
+        pattern=r"^v\d{2}\.0$",
+        description="Salesforce REST API version used for every call.",
+    )
+    salesforce_requests_per_second: float = Field(
+        default=5, gt=0, description="Client-side rate limit of Salesforce calls."
+    )
+    salesforce_session_seconds: float = Field(
+        default=7200,
+        gt=60,
+        description="The org's session timeout: tokens are renewed shortly before it ends "
+        "(and whenever Salesforce answers INVALID_SESSION_ID).",
+    )
+    salesforce_daily_limit_pause_seconds: float = Field(
+        default=1800,
+        gt=0,
+        description="How long write-back and reads pause after REQUEST_LIMIT_EXCEEDED (the "
+        "org's rolling 24-hour API allocation is used up).",
+    )
+    salesforce_permission_set: str = Field(
+        default="Customer_Health",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$",
+        description="Permission set `crm-health provision` creates to grant the health fields "
+        "(assigned to the integration user).",
+    )
+    salesforce_seats_field: str | None = Field(
+        default=None, description="Account field holding licensed seats, e.g. Seats__c."
+    )
+    salesforce_arr_field: str | None = Field(
+        default=None, description="Account field holding what the customer pays a year."
+    )
+    salesforce_renewal_date_field: str | None = Field(
+        default=None, description="Account field holding the next renewal date."
+    )
+    salesforce_segment_field: str | None = Field(
+        default=None, description="Account field naming the segment (config overrides by it)."
+    )
+    salesforce_executive_title_pattern: str = Field(
+        default=DEFAULT_EXECUTIVE_TITLE,
+        description="Case-insensitive regex on Contact.Title marking executives.",
+    )
+
+    dynamics_connection_name: str | None = Field(
+        default=None,
+        description="Name of the Dynamics 365 connection configured from these settings; unset, "
+        "CRM_HEALTH_CONNECTION_NAME (set it when another CRM's settings use that name).",
+    )
+    dynamics_org_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[A-Za-z0-9.-]+(:\d+)?/?$",
+        description="The Dataverse environment, e.g. https://contoso.crm.dynamics.com.",
+    )
+    dynamics_tenant_id: str | None = Field(
+        default=None, description="Microsoft Entra tenant (directory) id of the app registration."
+    )
+    dynamics_client_id: str | None = Field(
+        default=None,
+        description="Application (client) id of the Entra app registration that is an "
+        "application user in the environment.",
+    )
+    dynamics_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret of that app registration."
+    )
+    dynamics_authority: str = Field(
+        default="https://login.microsoftonline.com",
+        description="Entra authority host (another cloud's, e.g. https://login.microsoftonline.us).",
+    )
+    dynamics_webhook_auth: Literal["webhook_key", "header", "query_string"] = Field(
+        default="webhook_key",
+        description="How the registered webhook authenticates: `webhook_key` (?code=), `header` "
+        "(HttpHeader) or `query_string` (HttpQueryString).",
+    )
+    dynamics_webhook_auth_name: str = Field(
+        default="x-crm-health-key",
+        min_length=1,
+        description="Header or query-string key carrying the value (not used by webhook_key).",
+    )
+    dynamics_webhook_auth_value: SecretStr | None = Field(
+        default=None,
+        description="The value the webhook registration sends; required to accept webhooks.",
+    )
+    dynamics_publisher_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9]{1,7}$",
+        description="Customization prefix of the solution's publisher: columns are created as "
+        "<prefix>_healthscore etc. Required with credentials.",
+    )
+    dynamics_option_value_prefix: int = Field(
+        default=10000,
+        ge=10000,
+        le=99999,
+        description="Option value prefix of that publisher (choice values of the band column).",
+    )
+    dynamics_solution: str = Field(
+        default="CustomerHealth",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Unique name of the unmanaged solution the columns are created in.",
+    )
+    dynamics_requests_per_second: float = Field(
+        default=10, gt=0, description="Client-side rate limit of Dataverse calls."
+    )
+    dynamics_max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=52,
+        description="Dataverse requests in flight at once (service protection allows 52 per user).",
+    )
+    dynamics_seats_column: str | None = Field(
+        default=None, description="account column holding licensed seats, e.g. new_seats."
+    )
+    dynamics_arr_column: str | None = Field(
+        default=None, description="account column holding what the customer pays a year."
+    )
+    dynamics_renewal_date_column: str | None = Field(
+        default=None, description="account column holding the next renewal date."
+    )
+    dynamics_segment_column: str | None = Field(
+        default=None, description="account column naming the segment (config overrides by it)."
+    )
+    dynamics_executive_title_pattern: str = Field(
+        default=DEFAULT_EXECUTIVE_TITLE,
+        description="Case-insensitive regex on contact job titles marking executives.",
+    )
+
     provision_on_start: bool = Field(
         default=True,
         description="Create or update the health fields in every connected CRM when the service "

@@ -103,7 +103,9 @@ def verify_request(
     v3_signature = headers.get("x-hubspot-signature-v3")
     if v3_signature is not None:
         timestamp = headers.get("x-hubspot-request-timestamp", "")
-        if not timestamp.isdigit():
+        # ASCII digits only ("²" is a digit to str.isdigit), and no more than epoch
+        # milliseconds need (int() refuses thousands of digits).
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 16):
             raise SignatureError("X-HubSpot-Request-Timestamp is missing or not epoch milliseconds")
         age_ms = now.timestamp() * 1000 - int(timestamp)
         if abs(age_ms) > tolerance_seconds * 1000:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element, ParseError
+from xml.sax.saxutils import escape
 
 from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
 from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
@@ -77,6 +78,19 @@ _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 def ack_response() -> bytes:
     """The body to answer an Outbound Message with, once its notifications are stored."""
     return ACK_ENVELOPE
+
+
+def fault_response(message: str, *, sender_at_fault: bool) -> bytes:
+    """A SOAP 1.1 Fault for a message that was not taken. Salesforce keeps the message queued
+    and shows `faultstring` as the delivery failure reason in its Outbound Messages monitor,
+    so an admin reads there what to fix."""
+    code = "soapenv:Client" if sender_at_fault else "soapenv:Server"
+    return (
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        "<soapenv:Body><soapenv:Fault>"
+        f"<faultcode>{code}</faultcode><faultstring>{escape(message)}</faultstring>"
+        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    ).encode()
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -265,6 +279,7 @@ DEFAULT_CASE_PRIORITIES: Final[Mapping[str, TicketPriority]] = {
     "Medium": "medium",
     "High": "high",
     "Critical": "urgent",
+    "Urgent": "urgent",
 }
 # A priority the org added itself, or none at all, cannot be ranked: count it as ordinary.
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
@@ -333,11 +348,14 @@ class SalesforceMapping:
     def outbound_fields(self, sobject_type: str) -> tuple[str, ...]:
         """The fields an outbound message for `sobject_type` must select for this mapping."""
         base = {
-            "Account": ("Id", "IsDeleted", "SystemModstamp", *self.account_fields().values()),
+            "Account": (
+                "Id", "IsDeleted", "SystemModstamp", "LastModifiedById",
+                *self.account_fields().values(),
+            ),
             "Contact": ("Id", "AccountId", "Title", "IsDeleted", "SystemModstamp"),
             "Task": (
                 "Id", "AccountId", "WhatId", "WhoId", "TaskSubtype", "CallType",
-                "ActivityDate", "CreatedDate", "IsDeleted",
+                "ActivityDate", "CreatedDate", "IsDeleted", "LastModifiedById",
             ),
             "Event": (
                 "Id", "AccountId", "WhatId", "WhoId", "ActivityDateTime", "CreatedDate",
@@ -578,6 +596,22 @@ _MAPPERS: Final[Mapping[str, Callable[[_Fields, SalesforceMapping], list[Normali
     "Case": _case_events,
     "Opportunity": _opportunity_events,
 }
+
+
+# The objects notifications are understood for; others are acknowledged and ignored.
+MAPPED_OBJECTS: Final = frozenset(_MAPPERS)
+# Objects the service itself writes (health fields on Account, alert Tasks): their
+# notifications may be echoes of our own changes.
+ECHO_OBJECTS: Final = frozenset({"Account", "Task"})
+_ID_LENGTH: Final = 15
+
+
+def made_by(notification: Notification, user_id: str) -> bool:
+    """True when the record was last changed by `user_id` (15- and 18-character ids alike)."""
+    if notification.sobject_type not in ECHO_OBJECTS:
+        return False
+    changed_by = notification.fields.get("LastModifiedById") or ""
+    return changed_by != "" and changed_by[:_ID_LENGTH] == user_id[:_ID_LENGTH]
 
 
 def to_normalised(

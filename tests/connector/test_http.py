@@ -28,25 +28,11 @@ from connector.http import (
     outcome_for,
     parse_retry_after,
 )
+from testkit import FakeTime
 
 BASE = "https://crm.example.test"
 PATH = "/crm/v3/objects/companies"
 TOKEN = "pat-na1-very-secret-token"
-
-
-class FakeTime:
-    """A clock that only moves when the client sleeps; records every requested wait."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -16,24 +16,10 @@ import respx
 
 from connector.errors import CRMRateLimitPaused, CRMRetriesExhausted
 from connector.http import LimitFeedback, LimitWindow, RetryingClient, RetryPolicy
+from testkit import FakeTime
 
 BASE = "https://crm.example.test"
 PATH = "/records"
-
-
-class FakeTime:
-    """A clock that only moves when the client sleeps (or a test says so)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def toy_limits(response: httpx.Response) -> LimitFeedback | None:

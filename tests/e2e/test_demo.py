@@ -1,14 +1,29 @@
-"""`crm-health demo`: sandbox + service on real ports, sample webhooks in, health written."""
+"""`crm-health demo`: sandbox + service on real ports, 180 days of sample activity replayed
+through the API, health written into every sample company, archetypes in their bands."""
 
 from __future__ import annotations
 
-import re
+import asyncio
 import socket
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from webhooks.demo import fresh_database_url, run_demo, sample_companies
+from connector.base import HEALTH_FIELDS
+from webhooks.cli import cli
+from webhooks.demo import (
+    ARCHETYPES,
+    DemoResult,
+    fresh_database_url,
+    run_demo,
+    sample_companies,
+)
+
+ACCOUNTS = 40
+SEED = 7
 
 
 def _free_port() -> int:
@@ -17,24 +32,155 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[DemoResult, str]:
+    """One demo run shared by the tests below (it takes several seconds)."""
+    database = tmp_path_factory.mktemp("demo") / "demo.db"
+    capture = _Capture()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", capture)
+        result = asyncio.run(
+            run_demo(
+                port=_free_port(),
+                sandbox_port=_free_port(),
+                database_url=fresh_database_url(str(database)),
+                accounts=ACCOUNTS,
+                seed=SEED,
+                keep_serving=False,
+            )
+        )
+    return result, capture.text
+
+
+class _Capture:
+    """A non-terminal standard output that keeps what the demo prints."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _bands(result: DemoResult, archetype: str) -> Counter[str]:
+    return result.by_archetype[archetype]
+
+
 def test_sample_data_is_deterministic_for_a_seed() -> None:
     assert sample_companies(20, seed=3) == sample_companies(20, seed=3)
     assert sample_companies(20, seed=3) != sample_companies(20, seed=4)
 
 
-async def test_demo_writes_health_into_every_sample_company(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_sample_holds_every_archetype_in_proportion() -> None:
+    counts = Counter(company.archetype for company in sample_companies(ACCOUNTS, seed=SEED))
+    cycle = sum(archetype.weight for archetype in ARCHETYPES.values())
+    assert counts == {
+        name: ACCOUNTS // cycle * archetype.weight for name, archetype in ARCHETYPES.items()
+    }
+
+
+def test_sample_activity_spans_the_whole_period() -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for company in sample_companies(10, seed=SEED):
+        usage = [
+            datetime.fromisoformat(str(e["at"]))
+            for e in company.native_events("1", now)
+            if e["type"] == "usage"
+        ]
+        if company.archetype != "fading":
+            assert min(usage) < now - timedelta(days=170), company
+            assert max(usage) > now - timedelta(days=3), company
+
+
+def test_every_sample_company_holds_every_health_field(demo: tuple[DemoResult, str]) -> None:
+    result, _ = demo
+    assert len(result.companies) == ACCOUNTS
+    missing = {
+        company.name: [
+            name for name in HEALTH_FIELDS if not result.records[company.crm_id].get(name)
+        ]
+        for company in result.companies
+    }
+    assert {name: fields for name, fields in missing.items() if fields} == {}
+
+
+def test_collaborators_are_healthy(demo: tuple[DemoResult, str]) -> None:
+    bands = _bands(demo[0], "collaborator")
+    assert bands["healthy"] >= 0.8 * sum(bands.values()), bands
+
+
+def test_fading_and_poorly_sold_accounts_are_at_risk(demo: tuple[DemoResult, str]) -> None:
+    for archetype in ("fading", "poorly_sold"):
+        bands = _bands(demo[0], archetype)
+        assert bands["at_risk"] >= 0.8 * sum(bands.values()), (archetype, bands)
+
+
+def test_big_transactional_and_leveled_off_accounts_are_not_healthy(
+    demo: tuple[DemoResult, str],
 ) -> None:
-    await run_demo(
-        port=_free_port(),
-        sandbox_port=_free_port(),
-        database_url=fresh_database_url(str(tmp_path / "demo.db")),
-        accounts=12,
-        seed=7,
-        keep_serving=False,
-    )
-    output = capsys.readouterr().out
-    assert re.search(r"Processing\s+\[#{30}\] (\d+)/\1\n", output), "every event processed"
+    for archetype in ("transactional", "leveled_off"):
+        bands = _bands(demo[0], archetype)
+        assert bands["neutral"] > sum(bands.values()) / 2, (archetype, bands)
+        assert bands["healthy"] <= 1, (archetype, bands)
+
+
+def test_alerts_are_raised_for_every_at_risk_account(demo: tuple[DemoResult, str]) -> None:
+    result, _ = demo
+    at_risk = {c.crm_id for c in result.companies if result.band_of(c.crm_id) == "at_risk"}
+    healthy = {c.crm_id for c in result.companies if result.band_of(c.crm_id) == "healthy"}
+    entered = result.alerted.get("entered-at-risk", set())
+    assert at_risk
+    assert at_risk <= entered
+    assert not healthy & entered, "no healthy account was ever scored at risk on part of its data"
+    assert result.alerts_by_rule["entered-at-risk"] == len(entered)
+
+
+def test_fading_accounts_show_their_fall(demo: tuple[DemoResult, str]) -> None:
+    result, _ = demo
+    trends = [
+        int(result.records[c.crm_id]["health_trend_30d"] or 0)
+        for c in result.companies
+        if c.archetype == "fading"
+    ]
+    assert sum(trend < 0 for trend in trends) > len(trends) / 2, trends
+
+
+def test_summary_names_bands_risks_alerts_and_where_to_look(
+    demo: tuple[DemoResult, str],
+) -> None:
+    result, output = demo
     assert "Bands: " in output
-    assert "not written" not in output
-    assert "Most at risk:" in output
+    assert "healthy collaborators" in output
+    assert "Most at risk, and why:" in output
+    assert f"Alerts raised: {sum(result.alerts_by_rule.values())}" in output
+    assert "/admin" in output
+    assert "/docs" in output
+    assert "demo-admin-token" in output
+    assert "through POST /ingest/events" in output
+
+
+def test_demo_command_takes_its_ports_and_exit_options() -> None:
+    output = CliRunner().invoke(cli, ["demo", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--port", "--sandbox-port", "--database", "--accounts", "--seed", "--exit"):
+        assert option in output
+
+
+def test_a_fresh_database_replaces_the_old_one(tmp_path: Path) -> None:
+    old = tmp_path / "demo.db"
+    old.write_text("old")
+    url = fresh_database_url(str(old))
+    assert url == f"sqlite+aiosqlite:///{old.resolve()}"
+    assert not old.exists()

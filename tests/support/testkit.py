@@ -144,3 +144,19 @@ RECENCY_ONLY: dict[str, Any] = {
         "momentum": {"weight": 0},
     }
 }
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps (or a test moves it); records
+    every requested wait. Pass `clock` and `sleep` to a RetryingClient."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -24,8 +24,11 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connector.base import CRMConnector
+from connector.dynamics.api import DynamicsConnector
 from connector.http import RetryingClient, RetryPolicy
 from connector.hubspot.api import HubSpotConnector
+from connector.salesforce.api import DEFAULT_API_VERSION as SALESFORCE_API
+from connector.salesforce.api import SalesforceConnector
 from webhooks.alerts.channels import (
     ChannelsFileError,
     CRMTaskChannel,
@@ -1045,6 +1048,85 @@ async def test_a_crm_task_is_created_on_the_account_for_its_owner(
         }
     ]
     assert route.calls.last.request.headers["authorization"] == "Bearer tok"
+
+
+class _SalesforceSession(httpx.Auth):
+    """Stands in for connector.salesforce.auth: a bearer, and the org's instance as host."""
+
+    def auth_flow(self, request: httpx.Request):
+        request.url = request.url.copy_with(host="acme.my.salesforce.com")
+        request.headers["Host"] = "acme.my.salesforce.com"
+        request.headers["Authorization"] = "Bearer sf-token"
+        yield request
+
+
+@respx.mock
+async def test_a_salesforce_task_is_created_on_the_account_for_its_owner() -> None:
+    connector = SalesforceConnector.create(
+        connection="default",
+        auth=_SalesforceSession(),
+        login_url="https://login.salesforce.com",
+        policy=RetryPolicy(max_attempts=1),
+    )
+    route = respx.post(
+        f"https://acme.my.salesforce.com/services/data/{SALESFORCE_API}/sobjects/Task"
+    ).respond(201, json={"id": "00T5e00000AbCdEEAZ", "success": True, "errors": []})
+    friday = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+    channel = CRMTaskChannel(
+        name="owner-task", connector_for=_lookup(connector), clock=lambda: friday
+    )
+    try:
+        await channel.send([make_notice(crm="salesforce", owner_id="0055e000002OwnerAAA")])
+    finally:
+        await connector.aclose()
+
+    sent = sent_json(route)
+    assert sent["WhatId"] == "101"
+    assert sent["OwnerId"] == "0055e000002OwnerAAA"
+    assert sent["Subject"] == "Customer health: Acme Corp is at risk"
+    assert sent["ActivityDate"] == "2026-11-30"  # the next business day: Monday
+    assert sent["Priority"] == "High"
+    assert sent["Status"] == "Not Started"
+    assert sent["Description"].startswith("band neutral -> at risk, score 64 -> 38")
+
+
+class _DataverseToken(httpx.Auth):
+    def auth_flow(self, request: httpx.Request):
+        request.headers["Authorization"] = "Bearer d365-token"
+        yield request
+
+
+@respx.mock
+async def test_a_dynamics_task_is_created_regarding_the_account_for_its_owner() -> None:
+    account = "a1b2c3d4-0000-4000-8000-00000000a001"
+    owner = "8b8b8b8b-0000-4000-8000-000000008b01"
+    connector = DynamicsConnector.create(
+        connection="default",
+        auth=_DataverseToken(),
+        org_url="https://contoso.crm.dynamics.com",
+        prefix="crmh",
+        option_value_prefix=10000,
+        solution="CustomerHealth",
+        policy=RetryPolicy(max_attempts=1),
+    )
+    route = respx.post("https://contoso.crm.dynamics.com/api/data/v9.2/tasks").respond(
+        201, json={"activityid": "e0e0e0e0-0000-4000-8000-00000000e001"}
+    )
+    friday = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+    channel = CRMTaskChannel(
+        name="owner-task", connector_for=_lookup(connector), clock=lambda: friday
+    )
+    try:
+        await channel.send([make_notice(crm="dynamics", record_id=account, owner_id=owner)])
+    finally:
+        await connector.aclose()
+
+    sent = sent_json(route)
+    assert sent["regardingobjectid_account_task@odata.bind"] == f"/accounts({account})"
+    assert sent["ownerid@odata.bind"] == f"/systemusers({owner})"
+    assert sent["subject"] == "Customer health: Acme Corp is at risk"
+    assert sent["scheduledend"].startswith("2026-11-30T09:00:00")  # Monday, 09:00 UTC
+    assert sent["prioritycode"] == 2  # High
 
 
 @respx.mock

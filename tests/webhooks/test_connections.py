@@ -11,6 +11,7 @@ from sqlalchemy import select
 from testkit import HUBSPOT_SECRET, PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
 from webhooks.connections import (
     ConnectionsFileError,
+    _FileHubSpot,
     check_configuration,
     connections_from_settings,
     read_connections_file,
@@ -47,6 +48,7 @@ connections:
 
     [entry] = read_connections_file(path)
 
+    assert isinstance(entry, _FileHubSpot)
     assert entry.name == "acme-eu"
     assert entry.portal_id == 111
     assert entry.access_token is not None

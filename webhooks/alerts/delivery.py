@@ -16,6 +16,7 @@ import structlog
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.alerts.rules import attribute_value
 from webhooks.connections import ConnectionRegistry
+from webhooks.metrics import Metrics
 from webhooks.store import alerts
 from webhooks.store.db import SessionFactory
 from webhooks.store.models import Account, Alert
@@ -27,7 +28,6 @@ log = structlog.get_logger(__name__)
 
 NO_CHANNELS: Mapping[str, Channel] = MappingProxyType({})
 
-HUBSPOT_RECORD_URL = "https://app.hubspot.com/contacts/{portal}/record/0-2/{record}"
 
 # Unexpected exceptions may quote a URL, and channel URLs (Slack, Teams, webhooks) carry their
 # secret in the path: never store or log one.
@@ -58,6 +58,7 @@ async def deliver_alerts(
     connections: ConnectionRegistry,
     options: WorkerOptions,
     clock: Callable[[], datetime],
+    metrics: Metrics,
 ) -> int:
     """Send the due alert deliveries; returns how many were claimed. No transaction is held
     while a channel is called; every channel is tried on its own, whatever the others do."""
@@ -107,8 +108,13 @@ async def deliver_alerts(
                 session, delivery_id=delivery_id, error=error, retry_at=retry_at
             )
     for delivery in due:
-        if delivery.id in outcome.failed:
+        channel = channels.get(delivery.channel)
+        channel_type = "unknown" if channel is None else channel.kind
+        if delivery.id not in outcome.failed:
+            metrics.alert_delivery(channel_type, "sent")
+        else:
             error, retry_at = outcome.failed[delivery.id]
+            metrics.alert_delivery(channel_type, "failed" if retry_at is None else "retried")
             log.warning(
                 "alert_delivery_failed",
                 delivery_id=delivery.id,
@@ -202,8 +208,6 @@ def notice_for(
 
 
 def record_url(account: Account, connections: ConnectionRegistry) -> str | None:
-    """A link to the account in its CRM, when the CRM and its portal are known."""
+    """A link to the account in its CRM, when the CRM's address for it is known."""
     connection = connections.get(account.connection)
-    if connection is None or connection.crm != "hubspot" or connection.portal_id is None:
-        return None
-    return HUBSPOT_RECORD_URL.format(portal=connection.portal_id, record=account.crm_id)
+    return None if connection is None else connection.record_url(account.crm_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from webhooks import accounts_view
 from webhooks.accounts_view import AccountDetail, AccountPage
-from webhooks.deps import RuntimeDep, ViewerPrincipal
+from webhooks.deps import Offset, RuntimeDep, ViewerPrincipal
 from webhooks.routes.inbound import ErrorBody
 from webhooks.store.account_views import SortKey, Trend
 
@@ -65,7 +65,7 @@ async def list_accounts(
         SortKey, Query(description="A leading - sorts descending; nulls always come last.")
     ] = "score",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AccountPage:
     return await accounts_view.list_accounts(
         runtime.sessions,

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from webhooks.alerts import manage
 from webhooks.alerts.manage import AlertItem, AlertPage, AlertStatus
-from webhooks.deps import AdminPrincipal, RuntimeDep, ViewerPrincipal
+from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
 from webhooks.routes.inbound import ErrorBody
 from webhooks.store.alerts import AlertFilter
 
@@ -27,9 +27,8 @@ _VIEWER_ONLY = "The key's role may not read alerts (needs admin or viewer)."
 _ADMIN_ONLY = "The key's role may not change alerts (needs admin)."
 _NO_ALERT = "No such alert for the key's connection."
 
-AlertId = Annotated[int, Path(description="The alert's id.")]
+AlertId = Annotated[int, row_id("The alert's id.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class AcknowledgeRequest(BaseModel):

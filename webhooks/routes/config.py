@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.openapi.constants import REF_PREFIX
 from pydantic import BaseModel, ConfigDict, Field
 
 from signals.config import HealthConfig
 from webhooks import config_service
 from webhooks.config_service import AuditPage, ConfigDocument, VersionPage
-from webhooks.deps import AdminPrincipal, RuntimeDep, ViewerPrincipal
+from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
 from webhooks.routes.inbound import ErrorBody
 
 router = APIRouter(tags=["config"])
@@ -40,9 +40,8 @@ IfMatch = Annotated[
     str | None,
     Header(description="The ETag of the configuration the change was made to (required)."),
 ]
-VersionId = Annotated[int, Path(description="The version's id.")]
+VersionId = Annotated[int, row_id("The version's id.")]
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 class ConfigChange(BaseModel):

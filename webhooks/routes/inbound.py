@@ -1,15 +1,18 @@
-"""CRM webhooks in: POST /webhooks/hubspot."""
+"""CRM webhooks in: POST /webhooks/hubspot, /webhooks/salesforce/{connection},
+/webhooks/dynamics/{connection}."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel
 
+from connector.salesforce.events import ACK_CONTENT_TYPE, ack_response, fault_response
 from webhooks import intake
 from webhooks.deps import RuntimeDep
-from webhooks.errors import PayloadTooLarge
+from webhooks.errors import PayloadTooLarge, ServiceError
 
 router = APIRouter(tags=["webhooks"])
 
@@ -67,6 +70,7 @@ async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Accepted:
     settings = runtime.settings
     body = await read_body(request, limit=settings.webhook_max_body_bytes)
     result = await intake.accept_hubspot(
+        writer=runtime.writer,
         sessions=runtime.sessions,
         connections=runtime.connections,
         method=request.method,
@@ -76,5 +80,112 @@ async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Accepted:
         now=datetime.now(UTC),
         tolerance_seconds=settings.webhook_timestamp_tolerance_seconds,
         accept_legacy=settings.hubspot_accept_legacy_signatures,
+        metrics=runtime.metrics,
+    )
+    return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)
+
+
+_SOAP_ANSWERS: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The notifications are stored: the `notificationsResponse` Ack envelope.",
+        "content": {"text/xml": {}},
+    },
+    **{
+        status: {"description": f"{text} Answered with a SOAP Fault naming the problem."}
+        for status, text in {
+            400: "The body is not an Outbound Message (or has more than 100 notifications).",
+            401: "The connection has a shared secret and the request did not carry it.",
+            403: "The message's OrganizationId is not this connection's org.",
+            404: "No Salesforce connection has this name.",
+            413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
+            503: "The connection has no organization id yet, or storage failed; Salesforce "
+            "retries.",
+        }.items()
+    },
+}
+
+
+async def _salesforce(
+    request: Request, runtime: RuntimeDep, connection: str, secret: str | None
+) -> Response:
+    try:
+        body = await read_body(request, limit=runtime.settings.webhook_max_body_bytes)
+        await intake.accept_salesforce(
+            writer=runtime.writer,
+            connections=runtime.connections,
+            connection=connection,
+            body=body,
+            secret=secret,
+            now=datetime.now(UTC),
+            metrics=runtime.metrics,
+        )
+    except ServiceError as exc:
+        # Salesforce reads SOAP, and shows a Fault's text in its delivery-failure monitor.
+        return Response(
+            fault_response(exc.message, sender_at_fault=exc.status_code < 500),
+            status_code=exc.status_code,
+            media_type=ACK_CONTENT_TYPE,
+            headers=exc.headers,
+        )
+    return Response(ack_response(), media_type=ACK_CONTENT_TYPE)
+
+
+@router.post(
+    "/webhooks/salesforce/{connection}",
+    response_class=Response,
+    responses=_SOAP_ANSWERS,
+    summary="Receive a Salesforce Outbound Message (Ack after the notifications are stored)",
+)
+async def salesforce_outbound_message(
+    request: Request,
+    runtime: RuntimeDep,
+    connection: str,
+    secret_header: Annotated[str | None, Header(alias="X-CRM-Health-Secret")] = None,
+) -> Response:
+    return await _salesforce(request, runtime, connection, secret_header)
+
+
+@router.post(
+    "/webhooks/salesforce/{connection}/{secret}",
+    response_class=Response,
+    responses=_SOAP_ANSWERS,
+    summary="Receive a Salesforce Outbound Message whose endpoint URL carries the shared secret",
+)
+async def salesforce_outbound_message_with_secret(
+    request: Request, runtime: RuntimeDep, connection: str, secret: str
+) -> Response:
+    return await _salesforce(request, runtime, connection, secret)
+
+
+_DYNAMICS_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "The body is not a RemoteExecutionContext (the field is named).",
+        401: "The registration's WebhookKey, header or query-string value is missing or wrong.",
+        404: "No Dynamics 365 connection has this name.",
+        413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
+        503: "The connection has no webhook credential configured, or storage failed.",
+    }.items()
+}
+
+
+@router.post(
+    "/webhooks/dynamics/{connection}",
+    status_code=202,
+    response_model=Accepted,
+    responses=_DYNAMICS_ERRORS,
+    summary="Receive a Dataverse webhook (RemoteExecutionContext of a registered step)",
+)
+async def dynamics_webhook(request: Request, runtime: RuntimeDep, connection: str) -> Accepted:
+    body = await read_body(request, limit=runtime.settings.webhook_max_body_bytes)
+    result = await intake.accept_dynamics(
+        writer=runtime.writer,
+        connections=runtime.connections,
+        connection=connection,
+        body=body,
+        headers=request.headers,
+        query=request.query_params,
+        now=datetime.now(UTC),
+        metrics=runtime.metrics,
     )
     return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)

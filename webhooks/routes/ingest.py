@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from connector.segment import BATCH_MAX_BYTES, CALL_TYPES, MESSAGE_MAX_BYTES
 from webhooks import intake
 from webhooks.auth import require_connection
-from webhooks.deps import IngestPrincipal, RuntimeDep, ViewerPrincipal
+from webhooks.deps import IngestPrincipal, Offset, RuntimeDep, ViewerPrincipal
 from webhooks.errors import NotFound
 from webhooks.routes.inbound import Accepted, ErrorBody, read_body
 from webhooks.store import product
@@ -60,6 +60,7 @@ async def segment_call(
         body=body,
         authorization=authorization,
         now=datetime.now(UTC),
+        metrics=runtime.metrics,
     )
     return SegmentAccepted(
         received=result.received, stored=result.stored, duplicates=result.duplicates
@@ -90,6 +91,7 @@ async def native_events(
         connection=principal.connection,
         body=body,
         now=datetime.now(UTC),
+        metrics=runtime.metrics,
     )
     return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)
 
@@ -131,7 +133,7 @@ async def unmatched(
         str | None, Query(description="Defaults to the key's own connection.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> UnmatchedPage:
     wanted = connection or principal.connection
     require_connection(principal, wanted)

@@ -1,9 +1,10 @@
-"""Operations endpoints: liveness and readiness."""
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from webhooks.deps import RuntimeDep
@@ -35,3 +36,15 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         status_code=200 if ready else 503,
         content={"status": "ready" if ready else "not_ready", "checks": checks},
     )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (no authentication: scrape it on the internal network only)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Counters of this process and, read now, queue depth and lag from the database. The
+    service answers on one port, so keep /metrics from the outside at the proxy."""
+    return Response(await runtime.metrics.scrape(runtime.sessions), media_type=CONTENT_TYPE_LATEST)

@@ -44,7 +44,9 @@ async def lock_accounts(
             )
         )
     }
-    new = [key for key in keys if (key[0], key[2]) not in known]
+    # Inserted in key order: two workers inserting overlapping new accounts in event order
+    # waited on each other's unique-index entries (PostgreSQL reported deadlocks).
+    new = sorted(key for key in keys if (key[0], key[2]) not in known)
     if new:
         await session.execute(
             upsert_insert(session, Account).on_conflict_do_nothing(

@@ -79,6 +79,17 @@ def apply_attributes(
     account.attributes = merged
 
 
+def _last_changed(account: Account) -> datetime:
+    """When the record's attributes last changed, as far as the events told (the minimum
+    datetime when they told nothing)."""
+    times = [
+        datetime.fromisoformat(entry["at"])
+        for entry in (account.attributes or {}).values()
+        if isinstance(entry, dict) and "at" in entry
+    ]
+    return max(times, default=datetime.min.replace(tzinfo=UTC))
+
+
 class _Batch:
     """The rows one batch of events adds, collected first and written in bulk."""
 
@@ -129,7 +140,10 @@ class _Batch:
                     if name in TRACKED_ATTRIBUTES
                 )
             case AccountDeleted(at=at):
-                account.deleted_at = at
+                # A deletion older than the record's latest change arrived late: the change
+                # after it was a restore, so the record lives (the mirror of the case above).
+                if at >= _last_changed(account):
+                    account.deleted_at = at
 
     async def write(self, session: AsyncSession) -> None:
         if self.usage:

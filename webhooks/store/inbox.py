@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import InboxEvent
+from webhooks.store.product import UNMATCHED
 
 PENDING, PROCESSING, DONE, IGNORED, DEAD = "pending", "processing", "done", "ignored", "dead"
+# Statuses of events still waiting for something (the worker, their account, a replay).
+UNSETTLED = (PENDING, PROCESSING, UNMATCHED, DEAD)
 ERROR_LIMIT = 2000
 
 
@@ -188,8 +191,10 @@ async def mark_failed_attempt(
     now: datetime,
     max_attempts: int,
     backoff_seconds: float,
+    not_before_seconds: float = 0.0,
 ) -> str:
-    """Record a failed try; retried later with backoff or, after the last try, dead-lettered."""
+    """Record a failed try; retried later with backoff (never sooner than `not_before_seconds`,
+    a CRM's Retry-After) or, after the last try, dead-lettered."""
     row = await session.get(InboxEvent, event_id, populate_existing=True)
     if row is None:
         return DEAD
@@ -201,7 +206,8 @@ async def mark_failed_attempt(
         row.processed_at = now
     else:
         row.status = PENDING
-        row.available_at = now + timedelta(seconds=backoff_seconds * 2 ** (row.attempts - 1))
+        backoff = backoff_seconds * 2 ** (row.attempts - 1)
+        row.available_at = now + timedelta(seconds=max(backoff, not_before_seconds))
     return row.status
 
 
@@ -232,6 +238,29 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
         select(InboxEvent.status, func.count()).group_by(InboxEvent.status)
     )
     return {row[0]: row[1] for row in rows}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backlog:
+    counts: dict[str, int]
+    oldest_pending_received_at: datetime | None
+
+
+async def backlog(session: AsyncSession) -> Backlog:
+    """Unsettled events by status, and when the oldest pending (or processing) one arrived.
+    Settled rows are left out: the cost follows the backlog, not the inbox's whole history."""
+    rows = await session.execute(
+        select(InboxEvent.status, func.count(), func.min(InboxEvent.received_at))
+        .where(InboxEvent.status.in_(UNSETTLED))
+        .group_by(InboxEvent.status)
+    )
+    counts: dict[str, int] = {}
+    oldest: datetime | None = None
+    for status, count, first in rows:
+        counts[status] = count
+        if status in (PENDING, PROCESSING) and first is not None:
+            oldest = first if oldest is None else min(oldest, first)
+    return Backlog(counts=counts, oldest_pending_received_at=oldest)
 
 
 async def dead_letters(session: AsyncSession, *, limit: int = 100) -> list[InboxEvent]:

@@ -88,7 +88,9 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
                 version=table.c.version + 1,
                 attempts=0,
                 last_error=None,
-                available_at=now,
+                # New values do not jump a wait the CRM asked for (Retry-After, a paused
+                # allowance) or a backoff under way: they go out when the old ones would have.
+                available_at=case((table.c.available_at > now, table.c.available_at), else_=now),
                 status=case((table.c.status == SENDING, SENDING), else_=PENDING),
             ),
             [
@@ -133,7 +135,7 @@ async def mark_written(
     session: AsyncSession, *, account_id: int, version: int, now: datetime
 ) -> None:
     """Settle the version that was sent; a newer version staged meanwhile goes back to pending."""
-    await _requeue_superseded(session, account_id=account_id, version=version, now=now)
+    await _requeue_superseded(session, account_id=account_id, version=version, available_at=now)
     await session.execute(
         update(WritebackItem)
         .where(
@@ -160,15 +162,24 @@ async def mark_write_failed(
     now: datetime,
     max_attempts: int,
     retry_in_seconds: float,
+    give_up: bool = False,
 ) -> str:
-    await _requeue_superseded(session, account_id=account_id, version=version, now=now)
+    """Count a failed attempt; the row waits `retry_in_seconds` for the next, or is failed for
+    good after `max_attempts` or at once with `give_up` (the CRM rejected the values, and
+    sending them again cannot help; a newer version staged later is sent as usual)."""
+    await _requeue_superseded(
+        session,
+        account_id=account_id,
+        version=version,
+        available_at=now + timedelta(seconds=retry_in_seconds),
+    )
     row = await session.get(WritebackItem, account_id, with_for_update=True, populate_existing=True)
     if row is None or row.version != version or row.status != SENDING:
         return PENDING
     row.attempts += 1
     row.last_error = error[:2000]
     row.lease_until = None
-    if row.attempts >= max_attempts:
+    if give_up or row.attempts >= max_attempts:
         row.status = FAILED
     else:
         row.status = PENDING
@@ -196,8 +207,19 @@ async def defer(
 
 
 async def _requeue_superseded(
-    session: AsyncSession, *, account_id: int, version: int, now: datetime
+    session: AsyncSession, *, account_id: int, version: int, available_at: datetime
 ) -> None:
+    """A newer version staged while `version` was in flight goes back to pending, due at
+    `available_at` (no earlier than the CRM allowed after a failed send).
+
+    The row is locked first. Without the lock, a `stage` committed between this UPDATE (which
+    then matches nothing, so locks nothing) and the caller's settling UPDATE (which no longer
+    matches the sent version) left the row SENDING until its lease ran out."""
+    await session.execute(
+        select(WritebackItem.account_id)
+        .where(WritebackItem.account_id == account_id)
+        .with_for_update()
+    )
     await session.execute(
         update(WritebackItem)
         .where(
@@ -205,7 +227,7 @@ async def _requeue_superseded(
             WritebackItem.version != version,
             WritebackItem.status == SENDING,
         )
-        .values(status=PENDING, available_at=now, lease_until=None)
+        .values(status=PENDING, available_at=available_at, lease_until=None)
     )
 
 

@@ -16,6 +16,7 @@ import respx
 from connector.errors import CRMRateLimitPaused, CRMRetriesExhausted
 from connector.http import LimitFeedback, LimitWindow, RetryingClient, RetryPolicy
 from connector.hubspot.ratelimit import HubSpotLimits, seconds_to_next_midnight
+from testkit import FakeTime
 
 API = "https://hubspot.api.test"
 PATH = "/crm/v3/objects/companies/batch/update"
@@ -43,19 +44,6 @@ def window_headers(
         "X-HubSpot-RateLimit-Max": str(limit),
         "X-HubSpot-RateLimit-Remaining": str(remaining),
     }
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -688,10 +688,14 @@ def test_outbound_fields_list_what_each_mapping_needs() -> None:
     options = SalesforceMapping(seats="Licensed_Seats__c")
 
     assert options.outbound_fields("Account") == (
-        "Id", "IsDeleted", "SystemModstamp", "Name", "Website", "Licensed_Seats__c", "OwnerId",
+        "Id", "IsDeleted", "SystemModstamp", "LastModifiedById", "Name", "Website",
+        "Licensed_Seats__c", "OwnerId",
     )  # fmt: skip
     assert "Type" in options.outbound_fields("Opportunity")
-    assert {"TaskSubtype", "CallType", "WhatId"} <= set(options.outbound_fields("Task"))
+    # LastModifiedById tells our own changes (write-back, alert tasks) from everyone else's.
+    assert {"TaskSubtype", "CallType", "WhatId", "LastModifiedById"} <= set(
+        options.outbound_fields("Task")
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,420 @@
+"""Salesforce write-back and task calls, mocked at the transport with respx.
+
+Answers are shaped as the REST API Developer Guide prints them ("Update Records Using sObject
+Collections": a list of SaveResults in request order, failed ones without an id; "Create a
+Record": `{"id": ..., "success": true, "errors": []}`; error bodies
+`[{"message": ..., "errorCode": ...}]`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from connector.base import RecordUpdate, TaskRequest
+from connector.errors import CRMRequestRejected, PayloadError
+from connector.http import RetryPolicy
+from connector.salesforce.api import (
+    BATCH_LIMIT,
+    RECORD_ERROR_OUTCOMES,
+    RecordErrorOutcome,
+    SalesforceConnector,
+    record_error_outcome,
+)
+
+LOGIN = "https://login.salesforce.com"
+INSTANCE = "https://example.my.salesforce.com"
+DATA = f"{INSTANCE}/services/data/v62.0"
+COLLECTIONS = f"{DATA}/composite/sobjects"
+
+
+class FakeAuth(httpx.Auth):
+    """What connector.salesforce.auth does to every request: the token, the org's instance."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = "Bearer 00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog"
+        request.url = request.url.copy_with(
+            scheme="https", host="example.my.salesforce.com", port=None
+        )
+        yield request
+
+
+def make_connector(**overrides) -> SalesforceConnector:
+    options = {
+        "connection": "t",
+        "auth": FakeAuth(),
+        "login_url": LOGIN,
+        "api_version": "v62.0",
+        "policy": RetryPolicy(max_attempts=1),
+        "rate_limit": None,
+        **overrides,
+    }
+    return SalesforceConnector.create(**options)
+
+
+@pytest.fixture
+async def connector():
+    salesforce = make_connector()
+    yield salesforce
+    await salesforce.aclose()
+
+
+def account_id(number: int) -> str:
+    return f"001RM{number:010d}AAA"
+
+
+def ok(record_id: str) -> dict[str, Any]:
+    return {"id": record_id, "success": True, "errors": []}
+
+
+@respx.mock
+async def test_a_batch_of_200_is_one_collections_update_with_account_fields(connector) -> None:
+    updates = [
+        RecordUpdate(
+            record_id=account_id(i),
+            fields={
+                "health_score": 80,
+                "health_band": "healthy",
+                "health_trend_30d": -2.25,
+                "health_drivers": "Seats are well used",
+                "health_updated_at": "2026-11-23T10:00:00.000+00:00",
+                "health_momentum": None,
+            },
+        )
+        for i in range(BATCH_LIMIT)
+    ]
+    route = respx.patch(COLLECTIONS).respond(200, json=[ok(update.record_id) for update in updates])
+    result = await connector.write_health(updates)
+    assert result.written == {update.record_id for update in updates}
+    assert not result.failed
+    assert not result.rejected
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert request.headers["authorization"].startswith("Bearer 00D")
+    body = json.loads(request.content)
+    assert body["allOrNone"] is False
+    assert len(body["records"]) == BATCH_LIMIT
+    assert body["records"][0] == {
+        "attributes": {"type": "Account"},
+        "id": account_id(0),
+        "Health_Score__c": 80,
+        "Health_Band__c": "healthy",
+        "Health_Trend_30d__c": -2.2,
+        "Health_Drivers__c": "Seats are well used",
+        "Health_Updated_At__c": "2026-11-23T10:00:00.000Z",
+        "Health_Momentum__c": None,
+    }
+
+
+async def test_more_than_200_records_is_refused_before_calling(connector) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        route = router.patch(COLLECTIONS)
+        with pytest.raises(ValueError, match="at most 200"):
+            await connector.write_health(
+                [RecordUpdate(record_id=account_id(i), fields={}) for i in range(201)]
+            )
+        assert not route.called
+
+
+async def test_an_empty_batch_sends_nothing(connector) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        route = router.patch(COLLECTIONS)
+        result = await connector.write_health([])
+        assert not route.called
+    assert result.written == set()
+
+
+@respx.mock
+async def test_documented_partial_failure_maps_by_position_into_failed_and_rejected(
+    connector,
+) -> None:
+    # The guide's "Some Items Failed and allOrNone is false" answer, with more failures of the
+    # same shape: failed SaveResults carry no id, so only their position names the record.
+    respx.patch(COLLECTIONS).respond(
+        200,
+        json=[
+            {"id": "001RM000003oCprYAE", "success": True, "errors": []},
+            {
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "MALFORMED_ID",
+                        "message": "Contact ID: id value of incorrect type: 001xx000003DGb2999",
+                        "fields": ["Id"],
+                    }
+                ],
+            },
+            {
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "UNABLE_TO_LOCK_ROW",
+                        "message": "unable to obtain exclusive access to this record",
+                        "fields": [],
+                    }
+                ],
+            },
+            {
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "ENTITY_IS_DELETED",
+                        "message": "entity is deleted",
+                        "fields": [],
+                    }
+                ],
+            },
+            {
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "SOMETHING_NEW_IN_WINTER_28",
+                        "message": "a code nobody has seen yet",
+                        "fields": [],
+                    }
+                ],
+            },
+        ],
+    )
+    sent = ["001RM000003oCprYAE", "001xx000003DGb2999", "001RM0000001", "001RM0000002", "001RM3"]
+    result = await connector.write_health([RecordUpdate(record_id=i, fields={}) for i in sent])
+    assert result.written == {"001RM000003oCprYAE"}
+    assert result.rejected == {
+        "001xx000003DGb2999": (
+            "MALFORMED_ID: Contact ID: id value of incorrect type: 001xx000003DGb2999 (fields: Id)"
+        ),
+        "001RM0000002": "ENTITY_IS_DELETED: entity is deleted",
+    }
+    assert result.failed == {
+        "001RM0000001": "UNABLE_TO_LOCK_ROW: unable to obtain exclusive access to this record",
+        "001RM3": "SOMETHING_NEW_IN_WINTER_28: a code nobody has seen yet",
+    }
+
+
+@respx.mock
+async def test_all_or_none_rollback_is_retried(connector) -> None:
+    # The guide's "Some Items Failed and allOrNone is true" answer: the rolled-back record was
+    # fine and is worth another try; the malformed one is not.
+    respx.patch(COLLECTIONS).respond(
+        200,
+        json=[
+            {
+                "id": "001RM000003oCprYAE",
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                        "message": "Record rolled back because not all records were valid and "
+                        "the request was using AllOrNone header",
+                        "fields": [],
+                    }
+                ],
+            },
+            {
+                "success": False,
+                "errors": [
+                    {
+                        "statusCode": "MALFORMED_ID",
+                        "message": "Contact ID: id value of incorrect type: 001xx000003DGb2999",
+                        "fields": ["Id"],
+                    }
+                ],
+            },
+        ],
+    )
+    result = await connector.write_health(
+        [
+            RecordUpdate(record_id="001RM000003oCprYAE", fields={}),
+            RecordUpdate(record_id="001xx000003DGb2999", fields={}),
+        ]
+    )
+    assert set(result.failed) == {"001RM000003oCprYAE"}
+    assert set(result.rejected) == {"001xx000003DGb2999"}
+
+
+@respx.mock
+async def test_record_missing_from_the_answer_is_not_assumed_written(connector) -> None:
+    respx.patch(COLLECTIONS).respond(200, json=[ok("001RM000003oCprYAE")])
+    result = await connector.write_health(
+        [
+            RecordUpdate(record_id="001RM000003oCprYAE", fields={"health_score": 1}),
+            RecordUpdate(record_id="001RM000003oCprZAE", fields={"health_score": 2}),
+        ]
+    )
+    assert result.written == {"001RM000003oCprYAE"}
+    assert result.failed == {"001RM000003oCprZAE": "not confirmed in Salesforce's answer"}
+
+
+@respx.mock
+async def test_a_save_result_for_another_record_is_not_believed(connector) -> None:
+    respx.patch(COLLECTIONS).respond(200, json=[ok("001RM000009zzzzAAA")])
+    result = await connector.write_health([RecordUpdate(record_id="001RM000003oCpr", fields={})])
+    assert result.failed == {"001RM000003oCpr": "not confirmed in Salesforce's answer"}
+
+
+@respx.mock
+async def test_an_18_character_answer_confirms_a_15_character_id(connector) -> None:
+    respx.patch(COLLECTIONS).respond(200, json=[ok("001RM000003oCprYAE")])
+    result = await connector.write_health([RecordUpdate(record_id="001RM000003oCpr", fields={})])
+    assert result.written == {"001RM000003oCpr"}
+
+
+@respx.mock
+async def test_an_answer_that_is_not_a_list_is_a_payload_error(connector) -> None:
+    respx.patch(COLLECTIONS).respond(200, json={"hasErrors": False, "results": []})
+    with pytest.raises(PayloadError, match="not a list"):
+        await connector.write_health([RecordUpdate(record_id="001RM000003oCpr", fields={})])
+
+
+@respx.mock
+async def test_a_refused_request_raises_with_salesforce_error_code(connector) -> None:
+    respx.patch(COLLECTIONS).respond(
+        400,
+        json=[
+            {
+                "message": "No such column 'Health_Score__c' on sobject of type Account",
+                "errorCode": "INVALID_FIELD",
+            }
+        ],
+    )
+    with pytest.raises(CRMRequestRejected) as caught:
+        await connector.write_health(
+            [RecordUpdate(record_id="001RM000003oCpr", fields={"health_score": 5})]
+        )
+    assert caught.value.status == 400
+    assert "INVALID_FIELD" in caught.value.body
+
+
+async def test_an_unknown_health_field_is_a_programming_error(connector) -> None:
+    with pytest.raises(ValueError, match="not a health field"):
+        await connector.write_health(
+            [RecordUpdate(record_id="001RM000003oCpr", fields={"health_mood": 3})]
+        )
+
+
+@pytest.mark.parametrize(
+    ("codes", "outcome"),
+    [
+        (["UNABLE_TO_LOCK_ROW"], RecordErrorOutcome.FAILED),
+        (["REQUEST_RUNNING_TOO_LONG"], RecordErrorOutcome.FAILED),
+        (["ALL_OR_NONE_OPERATION_ROLLED_BACK"], RecordErrorOutcome.FAILED),
+        (["UNKNOWN_EXCEPTION"], RecordErrorOutcome.FAILED),
+        (["ENTITY_IS_DELETED"], RecordErrorOutcome.REJECTED),
+        (["INVALID_CROSS_REFERENCE_KEY"], RecordErrorOutcome.REJECTED),
+        (["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"], RecordErrorOutcome.REJECTED),
+        (["FIELD_CUSTOM_VALIDATION_EXCEPTION"], RecordErrorOutcome.REJECTED),
+        (["INSUFFICIENT_ACCESS_OR_READONLY"], RecordErrorOutcome.REJECTED),
+        (["STRING_TOO_LONG"], RecordErrorOutcome.REJECTED),
+        (["NEVER_SEEN_BEFORE"], RecordErrorOutcome.FAILED),
+        (["STRING_TOO_LONG", "UNABLE_TO_LOCK_ROW"], RecordErrorOutcome.FAILED),
+        ([], RecordErrorOutcome.FAILED),
+    ],
+)
+def test_error_codes_are_sorted_by_whether_retrying_can_help(codes, outcome) -> None:
+    assert record_error_outcome(codes) is outcome
+
+
+def test_the_error_table_names_salesforce_status_codes_only() -> None:
+    assert all(code.isupper() and " " not in code for code in RECORD_ERROR_OUTCOMES)
+
+
+@respx.mock
+async def test_create_task_posts_a_task_on_the_account_and_returns_its_id(connector) -> None:
+    route = respx.post(f"{DATA}/sobjects/Task").respond(
+        201, json={"id": "00TD000000IqhSLIAZ", "errors": [], "success": True}
+    )
+    due = datetime(2026, 12, 1, 20, 30, tzinfo=timezone(timedelta(hours=-5)))
+    task_id = await connector.create_task(
+        TaskRequest(
+            record_id="001D000000IqhSLIAZ",
+            subject="Acme turned at risk",
+            body="Seat use fell to 20%.",
+            due_at=due,
+            owner_id="005D0000001AbcdIAC",
+            priority="high",
+        )
+    )
+    assert task_id == "00TD000000IqhSLIAZ"
+    assert json.loads(route.calls.last.request.content) == {
+        "Subject": "Acme turned at risk",
+        "Description": "Seat use fell to 20%.",
+        # 20:30 at UTC-5 is the next day in UTC.
+        "ActivityDate": "2026-12-02",
+        "WhatId": "001D000000IqhSLIAZ",
+        "OwnerId": "005D0000001AbcdIAC",
+        "Priority": "High",
+        "Status": "Not Started",
+    }
+
+
+@respx.mock
+async def test_a_task_without_owner_leaves_ownership_to_salesforce(connector) -> None:
+    route = respx.post(f"{DATA}/sobjects/Task").respond(
+        201, json={"id": "00TD000000IqhSMIAZ", "errors": [], "success": True}
+    )
+    await connector.create_task(
+        TaskRequest(
+            record_id="001D000000IqhSLIAZ",
+            subject="s" * 300,
+            body="b",
+            due_at=datetime(2026, 12, 1, tzinfo=UTC),
+            priority="medium",
+        )
+    )
+    body = json.loads(route.calls.last.request.content)
+    assert "OwnerId" not in body
+    assert body["Priority"] == "Normal"
+    assert len(body["Subject"]) == 255
+
+
+@respx.mock
+async def test_a_task_answer_without_id_is_a_payload_error(connector) -> None:
+    respx.post(f"{DATA}/sobjects/Task").respond(201, json={"success": True, "errors": []})
+    with pytest.raises(PayloadError, match="no id"):
+        await connector.create_task(
+            TaskRequest(
+                record_id="001D000000IqhSLIAZ",
+                subject="s",
+                body="b",
+                due_at=datetime(2026, 12, 1, tzinfo=UTC),
+                priority="low",
+            )
+        )
+
+
+async def test_aclose_closes_the_client_and_what_auth_holds() -> None:
+    closed: list[str] = []
+
+    async def closing() -> None:
+        closed.append("auth")
+
+    salesforce = make_connector(closing=closing)
+    await salesforce.aclose()
+    assert closed == ["auth"]
+
+
+async def test_own_user_id_asks_the_auth_and_is_none_without_it(connector) -> None:
+    async def user_id() -> str:
+        return "005D0000001AbcdIAC"
+
+    salesforce = make_connector(user_id=user_id)
+    try:
+        assert await salesforce.own_user_id() == "005D0000001AbcdIAC"
+        assert await connector.own_user_id() is None
+    finally:
+        await salesforce.aclose()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("api_version", "62.0"), ("permission_set_name", "Customer__Health")],
+)
+def test_bad_options_are_refused(option, value) -> None:
+    with pytest.raises(ValueError, match=option):
+        make_connector(**{option: value})
