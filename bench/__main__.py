@@ -1,22 +1,106 @@
-"""`python -m bench` (`make bench`): run every benchmark and print one results table;
-`python -m bench ingest worker` runs only the ones named."""
+"""`python -m bench` (`make bench`): run every benchmark, print one results table and write it
+to bench/results.md with the machine's facts; `python -m bench freshness scale` runs only the
+ones named (and leaves bench/results.md alone).
+
+Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
+(default 60), BENCH_SCALE_EVENTS (default 20,000)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
-from bench import ingest, pipeline, scoring, worker
+from bench import freshness, ingest, memory, pipeline, scale, scoring, worker
+from bench.notes import NOTES
 from webhooks.logging import configure_logging
 
 BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "scoring": lambda: [("scoring (signals.score, one process)", ""), *scoring.run()],
     "pipeline": lambda: asyncio.run(pipeline.run()),
     "worker": lambda: asyncio.run(worker.run()),
-    "ingest": lambda: asyncio.run(ingest.run()),
+    "ingest": lambda: asyncio.run(ingest.run_segment()),
+    "hubspot": lambda: asyncio.run(ingest.run_hubspot()),
+    "freshness": lambda: asyncio.run(freshness.run()),
+    "scale": lambda: asyncio.run(scale.run()),
+    "memory": lambda: asyncio.run(memory.run()),
 }
+SHORTENED = ("BENCH_MEMORY_SECONDS", "BENCH_FRESHNESS_SECONDS", "BENCH_SCALE_EVENTS")
+RESULTS = Path(__file__).with_name("results.md")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GB"
+    except OSError:
+        pass
+    return "?"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def machine(started: datetime, load_before: str) -> list[str]:
+    return [
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- CPU: {os.cpu_count()} x {_cpu_model()}; memory {_memory_gb()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()} {platform.machine()}",
+        f"- Load average (1/5/15 min) before: {load_before}; after: {_load()} "
+        "(other work on the machine shows here: throughput figures move with it)",
+    ]
+
+
+def table(rows: list[tuple[str, str]]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    return [
+        "| measure | result |",
+        "|---|---|",
+        *(f"| {cell(name)} | {cell(value)} |" for name, value in rows),
+    ]
+
+
+def write_results(rows: list[tuple[str, str]], *, started: datetime, load_before: str) -> None:
+    shortened = [f"{name}={os.environ[name]}" for name in SHORTENED if name in os.environ]
+    lines = [
+        "# crm-health benchmark results",
+        "",
+        "Written by `make bench` (`python -m bench`); every figure below comes from that run.",
+        "",
+        *machine(started, load_before),
+        *([f"- Shortened run: {', '.join(shortened)}"] if shortened else []),
+        "",
+        *table(rows),
+        "",
+        "## Notes",
+        "",
+    ]
+    for name in BENCHMARKS:
+        if name in NOTES:
+            lines += [f"### {name}", "", NOTES[name].strip(), ""]
+    RESULTS.write_text("\n".join(lines))
 
 
 def main(names: list[str]) -> None:
@@ -24,6 +108,8 @@ def main(names: list[str]) -> None:
     if unknown:
         sys.exit(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
     configure_logging(level="error")
+    started = datetime.now(UTC)
+    load_before = _load()
     rows: list[tuple[str, str]] = []
     for name, benchmark in BENCHMARKS.items():
         if not names or name in names:
@@ -34,6 +120,9 @@ def main(names: list[str]) -> None:
     print(f"{'-' * width}-|-{'-' * 40}")
     for name, value in rows:
         print(f"{name.ljust(width)} | {value}")
+    if not names:
+        write_results(rows, started=started, load_before=load_before)
+        print(f"\nwritten to {RESULTS}")
 
 
 main(sys.argv[1:])
