@@ -89,3 +89,45 @@ async def test_close_finishes_what_was_handed_over(engine):
     await asyncio.sleep(0)
     await writer.aclose()
     assert await pending == 1
+
+
+async def test_rows_read_back_through_the_orm_as_written_and_are_claimable(engine):
+    """The grouped insert bypasses the ORM's bind processing: what it stores must read back
+    the same (aware UTC times, JSON payload, text body) and be claimable at its time."""
+    received = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
+    payload = {"name": "Zoë \u00e9 \u4e2d", "n": 12345678901234, "nested": {"x": [1, None, True]}}
+    writer = InboxWriter(engine)
+    new = [inbox.NewEvent(dedup_key="k1", kind="company", payload=payload, body='{"raw": 1}')]
+    assert await writer.write(source="s", connection="c", events=new, received_at=received) == 1
+    await writer.aclose()
+    sessions = create_session_factory(engine)
+    async with sessions() as session:
+        row = (await session.execute(select(InboxEvent))).scalar_one()
+        assert (row.payload, row.body, row.kind) == (payload, '{"raw": 1}', "company")
+        assert row.received_at == received
+        assert row.available_at == received
+        assert (row.status, row.attempts) == (inbox.PENDING, 0)
+    async with sessions() as session, session.begin():
+        early = await inbox.claim_batch(
+            session, now=received.replace(microsecond=0), limit=10, lease_seconds=60
+        )
+        assert early == []
+        [claimed] = await inbox.claim_batch(session, now=received, limit=10, lease_seconds=60)
+        assert (claimed.payload, claimed.received_at) == (payload, received)
+
+
+async def test_a_payload_json_cannot_hold_is_stored_by_the_plain_statement(engine):
+    """NaN is no JSON for SQLite's json_each: the row goes through the ORM's statement, which
+    stores it as the JSON column always did. PostgreSQL's json type refuses NaN whichever
+    statement sends it: the request fails as unstored (answered 503, so the sender retries)
+    rather than being acknowledged."""
+    writer = InboxWriter(engine)
+    nan = [inbox.NewEvent(dedup_key="nan", kind="k", payload={"x": float("nan")})]
+    if engine.dialect.name == "sqlite":
+        assert await writer.write(source="s", connection="c", events=nan, received_at=NOW) == 1
+        assert await stored_keys(engine) == ["nan"]
+    else:
+        with pytest.raises(StorageUnavailable):
+            await writer.write(source="s", connection="c", events=nan, received_at=NOW)
+        assert await stored_keys(engine) == []
+    await writer.aclose()

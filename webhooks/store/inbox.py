@@ -3,13 +3,14 @@ dead letters that could not be processed."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from webhooks.store import leases
@@ -79,6 +80,42 @@ async def insert_events(
     return len(inserted)
 
 
+# The hot insert of intake, as one statement whose rows arrive as a single JSON array
+# parameter (source, connection, dedup_key, kind, payload, body, received_at): one json.dumps
+# per commit instead of SQLAlchemy's per-row parameter processing (a JSON encode and two
+# datetime conversions per row), which measured about 1 ms of CPU per 100 events.
+_GROUPED_INSERT = {
+    "sqlite": """
+INSERT INTO inbox_events
+    (source, connection, dedup_key, kind, payload, body, received_at, status, attempts,
+     available_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+       json_extract(value, '$[6]'), :status, 0, json_extract(value, '$[6]')
+FROM json_each(:rows) WHERE true
+ON CONFLICT (source, connection, dedup_key) DO NOTHING
+RETURNING source, connection, dedup_key""",
+    "postgresql": """
+INSERT INTO inbox_events
+    (source, connection, dedup_key, kind, payload, body, received_at, status, attempts,
+     available_at)
+SELECT item->>0, item->>1, item->>2, item->>3, item->4, item->>5, CAST(item->>6 AS timestamptz),
+       :status, 0, CAST(item->>6 AS timestamptz)
+FROM json_array_elements(CAST(:rows AS json)) AS item
+ON CONFLICT (source, connection, dedup_key) DO NOTHING
+RETURNING source, connection, dedup_key""",
+}
+
+
+def _stored_time(value: datetime, dialect: str) -> str:
+    """A timestamp as the UTC columns hold it: SQLite keeps SQLAlchemy's naive UTC text
+    (the claim query compares it as text), PostgreSQL parses ISO 8601 with its offset."""
+    utc = value.astimezone(UTC)
+    if dialect == "sqlite":
+        return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return utc.isoformat()
+
+
 async def insert_grouped(
     connection: AsyncConnection,
     *,
@@ -86,28 +123,54 @@ async def insert_grouped(
 ) -> list[int]:
     """Store the events of several requests, each (source, connection, events, received_at),
     in one statement; how many of each request's events were new."""
-    statement = (
-        upsert_insert(connection, InboxEvent)
-        .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
-        .returning(InboxEvent.source, InboxEvent.connection, InboxEvent.dedup_key)
-    )
+    dialect = connection.dialect.name
     rows = [
-        {
-            "source": source,
-            "connection": name,
-            "dedup_key": event.dedup_key,
-            "kind": event.kind,
-            "payload": event.payload,
-            "body": event.body,
-            "received_at": received_at,
-            "status": PENDING,
-            "attempts": 0,
-            "available_at": received_at,
-        }
+        (
+            source,
+            name,
+            event.dedup_key,
+            event.kind,
+            event.payload,
+            event.body,
+            _stored_time(received_at, dialect),
+        )
         for source, name, events, received_at in groups
         for event in events
     ]
-    inserted = Counter(tuple(row) for row in (await connection.execute(statement, rows)).all())
+    try:
+        # allow_nan=False: NaN is no JSON to SQLite's json_each or PostgreSQL's json.
+        document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        document = None
+    if document is not None and dialect in _GROUPED_INSERT:
+        result = await connection.execute(
+            text(_GROUPED_INSERT[dialect]), {"rows": document, "status": PENDING}
+        )
+    else:
+        # A payload JSON cannot carry (NaN from a lenient parser): the ORM's own statement,
+        # which stores what it always stored for such values.
+        result = await connection.execute(
+            upsert_insert(connection, InboxEvent)
+            .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
+            .returning(InboxEvent.source, InboxEvent.connection, InboxEvent.dedup_key),
+            [
+                {
+                    "source": source,
+                    "connection": name,
+                    "dedup_key": event.dedup_key,
+                    "kind": event.kind,
+                    "payload": event.payload,
+                    "body": event.body,
+                    "received_at": received_at,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "available_at": received_at,
+                }
+                for source, name, events, received_at in groups
+                for event in events
+            ],
+        )
+    inserted = Counter(tuple(row) for row in result.all())
     counts = []
     for source, name, events, _ in groups:
         count = 0

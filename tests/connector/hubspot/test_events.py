@@ -188,3 +188,29 @@ def test_parse_batch_reads_hubspot_events() -> None:
 def test_malformed_batch_is_rejected_naming_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         events.parse_batch(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        DOCS_BODY,
+        # Extra keys kept, unicode, numbers HubSpot sends as strings and as floats, merges.
+        json.dumps([
+            {"eventId": 7, "subscriptionType": "company.propertyChange", "portalId": 62515,
+             "occurredAt": 1700000000000, "objectId": 9, "propertyName": "name",
+             "propertyValue": "Zoë \u4e2d", "sourceId": "userId:1", "isSensitive": False},
+            {"eventId": "8", "subscriptionType": "contact.merge", "portalId": 62515,
+             "occurredAt": 1.7e12, "primaryObjectId": 4, "mergedObjectIds": [5, 6],
+             "newObjectId": 4, "extra": {"nested": [1, None]}},
+        ]).encode(),
+    ],
+)  # fmt: skip
+def test_fast_parse_gives_what_validating_each_parsed_dict_gives(body: bytes) -> None:
+    """parse_batch validates the bytes with pydantic's JSON parser: the events (and what the
+    inbox stores of them) must be those json.loads plus validating each dict gives."""
+    expected = [events.HubSpotEvent.model_validate(item) for item in json.loads(body)]
+    parsed = events.parse_batch(body)
+    assert parsed == expected
+    assert [e.model_dump(mode="json", by_alias=True, exclude_unset=True) for e in parsed] == [
+        e.model_dump(mode="json", by_alias=True, exclude_unset=True) for e in expected
+    ]
