@@ -56,6 +56,9 @@ class CheckedRequest:
     calls: int
     # A write key sent in the body (Segment's writeKey authentication), if any.
     write_key: str | None
+    # The request as JSON without any writeKey in it, when one was there: what gets stored, so
+    # the secret never reaches the inbox (or the backups of it). None: store the body as sent.
+    redacted: str | None = None
 
 
 def check_request(body: bytes, *, call: str) -> CheckedRequest:
@@ -76,7 +79,7 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
         raise PayloadError("writeKey: must be a string")
     if call != "batch":
         _check_shape({**document, "type": call}, "")
-        return CheckedRequest(calls=1, write_key=write_key)
+        return CheckedRequest(calls=1, write_key=write_key, redacted=_without_write_keys(document))
     items = document.get("batch")
     if not isinstance(items, list):
         raise PayloadError("batch: required, an array of calls")
@@ -86,7 +89,25 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
         if not isinstance(item, dict):
             raise PayloadError(f"batch[{index}]: must be an object")
         _check_shape(item, f"batch[{index}].")
-    return CheckedRequest(calls=len(items), write_key=write_key)
+    return CheckedRequest(
+        calls=len(items), write_key=write_key, redacted=_without_write_keys(document)
+    )
+
+
+def _without_write_keys(document: dict[str, Any]) -> str | None:
+    """The document as JSON without its writeKey (and any a batch's calls carry); None when
+    there was none, so the common request is stored as sent, without re-encoding it."""
+    items = document.get("batch")
+    calls = items if isinstance(items, list) else []
+    if "writeKey" not in document and not any("writeKey" in item for item in calls):
+        return None
+    cleaned = {name: value for name, value in document.items() if name != "writeKey"}
+    if calls:
+        cleaned["batch"] = [
+            {name: value for name, value in item.items() if name != "writeKey"} for item in calls
+        ]
+    # ASCII escapes: a lone surrogate the parser let through stays storable.
+    return json.dumps(cleaned, separators=(",", ":"))
 
 
 def split_request(

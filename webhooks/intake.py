@@ -394,7 +394,7 @@ async def accept_segment(
         if source is None:
             raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
     try:
-        text = body.decode()
+        text = body.decode() if checked.redacted is None else checked.redacted
     except UnicodeDecodeError:
         raise BadPayload("body must be UTF-8 encoded JSON") from None
     stored = await writer.write(

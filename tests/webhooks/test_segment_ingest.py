@@ -270,6 +270,35 @@ async def test_write_key_in_the_body_is_accepted(segment):
 
 
 @pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("batch", {"batch": [track("u1", group="g1")], "writeKey": WRITE_KEY}, {}),
+        # A call carrying the key itself (some libraries copy it into each call).
+        ("batch", {"batch": [{**track("u1", group="g1"), "writeKey": WRITE_KEY}]}, basic()),
+        ("track", {**track("u1", group="g1"), "writeKey": WRITE_KEY}, {}),
+    ],
+)
+async def test_a_write_key_in_the_body_is_never_stored(segment, path, body, headers):
+    """The inbox (and so its backups) keeps the request without the secret; the calls in it
+    are processed as usual, and a resend of the same bytes is still recognised."""
+    for _ in range(2):
+        response = await segment.client.post(
+            f"/ingest/segment/v1/{path}", json=body, headers=headers
+        )
+        assert response.status_code == 200
+        async with segment.runtime.sessions() as session:
+            stored = list((await session.execute(select(InboxEvent.body))).scalars())
+        assert len([text for text in stored if text is not None]) == 1
+        assert not any(WRITE_KEY in (text or "") for text in stored)
+    await drain(segment)
+    assert set((await statuses(segment)).values()) <= {"done", "unmatched"}
+    assert await statuses(segment)
+    async with segment.runtime.sessions() as session:
+        rows = (await session.execute(select(InboxEvent.body, InboxEvent.payload))).all()
+    assert not any(WRITE_KEY in (text or "") + json.dumps(payload) for text, payload in rows)
+
+
+@pytest.mark.parametrize(
     "headers",
     [{}, basic("wrong-key"), {"Authorization": "Basic !!!"}, {"Authorization": "Bearer x"}],
 )
