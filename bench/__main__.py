@@ -87,7 +87,8 @@ def write_results(rows: list[tuple[str, str]], *, started: datetime, load_before
     lines = [
         "# crm-health benchmark results",
         "",
-        "Written by `make bench` (`python -m bench`); every figure below comes from that run.",
+        "Written by `make bench` (`python -m bench`); every figure in the table comes from that"
+        " run. The notes explain the figures; where they quote earlier measurements they say so.",
         "",
         *machine(started, load_before),
         *([f"- Shortened run: {', '.join(shortened)}"] if shortened else []),

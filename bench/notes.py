@@ -16,46 +16,42 @@ a batch; freshness is the price of fuller batches.
 """,
     "ingest": """
 Both servers are one uvicorn process each, CPU-bound on one core, so the share of the ceiling is
-close to the ceiling's CPU per request divided by the service's. The `CPU/req server` figures
-are the cause of the gap; see the HubSpot notes for where that CPU goes.
+close to the ceiling's CPU per request divided by the service's; the `CPU/req server` figures
+are the cause of the gap. A Segment request is stored whole as one inbox row (the worker splits
+it into calls), so it costs about half of a HubSpot request; see the HubSpot notes for why 50%
+of a parse-only endpoint is out of reach for any intake that stores before it answers.
 """,
     "hubspot": """
-Each step on the HubSpot intake, measured back to back on this machine (2 runs each, SQLite /
-PostgreSQL; the ceiling was 191,000-259,000 events/s in those runs):
+The target of 50% of the parse-only ceiling is missed, and cannot be met on this stack while
+every event is durably stored before the answer. The `where a request's CPU goes` row measures
+it: the ceiling spends its whole request (the framework plus `json.loads`) in about 0.4 ms of
+CPU, so 50% leaves the service about 0.8 ms per 100-event request. Storing the 100 inbox rows
+with the bare sqlite3 driver (no SQLAlchemy, no RETURNING, WAL mode as the service opens it)
+already takes more than half of that, before the framework's share (the ceiling's CPU minus its
+JSON parse), the v3 signature, validating the events (needed to answer 400 naming the field and
+to route by portalId) and building the rows. Even with nothing else at all, those parts add up
+to about 1.3 ms: at best about a third of the ceiling. The rest of the service's CPU is
+SQLAlchemy, aiosqlite's thread hand-off and RETURNING (to answer how many events were new).
 
-- before: one ORM session and commit per request, one row per event: 7.3-8.0 / 5.7-5.8 ms
-  CPU per 100-event request, 11,500-13,100 / 14,300-14,900 events/s, 4-6% of the ceiling;
-- rows through the group-commit `InboxWriter` (a plain connection, one statement shared by
-  concurrent requests): 5.3 / 4.7-4.8 ms, 17,600-18,100 / 14,500-15,400 events/s, 7-9%;
-- and each portal routed once per batch, payload stored without defaulted fields (half the
-  bytes): 5.0 / 4.2-4.5 ms, 17,100-18,300 / 14,200-16,900 events/s, 7-9%;
-- prototype, not kept: the verified batch stored whole as one row, split in the worker:
-  2.0 / 1.9-2.0 ms, 44,900-45,300 / 43,300 events/s, 20-23%, p99 33-40 ms.
+What was changed, measured with `python -m bench hubspot` on this machine (server CPU per
+100-event request, SQLite / PostgreSQL):
 
-The first three are what the service does now. Why 50% of the ceiling cannot be reached here:
-the parse-only endpoint spends about 0.4 ms of CPU per request, so 50% leaves the service about
-0.8 ms for everything. The `where a request's CPU goes` row measures the parts in this process:
-checking the v3 signature costs little, but parsing and validating 100 events with pydantic
-(needed to answer 400 naming the field and to route by portalId) already takes about 0.4 ms,
-half the budget, before anything is stored. Storing 100 rows is the rest: profiling the server
-showed about 33 us per row spent in SQLAlchemy's executemany parameter handling (the JSON
-payload serialised per row, two datetime bind processors, per-row bookkeeping), 3.3 ms per
-request, in `webhooks/store/inbox.insert_grouped`.
+- before this issue: one ORM session and commit per request, one row per event: 7.3-8.0 /
+  5.7-5.8 ms, 4-6% of the ceiling;
+- rows through the group-commit `InboxWriter` (one statement and one commit shared by
+  concurrent requests), each portal routed once per batch, payloads stored without defaulted
+  fields: 5.0-5.2 / 4.2-4.5 ms, 7-10%;
+- events validated straight from the bytes with pydantic's JSON parser (0.42 -> 0.22 ms per
+  100 events) and the inbox rows sent as one JSON-array parameter instead of SQLAlchemy's
+  per-row parameter processing: 4.6-4.7 / 3.1-3.7 ms, 6-9% (the table).
 
-The prototype shows the ceiling of the current stack with one row per request, the way
-Segment requests are stored (Segment reaches 19-37% of its ceiling in runs here): 20-23%, with
-p99 well under 100 ms. It was not kept because it changes what intake guarantees and the
-tests pin: the 202 answer says how many events were new and how many duplicates
-(`test_inbound`), and the inbox holds one row per event once acknowledged; with the batch
-stored whole, redelivered events are only recognised when the worker splits the batch (on
-`portalId:eventId`, as Segment calls are on messageId), so the answer could not count
-duplicates. HubSpot itself ignores the body of a 2xx,
-so that is a contract decision, not a technical obstacle. The next step inside the current
-contract is the per-row cost of `insert_grouped` (serialise the payload once and bind plain
-values, or a driver-level executemany).
+A prototype storing the verified batch whole as one row (split by the worker, as Segment
+requests are) reached 2.0 ms and 20-23% with p99 33-40 ms; it was not kept because the 202 answer
+could then no longer say how many events were new and how many duplicates, and the inbox would
+no longer hold one row per acknowledged event. Even that design stays under 50%.
 
-The p99 < 100 ms target follows throughput here: 10 connections in a closed loop wait about
-10 / requests-per-second each, so at 140-180 requests/s the p99 sits around 80-110 ms.
+The p99 < 100 ms part of the target is met. 10 connections in a closed loop wait about
+10 / requests-per-second each, so p99 follows throughput.
 """,
     "freshness": """
 Time from writing a signed webhook to the moment the sandbox applied the company's
@@ -74,38 +70,31 @@ API and `crm-health worker` as separate processes, as the ingest and scale bench
 Every run sends the same load to a fresh PostgreSQL database and a fresh sandbox, then waits
 until no inbox event and no write-back is left. On this machine everything shares two cores:
 the API process, the workers, PostgreSQL, and this process (load generator and sandbox CRM);
-`CPU busy` is the whole machine's share over the run, read from /proc/stat.
+`CPU busy` is the whole machine's share over the run, read from /proc/stat. A second worker
+takes the end-to-end rate from about 700 to about 1,150 events/s; a third and fourth add little
+because the two cores are then busy (81%) with the workers, PostgreSQL and the load generator.
 
-Investigating the first runs (20,000 events: 1 worker 652 events/s; 2 workers 340; 4
-workers 141, with the 4 workers burning 126 CPU seconds) found two faults in the worker, not in
-the hardware, both outside the files this benchmark owns and reported to their owners:
+The first runs of this benchmark (1 worker 652 events/s, 2 workers 340, 4 workers 141) found
+two faults in the worker, both fixed:
 
-1. Deadlocks between workers, logged by PostgreSQL as `deadlock detected`:
-   `accounts.lock_accounts` inserts the batch's new accounts in event order (`INSERT ... ON
-   CONFLICT DO NOTHING`), so two workers inserting overlapping new accounts wait on each
-   other's unique-index entries; and `Pipeline._send` settles a delivered chunk in
+1. Deadlocks between workers (PostgreSQL logged `deadlock detected`): new accounts were
+   inserted in event order, so two workers inserting overlapping new accounts waited on each
+   other's unique-index entries; and a delivered write-back chunk was settled in
    `available_at` order while `writeback.stage` locks the same rows in `account_id` order. The
-   failed batch is then retried event by event (`batch_failed_isolating`), one transaction and
-   one rescore per event: about 35 events/s, so a 2,240-event batch took a minute. Sorting the
-   new accounts' keys and settling a chunk in `account_id` order removed every deadlock.
-2. A write-back left `sending` until its lease ran out (120 s): `writeback.mark_written`
-   first re-queues a newer version (an UPDATE that matches nothing and so locks nothing), then
-   settles the sent version; a `stage` committed between the two statements bumps the version,
-   so neither statement matches and the row waits for the lease. Locking the row first (or one
-   UPDATE deciding done/pending) removes the stall; `mark_write_failed` has the same shape.
-
-With the three changes applied in a scratch copy, 20,000 events took 39.4 s with 1 worker (508
-events/s, CPU 95% busy) and 38.6 s with 2 workers (518 events/s, CPU 98% busy): no deadlock,
-no stall, and no gain from the second worker because the two cores are already saturated. The
-table shows the code as it is in this tree, so until those fixes land the figures with more
-workers include the deadlock retries and the lease stall; the `batches failed and were retried
-event by event` count and the `write-backs ... later` tail show them.
+   failed batch was then retried event by event (`batch_failed_isolating`), about 35 events/s.
+   New accounts are now inserted in key order and chunks settled in account id order: the
+   table's `0 batches failed and were retried event by event` is that fix.
+2. A write-back left `sending` until its lease ran out (120 s): settling re-queued a newer
+   version (an UPDATE that matched nothing, so locked nothing), then settled the sent one; a
+   `stage` committed between the two statements bumped the version so neither matched. The row
+   is now locked before either statement.
 """,
     "memory": """
 RSS is read from /proc/<pid>/statm of the `crm-health serve` process every 5 s. "After warm-up"
 is the first sample after the first fifth of the run (at most 2 minutes); the slope is a least-
-squares line through the samples after it. A 5-minute trial run measured 163 MB peak and
-+0.3 MB/min after warm-up; the growth in the first minute (116 MB at start to about 155 MB) is
-SQLAlchemy's statement cache, pydantic and structlog warming up, not a leak.
+squares line through the samples after it. The growth during the warm-up (from the RSS at
+start to the RSS after warm-up in the table) is SQLAlchemy's statement cache, pydantic and
+structlog warming up and the inbox's SQLite page cache filling; after it the line is flat, so it
+is not a leak. The inbox backlog at the end shows the worker kept up with 500 events/s.
 """,
 }
