@@ -43,6 +43,24 @@ class Claimed:
     body: str | None = None
 
 
+def _new_row(
+    source: str, connection: str, event: NewEvent, received_at: datetime
+) -> dict[str, Any]:
+    """An inbox row as the ORM's insert takes it: pending and due at once."""
+    return {
+        "source": source,
+        "connection": connection,
+        "dedup_key": event.dedup_key,
+        "kind": event.kind,
+        "payload": event.payload,
+        "body": event.body,
+        "received_at": received_at,
+        "status": PENDING,
+        "attempts": 0,
+        "available_at": received_at,
+    }
+
+
 async def insert_events(
     session: AsyncSession | AsyncConnection,
     *,
@@ -61,21 +79,7 @@ async def insert_events(
         .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
         .returning(InboxEvent.id)
     )
-    rows = [
-        {
-            "source": source,
-            "connection": connection,
-            "dedup_key": event.dedup_key,
-            "kind": event.kind,
-            "payload": event.payload,
-            "body": event.body,
-            "received_at": received_at,
-            "status": PENDING,
-            "attempts": 0,
-            "available_at": received_at,
-        }
-        for event in events
-    ]
+    rows = [_new_row(source, connection, event, received_at) for event in events]
     inserted = (await session.execute(statement, rows)).scalars().all()
     return len(inserted)
 
@@ -154,18 +158,7 @@ async def insert_grouped(
             .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
             .returning(InboxEvent.source, InboxEvent.connection, InboxEvent.dedup_key),
             [
-                {
-                    "source": source,
-                    "connection": name,
-                    "dedup_key": event.dedup_key,
-                    "kind": event.kind,
-                    "payload": event.payload,
-                    "body": event.body,
-                    "received_at": received_at,
-                    "status": PENDING,
-                    "attempts": 0,
-                    "available_at": received_at,
-                }
+                _new_row(source, name, event, received_at)
                 for source, name, events, received_at in groups
                 for event in events
             ],
