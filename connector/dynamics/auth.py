@@ -12,17 +12,16 @@ out, and at once when the Web API answers 401, with one resend of that call.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpx
 import structlog
 
+from connector.bearer import RefreshingBearerAuth
 from connector.errors import CRMAuthError, CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
 
@@ -207,7 +206,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class DynamicsAuth(httpx.Auth):
+class DynamicsAuth(RefreshingBearerAuth[DynamicsToken]):
     """httpx authentication for a Dynamics 365 connection: a bearer token on every request, a
     new token `refresh_margin_seconds` before the old one expires, and one new token and one
     resend when the Web API answers 401.
@@ -227,69 +226,36 @@ class DynamicsAuth(httpx.Auth):
     ) -> None:
         if not refresh_margin_seconds >= 0:
             raise ValueError("refresh_margin_seconds must be at least 0")
+        super().__init__(client=client, clock=clock)
         self._credentials = credentials
-        self._client = client
         self._margin = refresh_margin_seconds
-        self._clock = clock
-        self._token: DynamicsToken | None = None
         self._renew_at: datetime | None = None
-        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"DynamicsAuth(credentials={self._credentials!r})"
 
-    async def token(self) -> DynamicsToken:
-        """The current token, asked for first when there is none or it is about to expire."""
-        current = self._token
-        if current is not None and self._renew_at is not None and self._clock() < self._renew_at:
-            return current
-        return await self.refresh(stale=current)
+    def _fresh(self, token: DynamicsToken, now: datetime) -> bool:
+        return self._renew_at is not None and now < self._renew_at
 
-    async def refresh(self, *, stale: DynamicsToken | None) -> DynamicsToken:
-        """A new token. `stale` is the token the caller saw fail or age out: when another caller
-        has replaced it meanwhile, that newer token is returned without asking again (every
-        request of a batch may see the same 401)."""
-        async with self._lock:
-            if self._token is not None and self._token is not stale:
-                return self._token
-            now = self._clock()
-            try:
-                response = await self._client.request(
-                    "POST", self._credentials.token_url, data=self._credentials.token_form()
-                )
-            except CRMRequestRejected as error:
-                raise _refusal(error, secret=self._credentials.client_secret) from None
-            try:
-                document = response.json()
-            except ValueError:
-                document = None
-            token = parse_token(document, now=now)
-            # A token shorter-lived than twice the margin is renewed at half its lifetime
-            # instead, so it is never stale on arrival.
-            lifetime = max(token.expires_in - self._margin, token.expires_in / 2)
-            self._token = token
-            self._renew_at = now + timedelta(seconds=lifetime)
-            log.info(
-                "dynamics_token_issued",
-                org=urlsplit(self._credentials.org_url).hostname,
-                expires_in=token.expires_in,
+    async def _issue(self, now: datetime) -> DynamicsToken:
+        try:
+            response = await self._client.request(
+                "POST", self._credentials.token_url, data=self._credentials.token_form()
             )
-            return token
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        # Getting a token is async; a sync client would send requests unauthenticated.
-        raise RuntimeError("DynamicsAuth works with httpx.AsyncClient only")
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.token()
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
-        response = yield request
-        if response.status_code == 401:
-            fresh = await self.refresh(stale=token)
-            request.headers["Authorization"] = f"Bearer {fresh.access_token}"
-            yield request
+        except CRMRequestRejected as error:
+            raise _refusal(error, secret=self._credentials.client_secret) from None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        token = parse_token(document, now=now)
+        # A token shorter-lived than twice the margin is renewed at half its lifetime
+        # instead, so it is never stale on arrival.
+        lifetime = max(token.expires_in - self._margin, token.expires_in / 2)
+        self._renew_at = now + timedelta(seconds=lifetime)
+        log.info(
+            "dynamics_token_issued",
+            org=urlsplit(self._credentials.org_url).hostname,
+            expires_in=token.expires_in,
+        )
+        return token

@@ -15,10 +15,9 @@ org lives (and it can move, e.g. on an instance refresh).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -30,6 +29,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from connector.bearer import RefreshingBearerAuth
 from connector.errors import CRMAuthError, CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
 
@@ -328,7 +328,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SalesforceAuth(httpx.Auth):
+class SalesforceAuth(RefreshingBearerAuth[SalesforceToken]):
     """httpx authentication for a Salesforce connection: a bearer token on every request, sent to
     the token's instance, a new session before the old one may time out, and one new session
     and one resend when Salesforce answers 401.
@@ -352,84 +352,51 @@ class SalesforceAuth(httpx.Auth):
             raise ValueError("session_seconds must be positive")
         if not 0 <= refresh_margin_seconds < session_seconds:
             raise ValueError("refresh_margin_seconds must be at least 0 and below session_seconds")
+        super().__init__(client=client, clock=clock)
         self._grant = grant
-        self._client = client
         self._renew_after = timedelta(seconds=session_seconds - refresh_margin_seconds)
-        self._clock = clock
-        self._token: SalesforceToken | None = None
-        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"SalesforceAuth(grant={self._grant!r})"
 
-    async def token(self) -> SalesforceToken:
-        """The current session, asked for first when there is none or it is about to time out."""
-        current = self._token
-        if current is not None and self._clock() < current.issued_at + self._renew_after:
-            return current
-        return await self.refresh(stale=current)
+    def _fresh(self, token: SalesforceToken, now: datetime) -> bool:
+        return now < token.issued_at + self._renew_after
 
-    async def refresh(self, *, stale: SalesforceToken | None) -> SalesforceToken:
-        """A new session. `stale` is the token the caller saw fail or age out: when another caller
-        has replaced it meanwhile, that newer token is returned without asking again (every
-        request of a batch may see the same 401)."""
-        async with self._lock:
-            if self._token is not None and self._token is not stale:
-                return self._token
-            now = self._clock()
-            try:
-                response = await self._client.request(
-                    "POST",
-                    f"{self._grant.login_url}{TOKEN_PATH}",
-                    data=self._grant.token_form(now=now),
-                )
-            except CRMRequestRejected as error:
-                raise _refusal(error) from None
-            try:
-                document = response.json()
-            except ValueError:
-                document = None
-            token = parse_token(document, now=now)
-            self._token = token
-            log.info(
-                "salesforce_token_issued",
-                instance=urlsplit(token.instance_url).hostname,
-                user_id=token.user_id,
-                organization_id=token.organization_id,
+    async def _issue(self, now: datetime) -> SalesforceToken:
+        try:
+            response = await self._client.request(
+                "POST",
+                f"{self._grant.login_url}{TOKEN_PATH}",
+                data=self._grant.token_form(now=now),
             )
-            return token
+        except CRMRequestRejected as error:
+            raise _refusal(error) from None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        token = parse_token(document, now=now)
+        log.info(
+            "salesforce_token_issued",
+            instance=urlsplit(token.instance_url).hostname,
+            user_id=token.user_id,
+            organization_id=token.organization_id,
+        )
+        return token
+
+    def _authorise(self, request: httpx.Request, token: SalesforceToken) -> None:
+        """Bearer header, and the token's instance as scheme, host and port (path and query
+        stay)."""
+        instance = httpx.URL(token.instance_url)
+        request.url = request.url.copy_with(
+            scheme=instance.scheme, host=instance.host, port=instance.port
+        )
+        # httpx set Host from the URL the request was built with.
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+        super()._authorise(request, token)
 
     async def user_id(self) -> str:
         return (await self.token()).user_id
 
     async def organization_id(self) -> str:
         return (await self.token()).organization_id
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        # Getting a token is async; a sync client would send requests unauthenticated.
-        raise RuntimeError("SalesforceAuth works with httpx.AsyncClient only")
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.token()
-        _authorise(request, token)
-        response = yield request
-        if response.status_code == 401:
-            fresh = await self.refresh(stale=token)
-            _authorise(request, fresh)
-            yield request
-
-
-def _authorise(request: httpx.Request, token: SalesforceToken) -> None:
-    """Bearer header, and the token's instance as scheme, host and port (path and query stay)."""
-    instance = httpx.URL(token.instance_url)
-    request.url = request.url.copy_with(
-        scheme=instance.scheme, host=instance.host, port=instance.port
-    )
-    # httpx set Host from the URL the request was built with.
-    request.headers["Host"] = request.url.netloc.decode("ascii")
-    request.headers["Authorization"] = f"Bearer {token.access_token}"
