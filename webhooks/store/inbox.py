@@ -129,16 +129,10 @@ async def insert_grouped(
     in one statement; how many of each request's events were new."""
     dialect = connection.dialect.name
     rows = [
-        (
-            source,
-            name,
-            event.dedup_key,
-            event.kind,
-            event.payload,
-            event.body,
-            _stored_time(received_at, dialect),
-        )
+        (source, name, event.dedup_key, event.kind, event.payload, event.body, stamp)
         for source, name, events, received_at in groups
+        # Formatted once per request, not per event.
+        for stamp in (_stored_time(received_at, dialect),)
         for event in events
     ]
     try:
