@@ -24,13 +24,13 @@ of a parse-only endpoint is out of reach for any intake that stores before it an
     "hubspot": """
 The target of 50% of the parse-only ceiling is missed, and cannot be met on this stack while
 every event is durably stored before the answer. The `where a request's CPU goes` row measures
-it: the ceiling spends its whole request (the framework plus `json.loads`) in about 0.4 ms of
-CPU, so 50% leaves the service about 0.8 ms per 100-event request. Storing the 100 inbox rows
+it: the ceiling spends its whole request (the framework plus `json.loads`) in 0.4-0.5 ms of
+CPU, so 50% leaves the service 0.8-1.0 ms per 100-event request. Storing the 100 inbox rows
 with the bare sqlite3 driver (no SQLAlchemy, no RETURNING, WAL mode as the service opens it)
 already takes more than half of that, before the framework's share (the ceiling's CPU minus its
 JSON parse), the v3 signature, validating the events (needed to answer 400 naming the field and
 to route by portalId) and building the rows. Even with nothing else at all, those parts add up
-to about 1.3 ms: at best about a third of the ceiling. The rest of the service's CPU is
+to 1.3-1.4 ms: at best 32-37% of the ceiling in the full runs made. The rest of the service's CPU is
 SQLAlchemy, aiosqlite's thread hand-off and RETURNING (to answer how many events were new).
 
 What was changed, measured with `python -m bench hubspot` on this machine (server CPU per
@@ -43,7 +43,8 @@ What was changed, measured with `python -m bench hubspot` on this machine (serve
   fields: 5.0-5.2 / 4.2-4.5 ms, 7-10%;
 - events validated straight from the bytes with pydantic's JSON parser (0.42 -> 0.22 ms per
   100 events) and the inbox rows sent as one JSON-array parameter instead of SQLAlchemy's
-  per-row parameter processing: 4.6-4.7 / 3.1-3.7 ms, 6-9% (the table).
+  per-row parameter processing: 4.5-4.7 / 3.1-3.7 ms, 6-12% (the table; the share moves with
+  the ceiling, which varied from 0.42 to 0.51 ms between full runs on this shared machine).
 
 A prototype storing the verified batch whole as one row (split by the worker, as Segment
 requests are) reached 2.0 ms and 20-23% with p99 33-40 ms; it was not kept because the 202 answer
@@ -70,9 +71,11 @@ API and `crm-health worker` as separate processes, as the ingest and scale bench
 Every run sends the same load to a fresh PostgreSQL database and a fresh sandbox, then waits
 until no inbox event and no write-back is left. On this machine everything shares two cores:
 the API process, the workers, PostgreSQL, and this process (load generator and sandbox CRM);
-`CPU busy` is the whole machine's share over the run, read from /proc/stat. A second worker
-takes the end-to-end rate from about 700 to about 1,150 events/s; a third and fourth add little
-because the two cores are then busy (81%) with the workers, PostgreSQL and the load generator.
+`CPU busy` is the whole machine's share over the run, read from /proc/stat. In the two full
+runs made, a second worker raised the end-to-end rate by 60-65% (711 -> 1,159 and 644 -> 1,051
+events/s); four workers were no faster than two (1,235 and 915 events/s), with the cores 81-89%
+busy: on two cores the workers, PostgreSQL, the API and the load generator compete, so the
+extra workers only add contention. More workers pay where there are more cores.
 
 The first runs of this benchmark (1 worker 652 events/s, 2 workers 340, 4 workers 141) found
 two faults in the worker, both fixed:
