@@ -79,7 +79,9 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
         raise PayloadError("writeKey: must be a string")
     if call != "batch":
         _check_shape({**document, "type": call}, "")
-        return CheckedRequest(calls=1, write_key=write_key, redacted=_without_write_keys(document))
+        return CheckedRequest(
+            calls=1, write_key=write_key, redacted=_without_write_keys(document, calls=[])
+        )
     items = document.get("batch")
     if not isinstance(items, list):
         raise PayloadError("batch: required, an array of calls")
@@ -90,15 +92,13 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
             raise PayloadError(f"batch[{index}]: must be an object")
         _check_shape(item, f"batch[{index}].")
     return CheckedRequest(
-        calls=len(items), write_key=write_key, redacted=_without_write_keys(document)
+        calls=len(items), write_key=write_key, redacted=_without_write_keys(document, calls=items)
     )
 
 
-def _without_write_keys(document: dict[str, Any]) -> str | None:
-    """The document as JSON without its writeKey (and any a batch's calls carry); None when
+def _without_write_keys(document: dict[str, Any], *, calls: list[dict[str, Any]]) -> str | None:
+    """The document as JSON without its writeKey (and any a batch's `calls` carry); None when
     there was none, so the common request is stored as sent, without re-encoding it."""
-    items = document.get("batch")
-    calls = items if isinstance(items, list) else []
     if "writeKey" not in document and not any("writeKey" in item for item in calls):
         return None
     cleaned = {name: value for name, value in document.items() if name != "writeKey"}

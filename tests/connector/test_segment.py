@@ -365,3 +365,28 @@ def test_the_worker_keeps_a_call_over_32_kb_with_its_error():
     calls = [{"type": "track", "userId": "u", "event": "E", "properties": {"x": "y" * 33_000}}]
     [big] = split_request(body({"batch": calls}), call="batch", received_at=NOW)
     assert "32 KB" in big.payload["_invalid"]
+
+
+def test_a_write_key_in_the_body_is_left_out_of_what_is_stored() -> None:
+    batch = check_request(
+        json.dumps(
+            {"batch": [{"type": "track", "userId": "u", "event": "e", "writeKey": "k1"}],
+             "writeKey": "k1", "context": {"ip": "10.0.0.1"}}
+        ).encode(),
+        call="batch",
+    )  # fmt: skip
+    assert batch.write_key == "k1"
+    assert batch.redacted is not None
+    assert json.loads(batch.redacted) == {
+        "batch": [{"type": "track", "userId": "u", "event": "e"}],
+        "context": {"ip": "10.0.0.1"},
+    }
+    # A single call's own properties are left as they are, whatever they are named.
+    track = check_request(
+        b'{"userId": "u", "event": "e", "batch": [1, "x"], "writeKey": "k1"}', call="track"
+    )
+    assert track.redacted is not None
+    assert json.loads(track.redacted) == {"userId": "u", "event": "e", "batch": [1, "x"]}
+    # Without a key in the body, the request is stored as sent (nothing re-encoded).
+    plain = check_request(b'{"userId": "u", "event": "e"}', call="track")
+    assert plain.redacted is None
