@@ -1,11 +1,25 @@
-"""Health field values as every CRM needs them prepared: the update time as an instant, the
-drivers text cut to a field's length."""
+"""Health field values as every CRM needs them prepared: a finite number, the update time as an
+instant, the drivers text cut to a field's length."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from connector.base import FieldValue
+
+
+def finite_number(value: FieldValue, *, name: str) -> float:
+    """A numeric field's value as a finite float; each CRM then rounds it to its column."""
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{name} takes a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} takes a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} takes a finite number, not {value!r}")
+    return number
 
 
 def updated_at_instant(value: FieldValue, *, name: str) -> datetime:

@@ -9,7 +9,6 @@ expects of a publisher's customizations.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from connector.base import HEALTH_FIELDS, FieldValue
-from connector.values import truncate_lines, updated_at_instant
+from connector.values import finite_number, truncate_lines, updated_at_instant
 from signals.model import Band
 
 __all__ = [
@@ -253,9 +252,9 @@ class HealthColumn:
             return None
         spec = self.spec
         if spec.type == "Integer":
-            return round(_number(value, name=self.logical_name))
+            return round(finite_number(value, name=self.logical_name))
         if spec.type == "Decimal":
-            return round(_number(value, name=self.logical_name), spec.precision or 0)
+            return round(finite_number(value, name=self.logical_name), spec.precision or 0)
         if spec.type == "DateTime":
             return _datetime(value, name=self.logical_name)
         if spec.type == "Picklist":
@@ -267,18 +266,6 @@ class HealthColumn:
                 f"not {value!r}"
             )
         return truncate_lines(str(value), spec.max_length or MEMO_MAX_LENGTH)
-
-
-def _number(value: FieldValue, *, name: str) -> float:
-    if value is None or isinstance(value, bool):
-        raise ValueError(f"{name} takes a number, not {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} takes a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} takes a finite number, not {value!r}")
-    return number
 
 
 def _datetime(value: FieldValue, *, name: str) -> str:

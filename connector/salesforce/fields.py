@@ -7,13 +7,12 @@ type in JSON); picklist values are `valueName` there, where the Metadata API say
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from connector.base import HEALTH_FIELDS, FieldValue
-from connector.values import truncate_lines, updated_at_instant
+from connector.values import finite_number, truncate_lines, updated_at_instant
 from signals.model import Band
 
 OBJECT: Final = "Account"
@@ -150,14 +149,7 @@ def _picklist(value_set: Any) -> tuple[bool, tuple[tuple[str, str], ...]] | None
 
 
 def _number(value: FieldValue, *, scale: int, name: str) -> int | float:
-    if value is None or isinstance(value, bool):
-        raise ValueError(f"{name} takes a number, not {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} takes a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} takes a finite number, not {value!r}")
+    number = finite_number(value, name=name)
     # More decimals than the field's scale would be rounded by Salesforce anyway; sending
     # them rounded keeps what is written equal to what was meant.
     return round(number) if scale == 0 else round(number, scale)
