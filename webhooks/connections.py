@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,26 +448,8 @@ def _field_path(location: tuple[int | str, ...], error_type: str) -> str:
 def _file_connection(
     entry: _FileConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> Connection:
-    if isinstance(entry, _FileSalesforce):
-        inbound, built = entry.build(policy=_policy(settings), transport=transport)
-        return Connection(
-            name=entry.name,
-            crm="salesforce",
-            webhook_secret=None,
-            connector=built,
-            origin="file",
-            salesforce=inbound,
-        )
-    if isinstance(entry, _FileDynamics):
-        dynamics, connector_ = entry.build(policy=_policy(settings), transport=transport)
-        return Connection(
-            name=entry.name,
-            crm="dynamics",
-            webhook_secret=None,
-            connector=connector_,
-            origin="file",
-            dynamics=dynamics,
-        )
+    if isinstance(entry, _FileSalesforce | _FileDynamics):
+        return _crm_entry_connection(entry, settings, transport, origin="file")
     connector: CRMConnector | None = None
     if entry.access_token is not None:
         connector = HubSpotConnector.create(
@@ -490,6 +472,45 @@ def _file_connection(
         portal_id=entry.portal_id,
         origin="file",
     )
+
+
+def _crm_entry_connection(
+    entry: FileSalesforce | FileDynamics,
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    origin: Literal["settings", "file"],
+) -> Connection:
+    """The connection a Salesforce or Dynamics entry (of the settings or the file) makes."""
+    if isinstance(entry, FileSalesforce):
+        salesforce, connector = entry.build(policy=_policy(settings), transport=transport)
+        return Connection(
+            name=entry.name,
+            crm="salesforce",
+            webhook_secret=None,
+            connector=connector,
+            origin=origin,
+            salesforce=salesforce,
+        )
+    dynamics, connector = entry.build(policy=_policy(settings), transport=transport)
+    return Connection(
+        name=entry.name,
+        crm="dynamics",
+        webhook_secret=None,
+        connector=connector,
+        origin=origin,
+        dynamics=dynamics,
+    )
+
+
+def _settings_entries(settings: Settings) -> Iterator[tuple[FileSalesforce | FileDynamics, str]]:
+    """The Salesforce and Dynamics connections the settings configure, each with the setting
+    that names it; read one at a time, so a caller's work on the first comes before the
+    second is read."""
+    if connections_salesforce.configured_in_settings(settings):
+        yield FileSalesforce.from_settings(settings), "CRM_HEALTH_SALESFORCE_CONNECTION_NAME"
+    if connections_dynamics.configured_in_settings(settings):
+        yield FileDynamics.from_settings(settings), "CRM_HEALTH_DYNAMICS_CONNECTION_NAME"
 
 
 def _refuse_taken_name(connections: list[Connection], name: str, setting: str) -> None:
@@ -534,40 +555,13 @@ def connections_from_settings(
                 portal_id=settings.hubspot_portal_id,
             )
         )
-    if connections_salesforce.configured_in_settings(settings):
-        try:
-            entry = FileSalesforce.from_settings(settings)
-            inbound, built = entry.build(policy=_policy(settings), transport=transport)
-        except SalesforceConfigError as exc:
-            raise ConnectionsFileError(str(exc)) from None
-        _refuse_taken_name(connections, entry.name, "CRM_HEALTH_SALESFORCE_CONNECTION_NAME")
-        connections.append(
-            Connection(
-                name=entry.name,
-                crm="salesforce",
-                webhook_secret=None,
-                connector=built,
-                salesforce=inbound,
-            )
-        )
-    if connections_dynamics.configured_in_settings(settings):
-        try:
-            dynamics_entry = FileDynamics.from_settings(settings)
-            dynamics, connector_ = dynamics_entry.build(
-                policy=_policy(settings), transport=transport
-            )
-        except DynamicsConfigError as exc:
-            raise ConnectionsFileError(str(exc)) from None
-        _refuse_taken_name(connections, dynamics_entry.name, "CRM_HEALTH_DYNAMICS_CONNECTION_NAME")
-        connections.append(
-            Connection(
-                name=dynamics_entry.name,
-                crm="dynamics",
-                webhook_secret=None,
-                connector=connector_,
-                dynamics=dynamics,
-            )
-        )
+    try:
+        for entry, name_setting in _settings_entries(settings):
+            connection = _crm_entry_connection(entry, settings, transport, origin="settings")
+            _refuse_taken_name(connections, connection.name, name_setting)
+            connections.append(connection)
+    except (SalesforceConfigError, DynamicsConfigError) as exc:
+        raise ConnectionsFileError(str(exc)) from None
     segment_sources: list[SegmentSource] = []
     if settings.segment_write_key is not None:
         segment_sources.append(
@@ -616,10 +610,8 @@ def check_configuration(settings: Settings) -> None:
     connections or alert channels file, Salesforce credentials that do not make one OAuth flow,
     or OAuth without a usable encryption key."""
     try:
-        if connections_salesforce.configured_in_settings(settings):
-            FileSalesforce.from_settings(settings).check()
-        if connections_dynamics.configured_in_settings(settings):
-            FileDynamics.from_settings(settings).check()
+        for configured, _ in _settings_entries(settings):
+            configured.check()
         if settings.connections_file is not None:
             for entry in read_connections_file(settings.connections_file):
                 if isinstance(entry, _FileSalesforce | _FileDynamics):
