@@ -7,13 +7,12 @@ import asyncio
 import random
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import insert
 
+from bench.harness import create_pg_database, drop_pg_database
 from webhooks.connections import ConnectionRegistry
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, inbox
@@ -24,7 +23,6 @@ from webhooks.store.models import Account, InteractionFact, SourceKind, TicketFa
 EVENTS = 50_000
 EVENT_ACCOUNTS = 2_000
 RECOMPUTE_ACCOUNTS = 100_000
-PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 def _events(now: datetime, rng: random.Random) -> list[dict[str, object]]:
@@ -151,26 +149,6 @@ async def _recompute(url: str) -> float:
     return elapsed
 
 
-async def _postgres_database() -> tuple[str, str] | None:
-    name = f"crm_health_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OSError:
-        return None
-    finally:
-        await admin.dispose()
-    return name, PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def _drop(name: str) -> None:
-    admin = create_async_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
-
-
 async def run() -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = [
         (f"worker, {EVENTS:,} native events over {EVENT_ACCOUNTS:,} accounts", "")
@@ -190,7 +168,7 @@ async def run() -> list[tuple[str, str]]:
             f"{rates[1]:,.0f} events/s (runs {rates[0]:,.0f}..{rates[2]:,.0f})",
         )
     )
-    database = await _postgres_database()
+    database = await create_pg_database("crm_health_bench_worker")
     if database is None:
         rows.append(("  PostgreSQL, one worker", "skipped: no server at 127.0.0.1:5432"))
     else:
@@ -199,7 +177,7 @@ async def run() -> list[tuple[str, str]]:
             rate = await _throughput(database[1])
             rows.append(("  PostgreSQL, one worker", f"{rate:,.0f} events/s"))
         finally:
-            await _drop(database[0])
+            await drop_pg_database(database[0])
     rows.append((f"recompute {RECOMPUTE_ACCOUNTS:,} accounts, 90 days of facts", ""))
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite+aiosqlite:///{Path(folder) / 'recompute.db'}"
