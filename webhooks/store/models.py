@@ -360,6 +360,8 @@ class WritebackItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     written_version: Mapped[int | None]
     written_at: Mapped[datetime | None]
+    # When the values now owed were first owed unsent (cleared once written): an outage's age.
+    pending_since: Mapped[datetime | None]
 
 
 class ProductGroup(Base):

@@ -70,6 +70,7 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
                     "status": PENDING,
                     "attempts": 0,
                     "available_at": now,
+                    "pending_since": now,
                 }
                 for item in new
             ],
@@ -92,6 +93,8 @@ async def stage(session: AsyncSession, *, owed: Sequence[Owed], now: datetime) -
                 # allowance) or a backoff under way: they go out when the old ones would have.
                 available_at=case((table.c.available_at > now, table.c.available_at), else_=now),
                 status=case((table.c.status == SENDING, SENDING), else_=PENDING),
+                # Values waiting already keep their age: the CRM has been behind since then.
+                pending_since=func.coalesce(table.c.pending_since, now),
             ),
             [
                 {
@@ -149,6 +152,7 @@ async def mark_written(
             written_at=now,
             lease_until=None,
             last_error=None,
+            pending_since=None,
         )
     )
 
