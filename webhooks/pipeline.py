@@ -19,7 +19,13 @@ from sqlalchemy import exc as sqlalchemy_exc
 from connector.base import VOLATILE_FIELDS, CRMConnector, RecordUpdate, health_field_values
 from connector.dynamics import events as dynamics_events
 from connector.dynamics.api import DynamicsConnector
-from connector.errors import CRMHTTPError, CRMRateLimitPaused, CRMRetriesExhausted, PayloadError
+from connector.errors import (
+    CRMAuthError,
+    CRMHTTPError,
+    CRMRateLimitPaused,
+    CRMRetriesExhausted,
+    PayloadError,
+)
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
@@ -39,6 +45,7 @@ from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
 from webhooks.metrics import Metrics
+from webhooks.retry import RetrySchedule
 from webhooks.store import accounts, alerts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
@@ -61,9 +68,14 @@ class Decoded:
     ignored: list[int] = field(default_factory=list)
     dead: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
-    # Of the failed: the CRM's Retry-After, the earliest their next try may read it again.
-    failed_retry_after: dict[int, float] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # The CRM could not be reached or would not let us in (transport errors, timeouts, 5xx and
+    # 429 beyond the client's retries, refused credentials): (its Retry-After or 0, why). The
+    # events wait for the connection's outage backoff, no attempt counted: an outage of any
+    # length must never dead-letter them.
+    unavailable: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # Connections whose CRM answered a read of this batch: their outage is over.
+    reached: set[str] = field(default_factory=set)
     # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
     # Events an event splits into (a Segment request into its calls), stored as new inbox rows.
@@ -77,8 +89,9 @@ class Decoded:
         self.ignored.extend(other.ignored)
         self.dead.update(other.dead)
         self.failed.update(other.failed)
-        self.failed_retry_after.update(other.failed_retry_after)
         self.paused.update(other.paused)
+        self.unavailable.update(other.unavailable)
+        self.reached.update(other.reached)
 
 
 # Decodes one connection's claimed events of one source, all at once so that CRM reads can be
@@ -116,6 +129,8 @@ async def _decode_hubspot(
     fetched: dict[int, list[NormalisedEvent]] = {}
     if needing and hubspot is not None:
         fetched = await _hydrate(hubspot, {row_id: plans[row_id] for row_id in needing}, decoded)
+        if fetched:
+            decoded.reached.add(connection)
     for row_id, plan in plans.items():
         if plan.needs_api and row_id not in fetched:
             continue
@@ -136,13 +151,19 @@ async def _hydrate(
     except CRMRateLimitPaused as exc:
         decoded.paused.update((row_id, (exc.retry_after, str(exc))) for row_id in plans)
         return {}
+    except (CRMRetriesExhausted, CRMAuthError) as exc:
+        wait = (_retry_after(exc), f"HubSpot hydration waits for the CRM: {exc}")
+        decoded.unavailable.update((row_id, wait) for row_id in plans)
+        return {}
     except (CRMHTTPError, PayloadError) as exc:
         error = f"HubSpot hydration failed: {exc}"
         decoded.failed.update((row_id, error) for row_id in plans)
-        if isinstance(exc, CRMRetriesExhausted) and exc.retry_after:
-            decoded.failed_retry_after.update((row_id, exc.retry_after) for row_id in plans)
         return {}
     return dict(zip(plans, read, strict=True))
+
+
+def _retry_after(exc: CRMHTTPError) -> float:
+    return (exc.retry_after or 0.0) if isinstance(exc, CRMRetriesExhausted) else 0.0
 
 
 async def _decode_native(
@@ -242,20 +263,8 @@ async def decode_dynamics(claimed: Sequence[inbox.Claimed], connection: Connecti
             continue
         record = context.record
         if context.message != "Delete" and (record is None or context.size_exceeded):
-            if dynamics is None:
-                decoded.failed[row.id] = (
-                    f"connection {connection.name!r} has no Dynamics credentials, and this "
-                    "webhook needs its record read back (its images were dropped for size): set "
-                    "CRM_HEALTH_DYNAMICS_CLIENT_ID, _CLIENT_SECRET and _TENANT_ID"
-                )
-                continue
-            try:
-                record = await dynamics.hydrate(context.entity, context.record_id)
-            except CRMRateLimitPaused as exc:
-                decoded.paused[row.id] = (exc.retry_after, str(exc))
-                continue
-            except (CRMHTTPError, PayloadError) as exc:
-                decoded.failed[row.id] = f"Dynamics read failed: {exc}"
+            read, record = await _read_back(dynamics, context, row.id, connection.name, decoded)
+            if not read:
                 continue
             if record is None:
                 # Deleted before we read it: its Delete webhook tells the rest.
@@ -278,6 +287,37 @@ async def decode_dynamics(claimed: Sequence[inbox.Claimed], connection: Connecti
         except (PayloadError, ValueError) as exc:
             decoded.dead[row.id] = f"undecodable payload: {exc}"
     return decoded
+
+
+async def _read_back(
+    dynamics: DynamicsConnector | None,
+    context: dynamics_events.ExecutionContext,
+    row_id: int,
+    connection: str,
+    decoded: Decoded,
+) -> tuple[bool, dynamics_events.DynamicsRecord | None]:
+    """(True, the record or None when deleted) once read; (False, None) with the event
+    reported in `decoded` when it could not be."""
+    if dynamics is None:
+        decoded.failed[row_id] = (
+            f"connection {connection!r} has no Dynamics credentials, and this webhook needs its "
+            "record read back (its images were dropped for size): set "
+            "CRM_HEALTH_DYNAMICS_CLIENT_ID, _CLIENT_SECRET and _TENANT_ID"
+        )
+        return False, None
+    try:
+        record = await dynamics.hydrate(context.entity, context.record_id)
+    except CRMRateLimitPaused as exc:
+        decoded.paused[row_id] = (exc.retry_after, str(exc))
+        return False, None
+    except (CRMRetriesExhausted, CRMAuthError) as exc:
+        decoded.unavailable[row_id] = (_retry_after(exc), f"Dynamics read waits for the CRM: {exc}")
+        return False, None
+    except (CRMHTTPError, PayloadError) as exc:
+        decoded.failed[row_id] = f"Dynamics read failed: {exc}"
+        return False, None
+    decoded.reached.add(connection)
+    return True, record
 
 
 async def _own_dynamics_user(
@@ -371,9 +411,18 @@ class WorkerOptions:
     recompute_chunk: int = 1000
     poll_seconds: float = 0.5
     lease_seconds: float = 120.0
+    # Tries of an event that fails to process before it is dead-lettered. Not for waiting on
+    # a CRM: outages and refused credentials cost events no attempt, and write-backs retry
+    # until the CRM takes them or refuses the record.
     max_attempts: int = 8
     retry_base_seconds: float = 5.0
-    retry_max_seconds: float = 3600.0
+    retry_max_seconds: float = 900.0
+
+    @property
+    def schedule(self) -> RetrySchedule:
+        return RetrySchedule(
+            base_seconds=self.retry_base_seconds, max_seconds=self.retry_max_seconds
+        )
 
 
 @dataclass(kw_only=True)
@@ -397,9 +446,9 @@ class _Sorted:
 
     done: list[int] = field(default_factory=list)
     ignored: list[int] = field(default_factory=list)
+    ignored_kinds: Counter[str] = field(default_factory=Counter)
     dead: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
-    failed_retry_after: dict[int, float] = field(default_factory=dict)
     paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
     # By (source, connection, when the splitting event was received).
@@ -410,6 +459,12 @@ class _Sorted:
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
         default_factory=lambda: defaultdict(list)
     )
+
+
+def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
+    """(connection, the first account the event's facts are about; "" when not known yet)."""
+    facts_of = decoded.events.get(event.id)
+    return (event.connection, facts_of[0].account if facts_of else "")
 
 
 def _by_source_and_outcome(
@@ -455,6 +510,9 @@ class Pipeline:
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.
         self._paused_until: dict[str, datetime] = {}
+        # Failures in a row of each connection's CRM (unreachable, 5xx/429 beyond the client's
+        # retries, refused credentials), for the outage backoff; forgotten once it answers.
+        self._outages: dict[str, int] = {}
         self._unmatched_swept_at: datetime | None = None
 
     async def run_once(self) -> int:
@@ -519,26 +577,17 @@ class Pipeline:
         # Decoding may read the CRM: once per batch, outside any transaction, and never again
         # for the isolation below (which would multiply the calls).
         decoded = await self._decode(claimed)
+        # An event that broke a batch before goes on its own, so it cannot break another one.
+        suspects = [event for event in claimed if event.attempts > 0]
+        clean = [event for event in claimed if event.attempts == 0]
         try:
-            await self._process(claimed, report, decoded)
+            await self._process_isolating(clean, report, decoded)
+            for event in suspects:
+                await self._process_isolating([event], report, decoded)
         except Exception as exc:
             if database_unavailable(exc):
                 await self._hand_back(claimed)
-                raise
-            if len(claimed) == 1:
-                await self._record_failure(claimed[0], exc)
-            else:
-                # Isolate the event that breaks the batch so its neighbours still go through.
-                log.warning("batch_failed_isolating", size=len(claimed), error=repr(exc))
-                report = BatchReport(claimed=len(claimed))
-                for index, event in enumerate(claimed):
-                    try:
-                        await self._process([event], report, decoded)
-                    except Exception as single_exc:
-                        if database_unavailable(single_exc):
-                            await self._hand_back(claimed[index:])
-                            raise
-                        await self._record_failure(event, single_exc)
+            raise
         for kind, count in report.ignored.items():
             log.info("events_ignored_unsupported_type", kind=kind, count=count)
         log.info(
@@ -554,6 +603,34 @@ class Pipeline:
         )
         return report
 
+    async def _process_isolating(
+        self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        """Process the events in one transaction; when that fails, split them in halves and try
+        each, down to the events that fail alone, which count a failed attempt (dead-lettered
+        after the last). A poison event among n costs O(log n) extra transactions, not n."""
+        if not events:
+            return
+        try:
+            await self._process(events, report, decoded)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if len(events) == 1:
+                status = await self._record_failure(events[0], exc)
+                if status == inbox.DEAD:
+                    report.dead += 1
+                else:
+                    report.failed += 1
+                return
+            log.warning("batch_failed_isolating", size=len(events), error=repr(exc)[:500])
+            # Halves along account lines: each account's events stay together, so an account
+            # is rescored once in the halves that pass, not once per level of the split.
+            ordered = sorted(events, key=lambda event: _account_of(event, decoded))
+            middle = len(ordered) // 2
+            await self._process_isolating(ordered[:middle], report, decoded)
+            await self._process_isolating(ordered[middle:], report, decoded)
+
     async def _hand_back(self, claimed: Sequence[inbox.Claimed]) -> None:
         """Return claimed events to pending without an attempt: the database failed, not they.
         When it cannot take even that, their lease runs out and another pass claims them."""
@@ -566,7 +643,7 @@ class Pipeline:
                     note="database unavailable during processing",
                 )
 
-    async def _record_failure(self, event: inbox.Claimed, exc: BaseException) -> None:
+    async def _record_failure(self, event: inbox.Claimed, exc: BaseException) -> str:
         async with self._sessions() as session, session.begin():
             status = await inbox.mark_failed_attempt(
                 session,
@@ -574,10 +651,11 @@ class Pipeline:
                 error=repr(exc),
                 now=self._clock(),
                 max_attempts=self._options.max_attempts,
-                backoff_seconds=self._options.retry_base_seconds,
+                schedule=self._options.schedule,
             )
         self._metrics.processed({(event.source, "dead" if status == inbox.DEAD else "failed"): 1})
         log.warning("event_failed", event_id=event.id, status=status, error=repr(exc))
+        return status
 
     def _crm_of(self, connection: str) -> str:
         known = self._connections.get(connection)
@@ -629,11 +707,40 @@ class Pipeline:
                 # reason to call the CRM again event by event.
                 log.exception("decoder_failed", source=source, connection=connection)
                 decoded.failed.update((event.id, repr(exc)) for event in events)
+        self._wait_out_outages(claimed, decoded)
         return decoded
 
-    def _sort(
-        self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
-    ) -> _Sorted:
+    def _wait_out_outages(self, claimed: Sequence[inbox.Claimed], decoded: Decoded) -> None:
+        """Events whose CRM could not be read wait for their connection's outage backoff
+        (growing with the failures in a row, capped), no attempt counted."""
+        for connection in decoded.reached:
+            self._outages.pop(connection, None)
+        if not decoded.unavailable:
+            return
+        connection_of = {event.id: event.connection for event in claimed}
+        waiting: dict[str, dict[int, tuple[float, str]]] = defaultdict(dict)
+        for event_id, wait in decoded.unavailable.items():
+            waiting[connection_of[event_id]][event_id] = wait
+        for connection, events in waiting.items():
+            delay = self._outage_delay(connection, max(after for after, _ in events.values()))
+            for event_id, (_, reason) in events.items():
+                decoded.paused[event_id] = (delay, reason)
+            log.warning(
+                "crm_unavailable_events_wait",
+                connection=connection,
+                events=len(events),
+                retry_in_seconds=round(delay, 1),
+                failures_in_a_row=self._outages[connection],
+                error=next(iter(events.values()))[1][:300],
+            )
+
+    def _outage_delay(self, connection: str, retry_after: float) -> float:
+        """Count one more failure in a row of the connection's CRM; how long to wait now."""
+        failures = self._outages.get(connection, 0) + 1
+        self._outages[connection] = failures
+        return self._options.schedule.delay(failures, not_before=retry_after)
+
+    def _sort(self, claimed: Sequence[inbox.Claimed], decoded: Decoded) -> _Sorted:
         """Where each claimed event goes, from what its decoder made of it."""
         out = _Sorted()
         for event in claimed:
@@ -642,8 +749,6 @@ class Pipeline:
                 log.warning("event_undecodable", event_id=event.id, source=event.source)
             elif event.id in decoded.failed:
                 out.failed[event.id] = decoded.failed[event.id]
-                if event.id in decoded.failed_retry_after:
-                    out.failed_retry_after[event.id] = decoded.failed_retry_after[event.id]
             elif event.id in decoded.paused:
                 out.paused[event.id] = decoded.paused[event.id]
             elif event.id in decoded.product:
@@ -661,14 +766,14 @@ class Pipeline:
                 out.done.append(event.id)
             else:
                 out.ignored.append(event.id)
-                report.ignored[event.kind] += 1
+                out.ignored_kinds[event.kind] += 1
         return out
 
     async def _process(
         self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
     ) -> None:
         now = self._clock()
-        out = self._sort(claimed, report, decoded)
+        out = self._sort(claimed, decoded)
         per_account = out.per_account
         async with self._sessions() as session, session.begin():
             for (source, connection, received_at), spawned in out.spawn.items():
@@ -732,6 +837,8 @@ class Pipeline:
         )
         if out.failed or out.paused:
             log.warning("events_retried_later", failed=len(out.failed), paused=len(out.paused))
+        # Counted once the transaction holds: a batch split after a failure counts each once.
+        report.ignored.update(out.ignored_kinds)
         report.processed += len(out.done)
         report.unmatched += len(matched.waiting)
         report.dead += len(out.dead)
@@ -753,8 +860,7 @@ class Pipeline:
                 error=error,
                 now=now,
                 max_attempts=self._options.max_attempts,
-                backoff_seconds=self._options.retry_base_seconds,
-                not_before_seconds=out.failed_retry_after.get(event_id, 0.0),
+                schedule=self._options.schedule,
             )
             if status == inbox.DEAD:
                 exhausted.add(event_id)
@@ -977,7 +1083,12 @@ class Pipeline:
         return len(rows)
 
     async def _defer(
-        self, deliveries: Sequence[_Delivery], *, until: datetime, reason: str
+        self,
+        deliveries: Sequence[_Delivery],
+        *,
+        until: datetime,
+        reason: str,
+        count_attempt: bool = False,
     ) -> None:
         if not deliveries:
             return
@@ -987,18 +1098,51 @@ class Pipeline:
                 account_ids=[delivery.account_id for delivery in deliveries],
                 until=until,
                 reason=reason,
+                count_attempt=count_attempt,
             )
+
+    async def _settle_sent(
+        self,
+        chunk: Sequence[_Delivery],
+        *,
+        written: Collection[str],
+        failed: Mapping[str, str],
+        rejected: Mapping[str, str],
+    ) -> None:
+        """Record each record's outcome of a call the CRM answered."""
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            # In account id order, the order `writeback.stage` locks rows in: a worker staging
+            # the same accounts meanwhile waits instead of deadlocking with this settle.
+            for delivery in sorted(chunk, key=lambda d: d.account_id):
+                if delivery.record_id in written:
+                    await writeback.mark_written(
+                        session, account_id=delivery.account_id, version=delivery.version, now=now
+                    )
+                    continue
+                refused = delivery.record_id in rejected
+                await writeback.mark_write_failed(
+                    session,
+                    account_id=delivery.account_id,
+                    version=delivery.version,
+                    error=rejected[delivery.record_id]
+                    if refused
+                    else failed.get(delivery.record_id, "not written"),
+                    now=now,
+                    retry_in_seconds=self._options.schedule.delay(delivery.attempts + 1),
+                    refused=refused,
+                )
 
     async def _send(
         self, connection: str, connector: CRMConnector, chunk: list[_Delivery]
     ) -> tuple[datetime, str] | None:
-        """Deliver one chunk; returns (until, why) when the CRM paused the connection or asked
-        it, with a Retry-After, to wait before its next call."""
+        """Deliver one chunk; returns (until, why) when the CRM paused the connection, or could
+        not be reached, so the connection's other rows wait until then."""
         updates = [RecordUpdate(record_id=d.record_id, fields=d.fields) for d in chunk]
         written: set[str] = set()
         failed: dict[str, str] = {}
         rejected: dict[str, str] = {}
-        retry_after: float | None = None
+        unavailable: CRMHTTPError | None = None
         try:
             result = await connector.write_health(updates)
             written, failed, rejected = result.written, result.failed, result.rejected
@@ -1019,8 +1163,11 @@ class Pipeline:
                 records=len(chunk),
             )
             return until, str(exc)
-        except CRMRetriesExhausted as exc:
-            retry_after = exc.retry_after
+        except (CRMRetriesExhausted, CRMAuthError) as exc:
+            # The CRM is down, throttling beyond the client's retries, or refusing our
+            # credentials: nothing is wrong with these rows, so they wait for the connection's
+            # outage backoff (capped) and are never failed for it, however long it lasts.
+            unavailable = exc
             failed = {update.record_id: str(exc) for update in updates}
         except CRMHTTPError as exc:
             failed = {update.record_id: f"{exc} {exc.body[:500]}" for update in updates}
@@ -1030,53 +1177,49 @@ class Pipeline:
             raise
         now = self._clock()
         records: Counter[str] = Counter()
-        async with self._sessions() as session, session.begin():
-            # In account id order, the order `writeback.stage` locks rows in: a worker staging
-            # the same accounts meanwhile waits instead of deadlocking with this settle.
-            for delivery in sorted(chunk, key=lambda d: d.account_id):
-                if delivery.record_id in written:
-                    await writeback.mark_written(
-                        session, account_id=delivery.account_id, version=delivery.version, now=now
-                    )
-                    records["written"] += 1
-                    continue
-                backoff = min(
-                    self._options.retry_base_seconds * 2**delivery.attempts,
-                    self._options.retry_max_seconds,
-                )
-                give_up = delivery.record_id in rejected
-                records["rejected" if give_up else "failed"] += 1
-                await writeback.mark_write_failed(
-                    session,
-                    account_id=delivery.account_id,
-                    version=delivery.version,
-                    error=rejected[delivery.record_id]
-                    if give_up
-                    else failed.get(delivery.record_id, "not written"),
-                    now=now,
-                    max_attempts=self._options.max_attempts,
-                    # Never earlier than the CRM's Retry-After allowed.
-                    retry_in_seconds=max(backoff, retry_after or 0.0),
-                    give_up=give_up,
-                )
-        log.info(
-            "writeback_batch",
-            connection=connection,
-            crm=connector.name,
-            records=len(chunk),
-            written=len(written),
-            failed=len(chunk) - len(written),
-            rejected=len(rejected),
-        )
+        outage_delay: float | None = None
+        if unavailable is not None:
+            outage_delay = self._outage_delay(connection, _retry_after(unavailable))
+            records["failed"] = len(chunk)
+            await self._defer(
+                chunk,
+                until=now + timedelta(seconds=outage_delay),
+                reason=failed[chunk[0].record_id],
+                count_attempt=True,
+            )
+        else:
+            # The CRM answered, even if it refused some records: its outage, if any, is over.
+            self._outages.pop(connection, None)
+            await self._settle_sent(chunk, written=written, failed=failed, rejected=rejected)
+            records["written"] = len(written)
+            records["rejected"] = len(rejected)
+            records["failed"] = len(chunk) - len(written) - len(rejected)
+        if written and len(written) == len(chunk):
+            log.info(
+                "writeback_batch", connection=connection, crm=connector.name, written=len(chunk)
+            )
+        else:
+            errors = {**failed, **rejected}
+            log.warning(
+                "writeback_batch_failed",
+                connection=connection,
+                crm=connector.name,
+                records=len(chunk),
+                written=len(written),
+                failed=records["failed"],
+                rejected=records["rejected"],
+                retry_in_seconds=None if outage_delay is None else round(outage_delay, 1),
+                error=next(iter(errors.values()), "not written")[:500],
+            )
         # The call's status is its worst record's: rejected ones need a person, failed a retry.
         status = "rejected" if records["rejected"] else "failed" if records["failed"] else "written"
-        self._metrics.writeback(connector.name, status=status, records=records)
-        if retry_after:
-            # The CRM asked the connection to wait: its other claimed rows wait as long,
-            # unsent and without an attempt, rather than going out right after.
-            until = now + timedelta(seconds=retry_after)
+        self._metrics.writeback(connector.name, status=status, records=+records)
+        if outage_delay is not None:
+            # The connection's other claimed rows wait as long, unsent and without an attempt:
+            # one probe per backoff step during an outage, not one call per chunk.
+            until = now + timedelta(seconds=outage_delay)
             self._paused_until[connection] = until
-            return until, f"waiting out the CRM's Retry-After of {retry_after:.0f}s"
+            return until, f"waiting {outage_delay:.0f}s for the CRM: {unavailable}"[:2000]
         return None
 
 

@@ -74,6 +74,8 @@ class Runtime:
                 poll_seconds=settings.worker_poll_seconds,
                 lease_seconds=settings.worker_lease_seconds,
                 max_attempts=settings.worker_max_attempts,
+                retry_base_seconds=settings.worker_retry_base_seconds,
+                retry_max_seconds=settings.worker_retry_max_seconds,
             ),
         )
         return cls(

@@ -394,7 +394,21 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(
         default=8,
         gt=0,
-        description="Tries before an event goes to the dead letters or a write-back is failed.",
+        description="Tries of an event that fails to process before it goes to the dead "
+        "letters. Waiting for a CRM costs no tries: outages never dead-letter events, and "
+        "write-backs are retried until the CRM takes them or refuses the record.",
+    )
+    worker_retry_base_seconds: float = Field(
+        default=5,
+        gt=0,
+        description="First wait before an event, write-back or alert is tried again; each "
+        "failure in a row doubles it, up to CRM_HEALTH_WORKER_RETRY_MAX_SECONDS.",
+    )
+    worker_retry_max_seconds: float = Field(
+        default=900,
+        gt=0,
+        description="Longest wait between tries: during a CRM outage of any length the worker "
+        "tries again at least this often, so health lands soon after the CRM is back.",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(

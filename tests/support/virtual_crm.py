@@ -103,10 +103,16 @@ class Recorder(httpx.AsyncBaseTransport):
         self.calls: list[Call] = []
         self.pass_number = 0
         self.before_send: Callable[[httpx.Request], Awaitable[None]] | None = None
+        # The CRM stopped: every request fails to connect, as when its host is gone.
+        self.down = False
+        self.refused = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.before_send is not None:
             await self.before_send(request)
+        if self.down:
+            self.refused += 1
+            raise httpx.ConnectError("connection refused (the CRM is down)", request=request)
         sent = self._clock()
         response = await self._inner.handle_async_request(request)
         self.calls.append(

@@ -114,17 +114,17 @@ async def test_contact_and_email_webhooks_end_up_in_facts(service, crm) -> None:
     )
 
 
-async def test_crm_outage_during_hydration_retries_each_event_later_without_isolation(
+async def test_crm_outage_during_hydration_waits_without_an_attempt_or_isolation(
     service, crm
 ) -> None:
     crm.mock(side_effect=None, return_value=httpx.Response(503))
     await post_hubspot(service.client, [_contact_created(1, 41), _contact_created(2, 42)])
     report = await service.runtime.pipeline.process_inbox()
-    assert (report.processed, report.failed) == (0, 2)
+    assert (report.processed, report.failed, report.paused) == (0, 0, 2)
     assert crm.call_count == 1, "one batch read for both events, not one per event"
     rows = await _rows(service, InboxEvent)
-    assert {(row.status, row.attempts) for row in rows} == {("pending", 1)}
-    assert all("HubSpot hydration failed" in (row.last_error or "") for row in rows)
+    assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}, "no attempt charged"
+    assert all("hydration waits for the CRM" in (row.last_error or "") for row in rows)
 
     crm.mock(side_effect=_records)
     report = await _later(service, 3600).process_inbox()

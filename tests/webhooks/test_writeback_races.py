@@ -68,7 +68,6 @@ async def settle_failed(session: Any, account_id: int) -> None:
         version=1,
         error="503",
         now=NOW,
-        max_attempts=5,
         retry_in_seconds=0,
     )
 

@@ -171,8 +171,7 @@ def _retry_at(
     """When to try again after attempt number `attempts + 1` failed; None: failed for good."""
     if not retryable or attempts + 1 >= options.max_attempts:
         return None
-    backoff = min(options.retry_base_seconds * 2**attempts, options.retry_max_seconds)
-    return now + timedelta(seconds=backoff)
+    return now + timedelta(seconds=options.schedule.delay(attempts + 1))
 
 
 def _redacted(exc: Exception) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from webhooks.retry import RetrySchedule
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import InboxEvent
@@ -41,6 +42,8 @@ class Claimed:
     payload: dict[str, Any]
     received_at: datetime
     body: str | None = None
+    # Failed tries so far: an event that broke a batch before is tried on its own.
+    attempts: int = 0
 
 
 def _new_row(
@@ -186,7 +189,7 @@ async def claim_batch(
         order_by=InboxEvent.id,
         returning=(
             InboxEvent.id, InboxEvent.source, InboxEvent.connection, InboxEvent.kind,
-            InboxEvent.payload, InboxEvent.received_at, InboxEvent.body,
+            InboxEvent.payload, InboxEvent.received_at, InboxEvent.body, InboxEvent.attempts,
         ),
     )  # fmt: skip
     claimed = [
@@ -198,6 +201,7 @@ async def claim_batch(
             payload=row[4],
             received_at=row[5],
             body=row[6],
+            attempts=row[7],
         )
         for row in rows
     ]
@@ -240,11 +244,11 @@ async def mark_failed_attempt(
     error: str,
     now: datetime,
     max_attempts: int,
-    backoff_seconds: float,
+    schedule: RetrySchedule,
     not_before_seconds: float = 0.0,
 ) -> str:
-    """Record a failed try; retried later with backoff (never sooner than `not_before_seconds`,
-    a CRM's Retry-After) or, after the last try, dead-lettered."""
+    """Record a failed try; retried later on the schedule (never sooner than
+    `not_before_seconds`, a CRM's Retry-After) or, after the last try, dead-lettered."""
     row = await session.get(InboxEvent, event_id, populate_existing=True)
     if row is None:
         return DEAD
@@ -256,8 +260,8 @@ async def mark_failed_attempt(
         row.processed_at = now
     else:
         row.status = PENDING
-        backoff = backoff_seconds * 2 ** (row.attempts - 1)
-        row.available_at = now + timedelta(seconds=max(backoff, not_before_seconds))
+        delay = schedule.delay(row.attempts, not_before=not_before_seconds)
+        row.available_at = now + timedelta(seconds=delay)
     return row.status
 
 
@@ -269,11 +273,12 @@ async def release(
     note: str,
 ) -> None:
     """Put claimed events back for a try at `available_at`, without counting an attempt: the CRM
-    took no calls (its allowance is used up), which is nothing wrong with these events."""
+    took no calls (its allowance is used up, or it is down), which is nothing wrong with these
+    events. Only events still being processed: one settled meanwhile stays settled."""
     if event_ids:
         await session.execute(
             update(InboxEvent)
-            .where(InboxEvent.id.in_(event_ids))
+            .where(InboxEvent.id.in_(event_ids), InboxEvent.status == PROCESSING)
             .values(
                 status=PENDING,
                 lease_until=None,

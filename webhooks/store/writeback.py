@@ -164,13 +164,13 @@ async def mark_write_failed(
     version: int,
     error: str,
     now: datetime,
-    max_attempts: int,
     retry_in_seconds: float,
-    give_up: bool = False,
+    refused: bool = False,
 ) -> str:
-    """Count a failed attempt; the row waits `retry_in_seconds` for the next, or is failed for
-    good after `max_attempts` or at once with `give_up` (the CRM rejected the values, and
-    sending them again cannot help; a newer version staged later is sent as usual)."""
+    """Count a failed attempt. The row waits `retry_in_seconds` for the next, however many
+    failed before: an outage ends, and the values must land when it does. Only a `refused`
+    row (the CRM refused this record's values, which sending them again cannot change) ends
+    failed, for a person to look at; a newer version staged later is sent as usual."""
     await _requeue_superseded(
         session,
         account_id=account_id,
@@ -183,7 +183,7 @@ async def mark_write_failed(
     row.attempts += 1
     row.last_error = error[:2000]
     row.lease_until = None
-    if give_up or row.attempts >= max_attempts:
+    if refused:
         row.status = FAILED
     else:
         row.status = PENDING
@@ -192,20 +192,40 @@ async def mark_write_failed(
 
 
 async def defer(
-    session: AsyncSession, *, account_ids: Collection[int], until: datetime, reason: str
+    session: AsyncSession,
+    *,
+    account_ids: Collection[int],
+    until: datetime,
+    reason: str,
+    count_attempt: bool = False,
 ) -> None:
-    """Put claimed rows back to pending until `until` without counting an attempt.
+    """Put claimed rows back to pending until `until`, whatever version each holds now.
 
-    For a CRM that refused to take calls for a while (a used-up daily allowance): nothing was
-    wrong with the rows, so a long pause must never push them towards the dead letters. A newer
-    version staged while the row was claimed waits for the same moment, whatever its version.
+    Without `count_attempt`, for a CRM that refused to take calls for a while (a used-up daily
+    allowance): nothing was wrong with the rows, so a long pause never counts against them.
+    With it, for rows sent into an outage: the attempt shows they are failing, but they wait
+    for the connection's backoff and are never failed for it. One statement for the whole
+    chunk, however long the outage: a probe every few minutes stays cheap.
     """
     if not account_ids:
         return
+    # Locked in account id order first, as `stage` locks them: no deadlock with a stager.
+    await session.execute(
+        select(WritebackItem.account_id)
+        .where(WritebackItem.account_id.in_(account_ids))
+        .order_by(WritebackItem.account_id)
+        .with_for_update()
+    )
     await session.execute(
         update(WritebackItem)
         .where(WritebackItem.account_id.in_(account_ids), WritebackItem.status == SENDING)
-        .values(status=PENDING, available_at=until, lease_until=None, last_error=reason[:2000])
+        .values(
+            status=PENDING,
+            available_at=until,
+            lease_until=None,
+            last_error=reason[:2000],
+            attempts=WritebackItem.attempts + (1 if count_attempt else 0),
+        )
         .execution_options(synchronize_session=False)
     )
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from webhooks.retry import RetrySchedule
 from webhooks.store import inbox
 from webhooks.store.db import create_engine, create_session_factory
 
@@ -85,16 +86,22 @@ async def test_failed_attempt_backs_off_then_goes_to_the_dead_letters(sessions) 
                 error="boom",
                 now=NOW,
                 max_attempts=3,
-                backoff_seconds=10,
+                schedule=RetrySchedule(base_seconds=10, max_seconds=15),
             )
             assert status == "pending"
         async with sessions() as session, session.begin():
             assert await inbox.claim_batch(session, now=NOW, limit=1, lease_seconds=60) == []
-            due = NOW + timedelta(seconds=10 * 2 ** (attempt - 1))
+            # 10 s, then 20 s capped at 15 s.
+            due = NOW + timedelta(seconds=min(10 * 2 ** (attempt - 1), 15))
             assert len(await inbox.claim_batch(session, now=due, limit=1, lease_seconds=60)) == 1
     async with sessions() as session, session.begin():
         status = await inbox.mark_failed_attempt(
-            session, event_id=event_id, error="boom", now=NOW, max_attempts=3, backoff_seconds=10
+            session,
+            event_id=event_id,
+            error="boom",
+            now=NOW,
+            max_attempts=3,
+            schedule=RetrySchedule(base_seconds=10, max_seconds=15),
         )
         assert status == "dead"
     async with sessions() as session:

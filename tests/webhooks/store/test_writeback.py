@@ -76,15 +76,31 @@ async def test_values_staged_during_a_send_are_sent_after_it(sessions) -> None:
     assert (version, fields) == (2, {"health_score": 60})
 
 
-async def test_failed_write_is_retried_later_then_marked_failed(sessions) -> None:
+async def test_failed_write_is_retried_however_often_it_failed(sessions) -> None:
     account_id = await _account_id(sessions)
     await _stage(sessions, account_id, {"health_score": 80})
-    for attempt in range(1, 3):
+    for attempt in range(1, 51):
         [(_, _, version, _, _, _)] = await _claim(sessions, NOW + timedelta(hours=attempt))
         async with sessions() as session, session.begin():
             status = await writeback.mark_write_failed(
                 session, account_id=account_id, version=version, error="503",
-                now=NOW + timedelta(hours=attempt), max_attempts=2, retry_in_seconds=30,
+                now=NOW + timedelta(hours=attempt), retry_in_seconds=30,
             )  # fmt: skip
-        assert status == ("pending" if attempt == 1 else "failed")
+        assert status == "pending", "an outage never ends a write-back"
+    async with sessions() as session:
+        item = await writeback.get_item(session, account_id=account_id)
+    assert item is not None
+    assert (item.attempts, item.last_error, item.pending_since) == (50, "503", NOW)
+
+
+async def test_refused_write_is_failed_at_once_and_left_for_a_person(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    [(_, _, version, _, _, _)] = await _claim(sessions)
+    async with sessions() as session, session.begin():
+        status = await writeback.mark_write_failed(
+            session, account_id=account_id, version=version, error="record deleted",
+            now=NOW, retry_in_seconds=30, refused=True,
+        )  # fmt: skip
+    assert status == "failed"
     assert await _claim(sessions, NOW + timedelta(days=1)) == []
