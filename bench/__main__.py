@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest, memory, pipeline, scale, scoring, worker
+from bench import freshness, ingest, memory, pipeline, poison, scale, scoring, worker
 from bench.notes import NOTES
 from webhooks.logging import configure_logging
 
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "scoring": lambda: [("scoring (signals.score, one process)", ""), *scoring.run()],
     "pipeline": lambda: asyncio.run(pipeline.run()),
     "worker": lambda: asyncio.run(worker.run()),
+    "poison": lambda: asyncio.run(poison.run()),
     "ingest": lambda: asyncio.run(ingest.run_segment()),
     "hubspot": lambda: asyncio.run(ingest.run_hubspot()),
     "freshness": lambda: asyncio.run(freshness.run()),

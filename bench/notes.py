@@ -4,6 +4,16 @@ missed, the cause found with measurements (kept beside the code that measures th
 from __future__ import annotations
 
 NOTES: dict[str, str] = {
+    "poison": """
+A batch of 5,000 native usage events over 500 accounts, processed once clean and once with one
+event that the store refuses (injected in the fold of facts, where real poison events broke the
+worker: a value longer than its column). The failed batch is split in eight parts along account
+lines, each retried and the failing one split again, so the poison costs the failing
+transactions about n x 8/7 events of work and a few dozen extra transactions, and every
+account is still rescored about once. Before this, the worker fell back to one transaction per
+event (116 s instead of 1.7 s for 5,000 events on PostgreSQL) and the poison joined every later
+batch until it was dead; now an event that failed once is retried on its own.
+""",
     "pipeline": """
 Write-back efficiency is measured in bulk (20,000 webhooks queued, then drained): the outbox
 keeps one row per account with its newest values and sends HubSpot batch updates of 100, so
