@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from connector import jsonparse
 from connector.errors import PayloadError, PayloadTooLargeError
 from connector.model import Collaboration, CollaborationKind, NormalisedEvent, Usage
 
@@ -158,7 +159,7 @@ def parse_request(body: bytes, *, call: str, received_at: datetime) -> list[Inbo
 
 def _document(body: str | bytes) -> dict[str, Any]:
     try:
-        document: Any = json.loads(body)
+        document: Any = jsonparse.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):

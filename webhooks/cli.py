@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
-from webhooks import config_service, usage_import
+from webhooks import config_service, server, usage_import
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
@@ -68,7 +68,7 @@ def serve(
     """Apply pending migrations, then run the API and the worker."""
     settings = _settings()
     upgrade_to_head(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    server.run(create_app(settings), settings, host=host, port=port)
 
 
 @cli.command()

@@ -35,6 +35,7 @@ from signals.scoring import score
 from webhooks.app import create_app
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
+from webhooks.server import ServerLimits, build_server
 from webhooks.settings import Settings
 from webhooks.store import accounts, alerts, configs, facts, inbox, writeback
 from webhooks.store.migrate import upgrade_to_head
@@ -532,8 +533,9 @@ async def run_demo(
 
 
 def _server(app: Starlette, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
-    return uvicorn.Server(config)
+    return build_server(
+        app, ServerLimits(), host="127.0.0.1", port=port, log_level="warning", log_config=None
+    )
 
 
 async def _start(

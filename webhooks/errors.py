@@ -5,6 +5,7 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── Forbidden (403)          api: the key's role or connection does not allow this
 ├── BadPayload (400)         intake: a body that is not what the source documents
 ├── PayloadTooLarge (413)    intake: body over the configured or the source's limit
+├── BodyNotReceived (408)    intake: the client went away (or timed out) before its body ended
 ├── InvalidFields (422)      ingest: events that break the schema (each field named)
 │   └── InvalidConfig (422)  config: a HealthConfig document that does not validate
 ├── PreconditionRequired (428) config: a change without If-Match
@@ -42,6 +43,10 @@ class BadPayload(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status_code = 413
+
+
+class BodyNotReceived(ServiceError):
+    status_code = 408
 
 
 class NotConfigured(ServiceError):

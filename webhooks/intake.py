@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from connector import segment
+from connector import jsonparse, segment
 from connector.dynamics import events as dynamics_events
 from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
@@ -340,12 +340,16 @@ SEGMENT_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment"'}
 
 
 def basic_user(authorization: str | None) -> str | None:
-    """The user of an HTTP Basic header (Segment's write key); None without Basic auth."""
+    """The user of an HTTP Basic header (Segment's write key); None without the header. Any
+    other scheme is refused: a request that sends credentials is judged on them alone."""
     if authorization is None:
         return None
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "basic":
-        return None
+        raise Unauthenticated(
+            "Authorization: send the Segment write key as HTTP Basic credentials",
+            headers=SEGMENT_CHALLENGE,
+        )
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
@@ -373,10 +377,12 @@ async def accept_segment(
             "Segment ingestion is not configured: set CRM_HEALTH_SEGMENT_WRITE_KEY or a "
             "`segment` block in the connections file"
         )
+    # Checked before the body is parsed: a sender with wrong credentials gets nothing parsed.
+    # Only a request without an Authorization header may carry its key in the body (writeKey),
+    # and that body is parsed within the limits every intake shares.
     write_key = basic_user(authorization)
     source = None if write_key is None else connections.segment_for_write_key(write_key)
     if write_key is not None and source is None:
-        # Checked before the body is read any further: an unknown sender gets nothing parsed.
         raise Unauthenticated("unknown Segment write key", headers=SEGMENT_CHALLENGE)
     try:
         checked = segment.check_request(body, call=call)
@@ -439,9 +445,11 @@ def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
     """The events of a `POST /ingest/events` body, each checked against the native schema;
     every invalid field is named (`events[3].user: Field required`)."""
     try:
-        document: Any = json.loads(body)
+        document: Any = jsonparse.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadPayload(f"body is not valid JSON: {exc}") from exc
+    except PayloadError as exc:
+        raise BadPayload(str(exc)) from exc
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise BadPayload('body must be a JSON object {"events": [...]}')
     items: list[Any] = document["events"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 import structlog
@@ -14,6 +16,62 @@ import structlog
 # aiosqlite at debug, every SQL parameter (a stored Segment body may hold its writeKey). They
 # never speak below WARNING.
 _URL_LOGGERS = ("httpx", "uvicorn.access", "aiosqlite")
+
+
+# What asyncio's accept loop logs, with a traceback, for every failed accept() when the process
+# is out of file descriptors: thousands a second while the condition lasts.
+ACCEPT_ERROR = "socket.accept() out of system resource"
+REPEAT_INTERVAL_SECONDS = 60.0
+
+
+class Throttle:
+    """Lets one occurrence of a repeated event through per `interval` seconds and counts the
+    ones held back, so a flood costs one log line a minute, with its size."""
+
+    def __init__(
+        self,
+        interval: float = REPEAT_INTERVAL_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last: float | None = None
+        self.held = 0
+
+    def allow(self) -> int | None:
+        """None: hold this one back; otherwise how many were held back since the last one."""
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+
+class AcceptErrorFilter(logging.Filter):
+    """On the `asyncio` logger: a failing accept() is logged once per interval, as one line
+    with the error and the number of failures not logged, without the (useless) traceback."""
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        super().__init__()
+        self.throttle = throttle or Throttle()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(ACCEPT_ERROR)):
+            return True
+        held = self.throttle.allow()
+        if held is None:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = (
+            f"{ACCEPT_ERROR}: {error}; {held} more not logged in the last "
+            f"{self.throttle.interval:g} s; new connections wait until descriptors free up"
+        )
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
@@ -74,3 +132,7 @@ def configure_logging(*, level: str = "info", fmt: str = "json") -> None:
     root.setLevel(numeric_level)
     for name in _URL_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, numeric_level))
+    accept_errors = logging.getLogger("asyncio")
+    for old in [f for f in accept_errors.filters if isinstance(f, AcceptErrorFilter)]:
+        accept_errors.removeFilter(old)
+    accept_errors.addFilter(AcceptErrorFilter())

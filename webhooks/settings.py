@@ -345,6 +345,35 @@ class Settings(BaseSettings):
         default=300, gt=0, description="Oldest accepted signature timestamp."
     )
 
+    # The HTTP server's own defences against slow or too many clients (docs/operations.md).
+    http_header_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="A request's line and headers must arrive within this time of its first "
+        "byte (or of the connection opening); else 408 and the connection is closed.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A request's whole body must arrive within this time of its headers; else "
+        "408 and the connection is closed.",
+    )
+    http_keepalive_timeout_seconds: int = Field(
+        default=5, gt=0, description="An idle keep-alive connection is closed after this time."
+    )
+    http_max_concurrency: int = Field(
+        default=1000,
+        gt=0,
+        description="Requests handled at once; more are answered 503 with Retry-After at once.",
+    )
+    http_max_connections: int | None = Field(
+        default=None,
+        gt=0,
+        description="Open connections; more are closed as soon as accepted. Unset: the "
+        "process's open-files limit less a reserve for the database and CRM calls, so the "
+        "server never runs out of file descriptors.",
+    )
+
     alert_channels_file: Path | None = Field(
         default=None,
         description="YAML file of the alert channels (slack, teams, email, webhook, crm_task) "

@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
+from connector.jsonparse import check_limits
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -322,6 +323,7 @@ def parse_execution_context(body: bytes, *, size_exceeded: bool = False) -> Exec
     InputParameters and images may be missing, and `record` may be None or partial.
     """
     try:
+        check_limits(body)
         document = json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 text") from None

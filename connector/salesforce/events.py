@@ -27,6 +27,7 @@ from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
 
 from connector.errors import PayloadError
 from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
+from connector.jsonparse import MAX_DEPTH
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -167,6 +168,9 @@ def _parse_document(body: bytes) -> tuple[Element, dict[Element, dict[str, str]]
                 scope = {**scopes[-1], **declared} if declared else scopes[-1]
                 declared = {}
                 scopes.append(scope)
+                if len(scopes) > MAX_DEPTH + 1:
+                    # An Outbound Message is 7 levels deep: stop before building a deep tree.
+                    raise PayloadError(f"XML nested deeper than {MAX_DEPTH} levels")
                 if root is None:
                     root = item
                 if item.tag == _SOBJECT:

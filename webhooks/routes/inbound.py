@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from connector.salesforce.events import ACK_CONTENT_TYPE, ack_response, fault_response
 from webhooks import intake
 from webhooks.deps import RuntimeDep
-from webhooks.errors import PayloadTooLarge, ServiceError
+from webhooks.errors import BodyNotReceived, PayloadTooLarge, ServiceError
 
 router = APIRouter(tags=["webhooks"])
 
@@ -44,10 +45,15 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:
+        # Gone, or cut off by the server's body deadline: nobody reads the answer, and a
+        # traceback per slow client would flood the log.
+        raise BodyNotReceived("the connection closed before the body was complete") from None
     return bytes(body)
 
 
