@@ -74,6 +74,7 @@ class Runtime:
                 poll_seconds=settings.worker_poll_seconds,
                 lease_seconds=settings.worker_lease_seconds,
                 max_attempts=settings.worker_max_attempts,
+                reconcile_interval_hours=settings.reconcile_interval_hours,
             ),
         )
         return cls(

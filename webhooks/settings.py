@@ -396,6 +396,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Tries before an event goes to the dead letters or a write-back is failed.",
     )
+    reconcile_interval_hours: float = Field(
+        default=24,
+        ge=0,
+        description="Hours between the worker's reconciles, which read the health fields back "
+        "from the CRM and re-send values that differ (0: only `crm-health reconcile`).",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
