@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from testkit import native, store_native
 from virtual_crm import BATCH_UPDATE, World, make_world, rows
-from webhooks.reconcile import CHECK_SECONDS, reconcile, same_value
+from webhooks.reconcile import CHECK_SECONDS, RETRY_SECONDS, reconcile, same_value
 from webhooks.store import reconciles
 from webhooks.store.models import Account, WritebackItem
 
@@ -239,3 +239,43 @@ async def test_no_reconcile_when_the_interval_is_zero(service) -> None:
         assert world.wire.calls == []
     finally:
         await world.connector.aclose()
+
+
+async def test_a_scheduled_run_waits_out_a_crm_outage_and_resumes_where_it_stopped(
+    service, world
+) -> None:
+    await write_health(service, world)
+    changed, deleted = edit_by_hand(world)
+    world.wire.calls.clear()
+    world.time.advance(DAY + 1)
+    await world.run(1, every=1)  # the first batch is read and its differences queued
+    [first] = calls(world, BATCH_READ)
+    world.crm.faults.fail_always(503)
+    world.wire.calls.clear()
+
+    await world.run_until(DAY + RETRY_SECONDS - 10, every=5)
+
+    failing = calls(world, BATCH_READ)
+    assert failing, "the second batch was tried"
+    assert {call.pass_number for call in failing} == {failing[0].pass_number}, "then it waited"
+    async with service.runtime.sessions() as session:
+        schedule = await reconciles.get_schedule(session)
+    assert schedule is not None
+    assert schedule.started_at is not None
+    assert schedule.last_error is not None
+    assert "503" in schedule.last_error
+
+    world.crm.faults.clear()
+    world.wire.calls.clear()
+    await world.run_until(DAY + RETRY_SECONDS + 60, every=5)
+
+    read_ids = [item["id"] for call in calls(world, BATCH_READ) for item in call.body["inputs"]]
+    assert len(read_ids) == 200, "resumed at the second batch"
+    assert set(read_ids) | first.records == set(world.companies)
+    await assert_crm_holds_the_database_values(service, world, deleted)
+    async with service.runtime.sessions() as session:
+        schedule = await reconciles.get_schedule(session)
+    assert schedule is not None
+    assert schedule.started_at is None
+    assert schedule.last_counts is not None
+    assert schedule.last_counts["default"]["resent"] == len(changed)
