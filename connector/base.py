@@ -109,6 +109,23 @@ class CRMConnector(Protocol):
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult: ...
 
+    async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
+        """The health fields (`HEALTH_FIELDS`, by neutral name) of up to `max_batch_size`
+        records as the CRM holds them, read in as few calls as the CRM allows: numbers as
+        numbers or numeric text, the band as its neutral value, an empty field as None.
+
+        Records the CRM does not have (deleted, or an id that cannot be one) are absent from
+        the answer; the caller reports them.
+        """
+        ...
+
+    def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+        """`fields` as `read_health` would read them back once written: the connector's write
+        formatting (rounding to a column's scale, text cut to a field's length, the band's
+        option) applied, so that what was read can be compared with what is owed like with
+        like. ValueError for a value the CRM cannot take."""
+        ...
+
     async def create_task(self, task: TaskRequest) -> str:
         """Create the task in the CRM; returns its id there."""
         ...

@@ -1,5 +1,6 @@
 """The `crm-health` command: serve, worker, migrate, provision, backfill, dead letters and
-replay, recompute, sandbox, demo, API keys, usage import, configuration export and apply."""
+replay, recompute, reconcile, sandbox, demo, API keys, usage import, configuration export and
+apply."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from pydantic import ValidationError
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks import config_service, server, usage_import
+from webhooks import reconcile as reconcile_service
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
 from webhooks.connections import ConnectionsFileError, check_configuration
 from webhooks.demo import fresh_database_url, run_demo
-from webhooks.errors import InvalidConfig, NotConfigured, ServiceError
+from webhooks.errors import InvalidConfig, NotConfigured, NotFound, ServiceError
 from webhooks.logging import configure_logging
 from webhooks.pipeline import utcnow
 from webhooks.progress import Progress
@@ -255,6 +257,64 @@ def recompute() -> None:
             await runtime.aclose()
 
     typer.echo(f"recompute job {asyncio.run(run())} queued; a running worker picks it up")
+
+
+# Delivery rounds of `reconcile --send`: each sends every due row; rows that fail wait out
+# their backoff, so the rounds end long before this unless new rows keep coming.
+SEND_ROUNDS = 100
+
+
+@cli.command()
+def reconcile(
+    connection: Annotated[
+        str | None, typer.Option(help="Connection to reconcile (default: every one).")
+    ] = None,
+    send: Annotated[
+        bool,
+        typer.Option("--send", help="Deliver the re-queued values now instead of by the worker."),
+    ] = False,
+) -> None:
+    """Read the health fields back from the CRM and re-send every value that differs from
+    the database (after an outage, edits by hand, a restored backup). Exit status: 0 done;
+    1 a CRM failed a read (the other connections are done); 2 nothing to reconcile."""
+    settings = _settings()
+
+    async def run() -> int:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.connections.sync_installed(runtime.sessions)
+            summaries = await reconcile_service.reconcile(
+                sessions=runtime.sessions,
+                connections=runtime.connections,
+                clock=utcnow,
+                only=connection,
+                progress=Progress("Reconcile", stream=sys.stderr),
+            )
+            sent = 0
+            if send and any(summary.resent for summary in summaries):
+                for _ in range(SEND_ROUNDS):
+                    delivered = await runtime.pipeline.deliver_writebacks()
+                    sent += delivered
+                    if not delivered:
+                        break
+        except (NotConfigured, NotFound) as exc:
+            typer.echo(exc.message, err=True)
+            return 2
+        finally:
+            await runtime.aclose()
+        for summary in summaries:
+            typer.echo(summary.text())
+        resent = sum(summary.resent for summary in summaries)
+        if send and resent:
+            typer.echo(f"{sent} write-back(s) sent now; any that failed are retried by the worker")
+        elif resent:
+            typer.echo(
+                f"{resent} re-queued: a running worker (crm-health serve or worker) sends them, "
+                "or run again with --send"
+            )
+        return 1 if any(summary.error for summary in summaries) else 0
+
+    raise typer.Exit(asyncio.run(run()))
 
 
 @cli.command()

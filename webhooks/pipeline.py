@@ -45,6 +45,7 @@ from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import match_new_domains, match_product_events
 from webhooks.metrics import Metrics
+from webhooks.reconcile import Scheduler as ReconcileScheduler
 from webhooks.retry import RetrySchedule
 from webhooks.store import accounts, alerts, configs, facts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
@@ -424,6 +425,9 @@ class WorkerOptions:
             base_seconds=self.retry_base_seconds, max_seconds=self.retry_max_seconds
         )
 
+    # Hours between scheduled reconciles of the CRMs' health fields (0: none).
+    reconcile_interval_hours: float = 0.0
+
 
 @dataclass(kw_only=True)
 class BatchReport:
@@ -520,18 +524,25 @@ class Pipeline:
         # retries, refused credentials), for the outage backoff; forgotten once it answers.
         self._outages: dict[str, int] = {}
         self._unmatched_swept_at: datetime | None = None
+        self._reconciler = ReconcileScheduler(
+            sessions=sessions,
+            connections=connections,
+            clock=clock,
+            interval_hours=options.reconcile_interval_hours,
+        )
 
     async def run_once(self) -> int:
-        """One pass: a batch of inbox events, a recompute chunk, then due write-backs and
-        alert deliveries."""
+        """One pass: a batch of inbox events, a recompute chunk, a step of a due reconcile,
+        then due write-backs and alert deliveries."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
         await self._sweep_unmatched()
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
+        reconciled = await self._reconciler.step_if_due()
         written = await self.deliver_writebacks()
         alerted = await self.deliver_alerts()
-        return report.claimed + recomputed + written + alerted
+        return report.claimed + recomputed + reconciled + written + alerted
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; a pass that is under way is always finished first."""

@@ -76,6 +76,7 @@ class Runtime:
                 max_attempts=settings.worker_max_attempts,
                 retry_base_seconds=settings.worker_retry_base_seconds,
                 retry_max_seconds=settings.worker_retry_max_seconds,
+                reconcile_interval_hours=settings.reconcile_interval_hours,
             ),
         )
         return cls(

@@ -439,6 +439,12 @@ class Settings(BaseSettings):
         description="Longest wait between tries: during a CRM outage of any length the worker "
         "tries again at least this often, so health lands soon after the CRM is back.",
     )
+    reconcile_interval_hours: float = Field(
+        default=24,
+        ge=0,
+        description="Hours between the worker's reconciles, which read the health fields back "
+        "from the CRM and re-send values that differ (0: only `crm-health reconcile`).",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."

@@ -1,6 +1,6 @@
 """Calls to the Dataverse Web API of a Dynamics 365 environment: provision the health columns on
-account, batch-write account health, create follow-up tasks, read rows (hydrate, backfill) and
-learn the application user's own id.
+account, batch-write and read back account health, create follow-up tasks, read rows (hydrate,
+backfill) and learn the application user's own id.
 
 Every call goes through one `RetryingClient` whose base URL is the environment's URL and whose
 `auth` (`connector.dynamics.auth.DynamicsAuth`) adds the bearer token, so paths here start at
@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from connector.base import BackfillPage, ProvisionReport, RecordUpdate, TaskRequest, WriteResult
+from connector.base import (
+    BackfillPage,
+    FieldValue,
+    ProvisionReport,
+    RecordUpdate,
+    TaskRequest,
+    WriteResult,
+)
 from connector.dynamics.events import (
     DEFAULT_MAPPING,
     ENTITY_SETS,
@@ -71,6 +78,9 @@ DEFAULT_BATCH_SIZE: Final = 500
 # Rows per backfill page (`Prefer: odata.maxpagesize`; Dataverse's own default and maximum is
 # 5,000).
 PAGE_SIZE: Final = 500
+# Account ids per read-back GET: 100 GUIDs in an `In` filter keep the URL near 5,000
+# characters, well inside what Dataverse and the proxies before it take.
+READ_IDS_PER_REQUEST: Final = 100
 # The same defaults as the service's settings: 10 requests a second, 8 in flight (service
 # protection allows 6,000 per 5 minutes and 52 at once per user and web server).
 DEFAULT_RATE_LIMIT: Final = RateLimit(requests_per_second=10, burst=10)
@@ -664,6 +674,66 @@ class DynamicsConnector:
             rejected=len(result.rejected),
         )
         return result
+
+    async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
+        """The health columns of up to `max_batch_size` accounts: `GET accounts` with
+        `$select` and an `In` filter on accountid (Web API query function
+        `Microsoft.Dynamics.CRM.In`), `READ_IDS_PER_REQUEST` ids a request.
+
+        Rows Dataverse does not have (deleted, or not readable by the application user) and
+        ids that are no GUID are absent; a choice value that is no band of ours comes back as
+        its number, so it differs from any band.
+        """
+        if len(record_ids) > self.max_batch_size:
+            raise ValueError(
+                f"this Dynamics connector reads at most {self.max_batch_size} accounts a batch"
+            )
+        by_guid: dict[str, str] = {}
+        for record_id in record_ids:
+            if _GUID.fullmatch(record_id.strip()):
+                by_guid.setdefault(record_id.strip().lower(), record_id)
+        guids = list(by_guid)
+        select = ",".join([f"{ENTITY}id", *self.fields.logical_names.values()])
+        found: dict[str, dict[str, FieldValue]] = {}
+        for start in range(0, len(guids), READ_IDS_PER_REQUEST):
+            chunk = guids[start : start + READ_IDS_PER_REQUEST]
+            values = ",".join(f"'{guid}'" for guid in chunk)
+            response = await self._client.request(
+                "GET",
+                f"{self._data}/{ENTITY_SET}",
+                params={
+                    "$select": select,
+                    "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName='{ENTITY}id',"
+                    f"PropertyValues=[{values}])",
+                },
+            )
+            where = "Dataverse account health read"
+            document = _json(response, where)
+            rows = document.get("value") if isinstance(document, Mapping) else None
+            if not isinstance(rows, list):
+                raise PayloadError(f"{where}: the answer has no 'value' list")
+            for row in rows:
+                row_id = row.get(f"{ENTITY}id") if isinstance(row, Mapping) else None
+                if isinstance(row_id, str) and row_id.lower() in by_guid:
+                    found[by_guid[row_id.lower()]] = self._health_values(row)
+        return found
+
+    def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+        """`fields` as the account columns hold them (the band as its choice, the drivers cut
+        to the Memo's length), read back as `read_health` reads them."""
+        return self._health_values(self.fields.to_web_api(fields))
+
+    def _health_values(self, row: Mapping[str, Any]) -> dict[str, FieldValue]:
+        bands = {value: band for band, value in self.fields.band_values.items()}
+        values: dict[str, FieldValue] = {}
+        for column in self.fields.columns:
+            value = row.get(column.logical_name)
+            if value == "" or isinstance(value, bool) or not isinstance(value, str | int | float):
+                value = None
+            if column.type == "Picklist" and isinstance(value, int):
+                value = bands.get(value, str(value))
+            values[column.neutral] = value
+        return values
 
     async def create_task(self, task: TaskRequest) -> str:
         """Create a task regarding the account, owned by `owner_id` when given (a systemuser

@@ -1,9 +1,9 @@
-"""Calls to HubSpot's CRM v3 API: provision the health properties, batch-write company health,
-list existing records for a backfill."""
+"""Calls to HubSpot's CRM v3 API: provision the health properties, batch-write and read back
+company health, list existing records for a backfill."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -12,6 +12,7 @@ import structlog
 
 from connector.base import (
     BackfillPage,
+    FieldValue,
     ProvisionReport,
     RecordUpdate,
     TaskRequest,
@@ -28,7 +29,13 @@ from connector.hubspot.backfill import (
     list_backfill_page,
 )
 from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
-from connector.hubspot.hydrate import EventPlan, HydrationOptions, hydrate
+from connector.hubspot.hydrate import (
+    EventPlan,
+    HydrationOptions,
+    HydrationReport,
+    _batch_read,
+    hydrate,
+)
 from connector.hubspot.ratelimit import HubSpotLimits
 from connector.model import NormalisedEvent
 
@@ -150,6 +157,26 @@ class HubSpotConnector:
         )
         return _batch_result(updates, json_object(response, "HubSpot batch update"))
 
+    async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
+        """The health properties of up to 100 companies with one batch read (the one
+        hydration uses); companies HubSpot does not have are absent."""
+        if len(record_ids) > BATCH_LIMIT:
+            raise ValueError(f"HubSpot batch read takes at most {BATCH_LIMIT} records")
+        if not record_ids:
+            return {}
+        found, _ = await _batch_read(
+            self._client,
+            "companies",
+            list(dict.fromkeys(record_ids)),
+            [spec.name for spec in PROPERTIES],
+            HydrationReport(),
+        )
+        return {record.id: _health_values(record.properties) for record in found}
+
+    def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+        """`fields` as HubSpot keeps them: every value a string, cleared ones empty."""
+        return _health_values({name: to_property_value(value) for name, value in fields.items()})
+
     async def create_task(self, task: TaskRequest) -> str:
         """Create a to-do on the company, assigned to `owner_id` (a HubSpot owner id)."""
         properties = {
@@ -248,6 +275,16 @@ def _differs(current: Any, wanted: Any) -> bool:
         current_values = [option.get("value") for option in current or []]
         return current_values != [option["value"] for option in wanted]
     return bool(current != wanted)
+
+
+def _health_values(properties: Mapping[str, Any]) -> dict[str, FieldValue]:
+    """HubSpot answers every property value as a string, and an unset one as null or "" (an
+    empty string is how a value is cleared)."""
+    values: dict[str, FieldValue] = {}
+    for spec in PROPERTIES:
+        value = properties.get(spec.name)
+        values[spec.name] = None if value is None or value == "" else str(value)
+    return values
 
 
 def _batch_result(updates: Sequence[RecordUpdate], document: dict[str, Any]) -> WriteResult:

@@ -1,6 +1,6 @@
 """Calls to Salesforce's REST and Tooling APIs: provision the health fields and the permission set
-that lets the integration user write them, batch-write Account health, create follow-up tasks,
-list existing records for a backfill.
+that lets the integration user write them, batch-write and read back Account health, create
+follow-up tasks, list existing records for a backfill.
 
 Every call goes through one `RetryingClient` whose `auth` (`connector.salesforce.auth`) adds
 the bearer token and sends the request to the org's instance, so paths here start at
@@ -21,6 +21,7 @@ import structlog
 
 from connector.base import (
     BackfillPage,
+    FieldValue,
     ProvisionReport,
     RecordUpdate,
     TaskRequest,
@@ -39,7 +40,14 @@ from connector.salesforce.backfill import (
     soql_literal,
 )
 from connector.salesforce.events import DEFAULT_MAPPING, SalesforceMapping
-from connector.salesforce.fields import FIELDS, OBJECT, SECTION_LABEL, FieldSpec, to_api_fields
+from connector.salesforce.fields import (
+    FIELDS,
+    OBJECT,
+    SECTION_LABEL,
+    FieldSpec,
+    JSONValue,
+    to_api_fields,
+)
 
 __all__ = [
     "BATCH_LIMIT",
@@ -288,6 +296,42 @@ class SalesforceConnector:
         )
         return result
 
+    async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
+        """The health fields of up to 200 Accounts with one sObject Collections GET (200 ids
+        keep the URL far below the ~800 at which Salesforce answers 414).
+
+        Salesforce answers one item per id, in order, null for an id it has no readable
+        record for (deleted, or not an Account's); those and ids that cannot be record ids
+        are absent.
+        """
+        if len(record_ids) > BATCH_LIMIT:
+            raise ValueError(f"Salesforce sObject Collections take at most {BATCH_LIMIT} records")
+        ids = [i for i in dict.fromkeys(record_ids) if _RECORD_ID.fullmatch(i)]
+        if not ids:
+            return {}
+        where = "Salesforce sObject Collections read"
+        response = await self._client.request(
+            "GET",
+            f"{self._data}/composite/sobjects/{OBJECT}",
+            params={
+                "ids": ",".join(ids),
+                "fields": ",".join(["Id", *(spec.api_name for spec in FIELDS)]),
+            },
+        )
+        records = json_document(response, where)
+        if not isinstance(records, list):
+            raise PayloadError(f"{where}: the answer is not a list of records")
+        found: dict[str, dict[str, FieldValue]] = {}
+        for record_id, record in zip(ids, records, strict=False):
+            if isinstance(record, Mapping) and _same_record(record_id, record.get("Id")):
+                found[record_id] = _health_values(record)
+        return found
+
+    def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+        """`fields` as the Account fields hold them (numbers at their scale, the drivers cut
+        to the Long Text Area)."""
+        return _health_values(to_api_fields(fields))
+
     async def create_task(self, task: TaskRequest) -> str:
         """Create a Task on the Account (`WhatId`), owned by `owner_id` when given (a User id;
         otherwise Salesforce makes the integration user the owner)."""
@@ -510,6 +554,17 @@ class SalesforceConnector:
             if following is None:
                 return records
             response = await self._client.request("GET", following)
+
+
+def _health_values(record: Mapping[str, Any]) -> dict[str, FieldValue]:
+    """Account field values by neutral name; an empty text is no value, as Salesforce stores it."""
+    values: dict[str, FieldValue] = {}
+    for spec in FIELDS:
+        value: JSONValue | bool = record.get(spec.api_name)
+        if value == "" or isinstance(value, bool):
+            value = None
+        values[spec.neutral] = value if isinstance(value, str | int | float) else None
+    return values
 
 
 def _created_id(response: httpx.Response, where: str) -> str:

@@ -1,5 +1,5 @@
 """Tables: the webhook inbox, accounts and their facts, health history, the write-back outbox,
-product groups and users (ingestion's account mapping), API keys."""
+product groups and users (ingestion's account mapping), API keys, the reconcile schedule."""
 
 from __future__ import annotations
 
@@ -484,3 +484,28 @@ class ConfigAudit(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     # The changed field paths, e.g. ["bands.healthy_min", "alerts.1.points"].
     changed: Mapped[list[str]] = mapped_column(JSON)
+
+
+class ReconcileSchedule(Base):
+    """The scheduled reconcile (one row, `name` "scheduled"): when the last run ended, how far
+    the run under way got, and the lease of the worker taking its next step, so that at most
+    one worker of any process reconciles at a time."""
+
+    __tablename__ = "reconcile_schedule"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="idle")  # idle, or busy while leased
+    # No step before this (a CRM that failed a read is asked again later).
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    # The run under way: when it started (None between runs), the connection it is on and the
+    # last account it checked there, and its counts so far by connection.
+    started_at: Mapped[datetime | None]
+    connection: Mapped[str | None] = mapped_column(String(64))
+    after_account_id: Mapped[int] = mapped_column(BigId, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # When the last run ended (at first: when the schedule was created); the next is due one
+    # interval later.
+    finished_at: Mapped[datetime]
+    last_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_error: Mapped[str | None] = mapped_column(Text)

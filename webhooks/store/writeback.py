@@ -264,3 +264,25 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
         select(WritebackItem.status, func.count()).group_by(WritebackItem.status)
     )
     return {row[0]: row[1] for row in rows}
+
+
+async def resend(session: AsyncSession, *, account_ids: Collection[int], now: datetime) -> int:
+    """Queue the values owed to these accounts again, due now with fresh attempts: the CRM was
+    found holding something else (an outage, an edit by hand, a restored backup). A row being
+    sent is left to its sender, whose values are the ones owed. Returns how many were queued."""
+    if not account_ids:
+        return 0
+    result = await session.execute(
+        update(WritebackItem)
+        .where(WritebackItem.account_id.in_(account_ids), WritebackItem.status != SENDING)
+        .values(
+            status=PENDING,
+            attempts=0,
+            available_at=now,
+            last_error=None,
+            lease_until=None,
+            pending_since=func.coalesce(WritebackItem.pending_since, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

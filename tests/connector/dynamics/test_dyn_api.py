@@ -23,10 +23,12 @@ from connector.base import CRMConnector, FieldValue, RecordUpdate, TaskRequest
 from connector.dynamics.api import (
     BACKFILL_OBJECTS,
     DEFAULT_BATCH_SIZE,
+    READ_IDS_PER_REQUEST,
     DynamicsConnector,
     parse_batch_response,
 )
 from connector.dynamics.events import Lookup
+from connector.dynamics.fields import DRIVERS_LENGTH
 from connector.errors import PayloadError
 from connector.http import RetryPolicy
 from connector.model import AccountAttributes, ContactUpsert
@@ -604,3 +606,97 @@ def test_sent_batches_parse_as_the_helper_expects() -> None:
         "multipart/mixed; boundary=batchresponse_1",
     )
     assert [(part.content_id, part.status) for part in parts] == [("1", 204)]
+
+
+# --- health read-back: `GET accounts` with `$select` and an `In` filter (a query's answer as the
+# docs print it, `{"value": [{"@odata.etag", "accountid", <columns>}]}`, choices as option values)
+
+ACCOUNTS = f"{DATA}/accounts"
+HEALTHY, AT_RISK = 727000001, 727000003
+
+
+def row(guid: str, **columns: Any) -> dict[str, Any]:
+    return {"@odata.etag": 'W/"501097"', "accountid": guid, **columns}
+
+
+def filtered_ids(request: httpx.Request) -> list[str]:
+    text = request.url.params["$filter"]
+    assert text.startswith("Microsoft.Dynamics.CRM.In(PropertyName='accountid',PropertyValues=[")
+    inside = text[text.index("[") + 1 : text.index("]")]
+    return [item.strip("'") for item in inside.split(",")]
+
+
+@respx.mock
+async def test_health_is_read_with_select_and_an_in_filter_on_accountid(connector) -> None:
+    ids = [account_id(i) for i in range(3)]
+    route = respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(
+            200, json={"value": [row(i, cr123_healthscore=70) for i in ids]}
+        )
+    )
+    read = await connector.read_health(ids)
+    request = route.calls.last.request
+    assert request.url.params["$select"].split(",") == [
+        "accountid", "cr123_healthscore", "cr123_healthband", "cr123_healthtrend30d",
+        "cr123_healthactiveuse", "cr123_healthcollaboration", "cr123_healthmutualvalue",
+        "cr123_healthmomentum", "cr123_healthdrivers", "cr123_healthupdatedat",
+    ]  # fmt: skip
+    assert filtered_ids(request) == ids
+    scores = {record_id: values["health_score"] for record_id, values in read.items()}
+    assert scores == dict.fromkeys(ids, 70)
+
+
+@respx.mock
+async def test_a_full_batch_is_read_in_requests_of_100_ids(connector) -> None:
+    ids = [account_id(i) for i in range(connector.max_batch_size)]
+    route = respx.get(ACCOUNTS).mock(
+        side_effect=lambda request: httpx.Response(
+            200, json={"value": [row(i) for i in filtered_ids(request)]}
+        )
+    )
+    read = await connector.read_health(ids)
+    assert route.call_count == connector.max_batch_size // READ_IDS_PER_REQUEST
+    assert all(len(str(call.request.url)) < 8_000 for call in route.calls)
+    assert set(read) == set(ids)
+
+
+@respx.mock
+async def test_band_choices_come_back_as_neutral_bands(connector) -> None:
+    healthy, at_risk, unknown = account_id(1), account_id(2), account_id(3)
+    respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "value": [
+                    row(healthy, cr123_healthband=HEALTHY, cr123_healthdrivers="Busy\r\nGood"),
+                    row(at_risk, cr123_healthband=AT_RISK, cr123_healthtrend30d=-2.5),
+                    row(unknown, cr123_healthband=1, cr123_healthdrivers=""),
+                ]
+            },
+        )
+    )
+    read = await connector.read_health([healthy, at_risk, unknown])
+    assert read[healthy]["health_band"] == "healthy"
+    assert read[healthy]["health_drivers"] == "Busy\r\nGood"
+    assert read[at_risk]["health_band"] == "at_risk"
+    assert read[at_risk]["health_trend_30d"] == -2.5
+    # A choice that is no band of ours differs from every band instead of passing for one.
+    assert read[unknown]["health_band"] == "1"
+    assert read[unknown]["health_drivers"] is None
+
+
+@respx.mock
+async def test_rows_dataverse_does_not_return_are_absent_and_ids_match_any_case(connector) -> None:
+    kept, gone = account_id(1).upper(), account_id(2)
+    respx.get(ACCOUNTS).mock(return_value=httpx.Response(200, json={"value": [row(kept.lower())]}))
+    assert set(await connector.read_health([kept, gone, "not-a-guid"])) == {kept}
+
+
+def test_stored_health_gives_the_band_and_the_drivers_as_the_columns_hold_them(connector) -> None:
+    drivers = "\n".join(f"reason {i:04d} " + "x" * 40 for i in range(200))
+    stored = connector.stored_health({"health_band": "at_risk", "health_drivers": drivers})
+    assert stored["health_band"] == "at_risk"
+    text = stored["health_drivers"]
+    assert isinstance(text, str)
+    assert len(text) <= DRIVERS_LENGTH < len(drivers)
+    assert drivers.startswith(text)

@@ -18,7 +18,7 @@ import pytest
 import respx
 
 from connector.base import RecordUpdate, TaskRequest
-from connector.errors import CRMRequestRejected, PayloadError
+from connector.errors import CRMAuthError, CRMRequestRejected, PayloadError
 from connector.http import RetryPolicy
 from connector.salesforce.api import (
     BATCH_LIMIT,
@@ -418,3 +418,120 @@ async def test_own_user_id_asks_the_auth_and_is_none_without_it(connector) -> No
 def test_bad_options_are_refused(option, value) -> None:
     with pytest.raises(ValueError, match=option):
         make_connector(**{option: value})
+
+
+# --- health read-back: sObject Collections GET ("Get Records Using sObject Collections": one item
+# per requested id, in order, with `attributes` and the asked fields, null for an id without a
+# readable record) -----------------------------------------------------------------------------
+
+ACCOUNTS = f"{COLLECTIONS}/Account"
+
+
+def account_record(record_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "attributes": {
+            "type": "Account",
+            "url": f"/services/data/v62.0/sobjects/Account/{record_id}",
+        },
+        "Id": record_id,
+        **fields,
+    }
+
+
+@respx.mock
+async def test_health_is_read_with_one_collections_get_naming_ids_and_fields(connector) -> None:
+    ids = [account_id(i) for i in range(200)]
+    route = respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(
+            200, json=[account_record(i, Health_Score__c=70.0) for i in ids]
+        )
+    )
+    read = await connector.read_health(ids)
+    assert route.call_count == 1
+    params = route.calls.last.request.url.params
+    assert params["ids"].split(",") == ids
+    assert params["fields"].split(",") == [
+        "Id", "Health_Score__c", "Health_Band__c", "Health_Trend_30d__c", "Health_Active_Use__c",
+        "Health_Collaboration__c", "Health_Mutual_Value__c", "Health_Momentum__c",
+        "Health_Drivers__c", "Health_Updated_At__c",
+    ]  # fmt: skip
+    assert set(read) == set(ids)
+    assert read[ids[0]]["health_score"] == 70.0
+
+
+@respx.mock
+async def test_values_come_back_by_neutral_name_with_empty_text_as_none(connector) -> None:
+    one = account_id(1)
+    respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(
+            200,
+            json=[
+                account_record(
+                    one,
+                    Health_Score__c=42.0,
+                    Health_Band__c="at_risk",
+                    Health_Trend_30d__c=-3.5,
+                    Health_Active_Use__c=None,
+                    Health_Drivers__c="",
+                    Health_Updated_At__c="2026-12-01T10:00:00.000+0000",
+                )
+            ],
+        )
+    )
+    values = (await connector.read_health([one]))[one]
+    assert values["health_score"] == 42.0
+    assert values["health_band"] == "at_risk"
+    assert values["health_trend_30d"] == -3.5
+    assert values["health_active_use"] is None
+    assert values["health_drivers"] is None
+    assert values["health_collaboration"] is None  # not in the answer at all
+
+
+@respx.mock
+async def test_deleted_accounts_answered_null_are_absent(connector) -> None:
+    kept, gone = account_id(1), account_id(2)
+    respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(200, json=[account_record(kept, Health_Score__c=5), None])
+    )
+    assert set(await connector.read_health([kept, gone])) == {kept}
+
+
+@respx.mock
+async def test_a_15_character_id_matches_its_18_character_answer(connector) -> None:
+    short = "001RM0000000001"
+    respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(200, json=[account_record(short + "AAA", Health_Score__c=5)])
+    )
+    assert set(await connector.read_health([short])) == {short}
+
+
+@respx.mock
+async def test_ids_that_cannot_be_record_ids_are_absent_without_a_call(connector) -> None:
+    route = respx.get(ACCOUNTS)
+    assert await connector.read_health(["not-an-id", "001'; DROP"]) == {}
+    assert route.call_count == 0
+
+
+async def test_more_than_200_ids_are_refused_before_calling(connector) -> None:
+    with pytest.raises(ValueError, match="200"):
+        await connector.read_health([account_id(i) for i in range(201)])
+
+
+@respx.mock
+async def test_a_refused_token_raises_the_auth_error(connector) -> None:
+    respx.get(ACCOUNTS).mock(
+        return_value=httpx.Response(
+            401, json=[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+        )
+    )
+    with pytest.raises(CRMAuthError):
+        await connector.read_health([account_id(1)])
+
+
+def test_stored_health_rounds_to_the_field_scale_and_keeps_neutral_names(connector) -> None:
+    stored = connector.stored_health(
+        {"health_score": 72.4, "health_trend_30d": 3.25, "health_band": "healthy"}
+    )
+    assert stored["health_score"] == 72
+    assert stored["health_trend_30d"] == 3.2
+    assert stored["health_band"] == "healthy"

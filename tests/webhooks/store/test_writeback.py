@@ -104,3 +104,57 @@ async def test_refused_write_is_failed_at_once_and_left_for_a_person(sessions) -
         )  # fmt: skip
     assert status == "failed"
     assert await _claim(sessions, NOW + timedelta(days=1)) == []
+
+
+async def _status(sessions, account_id: int) -> tuple[str, int, object, object]:
+    async with sessions() as session:
+        item = await writeback.get_item(session, account_id=account_id)
+        assert item is not None
+        return item.status, item.attempts, item.available_at, item.pending_since
+
+
+async def test_resend_queues_written_and_failed_rows_again_due_now(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    [(_, _, version, _, _, _)] = await _claim(sessions)
+    async with sessions() as session, session.begin():
+        await writeback.mark_write_failed(
+            session, account_id=account_id, version=version, error="refused", now=NOW,
+            max_attempts=8, retry_in_seconds=60, give_up=True,
+        )  # fmt: skip
+    later = NOW + timedelta(hours=5)
+
+    async with sessions() as session, session.begin():
+        assert await writeback.resend(session, account_ids=[account_id], now=later) == 1
+
+    status, attempts, available_at, pending_since = await _status(sessions, account_id)
+    assert (status, attempts, available_at) == ("pending", 0, later)
+    assert pending_since == NOW, "values that never landed keep their age"
+    [(_, claimed_id, _, _, _, _)] = await _claim(sessions, later)
+    assert claimed_id == account_id
+
+
+async def test_resend_of_a_written_row_dates_it_from_now(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    [(_, _, version, _, _, _)] = await _claim(sessions)
+    async with sessions() as session, session.begin():
+        await writeback.mark_written(session, account_id=account_id, version=version, now=NOW)
+    later = NOW + timedelta(days=1)
+
+    async with sessions() as session, session.begin():
+        await writeback.resend(session, account_ids=[account_id], now=later)
+
+    assert await _status(sessions, account_id) == ("pending", 0, later, later)
+
+
+async def test_resend_leaves_a_row_being_sent_to_its_sender(sessions) -> None:
+    account_id = await _account_id(sessions)
+    await _stage(sessions, account_id, {"health_score": 80})
+    await _claim(sessions)
+
+    async with sessions() as session, session.begin():
+        assert await writeback.resend(session, account_ids=[account_id], now=NOW) == 0
+
+    status, *_ = await _status(sessions, account_id)
+    assert status == "sending"
