@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from connector import segment
+from connector import bounds, segment
 from connector.dynamics import events as dynamics_events
 from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
@@ -462,7 +462,7 @@ def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
                 )
                 problems.append(
                     f"events[{index}]{'.' if location else ''}{_field_path(location)}: "
-                    f"{error['msg']}"
+                    f"{bounds.validation_message(error['msg'])}"
                 )
             continue
         payload = dict(item)
