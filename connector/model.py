@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from connector import bounds
+
 # Account attributes the facts store understands; others are kept but not scored.
 ACCOUNT_ATTRIBUTES = ("name", "domain", "seats", "arr", "renewal_date", "segment", "owner")
+# The longest value kept per attribute (SHORT_TEXT for the others).
+_ATTRIBUTE_LIMITS = {"name": bounds.NAME}
 
 InteractionChannel = Literal["email", "call", "meeting", "note"]
 # Who started it: the customer reaching out, or us.
@@ -32,6 +36,19 @@ class AccountAttributes:
     at: datetime
     attributes: Mapping[str, str | None]
 
+    def __post_init__(self) -> None:
+        # A CRM's text (a 600-character name, a NUL in a hydrated record) fits its column
+        # here, so an event no sender can correct never fails the worker; intakes refuse such
+        # text before this (connector.bounds).
+        object.__setattr__(
+            self,
+            "attributes",
+            {
+                name: bounds.clipped(value, _ATTRIBUTE_LIMITS.get(name, bounds.SHORT_TEXT))
+                for name, value in self.attributes.items()
+            },
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class AccountDeleted:
@@ -49,6 +66,9 @@ class ContactUpsert:
     title: str | None = None
     executive: bool | None = None
     left: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "title", bounds.clipped(self.title, bounds.TEXT))
 
 
 @dataclass(frozen=True, kw_only=True)

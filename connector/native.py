@@ -10,8 +10,9 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from connector import bounds
 from connector.model import (
     ACCOUNT_ATTRIBUTES,
     AccountAttributes,
@@ -30,16 +31,14 @@ from connector.model import (
     Usage,
 )
 
-Id = Annotated[str, Field(min_length=1, max_length=200)]
-
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Id | None = None
-    account: Id
+    id: bounds.EventId | None = None
+    account: bounds.AccountId
     # Naive timestamps are refused: a missing offset would silently shift every window.
-    at: AwareDatetime | None = None
+    at: bounds.EventTime | None = None
 
     @field_validator("at")
     @classmethod
@@ -50,13 +49,13 @@ class _Event(BaseModel):
 class _Attributes(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = None
-    domain: str | None = None
-    seats: int | None = Field(default=None, ge=0)
-    arr: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    renewal_date: str | None = None
-    segment: str | None = None
-    owner: str | None = None
+    name: bounds.Name | None = None
+    domain: bounds.ShortText | None = None
+    seats: bounds.Seats | None = None
+    arr: bounds.Arr | None = None
+    renewal_date: bounds.ShortText | None = None
+    segment: bounds.ShortText | None = None
+    owner: bounds.ShortText | None = None
 
 
 class AccountEvent(_Event):
@@ -81,8 +80,8 @@ class AccountDeletedEvent(_Event):
 
 class ContactEvent(_Event):
     type: Literal["contact"]
-    contact: Id
-    title: str | None = Field(default=None, max_length=500)
+    contact: bounds.RecordId
+    title: bounds.Text | None = None
     executive: bool | None = None
     left: bool = False
 
@@ -101,7 +100,7 @@ class InteractionEvent(_Event):
     type: Literal["interaction"]
     channel: InteractionChannel
     direction: InteractionDirection
-    contact: Id | None = None
+    contact: bounds.RecordId | None = None
 
     def normalised(self, at: datetime) -> NormalisedEvent:
         return Interaction(
@@ -116,8 +115,8 @@ class InteractionEvent(_Event):
 
 class UsageEvent(_Event):
     type: Literal["usage"]
-    user: Id
-    feature: str | None = Field(default=None, max_length=200)
+    user: bounds.RecordId
+    feature: bounds.Feature | None = None
 
     def normalised(self, at: datetime) -> NormalisedEvent:
         return Usage(account=self.account, at=at, user=self.user, feature=self.feature)
@@ -133,7 +132,7 @@ class CollaborationEvent(_Event):
 
 class TicketEvent(_Event):
     type: Literal["ticket"]
-    ticket: Id
+    ticket: bounds.RecordId
     priority: TicketPriority
 
     def normalised(self, at: datetime) -> NormalisedEvent:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from connector import jsonparse
+from connector import bounds, jsonparse
 from connector.errors import PayloadError, PayloadTooLargeError
 from connector.model import Collaboration, CollaborationKind, NormalisedEvent, Usage
 
@@ -39,8 +39,8 @@ DEFAULT_COLLABORATION_EVENTS: dict[str, CollaborationKind] = {
     "Joint Plan Created": "joint_plan",
 }
 
-# Only this many characters of an id are kept; longer messageIds are hashed into the key.
-_MAX_ID = 200
+# Ids longer than this are refused; longer messageIds are hashed into the key.
+_MAX_ID = bounds.RECORD_ID
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +75,10 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
             f"body of {len(body)} bytes exceeds Segment's {limit // 1024} KB limit for {call}"
         )
     document = _document(body)
+    # The worker stores the calls' ids, names and payloads: every string must be storable.
+    problem = bounds.unstorable_text(body, document)
+    if problem is not None:
+        raise PayloadError(problem)
     write_key = document.get("writeKey")
     if write_key is not None and not isinstance(write_key, str):
         raise PayloadError("writeKey: must be a string")
@@ -188,10 +192,33 @@ def _check_shape(message: dict[str, Any], where: str) -> str:
             raise PayloadError(f"{where}event: required for track calls, a non-empty string")
     if call == "group" and _identifier(message, "groupId", where) is None:
         raise PayloadError(f"{where}groupId: required for group calls")
+    _check_group_fields(message, call, where)
     message_id = message.get("messageId")
     if message_id is not None and (not isinstance(message_id, str) or not message_id):
         raise PayloadError(f"{where}messageId: must be a non-empty string")
     return str(call)
+
+
+def _check_group_fields(message: Mapping[str, Any], call: str, where: str) -> None:
+    """What the worker stores of a product account: its id (a track's context.groupId, an
+    identify's company.id) and its name, each within its column."""
+    traits = message.get("traits") or {}
+    checks: list[tuple[str, Any, int]] = []
+    if call == "group":
+        checks.append(("traits.name", trait(traits, "name"), bounds.NAME))
+    elif call == "identify":
+        company = trait(traits, "company")
+        if isinstance(company, dict):
+            checks.append(("traits.company.id", company.get("id"), _MAX_ID))
+            checks.append(("traits.company.name", company.get("name"), bounds.NAME))
+    elif call in USAGE_TYPES:
+        context = message.get("context") or {}
+        checks.append(("context.groupId", context.get("groupId"), _MAX_ID))
+        checks.append(("groupId", message.get("groupId"), _MAX_ID))
+    for name, value, limit in checks:
+        text = _text(value)
+        if text is not None and len(text) > limit:
+            raise PayloadError(f"{where}{name}: at most {limit} characters (got {len(text)})")
 
 
 def _dedup_key(message: dict[str, Any]) -> str:
@@ -313,7 +340,7 @@ def _identifier(message: Mapping[str, Any], name: str, where: str) -> str | None
         raise PayloadError(f"{where}{name}: must be a string")
     text = str(value)
     if len(text) > _MAX_ID:
-        raise PayloadError(f"{where}{name}: longer than {_MAX_ID} characters")
+        raise PayloadError(f"{where}{name}: at most {_MAX_ID} characters (got {len(text)})")
     return text
 
 
@@ -468,11 +495,16 @@ def _trait_key(name: str) -> str:
 
 def _match_value(group_id: str, traits: Mapping[str, Any], options: SegmentOptions) -> str | None:
     if options.account_match == "group_id":
-        return group_id
+        return group_id if len(group_id) <= bounds.ACCOUNT_ID else None
     value = _text(trait(traits, options.account_trait))
     if value is None:
         return None
-    return normalised_domain(value) if options.account_match == "domain" else value
+    if options.account_match == "domain":
+        domain = normalised_domain(value)
+        # Longer is no domain (DNS stops at 253) and matches no account.
+        return domain if domain is not None and len(domain) <= bounds.SHORT_TEXT else None
+    # Longer is no CRM record id: it matches no account, and the column holds no more.
+    return value if len(value) <= bounds.ACCOUNT_ID else None
 
 
 def _text(value: Any) -> str | None:

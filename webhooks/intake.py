@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from connector import jsonparse, segment
+from connector import bounds, jsonparse, segment
 from connector.dynamics import events as dynamics_events
 from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
@@ -470,7 +470,7 @@ def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
                 )
                 problems.append(
                     f"events[{index}]{'.' if location else ''}{_field_path(location)}: "
-                    f"{error['msg']}"
+                    f"{bounds.validation_message(error['msg'])}"
                 )
             continue
         payload = dict(item)

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, get_args
 
 from pydantic import ValidationError
 
+from connector import bounds
 from connector.model import CollaborationKind
 from connector.native import NATIVE_EVENT
 from webhooks.pipeline import utcnow
@@ -165,7 +166,8 @@ def _field_errors(exc: ValidationError, row_type: str) -> list[tuple[str, str]]:
         elif error["type"] == "literal_error":
             text = f"must be {error['ctx']['expected']}, not {_echo(str(error['input']))}"
         else:
-            text = error["msg"][:1].lower() + error["msg"][1:]
+            message = bounds.validation_message(error["msg"])
+            text = message[:1].lower() + message[1:]
         problems.append((name, text))
     return problems
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from connector import bounds
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.jsonparse import check_limits
@@ -197,7 +198,17 @@ def _integer(document: Mapping[str, Any], name: str) -> int:
     value = _required(document, name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise PayloadError(f"{name} is not an integer: {_shown(value)}")
+    # Dataverse's Stage and Depth are 32-bit; the stage is part of the dedup key.
+    if not 0 <= value <= bounds.INT32_MAX:
+        raise PayloadError(f"{name} is out of range: {_shown(value)}")
     return value
+
+
+def _bounded(value: str, name: str, limit: int) -> str:
+    try:
+        return bounds.checked_text(value, limit=limit, where=name)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
 
 
 def parse_wcf_date(value: Any, where: str) -> datetime:
@@ -331,8 +342,15 @@ def parse_execution_context(body: bytes, *, size_exceeded: bool = False) -> Exec
         raise PayloadError(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(document, dict):
         raise PayloadError("body is not a JSON object (a RemoteExecutionContext)")
-    message = _text(document, "MessageName")
-    entity = _text(document, "PrimaryEntityName")
+    # The body is stored and read again by the worker: every string in it must be storable.
+    problem = bounds.unstorable_text(body, document)
+    if problem is not None:
+        raise PayloadError(problem)
+    # Both make the inbox kind ("entity:message") and the dedup key, which have a length.
+    message = _bounded(_text(document, "MessageName"), "MessageName", bounds.DYNAMICS_MESSAGE)
+    entity = _bounded(
+        _text(document, "PrimaryEntityName"), "PrimaryEntityName", bounds.DYNAMICS_ENTITY
+    )
     if not _LOGICAL_NAME.fullmatch(entity):
         raise PayloadError(f"PrimaryEntityName is not a table logical name: {entity!r}")
     record_id = _guid(_required(document, "PrimaryEntityId"), "PrimaryEntityId")

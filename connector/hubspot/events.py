@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from connector import bounds
 from connector.errors import PayloadError, SignatureError
 from connector.hubspot.fields import PROPERTY_BY_FIELD
 from connector.jsonparse import check_limits
@@ -140,31 +141,42 @@ class HubSpotEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
-    event_id: int = Field(alias="eventId")
-    subscription_type: str = Field(alias="subscriptionType", min_length=1)
-    portal_id: int = Field(alias="portalId")
-    occurred_at: int = Field(alias="occurredAt", ge=0)
-    object_id: int | None = Field(default=None, alias="objectId")
-    subscription_id: int | None = Field(default=None, alias="subscriptionId")
-    app_id: int | None = Field(default=None, alias="appId")
-    attempt_number: int = Field(default=0, alias="attemptNumber")
-    property_name: str | None = Field(default=None, alias="propertyName")
-    property_value: str | None = Field(default=None, alias="propertyValue")
-    change_source: str | None = Field(default=None, alias="changeSource")
+    # Ids are HubSpot's 64-bit numbers: they become dedup keys and record ids, which have a
+    # length (connector.bounds).
+    event_id: bounds.CrmInt = Field(alias="eventId")
+    subscription_type: bounds.EventKind = Field(alias="subscriptionType")
+    portal_id: bounds.CrmInt = Field(alias="portalId")
+    occurred_at: bounds.CrmInt = Field(alias="occurredAt")
+    object_id: bounds.CrmInt | None = Field(default=None, alias="objectId")
+    subscription_id: bounds.CrmInt | None = Field(default=None, alias="subscriptionId")
+    app_id: bounds.CrmInt | None = Field(default=None, alias="appId")
+    attempt_number: bounds.CrmInt = Field(default=0, alias="attemptNumber")
+    property_name: bounds.ShortText | None = Field(default=None, alias="propertyName")
+    property_value: bounds.PropertyValue | None = Field(default=None, alias="propertyValue")
+    change_source: bounds.ShortText | None = Field(default=None, alias="changeSource")
     # Generic (`object.*`) events: which kind of object, as HubSpot's object type id ("0-49").
-    object_type_id: str | None = Field(default=None, alias="objectTypeId")
+    object_type_id: bounds.ShortText | None = Field(default=None, alias="objectTypeId")
     # merge events
-    primary_object_id: int | None = Field(default=None, alias="primaryObjectId")
-    merged_object_ids: tuple[int, ...] = Field(default=(), alias="mergedObjectIds")
-    new_object_id: int | None = Field(default=None, alias="newObjectId")
+    primary_object_id: bounds.CrmInt | None = Field(default=None, alias="primaryObjectId")
+    merged_object_ids: tuple[bounds.CrmInt, ...] = Field(default=(), alias="mergedObjectIds")
+    new_object_id: bounds.CrmInt | None = Field(default=None, alias="newObjectId")
     # associationChange events; generic ones name both sides' object type ids
-    association_type: str | None = Field(default=None, alias="associationType")
-    from_object_id: int | None = Field(default=None, alias="fromObjectId")
-    to_object_id: int | None = Field(default=None, alias="toObjectId")
-    from_object_type_id: str | None = Field(default=None, alias="fromObjectTypeId")
-    to_object_type_id: str | None = Field(default=None, alias="toObjectTypeId")
+    association_type: bounds.ShortText | None = Field(default=None, alias="associationType")
+    from_object_id: bounds.CrmInt | None = Field(default=None, alias="fromObjectId")
+    to_object_id: bounds.CrmInt | None = Field(default=None, alias="toObjectId")
+    from_object_type_id: bounds.ShortText | None = Field(default=None, alias="fromObjectTypeId")
+    to_object_type_id: bounds.ShortText | None = Field(default=None, alias="toObjectTypeId")
     association_removed: bool | None = Field(default=None, alias="associationRemoved")
     is_primary_association: bool | None = Field(default=None, alias="isPrimaryAssociation")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_far_future(cls, value: int) -> int:
+        # In integers: a time past year 9999 is no datetime at all.
+        ahead_ms = value - datetime.now(UTC).timestamp() * 1000
+        if ahead_ms > bounds.FUTURE_TOLERANCE.total_seconds() * 1000:
+            raise ValueError(f"more than {bounds.FUTURE_TOLERANCE.days} day in the future")
+        return value
 
     @property
     def dedup_key(self) -> str:
@@ -224,6 +236,12 @@ def _error_path(location: tuple[int | str, ...]) -> str:
 _BATCH = TypeAdapter(list[HubSpotEvent])
 
 
+def _check_storable(body: bytes, document: Any) -> None:
+    problem = bounds.unstorable_text(body, document)
+    if problem is not None:
+        raise PayloadError(problem)
+
+
 def parse_batch(body: bytes) -> list[HubSpotEvent]:
     """Parse a webhook body: a JSON array of 1..100 events. Raises PayloadError naming the field."""
     # Before either parser: each fails its own way past some depth or number size.
@@ -237,6 +255,9 @@ def parse_batch(body: bytes) -> list[HubSpotEvent]:
         pass
     else:
         if 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
+            # Keys the model does not know are stored too: they must be storable text.
+            if b"\\u" in body:
+                _check_storable(body, json.loads(body))
             return events
     try:
         document: Any = json.loads(body)
@@ -250,15 +271,19 @@ def parse_batch(body: bytes) -> list[HubSpotEvent]:
         raise PayloadError(
             f"body has {len(document)} events: HubSpot sends at most {MAX_EVENTS_PER_REQUEST}"
         )
+    _check_storable(body, document)
     events = []
     for index, item in enumerate(document):
         try:
             events.append(HubSpotEvent.model_validate(item))
         except ValidationError as exc:
             problems = "; ".join(
-                f"[{index}].{_error_path(err['loc'])}: {err['msg']}".replace("].[", "][")
-                if err["loc"]
-                else f"[{index}]: {err['msg']}"
+                (
+                    f"[{index}].{_error_path(err['loc'])}".replace("].[", "][")
+                    if err["loc"]
+                    else f"[{index}]"
+                )
+                + f": {bounds.validation_message(err['msg'])}"
                 for err in exc.errors()
             )
             raise PayloadError(problems) from exc

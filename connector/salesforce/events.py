@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
 from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
 
+from connector import bounds
 from connector.errors import PayloadError
 from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.jsonparse import MAX_DEPTH
@@ -222,6 +223,24 @@ def _sobject_fields(sobject: Element) -> dict[str, str | None]:
     return values
 
 
+# Fields holding record ids, which are stored as account, contact or ticket ids. XML cannot
+# carry NUL or a lone surrogate (expat refuses both), so lengths are all to check.
+_ID_FIELDS: Final = ("Id", "AccountId", "WhoId", "WhatId")
+
+
+def _check_lengths(
+    where: str, notification_id: str, sobject_type: str, values: Mapping[str, str | None]
+) -> None:
+    checks = [
+        ("Id", notification_id, bounds.EVENT_ID),
+        ("sObject xsi:type", sobject_type, bounds.EVENT_KIND),
+        *((f"sObject.{name}", values.get(name) or "", bounds.ACCOUNT_ID) for name in _ID_FIELDS),
+    ]
+    for name, value, limit in checks:
+        if len(value.strip()) > limit:
+            raise PayloadError(f"{where}.{name}: at most {limit} characters (got {len(value)})")
+
+
 def parse_outbound_message(body: bytes) -> OutboundMessage:
     """Parse an Outbound Message body; PayloadError naming the element when it is not one.
 
@@ -264,6 +283,8 @@ def parse_outbound_message(body: bytes) -> OutboundMessage:
         values = _sobject_fields(sobject)
         if not (values.get("Id") or "").strip():
             raise PayloadError(f"{where}.sObject has no sf:Id")
+        # Named by position: an over-long Id is not worth quoting.
+        _check_lengths(f"Notification[{index}]", notification_id or "", sobject_type, values)
         parsed.append(
             Notification(id=notification_id or "", sobject_type=sobject_type, fields=values)
         )

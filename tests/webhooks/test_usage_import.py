@@ -439,3 +439,20 @@ def test_cli_unknown_connection_exits_2(cli_db: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown connection 'typo'" in result.stderr
     assert _stored(cli_db) == 0
+
+
+def test_values_no_column_holds_are_row_errors_naming_the_field() -> None:
+    long_account = "a" * 65
+    rows = _rows(
+        "account,at,user\n"
+        f"{long_account},2026-11-20,u\n"
+        "1,2026-11-20,u\x001\n"
+        "1,2099-01-01T00:00:00Z,u\n"
+        "1,2026-11-20,u\n"
+    )
+    assert [str(row) for row in rows[:3]] == [
+        "line 2: account: string should have at most 64 characters",
+        "line 3: user: contains a NUL character (\\u0000), which cannot be stored",
+        "line 4: at: more than 1 day in the future (2099-01-01T00:00:00+00:00)",
+    ]
+    assert isinstance(rows[3], ParsedRow)
