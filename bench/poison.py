@@ -61,7 +61,7 @@ async def _seconds(url: str) -> tuple[list[float], list[float]]:
     )
     clean: list[float] = []
     poisoned: list[float] = []
-    facts.fold = _fold_refusing_the_poison  # type: ignore[assignment]
+    facts.fold = _fold_refusing_the_poison
     try:
         # A first clean batch creates the accounts: every measured batch then finds them.
         for round_ in range(ROUNDS * 2 + 1):

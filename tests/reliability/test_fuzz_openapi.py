@@ -33,6 +33,16 @@ import httpx
 import pytest
 import schemathesis
 from dynamics_samples import DOCS_EXAMPLE
+from every_intake import (
+    ADMIN_TOKEN,
+    DYN_CONNECTION,
+    DYN_KEY,
+    EVERY_INTAKE,
+    SEGMENT_KEY,
+    SF_CONNECTION,
+    SF_ORG,
+    SF_SECRET,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -52,13 +62,6 @@ from webhooks.app import _printable, create_app
 from webhooks.settings import Settings
 from webhooks.store.models import Account, Alert
 
-ADMIN_TOKEN = "fuzz-admin-token-0123456789"
-SEGMENT_KEY = "fuzz-segment-write-key"
-SF_CONNECTION = "acme-sf"
-SF_ORG = "00D5e000000abcdEAA"
-SF_SECRET = "fuzz-salesforce-path-secret"
-DYN_CONNECTION = "contoso"
-DYN_KEY = "fuzz-dynamics-webhook-key"
 SEGMENT_CALLS = ("batch", "track", "page", "screen", "identify", "group", "alias")
 # Seeded in the default connection, so that fuzzed reads and changes find something.
 ACCOUNT_IDS = ("1001", "1002", "1003")
@@ -97,24 +100,10 @@ APP = _LateApp()
 def _settings(database_url: str) -> Settings:
     return make_settings(
         database_url,
-        admin_token=ADMIN_TOKEN,
         hubspot_api_base="http://127.0.0.1:9",
         hubspot_client_id="fuzz-client-id",
         encryption_key="fuzz-encryption-passphrase-of-32-characters-at-least",
-        segment_write_key=SEGMENT_KEY,
-        salesforce_connection_name=SF_CONNECTION,
-        salesforce_organization_id=SF_ORG,
-        salesforce_login_url="https://acme.my.salesforce.test",
-        salesforce_client_id="3MVG9-consumer-key",
-        salesforce_client_secret="fuzz-salesforce-consumer-secret",
-        salesforce_webhook_secret=SF_SECRET,
-        dynamics_connection_name=DYN_CONNECTION,
-        dynamics_org_url="https://contoso.crm.dynamics.test",
-        dynamics_tenant_id="7f3c1b2a-52f0-4a8e-9d59-1f2e3d4c5b6a",
-        dynamics_client_id="0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
-        dynamics_client_secret="fuzz-dynamics-client-secret",
-        dynamics_publisher_prefix="crmh",
-        dynamics_webhook_auth_value=DYN_KEY,
+        **EVERY_INTAKE,
     )
 
 

@@ -11,6 +11,15 @@ from typing import Any
 
 import pytest
 from dynamics_samples import DOCS_EXAMPLE
+from every_intake import (
+    ADMIN_TOKEN,
+    DYN_CONNECTION,
+    DYN_KEY,
+    EVERY_INTAKE,
+    SEGMENT_KEY,
+    SF_CONNECTION,
+    SF_SECRET,
+)
 from sqlalchemy import select
 
 from connector import segment
@@ -21,13 +30,6 @@ from testkit import PUBLIC_URL, Service, hubspot_event, native, signed_v3_header
 from webhooks import intake
 from webhooks.store.models import InboxEvent
 
-SF_CONNECTION = "acme-sf"
-SF_ORG = "00D5e000000abcdEAA"
-SF_SECRET = "sf-shared-secret-for-bodies"
-DYN_CONNECTION = "contoso"
-DYN_KEY = "dynamics-key-for-bodies"
-SEGMENT_KEY = "segment-key-for-bodies"
-ADMIN_TOKEN = "admin-token-for-bodies-123"
 HUBSPOT_URI = f"{PUBLIC_URL}/webhooks/hubspot"
 HOLE = b'"@HOLE@"'
 
@@ -114,23 +116,7 @@ HOSTILE: dict[str, tuple[Callable[[str], bytes], str]] = {
 
 @pytest.fixture
 async def intakes(service_factory) -> Service:
-    service: Service = await service_factory(
-        admin_token=ADMIN_TOKEN,
-        segment_write_key=SEGMENT_KEY,
-        salesforce_connection_name=SF_CONNECTION,
-        salesforce_organization_id=SF_ORG,
-        salesforce_login_url="https://acme.my.salesforce.test",
-        salesforce_client_id="3MVG9-consumer-key",
-        salesforce_client_secret="sf-consumer-secret-for-bodies",
-        salesforce_webhook_secret=SF_SECRET,
-        dynamics_connection_name=DYN_CONNECTION,
-        dynamics_org_url="https://contoso.crm.dynamics.test",
-        dynamics_tenant_id="7f3c1b2a-52f0-4a8e-9d59-1f2e3d4c5b6a",
-        dynamics_client_id="0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
-        dynamics_client_secret="dynamics-client-secret-for-bodies",
-        dynamics_publisher_prefix="crmh",
-        dynamics_webhook_auth_value=DYN_KEY,
-    )
+    service: Service = await service_factory(**EVERY_INTAKE)
     return service
 
 

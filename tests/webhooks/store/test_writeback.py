@@ -120,7 +120,7 @@ async def test_resend_queues_written_and_failed_rows_again_due_now(sessions) -> 
     async with sessions() as session, session.begin():
         await writeback.mark_write_failed(
             session, account_id=account_id, version=version, error="refused", now=NOW,
-            max_attempts=8, retry_in_seconds=60, give_up=True,
+            retry_in_seconds=60, refused=True,
         )  # fmt: skip
     later = NOW + timedelta(hours=5)
 
