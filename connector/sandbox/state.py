@@ -1405,6 +1405,9 @@ def _check_options(raw: Any) -> list[JSONObject]:
             isinstance(item.get(key), str) for key in ("label", "value")
         ):
             raise validation_error("Every option needs a string 'label' and 'value'.")
+        # OptionInput (CRM Properties v3) requires `hidden`: refuse what HubSpot may refuse.
+        if not isinstance(item.get("hidden"), bool):
+            raise missing_attributes("OptionInput", [f"options[{order}].hidden"])
         value = item["value"]
         if value in seen:
             raise validation_error(f"Option value '{value}' is used more than once.")
@@ -1415,7 +1418,7 @@ def _check_options(raw: Any) -> list[JSONObject]:
                 "value": value,
                 "description": _optional(item, "description", str, ""),
                 "displayOrder": _optional(item, "displayOrder", int, order),
-                "hidden": _optional(item, "hidden", bool, False),
+                "hidden": item["hidden"],
             }
         )
     return options

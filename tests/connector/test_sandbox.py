@@ -402,7 +402,7 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
         "name": "health_band",
         "type": "enumeration",
         "fieldType": "select",
-        "options": [{"label": "Healthy", "value": "healthy"}],
+        "options": [{"label": "Healthy", "value": "healthy", "hidden": False}],
     }
     await client.post("/crm/v3/properties/companies", json=band)
 
@@ -411,8 +411,8 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
         json={
             "label": "Health band",
             "options": [
-                {"label": "Healthy", "value": "healthy"},
-                {"label": "At risk", "value": "at_risk"},
+                {"label": "Healthy", "value": "healthy", "hidden": False},
+                {"label": "At risk", "value": "at_risk", "hidden": False},
             ],
         },
     )
@@ -420,6 +420,35 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
     assert response.status_code == 200
     assert response.json()["label"] == "Health band"
     assert [o["value"] for o in response.json()["options"]] == ["healthy", "at_risk"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_option_without_hidden_answers_400_naming_it(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    band = {
+        **HEALTH_SCORE,
+        "name": "health_band",
+        "type": "enumeration",
+        "fieldType": "select",
+        "options": [{"label": "Healthy", "value": "healthy", "hidden": False}],
+    }
+    await client.post("/crm/v3/properties/companies", json=band)
+    unhidden = [{"label": "Healthy", "value": "healthy", "displayOrder": 0}]
+
+    if method == "POST":
+        response = await client.post(
+            "/crm/v3/properties/companies",
+            json={**band, "name": "health_band_2", "options": unhidden},
+        )
+    else:
+        response = await client.patch(
+            "/crm/v3/properties/companies/health_band", json={"options": unhidden}
+        )
+
+    assert response.status_code == 400
+    _assert_hubspot_error(response.json(), "VALIDATION_ERROR")
+    assert "options[0].hidden" in response.json()["message"]
 
 
 async def test_property_group_create_answers_201_and_is_listed_then_409(
