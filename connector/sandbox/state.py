@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1067,12 +1067,15 @@ class SandboxState:
         object_id: str,
         properties: Iterable[str] | None = None,
         associations: Iterable[str] = (),
+        *,
+        cleared: Collection[str] = (),
     ) -> JSONObject:
         """A record as HubSpot's SimplePublicObject(WithAssociations).
 
         Unknown property names are skipped, as HubSpot does for reads; known but unset ones are
-        null. `associations` are object types; each one the record is associated with comes
-        back as {"results": [{"id", "type"}]}, and the key is left out when there are none.
+        null, except the `cleared` ones: a write answer echoes a value it just cleared as "", as
+        HubSpot does. `associations` are object types; each one the record is associated with
+        comes back as {"results": [{"id", "type"}]}, and the key is left out when there are none.
         """
         record = self.record(object_type, object_id)
         spec = OBJECT_TYPE_SPECS.get(object_type)
@@ -1083,7 +1086,10 @@ class SandboxState:
         names = sorted({name for name in wanted if name in definitions} | set(system))
         rendered: JSONObject = {
             "id": object_id,
-            "properties": {name: record.get(name) for name in names},
+            "properties": {
+                name: "" if name in cleared and record.get(name) is None else record.get(name)
+                for name in names
+            },
             "createdAt": record.get(system[0]),
             "updatedAt": record.get(system[1]),
             "archived": False,

@@ -168,6 +168,29 @@ async def test_batch_update_with_empty_string_clears_the_property(
     assert fetched.json()["properties"]["city"] is None
 
 
+async def test_batch_update_answer_echoes_values_as_strings_and_a_cleared_one_as_empty(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme", "city": "Oslo"})
+
+    response = await client.post(
+        BATCH_UPDATE,
+        json={
+            "inputs": [
+                {
+                    "id": company,
+                    "properties": {"city": "", "numberofemployees": 42, "annualrevenue": None},
+                }
+            ]
+        },
+    )
+
+    properties = response.json()["results"][0]["properties"]
+    assert properties["city"] == ""
+    assert properties["annualrevenue"] == ""
+    assert properties["numberofemployees"] == "42"
+
+
 async def test_batch_update_with_a_missing_id_answers_207_with_object_not_found(
     state: SandboxState, client: httpx.AsyncClient
 ) -> None:
