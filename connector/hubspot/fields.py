@@ -32,8 +32,15 @@ class PropertySpec:
             "description": self.description,
         }
         if self.options:
+            # HubSpot's OptionInput requires `hidden` next to label and value (CRM Properties
+            # v3); an option without it may be refused, and the property with it.
             body["options"] = [
-                {"label": option.replace("_", " ").capitalize(), "value": option, "displayOrder": i}
+                {
+                    "label": option.replace("_", " ").capitalize(),
+                    "value": option,
+                    "displayOrder": i,
+                    "hidden": False,
+                }
                 for i, option in enumerate(self.options)
             ]
         return body

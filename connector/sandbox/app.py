@@ -331,6 +331,11 @@ def _input_id(item: JSONObject) -> str:
     return value
 
 
+def _cleared(values: PropertyValues) -> set[str]:
+    """The names a write cleared (validated "" or null), which its answer echoes as ""."""
+    return {name for name, value in values.items() if value is None}
+
+
 def _unique_ids(ids: list[str]) -> None:
     duplicates = sorted({i for i in ids if ids.count(i) > 1}, key=company_sort_key)
     if duplicates:
@@ -505,7 +510,9 @@ class _Routes:
         ):
             raise validation_error("Invalid input JSON: 'associations' must be a list of objects.")
         object_id = self.state.create_object(object_type, properties, associations)
-        return _json(self.state.render(object_type, object_id, list(properties)), 201)
+        cleared = {name for name, value in properties.items() if value is None or value == ""}
+        rendered = self.state.render(object_type, object_id, list(properties), cleared=cleared)
+        return _json(rendered, 201)
 
     async def update_object(self, request: Request) -> Response:
         object_type = _object_type(request)
@@ -515,7 +522,9 @@ class _Routes:
         properties = _properties_field(body, "SimplePublicObjectInput")
         values = self.state.validate_values(properties, object_type=object_type)
         self.state.apply(object_type, object_id, values)
-        return _json(self.state.render(object_type, object_id, list(properties)))
+        return _json(
+            self.state.render(object_type, object_id, list(properties), cleared=_cleared(values))
+        )
 
     async def batch_read(self, request: Request) -> Response:
         object_type = _object_type(request)
@@ -573,7 +582,9 @@ class _Routes:
                 missing.append(object_id)
                 continue
             self.state.apply(object_type, object_id, values)
-            results.append(self.state.render(object_type, object_id, list(values)))
+            results.append(
+                self.state.render(object_type, object_id, list(values), cleared=_cleared(values))
+            )
         return _batch_answer(results, missing, started_at, self.state.timestamp(), object_type)
 
     # associations v4

@@ -184,6 +184,8 @@ class OAuthServer:
             "refresh_token": refresh_token,
             "access_token": token,
             "expires_in": self.access_ttl_seconds,
+            # Required by OAuth v1's AccessTokenResponse (the authorization-code/refresh kind).
+            "token_use": "access_token",
             "hub_id": self.portal_id,
             "scopes": list(grant.scopes),
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1067,12 +1067,15 @@ class SandboxState:
         object_id: str,
         properties: Iterable[str] | None = None,
         associations: Iterable[str] = (),
+        *,
+        cleared: Collection[str] = (),
     ) -> JSONObject:
         """A record as HubSpot's SimplePublicObject(WithAssociations).
 
         Unknown property names are skipped, as HubSpot does for reads; known but unset ones are
-        null. `associations` are object types; each one the record is associated with comes
-        back as {"results": [{"id", "type"}]}, and the key is left out when there are none.
+        null, except the `cleared` ones: a write answer echoes a value it just cleared as "", as
+        HubSpot does. `associations` are object types; each one the record is associated with
+        comes back as {"results": [{"id", "type"}]}, and the key is left out when there are none.
         """
         record = self.record(object_type, object_id)
         spec = OBJECT_TYPE_SPECS.get(object_type)
@@ -1083,7 +1086,10 @@ class SandboxState:
         names = sorted({name for name in wanted if name in definitions} | set(system))
         rendered: JSONObject = {
             "id": object_id,
-            "properties": {name: record.get(name) for name in names},
+            "properties": {
+                name: "" if name in cleared and record.get(name) is None else record.get(name)
+                for name in names
+            },
             "createdAt": record.get(system[0]),
             "updatedAt": record.get(system[1]),
             "archived": False,
@@ -1405,6 +1411,9 @@ def _check_options(raw: Any) -> list[JSONObject]:
             isinstance(item.get(key), str) for key in ("label", "value")
         ):
             raise validation_error("Every option needs a string 'label' and 'value'.")
+        # OptionInput (CRM Properties v3) requires `hidden`: refuse what HubSpot may refuse.
+        if not isinstance(item.get("hidden"), bool):
+            raise missing_attributes("OptionInput", [f"options[{order}].hidden"])
         value = item["value"]
         if value in seen:
             raise validation_error(f"Option value '{value}' is used more than once.")
@@ -1415,7 +1424,7 @@ def _check_options(raw: Any) -> list[JSONObject]:
                 "value": value,
                 "description": _optional(item, "description", str, ""),
                 "displayOrder": _optional(item, "displayOrder", int, order),
-                "hidden": _optional(item, "hidden", bool, False),
+                "hidden": item["hidden"],
             }
         )
     return options

@@ -168,6 +168,29 @@ async def test_batch_update_with_empty_string_clears_the_property(
     assert fetched.json()["properties"]["city"] is None
 
 
+async def test_batch_update_answer_echoes_values_as_strings_and_a_cleared_one_as_empty(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme", "city": "Oslo"})
+
+    response = await client.post(
+        BATCH_UPDATE,
+        json={
+            "inputs": [
+                {
+                    "id": company,
+                    "properties": {"city": "", "numberofemployees": 42, "annualrevenue": None},
+                }
+            ]
+        },
+    )
+
+    properties = response.json()["results"][0]["properties"]
+    assert properties["city"] == ""
+    assert properties["annualrevenue"] == ""
+    assert properties["numberofemployees"] == "42"
+
+
 async def test_batch_update_with_a_missing_id_answers_207_with_object_not_found(
     state: SandboxState, client: httpx.AsyncClient
 ) -> None:
@@ -402,7 +425,7 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
         "name": "health_band",
         "type": "enumeration",
         "fieldType": "select",
-        "options": [{"label": "Healthy", "value": "healthy"}],
+        "options": [{"label": "Healthy", "value": "healthy", "hidden": False}],
     }
     await client.post("/crm/v3/properties/companies", json=band)
 
@@ -411,8 +434,8 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
         json={
             "label": "Health band",
             "options": [
-                {"label": "Healthy", "value": "healthy"},
-                {"label": "At risk", "value": "at_risk"},
+                {"label": "Healthy", "value": "healthy", "hidden": False},
+                {"label": "At risk", "value": "at_risk", "hidden": False},
             ],
         },
     )
@@ -420,6 +443,35 @@ async def test_property_patch_replaces_label_and_options(client: httpx.AsyncClie
     assert response.status_code == 200
     assert response.json()["label"] == "Health band"
     assert [o["value"] for o in response.json()["options"]] == ["healthy", "at_risk"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_option_without_hidden_answers_400_naming_it(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    band = {
+        **HEALTH_SCORE,
+        "name": "health_band",
+        "type": "enumeration",
+        "fieldType": "select",
+        "options": [{"label": "Healthy", "value": "healthy", "hidden": False}],
+    }
+    await client.post("/crm/v3/properties/companies", json=band)
+    unhidden = [{"label": "Healthy", "value": "healthy", "displayOrder": 0}]
+
+    if method == "POST":
+        response = await client.post(
+            "/crm/v3/properties/companies",
+            json={**band, "name": "health_band_2", "options": unhidden},
+        )
+    else:
+        response = await client.patch(
+            "/crm/v3/properties/companies/health_band", json={"options": unhidden}
+        )
+
+    assert response.status_code == 400
+    _assert_hubspot_error(response.json(), "VALIDATION_ERROR")
+    assert "options[0].hidden" in response.json()["message"]
 
 
 async def test_property_group_create_answers_201_and_is_listed_then_409(

@@ -125,10 +125,12 @@ async def test_code_exchange_answers_hubspot_token_shape(
         "refresh_token",
         "access_token",
         "expires_in",
+        "token_use",
         "hub_id",
         "scopes",
     }
     assert tokens["token_type"] == "bearer"
+    assert tokens["token_use"] == "access_token"
     assert tokens["expires_in"] == 1800
     assert tokens["hub_id"] == state.portal_id
     assert tokens["scopes"] == ["oauth", "crm.objects.companies.read"]
