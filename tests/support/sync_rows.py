@@ -36,19 +36,20 @@ WRITEBACKS: dict[tuple[str, str], tuple[str, int, str | None, timedelta | None, 
 INBOX = {"default": ["dead", "dead", "done", "pending"], "segment": ["dead"]}
 
 
-async def seed(sessions: SessionFactory) -> dict[tuple[str, str], int]:
-    """Store the rows; returns the account id of each (connection, crm id)."""
+async def seed(sessions: SessionFactory, *, prefix: str = "") -> dict[tuple[str, str], int]:
+    """Store the rows, each connection's name after `prefix` (to keep them apart from other
+    rows of a shared database); returns the account id of each (connection, crm id)."""
     async with sessions() as session, session.begin():
         locked = await accounts.lock_accounts(
-            session, keys=[(c, "hubspot", crm_id) for c, crm_id in WRITEBACKS], now=NOW
+            session, keys=[(prefix + c, "hubspot", crm_id) for c, crm_id in WRITEBACKS], now=NOW
         )
-        ids = {(c, crm_id): locked[c, "hubspot", crm_id].id for c, crm_id in WRITEBACKS}
+        ids = {(c, crm_id): locked[prefix + c, "hubspot", crm_id].id for c, crm_id in WRITEBACKS}
         rows = []
         for key, (status, attempts, error, since, written, due) in WRITEBACKS.items():
             rows.append(
                 {
                     "account_id": ids[key],
-                    "connection": key[0],
+                    "connection": prefix + key[0],
                     "record_id": key[1],
                     "fields": {"health_score": 50},
                     "fields_hash": "h",
@@ -64,7 +65,8 @@ async def seed(sessions: SessionFactory) -> dict[tuple[str, str], int]:
                 }
             )
         await session.execute(insert(core_table(WritebackItem)), rows)
-        for connection, statuses in INBOX.items():
+        for name, statuses in INBOX.items():
+            connection = prefix + name
             events = [
                 inbox.NewEvent(dedup_key=f"{connection}-{i}", kind="usage", payload={})
                 for i in range(len(statuses))
