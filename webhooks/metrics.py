@@ -9,7 +9,7 @@ depth and lag are read from the database at scrape time, right whichever process
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -220,12 +220,16 @@ class Metrics:
 
     # -- scraping ----------------------------------------------------------------------------
 
-    async def scrape(self, sessions: SessionFactory) -> bytes:
-        """The exposition text; the database gauges are read now. A database that is down or
-        slow leaves them out and sets crm_health_database_up to 0: the scrape still answers."""
+    async def scrape(self, sessions: SessionFactory, *, connections: Collection[str] = ()) -> bytes:
+        """The exposition text; the database gauges are read now, per connection for those
+        with write-backs owed or dead letters and for `connections` (the configured ones). A
+        database that is down or slow leaves them out and sets crm_health_database_up to 0:
+        the scrape still answers."""
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
-                state = await read_database(sessions, now=datetime.now(UTC))
+                state = await read_database(
+                    sessions, now=datetime.now(UTC), connections=connections
+                )
         except Exception as exc:
             log.warning("metrics_database_unreadable", error=repr(exc)[:300])
             state = None
@@ -258,16 +262,18 @@ class Metrics:
             self.inbox_dead_letters.labels(name).set(item.dead_letters)
 
 
-async def read_database(sessions: SessionFactory, *, now: datetime) -> DatabaseState:
+async def read_database(
+    sessions: SessionFactory, *, now: datetime, connections: Collection[str] = ()
+) -> DatabaseState:
     async with sessions() as session:
         backlog = await inbox.backlog(session)
         outbox = await writeback.count_by_status(session)
-        connections = await sync_status.connections(session, now=now)
+        synced = await sync_status.connections(session, now=now, include=connections)
     oldest = backlog.oldest_pending_received_at
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     return DatabaseState(
         inbox=backlog.counts,
         oldest_pending_age_seconds=age,
         outbox=outbox,
-        connections=connections,
+        connections=synced,
     )

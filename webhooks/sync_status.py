@@ -111,11 +111,16 @@ async def connections(
     include: Collection[str] = (),
     only: str | None = None,
 ) -> list[ConnectionSync]:
-    """Every connection with write-backs or dead letters, and those in `include` even without
-    any; with `only`, that one connection alone (present even when it has nothing)."""
-    by_connection = await writeback.sync_by_connection(session, error_chars=ERROR_CHARS)
+    """Every connection with write-backs owed or failed, or dead letters, and those in `include`
+    (the configured ones: their last success is shown even when nothing is owed); with `only`,
+    that one connection alone (present even when it has nothing)."""
     dead = await inbox.dead_letters_by_connection(session)
-    names = {only} if only is not None else {*by_connection, *dead, *include}
+    if only is not None:
+        dead = {only: dead.get(only, 0)}
+    by_connection = await writeback.sync_by_connection(
+        session, include={*dead, *include}, only=only, error_chars=ERROR_CHARS
+    )
+    names = {*by_connection, *dead}
     items = []
     for name in sorted(names):
         row = by_connection.get(name) or writeback.ConnectionSync(connection=name)

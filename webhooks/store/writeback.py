@@ -275,17 +275,19 @@ def _shortened(text: str | None, limit: int) -> str | None:
 
 
 async def sync_by_connection(
-    session: AsyncSession, *, error_chars: int = 300
+    session: AsyncSession,
+    *,
+    include: Collection[str] = (),
+    only: str | None = None,
+    error_chars: int = 300,
 ) -> dict[str, ConnectionSync]:
-    """Write-back state per connection that has any row, from aggregates.
-
-    The counts read only unwritten rows (the claim index's leading status column keeps written
-    ones out); the last success is one aggregate over the table, which holds one row per
-    account, not per event. Each error text is one row found through the claim index.
-    """
+    """Write-back state of each connection with unwritten rows, and of those in `include` (or
+    of `only` alone), from aggregates: the counts read only unwritten rows (the claim index's
+    leading status keeps written ones out); the last success and each error text are one index
+    lookup apiece."""
     table = core_table(WritebackItem)
-    counts: dict[str, dict[str, Any]] = {}
-    rows = await session.execute(
+    counts: dict[str, dict[str, Any]] = {name: {} for name in ([only] if only else include)}
+    statement = (
         select(
             table.c.connection,
             table.c.status,
@@ -296,27 +298,24 @@ async def sync_by_connection(
         .where(table.c.status.in_(_UNWRITTEN))
         .group_by(table.c.connection, table.c.status)
     )
+    if only is not None:
+        statement = statement.where(table.c.connection == only)
+    rows = await session.execute(statement)
     for connection, status, count, retried, since in rows:
-        entry = counts.setdefault(connection, {"pending": 0, "sending": 0, "failing": 0})
+        entry = counts.setdefault(connection, {})
         if status == FAILED:
             entry["failed"] = count
             continue
-        entry["pending"] += count
-        entry["failing"] += retried
+        entry["pending"] = entry.get("pending", 0) + count
+        entry["failing"] = entry.get("failing", 0) + retried
         if status == SENDING:
             entry["sending"] = count
         if since is not None:
             earliest = entry.get("oldest_pending_since")
             entry["oldest_pending_since"] = since if earliest is None else min(earliest, since)
-    last_written = {
-        row[0]: row[1]
-        for row in await session.execute(
-            select(table.c.connection, func.max(table.c.written_at)).group_by(table.c.connection)
-        )
-    }
     result: dict[str, ConnectionSync] = {}
-    for connection in sorted({*counts, *last_written}):
-        entry = counts.get(connection, {})
+    for connection in sorted(counts):
+        entry = counts[connection]
         failing_error = failed_error = None
         if entry.get("failing"):
             failing_error = await _latest_error(
@@ -326,7 +325,9 @@ async def sync_by_connection(
             failed_error = await _latest_error(session, connection=connection, status=FAILED)
         result[connection] = ConnectionSync(
             connection=connection,
-            last_written_at=last_written.get(connection),
+            last_written_at=await session.scalar(
+                select(func.max(table.c.written_at)).where(table.c.connection == connection)
+            ),
             failing_error=_shortened(failing_error, error_chars),
             failed_error=_shortened(failed_error, error_chars),
             **entry,

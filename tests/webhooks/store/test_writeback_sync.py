@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sync_rows import LONG_ERROR, NOW, seed
 
 from webhooks.store import writeback
@@ -51,6 +51,32 @@ async def test_counts_each_state_per_connection(sessions) -> None:
     assert emea.last_written_at is None
     assert emea.failing_error is None
     assert emea.failed_error == LONG_ERROR[:39] + "…"
+
+
+async def test_a_connection_with_everything_written_is_listed_when_asked_for(sessions) -> None:
+    await seed(sessions)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(WritebackItem)
+            .where(WritebackItem.connection == "default")
+            .values(status="done", attempts=0, pending_since=None)
+        )
+    async with sessions() as session:
+        assert sorted(await writeback.sync_by_connection(session)) == ["emea"]
+        listed = await writeback.sync_by_connection(session, include=["default"])
+    default = listed["default"]
+    assert (default.pending, default.failing, default.failed) == (0, 0, 0)
+    assert default.oldest_pending_since is None
+    assert default.last_written_at == NOW - timedelta(minutes=10)
+
+
+async def test_only_reads_that_connection(sessions) -> None:
+    await seed(sessions)
+    async with sessions() as session:
+        summary = await writeback.sync_by_connection(session, only="emea")
+        assert list(summary) == ["emea"]
+        assert summary["emea"].failed == 1
+        assert list(await writeback.sync_by_connection(session, only="apac")) == ["apac"]
 
 
 async def test_nothing_stored_summarises_to_no_connection(sessions) -> None:
