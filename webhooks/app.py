@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhooks.errors import ServiceError
-from webhooks.routes import accounts, admin_page, alerts, inbound, ingest, oauth, ops
+from webhooks.routes import accounts, admin_page, alerts, inbound, ingest, oauth, ops, sync
 from webhooks.routes import session as session_routes
 from webhooks.routes.config import router as config_router
 from webhooks.routes.preview import router as preview_router
@@ -139,6 +139,7 @@ def create_app(
     app.include_router(accounts.router)
     app.include_router(preview_router)
     app.include_router(session_routes.router)
+    app.include_router(sync.router)
     admin_page.install(app)
     # Added last, so it wraps every other middleware and their log lines carry the id too.
     app.add_middleware(RequestIdMiddleware)

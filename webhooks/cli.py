@@ -1,12 +1,13 @@
 """The `crm-health` command: serve, worker, migrate, provision, backfill, dead letters and
-replay, recompute, reconcile, sandbox, demo, API keys, usage import, configuration export and
-apply."""
+replay, sync status and write-back retry, recompute, reconcile, sandbox, demo, API keys,
+usage import, configuration export and apply."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
 import json
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,10 @@ import uvicorn
 import yaml
 from prometheus_client import start_http_server
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from connector.sandbox.app import create_sandbox_app
-from webhooks import config_service, server, usage_import
+from webhooks import config_service, server, sync_status, usage_import
 from webhooks import reconcile as reconcile_service
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
@@ -35,9 +37,9 @@ from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.secrets import SecretKeyError
 from webhooks.settings import Settings
-from webhooks.store import configs, inbox, keys
+from webhooks.store import configs, inbox, keys, writeback
 from webhooks.store.db import AsyncSession, create_engine, create_session_factory
-from webhooks.store.migrate import upgrade_to_head
+from webhooks.store.migrate import current_revision, head_revision, upgrade_to_head
 
 T = TypeVar("T")
 
@@ -218,23 +220,173 @@ def replay(
     ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
-    """Send dead letters back to the worker with fresh attempts."""
+    """Send dead letters back to the worker with fresh attempts. Exit status: 0 done; 1 some
+    ids given are no dead letters (the others were replayed); 2 the database cannot be used."""
     if not event_ids and not replay_all:
         typer.echo("give dead-letter ids, or --all", err=True)
         raise typer.Exit(2)
     settings = _settings()
+    _require_database(settings)
+    wanted = None if replay_all else sorted(set(event_ids or ()))
 
-    async def run() -> int:
+    async def run() -> tuple[int, dict[int, str]]:
         runtime = Runtime.build(settings)
         try:
             async with runtime.sessions() as session, session.begin():
-                return await inbox.replay(
-                    session, event_ids=None if replay_all else event_ids, now=utcnow()
-                )
+                found = {} if wanted is None else await inbox.statuses(session, event_ids=wanted)
+                replayed = await inbox.replay(session, event_ids=wanted, now=utcnow())
+                return replayed, found
         finally:
             await runtime.aclose()
 
-    typer.echo(f"{asyncio.run(run())} events queued again")
+    replayed, found = asyncio.run(run())
+    typer.echo(f"{replayed} dead letter(s) queued again; a running worker processes them")
+    missing = [str(i) for i in wanted or () if i not in found]
+    other = [f"{i} ({status})" for i, status in found.items() if status != inbox.DEAD]
+    if missing:
+        typer.echo(f"no inbox event with id: {', '.join(missing)}", err=True)
+    if other:
+        typer.echo(f"not dead letters, left as they are: {', '.join(other)}", err=True)
+    raise typer.Exit(1 if missing or other else 0)
+
+
+def _require_database(settings: Settings) -> None:
+    """Stop with one line unless the database exists and its schema is this version's: commands
+    that only read or fix rows must never create an empty database where a path was mistyped."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.exists():
+            typer.echo(
+                f"database {path} does not exist: check CRM_HEALTH_DATABASE_URL, or create it "
+                "with `crm-health migrate`",
+                err=True,
+            )
+            raise typer.Exit(2)
+
+    async def revision() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    # Alembic announces its dialect at INFO on every look: noise in a status report.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    try:
+        current = asyncio.run(revision())
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(f"cannot read the database: {reason}"[:300], err=True)
+        raise typer.Exit(2) from None
+    head = head_revision()
+    if current != head:
+        state = "has no schema yet" if current is None else f"is at revision {current}"
+        typer.echo(
+            f"the database {state}; this crm-health needs {head}: run `crm-health migrate`",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def _age(seconds: float) -> str:
+    """A duration for a table cell: 45s, 12m 05s, 3h 02m, 2d 04h."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def _status_table(report: sync_status.SyncReport) -> list[str]:
+    header = (
+        "connection", "status", "pending", "failing", "failed", "oldest pending",
+        "last success", "dead letters",
+    )  # fmt: skip
+    rows = [header]
+    for item in report.connections:
+        sync = item.writebacks
+        last = sync.last_success_at
+        rows.append(
+            (
+                item.connection,
+                item.status.replace("_", " "),
+                str(sync.pending),
+                str(sync.failing),
+                str(sync.failed),
+                _age(sync.oldest_pending_age_seconds) if sync.oldest_pending_since else "-",
+                "never" if last is None else f"{last:%Y-%m-%d %H:%M} UTC",
+                str(item.dead_letters),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    # Text columns left, counts right, as a reader scans them.
+    numeric = {2, 3, 4, 7}
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    if not report.connections:
+        lines.append("(no connection has write-backs or dead letters yet)")
+    counts = report.inbox.counts
+    lines.append(
+        "inbox: "
+        + ", ".join(f"{counts.get(status, 0)} {status}" for status in inbox.UNSETTLED)
+        + f"; oldest pending {_age(report.inbox.oldest_pending_age_seconds)}"
+    )
+    for item in report.connections:
+        sync = item.writebacks
+        if sync.failing_error:
+            lines.append(f"{item.connection}: failing: {sync.failing_error}")
+        if sync.failed_error:
+            lines.append(f"{item.connection}: failed: {sync.failed_error}")
+        lines.extend(f"{item.connection}: retry: {command}" for command in item.commands)
+    return lines
+
+
+@cli.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 1 when a connection has failing or failed write-backs or "
+            "dead letters (for cron and monitoring).",
+        ),
+    ] = False,
+) -> None:
+    """Sync state per connection: write-backs pending, failing and failed, the oldest pending,
+    the last success, dead letters and the last CRM errors. Exit status: 0; 1 with --check
+    when something is failing, failed or dead; 2 the database cannot be read."""
+    settings = _settings()
+    _require_database(settings)
+
+    async def run() -> sync_status.SyncReport:
+        runtime = Runtime.build(settings)
+        try:
+            return await sync_status.report(
+                runtime.sessions, now=utcnow(), include=runtime.connections.writers().keys()
+            )
+        finally:
+            await runtime.aclose()
+
+    report = asyncio.run(run())
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        for line in _status_table(report):
+            typer.echo(line)
+    raise typer.Exit(1 if check and any(map(sync_status.needs_action, report.connections)) else 0)
 
 
 @cli.command()
@@ -510,6 +662,72 @@ def keys_revoke(
         typer.echo(f"no active API key with id or prefix {key!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked API key {key}")
+
+
+writeback_app = typer.Typer(
+    help="Health write-backs to the CRM: send stuck ones again.", no_args_is_help=True
+)
+cli.add_typer(writeback_app, name="writeback")
+
+
+@writeback_app.command("retry")
+def writeback_retry(
+    connection: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this connection (default: every one; with --account, the configured one)."
+        ),
+    ] = None,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed", help="Write-backs the CRM refused, once the record or field is fixed."
+        ),
+    ] = False,
+    failing: Annotated[
+        bool,
+        typer.Option("--failing", help="Write-backs waiting out a backoff: send them now."),
+    ] = False,
+    accounts: Annotated[
+        list[str] | None,
+        typer.Option("--account", help="Only this account's CRM record id (repeat for more)."),
+    ] = None,
+) -> None:
+    """Queue write-backs again with fresh attempts, due now: failed and failing ones (neither
+    flag given: both). Exit status: 0; 1 some --account ids have no write-back (the others
+    were queued); 2 the database cannot be used."""
+    settings = _settings()
+    _require_database(settings)
+    both = not failed and not failing
+    name = connection or (settings.connection_name if accounts else None)
+
+    async def run() -> writeback.Requeued:
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.sessions() as session, session.begin():
+                return await writeback.retry(
+                    session,
+                    now=utcnow(),
+                    failed=failed or both,
+                    failing=failing or both,
+                    connection=name,
+                    record_ids=accounts,
+                )
+        finally:
+            await runtime.aclose()
+
+    result = asyncio.run(run())
+    scope = "every connection" if name is None else f"connection {name}"
+    typer.echo(
+        f"{result.failed} failed and {result.failing} failing write-back(s) of {scope} queued "
+        "again; a running worker sends them now"
+    )
+    if result.unknown:
+        typer.echo(
+            f"no write-back in connection {name} for account(s): {', '.join(result.unknown)}",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 import_app = typer.Typer(

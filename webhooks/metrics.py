@@ -9,7 +9,7 @@ depth and lag are read from the database at scrape time, right whichever process
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from webhooks import sync_status
 from webhooks.store import inbox, writeback
 from webhooks.store.db import SessionFactory
 
@@ -53,6 +54,7 @@ class DatabaseState:
     inbox: Mapping[str, int]
     oldest_pending_age_seconds: float
     outbox: Mapping[str, int]
+    connections: Sequence[sync_status.ConnectionSync] = ()
 
 
 class Metrics:
@@ -142,6 +144,58 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+        # Per connection, the sync state `crm-health status` and the admin page show.
+        self.writeback_pending = Gauge(
+            "crm_health_writeback_pending",
+            "Accounts whose health the CRM does not have yet (waiting or being sent, failing "
+            "ones included), by connection.",
+            ["connection"],
+            registry=registry,
+        )
+        self.writeback_failing = Gauge(
+            "crm_health_writeback_failing",
+            "Write-backs whose last send failed, retried with backoff until the CRM takes "
+            "them, by connection.",
+            ["connection"],
+            registry=registry,
+        )
+        self.writeback_failed = Gauge(
+            "crm_health_writeback_failed",
+            "Write-backs the CRM refused for the record itself (needs a person, then "
+            "`crm-health writeback retry --failed`), by connection.",
+            ["connection"],
+            registry=registry,
+        )
+        self.writeback_oldest_pending_age = Gauge(
+            "crm_health_writeback_oldest_pending_age_seconds",
+            "How long the longest-waiting health values have been owed to the CRM (0 when "
+            "none), by connection.",
+            ["connection"],
+            registry=registry,
+        )
+        self.writeback_last_success = Gauge(
+            "crm_health_writeback_last_success_timestamp_seconds",
+            "Unix time the CRM last took a write-back (0: never), by connection.",
+            ["connection"],
+            registry=registry,
+        )
+        self.inbox_dead_letters = Gauge(
+            "crm_health_inbox_dead_letters",
+            "Inbox events that could not be processed (`crm-health dead-letters`), by connection.",
+            ["connection"],
+            registry=registry,
+        )
+
+    @property
+    def _per_connection(self) -> tuple[Gauge, ...]:
+        return (
+            self.writeback_pending,
+            self.writeback_failing,
+            self.writeback_failed,
+            self.writeback_oldest_pending_age,
+            self.writeback_last_success,
+            self.inbox_dead_letters,
+        )
 
     # -- counting ----------------------------------------------------------------------------
 
@@ -166,12 +220,16 @@ class Metrics:
 
     # -- scraping ----------------------------------------------------------------------------
 
-    async def scrape(self, sessions: SessionFactory) -> bytes:
-        """The exposition text; the database gauges are read now. A database that is down or
-        slow leaves them out and sets crm_health_database_up to 0: the scrape still answers."""
+    async def scrape(self, sessions: SessionFactory, *, connections: Collection[str] = ()) -> bytes:
+        """The exposition text; the database gauges are read now, per connection for those
+        with write-backs owed or dead letters and for `connections` (the configured ones). A
+        database that is down or slow leaves them out and sets crm_health_database_up to 0:
+        the scrape still answers."""
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
-                state = await read_database(sessions, now=datetime.now(UTC))
+                state = await read_database(
+                    sessions, now=datetime.now(UTC), connections=connections
+                )
         except Exception as exc:
             log.warning("metrics_database_unreadable", error=repr(exc)[:300])
             state = None
@@ -182,6 +240,8 @@ class Metrics:
         # No await in here: concurrent scrapes never see half of one state.
         self.inbox_events.clear()
         self.writeback_outbox.clear()
+        for gauge in self._per_connection:
+            gauge.clear()
         self.database_up.set(0 if state is None else 1)
         if state is None:
             self.inbox_oldest_pending_age.set(float("nan"))
@@ -191,12 +251,29 @@ class Metrics:
         self.inbox_oldest_pending_age.set(state.oldest_pending_age_seconds)
         for status in sorted({*OUTBOX_STATUSES, *state.outbox}):
             self.writeback_outbox.labels(status).set(state.outbox.get(status, 0))
+        for item in state.connections:
+            name, sync = item.connection, item.writebacks
+            self.writeback_pending.labels(name).set(sync.pending)
+            self.writeback_failing.labels(name).set(sync.failing)
+            self.writeback_failed.labels(name).set(sync.failed)
+            self.writeback_oldest_pending_age.labels(name).set(sync.oldest_pending_age_seconds)
+            last = sync.last_success_at
+            self.writeback_last_success.labels(name).set(0 if last is None else last.timestamp())
+            self.inbox_dead_letters.labels(name).set(item.dead_letters)
 
 
-async def read_database(sessions: SessionFactory, *, now: datetime) -> DatabaseState:
+async def read_database(
+    sessions: SessionFactory, *, now: datetime, connections: Collection[str] = ()
+) -> DatabaseState:
     async with sessions() as session:
         backlog = await inbox.backlog(session)
         outbox = await writeback.count_by_status(session)
+        synced = await sync_status.connections(session, now=now, include=connections)
     oldest = backlog.oldest_pending_received_at
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
-    return DatabaseState(inbox=backlog.counts, oldest_pending_age_seconds=age, outbox=outbox)
+    return DatabaseState(
+        inbox=backlog.counts,
+        oldest_pending_age_seconds=age,
+        outbox=outbox,
+        connections=synced,
+    )

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,16 +24,18 @@ from typing import Any
 
 import httpx
 import pytest
+import sync_rows
 import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from signals.config import HealthConfig
 from testkit import RECENCY_ONLY, make_settings, native, store_native
 from webhooks.app import create_app
 from webhooks.settings import Settings
 from webhooks.store import configs, keys
-from webhooks.store.models import Account, HealthSnapshot
+from webhooks.store.db import create_engine, create_session_factory
+from webhooks.store.models import Account, HealthSnapshot, WritebackItem
 
 CHROMIUM = Path("/usr/bin/chromium")
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -57,6 +60,7 @@ class Server:
     url: str
     admin_key: str
     viewer_key: str
+    database_url: str
 
 
 def _free_port() -> int:
@@ -135,7 +139,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         assert thread.is_alive(), "uvicorn stopped while starting"
         assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
         time.sleep(0.05)
-    yield Server(url=url, admin_key=admin_key, viewer_key=viewer_key)
+    yield Server(
+        url=url, admin_key=admin_key, viewer_key=viewer_key, database_url=settings.database_url
+    )
     uvicorn_server.should_exit = True
     thread.join(timeout=15)
 
@@ -199,7 +205,9 @@ def sign_in(page: Page, key: str, *, then: str = "/admin") -> None:
 # --- without a browser: redirects and headers -----------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/admin", "/admin/config", "/admin/alerts", "/admin/accounts/1"])
+@pytest.mark.parametrize(
+    "path", ["/admin", "/admin/config", "/admin/alerts", "/admin/sync", "/admin/accounts/1"]
+)
 def test_pages_redirect_to_the_login_when_not_signed_in(server: Server, path: str) -> None:
     response = httpx.get(server.url + path, follow_redirects=False)
     assert response.status_code == 303
@@ -398,3 +406,79 @@ def test_signing_out_ends_the_session(page: Page, server: Server) -> None:
     expect(page).to_have_url(re.compile(r"/admin/login$"))
     page.goto("/admin")
     expect(page).to_have_url(re.compile(r"/admin/login\?next="))
+
+
+def _seed_sync(server: Server) -> tuple[str, str]:
+    """Write-backs in every state and dead letters for connections of their own ("sync-*": the
+    other tests' accounts stay as they are), a CRM error text carrying markup, and a viewer key
+    for the connection that needs attention and one for a connection with nothing stuck."""
+
+    async def seed() -> tuple[str, str]:
+        engine = create_engine(server.database_url)
+        sessions = create_session_factory(engine)
+        try:
+            ids = await sync_rows.seed(sessions, prefix="sync-")
+            async with sessions() as session, session.begin():
+                await session.execute(
+                    update(WritebackItem)
+                    .where(WritebackItem.account_id == ids["default", "6"])
+                    .values(last_error=HOSTILE_ERROR)
+                )
+                now = datetime.now(UTC)
+                _, stuck = await keys.create(
+                    session, name="sync-viewer", role="viewer", connection="sync-default", now=now
+                )
+                _, calm = await keys.create(
+                    session, name="calm-viewer", role="viewer", connection="sync-calm", now=now
+                )
+            return stuck, calm
+        finally:
+            await engine.dispose()
+
+    # Playwright's sync API runs an event loop in this thread: the seed gets a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, seed()).result()
+
+
+HOSTILE_ERROR = '<img src=x onerror="document.title=1">record 6 was deleted in the CRM'
+
+
+def test_the_sync_panel_shows_what_is_stuck_and_how_to_retry_it(page: Page, server: Server) -> None:
+    stuck, calm = _seed_sync(server)
+    sign_in(page, stuck, then="/admin/sync")
+    expect(page.get_by_role("link", name="Sync")).to_have_attribute("aria-current", "page")
+    card = page.get_by_role("region", name=re.compile("Connection sync-default"))
+    expect(card.locator(".sync-state")).to_have_text("Needs attention")
+    facts = card.locator("dl")
+    expect(facts).to_contain_text("Pending3 (1 being sent)")
+    expect(facts).to_contain_text("Failing (retried)2")
+    expect(facts).to_contain_text("Failed (refused by the CRM)1")
+    expect(facts).to_contain_text("Dead letters2")
+    expect(facts).to_contain_text("Last success")
+    # The CRM's text is shown as text: the markup is visible, nothing of it runs.
+    expect(card.locator(".crm-text").last).to_have_text(HOSTILE_ERROR)
+    expect(card.locator("img")).to_have_count(0)
+    expect(card.locator(".crm-text").first).to_have_text("HTTP 503 Service Unavailable")
+    commands = card.locator(".sync-commands code")
+    expect(commands).to_have_text(
+        [
+            "crm-health writeback retry --connection sync-default --failed",
+            "crm-health writeback retry --connection sync-default --failing",
+            "crm-health dead-letters",
+            "crm-health replay --all",
+        ]
+    )
+    expect(page.locator("#sync-inbox")).to_contain_text("dead letters")
+    shot(page, "09-sync-needs-attention")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.get_by_role("status")).to_have_text("Sync status refreshed.")
+    assert page.title() == "Sync · crm-health admin"
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/admin/login$"))
+    sign_in(page, calm, then="/admin/sync")
+    card = page.get_by_role("region", name=re.compile("Connection sync-calm"))
+    expect(card.locator(".sync-state")).to_have_text("OK")
+    expect(card.locator("dl")).to_contain_text("Last successnever")
+    expect(card.locator(".sync-commands")).to_have_count(0)
+    shot(page, "10-sync-ok")

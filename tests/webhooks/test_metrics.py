@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import respx
+import sync_rows
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete
 
 from signals.config import HealthConfig
 from testkit import (
@@ -29,6 +31,7 @@ from webhooks.app import create_app
 from webhooks.metrics import Metrics
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, inbox, keys
+from webhooks.store.models import WritebackItem
 
 BATCH_UPDATE = f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update"
 
@@ -237,3 +240,35 @@ async def test_alert_deliveries_are_counted_by_channel_type_and_outcome(service)
     for kind, outcome in [("slack", "sent"), ("teams", "retried"), ("webhook", "failed")]:
         labels = {"channel_type": kind, "outcome": outcome}
         assert metrics.registry.get_sample_value(deliveries, labels) == 1, labels
+
+
+async def test_sync_state_is_exposed_per_connection(service) -> None:
+    await sync_rows.seed(service.runtime.sessions)
+    samples = await scrape(service.client)
+    for name, default, emea in [
+        ("crm_health_writeback_pending", 3, 1),
+        ("crm_health_writeback_failing", 2, 0),
+        ("crm_health_writeback_failed", 1, 1),
+        ("crm_health_inbox_dead_letters", 2, 0),
+    ]:
+        assert value(samples, name, connection="default") == default, name
+        assert value(samples, name, connection="emea") == emea, name
+    assert value(samples, "crm_health_inbox_dead_letters", connection="segment") == 1
+    last = "crm_health_writeback_last_success_timestamp_seconds"
+    written = sync_rows.NOW - timedelta(minutes=10)
+    assert value(samples, last, connection="default") == written.timestamp()
+    assert value(samples, last, connection="emea") == 0
+    age = value(samples, "crm_health_writeback_oldest_pending_age_seconds", connection="default")
+    since = sync_rows.NOW - timedelta(minutes=40)
+    assert age is not None
+    assert age == pytest.approx((datetime.now(UTC) - since).total_seconds(), abs=60)
+
+
+async def test_a_connection_gone_from_the_database_leaves_the_gauges(service) -> None:
+    await sync_rows.seed(service.runtime.sessions)
+    assert value(await scrape(service.client), "crm_health_writeback_failed", connection="emea")
+    async with service.runtime.sessions() as session, session.begin():
+        await session.execute(delete(WritebackItem).where(WritebackItem.connection == "emea"))
+    samples = await scrape(service.client)
+    assert value(samples, "crm_health_writeback_failed", connection="emea") is None
+    assert value(samples, "crm_health_writeback_failed", connection="default") == 1

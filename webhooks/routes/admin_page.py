@@ -102,3 +102,8 @@ async def config(request: Request, runtime: RuntimeDep) -> Response:
 @router.get(f"{PREFIX}/alerts", response_class=HTMLResponse)
 async def alerts(request: Request, runtime: RuntimeDep) -> Response:
     return _page(request, runtime, "alerts")
+
+
+@router.get(f"{PREFIX}/sync", response_class=HTMLResponse)
+async def sync(request: Request, runtime: RuntimeDep) -> Response:
+    return _page(request, runtime, "sync")

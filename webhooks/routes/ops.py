@@ -47,4 +47,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 async def metrics(runtime: RuntimeDep) -> Response:
     """Counters of this process and, read now, queue depth and lag from the database. The
     service answers on one port, so keep /metrics from the outside at the proxy."""
-    return Response(await runtime.metrics.scrape(runtime.sessions), media_type=CONTENT_TYPE_LATEST)
+    text = await runtime.metrics.scrape(
+        runtime.sessions, connections=runtime.connections.writers().keys()
+    )
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -334,3 +334,23 @@ async def replay(session: AsyncSession, *, event_ids: Sequence[int] | None, now:
         statement.values(status=PENDING, attempts=0, available_at=now, processed_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def dead_letters_by_connection(session: AsyncSession) -> dict[str, int]:
+    """How many dead letters each connection has (read through the claim index's status)."""
+    rows = await session.execute(
+        select(InboxEvent.connection, func.count())
+        .where(InboxEvent.status == DEAD)
+        .group_by(InboxEvent.connection)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def statuses(session: AsyncSession, *, event_ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of these events that exists (by primary key)."""
+    if not event_ids:
+        return {}
+    rows = await session.execute(
+        select(InboxEvent.id, InboxEvent.status).where(InboxEvent.id.in_(event_ids))
+    )
+    return {row[0]: row[1] for row in rows}

@@ -343,7 +343,11 @@ class WritebackItem(Base):
     """
 
     __tablename__ = "crm_writeback"
-    __table_args__ = (Index("ix_crm_writeback_claim", "status", "available_at"),)
+    __table_args__ = (
+        Index("ix_crm_writeback_claim", "status", "available_at"),
+        # A connection's last success (sync status) without reading every account's row.
+        Index("ix_crm_writeback_written", "connection", "written_at"),
+    )
 
     account_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True

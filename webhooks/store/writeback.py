@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
-from webhooks.store.models import WritebackItem, core_table
+from webhooks.store.models import Account, WritebackItem, core_table
 
 PENDING, SENDING, DONE, FAILED = "pending", "sending", "done", "failed"
 
@@ -266,6 +266,11 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
     return {row[0]: row[1] for row in rows}
 
 
+def _due_now(now: datetime) -> dict[str, Any]:
+    """The values that send a row again on the next pass, with fresh attempts."""
+    return {"attempts": 0, "available_at": now, "last_error": None, "lease_until": None}
+
+
 async def resend(session: AsyncSession, *, account_ids: Collection[int], now: datetime) -> int:
     """Queue the values owed to these accounts again, due now with fresh attempts: the CRM was
     found holding something else (an outage, an edit by hand, a restored backup). A row being
@@ -277,12 +282,186 @@ async def resend(session: AsyncSession, *, account_ids: Collection[int], now: da
         .where(WritebackItem.account_id.in_(account_ids), WritebackItem.status != SENDING)
         .values(
             status=PENDING,
-            attempts=0,
-            available_at=now,
-            last_error=None,
-            lease_until=None,
             pending_since=func.coalesce(WritebackItem.pending_since, now),
+            **_due_now(now),
         )
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- sync status and retry (crm-health status, /metrics, GET /api/v1/sync) ---------------------
+
+# The statuses of rows whose values the CRM does not have yet, or refused.
+_UNWRITTEN = (PENDING, SENDING, FAILED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSync:
+    """One connection's write-backs as a count per state; `pending` counts every row owed and
+    not written yet (waiting or being sent), `failing` those of them whose last send failed."""
+
+    connection: str
+    pending: int = 0
+    sending: int = 0
+    failing: int = 0
+    failed: int = 0
+    oldest_pending_since: datetime | None = None
+    last_written_at: datetime | None = None
+    failing_error: str | None = None
+    failed_error: str | None = None
+
+
+def _shortened(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+async def sync_by_connection(
+    session: AsyncSession,
+    *,
+    include: Collection[str] = (),
+    only: str | None = None,
+    error_chars: int = 300,
+) -> dict[str, ConnectionSync]:
+    """Write-back state of each connection with unwritten rows, and of those in `include` (or
+    of `only` alone), from aggregates: the counts read only unwritten rows (the claim index's
+    leading status keeps written ones out); the last success and each error text are one index
+    lookup apiece."""
+    table = core_table(WritebackItem)
+    counts: dict[str, dict[str, Any]] = {name: {} for name in ([only] if only else include)}
+    statement = (
+        select(
+            table.c.connection,
+            table.c.status,
+            func.count(),
+            func.count(case((table.c.attempts > 0, 1))),
+            func.min(table.c.pending_since),
+        )
+        .where(table.c.status.in_(_UNWRITTEN))
+        .group_by(table.c.connection, table.c.status)
+    )
+    if only is not None:
+        statement = statement.where(table.c.connection == only)
+    rows = await session.execute(statement)
+    for connection, status, count, retried, since in rows:
+        entry = counts.setdefault(connection, {})
+        if status == FAILED:
+            entry["failed"] = count
+            continue
+        entry["pending"] = entry.get("pending", 0) + count
+        entry["failing"] = entry.get("failing", 0) + retried
+        if status == SENDING:
+            entry["sending"] = count
+        if since is not None:
+            earliest = entry.get("oldest_pending_since")
+            entry["oldest_pending_since"] = since if earliest is None else min(earliest, since)
+    result: dict[str, ConnectionSync] = {}
+    for connection in sorted(counts):
+        entry = counts[connection]
+        failing_error = failed_error = None
+        if entry.get("failing"):
+            failing_error = await _latest_error(
+                session, connection=connection, status=PENDING, retried_only=True
+            )
+        if entry.get("failed"):
+            failed_error = await _latest_error(session, connection=connection, status=FAILED)
+        result[connection] = ConnectionSync(
+            connection=connection,
+            last_written_at=await session.scalar(
+                select(func.max(table.c.written_at)).where(table.c.connection == connection)
+            ),
+            failing_error=_shortened(failing_error, error_chars),
+            failed_error=_shortened(failed_error, error_chars),
+            **entry,
+        )
+    return result
+
+
+async def _latest_error(
+    session: AsyncSession, *, connection: str, status: str, retried_only: bool = False
+) -> str | None:
+    """The error of the connection's row in `status` that is due last: read backwards along the
+    claim index (status, available_at), so the scan stops at the first row of the connection."""
+    table = core_table(WritebackItem)
+    statement = (
+        select(table.c.last_error)
+        .where(
+            table.c.status == status,
+            table.c.connection == connection,
+            table.c.last_error.is_not(None),
+        )
+        .order_by(table.c.available_at.desc())
+        .limit(1)
+    )
+    if retried_only:
+        statement = statement.where(table.c.attempts > 0)
+    error: str | None = await session.scalar(statement)
+    return error
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requeued:
+    """What `retry` put back to pending, and the record ids asked for that have no write-back."""
+
+    failed: int
+    failing: int
+    unknown: tuple[str, ...] = ()
+
+
+async def retry(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    failed: bool,
+    failing: bool,
+    connection: str | None = None,
+    record_ids: Collection[str] | None = None,
+) -> Requeued:
+    """Make write-backs due now with fresh attempts: those the CRM refused (`failed`, after
+    someone fixed the record or the field) and those retried with backoff (`failing`, once the
+    CRM is back). Rows being sent are left to their sender. `record_ids` are CRM record ids of
+    `connection`, which they need."""
+    table = core_table(WritebackItem)
+    scope = []
+    unknown: tuple[str, ...] = ()
+    if connection is not None:
+        scope.append(table.c.connection == connection)
+    if record_ids is not None:
+        if connection is None:
+            raise ValueError("record ids need their connection")
+        # Through the accounts' unique (connection, crm_id) index to the outbox's primary key.
+        found = {
+            row[0]: row[1]
+            for row in await session.execute(
+                select(Account.crm_id, Account.id)
+                .join(table, table.c.account_id == Account.id)
+                .where(Account.connection == connection, Account.crm_id.in_(record_ids))
+            )
+        }
+        unknown = tuple(sorted(set(record_ids) - set(found)))
+        scope.append(table.c.account_id.in_(list(found.values())))
+    fresh = _due_now(now)
+    counts = {"failed": 0, "failing": 0}
+    if failed:
+        result = await session.execute(
+            update(table)
+            .where(table.c.status == FAILED, *scope)
+            .values(
+                status=PENDING,
+                # Owed since the values were first staged; a row failed before the column
+                # existed starts its wait now.
+                pending_since=func.coalesce(table.c.pending_since, now),
+                **fresh,
+            )
+        )
+        counts["failed"] = int(result.rowcount)  # type: ignore[attr-defined]
+    if failing:
+        result = await session.execute(
+            update(table)
+            .where(table.c.status == PENDING, table.c.attempts > 0, *scope)
+            .values(**fresh)
+        )
+        counts["failing"] = int(result.rowcount)  # type: ignore[attr-defined]
+    return Requeued(unknown=unknown, **counts)

@@ -1072,9 +1072,102 @@
     Promise.all([loadConfig(), loadVersions()]).catch(failed);
   }
 
+  // Sync ------------------------------------------------------------------------------------
+
+  const SYNC_STATES = {
+    ok: ["OK", "The CRM has every value, or gets it within minutes."],
+    behind: ["Behind", "Values have waited over five minutes, with nothing failing: a backlog, a paused CRM allowance or a stopped worker."],
+    failing: ["Failing", "The CRM does not take write-backs now; they are retried until it does."],
+    needs_attention: ["Needs attention", "The CRM refused some records, or events could not be processed: someone needs to look."],
+  };
+  const SYNC_REFRESH_MS = 30000;
+
+  /** A duration as the status command shows it: 45s, 12m 05s, 3h 02m, 2d 04h. */
+  function fmtAge(seconds) {
+    const whole = Math.floor(seconds);
+    const pad = (n) => String(n).padStart(2, "0");
+    if (whole < 60) return `${whole}s`;
+    const minutes = Math.floor(whole / 60);
+    if (minutes < 60) return `${minutes}m ${pad(whole % 60)}s`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 24) return `${hours}h ${pad(minutes % 60)}m`;
+    return `${Math.floor(hours / 24)}d ${pad(hours % 24)}h`;
+  }
+
+  function syncCard(item) {
+    const sync = item.writebacks;
+    const [label, meaning] = SYNC_STATES[item.status] || [item.status, ""];
+    const titleId = `sync-${item.connection.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    const count = (value) => el("span", { class: value ? "sync-count nonzero" : "sync-count", text: String(value) });
+    const facts = [
+      ["Pending", count(sync.pending), sync.sending ? ` (${sync.sending} being sent)` : null],
+      ["Failing (retried)", count(sync.failing)],
+      ["Failed (refused by the CRM)", count(sync.failed)],
+      ["Oldest pending", sync.oldest_pending_since ? `${fmtAge(sync.oldest_pending_age_seconds)}, since ${fmtTime(sync.oldest_pending_since)}` : "—"],
+      ["Last success", sync.last_success_at ? fmtTime(sync.last_success_at) : "never"],
+      ["Dead letters", count(item.dead_letters)],
+    ];
+    const errors = [];
+    // CRM and event text is shown as text (textContent), never as markup.
+    if (sync.failing_error) errors.push(["Last error of a failing write-back", sync.failing_error]);
+    if (sync.failed_error) errors.push(["Why the CRM refused the last failed record", sync.failed_error]);
+    return el(
+      "section",
+      { class: `card sync-card sync-${item.status}`, "data-connection": item.connection, "aria-labelledby": titleId },
+      el("h2", { id: titleId }, `Connection ${item.connection} `, el("span", { class: `sync-state sync-state-${item.status}`, text: label })),
+      el("p", { class: "hint", text: meaning }),
+      el("dl", { class: "facts" }, facts.flatMap(([term, ...value]) => [el("dt", { text: term }), el("dd", {}, ...value)])),
+      errors.map(([title, text]) => el("div", { class: "sync-error" }, el("h3", { text: title }), el("p", { class: "crm-text", text }))),
+      item.commands.length
+        ? el(
+            "div",
+            { class: "sync-commands" },
+            el("h3", { text: "To retry, run on the server" }),
+            el("ul", {}, item.commands.map((command) => el("li", {}, el("code", { text: command })))),
+            el("p", { class: "hint", text: "Failing write-backs are retried on their own; --failing only sends them now instead of after their backoff. Fix what the CRM refused first (a deleted record, a value a field rejects): a failed write-back is not retried on its own." }),
+          )
+        : null,
+    );
+  }
+
+  function initSync() {
+    const target = $("#sync-connections");
+    const refresh = $("#sync-refresh");
+
+    async function load({ announce = false } = {}) {
+      target.setAttribute("aria-busy", "true");
+      try {
+        const { data } = await api("GET", "/api/v1/sync");
+        showError("");
+        clear(target);
+        if (!data.connections.length) target.append(el("p", { class: "muted", text: "No connection to show." }));
+        for (const item of data.connections) target.append(syncCard(item));
+        const counts = data.inbox.counts;
+        $("#sync-inbox").textContent =
+          `${counts.pending} pending, ${counts.processing} processing, ${counts.unmatched} waiting for their account (unmatched), ${counts.dead} dead letters; ` +
+          `the oldest pending event waits ${fmtAge(data.inbox.oldest_pending_age_seconds)}.`;
+        $("#sync-checked").textContent = `Checked ${fmtTime(data.checked_at)}; refreshed every ${SYNC_REFRESH_MS / 1000} s.`;
+        if (announce) showStatus("Sync status refreshed.");
+      } catch (err) {
+        failed(err);
+      } finally {
+        target.setAttribute("aria-busy", "false");
+      }
+    }
+
+    refresh.addEventListener("click", () => {
+      showStatus("");
+      load({ announce: true });
+    });
+    setInterval(() => {
+      if (!document.hidden) load();
+    }, SYNC_REFRESH_MS);
+    load();
+  }
+
   // --- start ---------------------------------------------------------------------------------
 
-  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, alerts: initAlerts };
+  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, alerts: initAlerts, sync: initSync };
 
   async function start() {
     const page = document.body.dataset.page;

@@ -2,7 +2,7 @@
 ended, how far the one under way got, and which worker holds it (a lease).
 
 Revision ID: 20261204_0011
-Revises: 20261204_0009
+Revises: 20261204_0010
 Create Date: 2026-12-04 23:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261204_0011"
-down_revision = "20261204_0009"
+down_revision = "20261204_0010"
 branch_labels = None
 depends_on = None
 
