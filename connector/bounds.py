@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+)
 
 # --- lengths (characters) ------------------------------------------------------------------
 
@@ -153,9 +160,22 @@ def validation_message(message: str) -> str:
     return message.removeprefix("Value error, ")
 
 
-def not_far_future(moment: datetime) -> datetime:
-    """`moment` unless it lies more than FUTURE_TOLERANCE ahead of now."""
-    if moment - datetime.now(UTC) > FUTURE_TOLERANCE:
+# The validation context an intake passes (`{ARRIVED_AT: now}`) where an event arrives: only
+# there is a time far ahead refused. A stored event that was acknowledged is decoded again by
+# the worker without it, so the worker never refuses what the edge accepted, whatever its
+# clock says by then.
+ARRIVED_AT = "arrived_at"
+
+
+def edge_context(now: datetime | None = None) -> dict[str, object]:
+    """The validation context of an event arriving now."""
+    return {ARRIVED_AT: datetime.now(UTC) if now is None else now}
+
+
+def not_far_future(moment: datetime, info: ValidationInfo) -> datetime:
+    """`moment` unless, where the event arrives, it lies more than FUTURE_TOLERANCE ahead."""
+    arrived = (info.context or {}).get(ARRIVED_AT)
+    if isinstance(arrived, datetime) and moment - arrived > FUTURE_TOLERANCE:
         raise ValueError(
             f"more than {FUTURE_TOLERANCE.days} day in the future ({moment.isoformat()})"
         )

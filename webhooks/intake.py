@@ -459,9 +459,10 @@ def parse_native(body: bytes, *, received_at: datetime) -> list[inbox.NewEvent]:
         raise BadPayload(f"events: {len(items)} events; at most {MAX_NATIVE_EVENTS} per request")
     problems: list[str] = []
     events: list[inbox.NewEvent] = []
+    arrived = bounds.edge_context()
     for index, item in enumerate(items):
         try:
-            event = NATIVE_EVENT.validate_python(item)
+            event = NATIVE_EVENT.validate_python(item, context=arrived)
         except ValidationError as exc:
             for error in exc.errors():
                 # The union's discriminator puts the type name in the path: leave it out.

@@ -293,7 +293,7 @@ class UsageCsv:
             except ValueError:
                 problems.append(("at", f"not an ISO 8601 date or date-time: {_echo(at)}"))
         try:
-            NATIVE_EVENT.validate_python(document)
+            NATIVE_EVENT.validate_python(document, context=bounds.edge_context())
         except ValidationError as exc:
             problems += _field_errors(exc, row_type)
         if problems:

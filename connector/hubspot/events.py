@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from connector import bounds
 from connector.errors import PayloadError, SignatureError
@@ -171,11 +179,14 @@ class HubSpotEvent(BaseModel):
 
     @field_validator("occurred_at")
     @classmethod
-    def _not_far_future(cls, value: int) -> int:
-        # In integers: a time past year 9999 is no datetime at all.
-        ahead_ms = value - datetime.now(UTC).timestamp() * 1000
-        if ahead_ms > bounds.FUTURE_TOLERANCE.total_seconds() * 1000:
-            raise ValueError(f"more than {bounds.FUTURE_TOLERANCE.days} day in the future")
+    def _not_far_future(cls, value: int, info: ValidationInfo) -> int:
+        # Where the webhook arrives only (see bounds.ARRIVED_AT); in integers, as a time past
+        # year 9999 is no datetime at all.
+        arrived = (info.context or {}).get(bounds.ARRIVED_AT)
+        if isinstance(arrived, datetime):
+            ahead_ms = value - arrived.timestamp() * 1000
+            if ahead_ms > bounds.FUTURE_TOLERANCE.total_seconds() * 1000:
+                raise ValueError(f"more than {bounds.FUTURE_TOLERANCE.days} day in the future")
         return value
 
     @property
@@ -250,7 +261,7 @@ def parse_batch(body: bytes) -> list[HubSpotEvent]:
     # json.loads plus validating each dict; any body it refuses takes the path below, which
     # decides what is accepted and names the problem.
     try:
-        events = _BATCH.validate_json(body)
+        events = _BATCH.validate_json(body, context=bounds.edge_context())
     except ValidationError:
         pass
     else:
@@ -275,7 +286,7 @@ def parse_batch(body: bytes) -> list[HubSpotEvent]:
     events = []
     for index, item in enumerate(document):
         try:
-            events.append(HubSpotEvent.model_validate(item))
+            events.append(HubSpotEvent.model_validate(item, context=bounds.edge_context()))
         except ValidationError as exc:
             problems = "; ".join(
                 (
