@@ -397,6 +397,15 @@ class Settings(BaseSettings):
         description="Tries before an event goes to the dead letters or a write-back is failed.",
     )
 
+    preview_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Config previews and backtests computed at once; others wait up to 30 s "
+        "for a turn, then get 503 with Retry-After. They share the event loop with webhook "
+        "intake: more at once finish no sooner and slow acknowledgements down.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
     )
