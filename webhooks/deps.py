@@ -12,6 +12,7 @@ from webhooks.auth import Principal, allow, authenticate, principal_for_hash
 from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.runtime import Runtime
 from webhooks.sessions import COOKIE_NAME, CSRF_HEADER, SAFE_METHODS
+from webhooks.store.db import SessionFactory
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -20,6 +21,16 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_reads(request: Request) -> SessionFactory:
+    """Sessions for admin reads: read-only, on connections intake and the worker never wait
+    for."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.reads
+
+
+ReadSessions = Annotated[SessionFactory, Depends(get_reads)]
 
 
 async def get_principal(

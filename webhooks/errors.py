@@ -13,6 +13,7 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── NotFound (404)           a path naming something that does not exist
 ├── NotConfigured (503)      intake: the connection lacks the secret to verify a request
 ├── StorageUnavailable (503) intake: the database did not take the events; nothing was acked
+├── Busy (503)               admin: the previews and backtests allowed at once are all running
 ├── Conflict (409)           oauth: the portal is already connected another way
 └── UpstreamFailed (502)     oauth: HubSpot's token endpoint could not be reached or failed
 """
@@ -86,4 +87,8 @@ class NotFound(ServiceError):
 
 
 class StorageUnavailable(ServiceError):
+    status_code = 503
+
+
+class Busy(ServiceError):
     status_code = 503

@@ -11,15 +11,23 @@ alarm. precision = flagged churned / all flagged, recall = flagged churned / chu
 facts that arrived after the fact (a late backfill) count as if known then; attributes other
 than seats and ARR (segment, renewal date), contact titles and the kinds of facts a connection
 sends are as they are now; usage recency is known to the day.
+
+Both score every account of a connection, which takes seconds of CPU on the event loop that
+also acknowledges webhooks. So they read through the read-only sessions (never the connection
+intake writes through), read in small chunks, hand the loop back after every slice of work,
+and only `CRM_HEALTH_PREVIEW_CONCURRENCY` of them compute at once (`Turns`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import perf_counter
 from typing import Any
 
 import structlog
@@ -31,14 +39,21 @@ from signals.scoring import score
 from webhooks import config_service
 from webhooks.alerts.manage import AccountRef
 from webhooks.alerts.rules import AccountState, attribute_value, conditions, parse_renewal_date
-from webhooks.errors import InvalidFields
+from webhooks.errors import Busy, InvalidFields
 from webhooks.store import accounts, configs, facts, outcomes
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 1_000
+# Accounts read at a time. Turning a chunk's rows into objects is one stretch of CPU on the
+# event loop (about 0.07 ms per account with its facts), so a chunk must stay small.
+CHUNK = 200
+# Longest stretch of scoring before the event loop is handed back: a webhook arriving meanwhile
+# waits at most about this long per computation running.
+SLICE_SECONDS = 0.002
+# How long a preview or backtest waits for a turn before it is refused.
+TURN_WAIT_SECONDS = 30.0
 MAX_PROBLEMS = 50
 BANDS = tuple(band.value for band in (Band.HEALTHY, Band.NEUTRAL, Band.AT_RISK, Band.UNKNOWN))
 
@@ -133,6 +148,51 @@ METHOD = (
 )
 
 
+# -- sharing the service ---------------------------------------------------------------------------
+
+
+class Turns:
+    """At most `size` previews and backtests compute at once: each is seconds of CPU, and
+    many together would starve webhook intake of the event loop. The others wait for a turn
+    (first come, first served) up to `wait_seconds`, then are refused with 503 and
+    Retry-After."""
+
+    def __init__(self, size: int, *, wait_seconds: float = TURN_WAIT_SECONDS) -> None:
+        self.size = size
+        self.wait_seconds = wait_seconds
+        self._free = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await self._free.acquire()
+        except TimeoutError:
+            raise Busy(
+                f"busy: config previews and backtests run {self.size} at a time "
+                f"(CRM_HEALTH_PREVIEW_CONCURRENCY) and no turn came free within "
+                f"{self.wait_seconds:.0f} s; try again shortly",
+                headers={"Retry-After": "10"},
+            ) from None
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+class Pacer:
+    """Hands the event loop back once `slice_seconds` of work have passed since it last did."""
+
+    def __init__(self, slice_seconds: float = SLICE_SECONDS) -> None:
+        self._slice = slice_seconds
+        self._since = perf_counter()
+
+    async def tick(self) -> None:
+        if perf_counter() - self._since >= self._slice:
+            await asyncio.sleep(0)
+            self._since = perf_counter()
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
@@ -218,6 +278,7 @@ def _state(
 async def preview(
     sessions: SessionFactory,
     *,
+    turns: Turns,
     connection: str,
     document: Mapping[str, Any],
     limit: int,
@@ -228,7 +289,8 @@ async def preview(
     candidate = candidate_config(document)
     tally = _Tally(limit=limit)
     today = now.astimezone(UTC).date()
-    async with sessions() as session:
+    pacer = Pacer()
+    async with turns.turn(), sessions() as session:
         _, current = await configs.current(session)
         windows = sorted(
             {
@@ -263,6 +325,7 @@ async def preview(
                 tally=tally,
                 now=now,
                 today=today,
+                pacer=pacer,
             )
             after_id = chunk[-1].id
             # Nothing here is changed or kept: let the identity map go chunk by chunk.
@@ -305,6 +368,7 @@ async def _preview_chunk(
     tally: _Tally,
     now: datetime,
     today: date,
+    pacer: Pacer,
 ) -> None:
     snapshots = await facts.read_facts(session, accounts=chunk, as_of=now)
     ids = [account.id for account in chunk]
@@ -316,6 +380,7 @@ async def _preview_chunk(
     }
     open_now = await outcomes.open_alert_keys(session, account_ids=ids) if raises else {}
     for account in chunk:
+        await pacer.tick()
         snapshot = snapshots[account.id]
         previous = Band(account.band)
         old = score(snapshot, current, previous_band=previous)
@@ -373,6 +438,7 @@ def _ratio(part: int, whole: int) -> float | None:
 async def backtest(
     sessions: SessionFactory,
     *,
+    turns: Turns,
     connection: str,
     document: Mapping[str, Any] | None,
     horizons: Sequence[int],
@@ -380,7 +446,7 @@ async def backtest(
 ) -> Backtest:
     """Precision and recall of the at_risk band at each horizon before known outcomes."""
     candidate = None if document is None else candidate_config(document)
-    async with sessions() as session:
+    async with turns.turn(), sessions() as session:
         config = candidate if candidate is not None else (await configs.current(session))[1]
         known = await outcomes.known_outcomes(session, connection=connection)
         # One case per account, outcome and day: a repeated event is not a second customer.
@@ -390,8 +456,11 @@ async def backtest(
                 cases.setdefault(
                     (account.id, outcome, at.astimezone(UTC).date()), (account, at, outcome)
                 )
+        pacer = Pacer()
         results = [
-            await _horizon(session, config=config, cases=list(cases.values()), days=days)
+            await _horizon(
+                session, config=config, cases=list(cases.values()), days=days, pacer=pacer
+            )
             for days in sorted(set(horizons))
         ]
     log.info("config_backtested", connection=connection, outcomes=len(cases), config=config.version)
@@ -411,6 +480,7 @@ async def _horizon(
     config: HealthConfig,
     cases: Sequence[tuple[Account, datetime, str]],
     days: int,
+    pacer: Pacer,
 ) -> HorizonResult:
     # Cases scored at the same moment share their fact reads, a chunk at a time.
     by_moment: dict[datetime, list[tuple[Account, str]]] = {}
@@ -425,6 +495,7 @@ async def _horizon(
                 session, accounts=unique, as_of=as_of, historical=True
             )
             for account, outcome in part:
+                await pacer.tick()
                 health = score(snapshots[account.id], config)
                 counts[outcome] += 1
                 if health.band is Band.AT_RISK:

@@ -23,9 +23,15 @@ from webhooks.connections import (
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
 from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.preview import Turns
 from webhooks.sessions import SessionSigner
 from webhooks.settings import Settings
-from webhooks.store.db import SessionFactory, create_engine, create_session_factory
+from webhooks.store.db import (
+    SessionFactory,
+    create_engine,
+    create_read_engine,
+    create_session_factory,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +41,13 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: SessionFactory
+    # Admin reads (preview, backtest, account lists): read-only connections of their own, so
+    # a long read never holds the connection intake and the worker write through. None when
+    # the database is SQLite in memory, whose reads go through `sessions`.
+    read_engine: AsyncEngine | None
+    reads: SessionFactory
+    # How many previews and backtests may compute at once.
+    preview_turns: Turns
     connections: ConnectionRegistry
     pipeline: Pipeline
     writer: InboxWriter
@@ -52,6 +65,7 @@ class Runtime:
     ) -> Runtime:
         engine = create_engine(settings.database_url)
         sessions = create_session_factory(engine)
+        read_engine = create_read_engine(settings.database_url)
         connections = connections_from_settings(settings, transport=crm_transport)
         try:
             channels = load_channels(
@@ -83,6 +97,9 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=sessions,
+            read_engine=read_engine,
+            reads=sessions if read_engine is None else create_session_factory(read_engine),
+            preview_turns=Turns(settings.preview_concurrency),
             connections=connections,
             pipeline=pipeline,
             channels=channels,
@@ -143,4 +160,6 @@ class Runtime:
             except Exception as exc:
                 log.warning("alert_channel_close_failed", channel=name, error=str(exc))
         await self.connections.aclose()
+        if self.read_engine is not None:
+            await self.read_engine.dispose()
         await self.engine.dispose()

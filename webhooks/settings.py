@@ -446,6 +446,15 @@ class Settings(BaseSettings):
         "from the CRM and re-send values that differ (0: only `crm-health reconcile`).",
     )
 
+    preview_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Config previews and backtests computed at once; others wait up to 30 s "
+        "for a turn, then get 503 with Retry-After. They share the event loop with webhook "
+        "intake: more at once finish no sooner and slow acknowledgements down.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
     )

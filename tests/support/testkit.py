@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.hubspot.events import signature_v3
 from webhooks.runtime import Runtime
@@ -44,6 +46,17 @@ class Service:
     app: FastAPI
     client: httpx.AsyncClient
     runtime: Runtime
+
+
+class Checkouts:
+    """Counts the connections taken from an engine's pool from now on."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.count = 0
+        event.listen(engine.sync_engine.pool, "checkout", self._taken)
+
+    def _taken(self, *_: object) -> None:
+        self.count += 1
 
 
 def hubspot_event(

@@ -18,11 +18,12 @@ from sqlalchemy import select, update
 
 from signals.config import HealthConfig
 from testkit import RECENCY_ONLY as SHARED_RECENCY_ONLY
-from testkit import native, store_native
+from testkit import Checkouts, native, store_native
 from webhooks.store import configs, keys
 from webhooks.store.models import Account, Alert, HealthSnapshot
 
 NO_CRM = {"hubspot_access_token": None}
+ADMIN_TOKEN = "accounts-test-admin-token"
 
 
 RECENCY_ONLY: dict[str, Any] = {**SHARED_RECENCY_ONLY, "alerts": []}
@@ -81,7 +82,7 @@ async def _seed_history(service: Any, crm_id: str, *points: tuple[int, int]) -> 
 
 @pytest.fixture
 async def service(service_factory: Any) -> Any:
-    service = await service_factory(**NO_CRM)
+    service = await service_factory(**NO_CRM, admin_token=ADMIN_TOKEN)
     async with service.runtime.sessions() as session, session.begin():
         await configs.save(
             session,
@@ -444,3 +445,17 @@ async def test_score_min_above_score_max_is_422_naming_both(service, viewer) -> 
 async def test_an_invalid_parameter_is_422_naming_it(service, viewer, params, field) -> None:
     response = await service.client.get("/api/v1/accounts", params=params, headers=viewer)
     assert names(response, field)
+
+
+async def test_the_list_and_the_detail_read_only_through_the_read_engine(service) -> None:
+    main, reads = Checkouts(service.runtime.engine), Checkouts(service.runtime.read_engine)
+    # The bootstrap token is checked without the database: the requests need nothing else.
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    listed = await service.client.get("/api/v1/accounts", headers=admin)
+    detail = await service.client.get("/api/v1/accounts/1", headers=admin)
+
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["total"] == 4
+    assert detail.status_code == 200, detail.text
+    assert (main.count, reads.count > 0) == (0, True)

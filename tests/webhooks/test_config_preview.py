@@ -8,6 +8,7 @@ Scoring here weighs only recency: with `recency(at_risk)` an account's score is 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from sqlalchemy import func, select
 
 from signals.config import HealthConfig
-from testkit import native, store_native
+from testkit import Checkouts, hubspot_event, native, post_hubspot, store_native
+from webhooks import preview
 from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.preview import Pacer, Turns
 from webhooks.store import configs, facts, keys
 from webhooks.store.models import (
     Account,
@@ -29,6 +32,7 @@ from webhooks.store.models import (
 )
 
 NO_CRM = {"hubspot_access_token": None}
+ADMIN_TOKEN = "preview-test-admin-token"
 AT_RISK_RULE = {"name": "entered-at-risk", "when": "band_entered", "band": "at_risk"}
 
 
@@ -94,10 +98,10 @@ def named(account: str) -> dict[str, object]:
 LAST_USE = {"a": 10, "b": 35, "c": 50, "d": 80, "e": 25}
 
 
-async def scored_world(service_factory: Any) -> Any:
+async def scored_world(service_factory: Any, **settings: object) -> Any:
     """Five accounts scored under recency(100) (a 90, b 65, c 50, d 20, e 75) and one without
     usage (f, unknown); d's at-risk alert is open."""
-    service = await service_factory(**NO_CRM)
+    service = await service_factory(**NO_CRM, **settings)
     await apply(service, recency(100))
     events = [named(account) for account in [*LAST_USE, "f"]]
     events += [native("usage", a, days_ago=days, user="u1") for a, days in LAST_USE.items()]
@@ -268,6 +272,142 @@ async def test_a_key_previews_only_its_own_connection(service_factory) -> None:
 
     assert response.status_code == 200
     assert response.json()["accounts"] == 0
+
+
+async def test_preview_reads_the_accounts_chunk_by_chunk(service_factory, monkeypatch) -> None:
+    service = await scored_world(service_factory)
+    viewer = await bearer(service, "viewer")
+    whole = await service.client.post(
+        "/api/v1/config/preview", json={"config": recency(60)}, headers=viewer
+    )
+    monkeypatch.setattr(preview, "CHUNK", 2)
+
+    chunked = await service.client.post(
+        "/api/v1/config/preview", json={"config": recency(60)}, headers=viewer
+    )
+
+    assert chunked.status_code == 200
+    for field in ("accounts", "bands", "changed", "alerts"):
+        assert chunked.json()[field] == whole.json()[field]
+
+
+# --- beside intake ------------------------------------------------------------------------------
+
+
+class Gate:
+    """Holds previews and backtests in their first fact read, once it has run (a read
+    connection in use), until `open()`; `entered` counts those that got there."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = 0
+        self.arrived = asyncio.Event()
+        self._open = asyncio.Event()
+        read_facts = facts.read_facts
+
+        async def held(session: Any, **kwargs: Any) -> Any:
+            found = await read_facts(session, **kwargs)
+            self.entered += 1
+            self.arrived.set()
+            await self._open.wait()
+            return found
+
+        monkeypatch.setattr(facts, "read_facts", held)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def preview_request(service: Any, headers: dict[str, str]) -> asyncio.Task[Any]:
+    return asyncio.create_task(
+        service.client.post("/api/v1/config/preview", json={"config": recency(60)}, headers=headers)
+    )
+
+
+async def test_a_webhook_is_acknowledged_while_a_preview_is_reading(
+    service_factory, monkeypatch
+) -> None:
+    service = await scored_world(service_factory)
+    gate = Gate(monkeypatch)
+    running = preview_request(service, await bearer(service, "viewer"))
+    await asyncio.wait_for(gate.arrived.wait(), timeout=10)
+
+    # Before the read connections, the preview held SQLite's only connection: this waited for
+    # the pool's 60 s and failed.
+    acked = await asyncio.wait_for(post_hubspot(service.client, [hubspot_event(1)]), timeout=10)
+
+    assert acked.status_code == 202, acked.text
+    gate.open()
+    assert (await running).status_code == 200
+
+
+async def test_preview_and_backtest_read_only_through_the_read_engine(service_factory) -> None:
+    service = await scored_world(service_factory, admin_token=ADMIN_TOKEN)
+    main, reads = Checkouts(service.runtime.engine), Checkouts(service.runtime.read_engine)
+    # The bootstrap token is checked without the database: the requests need nothing else.
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    previewed = await service.client.post(
+        "/api/v1/config/preview", json={"config": recency(60)}, headers=admin
+    )
+    backtested = await service.client.post("/api/v1/config/backtest", json={}, headers=admin)
+
+    assert previewed.status_code == 200, previewed.text
+    assert previewed.json()["accounts"] == 6
+    assert backtested.status_code == 200, backtested.text
+    assert (main.count, reads.count > 0) == (0, True)
+
+
+async def test_previews_beyond_the_limit_wait_for_a_turn(service_factory, monkeypatch) -> None:
+    service = await scored_world(service_factory, preview_concurrency=1)
+    viewer = await bearer(service, "viewer")
+    gate = Gate(monkeypatch)
+    first = preview_request(service, viewer)
+    await asyncio.wait_for(gate.arrived.wait(), timeout=10)
+
+    second = preview_request(service, viewer)
+    await asyncio.sleep(0.3)
+    assert gate.entered == 1  # the second waits for its turn, not in a read
+
+    gate.open()
+    assert [(await first).status_code, (await second).status_code] == [200, 200]
+    assert gate.entered == 2
+
+
+async def test_a_backtest_without_a_turn_in_time_is_refused_with_503(
+    service_factory, monkeypatch
+) -> None:
+    service = await scored_world(service_factory)
+    service.runtime.preview_turns = Turns(1, wait_seconds=0.2)
+    viewer = await bearer(service, "viewer")
+    gate = Gate(monkeypatch)
+    running = preview_request(service, viewer)
+    await asyncio.wait_for(gate.arrived.wait(), timeout=10)
+
+    refused = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "10"
+    assert "CRM_HEALTH_PREVIEW_CONCURRENCY" in refused.json()["detail"]
+    gate.open()
+    assert (await running).status_code == 200
+    # The turn is given back: the next one runs.
+    again = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
+    assert again.status_code == 200
+
+
+async def test_the_pacer_hands_the_loop_back_once_its_slice_has_passed() -> None:
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        ran += 1
+
+    task = asyncio.create_task(other())
+    await Pacer(slice_seconds=3600).tick()
+    assert ran == 0
+    await Pacer(slice_seconds=0).tick()
+    assert ran == 1
+    await task
 
 
 # --- backtest -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from webhooks import accounts_view
 from webhooks.accounts_view import AccountDetail, AccountPage
-from webhooks.deps import Offset, RuntimeDep, ViewerPrincipal
+from webhooks.deps import Offset, ReadSessions, ViewerPrincipal
 from webhooks.routes.inbound import ErrorBody
 from webhooks.store.account_views import SortKey, Trend
 
@@ -42,7 +42,7 @@ Score = Annotated[int | None, Query(ge=0, le=100)]
 )
 async def list_accounts(
     *,
-    runtime: RuntimeDep,
+    reads: ReadSessions,
     principal: ViewerPrincipal,
     band: Annotated[
         list[str],
@@ -68,7 +68,7 @@ async def list_accounts(
     offset: Offset = 0,
 ) -> AccountPage:
     return await accounts_view.list_accounts(
-        runtime.sessions,
+        reads,
         connection=principal.connection,
         bands=band,
         segments=segment,
@@ -93,12 +93,12 @@ async def list_accounts(
     summary="One account: health, indicators, drivers, coverage, 90-day history",
 )
 async def get_account(
-    runtime: RuntimeDep,
+    reads: ReadSessions,
     principal: ViewerPrincipal,
     account_id: Annotated[str, Path(description="The account's CRM record id.")],
 ) -> AccountDetail:
     return await accounts_view.get_account(
-        runtime.sessions,
+        reads,
         connection=principal.connection,
         record_id=account_id,
         now=datetime.now(UTC),

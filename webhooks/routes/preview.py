@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhooks import preview
-from webhooks.deps import RuntimeDep, ViewerPrincipal
+from webhooks.deps import ReadSessions, RuntimeDep, ViewerPrincipal
 from webhooks.routes.inbound import ErrorBody
 
 router = APIRouter(tags=["config"])
@@ -18,6 +18,11 @@ router = APIRouter(tags=["config"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "API key missing or unknown."},
     403: {"model": ErrorBody, "description": "The key's role needs to be admin or viewer."},
+    503: {
+        "model": ErrorBody,
+        "description": "Busy: CRM_HEALTH_PREVIEW_CONCURRENCY previews and backtests were "
+        "already running and no turn came free within 30 s; Retry-After says when to retry.",
+    },
     422: {
         "model": ErrorBody,
         "description": "The candidate configuration or a parameter is invalid: every invalid "
@@ -60,10 +65,11 @@ class BacktestRequest(BaseModel):
     summary="What a candidate configuration would change, computed without writing anything",
 )
 async def preview_config(
-    runtime: RuntimeDep, principal: ViewerPrincipal, body: PreviewRequest
+    runtime: RuntimeDep, reads: ReadSessions, principal: ViewerPrincipal, body: PreviewRequest
 ) -> preview.Preview:
     return await preview.preview(
-        runtime.sessions,
+        reads,
+        turns=runtime.preview_turns,
         connection=principal.connection,
         document=body.config,
         limit=body.limit,
@@ -78,10 +84,11 @@ async def preview_config(
     summary="How well a configuration's at_risk band foresaw known churn and renewals",
 )
 async def backtest_config(
-    runtime: RuntimeDep, principal: ViewerPrincipal, body: BacktestRequest
+    runtime: RuntimeDep, reads: ReadSessions, principal: ViewerPrincipal, body: BacktestRequest
 ) -> preview.Backtest:
     return await preview.backtest(
-        runtime.sessions,
+        reads,
+        turns=runtime.preview_turns,
         connection=principal.connection,
         document=body.config,
         horizons=body.horizons,
