@@ -24,7 +24,7 @@ from webhooks.store.migrate import upgrade_to_head
 
 EVENTS = 5000
 ACCOUNTS = 500
-ROUNDS = 3
+ROUNDS = 5
 POISON = "poison"
 
 

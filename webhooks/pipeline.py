@@ -465,12 +465,6 @@ class _Sorted:
     )
 
 
-# A failed batch is split in this many parts, each retried (and split again if it fails).
-# More parts waste less work on parts that fail again (the one with the poison: n/(k-1)
-# events in all, against n for halves) for a few more transactions per level.
-ISOLATION_PARTS = 8
-
-
 def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
     """(connection, the first account the event's facts are about; "" when not known yet)."""
     facts_of = decoded.events.get(event.id)
@@ -623,9 +617,11 @@ class Pipeline:
     async def _process_isolating(
         self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
     ) -> None:
-        """Process the events in one transaction; when that fails, split them in parts and try
-        each, down to the events that fail alone, which count a failed attempt (dead-lettered
-        after the last). A poison event among n costs O(log n) extra transactions, not n."""
+        """Process the events in one transaction; when that fails, split them in halves along
+        account lines (each account's events stay together, so an account is rescored about
+        once in the halves that pass, not once per level), down to the events that fail
+        alone, which count a failed attempt (dead-lettered after the last). A poison event
+        among n costs O(log n) extra transactions, not n."""
         if not events:
             return
         try:
@@ -634,19 +630,45 @@ class Pipeline:
             if database_unavailable(exc):
                 raise
             if len(events) == 1:
-                status = await self._record_failure(events[0], exc)
-                if status == inbox.DEAD:
-                    report.dead += 1
-                else:
-                    report.failed += 1
+                await self._count_failure(events[0], exc, report)
                 return
             log.warning("batch_failed_isolating", size=len(events), error=repr(exc)[:500])
-            # Parts along account lines: each account's events stay together, so an account
-            # is rescored once in the parts that pass, not once per level of the split.
             ordered = sorted(events, key=lambda event: _account_of(event, decoded))
-            size = -(-len(ordered) // ISOLATION_PARTS)
-            for start in range(0, len(ordered), size):
-                await self._process_isolating(ordered[start : start + size], report, decoded)
+            await self._split(ordered, report, decoded)
+
+    async def _split(
+        self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        """Isolate the failure in `events` (already in account order), known to fail together.
+        When the first half passes, the failure is in the second: it is split at once rather
+        than tried whole, which would only fail again (about half the failing transactions)."""
+        if len(events) == 1:
+            await self._process_isolating(events, report, decoded)
+            return
+        middle = len(events) // 2
+        first, second = events[:middle], events[middle:]
+        try:
+            await self._process(first, report, decoded)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if len(first) == 1:
+                await self._count_failure(first[0], exc, report)
+            else:
+                await self._split(first, report, decoded)
+            # The second half may or may not hold a failure of its own: tried whole.
+            await self._process_isolating(second, report, decoded)
+            return
+        await self._split(second, report, decoded)
+
+    async def _count_failure(
+        self, event: inbox.Claimed, exc: BaseException, report: BatchReport
+    ) -> None:
+        status = await self._record_failure(event, exc)
+        if status == inbox.DEAD:
+            report.dead += 1
+        else:
+            report.failed += 1
 
     async def _hand_back(self, claimed: Sequence[inbox.Claimed]) -> None:
         """Return claimed events to pending without an attempt: the database failed, not they.

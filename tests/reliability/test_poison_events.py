@@ -1,4 +1,4 @@
-"""One poison event among thousands: the batch finds it by splitting (O(log n) extra
+"""One poison event among thousands: the batch finds it by halving (O(log n) extra
 transactions, not one per event), processes everything else, and the poison never joins a
 batch again: it is tried on its own until its attempts run out and it is dead-lettered with
 its error. On SQLite and PostgreSQL.
@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from testkit import native, store_native
-from webhooks.pipeline import ISOLATION_PARTS, Pipeline, WorkerOptions, utcnow
+from webhooks.pipeline import Pipeline, WorkerOptions, utcnow
 from webhooks.store import facts
 from webhooks.store.models import Account, InboxEvent
 
@@ -71,7 +71,7 @@ async def _statuses(service) -> dict[str, int]:
         return dict(rows.all())
 
 
-async def test_one_poison_among_5000_is_isolated_by_splitting_and_dead_lettered(
+async def test_one_poison_among_5000_is_isolated_by_halving_and_dead_lettered(
     service, poisoned
 ) -> None:
     events = _usage(EVENTS - 1, prefix="good")
@@ -92,16 +92,16 @@ async def test_one_poison_among_5000_is_isolated_by_splitting_and_dead_lettered(
     failing = [size for size, poisoned_ in poisoned.transactions if poisoned_]
     passing = [size for size, poisoned_ in poisoned.transactions if not poisoned_]
     assert sum(passing) == EVENTS - 1, "every good event folded exactly once"
-    # The failing transactions narrow down to the poison alone in O(log n) steps, and the
-    # passing ones are the other parts: O(log n) transactions, failing work well under 2n.
-    parts = ISOLATION_PARTS
-    levels = math.ceil(math.log(EVENTS, parts)) + 1
+    # Halving narrows down to the poison alone in O(log n) steps; the passing transactions
+    # are the other halves. A half left after its sibling passed is split without being tried
+    # whole, so the failing work stays under 2n events.
+    levels = math.ceil(math.log2(EVENTS)) + 1
     assert len(failing) <= levels + 1
-    assert len(passing) <= (parts - 1) * levels
-    assert sum(failing) <= EVENTS * parts / (parts - 1) + levels
-    # Parts follow account lines: each of the 500 accounts is rescored about once, not once
-    # per level (at most parts - 1 accounts are cut at each level).
-    assert report.rescored <= 500 + (parts - 1) * levels
+    assert len(passing) <= levels
+    assert sum(failing) < 2 * EVENTS
+    # Halves follow account lines: each of the 500 accounts is rescored about once, not once
+    # per level (at most one account is cut in two at each level).
+    assert report.rescored <= 500 + levels
 
     # Known to break batches now: on its own in every later pass, never with new events.
     poisoned.transactions.clear()
