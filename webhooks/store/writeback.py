@@ -325,12 +325,18 @@ async def sync_by_connection(
     only: str | None = None,
     error_chars: int = 300,
 ) -> dict[str, ConnectionSync]:
-    """Write-back state of each connection with unwritten rows, and of those in `include` (or
+    """Write-back state of each connection with write-backs, and of those in `include` (or
     of `only` alone), from aggregates: the counts read only unwritten rows (the claim index's
     leading status keeps written ones out); the last success and each error text are one index
     lookup apiece."""
     table = core_table(WritebackItem)
     counts: dict[str, dict[str, Any]] = {name: {} for name in ([only] if only else include)}
+    if only is None:
+        # Connections whose rows are all written are listed too (with their last success):
+        # "nothing owed" is an answer, not an absence. Read along the (connection, written_at)
+        # index, one entry per row, without touching the rows.
+        for (connection,) in await session.execute(select(table.c.connection).distinct()):
+            counts.setdefault(connection, {})
     statement = (
         select(
             table.c.connection,

@@ -53,7 +53,9 @@ async def test_counts_each_state_per_connection(sessions) -> None:
     assert emea.failed_error == LONG_ERROR[:39] + "…"
 
 
-async def test_a_connection_with_everything_written_is_listed_when_asked_for(sessions) -> None:
+async def test_a_connection_with_everything_written_is_listed_with_its_last_success(
+    sessions,
+) -> None:
     await seed(sessions)
     async with sessions() as session, session.begin():
         await session.execute(
@@ -62,8 +64,13 @@ async def test_a_connection_with_everything_written_is_listed_when_asked_for(ses
             .values(status="done", attempts=0, pending_since=None)
         )
     async with sessions() as session:
-        assert sorted(await writeback.sync_by_connection(session)) == ["emea"]
-        listed = await writeback.sync_by_connection(session, include=["default"])
+        listed = await writeback.sync_by_connection(session)
+        assert sorted(listed) == ["default", "emea"], "nothing owed is an answer too"
+        assert sorted(await writeback.sync_by_connection(session, include=["new"])) == [
+            "default",
+            "emea",
+            "new",
+        ]
     default = listed["default"]
     assert (default.pending, default.failing, default.failed) == (0, 0, 0)
     assert default.oldest_pending_since is None
