@@ -418,15 +418,14 @@ class WorkerOptions:
     max_attempts: int = 8
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 900.0
+    # Hours between scheduled reconciles of the CRMs' health fields (0: none).
+    reconcile_interval_hours: float = 0.0
 
     @property
     def schedule(self) -> RetrySchedule:
         return RetrySchedule(
             base_seconds=self.retry_base_seconds, max_seconds=self.retry_max_seconds
         )
-
-    # Hours between scheduled reconciles of the CRMs' health fields (0: none).
-    reconcile_interval_hours: float = 0.0
 
 
 @dataclass(kw_only=True)
