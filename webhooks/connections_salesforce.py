@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import httpx
+import structlog
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +33,10 @@ from connector.salesforce.auth import (
 from connector.salesforce.events import SalesforceMapping
 from connector.salesforce.limits import SalesforceLimits
 from webhooks.connection_entry import CRMEntry, EntryConfigError
+from webhooks.secret_guesses import SecretGuesses
 from webhooks.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # Org ids come as 15 or 18 characters; the first 15 (case-sensitive) are the id itself.
 _ORG_ID_LENGTH = 15
@@ -53,6 +57,11 @@ class SalesforceInbound:
     mapping: SalesforceMapping
     # The org's own URL (My Domain), for links to records in alerts; None when unknown.
     org_url: str | None = None
+    # Without a secret anyone who knows the org id (it is no secret) could post as the org, so
+    # messages are refused unless the connection opted out of the secret explicitly.
+    allow_unsigned: bool = False
+    # Wrong secrets per client address, so the secret cannot be guessed at request speed.
+    guesses: SecretGuesses = field(default_factory=SecretGuesses, compare=False, repr=False)
 
     def same_organization(self, organization_id: str) -> bool:
         if self.organization_id is None:
@@ -63,9 +72,10 @@ class SalesforceInbound:
         )
 
     def secret_matches(self, given: str | None) -> bool:
-        """True without a configured secret; otherwise `given` must equal it."""
+        """True when `given` is the configured secret; without one, only when the connection
+        opted out of it (`allow_unsigned`)."""
         if self.shared_secret is None:
-            return True
+            return self.allow_unsigned
         return given is not None and hmac.compare_digest(
             self.shared_secret.encode(), given.encode()
         )
@@ -218,6 +228,7 @@ class FileSalesforce(CRMEntry):
     private_key_file: Path | None = None
     client_secret: SecretStr | None = None
     webhook_secret: SecretStr | None = Field(default=None)
+    allow_unsigned: bool = False
     api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^v\d{2}\.0$")
     requests_per_second: float = Field(default=5, gt=0)
     session_seconds: float = Field(default=7200, gt=60)
@@ -253,6 +264,7 @@ class FileSalesforce(CRMEntry):
                 "private_key_file": settings.salesforce_private_key_file,
                 "client_secret": settings.salesforce_client_secret,
                 "webhook_secret": settings.salesforce_webhook_secret,
+                "allow_unsigned": settings.salesforce_allow_unsigned,
                 "api_version": settings.salesforce_api_version,
                 "requests_per_second": settings.salesforce_requests_per_second,
                 "session_seconds": settings.salesforce_session_seconds,
@@ -295,10 +307,19 @@ class FileSalesforce(CRMEntry):
             named=self.named,
         )
 
+    def shared_secret(self) -> str | None:
+        """The secret Outbound Messages must carry; None only when the connection opted out."""
+        if self.webhook_secret is not None and self.allow_unsigned:
+            raise SalesforceConfigError(
+                f"give {self.named('webhook_secret')} or {self.named('allow_unsigned')}, not both"
+            )
+        return None if self.webhook_secret is None else self.webhook_secret.get_secret_value()
+
     def check(self) -> None:
         """Raise SalesforceConfigError for what `build` would refuse, building nothing."""
         self.mapping()
         self.grant()
+        self.shared_secret()
 
     def build(
         self, *, policy: RetryPolicy, transport: httpx.AsyncBaseTransport | None
@@ -307,6 +328,7 @@ class FileSalesforce(CRMEntry):
         (None without credentials: messages are accepted, nothing is written back)."""
         grant = self.grant()
         mapping = self.mapping()
+        secret = self.shared_secret()
         connector = (
             None
             if grant is None
@@ -327,12 +349,17 @@ class FileSalesforce(CRMEntry):
         )
         inbound = SalesforceInbound(
             organization_id=self.organization_id,
-            shared_secret=None
-            if self.webhook_secret is None
-            else self.webhook_secret.get_secret_value(),
+            shared_secret=secret,
+            allow_unsigned=self.allow_unsigned,
             mapping=mapping,
             org_url=org_url(self.login_url),
         )
+        if self.allow_unsigned:
+            log.warning(
+                "salesforce_unsigned_messages_allowed",
+                connection=self.name,
+                risk="anyone who knows the org id can post Outbound Messages as the org",
+            )
         return inbound, connector
 
 

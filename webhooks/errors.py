@@ -11,6 +11,7 @@ ServiceError                 base; carries the HTTP status and a message for the
 ├── PreconditionRequired (428) config: a change without If-Match
 ├── PreconditionFailed (412) config: If-Match names a version that is no longer current
 ├── NotFound (404)           a path naming something that does not exist
+├── TooManyRequests (429)    intake: too many wrong secrets from one address; Retry-After
 ├── NotConfigured (503)      intake: the connection lacks the secret to verify a request
 ├── StorageUnavailable (503) intake: the database did not take the events; nothing was acked
 ├── Busy (503)               admin: the previews and backtests allowed at once are all running
@@ -84,6 +85,10 @@ class PreconditionFailed(ServiceError):
 
 class NotFound(ServiceError):
     status_code = 404
+
+
+class TooManyRequests(ServiceError):
+    status_code = 429
 
 
 class StorageUnavailable(ServiceError):

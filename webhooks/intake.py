@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from connector.hubspot import events as hubspot_events
 from connector.native import NATIVE_EVENT
 from connector.salesforce import events as salesforce_events
 from webhooks.connections import ConnectionRegistry
+from webhooks.connections_salesforce import SalesforceInbound
 from webhooks.errors import (
     BadPayload,
     Forbidden,
@@ -34,6 +36,7 @@ from webhooks.errors import (
     NotConfigured,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthenticated,
 )
 from webhooks.inbox_writer import InboxWriter
@@ -183,6 +186,42 @@ async def accept_hubspot(
 # --- Salesforce Outbound Messages --------------------------------------------------------------
 
 
+def _check_salesforce_secret(
+    inbound: SalesforceInbound, *, connection: str, secret: str | None, client: str | None
+) -> None:
+    if inbound.shared_secret is None:
+        if inbound.allow_unsigned:
+            return
+        log.warning(
+            "webhook_rejected", source="salesforce", connection=connection, reason="no_secret"
+        )
+        raise Unauthenticated(
+            f"connection {connection!r} has no shared secret configured: set its webhook_secret "
+            "(CRM_HEALTH_SALESFORCE_WEBHOOK_SECRET), or opt out with allow_unsigned "
+            "(CRM_HEALTH_SALESFORCE_ALLOW_UNSIGNED)"
+        )
+    wait = inbound.guesses.blocked_for(client)
+    if wait > 0:
+        log.warning(
+            "webhook_rejected",
+            source="salesforce",
+            connection=connection,
+            client=client,
+            reason="too_many_wrong_secrets",
+        )
+        raise TooManyRequests(
+            "too many wrong shared secrets from this address; try again later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    if not inbound.secret_matches(secret):
+        inbound.guesses.failed(client)
+        log.warning("webhook_rejected", source="salesforce", connection=connection, client=client)
+        raise Unauthenticated(
+            "missing or wrong shared secret: put it as the last path segment of the endpoint URL"
+            " or in the X-CRM-Health-Secret header"
+        )
+
+
 async def accept_salesforce(
     *,
     writer: InboxWriter,
@@ -190,12 +229,17 @@ async def accept_salesforce(
     connection: str,
     body: bytes,
     secret: str | None,
+    client: str | None,
     now: datetime,
     metrics: Metrics,
 ) -> IntakeResult:
     """Check and store an Outbound Message's notifications, one inbox row each, deduplicated on
     the notification Id. Returns only once they are committed: the caller's Ack is what tells
-    Salesforce to stop redelivering, so it must never precede storage."""
+    Salesforce to stop redelivering, so it must never precede storage.
+
+    `client` is the peer address: after too many wrong secrets from it for this connection,
+    its requests are refused (429) without the secret being compared, the right one included,
+    until the window passes: that is what stops guessing."""
     target = connections.get(connection)
     if target is None or target.salesforce is None:
         raise NotFound(f"no Salesforce connection named {connection!r}")
@@ -205,12 +249,7 @@ async def accept_salesforce(
             f"connection {connection!r} cannot accept Outbound Messages: set its organization_id "
             "(CRM_HEALTH_SALESFORCE_ORGANIZATION_ID)"
         )
-    if not inbound.secret_matches(secret):
-        log.warning("webhook_rejected", source="salesforce", connection=connection)
-        raise Unauthenticated(
-            "missing or wrong shared secret: put it as the last path segment of the endpoint URL"
-            " or in the X-CRM-Health-Secret header"
-        )
+    _check_salesforce_secret(inbound, connection=connection, secret=secret, client=client)
     try:
         message = salesforce_events.parse_outbound_message(body)
     except PayloadError as exc:

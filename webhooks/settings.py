@@ -192,8 +192,14 @@ class Settings(BaseSettings):
     )
     salesforce_webhook_secret: SecretStr | None = Field(
         default=None,
-        description="Optional shared secret Outbound Messages must carry, as the last path "
-        "segment (/webhooks/salesforce/{connection}/{secret}) or an X-CRM-Health-Secret header.",
+        description="Shared secret Outbound Messages must carry, as the last path segment "
+        "(/webhooks/salesforce/{connection}/{secret}) or an X-CRM-Health-Secret header. "
+        "Required: without it messages are refused unless CRM_HEALTH_SALESFORCE_ALLOW_UNSIGNED.",
+    )
+    salesforce_allow_unsigned: bool = Field(
+        default=False,
+        description="Accept Outbound Messages without a shared secret (only the org id is "
+        "checked, and anyone who knows it can post as the org); start-up logs a warning.",
     )
     salesforce_api_version: str = Field(
         default=DEFAULT_API_VERSION,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from structlog.testing import capture_logs
 
 from connector.salesforce.api import SalesforceConnector
 from testkit import make_settings
@@ -80,12 +81,42 @@ async def test_jwt_settings_with_a_key_file_make_a_connector(tmp_path: Path, pem
         await registry.aclose()
 
 
-def test_organization_id_alone_accepts_outbound_messages_without_writing_back() -> None:
+def test_organization_id_alone_makes_a_connection_that_writes_nothing_back() -> None:
     registry = connections_from_settings(_settings(salesforce_organization_id=ORG))
     connection = registry.get("sf")
     assert connection is not None
     assert connection.connector is None
     assert connection.salesforce is not None
+
+
+def test_connection_without_a_secret_accepts_no_message() -> None:
+    registry = connections_from_settings(_settings(salesforce_organization_id=ORG))
+    connection = registry.get("sf")
+    assert connection is not None
+    assert connection.salesforce is not None
+    assert not connection.salesforce.secret_matches(None)
+    assert not connection.salesforce.secret_matches("")
+
+
+def test_opting_out_of_the_secret_accepts_messages_and_warns_at_start() -> None:
+    with capture_logs() as logs:
+        registry = connections_from_settings(
+            _settings(salesforce_organization_id=ORG, salesforce_allow_unsigned=True)
+        )
+    connection = registry.get("sf")
+    assert connection is not None
+    assert connection.salesforce is not None
+    assert connection.salesforce.secret_matches(None)
+    warnings = [e for e in logs if e["event"] == "salesforce_unsigned_messages_allowed"]
+    assert [(e["log_level"], e["connection"]) for e in warnings] == [("warning", "sf")]
+
+
+def test_connection_with_a_secret_logs_no_opt_out_warning() -> None:
+    with capture_logs() as logs:
+        connections_from_settings(
+            _settings(salesforce_organization_id=ORG, salesforce_webhook_secret="s")
+        )
+    assert not [e for e in logs if e["event"] == "salesforce_unsigned_messages_allowed"]
 
 
 @pytest.mark.parametrize(
@@ -124,6 +155,15 @@ def test_organization_id_alone_accepts_outbound_messages_without_writing_back() 
         (
             {"salesforce_organization_id": ORG, "salesforce_seats_field": "Seats; DROP"},
             "CRM_HEALTH_SALESFORCE_",
+        ),
+        (
+            {
+                "salesforce_organization_id": ORG,
+                "salesforce_webhook_secret": "s",
+                "salesforce_allow_unsigned": True,
+            },
+            "give CRM_HEALTH_SALESFORCE_WEBHOOK_SECRET or CRM_HEALTH_SALESFORCE_ALLOW_UNSIGNED, "
+            "not both",
         ),
     ],
 )
@@ -192,20 +232,26 @@ connections:
   - name: globex-sf
     crm: salesforce
     organization_id: 00D7f000000wxyz
+    allow_unsigned: true
     client_id: 3MVG9-globex
     username: integration@globex.example
     private_key_file: {tmp_path / "globex.pem"}
 """,
     )
-    registry = connections_from_settings(
-        make_settings(
-            "sqlite+aiosqlite://",
-            hubspot_client_secret=None,
-            hubspot_access_token=None,
-            connections_file=str(path),
+    with capture_logs() as logs:
+        registry = connections_from_settings(
+            make_settings(
+                "sqlite+aiosqlite://",
+                hubspot_client_secret=None,
+                hubspot_access_token=None,
+                connections_file=str(path),
+            )
         )
-    )
     try:
+        # Only the entry that opted out of the secret is warned about.
+        assert [
+            e["connection"] for e in logs if e["event"] == "salesforce_unsigned_messages_allowed"
+        ] == ["globex-sf"]
         acme = registry.get("acme-sf")
         globex = registry.get("globex-sf")
         assert acme is not None
@@ -214,6 +260,8 @@ connections:
         assert acme.salesforce.mapping.seats == "Seats__c"
         assert acme.salesforce.secret_matches("path-secret-1")
         assert not acme.salesforce.secret_matches(None)
+        assert globex.salesforce is not None
+        assert globex.salesforce.secret_matches(None)
         assert isinstance(globex.connector, SalesforceConnector)
         assert registry.segment_for_write_key("acme-segment-key") is not None
     finally:
@@ -233,6 +281,10 @@ connections:
         (
             "{name: a, crm: salesforce, client_id: k, username: u, private_key_file: /nope.pem}",
             r"connection 'a': private_key_file: cannot read",
+        ),
+        (
+            "{name: a, crm: salesforce, webhook_secret: s, allow_unsigned: true}",
+            r"connection 'a': webhook_secret or .*connection 'a': allow_unsigned, not both",
         ),
     ],
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from sqlalchemy import select
@@ -24,6 +25,9 @@ OWN_USER = "0055e000001XyZ1AAK"
 TOKEN_URL = f"{ORG_URL}/services/oauth2/token"
 COMPOSITE = f"{ORG_URL}/services/data/{DEFAULT_API_VERSION}/composite/sobjects"
 ENDPOINT = f"/webhooks/salesforce/{CONNECTION}"
+# A connection without a shared secret refuses every message (anyone may know an org id), so
+# the fixtures configure one and `_post` sends it unless told otherwise.
+SECRET = "s3cret-path-value"
 
 
 def salesforce_settings(**overrides: object) -> dict[str, object]:
@@ -33,6 +37,7 @@ def salesforce_settings(**overrides: object) -> dict[str, object]:
         "salesforce_login_url": ORG_URL,
         "salesforce_client_id": "3MVG9-consumer-key",
         "salesforce_client_secret": "consumer-secret-value",
+        "salesforce_webhook_secret": SECRET,
     }
     values.update(overrides)
     return values
@@ -103,7 +108,11 @@ async def _accounts(service) -> dict[str, Account]:
         return {row.crm_id: row for row in rows.scalars()}
 
 
-async def _post(service, body: bytes, path: str = ENDPOINT, **headers: str):
+async def _post(
+    service, body: bytes, path: str = ENDPOINT, *, secret: str | None = SECRET, **headers: str
+):
+    if secret is not None:
+        headers = {"X-CRM-Health-Secret": secret, **headers}
     return await service.client.post(
         path,
         content=body,
@@ -220,14 +229,87 @@ async def test_connection_without_organization_id_is_503_so_salesforce_retries(
     ],
 )
 async def test_shared_secret_is_required_in_path_or_header_when_configured(
-    service_factory, path: str, headers: dict[str, str], status: int
+    salesforce, path: str, headers: dict[str, str], status: int
 ) -> None:
-    service = await service_factory(
-        **salesforce_settings(salesforce_webhook_secret="s3cret-path-value")
-    )
-    response = await _post(service, outbound(account("04l5e000001")), path, **headers)
+    service = salesforce
+    response = await _post(service, outbound(account("04l5e000001")), path, secret=None, **headers)
     assert response.status_code == status
     assert len(await _inbox(service)) == (1 if status == 200 else 0)
+
+
+async def test_connection_without_a_secret_refuses_a_message_from_its_own_org(
+    service_factory,
+) -> None:
+    service = await service_factory(**salesforce_settings(salesforce_webhook_secret=None))
+    # The org id is all a forger needs to know; Salesforce shows it in every message.
+    response = await _post(service, outbound(account("04l5e000001")), secret=None)
+    assert response.status_code == 401
+    assert b"<faultcode>soapenv:Client</faultcode>" in response.content
+    assert b"CRM_HEALTH_SALESFORCE_ALLOW_UNSIGNED" in response.content
+    assert await _inbox(service) == []
+
+
+async def test_connection_that_opted_out_of_the_secret_accepts_a_message_from_its_own_org(
+    service_factory,
+) -> None:
+    service = await service_factory(
+        **salesforce_settings(salesforce_webhook_secret=None, salesforce_allow_unsigned=True)
+    )
+    response = await _post(service, outbound(account("04l5e000001")), secret=None)
+    assert response.status_code == 200
+    assert len(await _inbox(service)) == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_guessing_the_secret_is_429_after_ten_failures_even_for_the_right_one(
+    salesforce,
+) -> None:
+    inbound = salesforce.runtime.connections.get(CONNECTION).salesforce
+    clock = _Clock()
+    inbound.guesses.clock = clock
+    body = outbound(account("04l5e000001"))
+    statuses = [
+        (await _post(salesforce, body, secret=f"guess-{i}")).status_code for i in range(3000)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert set(statuses[10:]) == {429}
+    # Past the limit the secret is not compared: the right one is refused too, which is what
+    # makes guessing cost a window per ten tries.
+    clock.now += 30
+    refused = await _post(salesforce, body)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "30"
+    assert b"<faultcode>soapenv:Client</faultcode>" in refused.content
+    assert await _inbox(salesforce) == []
+    clock.now += 30
+    assert (await _post(salesforce, body)).status_code == 200
+    assert len(await _inbox(salesforce)) == 1
+
+
+async def test_wrong_secrets_from_one_address_do_not_block_another(salesforce) -> None:
+    body = outbound(account("04l5e000001"))
+    for i in range(50):
+        await _post(salesforce, body, secret=f"guess-{i}")
+    assert (await _post(salesforce, body)).status_code == 429
+    other = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=salesforce.app, client=("198.51.100.7", 40000)),
+        base_url=str(salesforce.client.base_url),
+    )
+    async with other:
+        response = await other.post(
+            ENDPOINT,
+            content=body,
+            headers={"Content-Type": "text/xml; charset=utf-8", "X-CRM-Health-Secret": SECRET},
+        )
+    assert response.status_code == 200
+    assert len(await _inbox(salesforce)) == 1
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

@@ -100,10 +100,13 @@ _SOAP_ANSWERS: dict[int | str, dict[str, object]] = {
         status: {"description": f"{text} Answered with a SOAP Fault naming the problem."}
         for status, text in {
             400: "The body is not an Outbound Message (or has more than 100 notifications).",
-            401: "The connection has a shared secret and the request did not carry it.",
+            401: "The request did not carry the connection's shared secret (or the connection "
+            "has none and does not allow unsigned messages).",
             403: "The message's OrganizationId is not this connection's org.",
             404: "No Salesforce connection has this name.",
             413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
+            429: "Too many wrong shared secrets from this address for this connection; "
+            "Retry-After says when to try again.",
             503: "The connection has no organization id yet, or storage failed; Salesforce "
             "retries.",
         }.items()
@@ -122,6 +125,9 @@ async def _salesforce(
             connection=connection,
             body=body,
             secret=secret,
+            # The peer as uvicorn reports it: X-Forwarded-For only from its trusted proxies
+            # (FORWARDED_ALLOW_IPS, default 127.0.0.1), so a client cannot pick its address.
+            client=None if request.client is None else request.client.host,
             now=datetime.now(UTC),
             metrics=runtime.metrics,
         )
