@@ -313,7 +313,17 @@ class FileSalesforce(CRMEntry):
             raise SalesforceConfigError(
                 f"give {self.named('webhook_secret')} or {self.named('allow_unsigned')}, not both"
             )
-        return None if self.webhook_secret is None else self.webhook_secret.get_secret_value()
+        if self.webhook_secret is None:
+            return None
+        secret = self.webhook_secret.get_secret_value()
+        if not secret:
+            # An empty line in an environment file is no "unset": it is a secret everyone
+            # knows (an empty X-CRM-Health-Secret header matches it).
+            raise SalesforceConfigError(
+                f"{self.named('webhook_secret')} is empty: set a long random string, or remove "
+                "it and opt out with allow_unsigned"
+            )
+        return secret
 
     def check(self) -> None:
         """Raise SalesforceConfigError for what `build` would refuse, building nothing."""

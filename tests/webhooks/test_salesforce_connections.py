@@ -165,6 +165,10 @@ def test_connection_with_a_secret_logs_no_opt_out_warning() -> None:
             "give CRM_HEALTH_SALESFORCE_WEBHOOK_SECRET or CRM_HEALTH_SALESFORCE_ALLOW_UNSIGNED, "
             "not both",
         ),
+        (
+            {"salesforce_organization_id": ORG, "salesforce_webhook_secret": ""},
+            "CRM_HEALTH_SALESFORCE_WEBHOOK_SECRET is empty",
+        ),
     ],
 )
 def test_settings_that_cannot_work_are_named(overrides: dict[str, object], message: str) -> None:
@@ -281,6 +285,10 @@ connections:
         (
             "{name: a, crm: salesforce, client_id: k, username: u, private_key_file: /nope.pem}",
             r"connection 'a': private_key_file: cannot read",
+        ),
+        (
+            "{name: a, crm: salesforce, webhook_secret: ''}",
+            r"connection 'a': webhook_secret is empty",
         ),
         (
             "{name: a, crm: salesforce, webhook_secret: s, allow_unsigned: true}",
