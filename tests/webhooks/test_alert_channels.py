@@ -43,9 +43,11 @@ from webhooks.alerts.channels import (
     load_channels,
     read_channels_file,
 )
+from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.crm_task import due_at
 from webhooks.alerts.channels.slack import MAX_BLOCKS, slack_message
 from webhooks.alerts.channels.teams import DIGEST_LIMIT
+from webhooks.alerts.channels.teams import markdown as teams_markdown
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.settings import Settings
 
@@ -1652,3 +1654,35 @@ async def test_a_crm_task_shows_a_hostile_account_name_without_links_or_bidi_con
         f"Customer health: {SHOWN} is at risk Bcc: victim@example.com"
     )
     assert f"- Champion {SHOWN} left" in properties["hs_task_body"].splitlines()
+
+
+@pytest.mark.parametrize("char", [*sorted(BIDI), "\u200b", "\u200d", "\u00ad", "\ufeff", "\x1b"])
+def test_every_bidi_control_and_invisible_character_is_stripped(char: str) -> None:
+    assert words.strip_invisible(f"Con{char}toso\tLtd\n") == "Contoso\tLtd\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("see https://evil.example/x", "see https[:]//evil.example/x"),
+        ("HTTP://a.example and ftp://b.example", "HTTP[:]//a.example and ftp[:]//b.example"),
+        ("https[:]//already.example", "https[:]//already.example"),
+        ("Contoso: 12:30, ratio 1:2", "Contoso: 12:30, ratio 1:2"),
+    ],
+)
+def test_urls_someone_else_wrote_are_defanged_once(written: str, shown: str) -> None:
+    assert words.defang(written) == shown
+    assert words.defang(words.defang(written)) == shown
+
+
+@pytest.mark.parametrize(
+    ("written", "escaped"),
+    [
+        ("[a](https://x)", "\\[a\\](https://x)"),
+        ("*b* _i_ ~s~ `c` <u> a\\b", "\\*b\\* \\_i\\_ \\~s\\~ \\`c\\` \\<u> a\\\\b"),
+        ("- not a list\n+ nor this\n12. nor this", "\\- not a list\n\\+ nor this\n12\\. nor this"),
+        ("score 38 (at risk) -> -12", "score 38 (at risk) -> -12"),
+    ],
+)
+def test_teams_markdown_escapes_only_what_would_format(written: str, escaped: str) -> None:
+    assert teams_markdown(written) == escaped
