@@ -102,17 +102,31 @@ def check_request(body: bytes, *, call: str) -> CheckedRequest:
 
 
 def _without_write_keys(document: dict[str, Any], *, calls: list[dict[str, Any]]) -> str | None:
-    """The document as JSON without its writeKey (and any a batch's `calls` carry); None when
-    there was none, so the common request is stored as sent, without re-encoding it."""
-    if "writeKey" not in document and not any("writeKey" in item for item in calls):
-        return None
-    cleaned = {name: value for name, value in document.items() if name != "writeKey"}
+    """The document as JSON without any write key: its own `writeKey` and `context.writeKey`
+    and those of each of a batch's `calls`; None when there was none, so the common request is
+    stored as sent, without re-encoding it."""
+    cleaned, changed = _without_write_key(document)
     if calls:
-        cleaned["batch"] = [
-            {name: value for name, value in item.items() if name != "writeKey"} for item in calls
-        ]
+        scrubbed = [_without_write_key(item) for item in calls]
+        if any(item_changed for _, item_changed in scrubbed):
+            cleaned["batch"] = [item for item, _ in scrubbed]
+            changed = True
+    if not changed:
+        return None
     # ASCII escapes: a lone surrogate the parser let through stays storable.
     return json.dumps(cleaned, separators=(",", ":"))
+
+
+def _without_write_key(message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """One object (a request or a call) without `writeKey` and `context.writeKey`, the two
+    places Segment's libraries put it, and whether either was there."""
+    changed = "writeKey" in message
+    cleaned = {name: value for name, value in message.items() if name != "writeKey"}
+    context = message.get("context")
+    if isinstance(context, dict) and "writeKey" in context:
+        cleaned["context"] = {name: value for name, value in context.items() if name != "writeKey"}
+        changed = True
+    return cleaned, changed
 
 
 def split_request(

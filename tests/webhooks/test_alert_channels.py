@@ -8,11 +8,13 @@ import base64
 import email
 import email.policy
 import json
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,11 @@ from webhooks.alerts.channels import (
     load_channels,
     read_channels_file,
 )
+from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.crm_task import due_at
 from webhooks.alerts.channels.slack import MAX_BLOCKS, slack_message
 from webhooks.alerts.channels.teams import DIGEST_LIMIT
+from webhooks.alerts.channels.teams import markdown as teams_markdown
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.settings import Settings
 
@@ -166,6 +170,7 @@ async def test_slack_alert_is_a_block_kit_message_with_fields_drivers_button_and
     assert facts["text"] == {
         "type": "mrkdwn",
         "text": "band neutral -&gt; at risk, score 64 -&gt; 38",
+        "verbatim": True,
     }
     assert [field["text"] for field in facts["fields"]] == [
         f"*Account*\n<{RECORD_URL}|Acme Corp>",
@@ -180,6 +185,7 @@ async def test_slack_alert_is_a_block_kit_message_with_fields_drivers_button_and
             "type": "mrkdwn",
             "text": "*Why*\n\u2022 Seat utilisation 42% (at-risk threshold 50%)\n"
             "\u2022 No customer-initiated contact in 45 days",
+            "verbatim": True,
         },
     }
     assert actions == {
@@ -1466,3 +1472,217 @@ async def test_every_channel_satisfies_the_channel_protocol() -> None:
     assert all(channel.digest == "none" for channel in channels)
     await _close_all({channel.name: channel for channel in channels})
     assert sender.client._client.is_closed
+
+
+# --- hostile text: names and drivers from a CRM are shown as written, never as markup ----------
+
+PHISH = "[Action required: re-verify your HubSpot login](https://evil.example/phish) Contoso"
+# A right-to-left override and an isolate: "Contoso gpj.exe" would read as "Contoso exe.jpg".
+HOSTILE = f"{PHISH} *bold* _it_ ~del~ `code` <@here> <!channel> \u202egpj.exe\u2066x\u2069"
+# The same text once invisible characters are gone and the link's scheme is defanged.
+SHOWN = (
+    "[Action required: re-verify your HubSpot login](https[:]//evil.example/phish) Contoso"
+    " *bold* _it_ ~del~ `code` <@here> <!channel> gpj.exex"
+)
+BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def hostile_notice(**overrides: Any) -> AlertNotice:
+    values: dict[str, Any] = {
+        "account_name": HOSTILE,
+        "title": f"{HOSTILE} is at risk\r\nBcc: victim@example.com",
+        "reason": f"{HOSTILE}: band neutral -> at risk",
+        "owner_id": f"owner {HOSTILE}",
+        "drivers": (f"Champion {HOSTILE} left",),
+    }
+    values.update(overrides)
+    return make_notice(**values)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _no_bidi(text: str) -> bool:
+    return not BIDI & set(text)
+
+
+@respx.mock
+async def test_slack_shows_a_hostile_account_name_as_written_without_links_or_mentions(
+    sender: HTTPSender,
+) -> None:
+    route = respx.post(SLACK_URL).respond(200, text="ok")
+    channel = SlackChannel(name="cs-slack", url=SLACK_URL, sender=sender)
+
+    await channel.send([hostile_notice()])
+
+    body = sent_json(route)
+    dumped = json.dumps(body, ensure_ascii=False)
+    assert "evil.example" in dumped
+    assert "https://evil.example" not in dumped
+    assert _no_bidi(dumped)
+    mrkdwn = [
+        block
+        for block in _blocks_and_elements(body["blocks"])
+        if isinstance(block, dict) and block.get("type") == "mrkdwn"
+    ]
+    # No bare URL, channel name or mention is made into a link by Slack itself.
+    assert mrkdwn
+    assert all(block["verbatim"] is True for block in mrkdwn)
+    for text in [body["text"], *(block["text"] for block in mrkdwn)]:
+        # The only <...> are those crm-health writes: the record link and the date.
+        assert re.findall(r"<(?!https://app\.hubspot\.com/|!date\^)", text) == []
+        # Besides crm-health's own bold titles and rule code span, no formatting mark stands
+        # next to a word: each is fenced by zero-width spaces.
+        theirs = re.sub(r"\*(Account|Score|Trend 30d|Owner|Why)\*|`[\w-]+`|<!date\^.*>", "", text)
+        assert re.findall(r"(?<!\u200b)[*_~`]|[*_~`](?!\u200b)", theirs) == []
+    account = body["blocks"][1]["fields"][0]["text"]
+    assert _slack_shown(account) == f"*Account*\n<{RECORD_URL}|{SHOWN}>"
+
+
+def _blocks_and_elements(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _blocks_and_elements(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _blocks_and_elements(item)
+
+
+def _slack_shown(text: str) -> str:
+    """What Slack shows of escaped mrkdwn text (entities decoded, zero-width spaces unseen)."""
+    return (
+        text.replace("\u200b", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
+
+
+@respx.mock
+async def test_teams_shows_a_hostile_account_name_as_written_in_text_blocks_and_facts(
+    sender: HTTPSender,
+) -> None:
+    route = respx.post(TEAMS_URL).respond(202)
+    channel = TeamsChannel(name="cs-teams", url=TEAMS_URL, sender=sender)
+
+    await channel.send([hostile_notice()])
+
+    card = sent_json(route)["attachments"][0]["content"]
+    dumped = json.dumps(card, ensure_ascii=False)
+    assert "https://evil.example" not in dumped
+    assert _no_bidi(dumped)
+    texts = [block["text"] for block in _blocks_and_elements(card["body"]) if "text" in block] + [
+        fact["value"]
+        for block in card["body"]
+        if block["type"] == "FactSet"
+        for fact in block["facts"]
+    ]
+    for text in texts:
+        # Every Markdown character from the name is escaped: no link, no emphasis, no code.
+        assert re.findall(r"(?<!\\)[\[\]*_~`<]", text) == []
+    facts = {fact["title"]: fact["value"] for fact in card["body"][2]["facts"]}
+    assert re.sub(r"\\(.)", r"\1", facts["Account"]) == SHOWN
+    assert [action["url"] for action in card["actions"]] == [RECORD_URL]
+
+
+async def test_an_email_shows_a_hostile_account_name_as_written_with_a_clean_subject(
+    smtp_server: SMTPServer,
+) -> None:
+    channel = EmailChannel(
+        name="cs-mail", to=["cs-leads@example.com"], smtp=smtp_options(smtp_server.port)
+    )
+
+    await channel.send([hostile_notice()])
+
+    [(_, recipients, raw)] = smtp_server.mailbox.messages
+    assert recipients == ["cs-leads@example.com"]
+    message = _parse(raw)
+    subject = message["Subject"]
+    assert subject == f"[crm-health] {SHOWN} is at risk Bcc: victim@example.com"
+    assert "\r" not in subject
+    assert "\n" not in subject
+    assert message["Bcc"] is None
+    text, html = _parts(message)
+    for part in (subject, text, html):
+        assert _no_bidi(part)
+        assert "https://evil.example" not in part
+    assert f"Account:   {SHOWN} <{RECORD_URL}>" in text.splitlines()
+    assert re.findall(r'href="([^"]*)"', html) == [RECORD_URL, RECORD_URL]
+    assert "<@here>" not in html
+    assert f'<a href="{RECORD_URL}">{html_escape(SHOWN)}</a>' in html
+
+
+@respx.mock
+async def test_a_webhook_carries_a_hostile_account_name_as_data_without_bidi_controls(
+    sender: HTTPSender,
+) -> None:
+    route = respx.post(HOOK_URL).respond(204)
+    channel = WebhookChannel(name="signed", url=HOOK_URL, secret=SECRET, sender=sender)
+
+    await channel.send([hostile_notice()])
+
+    request = route.calls.last.request
+    data = Webhook(SECRET).verify(request.content, _headers(request))["data"]
+    assert all(_no_bidi(text) for text in _strings(data))
+    # JSON is data: the receiver escapes it for wherever it shows it, so it arrives as written.
+    written = "".join(char for char in HOSTILE if char not in BIDI)
+    assert data["account_name"] == written
+    assert data["drivers"] == [f"Champion {written} left"]
+    assert data["record_url"] == RECORD_URL
+
+
+@respx.mock
+async def test_a_crm_task_shows_a_hostile_account_name_without_links_or_bidi_controls(
+    hubspot: HubSpotConnector,
+) -> None:
+    route = respx.post(f"{HUBSPOT}/crm/v3/objects/tasks").respond(201, json={"id": "9001"})
+    channel = CRMTaskChannel(name="owner-task", connector_for=_lookup(hubspot), clock=lambda: AT)
+
+    await channel.send([hostile_notice()])
+
+    properties = sent_json(route)["properties"]
+    for name in ("hs_task_subject", "hs_task_body"):
+        assert _no_bidi(properties[name])
+        assert "https://evil.example" not in properties[name]
+    assert properties["hs_task_subject"] == (
+        f"Customer health: {SHOWN} is at risk Bcc: victim@example.com"
+    )
+    assert f"- Champion {SHOWN} left" in properties["hs_task_body"].splitlines()
+
+
+@pytest.mark.parametrize("char", [*sorted(BIDI), "\u200b", "\u200d", "\u00ad", "\ufeff", "\x1b"])
+def test_every_bidi_control_and_invisible_character_is_stripped(char: str) -> None:
+    assert words.strip_invisible(f"Con{char}toso\tLtd\n") == "Contoso\tLtd\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("see https://evil.example/x", "see https[:]//evil.example/x"),
+        ("HTTP://a.example and ftp://b.example", "HTTP[:]//a.example and ftp[:]//b.example"),
+        ("https[:]//already.example", "https[:]//already.example"),
+        ("Contoso: 12:30, ratio 1:2", "Contoso: 12:30, ratio 1:2"),
+    ],
+)
+def test_urls_someone_else_wrote_are_defanged_once(written: str, shown: str) -> None:
+    assert words.defang(written) == shown
+    assert words.defang(words.defang(written)) == shown
+
+
+@pytest.mark.parametrize(
+    ("written", "escaped"),
+    [
+        ("[a](https://x)", "\\[a\\](https://x)"),
+        ("*b* _i_ ~s~ `c` <u> a\\b", "\\*b\\* \\_i\\_ \\~s\\~ \\`c\\` \\<u> a\\\\b"),
+        ("- not a list\n+ nor this\n12. nor this", "\\- not a list\n\\+ nor this\n12\\. nor this"),
+        ("score 38 (at risk) -> -12", "score 38 (at risk) -> -12"),
+    ],
+)
+def test_teams_markdown_escapes_only_what_would_format(written: str, escaped: str) -> None:
+    assert teams_markdown(written) == escaped

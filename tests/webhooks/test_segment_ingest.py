@@ -276,6 +276,34 @@ async def test_write_key_in_the_body_is_accepted(segment):
         # A call carrying the key itself (some libraries copy it into each call).
         ("batch", {"batch": [{**track("u1", group="g1"), "writeKey": WRITE_KEY}]}, basic()),
         ("track", {**track("u1", group="g1"), "writeKey": WRITE_KEY}, {}),
+        # Libraries that put it in the context, of the batch or of a call.
+        (
+            "batch",
+            {"batch": [track("u1", group="g1")], "context": {"writeKey": WRITE_KEY}},
+            basic(),
+        ),
+        (
+            "batch",
+            {"batch": [{**track("u1", group="g1"), "context": {"writeKey": WRITE_KEY}}]},
+            basic(),
+        ),
+        (
+            "batch",
+            {
+                "batch": [
+                    track("u0", group="g1"),
+                    {
+                        **track("u1", group="g1"),
+                        "writeKey": WRITE_KEY,
+                        "context": {"writeKey": WRITE_KEY, "ip": "192.0.2.1"},
+                    },
+                ],
+                "context": {"writeKey": WRITE_KEY, "library": {"name": "analytics-node"}},
+                "writeKey": WRITE_KEY,
+            },
+            {},
+        ),
+        ("track", {**track("u1", group="g1"), "context": {"writeKey": WRITE_KEY}}, basic()),
     ],
 )
 async def test_a_write_key_in_the_body_is_never_stored(segment, path, body, headers):

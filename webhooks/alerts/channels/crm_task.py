@@ -62,6 +62,7 @@ def _body(notice: AlertNotice) -> str:
 
 def task_request(notice: AlertNotice, *, now: datetime) -> TaskRequest:
     """The task for one alert: what happened and why, for the account's owner."""
+    notice = words.readable(notice)
     return TaskRequest(
         record_id=notice.record_id,
         subject=words.clip(words.one_line(f"Customer health: {notice.title}"), SUBJECT_LIMIT),

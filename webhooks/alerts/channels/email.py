@@ -102,6 +102,7 @@ def _text_entry(notice: AlertNotice) -> list[str]:
 
 def render_text(notices: Sequence[AlertNotice]) -> str:
     """The plain-text part."""
+    notices = [words.readable(notice) for notice in notices]
     if len(notices) == 1:
         return "\n".join(_text_single(notices[0])) + "\n"
     lines = [words.digest_title(notices), ""]
@@ -189,6 +190,7 @@ def _html_digest(notices: Sequence[AlertNotice]) -> str:
 
 def render_html(notices: Sequence[AlertNotice]) -> str:
     """The HTML part: every value escaped, links only to http(s) record URLs."""
+    notices = [words.readable(notice) for notice in notices]
     content = _html_single(notices[0]) if len(notices) == 1 else _html_digest(notices)
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"></head>'
@@ -208,7 +210,8 @@ def email_message(
     if not notices:
         raise ValueError("an e-mail needs at least one notice")
     message = EmailMessage()
-    message["Subject"] = _subject(notices)
+    # One line (no CR/LF to start a header of its own), no bidi controls, others' URLs defanged.
+    message["Subject"] = _subject([words.readable(notice) for notice in notices])
     message["From"] = from_address
     message["To"] = ", ".join(to)
     message["Date"] = format_datetime(now or datetime.now(UTC))

@@ -7,6 +7,7 @@ Slack's limit of 50 blocks. `text` is the fallback notifications and old clients
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any, Final
@@ -30,9 +31,23 @@ FALLBACK_NAMES: Final = 10
 Block = dict[str, Any]
 
 
+# Slack's mrkdwn has no escape for its formatting marks. A zero-width space on each side keeps
+# a mark from opening or closing bold, italics, strike or code: whether Slack takes it for a
+# word character or for a space, the mark is then either inside a word or not next to one.
+_MARKS: Final = re.compile(r"[*_~`]")
+_ZWSP: Final = "\u200b"
+
+
 def escape(text: str) -> str:
-    """Slack's mrkdwn escaping: &, < and > are control characters, everything else is text."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text shown as written in mrkdwn: &, < and > as entities (so no `<url|label>` link, no
+    `<!channel>` or `<@user>` mention), and *, _, ~ and ` as marks that format nothing."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKS.sub(lambda mark: f"{_ZWSP}{mark.group()}{_ZWSP}", text)
+
+
+def _code(text: str) -> str:
+    """Text inside a `code span`: only & < > and the closing backtick mean anything there."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
 def _link(url: str | None, label: str) -> str:
@@ -54,7 +69,9 @@ def _plain(text: str, limit: int) -> Block:
 
 
 def _mrkdwn(text: str, limit: int = SECTION_LIMIT) -> Block:
-    return {"type": "mrkdwn", "text": words.clip(text, limit)}
+    # verbatim: Slack makes no links of bare URLs or channel names and parses no mentions
+    # beyond the <...> syntax crm-health writes itself (the record link, the date).
+    return {"type": "mrkdwn", "text": words.clip(text, limit), "verbatim": True}
 
 
 def _bullets(items: Sequence[str], *, title: str, limit: int = SECTION_LIMIT) -> str:
@@ -116,7 +133,7 @@ def _single(notice: AlertNotice) -> dict[str, Any]:
             "elements": [
                 _mrkdwn(
                     f"{'Recovered' if words.is_recovered(notice) else 'Alert'} · "
-                    f"rule `{escape(notice.rule)}` · {escape(notice.connection)} "
+                    f"rule `{_code(notice.rule)}` · {escape(notice.connection)} "
                     f"({escape(notice.crm)}) · alert {notice.alert_id} · {_date(notice)}"
                 )
             ],
@@ -176,6 +193,7 @@ def slack_message(notices: Sequence[AlertNotice]) -> dict[str, Any]:
     """The incoming-webhook body: one notice in full, several as a digest."""
     if not notices:
         raise ValueError("a Slack message needs at least one notice")
+    notices = [words.readable(notice) for notice in notices]
     if len(notices) == 1:
         return _single(notices[0])
     return _digest(notices)

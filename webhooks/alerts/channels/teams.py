@@ -8,6 +8,7 @@ every account, each entry opening its CRM record when clicked.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -24,6 +25,22 @@ CARD_CONTENT_TYPE: Final = "application/vnd.microsoft.card.adaptive"
 DIGEST_LIMIT: Final = 40
 
 Element = dict[str, Any]
+
+
+# Adaptive Cards' Markdown: emphasis, code, and links ("[text](url)", "<url>"). A backslash
+# makes each of these characters plain text, so "[text](url)" is shown as written and links
+# nowhere; without its brackets, "(url)" is only text.
+_MARKDOWN: Final = re.compile(r"([\\`*_~\[\]<])")
+# A line that starts like a list item ("- ", "+ ", "1. ") would become one.
+_BULLET_START: Final = re.compile(r"(?m)^(\s*)([-+])(?=\s|$)")
+_NUMBER_START: Final = re.compile(r"(?m)^(\s*\d+)\.(?=\s|$)")
+
+
+def markdown(text: str) -> str:
+    """Text from a CRM, a product or a person, shown as written in a TextBlock or a Fact."""
+    text = _MARKDOWN.sub(r"\\\1", text)
+    text = _BULLET_START.sub(r"\1\\\2", text)
+    return _NUMBER_START.sub(r"\1\\.", text)
 
 
 def _color(notice: AlertNotice) -> str:
@@ -59,19 +76,19 @@ def _card(body: list[Element], actions: list[Element]) -> dict[str, Any]:
 def _single(notice: AlertNotice) -> dict[str, Any]:
     body: list[Element] = [
         _text(
-            f"{words.marker(notice)} {words.one_line(words.headline(notice))}",
+            f"{words.marker(notice)} {markdown(words.one_line(words.headline(notice)))}",
             size="Large",
             weight="Bolder",
             color=_color(notice),
         ),
-        _text(words.explanation(notice), spacing="Small"),
+        _text(markdown(words.explanation(notice)), spacing="Small"),
         {
             "type": "FactSet",
             "facts": [
-                {"title": "Account", "value": words.account_label(notice)},
-                {"title": "Score", "value": words.score_text(notice)},
+                {"title": "Account", "value": markdown(words.account_label(notice))},
+                {"title": "Score", "value": markdown(words.score_text(notice))},
                 {"title": "Trend 30d", "value": words.trend_text(notice.trend_30d)},
-                {"title": "Owner", "value": words.owner_text(notice)},
+                {"title": "Owner", "value": markdown(words.owner_text(notice))},
             ],
         },
     ]
@@ -79,9 +96,11 @@ def _single(notice: AlertNotice) -> dict[str, Any]:
         title = "Drivers now" if words.is_recovered(notice) else "Why"
         body.append(_text(title, weight="Bolder", spacing="Medium"))
         # Adaptive Cards' Markdown: list items separated by \r (as the Teams docs show).
-        bullets = "\r".join(f"- {words.one_line(driver)}" for driver in notice.drivers)
+        bullets = "\r".join(f"- {markdown(words.one_line(driver))}" for driver in notice.drivers)
         body.append(_text(bullets, spacing="Small"))
-    body.append(_text(words.context_line(notice), isSubtle=True, size="Small", spacing="Medium"))
+    body.append(
+        _text(markdown(words.context_line(notice)), isSubtle=True, size="Small", spacing="Medium")
+    )
     url = words.link(notice)
     return _card(body, [_open_url(url)] if url is not None else [])
 
@@ -89,12 +108,12 @@ def _single(notice: AlertNotice) -> dict[str, Any]:
 def _digest_entry(notice: AlertNotice) -> Element:
     items: list[Element] = [
         _text(
-            f"{words.marker(notice)} {words.one_line(words.headline(notice))}",
+            f"{words.marker(notice)} {markdown(words.one_line(words.headline(notice)))}",
             weight="Bolder",
             color=_color(notice),
         ),
         _text(
-            f"{words.account_label(notice)} · {words.compact_line(notice)}",
+            markdown(f"{words.account_label(notice)} · {words.compact_line(notice)}"),
             isSubtle=True,
             spacing="None",
         ),
@@ -104,7 +123,9 @@ def _digest_entry(notice: AlertNotice) -> Element:
         label = "Now" if words.is_recovered(notice) else "Why"
         items.append(
             _text(
-                f"{label}: {words.one_line(notice.drivers[0])}{more}", size="Small", spacing="None"
+                f"{label}: {markdown(words.one_line(notice.drivers[0]))}{more}",
+                size="Small",
+                spacing="None",
             )
         )
     container: Element = {"type": "Container", "separator": True, "items": items}
@@ -143,6 +164,7 @@ def teams_message(notices: Sequence[AlertNotice]) -> dict[str, Any]:
     """The Workflows webhook body: one notice in full, several as a digest card."""
     if not notices:
         raise ValueError("a Teams message needs at least one notice")
+    notices = [words.readable(notice) for notice in notices]
     if len(notices) == 1:
         return _single(notices[0])
     return _digest(notices)

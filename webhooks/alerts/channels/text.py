@@ -1,11 +1,16 @@
 """The words every channel uses for a notice: headline, score, trend, owner, time, digest title.
 
 Pure functions of an AlertNotice, so Slack, Teams, e-mail and CRM tasks say the same thing.
+`readable` and `plain` clean the text a CRM, a product or a person wrote before any channel
+formats it; each channel then escapes it for its own markup.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -16,6 +21,64 @@ _BAND_WORDS: Final = {"at_risk": "at risk", "neutral": "neutral", "healthy": "he
 FIRED_AT_RISK: Final = "\U0001f534"  # red circle
 FIRED_OTHER: Final = "\U0001f7e0"  # orange circle
 RECOVERED: Final = "\u2705"  # white heavy check mark
+
+
+# Whitespace controls stay (one_line folds them where a line must stay one line); every other
+# control character goes.
+_KEPT_CONTROLS: Final = frozenset("\t\n\r")
+# A scheme followed by "//": what renderers and mail clients turn into a link on their own.
+_URL_SCHEME: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}):(?=//)")
+
+
+def _invisible(char: str) -> bool:
+    category = unicodedata.category(char)
+    # Cf: bidi embeddings, overrides, isolates and marks (U+202A..U+202E, U+2066..U+2069,
+    # U+200E/U+200F, U+061C), zero-width spaces and joiners, soft hyphens, BOMs: they reorder
+    # or hide what a reader sees (a right-to-left override turns "exe.pdf" around).
+    return category == "Cf" or (category == "Cc" and char not in _KEPT_CONTROLS)
+
+
+def strip_invisible(text: str) -> str:
+    """`text` without invisible format characters (bidi controls included) and controls."""
+    return "".join(char for char in text if not _invisible(char))
+
+
+def defang(text: str) -> str:
+    """A URL someone else wrote, shown but never followed: "https://x" as "https[:]//x".
+
+    Slack, Teams and mail clients make a link of any "scheme://" in text, whatever the markup
+    says, so a name like "[re-verify your login](https://evil.example)" would still be a link.
+    The links crm-health builds itself (the CRM record) are passed apart and stay links."""
+    return _URL_SCHEME.sub(r"\1[:]", text)
+
+
+def _cleaned(notice: AlertNotice, clean: Callable[[str], str]) -> AlertNotice:
+    def optional(text: str | None) -> str | None:
+        return None if text is None else clean(text)
+
+    return dataclasses.replace(
+        notice,
+        rule=clean(notice.rule),
+        title=clean(notice.title),
+        reason=clean(notice.reason),
+        connection=clean(notice.connection),
+        crm=clean(notice.crm),
+        record_id=clean(notice.record_id),
+        account_name=optional(notice.account_name),
+        owner_id=optional(notice.owner_id),
+        drivers=tuple(clean(driver) for driver in notice.drivers),
+    )
+
+
+def readable(notice: AlertNotice) -> AlertNotice:
+    """The notice as people will read it (Slack, Teams, e-mail, CRM tasks): every text field
+    without invisible characters and with others' URLs defanged; `record_url` untouched."""
+    return _cleaned(notice, lambda text: defang(strip_invisible(text)))
+
+
+def plain(notice: AlertNotice) -> AlertNotice:
+    """The notice as data (the JSON webhook): text kept as written, less invisible characters."""
+    return _cleaned(notice, strip_invisible)
 
 
 def band_words(band: str | None) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.http import HTTPChannel, HTTPSender
 from webhooks.alerts.notice import AlertNotice, Digest
 
@@ -72,7 +73,9 @@ def _iso(at: datetime) -> str:
 
 
 def notice_data(notice: AlertNotice) -> dict[str, Any]:
-    """Every field of a notice, as JSON."""
+    """Every field of a notice, as JSON: plain data (the receiver escapes it for wherever it
+    shows it), less invisible characters such as bidi controls."""
+    notice = words.plain(notice)
     return {
         "alert_id": notice.alert_id,
         "kind": notice.kind,
