@@ -3,6 +3,7 @@ routing by portal, provisioning, and installs picked up by another process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import respx
+import structlog
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from testkit import HUBSPOT_API, PUBLIC_URL, hubspot_event, signed_v3_headers
+from webhooks.cli import cli
 from webhooks.runtime import Runtime
 from webhooks.store import inbox, keys
 from webhooks.store.models import Account, InboxEvent, InstalledConnection, InstallGrant
@@ -360,3 +364,30 @@ async def test_an_install_link_without_a_key_is_a_401(service_factory) -> None:
     response = await service.client.post("/api/v1/install-links")
 
     assert response.status_code == 401
+
+
+async def test_the_install_link_command_prints_a_link_that_installs_once(
+    service_factory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "DATABASE_URL": database_url,
+        "PUBLIC_URL": PUBLIC_URL,
+        "HUBSPOT_CLIENT_ID": OAUTH["hubspot_client_id"],
+        "HUBSPOT_CLIENT_SECRET": "app-secret",
+        "ENCRYPTION_KEY": OAUTH["encryption_key"],
+    }.items():
+        monkeypatch.setenv(f"CRM_HEALTH_{name}", str(value))
+    logging_config = structlog.get_config()
+    try:
+        # The command runs its own event loop: give it a thread of its own.
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["install-link"])
+    finally:
+        structlog.configure(**logging_config)
+    service = await service_factory(**OAUTH)
+    url = urlsplit(result.stdout.strip())
+
+    assert result.exit_code == 0, result.output
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{PUBLIC_URL}/oauth/hubspot/install"
+    assert "single use" in result.stderr
+    assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 302
+    assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 403
