@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from webhooks.sessions import COOKIE_NAME, SessionSigner
 from webhooks.store import keys
@@ -122,6 +122,19 @@ async def test_sessions_are_stored_server_side_by_hash(service):
     assert (stored.key_id, stored.revoked_at) == (row.id, None)
     assert stored.id_hash != session_id
     assert key not in cookie
+
+
+async def test_a_sign_in_clears_expired_sessions(service):
+    _, key = await new_key(service)
+    await sign_in(service, key)
+    async with service.runtime.sessions() as session, session.begin():
+        await session.execute(update(AdminSession).values(expires_at=NOW))
+    await sign_in(service, key)
+
+    async with service.runtime.sessions() as session:
+        stored = (await session.execute(select(AdminSession))).scalars().all()
+
+    assert [row.expires_at > datetime.now(UTC) for row in stored] == [True]
 
 
 async def test_a_revoked_key_ends_its_sessions(service):

@@ -314,6 +314,21 @@ async def test_an_expired_install_link_is_a_403(service_factory) -> None:
     assert response.status_code == 403
 
 
+async def test_a_new_link_clears_expired_ones(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    await _link(service)
+    async with service.runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(InstallGrant).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await _link(service)
+
+    async with service.runtime.sessions() as session:
+        stored = (await session.execute(select(InstallGrant))).scalars().all()
+
+    assert len(stored) == 1
+
+
 async def test_install_links_and_states_are_stored_hashed(service_factory) -> None:
     service = await service_factory(**OAUTH)
     link = await _link(service)

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.models import AdminSession
@@ -33,6 +33,9 @@ async def open_session(
     now: datetime,
     expires_at: datetime,
 ) -> None:
+    # Sessions past their end are of no use to anyone: each sign-in clears them, so the table
+    # holds only the sessions that could still be presented.
+    await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
     session.add(
         AdminSession(
             id_hash=id_hash(session_id),

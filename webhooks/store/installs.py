@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.dialect import upsert_insert
@@ -120,6 +120,8 @@ async def create_grant(
     expires_at: datetime,
 ) -> None:
     """Store a single-use install token ("link" or "state"); only its SHA-256 is kept."""
+    # Expired tokens can never be used again: each new one clears them, keeping the table small.
+    await session.execute(delete(InstallGrant).where(InstallGrant.expires_at <= now))
     session.add(
         InstallGrant(
             token_hash=grant_hash(token),
