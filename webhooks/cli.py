@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from connector.sandbox.app import create_sandbox_app
-from webhooks import config_service, server, sync_status, usage_import
+from webhooks import config_service, installs, server, sync_status, usage_import
 from webhooks import reconcile as reconcile_service
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
@@ -574,6 +574,34 @@ def demo(
             keep_serving=not exit_after,
         )
     )
+
+
+@cli.command("install-link")
+def install_link() -> None:
+    """Print a single-use link (valid 30 minutes) that installs the HubSpot app into one
+    portal; give it to the HubSpot admin who installs."""
+    settings = _settings()
+    upgrade_to_head(settings.database_url)
+
+    async def run() -> installs.InstallLink:
+        runtime = Runtime.build(settings)
+        try:
+            return await installs.create_link(
+                sessions=runtime.sessions,
+                connections=runtime.connections,
+                created_by="cli",
+                now=utcnow(),
+            )
+        finally:
+            await runtime.aclose()
+
+    try:
+        link = asyncio.run(run())
+    except NotConfigured as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(link.url)
+    typer.echo(f"single use, valid until {link.expires_at.isoformat()}", err=True)
 
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)

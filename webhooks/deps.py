@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Path, Query, Request
 from webhooks.auth import Principal, allow, authenticate, principal_for_hash
 from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.runtime import Runtime
-from webhooks.sessions import COOKIE_NAME, CSRF_HEADER, SAFE_METHODS
+from webhooks.sessions import COOKIE_NAME, CSRF_HEADER, SAFE_METHODS, session_key_hash
 from webhooks.store.db import SessionFactory
 
 
@@ -54,12 +54,18 @@ async def get_principal(
             "missing API key: send Authorization: Bearer <key>, or sign in at /admin",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    digest = await session_key_hash(sessions=runtime.sessions, data=data, now=now)
+    if digest is None:
+        raise Unauthenticated(
+            "session ended (signed out or expired): sign in again at /admin",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if request.method not in SAFE_METHODS and not hmac.compare_digest(
         request.headers.get(CSRF_HEADER, "").encode(), data.csrf.encode()
     ):
         raise Forbidden(f"{CSRF_HEADER}: missing or not this session's token")
     return await principal_for_hash(
-        sessions=runtime.sessions, settings=runtime.settings, digest=data.key_hash, now=now
+        sessions=runtime.sessions, settings=runtime.settings, digest=digest, now=now
     )
 
 

@@ -1,11 +1,13 @@
-"""OAuth installs of the HubSpot app: the consent link, then the callback that stores the
-portal's tokens encrypted, registers the connection and provisions its health fields."""
+"""OAuth installs of the HubSpot app: an admin's single-use install link, the consent redirect
+with a single-use state, then the callback that stores the portal's tokens encrypted,
+registers the connection and provisions its health fields."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 import structlog
 
@@ -13,7 +15,7 @@ from connector.base import ProvisionReport
 from connector.errors import CRMHTTPError, CRMRequestRejected, PayloadError
 from connector.hubspot.oauth import exchange_code
 from webhooks.connections import ConnectionRegistry, Installer
-from webhooks.errors import BadPayload, Conflict, NotConfigured, UpstreamFailed
+from webhooks.errors import BadPayload, Conflict, Forbidden, NotConfigured, UpstreamFailed
 from webhooks.intake import unrouted_hubspot_connection
 from webhooks.secrets import StateError, sign_state, verify_state
 from webhooks.store import installs
@@ -23,6 +25,11 @@ log = structlog.get_logger(__name__)
 
 # Long enough to read HubSpot's consent page and pick a portal, short enough to limit replay.
 STATE_MAX_AGE_SECONDS = 15 * 60
+# Long enough to pass the link to the HubSpot admin who installs, short enough that a leaked
+# link is soon worthless.
+LINK_MAX_AGE = timedelta(minutes=30)
+LINK = "link"
+STATE = "state"
 
 
 def _installer(connections: ConnectionRegistry) -> Installer:
@@ -34,11 +41,53 @@ def _installer(connections: ConnectionRegistry) -> Installer:
     return connections.installer
 
 
-def install_url(*, connections: ConnectionRegistry, now: datetime) -> str:
+@dataclass(frozen=True, kw_only=True)
+class InstallLink:
+    url: str
+    expires_at: datetime
+
+
+async def create_link(
+    *, sessions: SessionFactory, connections: ConnectionRegistry, created_by: str, now: datetime
+) -> InstallLink:
+    """A single-use link that starts one install: installs happen only when an admin asks."""
+    installer = _installer(connections)
+    token = secrets.token_urlsafe(32)
+    expires_at = now + LINK_MAX_AGE
+    async with sessions() as session, session.begin():
+        await installs.create_grant(
+            session, kind=LINK, token=token, created_by=created_by, now=now, expires_at=expires_at
+        )
+    base = (installer.settings.public_url or "").rstrip("/")
+    log.info("hubspot_install_link_created", created_by=created_by)
+    return InstallLink(
+        url=f"{base}/oauth/hubspot/install?{urlencode({'link': token})}", expires_at=expires_at
+    )
+
+
+async def install_url(
+    *, sessions: SessionFactory, connections: ConnectionRegistry, link: str | None, now: datetime
+) -> str:
+    """Use up the install link and answer HubSpot's consent URL with a fresh single-use state."""
     installer = _installer(connections)
     state = sign_state(
         installer.cipher_keys, issued_at=int(now.timestamp()), nonce=secrets.token_urlsafe(16)
     )
+    async with sessions() as session, session.begin():
+        if not link or not await installs.consume_grant(session, kind=LINK, token=link, now=now):
+            raise Forbidden(
+                "link: installing needs a valid, unused install link from an admin "
+                "(POST /api/v1/install-links or `crm-health install-link`); this one is "
+                "missing, unknown, expired or already used"
+            )
+        await installs.create_grant(
+            session,
+            kind=STATE,
+            token=state,
+            created_by="install-link",
+            now=now,
+            expires_at=now + timedelta(seconds=STATE_MAX_AGE_SECONDS),
+        )
     return installer.app.install_url(state=state)
 
 
@@ -75,6 +124,12 @@ async def complete_install(
         )
     except StateError as exc:
         raise BadPayload(f"state: {exc}") from exc
+    # Used up before the code is exchanged: a replayed callback (or a second tab) cannot
+    # install again or replace the tokens of the first.
+    async with sessions() as session, session.begin():
+        fresh = await installs.consume_grant(session, kind=STATE, token=state, now=now)
+    if not fresh:
+        raise BadPayload("state: already used or unknown; start the install again from a new link")
 
     client = installer.token_client()
     try:

@@ -3,20 +3,24 @@ routing by portal, provisioning, and installs picked up by another process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import respx
-from sqlalchemy import select
+import structlog
+from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from testkit import HUBSPOT_API, PUBLIC_URL, hubspot_event, signed_v3_headers
+from webhooks.cli import cli
 from webhooks.runtime import Runtime
-from webhooks.store import inbox
-from webhooks.store.models import Account, InboxEvent, InstalledConnection
+from webhooks.store import inbox, keys
+from webhooks.store.models import Account, InboxEvent, InstalledConnection, InstallGrant
 
 PORTAL = 62515
 OAUTH = {
@@ -50,8 +54,31 @@ def _hubspot(access_token: str = "a-1") -> respx.MockRouter:  # noqa: S107
     return router
 
 
+async def _key(service, role: str = "admin") -> dict[str, str]:
+    async with service.runtime.sessions() as session, session.begin():
+        _, key = await keys.create(
+            session, name=f"{role}-key", role=role, connection="default", now=datetime.now(UTC)
+        )
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _link(service) -> str:
+    """An admin's install link, as a path and query on the service."""
+    response = await service.client.post("/api/v1/install-links", headers=await _key(service))
+    assert response.status_code == 201, response.text
+    url = urlsplit(response.json()["url"])
+    return f"{url.path}?{url.query}"
+
+
+async def _start(service) -> str:
+    """Start an install from a fresh link; the state HubSpot is asked to send back."""
+    start = await service.client.get(await _link(service))
+    assert start.status_code == 302, start.text
+    return parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+
+
 async def _install(service) -> httpx.Response:
-    start = await service.client.get("/oauth/hubspot/install")
+    start = await service.client.get(await _link(service))
     assert start.status_code == 302
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
     return await service.client.get(
@@ -62,7 +89,7 @@ async def _install(service) -> httpx.Response:
 async def test_install_redirects_to_hubspot_consent_with_a_signed_state(service_factory) -> None:
     service = await service_factory(**OAUTH)
 
-    response = await service.client.get("/oauth/hubspot/install")
+    response = await service.client.get(await _link(service))
 
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
@@ -184,8 +211,7 @@ async def test_a_bad_callback_is_a_400_naming_the_problem(
 
 async def test_a_code_hubspot_refuses_is_a_400(service_factory) -> None:
     service = await service_factory(**OAUTH)
-    start = await service.client.get("/oauth/hubspot/install")
-    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    state = await _start(service)
     with respx.mock:
         respx.post(f"{HUBSPOT_API}/oauth/v1/token").respond(
             400, json={"status": "BAD_AUTH_CODE", "message": "missing or unknown auth code"}
@@ -217,7 +243,7 @@ async def test_a_portal_pinned_in_the_connections_file_cannot_be_installed_twice
 async def test_install_without_oauth_settings_is_a_503(service_factory) -> None:
     service = await service_factory()
 
-    response = await service.client.get("/oauth/hubspot/install")
+    response = await service.client.post("/api/v1/install-links", headers=await _key(service))
 
     assert response.status_code == 503
     assert "CRM_HEALTH_HUBSPOT_CLIENT_ID" in response.json()["detail"]
@@ -249,3 +275,134 @@ async def test_events_of_a_portal_connected_later_are_processed_after_a_replay(
     async with service.runtime.sessions() as session:
         account = (await session.execute(select(Account))).scalar_one()
     assert (account.connection, account.crm_id) == (f"hubspot-{PORTAL}", "501")
+
+
+@pytest.mark.parametrize("link", [None, "", "not-a-link-an-admin-made"])
+async def test_install_without_a_valid_link_is_a_403(service_factory, link: str | None) -> None:
+    service = await service_factory(**OAUTH)
+
+    response = await service.client.get(
+        "/oauth/hubspot/install", params={} if link is None else {"link": link}
+    )
+
+    assert response.status_code == 403
+    assert "install link" in response.json()["detail"]
+
+
+async def test_an_install_link_works_once(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    link = await _link(service)
+
+    first = await service.client.get(link)
+    second = await service.client.get(link)
+
+    assert first.status_code == 302
+    assert second.status_code == 403
+    assert "already used" in second.json()["detail"]
+
+
+async def test_an_expired_install_link_is_a_403(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    link = await _link(service)
+    async with service.runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(InstallGrant).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    response = await service.client.get(link)
+
+    assert response.status_code == 403
+
+
+async def test_a_new_link_clears_expired_ones(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    await _link(service)
+    async with service.runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(InstallGrant).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await _link(service)
+
+    async with service.runtime.sessions() as session:
+        stored = (await session.execute(select(InstallGrant))).scalars().all()
+
+    assert len(stored) == 1
+
+
+async def test_install_links_and_states_are_stored_hashed(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    link = await _link(service)
+    state = parse_qs(urlsplit((await service.client.get(link)).headers["location"]).query)
+    token = parse_qs(urlsplit(link).query)["link"][0]
+
+    async with service.runtime.sessions() as session:
+        stored = {row.token_hash for row in (await session.execute(select(InstallGrant))).scalars()}
+
+    assert len(stored) == 2
+    assert token not in stored
+    assert state["state"][0] not in stored
+
+
+async def test_a_replayed_state_is_a_400_and_keeps_the_first_install(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+    state = await _start(service)
+    with _hubspot():
+        first = await service.client.get(
+            "/oauth/hubspot/callback", params={"code": "code-1", "state": state}
+        )
+    with _hubspot(access_token="a-9") as hubspot:
+        replay = await service.client.get(
+            "/oauth/hubspot/callback", params={"code": "code-2", "state": state}
+        )
+        exchanged = [c for c in hubspot.calls if c.request.url.path == "/oauth/v1/token"]
+
+    assert first.status_code == 200
+    assert replay.status_code == 400
+    assert "state: already used" in replay.json()["detail"]
+    assert exchanged == []
+
+
+@pytest.mark.parametrize("role", ["viewer", "ingest"])
+async def test_only_an_admin_key_creates_install_links(service_factory, role: str) -> None:
+    service = await service_factory(**OAUTH)
+
+    response = await service.client.post("/api/v1/install-links", headers=await _key(service, role))
+
+    assert response.status_code == 403
+    async with service.runtime.sessions() as session:
+        assert (await session.execute(select(InstallGrant))).first() is None
+
+
+async def test_an_install_link_without_a_key_is_a_401(service_factory) -> None:
+    service = await service_factory(**OAUTH)
+
+    response = await service.client.post("/api/v1/install-links")
+
+    assert response.status_code == 401
+
+
+async def test_the_install_link_command_prints_a_link_that_installs_once(
+    service_factory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "DATABASE_URL": database_url,
+        "PUBLIC_URL": PUBLIC_URL,
+        "HUBSPOT_CLIENT_ID": OAUTH["hubspot_client_id"],
+        "HUBSPOT_CLIENT_SECRET": "app-secret",
+        "ENCRYPTION_KEY": OAUTH["encryption_key"],
+    }.items():
+        monkeypatch.setenv(f"CRM_HEALTH_{name}", str(value))
+    logging_config = structlog.get_config()
+    try:
+        # The command runs its own event loop: give it a thread of its own.
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["install-link"])
+    finally:
+        structlog.configure(**logging_config)
+    service = await service_factory(**OAUTH)
+    url = urlsplit(result.stdout.strip())
+
+    assert result.exit_code == 0, result.output
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{PUBLIC_URL}/oauth/hubspot/install"
+    assert "single use" in result.stderr
+    assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 302
+    assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 403

@@ -1,5 +1,5 @@
-"""HubSpot app installs: GET /oauth/hubspot/install (to HubSpot's consent page) and the
-callback HubSpot sends the admin back to."""
+"""HubSpot app installs: an admin's single-use install link, GET /oauth/hubspot/install (to
+HubSpot's consent page) and the callback HubSpot sends the admin back to."""
 
 from __future__ import annotations
 
@@ -8,21 +8,57 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import BaseModel, Field
 
 from webhooks import installs
-from webhooks.deps import RuntimeDep
+from webhooks.deps import AdminPrincipal, RuntimeDep
+from webhooks.routes.inbound import ErrorBody
 
 router = APIRouter(tags=["oauth"])
+
+
+class InstallLinkOut(BaseModel):
+    url: str = Field(description="Open it to install the HubSpot app; it works once.")
+    expires_at: datetime
+
+
+@router.post(
+    "/api/v1/install-links",
+    status_code=201,
+    response_model=InstallLinkOut,
+    summary="Create a single-use link that installs the HubSpot app into one portal",
+    responses={
+        401: {"model": ErrorBody, "description": "No or unknown API key."},
+        403: {"model": ErrorBody, "description": "The key is not an admin key."},
+        503: {"model": ErrorBody, "description": "OAuth is not configured."},
+    },
+)
+async def create_install_link(runtime: RuntimeDep, principal: AdminPrincipal) -> InstallLinkOut:
+    link = await installs.create_link(
+        sessions=runtime.sessions,
+        connections=runtime.connections,
+        created_by=principal.name,
+        now=datetime.now(UTC),
+    )
+    return InstallLinkOut(url=link.url, expires_at=link.expires_at)
 
 
 @router.get(
     "/oauth/hubspot/install",
     status_code=302,
     summary="Start installing the HubSpot app into a portal (redirects to HubSpot)",
-    responses={503: {"description": "OAuth is not configured."}},
+    responses={
+        403: {"description": "No valid, unused install link (an admin creates one)."},
+        503: {"description": "OAuth is not configured."},
+    },
 )
-async def hubspot_install(runtime: RuntimeDep) -> RedirectResponse:
-    url = installs.install_url(connections=runtime.connections, now=datetime.now(UTC))
+async def hubspot_install(runtime: RuntimeDep, link: str | None = None) -> RedirectResponse:
+    url = await installs.install_url(
+        sessions=runtime.sessions,
+        connections=runtime.connections,
+        link=link,
+        now=datetime.now(UTC),
+    )
     return RedirectResponse(url, status_code=302)
 
 

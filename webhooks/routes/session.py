@@ -13,7 +13,7 @@ from webhooks.auth import Principal, principal_for_hash
 from webhooks.deps import PrincipalDep, RuntimeDep
 from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.routes.inbound import ErrorBody
-from webhooks.sessions import COOKIE_NAME
+from webhooks.sessions import COOKIE_NAME, end_session, open_session
 from webhooks.store import keys
 
 router = APIRouter(tags=["session"])
@@ -70,7 +70,13 @@ async def sign_in(
         raise Unauthenticated("key: unknown or revoked API key") from None
     if principal.role not in ("admin", "viewer"):
         raise Forbidden("key: the admin page needs an admin or viewer key")
-    cookie, data = runtime.signer.issue(key_hash=digest, now=now)
+    cookie, data = await open_session(
+        sessions=runtime.sessions,
+        signer=runtime.signer,
+        key_hash=digest,
+        key_id=principal.key_id,
+        now=now,
+    )
     response.set_cookie(
         COOKIE_NAME,
         cookie,
@@ -100,11 +106,18 @@ async def current(request: Request, runtime: RuntimeDep, principal: PrincipalDep
     "/api/v1/session",
     status_code=204,
     responses={403: {"model": ErrorBody, "description": "Missing X-CSRF-Token."}},
-    summary="Sign out of the admin page",
+    summary="Sign out of the admin page (the session ends at once, server-side)",
 )
-async def sign_out(response: Response, principal: PrincipalDep) -> Response:
+async def sign_out(
+    request: Request, response: Response, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
     # The dependency checked the CSRF token: another site cannot sign people out.
     del principal
+    now = datetime.now(UTC)
+    data = runtime.signer.read(request.cookies.get(COOKIE_NAME), now=now)
+    if data is not None:
+        # Ended where it is stored: a copy of the cookie (or its CSRF token) is worthless now.
+        await end_session(sessions=runtime.sessions, data=data, now=now)
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
     response.status_code = 204
     return response

@@ -3,14 +3,15 @@ and by workers that look for installs made by another process."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.dialect import upsert_insert
-from webhooks.store.models import InstalledConnection
+from webhooks.store.models import InstalledConnection, InstallGrant
 
 ACTIVE = "active"
 
@@ -102,3 +103,48 @@ async def fingerprint(session: AsyncSession) -> tuple[int, datetime | None]:
         )
     ).one()
     return int(count), latest
+
+
+def grant_hash(token: str) -> str:
+    # Tokens hold 128+ random bits: a fast hash is as safe as a slow one.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_grant(
+    session: AsyncSession,
+    *,
+    kind: str,
+    token: str,
+    created_by: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    """Store a single-use install token ("link" or "state"); only its SHA-256 is kept."""
+    # Expired tokens can never be used again: each new one clears them, keeping the table small.
+    await session.execute(delete(InstallGrant).where(InstallGrant.expires_at <= now))
+    session.add(
+        InstallGrant(
+            token_hash=grant_hash(token),
+            kind=kind,
+            created_by=created_by,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    await session.flush()
+
+
+async def consume_grant(session: AsyncSession, *, kind: str, token: str, now: datetime) -> bool:
+    """Use up an unexpired, unused token of this kind; False when there is none. One UPDATE, so
+    two requests racing with the same token cannot both win."""
+    result = await session.execute(
+        update(InstallGrant)
+        .where(
+            InstallGrant.token_hash == grant_hash(token),
+            InstallGrant.kind == kind,
+            InstallGrant.used_at.is_(None),
+            InstallGrant.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

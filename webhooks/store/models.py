@@ -415,6 +415,36 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None]
 
 
+class AdminSession(Base):
+    """An admin page session: the cookie carries a random id, only its SHA-256 is stored, so
+    sign-out (revoked_at) ends it at once and a copy of the table cannot be replayed."""
+
+    __tablename__ = "admin_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The key that signed in (its SHA-256: the bootstrap token has no key row); resolving it
+    # on every request makes a revoked key end its sessions.
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class InstallGrant(Base):
+    """A single-use token of the OAuth install: an install link an admin created ("link"), or
+    the `state` of an install under way ("state"); only its SHA-256 is stored."""
+
+    __tablename__ = "install_grants"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class Alert(Base):
     """One episode of an alert condition on an account: raised when the condition starts,
     resolved when it ends; re-opened (without telling anyone again) if it starts again within
