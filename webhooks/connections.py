@@ -7,9 +7,11 @@ Connections come from three places, merged into one registry:
 - OAuth installs (stored encrypted in the database): one connection per installed portal,
   named `hubspot-<portalId>`, loaded at start and picked up by every process when added.
 
-Inbound HubSpot events route to their connection by `portalId`; a connection without a
-portal id takes the events of every portal no other connection claims. Segment-compatible
-product events route by their write key (a `segment` block per connection, or the
+Inbound HubSpot events route to their connection by `portalId`, among the connections whose
+secret signed them: a private app's secret owns only its own connections' portals (a connection
+without a portal id takes every portal its secret signs), the OAuth app's secret owns the
+installed portals. Events of a portal their secret does not own are refused at intake.
+Segment-compatible product events route by their write key (a `segment` block per connection, or the
 CRM_HEALTH_SEGMENT_* settings for the settings connection).
 """
 
@@ -70,6 +72,9 @@ class Connection:
     salesforce: SalesforceInbound | None = None
     # Dynamics 365 only: the credential its webhooks carry, and how records map.
     dynamics: DynamicsInbound | None = None
+    # HubSpot only: v1/v2 signatures (no timestamp, no URL in v1) are accepted for this
+    # connection's events; off unless the operator opts in, so v3 is all that counts.
+    accept_legacy_signatures: bool = False
 
     def record_url(self, record_id: str) -> str | None:
         """A link to the record in the CRM, when the CRM's address for it is known."""
@@ -97,6 +102,7 @@ class ConnectionRegistry:
         connections: list[Connection],
         *,
         hubspot_app_secret: str | None = None,
+        hubspot_app_accepts_legacy: bool = False,
         installer: Installer | None = None,
         segment_sources: list[SegmentSource] | None = None,
     ) -> None:
@@ -106,6 +112,7 @@ class ConnectionRegistry:
             raise ConnectionsFileError(f"connection names must be unique: {duplicates}")
         self._by_name = {connection.name: connection for connection in connections}
         self._hubspot_app_secret = hubspot_app_secret
+        self._hubspot_app_accepts_legacy = hubspot_app_accepts_legacy
         self.installer = installer
         self._installed_fingerprint: tuple[int, datetime | None] | None = None
         # When each loaded install was made: only new or re-made installs are rebuilt, so the
@@ -153,6 +160,36 @@ class ConnectionRegistry:
             return pinned[0]
         unpinned = [c for c in candidates if c.portal_id is None]
         return unpinned[0] if len(unpinned) == 1 else None
+
+    def is_hubspot_app_secret(self, secret: str) -> bool:
+        """Whether `secret` is the OAuth app's: the one secret that owns installed portals."""
+        return self._hubspot_app_secret is not None and secret == self._hubspot_app_secret
+
+    def hubspot_portals_owned(self, secret: str) -> list[int | None]:
+        """The portal ids of the connections `secret` verifies (None: any portal), for logs."""
+        return sorted(
+            (
+                c.portal_id
+                for c in self._by_name.values()
+                if c.crm == "hubspot" and c.webhook_secret == secret
+            ),
+            key=lambda portal: -1 if portal is None else portal,
+        )
+
+    def hubspot_accepts_legacy(self, secret: str) -> bool:
+        """Whether a v1/v2 signature made with `secret` may be checked at all: some connection
+        of that secret (or the OAuth app, for its installs) opted in."""
+        if self.is_hubspot_app_secret(secret) and self._hubspot_app_accepts_legacy:
+            return True
+        return any(
+            c.accept_legacy_signatures
+            for c in self._by_name.values()
+            if c.crm == "hubspot" and c.webhook_secret == secret
+        )
+
+    @property
+    def hubspot_app_accepts_legacy(self) -> bool:
+        return self._hubspot_app_accepts_legacy
 
     # -- Segment-compatible sources --------------------------------------------------------------
 
@@ -326,6 +363,7 @@ class Installer:
             connector=connector,
             portal_id=tokens.portal_id,
             origin="installed",
+            accept_legacy_signatures=self.settings.hubspot_accept_legacy_signatures,
         )
 
 
@@ -373,6 +411,7 @@ class _FileHubSpot(BaseModel):
     portal_id: int | None = Field(default=None, gt=0)
     access_token: SecretStr | None = None
     client_secret: SecretStr | None = None
+    accept_legacy_signatures: bool = False
     api_base: str = DEFAULT_API_BASE
     requests_per_second: float = Field(default=10, gt=0)
     properties: _HubSpotProperties = _HubSpotProperties()
@@ -471,6 +510,7 @@ def _file_connection(
         connector=connector,
         portal_id=entry.portal_id,
         origin="file",
+        accept_legacy_signatures=entry.accept_legacy_signatures,
     )
 
 
@@ -553,6 +593,7 @@ def connections_from_settings(
                 webhook_secret=None if secret is None else secret.get_secret_value(),
                 connector=connector,
                 portal_id=settings.hubspot_portal_id,
+                accept_legacy_signatures=settings.hubspot_accept_legacy_signatures,
             )
         )
     try:
@@ -600,6 +641,7 @@ def connections_from_settings(
     return ConnectionRegistry(
         connections,
         hubspot_app_secret=None if app is None else app.client_secret,
+        hubspot_app_accepts_legacy=settings.hubspot_accept_legacy_signatures,
         installer=installer,
         segment_sources=segment_sources,
     )

@@ -58,21 +58,40 @@ class IntakeResult:
 
 
 def unrouted_hubspot_connection(portal_id: int) -> str:
-    """Where events of a portal without a connection are kept: the name an OAuth install of
-    that portal gets, so installing the app later makes them processable by a replay."""
+    """The name an OAuth install of `portal_id` gets. Intake files events under it only when
+    the OAuth app's secret signed them (the secret that owns every install), so a replay after
+    the install processes them; events any other secret signs never get this name."""
     return f"hubspot-{portal_id}"
+
+
+def _refuse_unowned(
+    *, portal: int, secret: str, connections: ConnectionRegistry, reason: str
+) -> Unauthenticated:
+    # Both sides' portal ids, never the secret: enough to tell a misconfigured app from a
+    # forgery aimed at another tenant.
+    log.warning(
+        "hubspot_portal_not_owned",
+        source="hubspot",
+        portal_id=portal,
+        owner_portal_ids=connections.hubspot_portals_owned(secret),
+        oauth_app=connections.is_hubspot_app_secret(secret),
+        reason=reason,
+    )
+    return Unauthenticated(
+        f"portalId {portal}: the app secret that signed this request does not own this portal"
+    )
 
 
 def _verify_hubspot(
     *,
     secrets: list[str],
+    connections: ConnectionRegistry,
     method: str,
     uri: str,
     body: bytes,
     headers: Mapping[str, str],
     now: datetime,
     tolerance_seconds: int,
-    accept_legacy: bool,
 ) -> tuple[str, str]:
     """(the secret that signed the request, signature version). Several HubSpot apps (one
     private app per portal, or an OAuth app) may post here, so each app's secret is tried."""
@@ -87,7 +106,9 @@ def _verify_hubspot(
                 headers=headers,
                 now=now,
                 tolerance_seconds=tolerance_seconds,
-                accept_legacy=accept_legacy,
+                # v1/v2 bind no time (v1 not even the URL): only for secrets whose
+                # connections opted in, so a stale v3 request stripped to v1 is refused.
+                accept_legacy=connections.hubspot_accepts_legacy(secret),
             )
         except SignatureError as exc:
             failure = failure or exc
@@ -108,7 +129,6 @@ async def accept_hubspot(
     headers: Mapping[str, str],
     now: datetime,
     tolerance_seconds: int,
-    accept_legacy: bool,
     metrics: Metrics,
 ) -> IntakeResult:
     secrets = connections.hubspot_secrets()
@@ -119,13 +139,13 @@ async def accept_hubspot(
     try:
         secret, version = _verify_hubspot(
             secrets=secrets,
+            connections=connections,
             method=method,
             uri=uri,
             body=body,
             headers=headers,
             now=now,
             tolerance_seconds=tolerance_seconds,
-            accept_legacy=accept_legacy,
         )
     except SignatureError as exc:
         log.warning("webhook_rejected", source="hubspot", reason=str(exc))
@@ -142,15 +162,48 @@ async def accept_hubspot(
         owners = {
             portal: connections.for_hubspot_portal(portal, secret=secret) for portal in portals
         }
+    # The whole request is refused when one of its portals is not the signing secret's: a
+    # secret that signs events of a portal it does not own is a forgery or a misconfiguration,
+    # and neither is stored.
     names: dict[int, str] = {}
-    for portal, connection in owners.items():
-        if connection is None:
-            # Kept, not dropped: the worker dead-letters them with the reason, and a replay
-            # after the portal is connected processes them.
-            log.warning("webhook_portal_unknown", source="hubspot", portal_id=portal)
-            names[portal] = unrouted_hubspot_connection(portal)
-        else:
+    for portal in sorted(portals):
+        connection = owners[portal]
+        if connection is not None:
+            if version != "v3" and not connection.accept_legacy_signatures:
+                log.warning(
+                    "webhook_rejected",
+                    source="hubspot",
+                    reason="legacy signature",
+                    connection=connection.name,
+                    signature=version,
+                )
+                raise Unauthenticated(
+                    f"invalid HubSpot signature: connection {connection.name!r} accepts only "
+                    "v3 signatures (X-HubSpot-Signature-v3 missing)"
+                )
             names[portal] = connection.name
+            continue
+        if not connections.is_hubspot_app_secret(secret):
+            raise _refuse_unowned(
+                portal=portal, secret=secret, connections=connections, reason="private app"
+            )
+        name = unrouted_hubspot_connection(portal)
+        if connections.get(name) is not None:
+            # A configured connection already has the install's name: filing the app's events
+            # under it would hand them to that connection's secret owner.
+            raise _refuse_unowned(
+                portal=portal, secret=secret, connections=connections, reason="name taken"
+            )
+        if version != "v3" and not connections.hubspot_app_accepts_legacy:
+            raise Unauthenticated(
+                "invalid HubSpot signature: OAuth installs accept only v3 signatures "
+                "(X-HubSpot-Signature-v3 missing)"
+            )
+        # Signed by the OAuth app, so HubSpot sends them for a portal that installed it (the
+        # callback may not have reached us yet): kept under the install's name, the worker
+        # dead-letters them with the reason and a replay after the install processes them.
+        log.warning("webhook_portal_unknown", source="hubspot", portal_id=portal)
+        names[portal] = name
     routed: dict[str, list[inbox.NewEvent]] = defaultdict(list)
     for event in parsed:
         routed[names[event.portal_id]].append(

@@ -115,8 +115,11 @@ class Settings(BaseSettings):
         "executive suite.",
     )
     hubspot_accept_legacy_signatures: bool = Field(
-        default=True,
-        description="Accept v1/v2 signatures (no timestamp) when a request has no v3 signature.",
+        default=False,
+        description="Accept v1/v2 signatures (no timestamp) when a request has no v3 signature, "
+        "for the settings connection and OAuth installs (connections-file entries opt in with "
+        "`accept_legacy_signatures`); off: v3 only, so a stale request cannot be replayed "
+        "with its v3 headers stripped.",
     )
 
     segment_write_key: SecretStr | None = Field(

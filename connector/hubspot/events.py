@@ -103,12 +103,14 @@ def verify_request(
     headers: Mapping[str, str],
     now: datetime,
     tolerance_seconds: int = DEFAULT_TIMESTAMP_TOLERANCE_SECONDS,
-    accept_legacy: bool = True,
+    accept_legacy: bool = False,
 ) -> str:
     """Check a webhook request; return the signature version that matched.
 
-    `headers` must be case-insensitive (Starlette's are). v3 is preferred whenever HubSpot sent
-    it; v1/v2 carry no timestamp, so they are only accepted when `accept_legacy` is on.
+    `headers` must be case-insensitive (Starlette's are). A request with a v3 signature is
+    checked as v3 only, whatever else it carries. v1/v2 bind no time (v1 not even the URL), so
+    a captured v3 request stripped of its v3 headers would pass as v1: they are checked only
+    when the caller's connection opted in (`accept_legacy`).
     """
     v3_signature = headers.get("x-hubspot-signature-v3")
     if v3_signature is not None:

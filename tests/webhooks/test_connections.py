@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from connector.hubspot.events import signature_v1
 from testkit import HUBSPOT_SECRET, PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
 from webhooks.connections import (
     ConnectionsFileError,
@@ -162,7 +164,7 @@ connections:
     assert await _stored(service) == {"111:1": "eu", "222:2": "us"}
 
 
-async def test_events_of_an_unknown_portal_are_kept_for_later(
+async def test_a_private_apps_events_of_a_portal_it_does_not_own_are_401_and_not_stored(
     tmp_path: Path, service_factory
 ) -> None:
     path = _write(
@@ -174,5 +176,89 @@ async def test_events_of_an_unknown_portal_are_kept_for_later(
 
     response = await _post(service, [hubspot_event(5, portalId=333)], EU_SECRET)
 
-    assert response.status_code == 202
-    assert await _stored(service) == {"333:5": "hubspot-333"}
+    assert response.status_code == 401
+    assert await _stored(service) == {}
+
+
+def _legacy_v1(events: list[dict[str, object]], secret: str) -> tuple[bytes, dict[str, str]]:
+    """A captured v3 request replayed late with its v3 headers stripped and its v1 kept."""
+    body = json.dumps(events).encode()
+    headers = signed_v3_headers(
+        body,
+        uri=f"{PUBLIC_URL}/webhooks/hubspot",
+        secret=secret,
+        at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    del headers["X-HubSpot-Signature-v3"], headers["X-HubSpot-Request-Timestamp"]
+    headers["X-HubSpot-Signature"] = signature_v1(secret, body)
+    return body, headers
+
+
+def _legacy_file(tmp_path: Path, *, eu_legacy: bool) -> Path:
+    return _write(
+        tmp_path,
+        "connections:\n"
+        f"  - {{name: eu, crm: hubspot, portal_id: 111, client_secret: {EU_SECRET}, "
+        f"accept_legacy_signatures: {str(eu_legacy).lower()}}}\n"
+        f"  - {{name: us, crm: hubspot, portal_id: 222, client_secret: {US_SECRET}}}\n",
+    )
+
+
+async def test_a_stripped_v3_request_with_its_v1_kept_is_401_by_default(
+    tmp_path: Path, service_factory
+) -> None:
+    path = _legacy_file(tmp_path, eu_legacy=False)
+    service = await service_factory(connections_file=path, hubspot_client_secret=None)
+    body, headers = _legacy_v1([hubspot_event(1, portalId=111)], EU_SECRET)
+
+    response = await service.client.post("/webhooks/hubspot", content=body, headers=headers)
+
+    assert response.status_code == 401
+    assert "only v3" in response.json()["detail"]
+    assert await _stored(service) == {}
+
+
+async def test_a_v1_request_is_accepted_for_a_connection_that_opts_in(
+    tmp_path: Path, service_factory
+) -> None:
+    path = _legacy_file(tmp_path, eu_legacy=True)
+    service = await service_factory(connections_file=path, hubspot_client_secret=None)
+    body, headers = _legacy_v1([hubspot_event(1, portalId=111)], EU_SECRET)
+
+    response = await service.client.post("/webhooks/hubspot", content=body, headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert await _stored(service) == {"111:1": "eu"}
+
+
+async def test_one_connections_legacy_opt_in_does_not_cover_another(
+    tmp_path: Path, service_factory
+) -> None:
+    path = _legacy_file(tmp_path, eu_legacy=True)
+    service = await service_factory(connections_file=path, hubspot_client_secret=None)
+    body, headers = _legacy_v1([hubspot_event(2, portalId=222)], US_SECRET)
+
+    response = await service.client.post("/webhooks/hubspot", content=body, headers=headers)
+
+    assert response.status_code == 401
+    assert await _stored(service) == {}
+
+
+async def test_a_request_with_a_v3_signature_is_checked_as_v3_even_with_legacy_opted_in(
+    tmp_path: Path, service_factory
+) -> None:
+    path = _legacy_file(tmp_path, eu_legacy=True)
+    service = await service_factory(connections_file=path, hubspot_client_secret=None)
+    body = json.dumps([hubspot_event(3, portalId=111)]).encode()
+    headers = signed_v3_headers(
+        body,
+        uri=f"{PUBLIC_URL}/webhooks/hubspot",
+        secret=EU_SECRET,
+        at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    headers["X-HubSpot-Signature"] = signature_v1(EU_SECRET, body)
+
+    response = await service.client.post("/webhooks/hubspot", content=body, headers=headers)
+
+    assert response.status_code == 401
+    assert "more than 300 s" in response.json()["detail"]

@@ -14,9 +14,18 @@ import pytest
 import respx
 import structlog
 from sqlalchemy import select, update
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from testkit import HUBSPOT_API, PUBLIC_URL, hubspot_event, signed_v3_headers
+from testkit import (
+    HUBSPOT_API,
+    HUBSPOT_SECRET,
+    PUBLIC_URL,
+    hubspot_event,
+    native,
+    signed_v3_headers,
+    store_native,
+)
 from webhooks.cli import cli
 from webhooks.runtime import Runtime
 from webhooks.store import inbox, keys
@@ -30,7 +39,7 @@ OAUTH = {
 }
 
 
-def _hubspot(access_token: str = "a-1") -> respx.MockRouter:  # noqa: S107
+def _hubspot(access_token: str = "a-1", portal: int = PORTAL) -> respx.MockRouter:  # noqa: S107
     """HubSpot's token endpoints and the property endpoints provisioning uses."""
     router = respx.mock(assert_all_called=False)
     router.post(f"{HUBSPOT_API}/oauth/v1/token").respond(
@@ -43,7 +52,7 @@ def _hubspot(access_token: str = "a-1") -> respx.MockRouter:  # noqa: S107
         },
     )
     router.get(f"{HUBSPOT_API}/oauth/v1/access-tokens/{access_token}").respond(
-        200, json={"token": access_token, "hub_id": PORTAL, "app_id": 4242}
+        200, json={"token": access_token, "hub_id": portal, "app_id": 4242}
     )
     router.get(f"{HUBSPOT_API}/crm/v3/properties/companies/groups").respond(
         200, json={"results": []}
@@ -406,3 +415,130 @@ async def test_the_install_link_command_prints_a_link_that_installs_once(
     assert "single use" in result.stderr
     assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 302
     assert (await service.client.get(f"{url.path}?{url.query}")).status_code == 403
+
+
+# --- which secret owns which portal -------------------------------------------------------------
+
+VICTIM = 1000001
+PRIVATE_PORTAL = 222
+PRIVATE_SECRET = "private-app-secret-of-portal-222"
+OAUTH_SECRET = HUBSPOT_SECRET  # with a client id, the client secret is the OAuth app's
+FORGERIES = {
+    "deletion": {"subscriptionType": "company.deletion"},
+    "rename": {"propertyName": "name", "propertyValue": "Pwned Inc"},
+}
+
+
+async def _private_app_beside_an_install(service_factory, tmp_path: Path):
+    """A private app of portal 222 in the connections file, portal 1000001 installed with the
+    OAuth app, and company 2 of the installed portal known by name."""
+    path = tmp_path / "connections.yaml"
+    path.write_text(
+        "connections:\n"
+        f"  - {{name: private, crm: hubspot, portal_id: {PRIVATE_PORTAL}, "
+        f"client_secret: {PRIVATE_SECRET}}}\n"
+    )
+    service = await service_factory(**OAUTH, connections_file=path)
+    with _hubspot(portal=VICTIM):
+        assert (await _install(service)).status_code == 200
+    await store_native(
+        service.runtime,
+        [native("account", "2", attributes={"name": "Victim Co"}), native("usage", "2", user="u")],
+        connection=f"hubspot-{VICTIM}",
+    )
+    await service.runtime.pipeline.process_inbox()
+    return service
+
+
+async def inbox_rows(service) -> list[InboxEvent]:
+    async with service.runtime.sessions() as session:
+        return list((await session.execute(select(InboxEvent).order_by(InboxEvent.id))).scalars())
+
+
+async def _post_signed(service, events: list[dict[str, object]], secret: str) -> httpx.Response:
+    body = json.dumps(events).encode()
+    headers = signed_v3_headers(body, uri=f"{PUBLIC_URL}/webhooks/hubspot", secret=secret)
+    return await service.client.post("/webhooks/hubspot", content=body, headers=headers)
+
+
+@pytest.mark.parametrize("change", FORGERIES.values(), ids=FORGERIES.keys())
+async def test_a_private_apps_secret_cannot_change_an_installed_portals_company(
+    service_factory, tmp_path: Path, change: dict[str, object]
+) -> None:
+    service = await _private_app_beside_an_install(service_factory, tmp_path)
+    rows_before = len(await inbox_rows(service))
+    event = {**hubspot_event(661001, portalId=VICTIM, objectId=2), **change}
+
+    with capture_logs() as logs:
+        response = await _post_signed(service, [event], PRIVATE_SECRET)
+    await service.runtime.pipeline.process_inbox()
+
+    assert response.status_code == 401, response.text
+    assert f"portalId {VICTIM}" in response.json()["detail"]
+    assert len(await inbox_rows(service)) == rows_before
+    async with service.runtime.sessions() as session:
+        account = (await session.execute(select(Account))).scalar_one()
+    assert (account.name, account.deleted_at) == ("Victim Co", None)
+    [refused] = [entry for entry in logs if entry["event"] == "hubspot_portal_not_owned"]
+    assert (refused["portal_id"], refused["owner_portal_ids"]) == (VICTIM, [PRIVATE_PORTAL])
+    assert PRIVATE_SECRET not in repr(logs)
+
+
+async def test_one_foreign_portal_refuses_the_whole_batch(service_factory, tmp_path: Path) -> None:
+    service = await _private_app_beside_an_install(service_factory, tmp_path)
+    rows_before = len(await inbox_rows(service))
+    own = hubspot_event(1, portalId=PRIVATE_PORTAL)
+    foreign = hubspot_event(2, portalId=VICTIM, objectId=2, propertyValue="Pwned Inc")
+
+    response = await _post_signed(service, [own, foreign], PRIVATE_SECRET)
+
+    assert response.status_code == 401
+    assert len(await inbox_rows(service)) == rows_before
+
+
+async def test_the_oauth_apps_secret_still_reaches_the_installed_portal(
+    service_factory, tmp_path: Path
+) -> None:
+    service = await _private_app_beside_an_install(service_factory, tmp_path)
+    rows_before = len(await inbox_rows(service))
+
+    response = await _post_signed(
+        service, [hubspot_event(7, portalId=VICTIM, objectId=2)], OAUTH_SECRET
+    )
+
+    assert response.status_code == 202, response.text
+    [row] = (await inbox_rows(service))[rows_before:]
+    assert row.connection == f"hubspot-{VICTIM}"
+
+
+async def test_a_private_apps_secret_reaches_its_own_portal(
+    service_factory, tmp_path: Path
+) -> None:
+    service = await _private_app_beside_an_install(service_factory, tmp_path)
+    rows_before = len(await inbox_rows(service))
+
+    response = await _post_signed(
+        service, [hubspot_event(8, portalId=PRIVATE_PORTAL)], PRIVATE_SECRET
+    )
+
+    assert response.status_code == 202, response.text
+    [row] = (await inbox_rows(service))[rows_before:]
+    assert row.connection == "private"
+
+
+async def test_the_oauth_apps_secret_cannot_file_events_under_a_configured_connections_name(
+    service_factory, tmp_path: Path
+) -> None:
+    """A connections-file entry named like an install: the app's events of that (not yet
+    installed) portal are not handed to that entry's connection."""
+    path = tmp_path / "connections.yaml"
+    path.write_text(
+        f"connections:\n  - {{name: hubspot-{VICTIM}, crm: hubspot, portal_id: {PRIVATE_PORTAL}, "
+        f"client_secret: {PRIVATE_SECRET}}}\n"
+    )
+    service = await service_factory(**OAUTH, connections_file=path)
+
+    response = await _post_signed(service, [hubspot_event(9, portalId=VICTIM)], OAUTH_SECRET)
+
+    assert response.status_code == 401
+    assert await inbox_rows(service) == []

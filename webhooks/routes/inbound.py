@@ -32,7 +32,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
         400: "The body is not a JSON array of 1 to 100 HubSpot events.",
-        401: "Signature missing, wrong or older than the tolerance.",
+        401: "Signature missing, wrong, older than the tolerance, legacy (v1/v2) for a "
+        "connection that did not opt in, or made by a secret that does not own an event's "
+        "portal.",
         413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
         503: "HubSpot is not configured (no client secret).",
     }.items()
@@ -70,7 +72,7 @@ def signed_uri(request: Request, public_url: str | None) -> str:
     status_code=202,
     response_model=Accepted,
     responses=_ERRORS,
-    summary="Receive a HubSpot webhook batch (signed v3, or v1/v2 for older apps)",
+    summary="Receive a HubSpot webhook batch (signed v3; v1/v2 for connections that opt in)",
 )
 async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Accepted:
     settings = runtime.settings
@@ -85,7 +87,6 @@ async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Accepted:
         headers=request.headers,
         now=datetime.now(UTC),
         tolerance_seconds=settings.webhook_timestamp_tolerance_seconds,
-        accept_legacy=settings.hubspot_accept_legacy_signatures,
         metrics=runtime.metrics,
     )
     return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)

@@ -130,29 +130,31 @@ def test_missing_signature_is_rejected() -> None:
         )
 
 
-def test_v1_request_is_accepted_for_older_apps() -> None:
+def test_v1_request_is_accepted_when_legacy_is_opted_in() -> None:
     headers = {
         "x-hubspot-signature-version": "v1",
         "x-hubspot-signature": events.signature_v1(SECRET, DOCS_BODY),
     }
     version = events.verify_request(
-        client_secret=SECRET, method="POST", uri=SDK_URL, body=DOCS_BODY, headers=headers, now=NOW
-    )
+        client_secret=SECRET, method="POST", uri=SDK_URL, body=DOCS_BODY, headers=headers,
+        now=NOW, accept_legacy=True,
+    )  # fmt: skip
     assert version == "v1"
 
 
-def test_v2_request_is_accepted_for_older_apps() -> None:
+def test_v2_request_is_accepted_when_legacy_is_opted_in() -> None:
     headers = {
         "x-hubspot-signature-version": "v2",
         "x-hubspot-signature": events.signature_v2(SECRET, "POST", SDK_URL, DOCS_BODY),
     }
     version = events.verify_request(
-        client_secret=SECRET, method="POST", uri=SDK_URL, body=DOCS_BODY, headers=headers, now=NOW
-    )
+        client_secret=SECRET, method="POST", uri=SDK_URL, body=DOCS_BODY, headers=headers,
+        now=NOW, accept_legacy=True,
+    )  # fmt: skip
     assert version == "v2"
 
 
-def test_legacy_signature_is_rejected_when_only_v3_is_accepted() -> None:
+def test_legacy_signature_is_rejected_by_default() -> None:
     headers = {
         "x-hubspot-signature-version": "v1",
         "x-hubspot-signature": events.signature_v1(SECRET, DOCS_BODY),
@@ -160,7 +162,7 @@ def test_legacy_signature_is_rejected_when_only_v3_is_accepted() -> None:
     with pytest.raises(SignatureError, match="only v3"):
         events.verify_request(
             client_secret=SECRET, method="POST", uri=SDK_URL, body=DOCS_BODY, headers=headers,
-            now=NOW, accept_legacy=False,
+            now=NOW,
         )  # fmt: skip
 
 
