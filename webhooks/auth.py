@@ -40,7 +40,7 @@ async def authenticate(
 ) -> Principal:
     key = _bearer(authorization)
     return await principal_for_hash(
-        sessions=sessions, settings=settings, digest=keys.key_hash(key), now=now
+        sessions=sessions, settings=settings, digest=keys.secret_token_hash(key), now=now
     )
 
 
@@ -51,7 +51,7 @@ async def principal_for_hash(
     (which holds only the hash) are both resolved, revocation included."""
     bootstrap = settings.admin_token
     if bootstrap is not None and hmac.compare_digest(
-        digest.encode(), keys.key_hash(bootstrap.get_secret_value()).encode()
+        digest.encode(), keys.secret_token_hash(bootstrap.get_secret_value()).encode()
     ):
         return Principal(
             role="admin", connection=settings.connection_name, key_id=None, name="bootstrap"

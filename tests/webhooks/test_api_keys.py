@@ -40,7 +40,7 @@ async def test_only_the_hash_of_a_key_is_stored(service):
     async with service.runtime.sessions() as session:
         stored = (await session.execute(select(ApiKey))).scalar_one()
     assert key not in {stored.key_hash, stored.prefix, stored.name}
-    assert stored.key_hash == keys.key_hash(key)
+    assert stored.key_hash == keys.secret_token_hash(key)
     assert key.startswith(stored.prefix)
 
 

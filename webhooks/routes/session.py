@@ -61,7 +61,7 @@ async def sign_in(
     if not _same_origin(request, settings.public_url):
         raise Forbidden("Origin: sign-in from another site refused")
     now = datetime.now(UTC)
-    digest = keys.key_hash(body.key.strip())
+    digest = keys.secret_token_hash(body.key.strip())
     try:
         principal = await principal_for_hash(
             sessions=runtime.sessions, settings=settings, digest=digest, now=now

@@ -3,19 +3,14 @@ SHA-256 of a session id is stored (the id itself lives in the browser's cookie).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store.keys import secret_token_hash
 from webhooks.store.models import AdminSession
-
-
-def id_hash(session_id: str) -> str:
-    # A session id holds 256 random bits: a fast hash is as safe as a slow one.
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +33,7 @@ async def open_session(
     await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
     session.add(
         AdminSession(
-            id_hash=id_hash(session_id),
+            id_hash=secret_token_hash(session_id),
             key_hash=key_hash,
             key_id=key_id,
             created_at=now,
@@ -55,7 +50,7 @@ async def find_active(
     row = (
         await session.execute(
             select(AdminSession.key_hash, AdminSession.expires_at).where(
-                AdminSession.id_hash == id_hash(session_id),
+                AdminSession.id_hash == secret_token_hash(session_id),
                 AdminSession.revoked_at.is_(None),
                 AdminSession.expires_at > now,
             )
@@ -69,6 +64,8 @@ async def find_active(
 async def revoke(session: AsyncSession, *, session_id: str, now: datetime) -> None:
     await session.execute(
         update(AdminSession)
-        .where(AdminSession.id_hash == id_hash(session_id), AdminSession.revoked_at.is_(None))
+        .where(
+            AdminSession.id_hash == secret_token_hash(session_id), AdminSession.revoked_at.is_(None)
+        )
         .values(revoked_at=now)
     )

@@ -3,7 +3,6 @@ and by workers that look for installs made by another process."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.keys import secret_token_hash
 from webhooks.store.models import InstalledConnection, InstallGrant
 
 ACTIVE = "active"
@@ -105,11 +105,6 @@ async def fingerprint(session: AsyncSession) -> tuple[int, datetime | None]:
     return int(count), latest
 
 
-def grant_hash(token: str) -> str:
-    # Tokens hold 128+ random bits: a fast hash is as safe as a slow one.
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def create_grant(
     session: AsyncSession,
     *,
@@ -124,7 +119,7 @@ async def create_grant(
     await session.execute(delete(InstallGrant).where(InstallGrant.expires_at <= now))
     session.add(
         InstallGrant(
-            token_hash=grant_hash(token),
+            token_hash=secret_token_hash(token),
             kind=kind,
             created_by=created_by,
             created_at=now,
@@ -140,7 +135,7 @@ async def consume_grant(session: AsyncSession, *, kind: str, token: str, now: da
     result = await session.execute(
         update(InstallGrant)
         .where(
-            InstallGrant.token_hash == grant_hash(token),
+            InstallGrant.token_hash == secret_token_hash(token),
             InstallGrant.kind == kind,
             InstallGrant.used_at.is_(None),
             InstallGrant.expires_at > now,

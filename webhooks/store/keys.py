@@ -20,9 +20,11 @@ _CONNECTION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOUCH_EVERY = timedelta(seconds=60)
 
 
-def key_hash(key: str) -> str:
-    # A key holds 256 random bits: a fast hash is as safe as a slow one and costs no latency.
-    return hashlib.sha256(key.encode()).hexdigest()
+def secret_token_hash(token: str) -> str:
+    """How every random secret token is stored (API keys, admin sessions, install links and
+    OAuth states): tokens of 128 or more random bits make a fast hash as safe as a slow one,
+    and it costs no latency."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _check(*, name: str, role: str, connection: str) -> None:
@@ -43,7 +45,7 @@ async def create(
     row = ApiKey(
         name=name.strip(),
         prefix=key[:PREFIX_LENGTH],
-        key_hash=key_hash(key),
+        key_hash=secret_token_hash(key),
         role=role,
         connection=connection,
         created_at=now,
@@ -73,7 +75,7 @@ async def revoke(session: AsyncSession, *, key: str, now: datetime) -> bool:
 
 async def find_active(session: AsyncSession, *, key: str, now: datetime) -> ApiKey | None:
     """The unrevoked key with this plaintext, if any."""
-    return await find_active_by_hash(session, digest=key_hash(key), now=now)
+    return await find_active_by_hash(session, digest=secret_token_hash(key), now=now)
 
 
 async def find_active_by_hash(
