@@ -33,7 +33,7 @@ from connector.hubspot.hydrate import (
     EventPlan,
     HydrationOptions,
     HydrationReport,
-    _batch_read,
+    batch_read,
     hydrate,
 )
 from connector.hubspot.ratelimit import HubSpotLimits
@@ -164,7 +164,7 @@ class HubSpotConnector:
             raise ValueError(f"HubSpot batch read takes at most {BATCH_LIMIT} records")
         if not record_ids:
             return {}
-        found, _ = await _batch_read(
+        found, _ = await batch_read(
             self._client,
             "companies",
             list(dict.fromkeys(record_ids)),

@@ -344,7 +344,7 @@ async def _read_all(
     missing: set[_Key] = set()
     for object_type, ids in want_properties.items():
         names = options.mapping(object_type).properties
-        found, absent = await _batch_read(client, object_type, list(ids), names, report)
+        found, absent = await batch_read(client, object_type, list(ids), names, report)
         records.update(((object_type, r.id), r) for r in found)
         missing.update((object_type, i) for i in absent)
     associated: dict[_Key, dict[str, list[str]]] = defaultdict(dict)
@@ -390,7 +390,7 @@ def _chunks(ids: Sequence[str], size: int) -> list[list[str]]:
     return [list(ids[start : start + size]) for start in range(0, len(ids), size)]
 
 
-async def _batch_read(
+async def batch_read(
     client: RetryingClient,
     object_type: str,
     ids: Sequence[str],
