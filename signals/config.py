@@ -9,9 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -216,6 +224,31 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
 )
 
 
+class AlertRoute(BaseModel):
+    """Where one alert rule's alerts of one connection go: other channels than the rule's
+    (`channels`; None keeps the rule's own, empty tells nobody), or not raised at all."""
+
+    model_config = _STRICT
+
+    channels: tuple[str, ...] | None = None
+    enabled: bool = True
+
+
+# The names API keys and connection files allow.
+ConnectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class ConnectionSettings(BaseModel):
+    """What applies to one connection's accounts only, and what an admin key bound to that
+    connection may change: its own segment overrides (tried before the global ones, and named
+    apart from them) and the routing of the global alert rules, by rule name."""
+
+    model_config = _STRICT
+
+    segments: tuple[SegmentOverride, ...] = ()
+    alerts: dict[str, AlertRoute] = Field(default_factory=dict)
+
+
 class HealthConfig(BaseModel):
     model_config = _STRICT
 
@@ -223,8 +256,12 @@ class HealthConfig(BaseModel):
     bands: Bands = Field(default_factory=Bands)
     segments: tuple[SegmentOverride, ...] = ()
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
+    connections: dict[ConnectionName, ConnectionSettings] = Field(default_factory=dict)
 
     _resolved: tuple[tuple[SegmentOverride, HealthConfig], ...] = PrivateAttr(default=())
+    _by_connection: dict[str, HealthConfig] = PrivateAttr(default_factory=dict)
+    # What applies to connections without settings of their own (None: self, having none).
+    _everyone: HealthConfig | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _resolve_segments(self) -> Self:
@@ -260,11 +297,79 @@ class HealthConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         self._resolved = tuple(resolved)
+        self._by_connection = self._resolve_connections()
         return self
+
+    def _resolve_connections(self) -> dict[str, HealthConfig]:
+        """Each connection's effective configuration, validated as a whole, so a change that
+        would break one connection's settings (its own or the global part) is refused with
+        the path of the field that breaks."""
+        effective: dict[str, HealthConfig] = {}
+        problems: list[str] = []
+        rules = {rule.name: rule for rule in self.alerts}
+        global_segments = {segment.name for segment in self.segments}
+        for name, settings in self.connections.items():
+            where = f"connections.{name}"
+            for index, segment in enumerate(settings.segments):
+                if segment.name in global_segments:
+                    problems.append(
+                        f"{where}.segments.{index}.name: {segment.name!r} is the name of a "
+                        "segment override that applies to every connection; pick another"
+                    )
+            for rule_name in settings.alerts:
+                if rule_name not in rules:
+                    problems.append(
+                        f"{where}.alerts.{rule_name}: there is no alert rule by that name"
+                    )
+            if problems:
+                continue
+            routed = tuple(
+                rule
+                if (route := settings.alerts.get(rule.name)) is None
+                else rule.model_copy(
+                    update={
+                        "channels": rule.channels if route.channels is None else route.channels,
+                        "enabled": rule.enabled and route.enabled,
+                    }
+                )
+                for rule in self.alerts
+            )
+            document = self.model_dump(mode="json", exclude={"segments", "alerts", "connections"})
+            try:
+                effective[name] = HealthConfig.model_validate(
+                    {
+                        **document,
+                        "segments": [
+                            segment.model_dump(mode="json")
+                            for segment in (*settings.segments, *self.segments)
+                        ],
+                        "alerts": [rule.model_dump(mode="json") for rule in routed],
+                    }
+                )
+            except ValidationError as exc:
+                for error in exc.errors():
+                    message = error["msg"].removeprefix("Value error, ")
+                    if error["loc"]:
+                        problems.append(f"{where}.{_path(error['loc'])}: {message}")
+                    else:  # the segments' own validator: already "path: message; ..."
+                        problems.extend(f"{where}.{part}" for part in message.split("; "))
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.connections:
+            self._everyone = HealthConfig.model_validate(
+                self.model_dump(mode="json", exclude={"connections"})
+            )
+        return effective
 
     def resolved_segments(self) -> tuple[tuple[SegmentOverride, HealthConfig], ...]:
         """Each segment override with the full configuration it results in."""
         return self._resolved
+
+    def for_connection(self, connection: str) -> HealthConfig:
+        """The configuration that applies to the accounts of `connection`: the global one with
+        that connection's segment overrides first and its alert routing applied."""
+        found = self._by_connection.get(connection, self._everyone)
+        return self if found is None else found
 
     @property
     def version(self) -> str:

@@ -263,8 +263,11 @@ def score(
 
     A signal is the weighted mean of its indicators that have data; the composite is the
     weighted mean of the signals that have data (weights renormalise). With no data at all
-    the band is "unknown", never a score of 0.
+    the band is "unknown", never a score of 0. `config` is what applies to the account's
+    connection (`HealthConfig.for_connection`): settings of other connections would be lost.
     """
+    if config.connections:
+        raise ValueError("score() needs one connection's configuration: config.for_connection()")
     plan = _plan_for(config)
     segment: str | None = None
     if plan.segments:

@@ -237,7 +237,7 @@ async def get_account(
         _, config = await configs.current(session)
         alerts_open = await account_views.open_alerts(session, account_id=account.id, now=now)
     # Measured again, never stored: only the indicators are read from this health.
-    measured = score(snapshot, config, previous_band=Band(account.band))
+    measured = score(snapshot, config.for_connection(connection), previous_band=Band(account.band))
     indicators: dict[str, list[IndicatorOut]] = {name: [] for name in SIGNAL_NAMES}
     for result in measured.indicators:
         indicators.setdefault(result.signal, []).append(

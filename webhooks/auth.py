@@ -23,6 +23,13 @@ class Principal:
     key_id: int | None
     name: str
 
+    @property
+    def settings_scope(self) -> str | None:
+        """The one connection whose settings this key sees and may change (the segment
+        overrides and alert routing under `connections.<name>` of the configuration); None
+        for a global admin, whose changes apply to everyone."""
+        return None if self.role == keys.GLOBAL_ADMIN else self.connection
+
 
 def _bearer(authorization: str | None) -> str:
     if authorization is None:
@@ -54,7 +61,10 @@ async def principal_for_hash(
         digest.encode(), keys.secret_token_hash(bootstrap.get_secret_value()).encode()
     ):
         return Principal(
-            role="admin", connection=settings.connection_name, key_id=None, name="bootstrap"
+            role=keys.GLOBAL_ADMIN,
+            connection=settings.connection_name,
+            key_id=None,
+            name="bootstrap",
         )
     async with sessions() as session, session.begin():
         row = await keys.find_active_by_hash(session, digest=digest, now=now)
@@ -67,6 +77,17 @@ def allow(principal: Principal, *roles: str) -> Principal:
     if principal.role not in roles:
         raise Forbidden(f"this needs an API key with role {' or '.join(roles)}")
     return principal
+
+
+def require_global(principal: Principal, what: str) -> None:
+    """Changes that reach every connection (the global configuration, new installs) need a
+    global admin; an admin key bound to a connection gets a 403 saying what it may do."""
+    if principal.settings_scope is not None:
+        raise Forbidden(
+            f"{what} applies to every connection and needs a {keys.GLOBAL_ADMIN} key; this "
+            f"key may change only connection {principal.connection!r}'s settings "
+            f"(connections.{principal.connection} of the configuration)"
+        )
 
 
 def require_connection(principal: Principal, connection: str) -> None:

@@ -627,7 +627,11 @@ def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T
 def keys_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. warehouse-sync.")],
     role: Annotated[
-        str, typer.Option(help="admin (everything), viewer (read-only) or ingest (push events).")
+        str,
+        typer.Option(
+            help="global_admin (everything, for every connection), admin (its connection's "
+            "alerts and settings), viewer (read-only) or ingest (push events)."
+        ),
     ],
     connection: Annotated[
         str | None, typer.Option(help="Connection the key may access (default: the configured).")

@@ -1,6 +1,11 @@
 """HealthConfig as immutable versions: read the one in force with its ETag, change it under
 optimistic locking (If-Match), roll back to any version, list versions and the audit log; and
-`diff_paths`, the changed field paths that the CLI, the audit log and previews show."""
+`diff_paths`, the changed field paths that the CLI, the audit log and previews show.
+
+Every function takes the caller's `scope`: None for a global admin, who sees and changes
+everything; otherwise the one connection whose settings (`connections.<scope>`) the caller
+sees and may change. Other connections' settings, authors and comments stay out of sight.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from signals.config import HealthConfig
+from webhooks.alerts.channels.config import ChannelGrants, channel_open_to
 from webhooks.errors import (
+    Forbidden,
     InvalidConfig,
     NotFound,
     PreconditionFailed,
@@ -36,20 +43,23 @@ class ConfigDocument(BaseModel):
 
     config: HealthConfig
     version_id: int | None
-    version: str  # hash of the content: equal configurations have equal hashes
+    version: str  # hash of the content shown: equal configurations have equal hashes
     created_at: datetime | None
-    author: str | None
+    author: str | None  # None also when the change was limited to another connection
     comment: str | None
+    # The connection the change was limited to (its admin key's); None: a global change.
+    scope: str | None = None
     current: bool
 
 
 class VersionItem(BaseModel):
     id: int
     created_at: datetime
-    author: str
-    comment: str
+    author: str | None  # None: a change to another connection's settings
+    comment: str | None
     version: str
     previous_id: int | None  # None: it replaced the defaults
+    scope: str | None = None
     current: bool
 
 
@@ -90,9 +100,66 @@ class ApplyResult:
 
 
 def etag(document: ConfigDocument) -> str:
-    """Strong ETag of a version: its id (or "defaults") and its content hash, quoted."""
+    """Strong ETag of a version: its id (or "defaults") and the hash of the content shown,
+    quoted."""
     name = "defaults" if document.version_id is None else str(document.version_id)
     return f'"{name}-{document.version}"'
+
+
+def visible(config: HealthConfig, scope: str | None) -> HealthConfig:
+    """What a caller sees: everything for a global admin (scope None); otherwise the global
+    part and the caller's own connection's settings, never another connection's."""
+    if scope is None or set(config.connections) <= {scope}:
+        return config
+    document = config.model_dump(mode="json")
+    document["connections"] = {
+        name: value for name, value in document["connections"].items() if name == scope
+    }
+    return HealthConfig.model_validate(document)
+
+
+def _global_part(config: HealthConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude={"connections"})
+
+
+def scoped_change(
+    before: HealthConfig, submitted: HealthConfig, *, scope: str | None, grants: ChannelGrants
+) -> HealthConfig:
+    """The configuration to store when a caller of `scope` submits `submitted` (the document
+    it saw, edited): a global admin's as it is; otherwise `before` with only the caller's
+    connection settings taken from `submitted`. Forbidden, naming the fields, when the
+    caller changed anything else or routes alerts to a channel not open to its connection."""
+    if scope is None:
+        return submitted
+    others = sorted(set(submitted.connections) - {scope})
+    if others:
+        raise Forbidden(
+            f"connections.{others[0]}: this key may change only connection {scope!r}'s settings"
+        )
+    outside = [path for path, _, _ in diff_paths(_global_part(before), _global_part(submitted))]
+    if outside:
+        more = len(outside) - 5
+        listed = ", ".join(outside[:5]) + (f" and {more} more" if more > 0 else "")
+        raise Forbidden(
+            f"{listed}: applies to every connection and needs a global_admin key; this key "
+            f"may change only connections.{scope} (that connection's segment overrides and "
+            "alert routing)"
+        )
+    mine = submitted.connections.get(scope)
+    for rule, route in ({} if mine is None else mine.alerts).items():
+        for index, channel in enumerate(route.channels or ()):
+            if not channel_open_to(grants, channel, scope):
+                raise Forbidden(
+                    f"connections.{scope}.alerts.{rule}.channels.{index}: channel {channel!r} "
+                    f"is not open to connection {scope!r} (the alert channels file lists the "
+                    "connections that may route to each channel)"
+                )
+    document = before.model_dump(mode="json")
+    if mine is None:
+        document["connections"].pop(scope, None)
+    else:
+        document["connections"][scope] = mine.model_dump(mode="json")
+    return parse_config(document)
 
 
 def require_if_match(if_match: str | None) -> list[str]:
@@ -111,10 +178,17 @@ def require_if_match(if_match: str | None) -> list[str]:
     return tags
 
 
-def check_if_match(if_match: str | None, current: str) -> None:
+def check_if_match(if_match: str | None, current: str, scope: str | None = None) -> None:
     """Optimistic locking: the change must name the version in force (strong comparison, so
-    a weak W/ tag never matches)."""
-    if current not in require_if_match(if_match):
+    a weak W/ tag never matches). A caller bound to a connection must name what it sees of
+    it (the content hash): another connection's change in between does not make its edit
+    stale, a global change or one to its own connection does."""
+    tags = require_if_match(if_match)
+    if scope is not None:
+        seen = current.rpartition("-")[2]
+        if any(not tag.startswith("W/") and tag.rpartition("-")[2] == seen for tag in tags):
+            return
+    if current not in tags:
         raise PreconditionFailed(
             f"the configuration changed since you read it (now {current}): {_REREAD}",
             headers={"ETag": current},
@@ -174,7 +248,14 @@ def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _document(row: ConfigVersion | None, *, current: bool) -> ConfigDocument:
+def _hidden(row: ConfigVersion, scope: str | None) -> bool:
+    """Whether the row's author and comment belong to another connection than the caller's."""
+    return scope is not None and row.scope is not None and row.scope != scope
+
+
+def _document(
+    row: ConfigVersion | None, *, current: bool, scope: str | None = None
+) -> ConfigDocument:
     if row is None:
         defaults = HealthConfig()
         return ConfigDocument(
@@ -186,18 +267,32 @@ def _document(row: ConfigVersion | None, *, current: bool) -> ConfigDocument:
             comment=None,
             current=current,
         )
+    config = visible(HealthConfig.model_validate(row.document), scope)
+    hidden = _hidden(row, scope)
     return ConfigDocument(
-        config=HealthConfig.model_validate(row.document),
+        config=config,
         version_id=row.id,
-        version=row.version,
+        version=row.version if scope is None else config.version,
         created_at=row.created_at,
-        author=row.author,
-        comment=row.comment,
+        author=None if hidden else row.author,
+        comment=None if hidden else row.comment,
+        scope=row.scope,
         current=current,
     )
 
 
-def _audit_item(row: ConfigAudit) -> AuditItem:
+def _audit_item(row: ConfigAudit, scope: str | None) -> AuditItem:
+    """An audit entry as the caller may see it: a global change seen from one connection
+    lists only the paths outside other connections' settings."""
+    changed = list(row.changed)
+    if scope is not None:
+        changed = [
+            path
+            for path in changed
+            if not path.startswith("connections.")
+            or path == f"connections.{scope}"
+            or path.startswith(f"connections.{scope}.")
+        ]
     return AuditItem(
         id=row.id,
         at=row.at,
@@ -206,33 +301,40 @@ def _audit_item(row: ConfigAudit) -> AuditItem:
         from_version_id=row.from_version_id,
         to_version_id=row.to_version_id,
         comment=row.comment,
-        changed=list(row.changed),
+        changed=changed,
     )
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
-async def current_document(session: AsyncSession) -> ConfigDocument:
-    """The configuration in force (the defaults until a version is stored)."""
-    return _document(await configs.current_version(session), current=True)
+async def current_document(session: AsyncSession, scope: str | None = None) -> ConfigDocument:
+    """The configuration in force (the defaults until a version is stored), as `scope` sees
+    it."""
+    return _document(await configs.current_version(session), current=True, scope=scope)
 
 
-async def read_current(sessions: SessionFactory) -> ConfigDocument:
+async def read_current(sessions: SessionFactory, *, scope: str | None) -> ConfigDocument:
     async with sessions() as session:
-        return await current_document(session)
+        return await current_document(session, scope)
 
 
-async def read_version(sessions: SessionFactory, *, version_id: int) -> ConfigDocument:
+async def read_version(
+    sessions: SessionFactory, *, version_id: int, scope: str | None
+) -> ConfigDocument:
     async with sessions() as session:
         row = await configs.get_version(session, version_id=version_id)
         if row is None:
             raise NotFound(f"no configuration version {version_id}")
-        return _document(row, current=row.id == await configs.current_id(session))
+        return _document(row, current=row.id == await configs.current_id(session), scope=scope)
 
 
-async def list_versions(sessions: SessionFactory, *, limit: int, offset: int) -> VersionPage:
-    """Versions newest first; the newest is the one in force."""
+async def list_versions(
+    sessions: SessionFactory, *, limit: int, offset: int, scope: str | None
+) -> VersionPage:
+    """Versions newest first; the newest is the one in force. Seen from one connection, the
+    versions that changed only another connection's settings keep their place in the list
+    (the one in force may be one of them) without their author and comment."""
     async with sessions() as session:
         rows, total = await configs.list_versions(session, limit=limit, offset=offset)
         newest = await configs.current_id(session)
@@ -241,10 +343,11 @@ async def list_versions(sessions: SessionFactory, *, limit: int, offset: int) ->
             VersionItem(
                 id=row.id,
                 created_at=row.created_at,
-                author=row.author,
-                comment=row.comment,
+                author=None if _hidden(row, scope) else row.author,
+                comment=None if _hidden(row, scope) else row.comment,
                 version=row.version,
                 previous_id=row.previous_id or None,
+                scope=row.scope,
                 current=row.id == newest,
             )
             for row in rows
@@ -255,12 +358,15 @@ async def list_versions(sessions: SessionFactory, *, limit: int, offset: int) ->
     )
 
 
-async def audit_log(sessions: SessionFactory, *, limit: int, offset: int) -> AuditPage:
-    """Every configuration change, newest first."""
+async def audit_log(
+    sessions: SessionFactory, *, limit: int, offset: int, scope: str | None
+) -> AuditPage:
+    """Every configuration change, newest first; seen from one connection, the global ones
+    and that connection's own."""
     async with sessions() as session:
-        rows, total = await configs.list_audit(session, limit=limit, offset=offset)
+        rows, total = await configs.list_audit(session, limit=limit, offset=offset, scope=scope)
     return AuditPage(
-        items=[_audit_item(row) for row in rows], total=total, limit=limit, offset=offset
+        items=[_audit_item(row, scope) for row in rows], total=total, limit=limit, offset=offset
     )
 
 
@@ -277,8 +383,10 @@ async def _store(
     comment: str,
     changes: list[Change],
     now: datetime,
+    scope: str | None = None,
 ) -> ConfigDocument:
-    """A new version after `before`, its audit row and the recompute that rescores accounts."""
+    """A new version after `before`, its audit row and the recompute that rescores accounts
+    (only the scope's, when the change was limited to one connection)."""
     try:
         row = await configs.insert_version(
             session,
@@ -287,6 +395,7 @@ async def _store(
             author=author,
             comment=comment,
             now=now,
+            scope=scope,
         )
     except configs.VersionConflict:
         raise PreconditionFailed(
@@ -303,17 +412,22 @@ async def _store(
         now=now,
     )
     await configs.request_recompute(
-        session, config_id=row.id, reason=f"config version {row.id} ({action})", now=now
+        session,
+        config_id=row.id,
+        reason=f"config version {row.id} ({action})",
+        now=now,
+        connection=scope,
     )
     log.info(
         "config_changed",
         action=action,
         author=author,
+        scope=scope,
         from_version=before.version_id,
         to_version=row.id,
         changed=len(changes),
     )
-    return _document(row, current=True)
+    return _document(row, current=True, scope=scope)
 
 
 async def put_config(
@@ -324,24 +438,30 @@ async def put_config(
     author: str,
     if_match: str | None,
     now: datetime,
+    scope: str | None,
+    grants: ChannelGrants,
 ) -> ConfigDocument:
-    """Store `config` as the new version if `if_match` names the one in force.
+    """Store `config` as the new version if `if_match` names the one in force (as `scope`
+    sees it); a caller bound to a connection changes only that connection's settings.
 
     A new version is stored even when the content is unchanged (the client asked for it).
     """
     async with sessions() as session, session.begin():
+        seen = await current_document(session, scope)
+        check_if_match(if_match, etag(seen), scope)
         before = await current_document(session)
-        check_if_match(if_match, etag(before))
-        changes = diff_paths(before.config.model_dump(mode="json"), config.model_dump(mode="json"))
+        stored = scoped_change(before.config, config, scope=scope, grants=grants)
+        changes = diff_paths(before.config.model_dump(mode="json"), stored.model_dump(mode="json"))
         return await _store(
             session,
             before=before,
-            config=config,
+            config=stored,
             action="put",
             author=author,
             comment=comment,
             changes=changes,
             now=now,
+            scope=scope,
         )
 
 
@@ -353,23 +473,37 @@ async def rollback(
     author: str,
     if_match: str | None,
     now: datetime,
+    scope: str | None,
 ) -> ConfigDocument:
-    """Store a new version equal to version `version_id`; history is never rewritten."""
+    """Store a new version equal to version `version_id`; history is never rewritten. A
+    caller bound to a connection restores that connection's settings as they were in that
+    version and leaves everything else as it is."""
     require_if_match(if_match)
     async with sessions() as session, session.begin():
         target = await configs.get_version(session, version_id=version_id)
         if target is None:
             raise NotFound(f"no configuration version {version_id}")
+        seen = await current_document(session, scope)
+        check_if_match(if_match, etag(seen), scope)
         before = await current_document(session)
-        check_if_match(if_match, etag(before))
         try:
             config = HealthConfig.model_validate(target.document)
+            if scope is not None:
+                document = before.config.model_dump(mode="json")
+                document["connections"].pop(scope, None)
+                if scope in config.connections:
+                    document["connections"][scope] = config.connections[scope].model_dump(
+                        mode="json"
+                    )
+                config = HealthConfig.model_validate(document)
         except ValidationError as exc:
-            # Only when the schema changed since that version was stored.
+            # The schema changed since that version was stored, or (for one connection's
+            # settings) the global part changed since in a way they no longer fit.
             raise InvalidConfig(
                 field_errors(exc), prefix=f"version {version_id} is no longer valid: "
             ) from None
-        text = f"rollback to version {version_id}" + (f": {comment}" if comment else "")
+        what = "rollback" if scope is None else f"rollback of connection {scope}'s settings"
+        text = f"{what} to version {version_id}" + (f": {comment}" if comment else "")
         changes = diff_paths(before.config.model_dump(mode="json"), config.model_dump(mode="json"))
         return await _store(
             session,
@@ -380,6 +514,7 @@ async def rollback(
             comment=text,
             changes=changes,
             now=now,
+            scope=scope,
         )
 
 

@@ -665,7 +665,11 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
             snapshots = await facts.read_facts(session, accounts=live, as_of=as_of, historical=True)
             scored = []
             for account in live:
-                health = score(snapshots[account.id], config, previous_band=previous[account.id])
+                health = score(
+                    snapshots[account.id],
+                    config.for_connection(account.connection),
+                    previous_band=previous[account.id],
+                )
                 previous[account.id] = health.band
                 scored.append((account, health))
             await accounts.record_health(session, scored=scored, at=as_of)

@@ -13,6 +13,7 @@ from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.runtime import Runtime
 from webhooks.sessions import COOKIE_NAME, CSRF_HEADER, SAFE_METHODS, session_key_hash
 from webhooks.store.db import SessionFactory
+from webhooks.store.keys import ADMIN_ROLES
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -73,15 +74,15 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def _ingest(principal: PrincipalDep) -> Principal:
-    return allow(principal, "admin", "ingest")
+    return allow(principal, *ADMIN_ROLES, "ingest")
 
 
 def _viewer(principal: PrincipalDep) -> Principal:
-    return allow(principal, "admin", "viewer")
+    return allow(principal, *ADMIN_ROLES, "viewer")
 
 
 def _admin(principal: PrincipalDep) -> Principal:
-    return allow(principal, "admin")
+    return allow(principal, *ADMIN_ROLES)
 
 
 IngestPrincipal = Annotated[Principal, Depends(_ingest)]

@@ -957,7 +957,7 @@ class Pipeline:
                 account,
                 score(
                     snapshots[account.id],
-                    config,
+                    config.for_connection(account.connection),
                     previous_band=Band(account.band),
                     score_30d_ago=month_ago.get(account.id),
                 ),
@@ -992,7 +992,13 @@ class Pipeline:
         """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
         an alert and its deliveries exist exactly when the health that caused them does."""
         ids = [account.id for account, _ in scored]
-        windows = {r.days for r in config.alerts if r.enabled and r.when == "score_drop"}
+        by_connection: dict[str, list[tuple[Account, AccountState]]] = defaultdict(list)
+        windows = {
+            rule.days
+            for connection in {account.connection for account, _ in scored}
+            for rule in config.for_connection(connection).alerts
+            if rule.enabled and rule.when == "score_drop"
+        }
         before: dict[int, Mapping[int, int | None]] = {}
         for days in sorted(windows):
             before[days] = (
@@ -1002,31 +1008,35 @@ class Pipeline:
                     session, account_ids=ids, at=now - timedelta(days=days)
                 )
             )
-        states = [
-            (
-                account,
-                AccountState(
-                    name=account.name,
-                    health=health,
-                    previous_score=account.score,
-                    # A first scoring has no previous band ("unknown" is the row's default).
-                    previous_band=None if account.health_updated_at is None else account.band,
-                    scores_before={days: found.get(account.id) for days, found in before.items()},
-                    renewal_date=parse_renewal_date(
-                        attribute_value(account.attributes, "renewal_date")
+        for account, health in scored:
+            by_connection[account.connection].append(
+                (
+                    account,
+                    AccountState(
+                        name=account.name,
+                        health=health,
+                        previous_score=account.score,
+                        # A first scoring has no previous band ("unknown" is the row's default).
+                        previous_band=None if account.health_updated_at is None else account.band,
+                        scores_before={
+                            days: found.get(account.id) for days, found in before.items()
+                        },
+                        renewal_date=parse_renewal_date(
+                            attribute_value(account.attributes, "renewal_date")
+                        ),
+                        segment=attribute_value(account.attributes, "segment"),
                     ),
-                    segment=attribute_value(account.attributes, "segment"),
-                ),
+                )
             )
-            for account, health in scored
-        ]
-        await alert_service.update_alerts(
-            session,
-            states=states,
-            rules=config.alerts,
-            digests={name: channel.digest for name, channel in self._channels.items()},
-            now=now,
-        )
+        digests = {name: channel.digest for name, channel in self._channels.items()}
+        for connection, states in by_connection.items():
+            await alert_service.update_alerts(
+                session,
+                states=states,
+                rules=config.for_connection(connection).alerts,
+                digests=digests,
+                now=now,
+            )
 
     # -- configuration change -> every account rescored -----------------------------------------
 
@@ -1040,10 +1050,12 @@ class Pipeline:
             )
         if job is None:
             return 0
-        job_id, after = job
+        job_id, after, connection = job
         chunk_size = self._options.recompute_chunk
         async with self._sessions() as session, session.begin():
-            chunk = await accounts.accounts_after(session, after_id=after, limit=chunk_size)
+            chunk = await accounts.accounts_after(
+                session, after_id=after, limit=chunk_size, connection=connection
+            )
             config = await self._current_config(session)
             staged = await self._rescore(session, chunk, now, config)
             await accounts.save(session, accounts=chunk)

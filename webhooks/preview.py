@@ -283,15 +283,20 @@ async def preview(
     document: Mapping[str, Any],
     limit: int,
     now: datetime,
+    scope: str | None,
 ) -> Preview:
     """Score every live account of the connection under the current and the candidate
-    configuration on today's facts, in chunks, keeping only counters and the top changes."""
-    candidate = candidate_config(document)
+    configuration (each as it applies to that connection) on today's facts, in chunks,
+    keeping only counters and the top changes. `scope` is the caller's (see config_service):
+    the changed paths compare the candidate with what the caller sees."""
+    submitted = candidate_config(document)
+    candidate = submitted.for_connection(connection)
     tally = _Tally(limit=limit)
     today = now.astimezone(UTC).date()
     pacer = Pacer()
     async with turns.turn(), sessions() as session:
-        _, current = await configs.current(session)
+        _, in_force = await configs.current(session)
+        current = in_force.for_connection(connection)
         windows = sorted(
             {
                 rule.days
@@ -344,7 +349,7 @@ async def preview(
     return Preview(
         current_version=current.version,
         candidate_version=candidate.version,
-        diff_paths=changed_paths(current, candidate),
+        diff_paths=changed_paths(config_service.visible(in_force, scope), submitted),
         accounts=tally.accounts,
         bands=BandsBeforeAfter(
             before=BandCounts(**{band: tally.before[band] for band in BANDS}),
@@ -447,7 +452,8 @@ async def backtest(
     """Precision and recall of the at_risk band at each horizon before known outcomes."""
     candidate = None if document is None else candidate_config(document)
     async with turns.turn(), sessions() as session:
-        config = candidate if candidate is not None else (await configs.current(session))[1]
+        chosen = candidate if candidate is not None else (await configs.current(session))[1]
+        config = chosen.for_connection(connection)
         known = await outcomes.known_outcomes(session, connection=connection)
         # One case per account, outcome and day: a repeated event is not a second customer.
         cases: dict[tuple[int, str, date], tuple[Account, datetime, str]] = {}

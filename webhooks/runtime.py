@@ -13,7 +13,7 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from webhooks.alerts.channels.config import ChannelsFileError, load_channels
+from webhooks.alerts.channels.config import ChannelGrants, ChannelsFileError, load_channels
 from webhooks.alerts.notice import Channel
 from webhooks.connections import (
     ConnectionRegistry,
@@ -58,6 +58,8 @@ class Runtime:
     provision_task: asyncio.Task[None] | None = None
     # Alert channels by name (CRM_HEALTH_ALERT_CHANNELS_FILE); the worker delivers through them.
     channels: Mapping[str, Channel] = field(default_factory=dict)
+    # Which connections' admin keys may route alerts to each channel.
+    channel_grants: ChannelGrants = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -68,7 +70,7 @@ class Runtime:
         read_engine = create_read_engine(settings.database_url)
         connections = connections_from_settings(settings, transport=crm_transport)
         try:
-            channels = load_channels(
+            channels, channel_grants = load_channels(
                 settings,
                 # Looked up at send time: installs made later have their connector by then.
                 connector_for=lambda name: c.connector if (c := connections.get(name)) else None,
@@ -103,6 +105,7 @@ class Runtime:
             connections=connections,
             pipeline=pipeline,
             channels=channels,
+            channel_grants=channel_grants,
             metrics=metrics,
             writer=InboxWriter(engine),
             signer=SessionSigner(

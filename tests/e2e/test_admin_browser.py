@@ -58,8 +58,9 @@ ACCOUNTS: dict[str, tuple[str, int | None, str, str]] = {
 @dataclass
 class Server:
     url: str
-    admin_key: str
+    admin_key: str  # a global admin
     viewer_key: str
+    connection_admin_key: str  # an admin of the default connection only
     database_url: str
 
 
@@ -69,9 +70,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _seed(settings: Settings) -> tuple[str, str]:
+async def _seed(settings: Settings) -> tuple[str, str, str]:
     """Accounts built the way the service builds them (native events through the worker), a
-    little older history for the charts, and two keys."""
+    little older history for the charts, and three keys."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
@@ -85,7 +86,10 @@ async def _seed(settings: Settings) -> tuple[str, str]:
                 now=now - timedelta(days=1),
             )
             _, admin_key = await keys.create(
-                session, name="alice", role="admin", connection="default", now=now
+                session, name="alice", role="global_admin", connection="default", now=now
+            )
+            _, connection_admin_key = await keys.create(
+                session, name="carol", role="admin", connection="default", now=now
             )
             _, viewer_key = await keys.create(
                 session, name="victor", role="viewer", connection="default", now=now
@@ -115,7 +119,7 @@ async def _seed(settings: Settings) -> tuple[str, str]:
                             coverage=1.0,
                         )
                     )
-    return admin_key, viewer_key
+    return admin_key, viewer_key, connection_admin_key
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     settings = make_settings(
         f"sqlite+aiosqlite:///{path}", hubspot_access_token=None, public_url=url
     )
-    admin_key, viewer_key = asyncio.run(_seed(settings))
+    admin_key, viewer_key, connection_admin_key = asyncio.run(_seed(settings))
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
@@ -140,7 +144,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
         time.sleep(0.05)
     yield Server(
-        url=url, admin_key=admin_key, viewer_key=viewer_key, database_url=settings.database_url
+        url=url,
+        admin_key=admin_key,
+        viewer_key=viewer_key,
+        connection_admin_key=connection_admin_key,
+        database_url=settings.database_url,
     )
     uvicorn_server.should_exit = True
     thread.join(timeout=15)
@@ -398,6 +406,36 @@ def test_a_viewer_sees_everything_but_cannot_change_anything(page: Page, server:
     expect(page.locator("button.rollback").first).to_be_disabled()
     expect(page.get_by_role("button", name="Preview")).to_be_enabled()
     shot(page, "12-viewer")
+
+
+def test_a_connection_admin_changes_only_its_connections_settings(
+    page: Page, server: Server
+) -> None:
+    sign_in(page, server.connection_admin_key, then="/admin/config")
+    expect(page.locator("#role-note")).to_contain_text("admin key of connection default")
+    expect(page.locator("#global-note")).to_contain_text("only a global admin key changes them")
+    expect(page.get_by_label("Healthy from score (healthy_min)")).to_be_disabled()
+    settings = page.get_by_label(re.compile("^Settings of connection default only"))
+    expect(settings).to_be_editable()
+    shot(page, "12b-connection-admin")
+    settings.fill('{"segments": [], "alerts": {"score-drop": {"enabled": false}}}')
+    page.get_by_label("Comment (why this change)").fill("no score-drop alerts for us")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    versions = page.locator("#versions-table tbody tr")
+    expect(versions.first).to_contain_text("no score-drop alerts for us")
+    expect(versions.first).to_contain_text("carol")
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    ) as api:
+        config = api.get("/api/v1/config").json()["config"]
+    assert config["connections"]["default"]["alerts"] == {
+        "score-drop": {"channels": None, "enabled": False}
+    }
+    settings.fill("{not json")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#error")).to_contain_text("not valid JSON")
+    expect(settings).to_have_attribute("aria-invalid", "true")
 
 
 def test_signing_out_ends_the_session(page: Page, server: Server) -> None:

@@ -28,6 +28,17 @@ import pytest
 import structlog
 from dynamics_samples import DOCS_EXAMPLE
 from sqlalchemy import select, update
+from tenants import (
+    ALPHA,
+    ALPHA_SECRET,
+    ALPHA_SEGMENT,
+    BETA,
+    accounts_of,
+    alerts_of,
+    bearer,
+    new_key,
+    two_tenants,
+)
 
 from connector.hubspot.events import signature_v1, signature_v3
 from connector.segment import BATCH_MAX_BYTES, MESSAGE_MAX_BYTES
@@ -41,12 +52,11 @@ from testkit import (
     native,
     post_hubspot,
     signed_v3_headers,
-    store_native,
 )
 from webhooks.logging import configure_logging
 from webhooks.sessions import COOKIE_NAME, CSRF_HEADER
-from webhooks.store import configs, keys
-from webhooks.store.models import Account, Alert, AlertDelivery, InboxEvent, WritebackItem
+from webhooks.store import configs
+from webhooks.store.models import AlertDelivery, InboxEvent, WritebackItem
 
 HUBSPOT_URI = f"{PUBLIC_URL}/webhooks/hubspot"
 SF_CONNECTION = "acme-sf"
@@ -60,20 +70,8 @@ async def inbox_rows(service: Service) -> list[InboxEvent]:
         return list((await session.execute(select(InboxEvent))).scalars())
 
 
-async def new_key(service: Service, *, role: str, connection: str) -> str:
-    async with service.runtime.sessions() as session, session.begin():
-        _, key = await keys.create(
-            session, name=f"{role}-{connection}", role=role, connection=connection, now=_now()
-        )
-    return key
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def basic(write_key: str) -> dict[str, str]:
@@ -502,83 +500,10 @@ async def test_xml_bomb_is_a_400_fault_that_reads_no_file_and_calls_no_network(
 
 # --- one connection's keys against another's data ----------------------------------------------
 
-ALPHA, BETA = "alpha", "beta"
-ALPHA_SECRET, BETA_SECRET = "alpha-app-client-secret", "beta-app-client-secret"
-ALPHA_SEGMENT, BETA_SEGMENT = "alpha-segment-write-key", "beta-segment-write-key"
-
-
-def _refuse_crm(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("CRM unreachable in this test", request=request)
-
 
 @pytest.fixture
 async def tenants(service_factory, tmp_path: Path) -> Service:
-    """Two HubSpot portals from a connections file, each with accounts (one record id in both)
-    and an open alert on each account."""
-    path = tmp_path / "connections.yaml"
-    path.write_text(
-        "connections:\n"
-        f"  - name: {ALPHA}\n    crm: hubspot\n    portal_id: 111\n"
-        f"    access_token: alpha-token\n    client_secret: {ALPHA_SECRET}\n"
-        f"    segment: {{write_key: {ALPHA_SEGMENT}}}\n"
-        f"  - name: {BETA}\n    crm: hubspot\n    portal_id: 222\n"
-        f"    access_token: beta-token\n    client_secret: {BETA_SECRET}\n"
-        f"    segment: {{write_key: {BETA_SEGMENT}}}\n"
-    )
-    service: Service = await service_factory(
-        connections_file=path,
-        hubspot_client_secret=None,
-        hubspot_access_token=None,
-        crm_transport=httpx.MockTransport(_refuse_crm),
-    )
-    seeds = {ALPHA: {"501": "Alpha Shared", "601": "Alpha Only"}}
-    seeds[BETA] = {"501": "Beta Shared", "777": "Beta Only"}
-    for connection, accounts in seeds.items():
-        await store_native(
-            service.runtime,
-            [
-                native("account", crm_id, attributes={"name": name})
-                for crm_id, name in accounts.items()
-            ]
-            + [native("usage", crm_id, user="u1") for crm_id in accounts],
-            connection=connection,
-        )
-    report = await service.runtime.pipeline.process_inbox()
-    assert report.processed == 8, report
-    async with service.runtime.sessions() as session, session.begin():
-        for account in (await session.execute(select(Account))).scalars():
-            session.add(
-                Alert(
-                    account_id=account.id,
-                    connection=account.connection,
-                    rule="entered-at-risk",
-                    key="at_risk",
-                    status="open",
-                    title=f"{account.name} is at risk",
-                    reason="band neutral -> at risk",
-                    score=35,
-                    band="at_risk",
-                    previous_score=55,
-                    previous_band="neutral",
-                    trend_30d=-20,
-                    drivers=[],
-                    notified=True,
-                    fired_at=_now() - timedelta(hours=1),
-                )
-            )
-    return service
-
-
-async def _alerts_of(service: Service, connection: str) -> list[Alert]:
-    async with service.runtime.sessions() as session:
-        query = select(Alert).where(Alert.connection == connection).order_by(Alert.id)
-        return list((await session.execute(query)).scalars())
-
-
-async def _accounts_of(service: Service, connection: str) -> dict[str, str | None]:
-    async with service.runtime.sessions() as session:
-        query = select(Account).where(Account.connection == connection)
-        return {a.crm_id: a.name for a in (await session.execute(query)).scalars()}
+    return await two_tenants(service_factory, tmp_path)
 
 
 @pytest.mark.parametrize("role", ["viewer", "admin"])
@@ -611,7 +536,7 @@ async def test_an_admin_key_cannot_read_or_change_another_connections_alerts(
     listed = await tenants.client.get("/api/v1/alerts", headers=headers)
     assert {item["account"]["id"] for item in listed.json()["items"]} == {"501", "601"}
     assert "Beta" not in listed.text
-    for alert in await _alerts_of(tenants, BETA):
+    for alert in await alerts_of(tenants, BETA):
         base = f"/api/v1/alerts/{alert.id}"
         assert (await tenants.client.get(base, headers=headers)).status_code == 404
         for action, body in (
@@ -621,7 +546,7 @@ async def test_an_admin_key_cannot_read_or_change_another_connections_alerts(
         ):
             response = await tenants.client.post(f"{base}/{action}", json=body, headers=headers)
             assert response.status_code == 404, (action, response.text)
-    after = await _alerts_of(tenants, BETA)
+    after = await alerts_of(tenants, BETA)
     assert [(a.status, a.acknowledged_at, a.snoozed_until) for a in after] == [
         ("open", None, None)
     ] * 2
@@ -653,7 +578,7 @@ async def test_an_ingest_key_files_events_only_under_its_own_connection(
 ) -> None:
     """Record ids of the other connection (777 is only beta's, 501 is in both) change only
     the key's own connection."""
-    before = await _accounts_of(tenants, BETA)
+    before = await accounts_of(tenants, BETA)
     rows_before = len(await inbox_rows(tenants))
     key = await new_key(tenants, role="ingest", connection=ALPHA)
     events = [
@@ -667,8 +592,8 @@ async def test_an_ingest_key_files_events_only_under_its_own_connection(
     new_rows = (await inbox_rows(tenants))[rows_before:]
     assert [row.connection for row in new_rows] == [ALPHA, ALPHA]
     await tenants.runtime.pipeline.process_inbox()
-    assert await _accounts_of(tenants, BETA) == before
-    after = await _accounts_of(tenants, ALPHA)
+    assert await accounts_of(tenants, BETA) == before
+    after = await accounts_of(tenants, ALPHA)
     assert (after["777"], after["501"]) == ("Hijacked", "Hijacked too")
 
 
@@ -710,12 +635,12 @@ async def test_an_admin_page_session_is_scoped_like_its_key(tenants: Service) ->
     assert listed.status_code == 200
     assert sorted(item["id"] for item in listed.json()["items"]) == ["501", "601"]
     assert (await tenants.client.get("/api/v1/accounts/777")).status_code == 404
-    for alert in await _alerts_of(tenants, BETA):
+    for alert in await alerts_of(tenants, BETA):
         acknowledged = await tenants.client.post(
             f"/api/v1/alerts/{alert.id}/acknowledge", json={}, headers=csrf
         )
         assert acknowledged.status_code == 404
-    assert {a.status for a in await _alerts_of(tenants, BETA)} == {"open"}
+    assert {a.status for a in await alerts_of(tenants, BETA)} == {"open"}
 
 
 # --- secrets never logged ---------------------------------------------------------------------

@@ -1267,8 +1267,17 @@ async def test_the_channels_file_builds_every_type_with_secrets_from_the_environ
         _write(tmp_path, FULL_FILE), smtp_host="mail.test", smtp_from_address="h@example.com"
     )
 
-    channels = load_channels(settings, connector_for=lambda name: None)
+    channels, grants = load_channels(settings, connector_for=lambda name: None)
 
+    # No connection's admin may route to a channel the file does not open to it; a CRM task
+    # lands in the account's own CRM, so it is open to every connection.
+    assert grants == {
+        "cs-slack": frozenset(),
+        "cs-teams": frozenset(),
+        "signed": frozenset(),
+        "cs-mail": frozenset(),
+        "owner-task": frozenset({"*"}),
+    }
     assert {name: (c.kind, c.digest) for name, c in channels.items()} == {
         "cs-slack": ("slack", "none"),
         "cs-teams": ("teams", "hourly"),
@@ -1294,7 +1303,7 @@ async def test_loaded_http_channels_share_one_client_closed_with_the_last(
     settings = _settings(
         _write(tmp_path, FULL_FILE), smtp_host="mail.test", smtp_from_address="h@example.com"
     )
-    channels = load_channels(
+    channels, _ = load_channels(
         settings, connector_for=lambda name: None, transport=httpx.MockTransport(router.handler)
     )
 
@@ -1317,7 +1326,7 @@ async def test_loaded_http_channels_share_one_client_closed_with_the_last(
 
 
 def test_no_channels_file_means_no_channels() -> None:
-    assert load_channels(_settings(None), connector_for=lambda name: None) == {}
+    assert load_channels(_settings(None), connector_for=lambda name: None) == ({}, {})
 
 
 @pytest.mark.parametrize(
@@ -1347,6 +1356,11 @@ def test_no_channels_file_means_no_channels() -> None:
             "channels:\n  - {name: a, type: crm_task}\n  - {name: a, type: crm_task}\n",
             "channels.1.name: 'a' is already the name of channels.0",
         ),
+        (
+            "channels:\n  - {name: a, type: crm_task, connections: ['a b']}\n",
+            "channels.0.connections.0",
+        ),
+        ("channels:\n  - {name: a, type: crm_task, connections: emea}\n", "channels.0.connections"),
         ("channels: [\n", "not valid YAML at line"),
         ("nothing: here\n", "channels"),
         ("", r"\(file\)"),

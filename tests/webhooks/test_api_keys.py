@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from webhooks.auth import Principal, allow, authenticate, require_connection
+from webhooks.auth import Principal, allow, authenticate, require_connection, require_global
 from webhooks.cli import cli
 from webhooks.errors import Forbidden, Unauthenticated
 from webhooks.store import keys
@@ -90,10 +90,27 @@ async def test_last_used_is_written_at_most_once_a_minute(service):
     assert await last_used() == NOW + timedelta(seconds=61)
 
 
-async def test_bootstrap_token_is_an_admin_of_the_settings_connection(service_factory):
+async def test_bootstrap_token_is_a_global_admin_bound_to_the_settings_connection(
+    service_factory,
+):
     service = await service_factory(admin_token="bootstrap-token-123456")
     principal = await who(service, "Bearer bootstrap-token-123456")
-    assert (principal.role, principal.connection, principal.key_id) == ("admin", "default", None)
+    assert (principal.role, principal.connection, principal.key_id) == (
+        "global_admin",
+        "default",
+        None,
+    )
+    assert principal.settings_scope is None
+
+
+def test_only_a_global_admin_changes_what_applies_to_every_connection():
+    connection_admin = Principal(role="admin", connection="emea", key_id=1, name="a")
+    assert connection_admin.settings_scope == "emea"
+    with pytest.raises(Forbidden, match=r"needs a global_admin key.*'emea'"):
+        require_global(connection_admin, "this change")
+    global_admin = Principal(role="global_admin", connection="emea", key_id=2, name="g")
+    assert global_admin.settings_scope is None
+    require_global(global_admin, "this change")
 
 
 @pytest.mark.parametrize(

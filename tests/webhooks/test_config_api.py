@@ -46,7 +46,7 @@ async def put(service, headers, document, *, if_match: str | None, comment: str 
 
 @pytest.fixture
 async def admin(service) -> dict[str, str]:
-    return await bearer(service, role="admin", name="alice")
+    return await bearer(service, role="global_admin", name="alice")
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ async def test_a_stale_if_match_is_412_with_the_current_etag(service, admin):
 
 
 async def test_two_admins_editing_the_same_version_one_gets_412(service, admin):
-    other = await bearer(service, role="admin", name="bob")
+    other = await bearer(service, role="global_admin", name="bob")
     defaults = f'"defaults-{HealthConfig().version}"'
     results = await asyncio.gather(
         put(service, admin, edited(healthy_min=75), if_match=defaults),
@@ -144,10 +144,10 @@ async def test_a_change_racing_past_the_check_is_412_not_a_fork(service, monkeyp
     in force just before another was stored cannot be stored after it."""
     async with service.runtime.sessions() as session, session.begin():
         await configs.save(session, config=HealthConfig(), author="bob", comment="", now=NOW)
-    stale = await config_service.read_current(service.runtime.sessions)
+    stale = await config_service.read_current(service.runtime.sessions, scope=None)
     assert stale.version_id is not None
 
-    async def as_read_before(_session):
+    async def as_read_before(_session, _scope=None):
         return config_service.ConfigDocument(
             config=HealthConfig(),
             version_id=None,
@@ -167,9 +167,11 @@ async def test_a_change_racing_past_the_check_is_412_not_a_fork(service, monkeyp
             author="alice",
             if_match=f'"defaults-{HealthConfig().version}"',
             now=NOW,
+            scope=None,
+            grants={},
         )
     monkeypatch.undo()
-    assert (await config_service.read_current(service.runtime.sessions)) == stale
+    assert (await config_service.read_current(service.runtime.sessions, scope=None)) == stale
     async with service.runtime.sessions() as session:
         assert (await configs.list_audit(session, limit=10, offset=0))[1] == 0
 

@@ -63,7 +63,7 @@ def _hubspot(access_token: str = "a-1", portal: int = PORTAL) -> respx.MockRoute
     return router
 
 
-async def _key(service, role: str = "admin") -> dict[str, str]:
+async def _key(service, role: str = "global_admin") -> dict[str, str]:
     async with service.runtime.sessions() as session, session.begin():
         _, key = await keys.create(
             session, name=f"{role}-key", role=role, connection="default", now=datetime.now(UTC)

@@ -1,5 +1,6 @@
 """The health configuration over HTTP: read it with its ETag (viewer), change or roll it back
-under If-Match (admin), list its versions (viewer) and the audit log (admin)."""
+under If-Match (admin), list its versions (viewer) and the audit log (admin). A key bound to
+a connection sees and changes only that connection's settings; a global admin, all."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
 
 _UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
 _VIEWER_ONLY = "The key's role may not read the configuration (needs admin or viewer)."
-_ADMIN_ONLY = "The key's role may not change the configuration (needs admin)."
+_ADMIN_ONLY = (
+    "The key's role may not change the configuration (needs admin), or an admin key bound to "
+    "a connection changed more than that connection's settings (the message names the fields)."
+)
 _NO_VERSION = "No such configuration version."
 _MISSING_IF_MATCH = "No If-Match header (or If-Match: *): send the ETag you read."
 _STALE = "If-Match names a version that is no longer in force (the answer's ETag is the current)."
@@ -72,9 +76,11 @@ def _with_etag(response: Response, document: ConfigDocument) -> ConfigDocument:
     summary="The health configuration in force (the defaults until one is saved)",
 )
 async def get_config(
-    runtime: RuntimeDep, _principal: ViewerPrincipal, response: Response
+    runtime: RuntimeDep, principal: ViewerPrincipal, response: Response
 ) -> ConfigDocument:
-    return _with_etag(response, await config_service.read_current(runtime.sessions))
+    scope = principal.settings_scope
+    document = await config_service.read_current(runtime.sessions, scope=scope)
+    return _with_etag(response, document)
 
 
 @router.put(
@@ -110,6 +116,8 @@ async def put_config(
         author=principal.name,
         if_match=if_match,
         now=datetime.now(UTC),
+        scope=principal.settings_scope,
+        grants=runtime.channel_grants,
     )
     return _with_etag(response, document)
 
@@ -121,9 +129,11 @@ async def put_config(
     summary="Configuration versions, newest (the one in force) first",
 )
 async def list_versions(
-    runtime: RuntimeDep, _principal: ViewerPrincipal, limit: Limit = 50, offset: Offset = 0
+    runtime: RuntimeDep, principal: ViewerPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> VersionPage:
-    return await config_service.list_versions(runtime.sessions, limit=limit, offset=offset)
+    return await config_service.list_versions(
+        runtime.sessions, limit=limit, offset=offset, scope=principal.settings_scope
+    )
 
 
 @router.get(
@@ -136,9 +146,12 @@ async def list_versions(
     summary="One configuration version's document",
 )
 async def get_version(
-    runtime: RuntimeDep, _principal: ViewerPrincipal, version_id: VersionId, response: Response
+    runtime: RuntimeDep, principal: ViewerPrincipal, version_id: VersionId, response: Response
 ) -> ConfigDocument:
-    document = await config_service.read_version(runtime.sessions, version_id=version_id)
+    scope = principal.settings_scope
+    document = await config_service.read_version(
+        runtime.sessions, version_id=version_id, scope=scope
+    )
     return _with_etag(response, document)
 
 
@@ -176,6 +189,7 @@ async def rollback(
         author=principal.name,
         if_match=if_match,
         now=datetime.now(UTC),
+        scope=principal.settings_scope,
     )
     return _with_etag(response, document)
 
@@ -187,6 +201,8 @@ async def rollback(
     summary="Every configuration change (put, rollback, apply), newest first",
 )
 async def audit(
-    runtime: RuntimeDep, _principal: AdminPrincipal, limit: Limit = 50, offset: Offset = 0
+    runtime: RuntimeDep, principal: AdminPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> AuditPage:
-    return await config_service.audit_log(runtime.sessions, limit=limit, offset=offset)
+    return await config_service.audit_log(
+        runtime.sessions, limit=limit, offset=offset, scope=principal.settings_scope
+    )

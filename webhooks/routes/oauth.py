@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from webhooks import installs
+from webhooks.auth import require_global
 from webhooks.deps import AdminPrincipal, RuntimeDep
 from webhooks.routes.inbound import ErrorBody
 
@@ -29,11 +30,13 @@ class InstallLinkOut(BaseModel):
     summary="Create a single-use link that installs the HubSpot app into one portal",
     responses={
         401: {"model": ErrorBody, "description": "No or unknown API key."},
-        403: {"model": ErrorBody, "description": "The key is not an admin key."},
+        403: {"model": ErrorBody, "description": "The key is not a global_admin key."},
         503: {"model": ErrorBody, "description": "OAuth is not configured."},
     },
 )
 async def create_install_link(runtime: RuntimeDep, principal: AdminPrincipal) -> InstallLinkOut:
+    # An install adds a tenant whose alerts reach the channels every connection shares.
+    require_global(principal, "installing the HubSpot app into a new portal")
     link = await installs.create_link(
         sessions=runtime.sessions,
         connections=runtime.connections,

@@ -74,6 +74,7 @@ async def preview_config(
         document=body.config,
         limit=body.limit,
         now=datetime.now(UTC),
+        scope=principal.settings_scope,
     )
 
 

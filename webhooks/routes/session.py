@@ -27,6 +27,10 @@ class SessionInfo(BaseModel):
     role: str
     connection: str
     name: str
+    settings_scope: str | None = Field(
+        description="The connection whose settings this key may change (connections.<name> "
+        "of the configuration); null for a global admin, who may change everything."
+    )
     # The page sends it back in X-CSRF-Token with every request that changes something.
     csrf_token: str
     expires_at: datetime
@@ -68,7 +72,7 @@ async def sign_in(
         )
     except Unauthenticated:
         raise Unauthenticated("key: unknown or revoked API key") from None
-    if principal.role not in ("admin", "viewer"):
+    if principal.role not in (*keys.ADMIN_ROLES, "viewer"):
         raise Forbidden("key: the admin page needs an admin or viewer key")
     cookie, data = await open_session(
         sessions=runtime.sessions,
@@ -128,6 +132,7 @@ def _info(principal: Principal, csrf: str, expires_at: datetime) -> SessionInfo:
         role=principal.role,
         connection=principal.connection,
         name=principal.name,
+        settings_scope=principal.settings_scope,
         csrf_token=csrf,
         expires_at=expires_at,
     )

@@ -171,14 +171,16 @@ async def record_health(
     )
 
 
-async def accounts_after(session: AsyncSession, *, after_id: int, limit: int) -> list[Account]:
-    """Live accounts with ids above `after_id`, in id order, locked (a recompute's next chunk)."""
+async def accounts_after(
+    session: AsyncSession, *, after_id: int, limit: int, connection: str | None = None
+) -> list[Account]:
+    """Live accounts (of `connection`, or of all) with ids above `after_id`, in id order,
+    locked (a recompute's next chunk)."""
+    where = [Account.id > after_id, Account.deleted_at.is_(None)]
+    if connection is not None:
+        where.append(Account.connection == connection)
     rows = await session.execute(
-        select(Account)
-        .where(Account.id > after_id, Account.deleted_at.is_(None))
-        .order_by(Account.id)
-        .limit(limit)
-        .with_for_update()
+        select(Account).where(*where).order_by(Account.id).limit(limit).with_for_update()
     )
     chunk = list(rows.scalars().all())
     _detach(session, chunk)

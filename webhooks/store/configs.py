@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,8 +71,10 @@ async def insert_version(
     author: str,
     comment: str,
     now: datetime,
+    scope: str | None = None,
 ) -> ConfigVersion:
-    """Store `config` as the version following `previous_id` (None: the defaults).
+    """Store `config` as the version following `previous_id` (None: the defaults); `scope`
+    names the connection a connection-bound key's change was limited to.
 
     VersionConflict when another version follows it already: a concurrent change won. The
     unique previous_id makes this check atomic on every backend; the caller's transaction
@@ -85,6 +87,7 @@ async def insert_version(
         author=author,
         comment=comment,
         previous_id=DEFAULTS_ID if previous_id is None else previous_id,
+        scope=scope,
     )
     session.add(version)
     try:
@@ -120,15 +123,19 @@ async def add_audit(
 
 
 async def list_audit(
-    session: AsyncSession, *, limit: int, offset: int
+    session: AsyncSession, *, limit: int, offset: int, scope: str | None = None
 ) -> tuple[list[ConfigAudit], int]:
-    """One page of the audit log, newest first, and how many entries there are."""
-    rows = (
-        await session.execute(
-            select(ConfigAudit).order_by(ConfigAudit.id.desc()).limit(limit).offset(offset)
+    """One page of the audit log, newest first, and how many entries there are; with `scope`,
+    only global changes and those limited to that connection."""
+    query = select(ConfigAudit)
+    if scope is not None:
+        query = query.join(ConfigVersion, ConfigVersion.id == ConfigAudit.to_version_id).where(
+            or_(ConfigVersion.scope.is_(None), ConfigVersion.scope == scope)
         )
+    rows = (
+        await session.execute(query.order_by(ConfigAudit.id.desc()).limit(limit).offset(offset))
     ).scalars()
-    total = (await session.execute(select(func.count()).select_from(ConfigAudit))).scalar_one()
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     return list(rows), total
 
 
@@ -151,15 +158,25 @@ async def save(
 
 
 async def request_recompute(
-    session: AsyncSession, *, config_id: int | None, reason: str, now: datetime
+    session: AsyncSession,
+    *,
+    config_id: int | None,
+    reason: str,
+    now: datetime,
+    connection: str | None = None,
 ) -> RecomputeJob:
-    # A job that rescores everything makes older unfinished ones pointless.
+    """Queue the rescoring of every account, or of one connection's accounts."""
+    # A job makes older unfinished ones that cover no more than it does pointless.
+    superseded = RecomputeJob.status != DONE
+    if connection is not None:
+        superseded &= RecomputeJob.connection == connection
     await session.execute(
         update(RecomputeJob)
-        .where(RecomputeJob.status != DONE)
+        .where(superseded)
         .values(status=DONE, finished_at=now, lease_until=None)
     )
     job = RecomputeJob(
+        connection=connection,
         config_id=config_id,
         reason=reason,
         status=PENDING,
@@ -175,8 +192,9 @@ async def request_recompute(
 
 async def claim_recompute(
     session: AsyncSession, *, now: datetime, lease_seconds: float
-) -> tuple[int, int] | None:
-    """The oldest unfinished recompute job as (job id, last account id done), leased to us."""
+) -> tuple[int, int, str | None] | None:
+    """The oldest unfinished recompute job as (job id, last account id done, the connection
+    it is limited to), leased to us."""
     rows = await leases.claim(
         session,
         RecomputeJob,
@@ -186,9 +204,9 @@ async def claim_recompute(
         limit=1,
         lease_seconds=lease_seconds,
         order_by=RecomputeJob.id,
-        returning=(RecomputeJob.id, RecomputeJob.after_account_id),
+        returning=(RecomputeJob.id, RecomputeJob.after_account_id, RecomputeJob.connection),
     )
-    return (rows[0][0], rows[0][1]) if rows else None
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
 async def advance_recompute(

@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.models import ApiKey
 
-ROLES = ("admin", "viewer", "ingest")
+# global_admin changes what applies to every connection; admin manages its connection (its
+# alerts and its own settings); viewer reads; ingest sends events. Every key is bound to one
+# connection, whose accounts and alerts it sees.
+GLOBAL_ADMIN = "global_admin"
+ADMIN_ROLES = (GLOBAL_ADMIN, "admin")
+ROLES = (*ADMIN_ROLES, "viewer", "ingest")
 KEY_PREFIX = "chk_"
 PREFIX_LENGTH = 12
 _CONNECTION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

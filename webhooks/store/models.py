@@ -268,6 +268,9 @@ class ConfigVersion(Base):
     # The version this one replaced (0: the defaults). Unique, so of two changes made against
     # the same version only one can be stored: the check-and-insert of optimistic locking.
     previous_id: Mapped[int | None] = mapped_column(BigId, unique=True, index=True)
+    # The connection whose settings a connection-bound admin key changed (only
+    # `connections.<scope>` differs from the previous version); NULL: a global change.
+    scope: Mapped[str | None] = mapped_column(String(64))
 
 
 class RecomputeJob(Base):
@@ -286,6 +289,8 @@ class RecomputeJob(Base):
     available_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Only this connection's accounts (its own settings changed); NULL: every account.
+    connection: Mapped[str | None] = mapped_column(String(64))
 
 
 class BackfillCursor(Base):

@@ -13,7 +13,11 @@ channels:
   - name: cs-mail
     type: email
     to: [cs-leads@example.com]
+    connections: [acme]       # admin keys of these connections may route alerts here ("*": all)
 ```
+A global admin may route any rule to any channel. An admin key bound to a connection may route
+that connection's alerts only to channels open to it: those listing it (or "*") under
+`connections`, and crm_task channels (a task lands in the account's own CRM).
 `${VAR}` in any value is replaced with the environment's value after the YAML is read, so
 secrets stay out of the file (and a secret's characters cannot change the YAML's shape).
 Errors name the field (`channels.2.url: ...`) and never quote a URL or a secret.
@@ -23,11 +27,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import httpx
 import yaml
@@ -45,9 +49,11 @@ from webhooks.settings import Settings
 
 __all__ = [
     "CHANNEL_TYPES",
+    "ChannelGrants",
     "ChannelSpec",
     "ChannelsFileError",
     "build_channels",
+    "channel_open_to",
     "check_channels",
     "load_channels",
     "read_channels_file",
@@ -79,6 +85,7 @@ class ChannelSpec:
     secret: str | None = field(default=None, repr=False)
     to: tuple[str, ...] = ()
     digest: Digest = "none"
+    connections: tuple[str, ...] = ()
 
 
 class _FileChannel(BaseModel):
@@ -90,6 +97,17 @@ class _FileChannel(BaseModel):
     secret: SecretStr | None = None
     to: list[str] | None = None
     digest: Digest = "none"
+    connections: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9_.-]{1,64})$")]] = []
+
+
+# Channel name -> the connections whose admin keys may route alerts to it ("*": every one).
+ChannelGrants = Mapping[str, frozenset[str]]
+
+
+def channel_open_to(grants: ChannelGrants, channel: str, connection: str) -> bool:
+    """Whether an admin key bound to `connection` may route its alerts to `channel`."""
+    granted = grants.get(channel, frozenset())
+    return "*" in granted or connection in granted
 
 
 class _ChannelsFile(BaseModel):
@@ -243,6 +261,8 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             secret=None if entry.secret is None else entry.secret.get_secret_value(),
             to=tuple(entry.to or ()),
             digest=entry.digest,
+            # A CRM task lands in the account's own CRM: no connection can reach another's.
+            connections=("*",) if entry.type == "crm_task" else tuple(entry.connections),
         )
         for index, entry in enumerate(entries)
     ]
@@ -343,19 +363,22 @@ def load_channels(
     *,
     connector_for: ConnectorLookup,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> dict[str, Channel]:
-    """The channels of CRM_HEALTH_ALERT_CHANNELS_FILE by name; none when it is not set.
-    Close each with `aclose` (the shared HTTP client closes with the last one)."""
+) -> tuple[dict[str, Channel], dict[str, frozenset[str]]]:
+    """The channels of CRM_HEALTH_ALERT_CHANNELS_FILE by name, and who may route to each
+    (ChannelGrants); none when it is not set. Close each channel with `aclose` (the shared
+    HTTP client closes with the last one)."""
     path = settings.alert_channels_file
     if path is None:
-        return {}
-    return build_channels(
-        read_channels_file(path),
+        return {}, {}
+    specs = read_channels_file(path)
+    channels = build_channels(
+        specs,
         settings=settings,
         connector_for=connector_for,
         transport=transport,
         path=path,
     )
+    return channels, {spec.name: frozenset(spec.connections) for spec in specs}
 
 
 def check_channels(settings: Settings) -> None:

@@ -159,7 +159,12 @@
   }
 
   function isAdmin() {
-    return session && session.role === "admin";
+    return session && (session.role === "admin" || session.role === "global_admin");
+  }
+
+  /** The connection whose settings the key may change; null for a global admin. */
+  function settingsScope() {
+    return session ? session.settings_scope : null;
   }
 
   function failed(error) {
@@ -720,15 +725,27 @@
 
   // Configuration -----------------------------------------------------------------------------
 
+  const NO_CONNECTION_SETTINGS = { segments: [], alerts: {} };
+
   function initConfig() {
     let documentInForce = null;
     let etag = null;
     const admin = isAdmin();
+    // A key bound to a connection changes only that connection's settings (connections.<name>).
+    const scope = settingsScope();
+    const own = session ? session.connection : "default";
     const applyButton = $("#apply");
     const fields = $("#config-fields");
+    const ownSettings = $("#connection-settings");
     if (!admin) {
       applyButton.disabled = true;
       applyButton.title = "Needs an admin key";
+    }
+    $("#connection-settings-label").textContent = `Settings of connection ${own} only (JSON: segment overrides tried before the global ones, and alert routing by rule name)`;
+    ownSettings.readOnly = !admin;
+    if (scope !== null) {
+      $("#global-note").textContent = `Bands, signals and alert rules apply to every connection: only a global admin key changes them. Your key changes connection ${scope}'s settings below.`;
+      $("#global-note").hidden = false;
     }
 
     function numberInput(path, label, value, { hidden = false } = {}) {
@@ -742,10 +759,13 @@
     function renderFields(config) {
       clear(fields);
       const bands = config.bands;
+      const mine = config.connections[own] || NO_CONNECTION_SETTINGS;
+      ownSettings.value = JSON.stringify(mine, null, 2);
+      ownSettings.removeAttribute("aria-invalid");
       fields.append(
         el(
           "fieldset",
-          { id: "bands" },
+          { id: "bands", disabled: scope !== null },
           el("legend", { text: "Bands" }),
           el(
             "div",
@@ -761,7 +781,7 @@
         fields.append(
           el(
             "fieldset",
-            { "data-signal": signal },
+            { "data-signal": signal, disabled: scope !== null },
             el("legend", { text: `${label} (${signal})` }),
             el("p", {}, numberInput(`signals.${signal}.weight`, `${label}: signal weight`, spec.weight)),
             el(
@@ -838,6 +858,19 @@
         fields.querySelector("input[aria-invalid]").focus();
         return null;
       }
+      let mine;
+      try {
+        mine = JSON.parse(ownSettings.value);
+      } catch (err) {
+        ownSettings.setAttribute("aria-invalid", "true");
+        showError(`Settings of connection ${own}: not valid JSON (${err.message})`);
+        ownSettings.focus();
+        return null;
+      }
+      ownSettings.removeAttribute("aria-invalid");
+      // Left empty, a connection without settings keeps having none (no change to store).
+      const empty = JSON.stringify(mine) === JSON.stringify(NO_CONNECTION_SETTINGS);
+      if (own in config.connections || !empty) config.connections = { ...config.connections, [own]: mine };
       return config;
     }
 
@@ -852,7 +885,9 @@
       $("#config-version").textContent =
         doc.version_id === null
           ? `In force: the defaults (${doc.version}).`
-          : `In force: version ${doc.version_id} (${doc.version}), by ${doc.author} on ${fmtTime(doc.created_at)}${doc.comment ? `: “${doc.comment}”` : ""}.`;
+          : doc.author === null
+            ? `In force: version ${doc.version_id} (${doc.version}), a change to another connection's settings, on ${fmtTime(doc.created_at)}.`
+            : `In force: version ${doc.version_id} (${doc.version}), by ${doc.author} on ${fmtTime(doc.created_at)}${doc.comment ? `: “${doc.comment}”` : ""}.`;
     }
 
     async function loadConfig() {
@@ -876,8 +911,8 @@
             { "data-version": version.id },
             el("th", { scope: "row" }, `${version.id} `, el("span", { class: "muted", text: version.version })),
             el("td", { text: fmtTime(version.created_at) }),
-            el("td", { text: version.author }),
-            el("td", { class: "comment", text: version.comment }),
+            el("td", { class: version.author === null ? "muted" : null, text: version.author === null ? "another connection" : version.author }),
+            el("td", { class: "comment", text: version.comment === null ? "" : version.comment }),
             el("td", { text: version.current ? "In force" : "" }),
             el(
               "td",
@@ -888,7 +923,8 @@
                     type: "button",
                     class: "rollback",
                     text: "Roll back",
-                    "aria-label": `Roll back to version ${version.id}`,
+                    "aria-label":
+                      scope === null ? `Roll back to version ${version.id}` : `Roll back connection ${scope}'s settings to version ${version.id}`,
                     title: admin ? null : "Needs an admin key",
                     disabled: !admin,
                     onclick: () => rollback(version.id),
@@ -1193,10 +1229,13 @@
       }
       location.assign("/admin/login");
     });
+    const note = $("#role-note");
     if (!isAdmin()) {
-      const note = $("#role-note");
       note.textContent =
         "You are signed in with a viewer key: you see everything, but applying or rolling back the configuration and acknowledging or snoozing alerts need an admin key.";
+      note.hidden = false;
+    } else if (settingsScope() !== null) {
+      note.textContent = `You are signed in with an admin key of connection ${settingsScope()}: you manage its alerts and its own settings; what applies to every connection needs a global admin key.`;
       note.hidden = false;
     }
     const init = PAGES[page];
