@@ -3,6 +3,7 @@ company health, list existing records for a backfill."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
@@ -184,7 +185,7 @@ class HubSpotConnector:
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "hs_task_subject": task.subject,
-            "hs_task_body": task.body,
+            "hs_task_body": _task_body_html(task.body),
             "hs_task_status": "NOT_STARTED",
             "hs_task_priority": task.priority.upper(),
             "hs_task_type": "TODO",
@@ -301,3 +302,10 @@ def _batch_result(updates: Sequence[RecordUpdate], document: dict[str, Any]) -> 
         if update.record_id not in result.written and update.record_id not in result.failed:
             result.failed[update.record_id] = "not confirmed in HubSpot's batch response"
     return result
+
+
+def _task_body_html(text: str) -> str:
+    """A task's plain-text body as HubSpot's task notes take it: HubSpot renders them as HTML,
+    so the text (which quotes a CRM's, a product's or a person's words) is escaped, and its
+    line breaks become <br>."""
+    return "<br>".join(html.escape(line, quote=True) for line in text.split("\n"))

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import html
 import json
 import re
 import socket
@@ -1029,16 +1030,17 @@ async def test_a_crm_task_is_created_on_the_account_for_its_owner(
     assert sent["properties"] == {
         "hs_timestamp": "2026-11-30T09:00:00.000Z",  # the next business day: Monday
         "hs_task_subject": "Customer health: Acme Corp is at risk",
+        # HubSpot renders task notes as HTML: escaped text, one <br> per line break.
         "hs_task_body": (
-            "band neutral -> at risk, score 64 -> 38\n"
-            "\n"
-            "Score: 38 (at risk), was 64 (neutral)\n"
-            "Trend 30d: -12\n"
-            "\n"
-            "Why:\n"
-            "- Seat utilisation 42% (at-risk threshold 50%)\n"
-            "- No customer-initiated contact in 45 days\n"
-            "\n"
+            "band neutral -&gt; at risk, score 64 -&gt; 38<br>"
+            "<br>"
+            "Score: 38 (at risk), was 64 (neutral)<br>"
+            "Trend 30d: -12<br>"
+            "<br>"
+            "Why:<br>"
+            "- Seat utilisation 42% (at-risk threshold 50%)<br>"
+            "- No customer-initiated contact in 45 days<br>"
+            "<br>"
             "Raised by crm-health: rule entered-at-risk · default (hubspot) · alert 42 · "
             "2026-11-23 12:00 UTC"
         ),
@@ -1667,7 +1669,8 @@ async def test_a_crm_task_shows_a_hostile_account_name_without_links_or_bidi_con
     assert properties["hs_task_subject"] == (
         f"Customer health: {SHOWN} is at risk Bcc: victim@example.com"
     )
-    assert f"- Champion {SHOWN} left" in properties["hs_task_body"].splitlines()
+    assert f"- Champion {html.escape(SHOWN)} left" in properties["hs_task_body"].split("<br>")
+    assert "<a" not in properties["hs_task_body"]
 
 
 @pytest.mark.parametrize("char", [*sorted(BIDI), "\u200b", "\u200d", "\u00ad", "\ufeff", "\x1b"])

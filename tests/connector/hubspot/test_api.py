@@ -176,6 +176,26 @@ async def test_a_task_is_created_on_the_company_for_its_owner(connector) -> None
 
 
 @respx.mock
+async def test_a_tasks_notes_are_escaped_for_hubspots_html(connector) -> None:
+    """HubSpot renders task notes as HTML: a company named like a link must stay text."""
+    route = respx.post(f"{API}/crm/v3/objects/tasks").respond(201, json={"id": 6})
+    await connector.create_task(
+        TaskRequest(
+            record_id="7",
+            subject="s",
+            body='<a href="https://evil.example/phish">Re-verify</a> & Co\nScore 38',
+            due_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+    )
+
+    sent = json.loads(route.calls.last.request.content)["properties"]["hs_task_body"]
+    assert sent == (
+        "&lt;a href=&quot;https://evil.example/phish&quot;&gt;Re-verify&lt;/a&gt; &amp; Co"
+        "<br>Score 38"
+    )
+
+
+@respx.mock
 async def test_a_task_without_an_owner_is_left_unassigned(connector) -> None:
     route = respx.post(f"{API}/crm/v3/objects/tasks").respond(201, json={"id": 5})
     task_id = await connector.create_task(
