@@ -142,3 +142,9 @@ async def test_an_experiment_rolled_back_restores_every_score_and_band(service) 
     assert rolled["version"] == first["version"]
     assert await fleet.health() == before
     assert len(await fleet.alerts()) == alerts_before
+    # The account's chart marks both changes: the fall and the recovery were the configuration's.
+    detail = await service.client.get(f"/api/v1/accounts/{fell[0]}", headers=fleet.headers)
+    assert detail.status_code == 200, detail.text
+    history = detail.json()["history"]
+    marked = [point["score"] for point in history if point["config_change"]]
+    assert marked == [during[fell[0]][0], before[fell[0]][0]]
