@@ -381,19 +381,40 @@ async def _preview_chunk(
 ) -> None:
     snapshots = await facts.read_facts(session, accounts=chunk, as_of=now)
     ids = [account.id for account in chunk]
+    # As the worker would score under each: hysteresis from the band each configuration last
+    # gave the account, score drops only against scores computed under it.
+    under_current = dict.fromkeys(ids, current.scoring_version)
+    under_candidate = dict.fromkeys(ids, candidate.scoring_version)
     before = {
         days: await accounts.scores_at_or_before(
-            session, account_ids=ids, at=now - timedelta(days=days)
+            session, account_ids=ids, at=now - timedelta(days=days), versions=under_candidate
         )
         for days in windows
     }
+    before_now = before
+    if windows and under_current != under_candidate:
+        before_now = {
+            days: await accounts.scores_at_or_before(
+                session, account_ids=ids, at=now - timedelta(days=days), versions=under_current
+            )
+            for days in windows
+        }
+    previous_now = await accounts.previous_bands(
+        session, accounts=chunk, versions=under_current, at=now
+    )
+    previous_then = (
+        previous_now
+        if under_current == under_candidate
+        else await accounts.previous_bands(
+            session, accounts=chunk, versions=under_candidate, at=now
+        )
+    )
     open_now = await outcomes.open_alert_keys(session, account_ids=ids) if raises else {}
     for account in chunk:
         await pacer.tick()
         snapshot = snapshots[account.id]
-        previous = Band(account.band)
-        old = score(snapshot, current, previous_band=previous)
-        new = score(snapshot, candidate, previous_band=previous)
+        old = score(snapshot, current, previous_band=previous_now[account.id])
+        new = score(snapshot, candidate, previous_band=previous_then[account.id])
         tally.accounts += 1
         tally.before[old.band.value] += 1
         tally.after[new.band.value] += 1
@@ -412,7 +433,7 @@ async def _preview_chunk(
             # indicator rules need the whole explanation.
             anyway = {
                 (c.rule.name, c.key)
-                for c in conditions(current.alerts, _state(account, old, before), today=today)
+                for c in conditions(current.alerts, _state(account, old, before_now), today=today)
             }
             fire = [c for c in fire if (c.rule.name, c.key) not in anyway]
         for condition in fire:
