@@ -12,12 +12,12 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from testkit import RECENCY_ONLY, store_native
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import keys
-from webhooks.store.models import Account, Alert
+from webhooks.store.models import Account, Alert, HealthSnapshot
 
 ACCOUNTS = 300
 V1: dict[str, Any] = {
@@ -148,3 +148,24 @@ async def test_an_experiment_rolled_back_restores_every_score_and_band(service) 
     history = detail.json()["history"]
     marked = [point["score"] for point in history if point["config_change"]]
     assert marked == [during[fell[0]][0], before[fell[0]][0]]
+
+
+async def test_changing_only_an_alert_rule_rebases_nothing(service) -> None:
+    fleet = Fleet(service)
+    await fleet.admin()
+    await fleet.change("/api/v1/config", {"config": V1})
+    names = [str(2000 + index) for index in range(30)]
+    await fleet.use(dict.fromkeys(names, 30))  # at risk
+    fleet.now += timedelta(days=1)
+    await fleet.use(dict.fromkeys(names, 51))  # held at risk by the hysteresis
+    before = await fleet.health()
+    assert set(before.values()) == {(51, "at_risk")}
+    async with service.runtime.sessions() as session:
+        rows = await session.scalar(select(func.count()).select_from(HealthSnapshot))
+
+    louder = {**V1, "alerts": [{"name": "fell", "when": "score_drop", "points": 5, "days": 30}]}
+    await fleet.change("/api/v1/config", {"config": louder})
+
+    assert await fleet.health() == before
+    async with service.runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(HealthSnapshot)) == rows
