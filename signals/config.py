@@ -377,6 +377,15 @@ class HealthConfig(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    @property
+    def scoring_version(self) -> str:
+        """A stable hash of what decides scores and bands: everything but the alert rules
+        (and other connections' settings). A band's hysteresis and a score-drop comparison
+        hold only between scores computed under equal scoring versions."""
+        content = self.model_dump(mode="json", exclude={"alerts", "connections"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 

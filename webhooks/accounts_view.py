@@ -71,6 +71,12 @@ class HistoryPoint(BaseModel):
     at: datetime
     score: int | None
     band: str
+    config_change: bool = Field(
+        default=False,
+        description="The scoring configuration changed here (score and band were computed "
+        "under another configuration than the point before): a move at this point may be the "
+        "configuration's, not the customer's.",
+    )
 
 
 class Attributes(BaseModel):
@@ -253,7 +259,18 @@ async def get_account(
         **_item(account, mine, now).model_dump(),
         indicators=indicators,
         indicators_as_of=now,
-        history=[HistoryPoint(at=p.at, score=p.score, band=p.band) for p in mine],
+        history=[
+            HistoryPoint(
+                at=p.at,
+                score=p.score,
+                band=p.band,
+                config_change=index > 0
+                and p.config_version is not None
+                and mine[index - 1].config_version is not None
+                and p.config_version != mine[index - 1].config_version,
+            )
+            for index, p in enumerate(mine)
+        ],
         attributes=_attributes(account),
         alerts_open=alerts_open,
         deleted_at=account.deleted_at,

@@ -50,6 +50,9 @@ class ConfigDocument(BaseModel):
     # The connection the change was limited to (its admin key's); None: a global change.
     scope: str | None = None
     current: bool
+    # On a change: True when it stored a new version (accounts are rescored), False when it
+    # asked for the configuration in force (nothing stored, nothing rescored). None on reads.
+    stored: bool | None = None
 
 
 class VersionItem(BaseModel):
@@ -427,7 +430,14 @@ async def _store(
         to_version=row.id,
         changed=len(changes),
     )
-    return _document(row, current=True, scope=scope)
+    return _document(row, current=True, scope=scope).model_copy(update={"stored": True})
+
+
+def _unchanged(seen: ConfigDocument) -> ConfigDocument:
+    """The answer to a change that asks for the configuration in force: that version, and
+    that nothing was stored (no new version, no audit row, no rescoring)."""
+    log.info("config_unchanged", version=seen.version_id)
+    return seen.model_copy(update={"stored": False})
 
 
 async def put_config(
@@ -444,7 +454,8 @@ async def put_config(
     """Store `config` as the new version if `if_match` names the one in force (as `scope`
     sees it); a caller bound to a connection changes only that connection's settings.
 
-    A new version is stored even when the content is unchanged (the client asked for it).
+    Nothing is stored when the content is what is in force already (the answer says so):
+    like `config apply`, an unchanged configuration is no change.
     """
     async with sessions() as session, session.begin():
         seen = await current_document(session, scope)
@@ -452,6 +463,8 @@ async def put_config(
         before = await current_document(session)
         stored = scoped_change(before.config, config, scope=scope, grants=grants)
         changes = diff_paths(before.config.model_dump(mode="json"), stored.model_dump(mode="json"))
+        if not changes:
+            return _unchanged(seen)
         return await _store(
             session,
             before=before,
@@ -468,43 +481,48 @@ async def put_config(
 async def rollback(
     sessions: SessionFactory,
     *,
-    version_id: int,
+    version_id: int | None,
     comment: str,
     author: str,
     if_match: str | None,
     now: datetime,
     scope: str | None,
 ) -> ConfigDocument:
-    """Store a new version equal to version `version_id`; history is never rewritten. A
-    caller bound to a connection restores that connection's settings as they were in that
-    version and leaves everything else as it is."""
+    """Store a new version equal to version `version_id` (None: the defaults); history is
+    never rewritten, and nothing is stored when that is what is in force already. A caller
+    bound to a connection restores that connection's settings as they were in that version
+    (the defaults: none of its own) and leaves everything else as it is."""
     require_if_match(if_match)
     async with sessions() as session, session.begin():
-        target = await configs.get_version(session, version_id=version_id)
-        if target is None:
-            raise NotFound(f"no configuration version {version_id}")
+        if version_id is None:
+            document: object = HealthConfig().model_dump(mode="json")
+            name = "the defaults"
+        else:
+            target = await configs.get_version(session, version_id=version_id)
+            if target is None:
+                raise NotFound(f"no configuration version {version_id}")
+            document = target.document
+            name = f"version {version_id}"
         seen = await current_document(session, scope)
         check_if_match(if_match, etag(seen), scope)
         before = await current_document(session)
         try:
-            config = HealthConfig.model_validate(target.document)
+            config = HealthConfig.model_validate(document)
             if scope is not None:
-                document = before.config.model_dump(mode="json")
-                document["connections"].pop(scope, None)
+                mine = before.config.model_dump(mode="json")
+                mine["connections"].pop(scope, None)
                 if scope in config.connections:
-                    document["connections"][scope] = config.connections[scope].model_dump(
-                        mode="json"
-                    )
-                config = HealthConfig.model_validate(document)
+                    mine["connections"][scope] = config.connections[scope].model_dump(mode="json")
+                config = HealthConfig.model_validate(mine)
         except ValidationError as exc:
             # The schema changed since that version was stored, or (for one connection's
             # settings) the global part changed since in a way they no longer fit.
-            raise InvalidConfig(
-                field_errors(exc), prefix=f"version {version_id} is no longer valid: "
-            ) from None
-        what = "rollback" if scope is None else f"rollback of connection {scope}'s settings"
-        text = f"{what} to version {version_id}" + (f": {comment}" if comment else "")
+            raise InvalidConfig(field_errors(exc), prefix=f"{name} is no longer valid: ") from None
         changes = diff_paths(before.config.model_dump(mode="json"), config.model_dump(mode="json"))
+        if not changes:
+            return _unchanged(seen)
+        what = "rollback" if scope is None else f"rollback of connection {scope}'s settings"
+        text = f"{what} to {name}" + (f": {comment}" if comment else "")
         return await _store(
             session,
             before=before,

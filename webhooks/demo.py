@@ -658,6 +658,7 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
         config = (await configs.current(session))[1]
         live = await accounts.accounts_after(session, after_id=0, limit=1_000_000)
         previous = {account.id: Band.UNKNOWN for account in live}
+        versions = accounts.scoring_versions(live, config)
         for account in live:
             account.health_updated_at = None  # the first step is always recorded
         for days in range(HISTORY_DAYS, 0, -HISTORY_STEP_DAYS):
@@ -672,7 +673,7 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
                 )
                 previous[account.id] = health.band
                 scored.append((account, health))
-            await accounts.record_health(session, scored=scored, at=as_of)
+            await accounts.record_health(session, scored=scored, at=as_of, versions=versions)
     print(
         f"Rebuilt the health history of the last {HISTORY_DAYS} days (every "
         f"{HISTORY_STEP_DAYS} days) of {len(live)} accounts in {time.perf_counter() - began:.1f} s"

@@ -35,7 +35,7 @@ from connector.salesforce import events as salesforce_events
 from connector.salesforce.api import SalesforceConnector
 from connector.segment import ProductMessage, SegmentOptions, interpret, split_request
 from signals.config import HealthConfig
-from signals.model import Band, Health
+from signals.model import Health
 from signals.scoring import score
 from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
@@ -952,21 +952,23 @@ class Pipeline:
         month_ago = await accounts.scores_at_or_before(
             session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
         )
+        versions = accounts.scoring_versions(live, config)
+        previous = await accounts.previous_bands(session, accounts=live, versions=versions, at=now)
         scored = [
             (
                 account,
                 score(
                     snapshots[account.id],
                     config.for_connection(account.connection),
-                    previous_band=Band(account.band),
+                    previous_band=previous[account.id],
                     score_30d_ago=month_ago.get(account.id),
                 ),
             )
             for account in live
         ]
         # Before record_health: the alerts compare with the score and band the rows still hold.
-        await self._update_alerts(session, scored, month_ago, now, config)
-        await accounts.record_health(session, scored=scored, at=now)
+        await self._update_alerts(session, scored, versions, now, config)
+        await accounts.record_health(session, scored=scored, at=now, versions=versions)
         owed = []
         for account, health in scored:
             fields = health_field_values(health, updated_at=now)
@@ -985,7 +987,7 @@ class Pipeline:
         self,
         session: AsyncSession,
         scored: Sequence[tuple[Account, Health]],
-        month_ago: Mapping[int, int | None],
+        versions: Mapping[int, str],
         now: datetime,
         config: HealthConfig,
     ) -> None:
@@ -999,14 +1001,12 @@ class Pipeline:
             for rule in config.for_connection(connection).alerts
             if rule.enabled and rule.when == "score_drop"
         }
+        # Only scores computed under the same scoring configuration: a drop that a
+        # configuration change caused is not the customer's doing.
         before: dict[int, Mapping[int, int | None]] = {}
         for days in sorted(windows):
-            before[days] = (
-                month_ago
-                if days == 30
-                else await accounts.scores_at_or_before(
-                    session, account_ids=ids, at=now - timedelta(days=days)
-                )
+            before[days] = await accounts.scores_at_or_before(
+                session, account_ids=ids, at=now - timedelta(days=days), versions=versions
             )
         for account, health in scored:
             by_connection[account.connection].append(

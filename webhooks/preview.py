@@ -6,11 +6,13 @@ alerted.
 Backtest method: every known outcome (an `outcome` event, churned or renewed) is one case. For
 each horizon h the account is scored with the facts as they stood at the end of the UTC day h
 days before the outcome (`read_facts(historical=True)`), under the given configuration, without
-hysteresis. A churned case scored at_risk is a hit; a renewed case scored at_risk is a false
-alarm. precision = flagged churned / all flagged, recall = flagged churned / churned. Limits:
-facts that arrived after the fact (a late backfill) count as if known then; attributes other
-than seats and ARR (segment, renewal date), contact titles and the kinds of facts a connection
-sends are as they are now; usage recency is known to the day.
+hysteresis. A case before the account's first record (its earliest fact of any kind) is
+unscored, as is one without data. A churned case scored at_risk is a hit; a renewed case
+scored at_risk is a false alarm. precision = flagged churned / all flagged, recall = flagged
+churned / churned. Attributes are the values in force then: seats and ARR from their history,
+others only when their current value was set by then. Limits: facts that arrived after the
+fact (a late backfill) count as if known then; contact titles and the kinds of facts a
+connection sends are as they are now; usage recency is known to the day.
 
 Both score every account of a connection, which takes seconds of CPU on the event loop that
 also acknowledges webhooks. So they read through the read-only sessions (never the connection
@@ -141,10 +143,12 @@ class Backtest(BaseModel):
 
 METHOD = (
     "Each known outcome is scored with the facts as of the end of the UTC day `days` before "
-    "it, under this configuration, without hysteresis; flagged = band at_risk. "
+    "it, under this configuration, without hysteresis; flagged = band at_risk; unscored = no "
+    "data then, or before the account's first record. "
     "precision = flagged_churned / (flagged_churned + flagged_renewed); "
-    "recall = flagged_churned / churned. Late-arriving facts count as known then; attributes "
-    "other than seats and ARR are as they are now."
+    "recall = flagged_churned / churned. Attributes are the values in force then (seats and "
+    "ARR from their history; others only when set by then); late-arriving facts count as "
+    "known then."
 )
 
 
@@ -377,19 +381,40 @@ async def _preview_chunk(
 ) -> None:
     snapshots = await facts.read_facts(session, accounts=chunk, as_of=now)
     ids = [account.id for account in chunk]
+    # As the worker would score under each: hysteresis from the band each configuration last
+    # gave the account, score drops only against scores computed under it.
+    under_current = dict.fromkeys(ids, current.scoring_version)
+    under_candidate = dict.fromkeys(ids, candidate.scoring_version)
     before = {
         days: await accounts.scores_at_or_before(
-            session, account_ids=ids, at=now - timedelta(days=days)
+            session, account_ids=ids, at=now - timedelta(days=days), versions=under_candidate
         )
         for days in windows
     }
+    before_now = before
+    if windows and under_current != under_candidate:
+        before_now = {
+            days: await accounts.scores_at_or_before(
+                session, account_ids=ids, at=now - timedelta(days=days), versions=under_current
+            )
+            for days in windows
+        }
+    previous_now = await accounts.previous_bands(
+        session, accounts=chunk, versions=under_current, at=now
+    )
+    previous_then = (
+        previous_now
+        if under_current == under_candidate
+        else await accounts.previous_bands(
+            session, accounts=chunk, versions=under_candidate, at=now
+        )
+    )
     open_now = await outcomes.open_alert_keys(session, account_ids=ids) if raises else {}
     for account in chunk:
         await pacer.tick()
         snapshot = snapshots[account.id]
-        previous = Band(account.band)
-        old = score(snapshot, current, previous_band=previous)
-        new = score(snapshot, candidate, previous_band=previous)
+        old = score(snapshot, current, previous_band=previous_now[account.id])
+        new = score(snapshot, candidate, previous_band=previous_then[account.id])
         tally.accounts += 1
         tally.before[old.band.value] += 1
         tally.after[new.band.value] += 1
@@ -408,7 +433,7 @@ async def _preview_chunk(
             # indicator rules need the whole explanation.
             anyway = {
                 (c.rule.name, c.key)
-                for c in conditions(current.alerts, _state(account, old, before), today=today)
+                for c in conditions(current.alerts, _state(account, old, before_now), today=today)
             }
             fire = [c for c in fire if (c.rule.name, c.key) not in anyway]
         for condition in fire:
@@ -500,10 +525,16 @@ async def _horizon(
             snapshots = await facts.read_facts(
                 session, accounts=unique, as_of=as_of, historical=True
             )
+            first = await facts.first_records(session, accounts=unique)
             for account, outcome in part:
                 await pacer.tick()
-                health = score(snapshots[account.id], config)
                 counts[outcome] += 1
+                began = first[account.id]
+                if began is None or began > as_of:
+                    # The account did not exist yet: nothing to judge, not a score of 0.
+                    counts["unscored"] += 1
+                    continue
+                health = score(snapshots[account.id], config)
                 if health.band is Band.AT_RISK:
                     counts[f"flagged_{outcome}"] += 1
                 elif health.band is Band.UNKNOWN:

@@ -344,6 +344,14 @@ def test_edit_preview_apply_and_roll_back_the_configuration(page: Page, server: 
 
     page.get_by_label("Comment (why this change)").fill("stricter healthy band")
     page.get_by_role("button", name="Apply").click()
+    dialog = page.get_by_role("dialog", name="Apply the configuration?")
+    expect(dialog).to_contain_text("Every account is rescored")
+    shot(page, "06b-confirm-apply")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("status")).to_contain_text("Not applied")
+    expect(versions).to_have_count(1)
+    page.get_by_role("button", name="Apply").click()
+    dialog.get_by_role("button", name="Store and rescore").click()
     expect(page.get_by_role("status")).to_contain_text("Applied: version")
     expect(versions).to_have_count(2)
     expect(versions.first).to_contain_text("stricter healthy band")
@@ -352,13 +360,33 @@ def test_edit_preview_apply_and_roll_back_the_configuration(page: Page, server: 
     expect(healthy_min).to_have_value("80")
     shot(page, "07-applied")
 
+    page.get_by_role("button", name="Apply").click()  # the same again: nothing to store
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Nothing to apply")
+    expect(versions).to_have_count(2)
+
     page.get_by_role("button", name=f"Roll back to version {first_version}").click()
+    rollback = page.get_by_role("dialog", name=f"Roll back to version {first_version}?")
+    expect(rollback).to_contain_text("Every account is rescored")
+    rollback.get_by_role("button", name="Roll back and rescore").click()
     expect(page.get_by_role("status")).to_contain_text("Rolled back")
     expect(versions).to_have_count(3)
     expect(versions.first).to_contain_text(f"rollback to version {first_version}")
     expect(versions.first).to_contain_text("In force")
     expect(healthy_min).to_have_value("70")
     shot(page, "08-rolled-back")
+
+    healthy_min.fill("75")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(versions).to_have_count(4)
+    page.get_by_role("button", name="Roll back to the defaults").click()
+    page.get_by_role("dialog", name="Roll back to the defaults?").get_by_role(
+        "button", name="Roll back and rescore"
+    ).click()
+    expect(page.get_by_role("status")).to_contain_text("equal to the defaults")
+    expect(versions.first).to_contain_text("rollback to the defaults")
+    expect(healthy_min).to_have_value("70")
 
 
 def test_a_stale_apply_says_someone_else_changed_it(
@@ -371,13 +399,16 @@ def test_a_stale_apply_says_someone_else_changed_it(
         base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
     ) as other:
         current = other.get("/api/v1/config")
-        body: dict[str, Any] = {"config": current.json()["config"], "comment": "someone else"}
+        config = current.json()["config"]
+        config["bands"]["healthy_min"] = 72  # a real change: an unchanged one stores nothing
+        body: dict[str, Any] = {"config": config, "comment": "someone else"}
         stored = other.put(
             "/api/v1/config", json=body, headers={"If-Match": current.headers["etag"]}
         )
         assert stored.status_code == 200, stored.text
     page.get_by_label("Hysteresis, points (hysteresis)").fill("4")
     page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
     expect(page.locator("#error")).to_contain_text("Someone else changed the configuration")
     expect(page.get_by_role("button", name="Reload")).to_be_focused()
     shot(page, "09-conflict")
@@ -421,6 +452,7 @@ def test_a_connection_admin_changes_only_its_connections_settings(
     settings.fill('{"segments": [], "alerts": {"score-drop": {"enabled": false}}}')
     page.get_by_label("Comment (why this change)").fill("no score-drop alerts for us")
     page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
     expect(page.get_by_role("status")).to_contain_text("Applied: version")
     versions = page.locator("#versions-table tbody tr")
     expect(versions.first).to_contain_text("no score-drop alerts for us")

@@ -281,13 +281,84 @@ async def test_rollback_without_a_comment_says_which_version(service, admin):
     first = await put(
         service, admin, edited(healthy_min=75), if_match=f'"defaults-{HealthConfig().version}"'
     )
+    second = await put(service, admin, edited(healthy_min=80), if_match=first.headers["ETag"])
     old_id = first.json()["version_id"]
     response = await service.client.post(
         f"/api/v1/config/versions/{old_id}/rollback",
-        headers={**admin, "If-Match": first.headers["ETag"]},
+        headers={**admin, "If-Match": second.headers["ETag"]},
     )
     assert response.status_code == 200
     assert response.json()["comment"] == f"rollback to version {old_id}"
+    assert response.json()["stored"] is True
+
+
+async def stored_rows(service) -> dict[str, int]:
+    async with service.runtime.sessions() as session:
+        return {
+            "versions": len((await configs.list_versions(session, limit=100, offset=0))[0]),
+            "audit": len((await configs.list_audit(session, limit=100, offset=0, scope=None))[0]),
+            "recomputes": len((await session.execute(select(RecomputeJob))).scalars().all()),
+        }
+
+
+async def test_an_unchanged_put_stores_nothing_and_says_so(service, admin):
+    defaults = f'"defaults-{HealthConfig().version}"'
+    same_as_defaults = await put(service, admin, edited(), if_match=defaults)
+    assert same_as_defaults.status_code == 200, same_as_defaults.text
+    assert same_as_defaults.json()["stored"] is False
+    assert same_as_defaults.json()["version_id"] is None
+    assert same_as_defaults.headers["ETag"] == defaults
+    assert await stored_rows(service) == {"versions": 0, "audit": 0, "recomputes": 0}
+    first = await put(service, admin, edited(healthy_min=75), if_match=defaults)
+    assert first.json()["stored"] is True
+    again = await put(service, admin, edited(healthy_min=75), if_match=first.headers["ETag"])
+    assert again.status_code == 200
+    assert (again.json()["stored"], again.json()["version_id"]) == (
+        False,
+        first.json()["version_id"],
+    )
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert await stored_rows(service) == {"versions": 1, "audit": 1, "recomputes": 1}
+
+
+async def test_a_rollback_to_the_version_in_force_stores_nothing(service, admin):
+    first = await put(
+        service, admin, edited(healthy_min=75), if_match=f'"defaults-{HealthConfig().version}"'
+    )
+    response = await service.client.post(
+        f"/api/v1/config/versions/{first.json()['version_id']}/rollback",
+        headers={**admin, "If-Match": first.headers["ETag"]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] is False
+    assert response.json()["version_id"] == first.json()["version_id"]
+    assert await stored_rows(service) == {"versions": 1, "audit": 1, "recomputes": 1}
+
+
+async def test_a_rollback_to_the_defaults_restores_them(service, admin, viewer):
+    first = await put(
+        service, admin, edited(healthy_min=75), if_match=f'"defaults-{HealthConfig().version}"'
+    )
+    response = await service.client.post(
+        "/api/v1/config/versions/defaults/rollback",
+        json={"comment": "start over"},
+        headers={**admin, "If-Match": first.headers["ETag"]},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["stored"] is True
+    assert body["config"] == HealthConfig().model_dump(mode="json")
+    assert body["version"] == HealthConfig().version
+    assert body["comment"] == "rollback to the defaults: start over"
+    now = await service.client.get("/api/v1/config", headers=viewer)
+    assert now.json()["config"] == HealthConfig().model_dump(mode="json")
+    again = await service.client.post(
+        "/api/v1/config/versions/defaults/rollback",
+        headers={**admin, "If-Match": response.headers["ETag"]},
+    )
+    assert again.status_code == 200
+    assert again.json()["stored"] is False
+    assert await stored_rows(service) == {"versions": 2, "audit": 2, "recomputes": 2}
 
 
 async def test_rollback_needs_if_match_a_current_one_an_admin_and_a_known_version(
@@ -322,7 +393,7 @@ async def test_the_audit_log_records_every_change_with_the_changed_paths(service
         comment="tune bands",
     )
     await service.client.post(
-        f"/api/v1/config/versions/{first.json()['version_id']}/rollback",
+        "/api/v1/config/versions/defaults/rollback",
         headers={**admin, "If-Match": first.headers["ETag"]},
     )
     response = await service.client.get("/api/v1/config/audit", headers=admin)
@@ -338,7 +409,8 @@ async def test_the_audit_log_records_every_change_with_the_changed_paths(service
     assert change["changed"] == ["bands.healthy_min", "bands.hysteresis"]
     assert rollback["action"] == "rollback"
     assert rollback["from_version_id"] == first.json()["version_id"]
-    assert rollback["changed"] == []
+    assert rollback["comment"] == "rollback to the defaults"
+    assert rollback["changed"] == ["bands.healthy_min", "bands.hysteresis"]
     assert (await service.client.get("/api/v1/config/audit", headers=viewer)).status_code == 403
     assert (await service.client.get("/api/v1/config/audit")).status_code == 401
 

@@ -550,3 +550,51 @@ async def test_historical_facts_end_at_as_of(service_factory) -> None:
     # The worker's read (as_of now) leaves the windows open: later facts count.
     later = open_ended[account.id]
     assert (later.total_interactions_90d, later.tickets_90d) == (2, 2)
+
+
+def on(day: str, event_type: str, **fields: object) -> dict[str, object]:
+    return {"type": event_type, "account": "R1", "at": f"2026-{day}T12:00:00+00:00", **fields}
+
+
+async def test_a_backtest_leaves_cases_before_the_accounts_first_record_unscored(
+    service_factory,
+) -> None:
+    """Issue 20's repro on an empty database: R1 appears on 11-01 (10 seats), three users on
+    11-01, 11-05 and 11-10, churned on 11-20. 30 and 60 days before, R1 did not exist yet."""
+    service = await service_factory(**NO_CRM)
+    events = [on("11-01", "account", attributes={"name": "R1", "seats": 10})]
+    events += [on(day, "usage", user=user) for day, user in (("11-01", "u1"), ("11-05", "u2"))]
+    events += [on("11-10", "usage", user="u3"), on("11-20", "outcome", outcome="churned")]
+    await run_worker(service, events)
+
+    response = await service.client.post(
+        "/api/v1/config/backtest",
+        json={"horizons": [5, 30, 60]},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 200, response.text
+    by_days = {h["days"]: h for h in response.json()["horizons"]}
+    assert (by_days[5]["churned"], by_days[5]["unscored"]) == (1, 0)
+    for days in (30, 60):
+        assert (by_days[days]["flagged_churned"], by_days[days]["unscored"]) == (0, 1)
+        assert (by_days[days]["precision"], by_days[days]["recall"]) == (None, 0.0)
+
+
+async def test_a_backtest_reads_attributes_as_they_stood_then(service) -> None:
+    """Seats recorded on 11-10 were not known on 11-05: a read as of 11-05 has none, where
+    today's value would have made the seat utilisation look poor before it was set."""
+    events = [on("11-01", "account", attributes={"name": "R1", "segment": "smb"})]
+    events += [on("11-10", "account", attributes={"seats": 10, "segment": "enterprise"})]
+    await run_worker(service, events)
+    async with service.runtime.sessions() as session:
+        [account] = (await session.execute(select(Account))).scalars().all()
+        as_of = datetime(2026, 11, 5, 23, 59, tzinfo=UTC)
+        then = (await facts.read_facts(session, accounts=[account], as_of=as_of, historical=True))[
+            account.id
+        ]
+        first = await facts.first_records(session, accounts=[account])
+    assert then.seats is None
+    assert "segment" not in then.attributes  # its value dates from 11-10
+    assert then.attributes["name"] == "R1"
+    assert first[account.id] == datetime(2026, 11, 1, 12, tzinfo=UTC)

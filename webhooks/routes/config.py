@@ -5,7 +5,7 @@ a connection sees and changes only that connection's settings; a global admin, a
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.openapi.constants import REF_PREFIX
@@ -100,7 +100,8 @@ async def get_config(
             },
         },
     },
-    summary="Store a new configuration version; accounts are rescored",
+    summary="Store a new configuration version; accounts are rescored (nothing stored when "
+    "it is the one in force: stored is false)",
 )
 async def put_config(
     runtime: RuntimeDep,
@@ -155,23 +156,54 @@ async def get_version(
     return _with_etag(response, document)
 
 
+_ROLLBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _ETAG},
+    **_responses(
+        {
+            401: _UNAUTHENTICATED,
+            403: _ADMIN_ONLY,
+            404: _NO_VERSION,
+            412: _STALE,
+            422: "The old version no longer validates (the message names each field).",
+            428: _MISSING_IF_MATCH,
+        }
+    ),
+}
+
+
+# Declared before the numbered versions' route, which would otherwise take "defaults" for an
+# id and refuse it.
+@router.post(
+    "/api/v1/config/versions/defaults/rollback",
+    response_model=ConfigDocument,
+    responses=_ROLLBACK_RESPONSES,
+    summary="Store a new version equal to the built-in defaults (nothing when in force)",
+)
+async def rollback_to_defaults(
+    *,
+    runtime: RuntimeDep,
+    principal: AdminPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+    body: Annotated[RollbackRequest | None, Body()] = None,
+) -> ConfigDocument:
+    document = await config_service.rollback(
+        runtime.sessions,
+        version_id=None,
+        comment="" if body is None else body.comment,
+        author=principal.name,
+        if_match=if_match,
+        now=datetime.now(UTC),
+        scope=principal.settings_scope,
+    )
+    return _with_etag(response, document)
+
+
 @router.post(
     "/api/v1/config/versions/{version_id}/rollback",
     response_model=ConfigDocument,
-    responses={
-        200: {"headers": _ETAG},
-        **_responses(
-            {
-                401: _UNAUTHENTICATED,
-                403: _ADMIN_ONLY,
-                404: _NO_VERSION,
-                412: _STALE,
-                422: "The old version no longer validates (the message names each field).",
-                428: _MISSING_IF_MATCH,
-            }
-        ),
-    },
-    summary="Store a new version equal to an older one (history is kept)",
+    responses=_ROLLBACK_RESPONSES,
+    summary="Store a new version equal to an older one (nothing when it is in force)",
 )
 async def rollback(
     *,

@@ -104,6 +104,7 @@ class Point:
     at: datetime
     score: int | None
     band: str
+    config_version: str | None = None
 
 
 async def history(
@@ -123,7 +124,12 @@ async def history(
         .subquery()
     )
     seeds = await session.execute(
-        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band)
+        select(
+            HealthSnapshot.account_id,
+            HealthSnapshot.score,
+            HealthSnapshot.band,
+            HealthSnapshot.config_version,
+        )
         .join(
             before,
             and_(
@@ -133,20 +139,21 @@ async def history(
         )
         .order_by(HealthSnapshot.id)
     )
-    for account_id, score, band in seeds:
-        found[account_id] = [Point(since, score, band)]
+    for account_id, score, band, version in seeds:
+        found[account_id] = [Point(since, score, band, version)]
     rows = await session.execute(
         select(
             HealthSnapshot.account_id,
             HealthSnapshot.computed_at,
             HealthSnapshot.score,
             HealthSnapshot.band,
+            HealthSnapshot.config_version,
         )
         .where(HealthSnapshot.account_id.in_(ids), HealthSnapshot.computed_at >= since)
         .order_by(HealthSnapshot.account_id, HealthSnapshot.computed_at, HealthSnapshot.id)
     )
-    for account_id, at, score, band in rows:
-        found[account_id].append(Point(at, score, band))
+    for account_id, at, score, band, version in rows:
+        found[account_id].append(Point(at, score, band, version))
     return dict(found)
 
 

@@ -8,13 +8,14 @@ handful of statements, not a handful per account.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from signals.model import Health
+from signals.config import HealthConfig
+from signals.model import Band, Health
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import Account, HealthSnapshot, core_table
 
@@ -83,7 +84,7 @@ def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
 _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
     "band", "health_updated_at", "segment", "owner", "trend_30d", "signals", "drivers",
-    "coverage",
+    "coverage", "config_version",
 )  # fmt: skip
 
 
@@ -104,42 +105,143 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
 
 
 async def scores_at_or_before(
-    session: AsyncSession, *, account_ids: Collection[int], at: datetime
+    session: AsyncSession,
+    *,
+    account_ids: Collection[int],
+    at: datetime,
+    versions: Mapping[int, str] | None = None,
 ) -> dict[int, int | None]:
-    """Each account's latest recorded score at or before `at` (for trends)."""
+    """Each account's latest recorded score at or before `at` (for trends). With `versions`
+    ({account id: scoring version}), only scores computed under the account's version (or
+    recorded before versions were: NULL) count: what a score-drop rule compares with, so a
+    configuration change is never read as a fall."""
+    if versions is None:
+        return {account_id: score for account_id, score, _ in await _latest(
+            session, account_ids=account_ids, at=at, version=None
+        )}  # fmt: skip
+    found: dict[int, int | None] = {}
+    for version, ids in _by_version(account_ids, versions).items():
+        for account_id, score, _ in await _latest(
+            session, account_ids=ids, at=at, version=version, legacy=True
+        ):
+            found[account_id] = score
+    return found
+
+
+async def bands_under(
+    session: AsyncSession, *, versions: Mapping[int, str], at: datetime
+) -> dict[int, str]:
+    """Each account's latest recorded band (at or before `at`) computed under the given
+    scoring version ({account id: version}): the band the configuration in force last gave
+    it, from which hysteresis resumes after a configuration change (and a rollback)."""
+    found: dict[int, str] = {}
+    for version, ids in _by_version(versions, versions).items():
+        for account_id, _, band in await _latest(session, account_ids=ids, at=at, version=version):
+            found[account_id] = band
+    return found
+
+
+def scoring_versions(live: Sequence[Account], config: HealthConfig) -> dict[int, str]:
+    """{account id: the scoring version of the configuration that applies to its connection}."""
+    by_connection: dict[str, str] = {}
+    for account in live:
+        if account.connection not in by_connection:
+            by_connection[account.connection] = config.for_connection(
+                account.connection
+            ).scoring_version
+    return {account.id: by_connection[account.connection] for account in live}
+
+
+async def previous_bands(
+    session: AsyncSession, *, accounts: Sequence[Account], versions: Mapping[int, str], at: datetime
+) -> dict[int, Band | None]:
+    """The band hysteresis starts from when each account is scored under `versions` ({account
+    id: scoring version}): its current band when computed under that version (or before
+    versions were recorded), else the band that version last gave it (a rollback resumes
+    where it left off), else none: a configuration change rebases hysteresis, so the band
+    never depends on the path of changes that led to the configuration in force."""
+    found: dict[int, Band | None] = {}
+    rebased: dict[int, str] = {}
+    for account in accounts:
+        version = versions[account.id]
+        if account.config_version is None or account.config_version == version:
+            found[account.id] = Band(account.band)
+        else:
+            rebased[account.id] = version
+    last = await bands_under(session, versions=rebased, at=at) if rebased else {}
+    for account_id in rebased:
+        band = last.get(account_id)
+        found[account_id] = None if band is None else Band(band)
+    return found
+
+
+def _by_version(account_ids: Collection[int], versions: Mapping[int, str]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for account_id in account_ids:
+        grouped[versions[account_id]].append(account_id)
+    return grouped
+
+
+async def _latest(
+    session: AsyncSession,
+    *,
+    account_ids: Collection[int],
+    at: datetime,
+    version: str | None,
+    legacy: bool = False,
+) -> list[tuple[int, int | None, str]]:
+    """(account id, score, band) of each account's latest history row at or before `at`,
+    among the rows computed under `version` (and NULL ones when `legacy`); any row when
+    `version` is None."""
+    where = [HealthSnapshot.account_id.in_(list(account_ids)), HealthSnapshot.computed_at <= at]
+    if version is not None:
+        same = HealthSnapshot.config_version == version
+        where.append(or_(same, HealthSnapshot.config_version.is_(None)) if legacy else same)
     latest = (
         select(HealthSnapshot.account_id, func.max(HealthSnapshot.computed_at).label("computed_at"))
-        .where(HealthSnapshot.account_id.in_(account_ids), HealthSnapshot.computed_at <= at)
+        .where(*where)
         .group_by(HealthSnapshot.account_id)
         .subquery()
     )
     rows = await session.execute(
-        select(HealthSnapshot.account_id, HealthSnapshot.score).join(
+        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band)
+        .join(
             latest,
             (HealthSnapshot.account_id == latest.c.account_id)
             & (HealthSnapshot.computed_at == latest.c.computed_at),
         )
+        .where(*where)
+        .order_by(HealthSnapshot.id)
     )
-    return dict(rows.all())
+    return [(account_id, score, band) for account_id, score, band in rows]
 
 
 async def record_health(
-    session: AsyncSession, *, scored: Sequence[tuple[Account, Health]], at: datetime
+    session: AsyncSession,
+    *,
+    scored: Sequence[tuple[Account, Health]],
+    at: datetime,
+    versions: Mapping[int, str] | None = None,
 ) -> None:
-    """Keep each account's current health on its row; append to the history when the score
-    or band moved. The history is a step function: the latest row at or before a moment is
-    the health at that moment, so unchanged rescores add nothing to it."""
+    """Keep each account's current health on its row; append to the history when the score,
+    the band or the scoring configuration (`versions`: {account id: scoring version}) moved.
+    The history is a step function: the latest row at or before a moment is the health at
+    that moment, so unchanged rescores add nothing to it."""
+    versions = versions or {}
     changed: list[tuple[Account, float]] = []
     for account, health in scored:
         coverage = health.coverage
+        version = versions.get(account.id)
         if (
             account.health_updated_at is None
             or account.score != health.score
             or account.band != health.band.value
+            or account.config_version != version
         ):
             changed.append((account, coverage.ratio))
         account.score = health.score
         account.band = health.band.value
+        account.config_version = version
         account.health_updated_at = at
         account.trend_30d = health.trend_30d
         account.signals = {
@@ -165,6 +267,7 @@ async def record_health(
                 "signals": account.signals,
                 "drivers": account.drivers,
                 "coverage": ratio,
+                "config_version": account.config_version,
             }
             for account, ratio in changed
         ],

@@ -7,7 +7,7 @@ worker's cost grows with the batch, not with the number of statements per event.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
@@ -294,8 +294,9 @@ async def read_facts(
 
     `historical` reads the facts as they stood at a past `as_of` (backtests): every window also
     ends at `as_of`, the last use is the last usage day up to it, contacts who left later still
-    count, and seats and ARR are their tracked values at that time. Other attributes, contact
-    titles and which kinds of facts the connection sends are as they are now. The worker reads
+    count, seats and ARR are their tracked values at that time (none before the first), and
+    other attributes count only when their current value was set by then. Contact titles and
+    which kinds of facts the connection sends are as they are now. The worker reads
     with the windows open-ended, so a future-dated event still counts as soon as it arrives.
     """
     if not accounts:
@@ -342,12 +343,21 @@ async def read_facts(
         def has(kind: str, connection: str = account.connection) -> bool:
             return (connection, kind) in seen
 
-        values = {k: v["value"] for k, v in (account.attributes or {}).items() if v["value"]}
+        values = {
+            k: v["value"]
+            for k, v in (account.attributes or {}).items()
+            # Historical: a value set after `as_of` was not in force then (nor known).
+            if v["value"] and not (historical and datetime.fromisoformat(v["at"]) > as_of)
+        }
         last_usage_at = account.last_usage_at
         if historical:
             for name, found in past.items():
-                if found.get(account.id) is not None:
-                    values[name] = str(found[account.id])
+                # Tracked attributes: the value in force then, and none before the first one.
+                value = found.get(account.id)
+                if value is None:
+                    values.pop(name, None)
+                else:
+                    values[name] = str(value)
             if last_usage_at is not None and last_usage_at > as_of:
                 last_usage_at = last_used.get(account.id)
         users_30, users_prev, user_days = usage.get(account.id, (0, 0, 0))
@@ -374,6 +384,48 @@ async def read_facts(
             arr_12m_ago=_float(arr_before.get(account.id)),
         )  # fmt: skip
     return snapshots
+
+
+async def first_records(
+    session: AsyncSession, *, accounts: Sequence[Account]
+) -> dict[int, datetime | None]:
+    """When each account's first record dates from: its earliest fact of any kind (an
+    attribute value, a usage day, an interaction, a collaboration event, a ticket); None when
+    it has none. Before it the account did not exist as far as we know: a backtest leaves
+    such cases unscored rather than read the missing facts as zeros."""
+    ids = [account.id for account in accounts]
+    first: dict[int, datetime | None] = dict.fromkeys(ids)
+
+    def keep(account_id: int, at: datetime | None) -> None:
+        known = first.get(account_id)
+        if at is not None and (known is None or at < known):
+            first[account_id] = at
+
+    for account in accounts:
+        for entry in (account.attributes or {}).values():
+            if isinstance(entry, Mapping) and entry.get("at"):
+                keep(account.id, datetime.fromisoformat(str(entry["at"])))
+    dated: tuple[tuple[Any, Any], ...] = (
+        (AttributeChange.account_id, AttributeChange.at),
+        (InteractionFact.account_id, InteractionFact.at),
+        (CollaborationFact.account_id, CollaborationFact.at),
+        (TicketFact.account_id, TicketFact.opened_at),
+    )
+    for account_id, at in dated:
+        rows = await session.execute(
+            select(account_id, func.min(at)).where(account_id.in_(ids)).group_by(account_id)
+        )
+        for found_id, earliest in rows:
+            keep(found_id, earliest)
+    days = await session.execute(
+        select(UsageDay.account_id, func.min(UsageDay.day))
+        .where(UsageDay.account_id.in_(ids))
+        .group_by(UsageDay.account_id)
+    )
+    for found_id, day in days:
+        # Usage is kept per day: the account existed from that day's start at the latest.
+        keep(found_id, datetime.combine(day, time.min, tzinfo=UTC))
+    return first
 
 
 def _float(value: str | None) -> float | None:

@@ -147,6 +147,9 @@ class Account(Base):
     drivers: Mapped[list[str] | None] = mapped_column(JSON)
     # {"ratio": 0..1, "signals": [...], "indicators": ["signal.indicator", ...]}
     coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # HealthConfig.scoring_version the score and band were computed under: hysteresis holds
+    # only from a band computed under the same one (NULL: before it was recorded).
+    config_version: Mapped[str | None] = mapped_column(String(16))
 
 
 def _account_fk() -> Mapped[int]:
@@ -338,6 +341,9 @@ class HealthSnapshot(Base):
     signals: Mapped[dict[str, Any]]
     drivers: Mapped[list[str]] = mapped_column(JSON)
     coverage: Mapped[float] = mapped_column(Float)
+    # The scoring configuration it was computed under (see Account.config_version): a new
+    # one starts a row even when score and band stay, so the history shows the change.
+    config_version: Mapped[str | None] = mapped_column(String(16))
 
 
 class WritebackItem(Base):

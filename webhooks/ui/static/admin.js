@@ -293,14 +293,26 @@
       const tx = x(end - days * DAY_MS);
       return svg("text", { x: tx, y: height - 8, "text-anchor": days === 0 ? "end" : "middle", text: days === 0 ? "today" : `${days} days ago` });
     });
-    const label = scored.length
-      ? `Score over 90 days, ${history.length} changes: from ${scored[0].score} to ${scored[scored.length - 1].score}`
-      : "No score in the last 90 days";
+    // Where the scoring configuration changed: a move there is the configuration's doing.
+    const changes = history.filter((point) => point.config_change);
+    const label =
+      (scored.length
+        ? `Score over 90 days, ${history.length} changes: from ${scored[0].score} to ${scored[scored.length - 1].score}`
+        : "No score in the last 90 days") +
+      (changes.length ? `; the configuration changed ${changes.length} ${changes.length === 1 ? "time" : "times"} (dashed lines)` : "");
     const chart = svg(
       "svg",
       { id: "history-svg", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
       grid,
       ticks,
+      changes.map((point) => {
+        const cx = x(Math.max(new Date(point.at).getTime(), start)).toFixed(1);
+        return svg(
+          "line",
+          { class: "config-change", x1: cx, x2: cx, y1: top, y2: height - bottom },
+          svg("title", { text: `Configuration changed ${fmtTime(point.at)}` }),
+        );
+      }),
       svg("path", { class: "line", d: stepPath(points, x, y, end) }),
       points
         .filter(([, score]) => score !== null)
@@ -310,12 +322,30 @@
       "table",
       {},
       el("caption", { class: "visually-hidden", text: "Score history" }),
-      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "When" }), el("th", { scope: "col", class: "num", text: "Score" }), el("th", { scope: "col", text: "Band" }))),
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          el("th", { scope: "col", text: "When" }),
+          el("th", { scope: "col", class: "num", text: "Score" }),
+          el("th", { scope: "col", text: "Band" }),
+          el("th", { scope: "col", text: "Note" }),
+        ),
+      ),
       el(
         "tbody",
         {},
         history.map((point) =>
-          el("tr", {}, el("td", { text: fmtTime(point.at) }), el("td", { class: "num", text: fmtScore(point.score) }), el("td", {}, bandBadge(point.band))),
+          el(
+            "tr",
+            { class: point.config_change ? "config-change" : null },
+            el("td", { text: fmtTime(point.at) }),
+            el("td", { class: "num", text: fmtScore(point.score) }),
+            el("td", {}, bandBadge(point.band)),
+            el("td", { text: point.config_change ? "Configuration changed" : "" }),
+          ),
         ),
       ),
     );
@@ -1057,6 +1087,27 @@
       showStatus("Preview ready: nothing was changed.");
     }
 
+    /** Asks before a change that rescores accounts; resolves true when the admin confirms. */
+    function confirmStep(title, text, action) {
+      const dialog = $("#confirm-dialog");
+      $("#confirm-title").textContent = title;
+      $("#confirm-text").textContent = text;
+      $("#confirm-ok").textContent = action;
+      dialog.returnValue = "";
+      dialog.showModal();
+      $("#confirm-cancel").focus();
+      return new Promise((resolve) => {
+        dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      });
+    }
+
+    function inForce(data) {
+      return data.version_id === null ? "the defaults" : `version ${data.version_id}`;
+    }
+
+    const RESCORE =
+      "Every account is rescored under it: bands follow at once and alerts fire for the accounts that enter a band a rule watches (a score drop caused by the change itself never fires). History is kept; you can roll back.";
+
     async function apply(event) {
       event.preventDefault();
       showError("");
@@ -1064,13 +1115,24 @@
       if (!admin) return;
       const config = candidate();
       if (!config) return;
+      const what = scope === null ? "this configuration" : `connection ${scope}'s settings as edited`;
+      if (!(await confirmStep("Apply the configuration?", `A new version with ${what} will be stored, unless nothing changed. ${RESCORE}`, "Store and rescore"))) {
+        showStatus("Not applied: nothing was changed.");
+        return;
+      }
       applyButton.disabled = true;
       try {
         const { data, response } = await api("PUT", "/api/v1/config", {
           body: { config, comment: $("#config-comment").value.trim() },
           headers: { "If-Match": etag },
         });
-        await stored(data, response, `Applied: version ${data.version_id} is in force; accounts are being rescored.`);
+        await stored(
+          data,
+          response,
+          data.stored === false
+            ? `Nothing to apply: this is the configuration in force (${inForce(data)}); nothing was stored and no account is rescored.`
+            : `Applied: version ${data.version_id} is in force; accounts are being rescored.`,
+        );
       } catch (err) {
         if (err instanceof ApiError && err.status === 412) conflict();
         else if (err instanceof ApiError && err.status === 422) showValidation(err);
@@ -1080,22 +1142,41 @@
       }
     }
 
+    /** Rolls back to version `versionId`, or to the built-in defaults when it is null. */
     async function rollback(versionId) {
       showError("");
       showStatus("");
+      const target = versionId === null ? "the defaults" : `version ${versionId}`;
+      const what = scope === null ? `the configuration of ${target}` : `connection ${scope}'s settings as in ${target}`;
+      if (!(await confirmStep(`Roll back to ${target}?`, `A new version with ${what} will be stored, unless it is what is in force. ${RESCORE}`, "Roll back and rescore"))) {
+        showStatus("Not rolled back: nothing was changed.");
+        return;
+      }
       try {
         const comment = $("#config-comment").value.trim();
-        const { data, response } = await api("POST", `/api/v1/config/versions/${versionId}/rollback`, {
+        const path = versionId === null ? "defaults" : String(versionId);
+        const { data, response } = await api("POST", `/api/v1/config/versions/${path}/rollback`, {
           body: comment ? { comment } : {},
           headers: { "If-Match": etag },
         });
-        await stored(data, response, `Rolled back: version ${data.version_id} (equal to version ${versionId}) is in force.`);
+        await stored(
+          data,
+          response,
+          data.stored === false
+            ? `Nothing to roll back: ${target} is what is in force (${inForce(data)}); nothing was stored and no account is rescored.`
+            : `Rolled back: version ${data.version_id} (equal to ${target}) is in force; accounts are being rescored.`,
+        );
       } catch (err) {
         if (err instanceof ApiError && err.status === 412) conflict();
         else failed(err);
       }
     }
 
+    const toDefaults = $("#rollback-defaults");
+    toDefaults.setAttribute("aria-label", scope === null ? "Roll back to the defaults" : `Roll back connection ${scope}'s settings to the defaults`);
+    toDefaults.disabled = !admin;
+    if (!admin) toDefaults.title = "Needs an admin key";
+    toDefaults.addEventListener("click", () => rollback(null));
     $("#config-form").addEventListener("submit", apply);
     $("#preview").addEventListener("click", preview);
     $("#reload").addEventListener("click", () => {
