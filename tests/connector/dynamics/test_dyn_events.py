@@ -704,7 +704,7 @@ def test_web_api_select_names_what_each_mapping_needs() -> None:
     mapping = DynamicsMapping(seats="new_seats", segment="new_segment")
 
     assert web_api_select("account", mapping) == (
-        "name", "websiteurl", "new_seats", "new_segment", "_ownerid_value",
+        "name", "websiteurl", "new_seats", "new_segment", "_ownerid_value", "customertypecode",
         "modifiedon", "createdon",
     )  # fmt: skip
     assert web_api_select("contact", mapping) == (
@@ -1082,7 +1082,7 @@ def test_invalid_title_pattern_is_refused() -> None:
 
 
 def test_unmapped_attributes_are_not_read() -> None:
-    mapping = DynamicsMapping(name=None, domain=None, owner=None)
+    mapping = DynamicsMapping(name=None, domain=None, owner=None, lifecycle=None)
 
     assert mapping.account_columns() == {}
     assert (
