@@ -16,7 +16,7 @@ from connector import bounds
 # Account attributes the facts store understands; others are kept but not scored.
 ACCOUNT_ATTRIBUTES = (
     "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle",
-    "customer_since",
+    "customer_since", "created",
 )  # fmt: skip
 # The longest value kept per attribute (SHORT_TEXT for the others).
 _ATTRIBUTE_LIMITS = {"name": bounds.NAME}

@@ -542,7 +542,7 @@ DEFAULT_INCIDENT_PRIORITIES: Final[Mapping[int, TicketPriority]] = {
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 _TICKET_PRIORITIES: Final = frozenset({"low", "medium", "high", "urgent"})
 _ACCOUNT_ATTRIBUTE_FIELDS = (
-    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle",
+    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
 )  # fmt: skip
 
 
@@ -570,6 +570,9 @@ class DynamicsMapping:
     # The relationship type (`customertypecode`, a choice: 3 Customer, 8 Prospect...):
     # HealthConfig.customers decides which choice values are customers.
     lifecycle: str | None = "customertypecode"
+    # When the row was created: where no customer-since date is known, the start of a
+    # customer's onboarding period.
+    created: str | None = "createdon"
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     incident_priorities: Mapping[int, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_INCIDENT_PRIORITIES)

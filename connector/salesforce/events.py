@@ -310,7 +310,7 @@ DEFAULT_CASE_PRIORITIES: Final[Mapping[str, TicketPriority]] = {
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 
 _ACCOUNT_ATTRIBUTE_FIELDS = (
-    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle",
+    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
 )  # fmt: skip
 
 
@@ -343,6 +343,9 @@ class SalesforceMapping:
     # The Account's Type picklist ("Prospect", "Customer - Direct"...): HealthConfig.customers
     # decides which values are customers.
     lifecycle: str | None = "Type"
+    # When the record was created: where no customer-since date is known, the start of a
+    # customer's onboarding period.
+    created: str | None = "CreatedDate"
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     case_priorities: Mapping[str, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_CASE_PRIORITIES)

@@ -250,13 +250,14 @@ async def test_company_creation_reads_the_mapped_properties(hubspot) -> None:
         account="1234",
         at=UPDATED_AT,
         attributes={"name": "Acme", "domain": "acme.test", "owner": "9", "lifecycle": "customer",
-                    "customer_since": "2026-11-28T10:00:00.000Z"},
+                    "customer_since": "2026-11-28T10:00:00.000Z", "created": None},
     )  # fmt: skip
     [(object_type, body)] = fake.reads
     assert object_type == "companies"
     assert body == {
         "inputs": [{"id": "1234"}],
         "properties": [
+            "createdate",
             "domain",
             "hs_lifecyclestage_customer_date",
             "hubspot_owner_id",
@@ -416,6 +417,7 @@ async def test_merged_company_is_deleted_and_the_survivor_read(hubspot) -> None:
             "owner": None,
             "lifecycle": None,
             "customer_since": None,
+            "created": None,
         },
     )
 

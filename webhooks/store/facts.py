@@ -391,7 +391,7 @@ async def read_facts(
             as_of=as_of,
             crm=account.crm,
             attributes=values,
-            customer_since=_moment(values.get("customer_since") or values.get("created")),
+            customer_since=_customer_since(account, values),
             seats=_int(values.get("seats")),
             active_users_30d=count(users_30, "usage", 30),
             active_users_prev_30d=count(users_prev, "usage", 60),
@@ -417,6 +417,20 @@ async def read_facts(
 def _aware(at: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything is stored in UTC.
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _customer_since(account: Account, values: Mapping[str, str]) -> datetime | None:
+    """Since when the account is a customer, for its onboarding period: the customer-since
+    date the CRM or a native event gives; else, where the record states a lifecycle (so it is
+    known to be a customer, not merely assumed), its creation in the CRM, or for an account
+    without CRM record its first sighting. None: never onboarding."""
+    since = _moment(values.get("customer_since"))
+    if since is not None or not values.get("lifecycle"):
+        return since
+    created = _moment(values.get("created"))
+    if created is None and account.crm == "native":
+        created = _aware(account.first_seen_at or account.created_at)
+    return created
 
 
 def _moment(value: str | None) -> datetime | None:
