@@ -60,6 +60,8 @@ class _Attributes(BaseModel):
     lifecycle: bounds.ShortText | None = None
     # Since when the account is a customer: the start of its onboarding period.
     customer_since: datetime | date | None = None
+    # When the record was created in its CRM (backfills carry the CRM's own date this way).
+    created: datetime | date | None = None
 
 
 class AccountEvent(_Event):
