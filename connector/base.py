@@ -28,6 +28,15 @@ VOLATILE_FIELDS = frozenset({"health_updated_at"})
 
 
 def health_field_values(health: Health, *, updated_at: datetime) -> dict[str, FieldValue]:
+    """The health fields as written to the CRM record. A record that is not a customer gets
+    them empty (cleared where they held values); the update time says when that happened."""
+    if not health.customer:
+        empty: dict[str, FieldValue] = dict.fromkeys(
+            ("health_score", "health_band", "health_trend_30d", "health_drivers")
+        )
+        empty.update({f"health_{name}": None for name in SIGNAL_NAMES})
+        empty["health_updated_at"] = updated_at.astimezone(UTC).isoformat(timespec="milliseconds")
+        return empty
     values: dict[str, FieldValue] = {
         "health_score": health.score,
         "health_band": health.band.value,

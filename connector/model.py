@@ -14,7 +14,10 @@ from typing import Literal
 from connector import bounds
 
 # Account attributes the facts store understands; others are kept but not scored.
-ACCOUNT_ATTRIBUTES = ("name", "domain", "seats", "arr", "renewal_date", "segment", "owner")
+ACCOUNT_ATTRIBUTES = (
+    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle",
+    "customer_since", "created",
+)  # fmt: skip
 # The longest value kept per attribute (SHORT_TEXT for the others).
 _ATTRIBUTE_LIMITS = {"name": bounds.NAME}
 

@@ -7,7 +7,7 @@ One event is `{"id"?, "type", "account", "at"?, ...type fields}`, e.g.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -56,6 +56,12 @@ class _Attributes(BaseModel):
     renewal_date: bounds.ShortText | None = None
     segment: bounds.ShortText | None = None
     owner: bounds.ShortText | None = None
+    # Compared with HealthConfig.customers.native ("customer" by default).
+    lifecycle: bounds.ShortText | None = None
+    # Since when the account is a customer: the start of its onboarding period.
+    customer_since: datetime | date | None = None
+    # When the record was created in its CRM (backfills carry the CRM's own date this way).
+    created: datetime | date | None = None
 
 
 class AccountEvent(_Event):

@@ -133,6 +133,13 @@ class Bands(BaseModel):
     healthy_min: float = Field(default=70, ge=0, le=100)
     at_risk_below: float = Field(default=40, ge=0, le=100)
     hysteresis: float = Field(default=3, ge=0, le=50)
+    # The share of the configured weight that must have data for a band: below it the band
+    # is "unknown" and the drivers name what is missing, rather than a verdict on no evidence.
+    min_coverage: float = Field(default=0.5, ge=0, le=1)
+    # Customers younger than this many days (from their customer-since date, else their first
+    # record) get the band "onboarding": scored and shown, never judged at-risk on windows of
+    # 90 and 180 days they have not lived through.
+    onboarding_days: int = Field(default=90, ge=0, le=730)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -142,6 +149,36 @@ class Bands(BaseModel):
                 f"healthy_min ({self.healthy_min:g})"
             )
         return self
+
+
+class CustomerRule(BaseModel):
+    """Which accounts are customers, and so scored: per CRM, the values of its lifecycle field
+    (the `lifecycle` attribute each connector reads) that mean "customer", compared without
+    regard to case. Others are listed as not a customer, get no band and no alerts, and their
+    CRM health fields are left empty.
+
+    - hubspot: the company's `lifecyclestage` (internal values, e.g. customer, evangelist);
+    - salesforce: the Account's `Type` picklist (e.g. "Customer - Direct");
+    - dynamics: the account's relationship type `customertypecode` (option value, 3 Customer);
+    - native: the `lifecycle` attribute of native `account` events.
+    A record without the field counts as `missing` says (a customer by default), so setups
+    that never filled it in keep working.
+    """
+
+    model_config = _STRICT
+
+    hubspot: tuple[str, ...] = ("customer", "evangelist")
+    salesforce: tuple[str, ...] = ("Customer - Direct", "Customer - Channel")
+    dynamics: tuple[str, ...] = ("3",)
+    native: tuple[str, ...] = ("customer",)
+    missing: Literal["customer", "not_customer"] = "customer"
+
+    def is_customer(self, crm: str, lifecycle: str | None) -> bool:
+        if lifecycle is None or not lifecycle.strip():
+            return self.missing == "customer"
+        values: tuple[str, ...] = getattr(self, crm, self.native)
+        wanted = lifecycle.strip().casefold()
+        return any(value.casefold() == wanted for value in values)
 
 
 class SegmentOverride(BaseModel):
@@ -254,6 +291,7 @@ class HealthConfig(BaseModel):
 
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
     bands: Bands = Field(default_factory=Bands)
+    customers: CustomerRule = Field(default_factory=CustomerRule)
     segments: tuple[SegmentOverride, ...] = ()
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
     connections: dict[ConnectionName, ConnectionSettings] = Field(default_factory=dict)

@@ -14,12 +14,14 @@ class Band(StrEnum):
     HEALTHY = "healthy"
     NEUTRAL = "neutral"
     AT_RISK = "at_risk"
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # too little evidence for a verdict (see Bands.min_coverage)
+    ONBOARDING = "onboarding"  # a customer younger than Bands.onboarding_days: scored, not judged
 
 
-# How good a band is, for hysteresis: only moves to a better band need the margin.
+# How good a band is, for hysteresis: only moves to a better band need the margin. Unknown and
+# onboarding are no verdict, so leaving them needs no margin.
 BAND_RANK: Mapping[Band, int] = MappingProxyType(
-    {Band.UNKNOWN: -1, Band.AT_RISK: 0, Band.NEUTRAL: 1, Band.HEALTHY: 2}
+    {Band.UNKNOWN: -1, Band.ONBOARDING: -1, Band.AT_RISK: 0, Band.NEUTRAL: 1, Band.HEALTHY: 2}
 )
 
 SIGNAL_NAMES: tuple[str, ...] = ("active_use", "collaboration", "mutual_value", "momentum")
@@ -37,6 +39,9 @@ class AccountFacts:
 
     account_id: str
     as_of: datetime
+    # The CRM the record lives in ("hubspot", "salesforce", "dynamics", "native"): which list
+    # of HealthConfig.customers applies to its `lifecycle` attribute.
+    crm: str = "native"
     # Attributes segment overrides match on (tier, plan, segment...).
     attributes: Mapping[str, str] = field(default_factory=lambda: _NO_ATTRIBUTES)
     seats: int | None = None
@@ -53,6 +58,9 @@ class AccountFacts:
     escalations_90d: int | None = None
     arr: float | None = None
     arr_12m_ago: float | None = None
+    # Since when the account is a customer (the CRM's or a native customer-since date, else
+    # its first record); None where unknown. Younger than the onboarding period: "onboarding".
+    customer_since: datetime | None = None
 
 
 class Unit(StrEnum):
@@ -119,6 +127,7 @@ class Health:
         "_explanation",
         "band",
         "config_version",
+        "customer",
         "score",
         "segment",
         "signals",
@@ -135,8 +144,11 @@ class Health:
         segment: str | None = None,
         config_version: str = "",
         explain: Callable[[], Explanation] | None = None,
+        customer: bool = True,
     ) -> None:
         self.score = score
+        # False: not a customer by HealthConfig.customers, so not scored, alerted or written.
+        self.customer = customer
         self.band = band
         self.signals = signals
         self.trend_30d = trend_30d

@@ -28,8 +28,8 @@ from signals.model import (
 )
 
 Measure = Callable[[AccountFacts], tuple[float | None, ...]]
-# (signal name, signal weight, measure, ((at_risk, scale, weight) per indicator))
-_HotSignal = tuple[str, float, Measure, tuple[tuple[float, float, float], ...]]
+# (signal name, signal weight, indicator weight, measure, ((at_risk, scale, weight) each))
+_HotSignal = tuple[str, float, float, Measure, tuple[tuple[float, float, float], ...]]
 
 # Each signal module declares its indicators and measures their raw values in one call.
 SIGNALS: dict[str, tuple[tuple[IndicatorSpec, ...], Measure]] = {
@@ -41,8 +41,20 @@ SIGNALS: dict[str, tuple[tuple[IndicatorSpec, ...], Measure]] = {
 
 MAX_DRIVERS = 3
 
-# (available signal weight, weighted sum of signal scores, signal scores)
-_Sums = tuple[float, float, dict[str, float | None]]
+_NOT_A_CUSTOMER = Explanation(
+    indicators=(), drivers=("Not a customer: not scored",), coverage=Coverage(ratio=0.0)
+)
+
+# What each signal needs, named in the "not enough evidence" driver when it has no data at all.
+EVIDENCE: dict[str, str] = {
+    active_use.NAME: "product usage",
+    collaboration.NAME: "collaboration (interactions, contacts, co-innovation)",
+    mutual_value.NAME: "support tickets with seats",
+    momentum.NAME: "ARR 12 months ago",
+}
+
+# (available signal weight, weighted sum of signal scores, signal scores, covered weight)
+_Sums = tuple[float, float, dict[str, float | None], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,7 @@ class _Signal:
         return (
             self.name,
             self.weight,
+            self.indicator_weight,
             self.measure,
             tuple((0.0, 0.0, 0.0) if i is None else (i.at_risk, i.scale, i.weight)
                   for i in self.indicators),
@@ -115,9 +128,11 @@ class _Plan:
     version: str
     healthy_min: float
     at_risk_below: float
+    min_coverage: float
+    onboarding_days: float
     # (segment name, ((attribute, casefolded value), ...), plan), most specific first.
     segments: tuple[tuple[str, tuple[tuple[str, str], ...], _Plan], ...] = ()
-    sums: Callable[[AccountFacts], _Sums] = field(default=lambda facts: (0.0, 0.0, {}))
+    sums: Callable[[AccountFacts], _Sums] = field(default=lambda facts: (0.0, 0.0, {}, 0.0))
 
     def for_attributes(self, attributes: Mapping[str, str]) -> tuple[_Plan, str | None]:
         for name, match, plan in self.segments:
@@ -169,6 +184,8 @@ def _compile(config: HealthConfig) -> _Plan:
         version=config.version,
         healthy_min=config.bands.healthy_min,
         at_risk_below=config.bands.at_risk_below,
+        min_coverage=config.bands.min_coverage,
+        onboarding_days=config.bands.onboarding_days,
         segments=tuple(segments),
         sums=_generate_sums(tuple(signal.hot for signal in signals)),
     )
@@ -183,9 +200,11 @@ def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], 
     its results to the reference computation of `_explain`.
     """
     lines = ["def sums(facts):", f"    scores = {dict.fromkeys(SIGNAL_NAMES)!r}"]
-    lines.append("    available = total = 0.0")
+    lines.append("    available = total = covered = 0.0")
     namespace: dict[str, object] = {}
-    for position, (name, signal_weight, measure, indicators) in enumerate(signals):
+    for position, (name, signal_weight, indicator_weight, measure, indicators) in enumerate(
+        signals
+    ):
         namespace[f"measure_{position}"] = measure
         raws = [f"r{position}_{i}" for i in range(len(indicators))]
         lines.append(f"    {', '.join(raws)}, = measure_{position}(facts)")
@@ -206,8 +225,9 @@ def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], 
             f"        scores[{name!r}] = signal_score",
             f"        available += {signal_weight!r}",
             f"        total += {signal_weight!r} * signal_score",
+            f"        covered += {signal_weight!r} * weight_sum / {indicator_weight!r}",
         ]
-    lines.append("    return available, total, scores")
+    lines.append("    return available, total, scores, covered")
     exec(compile("\n".join(lines), "<crm-health scoring plan>", "exec"), namespace)  # noqa: S102
     generated: Callable[[AccountFacts], _Sums] = namespace["sums"]  # type: ignore[assignment]
     return generated
@@ -262,24 +282,43 @@ def score(
     """Score one account. Pure: the same inputs always give the same health.
 
     A signal is the weighted mean of its indicators that have data; the composite is the
-    weighted mean of the signals that have data (weights renormalise). With no data at all
-    the band is "unknown", never a score of 0. `config` is what applies to the account's
-    connection (`HealthConfig.for_connection`): settings of other connections would be lost.
+    weighted mean of the signals that have data (weights renormalise). A verdict needs
+    evidence: when less than `bands.min_coverage` of the configured weight has data, there is
+    no score and the band is "unknown", its first driver naming what is missing, never a
+    score dragged down by absent records. A customer younger than `bands.onboarding_days`
+    (from `facts.customer_since`) gets the band "onboarding" whatever its score. `config` is
+    what applies to the account's connection (`HealthConfig.for_connection`): settings of other
+    connections would be lost.
     """
     if config.connections:
         raise ValueError("score() needs one connection's configuration: config.for_connection()")
+    if not config.customers.is_customer(facts.crm, facts.attributes.get("lifecycle")):
+        return Health(
+            score=None,
+            band=Band.UNKNOWN,
+            signals=dict.fromkeys(SIGNAL_NAMES),
+            config_version=config.version,
+            explain=lambda: _NOT_A_CUSTOMER,
+            customer=False,
+        )
     plan = _plan_for(config)
     segment: str | None = None
     if plan.segments:
         plan, segment = plan.for_attributes(facts.attributes)
-    available_weight, weighted_signals, signal_scores = plan.sums(facts)
-    if available_weight == 0.0:
+    available_weight, weighted_signals, signal_scores, covered = plan.sums(facts)
+    onboarding = (
+        facts.customer_since is not None
+        and (facts.as_of - facts.customer_since).total_seconds() < plan.onboarding_days * 86400
+    )
+    # The tolerance keeps a coverage of exactly the minimum (e.g. 0.5) on the side of a verdict.
+    if available_weight == 0.0 or covered < plan.min_coverage * plan.total_weight - 1e-9:
         return Health(
             score=None,
-            band=Band.UNKNOWN,
+            band=Band.ONBOARDING if onboarding else Band.UNKNOWN,
             signals=signal_scores,
             segment=segment,
             config_version=plan.version,
+            explain=lambda: _explain(plan, facts, enough_evidence=False),
         )
     rounded = round(weighted_signals / available_weight)
     if rounded >= plan.healthy_min:
@@ -290,6 +329,8 @@ def score(
         band = Band.NEUTRAL
     if previous_band is not None and BAND_RANK[band] > BAND_RANK[previous_band]:
         band = band_for(rounded, plan.bands, previous_band)
+    if onboarding:
+        band = Band.ONBOARDING
     return Health(
         score=rounded,
         band=band,
@@ -301,17 +342,30 @@ def score(
     )
 
 
-def _explain(plan: _Plan, facts: AccountFacts) -> Explanation:
-    """Indicators, drivers and coverage, measured again with every detail kept."""
+def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) -> Explanation:
+    """Indicators, drivers and coverage, measured again with every detail kept.
+
+    Without enough evidence the first driver says so and names what has no data: a whole
+    signal by what it needs ("no product usage"), else its indicators by label.
+    """
     measured: list[tuple[_Signal, float, list[tuple[_Indicator, float, float]]]] = []
+    missing: list[str] = []
     for signal in plan.signals:
+        raws = signal.measure(facts)
         used = [
             (indicator, raw, indicator.interpolate(raw))
-            for indicator, raw in zip(signal.indicators, signal.measure(facts))  # noqa: B905
+            for indicator, raw in zip(signal.indicators, raws)  # noqa: B905
             if raw is not None and indicator is not None
         ]
         if used:
             measured.append((signal, sum(i.weight for i, _, _ in used), used))
+            missing.extend(
+                indicator.spec.label
+                for indicator, raw in zip(signal.indicators, raws)  # noqa: B905
+                if raw is None and indicator is not None
+            )
+        else:
+            missing.append(EVIDENCE[signal.name])
     available_weight = sum(signal.weight for signal, _, _ in measured)
     results: list[IndicatorResult] = []
     costs: list[tuple[float, _Indicator, float, float]] = []
@@ -326,11 +380,19 @@ def _explain(plan: _Plan, facts: AccountFacts) -> Explanation:
                 costs.append((weight * (100.0 - value), indicator, raw, value))
     # Drivers: the indicators that cost the composite the most points (weight x shortfall).
     costs.sort(key=lambda entry: entry[0], reverse=True)
+    ratio = round(covered_weight / plan.total_weight, 4) if plan.total_weight else 0.0
+    drivers = [ind.describe(raw, value) for _, ind, raw, value in costs]
+    if not enough_evidence:
+        drivers.insert(
+            0,
+            f"Not enough evidence ({ratio:.0%} of the weight has data, "
+            f"{plan.min_coverage:.0%} needed): no {', '.join(missing)}",
+        )
     return Explanation(
         indicators=tuple(results),
-        drivers=tuple(ind.describe(raw, value) for _, ind, raw, value in costs[:MAX_DRIVERS]),
+        drivers=tuple(drivers[:MAX_DRIVERS]),
         coverage=Coverage(
-            ratio=round(covered_weight / plan.total_weight, 4) if plan.total_weight else 0.0,
+            ratio=ratio,
             signals=tuple(signal.name for signal, _, _ in measured),
             indicators=tuple(f"{result.signal}.{result.name}" for result in results),
         ),

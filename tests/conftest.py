@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from signals.config import Bands, HealthConfig
 from testkit import PUBLIC_URL, Service, make_settings
 from webhooks.app import create_app
 from webhooks.store.migrate import upgrade_to_head
@@ -107,3 +108,21 @@ async def service_factory(database_url: str) -> AsyncIterator[object]:
 @pytest.fixture
 async def service(service_factory: object) -> Service:
     return await service_factory()  # type: ignore[operator]
+
+
+@pytest.fixture
+def verdict_on_any_evidence() -> Iterator[None]:
+    """For tests about delivery, retries and routing rather than evidence: the default
+    configuration gives a band on whatever data the test sends (`bands.min_coverage` 0, as
+    before issue 20), so a few usage events still make a scored, written account."""
+    field = Bands.model_fields["min_coverage"]
+    default = field.default
+    field.default = 0.0
+    Bands.model_rebuild(force=True)
+    HealthConfig.model_rebuild(force=True)
+    try:
+        yield
+    finally:
+        field.default = default
+        Bands.model_rebuild(force=True)
+        HealthConfig.model_rebuild(force=True)

@@ -39,7 +39,14 @@ class AccountItem(BaseModel):
     id: str = Field(description="The CRM record id.")
     name: str | None
     score: int | None = Field(description="0..100, null without data.")
-    band: str = Field(description="healthy, neutral, at_risk or unknown.")
+    band: str = Field(
+        description="healthy, neutral, at_risk, unknown (too little evidence, or not a "
+        "customer) or onboarding (a customer younger than the onboarding period)."
+    )
+    customer: bool = Field(
+        description="False: not a customer by the configured customer rule, so not scored, "
+        "not alerted on, and its CRM health fields are left empty."
+    )
     signals: Signals
     drivers: list[str]
     coverage: CoverageOut
@@ -152,6 +159,7 @@ def _item(account: Account, points: Sequence[Point], now: datetime) -> AccountIt
         name=account.name,
         score=account.score,
         band=account.band,
+        customer=account.customer,
         signals=_signals(account),
         drivers=list(account.drivers or []),
         coverage=_coverage(account),
@@ -171,6 +179,7 @@ async def list_accounts(
     segments: Collection[str],
     owners: Collection[str],
     score_min: int | None,
+    customer: bool | None = None,
     score_max: int | None,
     trend: account_views.Trend | None,
     name_contains: str | None,
@@ -185,6 +194,7 @@ async def list_accounts(
     where = AccountFilter(
         connection=connection,
         bands=parse_bands(bands),
+        customer=customer,
         segments=_split(segments),
         owners=_split(owners),
         score_min=score_min,

@@ -30,6 +30,7 @@ from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
+from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
 from webhooks.app import create_app
@@ -52,7 +53,8 @@ WORKER_BATCH = 10_000  # events the demo's worker claims at once
 # A group of companies replayed before the worker runs: it must fit one worker batch.
 GROUP_COMPANIES = 100  # also the most events of one HubSpot webhook call
 GROUP_EVENTS = WORKER_BATCH - GROUP_COMPANIES
-BANDS = ("healthy", "neutral", "at_risk", "unknown")
+BANDS = ("healthy", "neutral", "at_risk", "unknown", "onboarding")
+NOT_A_CUSTOMER = "not a customer"
 
 _NAMES = (
     "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Wonka",
@@ -367,11 +369,10 @@ def _company_created(
         "portalId": DEMO_PORTAL,
         "appId": 4242,
         "occurredAt": int((now - timedelta(days=1)).timestamp() * 1000),
-        "subscriptionType": "company.propertyChange",
+        # A creation: the service reads every mapped property, the lifecycle stage with them.
+        "subscriptionType": "company.creation",
         "attemptNumber": 0,
         "objectId": int(company_id),
-        "propertyName": "name",
-        "propertyValue": company.name,
         "changeSource": "CRM_UI",
     }
 
@@ -421,7 +422,18 @@ class DemoResult:
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
-        return self.records.get(crm_id, {}).get("health_band") or "not written"
+        record = self.records.get(crm_id, {})
+        if record.get("lifecyclestage") not in (None, "customer", "evangelist"):
+            return NOT_A_CUSTOMER  # its health fields are left empty on purpose
+        return record.get("health_band") or "not written"
+
+    def unknown_reasons(self) -> Counter[str]:
+        """Why accounts are unknown: the first driver ("Not enough evidence ...: no ...")."""
+        return Counter(
+            (self.records[c.crm_id].get("health_drivers") or "").split("\n")[0].split(": ", 1)[-1]
+            for c in self.companies
+            if self.band_of(c.crm_id) == "unknown"
+        )
 
     @property
     def bands(self) -> Counter[str]:
@@ -441,6 +453,23 @@ class DemoResult:
         return scored[:count]
 
 
+# Every PROSPECT_EVERY-th sample company is still an opportunity (not a customer: listed, not
+# scored); every NEW_CUSTOMER_EVERY-th became a customer days ago (onboarding); the rest are
+# customers of long standing.
+PROSPECT_EVERY = 25
+NEW_CUSTOMER_EVERY = 20
+
+
+def _lifecycle(index: int, now: datetime) -> dict[str, str]:
+    if index % PROSPECT_EVERY == PROSPECT_EVERY - 1:
+        return {"lifecyclestage": "opportunity"}
+    since = now - timedelta(days=700)
+    if index % NEW_CUSTOMER_EVERY == NEW_CUSTOMER_EVERY - 1:
+        since = now - timedelta(days=10 + index % 30)
+    stamp = since.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"lifecyclestage": "customer", "hs_lifecyclestage_customer_date": stamp}
+
+
 async def run_demo(
     *, port: int, sandbox_port: int, database_url: str, accounts: int, seed: int, keep_serving: bool
 ) -> DemoResult:
@@ -449,9 +478,16 @@ async def run_demo(
 
     state = SandboxState()
     companies = sample_companies(accounts, seed)
+    now = datetime.now(UTC)
     ids = [
-        state.add_company({"name": c.name, "domain": f"{c.name.lower().replace(' ', '')}.example"})
-        for c in companies
+        state.add_company(
+            {
+                "name": c.name,
+                "domain": f"{c.name.lower().replace(' ', '')}.example",
+                **_lifecycle(index, now),
+            }
+        )
+        for index, c in enumerate(companies)
     ]
 
     service_url = f"http://127.0.0.1:{port}"
@@ -713,15 +749,25 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
 
 def print_summary(result: DemoResult, *, service_url: str, sandbox_url: str) -> None:
     bands = result.bands
-    shown = [band for band in (*BANDS, "not written") if bands[band]]
+    shown = [band for band in (*BANDS, NOT_A_CUSTOMER, "not written") if bands[band]]
     print("\nBands: " + ", ".join(f"{band} {bands[band]}" for band in shown))
+    print(
+        f"  onboarding: customers of less than {HealthConfig().bands.onboarding_days} days, "
+        "scored but not judged; not a customer: the CRM's lifecycle stage is not customer, "
+        "so no score, band or alert"
+    )
+    for reason, count in result.unknown_reasons().most_common(3):
+        print(f"  unknown ({count}): {reason}")
 
     columns = list(BANDS[:3]) + [b for b in shown if b not in BANDS[:3]]
     print("\nBy archetype (what makes a customer healthy is use and collaboration, not size):")
-    print(f"  {'archetype':<24}{'expected':<10}" + "".join(f"{band:>9}" for band in columns))
+    print(
+        f"  {'archetype':<24}{'expected':<10}"
+        + "".join(f"{band:>{max(9, len(band) + 2)}}" for band in columns)
+    )
     for name, counts in result.by_archetype.items():
         archetype = ARCHETYPES[name]
-        cells = "".join(f"{counts[band]:>9}" for band in columns)
+        cells = "".join(f"{counts[band]:>{max(9, len(band) + 2)}}" for band in columns)
         print(f"  {archetype.label:<24}{archetype.expected:<10}{cells}")
 
     print("\nMost at risk, and why:")

@@ -57,7 +57,9 @@ SLICE_SECONDS = 0.002
 # How long a preview or backtest waits for a turn before it is refused.
 TURN_WAIT_SECONDS = 30.0
 MAX_PROBLEMS = 50
-BANDS = tuple(band.value for band in (Band.HEALTHY, Band.NEUTRAL, Band.AT_RISK, Band.UNKNOWN))
+BANDS = tuple(
+    band.value for band in (Band.HEALTHY, Band.NEUTRAL, Band.AT_RISK, Band.UNKNOWN, Band.ONBOARDING)
+)
 
 
 # -- what the API returns ------------------------------------------------------------------------
@@ -68,6 +70,7 @@ class BandCounts(BaseModel):
     neutral: int = 0
     at_risk: int = 0
     unknown: int = 0
+    onboarding: int = 0
 
 
 class BandsBeforeAfter(BaseModel):

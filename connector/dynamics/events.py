@@ -541,7 +541,9 @@ DEFAULT_INCIDENT_PRIORITIES: Final[Mapping[int, TicketPriority]] = {
 # A choice the organisation added itself, or none at all, cannot be ranked: count it as ordinary.
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 _TICKET_PRIORITIES: Final = frozenset({"low", "medium", "high", "urgent"})
-_ACCOUNT_ATTRIBUTE_FIELDS = ("name", "domain", "seats", "arr", "renewal_date", "segment", "owner")
+_ACCOUNT_ATTRIBUTE_FIELDS = (
+    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -565,6 +567,12 @@ class DynamicsMapping:
     renewal_date: str | None = None
     segment: str | None = None
     owner: str | None = "ownerid"
+    # The relationship type (`customertypecode`, a choice: 3 Customer, 8 Prospect...):
+    # HealthConfig.customers decides which choice values are customers.
+    lifecycle: str | None = "customertypecode"
+    # When the row was created: where no customer-since date is known, the start of a
+    # customer's onboarding period.
+    created: str | None = "createdon"
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     incident_priorities: Mapping[int, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_INCIDENT_PRIORITIES)

@@ -62,6 +62,7 @@ BAND_LABELS: Final[Mapping[str, str]] = MappingProxyType(
         Band.NEUTRAL.value: "Neutral",
         Band.AT_RISK.value: "At risk",
         Band.UNKNOWN.value: "Unknown",
+        Band.ONBOARDING.value: "Onboarding",
     }
 )
 

@@ -59,7 +59,10 @@ PROPERTIES: tuple[PropertySpec, ...] = (
         label="Health band",
         type="enumeration",
         field_type="select",
-        description="healthy, neutral, at risk, or unknown when too little is known.",
+        description=(
+            "healthy, neutral, at risk, unknown when too little is known, or onboarding for "
+            "a customer still in its onboarding period."
+        ),
         options=tuple(band.value for band in Band),
     ),
     _number("health_trend_30d", "Health trend (30 days)", "Score change over the last 30 days."),

@@ -88,6 +88,12 @@ class CompanyPropertyMap:
     renewal_date: str | None = None
     segment: str | None = None
     owner: str | None = "hubspot_owner_id"
+    # The lifecycle stage (HealthConfig.customers decides which stages are customers) and the
+    # date the company became a customer (the start of its onboarding period).
+    lifecycle: str | None = "lifecyclestage"
+    customer_since: str | None = "hs_lifecyclestage_customer_date"
+    # When the record was created: the onboarding start where no customer-since date is known.
+    created: str | None = "createdate"
 
     def __post_init__(self) -> None:
         for item in fields(self):

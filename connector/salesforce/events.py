@@ -309,7 +309,9 @@ DEFAULT_CASE_PRIORITIES: Final[Mapping[str, TicketPriority]] = {
 # A priority the org added itself, or none at all, cannot be ranked: count it as ordinary.
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 
-_ACCOUNT_ATTRIBUTE_FIELDS = ("name", "domain", "seats", "arr", "renewal_date", "segment", "owner")
+_ACCOUNT_ATTRIBUTE_FIELDS = (
+    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,6 +340,12 @@ class SalesforceMapping:
     renewal_date: str | None = None
     segment: str | None = None
     owner: str | None = "OwnerId"
+    # The Account's Type picklist ("Prospect", "Customer - Direct"...): HealthConfig.customers
+    # decides which values are customers.
+    lifecycle: str | None = "Type"
+    # When the record was created: where no customer-since date is known, the start of a
+    # customer's onboarding period.
+    created: str | None = "CreatedDate"
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     case_priorities: Mapping[str, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_CASE_PRIORITIES)

@@ -302,6 +302,16 @@ _SEED_PROPERTIES: tuple[tuple[str, str, str, str, list[JSONObject], bool, bool],
         False,
         False,
     ),
+    # When the company became a customer (HubSpot sets it as the lifecycle stage moves).
+    (
+        "hs_lifecyclestage_customer_date",
+        "Date entered 'Customer (Lifecycle Stage Pipeline)'",
+        "datetime",
+        "date",
+        [],
+        False,
+        False,
+    ),
     # Owner ids come from the owners API, not from the definition: HubSpot marks these external.
     ("hubspot_owner_id", "Company owner", "enumeration", "select", [], False, True),
 )

@@ -241,18 +241,29 @@ def test_association_change_without_its_fields_names_the_missing_one() -> None:
 
 async def test_company_creation_reads_the_mapped_properties(hubspot) -> None:
     fake, client = hubspot
-    fake.add("companies", "1234", name="Acme", domain="acme.test", hubspot_owner_id="9")
+    fake.add(
+        "companies", "1234", name="Acme", domain="acme.test", hubspot_owner_id="9",
+        lifecyclestage="customer", hs_lifecyclestage_customer_date="2026-11-28T10:00:00.000Z",
+    )  # fmt: skip
     [event] = await _hydrate(client, _event("company.creation"))
     assert event == AccountAttributes(
         account="1234",
         at=UPDATED_AT,
-        attributes={"name": "Acme", "domain": "acme.test", "owner": "9"},
-    )
+        attributes={"name": "Acme", "domain": "acme.test", "owner": "9", "lifecycle": "customer",
+                    "customer_since": "2026-11-28T10:00:00.000Z", "created": None},
+    )  # fmt: skip
     [(object_type, body)] = fake.reads
     assert object_type == "companies"
     assert body == {
         "inputs": [{"id": "1234"}],
-        "properties": ["domain", "hubspot_owner_id", "name"],
+        "properties": [
+            "createdate",
+            "domain",
+            "hs_lifecyclestage_customer_date",
+            "hubspot_owner_id",
+            "lifecyclestage",
+            "name",
+        ],
         "propertiesWithHistory": [],
     }
 
@@ -400,7 +411,14 @@ async def test_merged_company_is_deleted_and_the_survivor_read(hubspot) -> None:
     assert events[-1] == AccountAttributes(
         account="1234",
         at=UPDATED_AT,
-        attributes={"name": "Acme merged", "domain": None, "owner": None},
+        attributes={
+            "name": "Acme merged",
+            "domain": None,
+            "owner": None,
+            "lifecycle": None,
+            "customer_since": None,
+            "created": None,
+        },
     )
 
 

@@ -16,6 +16,7 @@ from connector.base import HEALTH_FIELDS
 from webhooks.cli import cli
 from webhooks.demo import (
     ARCHETYPES,
+    NOT_A_CUSTOMER,
     DemoResult,
     fresh_database_url,
     run_demo,
@@ -108,13 +109,20 @@ def test_sample_activity_spans_the_whole_period() -> None:
 def test_every_sample_company_holds_every_health_field(demo: tuple[DemoResult, str]) -> None:
     result, _ = demo
     assert len(result.companies) == ACCOUNTS
+    prospects = [c for c in result.companies if result.band_of(c.crm_id) == NOT_A_CUSTOMER]
     missing = {
         company.name: [
             name for name in HEALTH_FIELDS if not result.records[company.crm_id].get(name)
         ]
         for company in result.companies
+        if company not in prospects
     }
     assert {name: fields for name, fields in missing.items() if fields} == {}
+    # Companies that are not customers (lifecycle stage opportunity) keep their fields empty.
+    assert prospects
+    for company in prospects:
+        record = result.records[company.crm_id]
+        assert [name for name in HEALTH_FIELDS if record.get(name)] == ["health_updated_at"]
 
 
 def test_collaborators_are_healthy(demo: tuple[DemoResult, str]) -> None:
@@ -151,9 +159,9 @@ def test_alerts_are_raised_for_every_at_risk_account(demo: tuple[DemoResult, str
 def test_fading_accounts_show_their_fall(demo: tuple[DemoResult, str]) -> None:
     result, _ = demo
     trends = [
-        int(result.records[c.crm_id]["health_trend_30d"] or 0)
+        int(result.records[c.crm_id].get("health_trend_30d") or 0)
         for c in result.companies
-        if c.archetype == "fading"
+        if c.archetype == "fading" and result.band_of(c.crm_id) != NOT_A_CUSTOMER
     ]
     assert sum(trend < 0 for trend in trends) > len(trends) / 2, trends
 

@@ -19,6 +19,9 @@ from signals.scoring import score
 from testkit import Service
 from webhooks.store.models import Account, Alert, AlertDelivery, ConfigVersion, RecomputeJob
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 CHANNELS = """\
 channels:
   - name: alpha-slack

@@ -47,6 +47,9 @@ from virtual_crm import (
 from webhooks.store import keys
 from webhooks.store.models import Account, ContactFact, InboxEvent, WritebackItem
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 
 @pytest.fixture
 async def world(service):

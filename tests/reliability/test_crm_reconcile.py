@@ -20,6 +20,9 @@ from webhooks.reconcile import CHECK_SECONDS, RETRY_SECONDS, reconcile, same_val
 from webhooks.store import reconciles
 from webhooks.store.models import Account, WritebackItem
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 COMPANIES = 300
 BATCH_READ = "/crm/v3/objects/companies/batch/read"
 HOUR = 3600.0

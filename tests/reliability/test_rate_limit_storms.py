@@ -40,6 +40,9 @@ from virtual_crm import (
 )
 from webhooks.store.models import ContactFact, InboxEvent, WritebackItem
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 
 @pytest.fixture
 async def world(service):

@@ -160,8 +160,11 @@ def test_fast_path_agrees_with_the_indicator_by_indicator_explanation(
 ) -> None:
     health = score(facts, config)
     if health.score is None:
-        assert health.indicators == ()
+        # No verdict below the minimum coverage: the explanation shows why.
+        assert health.coverage.ratio < config.bands.min_coverage + 1e-4
+        assert health.drivers[0].startswith("Not enough evidence")
         return
+    assert health.coverage.ratio >= config.bands.min_coverage - 1e-4
     composite = sum(i.score * i.weight for i in health.indicators)
     assert abs(health.score - composite) <= 0.5 + 1e-9  # the score is the composite, rounded
     for name, value in health.signals.items():

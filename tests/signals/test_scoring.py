@@ -28,6 +28,10 @@ AT_RISK = {
 }  # fmt: skip
 
 
+# The arithmetic of partly known accounts, without the minimum coverage a verdict needs.
+ANY_COVERAGE = HealthConfig(bands=Bands(min_coverage=0))
+
+
 def facts(**values: object) -> AccountFacts:
     return AccountFacts(account_id="a", as_of=NOW, **values)  # type: ignore[arg-type]
 
@@ -56,7 +60,11 @@ def test_no_data_at_all_is_unknown_not_zero() -> None:
     assert health.band is Band.UNKNOWN
     assert health.signals == dict.fromkeys(health.signals)
     assert health.coverage.ratio == 0.0
-    assert health.drivers == ()
+    assert health.drivers == (
+        "Not enough evidence (0% of the weight has data, 50% needed): no product usage, "
+        "collaboration (interactions, contacts, co-innovation), support tickets with seats, "
+        "ARR 12 months ago",
+    )
 
 
 def test_signal_is_the_weighted_mean_of_its_indicators() -> None:
@@ -65,7 +73,7 @@ def test_signal_is_the_weighted_mean_of_its_indicators() -> None:
     health = score(
         facts(seats=100, active_users_30d=55, active_users_prev_30d=62.857142857142854,
               mean_daily_active_users_30d=6.875, last_usage_at=NOW - timedelta(days=8.5)),
-        HealthConfig(),
+        ANY_COVERAGE,
     )  # fmt: skip
     assert health.signals["active_use"] == pytest.approx(50.0)
     assert health.score == 50
@@ -93,7 +101,7 @@ def test_composite_renormalises_over_signals_with_data() -> None:
 
 
 def test_missing_indicator_is_left_out_not_counted_as_zero() -> None:
-    only_recency = score(facts(last_usage_at=NOW - timedelta(days=1)), HealthConfig())
+    only_recency = score(facts(last_usage_at=NOW - timedelta(days=1)), ANY_COVERAGE)
     assert only_recency.score == 100
     assert only_recency.coverage.indicators == ("active_use.recency_days",)
     assert only_recency.coverage.ratio == pytest.approx(0.40 / 4)
@@ -168,18 +176,19 @@ def test_band_edges_and_hysteresis(value, previous, band) -> None:
 
 def test_score_applies_hysteresis_from_the_previous_band() -> None:
     values = {"last_usage_at": NOW - timedelta(days=7.6)}  # recency score 58 -> neutral
-    assert score(facts(**values), HealthConfig()).band is Band.NEUTRAL
-    assert score(facts(**values), HealthConfig(), previous_band=Band.AT_RISK).band is Band.NEUTRAL
+    assert score(facts(**values), ANY_COVERAGE).band is Band.NEUTRAL
+    assert score(facts(**values), ANY_COVERAGE, previous_band=Band.AT_RISK).band is Band.NEUTRAL
     values = {"last_usage_at": NOW - timedelta(days=9.7)}  # 39 -> at risk, even from healthy
-    assert score(facts(**values), HealthConfig(), previous_band=Band.HEALTHY).band is Band.AT_RISK
+    assert score(facts(**values), ANY_COVERAGE, previous_band=Band.HEALTHY).band is Band.AT_RISK
     values = {"last_usage_at": NOW - timedelta(days=9.2)}  # 44 from at-risk: clears 43
-    assert score(facts(**values), HealthConfig(), previous_band=Band.AT_RISK).band is Band.NEUTRAL
+    assert score(facts(**values), ANY_COVERAGE, previous_band=Band.AT_RISK).band is Band.NEUTRAL
     values = {"last_usage_at": NOW - timedelta(days=9.45)}  # 41 from at-risk: stays
-    assert score(facts(**values), HealthConfig(), previous_band=Band.AT_RISK).band is Band.AT_RISK
+    assert score(facts(**values), ANY_COVERAGE, previous_band=Band.AT_RISK).band is Band.AT_RISK
 
 
 SEGMENTED = HealthConfig.model_validate(
     {
+        "bands": {"min_coverage": 0},
         "segments": [
             {"name": "enterprise", "match": {"tier": "enterprise"},
              "changes": {"bands": {"healthy_min": 90}}},
@@ -209,7 +218,7 @@ def test_most_specific_segment_wins_and_is_reported(attributes, segment) -> None
 
 def test_segment_override_changes_the_outcome() -> None:
     values = {"last_usage_at": NOW - timedelta(days=4), "attributes": {"tier": "enterprise"}}
-    assert score(facts(**values), HealthConfig()).band is Band.HEALTHY  # 91
+    assert score(facts(**values), ANY_COVERAGE).band is Band.HEALTHY  # 91
     assert score(facts(**values), SEGMENTED).band is Band.HEALTHY  # 91 >= 90
     values["attributes"] = {"tier": "enterprise", "region": "emea"}
     assert score(facts(**values), SEGMENTED).band is Band.NEUTRAL  # 91 < 95
@@ -219,3 +228,79 @@ def test_health_reports_the_configuration_version() -> None:
     assert score(facts(**HEALTHY), HealthConfig()).config_version == HealthConfig().version
     with_segment = score(facts(attributes={"tier": "enterprise"}, **HEALTHY), SEGMENTED)
     assert with_segment.config_version != SEGMENTED.version
+
+
+COLLABORATION = ("total_interactions_90d", "customer_interactions_90d", "contacts_engaged_90d",
+                 "executives_engaged_90d", "collaboration_events_180d")  # fmt: skip
+USAGE_AND_TICKETS = ("seats", "active_users_30d", "active_users_prev_30d",
+                     "mean_daily_active_users_30d", "last_usage_at", "tickets_90d",
+                     "escalations_90d")  # fmt: skip
+
+
+# Issue 20, finding 4: an account with a name only, in a connection that sends interactions,
+# had its absent records read as zero collaboration (score 30, at risk, coverage 0.34).
+@pytest.mark.parametrize(
+    ("values", "band", "missing"),
+    [
+        # Only what a new account's records can tell: no verdict, and the drivers say why.
+        ({}, Band.UNKNOWN, "no product usage"),
+        ({"last_usage_at": NOW - timedelta(days=1)}, Band.UNKNOWN, "Seat utilization"),
+        (
+            {k: AT_RISK[k] for k in COLLABORATION},
+            Band.UNKNOWN,
+            "no product usage",
+        ),
+        # Half the weight known (active use 0.40 + mutual value 0.15 of 1.0): a verdict.
+        (
+            {k: AT_RISK[k] for k in USAGE_AND_TICKETS},
+            Band.AT_RISK,
+            None,
+        ),
+    ],
+    ids=["nothing", "recency-only", "collaboration-only", "usage-and-tickets"],
+)
+def test_a_band_needs_the_minimum_coverage(
+    values: dict[str, object], band: Band, missing: str | None
+) -> None:
+    health = score(facts(**values), HealthConfig())
+    assert health.band is band
+    if missing is None:
+        assert health.score is not None
+        assert not health.drivers[0].startswith("Not enough evidence")
+    else:
+        assert health.score is None
+        assert health.drivers[0].startswith("Not enough evidence (")
+        assert missing in health.drivers[0]
+
+
+def test_the_minimum_coverage_is_configurable() -> None:
+    values = {"last_usage_at": NOW - timedelta(days=1)}  # 10% of the weight
+    assert score(facts(**values), HealthConfig(bands=Bands(min_coverage=0.1))).score == 100
+    assert score(facts(**values), HealthConfig(bands=Bands(min_coverage=0.11))).score is None
+
+
+@pytest.mark.parametrize(
+    ("customer_for", "values", "band"),
+    [
+        (timedelta(days=7), AT_RISK, Band.ONBOARDING),  # signed last week: not judged yet
+        (timedelta(days=7), {}, Band.ONBOARDING),  # and no data is no verdict either
+        (timedelta(days=89), HEALTHY, Band.ONBOARDING),
+        (timedelta(days=90), AT_RISK, Band.AT_RISK),  # the onboarding period is over
+        (None, AT_RISK, Band.AT_RISK),  # no customer-since date known: judged as usual
+    ],
+    ids=["week-at-risk", "week-no-data", "89-days", "90-days", "unknown-since"],
+)
+def test_customers_younger_than_the_onboarding_period_are_onboarding(
+    customer_for: timedelta | None, values: dict[str, object], band: Band
+) -> None:
+    since = None if customer_for is None else NOW - customer_for
+    health = score(facts(customer_since=since, **values), HealthConfig())
+    assert health.band is band
+    if values:
+        assert health.score is not None  # scored and shown
+
+
+def test_the_onboarding_period_is_configurable() -> None:
+    since = NOW - timedelta(days=20)
+    config = HealthConfig(bands=Bands(onboarding_days=14))
+    assert score(facts(customer_since=since, **AT_RISK), config).band is Band.AT_RISK

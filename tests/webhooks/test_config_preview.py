@@ -147,8 +147,8 @@ async def test_stricter_candidate_moves_accounts_to_at_risk_and_lists_them(
     body = response.json()
     assert body["accounts"] == 6
     assert body["bands"] == {
-        "before": {"healthy": 2, "neutral": 2, "at_risk": 1, "unknown": 1},
-        "after": {"healthy": 1, "neutral": 2, "at_risk": 2, "unknown": 1},
+        "before": {"healthy": 2, "neutral": 2, "at_risk": 1, "unknown": 1, "onboarding": 0},
+        "after": {"healthy": 1, "neutral": 2, "at_risk": 2, "unknown": 1, "onboarding": 0},
     }
     for counts in body["bands"].values():
         assert sum(counts.values()) == body["accounts"]

@@ -15,6 +15,9 @@ from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import inbox
 from webhooks.store.models import Account, HealthSnapshot, InboxEvent, WritebackItem
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 BATCH_UPDATE = f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update"
 
 
@@ -78,13 +81,14 @@ async def test_unchanged_health_is_not_written_again(service, crm) -> None:
 
 
 async def test_changed_health_is_written_again(service, crm) -> None:
-    # A week of use ending 20 days ago: trend and stickiness healthy, recency at risk.
+    # A week of use ending 20 days ago: stickiness healthy, recency at risk, and no trend (the
+    # prior 30 days are before the account's first event).
     await store_native(service.runtime, daily_user("7", first_day_ago=20))
     await service.runtime.pipeline.run_once()
     await store_native(service.runtime, [native("usage", "7", user="u1")])
     await service.runtime.pipeline.run_once()
     scores = [item["properties"]["health_score"] for item in _inputs(crm)]
-    assert scores == ["67", "100"]
+    assert scores == ["50", "100"]
 
 
 async def test_crm_outage_keeps_the_write_and_delivers_it_after_recovery(service, crm) -> None:

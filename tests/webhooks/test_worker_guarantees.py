@@ -16,6 +16,9 @@ from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, facts, inbox
 from webhooks.store.models import HealthSnapshot, InteractionFact, RecomputeJob, WritebackItem
 
+# Delivery, not evidence: these accounts are scored on the few events they get.
+pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")
+
 
 def _pipeline(service, *, clock=None, **options) -> Pipeline:
     return Pipeline(

@@ -52,10 +52,17 @@ def applies(rule: AlertRule, state: AccountState) -> bool:
 
 
 def conditions(rules: Sequence[AlertRule], state: AccountState, *, today: date) -> list[Condition]:
-    """Every enabled rule whose condition holds for this account now."""
+    """Every enabled rule whose condition holds for this account now.
+
+    None for an account that is not a customer (it has no health to judge) or is onboarding
+    (its windows are not yet lived through): no score, band, indicator or renewal alert, and
+    open ones resolve.
+    """
     found: list[Condition] = []
     label = state.name or "The account"
     health = state.health
+    if not health.customer or health.band is Band.ONBOARDING:
+        return found
     for rule in rules:
         if not applies(rule, state):
             continue

@@ -46,8 +46,15 @@ async def list_accounts(
     principal: ViewerPrincipal,
     band: Annotated[
         list[str],
-        Query(description="healthy, neutral, at_risk or unknown; repeat it or comma-separate."),
+        Query(
+            description="healthy, neutral, at_risk, unknown or onboarding; repeat it or "
+            "comma-separate."
+        ),
     ] = [],  # noqa: B006 (FastAPI copies defaults per request)
+    customer: Annotated[
+        bool | None,
+        Query(description="true: customers only; false: the accounts that are not a customer."),
+    ] = None,
     segment: Annotated[
         list[str], Query(description="The segment attribute; repeat it or comma-separate.")
     ] = [],  # noqa: B006
@@ -71,6 +78,7 @@ async def list_accounts(
         reads,
         connection=principal.connection,
         bands=band,
+        customer=customer,
         segments=segment,
         owners=owner,
         score_min=score_min,

@@ -31,6 +31,7 @@ class AccountFilter:
 
     connection: str
     bands: Collection[str] = ()
+    customer: bool | None = None
     segments: Collection[str] = ()
     owners: Collection[str] = ()
     score_min: int | None = None
@@ -46,6 +47,8 @@ def _conditions(where: AccountFilter) -> list[ColumnElement[bool]]:
     ]
     if where.bands:
         found.append(Account.band.in_(list(where.bands)))
+    if where.customer is not None:
+        found.append(Account.customer.is_(where.customer))
     if where.segments:
         found.append(Account.segment.in_(list(where.segments)))
     if where.owners:

@@ -83,8 +83,8 @@ def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
 
 _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
-    "band", "health_updated_at", "segment", "owner", "trend_30d", "signals", "drivers",
-    "coverage", "config_version",
+    "band", "customer", "first_seen_at", "health_updated_at", "segment", "owner", "trend_30d",
+    "signals", "drivers", "coverage", "config_version",
 )  # fmt: skip
 
 
@@ -242,6 +242,7 @@ async def record_health(
         account.score = health.score
         account.band = health.band.value
         account.config_version = version
+        account.customer = health.customer
         account.health_updated_at = at
         account.trend_30d = health.trend_30d
         account.signals = {

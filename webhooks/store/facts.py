@@ -187,19 +187,36 @@ async def fold(
     events: Sequence[tuple[Account, NormalisedEvent]],
     now: datetime,
 ) -> None:
-    """Fold a batch of events into the facts of their (locked) accounts."""
+    """Fold a batch of events into the facts of their (locked) accounts.
+
+    Each kind of fact a connection sends is recorded with the earliest time it reaches back to
+    (an import of last quarter's usage covers last quarter): read_facts takes a zero count as
+    evidence only for windows the source covered.
+    """
     batch = _Batch()
-    kinds: set[tuple[str, str]] = set()
+    kinds: dict[tuple[str, str], datetime] = {}
     for account, event in events:
+        known_since = account.first_seen_at or account.created_at
+        if known_since is None or event.at < known_since:
+            account.first_seen_at = event.at
         kind = _KIND_OF.get(type(event))
         if kind is not None:
-            kinds.add((account.connection, kind))
+            key = (account.connection, kind)
+            kinds[key] = min(kinds.get(key, now), event.at)
         batch.add(account, event)
     await batch.write(session)
     if kinds:
+        insert = upsert_insert(session, SourceKind)
         await session.execute(
-            upsert_insert(session, SourceKind).on_conflict_do_nothing(),
-            [{"connection": c, "kind": k, "first_seen_at": now} for c, k in sorted(kinds)],
+            insert.on_conflict_do_update(
+                index_elements=["connection", "kind"],
+                set_={"first_seen_at": insert.excluded.first_seen_at},
+                where=SourceKind.first_seen_at > insert.excluded.first_seen_at,
+            ),
+            [
+                {"connection": c, "kind": k, "first_seen_at": at}
+                for (c, k), at in sorted(kinds.items())
+            ],
         )
 
 
@@ -289,8 +306,12 @@ async def read_facts(
 ) -> dict[int, AccountFacts]:
     """Scoring snapshots for the accounts, every windowed count in one grouped query per table.
 
-    A count is None (no data) where the account's connection has never sent that kind of fact,
-    and a real number, possibly 0, where it has.
+    A count is None (no data) where the account's connection has never sent that kind of fact.
+    A zero count is evidence only when the account has been visible to that source for the
+    whole window (both the account's first sighting, its first record or an older event about
+    it, and the source's first fact of that kind are at least a window old); before that it is
+    None too, so a new account is not judged
+    on records nobody could have sent yet. A count above zero is always kept.
 
     `historical` reads the facts as they stood at a past `as_of` (backtests): every window also
     ends at `as_of`, the last use is the last usage day up to it, contacts who left later still
@@ -303,11 +324,11 @@ async def read_facts(
         return {}
     ids = [account.id for account in accounts]
     connections = {account.connection for account in accounts}
-    seen = {
-        (connection, kind)
-        for connection, kind in (
+    seen: dict[tuple[str, str], datetime] = {
+        (connection, kind): _aware(first_seen_at)
+        for connection, kind, first_seen_at in (
             await session.execute(
-                select(SourceKind.connection, SourceKind.kind).where(
+                select(SourceKind.connection, SourceKind.kind, SourceKind.first_seen_at).where(
                     SourceKind.connection.in_(connections)
                 )
             )
@@ -339,9 +360,21 @@ async def read_facts(
 
     snapshots: dict[int, AccountFacts] = {}
     for account in accounts:
+        # Since when this account has been visible to each kind of source.
+        visible = {
+            kind: max(_aware(account.first_seen_at or account.created_at), first_seen)
+            for (connection, kind), first_seen in seen.items()
+            if connection == account.connection
+        }
 
-        def has(kind: str, connection: str = account.connection) -> bool:
-            return (connection, kind) in seen
+        def count(
+            value: int, kind: str, days: int, visible: dict[str, datetime] = visible
+        ) -> int | None:
+            """The count as evidence, or None: see the docstring."""
+            since = visible.get(kind)
+            if since is None:
+                return None
+            return value if value > 0 or since <= as_of - timedelta(days=days) else None
 
         values = {
             k: v["value"]
@@ -366,20 +399,25 @@ async def read_facts(
         snapshots[account.id] = AccountFacts(
             account_id=account.crm_id,
             as_of=as_of,
+            crm=account.crm,
             attributes=values,
+            customer_since=_customer_since(account, values),
             seats=_int(values.get("seats")),
-            active_users_30d=users_30 if has("usage") else None,
-            active_users_prev_30d=users_prev if has("usage") else None,
-            mean_daily_active_users_30d=user_days / 30.0 if has("usage") else None,
+            active_users_30d=count(users_30, "usage", 30),
+            active_users_prev_30d=count(users_prev, "usage", 60),
+            mean_daily_active_users_30d=None if (days := count(user_days, "usage", 30)) is None
+            else days / 30.0,
             last_usage_at=last_usage_at,
-            customer_interactions_90d=customer if has("interaction") else None,
-            total_interactions_90d=total if has("interaction") else None,
-            collaboration_events_180d=collaboration.get(account.id, 0)
-            if has("collaboration") else None,
-            contacts_engaged_90d=engaged if has("interaction") else None,
-            executives_engaged_90d=executives if has("interaction") else None,
-            tickets_90d=opened if has("ticket") else None,
-            escalations_90d=escalated if has("ticket") else None,
+            # The customer's share needs the total as evidence, whatever its own count.
+            customer_interactions_90d=None if (interactions_90d := count(
+                total, "interaction", 90)) is None else customer,
+            total_interactions_90d=interactions_90d,
+            collaboration_events_180d=count(collaboration.get(account.id, 0), "collaboration", 180),
+            contacts_engaged_90d=count(engaged, "interaction", 90),
+            executives_engaged_90d=count(executives, "interaction", 90),
+            tickets_90d=count(opened, "ticket", 90),
+            # Escalations are a share of the tickets: evidence where the tickets are.
+            escalations_90d=None if count(opened, "ticket", 90) is None else escalated,
             arr=_float(values.get("arr")),
             arr_12m_ago=_float(arr_before.get(account.id)),
         )  # fmt: skip
@@ -426,6 +464,39 @@ async def first_records(
         # Usage is kept per day: the account existed from that day's start at the latest.
         keep(found_id, datetime.combine(day, time.min, tzinfo=UTC))
     return first
+
+
+def _aware(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _customer_since(account: Account, values: Mapping[str, str]) -> datetime | None:
+    """Since when the account is a customer, for its onboarding period: the customer-since
+    date the CRM or a native event gives; else, where the record states a lifecycle (so it is
+    known to be a customer, not merely assumed), its creation in the CRM, or for an account
+    without CRM record its first sighting. None: never onboarding."""
+    since = _moment(values.get("customer_since"))
+    if since is not None or not values.get("lifecycle"):
+        return since
+    created = _moment(values.get("created"))
+    if created is None and account.crm == "native":
+        created = _aware(account.first_seen_at or account.created_at)
+    return created
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A customer-since or record-creation date (ISO 8601 date or time, or epoch milliseconds
+    as HubSpot sends them); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _float(value: str | None) -> float | None:

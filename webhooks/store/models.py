@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -134,8 +135,14 @@ class Account(Base):
     deleted_at: Mapped[datetime | None]
     score: Mapped[int | None]
     band: Mapped[str] = mapped_column(String(16), default="unknown")
+    # False when the customer rule (HealthConfig.customers) says the record is not a customer:
+    # then it has no score or band, no alerts, and its CRM health fields are empty.
+    customer: Mapped[bool] = mapped_column(default=True, server_default=true())
     health_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # The earliest time an event told about the account (an import of last quarter's usage
+    # reaches back to last quarter); None: not before `created_at`. See facts.read_facts.
+    first_seen_at: Mapped[datetime | None]
     # Copies of the `segment` and `owner` attributes (kept by facts.apply_attributes), so the
     # accounts API filters on indexed columns instead of JSON paths.
     segment: Mapped[str | None] = mapped_column(String(255))

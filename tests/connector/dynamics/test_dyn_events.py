@@ -694,6 +694,7 @@ def test_account_via_webhook_and_via_web_api_gives_the_same_events() -> None:
                     "arr": "120000",
                     "renewal_date": "2027-03-31T00:00:00+00:00",
                     "owner": HUMAN,
+                    "created": "2026-11-01T08:00:00+00:00",
                 },
             )
         ]
@@ -704,8 +705,8 @@ def test_web_api_select_names_what_each_mapping_needs() -> None:
     mapping = DynamicsMapping(seats="new_seats", segment="new_segment")
 
     assert web_api_select("account", mapping) == (
-        "name", "websiteurl", "new_seats", "new_segment", "_ownerid_value",
-        "modifiedon", "createdon",
+        "name", "websiteurl", "new_seats", "new_segment", "_ownerid_value", "customertypecode",
+        "createdon", "modifiedon",
     )  # fmt: skip
     assert web_api_select("contact", mapping) == (
         "_parentcustomerid_value", "jobtitle", "modifiedon", "createdon",
@@ -1082,7 +1083,7 @@ def test_invalid_title_pattern_is_refused() -> None:
 
 
 def test_unmapped_attributes_are_not_read() -> None:
-    mapping = DynamicsMapping(name=None, domain=None, owner=None)
+    mapping = DynamicsMapping(name=None, domain=None, owner=None, lifecycle=None, created=None)
 
     assert mapping.account_columns() == {}
     assert (

@@ -110,6 +110,7 @@ def test_column_definitions_are_typed_as_the_web_api_wants(fields) -> None:
         (727000002, "Neutral"),
         (727000003, "At risk"),
         (727000004, "Unknown"),
+        (727000005, "Onboarding"),
     ]
 
 
@@ -120,6 +121,7 @@ def test_band_values_come_from_the_option_value_prefix() -> None:
         "neutral": 100000002,
         "at_risk": 100000003,
         "unknown": 100000004,
+        "onboarding": 100000005,
     }
     assert max(DynamicsFields(prefix="ab", option_value_prefix=99999).band_values.values()) < (
         2**31

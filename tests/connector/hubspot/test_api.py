@@ -132,7 +132,7 @@ async def test_ensure_fields_updates_a_property_whose_options_drifted(connector)
     assert report.updated == ["health_band"]
     assert not report.created
     assert [o["value"] for o in json.loads(patch.calls.last.request.content)["options"]] == [
-        "healthy", "neutral", "at_risk", "unknown",
+        "healthy", "neutral", "at_risk", "unknown", "onboarding",
     ]  # fmt: skip
 
 

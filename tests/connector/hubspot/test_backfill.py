@@ -172,17 +172,25 @@ async def test_company_attributes_follow_the_property_map_as_strings(
         "arr": "120000",
         "segment": "COMPUTER_SOFTWARE",
         "owner": None,
+        "lifecycle": None,
+        "customer_since": None,
+        "created": state.companies[company]["createdate"],
     }
     assert event.at == parse_timestamp(state.companies[company]["hs_lastmodifieddate"])
     asked = state.requests[-1].query["properties"].split(",")
     assert sorted(asked) == sorted(
-        ["name", "domain", "numberofemployees", "annualrevenue", "industry", "hubspot_owner_id"]
-    )
+        ["name", "domain", "numberofemployees", "annualrevenue", "industry", "hubspot_owner_id",
+         "lifecyclestage", "hs_lifecyclestage_customer_date", "createdate"]
+    )  # fmt: skip
 
 
 async def test_unmapped_attributes_are_left_out(client: RetryingClient, company: str) -> None:
     [event] = await _events(
-        client, "companies", properties=CompanyPropertyMap(domain=None, owner=None)
+        client,
+        "companies",
+        properties=CompanyPropertyMap(
+            domain=None, owner=None, lifecycle=None, customer_since=None, created=None
+        ),
     )
 
     assert event.attributes == {"name": "Acme"}

@@ -689,7 +689,7 @@ def test_outbound_fields_list_what_each_mapping_needs() -> None:
 
     assert options.outbound_fields("Account") == (
         "Id", "IsDeleted", "SystemModstamp", "LastModifiedById", "Name", "Website",
-        "Licensed_Seats__c", "OwnerId",
+        "Licensed_Seats__c", "OwnerId", "Type", "CreatedDate",
     )  # fmt: skip
     assert "Type" in options.outbound_fields("Opportunity")
     # LastModifiedById tells our own changes (write-back, alert tasks) from everyone else's.

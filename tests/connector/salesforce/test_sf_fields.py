@@ -90,6 +90,7 @@ def test_band_is_a_restricted_picklist_of_the_bands() -> None:
                 {"valueName": "neutral", "label": "Neutral", "default": False},
                 {"valueName": "at_risk", "label": "At risk", "default": False},
                 {"valueName": "unknown", "label": "Unknown", "default": False},
+                {"valueName": "onboarding", "label": "Onboarding", "default": False},
             ],
         },
     }
@@ -452,7 +453,7 @@ async def test_a_changed_picklist_is_updated_keeping_what_an_admin_set(org, conn
         for field_id, field in org.fields.items()
         if field["FullName"] == "Account.Health_Band__c"
     )
-    # Someone dropped "unknown" from the picklist, and turned on field history tracking.
+    # Someone dropped "onboarding" from the picklist, and turned on field history tracking.
     band["Metadata"]["valueSet"]["valueSetDefinition"]["value"].pop()
     band["Metadata"]["trackHistory"] = True
     writes = len(org.writes)
@@ -464,7 +465,7 @@ async def test_a_changed_picklist_is_updated_keeping_what_an_admin_set(org, conn
     assert body["Metadata"]["trackHistory"] is True
     assert [
         value["valueName"] for value in body["Metadata"]["valueSet"]["valueSetDefinition"]["value"]
-    ] == ["healthy", "neutral", "at_risk", "unknown"]
+    ] == ["healthy", "neutral", "at_risk", "unknown", "onboarding"]
     assert body["Metadata"]["valueSet"]["restricted"] is True
 
 

@@ -58,12 +58,35 @@ async def test_account_without_any_source_has_no_data_anywhere(sessions) -> None
 
 
 async def test_source_seen_elsewhere_gives_this_account_a_real_zero(sessions) -> None:
+    # Both the source (tickets) and the account go back further than the 90-day window.
     other = ("default", "hubspot", "7")
-    await fold(sessions, Ticket(account="7", at=ago(1), ticket="t", priority="low"), key=other)
-    await fold(sessions, AccountAttributes(account="42", at=ago(1), attributes={}))
+    await fold(sessions, Ticket(account="7", at=ago(100), ticket="t", priority="low"), key=other)
+    await fold(sessions, AccountAttributes(account="42", at=ago(100), attributes={}))
     snap = await snapshot(sessions)
     assert (snap.tickets_90d, snap.escalations_90d) == (0, 0)
     assert snap.active_users_30d is None
+
+
+@pytest.mark.parametrize(
+    ("source_days", "account_days"),
+    [(100, 5), (5, 100)],
+    ids=["account-5-days-old", "source-5-days-old"],
+)
+async def test_a_zero_is_no_data_before_the_account_was_visible_for_the_window(
+    sessions, source_days: float, account_days: float
+) -> None:
+    # Issue 20, finding 4: absent records of a new account (or of a new source) are no data.
+    other = ("default", "hubspot", "7")
+    await fold(
+        sessions, Ticket(account="7", at=ago(source_days), ticket="t", priority="low"), key=other
+    )
+    await fold(sessions, AccountAttributes(account="42", at=ago(account_days), attributes={}))
+    snap = await snapshot(sessions)
+    assert (snap.tickets_90d, snap.escalations_90d) == (None, None)
+    # A count above zero is evidence whatever the age.
+    await fold(sessions, Ticket(account="42", at=ago(1), ticket="t2", priority="high"))
+    snap = await snapshot(sessions)
+    assert (snap.tickets_90d, snap.escalations_90d) == (1, 1)
 
 
 async def test_usage_windows_count_distinct_users_and_user_days(sessions) -> None:

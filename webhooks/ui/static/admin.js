@@ -5,8 +5,15 @@
 
 (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const BANDS = ["healthy", "neutral", "at_risk", "unknown"];
-  const BAND_LABELS = { healthy: "Healthy", neutral: "Neutral", at_risk: "At risk", unknown: "Unknown" };
+  const BANDS = ["healthy", "neutral", "at_risk", "unknown", "onboarding"];
+  const BAND_LABELS = {
+    healthy: "Healthy",
+    neutral: "Neutral",
+    at_risk: "At risk",
+    unknown: "Unknown",
+    onboarding: "Onboarding",
+    not_customer: "Not a customer",
+  };
   const SIGNAL_LABELS = {
     active_use: "Active use",
     collaboration: "Collaboration",
@@ -407,16 +414,17 @@
       segment: params.get("segment") || "",
       owner: params.get("owner") || "",
       q: params.get("q") || "",
+      customer: params.get("customer") || "",
       sort: params.get("sort") || "score",
       limit: Number(params.get("limit")) || 50,
       offset: Number(params.get("offset")) || 0,
     };
     const form = $("#filters");
-    for (const name of ["band", "segment", "owner", "q"]) form.elements[name].value = state[name];
+    for (const name of ["band", "segment", "owner", "q", "customer"]) form.elements[name].value = state[name];
     let datalistsFilled = false;
 
     function filters() {
-      return { band: state.band, segment: state.segment, owner: state.owner, q: state.q };
+      return { band: state.band, segment: state.segment, owner: state.owner, q: state.q, customer: state.customer };
     }
 
     async function loadDistribution() {
@@ -468,7 +476,7 @@
             "tr",
             { "data-account": item.id },
             el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
-            el("td", {}, bandBadge(item.band)),
+            el("td", {}, bandBadge(item.customer === false ? "not_customer" : item.band)),
             el("td", { class: "num", text: fmtScore(item.score) }),
             el("td", { class: "num" }, trendCell(item.trend_30d)),
             el("td", {}, sparkline(item.sparkline)),
@@ -494,7 +502,7 @@
 
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      for (const name of ["band", "segment", "owner", "q"]) state[name] = form.elements[name].value.trim();
+      for (const name of ["band", "segment", "owner", "q", "customer"]) state[name] = form.elements[name].value.trim();
       state.offset = 0;
       reload({ distribution: true });
     });

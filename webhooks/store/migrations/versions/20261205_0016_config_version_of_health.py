@@ -2,7 +2,7 @@
 current band and score) and on every health history row. NULL: computed before this revision.
 
 Revision ID: 20261205_0016
-Revises: 20261205_0013
+Revises: 20261205_0015
 Create Date: 2026-12-05 02:10:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261205_0016"
-down_revision = "20261205_0013"
+down_revision = "20261205_0015"
 branch_labels = None
 depends_on = None
 
