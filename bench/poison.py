@@ -46,10 +46,12 @@ def _batch(round_: int, *, poisoned: bool) -> list[inbox.NewEvent]:
 FOLD = facts.fold
 
 
-async def _fold_refusing_the_poison(session: Any, *, events: Sequence[Any], now: datetime) -> None:
+async def _fold_refusing_the_poison(
+    session: Any, *, events: Sequence[Any], now: datetime, precedence: facts.Precedence = "crm"
+) -> None:
     if any(account.crm_id == POISON for account, _ in events):
         raise ValueError("value too long for type character varying(64)")
-    await FOLD(session, events=events, now=now)
+    await FOLD(session, events=events, now=now, precedence=precedence)
 
 
 async def _seconds(url: str) -> tuple[list[float], list[float]]:

@@ -29,7 +29,7 @@ from connector.errors import (
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
-from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
+from connector.model import AccountAttributes, AttributeOrigin, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
 from connector.salesforce import events as salesforce_events
 from connector.salesforce.api import SalesforceConnector
@@ -54,6 +54,10 @@ from webhooks.store.models import Account
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+# The inbox source of native documents a backfill read from a CRM: decoded as native events,
+# their attributes count as the CRM's.
+BACKFILL_SOURCE = "backfill"
 
 
 @dataclass(kw_only=True)
@@ -167,21 +171,33 @@ def _retry_after(exc: CRMHTTPError) -> float:
     return (exc.retry_after or 0.0) if isinstance(exc, CRMRetriesExhausted) else 0.0
 
 
-async def _decode_native(
-    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
-) -> Decoded:
-    decoded = Decoded()
-    for row in claimed:
-        try:
-            native = NATIVE_EVENT.validate_python(row.payload)
-        except ValidationError as exc:
-            decoded.dead[row.id] = f"undecodable payload: {exc}"
-            continue
-        decoded.events[row.id] = [to_normalised(native, received_at=row.received_at)]
-    return decoded
+def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
+    """Native documents: sent by a native source, or stored by a backfill from CRM records
+    (whose attributes are the CRM's: see facts.apply_attributes)."""
+
+    async def decode(
+        claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
+    ) -> Decoded:
+        decoded = Decoded()
+        for row in claimed:
+            try:
+                native = NATIVE_EVENT.validate_python(row.payload)
+            except ValidationError as exc:
+                decoded.dead[row.id] = f"undecodable payload: {exc}"
+                continue
+            decoded.events[row.id] = [
+                to_normalised(native, received_at=row.received_at, origin=origin)
+            ]
+        return decoded
+
+    return decode
 
 
-DECODERS: Mapping[str, BatchDecoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
+DECODERS: Mapping[str, BatchDecoder] = {
+    "hubspot": _decode_hubspot,
+    "native": _native_decoder("native"),
+    BACKFILL_SOURCE: _native_decoder("crm"),
+}
 
 
 async def decode_salesforce(claimed: Sequence[inbox.Claimed], connection: Connection) -> Decoded:
@@ -420,6 +436,8 @@ class WorkerOptions:
     retry_max_seconds: float = 900.0
     # Hours between scheduled reconciles of the CRMs' health fields (0: none).
     reconcile_interval_hours: float = 0.0
+    # Which source's account attributes win where two give one (facts.apply_attributes).
+    attribute_precedence: facts.Precedence = "crm"
 
     @property
     def schedule(self) -> RetrySchedule:
@@ -727,7 +745,7 @@ class Pipeline:
                 decoded.ignored.extend(event.id for event in events)
                 continue
             known = self._connections.get(connection)
-            if known is None and source != "native":
+            if known is None and source not in {"native", BACKFILL_SOURCE}:
                 # Intake keeps events of a portal nobody connected (under the name its install
                 # would get); they wait in the dead letters until it is connected and replayed.
                 reason = (
@@ -844,6 +862,7 @@ class Pipeline:
                     for normalised in events
                 ],
                 now=now,
+                precedence=self._options.attribute_precedence,
             )
             await match_new_domains(
                 session,

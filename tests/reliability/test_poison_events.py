@@ -31,12 +31,12 @@ class Poisoned:
         self.fold = facts.fold
         self.transactions: list[tuple[int, bool]] = []
 
-    async def __call__(self, session, *, events, now):
+    async def __call__(self, session, *, events, now, **options):
         poisoned = any(account.crm_id == POISON_ACCOUNT for account, _ in events)
         self.transactions.append((len(events), poisoned))
         if poisoned:
             raise ValueError("value too long for type character varying(64)")
-        return await self.fold(session, events=events, now=now)
+        return await self.fold(session, events=events, now=now, **options)
 
 
 @pytest.fixture
