@@ -14,7 +14,7 @@ from sqlalchemy import select
 from connector.model import AccountAttributes
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
-from testkit import HUBSPOT_TOKEN, native, store_native
+from testkit import HUBSPOT_TOKEN, crm_accounts, native, store_native
 from webhooks.backfill import run_backfill
 from webhooks.store import facts
 from webhooks.store.models import Account
@@ -41,6 +41,7 @@ async def test_a_renewal_date_that_does_not_parse_is_refused_and_the_good_one_ke
     service_factory,
 ) -> None:
     service = await service_factory(admin_token=ADMIN)
+    await crm_accounts(service.runtime, ["296"])
     good = native("account", "296", attributes={"name": "Acme", "renewal_date": "2027-11-11"})
     assert (await _post(service, [good])).status_code == 202
     await _drain(service)

@@ -147,6 +147,10 @@ class Account(Base):
     drivers: Mapped[list[str] | None] = mapped_column(JSON)
     # {"ratio": 0..1, "signals": [...], "indicators": ["signal.indicator", ...]}
     coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When a write-back found no such record in the CRM (404), and the CRM's words: the account
+    # is neither scored, listed nor written back until the CRM sends its record again.
+    not_found_at: Mapped[datetime | None]
+    not_found_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def _account_fk() -> Mapped[int]:

@@ -1142,6 +1142,8 @@
       ["Oldest pending", sync.oldest_pending_since ? `${fmtAge(sync.oldest_pending_age_seconds)}, since ${fmtTime(sync.oldest_pending_since)}` : "—"],
       ["Last success", sync.last_success_at ? fmtTime(sync.last_success_at) : "never"],
       ["Dead letters", count(item.dead_letters)],
+      ["Unknown account ids (events waiting)", count(item.unknown_accounts || 0)],
+      ["Not found in the CRM", count(item.not_found_in_crm || 0)],
     ];
     const errors = [];
     // CRM and event text is shown as text (textContent), never as markup.
