@@ -383,6 +383,16 @@ def _status_table(report: sync_status.SyncReport) -> list[str]:
             lines.append(f"{item.connection}: failing: {sync.failing_error}")
         if sync.failed_error:
             lines.append(f"{item.connection}: failed: {sync.failed_error}")
+        if item.not_found_in_crm:
+            lines.append(
+                f"{item.connection}: not found in the CRM: {item.not_found_in_crm} accounts "
+                "(not scored or listed until the CRM sends them)"
+            )
+        if item.unknown_accounts:
+            lines.append(
+                f"{item.connection}: unknown account ids: {item.unknown_accounts} (their "
+                "events wait)"
+            )
         lines.extend(f"{item.connection}: retry: {command}" for command in item.commands)
     return lines
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -32,7 +33,7 @@ async def _crm_ids(service) -> set[str]:
         return set((await session.execute(select(Account.crm_id))).scalars().all())
 
 
-async def _unmatched(service) -> dict[str, dict]:
+async def _unmatched(service) -> dict[str, dict[str, Any]]:
     response = await service.client.get("/api/v1/ingest/unmatched", headers=HEADERS)
     assert response.status_code == 200, response.text
     return {f"{item['kind']}:{item['id']}": item for item in response.json()["items"]}
