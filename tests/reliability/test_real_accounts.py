@@ -16,6 +16,8 @@ from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
 from testkit import HUBSPOT_TOKEN, crm_accounts, native, store_native
 from webhooks import sync_status
+from webhooks.pipeline import BACKFILL_SOURCE
+from webhooks.store import accounts, inbox
 from webhooks.store.models import Account, InboxEvent, UsageDay, WritebackItem
 from webhooks.usage_import import UsageCsv, import_usage
 
@@ -174,3 +176,39 @@ async def test_a_write_back_the_crm_does_not_have_marks_the_account_not_found(
     await store_native(service.runtime, [native("usage", "999999", user="u2")])
     report_after = await service.runtime.pipeline.process_inbox()
     assert report_after.rescored == 0
+
+
+async def test_an_account_not_found_is_scored_again_once_the_crm_sends_its_record(
+    service_factory,
+) -> None:
+    service = await service_factory(admin_token=ADMIN)
+    await store_native(service.runtime, [native("usage", "4711", user="u1")])
+    await _drain(service)
+    async with service.runtime.sessions() as session, session.begin():
+        [account_id] = (
+            await session.execute(select(Account.id).where(Account.crm_id == "4711"))
+        ).scalars()
+        await accounts.mark_not_found(
+            session, account_ids={account_id: "404"}, now=datetime.now(UTC)
+        )
+        # The record comes back from the CRM (a backfill page, as a webhook would).
+        await inbox.insert_events(
+            session,
+            source=BACKFILL_SOURCE,
+            connection="default",
+            events=[
+                inbox.NewEvent(
+                    dedup_key="backfill:companies:4711",
+                    kind="account",
+                    payload=native("account", "4711", attributes={"name": "Restored"}),
+                )
+            ],
+            received_at=datetime.now(UTC),
+        )
+    report = await service.runtime.pipeline.process_inbox()
+    assert report.rescored == 1
+    async with service.runtime.sessions() as session:
+        account = (
+            await session.execute(select(Account).where(Account.crm_id == "4711"))
+        ).scalar_one()
+    assert (account.not_found_at, account.name) == (None, "Restored")

@@ -523,6 +523,8 @@
       ["Open alerts", String(item.alerts_open)],
     ];
     if (item.deleted_at) facts.push(["Deleted in the CRM", fmtTime(item.deleted_at)]);
+    // A write-back found no such record: not scored or listed until the CRM sends it.
+    if (item.not_found_in_crm) facts.push(["Not found in the CRM", `${fmtTime(item.not_found_in_crm)}: ${item.not_found_reason || ""}`]);
     clear($("#summary")).append(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
 
     clear($("#history-chart")).append(historyChart(item.history));
