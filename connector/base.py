@@ -70,6 +70,9 @@ class WriteResult:
     written: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    # Records the CRM does not have (a 404 or its equivalent): never retried; the service
+    # marks the account "not found in the CRM" until the CRM sends the record.
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

@@ -8,7 +8,9 @@ limit against its column, so neither can change alone.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
@@ -185,6 +187,68 @@ def not_far_future(moment: datetime, info: ValidationInfo) -> datetime:
 _Storable = BeforeValidator(_storable)
 
 
+# --- account attribute values ---------------------------------------------------------------
+
+# Epoch milliseconds, as HubSpot keeps date properties (12 to 14 digits: 1973 to 5138).
+_EPOCH_MS = re.compile(r"^\d{12,14}$")
+
+
+def calendar_date(value: object) -> date:
+    """A date given as ISO 8601 (a date, or a date and time: its date) or as epoch
+    milliseconds; ValueError saying what is accepted otherwise. "31/12/2026" is refused: it
+    cannot be told from 12/31 by looking at it."""
+    text = (
+        str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    )
+    if _EPOCH_MS.match(text):
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC).date()
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
+    except ValueError:
+        pass
+    raise ValueError(f"takes an ISO 8601 date (2026-12-31) or epoch milliseconds, not {value!r}")
+
+
+def _date_text(value: object) -> str:
+    # Kept as given (trimmed): the form a CRM holds it in is what it is compared with.
+    calendar_date(value)
+    return str(value).strip()
+
+
+def bounded_number(value: object, *, low: float, high: float) -> float:
+    """A finite number in [low, high] (given as a number or its text); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"takes a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"takes a number, not {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"takes a finite number from {low:g} to {high:g}, not {value!r}")
+    return number
+
+
+# What each typed account attribute must be; `checked_attribute` applies them to CRM values,
+# the native models to what senders send.
+_ATTRIBUTE_CHECKS: dict[str, Any] = {
+    "renewal_date": _date_text,
+    "seats": lambda value: bounded_number(value, low=0, high=MAX_SEATS),
+    "arr": lambda value: bounded_number(value, low=0, high=MAX_ARR),
+}
+
+
+def attribute_problem(name: str, value: str | None) -> str | None:
+    """Why `value` is no valid value of attribute `name`, or None (None itself is a clear)."""
+    check = _ATTRIBUTE_CHECKS.get(name)
+    if value is None or check is None:
+        return None
+    try:
+        check(value)
+    except ValueError as exc:
+        return f"{name} {exc}"
+    return None
+
+
 # --- pydantic types every intake model shares -----------------------------------------------
 
 AccountId = Annotated[str, StringConstraints(min_length=1, max_length=ACCOUNT_ID), _Storable]
@@ -200,3 +264,5 @@ Seats = Annotated[int, Field(ge=0, le=MAX_SEATS)]
 Arr = Annotated[float, Field(ge=0, le=MAX_ARR, allow_inf_nan=False)]
 CrmInt = Annotated[int, Field(ge=0, le=INT64_MAX)]
 EventTime = Annotated[AwareDatetime, AfterValidator(not_far_future)]
+# ISO 8601 or epoch milliseconds, kept as given.
+DateText = Annotated[str, BeforeValidator(_date_text)]

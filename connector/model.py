@@ -29,6 +29,7 @@ CollaborationKind = Literal[
 ]
 TicketPriority = Literal["low", "medium", "high", "urgent"]
 OutcomeKind = Literal["renewed", "churned"]
+AttributeOrigin = Literal["crm", "native"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,17 +39,23 @@ class AccountAttributes:
     account: str
     at: datetime
     attributes: Mapping[str, str | None]
+    # Who says so: the CRM (its webhooks, reads and backfills) or a native sender (the ingest
+    # API, a CSV). Where both give an attribute, the precedence setting decides (facts.py).
+    origin: AttributeOrigin = "crm"
 
     def __post_init__(self) -> None:
         # A CRM's text (a 600-character name, a NUL in a hydrated record) fits its column
         # here, so an event no sender can correct never fails the worker; intakes refuse such
-        # text before this (connector.bounds).
+        # text before this (connector.bounds). A typed value that does not parse (a date in
+        # a format of the portal's own) is left out: the record does not carry a usable
+        # value, which must not erase the good one held.
         object.__setattr__(
             self,
             "attributes",
             {
                 name: bounds.clipped(value, _ATTRIBUTE_LIMITS.get(name, bounds.SHORT_TEXT))
                 for name, value in self.attributes.items()
+                if bounds.attribute_problem(name, value) is None
             },
         )
 

@@ -17,6 +17,7 @@ from connector.model import (
     ACCOUNT_ATTRIBUTES,
     AccountAttributes,
     AccountDeleted,
+    AttributeOrigin,
     Collaboration,
     CollaborationKind,
     ContactUpsert,
@@ -53,7 +54,7 @@ class _Attributes(BaseModel):
     domain: bounds.ShortText | None = None
     seats: bounds.Seats | None = None
     arr: bounds.Arr | None = None
-    renewal_date: bounds.ShortText | None = None
+    renewal_date: bounds.DateText | None = None
     segment: bounds.ShortText | None = None
     owner: bounds.ShortText | None = None
     # Compared with HealthConfig.customers.native ("customer" by default).
@@ -167,9 +168,15 @@ NativeEvent = Annotated[
 NATIVE_EVENT: TypeAdapter[NativeEvent] = TypeAdapter(NativeEvent)
 
 
-def to_normalised(event: NativeEvent, *, received_at: datetime) -> NormalisedEvent:
-    """The normalised event; `at` defaults to when the event was received."""
-    return event.normalised(event.at or received_at)
+def to_normalised(
+    event: NativeEvent, *, received_at: datetime, origin: AttributeOrigin = "native"
+) -> NormalisedEvent:
+    """The normalised event; `at` defaults to when the event was received. `origin` is who
+    the attributes come from: a native sender, or the CRM a backfill read them from."""
+    normalised = event.normalised(event.at or received_at)
+    if isinstance(normalised, AccountAttributes):
+        return dataclasses.replace(normalised, origin=origin)
+    return normalised
 
 
 _TYPES: dict[type, str] = {
@@ -193,6 +200,9 @@ def to_native(event: NormalisedEvent) -> dict[str, Any]:
             value = value.astimezone(UTC).isoformat()
         elif name == "attributes":
             value = {k: v for k, v in value.items() if k in ACCOUNT_ATTRIBUTES}
+        elif name == "origin":
+            # The inbox source says it (a backfill's rows are the CRM's).
+            continue
         elif name == "source_id":
             # An interaction's source id travels as the native event's own id.
             name = "id"

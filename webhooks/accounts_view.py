@@ -110,6 +110,11 @@ class AccountDetail(AccountItem):
     alerts_open: int = Field(description="Alerts reading as open (not acknowledged, snoozed "
                              "or resolved).")  # fmt: skip
     deleted_at: datetime | None
+    not_found_in_crm: datetime | None = Field(
+        description="When a write-back found no such record in the CRM (null: it has it). "
+        "Such an account is neither scored, listed nor written back until the CRM sends it."
+    )
+    not_found_reason: str | None = Field(description="The CRM's answer, when not found.")
 
 
 def parse_bands(values: Iterable[str]) -> list[str]:
@@ -284,4 +289,6 @@ async def get_account(
         attributes=_attributes(account),
         alerts_open=alerts_open,
         deleted_at=account.deleted_at,
+        not_found_in_crm=account.not_found_at,
+        not_found_reason=account.not_found_reason,
     )

@@ -1,8 +1,9 @@
 """Backfill: page through a CRM's existing records and feed them through the pipeline.
 
-Each page's events go into the inbox (as native events, deduplicated by the record version)
-in the same transaction that moves the cursor, so an interrupted backfill resumes exactly
-where it stopped and a repeated one stores nothing twice.
+Each page's events go into the inbox (native documents of source "backfill": their values are
+the CRM's; deduplicated by the record version) in the same transaction that moves the cursor,
+so an interrupted backfill resumes exactly where it stopped and a repeated one stores nothing
+twice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import structlog
 from connector.native import to_native
 from webhooks.connections import Connection
 from webhooks.errors import NotConfigured
-from webhooks.pipeline import utcnow
+from webhooks.pipeline import BACKFILL_SOURCE, utcnow
 from webhooks.progress import Progress
 from webhooks.store import backfills, inbox
 from webhooks.store.db import SessionFactory
@@ -72,7 +73,7 @@ async def run_backfill(
             now = utcnow()
             async with sessions() as session, session.begin():
                 stored = await inbox.insert_events(
-                    session, source="native", connection=connection.name, events=new,
+                    session, source=BACKFILL_SOURCE, connection=connection.name, events=new,
                     received_at=now,
                 )  # fmt: skip
                 await backfills.advance(

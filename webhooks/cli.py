@@ -37,7 +37,7 @@ from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.secrets import SecretKeyError
 from webhooks.settings import Settings
-from webhooks.store import configs, inbox, keys, writeback
+from webhooks.store import configs, inbox, keys, product, writeback
 from webhooks.store.db import AsyncSession, create_engine, create_session_factory
 from webhooks.store.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -188,6 +188,40 @@ def backfill(
         return 0
 
     raise typer.Exit(asyncio.run(run()))
+
+
+@cli.command("unmatched")
+def unmatched(
+    connection: Annotated[
+        str | None, typer.Option(help="Only this connection (default: every one).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many to list.")] = 100,
+) -> None:
+    """List what waiting events need: unknown account ids (mistyped, or not in the CRM yet),
+    product accounts and users without a mapping; with the reason and how many events wait."""
+    settings = _settings()
+
+    async def run() -> None:
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.sessions() as session:
+                items, total = await product.list_unmatched(
+                    session, connection=connection, limit=limit
+                )
+        finally:
+            await runtime.aclose()
+        if not items:
+            typer.echo("no events wait for an account")
+        for item in items:
+            kind, _, ident = item.key.partition(":")
+            typer.echo(
+                f"{item.connection}\t{kind}\t{ident}\tevents={item.events}\t"
+                f"last={item.last_received_at:%Y-%m-%d %H:%M}\t{item.reason}"
+            )
+        if total > len(items):
+            typer.echo(f"... {total - len(items)} more (--limit)")
+
+    asyncio.run(run())
 
 
 @cli.command("dead-letters")
@@ -349,6 +383,16 @@ def _status_table(report: sync_status.SyncReport) -> list[str]:
             lines.append(f"{item.connection}: failing: {sync.failing_error}")
         if sync.failed_error:
             lines.append(f"{item.connection}: failed: {sync.failed_error}")
+        if item.not_found_in_crm:
+            lines.append(
+                f"{item.connection}: not found in the CRM: {item.not_found_in_crm} accounts "
+                "(not scored or listed until the CRM sends them)"
+            )
+        if item.unknown_accounts:
+            lines.append(
+                f"{item.connection}: unknown account ids: {item.unknown_accounts} (their "
+                "events wait)"
+            )
         lines.extend(f"{item.connection}: retry: {command}" for command in item.commands)
     return lines
 

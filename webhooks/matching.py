@@ -32,6 +32,8 @@ class Matched:
     # {event id: (match key, why it waits)}
     waiting: dict[int, tuple[str, str]] = field(default_factory=dict)
     ignored: list[int] = field(default_factory=list)
+    # {event id: the account its facts are for}: such an account must be known already.
+    origin: dict[int, AccountKey] = field(default_factory=dict)
 
 
 def _why_group_waits(group_id: str, options: SegmentOptions) -> str:
@@ -101,6 +103,7 @@ async def match_product_events(
             account = account_of.get(group) if group is not None else None
             if account is not None:
                 matched.events[(connection, crm, account)].extend(activity.events(account))
+                matched.origin[event_id] = (connection, crm, account)
                 matched.done.append(event_id)
             elif group is not None:
                 waiting = (product.group_key(group), _why_group_waits(group, options))

@@ -29,7 +29,7 @@ from connector.errors import (
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.hydrate import EventPlan, HydrationOptions, plan_event
-from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
+from connector.model import AccountAttributes, AttributeOrigin, ContactUpsert, NormalisedEvent
 from connector.native import NATIVE_EVENT, to_normalised
 from connector.salesforce import events as salesforce_events
 from connector.salesforce.api import SalesforceConnector
@@ -43,7 +43,7 @@ from webhooks.alerts.notice import Channel
 from webhooks.alerts.rules import AccountState, attribute_value, parse_renewal_date
 from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
-from webhooks.matching import match_new_domains, match_product_events
+from webhooks.matching import Matched, match_new_domains, match_product_events
 from webhooks.metrics import Metrics
 from webhooks.reconcile import Scheduler as ReconcileScheduler
 from webhooks.retry import RetrySchedule
@@ -54,6 +54,10 @@ from webhooks.store.models import Account
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+# The inbox source of native documents a backfill read from a CRM: decoded as native events,
+# their attributes count as the CRM's.
+BACKFILL_SOURCE = "backfill"
 
 
 @dataclass(kw_only=True)
@@ -167,21 +171,33 @@ def _retry_after(exc: CRMHTTPError) -> float:
     return (exc.retry_after or 0.0) if isinstance(exc, CRMRetriesExhausted) else 0.0
 
 
-async def _decode_native(
-    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
-) -> Decoded:
-    decoded = Decoded()
-    for row in claimed:
-        try:
-            native = NATIVE_EVENT.validate_python(row.payload)
-        except ValidationError as exc:
-            decoded.dead[row.id] = f"undecodable payload: {exc}"
-            continue
-        decoded.events[row.id] = [to_normalised(native, received_at=row.received_at)]
-    return decoded
+def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
+    """Native documents: sent by a native source, or stored by a backfill from CRM records
+    (whose attributes are the CRM's: see facts.apply_attributes)."""
+
+    async def decode(
+        claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
+    ) -> Decoded:
+        decoded = Decoded()
+        for row in claimed:
+            try:
+                native = NATIVE_EVENT.validate_python(row.payload)
+            except ValidationError as exc:
+                decoded.dead[row.id] = f"undecodable payload: {exc}"
+                continue
+            decoded.events[row.id] = [
+                to_normalised(native, received_at=row.received_at, origin=origin)
+            ]
+        return decoded
+
+    return decode
 
 
-DECODERS: Mapping[str, BatchDecoder] = {"hubspot": _decode_hubspot, "native": _decode_native}
+DECODERS: Mapping[str, BatchDecoder] = {
+    "hubspot": _decode_hubspot,
+    "native": _native_decoder("native"),
+    BACKFILL_SOURCE: _native_decoder("crm"),
+}
 
 
 async def decode_salesforce(claimed: Sequence[inbox.Claimed], connection: Connection) -> Decoded:
@@ -420,6 +436,8 @@ class WorkerOptions:
     retry_max_seconds: float = 900.0
     # Hours between scheduled reconciles of the CRMs' health fields (0: none).
     reconcile_interval_hours: float = 0.0
+    # Which source's account attributes win where two give one (facts.apply_attributes).
+    attribute_precedence: facts.Precedence = "crm"
 
     @property
     def schedule(self) -> RetrySchedule:
@@ -462,6 +480,17 @@ class _Sorted:
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # Accounts whose record this batch confirms: it came from the CRM (a webhook, a read, a
+    # backfill), or a native `account` event declared it on a connection without a CRM
+    # connector. Only these may be created.
+    records: set[accounts.AccountKey] = field(default_factory=set)
+    # {event id: the account its facts are for} of events that cannot confirm a record (usage,
+    # interactions, tickets...): they wait as unmatched while their account is unknown.
+    origin: dict[int, accounts.AccountKey] = field(default_factory=dict)
+
+
+# Sources whose events come from the CRM itself: the records they name exist there.
+CRM_SOURCES = frozenset({"hubspot", "salesforce", "dynamics", BACKFILL_SOURCE})
 
 
 def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
@@ -727,7 +756,7 @@ class Pipeline:
                 decoded.ignored.extend(event.id for event in events)
                 continue
             known = self._connections.get(connection)
-            if known is None and source != "native":
+            if known is None and source not in {"native", BACKFILL_SOURCE}:
                 # Intake keeps events of a portal nobody connected (under the name its install
                 # would get); they wait in the dead letters until it is connected and replayed.
                 reason = (
@@ -799,13 +828,87 @@ class Pipeline:
             elif event.id in decoded.events:
                 crm = self._crm_of(event.connection)
                 for normalised in decoded.events[event.id]:
-                    out.per_account[(event.connection, crm, normalised.account)].append(normalised)
+                    account = (event.connection, crm, normalised.account)
+                    out.per_account[account].append(normalised)
+                    if self._confirms(event, normalised):
+                        out.records.add(account)
+                    else:
+                        out.origin[event.id] = account
                 out.gone[event.connection].extend(decoded.contacts_gone.get(event.id, []))
                 out.done.append(event.id)
             else:
                 out.ignored.append(event.id)
                 out.ignored_kinds[event.kind] += 1
         return out
+
+    def _confirms(self, event: inbox.Claimed, normalised: NormalisedEvent) -> bool:
+        """Whether the event is the account's record (see `_Sorted.records`)."""
+        if event.source in CRM_SOURCES:
+            return True
+        known = self._connections.get(event.connection)
+        return isinstance(normalised, AccountAttributes) and (
+            known is None or known.connector is None
+        )
+
+    def _why_unknown(self, key: accounts.AccountKey) -> str:
+        connection, _, crm_id = key
+        known = self._connections.get(connection)
+        if known is None or known.connector is None:
+            return (
+                f"no account {crm_id!r} in connection {connection!r}: a connection without a "
+                "CRM connector declares its accounts with `account` events; send one for it "
+                "(or correct the id). The events count once it arrives."
+            )
+        return (
+            f"no account {crm_id!r} in connection {connection!r}: the CRM has not sent this "
+            "record (a mistyped id, or a company not synced yet: its webhook or `crm-health "
+            "backfill` brings it). The events count once it arrives."
+        )
+
+    async def _hold_unknown(
+        self,
+        session: AsyncSession,
+        out: _Sorted,
+        matched: Matched,
+    ) -> tuple[set[accounts.AccountKey], dict[int, tuple[str, str]]]:
+        """Take the events of accounts neither known nor confirmed by this batch out of it:
+        they wait as unmatched, never creating an account. Returns the keys that exist and
+        every event that waits ({event id: (match key, reason)})."""
+        per_account = out.per_account
+        known = await accounts.known_keys(session, keys=per_account.keys())
+        waiting = dict(matched.waiting)
+        unknown = {key for key in per_account if key not in known and key not in out.records}
+        if not unknown:
+            return known, waiting
+        for event_id, key in (*out.origin.items(), *matched.origin.items()):
+            if key in unknown:
+                waiting[event_id] = (product.account_key(key[2]), self._why_unknown(key))
+        for key in unknown:
+            del per_account[key]
+        out.done = [event_id for event_id in out.done if event_id not in waiting]
+        log.info("events_wait_for_unknown_accounts", accounts=len(unknown))
+        return known, waiting
+
+    async def _release_confirmed(
+        self,
+        session: AsyncSession,
+        out: _Sorted,
+        locked: Mapping[accounts.AccountKey, Account],
+        known: Collection[accounts.AccountKey],
+        now: datetime,
+    ) -> None:
+        """Accounts this batch confirmed: a record the CRM sends again is found after all, and
+        the events that waited for a new one go back to the worker."""
+        new: dict[str, set[str]] = defaultdict(set)
+        for key in out.records:
+            account = locked[key]
+            if account.not_found_at is not None:
+                account.not_found_at = None
+                account.not_found_reason = None
+            if key not in known:
+                new[key[0]].add(product.account_key(key[2]))
+        for connection, keys in new.items():
+            await product.release(session, connection=connection, keys=keys, now=now)
 
     async def _process(
         self, claimed: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
@@ -835,7 +938,11 @@ class Pipeline:
             out.done.extend(matched.done)
             out.ignored.extend(matched.ignored)
             await self._contacts_left(session, out.gone, per_account)
-            locked = await accounts.lock_accounts(session, keys=per_account.keys(), now=now)
+            known, waiting = await self._hold_unknown(session, out, matched)
+            locked = await accounts.lock_accounts(
+                session, keys=per_account.keys(), now=now, known=known
+            )
+            await self._release_confirmed(session, out, locked, known, now)
             await facts.fold(
                 session,
                 events=[
@@ -844,6 +951,7 @@ class Pipeline:
                     for normalised in events
                 ],
                 now=now,
+                precedence=self._options.attribute_precedence,
             )
             await match_new_domains(
                 session,
@@ -851,7 +959,11 @@ class Pipeline:
                 connections=self._connections,
                 now=now,
             )
-            live = [account for account in locked.values() if account.deleted_at is None]
+            live = [
+                account
+                for account in locked.values()
+                if account.deleted_at is None and account.not_found_at is None
+            ]
             await alerts.resolve_for_accounts(
                 session,
                 account_ids=[a.id for a in locked.values() if a.deleted_at is not None],
@@ -860,7 +972,7 @@ class Pipeline:
             config = await self._current_config(session)
             staged = await self._rescore(session, live, now, config)
             await accounts.save(session, accounts=list(locked.values()))
-            await product.park(session, waiting=matched.waiting, now=now)
+            await product.park(session, waiting=waiting, now=now)
             exhausted = await self._settle(session, out, now)
         self._metrics.processed(
             _by_source_and_outcome(
@@ -870,7 +982,7 @@ class Pipeline:
                 dead=[*out.dead, *exhausted],
                 failed=[event_id for event_id in out.failed if event_id not in exhausted],
                 paused=out.paused,
-                unmatched=matched.waiting,
+                unmatched=waiting,
             )
         )
         if out.failed or out.paused:
@@ -878,7 +990,7 @@ class Pipeline:
         # Counted once the transaction holds: a batch split after a failure counts each once.
         report.ignored.update(out.ignored_kinds)
         report.processed += len(out.done)
-        report.unmatched += len(matched.waiting)
+        report.unmatched += len(waiting)
         report.dead += len(out.dead)
         report.failed += len(out.failed)
         report.paused += len(out.paused)
@@ -1158,10 +1270,14 @@ class Pipeline:
         written: Collection[str],
         failed: Mapping[str, str],
         rejected: Mapping[str, str],
+        missing: Mapping[str, str],
     ) -> None:
-        """Record each record's outcome of a call the CRM answered."""
+        """Record each record's outcome of a call the CRM answered. A record the CRM does not
+        have is not tried again: its account is marked not found (neither scored, listed nor
+        written back, its alerts resolved) until the CRM sends the record."""
         now = self._clock()
         async with self._sessions() as session, session.begin():
+            gone = {d.account_id: missing[d.record_id] for d in chunk if d.record_id in missing}
             # In account id order, the order `writeback.stage` locks rows in: a worker staging
             # the same accounts meanwhile waits instead of deadlocking with this settle.
             for delivery in sorted(chunk, key=lambda d: d.account_id):
@@ -1170,18 +1286,19 @@ class Pipeline:
                         session, account_id=delivery.account_id, version=delivery.version, now=now
                     )
                     continue
-                refused = delivery.record_id in rejected
+                refusal = rejected.get(delivery.record_id) or gone.get(delivery.account_id)
                 await writeback.mark_write_failed(
                     session,
                     account_id=delivery.account_id,
                     version=delivery.version,
-                    error=rejected[delivery.record_id]
-                    if refused
-                    else failed.get(delivery.record_id, "not written"),
+                    error=refusal or failed.get(delivery.record_id, "not written"),
                     now=now,
                     retry_in_seconds=self._options.schedule.delay(delivery.attempts + 1),
-                    refused=refused,
+                    refused=refusal is not None,
                 )
+            if gone:
+                await accounts.mark_not_found(session, account_ids=gone, now=now)
+                await alerts.resolve_for_accounts(session, account_ids=list(gone), now=now)
 
     async def _send(
         self, connection: str, connector: CRMConnector, chunk: list[_Delivery]
@@ -1192,10 +1309,12 @@ class Pipeline:
         written: set[str] = set()
         failed: dict[str, str] = {}
         rejected: dict[str, str] = {}
+        missing: dict[str, str] = {}
         unavailable: CRMHTTPError | None = None
         try:
             result = await connector.write_health(updates)
             written, failed, rejected = result.written, result.failed, result.rejected
+            missing = result.missing
         except CRMRateLimitPaused as exc:
             # A used-up allowance is no failure of these rows: a day-long pause must never
             # dead-letter a write-back, so no attempt is counted.
@@ -1240,16 +1359,19 @@ class Pipeline:
         else:
             # The CRM answered, even if it refused some records: its outage, if any, is over.
             self._outages.pop(connection, None)
-            await self._settle_sent(chunk, written=written, failed=failed, rejected=rejected)
+            await self._settle_sent(
+                chunk, written=written, failed=failed, rejected=rejected, missing=missing
+            )
             records["written"] = len(written)
             records["rejected"] = len(rejected)
-            records["failed"] = len(chunk) - len(written) - len(rejected)
+            records["not_found"] = len(missing)
+            records["failed"] = len(chunk) - len(written) - len(rejected) - len(missing)
         if written and len(written) == len(chunk):
             log.info(
                 "writeback_batch", connection=connection, crm=connector.name, written=len(chunk)
             )
         else:
-            errors = {**failed, **rejected}
+            errors = {**failed, **rejected, **missing}
             log.warning(
                 "writeback_batch_failed",
                 connection=connection,
@@ -1258,11 +1380,18 @@ class Pipeline:
                 written=len(written),
                 failed=records["failed"],
                 rejected=records["rejected"],
+                not_found=records["not_found"],
                 retry_in_seconds=None if outage_delay is None else round(outage_delay, 1),
                 error=next(iter(errors.values()), "not written")[:500],
             )
         # The call's status is its worst record's: rejected ones need a person, failed a retry.
-        status = "rejected" if records["rejected"] else "failed" if records["failed"] else "written"
+        status = (
+            "rejected"
+            if records["rejected"] or records["not_found"]
+            else "failed"
+            if records["failed"]
+            else "written"
+        )
         self._metrics.writeback(connector.name, status=status, records=+records)
         if outage_delay is not None:
             # The connection's other claimed rows wait as long, unsent and without an attempt:

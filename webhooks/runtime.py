@@ -93,6 +93,7 @@ class Runtime:
                 retry_base_seconds=settings.worker_retry_base_seconds,
                 retry_max_seconds=settings.worker_retry_max_seconds,
                 reconcile_interval_hours=settings.reconcile_interval_hours,
+                attribute_precedence=settings.attribute_precedence,
             ),
         )
         return cls(

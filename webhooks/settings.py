@@ -448,6 +448,13 @@ class Settings(BaseSettings):
         description="Longest wait between tries: during a CRM outage of any length the worker "
         "tries again at least this often, so health lands soon after the CRM is back.",
     )
+    attribute_precedence: Literal["crm", "latest"] = Field(
+        default="crm",
+        description="Where the CRM and a native source (ingest API, CSV) both give an account "
+        "attribute (owner, segment, seats...): `crm`, the CRM's value wins whenever it has one "
+        "and a native value only fills what the CRM leaves empty; `latest`, the later one wins. "
+        "Either way a source that does not carry a value never erases it (docs/ingestion.md).",
+    )
     reconcile_interval_hours: float = Field(
         default=24,
         ge=0,

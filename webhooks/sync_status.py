@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from webhooks.store import inbox, writeback
+from webhooks.store import accounts, inbox, product, writeback
 from webhooks.store.db import AsyncSession, SessionFactory
 
 # Values owed longer than this, with nothing failing, read as "behind": a worker pass and a
@@ -62,6 +62,17 @@ class ConnectionSync(BaseModel):
     dead_letters: int = Field(
         description="Inbox events that could not be processed (crm-health dead-letters)."
     )
+    unknown_accounts: int = Field(
+        default=0,
+        description="Account ids whose events wait because no such account is known (a "
+        "mistyped id, or a record the CRM has not sent yet): `crm-health unmatched` lists them; "
+        "they count once the record arrives.",
+    )
+    not_found_in_crm: int = Field(
+        default=0,
+        description="Accounts a write-back found missing from the CRM (404): neither scored, "
+        "listed nor written back until the CRM sends the record.",
+    )
     commands: list[str] = Field(description="The commands that retry what is stuck.")
 
 
@@ -82,8 +93,8 @@ class SyncReport(BaseModel):
     inbox: InboxBacklog
 
 
-def _state(sync: WritebackSync, dead_letters: int) -> SyncState:
-    if sync.failed or dead_letters:
+def _state(sync: WritebackSync, dead_letters: int, not_found: int = 0) -> SyncState:
+    if sync.failed or dead_letters or not_found:
         return "needs_attention"
     if sync.failing:
         return "failing"
@@ -92,9 +103,13 @@ def _state(sync: WritebackSync, dead_letters: int) -> SyncState:
     return "ok"
 
 
-def _commands(name: str, sync: WritebackSync, dead_letters: int) -> list[str]:
+def _commands(
+    name: str, sync: WritebackSync, dead_letters: int, unknown_accounts: int = 0
+) -> list[str]:
     connection = shlex.quote(name)
     commands = []
+    if unknown_accounts:
+        commands.append(f"crm-health unmatched --connection {connection}")
     if sync.failed:
         commands.append(f"crm-health writeback retry --connection {connection} --failed")
     if sync.failing:
@@ -115,12 +130,16 @@ async def connections(
     (the configured ones: their last success is shown even when nothing is owed); with `only`,
     that one connection alone (present even when it has nothing)."""
     dead = await inbox.dead_letters_by_connection(session)
+    unknown = await product.unknown_accounts_by_connection(session)
+    not_found = await accounts.not_found_by_connection(session)
     if only is not None:
         dead = {only: dead.get(only, 0)}
+        unknown = {only: unknown.get(only, 0)}
+        not_found = {only: not_found.get(only, 0)}
     by_connection = await writeback.sync_by_connection(
         session, include={*dead, *include}, only=only, error_chars=ERROR_CHARS
     )
-    names = {*by_connection, *dead}
+    names = {*by_connection, *dead, *(n for n, c in unknown.items() if c), *not_found}
     items = []
     for name in sorted(names):
         row = by_connection.get(name) or writeback.ConnectionSync(connection=name)
@@ -139,13 +158,16 @@ async def connections(
             failed_error=row.failed_error,
         )
         count = dead.get(name, 0)
+        waiting, missing = unknown.get(name, 0), not_found.get(name, 0)
         items.append(
             ConnectionSync(
                 connection=name,
-                status=_state(sync, count),
+                status=_state(sync, count, missing),
                 writebacks=sync,
                 dead_letters=count,
-                commands=_commands(name, sync, count),
+                unknown_accounts=waiting,
+                not_found_in_crm=missing,
+                commands=_commands(name, sync, count, waiting),
             )
         )
     return items

@@ -168,6 +168,11 @@ ERROR_CODE_OUTCOMES: Final[Mapping[str, PartOutcome]] = MappingProxyType(
 )
 
 
+# Answers that say the account row is not there: deleted, or an id of nothing.
+MISSING_ROW_STATUSES: Final = frozenset({404, 412})
+MISSING_ROW_CODE: Final = "0x80040217"
+
+
 def part_outcome(status: int, code: str | None = None) -> PartOutcome:
     """The outcome of one operation's answer: its error code first, then the status table,
     then the status class."""
@@ -974,6 +979,10 @@ def _sort_answers(
         outcome = part_outcome(part.status, code)
         if outcome is PartOutcome.WRITTEN:
             result.written.add(record_id)
+        elif outcome is PartOutcome.REJECTED and (
+            part.status in MISSING_ROW_STATUSES or (code or "").lower() == MISSING_ROW_CODE
+        ):
+            result.missing[record_id] = text
         elif outcome is PartOutcome.REJECTED:
             result.rejected[record_id] = text
         else:

@@ -153,9 +153,16 @@ class HubSpotConnector:
                 for update in updates
             ]
         }
-        response = await self._client.request(
-            "POST", "/crm/v3/objects/companies/batch/update", json=body
-        )
+        try:
+            response = await self._client.request(
+                "POST", "/crm/v3/objects/companies/batch/update", json=body
+            )
+        except CRMRequestRejected as exc:
+            # HubSpot answers 404 when none of the ids exists (207 when only some do).
+            if exc.status != 404:
+                raise
+            gone = f"no such company in HubSpot: {exc.body[:300]}"
+            return WriteResult(missing={update.record_id: gone for update in updates})
         return _batch_result(updates, json_object(response, "HubSpot batch update"))
 
     async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
@@ -294,12 +301,14 @@ def _batch_result(updates: Sequence[RecordUpdate], document: dict[str, Any]) -> 
         result.written.add(str(record.get("id")))
     for error in document.get("errors", []):
         message = str(error.get("message") or error.get("category") or "rejected by HubSpot")
+        # OBJECT_NOT_FOUND: no such company (a mistyped id, a deleted record).
+        found = result.missing if error.get("category") == "OBJECT_NOT_FOUND" else result.failed
         for record_id in error.get("context", {}).get("ids", []):
-            result.failed[str(record_id)] = message
+            found[str(record_id)] = message
     # HubSpot lists written records in `results`; anything it mentions nowhere is reported
     # failed so the outbox retries it instead of believing it landed.
     for update in updates:
-        if update.record_id not in result.written and update.record_id not in result.failed:
+        if update.record_id not in {*result.written, *result.failed, *result.missing}:
             result.failed[update.record_id] = "not confirmed in HubSpot's batch response"
     return result
 

@@ -206,7 +206,13 @@ def mapping_for(
 
 
 def company_events(record: Record, mapped: Mapping[str, str]) -> list[tuple[str, NormalisedEvent]]:
-    attributes = {attribute: record.text(prop) for attribute, prop in mapped.items()}
+    # A property the record does not carry (the portal has no such property) says nothing;
+    # one it carries empty is the CRM's explicit clear.
+    attributes = {
+        attribute: record.text(prop)
+        for attribute, prop in mapped.items()
+        if prop in record.properties
+    }
     event = AccountAttributes(account=record.id, at=record.updated_at, attributes=attributes)
     return [(f"companies:{record.id}:{record.version}", event)]
 

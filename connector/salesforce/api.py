@@ -139,6 +139,12 @@ RECORD_ERROR_OUTCOMES: Final[Mapping[str, RecordErrorOutcome]] = MappingProxyTyp
 )
 
 
+# Errors that say the Account itself is not there (deleted, or an id of nothing).
+MISSING_RECORD_CODES: Final = frozenset(
+    {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "INVALID_ID_FIELD", "MALFORMED_ID"}
+)
+
+
 def record_error_outcome(status_codes: Sequence[str]) -> RecordErrorOutcome:
     """A record is rejected only when every error it got is one retrying cannot fix."""
     if status_codes and all(
@@ -615,7 +621,10 @@ def _write_result(updates: Sequence[RecordUpdate], results: Sequence[Any]) -> Wr
         errors = outcome.get("errors")
         described = [_error_text(error) for error in errors] if isinstance(errors, list) else []
         text = "; ".join(text for _, text in described) or "refused without an error"
-        if record_error_outcome([code for code, _ in described]) is RecordErrorOutcome.REJECTED:
+        codes = [code for code, _ in described]
+        if codes and all(code in MISSING_RECORD_CODES for code in codes):
+            result.missing[record_id] = text
+        elif record_error_outcome(codes) is RecordErrorOutcome.REJECTED:
             result.rejected[record_id] = text
         else:
             result.failed[record_id] = text

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from webhooks.store import inbox
+from webhooks.store import accounts, inbox
 from webhooks.store.db import create_engine, create_session_factory
 
 EVENTS = 3000
@@ -52,6 +52,12 @@ def _store_events(database: Path) -> None:
         now = datetime.now(UTC)
         try:
             async with create_session_factory(engine)() as session, session.begin():
+                # The accounts' records are known: their usage counts at once.
+                await accounts.lock_accounts(
+                    session,
+                    keys={("default", "native", f"acct-{n}") for n in range(ACCOUNTS)},
+                    now=now,
+                )
                 await inbox.insert_events(
                     session,
                     source="native",

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
-from testkit import make_settings, native, store_native
+from testkit import crm_accounts, make_settings, native, store_native
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.runtime import Runtime
 from webhooks.store import inbox
@@ -167,6 +167,7 @@ async def test_worker_survives_lost_connections_and_processes_every_event_once(
         )
     )
     events = _events()
+    await crm_accounts(runtime, [f"acct-{n}" for n in range(ACCOUNTS)])
     async with runtime.sessions() as session, session.begin():
         stored = await inbox.insert_events(
             session,

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
-from testkit import HUBSPOT_TOKEN, hubspot_event, native, post_hubspot
+from testkit import HUBSPOT_TOKEN, crm_accounts, hubspot_event, native, post_hubspot
 from webhooks.store import keys
 from webhooks.store.models import (
     Account,
@@ -79,6 +79,14 @@ async def setup(service_factory) -> Setup:
         )
     crm.requests.clear()
     return Setup(service, crm, {"Authorization": f"Bearer {key}"})
+
+
+async def known_company(setup: Setup, properties: dict[str, str]) -> str:
+    """A company in the CRM whose record the service already has (as its creation webhook or
+    a backfill would bring it): native and Segment events for it count at once."""
+    company = setup.crm.add_company(properties)
+    await crm_accounts(setup.service.runtime, [company])
+    return company
 
 
 async def drain(service: Any) -> None:
@@ -227,7 +235,7 @@ async def test_hubspot_batch_delivered_three_times_is_stored_counted_and_written
 
 
 async def test_native_events_delivered_three_times_count_once(setup) -> None:
-    company = setup.crm.add_company({"name": "Acme"})
+    company = await known_company(setup, {"name": "Acme"})
     events = [
         native("usage", company, user="u1", id="use-1"),
         native("collaboration", company, kind="feedback", id="fb-1"),
@@ -253,7 +261,7 @@ async def test_native_events_delivered_three_times_count_once(setup) -> None:
 
 
 async def test_segment_batch_delivered_three_times_and_calls_resent_count_once(setup) -> None:
-    company = setup.crm.add_company({"name": "Acme"})
+    company = await known_company(setup, {"name": "Acme"})
     calls = [
         segment_call("group", "m-1", 3, groupId="acme-prod", traits={"crm_id": company}),
         segment_call(
@@ -290,8 +298,8 @@ async def test_segment_batch_delivered_three_times_and_calls_resent_count_once(s
 
 async def test_identical_deliveries_in_concurrent_requests_are_stored_exactly_once(setup) -> None:
     company, contact, email = seed_crm(setup.crm)
-    other = setup.crm.add_company({"name": "Globex"})
-    third = setup.crm.add_company({"name": "Initech"})
+    other = await known_company(setup, {"name": "Globex"})
+    third = await known_company(setup, {"name": "Initech"})
     batch = hubspot_batch(company, contact, email)
     events = [
         native("usage", other, user="u1", id="use-1"),
@@ -384,7 +392,7 @@ async def test_hubspot_property_changes_out_of_order_keep_the_newest_value(setup
 
 
 async def test_native_changes_out_of_order_keep_the_newest_value(setup) -> None:
-    company = setup.crm.add_company({"name": "Acme"})
+    company = await known_company(setup, {"name": "Acme"})
     newer = [
         native("account", company, attributes={"name": "Newest", "seats": 50}, id="acc-2"),
         native("contact", company, contact="c-1", title="CEO", executive=True, id="ct-2"),
@@ -413,8 +421,8 @@ async def test_native_changes_out_of_order_keep_the_newest_value(setup) -> None:
 
 
 async def test_segment_calls_out_of_order_keep_the_newest_mapping(setup) -> None:
-    first = setup.crm.add_company({"name": "Acme"})
-    second = setup.crm.add_company({"name": "Globex"})
+    first = await known_company(setup, {"name": "Acme"})
+    second = await known_company(setup, {"name": "Globex"})
     newer = [
         segment_call("group", "m-2", 1, groupId="g-new", traits={"crm_id": first}),
         segment_call("group", "m-4", 1, groupId="g-shared", traits={"crm_id": first}),
@@ -443,7 +451,7 @@ async def test_segment_calls_out_of_order_keep_the_newest_mapping(setup) -> None
 async def test_a_deletion_delivered_after_a_newer_change_does_not_delete_the_account(
     setup,
 ) -> None:
-    company = setup.crm.add_company({"name": "Acme"})
+    company = await known_company(setup, {"name": "Acme"})
     restored = native("account", company, attributes={"name": "Acme again"}, id="acc-2")
     restored["at"] = at(1)
     deleted = native("account_deleted", company, id="del-1")

@@ -594,7 +594,9 @@ async def test_an_ingest_key_files_events_only_under_its_own_connection(
     await tenants.runtime.pipeline.process_inbox()
     assert await accounts_of(tenants, BETA) == before
     after = await accounts_of(tenants, ALPHA)
-    assert (after["777"], after["501"]) == ("Hijacked", "Hijacked too")
+    # 777 is no record of alpha's CRM: its event waits as unmatched, creating nothing.
+    assert "777" not in after
+    assert after["501"] == "Hijacked too"
 
 
 async def test_a_segment_write_key_files_events_only_under_its_own_connection(

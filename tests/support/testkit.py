@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector.hubspot.events import signature_v3
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
-from webhooks.store import inbox
+from webhooks.store import accounts, inbox
 
 HUBSPOT_SECRET = "test-client-secret"
 HUBSPOT_TOKEN = "test-access-token"
@@ -114,9 +114,37 @@ def daily_user(
     return [native("usage", account, days_ago=first_day_ago + day, user=user) for day in range(7)]
 
 
+async def crm_accounts(
+    runtime: Runtime, crm_ids: list[str], *, connection: str = "default"
+) -> None:
+    """Account records as if the CRM had sent them: events for these ids fold in at once (an
+    account's record must be known before its usage, interactions or tickets count)."""
+    known = runtime.connections.get(connection)
+    crm = known.crm if known is not None else "native"
+    async with runtime.sessions() as session, session.begin():
+        await accounts.lock_accounts(
+            session,
+            keys={(connection, crm, crm_id) for crm_id in crm_ids},
+            now=datetime.now(UTC),
+        )
+
+
 async def store_native(
-    runtime: Runtime, events: list[dict[str, object]], *, connection: str = "default"
+    runtime: Runtime,
+    events: list[dict[str, object]],
+    *,
+    connection: str = "default",
+    known_accounts: bool = True,
 ) -> int:
+    """Store native events as the ingest API does. With `known_accounts` (for tests about
+    facts and scores) their accounts' records are known first (`crm_accounts`); without it,
+    an account must be declared or come from the CRM like in production."""
+    if known_accounts:
+        await crm_accounts(
+            runtime,
+            sorted({str(event["account"]) for event in events if "account" in event}),
+            connection=connection,
+        )
     async with runtime.sessions() as session, session.begin():
         return await inbox.insert_events(
             session,

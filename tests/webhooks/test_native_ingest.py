@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from testkit import native
+from testkit import crm_accounts, native
 from webhooks.store import keys
 from webhooks.store.models import Account, InboxEvent, UsageDay
 
@@ -28,6 +28,7 @@ async def post(service, events, headers):
 
 
 async def test_native_events_are_stored_then_become_facts(service):
+    await crm_accounts(service.runtime, ["1001"])
     headers = await bearer(service, role="ingest")
     response = await post(
         service,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from testkit import native, store_native
+from testkit import crm_accounts, native, store_native
 from webhooks.store import product
 from webhooks.store.models import (
     Account,
@@ -53,10 +53,16 @@ def group(user: str, group_id: str, **traits):
     }
 
 
+# The CRM accounts the calls here are mapped to: known, as product events never create one.
+CRM_ACCOUNTS = ["1001", "4242", "99", "303", "new", "old", "808", "5150"]
+
+
 @pytest.fixture
 async def segment(service_factory):
     """A service taking Segment calls for the default connection (no CRM writer: no calls)."""
-    return await service_factory(segment_write_key=WRITE_KEY, hubspot_access_token=None)
+    service = await service_factory(segment_write_key=WRITE_KEY, hubspot_access_token=None)
+    await crm_accounts(service.runtime, CRM_ACCOUNTS)
+    return service
 
 
 async def send(service, calls, *, headers=None):
@@ -214,6 +220,7 @@ async def test_group_id_matching_needs_no_group_call(service_factory):
     service = await service_factory(
         segment_write_key=WRITE_KEY, hubspot_access_token=None, segment_account_match="group_id"
     )
+    await crm_accounts(service.runtime, CRM_ACCOUNTS)
     await send(service, [track("u1", group="5150")])
     await drain(service)
     assert await usage_users(service, "5150") == {"u1"}
@@ -245,8 +252,8 @@ async def test_segment_and_crm_events_of_one_account_land_in_the_same_facts(segm
     await drain(segment)
     assert await usage_users(segment, "1001") == {"from-csv", "u1"}
     async with segment.runtime.sessions() as session:
-        accounts = (await session.execute(select(Account.crm_id))).scalars().all()
-    assert accounts == ["1001"]
+        rows = await session.execute(select(Account.crm_id, UsageDay.user).join(UsageDay))
+    assert {crm_id for crm_id, _ in rows} == {"1001"}
 
 
 # --- the HTTP contract -----------------------------------------------------------------------

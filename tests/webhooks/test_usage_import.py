@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from testkit import crm_accounts
 from webhooks.cli import cli
 from webhooks.progress import Progress
 from webhooks.store import inbox
@@ -92,6 +93,7 @@ async def service(service_factory: Any) -> Any:
 
 
 async def test_imported_usage_and_collaboration_become_facts(service) -> None:
+    await crm_accounts(service.runtime, ["123", "456"])
     summary = await _import(service, GOOD)
     assert (summary.rows, summary.stored, summary.duplicates, summary.error_count) == (5, 5, 0, 0)
     await service.runtime.pipeline.run_once()

@@ -3,11 +3,11 @@ decide what that means (raise, keep, resolve) in webhooks.alerts.service."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
+from connector import bounds
 from signals.config import AlertRule
 from signals.model import Band, Health
 
@@ -161,18 +161,12 @@ def attribute_value(attributes: Mapping[str, object] | None, name: str) -> str |
     return None if value is None or value == "" else str(value)
 
 
-_EPOCH_MS = re.compile(r"^\d{12,14}$")
-
-
 def parse_renewal_date(value: object) -> date | None:
     """A renewal date as CRMs hold it: ISO date or date-time, or epoch milliseconds (HubSpot
-    date properties); None when absent or unreadable."""
+    date properties); None when absent or unreadable (intakes refuse unreadable ones)."""
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    if _EPOCH_MS.match(text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC).date()
     try:
-        return date.fromisoformat(text[:10])
+        return bounds.calendar_date(value)
     except ValueError:
         return None

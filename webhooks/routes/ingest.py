@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from connector.segment import BATCH_MAX_BYTES, CALL_TYPES, MESSAGE_MAX_BYTES
 from webhooks import intake
@@ -98,7 +98,11 @@ async def native_events(
 
 class UnmatchedKey(BaseModel):
     connection: str
-    kind: str
+    kind: str = Field(
+        description="What the events wait on: `group` (a product account's CRM account), "
+        "`user` (a user's product account) or `account` (an account id whose record is not "
+        "known: mistyped, or not in the CRM yet)."
+    )
     id: str
     events: int
     first_received_at: datetime
@@ -124,7 +128,7 @@ class UnmatchedPage(BaseModel):
             403: "The key's role may not read (needs admin or viewer), or another connection.",
         }
     ),
-    summary="Product accounts and users whose events wait for their CRM account",
+    summary="Product accounts, users and account ids whose events wait for their CRM account",
 )
 async def unmatched(
     runtime: RuntimeDep,

@@ -44,6 +44,8 @@ def _conditions(where: AccountFilter) -> list[ColumnElement[bool]]:
     found: list[ColumnElement[bool]] = [
         Account.connection == where.connection,
         Account.deleted_at.is_(None),
+        # A record the CRM does not have is no customer account (GET by id still shows it).
+        Account.not_found_at.is_(None),
     ]
     if where.bands:
         found.append(Account.band.in_(list(where.bands)))

@@ -22,15 +22,8 @@ from webhooks.store.models import Account, HealthSnapshot, core_table
 AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
 
 
-async def lock_accounts(
-    session: AsyncSession, *, keys: Collection[AccountKey], now: datetime
-) -> dict[AccountKey, Account]:
-    """Fetch the accounts, creating new ones, locked for this transaction on PostgreSQL.
-
-    Rows are locked in id order so concurrent workers cannot deadlock on each other.
-    """
-    if not keys:
-        return {}
+async def known_keys(session: AsyncSession, *, keys: Collection[AccountKey]) -> set[AccountKey]:
+    """The keys that have an account row."""
     by_connection: dict[str, list[str]] = defaultdict(list)
     for connection, _, crm_id in keys:
         by_connection[connection].append(crm_id)
@@ -45,9 +38,31 @@ async def lock_accounts(
             )
         )
     }
+    return {key for key in keys if (key[0], key[2]) in known}
+
+
+async def lock_accounts(
+    session: AsyncSession,
+    *,
+    keys: Collection[AccountKey],
+    now: datetime,
+    known: Collection[AccountKey] | None = None,
+) -> dict[AccountKey, Account]:
+    """Fetch the accounts, creating new ones, locked for this transaction on PostgreSQL.
+    Only confirmed records may be new here (see webhooks.pipeline: events of unknown ids wait
+    as unmatched); `known` saves reading which keys exist when the caller just did.
+
+    Rows are locked in id order so concurrent workers cannot deadlock on each other.
+    """
+    if not keys:
+        return {}
+    by_connection: dict[str, list[str]] = defaultdict(list)
+    for connection, _, crm_id in keys:
+        by_connection[connection].append(crm_id)
+    existing = await known_keys(session, keys=keys) if known is None else set(known)
     # Inserted in key order: two workers inserting overlapping new accounts in event order
     # waited on each other's unique-index entries (PostgreSQL reported deadlocks).
-    new = sorted(key for key in keys if (key[0], key[2]) not in known)
+    new = sorted(key for key in keys if key not in existing)
     if new:
         await session.execute(
             upsert_insert(session, Account).on_conflict_do_nothing(
@@ -84,7 +99,7 @@ def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
 _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
     "band", "customer", "first_seen_at", "health_updated_at", "segment", "owner", "trend_30d",
-    "signals", "drivers", "coverage", "config_version",
+    "signals", "drivers", "coverage", "config_version", "not_found_at", "not_found_reason",
 )  # fmt: skip
 
 
@@ -279,8 +294,8 @@ async def accounts_after(
     session: AsyncSession, *, after_id: int, limit: int, connection: str | None = None
 ) -> list[Account]:
     """Live accounts (of `connection`, or of all) with ids above `after_id`, in id order,
-    locked (a recompute's next chunk)."""
-    where = [Account.id > after_id, Account.deleted_at.is_(None)]
+    locked (a recompute's next chunk); records the CRM does not have are left out."""
+    where = [Account.id > after_id, Account.deleted_at.is_(None), Account.not_found_at.is_(None)]
     if connection is not None:
         where.append(Account.connection == connection)
     rows = await session.execute(
@@ -289,3 +304,26 @@ async def accounts_after(
     chunk = list(rows.scalars().all())
     _detach(session, chunk)
     return chunk
+
+
+async def mark_not_found(
+    session: AsyncSession, *, account_ids: Mapping[int, str], now: datetime
+) -> None:
+    """The CRM has no such records ({account id: its answer}): not scored, listed or written
+    back until the CRM sends them (the pipeline clears the mark then)."""
+    for account_id, reason in account_ids.items():
+        await session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(not_found_at=now, not_found_reason=reason[:2000])
+        )
+
+
+async def not_found_by_connection(session: AsyncSession) -> dict[str, int]:
+    """{connection: accounts a write-back found missing from the CRM}."""
+    rows = await session.execute(
+        select(Account.connection, func.count())
+        .where(Account.not_found_at.is_not(None), Account.deleted_at.is_(None))
+        .group_by(Account.connection)
+    )
+    return {str(connection): int(count) for connection, count in rows}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
+    AttributeOrigin,
     Collaboration,
     ContactUpsert,
     Interaction,
@@ -40,6 +41,9 @@ from webhooks.store.models import (
 )
 
 _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
+# Which source wins where the CRM and a native source both give an attribute (settings'
+# attribute_precedence): the CRM whenever it has a value, or the later value.
+Precedence = Literal["crm", "latest"]
 
 # Attributes whose past values matter (ARR a year ago); others only keep their latest value.
 TRACKED_ATTRIBUTES = frozenset({"arr", "seats"})
@@ -60,16 +64,48 @@ def _later(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate > current else current
 
 
+def _replaces(
+    held: Mapping[str, Any] | None,
+    value: str | None,
+    *,
+    at: datetime,
+    origin: AttributeOrigin,
+    precedence: Precedence,
+) -> bool:
+    """Whether `value` (from `origin`, as of `at`) replaces the attribute value `held`.
+
+    A source only erases what it gave itself: a CRM without a value for an attribute (a
+    property the portal lacks, an empty field) never clears one a native source gave; a
+    native `null` is the explicit clear. Under `crm` precedence the CRM's value wins whenever
+    it has one, and a native value only fills what the CRM leaves empty. Otherwise, as
+    delivery is out of order, only a later `at` replaces.
+    """
+    if held is None or held.get("value") is None:
+        return held is None or datetime.fromisoformat(held["at"]) <= at
+    # Values stored before sources were recorded are taken as another source's: no CRM
+    # blank erases them.
+    held_origin = held.get("origin", "native")
+    if value is None and origin == "crm" and held_origin != "crm":
+        return False
+    if precedence == "crm" and origin != held_origin:
+        return origin == "crm" and value is not None
+    return datetime.fromisoformat(held["at"]) <= at
+
+
 def apply_attributes(
-    account: Account, *, attributes: Mapping[str, str | None], at: datetime
+    account: Account,
+    *,
+    attributes: Mapping[str, str | None],
+    at: datetime,
+    origin: AttributeOrigin = "crm",
+    precedence: Precedence = "crm",
 ) -> None:
-    """Out-of-order delivery is normal: per attribute, only a later `at` overwrites."""
+    """Merge attribute values into the account, per attribute as `_replaces` decides."""
     merged: dict[str, Any] = dict(account.attributes or {})
     for name, value in attributes.items():
-        current = merged.get(name)
-        if current is not None and datetime.fromisoformat(current["at"]) > at:
+        if not _replaces(merged.get(name), value, at=at, origin=origin, precedence=precedence):
             continue
-        merged[name] = {"value": value, "at": at.isoformat()}
+        merged[name] = {"value": value, "at": at.isoformat(), "origin": origin}
         if name == "name":
             account.name = value
         elif name == "domain":
@@ -93,7 +129,8 @@ def _last_changed(account: Account) -> datetime:
 class _Batch:
     """The rows one batch of events adds, collected first and written in bulk."""
 
-    def __init__(self) -> None:
+    def __init__(self, precedence: Precedence) -> None:
+        self.precedence = precedence
         self.usage: set[tuple[int, date, str]] = set()
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
@@ -129,11 +166,17 @@ class _Batch:
                 self.rows[OutcomeFact].append(
                     {"account_id": account.id, "at": at, "outcome": outcome}
                 )
-            case AccountAttributes(at=at, attributes=attributes):
+            case AccountAttributes(at=at, attributes=attributes, origin=origin):
                 if account.deleted_at is not None and at > account.deleted_at:
                     # Only a restored record changes after its deletion (HubSpot's restore).
                     account.deleted_at = None
-                apply_attributes(account, attributes=attributes, at=at)
+                apply_attributes(
+                    account,
+                    attributes=attributes,
+                    at=at,
+                    origin=origin,
+                    precedence=self.precedence,
+                )
                 self.rows[AttributeChange].extend(
                     {"account_id": account.id, "name": name, "at": at, "value": value}
                     for name, value in attributes.items()
@@ -186,6 +229,7 @@ async def fold(
     *,
     events: Sequence[tuple[Account, NormalisedEvent]],
     now: datetime,
+    precedence: Precedence = "crm",
 ) -> None:
     """Fold a batch of events into the facts of their (locked) accounts.
 
@@ -193,7 +237,7 @@ async def fold(
     (an import of last quarter's usage covers last quarter): read_facts takes a zero count as
     evidence only for windows the source covered.
     """
-    batch = _Batch()
+    batch = _Batch(precedence)
     kinds: dict[tuple[str, str], datetime] = {}
     for account, event in events:
         known_since = account.first_seen_at or account.created_at

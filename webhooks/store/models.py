@@ -157,6 +157,10 @@ class Account(Base):
     # HealthConfig.scoring_version the score and band were computed under: hysteresis holds
     # only from a band computed under the same one (NULL: before it was recorded).
     config_version: Mapped[str | None] = mapped_column(String(16))
+    # When a write-back found no such record in the CRM (404), and the CRM's words: the account
+    # is neither scored, listed nor written back until the CRM sends its record again.
+    not_found_at: Mapped[datetime | None]
+    not_found_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def _account_fk() -> Mapped[int]:

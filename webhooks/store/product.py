@@ -1,6 +1,7 @@
 """Product accounts and users repository: which CRM account a product account (Segment
-groupId) is, which product account a user acts in, and the product events still waiting for
-that mapping."""
+groupId) is, which product account a user acts in, and the events still waiting for their
+account: product events for that mapping, any event for an account id whose record is not
+known yet."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def group_key(group_id: str) -> str:
 
 def user_key(user_id: str) -> str:
     return f"user:{user_id}"
+
+
+def account_key(crm_id: str) -> str:
+    """Events for an account id whose record is not known yet (webhooks.pipeline)."""
+    return f"account:{crm_id}"
 
 
 async def save_group_calls(
@@ -267,16 +273,33 @@ async def release_resolvable(session: AsyncSession, *, now: datetime) -> int:
     user_ready = select(literal("user:") + ProductUser.user_id).where(
         ProductUser.connection == InboxEvent.connection
     )
+    account_ready = select(literal("account:") + Account.crm_id).where(
+        Account.connection == InboxEvent.connection
+    )
     result = await session.execute(
         update(InboxEvent)
         .where(
             InboxEvent.status == UNMATCHED,
             InboxEvent.match_key.is_not(None),
-            or_(InboxEvent.match_key.in_(group_ready), InboxEvent.match_key.in_(user_ready)),
+            or_(
+                InboxEvent.match_key.in_(group_ready),
+                InboxEvent.match_key.in_(user_ready),
+                InboxEvent.match_key.in_(account_ready),
+            ),
         )
         .values(status="pending", available_at=now, match_key=None, processed_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def unknown_accounts_by_connection(session: AsyncSession) -> dict[str, int]:
+    """{connection: account ids whose events wait because no such account is known}."""
+    rows = await session.execute(
+        select(InboxEvent.connection, func.count(func.distinct(InboxEvent.match_key)))
+        .where(InboxEvent.status == UNMATCHED, InboxEvent.match_key.startswith(account_key("")))
+        .group_by(InboxEvent.connection)
+    )
+    return {str(connection): int(count) for connection, count in rows}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,8 @@ async def owed_after(
     session: AsyncSession, *, connection: str, after_account_id: int, limit: int
 ) -> list[OwedRow]:
     """The next `limit` write-back rows of the connection's live accounts (any status), in
-    account id order after `after_account_id`. An account the CRM deleted is not asked for."""
+    account id order after `after_account_id`. An account the CRM deleted, or that a
+    write-back found missing from it, is not asked for."""
     rows = await session.execute(
         select(WritebackItem.account_id, WritebackItem.record_id, WritebackItem.fields)
         .join(Account, Account.id == WritebackItem.account_id)
@@ -38,6 +39,7 @@ async def owed_after(
             WritebackItem.connection == connection,
             WritebackItem.account_id > after_account_id,
             Account.deleted_at.is_(None),
+            Account.not_found_at.is_(None),
         )
         .order_by(WritebackItem.account_id)
         .limit(limit)
@@ -51,7 +53,11 @@ async def count_owed(session: AsyncSession, *, connection: str) -> int:
         select(func.count())
         .select_from(WritebackItem)
         .join(Account, Account.id == WritebackItem.account_id)
-        .where(WritebackItem.connection == connection, Account.deleted_at.is_(None))
+        .where(
+            WritebackItem.connection == connection,
+            Account.deleted_at.is_(None),
+            Account.not_found_at.is_(None),
+        )
     )
     return int(found or 0)
 

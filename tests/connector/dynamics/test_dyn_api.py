@@ -238,8 +238,9 @@ async def test_a_mixed_answer_maps_each_record_to_written_failed_or_rejected(con
     )
     result = await connector.write_health([RecordUpdate(record_id=i, fields={}) for i in ids])
     assert result.written == {ids[0], ids[6]}
+    # No such row: the account is marked not found in the CRM, not retried.
+    assert result.missing == {ids[1]: f"404 0x80040217: account With Id = {ids[1]} Does Not Exist"}
     assert result.rejected == {
-        ids[1]: f"404 0x80040217: account With Id = {ids[1]} Does Not Exist",
         ids[2]: "400 0x80044331: A validation error occurred. The value 250 of "
         "'cr123_healthscore' on record of type 'account' is outside the valid range.",
         ids[3]: "403 0x80040220: Principal user is missing prvWriteAccount privilege",
@@ -268,7 +269,7 @@ async def test_answers_are_matched_by_content_id_not_position(connector) -> None
     respx.post(BATCH).mock(return_value=batch_answer(body))
     result = await connector.write_health([RecordUpdate(record_id=i, fields={}) for i in ids])
     assert result.written == {ids[1]}
-    assert result.rejected == {ids[0]: "404 0x80040217: gone"}
+    assert result.missing == {ids[0]: "404 0x80040217: gone"}
 
 
 async def test_more_than_max_batch_size_is_refused_before_calling(connector) -> None:

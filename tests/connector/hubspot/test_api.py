@@ -50,7 +50,7 @@ async def test_write_health_sends_one_batch_update_with_string_values(connector)
 
 
 @respx.mock
-async def test_multi_status_answer_marks_only_the_named_records_failed(connector) -> None:
+async def test_multi_status_answer_marks_only_the_named_records_not_found(connector) -> None:
     respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(
         207,
         json={
@@ -71,7 +71,17 @@ async def test_multi_status_answer_marks_only_the_named_records_failed(connector
         [RecordUpdate(record_id="1", fields={}), RecordUpdate(record_id="2", fields={})]
     )
     assert result.written == {"1"}
-    assert "may be deleted" in result.failed["2"]
+    assert "may be deleted" in result.missing["2"]
+    assert result.failed == {}
+
+
+@respx.mock
+async def test_a_404_for_the_whole_batch_marks_every_record_not_found(connector) -> None:
+    respx.post(f"{API}/crm/v3/objects/companies/batch/update").respond(
+        404, json={"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"}
+    )
+    result = await connector.write_health([RecordUpdate(record_id="999999", fields={})])
+    assert set(result.missing) == {"999999"}
 
 
 @respx.mock

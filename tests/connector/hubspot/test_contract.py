@@ -277,7 +277,7 @@ async def test_writing_health_keeps_the_objects_contract(
     )
 
     recorder.assert_contract_kept()
-    assert set(result.failed) == {"424242"}
+    assert set(result.missing) == {"424242"}
     assert [e.status for e in recorder.calls("POST", "/batch/update")] == [200, 207]
     answer = json.loads(recorder.calls("POST", "/batch/update")[0].response_body)
     written = answer["results"][0]["properties"]

@@ -185,12 +185,14 @@ async def test_documented_partial_failure_maps_by_position_into_failed_and_rejec
     sent = ["001RM000003oCprYAE", "001xx000003DGb2999", "001RM0000001", "001RM0000002", "001RM3"]
     result = await connector.write_health([RecordUpdate(record_id=i, fields={}) for i in sent])
     assert result.written == {"001RM000003oCprYAE"}
-    assert result.rejected == {
+    # No such Account (an id of nothing, a deleted record): marked not found, not retried.
+    assert result.missing == {
         "001xx000003DGb2999": (
             "MALFORMED_ID: Contact ID: id value of incorrect type: 001xx000003DGb2999 (fields: Id)"
         ),
         "001RM0000002": "ENTITY_IS_DELETED: entity is deleted",
     }
+    assert result.rejected == {}
     assert result.failed == {
         "001RM0000001": "UNABLE_TO_LOCK_ROW: unable to obtain exclusive access to this record",
         "001RM3": "SOMETHING_NEW_IN_WINTER_28: a code nobody has seen yet",
@@ -235,7 +237,7 @@ async def test_all_or_none_rollback_is_retried(connector) -> None:
         ]
     )
     assert set(result.failed) == {"001RM000003oCprYAE"}
-    assert set(result.rejected) == {"001xx000003DGb2999"}
+    assert set(result.missing) == {"001xx000003DGb2999"}
 
 
 @respx.mock

@@ -561,6 +561,8 @@
       ["Open alerts", String(item.alerts_open)],
     ];
     if (item.deleted_at) facts.push(["Deleted in the CRM", fmtTime(item.deleted_at)]);
+    // A write-back found no such record: not scored or listed until the CRM sends it.
+    if (item.not_found_in_crm) facts.push(["Not found in the CRM", `${fmtTime(item.not_found_in_crm)}: ${item.not_found_reason || ""}`]);
     clear($("#summary")).append(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
 
     clear($("#history-chart")).append(historyChart(item.history));
@@ -1231,6 +1233,8 @@
       ["Oldest pending", sync.oldest_pending_since ? `${fmtAge(sync.oldest_pending_age_seconds)}, since ${fmtTime(sync.oldest_pending_since)}` : "—"],
       ["Last success", sync.last_success_at ? fmtTime(sync.last_success_at) : "never"],
       ["Dead letters", count(item.dead_letters)],
+      ["Unknown account ids (events waiting)", count(item.unknown_accounts || 0)],
+      ["Not found in the CRM", count(item.not_found_in_crm || 0)],
     ];
     const errors = [];
     // CRM and event text is shown as text (textContent), never as markup.

@@ -4,7 +4,7 @@ fields empty), and the earliest time any event told about the account (a zero co
 evidence only for windows the account has been visible in).
 
 Revision ID: 20261205_0015
-Revises: 20261205_0013
+Revises: 20261205_0014
 Create Date: 2026-12-05 02:10:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261205_0015"
-down_revision = "20261205_0013"
+down_revision = "20261205_0014"
 branch_labels = None
 depends_on = None
 
