@@ -567,9 +567,11 @@ async def test_a_backtest_leaves_cases_before_the_accounts_first_record_unscored
     events += [on("11-10", "usage", user="u3"), on("11-20", "outcome", outcome="churned")]
     await run_worker(service, events)
 
+    # Any evidence gives a verdict here (bands.min_coverage 0): 5 days before, R1 is scored on
+    # its usage alone, so only the first record decides what is left unscored.
     response = await service.client.post(
         "/api/v1/config/backtest",
-        json={"horizons": [5, 30, 60]},
+        json={"horizons": [5, 30, 60], "config": {"bands": {"min_coverage": 0}}},
         headers=await bearer(service, "viewer"),
     )
 
