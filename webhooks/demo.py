@@ -692,7 +692,10 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
     began = time.perf_counter()
     async with runtime.sessions() as session, session.begin():
         config = (await configs.current(session))[1]
-        live = await accounts.accounts_after(session, after_id=0, limit=1_000_000)
+        everyone = await accounts.accounts_after(session, after_id=0, limit=1_000_000)
+        # Prospects have no health to record: the sample companies' lifecycle stages never
+        # changed, but their stage is dated today, so the past would read them as customers.
+        live = [account for account in everyone if account.customer]
         previous = {account.id: Band.UNKNOWN for account in live}
         versions = accounts.scoring_versions(live, config)
         for account in live:

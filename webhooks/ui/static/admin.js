@@ -165,6 +165,11 @@
     return search.toString();
   }
 
+  /** The band a person reads: a prospect is "not a customer", never an unknown band. */
+  function shownBand(item) {
+    return item.customer === false ? "not_customer" : item.band;
+  }
+
   function isAdmin() {
     return session && (session.role === "admin" || session.role === "global_admin");
   }
@@ -476,7 +481,7 @@
             "tr",
             { "data-account": item.id },
             el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
-            el("td", {}, bandBadge(item.customer === false ? "not_customer" : item.band)),
+            el("td", {}, bandBadge(shownBand(item))),
             el("td", { class: "num", text: fmtScore(item.score) }),
             el("td", { class: "num" }, trendCell(item.trend_30d)),
             el("td", {}, sparkline(item.sparkline)),
@@ -546,7 +551,7 @@
     document.title = `${name} · crm-health admin`;
     const a = item.attributes;
     const facts = [
-      ["Band", bandBadge(item.band)],
+      ["Band", bandBadge(shownBand(item))],
       ["Score", fmtScore(item.score)],
       ["Trend (30 days)", trendCell(item.trend_30d)],
       ["Scored", fmtTime(item.updated_at)],
