@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from signals.config import HealthConfig
 from webhooks import config_service
+from webhooks.auth import Principal
 from webhooks.config_service import AuditPage, ConfigDocument, VersionPage
 from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
 from webhooks.routes.inbound import ErrorBody
+from webhooks.runtime import Runtime
 
 router = APIRouter(tags=["config"])
 
@@ -187,16 +189,14 @@ async def rollback_to_defaults(
     if_match: IfMatch = None,
     body: Annotated[RollbackRequest | None, Body()] = None,
 ) -> ConfigDocument:
-    document = await config_service.rollback(
-        runtime.sessions,
+    return await _rollback(
+        runtime,
+        principal=principal,
         version_id=None,
-        comment="" if body is None else body.comment,
-        author=principal.name,
+        response=response,
         if_match=if_match,
-        now=datetime.now(UTC),
-        scope=principal.settings_scope,
+        body=body,
     )
-    return _with_etag(response, document)
 
 
 @router.post(
@@ -214,6 +214,26 @@ async def rollback(
     if_match: IfMatch = None,
     body: Annotated[RollbackRequest | None, Body()] = None,
 ) -> ConfigDocument:
+    return await _rollback(
+        runtime,
+        principal=principal,
+        version_id=version_id,
+        response=response,
+        if_match=if_match,
+        body=body,
+    )
+
+
+async def _rollback(
+    runtime: Runtime,
+    *,
+    principal: Principal,
+    version_id: int | None,
+    response: Response,
+    if_match: str | None,
+    body: RollbackRequest | None,
+) -> ConfigDocument:
+    """Both rollbacks: to a stored version, or (None) to the built-in defaults."""
     document = await config_service.rollback(
         runtime.sessions,
         version_id=version_id,
