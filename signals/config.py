@@ -203,7 +203,10 @@ class AlertRule(BaseModel):
 
     - band_entered: the account's band became `band` (bands already have hysteresis);
     - score_drop: the score fell at least `points` within `days`;
-    - indicator_at_risk: `indicator` ("signal.indicator") reached its at-risk threshold;
+    - indicator_at_risk: `indicator` ("signal.indicator") reached its at-risk threshold: raised
+      when it was measured and above the threshold at the account's previous scoring (under
+      the same scoring configuration): a thing lost, not a thing never had. `trigger: state`
+      raises it whenever the indicator is at risk;
     - renewal_near: the renewal date is within `days` and the account is not healthy.
     An alert is raised once per account, rule and band/indicator while its condition lasts; after
     it ends, the same alert is raised again only once `cooldown_days` have passed.
@@ -217,6 +220,8 @@ class AlertRule(BaseModel):
     points: float = Field(default=15, gt=0, le=100, allow_inf_nan=False)
     days: int = Field(default=30, ge=1, le=730)
     indicator: str | None = None
+    # indicator_at_risk only: "transition" (it was fine and is at risk now) or "state".
+    trigger: Literal["transition", "state"] = "transition"
     # Empty: every account. Otherwise a segment override's name or the account's segment.
     segments: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -234,6 +239,8 @@ class AlertRule(BaseModel):
                 )
         elif self.indicator is not None:
             raise ValueError(f"indicator: only for indicator_at_risk rules, not {self.when}")
+        if self.trigger == "state" and self.when != "indicator_at_risk":
+            raise ValueError(f"trigger: state is only for indicator_at_risk rules, not {self.when}")
         return self
 
 

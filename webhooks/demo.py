@@ -419,6 +419,8 @@ class DemoResult:
     events: int
     alerts_by_rule: Counter[str] = field(default_factory=Counter)
     alerted: dict[str, set[str]] = field(default_factory=dict)  # rule -> CRM ids
+    # Open alerts by (rule, the account's band now): where the alerts land.
+    open_by_band: Counter[tuple[str, str]] = field(default_factory=Counter)
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -745,9 +747,34 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
             for alert, account in rows:
                 result.alerts_by_rule[alert.rule] += 1
                 result.alerted.setdefault(alert.rule, set()).add(account.crm_id)
+                if alert.status == "open":
+                    band = account.band if account.customer else NOT_A_CUSTOMER
+                    result.open_by_band[(alert.rule, band)] += 1
             offset += page
             if offset >= total:
                 return
+
+
+def _print_open_alerts(result: DemoResult) -> None:
+    """Open alerts per rule and per band of the account now: alerts belong on at-risk
+    accounts, and none on healthy ones."""
+    if not result.open_by_band:
+        return
+    seen = {band for _, band in result.open_by_band}
+    bands = [band for band in (*BANDS, NOT_A_CUSTOMER) if band in seen]
+    rules = sorted({rule for rule, _ in result.open_by_band})
+    width = max(len("open alerts"), *(len(rule) for rule in rules))
+    print(
+        "\n"
+        + "open alerts".ljust(width)
+        + "".join(f"  {band:>10}" for band in bands)
+        + "       total"
+    )
+    for rule in rules:
+        counts = [result.open_by_band[(rule, band)] for band in bands]
+        print(rule.ljust(width) + "".join(f"  {n:>10}" for n in counts) + f"  {sum(counts):>10}")
+    totals = [sum(n for (_, band), n in result.open_by_band.items() if band == b) for b in bands]
+    print("total".ljust(width) + "".join(f"  {n:>10}" for n in totals) + f"  {sum(totals):>10}")
 
 
 def print_summary(result: DemoResult, *, service_url: str, sandbox_url: str) -> None:
@@ -788,6 +815,7 @@ def print_summary(result: DemoResult, *, service_url: str, sandbox_url: str) -> 
     total = sum(result.alerts_by_rule.values())
     rules = ", ".join(f"{rule} {count}" for rule, count in result.alerts_by_rule.most_common())
     print(f"\nAlerts raised: {total}" + (f" ({rules})" if rules else ""))
+    _print_open_alerts(result)
 
     print(f"\nAdmin page: {service_url}/admin  (sign in with the admin token {DEMO_ADMIN_TOKEN})")
     print(f"API docs:   {service_url}/docs")

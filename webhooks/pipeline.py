@@ -40,7 +40,7 @@ from signals.scoring import score
 from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
 from webhooks.alerts.notice import Channel
-from webhooks.alerts.rules import AccountState, attribute_value, parse_renewal_date
+from webhooks.alerts.rules import AccountState
 from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import Matched, match_new_domains, match_product_events
@@ -1124,19 +1124,13 @@ class Pipeline:
             by_connection[account.connection].append(
                 (
                     account,
-                    AccountState(
-                        name=account.name,
-                        health=health,
-                        previous_score=account.score,
-                        # A first scoring has no previous band ("unknown" is the row's default).
-                        previous_band=None if account.health_updated_at is None else account.band,
+                    alert_service.account_state(
+                        account,
+                        health,
                         scores_before={
                             days: found.get(account.id) for days, found in before.items()
                         },
-                        renewal_date=parse_renewal_date(
-                            attribute_value(account.attributes, "renewal_date")
-                        ),
-                        segment=attribute_value(account.attributes, "segment"),
+                        scoring_version=versions[account.id],
                     ),
                 )
             )

@@ -40,7 +40,8 @@ from signals.model import Band, Health
 from signals.scoring import score
 from webhooks import config_service
 from webhooks.alerts.manage import AccountRef
-from webhooks.alerts.rules import AccountState, attribute_value, conditions, parse_renewal_date
+from webhooks.alerts.rules import AccountState, conditions
+from webhooks.alerts.service import account_state
 from webhooks.errors import Busy, InvalidFields
 from webhooks.store import accounts, configs, facts, outcomes
 from webhooks.store.db import AsyncSession, SessionFactory
@@ -268,17 +269,16 @@ class _Tally:
 
 
 def _state(
-    account: Account, health: Health, before: Mapping[int, Mapping[int, int | None]]
+    account: Account,
+    health: Health,
+    before: Mapping[int, Mapping[int, int | None]],
+    scoring_version: str,
 ) -> AccountState:
-    # As the worker builds it (webhooks.pipeline): the row holds the last health it recorded.
-    return AccountState(
-        name=account.name,
-        health=health,
-        previous_score=account.score,
-        previous_band=None if account.health_updated_at is None else account.band,
+    return account_state(
+        account,
+        health,
         scores_before={days: found.get(account.id) for days, found in before.items()},
-        renewal_date=parse_renewal_date(attribute_value(account.attributes, "renewal_date")),
-        segment=attribute_value(account.attributes, "segment"),
+        scoring_version=scoring_version,
     )
 
 
@@ -425,7 +425,12 @@ async def _preview_chunk(
             tally.add_change(account, old, new)
         if not raises or (same_inputs and old.band is new.band):
             continue
-        fire = conditions(candidate.alerts, _state(account, new, before), today=today)
+        fire = conditions(
+            candidate.alerts,
+            _state(account, new, before, candidate.scoring_version),
+            today=today,
+        )
+        fire = [condition for condition in fire if condition.raises]
         if not fire:
             continue
         held = open_now.get(account.id, set())
@@ -436,7 +441,12 @@ async def _preview_chunk(
             # indicator rules need the whole explanation.
             anyway = {
                 (c.rule.name, c.key)
-                for c in conditions(current.alerts, _state(account, old, before_now), today=today)
+                for c in conditions(
+                    current.alerts,
+                    _state(account, old, before_now, current.scoring_version),
+                    today=today,
+                )
+                if c.raises
             }
             fire = [c for c in fire if (c.rule.name, c.key) not in anyway]
         for condition in fire:

@@ -281,6 +281,82 @@ async def test_an_indicator_at_its_at_risk_threshold_raises_an_alert(service_fac
     )
 
 
+GONE_QUIET = {
+    "name": "gone-quiet",
+    "when": "indicator_at_risk",
+    "indicator": "active_use.recency_days",
+    "channels": ["ops"],
+}
+
+
+async def test_an_indicator_never_fine_raises_nothing_lost_means_lost(service_factory) -> None:
+    """Issue 21: "executive access lost" fired on accounts that never had an executive. An
+    indicator at risk from its first scoring on, and through later rescores, was never lost."""
+    w = await world(service_factory)
+    await w.configure(GONE_QUIET)
+    await w.score("7", 0)
+    await w.score("7", 0)
+    assert await w.alerts() == []
+    # Once it has been fine, losing it again is a loss.
+    await w.score("7", 30)
+    await w.score("7", 0)
+    [alert] = await w.alerts()
+    assert alert.key == "active_use.recency_days"
+
+
+async def test_a_state_trigger_raises_while_the_indicator_is_at_risk(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure({**GONE_QUIET, "trigger": "state"})
+    await w.score("7", 0)
+    [alert] = await w.alerts()
+    assert alert.status == "open"
+
+
+async def test_an_open_loss_stays_open_while_it_lasts_and_resolves_after(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(GONE_QUIET)
+    await w.score("7", 40)
+    await w.score("7", 0)
+    await w.score("7", 0)  # still lost: the alert stays, nothing new
+    [alert] = await w.alerts()
+    assert alert.status == "open"
+    await w.score("7", 50)
+    [alert] = await w.alerts()
+    assert alert.status == "resolved"
+    assert [n.rule for n in w.channels["ops"].notices] == ["gone-quiet"]
+
+
+async def test_a_threshold_change_is_no_loss(service_factory) -> None:
+    """An indicator the new thresholds put at risk was not lost by the customer: a
+    configuration change rebases the comparison like it rebases hysteresis."""
+    w = await world(service_factory)
+    await w.configure(GONE_QUIET)
+    await w.score("7", 60)  # 40 days since the last use: fine under recency 100..0
+    stricter = RECENCY_ONLY["signals"]["active_use"]["indicators"]["recency_days"]
+    await w.configure(
+        GONE_QUIET,
+        signals={
+            **RECENCY_ONLY["signals"],
+            "active_use": {
+                **RECENCY_ONLY["signals"]["active_use"],
+                "indicators": {
+                    **RECENCY_ONLY["signals"]["active_use"]["indicators"],
+                    "recency_days": {**stricter, "at_risk": 30},
+                },
+            },
+        },
+    )
+    await w.score("7", 60)
+    assert await w.alerts() == []
+
+
+def test_a_state_trigger_is_only_for_indicator_rules() -> None:
+    with pytest.raises(ValueError, match="trigger: state is only for indicator_at_risk rules"):
+        HealthConfig.model_validate(
+            {"alerts": [{"name": "x", "when": "band_entered", "trigger": "state"}]}
+        )
+
+
 async def test_an_account_without_data_raises_no_indicator_alert(service_factory) -> None:
     w = await world(service_factory)
     await w.configure(

@@ -26,6 +26,10 @@ class AccountState:
     scores_before: Mapping[int, int | None]
     renewal_date: date | None
     segment: str | None  # the account's segment attribute
+    # Indicators measured and above their at-risk threshold at the previous scoring under the
+    # same scoring configuration; None when there is none to compare with (a first scoring, or
+    # a configuration change): then no indicator was lost, whatever it reads now.
+    indicators_fine_before: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +41,9 @@ class Condition:
     key: str
     title: str
     reason: str
+    # False: the condition holds (an open alert of it stays open) but did not start now, so
+    # it raises nothing: an indicator at risk that was never fine is no loss.
+    raises: bool = True
 
 
 def band_words(band: str | None) -> str:
@@ -94,14 +101,18 @@ def conditions(rules: Sequence[AlertRule], state: AccountState, *, today: date) 
                             )
                         )
             case "indicator_at_risk":
-                indicator = _at_risk_indicator(health, str(rule.indicator))
+                name = str(rule.indicator)
+                indicator = _at_risk_indicator(health, name)
                 if indicator is not None:
+                    fine_before = state.indicators_fine_before
                     found.append(
                         Condition(
                             rule=rule,
-                            key=str(rule.indicator),
-                            title=f"{label}: {_indicator_words(str(rule.indicator))} at risk",
+                            key=name,
+                            title=f"{label}: {_indicator_words(name)} at risk",
                             reason=indicator,
+                            raises=rule.trigger == "state"
+                            or (fine_before is not None and name in fine_before),
                         )
                     )
             case "renewal_near":

@@ -12,8 +12,15 @@ from typing import Any
 import structlog
 
 from signals.config import AlertRule
+from signals.model import Health
 from webhooks.alerts.notice import Digest
-from webhooks.alerts.rules import AccountState, Condition, conditions
+from webhooks.alerts.rules import (
+    AccountState,
+    Condition,
+    attribute_value,
+    conditions,
+    parse_renewal_date,
+)
 from webhooks.store import alerts
 from webhooks.store.db import AsyncSession
 from webhooks.store.models import Account, Alert
@@ -67,16 +74,11 @@ async def update_alerts(
     for account, state in states:
         for (rule_name, key), condition in holding[account.id].items():
             alert = latest[account.id].get((rule_name, key))
-            if alert is not None and alert.status != alerts.RESOLVED:
-                continue  # already raised: said once
-            cooldown = timedelta(days=condition.rule.cooldown_days)
-            if (
-                alert is not None
-                and alert.resolved_at is not None
-                and (now - alert.resolved_at < cooldown)
-            ):
-                # Nobody is told it came back, so nobody is told when it ends again either.
-                alert.status, alert.resolved_at, alert.notified = alerts.OPEN, None, False
+            # Already raised (said once), or holding without having started now (an
+            # indicator never fine is no loss): nothing new to raise.
+            if (alert is not None and alert.status != alerts.RESOLVED) or not condition.raises:
+                continue
+            if _reopened(alert, condition.rule, now):
                 changes.reopened += 1
                 continue
             fresh.append((_new_alert(account, state, condition, now), condition.rule))
@@ -126,6 +128,17 @@ async def update_alerts(
     return changes
 
 
+def _reopened(alert: Alert | None, rule: AlertRule, now: datetime) -> bool:
+    """Re-open the rule's last episode when its condition comes back within the cooldown;
+    nobody is told it came back, so nobody is told when it ends again either."""
+    if alert is None or alert.resolved_at is None:
+        return False
+    if now - alert.resolved_at >= timedelta(days=rule.cooldown_days):
+        return False
+    alert.status, alert.resolved_at, alert.notified = alerts.OPEN, None, False
+    return True
+
+
 def _resolve_ended(
     *,
     state: AccountState,
@@ -151,6 +164,35 @@ def _resolve_ended(
             alert.score, alert.band = state.health.score, state.health.band.value
             owed.append((alert, rule, "recovered"))
     return owed, resolved
+
+
+def account_state(
+    account: Account,
+    health: Health,
+    *,
+    scores_before: Mapping[int, int | None],
+    scoring_version: str,
+) -> AccountState:
+    """What the rules look at for an account just scored as `health` under `scoring_version`,
+    from its row, which still holds the health recorded before (the worker and the preview
+    both build it here)."""
+    scored_before = account.health_updated_at is not None
+    comparable = scored_before and account.config_version == scoring_version
+    fine_before = None
+    if comparable and account.indicators_at_risk is not None:
+        measured = (account.coverage or {}).get("indicators") or []
+        fine_before = frozenset(measured) - frozenset(account.indicators_at_risk)
+    return AccountState(
+        name=account.name,
+        health=health,
+        previous_score=account.score,
+        # A first scoring has no previous band ("unknown" is the row's default).
+        previous_band=account.band if scored_before else None,
+        scores_before=scores_before,
+        renewal_date=parse_renewal_date(attribute_value(account.attributes, "renewal_date")),
+        segment=attribute_value(account.attributes, "segment"),
+        indicators_fine_before=fine_before,
+    )
 
 
 def _new_alert(

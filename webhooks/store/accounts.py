@@ -100,6 +100,7 @@ _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
     "band", "customer", "first_seen_at", "health_updated_at", "segment", "owner", "trend_30d",
     "signals", "drivers", "coverage", "config_version", "not_found_at", "not_found_reason",
+    "indicators_at_risk",
 )  # fmt: skip
 
 
@@ -270,6 +271,9 @@ async def record_health(
             "signals": list(coverage.signals),
             "indicators": list(coverage.indicators),
         }
+        account.indicators_at_risk = [
+            f"{result.signal}.{result.name}" for result in health.indicators if result.score <= 0
+        ]
     if not changed:
         return
     await session.execute(

@@ -157,6 +157,9 @@ class Account(Base):
     # HealthConfig.scoring_version the score and band were computed under: hysteresis holds
     # only from a band computed under the same one (NULL: before it was recorded).
     config_version: Mapped[str | None] = mapped_column(String(16))
+    # The indicators ("signal.indicator") at or past their at-risk threshold at that scoring:
+    # with coverage's measured ones, what an indicator rule compares with to see a loss.
+    indicators_at_risk: Mapped[list[str] | None] = mapped_column(JSON)
     # When a write-back found no such record in the CRM (404), and the CRM's words: the account
     # is neither scored, listed nor written back until the CRM sends its record again.
     not_found_at: Mapped[datetime | None]
