@@ -281,7 +281,7 @@ async def test_an_indicator_at_its_at_risk_threshold_raises_an_alert(service_fac
     )
 
 
-GONE_QUIET = {
+GONE_QUIET: dict[str, object] = {
     "name": "gone-quiet",
     "when": "indicator_at_risk",
     "indicator": "active_use.recency_days",
