@@ -193,6 +193,28 @@ _Storable = BeforeValidator(_storable)
 _EPOCH_MS = re.compile(r"^\d{12,14}$")
 
 
+def parse_timestamp(value: Any) -> datetime | None:
+    """A moment as CRMs hold it (ISO 8601, or epoch milliseconds as a string or number, the
+    way HubSpot keeps dates), in UTC. None when the value is not one; naive ISO values are
+    taken as UTC, as CRMs mean them."""
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        if not isinstance(value, str):
+            return None
+        text = value.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+        parsed = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
 def calendar_date(value: object) -> date:
     """A date given as ISO 8601 (a date, or a date and time: its date) or as epoch
     milliseconds; ValueError saying what is accepted otherwise. "31/12/2026" is refused: it

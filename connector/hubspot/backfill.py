@@ -13,6 +13,7 @@ from typing import Any, Final
 import structlog
 
 from connector.base import BackfillPage
+from connector.bounds import parse_timestamp
 from connector.errors import PayloadError
 from connector.http import RetryingClient
 from connector.hubspot.records import (
@@ -24,7 +25,6 @@ from connector.hubspot.records import (
     compile_title_pattern,
     json_object,
     mapping_for,
-    parse_timestamp,
 )
 from connector.model import NormalisedEvent
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import httpx
 import structlog
 
+from connector.bounds import parse_timestamp
 from connector.errors import PayloadError
 from connector.model import (
     AccountAttributes,
@@ -328,29 +329,6 @@ def record_id(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value
     return None
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """A HubSpot timestamp (ISO 8601, or epoch milliseconds as a string or number) in UTC.
-
-    None when the value is not one; naive ISO values are taken as UTC, as HubSpot means them.
-    """
-    if isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        if not isinstance(value, str):
-            return None
-        text = value.strip()
-        if re.fullmatch(r"-?\d+", text):
-            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
-        parsed = datetime.fromisoformat(text)
-    except (ValueError, OverflowError, OSError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector.bounds import parse_timestamp
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -520,27 +521,13 @@ def _customer_since(account: Account, values: Mapping[str, str]) -> datetime | N
     date the CRM or a native event gives; else, where the record states a lifecycle (so it is
     known to be a customer, not merely assumed), its creation in the CRM, or for an account
     without CRM record its first sighting. None: never onboarding."""
-    since = _moment(values.get("customer_since"))
+    since = parse_timestamp(values.get("customer_since"))
     if since is not None or not values.get("lifecycle"):
         return since
-    created = _moment(values.get("created"))
+    created = parse_timestamp(values.get("created"))
     if created is None and account.crm == "native":
         created = _aware(account.first_seen_at or account.created_at)
     return created
-
-
-def _moment(value: str | None) -> datetime | None:
-    """A customer-since or record-creation date (ISO 8601 date or time, or epoch milliseconds
-    as HubSpot sends them); None when absent or unreadable."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
-        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except (ValueError, OverflowError, OSError):
-        return None
 
 
 def _float(value: str | None) -> float | None:
