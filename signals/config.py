@@ -353,8 +353,10 @@ class HealthConfig(BaseModel):
         problems: list[str] = []
         rules = {rule.name: rule for rule in self.alerts}
         global_segments = {segment.name for segment in self.segments}
+        shared = self.model_dump(mode="json", exclude={"segments", "alerts", "connections"})
         for name, settings in self.connections.items():
             where = f"connections.{name}"
+            found_before = len(problems)
             for index, segment in enumerate(settings.segments):
                 if segment.name in global_segments:
                     problems.append(
@@ -366,7 +368,7 @@ class HealthConfig(BaseModel):
                     problems.append(
                         f"{where}.alerts.{rule_name}: there is no alert rule by that name"
                     )
-            if problems:
+            if len(problems) > found_before:
                 continue
             routed = tuple(
                 rule
@@ -379,11 +381,10 @@ class HealthConfig(BaseModel):
                 )
                 for rule in self.alerts
             )
-            document = self.model_dump(mode="json", exclude={"segments", "alerts", "connections"})
             try:
                 effective[name] = HealthConfig.model_validate(
                     {
-                        **document,
+                        **shared,
                         "segments": [
                             segment.model_dump(mode="json")
                             for segment in (*settings.segments, *self.segments)
