@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import HealthConfig
+from signals.config import ConnectionSettings, HealthConfig
 from webhooks.alerts.channels.config import ChannelGrants, channel_open_to
 from webhooks.errors import (
     Forbidden,
@@ -157,12 +157,7 @@ def scoped_change(
                     f"is not open to connection {scope!r} (the alert channels file lists the "
                     "connections that may route to each channel)"
                 )
-    document = before.model_dump(mode="json")
-    if mine is None:
-        document["connections"].pop(scope, None)
-    else:
-        document["connections"][scope] = mine.model_dump(mode="json")
-    return parse_config(document)
+    return parse_config(_with_connection_settings(before, scope, mine))
 
 
 def require_if_match(if_match: str | None) -> list[str]:
@@ -251,9 +246,10 @@ def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _hidden(row: ConfigVersion, scope: str | None) -> bool:
-    """Whether the row's author and comment belong to another connection than the caller's."""
-    return scope is not None and row.scope is not None and row.scope != scope
+def _hidden(changed: str | None, scope: str | None) -> bool:
+    """Whether a version's author and comment belong to another connection than the caller's
+    (`changed`: the connection its change was limited to)."""
+    return scope is not None and changed is not None and changed != scope
 
 
 def _document(
@@ -270,18 +266,47 @@ def _document(
             comment=None,
             current=current,
         )
-    config = visible(HealthConfig.model_validate(row.document), scope)
-    hidden = _hidden(row, scope)
-    return ConfigDocument(
-        config=config,
+    document = ConfigDocument(
+        config=HealthConfig.model_validate(row.document),
         version_id=row.id,
-        version=row.version if scope is None else config.version,
+        version=row.version,
         created_at=row.created_at,
-        author=None if hidden else row.author,
-        comment=None if hidden else row.comment,
+        author=row.author,
+        comment=row.comment,
         scope=row.scope,
         current=current,
     )
+    return as_seen(document, scope)
+
+
+def as_seen(document: ConfigDocument, scope: str | None) -> ConfigDocument:
+    """A version as a caller of `scope` sees it: without other connections' settings (its
+    hash is then that of what it sees), and without the author and comment of a change
+    limited to another connection."""
+    if scope is None:
+        return document
+    config = visible(document.config, scope)
+    hidden = _hidden(document.scope, scope)
+    return document.model_copy(
+        update={
+            "config": config,
+            "version": config.version,
+            "author": None if hidden else document.author,
+            "comment": None if hidden else document.comment,
+        }
+    )
+
+
+def _with_connection_settings(
+    config: HealthConfig, scope: str, settings: ConnectionSettings | None
+) -> dict[str, Any]:
+    """`config`'s document with connection `scope`'s own settings replaced by `settings`
+    (None: it has none of its own)."""
+    document = config.model_dump(mode="json")
+    document["connections"].pop(scope, None)
+    if settings is not None:
+        document["connections"][scope] = settings.model_dump(mode="json")
+    return document
 
 
 def _audit_item(row: ConfigAudit, scope: str | None) -> AuditItem:
@@ -346,8 +371,8 @@ async def list_versions(
             VersionItem(
                 id=row.id,
                 created_at=row.created_at,
-                author=None if _hidden(row, scope) else row.author,
-                comment=None if _hidden(row, scope) else row.comment,
+                author=None if _hidden(row.scope, scope) else row.author,
+                comment=None if _hidden(row.scope, scope) else row.comment,
                 version=row.version,
                 previous_id=row.previous_id or None,
                 scope=row.scope,
@@ -458,9 +483,9 @@ async def put_config(
     like `config apply`, an unchanged configuration is no change.
     """
     async with sessions() as session, session.begin():
-        seen = await current_document(session, scope)
-        check_if_match(if_match, etag(seen), scope)
         before = await current_document(session)
+        seen = as_seen(before, scope)
+        check_if_match(if_match, etag(seen), scope)
         stored = scoped_change(before.config, config, scope=scope, grants=grants)
         changes = diff_paths(before.config.model_dump(mode="json"), stored.model_dump(mode="json"))
         if not changes:
@@ -503,17 +528,15 @@ async def rollback(
                 raise NotFound(f"no configuration version {version_id}")
             document = target.document
             name = f"version {version_id}"
-        seen = await current_document(session, scope)
-        check_if_match(if_match, etag(seen), scope)
         before = await current_document(session)
+        seen = as_seen(before, scope)
+        check_if_match(if_match, etag(seen), scope)
         try:
             config = HealthConfig.model_validate(document)
             if scope is not None:
-                mine = before.config.model_dump(mode="json")
-                mine["connections"].pop(scope, None)
-                if scope in config.connections:
-                    mine["connections"][scope] = config.connections[scope].model_dump(mode="json")
-                config = HealthConfig.model_validate(mine)
+                config = HealthConfig.model_validate(
+                    _with_connection_settings(before.config, scope, config.connections.get(scope))
+                )
         except ValidationError as exc:
             # The schema changed since that version was stored, or (for one connection's
             # settings) the global part changed since in a way they no longer fit.
