@@ -40,7 +40,6 @@ from signals.scoring import score
 from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
 from webhooks.alerts.notice import Channel
-from webhooks.alerts.rules import AccountState
 from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import Matched, match_new_domains, match_product_events
@@ -1106,7 +1105,6 @@ class Pipeline:
         """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
         an alert and its deliveries exist exactly when the health that caused them does."""
         ids = [account.id for account, _ in scored]
-        by_connection: dict[str, list[tuple[Account, AccountState]]] = defaultdict(list)
         windows = {
             rule.days
             for connection in {account.connection for account, _ in scored}
@@ -1120,29 +1118,25 @@ class Pipeline:
             before[days] = await accounts.scores_at_or_before(
                 session, account_ids=ids, at=now - timedelta(days=days), versions=versions
             )
-        for account, health in scored:
-            by_connection[account.connection].append(
-                (
+        states = [
+            (
+                account,
+                alert_service.account_state(
                     account,
-                    alert_service.account_state(
-                        account,
-                        health,
-                        scores_before={
-                            days: found.get(account.id) for days, found in before.items()
-                        },
-                        scoring_version=versions[account.id],
-                    ),
-                )
+                    health,
+                    scores_before={days: found.get(account.id) for days, found in before.items()},
+                    scoring_version=versions[account.id],
+                ),
             )
-        digests = {name: channel.digest for name, channel in self._channels.items()}
-        for connection, states in by_connection.items():
-            await alert_service.update_alerts(
-                session,
-                states=states,
-                rules=config.for_connection(connection).alerts,
-                digests=digests,
-                now=now,
-            )
+            for account, health in scored
+        ]
+        await alert_service.update_alerts(
+            session,
+            states=states,
+            rules_for=lambda connection: config.for_connection(connection).alerts,
+            digests={name: channel.digest for name, channel in self._channels.items()},
+            now=now,
+        )
 
     # -- configuration change -> every account rescored -----------------------------------------
 

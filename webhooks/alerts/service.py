@@ -4,7 +4,7 @@ and queueing what each channel is owed."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +40,7 @@ async def update_alerts(
     session: AsyncSession,
     *,
     states: Sequence[tuple[Account, AccountState]],
-    rules: Sequence[AlertRule],
+    rules_for: Callable[[str], Sequence[AlertRule]],
     digests: Mapping[str, Digest],
     now: datetime,
 ) -> AlertChanges:
@@ -49,12 +49,19 @@ async def update_alerts(
     One alert per account, rule and key while the condition lasts (no repeats on every
     rescore); a condition that comes back within the rule's cooldown re-opens its alert
     without telling anyone again. `digests` maps the configured channels to their digest
-    period; a rule naming another channel gets a failed delivery saying so."""
+    period; a rule naming another channel gets a failed delivery saying so. `rules_for`
+    gives the rules that apply to a connection's accounts (its routing applied)."""
     changes = AlertChanges()
     if not states:
         return changes
-    by_name = {rule.name: rule for rule in rules}
-    longest = max((rule.cooldown_days for rule in rules), default=0.0)
+    rules = {
+        connection: rules_for(connection)
+        for connection in {account.connection for account, _ in states}
+    }
+    by_name = {
+        connection: {rule.name: rule for rule in theirs} for connection, theirs in rules.items()
+    }
+    longest = max((rule.cooldown_days for theirs in rules.values() for rule in theirs), default=0.0)
     existing = await alerts.recent(
         session,
         account_ids=[account.id for account, _ in states],
@@ -67,7 +74,7 @@ async def update_alerts(
     holding: dict[int, dict[tuple[str, str], Condition]] = defaultdict(dict)
     today = now.date()
     for account, state in states:
-        for condition in conditions(rules, state, today=today):
+        for condition in conditions(rules[account.connection], state, today=today):
             holding[account.id][(condition.rule.name, condition.key)] = condition
     owed: list[tuple[int, AlertRule, str]] = []
     fresh: list[tuple[dict[str, Any], AlertRule]] = []
@@ -86,7 +93,7 @@ async def update_alerts(
             state=state,
             latest=latest[account.id],
             holding=holding[account.id],
-            by_name=by_name,
+            by_name=by_name[account.connection],
             now=now,
         )
         owed.extend((alert.id, rule, kind) for alert, rule, kind in recovered)
