@@ -196,6 +196,9 @@ class SegmentOverride(BaseModel):
 
 
 AlertWhen = Literal["band_entered", "score_drop", "indicator_at_risk", "renewal_near"]
+Severity = Literal["low", "medium", "high"]
+# Ranks severities for "the most severe reason" and "severity rose".
+SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
 
 
 class AlertRule(BaseModel):
@@ -208,8 +211,10 @@ class AlertRule(BaseModel):
       the same scoring configuration): a thing lost, not a thing never had. `trigger: state`
       raises it whenever the indicator is at risk;
     - renewal_near: the renewal date is within `days` and the account is not healthy.
-    An alert is raised once per account, rule and band/indicator while its condition lasts; after
-    it ends, the same alert is raised again only once `cooldown_days` have passed.
+    Conditions of one account that hold at the same time are reasons of one alert (an episode),
+    titled by the most severe; a condition that ends and comes back within `cooldown_days`
+    re-opens the episode without telling anyone again. `severity` defaults by kind (see
+    `level`).
     """
 
     model_config = _STRICT
@@ -228,6 +233,18 @@ class AlertRule(BaseModel):
     cooldown_days: float = Field(default=7, ge=0, le=365, allow_inf_nan=False)
     notify_recovered: bool = False
     enabled: bool = True
+    # None: by kind (see `level`); set it to rank one rule's reasons above or below the others.
+    severity: Severity | None = None
+
+    @property
+    def level(self) -> Severity:
+        """The rule's severity: as set, else entering at risk and an unhealthy renewal are high,
+        entering neutral and a score drop medium, one indicator at risk low."""
+        if self.severity is not None:
+            return self.severity
+        if self.when == "renewal_near" or (self.when == "band_entered" and self.band == "at_risk"):
+            return "high"
+        return "low" if self.when == "indicator_at_risk" else "medium"
 
     @model_validator(mode="after")
     def _indicator_named(self) -> Self:

@@ -40,6 +40,7 @@ from signals.scoring import score
 from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
 from webhooks.alerts.notice import Channel
+from webhooks.alerts.rules import Cause
 from webhooks.connections import Connection, ConnectionRegistry
 from webhooks.intake import SEGMENT_REQUEST
 from webhooks.matching import Matched, match_new_domains, match_product_events
@@ -437,6 +438,8 @@ class WorkerOptions:
     reconcile_interval_hours: float = 0.0
     # Which source's account attributes win where two give one (facts.apply_attributes).
     attribute_precedence: facts.Precedence = "crm"
+    # Only changes caused by events newer than this notify anyone (webhooks.alerts.rules.Cause).
+    alert_max_event_age: timedelta = timedelta(hours=24)
 
     @property
     def schedule(self) -> RetrySchedule:
@@ -486,6 +489,14 @@ class _Sorted:
     # {event id: the account its facts are for} of events that cannot confirm a record (usage,
     # interactions, tickets...): they wait as unmatched while their account is unknown.
     origin: dict[int, accounts.AccountKey] = field(default_factory=dict)
+    # {account: when its newest event not read by a backfill happened}: whether the rescore it
+    # causes is live (tells people) or history (webhooks.alerts.rules.Cause).
+    newest_event: dict[accounts.AccountKey, datetime] = field(default_factory=dict)
+
+    def saw(self, account: accounts.AccountKey, at: datetime) -> None:
+        known = self.newest_event.get(account)
+        if known is None or at > known:
+            self.newest_event[account] = at
 
 
 # Sources whose events come from the CRM itself: the records they name exist there.
@@ -829,6 +840,8 @@ class Pipeline:
                 for normalised in decoded.events[event.id]:
                     account = (event.connection, crm, normalised.account)
                     out.per_account[account].append(normalised)
+                    if event.source != BACKFILL_SOURCE:
+                        out.saw(account, normalised.at)
                     if self._confirms(event, normalised):
                         out.records.add(account)
                     else:
@@ -934,9 +947,11 @@ class Pipeline:
             )
             for key, product_facts in matched.events.items():
                 per_account[key].extend(product_facts)
+                for fact in product_facts:
+                    out.saw(key, fact.at)
             out.done.extend(matched.done)
             out.ignored.extend(matched.ignored)
-            await self._contacts_left(session, out.gone, per_account)
+            await self._contacts_left(session, out)
             known, waiting = await self._hold_unknown(session, out, matched)
             locked = await accounts.lock_accounts(
                 session, keys=per_account.keys(), now=now, known=known
@@ -969,7 +984,9 @@ class Pipeline:
                 now=now,
             )
             config = await self._current_config(session)
-            staged = await self._rescore(session, live, now, config)
+            staged = await self._rescore(
+                session, live, now, config, cause=self._causes(out, locked, now)
+            )
             await accounts.save(session, accounts=list(locked.values()))
             await product.park(session, waiting=waiting, now=now)
             exhausted = await self._settle(session, out, now)
@@ -1025,14 +1042,9 @@ class Pipeline:
             )
         return exhausted
 
-    async def _contacts_left(
-        self,
-        session: AsyncSession,
-        gone: Mapping[str, list[tuple[str, datetime]]],
-        per_account: dict[accounts.AccountKey, list[NormalisedEvent]],
-    ) -> None:
+    async def _contacts_left(self, session: AsyncSession, out: _Sorted) -> None:
         """A contact deleted from the CRM left every account the facts have it at."""
-        for connection, contacts in gone.items():
+        for connection, contacts in out.gone.items():
             if not contacts:
                 continue
             crm = self._crm_of(connection)
@@ -1041,23 +1053,56 @@ class Pipeline:
             )
             for contact, at in contacts:
                 for account in where.get(contact, []):
-                    per_account[(connection, crm, account)].append(
+                    key = (connection, crm, account)
+                    out.per_account[key].append(
                         ContactUpsert(account=account, at=at, contact=contact, left=True)
                     )
+                    out.saw(key, at)
+
+    def _causes(
+        self, out: _Sorted, locked: Mapping[accounts.AccountKey, Account], now: datetime
+    ) -> Callable[[Account], Cause]:
+        """Why each account of the batch is rescored: live when one of its events (not read by a
+        backfill) is newer than the alert age limit; history when all are older; backfill when
+        only a backfill read it; first_load at its first scoring, whatever brought it."""
+        cutoff = now - self._options.alert_max_event_age
+        newest = {locked[key].id: at for key, at in out.newest_event.items() if key in locked}
+
+        def cause(account: Account) -> Cause:
+            if account.health_updated_at is None:
+                return "first_load"
+            at = newest.get(account.id)
+            if at is None:
+                return "backfill"
+            return "live" if at >= cutoff else "history"
+
+        return cause
 
     async def _rescore(
-        self, session: AsyncSession, live: list[Account], now: datetime, config: HealthConfig
+        self,
+        session: AsyncSession,
+        live: list[Account],
+        now: datetime,
+        config: HealthConfig,
+        *,
+        cause: Callable[[Account], Cause],
     ) -> int:
-        """Score every given account once, keep history, queue the fields that changed."""
+        """Score every given account once, keep history, queue the fields that changed;
+        `cause` says why each is rescored (whether its alerts tell anyone)."""
         if not live:
             return 0
         with self._metrics.scoring_seconds.time():
-            staged = await self._score_and_stage(session, live, now, config)
+            staged = await self._score_and_stage(session, live, now, config, cause)
         self._metrics.accounts_rescored.inc(len(live))
         return staged
 
     async def _score_and_stage(
-        self, session: AsyncSession, live: list[Account], now: datetime, config: HealthConfig
+        self,
+        session: AsyncSession,
+        live: list[Account],
+        now: datetime,
+        config: HealthConfig,
+        cause: Callable[[Account], Cause],
     ) -> int:
         snapshots = await facts.read_facts(session, accounts=live, as_of=now)
         month_ago = await accounts.scores_at_or_before(
@@ -1078,7 +1123,7 @@ class Pipeline:
             for account in live
         ]
         # Before record_health: the alerts compare with the score and band the rows still hold.
-        await self._update_alerts(session, scored, versions, now, config)
+        await self._update_alerts(session, scored, versions, now, config, cause=cause)
         await accounts.record_health(session, scored=scored, at=now, versions=versions)
         owed = []
         for account, health in scored:
@@ -1101,6 +1146,8 @@ class Pipeline:
         versions: Mapping[int, str],
         now: datetime,
         config: HealthConfig,
+        *,
+        cause: Callable[[Account], Cause],
     ) -> None:
         """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
         an alert and its deliveries exist exactly when the health that caused them does."""
@@ -1126,6 +1173,7 @@ class Pipeline:
                     health,
                     scores_before={days: found.get(account.id) for days, found in before.items()},
                     scoring_version=versions[account.id],
+                    cause=cause(account),
                 ),
             )
             for account, health in scored
@@ -1157,7 +1205,10 @@ class Pipeline:
                 session, after_id=after, limit=chunk_size, connection=connection
             )
             config = await self._current_config(session)
-            staged = await self._rescore(session, chunk, now, config)
+            # What a configuration change finds is recorded, but nobody is told of it.
+            staged = await self._rescore(
+                session, chunk, now, config, cause=lambda _account: "configuration"
+            )
             await accounts.save(session, accounts=chunk)
             finished = len(chunk) < chunk_size
             await configs.advance_recompute(

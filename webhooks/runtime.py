@@ -94,6 +94,7 @@ class Runtime:
                 retry_max_seconds=settings.worker_retry_max_seconds,
                 reconcile_interval_hours=settings.reconcile_interval_hours,
                 attribute_precedence=settings.attribute_precedence,
+                alert_max_event_age=timedelta(hours=settings.alert_max_event_age_hours),
             ),
         )
         return cls(

@@ -455,6 +455,14 @@ class Settings(BaseSettings):
         "and a native value only fills what the CRM leaves empty; `latest`, the later one wins. "
         "Either way a source that does not carry a value never erases it (docs/ingestion.md).",
     )
+    alert_max_event_age_hours: float = Field(
+        default=24,
+        gt=0,
+        description="Alerts tell people only about changes caused by events newer than this "
+        "many hours. Older events (backfills, replays, CSV imports of history), an account's "
+        "first scoring and rescores after a configuration change record alerts without "
+        "notifying anyone, and the alert says why (docs/alerts.md).",
+    )
     reconcile_interval_hours: float = Field(
         default=24,
         ge=0,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tenants import ALPHA, BETA, bearer, new_key, two_tenants
+from tenants import ALPHA, BETA, bearer, new_key, touch_every_account, two_tenants
 
 from signals.config import HealthConfig
 from signals.model import AccountFacts
@@ -265,11 +265,12 @@ async def test_alert_routing_is_per_connection_and_only_to_channels_open_to_it(
     }
     response = await _put(tenants, alpha, mine, etag)
     assert response.status_code == 200, response.text
+    await _rescore(tenants)  # a configuration change tells nobody
     # The fixture's open alerts would hold the new ones back.
     async with tenants.runtime.sessions() as session, session.begin():
         for alert in (await session.execute(select(Alert))).scalars():
             await session.delete(alert)
-    await _rescore(tenants)
+    await touch_every_account(tenants)
     async with tenants.runtime.sessions() as session:
         rows = await session.execute(
             select(Alert.connection, AlertDelivery.channel).join(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from testkit import Service, native, store_native
 from webhooks.store import keys
-from webhooks.store.models import Account, Alert
+from webhooks.store.models import Account, Alert, AlertReason
 
 ALPHA, BETA = "alpha", "beta"
 ALPHA_SECRET, BETA_SECRET = "alpha-app-client-secret", "beta-app-client-secret"
@@ -39,6 +39,27 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+SEEDS = {
+    ALPHA: {"501": "Alpha Shared", "601": "Alpha Only"},
+    BETA: {"501": "Beta Shared", "777": "Beta Only"},
+}
+
+
+async def touch_every_account(service: Service) -> None:
+    """Every account's record arrives again now: a live rescore, which tells people."""
+    for connection, accounts in SEEDS.items():
+        await store_native(
+            service.runtime,
+            [
+                native("account", crm_id, attributes={"name": name})
+                for crm_id, name in accounts.items()
+            ],
+            connection=connection,
+        )
+    report = await service.runtime.pipeline.process_inbox()
+    assert report.processed == 4, report
+
+
 async def two_tenants(service_factory: Any, tmp_path: Path, **settings: Any) -> Service:
     """Two HubSpot portals from a connections file, each with accounts (one record id in both)
     and an open alert on each account; `settings` are passed on to the service."""
@@ -59,9 +80,7 @@ async def two_tenants(service_factory: Any, tmp_path: Path, **settings: Any) -> 
         crm_transport=httpx.MockTransport(_refuse_crm),
         **settings,
     )
-    seeds = {ALPHA: {"501": "Alpha Shared", "601": "Alpha Only"}}
-    seeds[BETA] = {"501": "Beta Shared", "777": "Beta Only"}
-    for connection, accounts in seeds.items():
+    for connection, accounts in SEEDS.items():
         await store_native(
             service.runtime,
             [
@@ -75,23 +94,34 @@ async def two_tenants(service_factory: Any, tmp_path: Path, **settings: Any) -> 
     assert report.processed == 8, report
     async with service.runtime.sessions() as session, session.begin():
         for account in (await session.execute(select(Account))).scalars():
+            alert = Alert(
+                account_id=account.id,
+                connection=account.connection,
+                rule="entered-at-risk",
+                key="at_risk",
+                status="open",
+                title=f"{account.name} is at risk",
+                reason="band neutral -> at risk",
+                score=35,
+                band="at_risk",
+                previous_score=55,
+                previous_band="neutral",
+                trend_30d=-20,
+                drivers=[],
+                notified=True,
+                fired_at=_now() - timedelta(hours=1),
+            )
+            session.add(alert)
+            await session.flush()
             session.add(
-                Alert(
-                    account_id=account.id,
-                    connection=account.connection,
-                    rule="entered-at-risk",
-                    key="at_risk",
-                    status="open",
-                    title=f"{account.name} is at risk",
-                    reason="band neutral -> at risk",
-                    score=35,
-                    band="at_risk",
-                    previous_score=55,
-                    previous_band="neutral",
-                    trend_30d=-20,
-                    drivers=[],
-                    notified=True,
-                    fired_at=_now() - timedelta(hours=1),
+                AlertReason(
+                    alert_id=alert.id,
+                    rule=alert.rule,
+                    key=alert.key,
+                    severity="high",
+                    title=alert.title,
+                    reason=alert.reason,
+                    opened_at=alert.fired_at,
                 )
             )
     return service

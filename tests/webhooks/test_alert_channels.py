@@ -564,6 +564,8 @@ async def test_webhook_body_verifies_with_the_standard_webhooks_library(
             "rule": "entered-at-risk",
             "title": "Acme Corp is at risk",
             "reason": "band neutral -> at risk, score 64 -> 38",
+            "severity": "medium",
+            "also": [],
             "connection": "default",
             "crm": "hubspot",
             "record_id": "101",

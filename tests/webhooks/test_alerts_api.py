@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from webhooks.store import keys
-from webhooks.store.models import Account, Alert, AlertDelivery
+from webhooks.store.models import Account, Alert, AlertDelivery, AlertReason
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -70,6 +70,18 @@ async def alert(
         )
         session.add(row)
         await session.flush()
+        session.add(
+            AlertReason(
+                alert_id=row.id,
+                rule=rule,
+                key="at_risk",
+                severity="high",
+                title=row.title,
+                reason=row.reason,
+                opened_at=fired_at,
+                resolved_at=row.resolved_at,
+            )
+        )
         for channel, delivery_status in deliveries:
             session.add(
                 AlertDelivery(

@@ -26,7 +26,7 @@ from webhooks.cli import cli
 from webhooks.connections import check_configuration
 from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, keys
-from webhooks.store.models import Alert, AlertDelivery
+from webhooks.store.models import Alert, AlertDelivery, AlertReason
 
 NO_CRM = {"hubspot_access_token": None}
 
@@ -95,8 +95,15 @@ class World:
     def later(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
-    async def score(self, account: str, target: int, **attributes: str) -> None:
-        """Rescore `account` at `target` (100 minus days since its last use)."""
+    async def score(
+        self, account: str, target: int, *, history: bool = False, **attributes: str
+    ) -> None:
+        """Rescore `account` at `target` (100 minus days since its last use). An account's first
+        scoring tells nobody (first load), so a new account is declared, without use, first.
+        Its record is sent again now (a live event), unless `history`: then only the use, long
+        past, arrives (as a replay or an import of history would bring it)."""
+        if account not in self.last_use:
+            await self.declare(account, **attributes)
         # Never two rescores at one instant: the history is read as a step function of time.
         self.later(seconds=1)
         wanted = self.now - timedelta(days=100 - target)
@@ -109,22 +116,51 @@ class World:
             )
         else:
             self.later(seconds=(last - wanted).total_seconds())
-        events.append(
-            {
-                "type": "account",
-                "account": account,
-                "attributes": {"name": f"Account {account}", **attributes},
-                "at": self.now.isoformat(),
-            }
-        )
+        if history:
+            # A use older than the last one: the score is what time made it, the event old.
+            events.append(
+                {
+                    "type": "usage",
+                    "account": account,
+                    "user": "u-old",
+                    "at": (wanted - timedelta(days=10)).isoformat(),
+                }
+            )
+        else:
+            events.append(
+                {
+                    "type": "account",
+                    "account": account,
+                    "attributes": {"name": f"Account {account}", **attributes},
+                    "at": self.now.isoformat(),
+                }
+            )
         await store_native(self.service.runtime, events)
         report = await self.pipeline.process_inbox()
         assert report.processed == len(events), report
         await self.pipeline.deliver_alerts()
 
+    async def declare(self, account: str, **attributes: str) -> None:
+        """The account's record arrives (its first scoring: no use yet, so no band)."""
+        self.later(seconds=1)
+        event: dict[str, object] = {
+            "type": "account",
+            "account": account,
+            "attributes": {"name": f"Account {account}", **attributes},
+            "at": self.now.isoformat(),
+        }
+        await store_native(self.service.runtime, [event])
+        report = await self.pipeline.process_inbox()
+        assert report.processed == 1, report
+
     async def alerts(self) -> list[Alert]:
         async with self.service.runtime.sessions() as session:
             return list((await session.execute(select(Alert).order_by(Alert.id))).scalars())
+
+    async def reasons(self, alert_id: int) -> list[AlertReason]:
+        async with self.service.runtime.sessions() as session:
+            query = select(AlertReason).where(AlertReason.alert_id == alert_id)
+            return list((await session.execute(query.order_by(AlertReason.id))).scalars())
 
     async def deliveries(self) -> list[AlertDelivery]:
         async with self.service.runtime.sessions() as session:
@@ -255,9 +291,12 @@ async def test_each_score_drop_rule_reads_its_own_window(service_factory) -> Non
     assert (week.rule, week.key) == ("week-drop", "drop-7d")
     assert "from 80 to 60 within 7 days" in week.reason
     await w.score("7", 55)  # day 45: a month before, still 90 (day 10)
-    assert [(a.rule, a.status) for a in await w.alerts()] == [
-        ("week-drop", "open"),
-        ("month-drop", "open"),
+    # One episode of the account, with both reasons.
+    [episode] = await w.alerts()
+    assert (episode.rule, episode.status) == ("week-drop", "open")
+    assert [(r.rule, r.resolved_at) for r in await w.reasons(episode.id)] == [
+        ("week-drop", None),
+        ("month-drop", None),
     ]
 
 
@@ -399,7 +438,9 @@ async def test_rules_limited_to_a_segment_skip_other_accounts(service_factory) -
     assert alert.title == "Account 8 is at risk"
 
 
-async def test_a_config_change_raises_alerts_while_recomputing(service_factory) -> None:
+async def test_a_config_change_records_alerts_while_recomputing_and_tells_nobody(
+    service_factory,
+) -> None:
     w = await world(service_factory)
     await w.configure(at_risk_rule())
     await w.score("7", 50)
@@ -408,7 +449,146 @@ async def test_a_config_change_raises_alerts_while_recomputing(service_factory) 
     await w.pipeline.deliver_alerts()
     [alert] = await w.alerts()
     assert (alert.band, alert.score, alert.previous_band) == ("at_risk", 50, "neutral")
-    assert len(w.channels["ops"].sent) == 1
+    assert (alert.cause, alert.notified) == ("configuration", False)
+    assert await w.deliveries() == []
+    assert w.channels["ops"].sent == []
+    # Rolled back: the recorded alert ends, and still nobody hears of either.
+    await w.configure(at_risk_rule())
+    await w.pipeline.deliver_alerts()
+    [alert] = await w.alerts()
+    assert alert.status == "resolved"
+    assert await w.deliveries() == []
+
+
+# --- one episode per account --------------------------------------------------------------------
+
+
+def week_drop_rule(**changes: object) -> dict[str, object]:
+    return {
+        "name": "week-drop",
+        "when": "score_drop",
+        "points": 15,
+        "days": 7,
+        "channels": ["ops"],
+        **changes,
+    }
+
+
+async def test_conditions_at_once_are_one_alert_titled_by_the_most_severe(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(week_drop_rule(), at_risk_rule())
+    await w.score("7", 80)
+    await w.score("7", 30)  # 50 points in 50 days... and 20 of them within the week
+    [alert] = await w.alerts()
+    assert (alert.rule, alert.severity, alert.title) == (
+        "entered-at-risk",
+        "high",
+        "Account 7 is at risk",
+    )
+    assert sorted(r.rule for r in await w.reasons(alert.id)) == ["entered-at-risk", "week-drop"]
+    [notice] = w.channels["ops"].notices
+    assert notice.kind == "fired"
+    assert "health fell" in " ".join(notice.also)
+
+
+async def test_a_more_severe_reason_updates_the_alert_and_tells_people_again(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(week_drop_rule(), at_risk_rule())
+    await w.score("7", 100)
+    await w.score("7", 90)  # day 10
+    await w.score("7", 80)  # day 20
+    await w.score("7", 60)  # day 40: 80 -> 60 within a week: a drop, still neutral
+    [alert] = await w.alerts()
+    assert (alert.rule, alert.severity) == ("week-drop", "medium")
+    await w.score("7", 35)  # day 65: at risk, and fallen again within the week
+    [alert] = await w.alerts()
+    assert (alert.rule, alert.severity, alert.title) == (
+        "entered-at-risk",
+        "high",
+        "Account 7 is at risk",
+    )
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired", "escalated"]
+    escalated = w.channels["ops"].notices[1]
+    assert escalated.title == "Account 7 is at risk"
+    assert escalated.alert_id == alert.id
+
+
+async def test_a_less_severe_reason_joins_the_alert_without_telling_anyone(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(week_drop_rule(), at_risk_rule())
+    for score in (100, 90, 80, 70, 60, 50, 40):  # 10 points every 10 days: no drop
+        await w.score("7", score)
+    await w.score("7", 35)  # day 65: at risk
+    [alert] = await w.alerts()
+    assert alert.rule == "entered-at-risk"
+    await w.score("7", 15)  # day 85: 20 more points within the week: a drop, less severe
+    [alert] = await w.alerts()
+    assert alert.rule == "entered-at-risk"
+    assert sorted(r.rule for r in await w.reasons(alert.id)) == ["entered-at-risk", "week-drop"]
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired"]
+
+
+async def test_the_alert_resolves_with_its_last_reason(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(week_drop_rule(), at_risk_rule(notify_recovered=True))
+    await w.score("7", 80)
+    await w.score("7", 30)  # at risk and a drop
+    await w.score("7", 20)  # day 80: a week before it was 30: the drop ends, at risk holds
+    [alert] = await w.alerts()
+    reasons = {r.rule: r.resolved_at for r in await w.reasons(alert.id)}
+    assert alert.status == "open"
+    assert reasons["week-drop"] is not None
+    assert reasons["entered-at-risk"] is None
+    assert alert.rule == "entered-at-risk"
+    await w.score("7", 60)  # neutral: the last reason ends
+    [alert] = await w.alerts()
+    assert (alert.status, alert.resolved_at) == ("resolved", w.now)
+    assert all(r.resolved_at is not None for r in await w.reasons(alert.id))
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired", "recovered"]
+
+
+# --- never from history -------------------------------------------------------------------------
+
+
+async def test_events_older_than_the_age_limit_record_the_alert_and_tell_nobody(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 80)
+    await w.score("7", 30, history=True)  # 50 days on, only a use 80 days old arrives
+    [alert] = await w.alerts()
+    assert (alert.status, alert.cause, alert.notified) == ("open", "history", False)
+    assert await w.deliveries() == []
+    assert w.channels["ops"].sent == []
+
+
+async def test_the_age_limit_is_a_setting(service_factory) -> None:
+    w = await world(service_factory, alert_max_event_age=timedelta(days=365))
+    await w.configure(at_risk_rule())
+    await w.score("7", 80)
+    await w.score("7", 30, history=True)  # 80 days old, within a year: live
+    [alert] = await w.alerts()
+    assert alert.cause == "live"
+    assert [n.kind for n in w.channels["ops"].notices] == ["fired"]
+
+
+async def test_an_accounts_first_scoring_records_its_alert_and_tells_nobody(
+    service_factory,
+) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    w.last_use["7"] = w.now - timedelta(days=70)  # skip the harness's declaration
+    await w.score("7", 30)
+    [alert] = await w.alerts()
+    assert (alert.cause, alert.notified) == ("first_load", False)
+    assert await w.deliveries() == []
 
 
 # --- delivery -----------------------------------------------------------------------------------

@@ -232,8 +232,17 @@ async def test_alert_deliveries_are_counted_by_channel_type_and_outcome(service)
         channels=channels,  # type: ignore[arg-type]
         metrics=metrics,
     )
-    # Last used 70 days ago: score 30, at risk.
-    await store_native(service.runtime, [native("usage", "7", user="u1", days_ago=70)])
+    # Known first (a first scoring tells nobody), then last used 70 days ago: score 30, at
+    # risk, as its record arrives now (a live change).
+    await store_native(service.runtime, [native("account", "7", attributes={"name": "Acme"})])
+    await pipeline.process_inbox()
+    await store_native(
+        service.runtime,
+        [
+            native("usage", "7", user="u1", days_ago=70),
+            native("account", "7", attributes={"name": "Acme"}),
+        ],
+    )
     await pipeline.process_inbox()
     assert await pipeline.deliver_alerts() == 3
     deliveries = "crm_health_alert_deliveries_total"

@@ -19,7 +19,7 @@ from webhooks.connections import ConnectionRegistry
 from webhooks.metrics import Metrics
 from webhooks.store import alerts
 from webhooks.store.db import SessionFactory
-from webhooks.store.models import Account, Alert
+from webhooks.store.models import Account, Alert, AlertReason
 
 if TYPE_CHECKING:
     from webhooks.pipeline import WorkerOptions
@@ -70,6 +70,7 @@ async def deliver_alerts(
         found = await alerts.alerts_with_accounts(
             session, alert_ids={delivery.alert_id for delivery in due}
         )
+        reasons = await alerts.reasons_of(session, alert_ids=list(found))
     if not due:
         return 0
     outcome = _Outcome(sent=[], failed={})
@@ -92,7 +93,13 @@ async def deliver_alerts(
                     id=delivery.id,
                     alert_id=delivery.alert_id,
                     attempts=delivery.attempts,
-                    notice=notice_for(alert, account, kind=delivery.kind, connections=connections),
+                    notice=notice_for(
+                        alert,
+                        account,
+                        kind=delivery.kind,
+                        connections=connections,
+                        reasons=reasons.get(alert.id, ()),
+                    ),
                 )
             )
     for name, claimed in by_channel.items():
@@ -179,13 +186,30 @@ def _redacted(exc: Exception) -> str:
 
 
 def notice_for(
-    alert: Alert, account: Account, *, kind: str, connections: ConnectionRegistry
+    alert: Alert,
+    account: Account,
+    *,
+    kind: str,
+    connections: ConnectionRegistry,
+    reasons: Sequence[AlertReason] = (),
 ) -> AlertNotice:
-    """The notice people read for one alert: account, health, what changed and why."""
+    """The notice people read for one alert: account, health, what changed and why (the reason
+    it is titled by, and its other reasons still open)."""
     recovered = kind == "recovered"
+    also = (
+        ()
+        if recovered
+        else tuple(
+            f"{reason.title} ({reason.reason})"
+            for reason in reasons
+            if reason.resolved_at is None and (reason.rule, reason.key) != (alert.rule, alert.key)
+        )
+    )
     return AlertNotice(
         alert_id=alert.id,
-        kind="recovered" if recovered else "fired",
+        kind="recovered" if recovered else "escalated" if kind == "escalated" else "fired",
+        severity=alert.severity,
+        also=also,
         rule=alert.rule,
         title=alert.title,
         reason=alert.reason,

@@ -11,10 +11,11 @@ from typing import Literal
 import structlog
 from pydantic import BaseModel
 
+from webhooks.alerts.rules import QUIET_BECAUSE
 from webhooks.errors import Conflict, InvalidFields, NotFound
 from webhooks.store import alerts
 from webhooks.store.db import AsyncSession, SessionFactory
-from webhooks.store.models import Account, Alert, AlertDelivery
+from webhooks.store.models import Account, Alert, AlertDelivery, AlertReason
 
 log = structlog.get_logger(__name__)
 
@@ -30,21 +31,38 @@ class AccountRef(BaseModel):
 
 class DeliveryItem(BaseModel):
     channel: str
-    kind: str  # fired, recovered
+    kind: str  # fired, escalated, recovered
     status: str  # pending, processing, sent, failed
     attempts: int
     last_error: str | None
     sent_at: datetime | None
 
 
+class ReasonItem(BaseModel):
+    """One condition of the alert: open while `resolved_at` is null."""
+
+    rule: str
+    key: str
+    severity: str
+    title: str
+    reason: str
+    opened_at: datetime
+    resolved_at: datetime | None
+
+
 class AlertItem(BaseModel):
+    """One alert episode of an account: `rule`, `key`, `title`, `reason` and `severity` are
+    those of its most severe reason; `reasons` lists every condition it has had."""
+
     id: int
     account: AccountRef
     rule: str
     key: str
     status: AlertStatus
+    severity: str
     title: str
     reason: str
+    reasons: list[ReasonItem]
     score: int | None
     band: str
     previous_score: int | None
@@ -57,7 +75,11 @@ class AlertItem(BaseModel):
     acknowledged_by: str | None
     acknowledged_note: str | None
     snoozed_until: datetime | None
-    # False when the condition came back within the rule's cooldown: nobody was told.
+    # live: raised by events newer than the age limit; history, backfill, first_load,
+    # configuration: recorded without telling anyone (`quiet` says why).
+    cause: str
+    quiet: str | None
+    # True once one of its deliveries was sent.
     notified: bool
     deliveries: list[DeliveryItem]
 
@@ -80,7 +102,11 @@ def status_at(alert: Alert, now: datetime) -> AlertStatus:
 
 
 def _item(
-    alert: Alert, account: Account, deliveries: Sequence[AlertDelivery], now: datetime
+    alert: Alert,
+    account: Account,
+    deliveries: Sequence[AlertDelivery],
+    reasons: Sequence[AlertReason],
+    now: datetime,
 ) -> AlertItem:
     status = status_at(alert, now)
     return AlertItem(
@@ -89,8 +115,23 @@ def _item(
         rule=alert.rule,
         key=alert.key,
         status=status,
+        severity=alert.severity,
         title=alert.title,
         reason=alert.reason,
+        reasons=[
+            ReasonItem(
+                rule=reason.rule,
+                key=reason.key,
+                severity=reason.severity,
+                title=reason.title,
+                reason=reason.reason,
+                opened_at=reason.opened_at,
+                resolved_at=reason.resolved_at,
+            )
+            for reason in reasons
+        ],
+        cause=alert.cause,
+        quiet=QUIET_BECAUSE.get(alert.cause),
         score=alert.score,
         band=alert.band,
         previous_score=alert.previous_score,
@@ -124,9 +165,14 @@ async def _page(
     rows, total = await alerts.list_alerts(
         session, where=where, now=now, limit=limit, offset=offset
     )
-    found = await alerts.deliveries(session, alert_ids=[alert.id for alert, _ in rows])
+    ids = [alert.id for alert, _ in rows]
+    found = await alerts.deliveries(session, alert_ids=ids)
+    reasons = await alerts.reasons_of(session, alert_ids=ids)
     return AlertPage(
-        items=[_item(alert, account, found[alert.id], now) for alert, account in rows],
+        items=[
+            _item(alert, account, found[alert.id], reasons[alert.id], now)
+            for alert, account in rows
+        ],
         total=total,
         limit=limit,
         offset=offset,
@@ -185,7 +231,8 @@ async def get_alert(
     async with sessions() as session:
         alert, account = await _scoped(session, connection=connection, alert_id=alert_id)
         deliveries = await alerts.deliveries(session, alert_ids=[alert.id])
-        return _item(alert, account, deliveries[alert.id], now)
+        reasons = await alerts.reasons_of(session, alert_ids=[alert.id])
+        return _item(alert, account, deliveries[alert.id], reasons[alert.id], now)
 
 
 async def acknowledge(

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-NoticeKind = Literal["fired", "recovered"]
+# fired: an alert was raised; escalated: a more severe reason joined an open one (its title is
+# now that reason's); recovered: its last reason ended.
+NoticeKind = Literal["fired", "escalated", "recovered"]
 Digest = Literal["none", "hourly", "daily"]
 
 
@@ -38,6 +40,9 @@ class AlertNotice:
     drivers: tuple[str, ...]
     record_url: str | None  # link to the account in the CRM, when the CRM has one
     at: datetime
+    severity: str = "medium"  # low, medium, high: of the reason the alert is titled by
+    # The alert's other open reasons, each "title (reason)": one alert per account lists all.
+    also: tuple[str, ...] = ()
 
 
 class ChannelError(Exception):

@@ -6,12 +6,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Final, Literal
 
 from connector import bounds
 from signals.config import AlertRule
 from signals.model import Band, Health
 
 _BAND_WORDS = {"at_risk": "at risk", "neutral": "neutral", "healthy": "healthy"}
+
+# What caused a rescore, and so whether its alerts tell anyone: only live events (newer than
+# the age limit) do. The others record what they find, saying why nobody was told.
+Cause = Literal["live", "history", "backfill", "first_load", "configuration"]
+LIVE: Final = "live"
+QUIET_BECAUSE: Final[dict[str, str]] = {
+    "history": "caused by events older than the alert age limit (history, a replay or an import)",
+    "backfill": "found by a backfill of CRM records",
+    "first_load": "found at the account's first scoring",
+    "configuration": "found by a rescore after a configuration change",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +42,7 @@ class AccountState:
     # same scoring configuration; None when there is none to compare with (a first scoring, or
     # a configuration change): then no indicator was lost, whatever it reads now.
     indicators_fine_before: frozenset[str] | None = None
+    cause: Cause = "live"
 
 
 @dataclass(frozen=True, kw_only=True)

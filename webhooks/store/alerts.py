@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
-from webhooks.store.models import Account, Alert, AlertDelivery, core_table
+from webhooks.store.models import Account, Alert, AlertDelivery, AlertReason, core_table
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
@@ -38,6 +38,23 @@ async def recent(
     return list(rows.scalars())
 
 
+async def reasons_of(
+    session: AsyncSession, *, alert_ids: Collection[int]
+) -> dict[int, list[AlertReason]]:
+    """{alert id: its reasons, oldest first}."""
+    found: dict[int, list[AlertReason]] = {alert_id: [] for alert_id in alert_ids}
+    if not alert_ids:
+        return found
+    rows = await session.execute(
+        select(AlertReason)
+        .where(AlertReason.alert_id.in_(list(alert_ids)))
+        .order_by(AlertReason.id)
+    )
+    for reason in rows.scalars():
+        found[reason.alert_id].append(reason)
+    return found
+
+
 async def insert_new(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -> None:
     """Insert new alerts in one plain executemany: after a configuration change a recompute
     raises alerts for thousands of accounts at once, and asking for the ids back in order
@@ -46,18 +63,23 @@ async def insert_new(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -
         await session.execute(insert(core_table(Alert)), list(rows))
 
 
+async def insert_reasons(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(core_table(AlertReason)), list(rows))
+
+
 async def ids_fired(
     session: AsyncSession, *, account_ids: Collection[int], fired_at: datetime
-) -> dict[tuple[int, str, str], int]:
-    """{(account id, rule, key): id} of the alerts these accounts raised at `fired_at`."""
+) -> dict[int, int]:
+    """{account id: id} of the alerts these accounts raised at `fired_at` (one each)."""
     if not account_ids:
         return {}
     rows = await session.execute(
-        select(Alert.account_id, Alert.rule, Alert.key, Alert.id).where(
+        select(Alert.account_id, Alert.id).where(
             Alert.account_id.in_(list(account_ids)), Alert.fired_at == fired_at
         )
     )
-    return {(account_id, rule, key): alert_id for account_id, rule, key, alert_id in rows}
+    return {row[0]: row[1] for row in rows}
 
 
 async def flush(session: AsyncSession) -> None:
@@ -136,11 +158,21 @@ async def alerts_with_accounts(
 
 
 async def mark_sent(session: AsyncSession, *, delivery_ids: Sequence[int], now: datetime) -> None:
+    """Record deliveries sent; their alerts now have told someone (`notified`)."""
     if delivery_ids:
         await session.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id.in_(delivery_ids))
             .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
+        )
+        await session.execute(
+            update(Alert)
+            .where(
+                Alert.id.in_(
+                    select(AlertDelivery.alert_id).where(AlertDelivery.id.in_(delivery_ids))
+                )
+            )
+            .values(notified=True)
         )
 
 
@@ -200,7 +232,12 @@ async def list_alerts(
     if where.account is not None:
         query = query.where(Account.crm_id == where.account)
     if where.rule is not None:
-        query = query.where(Alert.rule == where.rule)
+        # Any of its reasons, not only the one it is titled by.
+        query = query.where(
+            select(AlertReason.id)
+            .where(AlertReason.alert_id == Alert.id, AlertReason.rule == where.rule)
+            .exists()
+        )
     if where.status == OPEN:
         query = query.where(
             or_(
@@ -285,6 +322,14 @@ async def resolve_for_accounts(
     rescored, so nothing else would ever end them."""
     if not account_ids:
         return 0
+    ended = select(Alert.id).where(
+        Alert.account_id.in_(list(account_ids)), Alert.status != RESOLVED
+    )
+    await session.execute(
+        update(AlertReason)
+        .where(AlertReason.alert_id.in_(ended), AlertReason.resolved_at.is_(None))
+        .values(resolved_at=now)
+    )
     result = await session.execute(
         update(Alert)
         .where(Alert.account_id.in_(list(account_ids)), Alert.status != RESOLVED)

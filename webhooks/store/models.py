@@ -471,9 +471,10 @@ class InstallGrant(Base):
 
 
 class Alert(Base):
-    """One episode of an alert condition on an account: raised when the condition starts,
-    resolved when it ends; re-opened (without telling anyone again) if it starts again within
-    the rule's cooldown."""
+    """One alert episode of an account: raised when a rule's condition starts, with one reason
+    per condition holding while it is open (`AlertReason`); resolved when the last one ends;
+    re-opened (without telling anyone again) if they start again within the rules' cooldown.
+    `rule`, `key`, `title`, `reason` and `severity` are those of its most severe reason."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -498,12 +499,37 @@ class Alert(Base):
     drivers: Mapped[list[str]] = mapped_column(JSON)
     # False when the condition came back within the cooldown: shown, but nobody was told.
     notified: Mapped[bool] = mapped_column(default=True)
+    severity: Mapped[str] = mapped_column(String(8), server_default="medium")  # low|medium|high
+    # What caused the rescore that raised it: live (recent events: people are told), history
+    # (events older than the age limit), backfill, first_load, configuration (told nobody).
+    cause: Mapped[str] = mapped_column(String(16), server_default="live")
     fired_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     acknowledged_note: Mapped[str | None] = mapped_column(Text)
     snoozed_until: Mapped[datetime | None]
+
+
+class AlertReason(Base):
+    """One condition of an alert episode: opened when the condition started while the episode
+    was open (or opened it), resolved when it ended."""
+
+    __tablename__ = "alert_reasons"
+    __table_args__ = (
+        Index("ix_alert_reasons_alert", "alert_id"),
+        Index("ix_alert_reasons_rule", "rule"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigId, ForeignKey("alerts.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(8))
+    title: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
 
 
 class AlertDelivery(Base):
@@ -519,7 +545,7 @@ class AlertDelivery(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     alert_id: Mapped[int] = mapped_column(BigId, ForeignKey("alerts.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))  # fired, recovered
+    kind: Mapped[str] = mapped_column(String(16))  # fired, escalated, recovered
     status: Mapped[str] = mapped_column(String(16))  # pending, processing, sent, failed
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from webhooks.store.models import Account, Alert, OutcomeFact
+from webhooks.store.models import Account, Alert, AlertReason, OutcomeFact
 
 CHURNED, RENEWED = "churned", "renewed"
 _RESOLVED = "resolved"
@@ -39,12 +39,16 @@ async def live_accounts_page(
 async def open_alert_keys(
     session: AsyncSession, *, account_ids: Collection[int]
 ) -> dict[int, set[tuple[str, str]]]:
-    """{account id: {(rule, key)}} of the accounts' alerts that are not resolved."""
+    """{account id: {(rule, key)}} of the open reasons of the accounts' open alerts."""
     if not account_ids:
         return {}
     rows = await session.execute(
-        select(Alert.account_id, Alert.rule, Alert.key).where(
-            Alert.account_id.in_(list(account_ids)), Alert.status != _RESOLVED
+        select(Alert.account_id, AlertReason.rule, AlertReason.key)
+        .join(AlertReason, AlertReason.alert_id == Alert.id)
+        .where(
+            Alert.account_id.in_(list(account_ids)),
+            Alert.status != _RESOLVED,
+            AlertReason.resolved_at.is_(None),
         )
     )
     found: dict[int, set[tuple[str, str]]] = {}

@@ -67,6 +67,7 @@ def _cleaned(notice: AlertNotice, clean: Callable[[str], str]) -> AlertNotice:
         account_name=optional(notice.account_name),
         owner_id=optional(notice.owner_id),
         drivers=tuple(clean(driver) for driver in notice.drivers),
+        also=tuple(clean(other) for other in notice.also),
     )
 
 
@@ -119,7 +120,12 @@ def explanation(notice: AlertNotice) -> str:
     """The sentence under the headline: the reason, and for a recovery what it ended."""
     if is_recovered(notice) and not _mentions_recovery(notice):
         return f"Resolved: {notice.title}. {notice.reason}"
-    return notice.reason
+    text = notice.reason
+    if notice.kind == "escalated":
+        text = f"Now more severe ({notice.severity}): {text}"
+    if notice.also:
+        text += ". Also: " + "; ".join(notice.also)
+    return text
 
 
 def score_text(notice: AlertNotice) -> str:

@@ -82,6 +82,8 @@ def notice_data(notice: AlertNotice) -> dict[str, Any]:
         "rule": notice.rule,
         "title": notice.title,
         "reason": notice.reason,
+        "severity": notice.severity,
+        "also": list(notice.also),
         "connection": notice.connection,
         "crm": notice.crm,
         "record_id": notice.record_id,
