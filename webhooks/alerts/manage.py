@@ -35,6 +35,11 @@ class DeliveryItem(BaseModel):
     attempts: int
     last_error: str | None
     sent_at: datetime | None
+    # When it is (or was) due: the end of a digest's period, the next try, or for one held
+    # over its channel's daily limit (`overflow`), the next UTC midnight.
+    available_at: datetime
+    # Held for the channel's overflow digest: the channel had used its daily limit.
+    overflow: bool
 
 
 class AlertItem(BaseModel):
@@ -57,7 +62,9 @@ class AlertItem(BaseModel):
     acknowledged_by: str | None
     acknowledged_note: str | None
     snoozed_until: datetime | None
-    # False when the condition came back within the rule's cooldown: nobody was told.
+    # True once one of its deliveries was sent. False while every delivery is still owed
+    # (a digest, a retry, the overflow digest) or failed, when its rule names no channel, and
+    # when the condition came back within the rule's cooldown (nobody is told again).
     notified: bool
     deliveries: list[DeliveryItem]
 
@@ -112,6 +119,8 @@ def _item(
                 attempts=delivery.attempts,
                 last_error=delivery.last_error,
                 sent_at=delivery.sent_at,
+                available_at=delivery.available_at,
+                overflow=delivery.overflow,
             )
             for delivery in deliveries
         ],

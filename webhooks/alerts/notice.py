@@ -38,6 +38,8 @@ class AlertNotice:
     drivers: tuple[str, ...]
     record_url: str | None  # link to the account in the CRM, when the CRM has one
     at: datetime
+    # Set on a notice of a channel's overflow digest: the daily limit it was held back over.
+    over_daily_limit: int | None = None
 
 
 class ChannelError(Exception):
@@ -55,6 +57,9 @@ class Channel(Protocol):
     name: str
     kind: str  # slack, teams, email, webhook, crm_task
     digest: Digest
+    # Messages it may send per UTC day (a digest is one); None: no limit. What exceeds it
+    # waits for the channel's overflow digest at the next UTC midnight.
+    daily_limit: int | None
 
     async def send(self, notices: Sequence[AlertNotice]) -> None: ...
 

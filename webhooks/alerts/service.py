@@ -4,7 +4,7 @@ and queueing what each channel is owed."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +71,12 @@ async def update_alerts(
     latest: dict[int, dict[tuple[str, str], Alert]] = defaultdict(dict)
     for episode in existing:
         latest[episode.account_id][(episode.rule, episode.key)] = episode
+    # Alerts people have not been told of yet but will be (a digest, a retry, the overflow
+    # digest): their recovery is owed too, or the message would report a condition that ended.
+    being_told = await alerts.still_owed(
+        session,
+        alert_ids=[a.id for a in existing if a.status != alerts.RESOLVED and not a.notified],
+    )
     holding: dict[int, dict[tuple[str, str], Condition]] = defaultdict(dict)
     today = now.date()
     for account, state in states:
@@ -94,6 +100,7 @@ async def update_alerts(
             latest=latest[account.id],
             holding=holding[account.id],
             by_name=by_name[account.connection],
+            being_told=being_told,
             now=now,
         )
         owed.extend((alert.id, rule, kind) for alert, rule, kind in recovered)
@@ -152,11 +159,13 @@ def _resolve_ended(
     latest: Mapping[tuple[str, str], Alert],
     holding: Mapping[tuple[str, str], Condition],
     by_name: Mapping[str, AlertRule],
+    being_told: Collection[int],
     now: datetime,
 ) -> tuple[list[tuple[Alert, AlertRule, str]], int]:
     """Resolve the account's alerts (`latest`: its newest episode per rule and key) whose
     condition no longer holds; returns the recovered notices owed (for rules that ask for
-    them) and how many were resolved."""
+    them, about alerts people were told of or are going to be: `being_told`) and how many
+    were resolved."""
     owed: list[tuple[Alert, AlertRule, str]] = []
     resolved = 0
     for (rule_name, key), alert in latest.items():
@@ -167,7 +176,8 @@ def _resolve_ended(
         alert.status, alert.resolved_at = alerts.RESOLVED, now
         resolved += 1
         rule = by_name.get(rule_name)
-        if rule is not None and rule.notify_recovered and alert.notified:
+        told = alert.notified or alert.id in being_told
+        if rule is not None and rule.notify_recovered and told:
             alert.score, alert.band = state.health.score, state.health.band.value
             owed.append((alert, rule, "recovered"))
     return owed, resolved
@@ -220,7 +230,8 @@ def _new_alert(
         "previous_band": state.previous_band,
         "trend_30d": health.trend_30d,
         "drivers": list(health.drivers),
-        "notified": True,
+        # Until one of its deliveries is sent (alerts.mark_sent).
+        "notified": False,
         "fired_at": now,
         "resolved_at": None,
         "acknowledged_at": None,
