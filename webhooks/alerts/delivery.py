@@ -8,11 +8,10 @@ midnight with every notice held back that day.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -57,7 +56,7 @@ class _Outcome:
     # {delivery id: (error, retry at or None for failed)}
     failed: dict[int, tuple[str, datetime | None]]
     # Messages not sent, by channel: the leave they took from the daily limit is given back.
-    unsent: Counter[str] = dataclasses.field(default_factory=Counter)
+    unsent: Counter[str] = field(default_factory=Counter)
 
 
 async def deliver_alerts(
@@ -159,9 +158,7 @@ def _messages(channel: Channel, claimed: Sequence[_Claimed]) -> list[list[_Claim
     counts them: the held-back notices in one (the overflow digest); the others in one for a
     digest channel (everything of its period), else one each."""
     overflow = [
-        dataclasses.replace(
-            one, notice=dataclasses.replace(one.notice, over_daily_limit=channel.daily_limit)
-        )
+        replace(one, notice=replace(one.notice, over_daily_limit=channel.daily_limit))
         for one in claimed
         if one.overflow
     ]
