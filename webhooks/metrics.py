@@ -117,7 +117,8 @@ class Metrics:
         )
         self.alert_deliveries = Counter(
             "crm_health_alert_deliveries",
-            "Alert deliveries, by channel type and outcome (sent, retried, failed).",
+            "Alert deliveries, by channel type and outcome (sent, retried, failed, held: over "
+            "the channel's daily limit, for its overflow digest at the next UTC midnight).",
             ["channel_type", "outcome"],
             registry=registry,
         )

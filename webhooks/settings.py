@@ -388,6 +388,14 @@ class Settings(BaseSettings):
         description="YAML file of the alert channels (slack, teams, email, webhook, crm_task) "
         "that alert rules name; ${VAR} in it is read from the environment.",
     )
+    alert_daily_limit: int = Field(
+        default=50,
+        ge=1,
+        description="Messages an alert channel sends per UTC day when its `daily_limit` in the "
+        "channels file is unset or 0 (a digest counts as one); notices over it are held for "
+        "the channel's overflow digest at the next UTC midnight, never dropped. "
+        "`daily_limit: none` gives a channel no limit.",
+    )
     smtp_host: str | None = Field(
         default=None, description="SMTP server of `email` alert channels."
     )

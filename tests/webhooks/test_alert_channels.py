@@ -12,7 +12,7 @@ import json
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from html import escape as html_escape
@@ -24,6 +24,7 @@ import pytest
 import respx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connector.base import CRMConnector
@@ -305,6 +306,25 @@ def test_slack_digest_beyond_fifty_blocks_summarises_the_rest() -> None:
         "\u2026 and 13 more (13 alerts): see the alert list in crm-health."
     )
     assert message["text"].endswith("Account 10 and 50 more")
+
+
+def test_an_overflow_digest_says_how_many_were_held_over_the_daily_limit() -> None:
+    held = [replace(notice, over_daily_limit=50) for notice in several(12)]
+    assert words.digest_title(held) == "Customer health: 12 more alerts over the daily limit of 50"
+    mixed = [*held[:2], recovered_notice(over_daily_limit=50)]
+    assert words.digest_title(mixed) == (
+        "Customer health: 3 more over the daily limit of 50 (2 alerts, 1 recovered)"
+    )
+    header = slack_message(held)["blocks"][0]["text"]["text"]
+    assert header == "Customer health: 12 more alerts over the daily limit of 50"
+    assert words.digest_title(several(2)) == "Customer health: 2 alerts"
+
+
+def test_slack_overflow_digest_beyond_fifty_blocks_counts_the_rest_plainly() -> None:
+    message = slack_message([replace(n, over_daily_limit=50) for n in several(60)])
+    assert message["blocks"][-2]["text"]["text"] == (
+        "\u2026 and 13 more (13 alerts): see the alert list in crm-health."
+    )
 
 
 def test_slack_digest_of_exactly_the_room_left_shows_everyone() -> None:
@@ -1365,6 +1385,10 @@ def test_no_channels_file_means_no_channels() -> None:
             "channels.0.connections.0",
         ),
         ("channels:\n  - {name: a, type: crm_task, connections: emea}\n", "channels.0.connections"),
+        ("channels:\n  - {name: a, type: crm_task, daily_limit: -1}\n", "channels.0.daily_limit"),
+        ("channels:\n  - {name: a, type: crm_task, daily_limit: lots}\n", "channels.0.daily_limit"),
+        ("channels:\n  - {name: a, type: crm_task, daily_limit: 2.5}\n", "channels.0.daily_limit"),
+        ("channels:\n  - {name: a, type: crm_task, daily_limit: true}\n", "channels.0.daily_limit"),
         ("channels: [\n", "not valid YAML at line"),
         ("nothing: here\n", "channels"),
         ("", r"\(file\)"),
@@ -1380,6 +1404,39 @@ def test_an_unset_variable_is_named_with_its_field(tmp_path: Path) -> None:
 
     with pytest.raises(ChannelsFileError, match=r"channels\.0\.url: \$\{NOPE_SLACK_X\} is not set"):
         read_channels_file(path)
+
+
+def test_a_channels_daily_limit_defaults_to_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_DAILY_LIMIT", "12")
+    path = _write(
+        tmp_path,
+        """
+channels:
+  - {name: unset, type: crm_task}
+  - {name: zero, type: crm_task, daily_limit: 0}
+  - {name: own, type: crm_task, daily_limit: 3}
+  - {name: endless, type: crm_task, daily_limit: none}
+  - {name: from-env, type: crm_task, daily_limit: '${TEST_DAILY_LIMIT}'}
+""",
+    )
+    channels, _ = load_channels(
+        _settings(path, alert_daily_limit=7), connector_for=lambda name: None
+    )
+    assert {name: channel.daily_limit for name, channel in channels.items()} == {
+        "unset": 7,
+        "zero": 7,
+        "own": 3,
+        "endless": None,
+        "from-env": 12,
+    }
+
+
+def test_the_default_daily_limit_is_50_and_at_least_1() -> None:
+    assert _settings(None).alert_daily_limit == 50
+    with pytest.raises(ValidationError, match="alert_daily_limit"):
+        _settings(None, alert_daily_limit=0)
 
 
 def test_a_missing_channels_file_is_a_clear_error(tmp_path: Path) -> None:

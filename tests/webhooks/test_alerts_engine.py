@@ -8,6 +8,7 @@ the worker's clock and sending usage sets any score exactly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ from typer.testing import CliRunner
 
 from signals.config import HealthConfig
 from testkit import RECENCY_ONLY, make_settings, store_native
+from webhooks.alerts import manage
+from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.cli import cli
@@ -40,6 +43,7 @@ class FakeChannel:
     name: str
     digest: Digest = "none"
     kind: str = "fake"
+    daily_limit: int | None = None
     # Raised by the next sends, in order; then sends succeed (unless `always` is set).
     failures: list[Exception] = field(default_factory=list)
     always: Exception | None = None
@@ -756,6 +760,214 @@ async def test_without_a_portal_id_a_notice_has_no_link(service_factory) -> None
     await w.score("7", 30)
     [notice] = w.channels["ops"].notices
     assert notice.record_url is None
+
+
+# --- the daily limit of a channel and its overflow digest ----------------------------------------
+
+
+def morning(w: World) -> datetime:
+    """Move the worker's clock to 09:10 UTC of a day ahead, far from a midnight."""
+    w.now = (datetime.now(UTC) + timedelta(days=1)).replace(
+        hour=9, minute=10, second=0, microsecond=0
+    )
+    return w.now
+
+
+def next_midnight(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
+async def test_over_the_daily_limit_the_rest_waits_for_the_midnight_overflow_digest(
+    service_factory,
+) -> None:
+    ops = FakeChannel("ops", daily_limit=2)
+    w = await world(service_factory, ops)
+    await w.configure(at_risk_rule())
+    start = morning(w)
+    for account in ("1", "2", "3", "4", "5"):
+        await w.score(account, 30)
+    assert [len(message) for message in ops.sent] == [1, 1]
+    held = [d for d in await w.deliveries() if d.overflow]
+    assert len(held) == 3
+    assert {(d.status, d.available_at) for d in held} == {("pending", next_midnight(start))}
+    assert [a.notified for a in await w.alerts()] == [True, True, False, False, False]
+
+    w.now = next_midnight(start) - timedelta(seconds=1)
+    assert await w.pipeline.deliver_alerts() == 0, "held until midnight"
+    w.now = next_midnight(start)
+    assert await w.pipeline.deliver_alerts() == 3
+    overflow = ops.sent[-1]
+    assert sorted(notice.record_id for notice in overflow) == ["3", "4", "5"]
+    assert {notice.over_daily_limit for notice in overflow} == {2}
+    assert words.digest_title(overflow) == (
+        "Customer health: 3 more alerts over the daily limit of 2"
+    )
+    assert {d.status for d in await w.deliveries()} == {"sent"}, "nothing dropped"
+    assert all(a.notified for a in await w.alerts())
+
+
+async def test_the_overflow_digest_counts_as_one_of_the_new_days_messages(
+    service_factory,
+) -> None:
+    ops = FakeChannel("ops", daily_limit=2)
+    w = await world(service_factory, ops)
+    await w.configure(at_risk_rule())
+    start = morning(w)
+    for account in ("1", "2", "3"):
+        await w.score(account, 30)
+    w.now = next_midnight(start)
+    await w.pipeline.deliver_alerts()  # the overflow digest: one message of the new day
+    await w.score("4", 30)  # the second
+    await w.score("5", 30)  # over the limit again
+    assert [len(message) for message in ops.sent] == [1, 1, 1, 1]
+    [held] = [d for d in await w.deliveries() if d.status == "pending"]
+    assert held.overflow
+    assert held.available_at == next_midnight(w.now)
+
+
+async def test_a_digest_message_counts_as_one(service_factory) -> None:
+    ops = FakeChannel("ops", digest="hourly", daily_limit=1)
+    w = await world(service_factory, ops)
+    await w.configure(at_risk_rule())
+    start = morning(w)
+    for account in ("1", "2", "3"):
+        await w.score(account, 30)
+    w.now = start.replace(minute=0) + timedelta(hours=1)
+    await w.pipeline.deliver_alerts()
+    assert [len(message) for message in ops.sent] == [3], "three notices, one message"
+    await w.score("4", 30)
+    w.now = w.now.replace(minute=0, second=0) + timedelta(hours=1)
+    await w.pipeline.deliver_alerts()
+    assert len(ops.sent) == 1, "the next hour's digest is over the limit"
+    [held] = [d for d in await w.deliveries() if d.status == "pending"]
+    assert (held.overflow, held.available_at) == (True, next_midnight(start))
+    w.now = next_midnight(start)
+    await w.pipeline.deliver_alerts()
+    assert [n.record_id for n in ops.sent[-1]] == ["4"]
+
+
+async def test_each_channel_has_its_own_daily_limit(service_factory) -> None:
+    ops, pager = FakeChannel("ops", daily_limit=1), FakeChannel("pager", daily_limit=3)
+    w = await world(service_factory, ops, pager)
+    await w.configure(at_risk_rule(channels=["ops", "pager"]))
+    morning(w)
+    for account in ("1", "2", "3"):
+        await w.score(account, 30)
+    assert (len(ops.sent), len(pager.sent)) == (1, 3)
+    held = [(d.channel, d.overflow) for d in await w.deliveries() if d.status == "pending"]
+    assert held == [("ops", True), ("ops", True)]
+
+
+async def test_a_channel_without_a_limit_sends_everything(service_factory) -> None:
+    ops = FakeChannel("ops", daily_limit=None)
+    w = await world(service_factory, ops)
+    await w.configure(at_risk_rule())
+    morning(w)
+    for account in ("1", "2", "3"):
+        await w.score(account, 30)
+    assert len(ops.sent) == 3
+    assert not any(d.overflow for d in await w.deliveries())
+
+
+async def test_the_api_shows_a_delivery_held_for_the_overflow_digest(service_factory) -> None:
+    w = await world(service_factory, FakeChannel("ops", daily_limit=1))
+    await w.configure(at_risk_rule())
+    start = morning(w)
+    await w.score("1", 30)
+    await w.score("2", 30)
+    _, second = await w.alerts()
+    item = await manage.get_alert(
+        w.service.runtime.sessions, connection="default", alert_id=second.id, now=w.now
+    )
+    [delivery] = item.deliveries
+    assert (delivery.status, delivery.overflow) == ("pending", True)
+    assert delivery.available_at == next_midnight(start)
+    assert item.notified is False
+
+
+async def test_two_workers_together_send_no_more_than_the_limit(service_factory) -> None:
+    """Both claim at once (one delivery each, per turn): the channel's row for the day makes
+    the second wait for the first's count. Failed tries give their leave back."""
+    ops = FakeChannel("ops", daily_limit=3, always=ChannelError("down", retryable=True))
+    w = await world(service_factory, ops, retry_base_seconds=60)
+    await w.configure(at_risk_rule())
+    morning(w)
+    for account in ("1", "2", "3", "4", "5", "6"):
+        await w.score(account, 30)
+    assert ops.sent == []
+    assert {d.status for d in await w.deliveries()} == {"pending"}
+    ops.always = None
+    w.later(minutes=5)
+    first, second = w.worker(batch_size=1), w.worker(batch_size=1)
+    for _ in range(4):
+        await asyncio.gather(first.deliver_alerts(), second.deliver_alerts())
+    assert len(ops.sent) == 3
+    deliveries = await w.deliveries()
+    assert sorted((d.status, d.overflow) for d in deliveries) == [
+        *[("pending", True)] * 3,
+        *[("sent", False)] * 3,
+    ]
+
+
+# --- what `notified` means ----------------------------------------------------------------------
+
+
+async def test_an_alert_whose_rule_names_no_channel_is_not_notified(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule(channels=[]))
+    await w.score("7", 30)
+    [alert] = await w.alerts()
+    assert alert.notified is False
+    assert await w.deliveries() == []
+
+
+async def test_an_alert_whose_delivery_failed_is_not_notified(service_factory) -> None:
+    broken = FakeChannel("ops", always=ChannelError("404 from Slack", retryable=False))
+    w = await world(service_factory, broken)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [alert] = await w.alerts()
+    [delivery] = await w.deliveries()
+    assert (delivery.status, alert.notified) == ("failed", False)
+
+
+async def test_an_alert_is_notified_once_a_delivery_is_sent(service_factory) -> None:
+    flaky = FakeChannel("ops", failures=[ChannelError("503 from Slack", retryable=True)])
+    w = await world(service_factory, flaky, retry_base_seconds=10)
+    await w.configure(at_risk_rule())
+    await w.score("7", 30)
+    [alert] = await w.alerts()
+    assert alert.notified is False, "still retrying"
+    w.later(seconds=10)
+    await w.pipeline.deliver_alerts()
+    [alert] = await w.alerts()
+    assert alert.notified is True
+
+
+async def test_an_alert_waiting_for_a_digest_still_owes_its_recovery(service_factory) -> None:
+    daily = FakeChannel("ops", digest="daily")
+    w = await world(service_factory, daily)
+    await w.configure(at_risk_rule(notify_recovered=True))
+    start = morning(w)
+    await w.score("7", 30)
+    [alert] = await w.alerts()
+    assert alert.notified is False
+    await w.score("7", 60)
+    w.now = next_midnight(start)
+    await w.pipeline.deliver_alerts()
+    [message] = daily.sent
+    assert [notice.kind for notice in message] == ["fired", "recovered"]
+    [alert] = await w.alerts()
+    assert alert.notified is True
+
+
+async def test_a_recovery_is_not_owed_for_an_alert_nobody_was_told_of(service_factory) -> None:
+    broken = FakeChannel("ops", always=ChannelError("404 from Slack", retryable=False))
+    w = await world(service_factory, broken)
+    await w.configure(at_risk_rule(notify_recovered=True))
+    await w.score("7", 30)
+    await w.score("7", 60)
+    assert [(d.kind, d.status) for d in await w.deliveries()] == [("fired", "failed")]
 
 
 # --- the channels file, from start-up to delivery -------------------------------------------------

@@ -195,6 +195,7 @@ class FakeChannel:
     kind: str
     failure: Exception | None = None
     digest: str = "none"
+    daily_limit: int | None = None
     sent: list[AlertNotice] = field(default_factory=list)
 
     async def send(self, notices: Sequence[AlertNotice]) -> None:

@@ -1,13 +1,18 @@
 """The alert outbox step of the worker: claim due deliveries, send them through their channels
-(a digest channel's notices together, in one message), record what happened."""
+(a digest channel's notices together, in one message), record what happened.
+
+Each channel sends at most its daily limit of messages per UTC day. What would exceed it is
+held, not dropped: it waits for the channel's overflow digest, one message at the next UTC
+midnight with every notice held back that day.
+"""
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -18,7 +23,7 @@ from webhooks.alerts.rules import attribute_value
 from webhooks.connections import ConnectionRegistry
 from webhooks.metrics import Metrics
 from webhooks.store import alerts
-from webhooks.store.db import SessionFactory
+from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account, Alert, AlertReason
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ class _Claimed:
     alert_id: int
     attempts: int
     notice: AlertNotice
+    overflow: bool = False
 
 
 @dataclass(kw_only=True)
@@ -49,6 +55,8 @@ class _Outcome:
     sent: list[int]
     # {delivery id: (error, retry at or None for failed)}
     failed: dict[int, tuple[str, datetime | None]]
+    # Messages not sent, by channel: the leave they took from the daily limit is given back.
+    unsent: Counter[str] = field(default_factory=Counter)
 
 
 async def deliver_alerts(
@@ -63,6 +71,7 @@ async def deliver_alerts(
     """Send the due alert deliveries; returns how many were claimed. No transaction is held
     while a channel is called; every channel is tried on its own, whatever the others do."""
     now = clock()
+    today = now.astimezone(UTC).date()
     async with sessions() as session, session.begin():
         due = await alerts.claim_due(
             session, now=now, limit=options.batch_size, lease_seconds=options.lease_seconds
@@ -71,11 +80,21 @@ async def deliver_alerts(
             session, alert_ids={delivery.alert_id for delivery in due}
         )
         reasons = await alerts.reasons_of(session, alert_ids=list(found))
+        held = await hold_over_daily_limits(
+            session,
+            due=[d for d in due if d.alert_id in found and d.channel in channels],
+            channels=channels,
+            today=today,
+            now=now,
+        )
     if not due:
         return 0
+    _report_held(held, channels, metrics=metrics, now=now)
+    held_ids = {delivery_id for ids in held.values() for delivery_id in ids}
+    sending = [delivery for delivery in due if delivery.id not in held_ids]
     outcome = _Outcome(sent=[], failed={})
     by_channel: dict[str, list[_Claimed]] = defaultdict(list)
-    for delivery in due:
+    for delivery in sending:
         pair = found.get(delivery.alert_id)
         channel = channels.get(delivery.channel)
         if pair is None:
@@ -100,13 +119,12 @@ async def deliver_alerts(
                         connections=connections,
                         reasons=reasons.get(alert.id, ()),
                     ),
+                    overflow=delivery.overflow,
                 )
             )
     for name, claimed in by_channel.items():
         channel = channels[name]
-        # A digest channel says everything of its period in one message.
-        groups = [claimed] if channel.digest != "none" else [[one] for one in claimed]
-        for group in groups:
+        for group in _messages(channel, claimed):
             await _send(channel, group, outcome, options=options, clock=clock)
     async with sessions() as session, session.begin():
         await alerts.mark_sent(session, delivery_ids=outcome.sent, now=clock())
@@ -114,7 +132,8 @@ async def deliver_alerts(
             await alerts.mark_failed_attempt(
                 session, delivery_id=delivery_id, error=error, retry_at=retry_at
             )
-    for delivery in due:
+        await _give_back_leave(session, outcome.unsent, channels, day=today)
+    for delivery in sending:
         channel = channels.get(delivery.channel)
         channel_type = "unknown" if channel is None else channel.kind
         if delivery.id not in outcome.failed:
@@ -136,8 +155,109 @@ async def deliver_alerts(
         claimed=len(due),
         sent=len(outcome.sent),
         failed=len(outcome.failed),
+        held=len(held_ids),
     )
     return len(due)
+
+
+def _messages(channel: Channel, claimed: Sequence[_Claimed]) -> list[list[_Claimed]]:
+    """The messages the claimed deliveries of one channel make, as hold_over_daily_limits
+    counts them: the held-back notices in one (the overflow digest); the others in one for a
+    digest channel (everything of its period), else one each."""
+    overflow = [
+        replace(one, notice=replace(one.notice, over_daily_limit=channel.daily_limit))
+        for one in claimed
+        if one.overflow
+    ]
+    regular = [one for one in claimed if not one.overflow]
+    messages = [overflow] if overflow else []
+    if channel.digest != "none":
+        return messages + ([regular] if regular else [])
+    return messages + [[one] for one in regular]
+
+
+async def hold_over_daily_limits(
+    session: AsyncSession,
+    *,
+    due: Sequence[alerts.DueDelivery],
+    channels: Mapping[str, Channel],
+    today: date,
+    now: datetime,
+) -> dict[str, list[int]]:
+    """Take each channel's leave for today's messages among the claimed deliveries (in the
+    claiming transaction); hold those beyond its daily limit for the overflow digest at the
+    next UTC midnight. Returns the held delivery ids by channel.
+
+    The overflow digest itself is always sent (holding it again would put it off for ever);
+    it counts as one of the new day's messages."""
+    by_channel: dict[str, list[alerts.DueDelivery]] = defaultdict(list)
+    for delivery in due:
+        if channels[delivery.channel].daily_limit is not None:
+            by_channel[delivery.channel].append(delivery)
+    if not by_channel:
+        return {}
+    await alerts.forget_leave_before(session, day=today)
+    held: dict[str, list[int]] = {}
+    # One order for every worker: each waits for the other's channel rows, never in a cycle.
+    for name in sorted(by_channel):
+        channel = channels[name]
+        limit = channel.daily_limit
+        assert limit is not None  # only limited channels were gathered
+        regular = [delivery for delivery in by_channel[name] if not delivery.overflow]
+        if channel.digest != "none":
+            messages = [regular] if regular else []
+        else:
+            messages = [[delivery] for delivery in regular]
+        has_overflow = len(regular) < len(by_channel[name])
+        granted = await alerts.take_leave(
+            session,
+            channel=name,
+            day=today,
+            wanted=len(messages),
+            forced=1 if has_overflow else 0,
+            limit=limit,
+        )
+        over = [delivery.id for message in messages[granted:] for delivery in message]
+        if over:
+            held[name] = over
+    if held:
+        await alerts.hold_for_overflow(
+            session,
+            delivery_ids=[delivery_id for ids in held.values() for delivery_id in ids],
+            until=alerts.next_digest_time(now, "daily"),
+        )
+    return held
+
+
+async def _give_back_leave(
+    session: AsyncSession, unsent: Mapping[str, int], channels: Mapping[str, Channel], *, day: date
+) -> None:
+    """The daily limit counts messages sent: those that failed may be tried again today."""
+    for name, count in unsent.items():
+        channel = channels.get(name)
+        if channel is not None and channel.daily_limit is not None:
+            await alerts.give_back_leave(session, channel=name, day=day, count=count)
+
+
+def _report_held(
+    held: Mapping[str, Sequence[int]],
+    channels: Mapping[str, Channel],
+    *,
+    metrics: Metrics,
+    now: datetime,
+) -> None:
+    for name, ids in held.items():
+        channel = channels[name]
+        for _ in ids:
+            metrics.alert_delivery(channel.kind, "held")
+        log.warning(
+            "alert_deliveries_held_over_daily_limit",
+            channel=name,
+            daily_limit=channel.daily_limit,
+            held=len(ids),
+            delivery_ids=list(ids),
+            until=alerts.next_digest_time(now, "daily").isoformat(),
+        )
 
 
 async def _send(
@@ -168,6 +288,7 @@ async def _send(
             )
         return
     now = clock()
+    outcome.unsent[channel.name] += 1
     for claimed in group:
         outcome.failed[claimed.id] = (error, _retry_at(claimed.attempts, retryable, options, now))
 

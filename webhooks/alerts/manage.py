@@ -36,6 +36,11 @@ class DeliveryItem(BaseModel):
     attempts: int
     last_error: str | None
     sent_at: datetime | None
+    # When it is (or was) due: the end of a digest's period, the next try, or for one held
+    # over its channel's daily limit (`overflow`), the next UTC midnight.
+    available_at: datetime
+    # Held for the channel's overflow digest: the channel had used its daily limit.
+    overflow: bool
 
 
 class ReasonItem(BaseModel):
@@ -79,7 +84,9 @@ class AlertItem(BaseModel):
     # configuration: recorded without telling anyone (`quiet` says why).
     cause: str
     quiet: str | None
-    # True once one of its deliveries was sent.
+    # True once one of its deliveries was sent. False while every delivery is still owed
+    # (a digest, a retry, the overflow digest) or failed, when its rule names no channel, and
+    # when the condition came back within the rule's cooldown (nobody is told again).
     notified: bool
     deliveries: list[DeliveryItem]
 
@@ -153,6 +160,8 @@ def _item(
                 attempts=delivery.attempts,
                 last_error=delivery.last_error,
                 sent_at=delivery.sent_at,
+                available_at=delivery.available_at,
+                overflow=delivery.overflow,
             )
             for delivery in deliveries
         ],

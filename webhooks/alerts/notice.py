@@ -43,6 +43,8 @@ class AlertNotice:
     severity: str = "medium"  # low, medium, high: of the reason the alert is titled by
     # The alert's other open reasons, each "title (reason)": one alert per account lists all.
     also: tuple[str, ...] = ()
+    # Set on a notice of a channel's overflow digest: the daily limit it was held back over.
+    over_daily_limit: int | None = None
 
 
 class ChannelError(Exception):
@@ -60,6 +62,9 @@ class Channel(Protocol):
     name: str
     kind: str  # slack, teams, email, webhook, crm_task
     digest: Digest
+    # Messages it may send per UTC day (a digest is one); None: no limit. What exceeds it
+    # waits for the channel's overflow digest at the next UTC midnight.
+    daily_limit: int | None
 
     async def send(self, notices: Sequence[AlertNotice]) -> None: ...
 

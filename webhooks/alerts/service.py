@@ -4,7 +4,7 @@ and queueing what each channel is owed."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +57,8 @@ class _Work:
 
     changes: AlertChanges
     now: datetime
+    # Alerts not yet notified whose deliveries are still owed (see update_alerts).
+    being_told: Collection[int] = ()
     reasons: list[dict[str, Any]] = field(default_factory=list)
     owed: list[tuple[int, Sequence[str], str]] = field(default_factory=list)
 
@@ -107,7 +109,8 @@ class _Work:
         state: AccountState,
     ) -> int:
         """End the episode's reasons whose condition no longer holds, and the episode with its
-        last one (owing a recovered notice to the rules that ask for one, if it was notified);
+        last one (owing a recovered notice to the rules that ask for one, if people were or are
+        going to be told of it);
         while reasons remain, it is titled by the most severe of them. Returns 1 if it was
         resolved."""
         ended = [r for r in episode.open_reasons() if (r.rule, r.key) not in holding]
@@ -126,7 +129,8 @@ class _Work:
             for rule in (by_name.get(name) for name in named)
             if rule is not None and rule.notify_recovered
         ]
-        if asking and alert.notified and state.cause == LIVE:
+        told = alert.notified or alert.id in self.being_told
+        if asking and told and state.cause == LIVE:
             alert.score, alert.band = state.health.score, state.health.band.value
             channels = list(dict.fromkeys(channel for rule in asking for channel in rule.channels))
             self.owed.append((alert.id, channels, "recovered"))
@@ -173,8 +177,14 @@ async def update_alerts(
     episodes: dict[int, list[_Episode]] = defaultdict(list)
     for alert in existing:
         episodes[alert.account_id].append(_Episode(alert=alert, reasons=reasons[alert.id]))
+    # Alerts people have not been told of yet but will be (a digest, a retry, the overflow
+    # digest): their recovery is owed too, or the message would report a condition that ended.
+    being_told = await alerts.still_owed(
+        session,
+        alert_ids=[a.id for a in existing if a.status != alerts.RESOLVED and not a.notified],
+    )
     today = now.date()
-    work = _Work(changes=changes, now=now)
+    work = _Work(changes=changes, now=now, being_told=being_told)
     fresh: list[tuple[Account, AccountState, list[Condition]]] = []
     for account, state in states:
         holding = {
@@ -327,7 +337,7 @@ def _new_alert(
         "previous_band": state.previous_band,
         "trend_30d": health.trend_30d,
         "drivers": list(health.drivers),
-        # Told only once a delivery was sent (webhooks.alerts.delivery).
+        # Until one of its deliveries is sent (alerts.mark_sent).
         "notified": False,
         "fired_at": now,
         "resolved_at": None,

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
-from webhooks.store.models import Account, Alert, AlertDelivery, AlertReason, core_table
+from webhooks.store.dialect import upsert_insert
+from webhooks.store.models import (
+    Account,
+    Alert,
+    AlertChannelBudget,
+    AlertDelivery,
+    AlertReason,
+    core_table,
+)
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
@@ -119,6 +127,8 @@ class DueDelivery:
     channel: str
     kind: str
     attempts: int
+    # Held back over its channel's daily limit: part of the channel's overflow digest.
+    overflow: bool = False
 
 
 async def claim_due(
@@ -135,11 +145,16 @@ async def claim_due(
         order_by=AlertDelivery.id,
         returning=(
             AlertDelivery.id, AlertDelivery.alert_id, AlertDelivery.channel, AlertDelivery.kind,
-            AlertDelivery.attempts,
+            AlertDelivery.attempts, AlertDelivery.overflow,
         ),
     )  # fmt: skip
     return sorted(
-        (DueDelivery(id=r[0], alert_id=r[1], channel=r[2], kind=r[3], attempts=r[4]) for r in rows),
+        (
+            DueDelivery(
+                id=r[0], alert_id=r[1], channel=r[2], kind=r[3], attempts=r[4], overflow=r[5]
+            )
+            for r in rows
+        ),
         key=lambda d: d.id,
     )
 
@@ -158,21 +173,103 @@ async def alerts_with_accounts(
 
 
 async def mark_sent(session: AsyncSession, *, delivery_ids: Sequence[int], now: datetime) -> None:
-    """Record deliveries sent; their alerts now have told someone (`notified`)."""
+    """The deliveries were sent; their alerts are notified from now on (in the same
+    transaction: an alert reads as notified exactly when one of its deliveries was sent)."""
     if delivery_ids:
         await session.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id.in_(delivery_ids))
             .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
         )
+        told = select(AlertDelivery.alert_id).where(AlertDelivery.id.in_(delivery_ids))
         await session.execute(
             update(Alert)
-            .where(
-                Alert.id.in_(
-                    select(AlertDelivery.alert_id).where(AlertDelivery.id.in_(delivery_ids))
+            .where(Alert.id.in_(told), Alert.notified.is_(False))
+            .values(notified=True)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def still_owed(session: AsyncSession, *, alert_ids: Collection[int]) -> set[int]:
+    """Those of the alerts that have a delivery still to be sent (waiting for a digest or the
+    overflow digest, or retrying): people are going to be told about them."""
+    if not alert_ids:
+        return set()
+    rows = await session.execute(
+        select(AlertDelivery.alert_id)
+        .where(
+            AlertDelivery.alert_id.in_(list(alert_ids)),
+            AlertDelivery.status.in_((PENDING, PROCESSING)),
+        )
+        .distinct()
+    )
+    return set(rows.scalars())
+
+
+# --- the daily limit of each channel ------------------------------------------------------------
+
+
+async def take_leave(
+    session: AsyncSession, *, channel: str, day: date, wanted: int, forced: int, limit: int
+) -> int:
+    """Leave for up to `wanted` messages of `channel` on UTC `day` within `limit`, plus
+    `forced` ones sent whatever the count (the overflow digest); returns how many of `wanted`
+    may be sent. Counted in a row per channel and day that this transaction locks: of two
+    workers claiming at once, the second waits for the first to commit and then sees its
+    count (counting sent rows instead would miss the messages the other worker has claimed
+    but not yet sent, and SKIP LOCKED never makes the claims wait for each other)."""
+    await session.execute(
+        upsert_insert(session, AlertChannelBudget)
+        .values(channel=channel, day=day, sent=0)
+        .on_conflict_do_nothing(index_elements=["channel", "day"])
+    )
+    used = (
+        await session.execute(
+            select(AlertChannelBudget.sent)
+            .where(AlertChannelBudget.channel == channel, AlertChannelBudget.day == day)
+            .with_for_update()
+        )
+    ).scalar_one()
+    granted = max(0, min(wanted, limit - used))
+    if granted or forced:
+        await session.execute(
+            update(AlertChannelBudget)
+            .where(AlertChannelBudget.channel == channel, AlertChannelBudget.day == day)
+            .values(sent=AlertChannelBudget.sent + granted + forced)
+        )
+    return granted
+
+
+async def give_back_leave(session: AsyncSession, *, channel: str, day: date, count: int) -> None:
+    """Messages given leave on `day` that were not sent after all (their channel failed):
+    the limit counts messages sent, so they may be sent again later that day."""
+    if count:
+        await session.execute(
+            update(AlertChannelBudget)
+            .where(AlertChannelBudget.channel == channel, AlertChannelBudget.day == day)
+            .values(
+                sent=case(
+                    (AlertChannelBudget.sent > count, AlertChannelBudget.sent - count), else_=0
                 )
             )
-            .values(notified=True)
+        )
+
+
+async def forget_leave_before(session: AsyncSession, *, day: date) -> None:
+    """Only today's counts are ever read: earlier days' rows go."""
+    await session.execute(delete(AlertChannelBudget).where(AlertChannelBudget.day < day))
+
+
+async def hold_for_overflow(
+    session: AsyncSession, *, delivery_ids: Collection[int], until: datetime
+) -> None:
+    """Claimed deliveries over their channel's daily limit: never dropped, they wait until
+    `until` (the next UTC midnight) and go out together as the channel's overflow digest."""
+    if delivery_ids:
+        await session.execute(
+            update(AlertDelivery)
+            .where(AlertDelivery.id.in_(list(delivery_ids)))
+            .values(status=PENDING, overflow=True, available_at=until, lease_until=None)
         )
 
 

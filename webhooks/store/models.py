@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -497,8 +498,9 @@ class Alert(Base):
     previous_band: Mapped[str | None] = mapped_column(String(16))
     trend_30d: Mapped[int | None]
     drivers: Mapped[list[str]] = mapped_column(JSON)
-    # False when the condition came back within the cooldown: shown, but nobody was told.
-    notified: Mapped[bool] = mapped_column(default=True)
+    # True once one of its deliveries was sent (set with it, in the same transaction): no
+    # channel, deliveries still owed or failed, or a condition back within the cooldown, false.
+    notified: Mapped[bool] = mapped_column(default=False)
     severity: Mapped[str] = mapped_column(String(8), server_default="medium")  # low|medium|high
     # What caused the rescore that raised it: live (recent events: people are told), history
     # (events older than the age limit), backfill, first_load, configuration (told nobody).
@@ -553,6 +555,22 @@ class AlertDelivery(Base):
     lease_until: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Held back because its channel had used its daily limit: pending until the next UTC
+    # midnight (available_at), then sent with the channel's other held-back notices as one
+    # overflow digest.
+    overflow: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class AlertChannelBudget(Base):
+    """How many messages a channel has been given leave to send on a UTC day. The worker that
+    claims deliveries locks its channel's row for the day to take leave, so two workers never
+    both see the last free message; a message that then fails gives its leave back."""
+
+    __tablename__ = "alert_channel_budgets"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sent: Mapped[int] = mapped_column(default=0)
 
 
 class ConfigAudit(Base):

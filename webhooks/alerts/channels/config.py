@@ -6,6 +6,8 @@ channels:
     type: slack               # slack | teams | email | webhook | crm_task
     url: ${SLACK_WEBHOOK_URL} # slack, teams, webhook
     digest: none              # none | hourly | daily (crm_task: none only)
+    daily_limit: 100          # messages per UTC day (a digest is one); unset or 0:
+                              # CRM_HEALTH_ALERT_DAILY_LIMIT; none: no limit
   - name: signed
     type: webhook
     url: https://example.com/hooks/crm-health
@@ -18,6 +20,8 @@ channels:
 A global admin may route any rule to any channel. An admin key bound to a connection may route
 that connection's alerts only to channels open to it: those listing it (or "*") under
 `connections`, and crm_task channels (a task lands in the account's own CRM).
+Notices over a channel's daily limit are held, not dropped: they go out together at the next
+UTC midnight as the channel's overflow digest (see webhooks.alerts.delivery).
 `${VAR}` in any value is replaced with the environment's value after the YAML is read, so
 secrets stay out of the file (and a secret's characters cannot change the YAML's shape).
 Errors name the field (`channels.2.url: ...`) and never quote a URL or a secret.
@@ -35,7 +39,7 @@ from typing import Annotated, Any, Final, Literal
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError
 
 from connector.http import RetryPolicy
 from webhooks.alerts.channels.crm_task import ConnectorLookup, CRMTaskChannel
@@ -55,6 +59,7 @@ __all__ = [
     "build_channels",
     "channel_open_to",
     "check_channels",
+    "daily_limit_of",
     "load_channels",
     "read_channels_file",
     "smtp_options",
@@ -64,6 +69,7 @@ __all__ = [
 ChannelType = Literal["slack", "teams", "email", "webhook", "crm_task"]
 CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = ("slack", "teams", "email", "webhook", "crm_task")
 _NEEDS_URL: Final = frozenset({"slack", "teams", "webhook"})
+DailyLimit = int | Literal["none"]
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
@@ -86,6 +92,27 @@ class ChannelSpec:
     to: tuple[str, ...] = ()
     digest: Digest = "none"
     connections: tuple[str, ...] = ()
+    # As written: 0 (or unset) for CRM_HEALTH_ALERT_DAILY_LIMIT, "none" for no limit.
+    daily_limit: DailyLimit = 0
+
+
+def _daily_limit(value: Any) -> DailyLimit:
+    """A whole number of messages (a string of digits too: `${VAR}` gives strings), `none`
+    or nothing."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lower() == "none":
+            return "none"
+        if value.isdigit():
+            return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(
+        "must be a whole number of messages per UTC day (0 or unset: "
+        "CRM_HEALTH_ALERT_DAILY_LIMIT), or none for no limit"
+    )
 
 
 class _FileChannel(BaseModel):
@@ -98,6 +125,7 @@ class _FileChannel(BaseModel):
     to: list[str] | None = None
     digest: Digest = "none"
     connections: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9_.-]{1,64})$")]] = []
+    daily_limit: Annotated[DailyLimit, PlainValidator(_daily_limit)] = 0
 
 
 # Channel name -> the connections whose admin keys may route alerts to it ("*": every one).
@@ -263,6 +291,7 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             digest=entry.digest,
             # A CRM task lands in the account's own CRM: no connection can reach another's.
             connections=("*",) if entry.type == "crm_task" else tuple(entry.connections),
+            daily_limit=entry.daily_limit,
         )
         for index, entry in enumerate(entries)
     ]
@@ -354,8 +383,16 @@ def build_channels(
                     sender=sender,
                     digest=spec.digest,
                 )
+        channel.daily_limit = daily_limit_of(spec, settings)
         channels[spec.name] = channel
     return channels
+
+
+def daily_limit_of(spec: ChannelSpec, settings: Settings) -> int | None:
+    """The messages a channel may send per UTC day; None: no limit."""
+    if spec.daily_limit == "none":
+        return None
+    return spec.daily_limit or settings.alert_daily_limit
 
 
 def load_channels(

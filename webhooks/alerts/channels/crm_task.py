@@ -79,6 +79,9 @@ class CRMTaskChannel:
     kind = "crm_task"
     # A task is about one account: tasks are never grouped.
     digest: Digest = "none"
+    # Set from the channels file by build_channels; None: no limit. Tasks cannot be merged:
+    # the ones held back over it are all created at the next UTC midnight.
+    daily_limit: int | None = None
 
     def __init__(
         self,

@@ -251,6 +251,8 @@ class EmailChannel:
     """Sends each message to `to` through the SMTP server of `smtp`."""
 
     kind = "email"
+    # Set from the channels file by build_channels; None: no limit.
+    daily_limit: int | None = None
 
     def __init__(
         self, *, name: str, to: Sequence[str], smtp: SMTPOptions, digest: Digest = "none"

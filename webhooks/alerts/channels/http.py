@@ -184,6 +184,8 @@ class HTTPChannel:
     and a share of the sender."""
 
     kind: str = "http"
+    # Set from the channels file by build_channels; None: no limit.
+    daily_limit: int | None = None
 
     def __init__(self, *, name: str, url: str, sender: HTTPSender, digest: Digest = "none") -> None:
         self.name = name

@@ -171,7 +171,7 @@ def _digest(notices: Sequence[AlertNotice]) -> dict[str, Any]:
                 "type": "section",
                 "text": _mrkdwn(
                     f"\u2026 and {len(left_out)} more "
-                    f"({words.digest_title(left_out).removeprefix('Customer health: ')}): "
+                    f"({words.digest_counts(left_out)}): "
                     "see the alert list in crm-health."
                 ),
             }

@@ -142,7 +142,7 @@ def _digest(notices: Sequence[AlertNotice]) -> dict[str, Any]:
     body.extend(_digest_entry(notice) for notice in shown)
     left_out = notices[len(shown) :]
     if left_out:
-        summary = words.digest_title(left_out).removeprefix("Customer health: ")
+        summary = words.digest_counts(left_out)
         body.append(
             _text(
                 f"\u2026 and {len(left_out)} more ({summary}): see the alert list in crm-health.",

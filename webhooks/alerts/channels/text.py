@@ -182,8 +182,8 @@ def context_line(notice: AlertNotice) -> str:
     )
 
 
-def digest_title(notices: Sequence[AlertNotice]) -> str:
-    """e.g. "Customer health: 2 alerts, 1 recovered"."""
+def digest_counts(notices: Sequence[AlertNotice]) -> str:
+    """e.g. "2 alerts, 1 recovered"."""
     recovered = sum(1 for notice in notices if is_recovered(notice))
     fired = len(notices) - recovered
     parts = []
@@ -191,7 +191,22 @@ def digest_title(notices: Sequence[AlertNotice]) -> str:
         parts.append(f"{fired} alert{'s' if fired != 1 else ''}")
     if recovered:
         parts.append(f"{recovered} recovered")
-    return "Customer health: " + ", ".join(parts)
+    return ", ".join(parts)
+
+
+def digest_title(notices: Sequence[AlertNotice]) -> str:
+    """e.g. "Customer health: 2 alerts, 1 recovered"; for a channel's overflow digest
+    "Customer health: 12 more alerts over the daily limit of 50"."""
+    counts = digest_counts(notices)
+    limits = {notice.over_daily_limit for notice in notices}
+    if len(limits) != 1 or None in limits:
+        return f"Customer health: {counts}"
+    [limit] = limits
+    more = f"{len(notices)} more"
+    if not any(is_recovered(notice) for notice in notices):
+        alerts = "alert" if len(notices) == 1 else "alerts"
+        return f"Customer health: {more} {alerts} over the daily limit of {limit}"
+    return f"Customer health: {more} over the daily limit of {limit} ({counts})"
 
 
 def clip(text: str, limit: int) -> str:

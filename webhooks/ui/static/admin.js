@@ -641,10 +641,23 @@
   // Alerts ----------------------------------------------------------------------------------
 
   function alertStatusText(alert) {
+    return alertStateText(alert) + heldText(alert);
+  }
+
+  function alertStateText(alert) {
     if (alert.status === "snoozed") return `Snoozed until ${fmtTime(alert.snoozed_until)}`;
     if (alert.status === "acknowledged") return `Acknowledged${alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : ""}`;
     if (alert.status === "resolved") return `Resolved ${fmtTime(alert.resolved_at)}`;
     return "Open";
+  }
+
+  // A channel that used its daily limit holds the rest for its overflow digest at UTC midnight:
+  // say so, or the alert looks as if nobody will ever be told.
+  function heldText(alert) {
+    const held = (alert.deliveries || []).filter((d) => d.overflow && d.status === "pending");
+    if (!held.length) return "";
+    const channels = [...new Set(held.map((d) => d.channel))].join(", ");
+    return ` · held over the daily limit of ${channels} until ${fmtTime(held[0].available_at)}`;
   }
 
   async function alertAction(alert, action, after) {
