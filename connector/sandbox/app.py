@@ -45,6 +45,7 @@ from connector.sandbox.state import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
     OBJECT_TYPE_SPECS,
+    SEEDED_OWNERS,
     ApiError,
     ForcedAnswer,
     JSONObject,
@@ -55,6 +56,7 @@ from connector.sandbox.state import (
     error_body,
     format_timestamp,
     missing_attributes,
+    owner_json,
     retry_after_value,
     unknown_object_type,
     validation_error,
@@ -615,6 +617,30 @@ class _Routes:
 
     # property definitions and groups
 
+    # owners (read-only in HubSpot too: they are the portal's users)
+
+    async def list_owners(self, request: Request) -> Response:
+        if _archived(request):
+            return _json({"results": []})
+        email = request.query_params.get("email")
+        owners = [owner_json(owner_id) for owner_id, *_ in SEEDED_OWNERS]
+        return _json(
+            {
+                "results": [
+                    owner
+                    for owner in owners
+                    if owner is not None and (email is None or owner["email"] == email)
+                ]
+            }
+        )
+
+    async def get_owner(self, request: Request) -> Response:
+        owner_id = request.path_params["owner_id"]
+        owner = None if _archived(request) else owner_json(owner_id)
+        if owner is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"Owner {owner_id} does not exist")
+        return _json(owner)
+
     async def list_properties(self, _request: Request) -> Response:
         return _json({"results": list(self.state.properties.values())})
 
@@ -919,6 +945,8 @@ def create_sandbox_app(
                 routes.batch_read_associations,
                 methods=["POST"],
             ),
+            Route("/crm/v3/owners", routes.list_owners, methods=["GET"]),
+            Route("/crm/v3/owners/{owner_id}", routes.get_owner, methods=["GET"]),
             Route(PROPERTIES, routes.list_properties, methods=["GET"]),
             Route(PROPERTIES, routes.create_property, methods=["POST"]),
             # Groups before {name}: "groups" is not a property name.
