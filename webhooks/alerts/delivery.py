@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from webhooks.alerts.channels.owner import OWNER_KIND, owner_key
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.alerts.rules import attribute_value
 from webhooks.connections import ConnectionRegistry
@@ -97,9 +98,7 @@ async def deliver_alerts(
             )
     for name, claimed in by_channel.items():
         channel = channels[name]
-        # A digest channel says everything of its period in one message.
-        groups = [claimed] if channel.digest != "none" else [[one] for one in claimed]
-        for group in groups:
+        for group in _messages(channel, claimed):
             await _send(channel, group, outcome, options=options, clock=clock)
     async with sessions() as session, session.begin():
         await alerts.mark_sent(session, delivery_ids=outcome.sent, now=clock())
@@ -131,6 +130,19 @@ async def deliver_alerts(
         failed=len(outcome.failed),
     )
     return len(due)
+
+
+def _messages(channel: Channel, claimed: list[_Claimed]) -> list[list[_Claimed]]:
+    """The claimed deliveries of one channel as messages: one per notice, or a digest of the
+    period's; an owner channel's digest is one per owner, who reads only their accounts."""
+    if channel.digest == "none":
+        return [[one] for one in claimed]
+    if channel.kind != OWNER_KIND:
+        return [claimed]
+    by_owner: dict[tuple[str, str | None], list[_Claimed]] = defaultdict(list)
+    for one in claimed:
+        by_owner[owner_key(one.notice)].append(one)
+    return list(by_owner.values())
 
 
 async def _send(
