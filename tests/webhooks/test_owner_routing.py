@@ -22,8 +22,10 @@ from sqlalchemy import select
 
 from connector.http import RetryPolicy
 from connector.hubspot.api import HubSpotConnector
+from connector.sandbox.app import create_sandbox_app
+from connector.sandbox.state import SEEDED_OWNERS, SandboxState
 from signals.config import HealthConfig
-from testkit import RECENCY_ONLY, make_settings, store_native
+from testkit import HUBSPOT_TOKEN, RECENCY_ONLY, make_settings, store_native
 from webhooks.alerts.channels.config import ChannelsFileError, read_channels_file
 from webhooks.alerts.channels.email import SMTPOptions
 from webhooks.alerts.channels.http import HTTPSender
@@ -630,3 +632,45 @@ async def test_an_unreachable_owner_fails_the_delivery_with_the_reason(
         "e-mail address, and connection 'default' has no CRM credentials to look it up; "
         "no fallback channel is set"
     )
+
+
+async def test_the_sandbox_owner_of_a_company_gets_its_alert_by_email(
+    service_factory, tmp_path: Path, mailbox
+) -> None:
+    """Nothing mocked: the owner id is the sandbox CRM's, its e-mail read through the HubSpot
+    connector, the message delivered to a local SMTP server."""
+    box, port = mailbox
+    state = SandboxState()
+    owner_id, owner_email, *_ = SEEDED_OWNERS[0]
+    company = state.add_company({"name": "Acme Labs", "hubspot_owner_id": owner_id})
+    path = write(tmp_path, "channels:\n  - {name: owners, type: owner, via: email}\n")
+    service = await service_factory(
+        crm_transport=httpx.ASGITransport(
+            app=create_sandbox_app(state, access_token=HUBSPOT_TOKEN)
+        ),
+        alert_channels_file=path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        smtp_from_address="health@example.com",
+    )
+    w = OwnerWorld(service)
+    await w.configure("owners")
+    await w.at_risk(company, owner_id)
+    await w.at_risk(company, owner_id)  # still at risk: no second alert, no second lookup
+    [(recipients, raw)] = box.messages
+    assert recipients == [owner_email]
+    assert "Account " in email.message_from_bytes(raw, policy=email.policy.default)["Subject"]
+    lookups = [r for r in state.requests if r.path == f"/crm/v3/owners/{owner_id}"]
+    assert [r.status for r in lookups] == [200]
+    [delivery] = await w.deliveries()
+    assert delivery.status == "sent"
+
+
+def test_an_owner_channel_refuses_a_url(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "channels:\n  - {name: owners, type: owner, via: email, url: 'https://x.test/hook'}\n",
+    )
+    with pytest.raises(ChannelsFileError, match=r"channels\.0\.url: not used by an owner channel"):
+        read_channels_file(path)

@@ -53,7 +53,7 @@ class Channel(Protocol):
     channel) all notices of the period together."""
 
     name: str
-    kind: str  # slack, teams, email, webhook, crm_task
+    kind: str  # slack, teams, email, webhook, crm_task, owner
     digest: Digest
 
     async def send(self, notices: Sequence[AlertNotice]) -> None: ...

@@ -189,10 +189,15 @@ def valid_address(value: str) -> bool:
     return bool(_ADDRESS.match(address))
 
 
+def _a(channel_type: str) -> str:
+    """The type with its article: "an email", "an owner", "a slack"."""
+    return f"an {channel_type}" if channel_type[0] in "aeiou" else f"a {channel_type}"
+
+
 def _check_url(entry: _FileChannel, where: str) -> list[str]:
     url = entry.url.get_secret_value() if entry.url is not None else None
     if entry.type not in _NEEDS_URL:
-        return [] if url is None else [f"{where}.url: not used by a {entry.type} channel"]
+        return [] if url is None else [f"{where}.url: not used by {_a(entry.type)} channel"]
     if not url:
         return [f"{where}.url: required for a {entry.type} channel"]
     reason = _url_problem(url)
@@ -202,7 +207,7 @@ def _check_url(entry: _FileChannel, where: str) -> list[str]:
 def _check_secret(entry: _FileChannel, where: str) -> list[str]:
     secret = entry.secret.get_secret_value() if entry.secret is not None else None
     if entry.type != "webhook":
-        return [] if secret is None else [f"{where}.secret: not used by a {entry.type} channel"]
+        return [] if secret is None else [f"{where}.secret: not used by {_a(entry.type)} channel"]
     if not secret:
         return [f"{where}.secret: required for a webhook channel (whsec_ followed by base64)"]
     try:
