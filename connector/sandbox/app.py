@@ -4,7 +4,8 @@ Every /crm call goes through one gateway that adds the injected latency, answers
 checks the bearer token (the fixed one or an OAuth token it issued, refusing expired ones),
 counts the call against the rate limits (adding the X-HubSpot-RateLimit-* headers, answering 429
 when enforced) and records it. The /_sandbox control routes are NOT protected by the token: the
-sandbox is a local test tool and never holds real data.
+sandbox is a local test tool and never holds real data. The portal's owners
+(`GET /crm/v3/owners`, `/crm/v3/owners/{ownerId}`) are fixed: `state.SEEDED_OWNERS`.
 
 Control routes: /_sandbox/requests, /faults, /reset (as before), /limits (window_max,
 interval_ms, daily, enforce, latency_ms), /oauth (client_id, client_secret,
