@@ -98,6 +98,16 @@ class TaskRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CRMOwner:
+    """A record owner as the CRM knows the person: e-mail and name, each None when the CRM
+    holds none (an owner without a mailbox, a deactivated user)."""
+
+    owner_id: str
+    email: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackfillPage:
     """One listed page of existing CRM records: events with stable dedup keys (the same record
     version listed again gives the same key), and where the next page starts."""
@@ -140,6 +150,11 @@ class CRMConnector(Protocol):
 
     async def create_task(self, task: TaskRequest) -> str:
         """Create the task in the CRM; returns its id there."""
+        ...
+
+    async def read_owner(self, owner_id: str) -> CRMOwner | None:
+        """The owner (a record's owner id as the CRM stores it) with e-mail and name; None
+        when the CRM has no such owner or `owner_id` cannot be one of its ids."""
         ...
 
     async def aclose(self) -> None: ...

@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
 from connector.sandbox.app import create_sandbox_app
-from connector.sandbox.state import SandboxState
+from connector.sandbox.state import SEEDED_OWNERS, SandboxState
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
@@ -66,7 +66,6 @@ _SUFFIXES = (
     "Labs", "Corp", "Systems", "Analytics", "Logistics", "Health", "Retail", "Energy", "Foods",
     "Media", "Capital", "Robotics",
 )  # fmt: skip
-_OWNERS = ("Alex Kim", "Sam Rivera", "Jo Becker", "Priya Nair")
 _TITLES = (
     "Operations Manager", "Product Owner", "Team Lead", "IT Administrator", "Analyst",
     "Project Manager", "Engineer",
@@ -158,6 +157,12 @@ class SampleCompany:
     archetype: str
     seed: int
 
+    @property
+    def owner_id(self) -> str:
+        """The sandbox owner the company is assigned to (`hubspot_owner_id`): one with an
+        e-mail, so alerts can be routed to the account owner."""
+        return SEEDED_OWNERS[self.seed % len(SEEDED_OWNERS)][0]
+
     def native_events(self, account: str, now: datetime) -> list[dict[str, object]]:
         """The company's 180 days as native events (`POST /ingest/events`): attributes,
         contacts and CRM activity first, then usage newest first, so that even a company too
@@ -192,7 +197,7 @@ class SampleCompany:
                 attributes |= {
                     "seats": seats,
                     "segment": self.archetype,
-                    "owner": rng.choice(_OWNERS),
+                    "owner": self.owner_id,
                     "renewal_date": renewal.date().isoformat(),
                 }
             events.append(
@@ -486,6 +491,7 @@ async def run_demo(
             {
                 "name": c.name,
                 "domain": f"{c.name.lower().replace(' ', '')}.example",
+                "hubspot_owner_id": c.owner_id,
                 **_lifecycle(index, now),
             }
         )

@@ -13,8 +13,10 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connector.base import CRMConnector
 from webhooks.alerts.channels.config import ChannelGrants, ChannelsFileError, load_channels
 from webhooks.alerts.notice import Channel
+from webhooks.alerts.owners import OwnerDirectory
 from webhooks.connections import (
     ConnectionRegistry,
     channels_setting_named,
@@ -69,11 +71,17 @@ class Runtime:
         sessions = create_session_factory(engine)
         read_engine = create_read_engine(settings.database_url)
         connections = connections_from_settings(settings, transport=crm_transport)
+
+        def connector_for(name: str) -> CRMConnector | None:
+            # Looked up at send time: installs made later have their connector by then.
+            connection = connections.get(name)
+            return None if connection is None else connection.connector
+
         try:
             channels, channel_grants = load_channels(
                 settings,
-                # Looked up at send time: installs made later have their connector by then.
-                connector_for=lambda name: c.connector if (c := connections.get(name)) else None,
+                connector_for=connector_for,
+                owners=OwnerDirectory(sessions=sessions, connector_for=connector_for),
                 transport=crm_transport,
             )
         except ChannelsFileError as exc:

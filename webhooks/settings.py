@@ -385,8 +385,8 @@ class Settings(BaseSettings):
 
     alert_channels_file: Path | None = Field(
         default=None,
-        description="YAML file of the alert channels (slack, teams, email, webhook, crm_task) "
-        "that alert rules name; ${VAR} in it is read from the environment.",
+        description="YAML file of the alert channels (slack, teams, email, webhook, crm_task, "
+        "owner) that alert rules name; ${VAR} in it is read from the environment.",
     )
     alert_daily_limit: int = Field(
         default=50,
@@ -397,7 +397,8 @@ class Settings(BaseSettings):
         "`daily_limit: none` gives a channel no limit.",
     )
     smtp_host: str | None = Field(
-        default=None, description="SMTP server of `email` alert channels."
+        default=None,
+        description="SMTP server of `email` alert channels (and `owner` ones via email).",
     )
     smtp_port: int | None = Field(
         default=None,

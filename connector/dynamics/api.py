@@ -27,6 +27,7 @@ import structlog
 
 from connector.base import (
     BackfillPage,
+    CRMOwner,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -555,6 +556,32 @@ class DynamicsConnector:
             raise
         return record_from_web_api(entity, _json(response, f"Dataverse {entity} {row_id}"))
 
+    async def read_owner(self, owner_id: str) -> CRMOwner | None:
+        """The systemuser an account's `ownerid` names (`internalemailaddress`, `fullname`);
+        None for an id that is no GUID or no user Dataverse has. An account owned by a team
+        has a team's id here, which no systemuser has."""
+        if not _GUID.fullmatch(owner_id.strip()):
+            return None
+        user_id = owner_id.strip().lower()
+        try:
+            response = await self._client.request(
+                "GET",
+                f"{self._data}/systemusers({user_id})",
+                params={"$select": "internalemailaddress,fullname"},
+            )
+        except CRMRequestRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        document = _json(response, f"Dataverse systemuser {user_id}")
+        if not isinstance(document, Mapping):
+            raise PayloadError(f"Dataverse systemuser {user_id}: the answer is not a JSON object")
+        return CRMOwner(
+            owner_id=owner_id,
+            email=_text(document.get("internalemailaddress")),
+            name=_text(document.get("fullname")),
+        )
+
     async def list_backfill_page(self, *, object_type: str, after: str | None) -> BackfillPage:
         """One page of `object_type` rows (an entity set of `BACKFILL_OBJECTS`) as normalised
         events keyed `dynamics:<table>:<id>:<modifiedon>`.
@@ -925,6 +952,10 @@ class DynamicsConnector:
             log.info("dynamics_choice_ensured", column=column.logical_name, value=value)
             changed = True
         return changed
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _option_label(option: Mapping[str, Any], language_code: int) -> str | None:

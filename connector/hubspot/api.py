@@ -13,6 +13,7 @@ import structlog
 
 from connector.base import (
     BackfillPage,
+    CRMOwner,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -220,6 +221,29 @@ class HubSpotConnector:
         log.info("hubspot_task_created", task_id=str(task_id), company=task.record_id)
         return str(task_id)
 
+    async def read_owner(self, owner_id: str) -> CRMOwner | None:
+        """The owner `hubspot_owner_id` names (`GET /crm/v3/owners/{ownerId}`, scope
+        `crm.objects.owners.read`); None for an id HubSpot does not know, archived owners
+        included (their e-mail no longer reaches anyone in the portal)."""
+        # Owner ids are numbers; anything else would only earn a 400 or a different path.
+        if not owner_id.isascii() or not owner_id.isdigit():
+            return None
+        try:
+            response = await self._client.request(
+                "GET", f"/crm/v3/owners/{owner_id}", params={"idProperty": "id"}
+            )
+        except CRMRequestRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        document = json_object(response, "HubSpot owner")
+        name = " ".join(
+            part.strip()
+            for part in (document.get("firstName"), document.get("lastName"))
+            if isinstance(part, str) and part.strip()
+        )
+        return CRMOwner(owner_id=owner_id, email=_text(document.get("email")), name=name or None)
+
     async def ensure_fields(self) -> ProvisionReport:
         """Create the property group and health properties; existing ones are updated in place."""
         report = ProvisionReport()
@@ -276,6 +300,10 @@ class HubSpotConnector:
                 return False
             raise
         return True
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _differs(current: Any, wanted: Any) -> bool:

@@ -21,6 +21,7 @@ import structlog
 
 from connector.base import (
     BackfillPage,
+    CRMOwner,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -356,6 +357,26 @@ class SalesforceConnector:
         log.info("salesforce_task_created", task_id=task_id, account=task.record_id)
         return task_id
 
+    async def read_owner(self, owner_id: str) -> CRMOwner | None:
+        """The User an Account's `OwnerId` names (`sobjects/User/{id}?fields=Email,Name`);
+        None for an id that is no record id or no User Salesforce has."""
+        if not _RECORD_ID.fullmatch(owner_id):
+            return None
+        try:
+            response = await self._client.request(
+                "GET", f"{self._data}/sobjects/User/{owner_id}", params={"fields": "Email,Name"}
+            )
+        except CRMRequestRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        document = json_document(response, "Salesforce User")
+        if not isinstance(document, Mapping):
+            raise PayloadError("Salesforce User: the answer is not a JSON object")
+        return CRMOwner(
+            owner_id=owner_id, email=_text(document.get("Email")), name=_text(document.get("Name"))
+        )
+
     # --- provisioning --------------------------------------------------------------------------
 
     async def ensure_fields(self) -> ProvisionReport:
@@ -571,6 +592,10 @@ def _health_values(record: Mapping[str, Any]) -> dict[str, FieldValue]:
             value = None
         values[spec.neutral] = value if isinstance(value, str | int | float) else None
     return values
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _created_id(response: httpx.Response, where: str) -> str:

@@ -4,7 +4,8 @@ Every /crm call goes through one gateway that adds the injected latency, answers
 checks the bearer token (the fixed one or an OAuth token it issued, refusing expired ones),
 counts the call against the rate limits (adding the X-HubSpot-RateLimit-* headers, answering 429
 when enforced) and records it. The /_sandbox control routes are NOT protected by the token: the
-sandbox is a local test tool and never holds real data.
+sandbox is a local test tool and never holds real data. The portal's owners
+(`GET /crm/v3/owners`, `/crm/v3/owners/{ownerId}`) are fixed: `state.SEEDED_OWNERS`.
 
 Control routes: /_sandbox/requests, /faults, /reset (as before), /limits (window_max,
 interval_ms, daily, enforce, latency_ms), /oauth (client_id, client_secret,
@@ -45,6 +46,7 @@ from connector.sandbox.state import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
     OBJECT_TYPE_SPECS,
+    SEEDED_OWNERS,
     ApiError,
     ForcedAnswer,
     JSONObject,
@@ -55,6 +57,7 @@ from connector.sandbox.state import (
     error_body,
     format_timestamp,
     missing_attributes,
+    owner_json,
     retry_after_value,
     unknown_object_type,
     validation_error,
@@ -615,6 +618,30 @@ class _Routes:
 
     # property definitions and groups
 
+    # owners (read-only in HubSpot too: they are the portal's users)
+
+    async def list_owners(self, request: Request) -> Response:
+        if _archived(request):
+            return _json({"results": []})
+        email = request.query_params.get("email")
+        owners = [owner_json(owner_id) for owner_id, *_ in SEEDED_OWNERS]
+        return _json(
+            {
+                "results": [
+                    owner
+                    for owner in owners
+                    if owner is not None and (email is None or owner["email"] == email)
+                ]
+            }
+        )
+
+    async def get_owner(self, request: Request) -> Response:
+        owner_id = request.path_params["owner_id"]
+        owner = None if _archived(request) else owner_json(owner_id)
+        if owner is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"Owner {owner_id} does not exist")
+        return _json(owner)
+
     async def list_properties(self, _request: Request) -> Response:
         return _json({"results": list(self.state.properties.values())})
 
@@ -919,6 +946,8 @@ def create_sandbox_app(
                 routes.batch_read_associations,
                 methods=["POST"],
             ),
+            Route("/crm/v3/owners", routes.list_owners, methods=["GET"]),
+            Route("/crm/v3/owners/{owner_id}", routes.get_owner, methods=["GET"]),
             Route(PROPERTIES, routes.list_properties, methods=["GET"]),
             Route(PROPERTIES, routes.create_property, methods=["POST"]),
             # Groups before {name}: "groups" is not a property name.

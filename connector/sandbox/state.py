@@ -317,6 +317,37 @@ _SEED_PROPERTIES: tuple[tuple[str, str, str, str, list[JSONObject], bool, bool],
 )
 
 
+# The portal's owners (the users records are assigned to), as `GET /crm/v3/owners` lists them:
+# (id, e-mail, first name, last name). Fixed, so the demo and tests can assign companies to
+# them by id; the e-mails use the reserved example.com domain.
+SEEDED_OWNERS: tuple[tuple[str, str, str, str], ...] = (
+    ("70000001", "alex.kim@example.com", "Alex", "Kim"),
+    ("70000002", "sam.rivera@example.com", "Sam", "Rivera"),
+    ("70000003", "jo.becker@example.com", "Jo", "Becker"),
+    ("70000004", "priya.nair@example.com", "Priya", "Nair"),
+)
+_OWNERS_CREATED_AT = "2026-01-05T09:00:00.000Z"
+
+
+def owner_json(owner_id: str) -> JSONObject | None:
+    """One seeded owner as HubSpot's owners API answers it; None for an unknown id."""
+    for index, (seeded_id, email, first_name, last_name) in enumerate(SEEDED_OWNERS):
+        if seeded_id == owner_id:
+            return {
+                "id": seeded_id,
+                "email": email,
+                "type": "PERSON",
+                "firstName": first_name,
+                "lastName": last_name,
+                "userId": 9000001 + index,
+                "userIdIncludingInactive": 9000001 + index,
+                "createdAt": _OWNERS_CREATED_AT,
+                "updatedAt": _OWNERS_CREATED_AT,
+                "archived": False,
+            }
+    return None
+
+
 # Enumeration values of HubSpot's standard engagement and ticket properties.
 _EMAIL_DIRECTIONS = ("EMAIL", "INCOMING_EMAIL", "FORWARDED_EMAIL")
 _EMAIL_STATUSES = ("BOUNCED", "FAILED", "SCHEDULED", "SENDING", "SENT")

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from connector.hubspot.api import HubSpotConnector
 from connector.sandbox import SandboxState, create_sandbox_app
+from connector.sandbox.state import SEEDED_OWNERS
 
 BATCH_UPDATE = "/crm/v3/objects/companies/batch/update"
 TOKEN = "pat-sandbox-token"
@@ -876,3 +878,44 @@ def test_timestamps_are_strictly_increasing_within_one_millisecond() -> None:
     # Three distinct, increasing values (the constructor may already have taken one).
     assert stamps == sorted(set(stamps))
     assert len(stamps) == 3
+
+
+# --- owners ----------------------------------------------------------------------------------
+
+
+async def test_the_sandbox_has_owners_with_emails_the_connector_reads(
+    state: SandboxState,
+) -> None:
+    listed = httpx.ASGITransport(app=create_sandbox_app(state))
+    async with httpx.AsyncClient(transport=listed, base_url="http://sandbox") as client:
+        owners = (await client.get("/crm/v3/owners")).json()["results"]
+        missing = await client.get("/crm/v3/owners/1")
+    assert len(owners) == len(SEEDED_OWNERS)
+    assert all(owner["email"].endswith("@example.com") for owner in owners)
+    assert missing.status_code == 404
+    _assert_hubspot_error(missing.json(), "OBJECT_NOT_FOUND")
+
+    connector = HubSpotConnector.create(
+        connection="sandbox",
+        access_token=TOKEN,
+        api_base="http://sandbox",
+        transport=httpx.ASGITransport(app=create_sandbox_app(state)),
+    )
+    try:
+        owner = await connector.read_owner(SEEDED_OWNERS[0][0])
+        unknown = await connector.read_owner("1")
+    finally:
+        await connector.aclose()
+    assert owner is not None
+    assert (owner.email, owner.name) == ("alex.kim@example.com", "Alex Kim")
+    assert unknown is None
+
+
+async def test_a_company_can_be_assigned_to_a_seeded_owner(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    company = state.add_company({"name": "Acme", "hubspot_owner_id": SEEDED_OWNERS[1][0]})
+    answer = await client.get(
+        f"/crm/v3/objects/companies/{company}", params={"properties": "hubspot_owner_id"}
+    )
+    assert answer.json()["properties"]["hubspot_owner_id"] == SEEDED_OWNERS[1][0]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from webhooks.alerts.channels.owner import OWNER_KIND, owner_key
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.alerts.rules import attribute_value
 from webhooks.connections import ConnectionRegistry
@@ -163,17 +164,29 @@ async def deliver_alerts(
 def _messages(channel: Channel, claimed: Sequence[_Claimed]) -> list[list[_Claimed]]:
     """The messages the claimed deliveries of one channel make, as hold_over_daily_limits
     counts them: the held-back notices in one (the overflow digest); the others in one for a
-    digest channel (everything of its period), else one each."""
+    digest channel (everything of its period), else one each. An owner channel's digests are
+    one per owner, who reads only their own accounts."""
     overflow = [
         replace(one, notice=replace(one.notice, over_daily_limit=channel.daily_limit))
         for one in claimed
         if one.overflow
     ]
     regular = [one for one in claimed if not one.overflow]
-    messages = [overflow] if overflow else []
-    if channel.digest != "none":
-        return messages + ([regular] if regular else [])
-    return messages + [[one] for one in regular]
+    if channel.digest == "none":
+        return _per_owner(channel, overflow) + [[one] for one in regular]
+    return _per_owner(channel, overflow) + _per_owner(channel, regular)
+
+
+def _per_owner(channel: Channel, digest: Sequence[_Claimed]) -> list[list[_Claimed]]:
+    """A digest as messages: one, or for an owner channel one per owner."""
+    if not digest:
+        return []
+    if channel.kind != OWNER_KIND:
+        return [list(digest)]
+    by_owner: dict[tuple[str, str | None], list[_Claimed]] = defaultdict(list)
+    for one in digest:
+        by_owner[owner_key(one.notice)].append(one)
+    return list(by_owner.values())
 
 
 async def hold_over_daily_limits(

@@ -60,7 +60,7 @@ class Channel(Protocol):
     channel) all notices of the period together."""
 
     name: str
-    kind: str  # slack, teams, email, webhook, crm_task
+    kind: str  # slack, teams, email, webhook, crm_task, owner
     digest: Digest
     # Messages it may send per UTC day (a digest is one); None: no limit. What exceeds it
     # waits for the channel's overflow digest at the next UTC midnight.

@@ -612,3 +612,21 @@ class ReconcileSchedule(Base):
     finished_at: Mapped[datetime]
     last_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class CRMOwnerContact(Base):
+    """What a CRM said about a record owner (webhooks.alerts.owners): the e-mail alerts for
+    the owner's accounts go to, and a name for messages. Rows are read again from the CRM
+    once older than a day; an owner the CRM does not know is kept too (no e-mail), so a busy
+    day asks the CRM once per owner, not once per alert."""
+
+    __tablename__ = "crm_owners"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The owner id as the account's `owner` attribute holds it.
+    owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(255))
+    # False: the CRM has no such owner (deleted user, a team, an id of another kind).
+    found: Mapped[bool] = mapped_column(default=True)
+    fetched_at: Mapped[datetime]

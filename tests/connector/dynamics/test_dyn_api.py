@@ -19,7 +19,7 @@ import httpx
 import pytest
 import respx
 
-from connector.base import CRMConnector, FieldValue, RecordUpdate, TaskRequest
+from connector.base import CRMConnector, CRMOwner, FieldValue, RecordUpdate, TaskRequest
 from connector.dynamics.api import (
     BACKFILL_OBJECTS,
     DEFAULT_BATCH_SIZE,
@@ -701,3 +701,40 @@ def test_stored_health_gives_the_band_and_the_drivers_as_the_columns_hold_them(c
     assert isinstance(text, str)
     assert len(text) <= DRIVERS_LENGTH < len(drivers)
     assert drivers.startswith(text)
+
+
+# --- owners --------------------------------------------------------------------------------
+
+
+@respx.mock
+async def test_read_owner_reads_the_systemusers_email_and_full_name(connector) -> None:
+    user = "6B6C5D8E-2C5E-ED11-9562-000D3A3A1F5C"
+    route = respx.get(f"{DATA}/systemusers({user.lower()})").respond(
+        200,
+        json={
+            "@odata.context": f"{DATA}/$metadata#systemusers/$entity",
+            "internalemailaddress": "nancy@contoso.example",
+            "fullname": "Nancy Anderson",
+            "systemuserid": user.lower(),
+        },
+    )
+    owner = await connector.read_owner(user)
+    assert owner == CRMOwner(owner_id=user, email="nancy@contoso.example", name="Nancy Anderson")
+    query = parse_qs(urlsplit(str(route.calls.last.request.url)).query)
+    assert query == {"$select": ["internalemailaddress,fullname"]}
+
+
+@respx.mock
+async def test_an_owner_without_a_systemuser_row_is_none(connector) -> None:
+    # A team-owned account names the team: no systemuser has its id.
+    user = "aed2ae8b-3c94-ed11-aad1-000d3a9933c9"
+    respx.get(f"{DATA}/systemusers({user})").respond(
+        404, json={"error": {"code": "0x80040217", "message": "systemuser Does Not Exist"}}
+    )
+    assert await connector.read_owner(user) is None
+
+
+@respx.mock
+async def test_an_owner_id_that_is_no_guid_is_not_asked_for(connector) -> None:
+    assert await connector.read_owner("Nancy") is None
+    assert not respx.calls

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import respx
 
-from connector.base import HEALTH_FIELDS, RecordUpdate, TaskRequest
+from connector.base import HEALTH_FIELDS, CRMOwner, RecordUpdate, TaskRequest
 from connector.errors import CRMRequestRejected
 from connector.http import RetryPolicy
 from connector.hubspot.api import HubSpotConnector
@@ -238,3 +238,48 @@ async def test_a_property_created_meanwhile_by_another_process_is_not_an_error(c
 
     assert not report.created
     assert len(report.unchanged) == len(PROPERTIES)
+
+
+# --- owners --------------------------------------------------------------------------------
+
+
+@respx.mock
+async def test_read_owner_gives_the_owners_email_and_full_name(connector) -> None:
+    route = respx.get(f"{API}/crm/v3/owners/41629779").respond(
+        200,
+        json={
+            "id": "41629779",
+            "email": "email@hubspot.test",
+            "type": "PERSON",
+            "firstName": "HubSpot",
+            "lastName": "Test Owner",
+            "userId": 9586504,
+            "archived": False,
+        },
+    )
+    owner = await connector.read_owner("41629779")
+    assert owner == CRMOwner(
+        owner_id="41629779", email="email@hubspot.test", name="HubSpot Test Owner"
+    )
+    assert route.calls.last.request.url.params["idProperty"] == "id"
+
+
+@respx.mock
+async def test_an_owner_hubspot_does_not_know_is_none(connector) -> None:
+    respx.get(f"{API}/crm/v3/owners/1").respond(
+        404, json={"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"}
+    )
+    assert await connector.read_owner("1") is None
+
+
+@respx.mock
+async def test_an_owner_id_that_is_no_number_is_not_asked_for(connector) -> None:
+    assert await connector.read_owner("../objects/companies") is None
+    assert not respx.calls
+
+
+@respx.mock
+async def test_reading_owners_without_the_scope_raises_the_rejection(connector) -> None:
+    respx.get(f"{API}/crm/v3/owners/5").respond(403, json={"category": "MISSING_SCOPES"})
+    with pytest.raises(CRMRequestRejected):
+        await connector.read_owner("5")

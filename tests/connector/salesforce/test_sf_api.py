@@ -17,7 +17,7 @@ import httpx
 import pytest
 import respx
 
-from connector.base import RecordUpdate, TaskRequest
+from connector.base import CRMOwner, RecordUpdate, TaskRequest
 from connector.errors import CRMAuthError, CRMRequestRejected, PayloadError
 from connector.http import RetryPolicy
 from connector.salesforce.api import (
@@ -537,3 +537,41 @@ def test_stored_health_rounds_to_the_field_scale_and_keeps_neutral_names(connect
     assert stored["health_score"] == 72
     assert stored["health_trend_30d"] == 3.2
     assert stored["health_band"] == "healthy"
+
+
+# --- owners --------------------------------------------------------------------------------
+
+
+@respx.mock
+async def test_read_owner_reads_the_users_email_and_name(connector) -> None:
+    route = respx.get(f"{DATA}/sobjects/User/005D0000001AbcdIAC").respond(
+        200,
+        json={
+            "attributes": {
+                "type": "User",
+                "url": "/services/data/v62.0/sobjects/User/005D0000001AbcdIAC",
+            },
+            "Email": "ana.lopez@example.com",
+            "Name": "Ana Lopez",
+            "Id": "005D0000001AbcdIAC",
+        },
+    )
+    owner = await connector.read_owner("005D0000001AbcdIAC")
+    assert owner == CRMOwner(
+        owner_id="005D0000001AbcdIAC", email="ana.lopez@example.com", name="Ana Lopez"
+    )
+    assert route.calls.last.request.url.params["fields"] == "Email,Name"
+
+
+@respx.mock
+async def test_a_user_salesforce_does_not_have_is_none(connector) -> None:
+    respx.get(f"{DATA}/sobjects/User/005D0000001AbcdIAC").respond(
+        404, json=[{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
+    )
+    assert await connector.read_owner("005D0000001AbcdIAC") is None
+
+
+@respx.mock
+async def test_an_owner_id_that_is_no_record_id_is_not_asked_for(connector) -> None:
+    assert await connector.read_owner("someone@example.com") is None
+    assert not respx.calls

@@ -3,7 +3,7 @@
 ```yaml
 channels:
   - name: cs-slack            # ^[a-z0-9_.-]{1,64}$, unique; alert rules name channels by it
-    type: slack               # slack | teams | email | webhook | crm_task
+    type: slack               # slack | teams | email | webhook | crm_task | owner
     url: ${SLACK_WEBHOOK_URL} # slack, teams, webhook
     digest: none              # none | hourly | daily (crm_task: none only)
     daily_limit: 100          # messages per UTC day (a digest is one); unset or 0:
@@ -16,6 +16,12 @@ channels:
     type: email
     to: [cs-leads@example.com]
     connections: [acme]       # admin keys of these connections may route alerts here ("*": all)
+  - name: owners              # each alert to the account's owner in the CRM
+    type: owner
+    via: email                # email | slack (a direct message, user found by e-mail)
+    token: ${SLACK_BOT_TOKEN} # via slack only: a bot token (xoxb-...)
+    fallback: cs-mail         # optional: where alerts go whose owner cannot be reached
+    digest: daily             # a digest is one message per owner and period
 ```
 A global admin may route any rule to any channel. An admin key bound to a connection may route
 that connection's alerts only to channels open to it: those listing it (or "*") under
@@ -45,6 +51,12 @@ from connector.http import RetryPolicy
 from webhooks.alerts.channels.crm_task import ConnectorLookup, CRMTaskChannel
 from webhooks.alerts.channels.email import EmailChannel, SMTPOptions
 from webhooks.alerts.channels.http import HTTPSender
+from webhooks.alerts.channels.owner import (
+    OwnerChannel,
+    OwnerLookup,
+    OwnerVia,
+    SlackDirectMessages,
+)
 from webhooks.alerts.channels.slack import SlackChannel
 from webhooks.alerts.channels.teams import TeamsChannel
 from webhooks.alerts.channels.webhook import WebhookChannel, decode_secret
@@ -66,8 +78,15 @@ __all__ = [
     "valid_address",
 ]
 
-ChannelType = Literal["slack", "teams", "email", "webhook", "crm_task"]
-CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = ("slack", "teams", "email", "webhook", "crm_task")
+ChannelType = Literal["slack", "teams", "email", "webhook", "crm_task", "owner"]
+CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = (
+    "slack",
+    "teams",
+    "email",
+    "webhook",
+    "crm_task",
+    "owner",
+)
 _NEEDS_URL: Final = frozenset({"slack", "teams", "webhook"})
 DailyLimit = int | Literal["none"]
 
@@ -94,6 +113,10 @@ class ChannelSpec:
     connections: tuple[str, ...] = ()
     # As written: 0 (or unset) for CRM_HEALTH_ALERT_DAILY_LIMIT, "none" for no limit.
     daily_limit: DailyLimit = 0
+    # owner channels only
+    via: OwnerVia | None = None
+    token: str | None = field(default=None, repr=False)
+    fallback: str | None = None
 
 
 def _daily_limit(value: Any) -> DailyLimit:
@@ -126,6 +149,9 @@ class _FileChannel(BaseModel):
     digest: Digest = "none"
     connections: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9_.-]{1,64})$")]] = []
     daily_limit: Annotated[DailyLimit, PlainValidator(_daily_limit)] = 0
+    via: OwnerVia | None = None
+    token: SecretStr | None = None
+    fallback: str | None = None
 
 
 # Channel name -> the connections whose admin keys may route alerts to it ("*": every one).
@@ -191,10 +217,15 @@ def valid_address(value: str) -> bool:
     return bool(_ADDRESS.match(address))
 
 
+def _a(channel_type: str) -> str:
+    """The type with its article: "an email", "an owner", "a slack"."""
+    return f"an {channel_type}" if channel_type[0] in "aeiou" else f"a {channel_type}"
+
+
 def _check_url(entry: _FileChannel, where: str) -> list[str]:
     url = entry.url.get_secret_value() if entry.url is not None else None
     if entry.type not in _NEEDS_URL:
-        return [] if url is None else [f"{where}.url: not used by a {entry.type} channel"]
+        return [] if url is None else [f"{where}.url: not used by {_a(entry.type)} channel"]
     if not url:
         return [f"{where}.url: required for a {entry.type} channel"]
     reason = _url_problem(url)
@@ -204,7 +235,7 @@ def _check_url(entry: _FileChannel, where: str) -> list[str]:
 def _check_secret(entry: _FileChannel, where: str) -> list[str]:
     secret = entry.secret.get_secret_value() if entry.secret is not None else None
     if entry.type != "webhook":
-        return [] if secret is None else [f"{where}.secret: not used by a {entry.type} channel"]
+        return [] if secret is None else [f"{where}.secret: not used by {_a(entry.type)} channel"]
     if not secret:
         return [f"{where}.secret: required for a webhook channel (whsec_ followed by base64)"]
     try:
@@ -226,6 +257,43 @@ def _check_to(entry: _FileChannel, where: str) -> list[str]:
     ]
 
 
+def _check_owner(entry: _FileChannel, where: str) -> list[str]:
+    """via, token and fallback: what only an owner channel has, and what it needs."""
+    token = entry.token.get_secret_value() if entry.token is not None else None
+    if entry.type != "owner":
+        return [
+            f"{where}.{name}: only for owner channels"
+            for name, value in (("via", entry.via), ("token", token), ("fallback", entry.fallback))
+            if value is not None
+        ]
+    if entry.via is None:
+        return [f"{where}.via: required for an owner channel (email or slack)"]
+    if entry.via == "email":
+        return [] if token is None else [f"{where}.token: only for an owner channel via slack"]
+    if not token:
+        return [f"{where}.token: required for an owner channel via slack (a bot token, xoxb-...)"]
+    if not token.startswith("xoxb-"):
+        # Never quoted: it is the credential.
+        return [f"{where}.token: must be a Slack bot token (xoxb-...)"]
+    return []
+
+
+def _check_fallbacks(entries: Sequence[_FileChannel]) -> list[str]:
+    """A fallback names a team channel of the file: not itself, not another owner channel."""
+    types = {entry.name: entry.type for entry in entries}
+    problems = []
+    for index, entry in enumerate(entries):
+        if entry.type != "owner" or entry.fallback is None:
+            continue
+        where = f"channels.{index}.fallback"
+        target = types.get(entry.fallback)
+        if target is None:
+            problems.append(f"{where}: no channel is named {entry.fallback!r}")
+        elif target == "owner":
+            problems.append(f"{where}: {entry.fallback!r} is an owner channel; name a team channel")
+    return problems
+
+
 def _check(entry: _FileChannel, index: int) -> list[str]:
     """What the schema cannot say: which fields each type needs or refuses."""
     where = f"channels.{index}"
@@ -233,6 +301,7 @@ def _check(entry: _FileChannel, index: int) -> list[str]:
         *_check_url(entry, where),
         *_check_secret(entry, where),
         *_check_to(entry, where),
+        *_check_owner(entry, where),
     ]
     if entry.type == "crm_task" and entry.digest != "none":
         problems.append(
@@ -267,7 +336,7 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             for error in exc.errors(include_input=False, include_url=False)
         )
         raise ChannelsFileError(f"{path}: {found}") from None
-    problems: list[str] = []
+    problems: list[str] = _check_fallbacks(entries)
     first_use: dict[str, int] = {}
     for index, entry in enumerate(entries):
         problems += _check(entry, index)
@@ -292,6 +361,9 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             # A CRM task lands in the account's own CRM: no connection can reach another's.
             connections=("*",) if entry.type == "crm_task" else tuple(entry.connections),
             daily_limit=entry.daily_limit,
+            via=entry.via,
+            token=None if entry.token is None else entry.token.get_secret_value(),
+            fallback=entry.fallback,
         )
         for index, entry in enumerate(entries)
     ]
@@ -317,15 +389,24 @@ def smtp_options(settings: Settings) -> SMTPOptions | None:
     )
 
 
+def _sends_email(spec: ChannelSpec) -> bool:
+    return spec.type == "email" or (spec.type == "owner" and spec.via == "email")
+
+
+def _sends_http(spec: ChannelSpec) -> bool:
+    return spec.type in _NEEDS_URL or (spec.type == "owner" and spec.via == "slack")
+
+
 def _smtp_for(specs: Sequence[ChannelSpec], settings: Settings, path: Path) -> SMTPOptions | None:
-    emails = [spec for spec in specs if spec.type == "email"]
+    emails = [spec for spec in specs if _sends_email(spec)]
     if not emails:
         return None
     first = emails[0]
     options = smtp_options(settings)
     if options is None:
+        what = "an email channel" if first.type == "email" else "an owner channel via email"
         raise ChannelsFileError(
-            f"{path}: channels.{first.index} ({first.name}) is an email channel: set "
+            f"{path}: channels.{first.index} ({first.name}) is {what}: set "
             "CRM_HEALTH_SMTP_HOST and CRM_HEALTH_SMTP_FROM_ADDRESS"
         )
     if not valid_address(options.from_address):
@@ -345,19 +426,41 @@ def build_channels(
     *,
     settings: Settings,
     connector_for: ConnectorLookup,
+    owners: OwnerLookup | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     path: Path = Path("alert channels"),
 ) -> dict[str, Channel]:
     """Channel objects for validated entries. The HTTP channels share one RetryingClient with
-    the settings' retry policy; `transport` replaces its network (tests)."""
+    the settings' retry policy; `transport` replaces its network (tests). Owner channels find
+    owners through `owners` (webhooks.alerts.owners.OwnerDirectory)."""
     smtp = _smtp_for(specs, settings, path)
     sender: HTTPSender | None = None
-    if any(spec.type in _NEEDS_URL for spec in specs):
+    if any(_sends_http(spec) for spec in specs):
         sender = HTTPSender.create(policy=_policy(settings), transport=transport)
     channels: dict[str, Channel] = {}
+    owner_channels: list[tuple[OwnerChannel, str | None]] = []
     for spec in specs:
         channel: Channel
-        if spec.type == "crm_task":
+        if spec.type == "owner":
+            if owners is None:
+                raise ValueError("owner channels need an owner lookup (OwnerDirectory)")
+            assert spec.via is not None  # read_channels_file made sure
+            slack = None
+            if spec.via == "slack":
+                assert sender is not None
+                assert spec.token is not None
+                slack = SlackDirectMessages(channel=spec.name, token=spec.token, sender=sender)
+            owner = OwnerChannel(
+                name=spec.name,
+                via=spec.via,
+                owners=owners,
+                digest=spec.digest,
+                smtp=smtp if spec.via == "email" else None,
+                slack=slack,
+            )
+            owner_channels.append((owner, spec.fallback))
+            channel = owner
+        elif spec.type == "crm_task":
             channel = CRMTaskChannel(name=spec.name, connector_for=connector_for)
         elif spec.type == "email":
             assert smtp is not None  # _smtp_for raised otherwise
@@ -385,6 +488,8 @@ def build_channels(
                 )
         channel.daily_limit = daily_limit_of(spec, settings)
         channels[spec.name] = channel
+    for owner, fallback in owner_channels:
+        owner.fallback = None if fallback is None else channels[fallback]
     return channels
 
 
@@ -399,6 +504,7 @@ def load_channels(
     settings: Settings,
     *,
     connector_for: ConnectorLookup,
+    owners: OwnerLookup | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[dict[str, Channel], dict[str, frozenset[str]]]:
     """The channels of CRM_HEALTH_ALERT_CHANNELS_FILE by name, and who may route to each
@@ -412,6 +518,7 @@ def load_channels(
         specs,
         settings=settings,
         connector_for=connector_for,
+        owners=owners,
         transport=transport,
         path=path,
     )
