@@ -78,6 +78,7 @@ class FakeChannel:
     name: str
     digest: Digest = "none"
     kind: str = "fake"
+    daily_limit: int | None = None
     sent: list[list[AlertNotice]] = field(default_factory=list)
 
     async def send(self, notices: Sequence[AlertNotice]) -> None:
