@@ -903,7 +903,7 @@
   /** Checkboxes of the channels the key may route to. Names already chosen that are not
    * offered (not in the channels file, or not open to this key) stay listed and chosen, and
    * the chosen order is kept, so an untouched list sends what it got. */
-  function channelPicker(sub, legend, chosen, offered) {
+  function channelPicker(sub, legend, chosen, offered, { legendHidden = false } = {}) {
     const names = offered.map((channel) => channel.name);
     for (const name of chosen) if (!names.includes(name)) names.push(name);
     const kinds = Object.fromEntries(offered.map((channel) => [channel.name, channel.kind]));
@@ -915,7 +915,7 @@
     const node = group(
       sub,
       { class: "channels" },
-      el("legend", { text: legend }),
+      el("legend", { class: legendHidden ? "visually-hidden" : null, text: legend }),
       names.length
         ? el(
             "div",
@@ -1246,7 +1246,10 @@
         el("option", { value: "other", text: "Others for this connection" }),
       );
       mode.value = route && route.channels !== null && route.channels !== undefined ? "other" : "rule";
-      const picker = channelPicker(`${base}.${rule.name}.channels`, `Channels of ${rule.name} for connection ${own}`, (route && route.channels) || [], offered);
+      const picker = channelPicker(`${base}.${rule.name}.channels`, `Channels of ${rule.name} for connection ${own}`, (route && route.channels) || [], offered, {
+        // The column header says "Channels"; the full legend is for screen readers.
+        legendHidden: true,
+      });
       picker.node.dataset.field = `${base}.${rule.name}.channels`;
       const showPicker = () => {
         picker.node.hidden = mode.value !== "other";
