@@ -16,7 +16,17 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhooks.errors import ServiceError
-from webhooks.routes import accounts, admin_page, alerts, inbound, ingest, oauth, ops, sync
+from webhooks.routes import (
+    accounts,
+    admin_page,
+    alerts,
+    channels,
+    inbound,
+    ingest,
+    oauth,
+    ops,
+    sync,
+)
 from webhooks.routes import session as session_routes
 from webhooks.routes.config import router as config_router
 from webhooks.routes.preview import router as preview_router
@@ -135,6 +145,7 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(oauth.router)
     app.include_router(alerts.router)
+    app.include_router(channels.router)
     app.include_router(config_router)
     app.include_router(accounts.router)
     app.include_router(preview_router)

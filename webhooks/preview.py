@@ -1,7 +1,7 @@
 """What a candidate configuration would do, before anyone applies it: a preview on today's facts
-(bands before/after, the accounts that change band, the alerts that would fire) and a backtest
-against known churn and renewal outcomes. Both only read: nothing is stored, written back or
-alerted.
+(bands before/after, the accounts that change band, the alerts that would fire, in total and
+per rule) and a backtest against known churn and renewal outcomes. Both only read: nothing is
+stored, written back or alerted.
 
 Backtest method: every known outcome (an `outcome` event, churned or renewed) is one case. For
 each horizon h the account is scored with the facts as they stood at the end of the UTC day h
@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import HealthConfig
+from signals.config import AlertRule, HealthConfig
 from signals.model import Band, Health
 from signals.scoring import score
 from webhooks import config_service
@@ -106,10 +106,25 @@ class WouldFire(BaseModel):
     band: str
 
 
+class RuleTotal(BaseModel):
+    """What one rule of the candidate would newly raise: how many alerts, on how many
+    accounts, and the first of those accounts (in account order, at most `rule_accounts`)."""
+
+    rule: str
+    when: str
+    enabled: bool
+    total: int
+    accounts_total: int
+    accounts: list[AccountRef]
+
+
 class AlertsPage(BaseModel):
     items: list[WouldFire]
     total: int
     limit: int
+    # One entry per rule of the candidate, in its order, including rules that raise nothing,
+    # so a rule that would stay silent is visible as such.
+    rules: list[RuleTotal]
 
 
 class Preview(BaseModel):
@@ -235,6 +250,7 @@ class _Tally:
     """What a preview keeps while streaming: counters and the top changes, never all accounts."""
 
     limit: int
+    rule_accounts: int
     accounts: int = 0
     changed: int = 0
     fired: int = 0
@@ -245,6 +261,37 @@ class _Tally:
         # Min-heap of (size of the change, -account id, item): the smallest is dropped first.
         self.top: list[tuple[int, int, ChangedAccount]] = []
         self.alerts: list[WouldFire] = []
+        # Per rule name: alerts counted, and the accounts they fall on (ids counted, the first
+        # `rule_accounts` kept with their names).
+        self.rule_alerts: Counter[str] = Counter()
+        self.rule_account_ids: dict[str, set[int]] = {}
+        self.rule_shown: dict[str, list[AccountRef]] = {}
+
+    def add_alert(self, account: Account, fired: WouldFire) -> None:
+        self.fired += 1
+        if len(self.alerts) < self.limit:
+            self.alerts.append(fired)
+        self.rule_alerts[fired.rule] += 1
+        seen = self.rule_account_ids.setdefault(fired.rule, set())
+        if account.id in seen:
+            return
+        seen.add(account.id)
+        shown = self.rule_shown.setdefault(fired.rule, [])
+        if len(shown) < self.rule_accounts:
+            shown.append(fired.account)
+
+    def rule_totals(self, rules: Sequence[AlertRule]) -> list[RuleTotal]:
+        return [
+            RuleTotal(
+                rule=rule.name,
+                when=rule.when,
+                enabled=rule.enabled,
+                total=self.rule_alerts[rule.name],
+                accounts_total=len(self.rule_account_ids.get(rule.name, ())),
+                accounts=self.rule_shown.get(rule.name, []),
+            )
+            for rule in rules
+        ]
 
     def add_change(self, account: Account, old: Health, new: Health) -> None:
         self.changed += 1
@@ -291,14 +338,16 @@ async def preview(
     limit: int,
     now: datetime,
     scope: str | None,
+    rule_accounts: int = 10,
 ) -> Preview:
     """Score every live account of the connection under the current and the candidate
     configuration (each as it applies to that connection) on today's facts, in chunks,
     keeping only counters and the top changes. `scope` is the caller's (see config_service):
-    the changed paths compare the candidate with what the caller sees."""
+    the changed paths compare the candidate with what the caller sees. Per rule it counts
+    the alerts and accounts, naming the first `rule_accounts` accounts."""
     submitted = candidate_config(document)
     candidate = submitted.for_connection(connection)
-    tally = _Tally(limit=limit)
+    tally = _Tally(limit=limit, rule_accounts=rule_accounts)
     today = now.astimezone(UTC).date()
     pacer = Pacer()
     async with turns.turn(), sessions() as session:
@@ -363,7 +412,12 @@ async def preview(
             after=BandCounts(**{band: tally.after[band] for band in BANDS}),
         ),
         changed=ChangedPage(items=[item for _, _, item in top], total=tally.changed, limit=limit),
-        alerts=AlertsPage(items=tally.alerts, total=tally.fired, limit=limit),
+        alerts=AlertsPage(
+            items=tally.alerts,
+            total=tally.fired,
+            limit=limit,
+            rules=tally.rule_totals(candidate.alerts),
+        ),
         computed_at=now,
     )
 
@@ -450,19 +504,18 @@ async def _preview_chunk(
             }
             fire = [c for c in fire if (c.rule.name, c.key) not in anyway]
         for condition in fire:
-            tally.fired += 1
-            if len(tally.alerts) < tally.limit:
-                tally.alerts.append(
-                    WouldFire(
-                        rule=condition.rule.name,
-                        key=condition.key,
-                        account=AccountRef(id=account.crm_id, name=account.name),
-                        title=condition.title,
-                        reason=condition.reason,
-                        score=new.score,
-                        band=new.band.value,
-                    )
-                )
+            tally.add_alert(
+                account,
+                WouldFire(
+                    rule=condition.rule.name,
+                    key=condition.key,
+                    account=AccountRef(id=account.crm_id, name=account.name),
+                    title=condition.title,
+                    reason=condition.reason,
+                    score=new.score,
+                    band=new.band.value,
+                ),
+            )
 
 
 # -- backtest ------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
 TIMEOUT_MS = 15_000
-# Answers the tests provoke on purpose (a wrong key, a stale If-Match); Chromium logs them.
-EXPECTED_STATUS = re.compile(r"status of (401|412) ")
+# Answers the tests provoke on purpose (a wrong key, a stale If-Match, a field the server
+# refuses); Chromium logs them.
+EXPECTED_STATUS = re.compile(r"status of (401|412|422) ")
 
 # crm id -> (name, days since last use or None, segment, owner). Recency-only scoring: the
 # score is 100 minus the days since the last use.
@@ -53,6 +54,18 @@ ACCOUNTS: dict[str, tuple[str, int | None, str, str]] = {
     "4": ("Hooli", 25, "enterprise", "carol"),  # 75 healthy; neutral once healthy_min is 80
     "5": ("Umbrella", None, "smb", "carol"),  # never used: unknown
 }
+
+# cs-mail is open to the default connection's admin keys, leads-mail only to a global admin.
+CHANNELS = """\
+channels:
+  - name: cs-mail
+    type: email
+    to: [cs@example.com]
+    connections: [default]
+  - name: leads-mail
+    type: email
+    to: [leads@example.com]
+"""
 
 
 @dataclass
@@ -128,8 +141,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     shutil.copy(sqlite_template, path)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    channels = path.parent / "channels.yaml"
+    channels.write_text(CHANNELS)
     settings = make_settings(
-        f"sqlite+aiosqlite:///{path}", hubspot_access_token=None, public_url=url
+        f"sqlite+aiosqlite:///{path}",
+        hubspot_access_token=None,
+        public_url=url,
+        # Offered in the rule editor; the worker does not run here, so nothing is ever sent.
+        alert_channels_file=channels,
+        smtp_host="127.0.0.1",
+        smtp_from_address="crm-health@example.com",
     )
     admin_key, viewer_key, connection_admin_key = asyncio.run(_seed(settings))
     config = uvicorn.Config(
@@ -442,14 +463,34 @@ def test_a_viewer_sees_everything_but_cannot_change_anything(page: Page, server:
 def test_a_connection_admin_changes_only_its_connections_settings(
     page: Page, server: Server
 ) -> None:
+    # Another connection's settings exist: this key must never see them.
+    config = _api_config(server)
+    config["connections"] = {"elsewhere": {"segments": [SECRET_SEGMENT], "alerts": {}}}
+    _put_config(server, config)
     sign_in(page, server.connection_admin_key, then="/admin/config")
     expect(page.locator("#role-note")).to_contain_text("admin key of connection default")
     expect(page.locator("#global-note")).to_contain_text("only a global admin key changes them")
     expect(page.get_by_label("Healthy from score (healthy_min)")).to_be_disabled()
-    settings = page.get_by_label(re.compile("^Settings of connection default only"))
-    expect(settings).to_be_editable()
+    # The rules of every connection are there to read, not to change.
+    expect(page.locator("#rules-editor").get_by_label("Name", exact=True).first).to_be_disabled()
+    expect(page.locator("#rules-editor").get_by_label("Name", exact=True).first).to_have_value(
+        "entered-at-risk"
+    )
+    expect(page.locator("#add-rule")).to_be_disabled()
+    expect(page.locator("body")).not_to_contain_text("elsewhere")
+    expect(page.locator("body")).not_to_contain_text(SECRET_NAME)
+    own = page.get_by_role("region", name="Settings of connection default only")
+    routing = own.locator("#routing-table")
+    expect(routing.locator("tbody tr")).to_have_count(5)
     shot(page, "12b-connection-admin")
-    settings.fill('{"segments": [], "alerts": {"score-drop": {"enabled": false}}}')
+
+    page.get_by_label("Raise score-drop for connection default").uncheck()
+    channels = page.get_by_label("Channels of entered-at-risk for connection default")
+    channels.select_option("other")
+    offered = page.get_by_role("group", name="Channels of entered-at-risk for connection default")
+    # Only the channel the channels file opens to this connection is offered.
+    expect(offered.get_by_role("checkbox")).to_have_count(1)
+    offered.get_by_label("cs-mail (email)").check()
     page.get_by_label("Comment (why this change)").fill("no score-drop alerts for us")
     page.get_by_role("button", name="Apply").click()
     page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
@@ -457,17 +498,38 @@ def test_a_connection_admin_changes_only_its_connections_settings(
     versions = page.locator("#versions-table tbody tr")
     expect(versions.first).to_contain_text("no score-drop alerts for us")
     expect(versions.first).to_contain_text("carol")
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
-    ) as api:
-        config = api.get("/api/v1/config").json()["config"]
-    assert config["connections"]["default"]["alerts"] == {
-        "score-drop": {"channels": None, "enabled": False}
+    stored = _api_config(server)
+    assert stored["connections"]["default"]["alerts"] == {
+        "score-drop": {"channels": None, "enabled": False},
+        "entered-at-risk": {"channels": ["cs-mail"], "enabled": True},
     }
-    settings.fill("{not json")
+    assert stored["connections"]["elsewhere"]["segments"] == [SECRET_SEGMENT]
+
+    # Its own segment override, with the same widgets a global admin has.
+    own.get_by_role("button", name="Add a segment override").click()
+    segment = own.locator("fieldset.segment").last
+    segment.get_by_label("Name", exact=True).fill("our-enterprise")
+    segment.get_by_label("Condition 1: attribute").fill("segment")
+    segment.get_by_label("Condition 1: value").fill("enterprise")
+    changes = segment.get_by_label("Changes for these accounts")
+    changes.fill("{not json")
     page.get_by_role("button", name="Apply").click()
-    expect(page.locator("#error")).to_contain_text("not valid JSON")
-    expect(settings).to_have_attribute("aria-invalid", "true")
+    expect(changes).to_have_attribute("aria-invalid", "true")
+    expect(segment.locator(".field-error").filter(has_text="not valid JSON")).to_be_visible()
+    expect(page.locator("#error")).to_contain_text("connections.default.segments.0.changes")
+    changes.fill('{"bands": {"healthy_min": 80}}')
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["connections"]["default"]["segments"] == [
+        {
+            "name": "our-enterprise",
+            "match": {"segment": "enterprise"},
+            "changes": {"bands": {"healthy_min": 80}},
+        }
+    ]
+    shot(page, "12c-connection-admin-applied")
+    _at_390px(page, "12c-connection-admin-applied")
 
 
 def test_signing_out_ends_the_session(page: Page, server: Server) -> None:
@@ -552,3 +614,172 @@ def test_the_sync_panel_shows_what_is_stuck_and_how_to_retry_it(page: Page, serv
     expect(card.locator("dl")).to_contain_text("Last successnever")
     expect(card.locator(".sync-commands")).to_have_count(0)
     shot(page, "10-sync-ok")
+
+
+# --- the rule and segment editors -------------------------------------------------------------
+
+SECRET_NAME = "elsewhere-vip"
+SECRET_SEGMENT: dict[str, Any] = {"name": SECRET_NAME, "match": {"tier": "vip"}, "changes": {}}
+
+
+def _api(server: Server) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}
+    )
+
+
+def _api_config(server: Server) -> dict[str, Any]:
+    with _api(server) as api:
+        config: dict[str, Any] = api.get("/api/v1/config").json()["config"]
+    return config
+
+
+def _put_config(server: Server, config: dict[str, Any]) -> None:
+    with _api(server) as api:
+        etag = api.get("/api/v1/config").headers["etag"]
+        body = {"config": config, "comment": "test setup"}
+        stored = api.put("/api/v1/config", json=body, headers={"If-Match": etag})
+        assert stored.status_code == 200, stored.text
+
+
+def _at_390px(page: Page, name: str) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, f"{name}-390px")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
+    page: Page, server: Server
+) -> None:
+    _put_config(server, dict(RECENCY_ONLY))
+    sign_in(page, server.admin_key, then="/admin/config")
+    rules = page.locator("#rules-editor fieldset.rule")
+    expect(rules).to_have_count(5)
+    page.get_by_role("button", name="Add an alert rule").click()
+    rule = rules.last
+    expect(rule.get_by_label("Name", exact=True)).to_be_focused()
+    rule.get_by_label("Name", exact=True).fill("neutral-entered")
+    expect(rule.locator("legend").first).to_have_text("Rule neutral-entered")
+    # Only the fields of the chosen kind are shown.
+    expect(rule.get_by_label("Band entered")).to_be_visible()
+    expect(rule.get_by_label("Drop of at least (points)")).to_be_hidden()
+    rule.get_by_label("Raised when").select_option("score_drop")
+    expect(rule.get_by_label("Drop of at least (points)")).to_be_visible()
+    expect(rule.get_by_label("Band entered")).to_be_hidden()
+    rule.get_by_label("Raised when").select_option("indicator_at_risk")
+    expect(rule.get_by_label("Indicator")).to_be_visible()
+    expect(rule.get_by_label("Indicator").locator("option")).to_have_count(11)
+    rule.get_by_label("Raised when").select_option("band_entered")
+    rule.get_by_label("Band entered").select_option("neutral")
+    expect(rule.get_by_label("cs-mail (email)")).to_be_visible()
+    expect(rule.get_by_label("leads-mail (email)")).to_be_visible()
+
+    with page.expect_request("**/api/v1/config/preview") as sent:
+        page.get_by_role("button", name="Preview").click()
+    # Severity left at its default is not sent: the server's default for the kind applies.
+    sent_body = sent.value.post_data_json
+    assert sent_body is not None
+    sent_rule = sent_body["config"]["alerts"][-1]
+    assert "severity" not in sent_rule
+    assert (sent_rule["when"], sent_rule["band"], sent_rule["indicator"]) == (
+        "band_entered", "neutral", None,
+    )  # fmt: skip
+    # Globex (65) is neutral: the new rule would raise one alert there, the others none new.
+    per_rule = page.locator("#preview-rules tr[data-rule='neutral-entered']")
+    expect(per_rule.locator("td.total")).to_have_text("1")
+    expect(per_rule).to_contain_text("Globex")
+    expect(page.locator("#preview-rules tbody tr")).to_have_count(6)
+    expect(rule.locator(".rule-preview")).to_have_text("Preview: 1 new alert on 1 account: Globex.")
+    shot(page, "13-rule-preview")
+    _at_390px(page, "13-rule-preview")
+
+    # A name the server refuses: the message lands on the input it is about.
+    page.get_by_role("button", name="Add an alert rule").click()
+    bad = rules.last
+    bad.get_by_label("Name", exact=True).fill("Not A Name")
+    page.get_by_role("button", name="Preview").click()
+    expect(bad.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
+    name_error = bad.get_by_label("Name", exact=True).get_attribute("aria-describedby")
+    assert name_error is not None
+    expect(page.locator(f"#{name_error.split()[-1]}")).to_contain_text("should match pattern")
+    expect(page.locator("#error")).to_contain_text("alerts.6.name")
+    shot(page, "14-rule-error")
+    bad.get_by_role("button", name="Remove rule Not A Name").click()
+    expect(rules).to_have_count(6)
+
+    page.get_by_label("Comment (why this change)").fill("tell us about neutral accounts")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    stored = {rule["name"]: rule for rule in _api_config(server)["alerts"]}
+    assert stored["neutral-entered"]["when"] == "band_entered"
+    assert stored["neutral-entered"]["band"] == "neutral"
+    assert stored["neutral-entered"]["enabled"] is True
+    # The untouched rules are stored as they were.
+    assert stored["entered-at-risk"]["notify_recovered"] is True
+    expect(rules).to_have_count(6)
+
+
+def test_an_admin_edits_a_segment_override(page: Page, server: Server) -> None:
+    config = dict(RECENCY_ONLY)
+    config["segments"] = [
+        {"name": "big", "match": {"segment": "enterprise"}, "changes": {"bands": {"hysteresis": 3}}}
+    ]
+    _put_config(server, config)
+    sign_in(page, server.admin_key, then="/admin/config")
+    segment = page.locator("fieldset.segments-editor").first.locator("fieldset.segment")
+    expect(segment).to_have_count(1)
+    expect(segment.get_by_label("Name", exact=True)).to_have_value("big")
+    expect(segment.get_by_label("Condition 1: attribute")).to_have_value("segment")
+    changes = segment.get_by_label("Changes for these accounts")
+    # Hooli (enterprise, 75) is no longer healthy when the segment's healthy band starts at 80.
+    changes.fill('{"bands": {"healthy_min": 80}}')
+    segment.get_by_role("button", name="Add a condition").click()
+    segment.get_by_label("Condition 2: attribute").fill("owner")
+    segment.get_by_label("Condition 2: value").fill("carol")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview-changed tbody tr")).to_have_count(1)
+    expect(page.locator("#preview-changed")).to_contain_text("Hooli")
+
+    # A value out of range: the server names segments.0.changes.bands.healthy_min.
+    changes.fill('{"bands": {"healthy_min": 200}}')
+    page.get_by_role("button", name="Preview").click()
+    expect(changes).to_have_attribute("aria-invalid", "true")
+    expect(segment.locator(".field-error").filter(has_text="bands.healthy_min")).to_be_visible()
+    shot(page, "15-segment-error")
+    _at_390px(page, "15-segment-error")
+
+    changes.fill('{"bands": {"healthy_min": 80}}')
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["segments"] == [
+        {
+            "name": "big",
+            "match": {"segment": "enterprise", "owner": "carol"},
+            "changes": {"bands": {"healthy_min": 80}},
+        }
+    ]
+    shot(page, "16-segment-applied")
+
+    # Removing a condition and then the override itself.
+    segment.get_by_role("button", name="Remove condition 2").click()
+    expect(segment.get_by_label("Condition 2: attribute")).to_have_count(0)
+    segment.get_by_role("button", name="Remove segment override big").click()
+    expect(segment).to_have_count(0)
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["segments"] == []
+
+
+def test_rule_and_account_names_are_shown_as_text(page: Page, server: Server) -> None:
+    hostile = '<img src=x onerror="document.title=1">'
+    config = dict(RECENCY_ONLY)
+    config["segments"] = [{"name": hostile, "match": {"segment": hostile}, "changes": {}}]
+    _put_config(server, config)
+    sign_in(page, server.admin_key, then="/admin/config")
+    segment = page.locator("fieldset.segments-editor").first.locator("fieldset.segment")
+    expect(segment.locator("legend").first).to_have_text(f"Segment override {hostile}")
+    expect(page.locator("#global-editors img")).to_have_count(0)
+    assert page.title() == "Configuration · crm-health admin"

@@ -209,6 +209,68 @@ async def test_preview_caps_the_lists_and_keeps_the_totals(service_factory) -> N
     assert (body["alerts"]["total"], len(body["alerts"]["items"])) == (3, 1)
 
 
+async def test_preview_counts_each_rules_alerts_and_names_their_first_accounts(
+    service_factory,
+) -> None:
+    service = await scored_world(service_factory)
+    neutral = {"name": "neutral", "when": "band_entered", "band": "neutral"}
+    silent = {"name": "silent", "when": "score_drop", "points": 90, "enabled": False}
+    candidate = recency(60, alerts=[AT_RISK_RULE, neutral, silent])
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": candidate, "rule_accounts": 1},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 200, response.text
+    rules = response.json()["alerts"]["rules"]
+    # In the candidate's order, a rule that raises nothing included; b and e enter neutral,
+    # only the first (in account order) is named.
+    assert rules == [
+        {"rule": "entered-at-risk", "when": "band_entered", "enabled": True, "total": 1,
+         "accounts_total": 1, "accounts": [{"id": "c", "name": "Account c"}]},
+        {"rule": "neutral", "when": "band_entered", "enabled": True, "total": 2,
+         "accounts_total": 2, "accounts": [{"id": "b", "name": "Account b"}]},
+        {"rule": "silent", "when": "score_drop", "enabled": False, "total": 0,
+         "accounts_total": 0, "accounts": []},
+    ]  # fmt: skip
+    assert sum(rule["total"] for rule in rules) == response.json()["alerts"]["total"]
+
+
+async def test_per_rule_totals_keep_counting_past_the_alert_list_limit(service_factory) -> None:
+    service = await scored_world(service_factory)
+    neutral = {"name": "neutral", "when": "band_entered", "band": "neutral"}
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": recency(60, alerts=[neutral]), "limit": 1, "rule_accounts": 5},
+        headers=await bearer(service, "viewer"),
+    )
+
+    alerts = response.json()["alerts"]
+    assert len(alerts["items"]) == 1
+    [rule] = alerts["rules"]
+    assert (rule["total"], rule["accounts_total"]) == (2, 2)
+    assert [account["id"] for account in rule["accounts"]] == ["b", "e"]
+
+
+@pytest.mark.parametrize("rule_accounts", [-1, 101, "ten"])
+async def test_rule_accounts_out_of_range_is_refused_naming_it(
+    service_factory, rule_accounts
+) -> None:
+    service = await scored_world(service_factory)
+
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": recency(60), "rule_accounts": rule_accounts},
+        headers=await bearer(service, "viewer"),
+    )
+
+    assert response.status_code == 422
+    assert "rule_accounts" in response.text
+
+
 async def test_same_config_changes_nothing(service_factory) -> None:
     service = await scored_world(service_factory)
 

@@ -42,6 +42,12 @@ class PreviewRequest(BaseModel):
     limit: int = Field(
         default=100, ge=1, le=1000, description="At most this many changed accounts and alerts."
     )
+    rule_accounts: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="Per alert rule (alerts.rules), name at most this many accounts.",
+    )
 
 
 class BacktestRequest(BaseModel):
@@ -75,6 +81,7 @@ async def preview_config(
         limit=body.limit,
         now=datetime.now(UTC),
         scope=principal.settings_scope,
+        rule_accounts=body.rule_accounts,
     )
 
 

@@ -783,7 +783,622 @@
 
   // Configuration -----------------------------------------------------------------------------
 
+  // Configuration editors: alert rules, segment overrides, a connection's alert routing ------
+  //
+  // Every control carries the field path the server names in its answers (data-field, e.g.
+  // alerts.2.points), so a 422 or 403 lands on the input it is about. Controls inside a list
+  // item hold their path relative to the item (data-sub) and get the full one from `renumber`,
+  // so removing an item never leaves a stale index behind.
+
+  const RULE_KINDS = [
+    ["band_entered", "The account entered a band"],
+    ["score_drop", "The score dropped"],
+    ["indicator_at_risk", "An indicator is at risk"],
+    ["renewal_near", "Renewal is near and the account is not healthy"],
+  ];
+
+  // Every field of an alert rule (signals/config.py AlertRule), in the order shown: the one
+  // place to change when a field is added. `kinds`: the `when` values it applies to (absent:
+  // all); outside them it is sent as its `fallback`, so a rule switched to another kind still
+  // validates. `optional`: sent only when set, otherwise the server's default applies.
+  const RULE_FIELDS = [
+    { name: "name", label: "Name", input: "text", hint: "Lower-case letters, digits, and . _ - (up to 64)" },
+    { name: "when", label: "Raised when", input: "select", options: () => RULE_KINDS },
+    { name: "band", label: "Band entered", input: "select", kinds: ["band_entered"], fallback: "at_risk", options: () => [["at_risk", "At risk"], ["neutral", "Neutral"]] },
+    { name: "points", label: "Drop of at least (points)", input: "number", kinds: ["score_drop"], fallback: 15 },
+    { name: "days", label: "Within (days)", input: "integer", kinds: ["score_drop", "renewal_near"], fallback: 30 },
+    { name: "indicator", label: "Indicator", input: "select", kinds: ["indicator_at_risk"], fallback: null, options: (ctx) => ctx.indicators },
+    {
+      name: "trigger",
+      label: "Raised on",
+      input: "select",
+      kinds: ["indicator_at_risk"],
+      fallback: "transition",
+      options: () => [["transition", "A change: fine before, at risk now"], ["state", "Every scoring while it is at risk"]],
+    },
+    { name: "severity", label: "Severity", input: "select", optional: true, options: () => [["", "The default for its kind"], ["low", "Low"], ["medium", "Medium"], ["high", "High"]] },
+    { name: "segments", label: "Only for segments", input: "list", hint: "Segment override names or account segments, comma-separated; empty: every account" },
+    { name: "channels", label: "Channels", input: "channels" },
+    { name: "cooldown_days", label: "Cool-down before raising again (days)", input: "number" },
+    { name: "notify_recovered", label: "Tell the channels when it recovers", input: "checkbox" },
+    { name: "enabled", label: "Enabled", input: "checkbox" },
+  ];
+
+  const NEW_RULE = {
+    name: "",
+    when: "band_entered",
+    band: "at_risk",
+    points: 15,
+    days: 30,
+    indicator: null,
+    trigger: "transition",
+    segments: [],
+    channels: [],
+    cooldown_days: 7,
+    notify_recovered: false,
+    enabled: true,
+  };
+
+  const CHANGES_HINT =
+    'JSON, only what differs from the configuration, in its shape, e.g. {"bands": {"healthy_min": 75}, "signals": {"active_use": {"weight": 0.5}}}';
+
+  let fieldSeq = 0;
+
+  function nextId(stem) {
+    fieldSeq += 1;
+    return `${stem}${fieldSeq}`;
+  }
+
+  /** A control with its label, an optional hint and an error line of its own. `sub` is its
+   * path within the list item it belongs to (or its full path outside one). */
+  function field(sub, label, control, { hint = null } = {}) {
+    const id = nextId("f");
+    control.id = id;
+    control.dataset.sub = sub;
+    control.dataset.field = sub;
+    const hintNode = hint ? el("span", { class: "hint", id: `${id}-hint`, text: hint }) : null;
+    control.setAttribute("aria-describedby", hintNode ? `${id}-hint ${id}-error` : `${id}-error`);
+    const check = control.type === "checkbox";
+    return el(
+      "div",
+      { class: check ? "field check" : "field" },
+      check ? [control, el("label", { for: id, text: label })] : [el("label", { for: id, text: label }), control],
+      hintNode,
+      el("span", { class: "field-error", id: `${id}-error` }),
+    );
+  }
+
+  /** A fieldset that owns the problems no single control of it does (a rule as a whole, a
+   * set of checkboxes): its error line follows the legend. */
+  function group(sub, attrs, legend, ...children) {
+    const id = nextId("g");
+    return el(
+      "fieldset",
+      { ...attrs, id, "data-sub": sub, "data-field": sub, "aria-describedby": `${id}-error` },
+      legend,
+      el("span", { class: "field-error", id: `${id}-error` }),
+      ...children,
+    );
+  }
+
+  /** Gives each item of a list its index: the item is `base.i`, its controls `base.i.sub`. */
+  function renumber(items, base) {
+    items.forEach((item, index) => {
+      const path = `${base}.${index}`;
+      item.dataset.field = path;
+      for (const node of item.querySelectorAll("[data-sub]")) {
+        node.dataset.field = node.dataset.sub ? `${path}.${node.dataset.sub}` : path;
+      }
+    });
+  }
+
+  function selectInput(options, value) {
+    const known = options.some(([option]) => option === (value ?? ""));
+    const node = el(
+      "select",
+      {},
+      // A value this page does not offer stays chosen (and visible) rather than being replaced.
+      known || value === null || value === undefined ? null : el("option", { value, text: `${value} (not known here)` }),
+      options.map(([option, text]) => el("option", { value: option, text })),
+    );
+    node.value = value ?? "";
+    return node;
+  }
+
+  function numberValue(input, problems, { integer = false } = {}) {
+    const text = input.value.trim();
+    const value = Number(text);
+    if (text === "" || !Number.isFinite(value)) problems.push({ path: input.dataset.field, message: "enter a number" });
+    else if (integer && !Number.isInteger(value)) problems.push({ path: input.dataset.field, message: "enter a whole number" });
+    return value;
+  }
+
+  /** Checkboxes of the channels the key may route to. Names already chosen that are not
+   * offered (not in the channels file, or not open to this key) stay listed and chosen, and
+   * the chosen order is kept, so an untouched list sends what it got. */
+  function channelPicker(sub, legend, chosen, offered, { legendHidden = false } = {}) {
+    const names = offered.map((channel) => channel.name);
+    for (const name of chosen) if (!names.includes(name)) names.push(name);
+    const kinds = Object.fromEntries(offered.map((channel) => [channel.name, channel.kind]));
+    const boxes = names.map((name) => {
+      const box = el("input", { type: "checkbox", id: nextId("c"), value: name });
+      box.checked = chosen.includes(name);
+      return box;
+    });
+    const node = group(
+      sub,
+      { class: "channels" },
+      el("legend", { class: legendHidden ? "visually-hidden" : null, text: legend }),
+      names.length
+        ? el(
+            "div",
+            { class: "checks" },
+            boxes.map((box) =>
+              el(
+                "span",
+                { class: "check" },
+                box,
+                el("label", { for: box.id, text: box.value in kinds ? `${box.value} (${kinds[box.value]})` : `${box.value} (not offered to this key)` }),
+              ),
+            ),
+          )
+        : el("p", { class: "hint", text: "No alert channel is open to this key (the channels file, CRM_HEALTH_ALERT_CHANNELS_FILE, lists them)." }),
+    );
+    const read = () => {
+      const ticked = boxes.filter((box) => box.checked).map((box) => box.value);
+      return [...chosen.filter((name) => ticked.includes(name)), ...ticked.filter((name) => !chosen.includes(name))];
+    };
+    return { node, read };
+  }
+
+  /** One alert rule's form; `read` returns the rule (fields this page does not know kept). */
+  function ruleCard(rule, ctx) {
+    const readers = {};
+    const wrappers = {};
+    const legend = el("legend", { text: `Rule ${rule.name || "(new)"}` });
+    const preview = el("p", { class: "rule-preview", "aria-live": "polite", hidden: true });
+    for (const spec of RULE_FIELDS) {
+      const value = rule[spec.name];
+      let control;
+      if (spec.input === "channels") {
+        const picker = channelPicker(spec.name, spec.label, value || [], ctx.channels);
+        readers[spec.name] = picker.read;
+        wrappers[spec.name] = el("div", { class: "field wide-field" }, picker.node);
+        continue;
+      }
+      if (spec.input === "select") {
+        control = selectInput(spec.options(ctx), value);
+        readers[spec.name] = () => control.value;
+      } else if (spec.input === "checkbox") {
+        control = el("input", { type: "checkbox" });
+        control.checked = Boolean(value);
+        readers[spec.name] = () => control.checked;
+      } else if (spec.input === "list") {
+        control = el("input", { type: "text", value: (value || []).join(", ") });
+        readers[spec.name] = () =>
+          control.value
+            .split(",")
+            .map((part) => part.trim())
+            .filter(Boolean);
+      } else if (spec.input === "number" || spec.input === "integer") {
+        control = el("input", { type: "number", step: spec.input === "integer" ? "1" : "any", class: "num", value: value ?? spec.fallback ?? "" });
+        readers[spec.name] = (problems) => numberValue(control, problems, { integer: spec.input === "integer" });
+      } else {
+        control = el("input", { type: "text", value: value ?? "", autocomplete: "off", spellcheck: "false" });
+        readers[spec.name] = () => control.value.trim();
+      }
+      wrappers[spec.name] = field(spec.name, spec.label, control, { hint: spec.hint });
+    }
+    const whenSelect = $("select", wrappers.when);
+    const nameInput = $("input", wrappers.name);
+    const applies = (spec, when) => !spec.kinds || spec.kinds.includes(when);
+    function showKind() {
+      for (const spec of RULE_FIELDS) wrappers[spec.name].hidden = !applies(spec, whenSelect.value);
+    }
+    const shownName = () => nameInput.value.trim() || "(new)";
+    const removeButton = ctx.editable
+      ? el("button", { type: "button", class: "remove", text: "Remove this rule", "aria-label": `Remove rule ${shownName()}`, onclick: () => ctx.remove(node) })
+      : null;
+    whenSelect.addEventListener("change", showKind);
+    nameInput.addEventListener("input", () => {
+      legend.textContent = `Rule ${shownName()}`;
+      if (removeButton) removeButton.setAttribute("aria-label", `Remove rule ${shownName()}`);
+    });
+    showKind();
+    const node = group(
+      "",
+      { class: "rule" },
+      legend,
+      el("div", { class: "rule-grid" }, RULE_FIELDS.map((spec) => wrappers[spec.name])),
+      preview,
+      removeButton ? el("p", { class: "actions" }, removeButton) : null,
+    );
+    function read(problems) {
+      const value = structuredClone(rule);
+      const when = whenSelect.value;
+      for (const spec of RULE_FIELDS) {
+        if (!applies(spec, when)) {
+          if ("fallback" in spec) value[spec.name] = spec.fallback;
+          continue;
+        }
+        const found = readers[spec.name](problems);
+        if (spec.optional && (found === "" || found === null)) delete value[spec.name];
+        else value[spec.name] = found;
+      }
+      return value;
+    }
+    function showPreview(total) {
+      clear(preview);
+      // Before a new preview answers, the old counts would describe another candidate.
+      preview.hidden = total === null;
+      if (total === null) return;
+      if (!total) {
+        preview.textContent = "Preview: this rule is not in the candidate.";
+        return;
+      }
+      const names = total.accounts.map((account) => account.name || account.id);
+      const more = total.accounts_total - names.length;
+      preview.append(
+        el("strong", { text: "Preview: " }),
+        !total.enabled
+          ? "disabled, raises nothing."
+          : total.total === 0
+            ? "no new alert."
+            : `${total.total} new ${total.total === 1 ? "alert" : "alerts"} on ${total.accounts_total} ${total.accounts_total === 1 ? "account" : "accounts"}: ${names.join(", ")}${more > 0 ? ` and ${more} more` : ""}.`,
+      );
+    }
+    node.ruleLink = { read, showPreview };
+    // Shown disabled for keys that may not change rules that apply to every connection.
+    if (!ctx.editable) node.disabled = true;
+    return node;
+  }
+
+  function ruleList(rules, ctx) {
+    const list = el("div", { class: "rule-list" });
+    const items = () => [...list.children];
+    const cardCtx = {
+      ...ctx,
+      remove(card) {
+        card.remove();
+        renumber(items(), "alerts");
+        showStatus("Rule removed from the form: Preview or Apply to use it.");
+        addButton.focus();
+      },
+    };
+    for (const rule of rules) list.append(ruleCard(rule, cardCtx));
+    renumber(items(), "alerts");
+    const addButton = el("button", {
+      type: "button",
+      id: "add-rule",
+      text: "Add an alert rule",
+      disabled: !ctx.editable,
+      onclick: () => {
+        const card = ruleCard(structuredClone(NEW_RULE), cardCtx);
+        list.append(card);
+        renumber(items(), "alerts");
+        $("input", card).focus();
+      },
+    });
+    const node = el(
+      "fieldset",
+      { id: "rules-editor", "data-field": "alerts", disabled: !ctx.editable, "aria-describedby": "rules-editor-error" },
+      el("legend", { text: "Alert rules" }),
+      el("span", { class: "field-error", id: "rules-editor-error" }),
+      el("p", { class: "hint", text: "When to tell people about an account, and whom. Preview shows, per rule, how many new alerts it would raise and for whom." }),
+      list,
+      el("p", { class: "actions" }, addButton),
+    );
+    return {
+      node,
+      read: (problems) => items().map((card) => card.ruleLink.read(problems)),
+      showPreview(totals) {
+        // The preview lists the candidate's rules in the form's order; null hides the counts.
+        items().forEach((card, index) => card.ruleLink.showPreview(totals === null ? null : totals[index]));
+      },
+    };
+  }
+
+  /** One segment override: its name, the attribute values it matches, its changes (JSON). */
+  function segmentCard(segment, ctx) {
+    const name = el("input", { type: "text", value: segment.name || "", autocomplete: "off" });
+    const shownName = () => name.value.trim() || "(new)";
+    const legend = el("legend", { text: `Segment override ${shownName()}` });
+    const removeButton = ctx.editable
+      ? el("button", { type: "button", class: "remove", text: "Remove this segment override", "aria-label": `Remove segment override ${shownName()}`, onclick: () => ctx.remove(node) })
+      : null;
+    name.addEventListener("input", () => {
+      legend.textContent = `Segment override ${shownName()}`;
+      if (removeButton) removeButton.setAttribute("aria-label", `Remove segment override ${shownName()}`);
+    });
+    const rows = el("div", { class: "match-rows" });
+    function matchRow(attribute, value) {
+      const key = el("input", { type: "text", value: attribute, class: "match-key", autocomplete: "off", "aria-label": "Attribute" });
+      const wanted = el("input", { type: "text", value, class: "match-value", autocomplete: "off", "aria-label": "Value" });
+      const row = el(
+        "div",
+        { class: "match-row" },
+        key,
+        el("span", { "aria-hidden": "true", text: " = " }),
+        wanted,
+        el("button", {
+          type: "button",
+          text: "Remove",
+          class: "match-remove",
+          onclick: () => {
+            row.remove();
+            relabel();
+          },
+        }),
+      );
+      return row;
+    }
+    function relabel() {
+      [...rows.children].forEach((row, index) => {
+        $(".match-key", row).setAttribute("aria-label", `Condition ${index + 1}: attribute`);
+        $(".match-value", row).setAttribute("aria-label", `Condition ${index + 1}: value`);
+        $(".match-remove", row).setAttribute("aria-label", `Remove condition ${index + 1}`);
+      });
+    }
+    for (const [attribute, value] of Object.entries(segment.match || {})) rows.append(matchRow(attribute, value));
+    if (!rows.children.length) rows.append(matchRow("", ""));
+    relabel();
+    const changesText = JSON.stringify(segment.changes || {}, null, 2);
+    const changes = el("textarea", { rows: Math.min(12, Math.max(3, changesText.split("\n").length)), class: "wide code", spellcheck: "false" });
+    changes.value = changesText;
+    const node = group(
+      "",
+      { class: "segment" },
+      legend,
+      field("name", "Name", name),
+      group(
+        "match",
+        { class: "match" },
+        el("legend", { text: "Accounts whose attributes match all of" }),
+        rows,
+        el("button", {
+          type: "button",
+          text: "Add a condition",
+          onclick: () => {
+            rows.append(matchRow("", ""));
+            relabel();
+            $(".match-key", rows.lastElementChild).focus();
+          },
+        }),
+      ),
+      field("changes", "Changes for these accounts", changes, { hint: CHANGES_HINT }),
+      removeButton ? el("p", { class: "actions" }, removeButton) : null,
+    );
+    node.segmentLink = {
+      read(problems) {
+        const value = structuredClone(segment);
+        value.name = name.value.trim();
+        const match = {};
+        const matchPath = $(".match", node).dataset.field;
+        for (const row of rows.children) {
+          const attribute = $(".match-key", row).value.trim();
+          const wanted = $(".match-value", row).value;
+          if (!attribute && !wanted.trim()) continue;
+          if (!attribute) problems.push({ path: matchPath, message: `a condition with the value "${wanted}" names no attribute` });
+          else if (attribute in match) problems.push({ path: matchPath, message: `attribute ${attribute} is named twice` });
+          else match[attribute] = wanted;
+        }
+        value.match = match;
+        try {
+          const parsed = JSON.parse(changes.value.trim() || "{}");
+          if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+            problems.push({ path: changes.dataset.field, message: 'must be a JSON object, e.g. {"bands": {"healthy_min": 75}}' });
+          }
+          value.changes = parsed;
+        } catch (err) {
+          problems.push({ path: changes.dataset.field, message: `not valid JSON (${err.message})` });
+        }
+        return value;
+      },
+    };
+    if (!ctx.editable) node.disabled = true;
+    return node;
+  }
+
+  function segmentList(base, segments, { editable, legend, hint }) {
+    const list = el("div", { class: "segment-list" });
+    const items = () => [...list.children];
+    const ctx = {
+      editable,
+      remove(card) {
+        card.remove();
+        renumber(items(), base);
+        showStatus("Segment override removed from the form: Preview or Apply to use it.");
+        addButton.focus();
+      },
+    };
+    for (const segment of segments) list.append(segmentCard(segment, ctx));
+    renumber(items(), base);
+    const addButton = el("button", {
+      type: "button",
+      class: "add-segment",
+      text: "Add a segment override",
+      disabled: !editable,
+      onclick: () => {
+        const card = segmentCard({ name: "", match: {}, changes: {} }, ctx);
+        list.append(card);
+        renumber(items(), base);
+        $("input", card).focus();
+      },
+    });
+    const id = nextId("s");
+    const node = el(
+      "fieldset",
+      { class: "segments-editor", id, "data-field": base, disabled: !editable, "aria-describedby": `${id}-error` },
+      el("legend", { text: legend }),
+      el("span", { class: "field-error", id: `${id}-error` }),
+      el("p", { class: "hint", text: hint }),
+      segments.length ? null : el("p", { class: "muted empty-note", text: "None yet." }),
+      list,
+      el("p", { class: "actions" }, addButton),
+    );
+    addButton.addEventListener("click", () => {
+      const note = $(".empty-note", node);
+      if (note) note.remove();
+    });
+    return { node, read: (problems) => items().map((card) => card.segmentLink.read(problems)) };
+  }
+
+  /** A connection's routing of the global rules: raised or not, the rule's channels or
+   * others. Only rules routed differently get an entry (and those that had one keep it). */
+  function routingEditor(own, rules, routes, offered, editable) {
+    const base = `connections.${own}.alerts`;
+    const rows = rules.map((rule) => {
+      const route = routes[rule.name];
+      const enabled = el("input", { type: "checkbox", "data-field": `${base}.${rule.name}.enabled`, "aria-label": `Raise ${rule.name} for connection ${own}` });
+      enabled.checked = route ? route.enabled : true;
+      const ownChannels = rule.channels.length ? rule.channels.join(", ") : "none";
+      const mode = el(
+        "select",
+        { "aria-label": `Channels of ${rule.name} for connection ${own}` },
+        el("option", { value: "rule", text: `The rule's (${ownChannels})` }),
+        el("option", { value: "other", text: "Others for this connection" }),
+      );
+      mode.value = route && route.channels !== null && route.channels !== undefined ? "other" : "rule";
+      const picker = channelPicker(`${base}.${rule.name}.channels`, `Channels of ${rule.name} for connection ${own}`, (route && route.channels) || [], offered, {
+        // The column header says "Channels"; the full legend is for screen readers.
+        legendHidden: true,
+      });
+      picker.node.dataset.field = `${base}.${rule.name}.channels`;
+      const showPicker = () => {
+        picker.node.hidden = mode.value !== "other";
+      };
+      mode.addEventListener("change", showPicker);
+      showPicker();
+      const errorId = nextId("r");
+      enabled.setAttribute("aria-describedby", `${errorId}-error`);
+      enabled.id = errorId;
+      const row = el(
+        "tr",
+        { "data-rule": rule.name },
+        el("th", { scope: "row", text: rule.name }),
+        el("td", {}, enabled, el("span", { class: "field-error", id: `${errorId}-error` })),
+        el("td", {}, mode, picker.node),
+      );
+      row.read = () => {
+        const value = { channels: mode.value === "other" ? picker.read() : null, enabled: enabled.checked };
+        const routed = value.channels !== null || !value.enabled;
+        return routed || route ? value : null;
+      };
+      return row;
+    });
+    const node = el(
+      "fieldset",
+      { id: "routing-editor", "data-field": base, disabled: !editable, "aria-describedby": "routing-editor-error" },
+      el("legend", { text: `Alert routing for connection ${own}` }),
+      el("span", { class: "field-error", id: "routing-editor-error" }),
+      el("p", { class: "hint", text: "Whether each rule raises alerts for this connection's accounts, and where they go: the rule's own channels, or others (none: recorded, nobody told)." }),
+      el(
+        "div",
+        { class: "table-wrap" },
+        el(
+          "table",
+          { id: "routing-table" },
+          el("caption", { class: "visually-hidden", text: `Alert routing for connection ${own}` }),
+          el("thead", {}, el("tr", {}, ["Rule", "Raised", "Channels"].map((text) => el("th", { scope: "col", text })))),
+          el("tbody", {}, rows),
+        ),
+      ),
+    );
+    return {
+      node,
+      read() {
+        // Routes of rules no longer in force are kept: the server names them if they no
+        // longer validate, rather than the page dropping them unseen.
+        const value = {};
+        for (const [name, route] of Object.entries(routes)) if (!rules.some((rule) => rule.name === name)) value[name] = route;
+        for (const row of rows) {
+          const found = row.read();
+          if (found) value[row.dataset.rule] = found;
+        }
+        return value;
+      },
+    };
+  }
+
+  // Answers that name fields -------------------------------------------------------------------
+
+  const NAMED = /^([A-Za-z0-9_][A-Za-z0-9_.-]*): ([\s\S]*)$/;
+
+  function joinPath(base, sub) {
+    return base && sub ? `${base}.${sub}` : base || sub;
+  }
+
+  /** Every problem of an answer as {path, message}, path relative to the configuration.
+   * FastAPI's list gives a loc (body.config.alerts.2) and a message that may name a field of
+   * it ("indicator: ..."); the service's text is "config.alerts.2: indicator: ...; ...". A
+   * check of the whole configuration names full paths in its message. */
+  function fieldProblems(err) {
+    const detail = err.body ? err.body.detail : undefined;
+    const problems = [];
+    const add = (base, message) => {
+      for (const part of String(message).replace(/^Value error, /, "").split("; ")) {
+        let path = base;
+        let text = part;
+        for (let depth = 0; depth < 2; depth += 1) {
+          const named = NAMED.exec(text);
+          if (!named) break;
+          path = joinPath(path, named[1].replace(/^config(\.|$)/, ""));
+          text = named[2];
+        }
+        problems.push({ path, message: text });
+      }
+    };
+    if (Array.isArray(detail)) {
+      for (const item of detail) {
+        const loc = (item.loc || []).filter((part, index) => !(index === 0 && part === "body")).map(String);
+        if (loc[0] === "config") loc.shift();
+        add(loc.join("."), item.msg);
+      }
+    } else if (typeof detail === "string") {
+      add("", detail);
+    }
+    return problems;
+  }
+
+  /** The control whose path is `path`, else the closest enclosing one (a rule, a list). */
+  function fieldFor(root, path) {
+    let best = null;
+    for (const node of root.querySelectorAll("[data-field]")) {
+      const at = node.dataset.field;
+      if (at === path) return node;
+      if (path.startsWith(`${at}.`) && (!best || at.length > best.dataset.field.length)) best = node;
+    }
+    return best;
+  }
+
+  function clearFieldErrors(root) {
+    for (const node of root.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
+    for (const node of root.querySelectorAll(".field-error")) node.textContent = "";
+  }
+
+  /** Shows each problem on its control (or the closest group); focuses the first. */
+  function showFieldErrors(root, problems) {
+    let first = null;
+    for (const { path, message } of problems) {
+      const target = path ? fieldFor(root, path) : null;
+      if (!target) continue;
+      target.setAttribute("aria-invalid", "true");
+      const line = document.getElementById(`${target.id}-error`);
+      const rest = path === target.dataset.field ? "" : `${path.slice(target.dataset.field.length + 1)}: `;
+      if (line) line.textContent = `${line.textContent ? `${line.textContent} ` : ""}${rest}${message}`;
+      if (!first) first = target;
+    }
+    if (first) {
+      // A control inside a closed <details> is opened first so the focus is visible.
+      const details = first.closest("details");
+      if (details) details.open = true;
+      (first.matches("fieldset") ? $("input, select, textarea", first) || first : first).focus();
+    }
+  }
+
   const NO_CONNECTION_SETTINGS = { segments: [], alerts: {} };
+  // Accounts the preview names per rule (it counts them all).
+  const RULE_ACCOUNTS = 10;
 
   function initConfig() {
     let documentInForce = null;
@@ -793,33 +1408,89 @@
     const scope = settingsScope();
     const own = session ? session.connection : "default";
     const applyButton = $("#apply");
+    const form = $("#config-form");
     const fields = $("#config-fields");
-    const ownSettings = $("#connection-settings");
+    // Built by renderFields: the rule and segment editors (global admins edit them) and this
+    // connection's own segment overrides and routing.
+    let editors = null;
     if (!admin) {
       applyButton.disabled = true;
       applyButton.title = "Needs an admin key";
     }
-    $("#connection-settings-label").textContent = `Settings of connection ${own} only (JSON: segment overrides tried before the global ones, and alert routing by rule name)`;
-    ownSettings.readOnly = !admin;
     if (scope !== null) {
-      $("#global-note").textContent = `Bands, signals and alert rules apply to every connection: only a global admin key changes them. Your key changes connection ${scope}'s settings below.`;
+      $("#global-note").textContent = `Bands, signals, alert rules and segment overrides apply to every connection: only a global admin key changes them. Your key changes connection ${scope}'s settings below.`;
       $("#global-note").hidden = false;
     }
+    // The channels this key may route to; a viewer (403) or a failed read offers none, and
+    // channels already chosen stay listed either way.
+    const channelsOffered = admin
+      ? api("GET", "/api/v1/channels")
+          .then(({ data }) => data.items)
+          .catch(() => [])
+      : Promise.resolve([]);
 
     function numberInput(path, label, value, { hidden = false } = {}) {
       const id = `cfg-${path.replaceAll(".", "-")}`;
       return [
         el("label", { for: id, class: hidden ? "visually-hidden" : null, text: label }),
-        el("input", { id, type: "number", step: "any", required: true, class: "num", "data-path": path, value: String(value) }),
+        el("input", {
+          id,
+          type: "number",
+          step: "any",
+          required: true,
+          class: "num",
+          "data-path": path,
+          "data-field": path,
+          "aria-describedby": `${id}-error`,
+          value: String(value),
+        }),
+        el("span", { class: "field-error", id: `${id}-error` }),
       ];
     }
 
-    function renderFields(config) {
+    function renderEditors(config, offered) {
+      const globalEditors = clear($("#global-editors"));
+      const connectionEditor = clear($("#connection-editor"));
+      const everyone = scope === null && admin;
+      const indicators = Object.entries(config.signals).flatMap(([signal, spec]) =>
+        Object.keys(spec.indicators).map((indicator) => [`${signal}.${indicator}`, `${SIGNAL_LABELS[signal] || signal}: ${indicator}`]),
+      );
+      const rules = ruleList(config.alerts, { editable: everyone, indicators, channels: offered });
+      const segments = segmentList("segments", config.segments, {
+        editable: everyone,
+        legend: "Segment overrides (every connection)",
+        hint: "Other thresholds or weights for accounts whose attributes match, e.g. segment = enterprise. The first override that matches applies.",
+      });
+      if (everyone) globalEditors.append(rules.node, segments.node);
+      else {
+        // What applies to every connection, to read: the routing below refers to these rules.
+        globalEditors.append(
+          el("details", { class: "card", id: "global-read-only" }, el("summary", { text: "Alert rules and segment overrides of every connection (read only)" }), rules.node, segments.node),
+        );
+      }
+      const mine = config.connections[own] || NO_CONNECTION_SETTINGS;
+      const ownSegments = segmentList(`connections.${own}.segments`, mine.segments, {
+        editable: admin,
+        legend: `Segment overrides of connection ${own} only`,
+        hint: "Tried before the ones of every connection, for this connection's accounts only; a name must differ from theirs.",
+      });
+      const routing = routingEditor(own, config.alerts, mine.alerts, offered, admin);
+      connectionEditor.append(
+        el(
+          "section",
+          { class: "card", id: "connection-settings", "aria-labelledby": "connection-settings-title" },
+          el("h2", { id: "connection-settings-title", text: `Settings of connection ${own} only` }),
+          ownSegments.node,
+          routing.node,
+        ),
+      );
+      editors = { everyone, rules, segments, ownSegments, routing };
+    }
+
+    function renderFields(config, offered) {
       clear(fields);
       const bands = config.bands;
-      const mine = config.connections[own] || NO_CONNECTION_SETTINGS;
-      ownSettings.value = JSON.stringify(mine, null, 2);
-      ownSettings.removeAttribute("aria-invalid");
+      renderEditors(config, offered);
       fields.append(
         el(
           "fieldset",
@@ -887,55 +1558,40 @@
       }
     }
 
-    function markInvalid(paths) {
-      for (const input of fields.querySelectorAll("input[data-path]")) {
-        if (paths.has(input.dataset.path)) input.setAttribute("aria-invalid", "true");
-        else input.removeAttribute("aria-invalid");
-      }
-    }
-
-    /** The loaded configuration with the form's values written in (segments, alerts kept). */
     function candidate() {
       const config = structuredClone(documentInForce.config);
-      const invalid = new Set();
+      const problems = [];
       for (const input of fields.querySelectorAll("input[data-path]")) {
-        const text = input.value.trim();
-        const value = Number(text);
-        if (text === "" || !Number.isFinite(value)) {
-          invalid.add(input.dataset.path);
-          continue;
-        }
+        const value = numberValue(input, problems);
+        if (!Number.isFinite(value)) continue;
         const parts = input.dataset.path.split(".");
         let node = config;
         for (const part of parts.slice(0, -1)) node = node[part];
         node[parts[parts.length - 1]] = value;
       }
-      markInvalid(invalid);
-      if (invalid.size) {
-        showError(`Enter a number in: ${[...invalid].join(", ")}`);
-        fields.querySelector("input[aria-invalid]").focus();
+      // A key bound to a connection sends the global part as it read it: it may not change it.
+      if (editors.everyone) {
+        config.alerts = editors.rules.read(problems);
+        config.segments = editors.segments.read(problems);
+      }
+      const mine = { segments: editors.ownSegments.read(problems), alerts: editors.routing.read() };
+      clearFieldErrors(form);
+      if (problems.length) {
+        showFieldErrors(form, problems);
+        showError(`Fix the marked fields: ${problems.map(({ path, message }) => `${path}: ${message}`).join("; ")}`);
         return null;
       }
-      let mine;
-      try {
-        mine = JSON.parse(ownSettings.value);
-      } catch (err) {
-        ownSettings.setAttribute("aria-invalid", "true");
-        showError(`Settings of connection ${own}: not valid JSON (${err.message})`);
-        ownSettings.focus();
-        return null;
-      }
-      ownSettings.removeAttribute("aria-invalid");
       // Left empty, a connection without settings keeps having none (no change to store).
       const empty = JSON.stringify(mine) === JSON.stringify(NO_CONNECTION_SETTINGS);
       if (own in config.connections || !empty) config.connections = { ...config.connections, [own]: mine };
       return config;
     }
 
+    /** A refusal that names fields (422, or 403 for a field the key may not change). */
     function showValidation(err) {
-      const detail = err.body && Array.isArray(err.body.detail) ? err.body.detail : [];
-      markInvalid(new Set(detail.map((item) => (item.loc || []).slice(2).join("."))));
-      showError(`The configuration is not valid: ${err.message}`);
+      clearFieldErrors(form);
+      showFieldErrors(form, fieldProblems(err));
+      showError(err.status === 403 ? `Not allowed: ${err.message}` : `The configuration is not valid: ${err.message}`);
     }
 
     function renderVersionLine() {
@@ -952,7 +1608,7 @@
       const { data, response } = await api("GET", "/api/v1/config");
       documentInForce = data;
       etag = response.headers.get("ETag");
-      renderFields(data.config);
+      renderFields(data.config, await channelsOffered);
       renderVersionLine();
     }
 
@@ -1001,17 +1657,58 @@
     async function stored(data, response, message) {
       documentInForce = data;
       etag = response.headers.get("ETag");
-      renderFields(data.config);
+      renderFields(data.config, await channelsOffered);
       renderVersionLine();
       $("#config-comment").value = "";
       await loadVersions();
       showStatus(message);
     }
 
+    /** Per rule of the candidate: how many new alerts, on how many accounts, and the first
+     * of those accounts by name (CRM text: shown as text, linked by its encoded id). */
+    function ruleTotalsTable(rules) {
+      return el(
+        "table",
+        { id: "preview-rules" },
+        el("caption", { text: "New alerts per rule" }),
+        el(
+          "thead",
+          {},
+          el("tr", {}, ["Rule", "New alerts", "Accounts", "For whom"].map((text, i) => el("th", { scope: "col", class: i === 1 || i === 2 ? "num" : null, text }))),
+        ),
+        el(
+          "tbody",
+          {},
+          rules.map((rule) => {
+            const more = rule.accounts_total - rule.accounts.length;
+            return el(
+              "tr",
+              { "data-rule": rule.rule },
+              el("th", { scope: "row" }, rule.rule, rule.enabled ? null : el("span", { class: "hint", text: "disabled" })),
+              el("td", { class: "num total", text: String(rule.total) }),
+              el("td", { class: "num", text: String(rule.accounts_total) }),
+              el(
+                "td",
+                { class: "who" },
+                rule.accounts.length
+                  ? rule.accounts.flatMap((account, index) => [
+                      index ? ", " : null,
+                      el("a", { href: `/admin/accounts/${encodeURIComponent(account.id)}`, text: account.name || account.id }),
+                    ])
+                  : el("span", { class: "muted", text: "nobody" }),
+                more > 0 ? ` and ${more} more` : null,
+              ),
+            );
+          }),
+        ),
+      );
+    }
+
     async function preview() {
       showError("");
       showStatus("");
       const config = candidate();
+      editors.rules.showPreview(null);
       if (!config) return;
       const section = $("#preview-result");
       const target = clear($("#preview-body"));
@@ -1019,7 +1716,7 @@
       target.append(el("p", { class: "muted", text: "Computing the preview on today's facts…" }));
       let data;
       try {
-        data = (await api("POST", "/api/v1/config/preview", { body: { config, limit: 100 } })).data;
+        data = (await api("POST", "/api/v1/config/preview", { body: { config, limit: 100, rule_accounts: RULE_ACCOUNTS } })).data;
       } catch (err) {
         clear(target);
         if (err instanceof ApiError && err.status === 422) showValidation(err);
@@ -1061,6 +1758,7 @@
             }),
           ),
         ),
+        ruleTotalsTable(data.alerts.rules),
         el("h3", { text: `Accounts that would change band: ${data.changed.total}` }),
         data.changed.items.length
           ? el(
@@ -1112,6 +1810,7 @@
             )
           : el("p", { class: "muted", text: "No new alert would fire." }),
       );
+      editors.rules.showPreview(data.alerts.rules);
       showStatus("Preview ready: nothing was changed.");
     }
 
@@ -1163,7 +1862,7 @@
         );
       } catch (err) {
         if (err instanceof ApiError && err.status === 412) conflict();
-        else if (err instanceof ApiError && err.status === 422) showValidation(err);
+        else if (err instanceof ApiError && (err.status === 422 || err.status === 403)) showValidation(err);
         else failed(err);
       } finally {
         applyButton.disabled = false;
