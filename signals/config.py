@@ -210,7 +210,8 @@ class AlertRule(BaseModel):
       when it was measured and above the threshold at the account's previous scoring (under
       the same scoring configuration): a thing lost, not a thing never had. `trigger: state`
       raises it whenever the indicator is at risk;
-    - renewal_near: the renewal date is within `days` and the account is not healthy.
+    - renewal_near: the renewal date is within `days` and the account's band is one of
+      `bands` (by default neutral or at risk: not healthy).
     Conditions of one account that hold at the same time are reasons of one alert (an episode),
     titled by the most severe; a condition that ends and comes back within `cooldown_days`
     re-opens the episode without telling anyone again. `severity` defaults by kind (see
@@ -225,6 +226,10 @@ class AlertRule(BaseModel):
     points: float = Field(default=15, gt=0, le=100, allow_inf_nan=False)
     days: int = Field(default=30, ge=1, le=730)
     indicator: str | None = None
+    # renewal_near only: the bands in which a near renewal is raised.
+    bands: tuple[Literal["neutral", "at_risk"], ...] = Field(
+        default=("neutral", "at_risk"), min_length=1
+    )
     # indicator_at_risk only: "transition" (it was fine and is at risk now) or "state".
     trigger: Literal["transition", "state"] = "transition"
     # Empty: every account. Otherwise a segment override's name or the account's segment.
@@ -256,6 +261,8 @@ class AlertRule(BaseModel):
                 )
         elif self.indicator is not None:
             raise ValueError(f"indicator: only for indicator_at_risk rules, not {self.when}")
+        if self.when != "renewal_near" and set(self.bands) != {"neutral", "at_risk"}:
+            raise ValueError(f"bands: only for renewal_near rules, not {self.when}")
         if self.trigger == "state" and self.when != "indicator_at_risk":
             raise ValueError(f"trigger: state is only for indicator_at_risk rules, not {self.when}")
         return self
@@ -281,7 +288,10 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
         when="indicator_at_risk",
         indicator="collaboration.executive_access",
     ),
-    AlertRule(name="renewal-not-healthy", when="renewal_near", days=60),
+    # At risk only: an account renewing soon and merely neutral is the renewal process's business
+    # (the CRM lists renewals); one at risk needs someone now. Its renewal is a reason of the
+    # account's at-risk alert, so it adds no second alert.
+    AlertRule(name="renewal-at-risk", when="renewal_near", days=60, bands=("at_risk",)),
 )
 
 

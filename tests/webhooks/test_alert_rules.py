@@ -55,6 +55,7 @@ CO_INNOVATION = AlertRule(
     name="co-innovation", when="indicator_at_risk", indicator="collaboration.co_innovation"
 )
 RENEWAL = AlertRule(name="renewal", when="renewal_near", days=60)
+RENEWAL_AT_RISK = AlertRule(name="renewal", when="renewal_near", days=60, bands=("at_risk",))
 
 
 def co_innovation(score: float) -> IndicatorResult:
@@ -96,6 +97,13 @@ def co_innovation(score: float) -> IndicatorResult:
         (RENEWAL, state(health(50, Band.NEUTRAL), renewal_date=date(2026, 11, 22)), []),
         (RENEWAL, state(health(80, Band.HEALTHY), renewal_date=date(2027, 1, 1)), []),
         (RENEWAL, state(health(None, Band.UNKNOWN), renewal_date=date(2027, 1, 1)), []),
+        # The shipped default raises a near renewal only for an account at risk.
+        (RENEWAL_AT_RISK, state(health(50, Band.NEUTRAL), renewal_date=date(2027, 1, 1)), []),
+        (
+            RENEWAL_AT_RISK,
+            state(health(35, Band.AT_RISK), renewal_date=date(2027, 1, 1)),
+            ["renewal-2027-01-01"],
+        ),
         (RENEWAL, state(health(35, Band.AT_RISK)), []),
     ],
 )
@@ -193,3 +201,8 @@ def test_renewal_dates_are_read_as_crms_hold_them(value, expected) -> None:
 )
 def test_attribute_values_are_read_from_the_stored_shape(attributes, expected) -> None:
     assert attribute_value(attributes, "owner") == expected
+
+
+def test_bands_are_only_for_renewal_rules() -> None:
+    with pytest.raises(ValueError, match="bands: only for renewal_near rules"):
+        AlertRule(name="x", when="band_entered", bands=("at_risk",))

@@ -133,14 +133,15 @@ def conditions(rules: Sequence[AlertRule], state: AccountState, *, today: date) 
                 if (
                     renewal is not None
                     and 0 <= (renewal - today).days <= rule.days
-                    and health.band not in (Band.HEALTHY, Band.UNKNOWN)
+                    and health.band.value in rule.bands
                 ):
                     days = (renewal - today).days
                     found.append(
                         Condition(
                             rule=rule,
                             key=f"renewal-{renewal.isoformat()}",
-                            title=f"{label} renews in {days} days and is not healthy",
+                            title=f"{label} renews in {days} days and is "
+                            + ("at risk" if health.band is Band.AT_RISK else "not healthy"),
                             reason=(
                                 f"renewal on {renewal.isoformat()}, band "
                                 f"{band_words(health.band.value)}, score {health.score}"

@@ -641,7 +641,14 @@
   // Alerts ----------------------------------------------------------------------------------
 
   function alertStatusText(alert) {
-    return alertStateText(alert) + heldText(alert);
+    return alertStateText(alert) + heldText(alert) + (alert.quiet ? ` · nobody told: ${alert.quiet}` : "");
+  }
+
+  // The alert's other open reasons: one alert per account lists every condition that holds.
+  function otherReasons(alert) {
+    return (alert.reasons || [])
+      .filter((r) => r.resolved_at === null && !(r.rule === alert.rule && r.key === alert.key))
+      .map((r) => el("span", { class: "hint", text: `Also (${r.severity}): ${r.title}, ${r.reason}` }));
   }
 
   function alertStateText(alert) {
@@ -702,8 +709,8 @@
       withAccount
         ? el("td", {}, el("a", { href: `/admin/accounts/${encodeURIComponent(alert.account.id)}`, text: alert.account.name || alert.account.id }))
         : null,
-      el("td", { text: alert.rule }),
-      el("th", { scope: "row" }, alert.title, el("span", { class: "hint", text: alert.reason })),
+      el("td", {}, alert.rule, el("span", { class: "hint", text: alert.severity ? `${alert.severity} severity` : "" })),
+      el("th", { scope: "row" }, alert.title, el("span", { class: "hint", text: alert.reason }), ...otherReasons(alert)),
       el("td", {}, bandBadge(alert.band), ` ${fmtScore(alert.score)}`),
       el("td", { class: "alert-status", text: alertStatusText(alert) }),
       el(
@@ -805,6 +812,16 @@
     { name: "name", label: "Name", input: "text", hint: "Lower-case letters, digits, and . _ - (up to 64)" },
     { name: "when", label: "Raised when", input: "select", options: () => RULE_KINDS },
     { name: "band", label: "Band entered", input: "select", kinds: ["band_entered"], fallback: "at_risk", options: () => [["at_risk", "At risk"], ["neutral", "Neutral"]] },
+    {
+      name: "bands",
+      label: "Raised while the account is",
+      input: "select",
+      kinds: ["renewal_near"],
+      fallback: ["neutral", "at_risk"],
+      options: () => [["neutral,at_risk", "Neutral or at risk (not healthy)"], ["at_risk", "At risk only"]],
+      toInput: (value) => (value || ["neutral", "at_risk"]).join(","),
+      fromInput: (text) => text.split(","),
+    },
     { name: "points", label: "Drop of at least (points)", input: "number", kinds: ["score_drop"], fallback: 15 },
     { name: "days", label: "Within (days)", input: "integer", kinds: ["score_drop", "renewal_near"], fallback: 30 },
     { name: "indicator", label: "Indicator", input: "select", kinds: ["indicator_at_risk"], fallback: null, options: (ctx) => ctx.indicators },
@@ -832,6 +849,7 @@
     days: 30,
     indicator: null,
     trigger: "transition",
+    bands: ["neutral", "at_risk"],
     segments: [],
     channels: [],
     cooldown_days: 7,
@@ -967,8 +985,8 @@
         continue;
       }
       if (spec.input === "select") {
-        control = selectInput(spec.options(ctx), value);
-        readers[spec.name] = () => control.value;
+        control = selectInput(spec.options(ctx), spec.toInput ? spec.toInput(value) : value);
+        readers[spec.name] = () => (spec.fromInput ? spec.fromInput(control.value) : control.value);
       } else if (spec.input === "checkbox") {
         control = el("input", { type: "checkbox" });
         control.checked = Boolean(value);
