@@ -156,6 +156,18 @@ def test_alerts_are_raised_for_every_at_risk_account(demo: tuple[DemoResult, str
     assert result.alerts_by_rule["entered-at-risk"] == len(entered)
 
 
+def test_open_alerts_are_at_most_one_per_at_risk_account(demo: tuple[DemoResult, str]) -> None:
+    """Issue 21's proof on the demo's data: one alert per account episode, none on healthy
+    accounts, no "lost" alert on accounts that never had the thing."""
+    result, _ = demo
+    at_risk = sum(1 for c in result.companies if result.band_of(c.crm_id) == "at_risk")
+    open_alerts = sum(result.open_by_band.values())
+    assert 0 < open_alerts <= at_risk
+    assert not [key for key in result.open_by_band if key[1] == "healthy"]
+    assert "executive-access-lost" not in result.alerts_by_rule
+    assert "no-co-innovation" not in result.alerts_by_rule
+
+
 def test_fading_accounts_show_their_fall(demo: tuple[DemoResult, str]) -> None:
     result, _ = demo
     trends = [

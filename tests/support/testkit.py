@@ -135,8 +135,10 @@ async def store_native(
     *,
     connection: str = "default",
     known_accounts: bool = True,
+    source: str = "native",
 ) -> int:
-    """Store native events as the ingest API does. With `known_accounts` (for tests about
+    """Store native events as the ingest API does (or, with `source="backfill"`, as a backfill
+    stores the records it read). With `known_accounts` (for tests about
     facts and scores) their accounts' records are known first (`crm_accounts`); without it,
     an account must be declared or come from the CRM like in production."""
     if known_accounts:
@@ -148,7 +150,7 @@ async def store_native(
     async with runtime.sessions() as session, session.begin():
         return await inbox.insert_events(
             session,
-            source="native",
+            source=source,
             connection=connection,
             events=[
                 inbox.NewEvent(

@@ -27,7 +27,7 @@ from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.cli import cli
 from webhooks.connections import check_configuration
-from webhooks.pipeline import Pipeline, WorkerOptions
+from webhooks.pipeline import BACKFILL_SOURCE, Pipeline, WorkerOptions
 from webhooks.store import configs, keys
 from webhooks.store.models import Alert, AlertDelivery, AlertReason
 
@@ -100,7 +100,13 @@ class World:
         self.now += timedelta(**delta)
 
     async def score(
-        self, account: str, target: int, *, history: bool = False, **attributes: str
+        self,
+        account: str,
+        target: int,
+        *,
+        history: bool = False,
+        source: str = "native",
+        **attributes: str,
     ) -> None:
         """Rescore `account` at `target` (100 minus days since its last use). An account's first
         scoring tells nobody (first load), so a new account is declared, without use, first.
@@ -139,7 +145,7 @@ class World:
                     "at": self.now.isoformat(),
                 }
             )
-        await store_native(self.service.runtime, events)
+        await store_native(self.service.runtime, events, source=source)
         report = await self.pipeline.process_inbox()
         assert report.processed == len(events), report
         await self.pipeline.deliver_alerts()
@@ -571,6 +577,20 @@ async def test_events_older_than_the_age_limit_record_the_alert_and_tell_nobody(
     assert (alert.status, alert.cause, alert.notified) == ("open", "history", False)
     assert await w.deliveries() == []
     assert w.channels["ops"].sent == []
+
+
+async def test_a_backfill_records_the_alert_and_tells_nobody(service_factory) -> None:
+    w = await world(service_factory)
+    await w.configure(at_risk_rule())
+    await w.score("7", 80)
+    # Read from the CRM by a backfill, however recent the records' own times.
+    await w.score("7", 30, source=BACKFILL_SOURCE)
+    [alert] = await w.alerts()
+    assert (alert.status, alert.cause, alert.notified) == ("open", "backfill", False)
+    assert await w.deliveries() == []
+    # A live event later changes nothing for the open alert: still nobody is told of it.
+    await w.score("7", 28)
+    assert await w.deliveries() == []
 
 
 async def test_the_age_limit_is_a_setting(service_factory) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,21 +46,29 @@ async def recent(
     return list(rows.scalars())
 
 
+_Row = TypeVar("_Row", AlertReason, AlertDelivery)
+
+
+async def _rows_by_alert(
+    session: AsyncSession, model: type[_Row], alert_ids: Collection[int]
+) -> dict[int, list[_Row]]:
+    """{alert id: its rows of `model`, oldest first}, every given id present."""
+    found: dict[int, list[_Row]] = {alert_id: [] for alert_id in alert_ids}
+    if not alert_ids:
+        return found
+    rows = await session.execute(
+        select(model).where(model.alert_id.in_(list(alert_ids))).order_by(model.id)
+    )
+    for row in rows.scalars():
+        found[row.alert_id].append(row)
+    return found
+
+
 async def reasons_of(
     session: AsyncSession, *, alert_ids: Collection[int]
 ) -> dict[int, list[AlertReason]]:
     """{alert id: its reasons, oldest first}."""
-    found: dict[int, list[AlertReason]] = {alert_id: [] for alert_id in alert_ids}
-    if not alert_ids:
-        return found
-    rows = await session.execute(
-        select(AlertReason)
-        .where(AlertReason.alert_id.in_(list(alert_ids)))
-        .order_by(AlertReason.id)
-    )
-    for reason in rows.scalars():
-        found[reason.alert_id].append(reason)
-    return found
+    return await _rows_by_alert(session, AlertReason, alert_ids)
 
 
 async def insert_new(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -> None:
@@ -380,17 +388,8 @@ async def get(session: AsyncSession, *, alert_id: int) -> tuple[Alert, Account] 
 async def deliveries(
     session: AsyncSession, *, alert_ids: Collection[int]
 ) -> dict[int, list[AlertDelivery]]:
-    found: dict[int, list[AlertDelivery]] = {alert_id: [] for alert_id in alert_ids}
-    if not alert_ids:
-        return found
-    rows = await session.execute(
-        select(AlertDelivery)
-        .where(AlertDelivery.alert_id.in_(list(alert_ids)))
-        .order_by(AlertDelivery.id)
-    )
-    for delivery in rows.scalars():
-        found[delivery.alert_id].append(delivery)
-    return found
+    """{alert id: its deliveries, oldest first}."""
+    return await _rows_by_alert(session, AlertDelivery, alert_ids)
 
 
 async def acknowledge(
