@@ -108,11 +108,10 @@ class _Work:
         by_name: Mapping[str, AlertRule],
         state: AccountState,
     ) -> int:
-        """End the episode's reasons whose condition no longer holds, and the episode with its
-        last one (owing a recovered notice to the rules that ask for one, if people were or are
-        going to be told of it);
-        while reasons remain, it is titled by the most severe of them. Returns 1 if it was
-        resolved."""
+        """End the episode's reasons whose condition no longer holds; while reasons remain, it
+        is titled by the most severe of them. With its last one the episode is resolved, owing
+        a recovered notice to the rules that ask for one if people were (or are going to be)
+        told of it and the rescore is live. Returns 1 if it was resolved."""
         ended = [r for r in episode.open_reasons() if (r.rule, r.key) not in holding]
         for reason in ended:
             reason.resolved_at = self.now
