@@ -491,8 +491,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
     )
-    log_format: Literal["json", "console"] = Field(
-        default="json", description="JSON lines for log shippers, or console for people."
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="auto: readable console lines on a terminal, JSON lines otherwise (a pipe, "
+        "a file, a service manager); json or console: always that.",
     )
 
     @field_validator("database_url")
