@@ -8,7 +8,6 @@ import asyncio
 import getpass
 import inspect
 import json
-import logging
 import os
 import signal
 import sys
@@ -460,8 +459,6 @@ def _require_database(settings: Settings) -> None:
         finally:
             await engine.dispose()
 
-    # Alembic announces its dialect at INFO on every look: noise in a status report.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         current = asyncio.run(revision())
     except Exception as exc:

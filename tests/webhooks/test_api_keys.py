@@ -213,7 +213,9 @@ def test_cli_creates_lists_and_revokes_keys():
     assert "not shown again" in created.stderr
     listed = runner.invoke(cli, ["keys", "list"])
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["id", "prefix", "name", "role", "connection", "created", "last", "used"]
+    assert header.split() == [
+        "id", "prefix", "name", "role", "connection", "created", "last", "used",
+    ]  # fmt: skip
     assert row.split()[2:5] == ["warehouse", "ingest", "default"]
     assert key not in listed.stdout
     revoked = runner.invoke(cli, ["keys", "revoke", key[:12]])
