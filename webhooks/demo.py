@@ -589,7 +589,7 @@ def _provisioned(report: ProvisionReport) -> str:
     fields = len(report.created) - len(groups)
     text = f"{fields} health field{'' if fields == 1 else 's'}"
     if groups:
-        text += f" and their property group ({GROUP_LABEL!r})"
+        text += f' and their property group "{GROUP_LABEL}"'
     return text + " provisioned"
 
 
