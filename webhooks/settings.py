@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL; a SQLite file in the working directory by default. "
-        "postgresql:// URLs use asyncpg.",
+        "postgresql:// URLs use asyncpg. A command's --database outranks it.",
     )
     public_url: str | None = Field(
         default=None,
