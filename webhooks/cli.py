@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import inspect
 import json
-import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,7 +38,7 @@ from webhooks.pipeline import utcnow
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.secrets import SecretKeyError
-from webhooks.settings import Settings
+from webhooks.settings import Settings, normalise_database_url
 from webhooks.store import configs, inbox, keys, product, writeback
 from webhooks.store.db import AsyncSession, create_engine, create_session_factory
 from webhooks.store.migrate import current_revision, head_revision, upgrade_to_head
@@ -53,9 +55,98 @@ cli = typer.Typer(
 )
 
 
-def _settings() -> Settings:
+DATABASE_VARIABLE = "CRM_HEALTH_DATABASE_URL"
+
+# One rule for where every command's data lives: --database, else CRM_HEALTH_DATABASE_URL,
+# else ./crm_health.db in the working directory (README, "Where the data lives").
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help=f"The database: a SQLite file or a database URL (default: {DATABASE_VARIABLE}, "
+        "else ./crm_health.db).",
+        show_default=False,
+        metavar="FILE|URL",
+    ),
+]
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
+]
+
+
+def _cell(value: str) -> str:
+    """A table cell on a terminal: names, errors and reasons come from CRMs, products and
+    people, so control characters (escape sequences, newlines, tabs) are shown escaped,
+    never acted on or allowed to break the row."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value)
+
+
+def _echo_table(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], *, numeric: Collection[int] = ()
+) -> None:
+    """Aligned columns under a header; counts right-aligned, text left, as a reader scans."""
+    cells = [header, *[tuple(_cell(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        typer.echo(
+            "  ".join(
+                cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
+
+
+def _echo_json(rows: list[dict[str, Any]]) -> None:
+    """A list command's rows as one JSON array (times in ISO 8601), empty when none."""
+    typer.echo(json.dumps(rows, indent=2, default=_json_value, ensure_ascii=False))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _when(moment: datetime | None, *, never: str = "-") -> str:
+    return never if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def database_url_of(database: str) -> str:
+    """--database takes what CRM_HEALTH_DATABASE_URL takes, or a plain path to a SQLite file
+    (what the demo prints)."""
+    if "://" in database:
+        return normalise_database_url(database)
+    return f"sqlite+aiosqlite:///{Path(database).expanduser().resolve()}"
+
+
+def database_origin(database: str | None) -> str:
+    """Which step of the rule chose the database, for `status` and error lines."""
+    if database is not None:
+        return "--database"
+    if os.environ.get(DATABASE_VARIABLE):
+        return DATABASE_VARIABLE
+    return f"the default; --database or {DATABASE_VARIABLE} choose another"
+
+
+def describe_database(database_url: str) -> str:
+    """The database as a person finds it: a SQLite file's absolute path, or the URL without
+    its password."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return "SQLite in memory"
+        return f"SQLite file {Path(url.database).resolve()}"
+    return url.render_as_string(hide_password=True)
+
+
+def _settings(database: str | None = None) -> Settings:
     try:
-        settings = Settings()
+        # Given to the constructor, --database outranks the environment variable.
+        settings = (
+            Settings() if database is None else Settings(database_url=database_url_of(database))
+        )
         check_configuration(settings)
     except (ValidationError, ConnectionsFileError, ChannelsFileError, SecretKeyError) as exc:
         typer.echo(f"configuration error: {exc}", err=True)
@@ -68,9 +159,10 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",  # noqa: S104
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    database: DatabaseOption = None,
 ) -> None:
     """Apply pending migrations, then run the API and the worker."""
-    settings = _settings()
+    settings = _settings(database)
     upgrade_to_head(settings.database_url)
     server.run(create_app(settings), settings, host=host, port=port)
 
@@ -85,9 +177,10 @@ def worker(
             help="Serve this worker's Prometheus metrics at http://0.0.0.0:PORT/metrics.",
         ),
     ] = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Run only the pipeline worker (scale out by starting several)."""
-    settings = _settings()
+    settings = _settings(database)
 
     async def run() -> None:
         runtime = Runtime.build(settings)
@@ -108,17 +201,17 @@ def worker(
 
 
 @cli.command()
-def migrate() -> None:
+def migrate(database: DatabaseOption = None) -> None:
     """Bring the database schema up to date."""
-    settings = _settings()
+    settings = _settings(database)
     upgrade_to_head(settings.database_url)
     typer.echo("database schema is up to date")
 
 
 @cli.command()
-def provision() -> None:
+def provision(database: DatabaseOption = None) -> None:
     """Create the "Customer health" fields in every configured CRM (idempotent)."""
-    settings = _settings()
+    settings = _settings(database)
 
     async def run() -> int:
         runtime = Runtime.build(settings)
@@ -155,9 +248,10 @@ def backfill(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over instead of resuming.")
     ] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Load the CRM's existing accounts, contacts, engagements and tickets (resumable)."""
-    settings = _settings()
+    settings = _settings(database)
 
     async def run() -> int:
         runtime = Runtime.build(settings)
@@ -196,10 +290,13 @@ def unmatched(
         str | None, typer.Option(help="Only this connection (default: every one).")
     ] = None,
     limit: Annotated[int, typer.Option(help="How many to list.")] = 100,
+    as_json: JsonOption = False,
+    database: DatabaseOption = None,
 ) -> None:
     """List what waiting events need: unknown account ids (mistyped, or not in the CRM yet),
     product accounts and users without a mapping; with the reason and how many events wait."""
-    settings = _settings()
+    settings = _settings(database)
+    _require_database(settings)
 
     async def run() -> None:
         runtime = Runtime.build(settings)
@@ -210,14 +307,39 @@ def unmatched(
                 )
         finally:
             await runtime.aclose()
+        if as_json:
+            _echo_json(
+                [
+                    {
+                        "connection": item.connection,
+                        "kind": item.key.partition(":")[0],
+                        "id": item.key.partition(":")[2],
+                        "events": item.events,
+                        "last_received_at": item.last_received_at,
+                        "reason": item.reason,
+                    }
+                    for item in items
+                ]
+            )
+            return
         if not items:
             typer.echo("no events wait for an account")
-        for item in items:
-            kind, _, ident = item.key.partition(":")
-            typer.echo(
-                f"{item.connection}\t{kind}\t{ident}\tevents={item.events}\t"
-                f"last={item.last_received_at:%Y-%m-%d %H:%M}\t{item.reason}"
-            )
+            return
+        _echo_table(
+            ("connection", "kind", "id", "events", "last received", "reason"),
+            [
+                (
+                    item.connection,
+                    item.key.partition(":")[0],
+                    item.key.partition(":")[2],
+                    str(item.events),
+                    _when(item.last_received_at),
+                    item.reason or "",
+                )
+                for item in items
+            ],
+            numeric={3},
+        )
         if total > len(items):
             typer.echo(f"... {total - len(items)} more (--limit)")
 
@@ -225,9 +347,14 @@ def unmatched(
 
 
 @cli.command("dead-letters")
-def dead_letters(limit: Annotated[int, typer.Option(help="How many to list.")] = 100) -> None:
+def dead_letters(
+    limit: Annotated[int, typer.Option(help="How many to list.")] = 100,
+    as_json: JsonOption = False,
+    database: DatabaseOption = None,
+) -> None:
     """List events that could not be processed, with their error."""
-    settings = _settings()
+    settings = _settings(database)
+    _require_database(settings)
 
     async def run() -> None:
         runtime = Runtime.build(settings)
@@ -236,13 +363,39 @@ def dead_letters(limit: Annotated[int, typer.Option(help="How many to list.")] =
                 rows = await inbox.dead_letters(session, limit=limit)
         finally:
             await runtime.aclose()
+        if as_json:
+            _echo_json(
+                [
+                    {
+                        "id": row.id,
+                        "source": row.source,
+                        "connection": row.connection,
+                        "kind": row.kind,
+                        "attempts": row.attempts,
+                        "last_error": row.last_error,
+                    }
+                    for row in rows
+                ]
+            )
+            return
         if not rows:
             typer.echo("no dead letters")
-        for row in rows:
-            typer.echo(
-                f"{row.id}\t{row.source}\t{row.connection}\t{row.kind}\t"
-                f"attempts={row.attempts}\t{row.last_error}"
-            )
+            return
+        _echo_table(
+            ("id", "source", "connection", "kind", "attempts", "error"),
+            [
+                (
+                    str(row.id),
+                    row.source,
+                    row.connection,
+                    row.kind,
+                    str(row.attempts),
+                    row.last_error or "",
+                )
+                for row in rows
+            ],
+            numeric={0, 4},
+        )
 
     asyncio.run(run())
 
@@ -253,13 +406,14 @@ def replay(
         list[int] | None, typer.Argument(help="Dead-letter ids to replay (see dead-letters).")
     ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Send dead letters back to the worker with fresh attempts. Exit status: 0 done; 1 some
     ids given are no dead letters (the others were replayed); 2 the database cannot be used."""
     if not event_ids and not replay_all:
         typer.echo("give dead-letter ids, or --all", err=True)
         raise typer.Exit(2)
-    settings = _settings()
+    settings = _settings(database)
     _require_database(settings)
     wanted = None if replay_all else sorted(set(event_ids or ()))
 
@@ -289,11 +443,11 @@ def _require_database(settings: Settings) -> None:
     that only read or fix rows must never create an empty database where a path was mistyped."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        path = Path(url.database)
+        path = Path(url.database).resolve()
         if not path.exists():
             typer.echo(
-                f"database {path} does not exist: check CRM_HEALTH_DATABASE_URL, or create it "
-                "with `crm-health migrate`",
+                f"database {path} does not exist: point --database or {DATABASE_VARIABLE} at "
+                "yours, or create it with `crm-health migrate`",
                 err=True,
             )
             raise typer.Exit(2)
@@ -305,8 +459,6 @@ def _require_database(settings: Settings) -> None:
         finally:
             await engine.dispose()
 
-    # Alembic announces its dialect at INFO on every look: noise in a status report.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         current = asyncio.run(revision())
     except Exception as exc:
@@ -399,7 +551,7 @@ def _status_table(report: sync_status.SyncReport) -> list[str]:
 
 @cli.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOption = False,
     check: Annotated[
         bool,
         typer.Option(
@@ -408,11 +560,12 @@ def status(
             "dead letters (for cron and monitoring).",
         ),
     ] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Sync state per connection: write-backs pending, failing and failed, the oldest pending,
     the last success, dead letters and the last CRM errors. Exit status: 0; 1 with --check
     when something is failing, failed or dead; 2 the database cannot be read."""
-    settings = _settings()
+    settings = _settings(database)
     _require_database(settings)
 
     async def run() -> sync_status.SyncReport:
@@ -425,18 +578,23 @@ def status(
             await runtime.aclose()
 
     report = asyncio.run(run())
+    where = f"database: {describe_database(settings.database_url)} ({database_origin(database)})"
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
+        # Standard output stays the API's report; the location goes with the other remarks.
+        typer.echo(where, err=True)
     else:
         for line in _status_table(report):
             typer.echo(line)
+        typer.echo(where)
     raise typer.Exit(1 if check and any(map(sync_status.needs_action, report.connections)) else 0)
 
 
 @cli.command()
-def recompute() -> None:
+def recompute(database: DatabaseOption = None) -> None:
     """Rescore every account from stored facts (the worker does it in the background)."""
-    settings = _settings()
+    settings = _settings(database)
+    _require_database(settings)
 
     async def run() -> int:
         runtime = Runtime.build(settings)
@@ -469,11 +627,12 @@ def reconcile(
         bool,
         typer.Option("--send", help="Deliver the re-queued values now instead of by the worker."),
     ] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Read the health fields back from the CRM and re-send every value that differs from
     the database (after an outage, edits by hand, a restored backup). Exit status: 0 done;
     1 a CRM failed a read (the other connections are done); 2 nothing to reconcile."""
-    settings = _settings()
+    settings = _settings(database)
 
     async def run() -> int:
         runtime = Runtime.build(settings)
@@ -596,7 +755,13 @@ def sandbox(
 def demo(
     port: Annotated[int, typer.Option(help="Port of the crm-health service.")] = 8000,
     sandbox_port: Annotated[int, typer.Option(help="Port of the sandbox CRM.")] = 8765,
-    database: Annotated[str, typer.Option(help="SQLite file of the demo.")] = "demo.db",
+    database: Annotated[
+        str,
+        typer.Option(
+            help="SQLite file of the demo, emptied first; other commands read it with "
+            "--database FILE."
+        ),
+    ] = "demo.db",
     accounts: Annotated[
         int, typer.Option(min=1, help="Sample companies to create, each with 180 days of activity.")
     ] = 300,
@@ -621,10 +786,10 @@ def demo(
 
 
 @cli.command("install-link")
-def install_link() -> None:
+def install_link(database: DatabaseOption = None) -> None:
     """Print a single-use link (valid 30 minutes) that installs the HubSpot app into one
     portal; give it to the HubSpot admin who installs."""
-    settings = _settings()
+    settings = _settings(database)
     upgrade_to_head(settings.database_url)
 
     async def run() -> installs.InstallLink:
@@ -652,9 +817,13 @@ keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_a
 cli.add_typer(keys_app, name="keys")
 
 
-def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one committed transaction on a migrated database."""
-    upgrade_to_head(settings.database_url)
+def _with_session(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Run `work` in one committed transaction on a migrated database (`migrate`: brought up
+    to date, created if need be; otherwise checked by _require_database first)."""
+    if migrate:
+        upgrade_to_head(settings.database_url)
 
     async def run() -> T:
         engine = create_engine(settings.database_url)
@@ -680,9 +849,10 @@ def keys_create(
     connection: Annotated[
         str | None, typer.Option(help="Connection the key may access (default: the configured).")
     ] = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Create an API key; it is printed once and never stored in the clear."""
-    settings = _settings()
+    settings = _settings(database)
     try:
         row, key = _with_session(
             settings,
@@ -710,30 +880,68 @@ def keys_list(
     include_revoked: Annotated[
         bool, typer.Option("--revoked", help="Show revoked keys too.")
     ] = False,
+    as_json: JsonOption = False,
+    database: DatabaseOption = None,
 ) -> None:
     """List API keys (never the keys themselves)."""
-    settings = _settings()
+    settings = _settings(database)
+    _require_database(settings)
     rows = _with_session(
-        settings, lambda session: keys.list_keys(session, include_revoked=include_revoked)
+        settings,
+        lambda session: keys.list_keys(session, include_revoked=include_revoked),
+        migrate=False,
     )
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "id": row.id,
+                    "prefix": row.prefix,
+                    "name": row.name,
+                    "role": row.role,
+                    "connection": row.connection,
+                    "created_at": row.created_at,
+                    "last_used_at": row.last_used_at,
+                    "revoked_at": row.revoked_at,
+                }
+                for row in rows
+            ]
+        )
+        return
     if not rows:
         typer.echo("no API keys")
-    for row in rows:
-        used = row.last_used_at.isoformat() if row.last_used_at else "never"
-        revoked = f"\trevoked {row.revoked_at.isoformat()}" if row.revoked_at else ""
-        typer.echo(
-            f"{row.id}\t{row.prefix}...\t{row.name}\t{row.role}\t{row.connection}\t"
-            f"created {row.created_at.isoformat()}\tlast used {used}{revoked}"
-        )
+        return
+    header = ("id", "prefix", "name", "role", "connection", "created", "last used")
+    _echo_table(
+        header + (("revoked",) if include_revoked else ()),
+        [
+            (
+                str(row.id),
+                f"{row.prefix}...",
+                row.name,
+                row.role,
+                row.connection,
+                _when(row.created_at),
+                _when(row.last_used_at, never="never"),
+            )
+            + ((_when(row.revoked_at, never="-"),) if include_revoked else ())
+            for row in rows
+        ],
+        numeric={0},
+    )
 
 
 @keys_app.command("revoke")
 def keys_revoke(
     key: Annotated[str, typer.Argument(help="The key's id or prefix (see keys list).")],
+    database: DatabaseOption = None,
 ) -> None:
     """Revoke an API key at once."""
-    settings = _settings()
-    revoked = _with_session(settings, lambda session: keys.revoke(session, key=key, now=utcnow()))
+    settings = _settings(database)
+    _require_database(settings)
+    revoked = _with_session(
+        settings, lambda session: keys.revoke(session, key=key, now=utcnow()), migrate=False
+    )
     if not revoked:
         typer.echo(f"no active API key with id or prefix {key!r}", err=True)
         raise typer.Exit(1)
@@ -768,11 +976,12 @@ def writeback_retry(
         list[str] | None,
         typer.Option("--account", help="Only this account's CRM record id (repeat for more)."),
     ] = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Queue write-backs again with fresh attempts, due now: failed and failing ones (neither
     flag given: both). Exit status: 0; 1 some --account ids have no write-back (the others
     were queued); 2 the database cannot be used."""
-    settings = _settings()
+    settings = _settings(database)
     _require_database(settings)
     both = not failed and not failing
     name = connection or (settings.connection_name if accounts else None)
@@ -835,6 +1044,7 @@ def import_usage(
             help="Skip columns other than account, at, type, user, feature, kind, id.",
         ),
     ] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Import usage and collaboration rows from a CSV file (streamed; bad rows are reported
     by line and skipped). Exit status: 0 every row imported; 1 some rows had errors (the
@@ -852,7 +1062,7 @@ def import_usage(
     except usage_import.ImportFileError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(2) from None
-    settings = _settings()
+    settings = _settings(database)
     name = connection or settings.connection_name
     progress = Progress("Import", stream=sys.stderr)
 
@@ -925,10 +1135,12 @@ def config_export(
     file: Annotated[
         str, typer.Argument(help="YAML file to write; - writes standard output.", metavar="FILE")
     ],
+    database: DatabaseOption = None,
 ) -> None:
     """Write the configuration in force as YAML (the defaults until a version is stored)."""
-    settings = _settings()
-    document = _with_session(settings, config_service.current_document)
+    settings = _settings(database)
+    _require_database(settings)
+    document = _with_session(settings, config_service.current_document, migrate=False)
     origin = (
         "the defaults (no version stored yet)"
         if document.version_id is None
@@ -963,6 +1175,7 @@ def config_apply(
     author: Annotated[
         str | None, typer.Option(help="Who, for the history (default: the login user).")
     ] = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Validate a YAML configuration, print the changed field paths (old -> new) and store it
     as a new version, which rescores every account. Applying what is in force already stores
@@ -986,7 +1199,7 @@ def config_apply(
             typer.echo(f"{source}: {path}: {message}", err=True)
         typer.echo(f"{source}: {len(exc.errors)} invalid field(s); nothing applied", err=True)
         raise typer.Exit(2) from None
-    settings = _settings()
+    settings = _settings(database)
     try:
         result = _with_session(
             settings,
@@ -1017,6 +1230,24 @@ def config_apply(
             f"stored version {result.stored.version_id} ({result.stored.version}); "
             "a running worker rescores every account"
         )
+
+
+def _unwrap_help(app: typer.Typer) -> None:
+    """Docstrings break lines where the source does; the help re-wraps text to the terminal but
+    keeps those breaks (a command list shows ragged half lines): each paragraph becomes one
+    line. Runs over every command registered above, whoever added it."""
+    for command in app.registered_commands:
+        text = command.help or (inspect.getdoc(command.callback) if command.callback else None)
+        if text:
+            command.help = "\n\n".join(
+                " ".join(paragraph.split()) for paragraph in text.split("\n\n")
+            )
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _unwrap_help(group.typer_instance)
+
+
+_unwrap_help(cli)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shlex
 import signal
 import sys
 import time
@@ -24,10 +25,13 @@ from pathlib import Path
 import httpx
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
+from connector.base import ProvisionReport
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
+from connector.hubspot.fields import GROUP_LABEL
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SEEDED_OWNERS, SandboxState
 from signals.config import HealthConfig
@@ -532,10 +536,7 @@ async def run_demo(
             report = await connector.ensure_fields()
         finally:
             await connector.aclose()
-        print(
-            f"Sandbox CRM at {sandbox_url}: {len(ids)} companies, "
-            f"{len(report.created)} health fields provisioned"
-        )
+        print(f"Sandbox CRM at {sandbox_url}: {len(ids)} companies, {_provisioned(report)}")
         now = datetime.now(UTC)
         events = await _replay(runtime, service_url, companies, ids, now)
         await _rebuild_history(runtime, now=now)
@@ -552,7 +553,13 @@ async def run_demo(
         )
         await _count_alerts(runtime, settings.connection_name, result)
         result.seconds = time.perf_counter() - started
-        print_summary(result, service_url=service_url, sandbox_url=sandbox_url)
+        print_summary(
+            result,
+            service_url=service_url,
+            sandbox_url=sandbox_url,
+            database=shown_database_path(database_url),
+            serving=keep_serving,
+        )
     except BaseException:
         await _stop(service, sandbox, tasks)
         raise
@@ -574,6 +581,26 @@ async def run_demo(
     else:
         await _stop(service, sandbox, tasks)
     return result
+
+
+def _provisioned(report: ProvisionReport) -> str:
+    """What ensure_fields created, as counted by a person: fields, and the group they sit in."""
+    groups = [name for name in report.created if name.startswith("group:")]
+    fields = len(report.created) - len(groups)
+    text = f"{fields} health field{'' if fields == 1 else 's'}"
+    if groups:
+        text += f' and their property group "{GROUP_LABEL}"'
+    return text + " provisioned"
+
+
+def shown_database_path(database_url: str) -> str:
+    """The demo's SQLite file as a person would type it here: relative to the working
+    directory when inside it, else absolute."""
+    path = Path(make_url(database_url).database or "").resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _server(app: Starlette, port: int) -> uvicorn.Server:
@@ -626,7 +653,9 @@ async def _replay(
     itself after each group: every company is scored once on its whole history, as a service
     that had been watching would see it, never on a part of it (which would raise alerts the
     next part takes back)."""
-    progress = Progress(f"Replaying {DAYS} days")
+    # Off a terminal (output to a file), text lines every two seconds instead of the bar: the
+    # replay takes tens of seconds and must not look hung.
+    progress = Progress(f"Replaying {DAYS} days", text_lines=True, interval=2.0)
     began = time.perf_counter()
     sent = done = 0
     group: list[dict[str, object]] = []
@@ -783,7 +812,9 @@ def _print_open_alerts(result: DemoResult) -> None:
     print("total".ljust(width) + "".join(f"  {n:>10}" for n in totals) + f"  {sum(totals):>10}")
 
 
-def print_summary(result: DemoResult, *, service_url: str, sandbox_url: str) -> None:
+def print_summary(
+    result: DemoResult, *, service_url: str, sandbox_url: str, database: str, serving: bool
+) -> None:
     bands = result.bands
     shown = [band for band in (*BANDS, NOT_A_CUSTOMER, "not written") if bands[band]]
     print("\nBands: " + ", ".join(f"{band} {bands[band]}" for band in shown))
@@ -823,14 +854,22 @@ def print_summary(result: DemoResult, *, service_url: str, sandbox_url: str) -> 
     print(f"\nAlerts raised: {total}" + (f" ({rules})" if rules else ""))
     _print_open_alerts(result)
 
-    print(f"\nAdmin page: {service_url}/admin  (sign in with the admin token {DEMO_ADMIN_TOKEN})")
-    print(f"API docs:   {service_url}/docs")
-    print(
-        f"API:        curl -H 'Authorization: Bearer {DEMO_ADMIN_TOKEN}' "
-        f"'{service_url}/api/v1/accounts?band=at_risk'"
-    )
-    print(
-        f"Sandbox:    curl -H 'Authorization: Bearer {DEMO_TOKEN}' '{sandbox_url}"
-        "/crm/v3/objects/companies?properties=name,health_score,health_band,health_drivers'"
-    )
+    # Other commands find the demo's data only when told where it is (see "Where the data
+    # lives" in the README): say so with a command that works as printed.
+    quoted = shlex.quote(database)
+    print(f"\nDatabase:   {database} (SQLite; each demo run starts it afresh)")
+    print(f"            other commands read it with: crm-health status --database {quoted}")
+    if serving:
+        print(f"Admin page: {service_url}/admin  (sign in with the admin token {DEMO_ADMIN_TOKEN})")
+        print(f"API docs:   {service_url}/docs")
+        print(
+            f"API:        curl -H 'Authorization: Bearer {DEMO_ADMIN_TOKEN}' "
+            f"'{service_url}/api/v1/accounts?band=at_risk'"
+        )
+        print(
+            f"Sandbox:    curl -H 'Authorization: Bearer {DEMO_TOKEN}' '{sandbox_url}"
+            "/crm/v3/objects/companies?properties=name,health_score,health_band,health_drivers'"
+        )
+    else:
+        print("Servers:    stopped (--exit); run without --exit to use the admin page and the API")
     print(f"Demo ready in {result.seconds:.1f} s")

@@ -86,10 +86,22 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
-def configure_logging(*, level: str = "info", fmt: str = "json") -> None:
+def resolve_format(fmt: str, stream: TextIO | None = None) -> str:
+    """`auto`: console lines for a person at a terminal, JSON lines for whatever reads a pipe or
+    a file (a log shipper, systemd's journal, a redirect)."""
+    if fmt != "auto":
+        return fmt
+    target = sys.stderr if stream is None else stream
+    try:
+        return "console" if target.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or stand-in stream: nobody is watching
+        return "json"
+
+
+def configure_logging(*, level: str = "info", fmt: str = "auto") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
-        if fmt == "json"
+        if resolve_format(fmt) == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL; a SQLite file in the working directory by default. "
-        "postgresql:// URLs use asyncpg.",
+        "postgresql:// URLs use asyncpg. A command's --database outranks it.",
     )
     public_url: str | None = Field(
         default=None,
@@ -491,8 +491,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
     )
-    log_format: Literal["json", "console"] = Field(
-        default="json", description="JSON lines for log shippers, or console for people."
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="auto: readable console lines on a terminal, JSON lines otherwise (a pipe, "
+        "a file, a service manager); json or console: always that.",
     )
 
     @field_validator("database_url")

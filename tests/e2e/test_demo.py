@@ -19,6 +19,7 @@ from webhooks.demo import (
     NOT_A_CUSTOMER,
     DemoResult,
     fresh_database_url,
+    print_summary,
     run_demo,
     sample_companies,
 )
@@ -186,10 +187,59 @@ def test_summary_names_bands_risks_alerts_and_where_to_look(
     assert "healthy collaborators" in output
     assert "Most at risk, and why:" in output
     assert f"Alerts raised: {sum(result.alerts_by_rule.values())}" in output
-    assert "/admin" in output
-    assert "/docs" in output
-    assert "demo-admin-token" in output
     assert "through POST /ingest/events" in output
+
+
+def test_summary_says_where_the_database_is_and_how_other_commands_read_it(
+    demo: tuple[DemoResult, str],
+) -> None:
+    _, output = demo
+    [line] = [line for line in output.splitlines() if line.startswith("Database:")]
+    assert line.split()[1].endswith("demo.db")
+    assert "crm-health status --database " in output
+
+
+def test_a_demo_that_exits_prints_no_urls_of_stopped_servers(
+    demo: tuple[DemoResult, str],
+) -> None:
+    _, output = demo
+    assert "/admin" not in output
+    assert "demo-admin-token" not in output
+    assert "Servers:    stopped (--exit)" in output
+
+
+def test_a_serving_demo_prints_where_to_look(
+    demo: tuple[DemoResult, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result, _ = demo
+    print_summary(
+        result,
+        service_url="http://127.0.0.1:8000",
+        sandbox_url="http://127.0.0.1:8765",
+        database="demo.db",
+        serving=True,
+    )
+    output = capsys.readouterr().out
+    assert "http://127.0.0.1:8000/admin" in output
+    assert "http://127.0.0.1:8000/docs" in output
+    assert "demo-admin-token" in output
+    assert "crm-health status --database demo.db" in output
+    assert "stopped" not in output
+
+
+def test_the_demo_counts_fields_and_their_group_apart(demo: tuple[DemoResult, str]) -> None:
+    _, output = demo
+    assert f"{len(HEALTH_FIELDS)} health fields and their property group" in output
+
+
+def test_the_replay_writes_progress_lines_when_not_on_a_terminal(
+    demo: tuple[DemoResult, str],
+) -> None:
+    _, output = demo
+    lines = [line for line in output.splitlines() if line.startswith("Replaying 180 days: ")]
+    assert lines, output
+    assert lines[-1].startswith(f"Replaying 180 days: {ACCOUNTS}/{ACCOUNTS} companies")
+    assert "\r" not in output
 
 
 def test_demo_command_takes_its_ports_and_exit_options() -> None:

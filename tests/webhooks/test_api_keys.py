@@ -212,7 +212,11 @@ def test_cli_creates_lists_and_revokes_keys():
     assert key.startswith("chk_")
     assert "not shown again" in created.stderr
     listed = runner.invoke(cli, ["keys", "list"])
-    assert "warehouse\tingest\tdefault" in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split() == [
+        "id", "prefix", "name", "role", "connection", "created", "last", "used",
+    ]  # fmt: skip
+    assert row.split()[2:5] == ["warehouse", "ingest", "default"]
     assert key not in listed.stdout
     revoked = runner.invoke(cli, ["keys", "revoke", key[:12]])
     assert revoked.exit_code == 0

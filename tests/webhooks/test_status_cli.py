@@ -120,8 +120,8 @@ def test_status_on_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path, m
         structlog.configure(**config)
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"database {path} does not exist: check CRM_HEALTH_DATABASE_URL, or create it with "
-        "`crm-health migrate`"
+        f"database {path} does not exist: point --database or CRM_HEALTH_DATABASE_URL at "
+        "yours, or create it with `crm-health migrate`"
     )
     assert not path.exists()
 

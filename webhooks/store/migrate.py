@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,24 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# What Alembic says at INFO on every look at a database, migrating or not ("Context impl
+# SQLiteImpl.", "Will assume non-transactional DDL."): every CLI command would open with it.
+_PREAMBLE = ("Context impl ", "Will assume ")
+
+
+class _QuietPreamble(logging.Filter):
+    """Drops Alembic's per-connection preamble; "Running upgrade A -> B" lines still pass, so
+    the log says when (and only when) the schema actually changes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(_PREAMBLE))
+
+
+def _quiet_alembic() -> None:
+    logger = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _QuietPreamble) for f in logger.filters):
+        logger.addFilter(_QuietPreamble())
 
 
 def alembic_config(database_url: str) -> Config:
@@ -24,6 +43,7 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     """Apply pending migrations. Blocking: call from sync code or through a thread."""
+    _quiet_alembic()
     command.upgrade(alembic_config(database_url), "head")
 
 
@@ -35,5 +55,6 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     def read(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
+    _quiet_alembic()
     async with engine.connect() as connection:
         return await connection.run_sync(read)
