@@ -222,6 +222,12 @@ def unmatched(
                 items, total = await product.list_unmatched(
                     session, connection=connection, limit=limit
                 )
+            if not items and connection is not None:
+                # Nothing waits in a mistyped connection either: say it is unknown instead.
+                await runtime.connections.sync_installed(runtime.sessions)
+                known = {settings.connection_name, *(c.name for c in runtime.connections.all())}
+                if connection not in known:
+                    raise unknown_connection(connection, known)
         finally:
             await runtime.aclose()
         if not items:
@@ -721,7 +727,8 @@ def keys_create(
     """Create an API key; it is printed once and never stored in the clear."""
     settings = _settings()
     if connection is not None:
-        upgrade_to_head(settings.database_url)  # installs are read from the database
+        # Checked before anything is migrated or stored: a refused key leaves no trace. Only
+        # an OAuth app makes this read the database (its installs).
         known = _connection_names(settings)
         if connection not in known:
             # A key for a connection nothing feeds would be refused or see nothing, silently.
@@ -836,6 +843,12 @@ def writeback_retry(
             await runtime.aclose()
 
     result = asyncio.run(run())
+    if name is not None and not (result.failed or result.failing or result.unknown):
+        # Rows stay retryable after their connection left the settings, so the name is
+        # checked only when it matched nothing.
+        known = _connection_names(settings)
+        if name not in known:
+            raise unknown_connection(name, known)
     scope = "every connection" if name is None else f"connection {name}"
     typer.echo(
         f"{result.failed} failed and {result.failing} failing write-back(s) of {scope} queued "
