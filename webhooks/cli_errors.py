@@ -60,10 +60,17 @@ _CREDENTIALS = {
     "dynamics": "CRM_HEALTH_DYNAMICS_TENANT_ID, _CLIENT_ID and _CLIENT_SECRET, and that the "
     "application user exists in the environment",
 }
+# Where each CRM's address is set; token endpoints (clients named "<crm>:<connection>:oauth")
+# have their own.
 _API_BASE = {
     "hubspot": "CRM_HEALTH_HUBSPOT_API_BASE",
     "salesforce": "CRM_HEALTH_SALESFORCE_LOGIN_URL",
     "dynamics": "CRM_HEALTH_DYNAMICS_ORG_URL",
+}
+_TOKEN_BASE = {
+    "hubspot": "CRM_HEALTH_HUBSPOT_API_BASE",
+    "salesforce": "CRM_HEALTH_SALESFORCE_LOGIN_URL",
+    "dynamics": "CRM_HEALTH_DYNAMICS_AUTHORITY",
 }
 _NO_CREDENTIALS_FIX = (
     "set CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (or the Salesforce or Dynamics settings, or "
@@ -183,7 +190,9 @@ def _crm_failure(exc: CRMHTTPError) -> CLIFailure:
             fix=f"run it again in about {minutes} minute(s)",
         )
     if isinstance(exc, CRMRetriesExhausted) and exc.status is None:
-        setting = _API_BASE.get(crm or "", "the connection's API address")
+        client = str(exc).split(": ", 1)[0]
+        addresses = _TOKEN_BASE if client.endswith(":oauth") else _API_BASE
+        setting = addresses.get(crm or "", "the connection's API address")
         return CLIFailure(
             f"cannot reach the CRM: {reason}",
             fix=f"check the network and {setting}, then run it again",

@@ -164,6 +164,20 @@ def test_dns_failures_and_timeouts_say_cannot_reach(transport_error: str) -> Non
     assert "CRM_HEALTH_HUBSPOT_API_BASE" in failure.fix
 
 
+def test_an_unreachable_token_endpoint_names_its_own_setting() -> None:
+    failure = explain(
+        CRMRetriesExhausted(
+            "dynamics:default:oauth: POST /tenant/oauth2/v2.0/token gave up after 1 attempt(s) "
+            "in 0.1s; last status None (ConnectError)",
+            status=None,
+            attempts=1,
+        )
+    )
+
+    assert failure is not None
+    assert "CRM_HEALTH_DYNAMICS_AUTHORITY" in (failure.fix or "")
+
+
 # -- port in use -------------------------------------------------------------------------------
 
 
