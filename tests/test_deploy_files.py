@@ -31,7 +31,8 @@ DOCS = [
     ROOT / "docs" / "scaling.md",
 ]
 # Environment variables with the prefix that are not service settings.
-NOT_SETTINGS = {"CRM_HEALTH_TEST_POSTGRES_URL"}  # the test suite's PostgreSQL server
+# The test suite's PostgreSQL server; the command's --debug (webhooks.cli_errors).
+NOT_SETTINGS = {"CRM_HEALTH_TEST_POSTGRES_URL", "CRM_HEALTH_DEBUG"}
 
 SETTING = re.compile(r"\bCRM_HEALTH_[A-Z0-9_]*[A-Z0-9]\b")
 # `crm-health <command>` at the start of a shell line or of an inline code span.

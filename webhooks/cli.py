@@ -21,23 +21,27 @@ import typer
 import uvicorn
 import yaml
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks import config_service, installs, server, sync_status, usage_import
 from webhooks import reconcile as reconcile_service
-from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
-from webhooks.connections import ConnectionsFileError, check_configuration
+from webhooks.cli_errors import (
+    DEBUG_KEY,
+    ErrorReportingGroup,
+    no_crm_credentials,
+    require_free_port,
+    unknown_connection,
+)
+from webhooks.connections import check_configuration
 from webhooks.demo import fresh_database_url, run_demo
 from webhooks.errors import InvalidConfig, NotConfigured, NotFound, ServiceError
 from webhooks.logging import configure_logging
 from webhooks.pipeline import utcnow
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
-from webhooks.secrets import SecretKeyError
 from webhooks.settings import Settings, normalise_database_url
 from webhooks.store import configs, inbox, keys, product, writeback
 from webhooks.store.db import AsyncSession, create_engine, create_session_factory
@@ -52,6 +56,8 @@ cli = typer.Typer(
     "into the CRM. Configure with CRM_HEALTH_* environment variables.",
     no_args_is_help=True,
     add_completion=False,
+    # Expected failures of every command become one or two lines and an exit status there.
+    cls=ErrorReportingGroup,
 )
 
 
@@ -141,16 +147,22 @@ def describe_database(database_url: str) -> str:
     return url.render_as_string(hide_password=True)
 
 
+@cli.callback()
+def _global_options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of a failure (also CRM_HEALTH_DEBUG=1)."),
+    ] = False,
+) -> None:
+    ctx.meta[DEBUG_KEY] = debug
+
+
 def _settings(database: str | None = None) -> Settings:
-    try:
-        # Given to the constructor, --database outranks the environment variable.
-        settings = (
-            Settings() if database is None else Settings(database_url=database_url_of(database))
-        )
-        check_configuration(settings)
-    except (ValidationError, ConnectionsFileError, ChannelsFileError, SecretKeyError) as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    # An invalid setting or file raises here; cli_errors says which, with exit status 2.
+    # Given to the constructor, --database outranks the environment variable.
+    settings = Settings() if database is None else Settings(database_url=database_url_of(database))
+    check_configuration(settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return settings
 
@@ -163,6 +175,7 @@ def serve(
 ) -> None:
     """Apply pending migrations, then run the API and the worker."""
     settings = _settings(database)
+    require_free_port(host, port, option="--port")
     upgrade_to_head(settings.database_url)
     server.run(create_app(settings), settings, host=host, port=port)
 
@@ -181,6 +194,8 @@ def worker(
 ) -> None:
     """Run only the pipeline worker (scale out by starting several)."""
     settings = _settings(database)
+    if metrics_port is not None:
+        require_free_port("0.0.0.0", metrics_port, option="--metrics-port")  # noqa: S104
 
     async def run() -> None:
         runtime = Runtime.build(settings)
@@ -219,11 +234,7 @@ def provision(database: DatabaseOption = None) -> None:
             await runtime.connections.sync_installed(runtime.sessions)
             writers = runtime.connections.writers()
             if not writers:
-                typer.echo(
-                    "no CRM credentials configured (e.g. CRM_HEALTH_HUBSPOT_ACCESS_TOKEN)",
-                    err=True,
-                )
-                return 1
+                raise no_crm_credentials()
             for name, connector in writers.items():
                 report = await connector.ensure_fields()
                 typer.echo(
@@ -260,8 +271,9 @@ def backfill(
             name = connection or settings.connection_name
             target = runtime.connections.get(name)
             if target is None:
-                typer.echo(f"unknown connection {name!r}", err=True)
-                return 2
+                if connection is None and not runtime.connections.writers():
+                    raise no_crm_credentials()
+                raise unknown_connection(name, runtime.connections.writers())
             report = await run_backfill(
                 sessions=runtime.sessions,
                 connection=target,
@@ -305,6 +317,12 @@ def unmatched(
                 items, total = await product.list_unmatched(
                     session, connection=connection, limit=limit
                 )
+            if not items and connection is not None:
+                # Nothing waits in a mistyped connection either: say it is unknown instead.
+                await runtime.connections.sync_installed(runtime.sessions)
+                known = {settings.connection_name, *(c.name for c in runtime.connections.all())}
+                if connection not in known:
+                    raise unknown_connection(connection, known)
         finally:
             await runtime.aclose()
         if as_json:
@@ -432,7 +450,11 @@ def replay(
     missing = [str(i) for i in wanted or () if i not in found]
     other = [f"{i} ({status})" for i, status in found.items() if status != inbox.DEAD]
     if missing:
-        typer.echo(f"no inbox event with id: {', '.join(missing)}", err=True)
+        typer.echo(
+            f"no inbox event with id: {', '.join(missing)} (`crm-health dead-letters` lists "
+            "the dead letters)",
+            err=True,
+        )
     if other:
         typer.echo(f"not dead letters, left as they are: {', '.join(other)}", err=True)
     raise typer.Exit(1 if missing or other else 0)
@@ -723,6 +745,7 @@ def sandbox(
         raise typer.BadParameter("give both --oauth-client-id and --oauth-client-secret")
     if webhook_url is not None and not webhook_secret:
         raise typer.BadParameter("--webhook-url needs --webhook-secret to sign with")
+    require_free_port(host, port, option="--port")
     configure_logging()
     state = SandboxState(
         database=database,
@@ -772,6 +795,9 @@ def demo(
 ) -> None:
     """Run sandbox CRM + service on SQLite, replay 180 days of sample activity through the API,
     print a summary (bands, the most at-risk companies and why, alerts, URLs), keep serving."""
+    # Both servers bind 127.0.0.1 (webhooks.demo).
+    require_free_port("127.0.0.1", port, option="--port")
+    require_free_port("127.0.0.1", sandbox_port, option="--sandbox-port")
     configure_logging(level="warning", fmt="console")
     asyncio.run(
         run_demo(
@@ -811,6 +837,21 @@ def install_link(database: DatabaseOption = None) -> None:
         raise typer.Exit(2) from None
     typer.echo(link.url)
     typer.echo(f"single use, valid until {link.expires_at.isoformat()}", err=True)
+
+
+def _connection_names(settings: Settings) -> list[str]:
+    """Every connection name a key or an import may use: the settings' own (native events
+    need no CRM), the CRM settings', the connections file's and HubSpot installs."""
+
+    async def run() -> list[str]:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.connections.sync_installed(runtime.sessions)
+            return [item.name for item in runtime.connections.all()]
+        finally:
+            await runtime.aclose()
+
+    return sorted({settings.connection_name, *asyncio.run(run())})
 
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
@@ -853,6 +894,13 @@ def keys_create(
 ) -> None:
     """Create an API key; it is printed once and never stored in the clear."""
     settings = _settings(database)
+    if connection is not None:
+        # Checked before anything is migrated or stored: a refused key leaves no trace. Only
+        # an OAuth app makes this read the database (its installs).
+        known = _connection_names(settings)
+        if connection not in known:
+            # A key for a connection nothing feeds would be refused or see nothing, silently.
+            raise unknown_connection(connection, known)
     try:
         row, key = _with_session(
             settings,
@@ -1002,6 +1050,12 @@ def writeback_retry(
             await runtime.aclose()
 
     result = asyncio.run(run())
+    if name is not None and not (result.failed or result.failing or result.unknown):
+        # Rows stay retryable after their connection left the settings, so the name is
+        # checked only when it matched nothing.
+        known = _connection_names(settings)
+        if name not in known:
+            raise unknown_connection(name, known)
     scope = "every connection" if name is None else f"connection {name}"
     typer.echo(
         f"{result.failed} failed and {result.failing} failing write-back(s) of {scope} queued "
