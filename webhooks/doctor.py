@@ -117,7 +117,7 @@ def _crm_failure(exc: ConnectorError, *, what: str) -> Check:
         return Check(
             name=what,
             status="fail",
-            detail=f"the CRM refused the credentials (401): {_short(exc)}",
+            detail=f"the CRM refused the credentials ({exc.status}): {_short(exc)}",
             action="set a valid token or client credentials for this connection",
         )
     if isinstance(exc, CRMRateLimitPaused):
