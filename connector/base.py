@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from connector.model import NormalisedEvent
 from signals.model import SIGNAL_NAMES, Health
@@ -158,3 +158,14 @@ class CRMConnector(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class FieldsInspector(Protocol):
+    """A connector that can tell, by reading only, which health fields its CRM still lacks:
+    what `crm-health doctor` reports before anyone runs `crm-health provision`."""
+
+    async def missing_health_fields(self) -> list[str]:
+        """The CRM's names of the health fields (and their group or section, where the CRM has
+        one) that do not exist yet; empty when everything is provisioned."""
+        ...

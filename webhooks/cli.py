@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from connector.sandbox.app import create_sandbox_app
 from webhooks import config_service, installs, server, sync_status, usage_import
+from webhooks import doctor as doctor_checks
 from webhooks import reconcile as reconcile_service
 from webhooks.app import create_app
 from webhooks.backfill import run_backfill
@@ -610,6 +611,44 @@ def status(
             typer.echo(line)
         typer.echo(where)
     raise typer.Exit(1 if check and any(map(sync_status.needs_action, report.connections)) else 0)
+
+
+@cli.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Check every CRM connection's setup: credentials, object access (scopes), webhooks,
+    health fields, seats/ARR/renewal mapping, last event and last write-back, each with
+    what to do. Exit status: 0 nothing failed (warnings allowed); 1 a check failed or no
+    connection is configured; 2 the database cannot be read."""
+    settings = _settings(database)
+    _require_database(settings)
+
+    async def run() -> doctor_checks.DoctorReport:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.connections.sync_installed(runtime.sessions)
+            return await doctor_checks.run(
+                runtime.connections.all(), runtime.sessions, now=utcnow()
+            )
+        finally:
+            await runtime.aclose()
+
+    report = asyncio.run(run())
+    if not report.connections:
+        typer.echo(
+            "no CRM connection configured: set e.g. CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (see "
+            "docs/hubspot.md, docs/salesforce.md, docs/dynamics.md)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        for line in doctor_checks.table(report):
+            typer.echo(line)
+    raise typer.Exit(1 if report.failed else 0)
 
 
 @cli.command()

@@ -853,6 +853,15 @@ class DynamicsConnector:
     def _solution_header(self) -> dict[str, str]:
         return {"MSCRM.SolutionUniqueName": self.solution}
 
+    async def missing_health_fields(self) -> list[str]:
+        """The health columns account lacks (one metadata read, no write)."""
+        existing = await self._existing_columns()
+        return [
+            column.logical_name
+            for column in self.fields.columns
+            if column.logical_name not in existing
+        ]
+
     async def _existing_columns(self) -> dict[str, Mapping[str, Any]]:
         """Our columns that exist on account, by logical name. Metadata queries are not paged:
         every custom column comes in one answer."""

@@ -289,6 +289,23 @@ class HubSpotConnector:
         )
         return report
 
+    async def missing_health_fields(self) -> list[str]:
+        """The property group and health properties the portal lacks (two reads, no write)."""
+        groups = json_object(
+            await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"), "property groups"
+        )
+        missing = []
+        if GROUP_NAME not in {group.get("name") for group in groups.get("results", [])}:
+            missing.append(f"group:{GROUP_NAME}")
+        existing = {
+            prop.get("name")
+            for prop in json_object(
+                await self._client.request("GET", _COMPANY_PROPERTIES), "company properties"
+            ).get("results", [])
+        }
+        missing.extend(spec.name for spec in PROPERTIES if spec.name not in existing)
+        return missing
+
     async def _create(self, path: str, definition: dict[str, Any]) -> bool:
         """POST a definition; False when it already exists (409): another process (a second
         replica starting, or `crm-health provision` run meanwhile) created it first."""

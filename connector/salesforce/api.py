@@ -400,7 +400,13 @@ class SalesforceConnector:
         )
         return report
 
-    async def _ensure_custom_fields(self, report: ProvisionReport) -> None:
+    async def missing_health_fields(self) -> list[str]:
+        """The health fields Account lacks (one Tooling API query, no write)."""
+        existing = await self._existing_custom_fields()
+        return [spec.api_name for spec in FIELDS if spec.developer_name not in existing]
+
+    async def _existing_custom_fields(self) -> dict[str, str]:
+        """Our custom fields on Account: their CustomField ids by developer name."""
         names = ", ".join(soql_literal(spec.developer_name) for spec in FIELDS)
         existing: dict[str, str] = {}
         for record in await self._query(
@@ -415,6 +421,10 @@ class SalesforceConnector:
             # A managed package's Health_Score__c is another field (ns__Health_Score__c).
             if record.get("NamespacePrefix") is None:
                 existing[str(record.get("DeveloperName"))] = _record_id(record, "CustomField")
+        return existing
+
+    async def _ensure_custom_fields(self, report: ProvisionReport) -> None:
+        existing = await self._existing_custom_fields()
         for spec in FIELDS:
             field_id = existing.get(spec.developer_name)
             if field_id is None:

@@ -10,6 +10,7 @@ sandbox is a local test tool and never holds real data. The portal's owners
 Control routes: /_sandbox/requests, /faults, /reset (as before), /limits (window_max,
 interval_ms, daily, enforce, latency_ms), /oauth (client_id, client_secret,
 access_token_ttl_seconds, expire_all), /webhooks (+ /webhooks/drain) and /objects/{type}.
+`GET /` describes the sandbox: the paths it answers and the records it holds now.
 """
 
 from __future__ import annotations
@@ -925,57 +926,89 @@ def create_sandbox_app(
     """
     state = state if state is not None else SandboxState()
     routes = _Routes(state)
+    emulated = [
+        Route(f"{ANY_OBJECTS}/{{object_type}}", routes.list_objects, methods=["GET"]),
+        Route(f"{ANY_OBJECTS}/{{object_type}}", routes.create_object, methods=["POST"]),
+        Route(f"{ANY_OBJECTS}/{{object_type}}/batch/read", routes.batch_read, methods=["POST"]),
+        Route(f"{ANY_OBJECTS}/{{object_type}}/batch/update", routes.batch_update, methods=["POST"]),
+        Route(f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}", routes.get_object, methods=["GET"]),
+        Route(
+            f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}",
+            routes.update_object,
+            methods=["PATCH"],
+        ),
+        Route(
+            "/crm/v4/associations/{from_type}/{to_type}/batch/read",
+            routes.batch_read_associations,
+            methods=["POST"],
+        ),
+        Route("/crm/v3/owners", routes.list_owners, methods=["GET"]),
+        Route("/crm/v3/owners/{owner_id}", routes.get_owner, methods=["GET"]),
+        Route(PROPERTIES, routes.list_properties, methods=["GET"]),
+        Route(PROPERTIES, routes.create_property, methods=["POST"]),
+        # Groups before {name}: "groups" is not a property name.
+        Route(f"{PROPERTIES}/groups", routes.list_groups, methods=["GET"]),
+        Route(f"{PROPERTIES}/groups", routes.create_group, methods=["POST"]),
+        Route(f"{PROPERTIES}/groups/{{name}}", routes.get_group, methods=["GET"]),
+        Route(f"{PROPERTIES}/{{name}}", routes.get_property, methods=["GET"]),
+        Route(f"{PROPERTIES}/{{name}}", routes.update_property, methods=["PATCH"]),
+        Route("/_sandbox/requests", routes.read_requests, methods=["GET"]),
+        Route("/_sandbox/requests", routes.clear_requests, methods=["DELETE"]),
+        Route("/_sandbox/faults", routes.read_faults, methods=["GET"]),
+        Route("/_sandbox/faults", routes.set_faults, methods=["POST"]),
+        Route("/_sandbox/faults", routes.clear_faults, methods=["DELETE"]),
+        Route("/_sandbox/reset", routes.reset, methods=["POST"]),
+        Route("/_sandbox/limits", routes.read_limits, methods=["GET"]),
+        Route("/_sandbox/limits", routes.set_limits, methods=["POST"]),
+        Route("/_sandbox/limits", routes.clear_limits, methods=["DELETE"]),
+        Route("/_sandbox/oauth", routes.read_oauth, methods=["GET"]),
+        Route("/_sandbox/oauth", routes.set_oauth, methods=["POST"]),
+        Route("/_sandbox/webhooks", routes.read_webhooks, methods=["GET"]),
+        Route("/_sandbox/webhooks", routes.subscribe_webhooks, methods=["POST"]),
+        Route("/_sandbox/webhooks", routes.unsubscribe_webhooks, methods=["DELETE"]),
+        Route("/_sandbox/webhooks/drain", routes.drain_webhooks, methods=["POST"]),
+        Route("/_sandbox/objects/{object_type}", routes.seed_object, methods=["POST"]),
+        Route("/oauth/authorize", routes.authorize, methods=["GET"]),
+        Route("/oauth/v1/token", routes.token, methods=["POST"]),
+        Route("/oauth/v1/access-tokens/{token}", routes.token_metadata, methods=["GET"]),
+    ]
+
+    async def describe(request: Request) -> Response:
+        # Someone who opens the sandbox's address wants to know what it is and what it holds,
+        # not a 404: the paths it answers and the data it has now.
+        def listed(control: bool) -> list[dict[str, object]]:
+            # One entry per path: each method of a path is a route of its own.
+            methods: dict[str, set[str]] = {}
+            for route in emulated:
+                if route.path.startswith("/_sandbox") == control:
+                    methods.setdefault(route.path, set()).update(route.methods or ())
+            return [
+                {"methods": sorted(verbs - {"HEAD"}), "path": path}
+                for path, verbs in methods.items()
+            ]
+
+        return _json(
+            {
+                "sandbox": "a local HubSpot-compatible CRM for crm-health's demo, benchmarks "
+                "and tests; it never holds real data",
+                "portal_id": state.portal_id,
+                "authentication": "Authorization: Bearer <token> on /crm routes"
+                if access_token is not None
+                else "none",
+                "hubspot_endpoints": listed(control=False),
+                "control_endpoints": listed(control=True),
+                "data": {
+                    "records": {name: len(records) for name, records in state.objects.items()},
+                    "company_properties": len(state.properties),
+                    "owners": [
+                        {"id": owner_id, "email": email} for owner_id, email, *_ in SEEDED_OWNERS
+                    ],
+                },
+            }
+        )
+
     app = Starlette(
-        routes=[
-            Route(f"{ANY_OBJECTS}/{{object_type}}", routes.list_objects, methods=["GET"]),
-            Route(f"{ANY_OBJECTS}/{{object_type}}", routes.create_object, methods=["POST"]),
-            Route(f"{ANY_OBJECTS}/{{object_type}}/batch/read", routes.batch_read, methods=["POST"]),
-            Route(
-                f"{ANY_OBJECTS}/{{object_type}}/batch/update", routes.batch_update, methods=["POST"]
-            ),
-            Route(
-                f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}", routes.get_object, methods=["GET"]
-            ),
-            Route(
-                f"{ANY_OBJECTS}/{{object_type}}/{{object_id}}",
-                routes.update_object,
-                methods=["PATCH"],
-            ),
-            Route(
-                "/crm/v4/associations/{from_type}/{to_type}/batch/read",
-                routes.batch_read_associations,
-                methods=["POST"],
-            ),
-            Route("/crm/v3/owners", routes.list_owners, methods=["GET"]),
-            Route("/crm/v3/owners/{owner_id}", routes.get_owner, methods=["GET"]),
-            Route(PROPERTIES, routes.list_properties, methods=["GET"]),
-            Route(PROPERTIES, routes.create_property, methods=["POST"]),
-            # Groups before {name}: "groups" is not a property name.
-            Route(f"{PROPERTIES}/groups", routes.list_groups, methods=["GET"]),
-            Route(f"{PROPERTIES}/groups", routes.create_group, methods=["POST"]),
-            Route(f"{PROPERTIES}/groups/{{name}}", routes.get_group, methods=["GET"]),
-            Route(f"{PROPERTIES}/{{name}}", routes.get_property, methods=["GET"]),
-            Route(f"{PROPERTIES}/{{name}}", routes.update_property, methods=["PATCH"]),
-            Route("/_sandbox/requests", routes.read_requests, methods=["GET"]),
-            Route("/_sandbox/requests", routes.clear_requests, methods=["DELETE"]),
-            Route("/_sandbox/faults", routes.read_faults, methods=["GET"]),
-            Route("/_sandbox/faults", routes.set_faults, methods=["POST"]),
-            Route("/_sandbox/faults", routes.clear_faults, methods=["DELETE"]),
-            Route("/_sandbox/reset", routes.reset, methods=["POST"]),
-            Route("/_sandbox/limits", routes.read_limits, methods=["GET"]),
-            Route("/_sandbox/limits", routes.set_limits, methods=["POST"]),
-            Route("/_sandbox/limits", routes.clear_limits, methods=["DELETE"]),
-            Route("/_sandbox/oauth", routes.read_oauth, methods=["GET"]),
-            Route("/_sandbox/oauth", routes.set_oauth, methods=["POST"]),
-            Route("/_sandbox/webhooks", routes.read_webhooks, methods=["GET"]),
-            Route("/_sandbox/webhooks", routes.subscribe_webhooks, methods=["POST"]),
-            Route("/_sandbox/webhooks", routes.unsubscribe_webhooks, methods=["DELETE"]),
-            Route("/_sandbox/webhooks/drain", routes.drain_webhooks, methods=["POST"]),
-            Route("/_sandbox/objects/{object_type}", routes.seed_object, methods=["POST"]),
-            Route("/oauth/authorize", routes.authorize, methods=["GET"]),
-            Route("/oauth/v1/token", routes.token, methods=["POST"]),
-            Route("/oauth/v1/access-tokens/{token}", routes.token_metadata, methods=["GET"]),
-        ],
+        routes=[Route("/", describe, methods=["GET"]), *emulated],
         middleware=[Middleware(_CrmGateway, state=state, access_token=access_token)],
         exception_handlers={ApiError: _api_error_handler, HTTPException: _http_error_handler},
     )

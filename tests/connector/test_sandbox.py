@@ -919,3 +919,20 @@ async def test_a_company_can_be_assigned_to_a_seeded_owner(
         f"/crm/v3/objects/companies/{company}", params={"properties": "hubspot_owner_id"}
     )
     assert answer.json()["properties"]["hubspot_owner_id"] == SEEDED_OWNERS[1][0]
+
+
+async def test_the_root_lists_what_the_sandbox_emulates_and_holds(
+    state: SandboxState, client: httpx.AsyncClient
+) -> None:
+    state.create_company({"name": "Acme"})
+    response = await client.get("/")
+    assert response.status_code == 200
+    body = response.json()
+    hubspot = {item["path"]: item["methods"] for item in body["hubspot_endpoints"]}
+    assert hubspot["/crm/v3/objects/{object_type}"] == ["GET", "POST"]
+    assert "/crm/v3/properties/companies" in hubspot
+    assert all(not path.startswith("/_sandbox") for path in hubspot)
+    assert "/_sandbox/faults" in {item["path"] for item in body["control_endpoints"]}
+    assert body["data"]["records"]["companies"] == 1
+    assert [owner["id"] for owner in body["data"]["owners"]] == [o[0] for o in SEEDED_OWNERS]
+    assert body["authentication"] == "none"

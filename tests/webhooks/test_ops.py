@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness, and the service's root sending a browser to the admin page."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from webhooks.app import create_app
 async def test_healthz_answers_while_the_process_lives(service) -> None:
     response = await service.client.get("/healthz")
     assert response.json() == {"status": "ok"}
+
+
+async def test_the_root_redirects_to_the_admin_page(service) -> None:
+    response = await service.client.get("/")
+    assert response.status_code == 307
+    assert response.headers["location"] == "/admin"
 
 
 async def test_readyz_is_ready_on_a_migrated_database(service) -> None:

@@ -1,9 +1,10 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics, and `/` sending a browser to
+the admin page."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
@@ -11,6 +12,12 @@ from webhooks.deps import RuntimeDep
 from webhooks.store.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    # Someone who opens the service's address in a browser wants the admin page, not a 404.
+    return RedirectResponse("/admin", status_code=307)
 
 
 @router.get("/healthz", summary="The process is alive")

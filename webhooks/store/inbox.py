@@ -354,3 +354,17 @@ async def statuses(session: AsyncSession, *, event_ids: Sequence[int]) -> dict[i
         select(InboxEvent.id, InboxEvent.status).where(InboxEvent.id.in_(event_ids))
     )
     return {row[0]: row[1] for row in rows}
+
+
+async def last_received(
+    session: AsyncSession, *, connection: str, sources: Sequence[str]
+) -> datetime | None:
+    """When the newest event of these sources reached this connection's inbox (None: none is
+    there; retention may have pruned settled ones). A diagnostic read: it scans the
+    connection's rows, so it is for `crm-health doctor`, not for a hot path."""
+    # max() keeps the column's type, so the value comes back as an aware UTC datetime.
+    return await session.scalar(
+        select(func.max(InboxEvent.received_at)).where(
+            InboxEvent.connection == connection, InboxEvent.source.in_(sources)
+        )
+    )

@@ -471,3 +471,11 @@ async def test_a_column_created_meanwhile_by_another_run_counts_as_unchanged(
     assert "cr123_healthdrivers" in report.unchanged
     assert "cr123_healthdrivers" not in report.created
     assert len(report.created) == len(HEALTH_FIELDS) - 1
+
+
+async def test_missing_health_fields_reads_without_writing(connector, environment) -> None:
+    assert await connector.missing_health_fields() == list(LOGICAL_NAMES.values())
+    await connector.ensure_fields()
+    environment.calls.clear()
+    assert await connector.missing_health_fields() == []
+    assert environment.writes() == []

@@ -558,3 +558,11 @@ async def test_another_refusal_of_a_create_is_raised(org, connector) -> None:
     with pytest.raises(CRMRequestRejected) as caught:
         await connector.ensure_fields()
     assert "FIELD_INTEGRITY_EXCEPTION" in caught.value.body
+
+
+async def test_missing_health_fields_reads_without_writing(org, connector) -> None:
+    assert await connector.missing_health_fields() == FIELD_NAMES
+    await connector.ensure_fields()
+    writes = len(org.writes)
+    assert await connector.missing_health_fields() == []
+    assert org.writes[writes:] == []
