@@ -482,12 +482,8 @@ def _require_database(settings: Settings) -> None:
         finally:
             await engine.dispose()
 
-    try:
-        current = asyncio.run(revision())
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        typer.echo(f"cannot read the database: {reason}"[:300], err=True)
-        raise typer.Exit(2) from None
+    # A database that cannot be reached or read fails here; cli_errors says what and what to do.
+    current = asyncio.run(revision())
     head = head_revision()
     if current != head:
         state = "has no schema yet" if current is None else f"is at revision {current}"
