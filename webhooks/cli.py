@@ -110,6 +110,25 @@ def _echo_json(rows: list[dict[str, Any]]) -> None:
     typer.echo(json.dumps(rows, indent=2, default=_json_value, ensure_ascii=False))
 
 
+def _echo_list(
+    *,
+    as_json: bool,
+    records: list[dict[str, Any]],
+    empty: str,
+    header: tuple[str, ...],
+    cells: list[tuple[str, ...]],
+    numeric: Collection[int] = (),
+) -> None:
+    """A list command's output: its records as JSON (for scripts), or `empty` when there are
+    none, or a table under `header` (one row of `cells` per record)."""
+    if as_json:
+        _echo_json(records)
+    elif not cells:
+        typer.echo(empty)
+    else:
+        _echo_table(header, cells, numeric=numeric)
+
+
 def _json_value(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -326,27 +345,22 @@ def unmatched(
                     raise unknown_connection(connection, known)
         finally:
             await runtime.aclose()
-        if as_json:
-            _echo_json(
-                [
-                    {
-                        "connection": item.connection,
-                        "kind": item.key.partition(":")[0],
-                        "id": item.key.partition(":")[2],
-                        "events": item.events,
-                        "last_received_at": item.last_received_at,
-                        "reason": item.reason,
-                    }
-                    for item in items
-                ]
-            )
-            return
-        if not items:
-            typer.echo("no events wait for an account")
-            return
-        _echo_table(
-            ("connection", "kind", "id", "events", "last received", "reason"),
-            [
+        _echo_list(
+            as_json=as_json,
+            records=[
+                {
+                    "connection": item.connection,
+                    "kind": item.key.partition(":")[0],
+                    "id": item.key.partition(":")[2],
+                    "events": item.events,
+                    "last_received_at": item.last_received_at,
+                    "reason": item.reason,
+                }
+                for item in items
+            ],
+            empty="no events wait for an account",
+            header=("connection", "kind", "id", "events", "last received", "reason"),
+            cells=[
                 (
                     item.connection,
                     item.key.partition(":")[0],
@@ -359,7 +373,7 @@ def unmatched(
             ],
             numeric={3},
         )
-        if total > len(items):
+        if not as_json and total > len(items):
             typer.echo(f"... {total - len(items)} more (--limit)")
 
     asyncio.run(run())
@@ -382,27 +396,22 @@ def dead_letters(
                 rows = await inbox.dead_letters(session, limit=limit)
         finally:
             await runtime.aclose()
-        if as_json:
-            _echo_json(
-                [
-                    {
-                        "id": row.id,
-                        "source": row.source,
-                        "connection": row.connection,
-                        "kind": row.kind,
-                        "attempts": row.attempts,
-                        "last_error": row.last_error,
-                    }
-                    for row in rows
-                ]
-            )
-            return
-        if not rows:
-            typer.echo("no dead letters")
-            return
-        _echo_table(
-            ("id", "source", "connection", "kind", "attempts", "error"),
-            [
+        _echo_list(
+            as_json=as_json,
+            records=[
+                {
+                    "id": row.id,
+                    "source": row.source,
+                    "connection": row.connection,
+                    "kind": row.kind,
+                    "attempts": row.attempts,
+                    "last_error": row.last_error,
+                }
+                for row in rows
+            ],
+            empty="no dead letters",
+            header=("id", "source", "connection", "kind", "attempts", "error"),
+            cells=[
                 (
                     str(row.id),
                     row.source,
@@ -974,30 +983,25 @@ def keys_list(
         lambda session: keys.list_keys(session, include_revoked=include_revoked),
         migrate=False,
     )
-    if as_json:
-        _echo_json(
-            [
-                {
-                    "id": row.id,
-                    "prefix": row.prefix,
-                    "name": row.name,
-                    "role": row.role,
-                    "connection": row.connection,
-                    "created_at": row.created_at,
-                    "last_used_at": row.last_used_at,
-                    "revoked_at": row.revoked_at,
-                }
-                for row in rows
-            ]
-        )
-        return
-    if not rows:
-        typer.echo("no API keys")
-        return
     header = ("id", "prefix", "name", "role", "connection", "created", "last used")
-    _echo_table(
-        header + (("revoked",) if include_revoked else ()),
-        [
+    _echo_list(
+        as_json=as_json,
+        records=[
+            {
+                "id": row.id,
+                "prefix": row.prefix,
+                "name": row.name,
+                "role": row.role,
+                "connection": row.connection,
+                "created_at": row.created_at,
+                "last_used_at": row.last_used_at,
+                "revoked_at": row.revoked_at,
+            }
+            for row in rows
+        ],
+        empty="no API keys",
+        header=header + (("revoked",) if include_revoked else ()),
+        cells=[
             (
                 str(row.id),
                 f"{row.prefix}...",
