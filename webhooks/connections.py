@@ -34,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from connector.base import CRMConnector
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.hubspot.api import DEFAULT_API_BASE, HubSpotConnector
-from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE, CompanyPropertyMap
+from connector.hubspot.backfill import CompanyPropertyMap
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.model import CollaborationKind
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
 from webhooks import connections_dynamics, connections_salesforce

@@ -21,7 +21,7 @@ from connector.dynamics.auth import DynamicsAuth, EntraClientCredentials
 from connector.dynamics.events import DynamicsMapping
 from connector.dynamics.limits import DynamicsLimits
 from connector.http import RateLimit, RetryingClient, RetryPolicy
-from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from webhooks.connection_entry import CRMEntry, EntryConfigError
 from webhooks.settings import Settings
 

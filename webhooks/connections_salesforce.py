@@ -22,7 +22,7 @@ from pydantic import (
 
 from connector.base import CRMConnector
 from connector.http import RateLimit, RetryingClient, RetryPolicy
-from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.salesforce.api import DEFAULT_API_VERSION, SalesforceConnector
 from connector.salesforce.auth import (
     LOGIN_URL,

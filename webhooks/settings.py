@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.hubspot.backfill import DEFAULT_EXECUTIVE_TITLE
 from connector.hubspot.oauth import DEFAULT_AUTHORIZE_URL, DEFAULT_SCOPES
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.model import CollaborationKind
 from connector.salesforce.api import DEFAULT_API_VERSION
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch

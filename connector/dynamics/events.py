@@ -29,8 +29,8 @@ from typing import Any, Final, Literal
 
 from connector import bounds
 from connector.errors import PayloadError, SignatureError
-from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.jsonparse import check_limits
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern, website_domain
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -41,7 +41,6 @@ from connector.model import (
     Ticket,
     TicketPriority,
 )
-from connector.salesforce.events import website_domain
 
 __all__ = [
     "DEFAULT_INCIDENT_PRIORITIES",

@@ -24,7 +24,6 @@ from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.hubspot.backfill import (
     BACKFILL_OBJECTS,
-    DEFAULT_EXECUTIVE_TITLE,
     DEFAULT_PROPERTY_MAP,
     CompanyPropertyMap,
     json_object,
@@ -39,6 +38,7 @@ from connector.hubspot.hydrate import (
     hydrate,
 )
 from connector.hubspot.ratelimit import HubSpotLimits
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.model import NormalisedEvent
 
 DEFAULT_API_BASE = "https://api.hubapi.com"

@@ -18,20 +18,18 @@ from connector.errors import PayloadError
 from connector.http import RetryingClient
 from connector.hubspot.records import (
     CUSTOMER_BOOKED_MEETING_SOURCES,
-    DEFAULT_EXECUTIVE_TITLE,
     DEFAULT_PROPERTY_MAP,
     CompanyPropertyMap,
     Record,
-    compile_title_pattern,
     json_object,
     mapping_for,
 )
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.model import NormalisedEvent
 
 __all__ = [
     "BACKFILL_OBJECTS",
     "CUSTOMER_BOOKED_MEETING_SOURCES",
-    "DEFAULT_EXECUTIVE_TITLE",
     "DEFAULT_PROPERTY_MAP",
     "PAGE_SIZE_MAX",
     "BackfillPage",

@@ -23,7 +23,6 @@ from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
 from connector.hubspot.events import HubSpotEvent
 from connector.hubspot.records import (
-    DEFAULT_EXECUTIVE_TITLE,
     DEFAULT_PROPERTY_MAP,
     DEFAULT_RENEWALS,
     ENGAGEMENT_OBJECTS,
@@ -31,11 +30,11 @@ from connector.hubspot.records import (
     ObjectMapping,
     Record,
     RenewalDeals,
-    compile_title_pattern,
     json_object,
     mapping_for,
     record_id,
 )
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.model import AccountAttributes, AccountDeleted, ContactUpsert, NormalisedEvent
 
 log = structlog.get_logger(__name__)

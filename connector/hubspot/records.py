@@ -29,13 +29,6 @@ from connector.model import (
 
 log = structlog.get_logger(__name__)
 
-# Job titles that put a contact in the executive suite (matched case-insensitively, anywhere in
-# the title). "Product Owner" is a delivery role, not an owner of the business.
-DEFAULT_EXECUTIVE_TITLE = (
-    r"\b(?:chief|c[eftoimr]o|[se]?vp|vice[\s-]*president|president|founder"
-    r"|(?<!product )owner|head\s+of|director)\b"
-)
-
 # hs_meeting_source values of meetings the invitee booked through a HubSpot meetings link (the
 # public booking page or the embedded widget): the customer reached out, not us.
 CUSTOMER_BOOKED_MEETING_SOURCES: frozenset[str] = frozenset(
@@ -151,14 +144,6 @@ class ObjectMapping:
     properties: tuple[str, ...]
     associations: tuple[str, ...]
     to_events: Callable[[Record], list[tuple[str, NormalisedEvent]]]
-
-
-def compile_title_pattern(executive_title: str) -> re.Pattern[str]:
-    """The executive-title pattern, compiled; ValueError naming it when it is not a regex."""
-    try:
-        return re.compile(executive_title, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"executive_title is not a valid regular expression: {exc}") from None
 
 
 def mapping_for(

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Final
-from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element, ParseError
 from xml.sax.saxutils import escape
 
@@ -27,8 +26,8 @@ from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
 
 from connector import bounds
 from connector.errors import PayloadError
-from connector.hubspot.records import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern
 from connector.jsonparse import MAX_DEPTH
+from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern, website_domain
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -412,18 +411,6 @@ class SalesforceMapping:
 
 
 DEFAULT_MAPPING: Final = SalesforceMapping()
-
-
-def website_domain(website: str | None) -> str | None:
-    """The bare host of an Account's Website ("https://www.acme.com/x" -> "acme.com")."""
-    text = (website or "").strip()
-    if not text:
-        return None
-    try:
-        host = urlsplit(text if "//" in text else f"//{text}").hostname
-    except ValueError:
-        return None
-    return (host or "").removeprefix("www.") or None
 
 
 class _Fields:
