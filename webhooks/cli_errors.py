@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from typer._click import Context
 from typer.core import TyperGroup
 
+from connector.crm import CRMSpec
 from connector.errors import (
     CRMAuthError,
     CRMHTTPError,
@@ -37,6 +38,7 @@ from connector.errors import (
     CRMRequestRejected,
     CRMRetriesExhausted,
 )
+from connector.registry import CRMS
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.connections import ConnectionsFileError
 from webhooks.errors import NotConfigured, ServiceError
@@ -51,27 +53,6 @@ DEBUG_ENV = "CRM_HEALTH_DEBUG"
 # A line the reader can take in at once; database drivers can put a whole query in a message.
 _REASON_LIMIT = 240
 
-# Where each CRM's credentials are set, for the "what to do" line.
-_CREDENTIALS = {
-    "hubspot": "CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (a private app token with the crm.objects and "
-    "crm.schemas scopes)",
-    "salesforce": "the CRM_HEALTH_SALESFORCE_* credentials (client id, username, private key "
-    "or client secret) and that the connected app is approved for the user",
-    "dynamics": "CRM_HEALTH_DYNAMICS_TENANT_ID, _CLIENT_ID and _CLIENT_SECRET, and that the "
-    "application user exists in the environment",
-}
-# Where each CRM's address is set; token endpoints (clients named "<crm>:<connection>:oauth")
-# have their own.
-_API_BASE = {
-    "hubspot": "CRM_HEALTH_HUBSPOT_API_BASE",
-    "salesforce": "CRM_HEALTH_SALESFORCE_LOGIN_URL",
-    "dynamics": "CRM_HEALTH_DYNAMICS_ORG_URL",
-}
-_TOKEN_BASE = {
-    "hubspot": "CRM_HEALTH_HUBSPOT_API_BASE",
-    "salesforce": "CRM_HEALTH_SALESFORCE_LOGIN_URL",
-    "dynamics": "CRM_HEALTH_DYNAMICS_AUTHORITY",
-}
 _NO_CREDENTIALS_FIX = (
     "set CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (or the Salesforce or Dynamics settings, or "
     "CRM_HEALTH_CONNECTIONS_FILE); see docs/hubspot.md"
@@ -160,17 +141,13 @@ def _first_line(exc: BaseException) -> str:
     return line if len(line) <= _REASON_LIMIT else line[: _REASON_LIMIT - 3] + "..."
 
 
-def _crm_of(exc: CRMHTTPError) -> str | None:
+def _crm_of(exc: CRMHTTPError) -> CRMSpec | None:
     """The CRM a connector error is about: its client's name leads the message
     ("hubspot:default: GET ..."); the token endpoints name the identity provider."""
     text = str(exc)
-    for crm in _CREDENTIALS:
-        if text.startswith(f"{crm}:"):
-            return crm
-    if text.startswith("Salesforce token"):
-        return "salesforce"
-    if text.startswith("Entra ID token"):
-        return "dynamics"
+    for spec in CRMS.values():
+        if text.startswith(f"{spec.name}:") or text.startswith(spec.hints.auth_error_prefixes):
+            return spec
     return None
 
 
@@ -178,7 +155,7 @@ def _crm_failure(exc: CRMHTTPError) -> CLIFailure:
     crm = _crm_of(exc)
     reason = _first_line(exc)
     if isinstance(exc, CRMAuthError):
-        where = _CREDENTIALS.get(crm or "", "the connection's credentials")
+        where = "the connection's credentials" if crm is None else crm.hints.credentials
         return CLIFailure(
             f"the CRM refused the credentials: {reason}",
             fix=f"check {where}; in a connections file, that entry's credentials",
@@ -191,8 +168,10 @@ def _crm_failure(exc: CRMHTTPError) -> CLIFailure:
         )
     if isinstance(exc, CRMRetriesExhausted) and exc.status is None:
         client = str(exc).split(": ", 1)[0]
-        addresses = _TOKEN_BASE if client.endswith(":oauth") else _API_BASE
-        setting = addresses.get(crm or "", "the connection's API address")
+        setting = "the connection's API address"
+        if crm is not None:
+            oauth = client.endswith(":oauth")
+            setting = crm.hints.auth_base_setting if oauth else crm.hints.api_base_setting
         return CLIFailure(
             f"cannot reach the CRM: {reason}",
             fix=f"check the network and {setting}, then run it again",

@@ -17,32 +17,32 @@ CRM_HEALTH_SEGMENT_* settings for the settings connection).
 
 from __future__ import annotations
 
+import functools
 import hmac
-import os
-import re
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import structlog
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from connector.base import CRMConnector
-from connector.http import RateLimit, RetryingClient, RetryPolicy
-from connector.hubspot.api import DEFAULT_API_BASE, HubSpotConnector
-from connector.hubspot.backfill import CompanyPropertyMap
+from connector.crm import CRMEntry, CRMInbound, EntryConfigError
+from connector.dynamics.connection import DynamicsInbound
+from connector.http import RetryingClient
+from connector.hubspot.connection import FileHubSpot, HubSpotInbound
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
-from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.model import CollaborationKind
+from connector.registry import CRMS
+from connector.salesforce.connection import SalesforceInbound
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
-from webhooks import connections_dynamics, connections_salesforce
-from webhooks.alerts.channels.config import ChannelsFileError, check_channels
-from webhooks.connections_dynamics import DynamicsConfigError, DynamicsInbound, FileDynamics
-from webhooks.connections_salesforce import FileSalesforce, SalesforceConfigError, SalesforceInbound
+from webhooks import envref
+from webhooks.alerts.channels.config import check_channels
 from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
 from webhooks.store import installs
@@ -51,7 +51,6 @@ from webhooks.store.db import SessionFactory
 log = structlog.get_logger(__name__)
 
 OAUTH_CALLBACK_PATH = "/oauth/hubspot/callback"
-HUBSPOT_RECORD_URL = "https://app.hubspot.com/contacts/{portal}/record/0-2/{record}"
 
 
 class ConnectionsFileError(ValueError):
@@ -61,31 +60,44 @@ class ConnectionsFileError(ValueError):
 @dataclass(frozen=True, kw_only=True)
 class Connection:
     name: str
+    # The CRM's registry name (connector.registry.CRMS), the tag of `crm_settings`.
     crm: str
-    # Verifies inbound webhooks; None means this connection cannot accept them yet.
+    # Verifies webhooks signed app-wide (HubSpot's app secret); the other CRMs keep their
+    # webhook credential in `crm_settings`.
     webhook_secret: str | None
     # Writes health back and reads records; None means no CRM credentials are configured.
     connector: CRMConnector | None
-    # The HubSpot portal whose events this connection takes; None takes any unclaimed portal.
-    portal_id: int | None = None
     origin: Literal["settings", "file", "installed"] = "settings"
-    # Salesforce only: what its Outbound Messages are checked against, and how records map.
-    salesforce: SalesforceInbound | None = None
-    # Dynamics 365 only: the credential its webhooks carry, and how records map.
-    dynamics: DynamicsInbound | None = None
-    # HubSpot only: v1/v2 signatures (no timestamp, no URL in v1) are accepted for this
-    # connection's events; off unless the operator opts in, so v3 is all that counts.
-    accept_legacy_signatures: bool = False
+    # The CRM's own settings of this connection (HubSpotInbound, SalesforceInbound, ...). None
+    # only for connections made by hand, which then act with their CRM's defaults.
+    crm_settings: CRMInbound | None = None
 
     def record_url(self, record_id: str) -> str | None:
         """A link to the record in the CRM, when the CRM's address for it is known."""
-        if self.crm == "hubspot" and self.portal_id is not None:
-            return HUBSPOT_RECORD_URL.format(portal=self.portal_id, record=record_id)
-        if self.salesforce is not None:
-            return self.salesforce.record_url(record_id)
-        if self.dynamics is not None:
-            return self.dynamics.record_url(record_id)
-        return None
+        return None if self.crm_settings is None else self.crm_settings.record_url(record_id)
+
+    # The worker's decoders read these until they decode through the registry.
+    @property
+    def salesforce(self) -> SalesforceInbound | None:
+        settings = self.crm_settings
+        return settings if isinstance(settings, SalesforceInbound) else None
+
+    @property
+    def dynamics(self) -> DynamicsInbound | None:
+        settings = self.crm_settings
+        return settings if isinstance(settings, DynamicsInbound) else None
+
+    def webhooks_accepted(self) -> bool:
+        """Whether the credential inbound webhooks are checked against is set."""
+        if self.crm_settings is None:
+            return self.webhook_secret is not None
+        return self.crm_settings.accepts_webhooks(self.webhook_secret)
+
+
+def _hubspot(connection: Connection) -> HubSpotInbound:
+    """A HubSpot connection's portal and signature options (the defaults when made by hand)."""
+    settings = connection.crm_settings
+    return settings if isinstance(settings, HubSpotInbound) else HubSpotInbound()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,10 +168,10 @@ class ConnectionRegistry:
         candidates = [
             c for c in self._by_name.values() if c.crm == "hubspot" and c.webhook_secret == secret
         ]
-        pinned = [c for c in candidates if c.portal_id == portal_id]
+        pinned = [c for c in candidates if _hubspot(c).portal_id == portal_id]
         if pinned:
             return pinned[0]
-        unpinned = [c for c in candidates if c.portal_id is None]
+        unpinned = [c for c in candidates if _hubspot(c).portal_id is None]
         return unpinned[0] if len(unpinned) == 1 else None
 
     def is_hubspot_app_secret(self, secret: str) -> bool:
@@ -170,7 +182,7 @@ class ConnectionRegistry:
         """The portal ids of the connections `secret` verifies (None: any portal), for logs."""
         return sorted(
             (
-                c.portal_id
+                _hubspot(c).portal_id
                 for c in self._by_name.values()
                 if c.crm == "hubspot" and c.webhook_secret == secret
             ),
@@ -183,10 +195,22 @@ class ConnectionRegistry:
         if self.is_hubspot_app_secret(secret) and self._hubspot_app_accepts_legacy:
             return True
         return any(
-            c.accept_legacy_signatures
+            _hubspot(c).accept_legacy_signatures
             for c in self._by_name.values()
             if c.crm == "hubspot" and c.webhook_secret == secret
         )
+
+    def hubspot_pinned(self, portal_id: int) -> list[Connection]:
+        """The HubSpot connections of the settings or the file pinned to `portal_id`."""
+        return [
+            c
+            for c in self._by_name.values()
+            if c.crm == "hubspot" and _hubspot(c).portal_id == portal_id and c.origin != "installed"
+        ]
+
+    def accepts_legacy(self, connection: Connection) -> bool:
+        """Whether `connection` opted in to v1/v2 HubSpot signatures."""
+        return _hubspot(connection).accept_legacy_signatures
 
     @property
     def hubspot_app_accepts_legacy(self) -> bool:
@@ -255,29 +279,22 @@ class ConnectionRegistry:
             await connector.aclose()
 
 
-# --- building connectors ----------------------------------------------------------------------
+# --- building connections ---------------------------------------------------------------------
 
 
-def _policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.crm_retry_max_attempts,
-        max_elapsed_seconds=settings.crm_retry_max_seconds,
-    )
-
-
-def _rate_limit(requests_per_second: float) -> RateLimit:
-    return RateLimit(
-        requests_per_second=requests_per_second, burst=max(1, int(requests_per_second))
-    )
-
-
-def settings_property_map(settings: Settings) -> CompanyPropertyMap:
-    return CompanyPropertyMap(
-        seats=settings.hubspot_seats_property,
-        arr=settings.hubspot_arr_property,
-        renewal_date=settings.hubspot_renewal_date_property,
-        segment=settings.hubspot_segment_property,
-    )
+def settings_values(settings: Settings, crm: str) -> dict[str, Any]:
+    """The settings a CRM's entry reads, as a plain mapping: its own (`<crm>_*`, without the
+    prefix) with the default connection name and the public URL."""
+    prefix = f"{crm}_"
+    return {
+        "default_connection_name": settings.connection_name,
+        "public_url": settings.public_url,
+        **{
+            name.removeprefix(prefix): value
+            for name, value in settings.model_dump().items()
+            if name.startswith(prefix)
+        },
+    }
 
 
 def oauth_app(settings: Settings) -> OAuthApp | None:
@@ -319,7 +336,7 @@ class Installer:
         return RetryingClient(
             base_url=self.settings.hubspot_api_base,
             name="hubspot:oauth",
-            policy=_policy(self.settings),
+            policy=self.settings.retry_policy(),
             transport=self.transport,
         )
 
@@ -346,40 +363,59 @@ class Installer:
             on_refresh=save_refreshed,
             refresh_margin_seconds=self.settings.hubspot_token_refresh_margin_seconds,
         )
-        connector = HubSpotConnector.create(
-            connection=name,
+        # The settings' HubSpot options, for the installed portal, signed by the app's secret.
+        entry = FileHubSpot.from_settings(settings_values(self.settings, "hubspot")).model_copy(
+            update={
+                "name": name,
+                "portal_id": tokens.portal_id,
+                "client_secret": SecretStr(self.app.client_secret),
+            }
+        )
+        inbound, connector = entry.build(
+            policy=self.settings.retry_policy(),
+            transport=self.transport,
             auth=OAuthBearer(source),
             closing=source.aclose,
-            api_base=self.settings.hubspot_api_base,
-            policy=_policy(self.settings),
-            rate_limit=_rate_limit(self.settings.hubspot_requests_per_second),
-            transport=self.transport,
-            properties=settings_property_map(self.settings),
-            executive_title=self.settings.hubspot_executive_title_pattern,
         )
         return Connection(
             name=name,
             crm="hubspot",
             webhook_secret=self.app.client_secret,
             connector=connector,
-            portal_id=tokens.portal_id,
             origin="installed",
-            accept_legacy_signatures=self.settings.hubspot_accept_legacy_signatures,
+            crm_settings=inbound,
         )
 
 
+def _entry_connection(
+    entry: CRMEntry,
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    origin: Literal["settings", "file"],
+) -> Connection:
+    """The connection an entry (of the settings or the file) makes, whatever its CRM."""
+    inbound, connector = entry.build(policy=settings.retry_policy(), transport=transport)
+    return Connection(
+        name=entry.name,
+        crm=inbound.crm,
+        webhook_secret=entry.signing_secret(),
+        connector=connector,
+        origin=origin,
+        crm_settings=inbound,
+    )
+
+
+def _settings_entries(settings: Settings) -> Iterator[CRMEntry]:
+    """The connections the settings configure, one per CRM at most, in the registry's order;
+    read one at a time, so a caller's work on the first comes before the second is read."""
+    for spec in CRMS.values():
+        values = settings_values(settings, spec.name)
+        if spec.entry.configured_in_settings(values):
+            yield spec.entry.from_settings(values)
+
+
 # --- the connections file ---------------------------------------------------------------------
-
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class _HubSpotProperties(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    seats: str | None = None
-    arr: str | None = None
-    renewal_date: str | None = None
-    segment: str | None = None
 
 
 class _FileSegment(BaseModel):
@@ -404,72 +440,54 @@ class _FileSegment(BaseModel):
         )
 
 
-class _FileHubSpot(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    crm: Literal["hubspot"]
-    portal_id: int | None = Field(default=None, gt=0)
-    access_token: SecretStr | None = None
-    client_secret: SecretStr | None = None
-    accept_legacy_signatures: bool = False
-    api_base: str = DEFAULT_API_BASE
-    requests_per_second: float = Field(default=10, gt=0)
-    properties: _HubSpotProperties = _HubSpotProperties()
-    executive_title: str = DEFAULT_EXECUTIVE_TITLE
-    segment: _FileSegment | None = None
-
-
-class _FileSalesforce(FileSalesforce):
-    segment: _FileSegment | None = None
-
-
-class _FileDynamics(FileDynamics):
-    segment: _FileSegment | None = None
-
-
-_FileConnection = Annotated[
-    _FileHubSpot | _FileSalesforce | _FileDynamics, Field(discriminator="crm")
+# Each CRM's entry, with the `segment` block any connection of the file may have.
+_FILE_ENTRIES: tuple[type[CRMEntry], ...] = tuple(
+    create_model(
+        f"File{spec.entry.__name__}",
+        __base__=spec.entry,
+        segment=(_FileSegment | None, None),
+    )
+    for spec in CRMS.values()
+)
+_FileConnection: Any = Annotated[
+    functools.reduce(operator.or_, _FILE_ENTRIES), Field(discriminator="crm")
 ]
+_ConnectionsFile = create_model(
+    "_ConnectionsFile",
+    __config__=ConfigDict(extra="forbid"),
+    connections=(list[_FileConnection], ...),
+)
 
 
-class _ConnectionsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    connections: list[_FileConnection]
-
-
-def _expand(text: str, path: Path) -> str:
-    """Replace ${VAR} with the environment's value, so secrets stay out of the file."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConnectionsFileError(f"{path}: ${{{name}}} is not set in the environment")
-        return os.environ[name]
-
-    return _ENV_REFERENCE.sub(value, text)
+def _segment_of(entry: CRMEntry) -> _FileSegment | None:
+    segment = getattr(entry, "segment", None)
+    return segment if isinstance(segment, _FileSegment) else None
 
 
-def read_connections_file(path: Path) -> list[_FileConnection]:
+def read_connections_file(path: Path) -> list[CRMEntry]:
     try:
         raw = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConnectionsFileError(f"cannot read connections file {path}: {exc}") from exc
+    expanded = envref.expand(
+        raw,
+        missing=lambda name: ConnectionsFileError(
+            f"{path}: ${{{name}}} is not set in the environment"
+        ),
+    )
     try:
-        document = yaml.safe_load(_expand(raw, path))
+        document = yaml.safe_load(expanded)
     except yaml.YAMLError as exc:
         raise ConnectionsFileError(f"{path} is not valid YAML: {exc}") from exc
     try:
-        return _ConnectionsFile.model_validate(document).connections
+        parsed: Any = _ConnectionsFile.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{_field_path(error['loc'], error['type'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConnectionsFileError(f"{path}: {problems}") from None
-
-
-_CRM_TAGS = frozenset({"hubspot", "salesforce", "dynamics"})
+    entries: list[CRMEntry] = parsed.connections
+    return entries
 
 
 def _field_path(location: tuple[int | str, ...], error_type: str) -> str:
@@ -478,88 +496,19 @@ def _field_path(location: tuple[int | str, ...], error_type: str) -> str:
     parts = [
         str(part)
         for index, part in enumerate(location)
-        if not (index == 2 and location[0] == "connections" and part in _CRM_TAGS)
+        if not (index == 2 and location[0] == "connections" and part in CRMS)
     ]
     if error_type in {"union_tag_invalid", "union_tag_not_found"}:
         parts.append("crm")
     return ".".join(parts)
 
 
-def _file_connection(
-    entry: _FileConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None
-) -> Connection:
-    if isinstance(entry, _FileSalesforce | _FileDynamics):
-        return _crm_entry_connection(entry, settings, transport, origin="file")
-    connector: CRMConnector | None = None
-    if entry.access_token is not None:
-        connector = HubSpotConnector.create(
-            connection=entry.name,
-            access_token=entry.access_token.get_secret_value(),
-            api_base=entry.api_base,
-            policy=_policy(settings),
-            rate_limit=_rate_limit(entry.requests_per_second),
-            transport=transport,
-            properties=CompanyPropertyMap(**entry.properties.model_dump()),
-            executive_title=entry.executive_title,
-        )
-    return Connection(
-        name=entry.name,
-        crm=entry.crm,
-        webhook_secret=None
-        if entry.client_secret is None
-        else entry.client_secret.get_secret_value(),
-        connector=connector,
-        portal_id=entry.portal_id,
-        origin="file",
-        accept_legacy_signatures=entry.accept_legacy_signatures,
-    )
-
-
-def _crm_entry_connection(
-    entry: FileSalesforce | FileDynamics,
-    settings: Settings,
-    transport: httpx.AsyncBaseTransport | None,
-    *,
-    origin: Literal["settings", "file"],
-) -> Connection:
-    """The connection a Salesforce or Dynamics entry (of the settings or the file) makes."""
-    if isinstance(entry, FileSalesforce):
-        salesforce, connector = entry.build(policy=_policy(settings), transport=transport)
-        return Connection(
-            name=entry.name,
-            crm="salesforce",
-            webhook_secret=None,
-            connector=connector,
-            origin=origin,
-            salesforce=salesforce,
-        )
-    dynamics, connector = entry.build(policy=_policy(settings), transport=transport)
-    return Connection(
-        name=entry.name,
-        crm="dynamics",
-        webhook_secret=None,
-        connector=connector,
-        origin=origin,
-        dynamics=dynamics,
-    )
-
-
-def _settings_entries(settings: Settings) -> Iterator[tuple[FileSalesforce | FileDynamics, str]]:
-    """The Salesforce and Dynamics connections the settings configure, each with the setting
-    that names it; read one at a time, so a caller's work on the first comes before the
-    second is read."""
-    if connections_salesforce.configured_in_settings(settings):
-        yield FileSalesforce.from_settings(settings), "CRM_HEALTH_SALESFORCE_CONNECTION_NAME"
-    if connections_dynamics.configured_in_settings(settings):
-        yield FileDynamics.from_settings(settings), "CRM_HEALTH_DYNAMICS_CONNECTION_NAME"
-
-
-def _refuse_taken_name(connections: list[Connection], name: str, setting: str) -> None:
-    taken = next((c for c in connections if c.name == name), None)
+def _refuse_taken_name(connections: list[Connection], entry: CRMEntry) -> None:
+    taken = next((c for c in connections if c.name == entry.name), None)
     if taken is not None:
         raise ConnectionsFileError(
-            f"the {taken.crm} settings already configure connection {name!r}: set {setting} to "
-            "another name"
+            f"the {taken.crm} settings already configure connection {entry.name!r}: set "
+            f"{entry.setting('connection_name')} to another name"
         )
 
 
@@ -569,40 +518,12 @@ def connections_from_settings(
     """The connections of the settings and the connections file; installs are loaded later
     (`sync_installed`), as they live in the database."""
     connections: list[Connection] = []
-    secret = settings.hubspot_client_secret
-    token = settings.hubspot_access_token
     app = oauth_app(settings)
-    # With an OAuth app the client secret belongs to the app, not to a connection of its own:
-    # a settings connection exists only for a private-app token (or webhooks without OAuth).
-    if token is not None or (secret is not None and app is None):
-        connector: CRMConnector | None = None
-        if token is not None:
-            connector = HubSpotConnector.create(
-                connection=settings.connection_name,
-                access_token=token.get_secret_value(),
-                api_base=settings.hubspot_api_base,
-                policy=_policy(settings),
-                rate_limit=_rate_limit(settings.hubspot_requests_per_second),
-                transport=transport,
-                properties=settings_property_map(settings),
-                executive_title=settings.hubspot_executive_title_pattern,
-            )
-        connections.append(
-            Connection(
-                name=settings.connection_name,
-                crm="hubspot",
-                webhook_secret=None if secret is None else secret.get_secret_value(),
-                connector=connector,
-                portal_id=settings.hubspot_portal_id,
-                accept_legacy_signatures=settings.hubspot_accept_legacy_signatures,
-            )
-        )
     try:
-        for entry, name_setting in _settings_entries(settings):
-            connection = _crm_entry_connection(entry, settings, transport, origin="settings")
-            _refuse_taken_name(connections, connection.name, name_setting)
-            connections.append(connection)
-    except (SalesforceConfigError, DynamicsConfigError) as exc:
+        for entry in _settings_entries(settings):
+            _refuse_taken_name(connections, entry)
+            connections.append(_entry_connection(entry, settings, transport, origin="settings"))
+    except EntryConfigError as exc:
         raise ConnectionsFileError(str(exc)) from None
     segment_sources: list[SegmentSource] = []
     if settings.segment_write_key is not None:
@@ -620,12 +541,15 @@ def connections_from_settings(
     if settings.connections_file is not None:
         entries = read_connections_file(settings.connections_file)
         try:
-            connections.extend(_file_connection(entry, settings, transport) for entry in entries)
-        except (SalesforceConfigError, DynamicsConfigError) as exc:
+            connections.extend(
+                _entry_connection(entry, settings, transport, origin="file") for entry in entries
+            )
+        except EntryConfigError as exc:
             raise ConnectionsFileError(f"{settings.connections_file}: {exc}") from None
-        segment_sources.extend(
-            entry.segment.source(entry.name) for entry in entries if entry.segment is not None
-        )
+        for entry in entries:
+            segment = _segment_of(entry)
+            if segment is not None:
+                segment_sources.append(segment.source(entry.name))
     installer = None
     if app is not None:
         if settings.encryption_key is None:
@@ -650,21 +574,17 @@ def connections_from_settings(
 
 def check_configuration(settings: Settings) -> None:
     """Fail early, with the setting named, on configuration that cannot work: an unreadable
-    connections or alert channels file, Salesforce credentials that do not make one OAuth flow,
-    or OAuth without a usable encryption key."""
+    connections or alert channels file, CRM credentials that do not make one flow, or OAuth
+    without a usable encryption key."""
     try:
-        for configured, _ in _settings_entries(settings):
+        for configured in _settings_entries(settings):
             configured.check()
         if settings.connections_file is not None:
             for entry in read_connections_file(settings.connections_file):
-                if isinstance(entry, _FileSalesforce | _FileDynamics):
-                    entry.check()
-    except (SalesforceConfigError, DynamicsConfigError) as exc:
+                entry.check()
+    except EntryConfigError as exc:
         raise ConnectionsFileError(str(exc)) from None
-    try:
-        check_channels(settings)
-    except ChannelsFileError as exc:
-        raise channels_setting_named(exc) from None
+    check_channels(settings)
     if settings.encryption_key is not None:
         TokenCipher(settings.encryption_key.get_secret_value())
     elif oauth_app(settings) is not None:
@@ -672,12 +592,3 @@ def check_configuration(settings: Settings) -> None:
             "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
             "tokens are stored encrypted"
         )
-
-
-def channels_setting_named(exc: ChannelsFileError) -> ChannelsFileError:
-    """The error with the setting it is about in front, unless it names one already (the
-    SMTP settings an e-mail channel needs)."""
-    message = str(exc)
-    if message.startswith("CRM_HEALTH_"):
-        return exc
-    return ChannelsFileError(f"CRM_HEALTH_ALERT_CHANNELS_FILE: {message}")

@@ -5,18 +5,19 @@ write-back), each with a status and what to do about it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from connector.base import CRMConnector, FieldsInspector
+from connector.crm import AttributeSources
 from connector.errors import (
     ConnectorError,
     CRMAuthError,
     CRMRateLimitPaused,
     CRMRetriesExhausted,
 )
-from connector.hubspot.api import HubSpotConnector
+from connector.registry import CRMS
 from webhooks.connections import Connection
 from webhooks.store import inbox, writeback
 from webhooks.store.db import SessionFactory
@@ -50,51 +51,11 @@ class DoctorReport(BaseModel):
         return any(check.status == "fail" for item in self.connections for check in item.checks)
 
 
-class _AttributeSources(Protocol):
-    """The seats/ARR/renewal-date part of every CRM's mapping (HubSpot's CompanyPropertyMap,
-    SalesforceMapping, DynamicsMapping)."""
-
-    @property
-    def seats(self) -> str | None: ...
-    @property
-    def arr(self) -> str | None: ...
-    @property
-    def renewal_date(self) -> str | None: ...
-
-
-# Per CRM: the settings (and connections-file keys) that name the account properties holding
-# seats, ARR and the renewal date; without them these signals and alerts have no data.
-_MAPPING_SETTINGS: dict[str, dict[str, str]] = {
-    "hubspot": {
-        "seats": "CRM_HEALTH_HUBSPOT_SEATS_PROPERTY (file: properties.seats)",
-        "arr": "CRM_HEALTH_HUBSPOT_ARR_PROPERTY (file: properties.arr)",
-        "renewal_date": "CRM_HEALTH_HUBSPOT_RENEWAL_DATE_PROPERTY (file: properties.renewal_date)",
-    },
-    "salesforce": {
-        "seats": "CRM_HEALTH_SALESFORCE_SEATS_FIELD (file: fields.seats)",
-        "arr": "CRM_HEALTH_SALESFORCE_ARR_FIELD (file: fields.arr)",
-        "renewal_date": "CRM_HEALTH_SALESFORCE_RENEWAL_DATE_FIELD (file: fields.renewal_date)",
-    },
-    "dynamics": {
-        "seats": "CRM_HEALTH_DYNAMICS_SEATS_COLUMN (file: fields.seats)",
-        "arr": "CRM_HEALTH_DYNAMICS_ARR_COLUMN (file: fields.arr)",
-        "renewal_date": "CRM_HEALTH_DYNAMICS_RENEWAL_DATE_COLUMN (file: fields.renewal_date)",
-    },
-}
 # What goes without each attribute: the reader decides whether that matters to them.
 _WITHOUT: dict[str, str] = {
     "seats": "seat utilisation, support load per seat",
     "arr": "momentum, ARR on alerts",
     "renewal_date": "renewal alerts",
-}
-# The CRM's webhook source name in the inbox, and where its subscriptions are set up.
-_WEBHOOK_SETUP: dict[str, str] = {
-    "hubspot": "HubSpot app > Webhooks: subscribe to the events of docs/hubspot.md, target "
-    "URL <public URL>/webhooks/hubspot",
-    "salesforce": "Salesforce: the Outbound Messages and flows of docs/salesforce.md, endpoint "
-    "<public URL>/webhooks/salesforce/<connection>",
-    "dynamics": "Dynamics 365: register the webhook and steps of docs/dynamics.md, endpoint "
-    "<public URL>/webhooks/dynamics/<connection>",
 }
 
 
@@ -183,14 +144,10 @@ async def _fields_check(connector: CRMConnector) -> Check:
     return Check(name="health fields", status="ok", detail="every health field exists")
 
 
-def _mapping_sources(connection: Connection) -> _AttributeSources | None:
-    if connection.salesforce is not None:
-        return connection.salesforce.mapping
-    if connection.dynamics is not None:
-        return connection.dynamics.mapping
-    if isinstance(connection.connector, HubSpotConnector):
-        return connection.connector.properties
-    return None
+def _mapping_sources(connection: Connection) -> AttributeSources | None:
+    if connection.crm_settings is None:
+        return None
+    return connection.crm_settings.attribute_sources()
 
 
 def _mapping_check(connection: Connection) -> Check:
@@ -202,7 +159,8 @@ def _mapping_check(connection: Connection) -> Check:
             detail="no CRM credentials, so no property mapping is in use",
             action="configure the connection's credentials first",
         )
-    settings = _MAPPING_SETTINGS.get(connection.crm, {})
+    spec = CRMS.get(connection.crm)
+    settings = {} if spec is None else spec.hints.attribute_settings
     unmapped = [name for name in _WITHOUT if getattr(sources, name) is None]
     if not unmapped:
         mapped = ", ".join(f"{name}={getattr(sources, name)}" for name in _WITHOUT)
@@ -213,16 +171,6 @@ def _mapping_check(connection: Connection) -> Check:
         detail="unmapped: " + "; ".join(f"{name} (so no {_WITHOUT[name]})" for name in unmapped),
         action="set " + ", ".join(settings.get(name, name) for name in unmapped),
     )
-
-
-def _webhook_secret_set(connection: Connection) -> bool:
-    if connection.salesforce is not None:
-        return (
-            connection.salesforce.shared_secret is not None or connection.salesforce.allow_unsigned
-        )
-    if connection.dynamics is not None:
-        return connection.dynamics.auth_value is not None
-    return connection.webhook_secret is not None
 
 
 def _age(now: datetime, then: datetime) -> str:
@@ -237,9 +185,10 @@ def _age(now: datetime, then: datetime) -> str:
 async def _events_checks(
     connection: Connection, sessions: SessionFactory, *, now: datetime
 ) -> list[Check]:
-    setup = _WEBHOOK_SETUP.get(connection.crm, "the CRM's webhook setup")
+    spec = CRMS.get(connection.crm)
+    setup = "the CRM's webhook setup" if spec is None else spec.hints.webhook_setup
     checks: list[Check] = []
-    if _webhook_secret_set(connection):
+    if connection.webhooks_accepted():
         checks.append(
             Check(
                 name="webhooks",

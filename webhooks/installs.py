@@ -147,11 +147,7 @@ async def complete_install(
 
     name = unrouted_hubspot_connection(portal_id)
     taken = connections.get(name)
-    pinned = [
-        c
-        for c in connections.all()
-        if c.crm == "hubspot" and c.portal_id == portal_id and c.origin != "installed"
-    ]
+    pinned = connections.hubspot_pinned(portal_id)
     if pinned or (taken is not None and taken.origin != "installed"):
         owner = pinned[0].name if pinned else name
         raise Conflict(

@@ -27,8 +27,8 @@ from connector.errors import PayloadError, PayloadTooLargeError, SignatureError
 from connector.hubspot import events as hubspot_events
 from connector.native import NATIVE_EVENT
 from connector.salesforce import events as salesforce_events
+from connector.salesforce.connection import SalesforceInbound
 from webhooks.connections import ConnectionRegistry
-from webhooks.connections_salesforce import SalesforceInbound
 from webhooks.errors import (
     BadPayload,
     Forbidden,
@@ -169,7 +169,7 @@ async def accept_hubspot(
     for portal in sorted(portals):
         connection = owners[portal]
         if connection is not None:
-            if version != "v3" and not connection.accept_legacy_signatures:
+            if version != "v3" and not connections.accepts_legacy(connection):
                 log.warning(
                     "webhook_rejected",
                     source="hubspot",

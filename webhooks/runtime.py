@@ -14,14 +14,15 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.base import CRMConnector
-from webhooks.alerts.channels.config import ChannelGrants, ChannelsFileError, load_channels
+from webhooks.alerts.channels.config import (
+    ChannelGrants,
+    ChannelsFileError,
+    channels_setting_named,
+    load_channels,
+)
 from webhooks.alerts.notice import Channel
 from webhooks.alerts.owners import OwnerDirectory
-from webhooks.connections import (
-    ConnectionRegistry,
-    channels_setting_named,
-    connections_from_settings,
-)
+from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
 from webhooks.pipeline import Pipeline, WorkerOptions

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connector.http import RetryPolicy
 from connector.hubspot.oauth import DEFAULT_AUTHORIZE_URL, DEFAULT_SCOPES
 from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.model import CollaborationKind
@@ -501,6 +502,13 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    def retry_policy(self) -> RetryPolicy:
+        """How often and how long one call to a CRM or an alert channel is retried."""
+        return RetryPolicy(
+            max_attempts=self.crm_retry_max_attempts,
+            max_elapsed_seconds=self.crm_retry_max_seconds,
+        )
 
 
 def settings_table() -> str:

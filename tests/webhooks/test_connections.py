@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from connector.hubspot.connection import FileHubSpot
 from connector.hubspot.events import signature_v1
 from testkit import HUBSPOT_SECRET, PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
 from webhooks.connections import (
     ConnectionsFileError,
-    _FileHubSpot,
     check_configuration,
     connections_from_settings,
     read_connections_file,
@@ -50,7 +50,7 @@ connections:
 
     [entry] = read_connections_file(path)
 
-    assert isinstance(entry, _FileHubSpot)
+    assert isinstance(entry, FileHubSpot)
     assert entry.name == "acme-eu"
     assert entry.portal_id == 111
     assert entry.access_token is not None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector.dynamics.api import DynamicsConnector
+from connector.dynamics.connection import DynamicsInbound
 from testkit import make_settings
 from webhooks.connections import (
     ConnectionsFileError,
@@ -46,8 +47,8 @@ async def test_settings_make_a_dynamics_connection_with_a_connector() -> None:
         assert connection is not None
         assert connection.crm == "dynamics"
         assert isinstance(connection.connector, DynamicsConnector)
-        assert connection.dynamics is not None
-        assert connection.dynamics.auth_mode == "webhook_key"
+        assert isinstance(connection.crm_settings, DynamicsInbound)
+        assert connection.crm_settings.auth_mode == "webhook_key"
         assert connection.record_url("5f1c") == (
             f"{ORG_URL}/main.aspx?pagetype=entityrecord&etn=account&id=5f1c"
         )
@@ -62,8 +63,8 @@ def test_a_webhook_credential_alone_accepts_webhooks_without_writing_back() -> N
     connection = registry.get("d365")
     assert connection is not None
     assert connection.connector is None
-    assert connection.dynamics is not None
-    assert connection.dynamics.auth_name == "x-crm-health-key"
+    assert isinstance(connection.crm_settings, DynamicsInbound)
+    assert connection.crm_settings.auth_name == "x-crm-health-key"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
+from connector.hubspot.connection import HubSpotInbound
 from testkit import (
     HUBSPOT_API,
     HUBSPOT_SECRET,
@@ -127,7 +128,8 @@ async def test_callback_stores_encrypted_tokens_registers_and_provisions(service
     assert f"portal {PORTAL}" in response.text
     connection = service.runtime.connections.get(f"hubspot-{PORTAL}")
     assert connection is not None
-    assert connection.portal_id == PORTAL
+    assert isinstance(connection.crm_settings, HubSpotInbound)
+    assert connection.crm_settings.portal_id == PORTAL
     async with service.runtime.sessions() as session:
         row = (await session.execute(select(InstalledConnection))).scalar_one()
     assert row.external_id == str(PORTAL)

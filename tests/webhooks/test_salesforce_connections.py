@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
 from connector.salesforce.api import SalesforceConnector
+from connector.salesforce.connection import SalesforceInbound
 from testkit import make_settings
 from webhooks.connections import (
     ConnectionsFileError,
@@ -52,8 +53,8 @@ async def test_client_credentials_settings_make_a_salesforce_connection() -> Non
         assert connection is not None
         assert connection.crm == "salesforce"
         assert isinstance(connection.connector, SalesforceConnector)
-        assert connection.salesforce is not None
-        assert connection.salesforce.same_organization(ORG[:15])
+        assert isinstance(connection.crm_settings, SalesforceInbound)
+        assert connection.crm_settings.same_organization(ORG[:15])
         assert connection.record_url("0015e00000AbCdEAAV") == f"{MY_DOMAIN}/0015e00000AbCdEAAV"
         # The HubSpot settings connection is still there, under its own name.
         assert registry.get("default") is not None
@@ -86,16 +87,16 @@ def test_organization_id_alone_makes_a_connection_that_writes_nothing_back() -> 
     connection = registry.get("sf")
     assert connection is not None
     assert connection.connector is None
-    assert connection.salesforce is not None
+    assert isinstance(connection.crm_settings, SalesforceInbound)
 
 
 def test_connection_without_a_secret_accepts_no_message() -> None:
     registry = connections_from_settings(_settings(salesforce_organization_id=ORG))
     connection = registry.get("sf")
     assert connection is not None
-    assert connection.salesforce is not None
-    assert not connection.salesforce.secret_matches(None)
-    assert not connection.salesforce.secret_matches("")
+    assert isinstance(connection.crm_settings, SalesforceInbound)
+    assert not connection.crm_settings.secret_matches(None)
+    assert not connection.crm_settings.secret_matches("")
 
 
 def test_opting_out_of_the_secret_accepts_messages_and_warns_at_start() -> None:
@@ -105,8 +106,8 @@ def test_opting_out_of_the_secret_accepts_messages_and_warns_at_start() -> None:
         )
     connection = registry.get("sf")
     assert connection is not None
-    assert connection.salesforce is not None
-    assert connection.salesforce.secret_matches(None)
+    assert isinstance(connection.crm_settings, SalesforceInbound)
+    assert connection.crm_settings.secret_matches(None)
     warnings = [e for e in logs if e["event"] == "salesforce_unsigned_messages_allowed"]
     assert [(e["log_level"], e["connection"]) for e in warnings] == [("warning", "sf")]
 

@@ -18,6 +18,7 @@ import structlog
 
 from connector.base import CRMOwner
 from connector.errors import ConnectorError, CRMHTTPError
+from connector.registry import CRMS
 from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.config import valid_address
 from webhooks.alerts.channels.crm_task import ConnectorLookup
@@ -27,13 +28,12 @@ from webhooks.alerts.notice import AlertNotice, ChannelError
 from webhooks.store import owners
 from webhooks.store.db import SessionFactory
 
-__all__ = ["CRM_NAMES", "REFRESH_AFTER", "OwnerDirectory"]
+__all__ = ["REFRESH_AFTER", "OwnerDirectory"]
 
 log = structlog.get_logger(__name__)
 
 REFRESH_AFTER: Final = timedelta(days=1)
 # How messages name where an owner id comes from.
-CRM_NAMES: Final = {"hubspot": "HubSpot", "salesforce": "Salesforce", "dynamics": "Dynamics 365"}
 
 
 class OwnerDirectory:
@@ -55,7 +55,8 @@ class OwnerDirectory:
     async def address_for(self, notice: AlertNotice) -> OwnerAddress:
         readable = words.readable(notice)
         account = f"account {words.account_label(readable)}"
-        crm = CRM_NAMES.get(notice.crm, notice.crm)
+        spec = CRMS.get(notice.crm)
+        crm = notice.crm if spec is None else spec.label
         owner_id = (notice.owner_id or "").strip()
         if not owner_id:
             return OwnerAddress(email=None, missing=f"{account} has no owner in {crm}")

@@ -35,7 +35,6 @@ Errors name the field (`channels.2.url: ...`) and never quote a URL or a secret.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError
 
-from connector.http import RetryPolicy
+from webhooks import envref
 from webhooks.alerts.channels.crm_task import ConnectorLookup, CRMTaskChannel
 from webhooks.alerts.channels.email import EmailChannel, SMTPOptions
 from webhooks.alerts.channels.http import HTTPSender
@@ -90,7 +89,6 @@ CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = (
 _NEEDS_URL: Final = frozenset({"slack", "teams", "webhook"})
 DailyLimit = int | Literal["none"]
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 
 
@@ -184,16 +182,12 @@ def _expand(value: Any, location: str, path: Path) -> Any:
         return [_expand(item, f"{location}.{index}", path) for index, item in enumerate(value)]
     if not isinstance(value, str):
         return value
-
-    def variable(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ChannelsFileError(
-                f"{path}: {location}: ${{{name}}} is not set in the environment"
-            )
-        return os.environ[name]
-
-    return _ENV_REFERENCE.sub(variable, value)
+    return envref.expand(
+        value,
+        missing=lambda name: ChannelsFileError(
+            f"{path}: {location}: ${{{name}}} is not set in the environment"
+        ),
+    )
 
 
 def _url_problem(url: str) -> str | None:
@@ -414,13 +408,6 @@ def _smtp_for(specs: Sequence[ChannelSpec], settings: Settings, path: Path) -> S
     return options
 
 
-def _policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.crm_retry_max_attempts,
-        max_elapsed_seconds=settings.crm_retry_max_seconds,
-    )
-
-
 def build_channels(
     specs: Sequence[ChannelSpec],
     *,
@@ -436,7 +423,7 @@ def build_channels(
     smtp = _smtp_for(specs, settings, path)
     sender: HTTPSender | None = None
     if any(_sends_http(spec) for spec in specs):
-        sender = HTTPSender.create(policy=_policy(settings), transport=transport)
+        sender = HTTPSender.create(policy=settings.retry_policy(), transport=transport)
     channels: dict[str, Channel] = {}
     owner_channels: list[tuple[OwnerChannel, str | None]] = []
     for spec in specs:
@@ -526,7 +513,20 @@ def load_channels(
 
 
 def check_channels(settings: Settings) -> None:
-    """Fail early, naming the field, on a channels file or SMTP settings that cannot work."""
+    """Fail early, naming the setting and the field, on a channels file or SMTP settings that
+    cannot work."""
     path = settings.alert_channels_file
     if path is not None:
-        _smtp_for(read_channels_file(path), settings, path)
+        try:
+            _smtp_for(read_channels_file(path), settings, path)
+        except ChannelsFileError as exc:
+            raise channels_setting_named(exc) from None
+
+
+def channels_setting_named(exc: ChannelsFileError) -> ChannelsFileError:
+    """The error with the setting it is about in front, unless it names one already (the
+    SMTP settings an e-mail channel needs)."""
+    message = str(exc)
+    if message.startswith("CRM_HEALTH_"):
+        return exc
+    return ChannelsFileError(f"CRM_HEALTH_ALERT_CHANNELS_FILE: {message}")

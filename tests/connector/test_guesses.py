@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhooks.secret_guesses import SecretGuesses
+from connector.guesses import SecretGuesses
 
 
 class _Clock:

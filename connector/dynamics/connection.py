@@ -1,6 +1,6 @@
-"""Dynamics 365 (Dataverse) connections: from the CRM_HEALTH_DYNAMICS_* settings or a
-`crm: dynamics` entry of the connections file, each with the credential its webhook
-registration sends and, given an Entra app registration, a connector."""
+"""Dynamics 365 (Dataverse) connections: from the CRM_HEALTH_DYNAMICS_* settings (passed in as
+a plain mapping) or a `crm: dynamics` entry of the connections file, each with the credential
+its webhook registration sends and, given an Entra app registration, a connector."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from pydantic import (
 )
 
 from connector.base import CRMConnector
+from connector.crm import AttributeSources, CRMEntry, CRMInbound, EntryConfigError
 from connector.dynamics.api import DynamicsConnector
 from connector.dynamics.auth import DynamicsAuth, EntraClientCredentials
 from connector.dynamics.events import DynamicsMapping
 from connector.dynamics.limits import DynamicsLimits
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.mapping import DEFAULT_EXECUTIVE_TITLE
-from webhooks.connection_entry import CRMEntry, EntryConfigError
-from webhooks.settings import Settings
 
 WebhookAuth = Literal["webhook_key", "header", "query_string"]
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -34,8 +33,10 @@ class DynamicsConfigError(EntryConfigError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DynamicsInbound:
+class DynamicsInbound(CRMInbound):
     """What a webhook to this connection must carry, and how its records map."""
+
+    crm: ClassVar[str] = "dynamics"
 
     auth_mode: WebhookAuth
     auth_name: str
@@ -47,6 +48,12 @@ class DynamicsInbound:
         if self.org_url is None:
             return None
         return f"{self.org_url}/main.aspx?pagetype=entityrecord&etn=account&id={record_id}"
+
+    def attribute_sources(self) -> AttributeSources:
+        return self.mapping
+
+    def accepts_webhooks(self, webhook_secret: str | None) -> bool:
+        return self.auth_value is not None
 
 
 class FileDynamicsColumns(BaseModel):
@@ -64,6 +71,14 @@ class FileDynamics(CRMEntry):
 
     SETTING_PREFIX: ClassVar[str] = "CRM_HEALTH_DYNAMICS_"
     NESTED_SUFFIX: ClassVar[dict[str, str]] = {"columns": "_column"}
+    CONFIGURING_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "org_url",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "webhook_auth_value",
+    )
+    ERROR: ClassVar[type[EntryConfigError]] = DynamicsConfigError
 
     crm: Literal["dynamics"]
     org_url: str | None = Field(default=None, pattern=r"^https://[A-Za-z0-9.-]+(:\d+)?/?$")
@@ -81,38 +96,6 @@ class FileDynamics(CRMEntry):
     max_concurrency: int = Field(default=8, ge=1, le=52)
     columns: FileDynamicsColumns = FileDynamicsColumns()
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FileDynamics:
-        """The settings connection, named CRM_HEALTH_DYNAMICS_CONNECTION_NAME or else
-        CRM_HEALTH_CONNECTION_NAME."""
-        return cls.read_settings(
-            {
-                "name": settings.dynamics_connection_name or settings.connection_name,
-                "crm": "dynamics",
-                "org_url": settings.dynamics_org_url,
-                "tenant_id": settings.dynamics_tenant_id,
-                "client_id": settings.dynamics_client_id,
-                "client_secret": settings.dynamics_client_secret,
-                "authority": settings.dynamics_authority,
-                "webhook_auth": settings.dynamics_webhook_auth,
-                "webhook_auth_name": settings.dynamics_webhook_auth_name,
-                "webhook_auth_value": settings.dynamics_webhook_auth_value,
-                "publisher_prefix": settings.dynamics_publisher_prefix,
-                "option_value_prefix": settings.dynamics_option_value_prefix,
-                "solution": settings.dynamics_solution,
-                "requests_per_second": settings.dynamics_requests_per_second,
-                "max_concurrency": settings.dynamics_max_concurrency,
-                "columns": FileDynamicsColumns(
-                    seats=settings.dynamics_seats_column,
-                    arr=settings.dynamics_arr_column,
-                    renewal_date=settings.dynamics_renewal_date_column,
-                    segment=settings.dynamics_segment_column,
-                ),
-                "executive_title": settings.dynamics_executive_title_pattern,
-            },
-            error=DynamicsConfigError,
-        )
 
     def mapping(self) -> DynamicsMapping:
         try:
@@ -210,16 +193,3 @@ class FileDynamics(CRMEntry):
             org_url=None if self.org_url is None else self.org_url.rstrip("/"),
         )
         return inbound, connector
-
-
-def configured_in_settings(settings: Settings) -> bool:
-    return any(
-        value is not None
-        for value in (
-            settings.dynamics_org_url,
-            settings.dynamics_tenant_id,
-            settings.dynamics_client_id,
-            settings.dynamics_client_secret,
-            settings.dynamics_webhook_auth_value,
-        )
-    )

@@ -1,14 +1,15 @@
-"""Salesforce connections: from the CRM_HEALTH_SALESFORCE_* settings or a `crm: salesforce`
-entry of the connections file, each with what its Outbound Messages are checked against and,
-given credentials, a connector (JWT bearer or client-credentials flow)."""
+"""Salesforce connections: from the CRM_HEALTH_SALESFORCE_* settings (passed in as a plain
+mapping) or a `crm: salesforce` entry of the connections file, each with what its Outbound
+Messages are checked against and, given credentials, a connector (JWT bearer or
+client-credentials flow)."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import httpx
 import structlog
@@ -21,6 +22,8 @@ from pydantic import (
 )
 
 from connector.base import CRMConnector
+from connector.crm import AttributeSources, CRMEntry, CRMInbound, EntryConfigError
+from connector.guesses import SecretGuesses
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 from connector.salesforce.api import DEFAULT_API_VERSION, SalesforceConnector
@@ -32,9 +35,6 @@ from connector.salesforce.auth import (
 )
 from connector.salesforce.events import SalesforceMapping
 from connector.salesforce.limits import SalesforceLimits
-from webhooks.connection_entry import CRMEntry, EntryConfigError
-from webhooks.secret_guesses import SecretGuesses
-from webhooks.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +49,10 @@ class SalesforceConfigError(EntryConfigError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SalesforceInbound:
+class SalesforceInbound(CRMInbound):
     """What an Outbound Message to this connection must match, and how its records map."""
+
+    crm: ClassVar[str] = "salesforce"
 
     organization_id: str | None
     shared_secret: str | None
@@ -82,6 +84,12 @@ class SalesforceInbound:
 
     def record_url(self, record_id: str) -> str | None:
         return None if self.org_url is None else f"{self.org_url}/{record_id}"
+
+    def attribute_sources(self) -> AttributeSources:
+        return self.mapping
+
+    def accepts_webhooks(self, webhook_secret: str | None) -> bool:
+        return self.shared_secret is not None or self.allow_unsigned
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +226,16 @@ class FileSalesforce(CRMEntry):
 
     SETTING_PREFIX: ClassVar[str] = "CRM_HEALTH_SALESFORCE_"
     NESTED_SUFFIX: ClassVar[dict[str, str]] = {"fields": "_field"}
+    CONFIGURING_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "client_id",
+        "organization_id",
+        "username",
+        "private_key",
+        "private_key_file",
+        "client_secret",
+        "webhook_secret",
+    )
+    ERROR: ClassVar[type[EntryConfigError]] = SalesforceConfigError
 
     crm: Literal["salesforce"]
     organization_id: str | None = Field(default=None, pattern=ORGANIZATION_ID_PATTERN)
@@ -244,42 +262,12 @@ class FileSalesforce(CRMEntry):
         return self
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FileSalesforce:
-        """The settings connection, named CRM_HEALTH_SALESFORCE_CONNECTION_NAME or else
-        CRM_HEALTH_CONNECTION_NAME."""
-        if settings.salesforce_private_key is not None and settings.salesforce_private_key_file:
+    def from_settings(cls, values: Mapping[str, Any]) -> Self:
+        if values.get("private_key") is not None and values.get("private_key_file"):
             raise SalesforceConfigError(
                 f"set {cls.setting('private_key')} or {cls.setting('private_key_file')}, not both"
             )
-        name = settings.salesforce_connection_name or settings.connection_name
-        return cls.read_settings(
-            {
-                "name": name,
-                "crm": "salesforce",
-                "organization_id": settings.salesforce_organization_id,
-                "login_url": settings.salesforce_login_url,
-                "client_id": settings.salesforce_client_id,
-                "username": settings.salesforce_username,
-                "private_key": settings.salesforce_private_key,
-                "private_key_file": settings.salesforce_private_key_file,
-                "client_secret": settings.salesforce_client_secret,
-                "webhook_secret": settings.salesforce_webhook_secret,
-                "allow_unsigned": settings.salesforce_allow_unsigned,
-                "api_version": settings.salesforce_api_version,
-                "requests_per_second": settings.salesforce_requests_per_second,
-                "session_seconds": settings.salesforce_session_seconds,
-                "daily_limit_pause_seconds": settings.salesforce_daily_limit_pause_seconds,
-                "permission_set": settings.salesforce_permission_set,
-                "fields": FileSalesforceFields(
-                    seats=settings.salesforce_seats_field,
-                    arr=settings.salesforce_arr_field,
-                    renewal_date=settings.salesforce_renewal_date_field,
-                    segment=settings.salesforce_segment_field,
-                ),
-                "executive_title": settings.salesforce_executive_title_pattern,
-            },
-            error=SalesforceConfigError,
-        )
+        return super().from_settings(values)
 
     def mapping(self) -> SalesforceMapping:
         try:
@@ -371,18 +359,3 @@ class FileSalesforce(CRMEntry):
                 risk="anyone who knows the org id can post Outbound Messages as the org",
             )
         return inbound, connector
-
-
-def configured_in_settings(settings: Settings) -> bool:
-    return any(
-        value is not None
-        for value in (
-            settings.salesforce_client_id,
-            settings.salesforce_organization_id,
-            settings.salesforce_username,
-            settings.salesforce_private_key,
-            settings.salesforce_private_key_file,
-            settings.salesforce_client_secret,
-            settings.salesforce_webhook_secret,
-        )
-    )
