@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from connector.base import CRMConnector
 from connector.http import RetryPolicy
+
+if TYPE_CHECKING:
+    from connector.inbound import InboundSpec
 
 
 class EntryConfigError(ValueError):
@@ -199,3 +202,5 @@ class CRMSpec:
     label: str
     entry: type[CRMEntry]
     hints: Hints
+    # Its webhook endpoints and the check that turns a delivery into inbox rows.
+    inbound: InboundSpec

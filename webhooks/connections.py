@@ -51,6 +51,8 @@ from webhooks.store.db import SessionFactory
 log = structlog.get_logger(__name__)
 
 OAUTH_CALLBACK_PATH = "/oauth/hubspot/callback"
+# The OAuth app as intake sees it: no connection of its own, the secret of every install.
+OAUTH_APP_NAME = "hubspot-oauth-app"
 
 
 class ConnectionsFileError(ValueError):
@@ -92,12 +94,6 @@ class Connection:
         if self.crm_settings is None:
             return self.webhook_secret is not None
         return self.crm_settings.accepts_webhooks(self.webhook_secret)
-
-
-def _hubspot(connection: Connection) -> HubSpotInbound:
-    """A HubSpot connection's portal and signature options (the defaults when made by hand)."""
-    settings = connection.crm_settings
-    return settings if isinstance(settings, HubSpotInbound) else HubSpotInbound()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,72 +145,21 @@ class ConnectionRegistry:
     def writers(self) -> Mapping[str, CRMConnector]:
         return {c.name: c.connector for c in self._by_name.values() if c.connector is not None}
 
-    # -- HubSpot routing ------------------------------------------------------------------------
+    def of_crm(self, crm: str) -> list[Connection]:
+        return [c for c in self._by_name.values() if c.crm == crm]
 
-    def hubspot_secrets(self) -> list[str]:
-        """Every secret a HubSpot webhook may be signed with (one per app), each once."""
-        secrets = [
-            c.webhook_secret
-            for c in self._by_name.values()
-            if c.crm == "hubspot" and c.webhook_secret is not None
-        ]
-        if self._hubspot_app_secret is not None:
-            secrets.append(self._hubspot_app_secret)
-        return list(dict.fromkeys(secrets))
-
-    def for_hubspot_portal(self, portal_id: int, *, secret: str) -> Connection | None:
-        """The connection that owns `portal_id`'s events signed with `secret`: the one pinned to
-        that portal, else the one connection without a portal id."""
-        candidates = [
-            c for c in self._by_name.values() if c.crm == "hubspot" and c.webhook_secret == secret
-        ]
-        pinned = [c for c in candidates if _hubspot(c).portal_id == portal_id]
-        if pinned:
-            return pinned[0]
-        unpinned = [c for c in candidates if _hubspot(c).portal_id is None]
-        return unpinned[0] if len(unpinned) == 1 else None
-
-    def is_hubspot_app_secret(self, secret: str) -> bool:
-        """Whether `secret` is the OAuth app's: the one secret that owns installed portals."""
-        return self._hubspot_app_secret is not None and secret == self._hubspot_app_secret
-
-    def hubspot_portals_owned(self, secret: str) -> list[int | None]:
-        """The portal ids of the connections `secret` verifies (None: any portal), for logs."""
-        return sorted(
-            (
-                _hubspot(c).portal_id
-                for c in self._by_name.values()
-                if c.crm == "hubspot" and c.webhook_secret == secret
-            ),
-            key=lambda portal: -1 if portal is None else portal,
+    def app(self, crm: str) -> Connection | None:
+        """The CRM's OAuth app, whose secret signs every install's webhooks (HubSpot's only)."""
+        if crm != "hubspot" or self._hubspot_app_secret is None:
+            return None
+        return Connection(
+            name=OAUTH_APP_NAME,
+            crm=crm,
+            webhook_secret=self._hubspot_app_secret,
+            connector=None,
+            origin="installed",
+            crm_settings=HubSpotInbound(accept_legacy_signatures=self._hubspot_app_accepts_legacy),
         )
-
-    def hubspot_accepts_legacy(self, secret: str) -> bool:
-        """Whether a v1/v2 signature made with `secret` may be checked at all: some connection
-        of that secret (or the OAuth app, for its installs) opted in."""
-        if self.is_hubspot_app_secret(secret) and self._hubspot_app_accepts_legacy:
-            return True
-        return any(
-            _hubspot(c).accept_legacy_signatures
-            for c in self._by_name.values()
-            if c.crm == "hubspot" and c.webhook_secret == secret
-        )
-
-    def hubspot_pinned(self, portal_id: int) -> list[Connection]:
-        """The HubSpot connections of the settings or the file pinned to `portal_id`."""
-        return [
-            c
-            for c in self._by_name.values()
-            if c.crm == "hubspot" and _hubspot(c).portal_id == portal_id and c.origin != "installed"
-        ]
-
-    def accepts_legacy(self, connection: Connection) -> bool:
-        """Whether `connection` opted in to v1/v2 HubSpot signatures."""
-        return _hubspot(connection).accept_legacy_signatures
-
-    @property
-    def hubspot_app_accepts_legacy(self) -> bool:
-        return self._hubspot_app_accepts_legacy
 
     # -- Segment-compatible sources --------------------------------------------------------------
 

@@ -13,10 +13,11 @@ import structlog
 
 from connector.base import ProvisionReport
 from connector.errors import CRMHTTPError, CRMRequestRejected, PayloadError
+from connector.hubspot.connection import HubSpotInbound
+from connector.hubspot.intake import unrouted_connection as unrouted_hubspot_connection
 from connector.hubspot.oauth import exchange_code
 from webhooks.connections import ConnectionRegistry, Installer
 from webhooks.errors import BadPayload, Conflict, Forbidden, NotConfigured, UpstreamFailed
-from webhooks.intake import unrouted_hubspot_connection
 from webhooks.secrets import StateError, sign_state, verify_state
 from webhooks.store import installs
 from webhooks.store.db import SessionFactory
@@ -147,7 +148,13 @@ async def complete_install(
 
     name = unrouted_hubspot_connection(portal_id)
     taken = connections.get(name)
-    pinned = connections.hubspot_pinned(portal_id)
+    pinned = [
+        c
+        for c in connections.of_crm("hubspot")
+        if isinstance(c.crm_settings, HubSpotInbound)
+        and c.crm_settings.portal_id == portal_id
+        and c.origin != "installed"
+    ]
     if pinned or (taken is not None and taken.origin != "installed"):
         owner = pinned[0].name if pinned else name
         raise Conflict(

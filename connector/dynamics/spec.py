@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from connector.crm import CRMSpec, Hints
 from connector.dynamics.connection import FileDynamics
+from connector.dynamics.intake import INBOUND
 
 SPEC = CRMSpec(
     name="dynamics",
     label="Dynamics 365",
     entry=FileDynamics,
+    inbound=INBOUND,
     hints=Hints(
         credentials="CRM_HEALTH_DYNAMICS_TENANT_ID, _CLIENT_ID and _CLIENT_SECRET, and that the "
         "application user exists in the environment",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from connector.crm import CRMSpec, Hints
 from connector.hubspot.connection import FileHubSpot
+from connector.hubspot.intake import INBOUND
 
 SPEC = CRMSpec(
     name="hubspot",
     label="HubSpot",
     entry=FileHubSpot,
+    inbound=INBOUND,
     hints=Hints(
         credentials="CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (a private app token with the crm.objects and "
         "crm.schemas scopes)",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from connector.crm import CRMSpec, Hints
 from connector.salesforce.connection import FileSalesforce
+from connector.salesforce.intake import INBOUND
 
 SPEC = CRMSpec(
     name="salesforce",
     label="Salesforce",
     entry=FileSalesforce,
+    inbound=INBOUND,
     hints=Hints(
         credentials="the CRM_HEALTH_SALESFORCE_* credentials (client id, username, private key "
         "or client secret) and that the connected app is approved for the user",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from connector.hubspot import intake as hubspot_intake
 from connector.hubspot.connection import FileHubSpot
 from connector.hubspot.events import signature_v1
 from testkit import HUBSPOT_SECRET, PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
@@ -116,8 +117,8 @@ connections:
 async def test_events_route_to_the_connection_pinned_to_their_portal(tmp_path: Path) -> None:
     registry = _registry(tmp_path)
 
-    eu = registry.for_hubspot_portal(111, secret=EU_SECRET)
-    default = registry.for_hubspot_portal(999, secret=HUBSPOT_SECRET)
+    eu = hubspot_intake.owner(registry.of_crm("hubspot"), 111, secret=EU_SECRET)
+    default = hubspot_intake.owner(registry.of_crm("hubspot"), 999, secret=HUBSPOT_SECRET)
 
     assert eu is not None
     assert eu.name == "eu"
@@ -125,7 +126,7 @@ async def test_events_route_to_the_connection_pinned_to_their_portal(tmp_path: P
     assert default is not None
     assert default.name == "default"
     # A portal signed with another app's secret does not route anywhere.
-    assert registry.for_hubspot_portal(111, secret=US_SECRET) is None
+    assert hubspot_intake.owner(registry.of_crm("hubspot"), 111, secret=US_SECRET) is None
     await registry.aclose()
 
 

@@ -1,16 +1,22 @@
-"""CRM webhooks in: POST /webhooks/hubspot, /webhooks/salesforce/{connection},
-/webhooks/dynamics/{connection}."""
+"""CRM webhooks in: each registered CRM's endpoints (POST /webhooks/hubspot,
+/webhooks/salesforce/{connection}, /webhooks/dynamics/{connection}, ...), declared by its spec
+and dispatched to it."""
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from connector.salesforce.events import ACK_CONTENT_TYPE, ack_response, fault_response
+from connector.crm import CRMSpec
+from connector.inbound import Delivery, Endpoint
+from connector.registry import CRMS
 from webhooks import intake
 from webhooks.deps import RuntimeDep
 from webhooks.errors import BodyNotReceived, PayloadTooLarge, ServiceError
@@ -26,19 +32,6 @@ class Accepted(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
-
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        400: "The body is not a JSON array of 1 to 100 HubSpot events.",
-        401: "Signature missing, wrong, older than the tolerance, legacy (v1/v2) for a "
-        "connection that did not opt in, or made by a secret that does not own an event's "
-        "portal.",
-        413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
-        503: "HubSpot is not configured (no client secret).",
-    }.items()
-}
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:
@@ -67,138 +60,111 @@ def signed_uri(request: Request, public_url: str | None) -> str:
     return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
 
 
-@router.post(
-    "/webhooks/hubspot",
-    status_code=202,
-    response_model=Accepted,
-    responses=_ERRORS,
-    summary="Receive a HubSpot webhook batch (signed v3; v1/v2 for connections that opt in)",
-)
-async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Accepted:
-    settings = runtime.settings
-    body = await read_body(request, limit=settings.webhook_max_body_bytes)
-    result = await intake.accept_hubspot(
-        writer=runtime.writer,
-        sessions=runtime.sessions,
-        connections=runtime.connections,
-        method=request.method,
-        uri=signed_uri(request, settings.public_url),
-        body=body,
-        headers=request.headers,
-        now=datetime.now(UTC),
-        tolerance_seconds=settings.webhook_timestamp_tolerance_seconds,
-        metrics=runtime.metrics,
-    )
-    return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)
+def _documented(spec: CRMSpec) -> dict[int | str, dict[str, object]]:
+    """The refusals the CRM's endpoints answer with, as OpenAPI responses."""
+    answer = spec.inbound.answer
+    if answer is None:
+        return {
+            status: {"model": ErrorBody, "description": text}
+            for status, text in spec.inbound.refusals.items()
+        }
+    return {
+        200: {"description": answer.ok_description, "content": {"text/xml": {}}},
+        **{
+            status: {"description": f"{text} {answer.refused_note}"}
+            for status, text in spec.inbound.refusals.items()
+        },
+    }
 
 
-_SOAP_ANSWERS: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": "The notifications are stored: the `notificationsResponse` Ack envelope.",
-        "content": {"text/xml": {}},
-    },
-    **{
-        status: {"description": f"{text} Answered with a SOAP Fault naming the problem."}
-        for status, text in {
-            400: "The body is not an Outbound Message (or has more than 100 notifications).",
-            401: "The request did not carry the connection's shared secret (or the connection "
-            "has none and does not allow unsigned messages).",
-            403: "The message's OrganizationId is not this connection's org.",
-            404: "No Salesforce connection has this name.",
-            413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
-            429: "Too many wrong shared secrets from this address for this connection; "
-            "Retry-After says when to try again.",
-            503: "The connection has no organization id yet, or storage failed; Salesforce "
-            "retries.",
-        }.items()
-    },
-}
+def _receiver(spec: CRMSpec, endpoint: Endpoint) -> Callable[..., Awaitable[Any]]:
+    """The route function of one endpoint: its path parameters (and secret header) declared,
+    so OpenAPI shows them, then the delivery handed to the CRM's spec."""
 
-
-async def _salesforce(
-    request: Request, runtime: RuntimeDep, connection: str, secret: str | None
-) -> Response:
-    try:
-        body = await read_body(request, limit=runtime.settings.webhook_max_body_bytes)
-        await intake.accept_salesforce(
-            writer=runtime.writer,
-            connections=runtime.connections,
-            connection=connection,
-            body=body,
-            secret=secret,
-            # The peer as uvicorn reports it: X-Forwarded-For only from its trusted proxies
-            # (FORWARDED_ALLOW_IPS, default 127.0.0.1), so a client cannot pick its address.
-            client=None if request.client is None else request.client.host,
-            now=datetime.now(UTC),
-            metrics=runtime.metrics,
+    async def receive(request: Request, runtime: RuntimeDep, **params: str | None) -> Any:
+        path = {name: value for name, value in params.items() if value is not None}
+        answer = spec.inbound.answer
+        try:
+            body = await read_body(request, limit=runtime.settings.webhook_max_body_bytes)
+            result = await intake.accept_crm(
+                spec=spec,
+                writer=runtime.writer,
+                sessions=runtime.sessions,
+                connections=runtime.connections,
+                delivery=Delivery(
+                    method=request.method,
+                    uri=signed_uri(request, runtime.settings.public_url),
+                    body=body,
+                    headers=request.headers,
+                    query=request.query_params,
+                    path=path,
+                    # The peer as uvicorn reports it: X-Forwarded-For only from its trusted
+                    # proxies (FORWARDED_ALLOW_IPS, default 127.0.0.1), so a client cannot pick
+                    # its address.
+                    client=None if request.client is None else request.client.host,
+                    now=datetime.now(UTC),
+                    tolerance_seconds=runtime.settings.webhook_timestamp_tolerance_seconds,
+                ),
+                metrics=runtime.metrics,
+            )
+        except ServiceError as exc:
+            if answer is None:
+                raise
+            return Response(
+                answer.refused(exc.message, exc.status_code),
+                status_code=exc.status_code,
+                media_type=answer.media_type,
+                headers=exc.headers,
+            )
+        if answer is not None:
+            return Response(answer.ok(), media_type=answer.media_type)
+        return Accepted(
+            received=result.received, stored=result.stored, duplicates=result.duplicates
         )
-    except ServiceError as exc:
-        # Salesforce reads SOAP, and shows a Fault's text in its delivery-failure monitor.
-        return Response(
-            fault_response(exc.message, sender_at_fault=exc.status_code < 500),
-            status_code=exc.status_code,
-            media_type=ACK_CONTENT_TYPE,
-            headers=exc.headers,
+
+    parameters = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+        inspect.Parameter(
+            "runtime", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RuntimeDep
+        ),
+    ]
+    for name in re.findall(r"{(\w+)}", endpoint.path):
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str))
+    if endpoint.secret_header is not None:
+        parameters.append(
+            inspect.Parameter(
+                "secret",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[str | None, Header(alias=endpoint.secret_header)],
+                default=None,
+            )
         )
-    return Response(ack_response(), media_type=ACK_CONTENT_TYPE)
+    receive.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    receive.__name__ = endpoint.name
+    return receive
 
 
-@router.post(
-    "/webhooks/salesforce/{connection}",
-    response_class=Response,
-    responses=_SOAP_ANSWERS,
-    summary="Receive a Salesforce Outbound Message (Ack after the notifications are stored)",
-)
-async def salesforce_outbound_message(
-    request: Request,
-    runtime: RuntimeDep,
-    connection: str,
-    secret_header: Annotated[str | None, Header(alias="X-CRM-Health-Secret")] = None,
-) -> Response:
-    return await _salesforce(request, runtime, connection, secret_header)
-
-
-@router.post(
-    "/webhooks/salesforce/{connection}/{secret}",
-    response_class=Response,
-    responses=_SOAP_ANSWERS,
-    summary="Receive a Salesforce Outbound Message whose endpoint URL carries the shared secret",
-)
-async def salesforce_outbound_message_with_secret(
-    request: Request, runtime: RuntimeDep, connection: str, secret: str
-) -> Response:
-    return await _salesforce(request, runtime, connection, secret)
-
-
-_DYNAMICS_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        400: "The body is not a RemoteExecutionContext (the field is named).",
-        401: "The registration's WebhookKey, header or query-string value is missing or wrong.",
-        404: "No Dynamics 365 connection has this name.",
-        413: "Body larger than CRM_HEALTH_WEBHOOK_MAX_BODY_BYTES.",
-        503: "The connection has no webhook credential configured, or storage failed.",
-    }.items()
-}
-
-
-@router.post(
-    "/webhooks/dynamics/{connection}",
-    status_code=202,
-    response_model=Accepted,
-    responses=_DYNAMICS_ERRORS,
-    summary="Receive a Dataverse webhook (RemoteExecutionContext of a registered step)",
-)
-async def dynamics_webhook(request: Request, runtime: RuntimeDep, connection: str) -> Accepted:
-    body = await read_body(request, limit=runtime.settings.webhook_max_body_bytes)
-    result = await intake.accept_dynamics(
-        writer=runtime.writer,
-        connections=runtime.connections,
-        connection=connection,
-        body=body,
-        headers=request.headers,
-        query=request.query_params,
-        now=datetime.now(UTC),
-        metrics=runtime.metrics,
-    )
-    return Accepted(received=result.received, stored=result.stored, duplicates=result.duplicates)
+for _spec in CRMS.values():
+    for _endpoint in _spec.inbound.endpoints:
+        if _spec.inbound.answer is None:
+            router.add_api_route(
+                _endpoint.path,
+                _receiver(_spec, _endpoint),
+                methods=["POST"],
+                name=_endpoint.name,
+                status_code=202,
+                response_model=Accepted,
+                responses=_documented(_spec),
+                summary=_endpoint.summary,
+            )
+        else:
+            router.add_api_route(
+                _endpoint.path,
+                _receiver(_spec, _endpoint),
+                methods=["POST"],
+                name=_endpoint.name,
+                response_class=Response,
+                response_model=None,
+                responses=_documented(_spec),
+                summary=_endpoint.summary,
+            )
