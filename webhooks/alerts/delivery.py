@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,9 +25,7 @@ from webhooks.metrics import Metrics
 from webhooks.store import alerts
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account, Alert, AlertReason
-
-if TYPE_CHECKING:
-    from webhooks.pipeline import WorkerOptions
+from webhooks.worker.options import WorkerOptions
 
 log = structlog.get_logger(__name__)
 
