@@ -40,19 +40,32 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(kw_only=True)
-class Decoded:
+class Outcomes:
+    """What becomes of claimed events that are not facts to fold now, by inbox id. A decoder
+    reports these (`Decoded`), and the batch's sorting carries them to the transaction
+    (webhooks.worker.staging)."""
+
+    # Not a kind we handle.
+    ignored: list[int] = field(default_factory=list)
+    # Can never be decoded: dead-lettered, no retry.
+    dead: dict[int, str] = field(default_factory=dict)
+    # Tried again, an attempt counted.
+    failed: dict[int, str] = field(default_factory=dict)
+    # Tried again after so many seconds, no attempt counted: the CRM took no calls.
+    paused: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
+    product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Decoded(Outcomes):
     """What a source's decoder made of claimed events, by inbox id. Every event lands in exactly
-    one of: understood (`events`, possibly empty), `ignored` (not a kind we handle), `dead`
-    (can never be decoded), `failed` (try again, an attempt counted) or `paused` (try again
-    after so many seconds, no attempt counted: the CRM took no calls)."""
+    one of: understood (`events`, possibly empty), split (`spawn`), unavailable, or one of the
+    `Outcomes`."""
 
     events: dict[int, list[NormalisedEvent]] = field(default_factory=dict)
     # Contacts deleted from the CRM, by the event that said so: they left every account.
     contacts_gone: dict[int, list[tuple[str, datetime]]] = field(default_factory=dict)
-    ignored: list[int] = field(default_factory=list)
-    dead: dict[int, str] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
-    paused: dict[int, tuple[float, str]] = field(default_factory=dict)
     # The CRM could not be reached or would not let us in (transport errors, timeouts, 5xx and
     # 429 beyond the client's retries, refused credentials): (its Retry-After or 0, why). The
     # events wait for the connection's outage backoff, no attempt counted: an outage of any
@@ -60,8 +73,6 @@ class Decoded:
     unavailable: dict[int, tuple[float, str]] = field(default_factory=dict)
     # Connections whose CRM answered a read of this batch: their outage is over.
     reached: set[str] = field(default_factory=set)
-    # Product events still to be placed on a CRM account (by connection): see webhooks.matching.
-    product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
     # Events an event splits into (a Segment request into its calls), stored as new inbox rows.
     spawn: dict[int, list[inbox.NewEvent]] = field(default_factory=dict)
 

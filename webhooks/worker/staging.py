@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import structlog
 
 from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
-from connector.segment import ProductMessage
 from webhooks.alerts.rules import Cause
 from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
@@ -22,7 +21,7 @@ from webhooks.metrics import Metrics
 from webhooks.store import accounts, alerts, facts, inbox, product
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account
-from webhooks.worker.decode import Decoded
+from webhooks.worker.decode import Decoded, Outcomes
 from webhooks.worker.options import BatchReport, WorkerOptions
 from webhooks.worker.scoring import Scorer
 
@@ -30,20 +29,20 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(kw_only=True)
-class _Sorted:
-    """A claimed batch sorted by what happens to each event."""
+class _Sorted(Outcomes):
+    """A claimed batch sorted by what happens to each event: the decoders' `Outcomes` of these
+    events alone, and the rest of `Decoded` regrouped for the transaction (facts by account,
+    inserts and departed contacts by connection)."""
 
+    # Understood (facts folded, or split into new events): settled as done.
     done: list[int] = field(default_factory=list)
-    ignored: list[int] = field(default_factory=list)
     ignored_kinds: Counter[str] = field(default_factory=Counter)
-    dead: dict[int, str] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
-    paused: dict[int, tuple[float, str]] = field(default_factory=dict)
-    product: dict[int, tuple[str, ProductMessage]] = field(default_factory=dict)
-    # By (source, connection, when the splitting event was received).
-    spawn: dict[tuple[str, str, datetime], list[inbox.NewEvent]] = field(
+    # The events split ones make (Decoded.spawn), to insert by (source, connection, when the
+    # splitting event was received).
+    inserts: dict[tuple[str, str, datetime], list[inbox.NewEvent]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # Contacts deleted from the CRM (Decoded.contacts_gone), by connection.
     gone: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
         default_factory=lambda: defaultdict(list)
@@ -117,7 +116,7 @@ class Staging:
                 out.product[event.id] = decoded.product[event.id]
             elif event.id in decoded.spawn:
                 key = (event.source, event.connection, event.received_at)
-                out.spawn[key].extend(decoded.spawn[event.id])
+                out.inserts[key].extend(decoded.spawn[event.id])
                 out.done.append(event.id)
             elif event.id in decoded.events:
                 crm = self.crm_of(event.connection)
@@ -213,7 +212,7 @@ class Staging:
         out = self._sort(claimed, decoded)
         per_account = out.per_account
         async with self._sessions() as session, session.begin():
-            for (source, connection, received_at), spawned in out.spawn.items():
+            for (source, connection, received_at), spawned in out.inserts.items():
                 # Redelivered calls are skipped here, on their own dedup keys.
                 await inbox.insert_events(
                     session,
