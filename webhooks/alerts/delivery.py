@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
@@ -20,6 +20,7 @@ import structlog
 from webhooks.alerts.channels.owner import OWNER_KIND, owner_key
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.alerts.rules import attribute_value
+from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
 from webhooks.metrics import Metrics
 from webhooks.store import alerts
@@ -63,7 +64,7 @@ async def deliver_alerts(
     channels: Mapping[str, Channel],
     connections: ConnectionRegistry,
     options: WorkerOptions,
-    clock: Callable[[], datetime],
+    clock: Clock,
     metrics: Metrics,
 ) -> int:
     """Send the due alert deliveries; returns how many were claimed. No transaction is held
@@ -276,7 +277,7 @@ async def _send(
     outcome: _Outcome,
     *,
     options: WorkerOptions,
-    clock: Callable[[], datetime],
+    clock: Clock,
 ) -> None:
     try:
         await channel.send([claimed.notice for claimed in group])

@@ -64,6 +64,8 @@ class WriteBack:
         self._paused_until: dict[str, datetime] = {}
 
     async def deliver(self) -> int:
+        """Send the due write-backs, each connection's in batches; returns how many were
+        claimed. No transaction is held while a CRM is called."""
         now = self._clock()
         # A paused connection's deferred rows are not due anyway, but rows staged since are:
         # leaving the connection out keeps them unclaimed instead of sent into the pause.
