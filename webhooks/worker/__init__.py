@@ -1,5 +1,3 @@
-"""The worker: claims inbox events and turns them into health, write-backs and alerts.
-
-loop (the passes, poison isolation) -> decode (per source) -> staging (facts, one rescore per
-account) -> scoring (health, alerts, write-back rows); recompute, writeback and alerts are the
-pass's other steps; options holds what they share."""
+"""The worker: turns claimed inbox events into facts, health, CRM write-backs and alerts.
+`loop` runs the passes; decode, staging, scoring, recompute, writeback, alerts and outages are
+its steps."""
