@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signals.registry import SIGNALS
 from webhooks.deps import RuntimeDep
 from webhooks.sessions import COOKIE_NAME
 from webhooks.ui import STATIC_DIR, TEMPLATES_DIR
@@ -28,6 +29,10 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
 )
+
+# Rendered into every page (body data-signal-labels), in registry order: the script names no
+# signal of its own.
+SIGNAL_LABELS: dict[str, str] = {signal.name: signal.label for signal in SIGNALS}
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -71,7 +76,9 @@ def _page(request: Request, runtime: RuntimeDep, page: str, **context: object) -
     if not _signed_in(request, runtime):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{PREFIX}/login?next={quote(target, safe='')}", status_code=303)
-    response = templates.TemplateResponse(request, f"{page}.html", {"page": page, **context})
+    response = templates.TemplateResponse(
+        request, f"{page}.html", {"page": page, "signal_labels": SIGNAL_LABELS, **context}
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
