@@ -30,9 +30,11 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
 )
 
-# Rendered into every page (body data-signal-labels), in registry order: the script names no
-# signal of its own.
-SIGNAL_LABELS: dict[str, str] = {signal.name: signal.label for signal in SIGNALS}
+# Rendered into every page (body data-signal-labels) so that the script names no signal of its
+# own: [name, label] pairs, as the template's JSON would sort an object's keys.
+SIGNAL_LABELS: tuple[tuple[str, str], ...] = tuple(
+    (signal.name, signal.label) for signal in SIGNALS
+)
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)

@@ -15,8 +15,8 @@
     not_customer: "Not a customer",
   };
   // The signals in the server's order with their labels, rendered into the page from the
-  // signal registry: {"active_use": "Active use", ...}.
-  const SIGNAL_LABELS = JSON.parse(document.body.dataset.signalLabels || "{}");
+  // signal registry as [["active_use", "Active use"], ...].
+  const SIGNAL_LABELS = Object.fromEntries(JSON.parse(document.body.dataset.signalLabels || "[]"));
   const DAY_MS = 86400000;
   const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
