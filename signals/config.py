@@ -276,12 +276,7 @@ class AlertRule(BaseModel):
 
 
 def _indicator_names() -> set[str]:
-    defaults = SignalsConfig()
-    return {
-        f"{signal}.{indicator}"
-        for signal, config in defaults.items().items()
-        for indicator in config.indicators.items()
-    }
+    return {f"{signal.name}.{spec.name}" for signal in SIGNALS for spec in signal.indicators}
 
 
 DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (

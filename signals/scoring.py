@@ -83,6 +83,8 @@ class _Signal:
     name: str
     weight: float
     measure: Measure
+    # What it needs, named in the "not enough evidence" driver when it has no data at all.
+    evidence: str
     # Aligned with what `measure` returns; an indicator with weight 0 is None (left out).
     indicators: tuple[_Indicator | None, ...]
     indicator_weight: float
@@ -146,6 +148,7 @@ def _compile(config: HealthConfig) -> _Plan:
                     name=name,
                     weight=signal_config.weight,
                     measure=spec.measure,
+                    evidence=spec.evidence,
                     indicators=indicators,
                     indicator_weight=indicator_weight,
                 )
@@ -350,8 +353,7 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
                 if raw is None and indicator is not None
             )
         else:
-            # A whole signal without data is named by what it needs.
-            missing.append(SIGNAL_BY_NAME[signal.name].evidence)
+            missing.append(signal.evidence)
     available_weight = sum(signal.weight for signal, _, _ in measured)
     results: list[IndicatorResult] = []
     costs: list[tuple[float, _Indicator, float, float]] = []
