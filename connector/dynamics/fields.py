@@ -289,9 +289,9 @@ def _score(neutral: str, suffix: str, schema_suffix: str, name: str, about: str)
     )
 
 
-# What the first signals' descriptions say, word for word: provisioning updates a column whose
-# description differs, so another wording would rewrite it in every environment. A signal not
-# listed is described from its declaration.
+# The descriptions the first signals were provisioned with, word for word: provisioning
+# updates a column whose description differs, so another wording would rewrite it in every
+# environment. A signal not listed is described from its declaration.
 _PROVISIONED_DESCRIPTIONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "active_use": "active use signal, 0 to 100: do people actually use what was sold (seat "
