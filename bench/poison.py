@@ -17,10 +17,11 @@ from typing import Any
 
 from bench.harness import create_pg_database, drop_pg_database
 from webhooks.connections import ConnectionRegistry
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import facts, inbox
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 EVENTS = 5000
 ACCOUNTS = 500

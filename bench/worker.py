@@ -14,11 +14,12 @@ from sqlalchemy import insert
 
 from bench.harness import create_pg_database, drop_pg_database
 from webhooks.connections import ConnectionRegistry
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, inbox
 from webhooks.store.db import SessionFactory, create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
 from webhooks.store.models import Account, InteractionFact, SourceKind, TicketFact, UsageDay
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 EVENTS = 50_000
 EVENT_ACCOUNTS = 2_000

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from connector.model import NormalisedEvent
-from signals.model import SIGNAL_NAMES, Health
+from signals.model import Health
+from signals.registry import SIGNAL_NAMES
 
 FieldValue = str | float | int | None
 

@@ -5,20 +5,11 @@ Seat utilization, the usage trend, stickiness (daily versus monthly users) and r
 
 from __future__ import annotations
 
-from signals.model import AccountFacts, IndicatorSpec, Unit
-
-NAME = "active_use"
-
-INDICATORS: tuple[IndicatorSpec, ...] = (
-    IndicatorSpec("seat_utilization", "Seat utilization", Unit.PERCENT),
-    IndicatorSpec("usage_trend", "Active users vs prior 30d", Unit.CHANGE),
-    IndicatorSpec("stickiness", "Stickiness (DAU/MAU)", Unit.PERCENT),
-    IndicatorSpec("recency_days", "Days since last use", Unit.DAYS),
-)
+from signals.model import AccountFacts, IndicatorSpec, SignalSpec, Unit
 
 
 def measure(facts: AccountFacts) -> tuple[float | None, ...]:
-    """Raw values in INDICATORS order; None where the inputs are missing."""
+    """Raw values in SIGNAL.indicators order; None where the inputs are missing."""
     seats, monthly, before = facts.seats, facts.active_users_30d, facts.active_users_prev_30d
     daily, last_usage = facts.mean_daily_active_users_30d, facts.last_usage_at
 
@@ -43,3 +34,26 @@ def measure(facts: AccountFacts) -> tuple[float | None, ...]:
         recency_days = max(0.0, (facts.as_of - last_usage).total_seconds() / 86400.0)
 
     return seat_utilization, usage_trend, stickiness, recency_days
+
+
+SIGNAL = SignalSpec(
+    name="active_use",
+    label="Active use",
+    description="seat use, usage trend, stickiness, recency",
+    question="do people actually use what was sold?",
+    evidence="product usage",
+    weight=0.40,
+    indicators=(
+        IndicatorSpec(
+            "seat_utilization", "Seat utilization", Unit.PERCENT, at_risk=0.4, healthy=0.7
+        ),
+        IndicatorSpec(
+            "usage_trend", "Active users vs prior 30d", Unit.CHANGE, at_risk=-0.25, healthy=0.0
+        ),
+        IndicatorSpec(
+            "stickiness", "Stickiness (DAU/MAU)", Unit.PERCENT, at_risk=0.05, healthy=0.2
+        ),
+        IndicatorSpec("recency_days", "Days since last use", Unit.DAYS, at_risk=14, healthy=3),
+    ),
+    measure=measure,
+)

@@ -3,20 +3,11 @@ co-innovate with us, and we reach many people including the executive suite."""
 
 from __future__ import annotations
 
-from signals.model import AccountFacts, IndicatorSpec, Unit
-
-NAME = "collaboration"
-
-INDICATORS: tuple[IndicatorSpec, ...] = (
-    IndicatorSpec("two_way_ratio", "Customer-initiated contact (90d)", Unit.PERCENT),
-    IndicatorSpec("co_innovation", "Co-innovation events (180d)", Unit.COUNT),
-    IndicatorSpec("stakeholder_breadth", "Contacts engaged (90d)", Unit.COUNT),
-    IndicatorSpec("executive_access", "Executives engaged (90d)", Unit.COUNT),
-)
+from signals.model import AccountFacts, IndicatorSpec, SignalSpec, Unit
 
 
 def measure(facts: AccountFacts) -> tuple[float | None, ...]:
-    """Raw values in INDICATORS order; None where the inputs are missing."""
+    """Raw values in SIGNAL.indicators order; None where the inputs are missing."""
     total, theirs = facts.total_interactions_90d, facts.customer_interactions_90d
     two_way_ratio = None
     if total is not None and total > 0 and theirs is not None:
@@ -27,3 +18,32 @@ def measure(facts: AccountFacts) -> tuple[float | None, ...]:
         facts.contacts_engaged_90d,
         facts.executives_engaged_90d,
     )
+
+
+SIGNAL = SignalSpec(
+    name="collaboration",
+    label="Collaboration",
+    description="two-way contact, co-innovation, breadth, executives",
+    question="does value flow both ways, across many people?",
+    evidence="collaboration (interactions, contacts, co-innovation)",
+    weight=0.35,
+    indicators=(
+        IndicatorSpec(
+            "two_way_ratio",
+            "Customer-initiated contact (90d)",
+            Unit.PERCENT,
+            at_risk=0.15,
+            healthy=0.4,
+        ),
+        IndicatorSpec(
+            "co_innovation", "Co-innovation events (180d)", Unit.COUNT, at_risk=0, healthy=2
+        ),
+        IndicatorSpec(
+            "stakeholder_breadth", "Contacts engaged (90d)", Unit.COUNT, at_risk=1, healthy=4
+        ),
+        IndicatorSpec(
+            "executive_access", "Executives engaged (90d)", Unit.COUNT, at_risk=0, healthy=1
+        ),
+    ),
+    measure=measure,
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -18,8 +18,12 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    create_model,
     model_validator,
 )
+
+from signals.model import IndicatorSpec
+from signals.registry import SIGNALS
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,11 +44,9 @@ class IndicatorConfig(BaseModel):
         return self
 
 
-def _indicator(at_risk: float, healthy: float) -> Any:
-    return Field(default_factory=lambda: IndicatorConfig(at_risk=at_risk, healthy=healthy))
+class IndicatorsConfig(BaseModel):
+    """One signal's indicators by name; a subclass per signal (see `_signal_models`)."""
 
-
-class _Indicators(BaseModel):
     model_config = _STRICT
 
     @model_validator(mode="after")
@@ -57,63 +59,20 @@ class _Indicators(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
 
-class ActiveUseIndicators(_Indicators):
-    seat_utilization: IndicatorConfig = _indicator(0.40, 0.70)
-    usage_trend: IndicatorConfig = _indicator(-0.25, 0.0)
-    stickiness: IndicatorConfig = _indicator(0.05, 0.20)
-    recency_days: IndicatorConfig = _indicator(14, 3)
+class SignalConfig(BaseModel):
+    """One signal's weight in the composite and its indicators; a subclass per signal sets
+    the defaults its module declares."""
 
-
-class CollaborationIndicators(_Indicators):
-    two_way_ratio: IndicatorConfig = _indicator(0.15, 0.40)
-    co_innovation: IndicatorConfig = _indicator(0, 2)
-    stakeholder_breadth: IndicatorConfig = _indicator(1, 4)
-    executive_access: IndicatorConfig = _indicator(0, 1)
-
-
-class MutualValueIndicators(_Indicators):
-    support_load: IndicatorConfig = _indicator(5, 1)
-    escalations: IndicatorConfig = _indicator(3, 0)
-
-
-class MomentumIndicators(_Indicators):
-    arr_change: IndicatorConfig = _indicator(-0.10, 0.05)
-
-
-class ActiveUseConfig(BaseModel):
-    model_config = _STRICT
-    weight: float = Field(default=0.40, ge=0, allow_inf_nan=False)
-    indicators: ActiveUseIndicators = Field(default_factory=ActiveUseIndicators)
-
-
-class CollaborationConfig(BaseModel):
-    model_config = _STRICT
-    weight: float = Field(default=0.35, ge=0, allow_inf_nan=False)
-    indicators: CollaborationIndicators = Field(default_factory=CollaborationIndicators)
-
-
-class MutualValueConfig(BaseModel):
-    model_config = _STRICT
-    weight: float = Field(default=0.15, ge=0, allow_inf_nan=False)
-    indicators: MutualValueIndicators = Field(default_factory=MutualValueIndicators)
-
-
-class MomentumConfig(BaseModel):
-    model_config = _STRICT
-    weight: float = Field(default=0.10, ge=0, allow_inf_nan=False)
-    indicators: MomentumIndicators = Field(default_factory=MomentumIndicators)
-
-
-SignalConfig = ActiveUseConfig | CollaborationConfig | MutualValueConfig | MomentumConfig
-
-
-class SignalsConfig(BaseModel):
     model_config = _STRICT
 
-    active_use: ActiveUseConfig = Field(default_factory=ActiveUseConfig)
-    collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
-    mutual_value: MutualValueConfig = Field(default_factory=MutualValueConfig)
-    momentum: MomentumConfig = Field(default_factory=MomentumConfig)
+    weight: float = Field(ge=0, allow_inf_nan=False)
+    indicators: IndicatorsConfig
+
+
+class _SignalsConfig(BaseModel):
+    """Every registered signal's configuration, by signal name (see `_signal_models`)."""
+
+    model_config = _STRICT
 
     @model_validator(mode="after")
     def _some_weight(self) -> Self:
@@ -123,6 +82,54 @@ class SignalsConfig(BaseModel):
 
     def items(self) -> dict[str, SignalConfig]:
         return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+def _indicator(spec: IndicatorSpec) -> Any:
+    return Field(
+        default_factory=lambda: IndicatorConfig(
+            at_risk=spec.at_risk, healthy=spec.healthy, weight=spec.weight
+        )
+    )
+
+
+def _default(model: type[BaseModel]) -> Any:
+    return Field(default_factory=model)
+
+
+def _signal_models() -> type[_SignalsConfig]:
+    """The configuration classes of the registered signals, with the defaults their modules
+    declare: `ActiveUseIndicators` and `ActiveUseConfig` per signal, then `SignalsConfig`
+    (their names are the OpenAPI schema names)."""
+    signal_fields: dict[str, Any] = {}
+    for signal in SIGNALS:
+        title = "".join(part.capitalize() for part in signal.name.split("_"))
+        indicator_fields: dict[str, Any] = {
+            spec.name: (IndicatorConfig, _indicator(spec)) for spec in signal.indicators
+        }
+        indicators = create_model(
+            f"{title}Indicators",
+            __base__=IndicatorsConfig,
+            __module__=__name__,
+            **indicator_fields,
+        )
+        signal_model = create_model(
+            f"{title}Config",
+            __base__=SignalConfig,
+            __module__=__name__,
+            weight=(float, Field(default=signal.weight, ge=0, allow_inf_nan=False)),
+            indicators=(indicators, _default(indicators)),
+        )
+        signal_fields[signal.name] = (signal_model, _default(signal_model))
+    return create_model(
+        "SignalsConfig", __base__=_SignalsConfig, __module__=__name__, **signal_fields
+    )
+
+
+if TYPE_CHECKING:
+    # Made from the registry at import; code relies only on what the base offers (items()).
+    SignalsConfig = _SignalsConfig
+else:
+    SignalsConfig = _signal_models()
 
 
 class Bands(BaseModel):
@@ -269,12 +276,7 @@ class AlertRule(BaseModel):
 
 
 def _indicator_names() -> set[str]:
-    defaults = SignalsConfig()
-    return {
-        f"{signal}.{indicator}"
-        for signal, config in defaults.items().items()
-        for indicator in config.indicators.items()
-    }
+    return {f"{signal.name}.{spec.name}" for signal in SIGNALS for spec in signal.indicators}
 
 
 DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -24,9 +25,9 @@ BAND_RANK: Mapping[Band, int] = MappingProxyType(
     {Band.UNKNOWN: -1, Band.ONBOARDING: -1, Band.AT_RISK: 0, Band.NEUTRAL: 1, Band.HEALTHY: 2}
 )
 
-SIGNAL_NAMES: tuple[str, ...] = ("active_use", "collaboration", "mutual_value", "momentum")
-
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+# Signal and indicator names are keys of the configuration and parts of CRM field names.
+_SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,11 +76,59 @@ class Unit(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class IndicatorSpec:
-    """One indicator: its name and how its raw value reads in a driver text."""
+    """One indicator: its name, how its raw value reads in a driver text, and its default
+    thresholds (the raw value scoring 0 and the one scoring 100: which is larger sets the
+    direction) and weight within its signal."""
 
     name: str
     label: str
     unit: Unit
+    _: KW_ONLY
+    at_risk: float
+    healthy: float
+    weight: float = 1.0
+
+
+Measure = Callable[[AccountFacts], tuple[float | None, ...]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalSpec:
+    """One signal, declared once in its own module; signals.registry lists them and the
+    configuration, the CRM fields and the labels shown are derived from that list.
+
+    `description` says what it measures and `question` what it answers, both as the middle of
+    a sentence ("seat use, usage trend, stickiness, recency"; "do people actually use what was
+    sold?"): CRM field descriptions and help texts are made of them. `evidence` names what it
+    needs, for the "not enough evidence" driver. `measure` returns the raw values in
+    `indicators` order, None where the inputs are missing.
+    """
+
+    name: str
+    label: str
+    description: str
+    question: str
+    evidence: str
+    weight: float
+    indicators: tuple[IndicatorSpec, ...]
+    measure: Measure
+
+    def __post_init__(self) -> None:
+        if not _SNAKE_CASE.fullmatch(self.name):
+            raise ValueError(f"signal name {self.name!r}: lowercase words joined by _")
+        names = [indicator.name for indicator in self.indicators]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"signal {self.name}: indicators need distinct names, {names}")
+        for indicator in self.indicators:
+            if not _SNAKE_CASE.fullmatch(indicator.name):
+                raise ValueError(f"indicator name {indicator.name!r}: lowercase words joined by _")
+
+    @property
+    def label_in_sentence(self) -> str:
+        """The label inside a sentence: "active use"; one starting with an acronym as is."""
+        if self.label[:2].isupper():
+            return self.label
+        return self.label[:1].lower() + self.label[1:]
 
 
 class IndicatorResult(NamedTuple):

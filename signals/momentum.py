@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from signals.model import AccountFacts, IndicatorSpec, Unit
-
-NAME = "momentum"
-
-INDICATORS: tuple[IndicatorSpec, ...] = (
-    IndicatorSpec("arr_change", "ARR vs 12 months ago", Unit.CHANGE),
-)
+from signals.model import AccountFacts, IndicatorSpec, SignalSpec, Unit
 
 
 def measure(facts: AccountFacts) -> tuple[float | None, ...]:
-    """Raw values in INDICATORS order; None where the inputs are missing."""
+    """Raw values in SIGNAL.indicators order; None where the inputs are missing."""
     arr, before = facts.arr, facts.arr_12m_ago
     if arr is None or before is None or before <= 0:
         return (None,)
     return (arr / before - 1.0,)
+
+
+SIGNAL = SignalSpec(
+    name="momentum",
+    label="Momentum",
+    description="spend growth versus leveling off or shrinking",
+    question="is spend growing, or leveling off?",
+    evidence="ARR 12 months ago",
+    weight=0.10,
+    indicators=(
+        IndicatorSpec(
+            "arr_change", "ARR vs 12 months ago", Unit.CHANGE, at_risk=-0.1, healthy=0.05
+        ),
+    ),
+    measure=measure,
+)

@@ -12,12 +12,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from signals import active_use, collaboration, momentum, mutual_value
 from signals.config import Bands, HealthConfig, IndicatorConfig
 from signals.indicators import threshold_text, value_formatter
 from signals.model import (
     BAND_RANK,
-    SIGNAL_NAMES,
     AccountFacts,
     Band,
     Coverage,
@@ -25,33 +23,18 @@ from signals.model import (
     Health,
     IndicatorResult,
     IndicatorSpec,
+    Measure,
 )
+from signals.registry import SIGNAL_BY_NAME, SIGNAL_NAMES
 
-Measure = Callable[[AccountFacts], tuple[float | None, ...]]
 # (signal name, signal weight, indicator weight, measure, ((at_risk, scale, weight) each))
 _HotSignal = tuple[str, float, float, Measure, tuple[tuple[float, float, float], ...]]
-
-# Each signal module declares its indicators and measures their raw values in one call.
-SIGNALS: dict[str, tuple[tuple[IndicatorSpec, ...], Measure]] = {
-    active_use.NAME: (active_use.INDICATORS, active_use.measure),
-    collaboration.NAME: (collaboration.INDICATORS, collaboration.measure),
-    mutual_value.NAME: (mutual_value.INDICATORS, mutual_value.measure),
-    momentum.NAME: (momentum.INDICATORS, momentum.measure),
-}
 
 MAX_DRIVERS = 3
 
 _NOT_A_CUSTOMER = Explanation(
     indicators=(), drivers=("Not a customer: not scored",), coverage=Coverage(ratio=0.0)
 )
-
-# What each signal needs, named in the "not enough evidence" driver when it has no data at all.
-EVIDENCE: dict[str, str] = {
-    active_use.NAME: "product usage",
-    collaboration.NAME: "collaboration (interactions, contacts, co-innovation)",
-    mutual_value.NAME: "support tickets with seats",
-    momentum.NAME: "ARR 12 months ago",
-}
 
 # (available signal weight, weighted sum of signal scores, signal scores, covered weight)
 _Sums = tuple[float, float, dict[str, float | None], float]
@@ -100,6 +83,8 @@ class _Signal:
     name: str
     weight: float
     measure: Measure
+    # What it needs, named in the "not enough evidence" driver when it has no data at all.
+    evidence: str
     # Aligned with what `measure` returns; an indicator with weight 0 is None (left out).
     indicators: tuple[_Indicator | None, ...]
     indicator_weight: float
@@ -148,11 +133,13 @@ class _Plan:
 def _compile(config: HealthConfig) -> _Plan:
     signals = []
     for name, signal_config in config.signals.items().items():
-        specs, measure = SIGNALS[name]
+        spec = SIGNAL_BY_NAME[name]
         configs = signal_config.indicators.items()
         indicators = tuple(
-            _Indicator.compile(spec, configs[spec.name]) if configs[spec.name].weight > 0 else None
-            for spec in specs
+            _Indicator.compile(indicator, configs[indicator.name])
+            if configs[indicator.name].weight > 0
+            else None
+            for indicator in spec.indicators
         )
         indicator_weight = sum(i.weight for i in indicators if i is not None)
         if signal_config.weight > 0 and indicator_weight > 0:
@@ -160,7 +147,8 @@ def _compile(config: HealthConfig) -> _Plan:
                 _Signal(
                     name=name,
                     weight=signal_config.weight,
-                    measure=measure,
+                    measure=spec.measure,
+                    evidence=spec.evidence,
                     indicators=indicators,
                     indicator_weight=indicator_weight,
                 )
@@ -365,7 +353,7 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
                 if raw is None and indicator is not None
             )
         else:
-            missing.append(EVIDENCE[signal.name])
+            missing.append(signal.evidence)
     available_weight = sum(signal.weight for signal, _, _ in measured)
     results: list[IndicatorResult] = []
     costs: list[tuple[float, _Indicator, float, float]] = []

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from signals.model import SIGNAL_NAMES, Band
+from signals.model import Band
+from signals.registry import SIGNAL_NAMES
 from signals.scoring import score
 from webhooks.alerts.rules import attribute_value, parse_renewal_date
 from webhooks.errors import InvalidFields, NotFound
@@ -22,11 +24,11 @@ HISTORY_DAYS = 90
 BANDS = tuple(band.value for band in Band)
 
 
-class Signals(BaseModel):
-    active_use: float | None = None
-    collaboration: float | None = None
-    mutual_value: float | None = None
-    momentum: float | None = None
+if TYPE_CHECKING:
+    Signals = BaseModel
+else:
+    # Each registered signal's score, 0..100 or null: {"active_use": 62.5, ...}.
+    Signals = create_model("Signals", **dict.fromkeys(SIGNAL_NAMES, (float | None, None)))
 
 
 class CoverageOut(BaseModel):
@@ -134,7 +136,7 @@ def _split(values: Iterable[str]) -> list[str]:
 
 def _signals(account: Account) -> Signals:
     stored = account.signals or {}
-    return Signals(**{name: stored.get(name) for name in SIGNAL_NAMES})
+    return Signals.model_validate({name: stored.get(name) for name in SIGNAL_NAMES})
 
 
 def _coverage(account: Account) -> CoverageOut:

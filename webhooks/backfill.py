@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from connector.native import to_native
+from webhooks.clock import utcnow
 from webhooks.connections import Connection
 from webhooks.errors import NotConfigured
-from webhooks.pipeline import BACKFILL_SOURCE, utcnow
+from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.progress import Progress
 from webhooks.store import backfills, inbox
 from webhooks.store.db import SessionFactory

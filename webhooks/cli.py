@@ -36,11 +36,11 @@ from webhooks.cli_errors import (
     require_free_port,
     unknown_connection,
 )
+from webhooks.clock import utcnow
 from webhooks.connections import check_configuration
 from webhooks.demo import fresh_database_url, run_demo
 from webhooks.errors import InvalidConfig, NotConfigured, NotFound, ServiceError
 from webhooks.logging import configure_logging
-from webhooks.pipeline import utcnow
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings, normalise_database_url

@@ -35,6 +35,7 @@ from webhooks.errors import (
     TooManyRequests,
     Unauthenticated,
 )
+from webhooks.inbox_kinds import SEGMENT_REQUEST
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
 from webhooks.store import inbox
@@ -130,8 +131,6 @@ async def accept_crm(
 # --- Segment-compatible product events ----------------------------------------------------------
 
 
-# Inbox kind of a whole Segment request, split into calls by the worker.
-SEGMENT_REQUEST = "request:"
 SEGMENT_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment"'}
 
 

@@ -11,7 +11,7 @@ counted and reported, not re-sent.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ import structlog
 
 from connector.base import HEALTH_FIELDS, VOLATILE_FIELDS, CRMConnector, FieldValue
 from connector.errors import CRMHTTPError, CRMRateLimitPaused, PayloadError
+from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
 from webhooks.errors import NotConfigured, NotFound
 from webhooks.progress import Progress
@@ -27,8 +28,6 @@ from webhooks.store import reconciles, writeback
 from webhooks.store.db import SessionFactory
 
 log = structlog.get_logger(__name__)
-
-Clock = Callable[[], datetime]
 
 # A scheduled step holds the schedule this long at most: one batch read, retries included.
 LEASE_SECONDS = 900.0

@@ -25,7 +25,6 @@ from webhooks.alerts.owners import OwnerDirectory
 from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.preview import Turns
 from webhooks.sessions import SessionSigner
 from webhooks.settings import Settings
@@ -35,6 +34,8 @@ from webhooks.store.db import (
     create_read_engine,
     create_session_factory,
 )
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 log = structlog.get_logger(__name__)
 

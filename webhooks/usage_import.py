@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from connector import bounds
 from connector.model import CollaborationKind
 from connector.native import NATIVE_EVENT
-from webhooks.pipeline import utcnow
+from webhooks.clock import utcnow
 from webhooks.progress import Progress
 from webhooks.store import inbox
 from webhooks.store.db import SessionFactory

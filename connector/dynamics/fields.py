@@ -17,7 +17,8 @@ from typing import Any, Final, Literal
 
 from connector.base import HEALTH_FIELDS, FieldValue
 from connector.values import finite_number, truncate_lines, updated_at_instant
-from signals.model import Band
+from signals.model import Band, SignalSpec
+from signals.registry import SIGNALS
 
 __all__ = [
     "BAND_LABELS",
@@ -288,6 +289,35 @@ def _score(neutral: str, suffix: str, schema_suffix: str, name: str, about: str)
     )
 
 
+# The descriptions the first signals were provisioned with, word for word: provisioning
+# updates a column whose description differs, so another wording would rewrite it in every
+# environment. A signal not listed is described from its declaration.
+_PROVISIONED_DESCRIPTIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "active_use": "active use signal, 0 to 100: do people actually use what was sold (seat "
+        "use, usage trend, stickiness, recency)?",
+        "collaboration": "collaboration signal, 0 to 100: does value flow both ways, across many "
+        "people and the executives?",
+        "momentum": "momentum signal, 0 to 100: is spend growing, or leveling off?",
+    }
+)
+
+
+def _signal_column(signal: SignalSpec) -> ColumnSpec:
+    about = _PROVISIONED_DESCRIPTIONS.get(signal.name)
+    if about is None:
+        about = f"{signal.label_in_sentence} signal, 0 to 100: {signal.description}."
+    # health_mutual_value -> healthmutualvalue, HealthMutualValue
+    words = signal.name.split("_")
+    return _score(
+        f"health_{signal.name}",
+        "health" + "".join(words),
+        "Health" + "".join(word.capitalize() for word in words),
+        f"Health: {signal.label_in_sentence}",
+        about,
+    )
+
+
 COLUMNS: tuple[ColumnSpec, ...] = (
     _score(
         "health_score",
@@ -317,36 +347,7 @@ COLUMNS: tuple[ColumnSpec, ...] = (
         max_value=100.0,
         precision=1,
     ),
-    _score(
-        "health_active_use",
-        "healthactiveuse",
-        "HealthActiveUse",
-        "Health: active use",
-        "active use signal, 0 to 100: do people actually use what was sold (seat use, usage "
-        "trend, stickiness, recency)?",
-    ),
-    _score(
-        "health_collaboration",
-        "healthcollaboration",
-        "HealthCollaboration",
-        "Health: collaboration",
-        "collaboration signal, 0 to 100: does value flow both ways, across many people and the "
-        "executives?",
-    ),
-    _score(
-        "health_mutual_value",
-        "healthmutualvalue",
-        "HealthMutualValue",
-        "Health: mutual value",
-        "mutual value signal, 0 to 100: support load and escalations per seat.",
-    ),
-    _score(
-        "health_momentum",
-        "healthmomentum",
-        "HealthMomentum",
-        "Health: momentum",
-        "momentum signal, 0 to 100: is spend growing, or leveling off?",
-    ),
+    *(_signal_column(signal) for signal in SIGNALS),
     ColumnSpec(
         neutral="health_drivers",
         suffix="healthdrivers",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from connector.base import FieldValue
-from signals.model import Band
+from signals.model import Band, SignalSpec
+from signals.registry import SIGNALS
 
 GROUP_NAME = "customer_health"
 GROUP_LABEL = "Customer health"
@@ -52,6 +54,24 @@ def _number(name: str, label: str, description: str) -> PropertySpec:
     )
 
 
+# The descriptions the first signals were provisioned with, word for word: provisioning
+# updates a property whose description differs, so another wording would rewrite it in every
+# portal. A signal not listed is described from its declaration.
+_PROVISIONED_DESCRIPTIONS: Mapping[str, str] = {
+    "active_use": "Seat use, usage trend and recency.",
+    "collaboration": "Two-way contact, co-innovation, breadth and executive access.",
+    "mutual_value": "Support load and escalations.",
+    "momentum": "Spend growth versus leveling off.",
+}
+
+
+def _signal_property(signal: SignalSpec) -> PropertySpec:
+    description = _PROVISIONED_DESCRIPTIONS.get(signal.name)
+    if description is None:
+        description = f"{signal.description[:1].upper()}{signal.description[1:]}."
+    return _number(f"health_{signal.name}", f"Health: {signal.label_in_sentence}", description)
+
+
 PROPERTIES: tuple[PropertySpec, ...] = (
     _number("health_score", "Health score", "Composite customer health, 0 (at risk) to 100."),
     PropertySpec(
@@ -66,14 +86,7 @@ PROPERTIES: tuple[PropertySpec, ...] = (
         options=tuple(band.value for band in Band),
     ),
     _number("health_trend_30d", "Health trend (30 days)", "Score change over the last 30 days."),
-    _number("health_active_use", "Health: active use", "Seat use, usage trend and recency."),
-    _number(
-        "health_collaboration",
-        "Health: collaboration",
-        "Two-way contact, co-innovation, breadth and executive access.",
-    ),
-    _number("health_mutual_value", "Health: mutual value", "Support load and escalations."),
-    _number("health_momentum", "Health: momentum", "Spend growth versus leveling off."),
+    *(_signal_property(signal) for signal in SIGNALS),
     PropertySpec(
         name="health_drivers",
         label="Health drivers",

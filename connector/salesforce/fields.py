@@ -13,7 +13,8 @@ from typing import Any, Final, Literal
 
 from connector.base import HEALTH_FIELDS, FieldValue
 from connector.values import finite_number, truncate_lines, updated_at_instant
-from signals.model import Band
+from signals.model import Band, SignalSpec
+from signals.registry import SIGNALS
 
 OBJECT: Final = "Account"
 SECTION_LABEL: Final = "Customer health"
@@ -175,6 +176,18 @@ def _score(neutral: str, api_name: str, label: str, description: str, help_text:
     )
 
 
+def _signal_field(signal: SignalSpec) -> FieldSpec:
+    # health_mutual_value -> Health_Mutual_Value__c
+    words = "_".join(word.capitalize() for word in signal.name.split("_"))
+    return _score(
+        f"health_{signal.name}",
+        f"Health_{words}__c",
+        f"Health: {signal.label_in_sentence}",
+        f"{signal.label_in_sentence} signal, 0 to 100 ({signal.description}).",
+        f"Customer health signal: {signal.question} 0 to 100.",
+    )
+
+
 FIELDS: tuple[FieldSpec, ...] = (
     _score(
         "health_score",
@@ -206,34 +219,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "by crm-health.",
         help_text="Customer health score change over the last 30 days (negative: worsening).",
     ),
-    _score(
-        "health_active_use",
-        "Health_Active_Use__c",
-        "Health: active use",
-        "active use signal, 0 to 100 (seat use, usage trend, stickiness, recency).",
-        "Customer health signal: do people actually use what was sold? 0 to 100.",
-    ),
-    _score(
-        "health_collaboration",
-        "Health_Collaboration__c",
-        "Health: collaboration",
-        "collaboration signal, 0 to 100 (two-way contact, co-innovation, breadth, executives).",
-        "Customer health signal: does value flow both ways, across many people? 0 to 100.",
-    ),
-    _score(
-        "health_mutual_value",
-        "Health_Mutual_Value__c",
-        "Health: mutual value",
-        "mutual value signal, 0 to 100 (support load and escalations per seat).",
-        "Customer health signal: is the account worth its effort on both sides? 0 to 100.",
-    ),
-    _score(
-        "health_momentum",
-        "Health_Momentum__c",
-        "Health: momentum",
-        "momentum signal, 0 to 100 (spend growth versus leveling off or shrinking).",
-        "Customer health signal: is spend growing, or leveling off? 0 to 100.",
-    ),
+    *(_signal_field(signal) for signal in SIGNALS),
     FieldSpec(
         neutral="health_drivers",
         api_name="Health_Drivers__c",

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from testkit import RECENCY_ONLY, store_native
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import keys
 from webhooks.store.models import Account, Alert, HealthSnapshot
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 ACCOUNTS = 300
 V1: dict[str, Any] = {

@@ -22,11 +22,12 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 from testkit import crm_accounts, make_settings, native, store_native
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.runtime import Runtime
 from webhooks.store import inbox
 from webhooks.store.migrate import upgrade_to_head
 from webhooks.store.models import Account, CollaborationFact, InboxEvent, UsageDay
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 PG_SERVER_URL = os.environ.get(
     "CRM_HEALTH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

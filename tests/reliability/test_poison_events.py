@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from testkit import native, store_native
-from webhooks.pipeline import Pipeline, WorkerOptions, utcnow
+from webhooks.clock import utcnow
 from webhooks.store import facts
 from webhooks.store.models import Account, InboxEvent
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 EVENTS = 5000
 POISON_ACCOUNT = "poison"

@@ -16,7 +16,7 @@ from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
 from testkit import HUBSPOT_TOKEN, crm_accounts, native, store_native
 from webhooks import sync_status
-from webhooks.pipeline import BACKFILL_SOURCE
+from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.store import accounts, inbox
 from webhooks.store.models import Account, InboxEvent, UsageDay, WritebackItem
 from webhooks.usage_import import UsageCsv, import_usage

@@ -17,7 +17,7 @@ def facts(**values: object) -> AccountFacts:
 
 
 def raw(module, name: str, **values: object) -> float | None:
-    index = [spec.name for spec in module.INDICATORS].index(name)
+    index = [spec.name for spec in module.SIGNAL.indicators].index(name)
     return module.measure(facts(**values))[index]
 
 
@@ -128,4 +128,4 @@ def test_arr_change(values, expected) -> None:
 
 @pytest.mark.parametrize("module", [active_use, collaboration, mutual_value, momentum])
 def test_measure_returns_one_value_per_declared_indicator(module) -> None:
-    assert len(module.measure(facts())) == len(module.INDICATORS)
+    assert len(module.measure(facts())) == len(module.SIGNAL.indicators)

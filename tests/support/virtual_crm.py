@@ -23,8 +23,9 @@ from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
 from testkit import HUBSPOT_API, HUBSPOT_SECRET, HUBSPOT_TOKEN, hubspot_event
 from webhooks.connections import Connection, ConnectionRegistry
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store.models import Account
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 BATCH_UPDATE = "/crm/v3/objects/companies/batch/update"
 BATCH_READ = "/batch/read"

@@ -27,9 +27,11 @@ from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.cli import cli
 from webhooks.connections import check_configuration
-from webhooks.pipeline import BACKFILL_SOURCE, Pipeline, WorkerOptions
+from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.store import configs, keys
 from webhooks.store.models import Alert, AlertDelivery, AlertReason
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 NO_CRM = {"hubspot_access_token": None}
 

@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from signals.config import HealthConfig
 from testkit import Checkouts, hubspot_event, native, post_hubspot, store_native
 from webhooks import preview
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.preview import Pacer, Turns
 from webhooks.store import configs, facts, keys
 from webhooks.store.models import (
@@ -30,6 +29,8 @@ from webhooks.store.models import (
     RecomputeJob,
     WritebackItem,
 )
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 NO_CRM = {"hubspot_access_token": None}
 ADMIN_TOKEN = "preview-test-admin-token"

@@ -29,9 +29,10 @@ from testkit import (
 from webhooks.alerts.notice import AlertNotice, ChannelError
 from webhooks.app import create_app
 from webhooks.metrics import Metrics
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, inbox, keys
 from webhooks.store.models import WritebackItem
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 BATCH_UPDATE = f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update"
 

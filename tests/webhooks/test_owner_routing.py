@@ -38,10 +38,11 @@ from webhooks.alerts.channels.owner import (
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.alerts.owners import OwnerDirectory
 from webhooks.connections import check_configuration
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import AlertDelivery
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 HUBSPOT = "https://hubspot.api.test"
 BOT_TOKEN = "xoxb-1111-2222-secretpart"

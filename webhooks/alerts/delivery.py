@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import structlog
 
 from webhooks.alerts.channels.owner import OWNER_KIND, owner_key
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError
 from webhooks.alerts.rules import attribute_value
+from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
 from webhooks.metrics import Metrics
 from webhooks.store import alerts
 from webhooks.store.db import AsyncSession, SessionFactory
 from webhooks.store.models import Account, Alert, AlertReason
-
-if TYPE_CHECKING:
-    from webhooks.pipeline import WorkerOptions
+from webhooks.worker.options import WorkerOptions
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +64,7 @@ async def deliver_alerts(
     channels: Mapping[str, Channel],
     connections: ConnectionRegistry,
     options: WorkerOptions,
-    clock: Callable[[], datetime],
+    clock: Clock,
     metrics: Metrics,
 ) -> int:
     """Send the due alert deliveries; returns how many were claimed. No transaction is held
@@ -279,7 +277,7 @@ async def _send(
     outcome: _Outcome,
     *,
     options: WorkerOptions,
-    clock: Callable[[], datetime],
+    clock: Clock,
 ) -> None:
     try:
         await channel.send([claimed.notice for claimed in group])

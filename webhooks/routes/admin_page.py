@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signals.registry import SIGNALS
 from webhooks.deps import RuntimeDep
 from webhooks.sessions import COOKIE_NAME
 from webhooks.ui import STATIC_DIR, TEMPLATES_DIR
@@ -27,6 +28,12 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
+)
+
+# Rendered into every page (body data-signal-labels) so that the script names no signal of its
+# own: [name, label] pairs, as the template's JSON would sort an object's keys.
+SIGNAL_LABELS: tuple[tuple[str, str], ...] = tuple(
+    (signal.name, signal.label) for signal in SIGNALS
 )
 
 router = APIRouter(include_in_schema=False)
@@ -71,7 +78,9 @@ def _page(request: Request, runtime: RuntimeDep, page: str, **context: object) -
     if not _signed_in(request, runtime):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{PREFIX}/login?next={quote(target, safe='')}", status_code=303)
-    response = templates.TemplateResponse(request, f"{page}.html", {"page": page, **context})
+    response = templates.TemplateResponse(
+        request, f"{page}.html", {"page": page, "signal_labels": SIGNAL_LABELS, **context}
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -49,7 +49,7 @@ async def lock_accounts(
     known: Collection[AccountKey] | None = None,
 ) -> dict[AccountKey, Account]:
     """Fetch the accounts, creating new ones, locked for this transaction on PostgreSQL.
-    Only confirmed records may be new here (see webhooks.pipeline: events of unknown ids wait
+    Only confirmed records may be new here (see webhooks.worker.staging: events of unknown ids wait
     as unmatched); `known` saves reading which keys exist when the caller just did.
 
     Rows are locked in id order so concurrent workers cannot deadlock on each other.

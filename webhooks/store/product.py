@@ -28,7 +28,7 @@ def user_key(user_id: str) -> str:
 
 
 def account_key(crm_id: str) -> str:
-    """Events for an account id whose record is not known yet (webhooks.pipeline)."""
+    """Events for an account id whose record is not known yet (webhooks.worker.staging)."""
     return f"account:{crm_id}"
 
 

@@ -14,12 +14,9 @@
     onboarding: "Onboarding",
     not_customer: "Not a customer",
   };
-  const SIGNAL_LABELS = {
-    active_use: "Active use",
-    collaboration: "Collaboration",
-    mutual_value: "Mutual value",
-    momentum: "Momentum",
-  };
+  // The signals in the server's order with their labels, rendered into the page from the
+  // signal registry as [["active_use", "Active use"], ...].
+  const SIGNAL_LABELS = Object.fromEntries(JSON.parse(document.body.dataset.signalLabels || "[]"));
   const DAY_MS = 86400000;
   const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 

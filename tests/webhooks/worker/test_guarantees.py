@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 from connector.base import WriteResult
 from signals.config import HealthConfig
 from testkit import daily_user, native, store_native
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import configs, facts, inbox
 from webhooks.store.models import HealthSnapshot, InteractionFact, RecomputeJob, WritebackItem
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 # Delivery, not evidence: these accounts are scored on the few events they get.
 pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")

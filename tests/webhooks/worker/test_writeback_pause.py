@@ -15,8 +15,9 @@ from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.ratelimit import HubSpotLimits, seconds_to_next_midnight
 from testkit import HUBSPOT_API, daily_user, store_native
 from webhooks.connections import Connection, ConnectionRegistry
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store.models import WritebackItem
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 BATCH_UPDATE = f"{HUBSPOT_API}/crm/v3/objects/companies/batch/update"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)

@@ -11,9 +11,10 @@ import respx
 from sqlalchemy import func, select
 
 from testkit import HUBSPOT_API, daily_user, hubspot_event, native, post_hubspot, store_native
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import inbox
 from webhooks.store.models import Account, HealthSnapshot, InboxEvent, WritebackItem
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 # Delivery, not evidence: these accounts are scored on the few events they get.
 pytestmark = pytest.mark.usefixtures("verdict_on_any_evidence")

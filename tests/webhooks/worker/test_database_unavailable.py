@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import exc
 
-from webhooks.pipeline import database_unavailable
+from webhooks.worker.loop import database_unavailable
 
 
 class _Orig(Exception):

@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from connector.errors import CRMRateLimitPaused
 from testkit import HUBSPOT_API, hubspot_event, post_hubspot
-from webhooks.pipeline import Pipeline, WorkerOptions
 from webhooks.store import inbox
 from webhooks.store.models import Account, ContactFact, InboxEvent, InteractionFact
+from webhooks.worker.loop import Pipeline
+from webhooks.worker.options import WorkerOptions
 
 UPDATED = "2026-11-23T11:00:00.000Z"
 

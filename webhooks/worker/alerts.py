@@ -1,0 +1,98 @@
+"""The worker's alert hand-off: raise and resolve alerts for freshly scored accounts (in the
+rescore's transaction), and send due alert deliveries through their channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from signals.config import HealthConfig
+from signals.model import Health
+from webhooks.alerts import delivery as alert_delivery
+from webhooks.alerts import service as alert_service
+from webhooks.alerts.notice import Channel
+from webhooks.alerts.rules import Cause
+from webhooks.clock import Clock
+from webhooks.connections import ConnectionRegistry
+from webhooks.metrics import Metrics
+from webhooks.store import accounts
+from webhooks.store.db import AsyncSession, SessionFactory
+from webhooks.store.models import Account
+from webhooks.worker.options import WorkerOptions
+
+
+class AlertHandOff:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        connections: ConnectionRegistry,
+        options: WorkerOptions,
+        clock: Clock,
+        metrics: Metrics,
+        channels: Mapping[str, Channel],
+    ) -> None:
+        self._sessions = sessions
+        self._connections = connections
+        self._options = options
+        self._clock = clock
+        self._metrics = metrics
+        self._channels = channels
+
+    async def update(
+        self,
+        session: AsyncSession,
+        scored: Sequence[tuple[Account, Health]],
+        versions: Mapping[int, str],
+        now: datetime,
+        config: HealthConfig,
+        *,
+        cause: Callable[[Account], Cause],
+    ) -> None:
+        """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
+        an alert and its deliveries exist exactly when the health that caused them does."""
+        ids = [account.id for account, _ in scored]
+        windows = {
+            rule.days
+            for connection in {account.connection for account, _ in scored}
+            for rule in config.for_connection(connection).alerts
+            if rule.enabled and rule.when == "score_drop"
+        }
+        # Only scores computed under the same scoring configuration: a drop that a
+        # configuration change caused is not the customer's doing.
+        before: dict[int, Mapping[int, int | None]] = {}
+        for days in sorted(windows):
+            before[days] = await accounts.scores_at_or_before(
+                session, account_ids=ids, at=now - timedelta(days=days), versions=versions
+            )
+        states = [
+            (
+                account,
+                alert_service.account_state(
+                    account,
+                    health,
+                    scores_before={days: found.get(account.id) for days, found in before.items()},
+                    scoring_version=versions[account.id],
+                    cause=cause(account),
+                ),
+            )
+            for account, health in scored
+        ]
+        await alert_service.update_alerts(
+            session,
+            states=states,
+            rules_for=lambda connection: config.for_connection(connection).alerts,
+            digests={name: channel.digest for name, channel in self._channels.items()},
+            now=now,
+        )
+
+    async def deliver(self) -> int:
+        """Send the due alert deliveries (see webhooks.alerts.delivery); returns how many."""
+        return await alert_delivery.deliver_alerts(
+            sessions=self._sessions,
+            channels=self._channels,
+            connections=self._connections,
+            options=self._options,
+            clock=self._clock,
+            metrics=self._metrics,
+        )

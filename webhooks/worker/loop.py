@@ -1,0 +1,317 @@
+"""The worker's loop: each pass claims a batch of inbox events, decodes it, processes it in
+transactions that isolate a poison event, then runs a recompute chunk, a reconcile step and
+the write-back and alert deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import structlog
+from sqlalchemy import exc as sqlalchemy_exc
+
+from webhooks.alerts import delivery as alert_delivery
+from webhooks.alerts.notice import Channel
+from webhooks.clock import Clock, utcnow
+from webhooks.connections import ConnectionRegistry
+from webhooks.metrics import Metrics
+from webhooks.reconcile import Scheduler as ReconcileScheduler
+from webhooks.store import inbox, product
+from webhooks.store.db import SessionFactory
+from webhooks.worker.alerts import AlertHandOff
+from webhooks.worker.decode import Decoded, decode_batch
+from webhooks.worker.options import BatchReport, WorkerOptions
+from webhooks.worker.outages import Outages
+from webhooks.worker.recompute import recompute_step
+from webhooks.worker.scoring import Scorer
+from webhooks.worker.staging import Staging
+from webhooks.worker.writeback import WriteBack
+
+log = structlog.get_logger(__name__)
+
+# Words of OperationalErrors that are the database's trouble, not the data's (SQLite also
+# reports "too many SQL variables" as one, which must count against its events).
+_UNAVAILABLE_WORDS = ("locked", "busy", "connection", "terminat", "closed", "timeout", "shutdown")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database itself failed (a lost connection, a server going away, SQLite's lock
+    timeout): nothing is wrong with the events being processed, so none may lose an attempt."""
+    if isinstance(exc, sqlalchemy_exc.InterfaceError | sqlalchemy_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sqlalchemy_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlalchemy_exc.OperationalError):
+        message = str(exc.orig).lower()
+        return any(word in message for word in _UNAVAILABLE_WORDS)
+    return False
+
+
+# How often parked product events are re-checked (see product.release_resolvable).
+UNMATCHED_SWEEP_SECONDS = 60.0
+
+
+def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
+    """(connection, the first account the event's facts are about; "" when not known yet)."""
+    facts_of = decoded.events.get(event.id)
+    return (event.connection, facts_of[0].account if facts_of else "")
+
+
+class Pipeline:
+    """The worker. Its steps are the modules next to this one; this class runs them in order,
+    isolates the events that break a transaction, and hands a batch back when the database
+    fails."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        connections: ConnectionRegistry,
+        options: WorkerOptions,
+        clock: Clock = utcnow,
+        channels: Mapping[str, Channel] = alert_delivery.NO_CHANNELS,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._connections = connections
+        self._options = options
+        self._clock = clock
+        self._metrics = Metrics() if metrics is None else metrics
+        # One outage backoff per connection, whether decoding or a write-back met the outage.
+        self._outages = Outages(schedule=options.schedule)
+        self._alerts = AlertHandOff(
+            sessions=sessions,
+            connections=connections,
+            options=options,
+            clock=clock,
+            metrics=self._metrics,
+            channels=channels,
+        )
+        self._scorer = Scorer(metrics=self._metrics, alerts=self._alerts)
+        self._staging = Staging(
+            sessions=sessions,
+            connections=connections,
+            options=options,
+            clock=clock,
+            metrics=self._metrics,
+            scorer=self._scorer,
+        )
+        self._writeback = WriteBack(
+            sessions=sessions,
+            connections=connections,
+            options=options,
+            clock=clock,
+            metrics=self._metrics,
+            outages=self._outages,
+        )
+        self._unmatched_swept_at: datetime | None = None
+        self._reconciler = ReconcileScheduler(
+            sessions=sessions,
+            connections=connections,
+            clock=clock,
+            interval_hours=options.reconcile_interval_hours,
+        )
+
+    async def run_once(self) -> int:
+        """One pass: a batch of inbox events, a recompute chunk, a step of a due reconcile,
+        then due write-backs and alert deliveries."""
+        # Installs made through another process's OAuth callback join here.
+        await self._connections.sync_installed(self._sessions)
+        await self._sweep_unmatched()
+        report = await self.process_inbox()
+        recomputed = await self.recompute_step()
+        reconciled = await self._reconciler.step_if_due()
+        written = await self.deliver_writebacks()
+        alerted = await self.deliver_alerts()
+        return report.claimed + recomputed + reconciled + written + alerted
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set; a pass that is under way is always finished first."""
+        log.info("worker_started")
+        while not stop.is_set():
+            try:
+                busy = await self.run_once()
+            except Exception:
+                # A database outage must not kill the worker: log, wait, try again.
+                log.exception("worker_pass_failed")
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._options.poll_seconds)
+        log.info("worker_stopped")
+
+    async def _sweep_unmatched(self) -> None:
+        now = self._clock()
+        last = self._unmatched_swept_at
+        if last is not None and (now - last).total_seconds() < UNMATCHED_SWEEP_SECONDS:
+            return
+        self._unmatched_swept_at = now
+        async with self._sessions() as session, session.begin():
+            released = await product.release_resolvable(session, now=now)
+        if released:
+            log.info("product_events_matched_late", released=released)
+
+    async def process_inbox(self) -> BatchReport:
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            claimed = await inbox.claim_batch(
+                session,
+                now=now,
+                limit=self._options.batch_size,
+                lease_seconds=self._options.lease_seconds,
+            )
+        report = BatchReport(claimed=len(claimed))
+        if not claimed:
+            return report
+        # Decoding may read the CRM: once per batch, outside any transaction, and never again
+        # for the isolation below (which would multiply the calls).
+        decoded = await decode_batch(claimed, self._connections)
+        self._wait_out_outages(claimed, decoded)
+        # An event that broke a batch before goes on its own, so it cannot break another one.
+        suspects = [event for event in claimed if event.attempts > 0]
+        clean = [event for event in claimed if event.attempts == 0]
+        try:
+            await self._process_isolating(clean, report, decoded)
+            for event in suspects:
+                await self._process_isolating([event], report, decoded)
+        except Exception as exc:
+            if database_unavailable(exc):
+                await self._hand_back(claimed)
+            raise
+        for kind, count in report.ignored.items():
+            log.info("events_ignored_unsupported_type", kind=kind, count=count)
+        log.info(
+            "batch_processed",
+            claimed=report.claimed,
+            processed=report.processed,
+            dead=report.dead,
+            failed=report.failed,
+            paused=report.paused,
+            unmatched=report.unmatched,
+            rescored=report.rescored,
+            staged_writebacks=report.staged,
+        )
+        return report
+
+    async def _process_isolating(
+        self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        """Process the events in one transaction; when that fails, split them in halves along
+        account lines (each account's events stay together, so an account is rescored about
+        once in the halves that pass, not once per level), down to the events that fail
+        alone, which count a failed attempt (dead-lettered after the last). A poison event
+        among n costs O(log n) extra transactions, not n."""
+        if not events:
+            return
+        try:
+            await self._staging.process(events, report, decoded)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if len(events) == 1:
+                await self._count_failure(events[0], exc, report)
+                return
+            log.warning("batch_failed_isolating", size=len(events), error=repr(exc)[:500])
+            ordered = sorted(events, key=lambda event: _account_of(event, decoded))
+            await self._split(ordered, report, decoded)
+
+    async def _split(
+        self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        """Isolate the failure in `events` (already in account order), known to fail together.
+        When the first half passes, the failure is in the second: it is split at once rather
+        than tried whole, which would only fail again (about half the failing transactions)."""
+        if len(events) == 1:
+            await self._process_isolating(events, report, decoded)
+            return
+        middle = len(events) // 2
+        first, second = events[:middle], events[middle:]
+        try:
+            await self._staging.process(first, report, decoded)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if len(first) == 1:
+                await self._count_failure(first[0], exc, report)
+            else:
+                await self._split(first, report, decoded)
+            # The second half may or may not hold a failure of its own: tried whole.
+            await self._process_isolating(second, report, decoded)
+            return
+        await self._split(second, report, decoded)
+
+    async def _count_failure(
+        self, event: inbox.Claimed, exc: BaseException, report: BatchReport
+    ) -> None:
+        status = await self._record_failure(event, exc)
+        if status == inbox.DEAD:
+            report.dead += 1
+        else:
+            report.failed += 1
+
+    async def _hand_back(self, claimed: Sequence[inbox.Claimed]) -> None:
+        """Return claimed events to pending without an attempt: the database failed, not they.
+        When it cannot take even that, their lease runs out and another pass claims them."""
+        with contextlib.suppress(sqlalchemy_exc.SQLAlchemyError, OSError):
+            async with self._sessions() as session, session.begin():
+                await inbox.release(
+                    session,
+                    event_ids=[event.id for event in claimed],
+                    available_at=self._clock(),
+                    note="database unavailable during processing",
+                )
+
+    async def _record_failure(self, event: inbox.Claimed, exc: BaseException) -> str:
+        async with self._sessions() as session, session.begin():
+            status = await inbox.mark_failed_attempt(
+                session,
+                event_id=event.id,
+                error=repr(exc),
+                now=self._clock(),
+                max_attempts=self._options.max_attempts,
+                schedule=self._options.schedule,
+            )
+        self._metrics.processed({(event.source, "dead" if status == inbox.DEAD else "failed"): 1})
+        log.warning("event_failed", event_id=event.id, status=status, error=repr(exc))
+        return status
+
+    def _wait_out_outages(self, claimed: Sequence[inbox.Claimed], decoded: Decoded) -> None:
+        """Events whose CRM could not be read wait for their connection's outage backoff
+        (growing with the failures in a row, capped), no attempt counted."""
+        for connection in decoded.reached:
+            self._outages.over(connection)
+        if not decoded.unavailable:
+            return
+        connection_of = {event.id: event.connection for event in claimed}
+        waiting: dict[str, dict[int, tuple[float, str]]] = defaultdict(dict)
+        for event_id, wait in decoded.unavailable.items():
+            waiting[connection_of[event_id]][event_id] = wait
+        for connection, events in waiting.items():
+            delay = self._outages.delay(connection, max(after for after, _ in events.values()))
+            for event_id, (_, reason) in events.items():
+                decoded.paused[event_id] = (delay, reason)
+            log.warning(
+                "crm_unavailable_events_wait",
+                connection=connection,
+                events=len(events),
+                retry_in_seconds=round(delay, 1),
+                failures_in_a_row=self._outages.failures(connection),
+                error=next(iter(events.values()))[1][:300],
+            )
+
+    async def recompute_step(self) -> int:
+        """Rescore the next chunk of a pending recompute job (webhooks.worker.recompute)."""
+        return await recompute_step(
+            sessions=self._sessions, options=self._options, clock=self._clock, scorer=self._scorer
+        )
+
+    async def deliver_writebacks(self) -> int:
+        """Send the due write-backs to their CRMs (webhooks.worker.writeback)."""
+        return await self._writeback.deliver()
+
+    async def deliver_alerts(self) -> int:
+        """Send the due alert deliveries (see webhooks.alerts.delivery); returns how many."""
+        return await self._alerts.deliver()
