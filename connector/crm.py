@@ -15,6 +15,7 @@ from connector.base import CRMConnector
 from connector.http import RetryPolicy
 
 if TYPE_CHECKING:
+    from connector.decoding import Decoder
     from connector.inbound import InboundSpec
 
 
@@ -192,6 +193,8 @@ class Hints:
     attribute_settings: Mapping[str, str]
     # Where its webhook subscriptions are set up.
     webhook_setup: str
+    # How a connection its stored events name is made (they wait in the dead letters).
+    connect: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,3 +207,5 @@ class CRMSpec:
     hints: Hints
     # Its webhook endpoints and the check that turns a delivery into inbox rows.
     inbound: InboundSpec
+    # Decodes a connection's claimed inbox rows into normalised events.
+    decode: Decoder

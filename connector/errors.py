@@ -86,3 +86,8 @@ class CRMRateLimitPaused(CRMHTTPError):
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
+
+
+def retry_after(exc: CRMHTTPError) -> float:
+    """How long the CRM asked us to wait: its Retry-After once retries ran out, else 0."""
+    return (exc.retry_after or 0.0) if isinstance(exc, CRMRetriesExhausted) else 0.0

@@ -33,13 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, c
 
 from connector.base import CRMConnector
 from connector.crm import CRMEntry, CRMInbound, EntryConfigError
-from connector.dynamics.connection import DynamicsInbound
 from connector.http import RetryingClient
 from connector.hubspot.connection import FileHubSpot, HubSpotInbound
 from connector.hubspot.oauth import OAuthApp, OAuthBearer, OAuthTokenSource, TokenSet
 from connector.model import CollaborationKind
 from connector.registry import CRMS
-from connector.salesforce.connection import SalesforceInbound
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
 from webhooks import envref
 from webhooks.alerts.channels.config import check_channels
@@ -77,17 +75,6 @@ class Connection:
     def record_url(self, record_id: str) -> str | None:
         """A link to the record in the CRM, when the CRM's address for it is known."""
         return None if self.crm_settings is None else self.crm_settings.record_url(record_id)
-
-    # The worker's decoders read these until they decode through the registry.
-    @property
-    def salesforce(self) -> SalesforceInbound | None:
-        settings = self.crm_settings
-        return settings if isinstance(settings, SalesforceInbound) else None
-
-    @property
-    def dynamics(self) -> DynamicsInbound | None:
-        settings = self.crm_settings
-        return settings if isinstance(settings, DynamicsInbound) else None
 
     def webhooks_accepted(self) -> bool:
         """Whether the credential inbound webhooks are checked against is set."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from connector.crm import CRMSpec, Hints
 from connector.hubspot.connection import FileHubSpot
+from connector.hubspot.decode import decode
 from connector.hubspot.intake import INBOUND
 
 SPEC = CRMSpec(
@@ -11,6 +12,7 @@ SPEC = CRMSpec(
     label="HubSpot",
     entry=FileHubSpot,
     inbound=INBOUND,
+    decode=decode,
     hints=Hints(
         credentials="CRM_HEALTH_HUBSPOT_ACCESS_TOKEN (a private app token with the crm.objects and "
         "crm.schemas scopes)",
@@ -23,6 +25,7 @@ SPEC = CRMSpec(
             "renewal_date": "CRM_HEALTH_HUBSPOT_RENEWAL_DATE_PROPERTY (file: "
             "properties.renewal_date)",
         },
+        connect="connect it (OAuth install or the connections file)",
         webhook_setup="HubSpot app > Webhooks: subscribe to the events of docs/hubspot.md, target "
         "URL <public URL>/webhooks/hubspot",
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from connector.crm import CRMSpec, Hints
 from connector.salesforce.connection import FileSalesforce
+from connector.salesforce.decode import decode
 from connector.salesforce.intake import INBOUND
 
 SPEC = CRMSpec(
@@ -11,6 +12,7 @@ SPEC = CRMSpec(
     label="Salesforce",
     entry=FileSalesforce,
     inbound=INBOUND,
+    decode=decode,
     hints=Hints(
         credentials="the CRM_HEALTH_SALESFORCE_* credentials (client id, username, private key "
         "or client secret) and that the connected app is approved for the user",
@@ -22,6 +24,7 @@ SPEC = CRMSpec(
             "arr": "CRM_HEALTH_SALESFORCE_ARR_FIELD (file: fields.arr)",
             "renewal_date": "CRM_HEALTH_SALESFORCE_RENEWAL_DATE_FIELD (file: fields.renewal_date)",
         },
+        connect="add it to the connections file",
         webhook_setup="Salesforce: the Outbound Messages and flows of docs/salesforce.md, endpoint "
         "<public URL>/webhooks/salesforce/<connection>",
     ),

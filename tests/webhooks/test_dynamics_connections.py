@@ -152,9 +152,9 @@ connections:
         assert contoso is not None
         assert fabrikam is not None
         assert isinstance(contoso.connector, DynamicsConnector)
-        assert contoso.dynamics is not None
-        assert contoso.dynamics.auth_mode == "query_string"
-        assert contoso.dynamics.mapping.seats == "crmh_seats"
+        assert isinstance(contoso.crm_settings, DynamicsInbound)
+        assert contoso.crm_settings.auth_mode == "query_string"
+        assert contoso.crm_settings.mapping.seats == "crmh_seats"
         assert fabrikam.connector is None
         assert registry.segment_for_write_key("contoso-segment-key") is not None
     finally:

@@ -261,12 +261,12 @@ connections:
         globex = registry.get("globex-sf")
         assert acme is not None
         assert globex is not None
-        assert acme.salesforce is not None
-        assert acme.salesforce.mapping.seats == "Seats__c"
-        assert acme.salesforce.secret_matches("path-secret-1")
-        assert not acme.salesforce.secret_matches(None)
-        assert globex.salesforce is not None
-        assert globex.salesforce.secret_matches(None)
+        assert isinstance(acme.crm_settings, SalesforceInbound)
+        assert acme.crm_settings.mapping.seats == "Seats__c"
+        assert acme.crm_settings.secret_matches("path-secret-1")
+        assert not acme.crm_settings.secret_matches(None)
+        assert isinstance(globex.crm_settings, SalesforceInbound)
+        assert globex.crm_settings.secret_matches(None)
         assert isinstance(globex.connector, SalesforceConnector)
         assert registry.segment_for_write_key("acme-segment-key") is not None
     finally:

@@ -271,7 +271,7 @@ class _Clock:
 async def test_guessing_the_secret_is_429_after_ten_failures_even_for_the_right_one(
     salesforce,
 ) -> None:
-    inbound = salesforce.runtime.connections.get(CONNECTION).salesforce
+    inbound = salesforce.runtime.connections.get(CONNECTION).crm_settings
     clock = _Clock()
     inbound.guesses.clock = clock
     body = outbound(account("04l5e000001"))

@@ -4,7 +4,6 @@ answers. Decoding and write-back delivery share it, so one outage is one backoff
 
 from __future__ import annotations
 
-from connector.errors import CRMHTTPError, CRMRetriesExhausted
 from webhooks.retry import RetrySchedule
 
 
@@ -27,7 +26,3 @@ class Outages:
     def over(self, connection: str) -> None:
         """The connection's CRM answered: its outage, if any, is over."""
         self._failures.pop(connection, None)
-
-
-def retry_after(exc: CRMHTTPError) -> float:
-    return (exc.retry_after or 0.0) if isinstance(exc, CRMRetriesExhausted) else 0.0

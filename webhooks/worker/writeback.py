@@ -18,6 +18,7 @@ from connector.errors import (
     CRMHTTPError,
     CRMRateLimitPaused,
     CRMRetriesExhausted,
+    retry_after,
 )
 from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
@@ -25,7 +26,7 @@ from webhooks.metrics import Metrics
 from webhooks.store import accounts, alerts, writeback
 from webhooks.store.db import SessionFactory
 from webhooks.worker.options import WorkerOptions
-from webhooks.worker.outages import Outages, retry_after
+from webhooks.worker.outages import Outages
 
 log = structlog.get_logger(__name__)
 
