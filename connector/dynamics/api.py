@@ -34,17 +34,17 @@ from connector.base import (
     TaskRequest,
     WriteResult,
 )
-from connector.dynamics.events import (
+from connector.dynamics.events import DynamicsRecord
+from connector.dynamics.fields import ENTITY, ENTITY_SET, DynamicsFields, HealthColumn, label
+from connector.dynamics.limits import SERVICE_PROTECTION_CODES, DynamicsLimits
+from connector.dynamics.records import (
     DEFAULT_MAPPING,
     ENTITY_SETS,
     DynamicsMapping,
-    DynamicsRecord,
     record_from_web_api,
     to_normalised,
     web_api_select,
 )
-from connector.dynamics.fields import ENTITY, ENTITY_SET, DynamicsFields, HealthColumn, label
-from connector.dynamics.limits import SERVICE_PROTECTION_CODES, DynamicsLimits
 from connector.errors import ConnectorError, CRMRequestRejected, PayloadError
 from connector.http import LimitInspector, RateLimit, RetryingClient, RetryPolicy
 from connector.model import NormalisedEvent

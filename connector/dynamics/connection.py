@@ -19,8 +19,8 @@ from connector.base import CRMConnector
 from connector.crm import AttributeSources, CRMEntry, CRMInbound, EntryConfigError
 from connector.dynamics.api import DynamicsConnector
 from connector.dynamics.auth import DynamicsAuth, EntraClientCredentials
-from connector.dynamics.events import DynamicsMapping
 from connector.dynamics.limits import DynamicsLimits
+from connector.dynamics.records import DynamicsMapping
 from connector.http import RateLimit, RetryingClient, RetryPolicy
 from connector.mapping import DEFAULT_EXECUTIVE_TITLE
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import structlog
 
 from connector.decoding import CRMDecoded, DecodeTarget, StoredRow
-from connector.dynamics import events
+from connector.dynamics import events, records
 from connector.dynamics.api import DynamicsConnector
 from connector.dynamics.connection import DynamicsInbound
 from connector.errors import (
@@ -45,10 +45,10 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
         except PayloadError as exc:
             decoded.dead[row.id] = f"undecodable payload: {exc}"
             continue
-        if context.entity not in events.MAPPED_ENTITIES:
+        if context.entity not in records.MAPPED_ENTITIES:
             decoded.ignored.append(row.id)
             continue
-        if own_user is not None and events.made_by(context, own_user):
+        if own_user is not None and records.made_by(context, own_user):
             decoded.events[row.id] = []
             continue
         record = context.record
@@ -64,7 +64,7 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
             decoded.events[row.id] = (
                 []
                 if record is None
-                else events.to_normalised(
+                else records.to_normalised(
                     record,
                     inbound.mapping,
                     # A delete's image dates from before it: the operation's own time is exact.
@@ -117,7 +117,7 @@ async def _own_dynamics_user(
     if connector is None:
         return None
     entities = {row.kind.partition(":")[0] for row in claimed}
-    if not entities & events.ECHO_ENTITIES:
+    if not entities & records.ECHO_ENTITIES:
         return None
     try:
         return await connector.own_user_id()

@@ -35,17 +35,19 @@ from dynamics_samples import (
 )
 
 from connector.dynamics.events import (
+    DynamicsRecord,
+    Lookup,
+    parse_execution_context,
+    parse_wcf_date,
+    verify_request,
+)
+from connector.dynamics.records import (
     ENTITY_SETS,
     MAPPED_ENTITIES,
     DynamicsMapping,
-    DynamicsRecord,
-    Lookup,
     made_by,
-    parse_execution_context,
-    parse_wcf_date,
     record_from_web_api,
     to_normalised,
-    verify_request,
     web_api_select,
 )
 from connector.errors import PayloadError, SignatureError
