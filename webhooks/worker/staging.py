@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
+from connector.registry import CRMS
 from webhooks.alerts.rules import Cause
 from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
@@ -65,7 +66,7 @@ class _Sorted(Outcomes):
 
 
 # Sources whose events come from the CRM itself: the records they name exist there.
-CRM_SOURCES = frozenset({"hubspot", "salesforce", "dynamics", BACKFILL_SOURCE})
+CRM_SOURCES = frozenset({*CRMS, BACKFILL_SOURCE})
 
 
 def _by_source_and_outcome(
