@@ -1,18 +1,17 @@
 """The CRM connections this service serves, with their connectors.
 
-Connections come from three places, merged into one registry:
-- the CRM_HEALTH_HUBSPOT_* settings: one connection named CRM_HEALTH_CONNECTION_NAME;
+Connections come from three places, merged into one registry, each built by its CRM's entry
+(connector.registry):
+- the settings: per CRM, one connection (CRM_HEALTH_<CRM>_* , named CRM_HEALTH_CONNECTION_NAME
+  unless the CRM's own CONNECTION_NAME setting says otherwise);
 - the connections file (CRM_HEALTH_CONNECTIONS_FILE, YAML): any number of named connections,
   e.g. one private app per HubSpot portal;
-- OAuth installs (stored encrypted in the database): one connection per installed portal,
-  named `hubspot-<portalId>`, loaded at start and picked up by every process when added.
+- HubSpot OAuth installs (stored encrypted in the database): one connection per installed
+  portal, named `hubspot-<portalId>`, loaded at start and picked up by every process when added.
 
-Inbound HubSpot events route to their connection by `portalId`, among the connections whose
-secret signed them: a private app's secret owns only its own connections' portals (a connection
-without a portal id takes every portal its secret signs), the OAuth app's secret owns the
-installed portals. Events of a portal their secret does not own are refused at intake.
-Segment-compatible product events route by their write key (a `segment` block per connection, or the
-CRM_HEALTH_SEGMENT_* settings for the settings connection).
+Each CRM's intake routes its webhooks among these (connector/<crm>/intake.py).
+Segment-compatible product events route by their write key (a `segment` block per connection, or
+the CRM_HEALTH_SEGMENT_* settings for the settings connection).
 """
 
 from __future__ import annotations
