@@ -87,7 +87,7 @@ def service_app() -> FastAPI:
     """What `crm-health serve` runs, minus the migration (the bench applies it first) and
     with uvicorn's options given on its command line, identical for both servers."""
     from webhooks.app import create_app  # noqa: PLC0415 - only the server process needs it
-    from webhooks.connections import check_configuration  # noqa: PLC0415
+    from webhooks.configuration import check_configuration  # noqa: PLC0415
     from webhooks.logging import configure_logging  # noqa: PLC0415
     from webhooks.settings import Settings  # noqa: PLC0415
 

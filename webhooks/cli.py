@@ -37,7 +37,7 @@ from webhooks.cli_errors import (
     unknown_connection,
 )
 from webhooks.clock import utcnow
-from webhooks.connections import check_configuration
+from webhooks.configuration import check_configuration
 from webhooks.demo import fresh_database_url, run_demo
 from webhooks.errors import InvalidConfig, NotConfigured, NotFound, ServiceError
 from webhooks.logging import configure_logging

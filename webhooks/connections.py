@@ -39,7 +39,6 @@ from connector.model import CollaborationKind
 from connector.registry import CRMS
 from connector.segment import DEFAULT_COLLABORATION_EVENTS, AccountMatch, SegmentOptions
 from webhooks import envref
-from webhooks.alerts.channels.config import check_channels
 from webhooks.secrets import SecretKeyError, TokenCipher
 from webhooks.settings import Settings
 from webhooks.store import installs
@@ -48,6 +47,10 @@ from webhooks.store.db import SessionFactory
 log = structlog.get_logger(__name__)
 
 OAUTH_CALLBACK_PATH = "/oauth/hubspot/callback"
+_KEY_REQUIRED = (
+    "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth tokens are "
+    "stored encrypted"
+)
 # The OAuth app as intake sees it: no connection of its own, the secret of every install.
 OAUTH_APP_NAME = "hubspot-oauth-app"
 
@@ -484,10 +487,7 @@ def connections_from_settings(
     installer = None
     if app is not None:
         if settings.encryption_key is None:
-            raise SecretKeyError(
-                "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
-                "tokens are stored encrypted"
-            )
+            raise SecretKeyError(_KEY_REQUIRED)
         installer = Installer(
             settings=settings,
             app=app,
@@ -503,10 +503,9 @@ def connections_from_settings(
     )
 
 
-def check_configuration(settings: Settings) -> None:
-    """Fail early, with the setting named, on configuration that cannot work: an unreadable
-    connections or alert channels file, CRM credentials that do not make one flow, or OAuth
-    without a usable encryption key."""
+def check_connections(settings: Settings) -> None:
+    """Fail early, with the setting named, on connections that cannot work: an unreadable
+    connections file, or CRM credentials that do not make one flow."""
     try:
         for configured in _settings_entries(settings):
             configured.check()
@@ -515,11 +514,11 @@ def check_configuration(settings: Settings) -> None:
                 entry.check()
     except EntryConfigError as exc:
         raise ConnectionsFileError(str(exc)) from None
-    check_channels(settings)
+
+
+def check_encryption_key(settings: Settings) -> None:
+    """Fail early on OAuth installs without a usable key to store their tokens with."""
     if settings.encryption_key is not None:
         TokenCipher(settings.encryption_key.get_secret_value())
     elif oauth_app(settings) is not None:
-        raise SecretKeyError(
-            "CRM_HEALTH_ENCRYPTION_KEY is required with CRM_HEALTH_HUBSPOT_CLIENT_ID: OAuth "
-            "tokens are stored encrypted"
-        )
+        raise SecretKeyError(_KEY_REQUIRED)

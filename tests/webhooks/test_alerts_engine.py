@@ -26,7 +26,7 @@ from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.config import ChannelsFileError
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.cli import cli
-from webhooks.connections import check_configuration
+from webhooks.configuration import check_configuration
 from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.store import configs, keys
 from webhooks.store.models import Alert, AlertDelivery, AlertReason

@@ -13,9 +13,9 @@ from connector.hubspot import intake as hubspot_intake
 from connector.hubspot.connection import FileHubSpot
 from connector.hubspot.events import signature_v1
 from testkit import HUBSPOT_SECRET, PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
+from webhooks.configuration import check_configuration
 from webhooks.connections import (
     ConnectionsFileError,
-    check_configuration,
     connections_from_settings,
     read_connections_file,
 )

@@ -10,9 +10,9 @@ import pytest
 from connector.dynamics.api import DynamicsConnector
 from connector.dynamics.connection import DynamicsInbound
 from testkit import make_settings
+from webhooks.configuration import check_configuration
 from webhooks.connections import (
     ConnectionsFileError,
-    check_configuration,
     connections_from_settings,
 )
 

@@ -37,7 +37,7 @@ from webhooks.alerts.channels.owner import (
 )
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 from webhooks.alerts.owners import OwnerDirectory
-from webhooks.connections import check_configuration
+from webhooks.configuration import check_configuration
 from webhooks.store import configs
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import AlertDelivery

@@ -13,9 +13,9 @@ from structlog.testing import capture_logs
 from connector.salesforce.api import SalesforceConnector
 from connector.salesforce.connection import SalesforceInbound
 from testkit import make_settings
+from webhooks.configuration import check_configuration
 from webhooks.connections import (
     ConnectionsFileError,
-    check_configuration,
     connections_from_settings,
     read_connections_file,
 )
