@@ -377,7 +377,7 @@ class _FileSegment(BaseModel):
 # Each CRM's entry, with the `segment` block any connection of the file may have.
 _FILE_ENTRIES: tuple[type[CRMEntry], ...] = tuple(
     create_model(
-        f"File{spec.entry.__name__}",
+        f"{spec.entry.__name__}WithSegment",
         __base__=spec.entry,
         segment=(_FileSegment | None, None),
     )

@@ -69,7 +69,10 @@ def _documented(spec: CRMSpec) -> dict[int | str, dict[str, object]]:
             for status, text in spec.inbound.refusals.items()
         }
     return {
-        200: {"description": answer.ok_description, "content": {"text/xml": {}}},
+        200: {
+            "description": answer.ok_description,
+            "content": {answer.media_type.split(";")[0]: {}},
+        },
         **{
             status: {"description": f"{text} {answer.refused_note}"}
             for status, text in spec.inbound.refusals.items()
