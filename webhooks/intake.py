@@ -54,6 +54,7 @@ class IntakeResult:
         return self.received - self.stored
 
 
+# A CRM's refusal (connector.inbound.Refused) as the service's error of the same status.
 _REFUSALS: dict[int, type[ServiceError]] = {
     error.status_code: error
     for error in (
