@@ -33,7 +33,8 @@ from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
 from connector.hubspot.fields import GROUP_LABEL
 from connector.sandbox.app import create_sandbox_app
-from connector.sandbox.state import SEEDED_OWNERS, SandboxState
+from connector.sandbox.seed import SEEDED_OWNERS
+from connector.sandbox.state import SandboxState
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
