@@ -11,13 +11,9 @@ control routes, and every /crm call is recorded.
 """
 
 from connector.sandbox.app import create_sandbox_app
-from connector.sandbox.state import (
-    ApiError,
-    FaultPlan,
-    ForcedAnswer,
-    RecordedRequest,
-    SandboxState,
-)
+from connector.sandbox.errors import ApiError
+from connector.sandbox.faults import FaultPlan, ForcedAnswer, RecordedRequest
+from connector.sandbox.state import SandboxState
 
 __all__ = [
     "ApiError",

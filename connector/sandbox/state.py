@@ -1,20 +1,13 @@
 """The sandbox's in-memory CRM: companies, contacts, engagements and tickets with their
 associations, property definitions and groups, recorded calls, faults.
 
-Everything HubSpot would validate is validated here (pure Python, no HTTP); `app.py` only frames it.
-
-    ApiError            raised by any state operation that HubSpot would refuse; carries the HTTP
-                        status, category, message and extras, and never leaves the sandbox: the app
-                        turns it into HubSpot's error JSON.
+Everything HubSpot would validate is validated here or in `properties` (pure Python, no HTTP);
+the app only frames it. Errors are `errors.ApiError`; the seed portal is in `seed`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,585 +18,38 @@ from connector.sandbox.catalog import (
     Change,
     can_associate,
 )
+from connector.sandbox.errors import (
+    ApiError,
+    JSONObject,
+    missing_attributes,
+    unknown_object_type,
+    validation_error,
+)
+from connector.sandbox.faults import FaultPlan, RecordedRequest
 from connector.sandbox.limits import RateLimiter
 from connector.sandbox.oauth import DEFAULT_ACCESS_TTL_SECONDS, DEFAULT_APP_ID, OAuthServer
 from connector.sandbox.outbound import WebhookDispatcher
+from connector.sandbox.properties import (
+    PropertyValues,
+    new_group,
+    new_property,
+    problem,
+    property_values_error,
+    updated_property,
+    validate_values,
+)
+from connector.sandbox.seed import (
+    ALL_OBJECT_TYPES,
+    DEFAULT_PROPERTIES,
+    OBJECT_TYPE_SPECS,
+    SEED_GROUPS,
+    SEED_PROPERTIES,
+    SYSTEM_PROPERTIES,
+    association_name,
+    modified_property,
+    seed_property,
+)
 from connector.sandbox.store import SandboxStore, Snapshot
-
-JSONObject = dict[str, Any]
-PropertyValues = dict[str, str | None]
-
-BATCH_LIMIT = 100
-LIST_LIMIT_DEFAULT = 10
-LIST_LIMIT_MAX = 100
-
-# HubSpot answers a plain list or read with these when no `properties` are asked for.
-DEFAULT_PROPERTIES: tuple[str, ...] = (
-    "createdate",
-    "domain",
-    "hs_lastmodifieddate",
-    "hs_object_id",
-    "name",
-)
-# ...and always adds these, whatever was asked for.
-SYSTEM_PROPERTIES: tuple[str, ...] = ("createdate", "hs_lastmodifieddate", "hs_object_id")
-READ_ONLY_PROPERTIES: frozenset[str] = frozenset({"hs_object_id", "hs_lastmodifieddate"})
-
-# The type/fieldType pairs HubSpot accepts for a property definition.
-FIELD_TYPES: dict[str, frozenset[str]] = {
-    "string": frozenset({"text", "textarea", "phonenumber"}),
-    "number": frozenset({"number"}),
-    "enumeration": frozenset({"select", "radio", "checkbox", "booleancheckbox"}),
-    "bool": frozenset({"booleancheckbox"}),
-    "datetime": frozenset({"date"}),
-    "date": frozenset({"date"}),
-}
-_OPTION_FIELD_TYPES = frozenset({"select", "radio", "checkbox", "booleancheckbox"})
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# No surrounding whitespace: HubSpot has rejected padded non-string values since April 2025.
-_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-class ApiError(Exception):
-    """An answer HubSpot would give instead of doing the operation (see the module docstring)."""
-
-    def __init__(
-        self,
-        status: int,
-        category: str,
-        message: str,
-        *,
-        errors: list[JSONObject] | None = None,
-        context: JSONObject | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.category = category
-        self.message = message
-        self.errors = errors
-        self.context = context
-        self.headers = dict(headers or {})
-
-    def body(self) -> JSONObject:
-        """HubSpot's error envelope, with a fresh correlation id as HubSpot gives every answer."""
-        return error_body(self.message, self.category, errors=self.errors, context=self.context)
-
-
-def error_body(
-    message: str,
-    category: str,
-    *,
-    errors: list[JSONObject] | None = None,
-    context: JSONObject | None = None,
-) -> JSONObject:
-    """The `{"status": "error", "message", "correlationId", "category", ...}` envelope."""
-    body: JSONObject = {
-        "status": "error",
-        "message": message,
-        "correlationId": str(uuid.uuid4()),
-        "category": category,
-    }
-    if context is not None:
-        body["context"] = context
-    if errors is not None:
-        body["errors"] = errors
-    return body
-
-
-def missing_attributes(type_name: str, names: Iterable[str]) -> ApiError:
-    """HubSpot's wording when a required top-level attribute of a request body is absent."""
-    listed = ", ".join(names)
-    return ApiError(
-        400,
-        "VALIDATION_ERROR",
-        f"Invalid input JSON on line 1, column 1: Cannot build {type_name}, "
-        f"some of required attributes are not set [{listed}]",
-    )
-
-
-def validation_error(message: str) -> ApiError:
-    """A plain 400 VALIDATION_ERROR."""
-    return ApiError(400, "VALIDATION_ERROR", message)
-
-
-# --- recorded calls and injected faults ------------------------------------------------------
-
-
-@dataclass
-class RecordedRequest:
-    """One call to a /crm route as the sandbox saw and answered it."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    status: int = 0
-    at: str = ""
-    latency_seconds: float = 0.0
-    forced: bool = False  # answered by an injected fault rather than by the CRM logic
-
-    def to_json(self) -> JSONObject:
-        return asdict(self)
-
-
-@dataclass
-class ForcedAnswer:
-    """An injected answer: `remaining` matching calls (None: every one until cleared) get it."""
-
-    status: int
-    retry_after: str | None = None
-    remaining: int | None = 1
-    path_contains: str | None = None
-    method: str | None = None
-    body: JSONObject | None = None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return self.path_contains is None or self.path_contains in path
-
-    def to_json(self) -> JSONObject:
-        return asdict(self)
-
-
-def retry_after_value(value: float | str | None) -> str | None:
-    """A Retry-After header value: numbers become delta-seconds, strings (HTTP-dates) pass."""
-    if value is None or isinstance(value, str):
-        return value
-    return f"{value:g}"
-
-
-@dataclass
-class FaultPlan:
-    """Injected behaviour for /crm routes: latency on every call, then queued forced answers."""
-
-    latency_seconds: float = 0.0
-    forced: list[ForcedAnswer] = field(default_factory=list)
-
-    def fail_next(
-        self,
-        count: int = 1,
-        status: int = 503,
-        *,
-        retry_after: float | str | None = None,
-        path_contains: str | None = None,
-        method: str | None = None,
-        body: JSONObject | None = None,
-    ) -> None:
-        """Answer the next `count` matching calls with `status` (and Retry-After when given)."""
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        self.forced.append(
-            ForcedAnswer(
-                status,
-                retry_after_value(retry_after),
-                count,
-                path_contains,
-                method,
-                body,
-            )
-        )
-
-    def fail_always(
-        self,
-        status: int = 503,
-        *,
-        retry_after: float | str | None = None,
-        path_contains: str | None = None,
-        method: str | None = None,
-        body: JSONObject | None = None,
-    ) -> None:
-        """Answer every matching call with `status` until `clear()`: an outage."""
-        self.forced.append(
-            ForcedAnswer(status, retry_after_value(retry_after), None, path_contains, method, body)
-        )
-
-    def take(self, method: str, path: str) -> ForcedAnswer | None:
-        """The forced answer for this call, if any, consuming one use of it."""
-        for index, answer in enumerate(self.forced):
-            if not answer.matches(method, path):
-                continue
-            if answer.remaining is not None:
-                answer.remaining -= 1
-                if answer.remaining <= 0:
-                    del self.forced[index]
-            return answer
-        return None
-
-    def clear(self) -> None:
-        self.latency_seconds = 0.0
-        self.forced.clear()
-
-    def to_json(self) -> JSONObject:
-        return {
-            "latency_seconds": self.latency_seconds,
-            "forced": [answer.to_json() for answer in self.forced],
-        }
-
-
-# --- seed data -------------------------------------------------------------------------------
-
-
-def _option(label: str, value: str, order: int) -> JSONObject:
-    return {"label": label, "value": value, "displayOrder": order, "hidden": False}
-
-
-_SEED_GROUPS: tuple[tuple[str, str, int], ...] = (("companyinformation", "Company information", 0),)
-
-# (name, label, type, fieldType, options, read-only value, externalOptions)
-_SEED_PROPERTIES: tuple[tuple[str, str, str, str, list[JSONObject], bool, bool], ...] = (
-    ("name", "Company name", "string", "text", [], False, False),
-    ("domain", "Company Domain Name", "string", "text", [], False, False),
-    ("hs_object_id", "Record ID", "number", "number", [], True, False),
-    ("createdate", "Create Date", "datetime", "date", [], False, False),
-    ("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", [], True, False),
-    ("description", "Description", "string", "textarea", [], False, False),
-    ("city", "City", "string", "text", [], False, False),
-    ("country", "Country/Region", "string", "text", [], False, False),
-    ("phone", "Phone Number", "string", "phonenumber", [], False, False),
-    ("numberofemployees", "Number of Employees", "number", "number", [], False, False),
-    ("annualrevenue", "Annual Revenue", "number", "number", [], False, False),
-    (
-        "industry",
-        "Industry",
-        "enumeration",
-        "select",
-        [
-            _option("Computer Software", "COMPUTER_SOFTWARE", 0),
-            _option("Financial Services", "FINANCIAL_SERVICES", 1),
-            _option("Hospital & Health Care", "HOSPITAL_HEALTH_CARE", 2),
-            _option("Retail", "RETAIL", 3),
-            _option("Telecommunications", "TELECOMMUNICATIONS", 4),
-        ],
-        False,
-        False,
-    ),
-    (
-        "lifecyclestage",
-        "Lifecycle Stage",
-        "enumeration",
-        "radio",
-        [
-            _option(label, value, order)
-            for order, (label, value) in enumerate(
-                [
-                    ("Subscriber", "subscriber"),
-                    ("Lead", "lead"),
-                    ("Marketing Qualified Lead", "marketingqualifiedlead"),
-                    ("Sales Qualified Lead", "salesqualifiedlead"),
-                    ("Opportunity", "opportunity"),
-                    ("Customer", "customer"),
-                    ("Evangelist", "evangelist"),
-                    ("Other", "other"),
-                ]
-            )
-        ],
-        False,
-        False,
-    ),
-    # When the company became a customer (HubSpot sets it as the lifecycle stage moves).
-    (
-        "hs_lifecyclestage_customer_date",
-        "Date entered 'Customer (Lifecycle Stage Pipeline)'",
-        "datetime",
-        "date",
-        [],
-        False,
-        False,
-    ),
-    # Owner ids come from the owners API, not from the definition: HubSpot marks these external.
-    ("hubspot_owner_id", "Company owner", "enumeration", "select", [], False, True),
-)
-
-
-# The portal's owners (the users records are assigned to), as `GET /crm/v3/owners` lists them:
-# (id, e-mail, first name, last name). Fixed, so the demo and tests can assign companies to
-# them by id; the e-mails use the reserved example.com domain.
-SEEDED_OWNERS: tuple[tuple[str, str, str, str], ...] = (
-    ("70000001", "alex.kim@example.com", "Alex", "Kim"),
-    ("70000002", "sam.rivera@example.com", "Sam", "Rivera"),
-    ("70000003", "jo.becker@example.com", "Jo", "Becker"),
-    ("70000004", "priya.nair@example.com", "Priya", "Nair"),
-)
-_OWNERS_CREATED_AT = "2026-01-05T09:00:00.000Z"
-
-
-def owner_json(owner_id: str) -> JSONObject | None:
-    """One seeded owner as HubSpot's owners API answers it; None for an unknown id."""
-    for index, (seeded_id, email, first_name, last_name) in enumerate(SEEDED_OWNERS):
-        if seeded_id == owner_id:
-            return {
-                "id": seeded_id,
-                "email": email,
-                "type": "PERSON",
-                "firstName": first_name,
-                "lastName": last_name,
-                "userId": 9000001 + index,
-                "userIdIncludingInactive": 9000001 + index,
-                "createdAt": _OWNERS_CREATED_AT,
-                "updatedAt": _OWNERS_CREATED_AT,
-                "archived": False,
-            }
-    return None
-
-
-# Enumeration values of HubSpot's standard engagement and ticket properties.
-_EMAIL_DIRECTIONS = ("EMAIL", "INCOMING_EMAIL", "FORWARDED_EMAIL")
-_EMAIL_STATUSES = ("BOUNCED", "FAILED", "SCHEDULED", "SENDING", "SENT")
-_MEETING_OUTCOMES = ("SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED")
-# Where a meeting came from; MEETINGS_PUBLIC and MEETINGS_EMBEDDED are bookings made by the
-# invitee through a HubSpot meetings link (the public page or the embedded widget).
-MEETING_SOURCES = (
-    "CRM_UI",
-    "BIDIRECTIONAL_API",
-    "BIDIRECTIONAL_SYNC",
-    "INTEGRATION",
-    "MEETINGS_PUBLIC",
-    "MEETINGS_EMBEDDED",
-)
-_TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED")
-_TICKET_CATEGORIES = ("PRODUCT_ISSUE", "BILLING_ISSUE", "FEATURE_REQUEST", "GENERAL_INQUIRY")
-
-
-def _seed_property(
-    spec: tuple[str, str, str, str, list[JSONObject], bool, bool],
-    at: str,
-    group_name: str = "companyinformation",
-) -> JSONObject:
-    name, label, type_, field_type, options, read_only, external = spec
-    return {
-        "name": name,
-        "label": label,
-        "type": type_,
-        "fieldType": field_type,
-        "description": "",
-        "groupName": group_name,
-        "options": [dict(option) for option in options],
-        "displayOrder": -1,
-        "calculated": False,
-        "externalOptions": external,
-        "hasUniqueValue": False,
-        "hidden": False,
-        "hubspotDefined": True,
-        "modificationMetadata": {
-            "archivable": False,
-            "readOnlyDefinition": True,
-            "readOnlyValue": read_only,
-        },
-        "formField": not read_only,
-        "createdAt": at,
-        "updatedAt": at,
-        "archived": False,
-    }
-
-
-SeedSpec = tuple[str, str, str, str, list[JSONObject], bool, bool]
-
-
-def _text(name: str, label: str) -> SeedSpec:
-    return (name, label, "string", "text", [], False, False)
-
-
-def _datetime(name: str, label: str, *, read_only: bool = False) -> SeedSpec:
-    return (name, label, "datetime", "date", [], read_only, False)
-
-
-def _select(name: str, label: str, values: Iterable[str]) -> SeedSpec:
-    options = [
-        _option(value.replace("_", " ").title(), value, order) for order, value in enumerate(values)
-    ]
-    return (name, label, "enumeration", "select", options, False, False)
-
-
-_RECORD_ID: SeedSpec = ("hs_object_id", "Record ID", "number", "number", [], True, False)
-_OWNER: SeedSpec = ("hubspot_owner_id", "Owner", "enumeration", "select", [], False, True)
-_LIFECYCLE = next(spec for spec in _SEED_PROPERTIES if spec[0] == "lifecyclestage")
-
-
-@dataclass(frozen=True)
-class ObjectTypeSpec:
-    """How one HubSpot object type other than companies looks on the wire.
-
-    `created` and `modified` name the properties behind `createdAt`/`updatedAt` (they differ
-    by type: contacts have `lastmodifieddate`, engagements `hs_createdate`); `defaults` are the
-    properties a read answers with when none are asked for; `association_name` is the stem of
-    HubSpot's association type strings (`contact_to_company`, `meeting_event_to_contact`).
-    """
-
-    name: str
-    association_name: str
-    group_name: str
-    created: str
-    modified: str
-    defaults: tuple[str, ...]
-    properties: tuple[SeedSpec, ...]
-    # What an API create must set (HubSpot refuses an engagement without its timestamp).
-    required: tuple[str, ...] = ()
-
-    @property
-    def system_properties(self) -> tuple[str, ...]:
-        return (self.created, self.modified, "hs_object_id")
-
-
-def _engagement(name: str, association_name: str, *extra: SeedSpec) -> ObjectTypeSpec:
-    return ObjectTypeSpec(
-        name=name,
-        association_name=association_name,
-        group_name="engagement",
-        created="hs_createdate",
-        modified="hs_lastmodifieddate",
-        defaults=("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
-        properties=(
-            _datetime("hs_timestamp", "Activity date"),
-            *extra,
-            _OWNER,
-            _datetime("hs_createdate", "Create date"),
-            _datetime("hs_lastmodifieddate", "Last modified date", read_only=True),
-            _RECORD_ID,
-        ),
-        required=("hs_timestamp",),
-    )
-
-
-# The object types the sandbox stores besides companies, with HubSpot's standard properties.
-OBJECT_TYPE_SPECS: dict[str, ObjectTypeSpec] = {
-    spec.name: spec
-    for spec in (
-        ObjectTypeSpec(
-            name="contacts",
-            association_name="contact",
-            group_name="contactinformation",
-            created="createdate",
-            modified="lastmodifieddate",
-            defaults=(
-                "createdate",
-                "email",
-                "firstname",
-                "hs_object_id",
-                "lastmodifieddate",
-                "lastname",
-            ),
-            properties=(
-                _text("firstname", "First Name"),
-                _text("lastname", "Last Name"),
-                _text("email", "Email"),
-                _text("jobtitle", "Job Title"),
-                ("phone", "Phone Number", "string", "phonenumber", [], False, False),
-                _text("company", "Company Name"),
-                _LIFECYCLE,
-                _OWNER,
-                _datetime("createdate", "Create Date"),
-                _datetime("lastmodifieddate", "Last Modified Date", read_only=True),
-                _RECORD_ID,
-            ),
-        ),
-        _engagement(
-            "emails",
-            "email",
-            _select("hs_email_direction", "Email direction", _EMAIL_DIRECTIONS),
-            _select("hs_email_status", "Email send status", _EMAIL_STATUSES),
-            _text("hs_email_subject", "Email subject"),
-            ("hs_email_text", "Email body", "string", "textarea", [], False, False),
-        ),
-        _engagement(
-            "calls",
-            "call",
-            _select("hs_call_direction", "Call direction", ("INBOUND", "OUTBOUND")),
-            _text("hs_call_title", "Call title"),
-            ("hs_call_body", "Call notes", "string", "textarea", [], False, False),
-            ("hs_call_duration", "Call duration", "number", "number", [], False, False),
-        ),
-        _engagement(
-            "meetings",
-            # HubSpot's meeting associations are named after the calendar event.
-            "meeting_event",
-            _text("hs_meeting_title", "Meeting name"),
-            ("hs_meeting_body", "Meeting description", "string", "textarea", [], False, False),
-            _datetime("hs_meeting_start_time", "Meeting start time"),
-            _datetime("hs_meeting_end_time", "Meeting end time"),
-            _select("hs_meeting_outcome", "Meeting outcome", _MEETING_OUTCOMES),
-            _select("hs_meeting_source", "Meeting source", MEETING_SOURCES),
-        ),
-        _engagement(
-            "notes",
-            "note",
-            ("hs_note_body", "Note body", "string", "textarea", [], False, False),
-        ),
-        _engagement(
-            "tasks",
-            "task",
-            _text("hs_task_subject", "Task title"),
-            ("hs_task_body", "Task notes", "string", "textarea", [], False, False),
-            _select("hs_task_status", "Task status", _TASK_STATUSES),
-            _select("hs_task_priority", "Priority", ("NONE", "LOW", "MEDIUM", "HIGH")),
-            _select("hs_task_type", "Task type", ("TODO", "CALL", "EMAIL")),
-        ),
-        ObjectTypeSpec(
-            name="deals",
-            association_name="deal",
-            group_name="dealinformation",
-            created="createdate",
-            modified="hs_lastmodifieddate",
-            defaults=(
-                "amount",
-                "closedate",
-                "createdate",
-                "dealname",
-                "dealstage",
-                "hs_lastmodifieddate",
-                "hs_object_id",
-                "pipeline",
-            ),
-            properties=(
-                _text("dealname", "Deal Name"),
-                ("amount", "Amount", "number", "number", [], False, False),
-                # Free text rather than options: stages are per pipeline, which the sandbox
-                # does not model.
-                _text("dealstage", "Deal Stage"),
-                _text("pipeline", "Pipeline"),
-                _datetime("closedate", "Close Date"),
-                _OWNER,
-                _datetime("createdate", "Create Date"),
-                _datetime("hs_lastmodifieddate", "Last Modified Date", read_only=True),
-                _RECORD_ID,
-            ),
-        ),
-        ObjectTypeSpec(
-            name="tickets",
-            association_name="ticket",
-            group_name="ticketinformation",
-            created="createdate",
-            modified="hs_lastmodifieddate",
-            defaults=(
-                "content",
-                "createdate",
-                "hs_lastmodifieddate",
-                "hs_object_id",
-                "hs_pipeline",
-                "hs_pipeline_stage",
-                "hs_ticket_category",
-                "hs_ticket_priority",
-                "subject",
-            ),
-            properties=(
-                _text("subject", "Ticket name"),
-                ("content", "Ticket description", "string", "textarea", [], False, False),
-                _text("hs_pipeline", "Pipeline"),
-                _text("hs_pipeline_stage", "Ticket status"),
-                _select("hs_ticket_priority", "Priority", ("LOW", "MEDIUM", "HIGH", "URGENT")),
-                _select("hs_ticket_category", "Category", _TICKET_CATEGORIES),
-                _OWNER,
-                _datetime("createdate", "Create date"),
-                _datetime("hs_lastmodifieddate", "Last modified date", read_only=True),
-                _RECORD_ID,
-            ),
-        ),
-    )
-}
-
-# Every type the object routes answer for, companies first.
-ALL_OBJECT_TYPES: tuple[str, ...] = ("companies", *OBJECT_TYPE_SPECS)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -706,17 +152,17 @@ class SandboxState:
         self.groups.update(
             {
                 name: {"name": name, "label": label, "displayOrder": order, "archived": False}
-                for name, label, order in _SEED_GROUPS
+                for name, label, order in SEED_GROUPS
             }
         )
         self.properties.clear()
-        self.properties.update({spec[0]: _seed_property(spec, at) for spec in _SEED_PROPERTIES})
+        self.properties.update({spec[0]: seed_property(spec, at) for spec in SEED_PROPERTIES})
         for name, type_spec in OBJECT_TYPE_SPECS.items():
             definitions = self.definitions[name]
             definitions.clear()
             definitions.update(
                 {
-                    spec[0]: _seed_property(spec, at, type_spec.group_name)
+                    spec[0]: seed_property(spec, at, type_spec.group_name)
                     for spec in type_spec.properties
                 }
             )
@@ -736,7 +182,7 @@ class SandboxState:
         for name, type_spec in OBJECT_TYPE_SPECS.items():
             for spec in type_spec.properties:
                 self.definitions[name].setdefault(
-                    spec[0], _seed_property(spec, at, type_spec.group_name)
+                    spec[0], seed_property(spec, at, type_spec.group_name)
                 )
         self.groups.update(snapshot.groups)
         for from_type, from_id, to_type, to_id in snapshot.links:
@@ -865,9 +311,9 @@ class SandboxState:
         spec = OBJECT_TYPE_SPECS.get(object_type)
         missing = [name for name in (spec.required if spec else ()) if not values.get(name)]
         if missing:
-            raise self._property_values_error(
+            raise property_values_error(
                 [
-                    self._problem(name, "", "REQUIRED_PROPERTY", f"{name} is required")
+                    problem(name, "", "REQUIRED_PROPERTY", f"{name} is required", self.portal_id)
                     for name in missing
                 ]
             )
@@ -906,14 +352,14 @@ class SandboxState:
                 if to_type is None:
                     raise validation_error(
                         f"{type_where}.associationTypeId {type_id!r} is not a valid "
-                        f"{category} association type from {_association_name(object_type)}."
+                        f"{category} association type from {association_name(object_type)}."
                     )
                 if raw_id not in self.objects[to_type]:
                     raise ApiError(
                         400,
                         "VALIDATION_ERROR",
                         f"{where}.to.id {raw_id} is not a valid "
-                        f"{_association_name(to_type)} id: no such record.",
+                        f"{association_name(to_type)} id: no such record.",
                     )
                 primary = PRIMARY_TYPE_IDS.get((object_type, to_type)) == type_id
                 links.append((to_type, raw_id, primary))
@@ -1086,7 +532,7 @@ class SandboxState:
         if not changed:
             return False
         moment = self._moment()
-        record[_modified_property(object_type)] = format_timestamp(moment)
+        record[modified_property(object_type)] = format_timestamp(moment)
         self._save(object_type, object_id)
         for name, value in changed:
             self._emit(
@@ -1146,7 +592,7 @@ class SandboxState:
         return rendered
 
     def _association_results(self, from_type: str, from_id: str, to_type: str) -> list[JSONObject]:
-        stem = f"{_association_name(from_type)}_to_{_association_name(to_type)}"
+        stem = f"{association_name(from_type)}_to_{association_name(to_type)}"
         results: list[JSONObject] = []
         for to_id in self.links[from_type].get(from_id, {}).get(to_type, []):
             if {from_type, to_type} == {"contacts", "companies"}:
@@ -1194,77 +640,9 @@ class SandboxState:
     def validate_values(
         self, values: Mapping[str, Any], *, object_type: str = "companies"
     ) -> PropertyValues:
-        """Check values against the type's definitions as HubSpot does; "" or null clears.
-
-        All problems are reported at once in HubSpot's "Property values were not valid" error.
-        """
+        """Check values against the type's definitions as HubSpot does (see `properties`)."""
         self._require_type(object_type)
-        definitions = self.definitions[object_type]
-        problems: list[JSONObject] = []
-        clean: PropertyValues = {}
-        for name, raw in values.items():
-            problem, value = self._check_value(name, raw, definitions)
-            if problem is not None:
-                problems.append(problem)
-            else:
-                clean[name] = value
-        if problems:
-            raise self._property_values_error(problems)
-        return clean
-
-    def _check_value(
-        self, name: str, raw: Any, definitions: Mapping[str, JSONObject]
-    ) -> tuple[JSONObject | None, str | None]:
-        definition = definitions.get(name)
-        if definition is None:
-            return self._problem(
-                name, raw, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'
-            ), None
-        if definition["modificationMetadata"].get("readOnlyValue"):
-            message = f"{name} is a read only property; its value cannot be set."
-            return self._problem(name, raw, "READ_ONLY_VALUE", message), None
-        if raw is None or raw == "":
-            return None, None
-        if isinstance(raw, bool):
-            value = "true" if raw else "false"
-        elif isinstance(raw, int | float):
-            value = str(raw)
-        elif isinstance(raw, str):
-            value = raw
-        else:
-            message = f"{json.dumps(raw)} is not a valid value for a property."
-            return self._problem(name, raw, "INVALID_VALUE", message), None
-        problem = _type_problem(definition, value)
-        if problem is not None:
-            code, message = problem
-            return self._problem(name, value, code, message), None
-        return None, value
-
-    def _problem(self, name: str, value: Any, code: str, message: str) -> JSONObject:
-        return {
-            "isValid": False,
-            "message": message,
-            "error": code,
-            "name": name,
-            "localizedErrorMessage": message,
-            "propertyValue": value if isinstance(value, str) else json.dumps(value),
-            "portalId": self.portal_id,
-        }
-
-    @staticmethod
-    def _property_values_error(problems: list[JSONObject]) -> ApiError:
-        # HubSpot embeds the validation results as JSON text in the message and also lists
-        # them in `errors`; clients parse either, so the sandbox gives both.
-        message = "Property values were not valid: " + json.dumps(problems, separators=(",", ":"))
-        errors = [
-            {
-                "message": problem["message"],
-                "code": problem["error"],
-                "context": {"propertyName": [problem["name"]]},
-            }
-            for problem in problems
-        ]
-        return ApiError(400, "VALIDATION_ERROR", message, errors=errors)
+        return validate_values(values, self.definitions[object_type], portal_id=self.portal_id)
 
     # --- property definitions ----------------------------------------------------------------
 
@@ -1277,69 +655,16 @@ class SandboxState:
             ) from None
 
     def create_property(self, body: Mapping[str, Any]) -> JSONObject:
-        required = ("name", "label", "type", "fieldType", "groupName")
-        missing = [key for key in required if not isinstance(body.get(key), str) or not body[key]]
-        if missing:
-            raise missing_attributes("PropertyCreate", missing)
-        name: str = body["name"]
-        if name in self.properties:
-            raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"Property named '{name}' already exists.")
-        if not _NAME.match(name):
-            raise validation_error(
-                f"Property name '{name}' is not valid: use lowercase letters, digits and "
-                "underscores, starting with a letter."
-            )
-        self._require_group(body["groupName"])
-        options = _check_definition(body["type"], body["fieldType"], body.get("options"))
-        at = self.timestamp()
-        definition: JSONObject = {
-            "name": name,
-            "label": body["label"],
-            "type": body["type"],
-            "fieldType": body["fieldType"],
-            "description": _optional(body, "description", str, ""),
-            "groupName": body["groupName"],
-            "options": options,
-            "displayOrder": _optional(body, "displayOrder", int, -1),
-            "calculated": False,
-            "externalOptions": False,
-            "hasUniqueValue": _optional(body, "hasUniqueValue", bool, False),
-            "hidden": _optional(body, "hidden", bool, False),
-            "hubspotDefined": False,
-            "modificationMetadata": {
-                "archivable": True,
-                "readOnlyDefinition": False,
-                "readOnlyValue": False,
-            },
-            "formField": _optional(body, "formField", bool, False),
-            "createdAt": at,
-            "updatedAt": at,
-            "archived": False,
-        }
-        self.properties[name] = definition
-        self._save_definition(name)
+        definition = new_property(
+            body, taken=self.properties, groups=self.groups, timestamp=self.timestamp
+        )
+        self.properties[definition["name"]] = definition
+        self._save_definition(definition["name"])
         return definition
 
     def update_property(self, name: str, body: Mapping[str, Any]) -> JSONObject:
         definition = self.property_definition(name)
-        if definition["modificationMetadata"].get("readOnlyDefinition"):
-            raise validation_error(
-                f"Property {name} is HubSpot defined; its definition is read-only."
-            )
-        updated = dict(definition)
-        for key, kind in (("label", str), ("description", str), ("displayOrder", int)):
-            if key in body:
-                updated[key] = _optional(body, key, kind, definition[key])
-        for key in ("hidden", "formField"):
-            if key in body:
-                updated[key] = _optional(body, key, bool, definition[key])
-        for key in ("type", "fieldType", "groupName"):
-            if key in body:
-                updated[key] = _optional(body, key, str, definition[key])
-        self._require_group(updated["groupName"])
-        options = body.get("options", definition["options"])
-        updated["options"] = _check_definition(updated["type"], updated["fieldType"], options)
-        updated["updatedAt"] = self.timestamp()
+        updated = updated_property(definition, body, groups=self.groups, timestamp=self.timestamp)
         self.properties[name] = updated
         self._save_definition(name)
         return updated
@@ -1348,156 +673,14 @@ class SandboxState:
         if self.store is not None:
             self.store.put_definition("companies", name, self.properties[name])
 
-    def _require_group(self, group_name: str) -> None:
-        if group_name not in self.groups:
-            raise validation_error(f"Property group {group_name} does not exist.")
-
     def create_group(self, body: Mapping[str, Any]) -> JSONObject:
-        missing = [
-            key for key in ("name", "label") if not isinstance(body.get(key), str) or not body[key]
-        ]
-        if missing:
-            raise missing_attributes("PropertyGroupCreate", missing)
-        name: str = body["name"]
-        if name in self.groups:
-            raise ApiError(
-                409, "OBJECT_ALREADY_EXISTS", f"Property group named '{name}' already exists."
-            )
-        if not _NAME.match(name):
-            raise validation_error(
-                f"Property group name '{name}' is not valid: use lowercase letters, digits and "
-                "underscores, starting with a letter."
-            )
-        group: JSONObject = {
-            "name": name,
-            "label": body["label"],
-            "displayOrder": _optional(body, "displayOrder", int, -1),
-            "archived": False,
-        }
-        self.groups[name] = group
+        group = new_group(body, taken=self.groups)
+        self.groups[group["name"]] = group
         if self.store is not None:
-            self.store.put_group(name, group)
+            self.store.put_group(group["name"], group)
         return group
-
-
-def unknown_object_type(object_type: str) -> ApiError:
-    """HubSpot's answer to an object type (in a path or `associations=`) it does not know."""
-    return ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}")
-
-
-def _association_name(object_type: str) -> str:
-    spec = OBJECT_TYPE_SPECS.get(object_type)
-    return "company" if spec is None else spec.association_name
-
-
-def _modified_property(object_type: str) -> str:
-    spec = OBJECT_TYPE_SPECS.get(object_type)
-    return "hs_lastmodifieddate" if spec is None else spec.modified
 
 
 def company_sort_key(company_id: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order; anything else (only seeded by hand) after them."""
     return (0, int(company_id), "") if company_id.isdigit() else (1, 0, company_id)
-
-
-def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    # bool is an int subclass; a JSON true is not a displayOrder.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise validation_error(f"Invalid input JSON: '{key}' must be of type {kind.__name__}.")
-    return value
-
-
-def _check_definition(type_: str, field_type: str, raw_options: Any) -> list[JSONObject]:
-    """Validate a type/fieldType pair and its options; returns the normalised options."""
-    allowed = FIELD_TYPES.get(type_)
-    if allowed is None:
-        raise validation_error(
-            f"Invalid property type '{type_}'; expected one of {', '.join(sorted(FIELD_TYPES))}."
-        )
-    if field_type not in allowed:
-        raise validation_error(
-            f"Field type '{field_type}' is not compatible with property type '{type_}'; "
-            f"expected one of {', '.join(sorted(allowed))}."
-        )
-    options = _check_options(raw_options)
-    if field_type not in _OPTION_FIELD_TYPES:
-        if options:
-            raise validation_error(f"Options are not allowed for '{type_}' properties.")
-        return []
-    if field_type == "booleancheckbox":
-        if sorted(option["value"] for option in options) != ["false", "true"]:
-            raise validation_error(
-                "Boolean properties must have exactly two options; one with a value of 'true', "
-                "the other with a value of 'false'."
-            )
-    elif not options:
-        raise validation_error(
-            f"Enumeration properties with field type '{field_type}' need options."
-        )
-    return options
-
-
-def _check_options(raw: Any) -> list[JSONObject]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise validation_error("Invalid input JSON: 'options' must be a list.")
-    options: list[JSONObject] = []
-    seen: set[str] = set()
-    for order, item in enumerate(raw):
-        if not isinstance(item, dict) or not all(
-            isinstance(item.get(key), str) for key in ("label", "value")
-        ):
-            raise validation_error("Every option needs a string 'label' and 'value'.")
-        # OptionInput (CRM Properties v3) requires `hidden`: refuse what HubSpot may refuse.
-        if not isinstance(item.get("hidden"), bool):
-            raise missing_attributes("OptionInput", [f"options[{order}].hidden"])
-        value = item["value"]
-        if value in seen:
-            raise validation_error(f"Option value '{value}' is used more than once.")
-        seen.add(value)
-        options.append(
-            {
-                "label": item["label"],
-                "value": value,
-                "description": _optional(item, "description", str, ""),
-                "displayOrder": _optional(item, "displayOrder", int, order),
-                "hidden": item["hidden"],
-            }
-        )
-    return options
-
-
-def _type_problem(definition: Mapping[str, Any], value: str) -> tuple[str, str] | None:
-    """(error code, message) when `value` does not fit the property's type, else None."""
-    type_, field_type = definition["type"], definition["fieldType"]
-    if type_ == "number":
-        if not _NUMBER.match(value):
-            return "INVALID_FLOAT", f"{value} was not a valid number."
-        return None
-    if type_ in {"datetime", "date"}:
-        return None if _is_date(value) else ("INVALID_DATE", f"{value} was not a valid date.")
-    if type_ in {"enumeration", "bool"} and not definition.get("externalOptions"):
-        allowed = [option["value"] for option in definition["options"]]
-        if field_type == "booleancheckbox" and not allowed:
-            allowed = ["true", "false"]
-        # Multi-select checkboxes hold several options joined by semicolons.
-        chosen = value.split(";") if field_type == "checkbox" else [value]
-        if any(item not in allowed for item in chosen):
-            listed = ", ".join(allowed)
-            return "INVALID_OPTION", f"{value} was not one of the allowed options: [{listed}]"
-    return None
-
-
-def _is_date(value: str) -> bool:
-    # HubSpot takes epoch milliseconds or ISO 8601.
-    if value.isdigit():
-        return True
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True

@@ -12,7 +12,7 @@ import pytest
 
 from connector.hubspot.api import HubSpotConnector
 from connector.sandbox import SandboxState, create_sandbox_app
-from connector.sandbox.state import SEEDED_OWNERS
+from connector.sandbox.seed import SEEDED_OWNERS
 
 BATCH_UPDATE = "/crm/v3/objects/companies/batch/update"
 TOKEN = "pat-sandbox-token"

@@ -15,14 +15,13 @@ from typer.testing import CliRunner
 from connector.base import HEALTH_FIELDS
 from webhooks.cli import cli
 from webhooks.demo import (
-    ARCHETYPES,
     NOT_A_CUSTOMER,
     DemoResult,
     fresh_database_url,
     print_summary,
     run_demo,
-    sample_companies,
 )
+from webhooks.demo_data import ARCHETYPES, sample_companies
 
 ACCOUNTS = 40
 SEED = 7

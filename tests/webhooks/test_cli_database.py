@@ -135,7 +135,7 @@ def test_status_says_which_database_it_read_and_why(tmp_path, monkeypatch) -> No
 
 
 def test_a_postgres_url_is_shown_without_its_password() -> None:
-    from webhooks.cli import describe_database  # noqa: PLC0415
+    from webhooks.cli.common import describe_database  # noqa: PLC0415
 
     shown = describe_database("postgresql+asyncpg://crm:s3cret@db.internal:5432/health")
     assert "s3cret" not in shown

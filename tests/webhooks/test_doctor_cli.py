@@ -53,7 +53,7 @@ def sandbox(monkeypatch) -> SandboxState:
     app = create_sandbox_app(state, access_token=HUBSPOT_TOKEN)
     build = Runtime.build
     monkeypatch.setattr(
-        "webhooks.cli.Runtime.build",
+        "webhooks.cli.ops.Runtime.build",
         partial(build, crm_transport=httpx.ASGITransport(app=app)),
     )
     return state

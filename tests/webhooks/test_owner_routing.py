@@ -23,7 +23,8 @@ from sqlalchemy import select
 from connector.http import RetryPolicy
 from connector.hubspot.api import HubSpotConnector
 from connector.sandbox.app import create_sandbox_app
-from connector.sandbox.state import SEEDED_OWNERS, SandboxState
+from connector.sandbox.seed import SEEDED_OWNERS
+from connector.sandbox.state import SandboxState
 from signals.config import HealthConfig
 from testkit import HUBSPOT_TOKEN, RECENCY_ONLY, make_settings, store_native
 from webhooks.alerts.channels.config import ChannelsFileError, read_channels_file

@@ -24,7 +24,11 @@ def cli_env(database_url, monkeypatch):
     """The command on the test's database (no CRM configured), five minutes after the seed's
     time, logging put back afterwards."""
     monkeypatch.setenv("CRM_HEALTH_DATABASE_URL", database_url)
-    monkeypatch.setattr("webhooks.cli.utcnow", lambda: sync_rows.NOW + timedelta(minutes=5))
+    # Each command module reads the clock through its own `utcnow`.
+    for module in ("inbox", "ops", "writeback"):
+        monkeypatch.setattr(
+            f"webhooks.cli.{module}.utcnow", lambda: sync_rows.NOW + timedelta(minutes=5)
+        )
     config = structlog.get_config()
     yield database_url
     structlog.configure(**config)

@@ -24,7 +24,6 @@ from webhooks.store.models import (
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
-STATUSES = (OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED)
 ERROR_LIMIT = 2000
 
 

@@ -224,7 +224,3 @@ async def advance_recompute(
     if finished:
         values["finished_at"] = now
     await session.execute(update(RecomputeJob).where(RecomputeJob.id == job_id).values(**values))
-
-
-async def get_job(session: AsyncSession, *, job_id: int) -> RecomputeJob | None:
-    return await session.get(RecomputeJob, job_id, populate_existing=True)

@@ -78,11 +78,6 @@ async def revoke(session: AsyncSession, *, key: str, now: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def find_active(session: AsyncSession, *, key: str, now: datetime) -> ApiKey | None:
-    """The unrevoked key with this plaintext, if any."""
-    return await find_active_by_hash(session, digest=secret_token_hash(key), now=now)
-
-
 async def find_active_by_hash(
     session: AsyncSession, *, digest: str, now: datetime
 ) -> ApiKey | None:

@@ -20,13 +20,9 @@ import pytest
 import respx
 
 from connector.base import CRMConnector, CRMOwner, FieldValue, RecordUpdate, TaskRequest
-from connector.dynamics.api import (
-    BACKFILL_OBJECTS,
-    DEFAULT_BATCH_SIZE,
-    READ_IDS_PER_REQUEST,
-    DynamicsConnector,
-    parse_batch_response,
-)
+from connector.dynamics.api import DEFAULT_BATCH_SIZE, READ_IDS_PER_REQUEST, DynamicsConnector
+from connector.dynamics.backfill import BACKFILL_OBJECTS
+from connector.dynamics.batch import parse_batch_response
 from connector.dynamics.events import Lookup
 from connector.dynamics.fields import DRIVERS_LENGTH
 from connector.errors import PayloadError

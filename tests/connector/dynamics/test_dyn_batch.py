@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from connector.dynamics.api import (
+from connector.dynamics.batch import (
     BATCH_REQUEST_LIMIT,
     BatchOperation,
     PartOutcome,

@@ -26,7 +26,7 @@ from connector.hubspot.fields import PROPERTIES, PROPERTY_BY_FIELD
 from connector.hubspot.hydrate import EventPlan, Fetch
 from connector.hubspot.oauth import OAuthApp, exchange_code, portal_of, refresh_tokens
 from connector.sandbox import SandboxState, create_sandbox_app
-from connector.sandbox.state import ALL_OBJECT_TYPES
+from connector.sandbox.seed import ALL_OBJECT_TYPES
 
 SCHEMAS = Path(__file__).parent / "schemas"
 API = "http://sandbox.contract"
