@@ -41,6 +41,9 @@ from connector.dynamics.batch import (
     sort_answers,
 )
 from connector.dynamics.events import DynamicsRecord
+from connector.dynamics.fields import ENTITY, ENTITY_SET, DynamicsFields
+from connector.dynamics.limits import DynamicsLimits
+from connector.dynamics.provision import ColumnProvisioner
 from connector.dynamics.records import (
     DEFAULT_MAPPING,
     ENTITY_SETS,
@@ -48,9 +51,6 @@ from connector.dynamics.records import (
     record_from_web_api,
     web_api_select,
 )
-from connector.dynamics.fields import ENTITY, ENTITY_SET, DynamicsFields
-from connector.dynamics.limits import DynamicsLimits
-from connector.dynamics.provision import ColumnProvisioner
 from connector.dynamics.webapi import GUID, LOOKUP_ANNOTATIONS, answer_json, guid
 from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import LimitInspector, RateLimit, RetryingClient, RetryPolicy
