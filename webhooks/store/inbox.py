@@ -178,35 +178,16 @@ async def claim_batch(
     session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
 ) -> list[Claimed]:
     """Take up to `limit` due events (or ones whose worker's lease ran out), oldest first."""
-    rows = await leases.claim(
+    return await leases.claim_in_order(
         session,
         InboxEvent,
+        Claimed,
         idle=PENDING,
         busy=PROCESSING,
         now=now,
         limit=limit,
         lease_seconds=lease_seconds,
-        order_by=InboxEvent.id,
-        returning=(
-            InboxEvent.id, InboxEvent.source, InboxEvent.connection, InboxEvent.kind,
-            InboxEvent.payload, InboxEvent.received_at, InboxEvent.body, InboxEvent.attempts,
-        ),
-    )  # fmt: skip
-    claimed = [
-        Claimed(
-            id=row[0],
-            source=row[1],
-            connection=row[2],
-            kind=row[3],
-            payload=row[4],
-            received_at=row[5],
-            body=row[6],
-            attempts=row[7],
-        )
-        for row in rows
-    ]
-    claimed.sort(key=lambda event: event.id)
-    return claimed
+    )
 
 
 async def settle(
