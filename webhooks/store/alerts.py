@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.leases import ERROR_LIMIT
 from webhooks.store.models import (
     Account,
     Alert,
@@ -25,7 +26,6 @@ from webhooks.store.models import (
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
 STATUSES = (OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED)
-ERROR_LIMIT = 2000
 
 
 async def recent(

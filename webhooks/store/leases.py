@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 
+# The longest error text a row keeps.
+ERROR_LIMIT = 2000
+
 
 async def claim(
     session: AsyncSession,
@@ -86,3 +89,18 @@ async def claim_in_order(
     )
     claimed = [into(**dict(zip(names, row, strict=True))) for row in rows]
     return sorted(claimed, key=attrgetter("id"))
+
+
+def count_failed_try(
+    row: Any, *, error: str, retry_at: datetime | None, idle: str, gave_up: str
+) -> None:
+    """A claimed row's try failed: count it, keep its error, end its lease; it is due again at
+    `retry_at` (back to `idle`) or, with None, stays `gave_up`."""
+    row.attempts += 1
+    row.last_error = error[:ERROR_LIMIT]
+    row.lease_until = None
+    if retry_at is None:
+        row.status = gave_up
+    else:
+        row.status = idle
+        row.available_at = retry_at
