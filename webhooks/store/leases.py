@@ -73,8 +73,8 @@ async def claim_in_order(
     limit: int,
     lease_seconds: float,
 ) -> list[T]:
-    """`claim` the oldest due rows (lowest id first), each copied into the dataclass `into`
-    from the columns its fields name, in id order (RETURNING promises none)."""
+    """`claim` the due rows with the lowest ids, each copied into the dataclass `into` from
+    the columns its fields name, sorted by id (RETURNING keeps no order)."""
     names = [field.name for field in dataclasses.fields(into)]  # type: ignore[arg-type]
     rows = await claim(
         session,
