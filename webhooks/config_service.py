@@ -458,11 +458,36 @@ async def _store(
     return _document(row, current=True, scope=scope).model_copy(update={"stored": True})
 
 
-def _unchanged(seen: ConfigDocument) -> ConfigDocument:
-    """The answer to a change that asks for the configuration in force: that version, and
-    that nothing was stored (no new version, no audit row, no rescoring)."""
-    log.info("config_unchanged", version=seen.version_id)
-    return seen.model_copy(update={"stored": False})
+async def _store_if_changed(
+    session: AsyncSession,
+    *,
+    before: ConfigDocument,
+    seen: ConfigDocument,
+    config: HealthConfig,
+    action: Action,
+    author: str,
+    comment: str,
+    now: datetime,
+    scope: str | None,
+) -> ConfigDocument:
+    """Store `config` after `before` unless it is what is in force already; then the answer is
+    the version in force as `seen` by the caller, and that nothing was stored (no new version,
+    no audit row, no rescoring)."""
+    changes = diff_paths(before.config.model_dump(mode="json"), config.model_dump(mode="json"))
+    if not changes:
+        log.info("config_unchanged", version=seen.version_id)
+        return seen.model_copy(update={"stored": False})
+    return await _store(
+        session,
+        before=before,
+        config=config,
+        action=action,
+        author=author,
+        comment=comment,
+        changes=changes,
+        now=now,
+        scope=scope,
+    )
 
 
 async def put_config(
@@ -487,17 +512,14 @@ async def put_config(
         seen = as_seen(before, scope)
         check_if_match(if_match, etag(seen), scope)
         stored = scoped_change(before.config, config, scope=scope, grants=grants)
-        changes = diff_paths(before.config.model_dump(mode="json"), stored.model_dump(mode="json"))
-        if not changes:
-            return _unchanged(seen)
-        return await _store(
+        return await _store_if_changed(
             session,
             before=before,
+            seen=seen,
             config=stored,
             action="put",
             author=author,
             comment=comment,
-            changes=changes,
             now=now,
             scope=scope,
         )
@@ -541,19 +563,15 @@ async def rollback(
             # The schema changed since that version was stored, or (for one connection's
             # settings) the global part changed since in a way they no longer fit.
             raise InvalidConfig(field_errors(exc), prefix=f"{name} is no longer valid: ") from None
-        changes = diff_paths(before.config.model_dump(mode="json"), config.model_dump(mode="json"))
-        if not changes:
-            return _unchanged(seen)
         what = "rollback" if scope is None else f"rollback of connection {scope}'s settings"
-        text = f"{what} to {name}" + (f": {comment}" if comment else "")
-        return await _store(
+        return await _store_if_changed(
             session,
             before=before,
+            seen=seen,
             config=config,
             action="rollback",
             author=author,
-            comment=text,
-            changes=changes,
+            comment=f"{what} to {name}" + (f": {comment}" if comment else ""),
             now=now,
             scope=scope,
         )

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from webhooks.alerts.rules import QUIET_BECAUSE
 from webhooks.errors import Conflict, InvalidFields, NotFound
@@ -30,6 +30,9 @@ class AccountRef(BaseModel):
 
 
 class DeliveryItem(BaseModel):
+    # Read from the stored AlertDelivery row, whose columns carry these names.
+    model_config = ConfigDict(from_attributes=True)
+
     channel: str
     kind: str  # fired, escalated, recovered
     status: str  # pending, processing, sent, failed
@@ -45,6 +48,9 @@ class DeliveryItem(BaseModel):
 
 class ReasonItem(BaseModel):
     """One condition of the alert: open while `resolved_at` is null."""
+
+    # Read from the stored AlertReason row, whose columns carry these names.
+    model_config = ConfigDict(from_attributes=True)
 
     rule: str
     key: str
@@ -125,18 +131,7 @@ def _item(
         severity=alert.severity,
         title=alert.title,
         reason=alert.reason,
-        reasons=[
-            ReasonItem(
-                rule=reason.rule,
-                key=reason.key,
-                severity=reason.severity,
-                title=reason.title,
-                reason=reason.reason,
-                opened_at=reason.opened_at,
-                resolved_at=reason.resolved_at,
-            )
-            for reason in reasons
-        ],
+        reasons=[ReasonItem.model_validate(reason) for reason in reasons],
         cause=alert.cause,
         quiet=QUIET_BECAUSE.get(alert.cause),
         score=alert.score,
@@ -152,19 +147,7 @@ def _item(
         acknowledged_note=alert.acknowledged_note,
         snoozed_until=alert.snoozed_until if status == "snoozed" else None,
         notified=alert.notified,
-        deliveries=[
-            DeliveryItem(
-                channel=delivery.channel,
-                kind=delivery.kind,
-                status=delivery.status,
-                attempts=delivery.attempts,
-                last_error=delivery.last_error,
-                sent_at=delivery.sent_at,
-                available_at=delivery.available_at,
-                overflow=delivery.overflow,
-            )
-            for delivery in deliveries
-        ],
+        deliveries=[DeliveryItem.model_validate(delivery) for delivery in deliveries],
     )
 
 

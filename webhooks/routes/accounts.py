@@ -11,17 +11,12 @@ from fastapi import APIRouter, Path, Query
 from webhooks import accounts_view
 from webhooks.accounts_view import AccountDetail, AccountPage
 from webhooks.deps import Offset, ReadSessions, ViewerPrincipal
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import UNAUTHENTICATED, error_responses
 from webhooks.store.account_views import SortKey, Trend
 
 router = APIRouter(tags=["accounts"])
 
-_UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
 _VIEWER_ONLY = "The key's role may not read accounts (needs admin or viewer)."
-
-
-def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
-    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
 
 
 Score = Annotated[int | None, Query(ge=0, le=100)]
@@ -30,9 +25,9 @@ Score = Annotated[int | None, Query(ge=0, le=100)]
 @router.get(
     "/api/v1/accounts",
     response_model=AccountPage,
-    responses=_responses(
+    responses=error_responses(
         {
-            401: _UNAUTHENTICATED,
+            401: UNAUTHENTICATED,
             403: _VIEWER_ONLY,
             422: "A filter that is not valid: the message names it (an unknown band, "
             "score_min above score_max, an unknown sort).",
@@ -95,8 +90,8 @@ async def list_accounts(
 @router.get(
     "/api/v1/accounts/{account_id}",
     response_model=AccountDetail,
-    responses=_responses(
-        {401: _UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: "No such account for the key's connection."}
+    responses=error_responses(
+        {401: UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: "No such account for the key's connection."}
     ),
     summary="One account: health, indicators, drivers, coverage, 90-day history",
 )

@@ -12,17 +12,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from webhooks.alerts import manage
 from webhooks.alerts.manage import AlertItem, AlertPage, AlertStatus
 from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import UNAUTHENTICATED, error_responses
 from webhooks.store.alerts import AlertFilter
 
 router = APIRouter(tags=["alerts"])
 
 
-def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
-    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
-
-
-_UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
 _VIEWER_ONLY = "The key's role may not read alerts (needs admin or viewer)."
 _ADMIN_ONLY = "The key's role may not change alerts (needs admin)."
 _NO_ALERT = "No such alert for the key's connection."
@@ -55,9 +50,9 @@ class Retried(BaseModel):
 @router.get(
     "/api/v1/alerts",
     response_model=AlertPage,
-    responses=_responses(
+    responses=error_responses(
         {
-            401: _UNAUTHENTICATED,
+            401: UNAUTHENTICATED,
             403: _VIEWER_ONLY,
             422: "A filter that is not valid: the message names it (since and until need an "
             "ISO 8601 time with offset).",
@@ -96,7 +91,7 @@ async def list_alerts(
 @router.get(
     "/api/v1/alerts/{alert_id}",
     response_model=AlertItem,
-    responses=_responses({401: _UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: _NO_ALERT}),
+    responses=error_responses({401: UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: _NO_ALERT}),
     summary="One alert with its deliveries",
 )
 async def get_alert(
@@ -110,8 +105,8 @@ async def get_alert(
 @router.post(
     "/api/v1/alerts/{alert_id}/acknowledge",
     response_model=AlertItem,
-    responses=_responses(
-        {401: _UNAUTHENTICATED, 403: _ADMIN_ONLY, 404: _NO_ALERT, 422: "A note over 1,000 chars."}
+    responses=error_responses(
+        {401: UNAUTHENTICATED, 403: _ADMIN_ONLY, 404: _NO_ALERT, 422: "A note over 1,000 chars."}
     ),
     summary="Someone is on it: the alert stops reading as open",
 )
@@ -134,9 +129,9 @@ async def acknowledge(
 @router.post(
     "/api/v1/alerts/{alert_id}/snooze",
     response_model=AlertItem,
-    responses=_responses(
+    responses=error_responses(
         {
-            401: _UNAUTHENTICATED,
+            401: UNAUTHENTICATED,
             403: _ADMIN_ONLY,
             404: _NO_ALERT,
             409: "The alert is resolved.",
@@ -161,7 +156,7 @@ async def snooze(
 @router.post(
     "/api/v1/alerts/{alert_id}/retry",
     response_model=Retried,
-    responses=_responses({401: _UNAUTHENTICATED, 403: _ADMIN_ONLY, 404: _NO_ALERT}),
+    responses=error_responses({401: UNAUTHENTICATED, 403: _ADMIN_ONLY, 404: _NO_ALERT}),
     summary="Send the alert's failed deliveries again",
 )
 async def retry(runtime: RuntimeDep, principal: AdminPrincipal, alert_id: AlertId) -> Retried:
@@ -174,8 +169,8 @@ async def retry(runtime: RuntimeDep, principal: AdminPrincipal, alert_id: AlertI
 @router.get(
     "/api/v1/accounts/{account_id}/alerts",
     response_model=AlertPage,
-    responses=_responses(
-        {401: _UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: "No such account for the key's connection."}
+    responses=error_responses(
+        {401: UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: "No such account for the key's connection."}
     ),
     summary="One account's alert history, newest first",
 )

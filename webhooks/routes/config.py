@@ -16,17 +16,12 @@ from webhooks import config_service
 from webhooks.auth import Principal
 from webhooks.config_service import AuditPage, ConfigDocument, VersionPage
 from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import UNAUTHENTICATED, error_responses
 from webhooks.runtime import Runtime
 
 router = APIRouter(tags=["config"])
 
 
-def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
-    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
-
-
-_UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
 _VIEWER_ONLY = "The key's role may not read the configuration (needs admin or viewer)."
 _ADMIN_ONLY = (
     "The key's role may not change the configuration (needs admin), or an admin key bound to "
@@ -73,7 +68,7 @@ def _with_etag(response: Response, document: ConfigDocument) -> ConfigDocument:
     response_model=ConfigDocument,
     responses={
         200: {"headers": _ETAG},
-        **_responses({401: _UNAUTHENTICATED, 403: _VIEWER_ONLY}),
+        **error_responses({401: UNAUTHENTICATED, 403: _VIEWER_ONLY}),
     },
     summary="The health configuration in force (the defaults until one is saved)",
 )
@@ -90,8 +85,8 @@ async def get_config(
     response_model=ConfigDocument,
     responses={
         200: {"headers": _ETAG},
-        **_responses(
-            {401: _UNAUTHENTICATED, 403: _ADMIN_ONLY, 412: _STALE, 428: _MISSING_IF_MATCH}
+        **error_responses(
+            {401: UNAUTHENTICATED, 403: _ADMIN_ONLY, 412: _STALE, 428: _MISSING_IF_MATCH}
         ),
         # FastAPI's own validation error list: one entry per invalid field.
         422: {
@@ -128,7 +123,7 @@ async def put_config(
 @router.get(
     "/api/v1/config/versions",
     response_model=VersionPage,
-    responses=_responses({401: _UNAUTHENTICATED, 403: _VIEWER_ONLY}),
+    responses=error_responses({401: UNAUTHENTICATED, 403: _VIEWER_ONLY}),
     summary="Configuration versions, newest (the one in force) first",
 )
 async def list_versions(
@@ -144,7 +139,7 @@ async def list_versions(
     response_model=ConfigDocument,
     responses={
         200: {"headers": _ETAG},
-        **_responses({401: _UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: _NO_VERSION}),
+        **error_responses({401: UNAUTHENTICATED, 403: _VIEWER_ONLY, 404: _NO_VERSION}),
     },
     summary="One configuration version's document",
 )
@@ -160,9 +155,9 @@ async def get_version(
 
 _ROLLBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": _ETAG},
-    **_responses(
+    **error_responses(
         {
-            401: _UNAUTHENTICATED,
+            401: UNAUTHENTICATED,
             403: _ADMIN_ONLY,
             404: _NO_VERSION,
             412: _STALE,
@@ -249,7 +244,7 @@ async def _rollback(
 @router.get(
     "/api/v1/config/audit",
     response_model=AuditPage,
-    responses=_responses({401: _UNAUTHENTICATED, 403: "The key's role is not admin."}),
+    responses=error_responses({401: UNAUTHENTICATED, 403: "The key's role is not admin."}),
     summary="Every configuration change (put, rollback, apply), newest first",
 )
 async def audit(

@@ -14,14 +14,11 @@ from webhooks import intake
 from webhooks.auth import require_connection
 from webhooks.deps import IngestPrincipal, Offset, RuntimeDep, ViewerPrincipal
 from webhooks.errors import NotFound
-from webhooks.routes.inbound import Accepted, ErrorBody, read_body
+from webhooks.routes.inbound import Accepted, read_body
+from webhooks.routes.responses import error_responses
 from webhooks.store import product
 
 router = APIRouter(tags=["ingest"])
-
-
-def _responses(texts: dict[int, str]) -> dict[int | str, dict[str, object]]:
-    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
 
 
 class SegmentAccepted(Accepted):
@@ -32,7 +29,7 @@ class SegmentAccepted(Accepted):
 @router.post(
     "/ingest/segment/v1/{call}",
     response_model=SegmentAccepted,
-    responses=_responses(
+    responses=error_responses(
         {
             400: "Not a valid Segment call: the message names the field (e.g. batch[3].event).",
             401: "Write key missing or unknown (HTTP Basic user, or writeKey in the body).",
@@ -71,7 +68,7 @@ async def segment_call(
     "/ingest/events",
     status_code=202,
     response_model=Accepted,
-    responses=_responses(
+    responses=error_responses(
         {
             400: 'Not JSON, not {"events": [...]}, or not 1 to 1,000 events.',
             401: "API key missing or unknown (Authorization: Bearer <key>).",
@@ -122,7 +119,7 @@ class UnmatchedPage(BaseModel):
 @router.get(
     "/api/v1/ingest/unmatched",
     response_model=UnmatchedPage,
-    responses=_responses(
+    responses=error_responses(
         {
             401: "API key missing or unknown.",
             403: "The key's role may not read (needs admin or viewer), or another connection.",

@@ -11,24 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from webhooks import preview
 from webhooks.deps import ReadSessions, RuntimeDep, ViewerPrincipal
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import error_responses
 
 router = APIRouter(tags=["config"])
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "API key missing or unknown."},
-    403: {"model": ErrorBody, "description": "The key's role needs to be admin or viewer."},
-    503: {
-        "model": ErrorBody,
-        "description": "Busy: CRM_HEALTH_PREVIEW_CONCURRENCY previews and backtests were "
-        "already running and no turn came free within 30 s; Retry-After says when to retry.",
-    },
-    422: {
-        "model": ErrorBody,
-        "description": "The candidate configuration or a parameter is invalid: every invalid "
-        "field path is named (e.g. config.bands.healthy_min).",
-    },
-}
+_RESPONSES = error_responses(
+    {
+        401: "API key missing or unknown.",
+        403: "The key's role needs to be admin or viewer.",
+        503: "Busy: CRM_HEALTH_PREVIEW_CONCURRENCY previews and backtests were already running "
+        "and no turn came free within 30 s; Retry-After says when to retry.",
+        422: "The candidate configuration or a parameter is invalid: every invalid field path "
+        "is named (e.g. config.bands.healthy_min).",
+    }
+)
 
 Horizon = Annotated[int, Field(ge=1, le=365)]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from webhooks.store.keys import secret_token_hash
+from webhooks.store.keys import add_expiring, secret_token_hash
 from webhooks.store.models import AdminSession
 
 
@@ -28,19 +28,17 @@ async def open_session(
     now: datetime,
     expires_at: datetime,
 ) -> None:
-    # Sessions past their end are of no use to anyone: each sign-in clears them, so the table
-    # holds only the sessions that could still be presented.
-    await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
-    session.add(
+    await add_expiring(
+        session,
         AdminSession(
             id_hash=secret_token_hash(session_id),
             key_hash=key_hash,
             key_id=key_id,
             created_at=now,
             expires_at=expires_at,
-        )
+        ),
+        now=now,
     )
-    await session.flush()
 
 
 async def find_active(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.leases import ERROR_LIMIT
 from webhooks.store.models import (
     Account,
     Alert,
@@ -24,7 +25,6 @@ from webhooks.store.models import (
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 PENDING, PROCESSING, SENT, FAILED = "pending", "processing", "sent", "failed"
-ERROR_LIMIT = 2000
 
 
 async def recent(
@@ -141,28 +141,15 @@ class DueDelivery:
 async def claim_due(
     session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
 ) -> list[DueDelivery]:
-    rows = await leases.claim(
+    return await leases.claim_in_order(
         session,
         AlertDelivery,
+        DueDelivery,
         idle=PENDING,
         busy=PROCESSING,
         now=now,
         limit=limit,
         lease_seconds=lease_seconds,
-        order_by=AlertDelivery.id,
-        returning=(
-            AlertDelivery.id, AlertDelivery.alert_id, AlertDelivery.channel, AlertDelivery.kind,
-            AlertDelivery.attempts, AlertDelivery.overflow,
-        ),
-    )  # fmt: skip
-    return sorted(
-        (
-            DueDelivery(
-                id=r[0], alert_id=r[1], channel=r[2], kind=r[3], attempts=r[4], overflow=r[5]
-            )
-            for r in rows
-        ),
-        key=lambda d: d.id,
     )
 
 

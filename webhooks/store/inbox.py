@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from webhooks.retry import RetrySchedule
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.leases import ERROR_LIMIT
 from webhooks.store.models import InboxEvent
 from webhooks.store.product import UNMATCHED
 
 PENDING, PROCESSING, DONE, IGNORED, DEAD = "pending", "processing", "done", "ignored", "dead"
 # Statuses of events still waiting for something (the worker, their account, a replay).
 UNSETTLED = (PENDING, PROCESSING, UNMATCHED, DEAD)
-ERROR_LIMIT = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,35 +178,16 @@ async def claim_batch(
     session: AsyncSession, *, now: datetime, limit: int, lease_seconds: float
 ) -> list[Claimed]:
     """Take up to `limit` due events (or ones whose worker's lease ran out), oldest first."""
-    rows = await leases.claim(
+    return await leases.claim_in_order(
         session,
         InboxEvent,
+        Claimed,
         idle=PENDING,
         busy=PROCESSING,
         now=now,
         limit=limit,
         lease_seconds=lease_seconds,
-        order_by=InboxEvent.id,
-        returning=(
-            InboxEvent.id, InboxEvent.source, InboxEvent.connection, InboxEvent.kind,
-            InboxEvent.payload, InboxEvent.received_at, InboxEvent.body, InboxEvent.attempts,
-        ),
-    )  # fmt: skip
-    claimed = [
-        Claimed(
-            id=row[0],
-            source=row[1],
-            connection=row[2],
-            kind=row[3],
-            payload=row[4],
-            received_at=row[5],
-            body=row[6],
-            attempts=row[7],
-        )
-        for row in rows
-    ]
-    claimed.sort(key=lambda event: event.id)
-    return claimed
+    )
 
 
 async def settle(
@@ -252,16 +233,15 @@ async def mark_failed_attempt(
     row = await session.get(InboxEvent, event_id, populate_existing=True)
     if row is None:
         return DEAD
-    row.attempts += 1
-    row.last_error = error[:ERROR_LIMIT]
-    row.lease_until = None
-    if row.attempts >= max_attempts:
-        row.status = DEAD
+    tries = row.attempts + 1
+    retry_at = (
+        None
+        if tries >= max_attempts
+        else now + timedelta(seconds=schedule.delay(tries, not_before=not_before_seconds))
+    )
+    leases.count_failed_try(row, error=error, retry_at=retry_at, idle=PENDING, gave_up=DEAD)
+    if retry_at is None:
         row.processed_at = now
-    else:
-        row.status = PENDING
-        delay = schedule.delay(row.attempts, not_before=not_before_seconds)
-        row.available_at = now + timedelta(seconds=delay)
     return row.status
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.dialect import upsert_insert
-from webhooks.store.keys import secret_token_hash
+from webhooks.store.keys import add_expiring, secret_token_hash
 from webhooks.store.models import InstalledConnection, InstallGrant
 
 ACTIVE = "active"
@@ -115,18 +115,17 @@ async def create_grant(
     expires_at: datetime,
 ) -> None:
     """Store a single-use install token ("link" or "state"); only its SHA-256 is kept."""
-    # Expired tokens can never be used again: each new one clears them, keeping the table small.
-    await session.execute(delete(InstallGrant).where(InstallGrant.expires_at <= now))
-    session.add(
+    await add_expiring(
+        session,
         InstallGrant(
             token_hash=secret_token_hash(token),
             kind=kind,
             created_by=created_by,
             created_at=now,
             expires_at=expires_at,
-        )
+        ),
+        now=now,
     )
-    await session.flush()
 
 
 async def consume_grant(session: AsyncSession, *, kind: str, token: str, now: datetime) -> bool:

@@ -1,4 +1,5 @@
-"""API keys repository: keys are random, shown once, and stored only as their SHA-256."""
+"""API keys repository: keys are random, shown once, and stored only as their SHA-256; every
+other stored secret token is kept the same way."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from webhooks.store.models import ApiKey
+from webhooks.store.models import AdminSession, ApiKey, InstallGrant
 
 # global_admin changes what applies to every connection; admin manages its connection (its
 # alerts and its own settings); viewer reads; ingest sends events. Every key is bound to one
@@ -30,6 +31,18 @@ def secret_token_hash(token: str) -> str:
     OAuth states): tokens of 128 or more random bits make a fast hash as safe as a slow one,
     and it costs no latency."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def add_expiring(
+    session: AsyncSession, row: AdminSession | InstallGrant, *, now: datetime
+) -> None:
+    """Store a secret that expires (an admin page session, a single-use install token),
+    clearing those of its kind past their end: none can be presented again, so each new one
+    keeps the table to the ones that still could."""
+    model = type(row)
+    await session.execute(delete(model).where(model.expires_at <= now))
+    session.add(row)
+    await session.flush()
 
 
 def _check(*, name: str, role: str, connection: str) -> None:

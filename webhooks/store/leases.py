@@ -1,4 +1,5 @@
-"""Claiming rows with a lease: the one pattern behind the inbox and the write-back outbox.
+"""Claiming rows with a lease: the one pattern behind the inbox, the write-back and alert
+outboxes and the recompute jobs.
 
 A claimed row moves from its idle status to a busy one with `lease_until`; a worker that dies
 mid-work leaves the lease to run out, and the row becomes claimable again.
@@ -6,12 +7,19 @@ mid-work leaves the lease to run out, and the row becomes claimable again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
+
+# The longest error text a row keeps.
+ERROR_LIMIT = 2000
 
 
 async def claim(
@@ -52,3 +60,47 @@ async def claim(
         .execution_options(synchronize_session=False)
     )
     return list(result.all())
+
+
+async def claim_in_order(
+    session: AsyncSession,
+    model: Any,
+    into: type[T],
+    *,
+    idle: str,
+    busy: str,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+) -> list[T]:
+    """`claim` the due rows with the lowest ids, each copied into the dataclass `into` from
+    the columns its fields name, sorted by id (RETURNING keeps no order)."""
+    names = [field.name for field in dataclasses.fields(into)]  # type: ignore[arg-type]
+    rows = await claim(
+        session,
+        model,
+        idle=idle,
+        busy=busy,
+        now=now,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        order_by=model.id,
+        returning=[getattr(model, name) for name in names],
+    )
+    claimed = [into(**dict(zip(names, row, strict=True))) for row in rows]
+    return sorted(claimed, key=attrgetter("id"))
+
+
+def count_failed_try(
+    row: Any, *, error: str, retry_at: datetime | None, idle: str, gave_up: str
+) -> None:
+    """A claimed row's try failed: count it, keep its error, end its lease; it is due again at
+    `retry_at` (back to `idle`) or, with None, stays `gave_up`."""
+    row.attempts += 1
+    row.last_error = error[:ERROR_LIMIT]
+    row.lease_until = None
+    if retry_at is None:
+        row.status = gave_up
+    else:
+        row.status = idle
+        row.available_at = retry_at

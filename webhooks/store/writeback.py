@@ -171,23 +171,16 @@ async def mark_write_failed(
     failed before: an outage ends, and the values must land when it does. Only a `refused`
     row (the CRM refused this record's values, which sending them again cannot change) ends
     failed, for a person to look at; a newer version staged later is sent as usual."""
+    retry_at = now + timedelta(seconds=retry_in_seconds)
     await _requeue_superseded(
-        session,
-        account_id=account_id,
-        version=version,
-        available_at=now + timedelta(seconds=retry_in_seconds),
+        session, account_id=account_id, version=version, available_at=retry_at
     )
     row = await session.get(WritebackItem, account_id, with_for_update=True, populate_existing=True)
     if row is None or row.version != version or row.status != SENDING:
         return PENDING
-    row.attempts += 1
-    row.last_error = error[:2000]
-    row.lease_until = None
-    if refused:
-        row.status = FAILED
-    else:
-        row.status = PENDING
-        row.available_at = now + timedelta(seconds=retry_in_seconds)
+    leases.count_failed_try(
+        row, error=error, retry_at=None if refused else retry_at, idle=PENDING, gave_up=FAILED
+    )
     return row.status
 
 
@@ -223,7 +216,7 @@ async def defer(
             status=PENDING,
             available_at=until,
             lease_until=None,
-            last_error=reason[:2000],
+            last_error=reason[: leases.ERROR_LIMIT],
             attempts=WritebackItem.attempts + (1 if count_attempt else 0),
         )
         .execution_options(synchronize_session=False)

@@ -12,31 +12,15 @@ from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts import service as alert_service
 from webhooks.alerts.notice import Channel
 from webhooks.alerts.rules import Cause
-from webhooks.clock import Clock
-from webhooks.connections import ConnectionRegistry
-from webhooks.metrics import Metrics
 from webhooks.store import accounts
-from webhooks.store.db import AsyncSession, SessionFactory
+from webhooks.store.db import AsyncSession
 from webhooks.store.models import Account
-from webhooks.worker.options import WorkerOptions
+from webhooks.worker.context import WorkerContext, WorkerStep
 
 
-class AlertHandOff:
-    def __init__(
-        self,
-        *,
-        sessions: SessionFactory,
-        connections: ConnectionRegistry,
-        options: WorkerOptions,
-        clock: Clock,
-        metrics: Metrics,
-        channels: Mapping[str, Channel],
-    ) -> None:
-        self._sessions = sessions
-        self._connections = connections
-        self._options = options
-        self._clock = clock
-        self._metrics = metrics
+class AlertHandOff(WorkerStep):
+    def __init__(self, context: WorkerContext, *, channels: Mapping[str, Channel]) -> None:
+        super().__init__(context)
         self._channels = channels
 
     async def update(

@@ -22,6 +22,7 @@ from webhooks.reconcile import Scheduler as ReconcileScheduler
 from webhooks.store import inbox, product
 from webhooks.store.db import SessionFactory
 from webhooks.worker.alerts import AlertHandOff
+from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.decode import Decoded, decode_batch
 from webhooks.worker.options import BatchReport, WorkerOptions
 from webhooks.worker.outages import Outages
@@ -60,7 +61,7 @@ def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
     return (event.connection, facts_of[0].account if facts_of else "")
 
 
-class Pipeline:
+class Pipeline(WorkerStep):
     """The worker. Its steps are the modules next to this one; this class runs them in order,
     isolates the events that break a transaction, and hands a batch back when the database
     fails."""
@@ -75,38 +76,21 @@ class Pipeline:
         channels: Mapping[str, Channel] = alert_delivery.NO_CHANNELS,
         metrics: Metrics | None = None,
     ) -> None:
-        self._sessions = sessions
-        self._connections = connections
-        self._options = options
-        self._clock = clock
-        self._metrics = Metrics() if metrics is None else metrics
+        super().__init__(
+            WorkerContext(
+                sessions=sessions,
+                connections=connections,
+                options=options,
+                clock=clock,
+                metrics=Metrics() if metrics is None else metrics,
+            )
+        )
         # One outage backoff per connection, whether decoding or a write-back met the outage.
         self._outages = Outages(schedule=options.schedule)
-        self._alerts = AlertHandOff(
-            sessions=sessions,
-            connections=connections,
-            options=options,
-            clock=clock,
-            metrics=self._metrics,
-            channels=channels,
-        )
+        self._alerts = AlertHandOff(self._context, channels=channels)
         self._scorer = Scorer(metrics=self._metrics, alerts=self._alerts)
-        self._staging = Staging(
-            sessions=sessions,
-            connections=connections,
-            options=options,
-            clock=clock,
-            metrics=self._metrics,
-            scorer=self._scorer,
-        )
-        self._writeback = WriteBack(
-            sessions=sessions,
-            connections=connections,
-            options=options,
-            clock=clock,
-            metrics=self._metrics,
-            outages=self._outages,
-        )
+        self._staging = Staging(self._context, scorer=self._scorer)
+        self._writeback = WriteBack(self._context, outages=self._outages)
         self._unmatched_swept_at: datetime | None = None
         self._reconciler = ReconcileScheduler(
             sessions=sessions,

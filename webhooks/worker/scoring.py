@@ -45,49 +45,41 @@ class Scorer:
         if not live:
             return 0
         with self._metrics.scoring_seconds.time():
-            staged = await self._score_and_stage(session, live, now, config, cause)
+            snapshots = await facts.read_facts(session, accounts=live, as_of=now)
+            month_ago = await accounts.scores_at_or_before(
+                session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
+            )
+            versions = accounts.scoring_versions(live, config)
+            previous = await accounts.previous_bands(
+                session, accounts=live, versions=versions, at=now
+            )
+            scored = [
+                (
+                    account,
+                    score(
+                        snapshots[account.id],
+                        config.for_connection(account.connection),
+                        previous_band=previous[account.id],
+                        score_30d_ago=month_ago.get(account.id),
+                    ),
+                )
+                for account in live
+            ]
+            # Before record_health: the alerts compare with the score and band the rows still hold.
+            await self._alerts.update(session, scored, versions, now, config, cause=cause)
+            await accounts.record_health(session, scored=scored, at=now, versions=versions)
+            owed = []
+            for account, health in scored:
+                fields = health_field_values(health, updated_at=now)
+                owed.append(
+                    writeback.Owed(
+                        account_id=account.id,
+                        connection=account.connection,
+                        record_id=account.crm_id,
+                        fields=fields,
+                        fingerprint=writeback.fields_fingerprint(fields, ignore=VOLATILE_FIELDS),
+                    )
+                )
+            staged = await writeback.stage(session, owed=owed, now=now)
         self._metrics.accounts_rescored.inc(len(live))
         return staged
-
-    async def _score_and_stage(
-        self,
-        session: AsyncSession,
-        live: list[Account],
-        now: datetime,
-        config: HealthConfig,
-        cause: Callable[[Account], Cause],
-    ) -> int:
-        snapshots = await facts.read_facts(session, accounts=live, as_of=now)
-        month_ago = await accounts.scores_at_or_before(
-            session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
-        )
-        versions = accounts.scoring_versions(live, config)
-        previous = await accounts.previous_bands(session, accounts=live, versions=versions, at=now)
-        scored = [
-            (
-                account,
-                score(
-                    snapshots[account.id],
-                    config.for_connection(account.connection),
-                    previous_band=previous[account.id],
-                    score_30d_ago=month_ago.get(account.id),
-                ),
-            )
-            for account in live
-        ]
-        # Before record_health: the alerts compare with the score and band the rows still hold.
-        await self._alerts.update(session, scored, versions, now, config, cause=cause)
-        await accounts.record_health(session, scored=scored, at=now, versions=versions)
-        owed = []
-        for account, health in scored:
-            fields = health_field_values(health, updated_at=now)
-            owed.append(
-                writeback.Owed(
-                    account_id=account.id,
-                    connection=account.connection,
-                    record_id=account.crm_id,
-                    fields=fields,
-                    fingerprint=writeback.fields_fingerprint(fields, ignore=VOLATILE_FIELDS),
-                )
-            )
-        return await writeback.stage(session, owed=owed, now=now)

@@ -14,16 +14,14 @@ import structlog
 from connector.model import AccountAttributes, ContactUpsert, NormalisedEvent
 from connector.registry import CRMS
 from webhooks.alerts.rules import Cause
-from webhooks.clock import Clock
-from webhooks.connections import ConnectionRegistry
 from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.matching import Matched, match_new_domains, match_product_events
-from webhooks.metrics import Metrics
 from webhooks.store import accounts, alerts, facts, inbox, product
-from webhooks.store.db import AsyncSession, SessionFactory
+from webhooks.store.db import AsyncSession
 from webhooks.store.models import Account
+from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.decode import Decoded, Outcomes
-from webhooks.worker.options import BatchReport, WorkerOptions
+from webhooks.worker.options import BatchReport
 from webhooks.worker.scoring import Scorer
 
 log = structlog.get_logger(__name__)
@@ -79,22 +77,9 @@ def _by_source_and_outcome(
     )
 
 
-class Staging:
-    def __init__(
-        self,
-        *,
-        sessions: SessionFactory,
-        connections: ConnectionRegistry,
-        options: WorkerOptions,
-        clock: Clock,
-        metrics: Metrics,
-        scorer: Scorer,
-    ) -> None:
-        self._sessions = sessions
-        self._connections = connections
-        self._options = options
-        self._clock = clock
-        self._metrics = metrics
+class Staging(WorkerStep):
+    def __init__(self, context: WorkerContext, *, scorer: Scorer) -> None:
+        super().__init__(context)
         self._scorer = scorer
 
     def crm_of(self, connection: str) -> str:

@@ -20,12 +20,8 @@ from connector.errors import (
     CRMRetriesExhausted,
     retry_after,
 )
-from webhooks.clock import Clock
-from webhooks.connections import ConnectionRegistry
-from webhooks.metrics import Metrics
 from webhooks.store import accounts, alerts, writeback
-from webhooks.store.db import SessionFactory
-from webhooks.worker.options import WorkerOptions
+from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.outages import Outages
 
 log = structlog.get_logger(__name__)
@@ -43,22 +39,9 @@ class _Delivery:
     attempts: int
 
 
-class WriteBack:
-    def __init__(
-        self,
-        *,
-        sessions: SessionFactory,
-        connections: ConnectionRegistry,
-        options: WorkerOptions,
-        clock: Clock,
-        metrics: Metrics,
-        outages: Outages,
-    ) -> None:
-        self._sessions = sessions
-        self._connections = connections
-        self._options = options
-        self._clock = clock
-        self._metrics = metrics
+class WriteBack(WorkerStep):
+    def __init__(self, context: WorkerContext, *, outages: Outages) -> None:
+        super().__init__(context)
         self._outages = outages
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.

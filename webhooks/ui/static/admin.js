@@ -62,6 +62,54 @@
     return node;
   }
 
+  /** A table with a caption for screen readers, one row of column headings (each its text, or
+   * [text, "num"] for a column of numbers) and the body's `rows`. */
+  function dataTable(attrs, caption, headings, rows) {
+    const heading = (h) => {
+      const [text, kind] = Array.isArray(h) ? h : [h, null];
+      return el("th", { scope: "col", class: kind, text });
+    };
+    return el(
+      "table",
+      attrs,
+      el("caption", { class: "visually-hidden", text: caption }),
+      el("thead", {}, el("tr", {}, headings.map(heading))),
+      el("tbody", {}, rows),
+    );
+  }
+
+  /** A table's body emptied for `items`; with none, one row across its `columns` says `empty`. */
+  function clearRows(selector, items, { columns, empty }) {
+    const body = clear($(selector));
+    if (!items.length) body.append(el("tr", {}, el("td", { colspan: columns, text: empty })));
+    return body;
+  }
+
+  // A paged list (the accounts, the alerts): `state` holds its limit and offset, the page's
+  // address keeps it, and the pager under the table steps through it.
+
+  function keepInAddress(path, state) {
+    history.replaceState(null, "", `${path}${query(state) ? `?${query(state)}` : ""}`);
+  }
+
+  function showPage(data) {
+    const last = data.offset + data.items.length;
+    $("#page-info").textContent = `${data.total ? data.offset + 1 : 0}–${last} of ${data.total}`;
+    $("#prev-page").disabled = data.offset === 0;
+    $("#next-page").disabled = last >= data.total;
+  }
+
+  function stepPages(state, reload) {
+    $("#prev-page").addEventListener("click", () => {
+      state.offset = Math.max(0, state.offset - state.limit);
+      reload();
+    });
+    $("#next-page").addEventListener("click", () => {
+      state.offset += state.limit;
+      reload();
+    });
+  }
+
   function bandBadge(band) {
     return el("span", { class: `band band-${band}`, text: BAND_LABELS[band] || band });
   }
@@ -327,34 +375,18 @@
         .filter(([, score]) => score !== null)
         .map(([at, score]) => svg("circle", { class: "dot", cx: x(at).toFixed(1), cy: y(score).toFixed(1), r: 2.5 })),
     );
-    const table = el(
-      "table",
+    const table = dataTable(
       {},
-      el("caption", { class: "visually-hidden", text: "Score history" }),
-      el(
-        "thead",
-        {},
+      "Score history",
+      ["When", ["Score", "num"], "Band", "Note"],
+      history.map((point) =>
         el(
           "tr",
-          {},
-          el("th", { scope: "col", text: "When" }),
-          el("th", { scope: "col", class: "num", text: "Score" }),
-          el("th", { scope: "col", text: "Band" }),
-          el("th", { scope: "col", text: "Note" }),
-        ),
-      ),
-      el(
-        "tbody",
-        {},
-        history.map((point) =>
-          el(
-            "tr",
-            { class: point.config_change ? "config-change" : null },
-            el("td", { text: fmtTime(point.at) }),
-            el("td", { class: "num", text: fmtScore(point.score) }),
-            el("td", {}, bandBadge(point.band)),
-            el("td", { text: point.config_change ? "Configuration changed" : "" }),
-          ),
+          { class: point.config_change ? "config-change" : null },
+          el("td", { text: fmtTime(point.at) }),
+          el("td", { class: "num", text: fmtScore(point.score) }),
+          el("td", {}, bandBadge(point.band)),
+          el("td", { text: point.config_change ? "Configuration changed" : "" }),
         ),
       ),
     );
@@ -465,13 +497,10 @@
 
     async function load() {
       showError("");
-      history.replaceState(null, "", `/admin${query(state) ? `?${query(state)}` : ""}`);
+      keepInAddress("/admin", state);
       renderSortHeaders();
       const { data } = await api("GET", `/api/v1/accounts?${query(state)}`);
-      const body = clear($("#accounts-table tbody"));
-      if (!data.items.length) {
-        body.append(el("tr", {}, el("td", { colspan: 8, text: "No accounts match." })));
-      }
+      const body = clearRows("#accounts-table tbody", data.items, { columns: 8, empty: "No accounts match." });
       for (const item of data.items) {
         body.append(
           el(
@@ -488,12 +517,8 @@
           ),
         );
       }
-      const first = data.total ? data.offset + 1 : 0;
-      const last = data.offset + data.items.length;
       $("#accounts-count").textContent = `(${data.total})`;
-      $("#page-info").textContent = `${first}–${last} of ${data.total}`;
-      $("#prev-page").disabled = data.offset === 0;
-      $("#next-page").disabled = last >= data.total;
+      showPage(data);
     }
 
     function reload({ distribution = false } = {}) {
@@ -519,14 +544,7 @@
         reload();
       });
     }
-    $("#prev-page").addEventListener("click", () => {
-      state.offset = Math.max(0, state.offset - state.limit);
-      reload();
-    });
-    $("#next-page").addEventListener("click", () => {
-      state.offset += state.limit;
-      reload();
-    });
+    stepPages(state, reload);
     reload({ distribution: true });
   }
 
@@ -583,34 +601,18 @@
         continue;
       }
       indicators.append(
-        el(
-          "table",
+        dataTable(
           { "data-signal": signal },
-          el("caption", { class: "visually-hidden", text: `${SIGNAL_LABELS[signal]} indicators` }),
-          el(
-            "thead",
-            {},
+          `${SIGNAL_LABELS[signal]} indicators`,
+          ["Indicator", ["Measured (raw)", "num"], ["Score", "num"], ["Weight", "num"]],
+          rows.map((row) =>
             el(
               "tr",
               {},
-              el("th", { scope: "col", text: "Indicator" }),
-              el("th", { scope: "col", class: "num", text: "Measured (raw)" }),
-              el("th", { scope: "col", class: "num", text: "Score" }),
-              el("th", { scope: "col", class: "num", text: "Weight" }),
-            ),
-          ),
-          el(
-            "tbody",
-            {},
-            rows.map((row) =>
-              el(
-                "tr",
-                {},
-                el("th", { scope: "row", text: row.name }),
-                el("td", { class: "num", text: fmtNumber(row.raw) }),
-                el("td", { class: "num", text: fmtScore(row.score) }),
-                el("td", { class: "num", text: fmtNumber(row.weight) }),
-              ),
+              el("th", { scope: "row", text: row.name }),
+              el("td", { class: "num", text: fmtNumber(row.raw) }),
+              el("td", { class: "num", text: fmtScore(row.score) }),
+              el("td", { class: "num", text: fmtNumber(row.weight) }),
             ),
           ),
         ),
@@ -678,20 +680,11 @@
 
   function alertsTable(items, after) {
     const admin = isAdmin();
-    return el(
-      "table",
+    return dataTable(
       { class: "alerts" },
-      el("caption", { class: "visually-hidden", text: "Alerts" }),
-      el(
-        "thead",
-        {},
-        el(
-          "tr",
-          {},
-          ["Fired", "Rule", "Alert", "Band", "Status", "Actions"].map((text) => el("th", { scope: "col", text })),
-        ),
-      ),
-      el("tbody", {}, items.map((alert) => alertRow(alert, admin, after, false))),
+      "Alerts",
+      ["Fired", "Rule", "Alert", "Band", "Status", "Actions"],
+      items.map((alert) => alertRow(alert, admin, after, false)),
     );
   }
 
@@ -748,16 +741,12 @@
     form.elements.rule.value = state.rule;
 
     async function load() {
-      history.replaceState(null, "", `/admin/alerts${query(state) ? `?${query(state)}` : ""}`);
+      keepInAddress("/admin/alerts", state);
       const { data } = await api("GET", `/api/v1/alerts?${query(state)}`);
-      const body = clear($("#alerts-table tbody"));
-      if (!data.items.length) body.append(el("tr", {}, el("td", { colspan: 7, text: "No alerts match." })));
+      const body = clearRows("#alerts-table tbody", data.items, { columns: 7, empty: "No alerts match." });
       const admin = isAdmin();
       for (const alert of data.items) body.append(alertRow(alert, admin, load, true));
-      const last = data.offset + data.items.length;
-      $("#page-info").textContent = `${data.total ? data.offset + 1 : 0}–${last} of ${data.total}`;
-      $("#prev-page").disabled = data.offset === 0;
-      $("#next-page").disabled = last >= data.total;
+      showPage(data);
     }
 
     const reload = () => load().catch(failed);
@@ -769,14 +758,7 @@
       reload();
     });
     form.addEventListener("reset", () => setTimeout(() => form.requestSubmit(), 0));
-    $("#prev-page").addEventListener("click", () => {
-      state.offset = Math.max(0, state.offset - state.limit);
-      reload();
-    });
-    $("#next-page").addEventListener("click", () => {
-      state.offset += state.limit;
-      reload();
-    });
+    stepPages(state, reload);
     api("GET", "/api/v1/config")
       .then(({ data }) => {
         clear($("#rules")).append(...data.config.alerts.map((rule) => el("option", { value: rule.name })));
@@ -1629,10 +1611,10 @@
 
     async function loadVersions() {
       const { data } = await api("GET", "/api/v1/config/versions?limit=50");
-      const body = clear($("#versions-table tbody"));
-      if (!data.items.length) {
-        body.append(el("tr", {}, el("td", { colspan: 6, text: "No version stored yet: the defaults are in force." })));
-      }
+      const body = clearRows("#versions-table tbody", data.items, {
+        columns: 6,
+        empty: "No version stored yet: the defaults are in force.",
+      });
       for (const version of data.items) {
         body.append(
           el(
