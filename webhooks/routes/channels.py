@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from webhooks.alerts.channels.config import channel_open_to
 from webhooks.deps import AdminPrincipal, RuntimeDep
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import ErrorBody
 
 router = APIRouter(tags=["alerts"])
 

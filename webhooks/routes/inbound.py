@@ -20,6 +20,7 @@ from connector.registry import CRMS
 from webhooks import intake
 from webhooks.deps import RuntimeDep
 from webhooks.errors import BodyNotReceived, PayloadTooLarge, ServiceError
+from webhooks.routes.responses import error_responses
 
 router = APIRouter(tags=["webhooks"])
 
@@ -28,10 +29,6 @@ class Accepted(BaseModel):
     received: int
     stored: int
     duplicates: int
-
-
-class ErrorBody(BaseModel):
-    detail: str
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:
@@ -64,10 +61,7 @@ def _documented(spec: CRMSpec) -> dict[int | str, dict[str, object]]:
     """The refusals the CRM's endpoints answer with, as OpenAPI responses."""
     answer = spec.inbound.answer
     if answer is None:
-        return {
-            status: {"model": ErrorBody, "description": text}
-            for status, text in spec.inbound.refusals.items()
-        }
+        return error_responses(spec.inbound.refusals)
     return {
         200: {
             "description": answer.ok_description,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from webhooks import installs
 from webhooks.auth import require_global
 from webhooks.deps import AdminPrincipal, RuntimeDep
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import ErrorBody
 
 router = APIRouter(tags=["oauth"])
 

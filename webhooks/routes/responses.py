@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from webhooks.routes.inbound import ErrorBody
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
 
 UNAUTHENTICATED = "API key missing or unknown (Authorization: Bearer <key>)."
 

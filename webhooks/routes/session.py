@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from webhooks.auth import Principal, principal_for_hash
 from webhooks.deps import PrincipalDep, RuntimeDep
 from webhooks.errors import Forbidden, Unauthenticated
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import ErrorBody
 from webhooks.sessions import COOKIE_NAME, end_session, open_session
 from webhooks.store import keys
 

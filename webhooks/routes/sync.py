@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from webhooks import sync_status
 from webhooks.deps import RuntimeDep, ViewerPrincipal
-from webhooks.routes.inbound import ErrorBody
+from webhooks.routes.responses import ErrorBody
 from webhooks.sync_status import SyncReport
 
 router = APIRouter(tags=["operations"])
