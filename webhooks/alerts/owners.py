@@ -20,8 +20,8 @@ from connector.base import CRMOwner
 from connector.errors import ConnectorError, CRMHTTPError
 from connector.registry import CRMS
 from webhooks.alerts.channels import text as words
-from webhooks.alerts.channels.config import valid_address
 from webhooks.alerts.channels.crm_task import ConnectorLookup
+from webhooks.alerts.channels.email import valid_address
 from webhooks.alerts.channels.http import channel_error
 from webhooks.alerts.channels.owner import OwnerAddress
 from webhooks.alerts.notice import AlertNotice, ChannelError

@@ -3,7 +3,7 @@
 ```yaml
 channels:
   - name: cs-slack            # ^[a-z0-9_.-]{1,64}$, unique; alert rules name channels by it
-    type: slack               # slack | teams | email | webhook | crm_task | owner
+    type: slack               # slack | teams | email | webhook | crm_task | owner (KINDS)
     url: ${SLACK_WEBHOOK_URL} # slack, teams, webhook
     digest: none              # none | hourly | daily (crm_task: none only)
     daily_limit: 100          # messages per UTC day (a digest is one); unset or 0:
@@ -35,37 +35,36 @@ Errors name the field (`channels.2.url: ...`) and never quote a URL or a secret.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError
+from pydantic_core import PydanticCustomError
 
 from webhooks import envref
-from webhooks.alerts.channels.crm_task import ConnectorLookup, CRMTaskChannel
-from webhooks.alerts.channels.email import EmailChannel, SMTPOptions
+from webhooks.alerts.channels.crm_task import ConnectorLookup
+from webhooks.alerts.channels.email import SMTPOptions, valid_address
 from webhooks.alerts.channels.http import HTTPSender
-from webhooks.alerts.channels.owner import (
-    OwnerChannel,
-    OwnerLookup,
-    OwnerVia,
-    SlackDirectMessages,
+from webhooks.alerts.channels.kinds import (
+    OPTIONAL_FIELDS,
+    BuildContext,
+    ChannelEntry,
+    ChannelKind,
+    ChannelSpec,
+    DailyLimit,
+    Problem,
 )
-from webhooks.alerts.channels.slack import SlackChannel
-from webhooks.alerts.channels.teams import TeamsChannel
-from webhooks.alerts.channels.webhook import WebhookChannel, decode_secret
+from webhooks.alerts.channels.owner import OwnerLookup, OwnerVia
+from webhooks.alerts.channels.registry import KINDS
 from webhooks.alerts.notice import Channel, Digest
 from webhooks.settings import Settings
 
 __all__ = [
     "CHANNEL_TYPES",
     "ChannelGrants",
-    "ChannelSpec",
     "ChannelsFileError",
     "build_channels",
     "channel_open_to",
@@ -74,22 +73,18 @@ __all__ = [
     "load_channels",
     "read_channels_file",
     "smtp_options",
-    "valid_address",
 ]
 
-ChannelType = Literal["slack", "teams", "email", "webhook", "crm_task", "owner"]
-CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = (
-    "slack",
-    "teams",
-    "email",
-    "webhook",
-    "crm_task",
-    "owner",
+CHANNEL_TYPES: Final[tuple[str, ...]] = tuple(KINDS)
+# The words pydantic uses for a Literal of the types (what `type` was before the registry).
+_TYPES_EXPECTED: Final = " or ".join(
+    filter(None, (", ".join(map(repr, CHANNEL_TYPES[:-1])), repr(CHANNEL_TYPES[-1])))
 )
-_NEEDS_URL: Final = frozenset({"slack", "teams", "webhook"})
-DailyLimit = int | Literal["none"]
-
-_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
+# Refused as "not used by a <type> channel"; the other optional fields as "only for <the types
+# that take it> channels".
+_NOT_USED_BY: Final = frozenset({"url", "secret"})
+# An entry's problems are reported in the order of its fields, whichever check found them.
+_FIELD_ORDER: Final = {name: position for position, name in enumerate((*OPTIONAL_FIELDS, "digest"))}
 
 
 class ChannelsFileError(ValueError):
@@ -97,24 +92,13 @@ class ChannelsFileError(ValueError):
     channel needs are missing; the message names the field and never quotes a secret."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChannelSpec:
-    """One validated entry of the file; `index` is its position (for messages)."""
-
-    index: int
-    name: str
-    type: ChannelType
-    url: str | None = field(default=None, repr=False)
-    secret: str | None = field(default=None, repr=False)
-    to: tuple[str, ...] = ()
-    digest: Digest = "none"
-    connections: tuple[str, ...] = ()
-    # As written: 0 (or unset) for CRM_HEALTH_ALERT_DAILY_LIMIT, "none" for no limit.
-    daily_limit: DailyLimit = 0
-    # owner channels only
-    via: OwnerVia | None = None
-    token: str | None = field(default=None, repr=False)
-    fallback: str | None = None
+def _channel_type(value: Any) -> str:
+    """One of the registered types (KINDS)."""
+    if isinstance(value, str) and value in KINDS:
+        return value
+    raise PydanticCustomError(
+        "literal_error", "Input should be {expected}", {"expected": _TYPES_EXPECTED}
+    )
 
 
 def _daily_limit(value: Any) -> DailyLimit:
@@ -140,7 +124,7 @@ class _FileChannel(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[a-z0-9_.-]{1,64}$")
-    type: ChannelType
+    type: Annotated[str, PlainValidator(_channel_type)]
     url: SecretStr | None = None
     secret: SecretStr | None = None
     to: list[str] | None = None
@@ -203,106 +187,50 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def valid_address(value: str) -> bool:
-    """A single e-mail address, bare or with a display name; no header line breaks."""
-    if "\r" in value or "\n" in value:
-        return False
-    _, address = parseaddr(value)
-    return bool(_ADDRESS.match(address))
-
-
 def _a(channel_type: str) -> str:
     """The type with its article: "an email", "an owner", "a slack"."""
     return f"an {channel_type}" if channel_type[0] in "aeiou" else f"a {channel_type}"
 
 
-def _check_url(entry: _FileChannel, where: str) -> list[str]:
-    url = entry.url.get_secret_value() if entry.url is not None else None
-    if entry.type not in _NEEDS_URL:
-        return [] if url is None else [f"{where}.url: not used by {_a(entry.type)} channel"]
-    if not url:
-        return [f"{where}.url: required for a {entry.type} channel"]
-    reason = _url_problem(url)
-    return [f"{where}.url: {reason}"] if reason else []
+def _refused(field: str, channel_type: str) -> str:
+    """Why an entry of `channel_type` may not have `field`."""
+    if field in _NOT_USED_BY:
+        return f"not used by {_a(channel_type)} channel"
+    takers = " or ".join(kind.type for kind in KINDS.values() if field in kind.fields)
+    return f"only for {takers} channels"
 
 
-def _check_secret(entry: _FileChannel, where: str) -> list[str]:
-    secret = entry.secret.get_secret_value() if entry.secret is not None else None
-    if entry.type != "webhook":
-        return [] if secret is None else [f"{where}.secret: not used by {_a(entry.type)} channel"]
-    if not secret:
-        return [f"{where}.secret: required for a webhook channel (whsec_ followed by base64)"]
-    try:
-        decode_secret(secret)
-    except ValueError as exc:
-        return [f"{where}.secret: {exc}"]
-    return []
+def _entry(entry: _FileChannel, index: int) -> ChannelEntry:
+    return ChannelEntry(
+        index=index,
+        name=entry.name,
+        type=entry.type,
+        url=None if entry.url is None else entry.url.get_secret_value(),
+        secret=None if entry.secret is None else entry.secret.get_secret_value(),
+        to=None if entry.to is None else tuple(entry.to),
+        digest=entry.digest,
+        via=entry.via,
+        token=None if entry.token is None else entry.token.get_secret_value(),
+        fallback=entry.fallback,
+    )
 
 
-def _check_to(entry: _FileChannel, where: str) -> list[str]:
-    if entry.type != "email":
-        return [] if entry.to is None else [f"{where}.to: only for email channels"]
-    if not entry.to:
-        return [f"{where}.to: an email channel needs at least one address"]
-    return [
-        f"{where}.to.{position}: not an e-mail address"
-        for position, address in enumerate(entry.to)
-        if not valid_address(address)
+def _check(entry: ChannelEntry) -> list[str]:
+    """What the schema cannot say: which fields each type needs or refuses, and its own rules
+    (ChannelKind.check), reported field by field in the order of the file's fields."""
+    kind = KINDS[entry.type]
+    problems: list[Problem] = [
+        (name, _refused(name, entry.type))
+        for name in OPTIONAL_FIELDS
+        if name not in kind.fields and getattr(entry, name) is not None
     ]
-
-
-def _check_owner(entry: _FileChannel, where: str) -> list[str]:
-    """via, token and fallback: what only an owner channel has, and what it needs."""
-    token = entry.token.get_secret_value() if entry.token is not None else None
-    if entry.type != "owner":
-        return [
-            f"{where}.{name}: only for owner channels"
-            for name, value in (("via", entry.via), ("token", token), ("fallback", entry.fallback))
-            if value is not None
-        ]
-    if entry.via is None:
-        return [f"{where}.via: required for an owner channel (email or slack)"]
-    if entry.via == "email":
-        return [] if token is None else [f"{where}.token: only for an owner channel via slack"]
-    if not token:
-        return [f"{where}.token: required for an owner channel via slack (a bot token, xoxb-...)"]
-    if not token.startswith("xoxb-"):
-        # Never quoted: it is the credential.
-        return [f"{where}.token: must be a Slack bot token (xoxb-...)"]
-    return []
-
-
-def _check_fallbacks(entries: Sequence[_FileChannel]) -> list[str]:
-    """A fallback names a team channel of the file: not itself, not another owner channel."""
-    types = {entry.name: entry.type for entry in entries}
-    problems = []
-    for index, entry in enumerate(entries):
-        if entry.type != "owner" or entry.fallback is None:
-            continue
-        where = f"channels.{index}.fallback"
-        target = types.get(entry.fallback)
-        if target is None:
-            problems.append(f"{where}: no channel is named {entry.fallback!r}")
-        elif target == "owner":
-            problems.append(f"{where}: {entry.fallback!r} is an owner channel; name a team channel")
-    return problems
-
-
-def _check(entry: _FileChannel, index: int) -> list[str]:
-    """What the schema cannot say: which fields each type needs or refuses."""
-    where = f"channels.{index}"
-    problems = [
-        *_check_url(entry, where),
-        *_check_secret(entry, where),
-        *_check_to(entry, where),
-        *_check_owner(entry, where),
-    ]
-    if entry.type == "crm_task" and entry.digest != "none":
-        problems.append(
-            f"{where}.digest: a crm_task channel creates one task per alert, so it cannot be a "
-            "digest (use none)"
-        )
-    return problems
+    if "url" in kind.fields:
+        reason = _url_problem(entry.url) if entry.url else f"required for a {entry.type} channel"
+        if reason:
+            problems.append(("url", reason))
+    problems += kind.check(entry)
+    problems.sort(key=lambda problem: _FIELD_ORDER[problem[0].split(".")[0]])
+    return [f"channels.{entry.index}.{name}: {reason}" for name, reason in problems]
 
 
 def read_channels_file(path: Path) -> list[ChannelSpec]:
@@ -330,17 +258,20 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             for error in exc.errors(include_input=False, include_url=False)
         )
         raise ChannelsFileError(f"{path}: {found}") from None
-    problems: list[str] = _check_fallbacks(entries)
+    checked = [_entry(entry, index) for index, entry in enumerate(entries)]
+    problems: list[str] = [
+        problem for kind in KINDS.values() for problem in kind.check_file(checked)
+    ]
     first_use: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        problems += _check(entry, index)
+    for entry in checked:
+        problems += _check(entry)
         if entry.name in first_use:
             problems.append(
-                f"channels.{index}.name: {entry.name!r} is already the name of "
+                f"channels.{entry.index}.name: {entry.name!r} is already the name of "
                 f"channels.{first_use[entry.name]}"
             )
         else:
-            first_use[entry.name] = index
+            first_use[entry.name] = entry.index
     if problems:
         raise ChannelsFileError(f"{path}: {'; '.join(problems)}")
     return [
@@ -352,8 +283,7 @@ def read_channels_file(path: Path) -> list[ChannelSpec]:
             secret=None if entry.secret is None else entry.secret.get_secret_value(),
             to=tuple(entry.to or ()),
             digest=entry.digest,
-            # A CRM task lands in the account's own CRM: no connection can reach another's.
-            connections=("*",) if entry.type == "crm_task" else tuple(entry.connections),
+            connections=("*",) if KINDS[entry.type].open_to_all else tuple(entry.connections),
             daily_limit=entry.daily_limit,
             via=entry.via,
             token=None if entry.token is None else entry.token.get_secret_value(),
@@ -383,22 +313,18 @@ def smtp_options(settings: Settings) -> SMTPOptions | None:
     )
 
 
-def _sends_email(spec: ChannelSpec) -> bool:
-    return spec.type == "email" or (spec.type == "owner" and spec.via == "email")
-
-
-def _sends_http(spec: ChannelSpec) -> bool:
-    return spec.type in _NEEDS_URL or (spec.type == "owner" and spec.via == "slack")
+def _kind(spec: ChannelSpec) -> ChannelKind:
+    return KINDS[spec.type]
 
 
 def _smtp_for(specs: Sequence[ChannelSpec], settings: Settings, path: Path) -> SMTPOptions | None:
-    emails = [spec for spec in specs if _sends_email(spec)]
+    emails = [spec for spec in specs if _kind(spec).sends(spec) == "smtp"]
     if not emails:
         return None
     first = emails[0]
     options = smtp_options(settings)
     if options is None:
-        what = "an email channel" if first.type == "email" else "an owner channel via email"
+        what = f"{_a(first.type)} channel" + ("" if first.via is None else f" via {first.via}")
         raise ChannelsFileError(
             f"{path}: channels.{first.index} ({first.name}) is {what}: set "
             "CRM_HEALTH_SMTP_HOST and CRM_HEALTH_SMTP_FROM_ADDRESS"
@@ -422,61 +348,23 @@ def build_channels(
     owners through `owners` (webhooks.alerts.owners.OwnerDirectory)."""
     smtp = _smtp_for(specs, settings, path)
     sender: HTTPSender | None = None
-    if any(_sends_http(spec) for spec in specs):
+    if any(_kind(spec).sends(spec) == "http" for spec in specs):
         sender = HTTPSender.create(policy=settings.retry_policy(), transport=transport)
+    context = BuildContext(
+        settings=settings,
+        connector_for=connector_for,
+        owners=owners,
+        smtp=smtp,
+        sender=sender,
+    )
     channels: dict[str, Channel] = {}
-    owner_channels: list[tuple[OwnerChannel, str | None]] = []
     for spec in specs:
-        channel: Channel
-        if spec.type == "owner":
-            if owners is None:
-                raise ValueError("owner channels need an owner lookup (OwnerDirectory)")
-            assert spec.via is not None  # read_channels_file made sure
-            slack = None
-            if spec.via == "slack":
-                assert sender is not None
-                assert spec.token is not None
-                slack = SlackDirectMessages(channel=spec.name, token=spec.token, sender=sender)
-            owner = OwnerChannel(
-                name=spec.name,
-                via=spec.via,
-                owners=owners,
-                digest=spec.digest,
-                smtp=smtp if spec.via == "email" else None,
-                slack=slack,
-            )
-            owner_channels.append((owner, spec.fallback))
-            channel = owner
-        elif spec.type == "crm_task":
-            channel = CRMTaskChannel(name=spec.name, connector_for=connector_for)
-        elif spec.type == "email":
-            assert smtp is not None  # _smtp_for raised otherwise
-            channel = EmailChannel(name=spec.name, to=spec.to, smtp=smtp, digest=spec.digest)
-        else:
-            # read_channels_file made sure of both
-            assert sender is not None
-            assert spec.url is not None
-            if spec.type == "slack":
-                channel = SlackChannel(
-                    name=spec.name, url=spec.url, sender=sender, digest=spec.digest
-                )
-            elif spec.type == "teams":
-                channel = TeamsChannel(
-                    name=spec.name, url=spec.url, sender=sender, digest=spec.digest
-                )
-            else:
-                assert spec.secret is not None
-                channel = WebhookChannel(
-                    name=spec.name,
-                    url=spec.url,
-                    secret=spec.secret,
-                    sender=sender,
-                    digest=spec.digest,
-                )
+        channel = _kind(spec).build(spec, context)
         channel.daily_limit = daily_limit_of(spec, settings)
         channels[spec.name] = channel
-    for owner, fallback in owner_channels:
-        owner.fallback = None if fallback is None else channels[fallback]
+    # Once all are built: a channel may name another of the file (an owner's fallback).
+    for spec in specs:
+        _kind(spec).link(channels[spec.name], spec, channels)
     return channels
 
 

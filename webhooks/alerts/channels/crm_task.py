@@ -17,9 +17,16 @@ from connector.base import CRMConnector, TaskPriority, TaskRequest
 from connector.errors import ConnectorError, CRMHTTPError
 from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.http import channel_error
+from webhooks.alerts.channels.kinds import (
+    BuildContext,
+    ChannelEntry,
+    ChannelKind,
+    ChannelSpec,
+    Problem,
+)
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 
-__all__ = ["DUE_HOUR_UTC", "CRMTaskChannel", "ConnectorLookup", "due_at", "task_request"]
+__all__ = ["DUE_HOUR_UTC", "KIND", "CRMTaskChannel", "ConnectorLookup", "due_at", "task_request"]
 
 log = structlog.get_logger(__name__)
 
@@ -133,3 +140,22 @@ class CRMTaskChannel:
     async def aclose(self) -> None:
         # The connectors belong to the connections registry, which closes them.
         return None
+
+
+def _check(entry: ChannelEntry) -> list[Problem]:
+    if entry.digest == "none":
+        return []
+    return [
+        (
+            "digest",
+            "a crm_task channel creates one task per alert, so it cannot be a digest (use none)",
+        )
+    ]
+
+
+def _build(spec: ChannelSpec, context: BuildContext) -> CRMTaskChannel:
+    return CRMTaskChannel(name=spec.name, connector_for=context.connector_for)
+
+
+# A CRM task lands in the account's own CRM: no connection can reach another's.
+KIND: Final = ChannelKind(type="crm_task", check=_check, open_to_all=True, build=_build)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -22,9 +23,25 @@ from typing import Final, Literal
 import structlog
 
 from webhooks.alerts.channels import text as words
+from webhooks.alerts.channels.kinds import (
+    BuildContext,
+    ChannelEntry,
+    ChannelKind,
+    ChannelSpec,
+    Problem,
+    Transport,
+)
 from webhooks.alerts.notice import AlertNotice, ChannelError, Digest
 
-__all__ = ["EmailChannel", "SMTPOptions", "email_message", "render_html", "render_text"]
+__all__ = [
+    "KIND",
+    "EmailChannel",
+    "SMTPOptions",
+    "email_message",
+    "render_html",
+    "render_text",
+    "valid_address",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +50,7 @@ DEFAULT_PORTS: Final = {"starttls": 587, "ssl": 465, "none": 25}
 SUBJECT_PREFIX: Final = "[crm-health]"
 # How much of the server's reply an error quotes.
 REPLY_LIMIT: Final = 200
+_ADDRESS: Final = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,3 +375,35 @@ def _quit(client: smtplib.SMTP) -> None:
         client.quit()
     except (smtplib.SMTPException, OSError):
         client.close()
+
+
+def valid_address(value: str) -> bool:
+    """A single e-mail address, bare or with a display name; no header line breaks."""
+    if "\r" in value or "\n" in value:
+        return False
+    _, address = parseaddr(value)
+    return bool(_ADDRESS.match(address))
+
+
+def _check(entry: ChannelEntry) -> list[Problem]:
+    if not entry.to:
+        return [("to", "an email channel needs at least one address")]
+    return [
+        (f"to.{position}", "not an e-mail address")
+        for position, address in enumerate(entry.to)
+        if not valid_address(address)
+    ]
+
+
+def _sends(spec: ChannelSpec) -> Transport:
+    return "smtp"
+
+
+def _build(spec: ChannelSpec, context: BuildContext) -> EmailChannel:
+    assert context.smtp is not None  # build_channels raised otherwise
+    return EmailChannel(name=spec.name, to=spec.to, smtp=context.smtp, digest=spec.digest)
+
+
+KIND: Final = ChannelKind(
+    type="email", fields=frozenset({"to"}), check=_check, sends=_sends, build=_build
+)

@@ -11,7 +11,7 @@ when it gives up is a `ChannelError` the delivery outbox acts on:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import structlog
@@ -23,9 +23,21 @@ from connector.errors import (
     CRMRetriesExhausted,
 )
 from connector.http import RetryingClient, RetryPolicy
-from webhooks.alerts.notice import ChannelError, Digest
+from webhooks.alerts.notice import Channel, ChannelError, Digest
 
-__all__ = ["EXCERPT_LIMIT", "HTTPChannel", "HTTPSender", "channel_error", "host_of", "scrub"]
+if TYPE_CHECKING:
+    from webhooks.alerts.channels.kinds import BuildContext, ChannelSpec, Transport
+
+__all__ = [
+    "EXCERPT_LIMIT",
+    "HTTPChannel",
+    "HTTPSender",
+    "channel_error",
+    "host_of",
+    "posts_to_url",
+    "scrub",
+    "sends_http",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -219,3 +231,22 @@ class HTTPChannel:
         if not self._closed:
             self._closed = True
             await self._sender.detach()
+
+
+def sends_http(spec: ChannelSpec) -> Transport:
+    """For ChannelKind.sends: every entry of the kind posts through the shared sender."""
+    return "http"
+
+
+def posts_to_url(
+    channel: Callable[..., Channel],
+) -> Callable[[ChannelSpec, BuildContext], Channel]:
+    """For ChannelKind.build: a channel that posts each message to the entry's `url`."""
+
+    def build(spec: ChannelSpec, context: BuildContext) -> Channel:
+        # read_channels_file made sure of the URL, build_channels of the sender.
+        assert context.sender is not None
+        assert spec.url is not None
+        return channel(name=spec.name, url=spec.url, sender=context.sender, digest=spec.digest)
+
+    return build

@@ -13,7 +13,7 @@ so a digest is one message per owner and period.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
@@ -25,10 +25,19 @@ from connector.errors import CRMHTTPError
 from webhooks.alerts.channels import text as words
 from webhooks.alerts.channels.email import EmailChannel, SMTPOptions
 from webhooks.alerts.channels.http import HTTPSender, channel_error
+from webhooks.alerts.channels.kinds import (
+    BuildContext,
+    ChannelEntry,
+    ChannelKind,
+    ChannelSpec,
+    Problem,
+    Transport,
+)
 from webhooks.alerts.channels.slack import slack_message
 from webhooks.alerts.notice import AlertNotice, Channel, ChannelError, Digest
 
 __all__ = [
+    "KIND",
     "OWNER_KIND",
     "SLACK_API",
     "OwnerAddress",
@@ -272,3 +281,72 @@ class OwnerChannel:
         # The fallback is a channel of the file in its own right and is closed as such.
         if self._slack is not None:
             await self._slack.aclose()
+
+
+def _check(entry: ChannelEntry) -> list[Problem]:
+    """via and token: what an owner channel needs to reach owners."""
+    if entry.via is None:
+        return [("via", "required for an owner channel (email or slack)")]
+    if entry.via == "email":
+        return [] if entry.token is None else [("token", "only for an owner channel via slack")]
+    if not entry.token:
+        return [("token", "required for an owner channel via slack (a bot token, xoxb-...)")]
+    if not entry.token.startswith("xoxb-"):
+        # Never quoted: it is the credential.
+        return [("token", "must be a Slack bot token (xoxb-...)")]
+    return []
+
+
+def _check_fallbacks(entries: Sequence[ChannelEntry]) -> list[str]:
+    """A fallback names a team channel of the file: not itself, not another owner channel."""
+    types = {entry.name: entry.type for entry in entries}
+    problems = []
+    for entry in entries:
+        if entry.type != OWNER_KIND or entry.fallback is None:
+            continue
+        where = f"channels.{entry.index}.fallback"
+        target = types.get(entry.fallback)
+        if target is None:
+            problems.append(f"{where}: no channel is named {entry.fallback!r}")
+        elif target == OWNER_KIND:
+            problems.append(f"{where}: {entry.fallback!r} is an owner channel; name a team channel")
+    return problems
+
+
+def _sends(spec: ChannelSpec) -> Transport:
+    return "smtp" if spec.via == "email" else "http"
+
+
+def _build(spec: ChannelSpec, context: BuildContext) -> OwnerChannel:
+    if context.owners is None:
+        raise ValueError("owner channels need an owner lookup (OwnerDirectory)")
+    assert spec.via is not None  # read_channels_file made sure
+    slack = None
+    if spec.via == "slack":
+        assert context.sender is not None
+        assert spec.token is not None
+        slack = SlackDirectMessages(channel=spec.name, token=spec.token, sender=context.sender)
+    return OwnerChannel(
+        name=spec.name,
+        via=spec.via,
+        owners=context.owners,
+        digest=spec.digest,
+        smtp=context.smtp if spec.via == "email" else None,
+        slack=slack,
+    )
+
+
+def _link(channel: Channel, spec: ChannelSpec, channels: Mapping[str, Channel]) -> None:
+    assert isinstance(channel, OwnerChannel)
+    channel.fallback = None if spec.fallback is None else channels[spec.fallback]
+
+
+KIND: Final = ChannelKind(
+    type=OWNER_KIND,
+    fields=frozenset({"via", "token", "fallback"}),
+    check=_check,
+    check_file=_check_fallbacks,
+    sends=_sends,
+    link=_link,
+    build=_build,
+)

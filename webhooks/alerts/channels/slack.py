@@ -13,10 +13,11 @@ from datetime import UTC
 from typing import Any, Final
 
 from webhooks.alerts.channels import text as words
-from webhooks.alerts.channels.http import HTTPChannel
+from webhooks.alerts.channels.http import HTTPChannel, posts_to_url, sends_http
+from webhooks.alerts.channels.kinds import ChannelKind
 from webhooks.alerts.notice import AlertNotice
 
-__all__ = ["MAX_BLOCKS", "SlackChannel", "slack_message"]
+__all__ = ["KIND", "MAX_BLOCKS", "SlackChannel", "slack_message"]
 
 # Slack's limits (Block Kit reference): blocks per message, characters per element.
 MAX_BLOCKS: Final = 50
@@ -207,3 +208,8 @@ class SlackChannel(HTTPChannel):
     async def send(self, notices: Sequence[AlertNotice]) -> None:
         if notices:
             await self._post(slack_message(notices))
+
+
+KIND: Final = ChannelKind(
+    type="slack", fields=frozenset({"url"}), sends=sends_http, build=posts_to_url(SlackChannel)
+)

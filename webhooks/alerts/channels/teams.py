@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from webhooks.alerts.channels import text as words
-from webhooks.alerts.channels.http import HTTPChannel
+from webhooks.alerts.channels.http import HTTPChannel, posts_to_url, sends_http
+from webhooks.alerts.channels.kinds import ChannelKind
 from webhooks.alerts.notice import AlertNotice
 
-__all__ = ["CARD_VERSION", "DIGEST_LIMIT", "TeamsChannel", "teams_message"]
+__all__ = ["CARD_VERSION", "DIGEST_LIMIT", "KIND", "TeamsChannel", "teams_message"]
 
 CARD_VERSION: Final = "1.4"
 CARD_SCHEMA: Final = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -178,3 +179,8 @@ class TeamsChannel(HTTPChannel):
     async def send(self, notices: Sequence[AlertNotice]) -> None:
         if notices:
             await self._post(teams_message(notices))
+
+
+KIND: Final = ChannelKind(
+    type="teams", fields=frozenset({"url"}), sends=sends_http, build=posts_to_url(TeamsChannel)
+)

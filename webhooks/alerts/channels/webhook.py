@@ -19,11 +19,19 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from webhooks.alerts.channels import text as words
-from webhooks.alerts.channels.http import HTTPChannel, HTTPSender
+from webhooks.alerts.channels.http import HTTPChannel, HTTPSender, sends_http
+from webhooks.alerts.channels.kinds import (
+    BuildContext,
+    ChannelEntry,
+    ChannelKind,
+    ChannelSpec,
+    Problem,
+)
 from webhooks.alerts.notice import AlertNotice, Digest
 
 __all__ = [
     "DIGEST_TYPE",
+    "KIND",
     "NOTICE_TYPES",
     "SECRET_PREFIX",
     "WebhookChannel",
@@ -163,3 +171,32 @@ class WebhookChannel(HTTPChannel):
             }
 
         await self._post(webhook_payload(notices), sign=headers, secrets=[self._secret])
+
+
+def _check(entry: ChannelEntry) -> list[Problem]:
+    if not entry.secret:
+        return [("secret", "required for a webhook channel (whsec_ followed by base64)")]
+    try:
+        decode_secret(entry.secret)
+    except ValueError as exc:
+        return [("secret", str(exc))]
+    return []
+
+
+def _build(spec: ChannelSpec, context: BuildContext) -> WebhookChannel:
+    # read_channels_file made sure of the URL and the secret, build_channels of the sender.
+    assert context.sender is not None
+    assert spec.url is not None
+    assert spec.secret is not None
+    return WebhookChannel(
+        name=spec.name, url=spec.url, secret=spec.secret, sender=context.sender, digest=spec.digest
+    )
+
+
+KIND: Final = ChannelKind(
+    type="webhook",
+    fields=frozenset({"url", "secret"}),
+    check=_check,
+    sends=sends_http,
+    build=_build,
+)
