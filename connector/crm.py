@@ -4,6 +4,7 @@ ties them to the CRM's words. Each CRM's package fills these in; connector.regis
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
@@ -163,11 +164,11 @@ class CRMEntry(BaseModel):
     def check(self) -> None:
         """Raise the CRM's EntryConfigError for what `build` would refuse, building nothing."""
 
+    @abstractmethod
     def build(
         self, *, policy: RetryPolicy, transport: httpx.AsyncBaseTransport | None
     ) -> tuple[CRMInbound, CRMConnector | None]:
         """The connection's CRM settings and its connector (None without credentials)."""
-        raise NotImplementedError
 
     def signing_secret(self) -> str | None:
         """The secret webhooks are signed with app-wide (HubSpot's app secret), kept as the

@@ -20,7 +20,11 @@ from connector.dynamics.events import (
     shown,
 )
 from connector.errors import PayloadError
-from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern, website_domain
+from connector.mapping import (
+    ACCOUNT_ATTRIBUTES,
+    AccountMapping,
+    website_domain,
+)
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -130,13 +134,10 @@ DEFAULT_INCIDENT_PRIORITIES: Final[Mapping[int, TicketPriority]] = {
 # A choice the organisation added itself, or none at all, cannot be ranked: count it as ordinary.
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 _TICKET_PRIORITIES: Final = frozenset({"low", "medium", "high", "urgent"})
-_ACCOUNT_ATTRIBUTE_FIELDS = (
-    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
-class DynamicsMapping:
+class DynamicsMapping(AccountMapping):
     """How an environment's rows become normalised events; every default is a standard column.
 
     Account attributes: the account column (logical name) carrying each one, None leaves it
@@ -151,10 +152,6 @@ class DynamicsMapping:
 
     name: str | None = "name"
     domain: str | None = "websiteurl"
-    seats: str | None = None
-    arr: str | None = None
-    renewal_date: str | None = None
-    segment: str | None = None
     owner: str | None = "ownerid"
     # The relationship type (`customertypecode`, a choice: 3 Customer, 8 Prospect...):
     # HealthConfig.customers decides which choice values are customers.
@@ -162,15 +159,13 @@ class DynamicsMapping:
     # When the row was created: where no customer-since date is known, the start of a
     # customer's onboarding period.
     created: str | None = "createdon"
-    executive_title: str = DEFAULT_EXECUTIVE_TITLE
     incident_priorities: Mapping[int, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_INCIDENT_PRIORITIES)
     )
-    title_pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            if item.name in _ACCOUNT_ATTRIBUTE_FIELDS:
+            if item.name in ACCOUNT_ATTRIBUTES:
                 value = getattr(self, item.name)
                 if value is not None and (
                     not isinstance(value, str) or not LOGICAL_NAME.fullmatch(value)
@@ -187,15 +182,7 @@ class DynamicsMapping:
                     f"DynamicsMapping.incident_priorities[{code}] must be one of low, medium,"
                     " high, urgent"
                 )
-        object.__setattr__(self, "title_pattern", compile_title_pattern(self.executive_title))
-
-    def account_columns(self) -> dict[str, str]:
-        """Account attribute -> account column, for the mapped attributes only."""
-        return {
-            attribute: name
-            for attribute in _ACCOUNT_ATTRIBUTE_FIELDS
-            if (name := getattr(self, attribute)) is not None
-        }
+        super().__post_init__()
 
     def incident_priority(self, value: AttributeValue) -> TicketPriority:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -219,7 +206,7 @@ def web_api_select(entity: str, mapping: DynamicsMapping = DEFAULT_MAPPING) -> t
     """The `$select` properties a Web API read of `entity` needs for `mapping` (lookups in their
     `_<name>_value` form). ValueError for a table nothing maps."""
     if entity == "account":
-        columns: tuple[str, ...] = tuple(mapping.account_columns().values())
+        columns: tuple[str, ...] = tuple(mapping.mapped_attributes().values())
     elif entity in _BASE_COLUMNS:
         columns = _BASE_COLUMNS[entity]
     else:
@@ -309,7 +296,7 @@ def _account_events(row: _Row, mapping: DynamicsMapping, deleted: bool) -> list[
     if deleted:
         return [AccountDeleted(account=account, at=row.deleted_at())]
     attributes: dict[str, str | None] = {}
-    for attribute, column in mapping.account_columns().items():
+    for attribute, column in mapping.mapped_attributes().items():
         # A column the delivery does not carry says nothing; a None one clears the attribute.
         if not row.has(column):
             continue

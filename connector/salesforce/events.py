@@ -27,7 +27,11 @@ from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
 from connector import bounds
 from connector.errors import PayloadError
 from connector.jsonparse import MAX_DEPTH
-from connector.mapping import DEFAULT_EXECUTIVE_TITLE, compile_title_pattern, website_domain
+from connector.mapping import (
+    ACCOUNT_ATTRIBUTES,
+    AccountMapping,
+    website_domain,
+)
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -308,13 +312,9 @@ DEFAULT_CASE_PRIORITIES: Final[Mapping[str, TicketPriority]] = {
 # A priority the org added itself, or none at all, cannot be ranked: count it as ordinary.
 _FALLBACK_PRIORITY: Final[TicketPriority] = "medium"
 
-_ACCOUNT_ATTRIBUTE_FIELDS = (
-    "name", "domain", "seats", "arr", "renewal_date", "segment", "owner", "lifecycle", "created",
-)  # fmt: skip
-
 
 @dataclass(frozen=True, kw_only=True)
-class SalesforceMapping:
+class SalesforceMapping(AccountMapping):
     """How an org's sObjects become normalised events; every default is a standard field.
 
     Account attributes: the Account field carrying each one, None leaves it unmapped. Seats,
@@ -334,10 +334,6 @@ class SalesforceMapping:
 
     name: str | None = "Name"
     domain: str | None = "Website"
-    seats: str | None = None
-    arr: str | None = None
-    renewal_date: str | None = None
-    segment: str | None = None
     owner: str | None = "OwnerId"
     # The Account's Type picklist ("Prospect", "Customer - Direct"...): HealthConfig.customers
     # decides which values are customers.
@@ -345,7 +341,6 @@ class SalesforceMapping:
     # When the record was created: where no customer-since date is known, the start of a
     # customer's onboarding period.
     created: str | None = "CreatedDate"
-    executive_title: str = DEFAULT_EXECUTIVE_TITLE
     case_priorities: Mapping[str, TicketPriority] = field(
         default_factory=lambda: dict(DEFAULT_CASE_PRIORITIES)
     )
@@ -353,36 +348,27 @@ class SalesforceMapping:
     renewal_types: frozenset[str] = frozenset({"Renewal"})
     won_stages: frozenset[str] = frozenset({"Closed Won"})
     lost_stages: frozenset[str] = frozenset({"Closed Lost"})
-    title_pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _priorities: Mapping[str, TicketPriority] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            if item.name in (*_ACCOUNT_ATTRIBUTE_FIELDS, "renewal_type_field"):
+            if item.name in (*ACCOUNT_ATTRIBUTES, "renewal_type_field"):
                 value = getattr(self, item.name)
                 if value is not None and not _IDENTIFIER.fullmatch(value):
                     raise ValueError(f"SalesforceMapping.{item.name} must be a field name or None")
-        object.__setattr__(self, "title_pattern", compile_title_pattern(self.executive_title))
+        super().__post_init__()
         object.__setattr__(
             self,
             "_priorities",
             {value.casefold(): priority for value, priority in self.case_priorities.items()},
         )
 
-    def account_fields(self) -> dict[str, str]:
-        """Account attribute -> Account field, for the mapped attributes only."""
-        return {
-            attribute: name
-            for attribute in _ACCOUNT_ATTRIBUTE_FIELDS
-            if (name := getattr(self, attribute)) is not None
-        }
-
     def outbound_fields(self, sobject_type: str) -> tuple[str, ...]:
         """The fields an outbound message for `sobject_type` must select for this mapping."""
         base = {
             "Account": (
                 "Id", "IsDeleted", "SystemModstamp", "LastModifiedById",
-                *self.account_fields().values(),
+                *self.mapped_attributes().values(),
             ),
             "Contact": ("Id", "AccountId", "Title", "IsDeleted", "SystemModstamp"),
             "Task": (
@@ -486,7 +472,7 @@ def _account_events(record: _Fields, options: SalesforceMapping) -> list[Normali
     if record.flag("IsDeleted"):
         return [AccountDeleted(account=account, at=record.at())]
     attributes: dict[str, str | None] = {}
-    for attribute, name in options.account_fields().items():
+    for attribute, name in options.mapped_attributes().items():
         # A field the message does not carry says nothing; a nil one clears the attribute.
         if not record.has(name):
             continue

@@ -1087,7 +1087,7 @@ def test_invalid_title_pattern_is_refused() -> None:
 def test_unmapped_attributes_are_not_read() -> None:
     mapping = DynamicsMapping(name=None, domain=None, owner=None, lifecycle=None, created=None)
 
-    assert mapping.account_columns() == {}
+    assert mapping.mapped_attributes() == {}
     assert (
         to_normalised(record("account", ACCOUNT, name="Contoso", modifiedon=MODIFIED), mapping)
         == []
