@@ -7,7 +7,8 @@ import asyncio
 import random
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -17,7 +18,7 @@ from webhooks.connections import ConnectionRegistry
 from webhooks.store import configs, inbox
 from webhooks.store.db import SessionFactory, create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
-from webhooks.store.models import Account, InteractionFact, SourceKind, TicketFact, UsageDay
+from webhooks.store.models import Account, InteractionFact, SourceKind, TicketFact, UsageMonth
 from webhooks.worker.loop import Pipeline
 from webhooks.worker.options import WorkerOptions
 
@@ -116,13 +117,18 @@ async def seed_facts(url: str, *, accounts: int = RECOMPUTE_ACCOUNTS) -> None:
                     for i in ids
                 ],
             )
+            # Three users, each on three random days of the last 90, as monthly bits.
+            months: dict[tuple[int, date, str], int] = defaultdict(int)
+            for i in ids:
+                for u in range(3):
+                    for d in rng.sample(range(90), 3):
+                        day = today - timedelta(days=d)
+                        months[(i, day.replace(day=1), f"u{u}")] |= 1 << (day.day - 1)
             await connection.execute(
-                insert(UsageDay),
+                insert(UsageMonth),
                 [
-                    {"account_id": i, "day": today - timedelta(days=d), "user": f"u{u}"}
-                    for i in ids
-                    for u in range(3)
-                    for d in rng.sample(range(90), 3)
+                    {"account_id": i, "month": month, "user": user, "days": days}
+                    for (i, month, user), days in months.items()
                 ],
             )
             await connection.execute(

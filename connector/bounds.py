@@ -29,7 +29,7 @@ from pydantic import (
 # Dynamics a 36-character GUID.
 ACCOUNT_ID = 64
 # Any other record or person id: a contact, a product user, a ticket, a product group, an
-# engagement (contacts.contact, usage_days.user, tickets.ticket, interactions.contact and
+# engagement (contacts.contact, usage_months.user, tickets.ticket, interactions.contact and
 # source_id, product_groups.group_id, product_users.user_id).
 RECORD_ID = 200
 # An event id a sender gives for deduplication (native `id`, Salesforce notification Id,

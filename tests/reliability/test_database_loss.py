@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
-from testkit import crm_accounts, make_settings, native, store_native
+from testkit import USAGE_ROWS, crm_accounts, make_settings, native, store_native, usage_days
 from webhooks.runtime import Runtime
 from webhooks.store import inbox
 from webhooks.store.migrate import upgrade_to_head
-from webhooks.store.models import Account, CollaborationFact, InboxEvent, UsageDay
+from webhooks.store.models import Account, CollaborationFact, InboxEvent
 from webhooks.worker.loop import Pipeline
 from webhooks.worker.options import WorkerOptions
 
@@ -259,15 +259,7 @@ async def _assert_processed_once(db: AsyncEngine, events: list[inbox.NewEvent]) 
     # None dead-lettered by the outage, none left behind.
     assert statuses == {inbox.DONE: EVENTS}, statuses
     usage, collaboration, accounts = _expected(events)
-    found_usage = {
-        (row[0], row[1], row[2])
-        for row in await _rows(
-            db,
-            select(Account.crm_id, UsageDay.day, UsageDay.user).join(
-                Account, Account.id == UsageDay.account_id
-            ),
-        )
-    }
+    found_usage = set(usage_days(await _rows(db, USAGE_ROWS)))
     assert found_usage == usage, (len(found_usage - usage), len(usage - found_usage))
     found_collaboration = Counter(
         {

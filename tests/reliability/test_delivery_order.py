@@ -32,7 +32,7 @@ from webhooks.store.models import (
     ProductGroup,
     ProductUser,
     TicketFact,
-    UsageDay,
+    UsageMonth,
     WritebackItem,
 )
 
@@ -253,7 +253,7 @@ async def test_native_events_delivered_three_times_count_once(setup) -> None:
     service = setup.service
     counts = [
         await count(service, model)
-        for model in (UsageDay, CollaborationFact, InteractionFact, TicketFact, AttributeChange)
+        for model in (UsageMonth, CollaborationFact, InteractionFact, TicketFact, AttributeChange)
     ]
     assert counts == [1, 1, 1, 1, 1]
     assert await count(service, HealthSnapshot) == 1
@@ -287,7 +287,7 @@ async def test_segment_batch_delivered_three_times_and_calls_resent_count_once(s
     service = setup.service
     kinds = sorted(c.kind for c in await rows(service, CollaborationFact))
     assert kinds == ["feature_request", "feedback"]
-    assert [u.user for u in await rows(service, UsageDay)] == ["u-17"]
+    assert [u.user for u in await rows(service, UsageMonth)] == ["u-17"]
     calls_stored = [e for e in await rows(service, InboxEvent) if e.dedup_key.startswith("m-")]
     assert sorted(e.dedup_key for e in calls_stored) == ["m-1", "m-2", "m-3", "m-4"]
     assert {e.status for e in await rows(service, InboxEvent)} == {"done"}
@@ -324,7 +324,7 @@ async def test_identical_deliveries_in_concurrent_requests_are_stored_exactly_on
     service = setup.service
     kinds = sorted(c.kind for c in await rows(service, CollaborationFact))
     assert kinds == ["beta", "referral"]
-    assert sorted(u.user for u in await rows(service, UsageDay)) == ["u-17", "u1"]
+    assert sorted(u.user for u in await rows(service, UsageMonth)) == ["u-17", "u1"]
     assert await count(service, AttributeChange) == 1
     assert await count(service, ContactFact) == 1
     assert await count(service, InteractionFact) == 1
@@ -444,7 +444,7 @@ async def test_segment_calls_out_of_order_keep_the_newest_mapping(setup) -> None
     loose = segment_call("track", "m-5", 0.5, event="Report Viewed")
     assert (await post_segment(setup.service, [loose])).status_code == 200
     await drain(setup.service)
-    [usage] = await rows(setup.service, UsageDay)
+    [usage] = await rows(setup.service, UsageMonth)
     assert usage.account_id == (await account(setup.service, first)).id
 
 

@@ -28,14 +28,20 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from testkit import PUBLIC_URL, hubspot_event, make_settings, signed_v3_headers
+from testkit import (
+    PUBLIC_URL,
+    USAGE_ROWS,
+    hubspot_event,
+    make_settings,
+    signed_v3_headers,
+    usage_days,
+)
 from webhooks.runtime import Runtime
 from webhooks.store import inbox, writeback
 from webhooks.store.models import (
     Account,
     CollaborationFact,
     InboxEvent,
-    UsageDay,
     WritebackItem,
 )
 
@@ -541,15 +547,7 @@ async def _assert_processed_once(db: AsyncEngine, load: Load, stranded: set[int]
     done_ids = {row[0] for row in rows}
     assert stranded <= done_ids, "events claimed by the killed process were not finished"
 
-    usage = {
-        (row[0], row[1], row[2])
-        for row in await _rows(
-            db,
-            select(Account.crm_id, UsageDay.day, UsageDay.user).join(
-                Account, Account.id == UsageDay.account_id
-            ),
-        )
-    }
+    usage = set(usage_days(await _rows(db, USAGE_ROWS)))
     assert usage == expected.usage, (
         f"usage days: {len(usage - expected.usage)} unexpected, "
         f"{len(expected.usage - usage)} missing"

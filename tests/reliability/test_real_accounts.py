@@ -18,7 +18,7 @@ from testkit import HUBSPOT_TOKEN, crm_accounts, native, store_native
 from webhooks import sync_status
 from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.store import accounts, inbox
-from webhooks.store.models import Account, InboxEvent, UsageDay, WritebackItem
+from webhooks.store.models import Account, InboxEvent, UsageMonth, WritebackItem
 from webhooks.usage_import import UsageCsv, import_usage
 
 ADMIN = "bootstrap-token-123456"
@@ -84,7 +84,7 @@ async def test_a_csv_of_thousands_with_one_mistyped_id_lands_the_good_rows(
     assert summary.stored == 5001
     await _drain(service)
     async with service.runtime.sessions() as session:
-        users = await session.scalar(select(func.count()).select_from(UsageDay))
+        users = await session.scalar(select(func.count()).select_from(UsageMonth))
         waiting = (
             await session.execute(select(InboxEvent).where(InboxEvent.status == "unmatched"))
         ).scalar_one()
@@ -111,7 +111,7 @@ async def test_waiting_events_fold_in_when_the_record_arrives(service_factory) -
     await _drain(service)
     assert await _crm_ids(service) == {"555"}
     async with service.runtime.sessions() as session:
-        users = (await session.execute(select(UsageDay.user))).scalars().all()
+        users = (await session.execute(select(UsageMonth.user))).scalars().all()
     assert users == ["u1"]
     assert await _unmatched(service) == {}
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.hubspot.events import signature_v3
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 from webhooks.store import accounts, inbox
+from webhooks.store.models import Account, UsageMonth
 
 HUBSPOT_SECRET = "test-client-secret"
 HUBSPOT_TOKEN = "test-access-token"
@@ -203,3 +204,19 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+# (CRM id, month, user, days) of every usage row: what `usage_days` expands.
+USAGE_ROWS = select(Account.crm_id, UsageMonth.month, UsageMonth.user, UsageMonth.days).join(
+    Account, Account.id == UsageMonth.account_id
+)
+
+
+def usage_days(rows: Any) -> list[tuple[str, date, str]]:
+    """(CRM id, day, user) of each day of use the USAGE_ROWS rows hold, in that order."""
+    return sorted(
+        (crm_id, month + timedelta(days=bit), user)
+        for crm_id, month, user, days in rows
+        for bit in range(31)
+        if days >> bit & 1
+    )

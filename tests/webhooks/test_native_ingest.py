@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from testkit import crm_accounts, native
 from webhooks.store import keys
-from webhooks.store.models import Account, InboxEvent, UsageDay
+from webhooks.store.models import Account, InboxEvent, UsageMonth
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -39,7 +39,7 @@ async def test_native_events_are_stored_then_become_facts(service):
     assert response.json() == {"received": 2, "stored": 2, "duplicates": 0}
     await service.runtime.pipeline.run_once()
     async with service.runtime.sessions() as session:
-        users = set((await session.execute(select(UsageDay.user).join(Account))).scalars().all())
+        users = set((await session.execute(select(UsageMonth.user).join(Account))).scalars().all())
     assert users == {"u1", "u2"}
 
 

@@ -18,7 +18,7 @@ from webhooks.store.models import (
     CollaborationFact,
     InboxEvent,
     ProductGroup,
-    UsageDay,
+    UsageMonth,
 )
 
 WRITE_KEY = "sk-test-write-key-1"
@@ -85,7 +85,7 @@ async def drain(service) -> None:
 async def usage_users(service, crm_id: str) -> set[str]:
     async with service.runtime.sessions() as session:
         rows = await session.execute(
-            select(UsageDay.user).join(Account).where(Account.crm_id == crm_id)
+            select(UsageMonth.user).join(Account).where(Account.crm_id == crm_id)
         )
         return set(rows.scalars())
 
@@ -252,7 +252,7 @@ async def test_segment_and_crm_events_of_one_account_land_in_the_same_facts(segm
     await drain(segment)
     assert await usage_users(segment, "1001") == {"from-csv", "u1"}
     async with segment.runtime.sessions() as session:
-        rows = await session.execute(select(Account.crm_id, UsageDay.user).join(UsageDay))
+        rows = await session.execute(select(Account.crm_id, UsageMonth.user).join(UsageMonth))
     assert {crm_id for crm_id, _ in rows} == {"1001"}
 
 

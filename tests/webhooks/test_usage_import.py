@@ -17,11 +17,11 @@ import structlog
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from testkit import crm_accounts
+from testkit import USAGE_ROWS, crm_accounts, usage_days
 from webhooks.cli import cli
 from webhooks.progress import Progress
 from webhooks.store import inbox
-from webhooks.store.models import Account, CollaborationFact, InboxEvent, UsageDay
+from webhooks.store.models import Account, CollaborationFact, InboxEvent
 from webhooks.usage_import import (
     ImportFileError,
     ImportSummary,
@@ -98,17 +98,13 @@ async def test_imported_usage_and_collaboration_become_facts(service) -> None:
     assert (summary.rows, summary.stored, summary.duplicates, summary.error_count) == (5, 5, 0, 0)
     await service.runtime.pipeline.run_once()
     async with service.runtime.sessions() as session:
-        usage = await session.execute(
-            select(Account.crm_id, UsageDay.day, UsageDay.user)
-            .join(Account, Account.id == UsageDay.account_id)
-            .order_by(Account.crm_id, UsageDay.day)
-        )
+        usage = usage_days(await session.execute(USAGE_ROWS))
         collaboration = await session.execute(
             select(Account.crm_id, CollaborationFact.kind)
             .join(Account, Account.id == CollaborationFact.account_id)
             .order_by(Account.crm_id)
         )
-        assert list(usage) == [
+        assert usage == [
             ("123", date(2026, 11, 20), "u-9"),
             ("123", date(2026, 11, 21), "u-10"),
             # 23:30 at -02:00 is the next UTC day.

@@ -10,8 +10,21 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from connector.bounds import parse_timestamp
 from connector.model import (
@@ -38,7 +51,8 @@ from webhooks.store.models import (
     OutcomeFact,
     SourceKind,
     TicketFact,
-    UsageDay,
+    UsageMonth,
+    core_table,
 )
 
 _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
@@ -132,7 +146,8 @@ class _Batch:
 
     def __init__(self, precedence: Precedence) -> None:
         self.precedence = precedence
-        self.usage: set[tuple[int, date, str]] = set()
+        # {(account id, month, user): the bits of the days used}, merged before writing.
+        self.usage: dict[tuple[int, date, str], int] = {}
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
         # Interactions the source identifies, the last version in the batch per id.
@@ -144,7 +159,9 @@ class _Batch:
     def add(self, account: Account, event: NormalisedEvent) -> None:
         match event:
             case Usage(at=at, user=user):
-                self.usage.add((account.id, at.astimezone(UTC).date(), user))
+                day = at.astimezone(UTC).date()
+                key = (account.id, _month_of(day), user)
+                self.usage[key] = self.usage.get(key, 0) | _day_bit(day)
                 account.last_usage_at = _later(account.last_usage_at, at)
             case Interaction(at=at):
                 row = {"account_id": account.id, "at": at, "channel": event.channel,
@@ -191,9 +208,20 @@ class _Batch:
 
     async def write(self, session: AsyncSession) -> None:
         if self.usage:
+            insert = upsert_insert(session, UsageMonth)
+            held = core_table(UsageMonth).c.days
+            merged = held.bitwise_or(insert.excluded.days)
             await session.execute(
-                upsert_insert(session, UsageDay).on_conflict_do_nothing(),
-                [{"account_id": a, "day": d, "user": u} for a, d, u in self.usage],
+                # Days already recorded leave the row as it is: no rewrite for a repeat.
+                insert.on_conflict_do_update(
+                    index_elements=["account_id", "month", "user"],
+                    set_={"days": merged},
+                    where=merged != held,
+                ),
+                [
+                    {"account_id": a, "month": m, "user": u, "days": days}
+                    for (a, m, u), days in self.usage.items()
+                ],
             )
         for model, rows in self.rows.items():
             if rows:
@@ -500,12 +528,31 @@ async def first_records(
         )
         for found_id, earliest in rows:
             keep(found_id, earliest)
-    days = await session.execute(
-        select(UsageDay.account_id, func.min(UsageDay.day))
-        .where(UsageDay.account_id.in_(ids))
-        .group_by(UsageDay.account_id)
+    first_month = (
+        select(UsageMonth.account_id, func.min(UsageMonth.month).label("month"))
+        .where(UsageMonth.account_id.in_(ids))
+        .group_by(UsageMonth.account_id)
+        .subquery()
     )
-    for found_id, day in days:
+    # The lowest set bit of a month's days is its first day; the smallest of them among the
+    # users is the month's first day of use.
+    days = await session.execute(
+        select(
+            UsageMonth.account_id,
+            UsageMonth.month,
+            func.min(UsageMonth.days.bitwise_and(-UsageMonth.days)),
+        )
+        .join(
+            first_month,
+            and_(
+                UsageMonth.account_id == first_month.c.account_id,
+                UsageMonth.month == first_month.c.month,
+            ),
+        )
+        .group_by(UsageMonth.account_id, UsageMonth.month)
+    )
+    for found_id, month, lowest in days:
+        day = month + timedelta(days=int(lowest).bit_length() - 1)
         # Usage is kept per day: the account existed from that day's start at the latest.
         keep(found_id, datetime.combine(day, time.min, tzinfo=UTC))
     return first
@@ -544,23 +591,89 @@ def _int(value: str | None) -> int | None:
     return None if number is None else int(number)
 
 
+# Bit d-1 of UsageMonth.days is day d of the month.
+_ALL_DAYS = (1 << 31) - 1
+
+
+def _month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _day_bit(day: date) -> int:
+    return 1 << (day.day - 1)
+
+
+def _next_month(month: date) -> date:
+    return (month + timedelta(days=31)).replace(day=1)
+
+
+def _days_between(month: date, first: date | None, last: date | None) -> int:
+    """The bits of `month`'s days from `first` to `last`, both included (None: unbounded)."""
+    start = month if first is None else max(first, month)
+    month_end = _next_month(month) - timedelta(days=1)
+    end = month_end if last is None else min(last, month_end)
+    if start > end:
+        return 0
+    return ((1 << end.day) - 1) & ~((1 << (start.day - 1)) - 1)
+
+
+def _window_bits(first: date, last: date | None, months: Sequence[date]) -> ColumnElement[int]:
+    """UsageMonth.days cut to the days from `first` to `last` (None: no end), for rows of
+    `months` (the months of the read) or, when `last` is None, any later month."""
+    masks = {month: _days_between(month, first, last) for month in months}
+    mask = case(masks, value=UsageMonth.month, else_=_ALL_DAYS if last is None else 0)
+    return cast(UsageMonth.days.bitwise_and(mask), BigInteger)
+
+
+def _popcount(bits: Any) -> Any:
+    """The set bits of a value below 2**32, as SQL: neither SQLite nor PostgreSQL 13 has a
+    popcount for integers, so the SWAR sum of bit pairs, nibbles and bytes on 64-bit integers
+    (constants inlined: PostgreSQL has no `bigint >> bigint` for a bound shift)."""
+
+    def n(value: int) -> Any:
+        return literal_column(str(value))
+
+    pairs = bits - bits.bitwise_rshift(n(1)).bitwise_and(n(0x55555555))
+    nibbles = pairs.bitwise_and(n(0x33333333)) + pairs.bitwise_rshift(n(2)).bitwise_and(
+        n(0x33333333)
+    )
+    bytes_ = (nibbles + nibbles.bitwise_rshift(n(4))).bitwise_and(n(0x0F0F0F0F))
+    return (bytes_ * n(0x01010101)).bitwise_and(n(0xFFFFFFFF)).bitwise_rshift(n(24))
+
+
 async def _usage(
     session: AsyncSession, ids: Collection[int], today: date, *, closed: bool = False
 ) -> dict[int, tuple[int, int, int]]:
+    """Per account: distinct users in the 30 days to `today`, distinct users in the 30 days
+    before those, and user-days in the first (each day counted once per user). Open-ended
+    (`closed` False), days after `today` count as recent."""
     last_30, last_60 = today - timedelta(days=30), today - timedelta(days=60)
-    recent = UsageDay.day > last_30
-    window = [UsageDay.account_id.in_(ids), UsageDay.day > last_60]
+    first_month = _month_of(last_60 + timedelta(days=1))
+    months = [first_month]
+    while months[-1] < _month_of(today):
+        months.append(_next_month(months[-1]))
+    window = [UsageMonth.account_id.in_(ids), UsageMonth.month >= first_month]
     if closed:
-        window.append(UsageDay.day <= today)
-    rows = await session.execute(
+        window.append(UsageMonth.month <= months[-1])
+    bits = (
         select(
-            UsageDay.account_id,
-            func.count(func.distinct(case((recent, UsageDay.user)))),
-            func.count(func.distinct(case((~recent, UsageDay.user)))),
-            func.sum(case((recent, 1), else_=0)),
+            UsageMonth.account_id,
+            UsageMonth.user,
+            _window_bits(last_30 + timedelta(days=1), today if closed else None, months).label(
+                "recent"
+            ),
+            _window_bits(last_60 + timedelta(days=1), last_30, months).label("earlier"),
         )
         .where(*window)
-        .group_by(UsageDay.account_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(
+            bits.c.account_id,
+            func.count(func.distinct(case((bits.c.recent != 0, bits.c.user)))),
+            func.count(func.distinct(case((bits.c.earlier != 0, bits.c.user)))),
+            func.sum(_popcount(bits.c.recent)),
+        ).group_by(bits.c.account_id)
     )
     return {row[0]: (row[1], row[2], int(row[3] or 0)) for row in rows}
 
@@ -572,16 +685,56 @@ async def _last_usage_until(
     (usage is kept per day, so an earlier time of day is not known)."""
     if not ids:
         return {}
+    today = as_of.astimezone(UTC).date()
+    month = _month_of(today)
+    until = UsageMonth.days.bitwise_and(
+        case((UsageMonth.month == month, _days_between(month, None, today)), else_=_ALL_DAYS)
+    )
+    earlier = aliased(UsageMonth)
+    # Per account, the latest month with a day up to `as_of`: one backwards index probe.
+    latest = (
+        select(earlier.month)
+        .where(
+            earlier.account_id == Account.id,
+            earlier.month <= month,
+            earlier.days.bitwise_and(
+                case((earlier.month == month, _days_between(month, None, today)), else_=_ALL_DAYS)
+            )
+            != 0,
+        )
+        .order_by(earlier.month.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    # The largest of the users' bits has the highest bit of them all: the last day.
     rows = await session.execute(
-        select(UsageDay.account_id, func.max(UsageDay.day))
-        .where(UsageDay.account_id.in_(ids), UsageDay.day <= as_of.astimezone(UTC).date())
-        .group_by(UsageDay.account_id)
+        select(UsageMonth.account_id, UsageMonth.month, func.max(until))
+        .join(Account, and_(Account.id == UsageMonth.account_id, UsageMonth.month == latest))
+        .where(Account.id.in_(ids))
+        .group_by(UsageMonth.account_id, UsageMonth.month)
     )
     found: dict[int, datetime | None] = {}
-    for account_id, day in rows:
+    for account_id, found_month, highest in rows:
+        day = found_month + timedelta(days=int(highest).bit_length() - 1)
         end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
         found[account_id] = min(end_of_day, as_of)
     return found
+
+
+async def prune_usage(session: AsyncSession, *, before: date, limit: int) -> int:
+    """Delete up to `limit` usage rows of months entirely before `before`; returns how many
+    (the caller repeats until fewer than `limit` come back, each batch its own transaction)."""
+    doomed = (
+        select(UsageMonth.account_id, UsageMonth.month, UsageMonth.user)
+        .where(UsageMonth.month < _month_of(before))
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(UsageMonth)
+        .where(tuple_(UsageMonth.account_id, UsageMonth.month, UsageMonth.user).in_(doomed))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def _interactions(

@@ -171,15 +171,20 @@ def _account_fk() -> Mapped[int]:
     return mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
 
 
-class UsageDay(Base):
-    """A user active on an account on a UTC day: distinct users per window and daily actives
-    are counts over one small index range."""
+class UsageMonth(Base):
+    """The UTC days of one month a user was active on an account, as a bitmask (bit d-1 for
+    day d): an exact roll-up of one row per active day, so distinct users and user-days of
+    any window, and the first and last day of use, are still known to the day, from at most
+    one row per user and month the window touches."""
 
-    __tablename__ = "usage_days"
+    __tablename__ = "usage_months"
 
     account_id: Mapped[int] = _account_fk()
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    # The first day of the month.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
     user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # 31 bits at most: a signed 32-bit integer holds every month.
+    days: Mapped[int] = mapped_column(Integer)
 
 
 class InteractionFact(Base):

@@ -19,7 +19,7 @@ STORED_IN: dict[str, tuple[int, tuple[str, ...]]] = {
         bounds.RECORD_ID,
         (
             "contacts.contact",
-            "usage_days.user",
+            "usage_months.user",
             "tickets.ticket",
             "interactions.contact",
             "interactions.source_id",
