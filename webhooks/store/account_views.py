@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webhooks.store.alerts import OPEN, SNOOZED
+from webhooks.store.latest import latest_rows
 from webhooks.store.models import Account, Alert, HealthSnapshot
 
 Trend = Literal["up", "down", "flat"]
@@ -122,11 +123,11 @@ async def history(
         return {}
     ids = list(account_ids)
     found: dict[int, list[Point]] = defaultdict(list)
-    before = (
-        select(HealthSnapshot.account_id, func.max(HealthSnapshot.computed_at).label("at"))
-        .where(HealthSnapshot.account_id.in_(ids), HealthSnapshot.computed_at < since)
-        .group_by(HealthSnapshot.account_id)
-        .subquery()
+    before = latest_rows(
+        HealthSnapshot,
+        account_ids=ids,
+        time="computed_at",
+        where=lambda row: [row.computed_at < since],
     )
     seeds = await session.execute(
         select(
@@ -134,15 +135,7 @@ async def history(
             HealthSnapshot.score,
             HealthSnapshot.band,
             HealthSnapshot.config_version,
-        )
-        .join(
-            before,
-            and_(
-                HealthSnapshot.account_id == before.c.account_id,
-                HealthSnapshot.computed_at == before.c.at,
-            ),
-        )
-        .order_by(HealthSnapshot.id)
+        ).join(before, HealthSnapshot.id == before.c.id)
     )
     for account_id, score, band, version in seeds:
         found[account_id] = [Point(since, score, band, version)]

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.config import HealthConfig
 from signals.model import Band, Health
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.latest import latest_rows
 from webhooks.store.models import Account, HealthSnapshot, core_table
 
 AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
@@ -209,25 +211,19 @@ async def _latest(
     """(account id, score, band) of each account's latest history row at or before `at`,
     among the rows computed under `version` (and NULL ones when `legacy`); any row when
     `version` is None."""
-    where = [HealthSnapshot.account_id.in_(list(account_ids)), HealthSnapshot.computed_at <= at]
-    if version is not None:
-        same = HealthSnapshot.config_version == version
-        where.append(or_(same, HealthSnapshot.config_version.is_(None)) if legacy else same)
-    latest = (
-        select(HealthSnapshot.account_id, func.max(HealthSnapshot.computed_at).label("computed_at"))
-        .where(*where)
-        .group_by(HealthSnapshot.account_id)
-        .subquery()
-    )
+
+    def kept(row: Any) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = [row.computed_at <= at]
+        if version is not None:
+            same = row.config_version == version
+            found.append(or_(same, row.config_version.is_(None)) if legacy else same)
+        return found
+
+    picks = latest_rows(HealthSnapshot, account_ids=account_ids, time="computed_at", where=kept)
     rows = await session.execute(
-        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band)
-        .join(
-            latest,
-            (HealthSnapshot.account_id == latest.c.account_id)
-            & (HealthSnapshot.computed_at == latest.c.computed_at),
+        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band).join(
+            picks, HealthSnapshot.id == picks.c.id
         )
-        .where(*where)
-        .order_by(HealthSnapshot.id)
     )
     return [(account_id, score, band) for account_id, score, band in rows]
 

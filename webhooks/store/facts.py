@@ -42,6 +42,7 @@ from connector.model import (
 from connector.segment import normalised_domain
 from signals.model import AccountFacts
 from webhooks.store.dialect import upsert_insert
+from webhooks.store.latest import latest_rows
 from webhooks.store.models import (
     Account,
     AttributeChange,
@@ -740,34 +741,47 @@ async def prune_usage(session: AsyncSession, *, before: date, limit: int) -> int
 async def _interactions(
     session: AsyncSession, ids: Collection[int], since: datetime, until: datetime | None = None
 ) -> dict[int, tuple[int, int, int, int]]:
-    present: ColumnElement[bool] = ContactFact.left_at.is_(None)
+    """Per account: interactions, those the customer started, engaged people (distinct
+    contacts still there, or unknown to the contacts facts) and executives among them."""
     window = [InteractionFact.account_id.in_(ids), InteractionFact.at > since]
+    if until is not None:
+        window.append(InteractionFact.at <= until)
+    # Grouped per contact first, straight off the (account_id, at) index: the contacts join
+    # and the distinct counts then see one row per person instead of one per interaction,
+    # and no DISTINCT aggregate forces a sort of the whole window.
+    people = (
+        select(
+            InteractionFact.account_id,
+            InteractionFact.contact,
+            func.count().label("total"),
+            func.sum(case((InteractionFact.direction == "customer", 1), else_=0)).label("customer"),
+        )
+        .where(*window)
+        .group_by(InteractionFact.account_id, InteractionFact.contact)
+        .subquery()
+    )
+    present: ColumnElement[bool] = ContactFact.left_at.is_(None)
     if until is not None:
         # Contacts who left after `until` were still there then.
         present = or_(present, ContactFact.left_at > until)
-        window.append(InteractionFact.at <= until)
     rows = await session.execute(
         select(
-            InteractionFact.account_id,
-            func.count(),
-            func.sum(case((InteractionFact.direction == "customer", 1), else_=0)),
-            # Engaged people: distinct contacts seen in interactions who are still there.
-            func.count(func.distinct(case((present, InteractionFact.contact)))),
-            func.count(
-                func.distinct(case((present & ContactFact.executive, InteractionFact.contact)))
-            ),
+            people.c.account_id,
+            func.sum(people.c.total),
+            func.sum(people.c.customer),
+            func.count(case((present, people.c.contact))),
+            func.count(case((present & ContactFact.executive, people.c.contact))),
         )
         .outerjoin(
             ContactFact,
             and_(
-                ContactFact.account_id == InteractionFact.account_id,
-                ContactFact.contact == InteractionFact.contact,
+                ContactFact.account_id == people.c.account_id,
+                ContactFact.contact == people.c.contact,
             ),
         )
-        .where(*window)
-        .group_by(InteractionFact.account_id)
+        .group_by(people.c.account_id)
     )
-    return {row[0]: (row[1], int(row[2] or 0), row[3], row[4]) for row in rows}
+    return {row[0]: (int(row[1]), int(row[2] or 0), row[3], row[4]) for row in rows}
 
 
 async def _counts(
@@ -810,22 +824,15 @@ async def _attribute_at(
     session: AsyncSession, ids: Collection[int], name: str, at: datetime
 ) -> dict[int, str | None]:
     """Each account's value of a tracked attribute as it stood at `at`."""
-    latest = (
-        select(AttributeChange.account_id, func.max(AttributeChange.at).label("at"))
-        .where(
-            AttributeChange.account_id.in_(ids),
-            AttributeChange.name == name,
-            AttributeChange.at <= at,
-        )
-        .group_by(AttributeChange.account_id)
-        .subquery()
+    picks = latest_rows(
+        AttributeChange,
+        account_ids=ids,
+        time="at",
+        where=lambda row: [row.name == name, row.at <= at],
     )
     rows = await session.execute(
         select(AttributeChange.account_id, AttributeChange.value).join(
-            latest,
-            (AttributeChange.account_id == latest.c.account_id)
-            & (AttributeChange.at == latest.c.at)
-            & (AttributeChange.name == name),
+            picks, AttributeChange.id == picks.c.id
         )
     )
     return {row[0]: row[1] for row in rows}
