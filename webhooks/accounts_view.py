@@ -52,7 +52,10 @@ class AccountItem(BaseModel):
     signals: Signals
     drivers: list[str]
     coverage: CoverageOut
-    updated_at: datetime | None = Field(description="When the account was last scored.")
+    updated_at: datetime | None = Field(
+        description="When the account's health last changed (a rescore giving the same health "
+        "leaves it as it was)."
+    )
     trend_30d: int | None = Field(description="Score change over 30 days, as last scored.")
     segment: str | None
     owner: str | None

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, inspect, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.config import HealthConfig
@@ -104,11 +104,18 @@ _MUTABLE = (
     "signals", "drivers", "coverage", "config_version", "not_found_at", "not_found_reason",
     "indicators_at_risk",
 )  # fmt: skip
+# What a scoring sets: health_updated_at moves only when one of them does.
+_HEALTH = (
+    "score", "band", "config_version", "customer", "trend_30d", "signals", "drivers", "coverage",
+    "indicators_at_risk",
+)  # fmt: skip
 
 
 async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
-    """Write the changed state of detached accounts in one executemany UPDATE."""
-    if not accounts:
+    """Write the changed state of detached accounts in one executemany UPDATE; an account
+    whose values are all as read (or were set again to what they were) is not written."""
+    changed = [account for account in accounts if _changed(account)]
+    if not changed:
         return
     table = core_table(Account)
     await session.execute(
@@ -117,9 +124,16 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
         .values({name: bindparam(f"new_{name}") for name in _MUTABLE}),
         [
             {"account_id": a.id, **{f"new_{name}": getattr(a, name) for name in _MUTABLE}}
-            for a in accounts
+            for a in changed
         ],
     )
+
+
+def _changed(account: Account, names: Sequence[str] = _MUTABLE) -> bool:
+    # The ORM keeps each attribute's value as loaded: its history holds a change only when
+    # the value now differs (JSON compared by value), whatever was assigned in between.
+    attributes = inspect(account).attrs
+    return any(attributes[name].history.has_changes() for name in names)
 
 
 async def scores_at_or_before(
@@ -238,7 +252,8 @@ async def record_health(
     """Keep each account's current health on its row; append to the history when the score,
     the band or the scoring configuration (`versions`: {account id: scoring version}) moved.
     The history is a step function: the latest row at or before a moment is the health at
-    that moment, so unchanged rescores add nothing to it."""
+    that moment, so unchanged rescores add nothing to it. `health_updated_at` says when the
+    health last changed: a rescore giving the same health leaves the row untouched."""
     versions = versions or {}
     changed: list[tuple[Account, float]] = []
     for account, health in scored:
@@ -255,7 +270,6 @@ async def record_health(
         account.band = health.band.value
         account.config_version = version
         account.customer = health.customer
-        account.health_updated_at = at
         account.trend_30d = health.trend_30d
         account.signals = {
             name: None if value is None else round(value, 1)
@@ -270,6 +284,9 @@ async def record_health(
         account.indicators_at_risk = [
             f"{result.signal}.{result.name}" for result in health.indicators if result.score <= 0
         ]
+        # A rescore that gives the same health leaves the row as it was (no UPDATE).
+        if account.health_updated_at is None or _changed(account, _HEALTH):
+            account.health_updated_at = at
     if not changed:
         return
     await session.execute(
