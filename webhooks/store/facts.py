@@ -707,11 +707,20 @@ async def _last_usage_until(
         .limit(1)
         .scalar_subquery()
     )
+    # Materialised first: flattened into the join, SQLite ran the probe once per usage row.
+    picks = (
+        select(Account.id.label("account_id"), latest.label("month"))
+        .where(Account.id.in_(ids))
+        .cte("last_months")
+        .prefix_with("MATERIALIZED")
+    )
     # The largest of the users' bits has the highest bit of them all: the last day.
     rows = await session.execute(
         select(UsageMonth.account_id, UsageMonth.month, func.max(until))
-        .join(Account, and_(Account.id == UsageMonth.account_id, UsageMonth.month == latest))
-        .where(Account.id.in_(ids))
+        .join(
+            picks,
+            and_(UsageMonth.account_id == picks.c.account_id, UsageMonth.month == picks.c.month),
+        )
         .group_by(UsageMonth.account_id, UsageMonth.month)
     )
     found: dict[int, datetime | None] = {}
