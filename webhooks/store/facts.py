@@ -627,7 +627,7 @@ def _window_bits(first: date, last: date | None, months: Sequence[date]) -> Colu
 
 
 def _popcount(bits: Any) -> Any:
-    """The set bits of a value below 2**32, as SQL: neither SQLite nor PostgreSQL 13 has a
+    """The set bits of a value below 2**32, as SQL: neither SQLite nor PostgreSQL has a
     popcount for integers, so the SWAR sum of bit pairs, nibbles and bytes on 64-bit integers
     (constants inlined: PostgreSQL has no `bigint >> bigint` for a bound shift)."""
 
@@ -688,21 +688,17 @@ async def _last_usage_until(
         return {}
     today = as_of.astimezone(UTC).date()
     month = _month_of(today)
-    until = UsageMonth.days.bitwise_and(
-        case((UsageMonth.month == month, _days_between(month, None, today)), else_=_ALL_DAYS)
-    )
+
+    def until(row: Any) -> Any:
+        """The row's days up to `as_of`."""
+        cut = case((row.month == month, _days_between(month, None, today)), else_=_ALL_DAYS)
+        return row.days.bitwise_and(cut)
+
     earlier = aliased(UsageMonth)
     # Per account, the latest month with a day up to `as_of`: one backwards index probe.
     latest = (
         select(earlier.month)
-        .where(
-            earlier.account_id == Account.id,
-            earlier.month <= month,
-            earlier.days.bitwise_and(
-                case((earlier.month == month, _days_between(month, None, today)), else_=_ALL_DAYS)
-            )
-            != 0,
-        )
+        .where(earlier.account_id == Account.id, earlier.month <= month, until(earlier) != 0)
         .order_by(earlier.month.desc())
         .limit(1)
         .scalar_subquery()
@@ -716,7 +712,7 @@ async def _last_usage_until(
     )
     # The largest of the users' bits has the highest bit of them all: the last day.
     rows = await session.execute(
-        select(UsageMonth.account_id, UsageMonth.month, func.max(until))
+        select(UsageMonth.account_id, UsageMonth.month, func.max(until(UsageMonth)))
         .join(
             picks,
             and_(UsageMonth.account_id == picks.c.account_id, UsageMonth.month == picks.c.month),
