@@ -72,7 +72,7 @@ async def _rows(engine: AsyncEngine) -> list[tuple[int, str, str]]:
         result = await connection.execute(
             text("SELECT id, dedup_key, status FROM inbox_events ORDER BY id")
         )
-        return [tuple(row) for row in result.all()]  # type: ignore[misc]
+        return [(row[0], row[1], row[2]) for row in result.all()]
 
 
 async def test_upgrade_moves_keys_and_downgrade_restores_the_plain_inbox(blank_url) -> None:
