@@ -58,7 +58,9 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("source", "connection", "dedup_key", name=op.f("pk_inbox_dedup")),
     )
-    op.create_index("ix_inbox_dedup_received_at", "inbox_dedup", ["received_at"])
+    op.create_index(
+        "ix_inbox_dedup_received_at", "inbox_dedup", ["received_at"], postgresql_using="brin"
+    )
     op.execute(
         "INSERT INTO inbox_dedup (source, connection, dedup_key, received_at) "
         "SELECT source, connection, dedup_key, min(received_at) FROM inbox_events "
