@@ -1,5 +1,6 @@
-"""Inbox repository: durable, deduplicated storage of acknowledged events, claiming, and the
-dead letters that could not be processed."""
+"""Inbox repository: durable, deduplicated storage of acknowledged events (keys claimed in
+inbox_dedup), claiming, the dead letters that could not be processed, the day partitions of
+PostgreSQL's inbox and the inbox's retention."""
 
 from __future__ import annotations
 
