@@ -5,6 +5,7 @@ PostgreSQL's inbox and the inbox's retention."""
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -195,16 +196,12 @@ async def insert_grouped(
                 text(_SQLITE_INSERT_PICKED),
                 {"rows": document, "picked": json.dumps(picked), "status": PENDING},
             )
+    # `picked` is in document order: each request's share is the stretch within its rows.
     counts = []
     start = 0
-    cursor = 0
     for _, _, events, _ in groups:
         end = start + len(events)
-        count = 0
-        while cursor < len(picked) and picked[cursor] < end:
-            count += 1
-            cursor += 1
-        counts.append(count)
+        counts.append(bisect_left(picked, end) - bisect_left(picked, start))
         start = end
     return counts
 
@@ -534,14 +531,7 @@ async def prune_inbox(
             "inbox_partitions": dropped,
             "inbox_dedup": int(keys or 0),
         }
-    events = await _delete_in_batches(
-        engine,
-        delete(InboxEvent).where(
-            tuple_(InboxEvent.id, InboxEvent.received_at).in_(
-                select(InboxEvent.id, InboxEvent.received_at).where(*settled).limit(limit)
-            )
-        ),
-    )
+    events = await _delete_settled(engine, settled, limit=limit)
     dedup_key = tuple_(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
     keys = await _delete_in_batches(
         engine,
@@ -554,6 +544,33 @@ async def prune_inbox(
         ),
     )
     return {"inbox_events": in_dropped + events, "inbox_partitions": dropped, "inbox_dedup": keys}
+
+
+async def _delete_settled(engine: AsyncEngine, settled: Sequence[Any], *, limit: int) -> int:
+    """Delete settled events in transactions of `limit`, walking up the ids: settled events
+    are in no status index on PostgreSQL, and a batch resumes after the last id instead of
+    scanning again past what earlier batches deleted."""
+    total = 0
+    after = 0
+    while True:
+        batch = (
+            select(InboxEvent.id, InboxEvent.received_at)
+            .where(InboxEvent.id > after, *settled)
+            .order_by(InboxEvent.id)
+            .limit(limit)
+        )
+        async with engine.begin() as connection:
+            deleted = (
+                await connection.scalars(
+                    delete(InboxEvent)
+                    .where(tuple_(InboxEvent.id, InboxEvent.received_at).in_(batch))
+                    .returning(InboxEvent.id)
+                )
+            ).all()
+        if not deleted:
+            return total
+        total += len(deleted)
+        after = max(deleted)
 
 
 async def _delete_in_batches(engine: AsyncEngine, statement: Any) -> int:

@@ -95,7 +95,16 @@ class InboxEvent(Base):
 
     __tablename__ = "inbox_events"
     __table_args__ = (
-        Index("ix_inbox_events_claim", "status", "available_at"),
+        # On PostgreSQL only events still waiting are in it: settling an event (its second
+        # update) adds no index entry, and the index stays the size of the backlog, not of
+        # history. SQLite cannot prove a claim's `status = 'pending'` implies an IN list, so
+        # it keeps every status.
+        Index(
+            "ix_inbox_events_claim",
+            "status",
+            "available_at",
+            postgresql_where=text("status IN ('pending', 'processing', 'unmatched', 'dead')"),
+        ),
         # Only parked product events carry a match key: the partial index costs the hot
         # insert path nothing.
         Index(

@@ -115,7 +115,11 @@ def _partition() -> None:
     op.execute(f"INSERT INTO inbox_events ({_COLUMNS}) SELECT {_COLUMNS} FROM inbox_events_old")  # noqa: S608
     op.execute("DROP TABLE inbox_events_old")
     op.execute("ALTER SEQUENCE inbox_events_id_seq OWNED BY inbox_events.id")
-    op.execute("CREATE INDEX ix_inbox_events_claim ON inbox_events (status, available_at)")
+    # Only events still waiting: settling one then adds no entry to it.
+    op.execute(
+        "CREATE INDEX ix_inbox_events_claim ON inbox_events (status, available_at) "
+        "WHERE status IN ('pending', 'processing', 'unmatched', 'dead')"
+    )
     op.execute(
         "CREATE INDEX ix_inbox_events_match_key ON inbox_events (connection, match_key) "
         "WHERE match_key IS NOT NULL"
