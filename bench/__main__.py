@@ -3,7 +3,8 @@ to bench/results.md with the machine's facts; `python -m bench freshness scale` 
 ones named (and leaves bench/results.md alone).
 
 Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
-(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30)."""
+(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30),
+BENCH_WAL_EVENTS (default 100,000)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest, memory, pipeline, poison, preview, scale, scoring, worker
+from bench import (
+    freshness,
+    ingest,
+    memory,
+    pipeline,
+    poison,
+    preview,
+    scale,
+    scoring,
+    wal,
+    worker,
+)
 from bench.notes import NOTES
 from webhooks.logging import configure_logging
 
@@ -30,12 +42,14 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "scale": lambda: asyncio.run(scale.run()),
     "memory": lambda: asyncio.run(memory.run()),
     "preview": lambda: asyncio.run(preview.run()),
+    "wal": lambda: asyncio.run(wal.run()),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
     "BENCH_FRESHNESS_SECONDS",
     "BENCH_SCALE_EVENTS",
     "BENCH_PREVIEW_SECONDS",
+    "BENCH_WAL_EVENTS",
 )
 RESULTS = Path(__file__).with_name("results.md")
 

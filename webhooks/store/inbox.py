@@ -1,23 +1,24 @@
-"""Inbox repository: durable, deduplicated storage of acknowledged events, claiming, and the
-dead letters that could not be processed."""
+"""Inbox repository: durable, deduplicated storage of acknowledged events (keys claimed in
+inbox_dedup), claiming, the dead letters that could not be processed, the day partitions of
+PostgreSQL's inbox and the inbox's retention."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import delete, func, insert, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from webhooks.retry import RetrySchedule
 from webhooks.store import leases
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.leases import ERROR_LIMIT
-from webhooks.store.models import InboxEvent
+from webhooks.store.models import InboxDedup, InboxEvent
 from webhooks.store.product import UNMATCHED
 
 PENDING, PROCESSING, DONE, IGNORED, DEAD = "pending", "processing", "done", "ignored", "dead"
@@ -75,43 +76,66 @@ async def insert_events(
     """Store events, skipping any already stored under the same dedup key; return new count."""
     if not events:
         return 0
-    # executemany with a cached statement: a multi-VALUES literal would be compiled anew for
-    # every batch, which cost more than the insert itself.
-    statement = (
-        upsert_insert(session, InboxEvent)
-        .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
-        .returning(InboxEvent.id)
-    )
-    rows = [_new_row(source, connection, event, received_at) for event in events]
-    inserted = (await session.execute(statement, rows)).scalars().all()
-    return len(inserted)
+    bound = session if isinstance(session, AsyncConnection) else await session.connection()
+    [count] = await insert_grouped(bound, groups=[(source, connection, events, received_at)])
+    return count
 
 
-# The hot insert of intake, as one statement whose rows arrive as a single JSON array
-# parameter (source, connection, dedup_key, kind, payload, body, received_at): one json.dumps
-# per commit instead of SQLAlchemy's per-row parameter processing (a JSON encode and two
-# datetime conversions per row), which measured about 1 ms of CPU per 100 events.
-_GROUPED_INSERT = {
-    "sqlite": """
+# The hot insert of intake. Rows arrive as a single JSON array parameter (source, connection,
+# dedup_key, kind, payload, body, received_at): one json.dumps per commit instead of
+# SQLAlchemy's per-row parameter processing (a JSON encode and two datetime conversions per
+# row), which measured about 1 ms of CPU per 100 events.
+#
+# Each key is claimed in inbox_dedup first, in the same transaction, and only the events whose
+# key was new are stored. Two transactions claiming one key at once: the second waits on the
+# first's uncommitted key and then skips it (or takes it, if the first rolled back).
+#
+# PostgreSQL: one statement. A key twice in one document is claimed once (ON CONFLICT DO
+# NOTHING sees the statement's own rows); its first copy is the one stored, and events keep
+# the document's order, so ids follow arrival.
+_PG_GROUPED_INSERT = """
+WITH item AS (
+    SELECT value->>0 AS source, value->>1 AS connection, value->>2 AS dedup_key,
+           value->>3 AS kind, value->4 AS payload, value->>5 AS body,
+           CAST(value->>6 AS timestamptz) AS received_at, n,
+           row_number() OVER (PARTITION BY value->>0, value->>1, value->>2 ORDER BY n) AS copy
+    FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS document(value, n)
+), new AS (
+    INSERT INTO inbox_dedup (source, connection, dedup_key, received_at)
+    SELECT source, connection, dedup_key, received_at FROM item
+    ON CONFLICT DO NOTHING
+    RETURNING source, connection, dedup_key
+)
+INSERT INTO inbox_events
+    (source, connection, dedup_key, kind, payload, body, received_at, status, attempts,
+     available_at)
+SELECT item.source, item.connection, item.dedup_key, item.kind, item.payload, item.body,
+       item.received_at, :status, 0, item.received_at
+FROM item JOIN new USING (source, connection, dedup_key)
+WHERE item.copy = 1
+ORDER BY item.n
+RETURNING source, connection, dedup_key"""
+
+# SQLite has no data-modifying CTE: the keys are claimed first, then the events at the indexes
+# of the document (json_each's `key`) whose key was new are stored.
+_SQLITE_CLAIM_KEYS = """
+INSERT INTO inbox_dedup (source, connection, dedup_key, received_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[6]')
+FROM json_each(:rows) WHERE true
+ON CONFLICT DO NOTHING
+RETURNING source, connection, dedup_key"""
+
+_SQLITE_INSERT_PICKED = """
 INSERT INTO inbox_events
     (source, connection, dedup_key, kind, payload, body, received_at, status, attempts,
      available_at)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
        json_extract(value, '$[6]'), :status, 0, json_extract(value, '$[6]')
-FROM json_each(:rows) WHERE true
-ON CONFLICT (source, connection, dedup_key) DO NOTHING
-RETURNING source, connection, dedup_key""",
-    "postgresql": """
-INSERT INTO inbox_events
-    (source, connection, dedup_key, kind, payload, body, received_at, status, attempts,
-     available_at)
-SELECT item->>0, item->>1, item->>2, item->>3, item->4, item->>5, CAST(item->>6 AS timestamptz),
-       :status, 0, CAST(item->>6 AS timestamptz)
-FROM json_array_elements(CAST(:rows AS json)) AS item
-ON CONFLICT (source, connection, dedup_key) DO NOTHING
-RETURNING source, connection, dedup_key""",
-}
+FROM json_each(:rows)
+WHERE key IN (SELECT value FROM json_each(:picked))
+ORDER BY key"""
 
 
 def _stored_time(value: datetime, dialect: str) -> str:
@@ -123,13 +147,26 @@ def _stored_time(value: datetime, dialect: str) -> str:
     return utc.isoformat()
 
 
+Key = tuple[str, str, str]
+
+
+def _first_copies(keys: Sequence[Key], new: set[Key]) -> list[int]:
+    """The index of the first copy of each new key: the one copy of it that is stored."""
+    picked = []
+    for index, key in enumerate(keys):
+        if key in new:
+            new.discard(key)
+            picked.append(index)
+    return picked
+
+
 async def insert_grouped(
     connection: AsyncConnection,
     *,
     groups: Sequence[tuple[str, str, Sequence[NewEvent], datetime]],
 ) -> list[int]:
     """Store the events of several requests, each (source, connection, events, received_at),
-    in one statement; how many of each request's events were new."""
+    skipping keys already claimed; how many of each request's events were new."""
     dialect = connection.dialect.name
     rows = [
         (source, name, event.dedup_key, event.kind, event.payload, event.body, stamp)
@@ -138,40 +175,59 @@ async def insert_grouped(
         for stamp in (_stored_time(received_at, dialect),)
         for event in events
     ]
+    keys = [(row[0], row[1], row[2]) for row in rows]
     try:
         # allow_nan=False: NaN is no JSON to SQLite's json_each or PostgreSQL's json.
         document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
     except ValueError:
         document = None
-    if document is not None and dialect in _GROUPED_INSERT:
+    if document is None:
+        picked = await _insert_through_orm(connection, groups, keys)
+    elif dialect == "postgresql":
         result = await connection.execute(
-            text(_GROUPED_INSERT[dialect]), {"rows": document, "status": PENDING}
+            text(_PG_GROUPED_INSERT), {"rows": document, "status": PENDING}
         )
+        picked = _first_copies(keys, {tuple(row) for row in result.all()})
     else:
-        # A payload JSON cannot carry (NaN from a lenient parser): the ORM's own statement,
-        # which stores what it always stored for such values.
-        result = await connection.execute(
-            upsert_insert(connection, InboxEvent)
-            .on_conflict_do_nothing(index_elements=["source", "connection", "dedup_key"])
-            .returning(InboxEvent.source, InboxEvent.connection, InboxEvent.dedup_key),
-            [
-                _new_row(source, name, event, received_at)
-                for source, name, events, received_at in groups
-                for event in events
-            ],
-        )
-    inserted = Counter(tuple(row) for row in result.all())
+        claimed = await connection.execute(text(_SQLITE_CLAIM_KEYS), {"rows": document})
+        picked = _first_copies(keys, {tuple(row) for row in claimed.all()})
+        if picked:
+            await connection.execute(
+                text(_SQLITE_INSERT_PICKED),
+                {"rows": document, "picked": json.dumps(picked), "status": PENDING},
+            )
+    # `picked` is in document order: each request's share is the stretch within its rows.
     counts = []
-    for source, name, events, _ in groups:
-        count = 0
-        for event in events:
-            key = (source, name, event.dedup_key)
-            # Two requests holding the same event in one group: only one of them stored it.
-            if inserted[key] > 0:
-                inserted[key] -= 1
-                count += 1
-        counts.append(count)
+    start = 0
+    for _, _, events, _ in groups:
+        end = start + len(events)
+        counts.append(bisect_left(picked, end) - bisect_left(picked, start))
+        start = end
     return counts
+
+
+async def _insert_through_orm(
+    connection: AsyncConnection,
+    groups: Sequence[tuple[str, str, Sequence[NewEvent], datetime]],
+    keys: Sequence[Key],
+) -> list[int]:
+    """A payload JSON cannot carry (NaN from a lenient parser): the ORM's own statements,
+    which store what they always stored for such values; the same claim, in two steps."""
+    rows = [
+        _new_row(source, name, event, received_at)
+        for source, name, events, received_at in groups
+        for event in events
+    ]
+    claimed = await connection.execute(
+        upsert_insert(connection, InboxDedup)
+        .on_conflict_do_nothing()
+        .returning(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key),
+        [{k: row[k] for k in ("source", "connection", "dedup_key", "received_at")} for row in rows],
+    )
+    picked = _first_copies(keys, {tuple(row) for row in claimed.all()})
+    if picked:
+        await connection.execute(insert(InboxEvent), [rows[index] for index in picked])
+    return picked
 
 
 async def claim_batch(
@@ -348,3 +404,231 @@ async def last_received(
             InboxEvent.connection == connection, InboxEvent.source.in_(sources)
         )
     )
+
+
+# PostgreSQL keeps inbox_events partitioned by UTC day of received_at (migration 0023): a day
+# past retention is dropped whole instead of deleted row by row, and the hot partition stays
+# small. Partitions are named after their day; the DEFAULT partition takes any row whose day
+# has none, so an insert never fails for a missing partition.
+PARTITION_PREFIX = "inbox_events_p"
+DEFAULT_PARTITION = "inbox_events_default"
+# Days created ahead of today, by the worker (hourly) and by the migration.
+PARTITION_DAYS_AHEAD = 3
+# Room left on each page so that the two status updates of a row (claimed, settled) find
+# space on its own page: the new row versions stay beside the old ones, and PostgreSQL logs
+# only the changed middle of each new version instead of the whole row (payload included).
+PARTITION_FILLFACTOR = 70
+# Partition DDL waits at most this long for the inbox's lock; the worker tries again later
+# rather than queue intake behind it.
+_PARTITION_LOCK_TIMEOUT = "2s"
+
+
+def partition_name(day: date) -> str:
+    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+
+
+def _day_bounds(day: date) -> tuple[str, str]:
+    """The range of one day's partition, as literals (DDL takes no bind parameters)."""
+    return (
+        f"'{day.isoformat()} 00:00:00+00'",
+        f"'{(day + timedelta(days=1)).isoformat()} 00:00:00+00'",
+    )
+
+
+def _partition_day(name: str) -> date | None:
+    if not name.startswith(PARTITION_PREFIX):
+        return None
+    try:
+        return datetime.strptime(name.removeprefix(PARTITION_PREFIX), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+async def _bound(session: AsyncSession | AsyncConnection) -> AsyncConnection:
+    return session if isinstance(session, AsyncConnection) else await session.connection()
+
+
+async def ensure_partitions(session: AsyncSession | AsyncConnection, now: datetime) -> list[str]:
+    """Create the day partitions of today and the next PARTITION_DAYS_AHEAD days that are
+    missing (PostgreSQL; SQLite keeps a plain table); the names created. Rows that reached
+    the default partition for such a day move into it. Runs in the caller's transaction."""
+    connection = await _bound(session)
+    if connection.dialect.name != "postgresql":
+        return []
+    # One creator at a time: two workers starting together would both find a day missing.
+    await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('inbox_partitions'))"))
+    await connection.execute(text(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_TIMEOUT}'"))
+    today = now.astimezone(UTC).date()
+    created = []
+    for offset in range(PARTITION_DAYS_AHEAD + 1):
+        day = today + timedelta(days=offset)
+        name = partition_name(day)
+        if await connection.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}):
+            continue
+        low, high = _day_bounds(day)
+        # Created standalone and then attached: ATTACH takes a lock intake's inserts do not
+        # wait for, where CREATE ... PARTITION OF would lock the whole inbox.
+        await connection.execute(
+            text(
+                f"CREATE TABLE {name} (LIKE inbox_events INCLUDING DEFAULTS) "
+                f"WITH (fillfactor = {PARTITION_FILLFACTOR})"
+            )
+        )
+        await connection.execute(
+            text(
+                # Names and bounds are built from dates here, never from input.
+                f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE received_at >= {low} "  # noqa: S608
+                f"AND received_at < {high} RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+            )
+        )
+        await connection.execute(
+            text(
+                f"ALTER TABLE inbox_events ATTACH PARTITION {name} "
+                f"FOR VALUES FROM ({low}) TO ({high})"
+            )
+        )
+        created.append(name)
+    return created
+
+
+SETTLED = (DONE, IGNORED)
+
+
+async def prune_inbox(
+    engine: AsyncEngine,
+    *,
+    settled_before: datetime,
+    dedup_before: datetime,
+    limit: int,
+    dry_run: bool,
+) -> dict[str, int]:
+    """Retention of the inbox: delete settled events (done, ignored) processed before
+    `settled_before` and dedup keys received before `dedup_before` (a key sent again after
+    that is a new event: the dedup window). Events still waiting (pending, processing,
+    unmatched, dead) are never deleted. On PostgreSQL a day partition wholly before the cutoff
+    that holds only such settled events is detached and dropped whole; elsewhere rows go in
+    transactions of `limit`. With `dry_run`, only counts. Returns {"inbox_events": deleted
+    events, "inbox_partitions": partitions dropped, "inbox_dedup": deleted keys}."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    dropped, in_dropped = await _drop_settled_partitions(
+        engine, settled_before=settled_before, dry_run=dry_run
+    )
+    settled = (
+        InboxEvent.status.in_(SETTLED),
+        InboxEvent.processed_at < settled_before,
+        # Nothing is processed before it arrives: lets PostgreSQL skip later partitions.
+        InboxEvent.received_at < settled_before,
+    )
+    old_keys = (InboxDedup.received_at < dedup_before,)
+    if dry_run:
+        async with engine.connect() as connection:
+            events = await connection.scalar(select(func.count()).where(*settled))
+            keys = await connection.scalar(select(func.count()).where(*old_keys))
+        # The rows of partitions that would go are settled before the cutoff: counted here.
+        return {
+            "inbox_events": int(events or 0),
+            "inbox_partitions": dropped,
+            "inbox_dedup": int(keys or 0),
+        }
+    events = await _delete_settled(engine, settled, limit=limit)
+    dedup_key = tuple_(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
+    keys = await _delete_in_batches(
+        engine,
+        delete(InboxDedup).where(
+            dedup_key.in_(
+                select(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
+                .where(*old_keys)
+                .limit(limit)
+            )
+        ),
+    )
+    return {"inbox_events": in_dropped + events, "inbox_partitions": dropped, "inbox_dedup": keys}
+
+
+async def _delete_settled(engine: AsyncEngine, settled: Sequence[Any], *, limit: int) -> int:
+    """Delete settled events in transactions of `limit`, walking up the ids: settled events
+    are in no status index on PostgreSQL, and a batch resumes after the last id instead of
+    scanning again past what earlier batches deleted."""
+    total = 0
+    after = 0
+    while True:
+        batch = (
+            select(InboxEvent.id, InboxEvent.received_at)
+            .where(InboxEvent.id > after, *settled)
+            .order_by(InboxEvent.id)
+            .limit(limit)
+        )
+        async with engine.begin() as connection:
+            deleted = (
+                await connection.scalars(
+                    delete(InboxEvent)
+                    .where(tuple_(InboxEvent.id, InboxEvent.received_at).in_(batch))
+                    .returning(InboxEvent.id)
+                )
+            ).all()
+        if not deleted:
+            return total
+        total += len(deleted)
+        after = max(deleted)
+
+
+async def _delete_in_batches(engine: AsyncEngine, statement: Any) -> int:
+    """Run a DELETE bounded by its own LIMIT until it deletes nothing; each batch commits on
+    its own, so locks and the transaction stay small while the backlog of history goes."""
+    total = 0
+    while True:
+        async with engine.begin() as connection:
+            deleted = int((await connection.execute(statement)).rowcount)
+        total += deleted
+        if not deleted:
+            return total
+
+
+async def _drop_settled_partitions(
+    engine: AsyncEngine, *, settled_before: datetime, dry_run: bool
+) -> tuple[int, int]:
+    """(day partitions dropped, events they held): those wholly before `settled_before` whose
+    every event is settled and was processed before it. One transaction per partition."""
+    if engine.dialect.name != "postgresql":
+        return 0, 0
+    async with engine.connect() as connection:
+        names = (
+            await connection.scalars(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'inbox_events'::regclass ORDER BY c.relname"
+                )
+            )
+        ).all()
+    cutoff = settled_before.astimezone(UTC)
+    dropped = rows = 0
+    for name in names:
+        day = _partition_day(name)
+        if day is None or datetime.combine(day + timedelta(days=1), time(), UTC) > cutoff:
+            continue
+        async with engine.begin() as connection:
+            await connection.execute(text(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_TIMEOUT}'"))
+            if not dry_run:
+                # No row may arrive or change between the check and the drop (a Segment
+                # request's calls are stored under its own, old, received_at).
+                await connection.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
+            total, waiting = (
+                await connection.execute(
+                    text(
+                        # The partition's name comes from the catalogue, checked as a day.
+                        f"SELECT count(*), count(*) FILTER (WHERE status NOT IN ('done', "  # noqa: S608
+                        f"'ignored') OR processed_at IS NULL OR processed_at >= :cutoff) "
+                        f"FROM {name}"
+                    ),
+                    {"cutoff": cutoff},
+                )
+            ).one()
+            if waiting:
+                continue
+            if not dry_run:
+                await connection.execute(text(f"ALTER TABLE inbox_events DETACH PARTITION {name}"))
+                await connection.execute(text(f"DROP TABLE {name}"))
+            dropped += 1
+            rows += total
+    return dropped, rows

@@ -53,6 +53,9 @@ def database_unavailable(exc: BaseException) -> bool:
 
 # How often parked product events are re-checked (see product.release_resolvable).
 UNMATCHED_SWEEP_SECONDS = 60.0
+# How often the inbox's day partitions ahead are checked (PostgreSQL; inbox.ensure_partitions):
+# days ahead are created long before they are needed, so a pass that fails is retried later.
+PARTITIONS_CHECK_SECONDS = 3600.0
 
 
 def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
@@ -92,6 +95,7 @@ class Pipeline(WorkerStep):
         self._staging = Staging(self._context, scorer=self._scorer)
         self._writeback = WriteBack(self._context, outages=self._outages)
         self._unmatched_swept_at: datetime | None = None
+        self._partitions_checked_at: datetime | None = None
         self._reconciler = ReconcileScheduler(
             sessions=sessions,
             connections=connections,
@@ -104,6 +108,7 @@ class Pipeline(WorkerStep):
         then due write-backs and alert deliveries."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
+        await self._ensure_partitions()
         await self._sweep_unmatched()
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
@@ -126,6 +131,24 @@ class Pipeline(WorkerStep):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._options.poll_seconds)
         log.info("worker_stopped")
+
+    async def _ensure_partitions(self) -> None:
+        """The inbox's partitions for today and the days ahead, at the first pass and hourly.
+        A failure (the inbox's lock not granted in time) costs nothing now: events of a day
+        without its partition land in the default one, and the next check moves them."""
+        now = self._clock()
+        last = self._partitions_checked_at
+        if last is not None and (now - last).total_seconds() < PARTITIONS_CHECK_SECONDS:
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                created = await inbox.ensure_partitions(session, now)
+        except sqlalchemy_exc.SQLAlchemyError as exc:
+            log.warning("inbox_partitions_not_created", error=repr(exc)[:500])
+            return
+        self._partitions_checked_at = now
+        if created:
+            log.info("inbox_partitions_created", partitions=created)
 
     async def _sweep_unmatched(self) -> None:
         now = self._clock()
