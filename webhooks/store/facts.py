@@ -28,6 +28,7 @@ from connector.model import (
 )
 from connector.segment import normalised_domain
 from signals.model import AccountFacts
+from webhooks.store import pruning
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import (
     Account,
@@ -676,3 +677,15 @@ async def _attribute_at(
         )
     )
     return {row[0]: row[1] for row in rows}
+
+
+async def prune_usage(session: AsyncSession, *, before: date, limit: int) -> int:
+    """Retention: delete up to `limit` usage days before `before`; how many went."""
+    return await pruning.delete_where(
+        session, model=UsageDay, where=UsageDay.day < before, limit=limit
+    )
+
+
+async def count_prunable_usage(session: AsyncSession, *, before: date) -> int:
+    """How many usage days `prune_usage` would delete in all (a dry run)."""
+    return await pruning.count_where(session, model=UsageDay, where=UsageDay.day < before)
