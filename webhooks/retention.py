@@ -132,8 +132,9 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
         ),
         _rule_table(
             "attribute_history",
-            f"{fact_kept}, and each value in force at the cutoff (ARR a year back)",
-            pruning.superseded_attributes(fact_cutoff),
+            f"the last {_days(policy.fact_days + facts.ARR_LOOKBACK.days)} (ARR a year before "
+            "the oldest facts kept), and each value in force then",
+            pruning.superseded_attributes(fact_cutoff - facts.ARR_LOOKBACK),
         ),
         _rule_table(
             "health_history",

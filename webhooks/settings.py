@@ -503,11 +503,12 @@ class Settings(BaseSettings):
     )
     fact_retention_days: float = Field(
         default=730,
-        ge=400,
-        description="Interactions, collaboration events, tickets, usage days and attribute "
-        "history older than this are deleted (the value in force at the cutoff is kept); "
-        "health history too, except each account's last row before it. Outcomes are kept. "
-        "At least 400: a backtest reads ARR a year before its horizon.",
+        ge=365,
+        description="Interactions, collaboration events, tickets and usage days older than "
+        "this are deleted, attribute history a year later (momentum reads ARR a year back; "
+        "the value in force then is kept), health history too, except each account's last "
+        "row before it. Outcomes are kept. Backtests stay exact for moments up to this many "
+        "days minus 180 ago.",
     )
     health_history_full_days: float = Field(
         default=90,

@@ -42,6 +42,10 @@ from webhooks.store.models import (
     UsageDay,
 )
 
+# Momentum compares ARR with its value this long before the moment scored; retention keeps
+# attribute history this much longer than the other facts for it.
+ARR_LOOKBACK = timedelta(days=365)
+
 _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
 # Which source wins where the CRM and a native source both give an attribute (settings'
 # attribute_precedence): the CRM whenever it has a value, or the later value.
@@ -393,7 +397,7 @@ async def read_facts(
         until=until,
     )
     tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
-    arr_before = await _attribute_at(session, ids, "arr", as_of - timedelta(days=365))
+    arr_before = await _attribute_at(session, ids, "arr", as_of - ARR_LOOKBACK)
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}
     if historical:

@@ -169,9 +169,10 @@ async def test_facts_older_than_the_retention_go_and_outcomes_stay(sessions) -> 
 
 async def test_attribute_history_keeps_the_value_in_force_at_the_cutoff(sessions) -> None:
     account = await new_account(sessions)
+    # Kept for 730 + 365 days: momentum reads ARR a year before the oldest facts kept.
     changes = {
-        ("arr", 1000): "10", ("arr", 800): "20", ("arr", 760): "30", ("arr", 100): "40",
-        ("seats", 900): "5",
+        ("arr", 1300): "10", ("arr", 1200): "20", ("arr", 1100): "30", ("arr", 100): "40",
+        ("seats", 1250): "5",
     }  # fmt: skip
     await add(
         sessions,
@@ -183,7 +184,7 @@ async def test_attribute_history_keeps_the_value_in_force_at_the_cutoff(sessions
     assert report.rows["attribute_history"] == 2
     async with sessions() as session:
         left = set(await session.execute(select(AttributeChange.name, AttributeChange.value)))
-    # ARR in force 730 days ago (set 760 days ago), the newer one, and the only seats value.
+    # ARR in force 1095 days ago (set 1100 days ago), the newer one, and the only seats value.
     assert left == {("arr", "30"), ("arr", "40"), ("seats", "5")}
 
 
