@@ -138,8 +138,9 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
         ),
         _rule_table(
             "health_history",
-            f"every row of the last {_days(policy.health_full_days)}; before: each day's last "
-            f"row per configuration version; before {_days(policy.fact_days)}: only the last",
+            f"every row of the last {_days(policy.health_full_days)}; older: each UTC day's "
+            f"last row per configuration version; older than {_days(policy.fact_days)}: only "
+            "the newest",
             _either(
                 pruning.thinned_health(now - timedelta(days=policy.health_full_days)),
                 pruning.expired_health(fact_cutoff),

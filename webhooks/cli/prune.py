@@ -86,7 +86,7 @@ def prune(
         rows: list[tuple[str, ...]] = [
             (name, str(count), report.kept[name]) for name, count in report.rows.items()
         ]
-        rows.extend((name, "0", why) for name, why in retention.NEVER_DELETED.items())
+        rows.extend((name, "-", why) for name, why in retention.NEVER_DELETED.items())
         _echo_table(("table", "would go" if dry_run else "deleted", "kept"), rows, numeric={1})
         verb = "would be deleted (dry run)" if dry_run else "deleted"
         typer.echo(f"{report.total} row(s) {verb}")
