@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from webhooks.clock import Clock
@@ -73,20 +72,24 @@ class Table:
     count: Callable[[AsyncSession], Awaitable[int]]
 
 
-def _rule_table(name: str, kept: str, rule: pruning.Rule) -> Table:
+def _rules_table(name: str, kept: str, *rules: pruning.Rule) -> Table:
+    """A table with several rules, each its own simple statement (an OR of them would keep
+    the database from using its indexes): a batch takes from each in turn."""
+
     async def delete(session: AsyncSession, limit: int) -> int:
-        return await pruning.delete_batch(session, rule=rule, limit=limit)
+        deleted = 0
+        for rule in rules:
+            deleted += await pruning.delete_batch(session, rule=rule, limit=limit - deleted)
+            if deleted >= limit:
+                break
+        return deleted
 
     async def count(session: AsyncSession) -> int:
-        return await pruning.count(session, rule=rule)
+        # Exact: the rules of a table select disjoint rows (health: before the fact cutoff,
+        # and from it on).
+        return sum([await pruning.count(session, rule=rule) for rule in rules])
 
     return Table(name=name, kept=kept, delete=delete, count=count)
-
-
-def _either(first: pruning.Rule, second: pruning.Rule) -> pruning.Rule:
-    return pruning.Rule(
-        model=first.model, where=lambda dialect: or_(first.where(dialect), second.where(dialect))
-    )
 
 
 def _days(value: float) -> str:
@@ -127,38 +130,38 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
         ),
         Table(name="usage_days", kept=fact_kept, delete=delete_usage, count=count_usage),
         *(
-            _rule_table(name, fact_kept, rule)
+            _rules_table(name, fact_kept, rule)
             for name, rule in pruning.fact_rules(fact_cutoff).items()
         ),
-        _rule_table(
+        _rules_table(
             "attribute_history",
             f"the last {_days(policy.fact_days + facts.ARR_LOOKBACK.days)} (ARR a year before "
             "the oldest facts kept), and each value in force then",
             pruning.superseded_attributes(fact_cutoff - facts.ARR_LOOKBACK),
         ),
-        _rule_table(
+        _rules_table(
             "health_history",
             f"every row of the last {_days(policy.health_full_days)}; older: each UTC day's "
             f"last row per configuration version; older than {_days(policy.fact_days)}: only "
             "the newest",
-            _either(
-                pruning.thinned_health(now - timedelta(days=policy.health_full_days)),
-                pruning.expired_health(fact_cutoff),
+            pruning.expired_health(fact_cutoff),
+            pruning.thinned_health(
+                since=fact_cutoff, full_before=now - timedelta(days=policy.health_full_days)
             ),
         ),
-        _rule_table(
+        _rules_table(
             "alerts",
             f"open, acknowledged and snoozed alerts; resolved ones for {_days(alert_days)} "
             "(at least the longest rule cooldown), with their reasons and deliveries",
             pruning.resolved_alerts(alert_cutoff),
         ),
-        _rule_table(
+        _rules_table(
             "alert_deliveries",
             f"pending deliveries; sent or failed ones of open alerts for {_days(alert_days)}",
             pruning.finished_deliveries(alert_cutoff),
         ),
         *(
-            _rule_table(name, f"the last {_days(policy.housekeeping_days)}", rule)
+            _rules_table(name, f"the last {_days(policy.housekeeping_days)}", rule)
             for name, rule in pruning.housekeeping_rules(housekeeping).items()
         ),
     ]

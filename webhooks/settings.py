@@ -492,7 +492,9 @@ class Settings(BaseSettings):
     retention_batch: int = Field(
         default=5000,
         ge=1,
-        le=100_000,
+        # Each batch is deleted by its keys, two bound parameters a row at most: within both
+        # backends' 32,766.
+        le=10_000,
         description="Rows deleted per statement (each its own short transaction) by retention.",
     )
     inbox_retention_days: float = Field(

@@ -63,15 +63,22 @@ async def count(session: AsyncSession, *, rule: Rule) -> int:
 async def delete_where(
     session: AsyncSession, *, model: Any, where: ColumnElement[bool], limit: int
 ) -> int:
-    """Delete up to `limit` rows matching `where`, lowest primary keys first: one statement
-    whose locks last only for `limit` rows, on both backends (neither takes DELETE ... LIMIT)."""
+    """Delete up to `limit` rows matching `where`, lowest primary keys first; how many went.
+
+    The rows are chosen by a read first and deleted by key (checked against `where` again, for
+    rows that changed meanwhile): on SQLite the write lock is then held only for the deletes
+    themselves, not for the search, which can take a while on a big table."""
     keys = list(model.__table__.primary_key.columns)
-    chosen = select(*keys).where(where).order_by(*keys).limit(limit)
+    chosen = (await session.execute(select(*keys).where(where).order_by(*keys).limit(limit))).all()
+    if not chosen:
+        return 0
     matching = (
-        keys[0].in_(chosen.scalar_subquery()) if len(keys) == 1 else tuple_(*keys).in_(chosen)
+        keys[0].in_([row[0] for row in chosen])
+        if len(keys) == 1
+        else tuple_(*keys).in_([tuple(row) for row in chosen])
     )
     result = await session.execute(
-        delete(model).where(matching).execution_options(synchronize_session=False)
+        delete(model).where(matching, where).execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -133,37 +140,38 @@ def superseded_attributes(cutoff: datetime) -> Rule:
     return Rule(model=AttributeChange, where=where)
 
 
-def _utc_day(column: Any, dialect: str) -> Any:
-    # SQLite holds UTC as text, whose date() is the UTC day; PostgreSQL converts first.
+def _next_utc_midnight(column: Any, dialect: str) -> Any:
+    # SQLite holds UTC as text, which compares as time; PostgreSQL works in UTC, then back.
     if dialect == "sqlite":
-        return func.date(column)
-    return func.date(func.timezone("UTC", column))
+        return func.datetime(func.date(column), "+1 day")
+    midnight = func.date_trunc("day", func.timezone("UTC", column)) + text("interval '1 day'")
+    return func.timezone("UTC", midnight)
 
 
-def thinned_health(full_before: datetime) -> Rule:
-    """Health rows before `full_before` other than each account's last of a UTC day under each
-    configuration version: readers look for the latest row at or before a moment (under a
-    version), which the day's last row still answers to the day."""
+def thinned_health(*, since: datetime, full_before: datetime) -> Rule:
+    """Health rows from `since` (older ones are expired_health's) to `full_before` other than
+    each account's last of a UTC day under each configuration version: readers look for the
+    latest row at or before a moment (under a version), which the day's last row still answers
+    to the day. Each row is judged by one probe of the (account, time) index for a later row
+    of its day."""
 
     def where(dialect: str) -> ColumnElement[bool]:
-        ranked = (
-            select(
-                HealthSnapshot.id,
-                func.row_number()
-                .over(
-                    partition_by=(
-                        HealthSnapshot.account_id,
-                        _utc_day(HealthSnapshot.computed_at, dialect),
-                        HealthSnapshot.config_version,
-                    ),
-                    order_by=(HealthSnapshot.computed_at.desc(), HealthSnapshot.id.desc()),
-                )
-                .label("rank"),
-            )
-            .where(HealthSnapshot.computed_at < full_before)
-            .subquery()
+        later = aliased(HealthSnapshot)
+        return and_(
+            HealthSnapshot.computed_at >= since,
+            HealthSnapshot.computed_at < full_before,
+            exists().where(
+                later.account_id == HealthSnapshot.account_id,
+                later.computed_at >= HealthSnapshot.computed_at,
+                later.computed_at < _next_utc_midnight(HealthSnapshot.computed_at, dialect),
+                later.computed_at < full_before,
+                later.config_version.is_not_distinct_from(HealthSnapshot.config_version),
+                or_(
+                    later.computed_at > HealthSnapshot.computed_at,
+                    later.id > HealthSnapshot.id,
+                ),
+            ),
         )
-        return HealthSnapshot.id.in_(select(ranked.c.id).where(ranked.c.rank > 1))
 
     return Rule(model=HealthSnapshot, where=where)
 
