@@ -291,7 +291,8 @@ class Scheduler:
         if self._next_check is not None and now < self._next_check:
             return 0
         done = await self._step(now)
-        self._next_check = None if done else now + timedelta(seconds=CHECK_SECONDS)
+        wait = min(timedelta(seconds=CHECK_SECONDS), self._interval)
+        self._next_check = None if done else now + wait
         return done
 
     async def _step(self, now: datetime) -> int:

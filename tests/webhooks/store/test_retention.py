@@ -222,6 +222,24 @@ async def test_health_history_is_thinned_after_90_days_and_cut_after_the_fact_re
     assert kept == {"recent_1", "recent_2", "old_noon_v1", "old_night_v2", "ancient_2"}
 
 
+async def test_the_row_in_force_at_the_fact_cutoff_stays_when_the_cutoff_falls_mid_day(
+    sessions,
+) -> None:
+    account = await new_account(sessions)
+    cutoff = NOW - timedelta(days=POLICY.fact_days)
+    rows = {
+        "before": health(account, cutoff - timedelta(hours=2)),
+        "in_force": health(account, cutoff - timedelta(hours=1)),
+        # Same UTC day, after the cutoff: the day's last row, but not the one in force then.
+        "after": health(account, cutoff + timedelta(minutes=30)),
+    }
+    assert cutoff.date() == (cutoff + timedelta(minutes=30)).date()
+    found = dict(zip(rows, await add(sessions, HealthSnapshot, list(rows.values())), strict=True))
+    await retention.prune(sessions, policy=POLICY, now=NOW)
+    left = await ids(sessions, HealthSnapshot)
+    assert {name for name, row_id in found.items() if row_id in left} == {"in_force", "after"}
+
+
 async def alert(sessions, account: int, status: str, resolved_days_ago: float | None) -> int:
     (alert_id,) = await add(
         sessions,
