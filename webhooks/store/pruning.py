@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -118,6 +118,13 @@ def fact_rules(cutoff: datetime) -> dict[str, Rule]:
     }
 
 
+def _any(later: Any, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Whether a row of `later` meets the conditions, as a scalar subquery with LIMIT 1:
+    PostgreSQL turns an EXISTS into a hash semi-join on the account (every row of an account
+    against every other), while this runs as one index probe per row on both backends."""
+    return select(later.id).where(*conditions).limit(1).scalar_subquery().is_not(None)
+
+
 def superseded_attributes(cutoff: datetime) -> Rule:
     """Attribute changes before `cutoff` that a later change at or before it replaced: the
     value in force at the cutoff (ARR a year before a backtest's moment) stays."""
@@ -126,7 +133,8 @@ def superseded_attributes(cutoff: datetime) -> Rule:
         later = aliased(AttributeChange)
         return and_(
             AttributeChange.at < cutoff,
-            exists().where(
+            _any(
+                later,
                 later.account_id == AttributeChange.account_id,
                 later.name == AttributeChange.name,
                 later.at <= cutoff,
@@ -160,7 +168,8 @@ def thinned_health(*, since: datetime, full_before: datetime) -> Rule:
         return and_(
             HealthSnapshot.computed_at >= since,
             HealthSnapshot.computed_at < full_before,
-            exists().where(
+            _any(
+                later,
                 later.account_id == HealthSnapshot.account_id,
                 later.computed_at >= HealthSnapshot.computed_at,
                 later.computed_at < _next_utc_midnight(HealthSnapshot.computed_at, dialect),
@@ -184,7 +193,8 @@ def expired_health(cutoff: datetime) -> Rule:
         later = aliased(HealthSnapshot)
         return and_(
             HealthSnapshot.computed_at < cutoff,
-            exists().where(
+            _any(
+                later,
                 later.account_id == HealthSnapshot.account_id,
                 later.config_version.is_not_distinct_from(HealthSnapshot.config_version),
                 later.computed_at < cutoff,
