@@ -15,7 +15,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest, memory, pipeline, poison, preview, scale, scoring, worker
+from bench import (
+    freshness,
+    ingest,
+    memory,
+    pipeline,
+    poison,
+    preview,
+    retention,
+    scale,
+    scoring,
+    worker,
+)
 from bench.notes import NOTES
 from webhooks.logging import configure_logging
 
@@ -30,6 +41,7 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "scale": lambda: asyncio.run(scale.run()),
     "memory": lambda: asyncio.run(memory.run()),
     "preview": lambda: asyncio.run(preview.run()),
+    "retention": lambda: asyncio.run(retention.run()),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
