@@ -23,6 +23,7 @@ from bench import (
     pipeline,
     poison,
     preview,
+    retention,
     scale,
     scoring,
     wal,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "memory": lambda: asyncio.run(memory.run()),
     "preview": lambda: asyncio.run(preview.run()),
     "wal": lambda: asyncio.run(wal.run()),
+    "retention": lambda: asyncio.run(retention.run()),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",

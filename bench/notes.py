@@ -4,6 +4,13 @@ missed, the cause found with measurements (kept beside the code that measures th
 from __future__ import annotations
 
 NOTES: dict[str, str] = {
+    "retention": """
+The first prune of a database that never had retention (webhooks.retention, default policy):
+each batch is its own transaction, which chooses its rows by a read and deletes them by key, so
+on SQLite the write lock is held only for the deletes. A health-history batch checks each old
+row with one probe of the (account, time) index for a later row of its UTC day; on PostgreSQL
+the reads never block writers. Later runs delete about a day's worth.
+""",
     "poison": """
 A batch of 5,000 native usage events over 500 accounts, processed once clean and once with one
 event that the store refuses (injected in the fold of facts, where real poison events broke the

@@ -300,10 +300,14 @@ class Scheduler:
     async def _step(self, now: datetime) -> int:
         async with self._sessions() as session, session.begin():
             if not self._scheduled:
-                await reconciles.ensure_schedule(session, now=now)
+                await reconciles.ensure_schedule(session, name=reconciles.SCHEDULED, now=now)
                 self._scheduled = True
             step = await reconciles.claim_step(
-                session, now=now, interval=self._interval, lease_seconds=LEASE_SECONDS
+                session,
+                name=reconciles.SCHEDULED,
+                now=now,
+                interval=self._interval,
+                lease_seconds=LEASE_SECONDS,
             )
         if step is None:
             return 0

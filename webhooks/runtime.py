@@ -26,6 +26,7 @@ from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
 from webhooks.preview import Turns
+from webhooks.retention import RetentionPolicy
 from webhooks.sessions import SessionSigner
 from webhooks.settings import Settings
 from webhooks.store.db import (
@@ -103,6 +104,7 @@ class Runtime:
                 retry_base_seconds=settings.worker_retry_base_seconds,
                 retry_max_seconds=settings.worker_retry_max_seconds,
                 reconcile_interval_hours=settings.reconcile_interval_hours,
+                retention=RetentionPolicy.from_settings(settings),
                 attribute_precedence=settings.attribute_precedence,
                 alert_max_event_age=timedelta(hours=settings.alert_max_event_age_hours),
             ),

@@ -480,6 +480,58 @@ class Settings(BaseSettings):
         "from the CRM and re-send values that differ (0: only `crm-health reconcile`).",
     )
 
+    retention_enabled: bool = Field(
+        default=True,
+        description="Whether the worker prunes old rows every "
+        "CRM_HEALTH_RETENTION_INTERVAL_SECONDS (docs/operations.md, Retention). `crm-health "
+        "prune` works either way.",
+    )
+    retention_interval_seconds: float = Field(
+        default=3600, gt=0, description="Seconds between the worker's retention runs."
+    )
+    retention_batch: int = Field(
+        default=5000,
+        ge=1,
+        # Each batch is deleted by its keys, two bound parameters a row at most: within both
+        # backends' 32,766.
+        le=10_000,
+        description="Rows deleted per statement (each its own short transaction) by retention.",
+    )
+    inbox_retention_days: float = Field(
+        default=14,
+        gt=0,
+        description="Processed inbox events (done, ignored) are deleted this many days after "
+        "processing; dead letters, unmatched and waiting events never are.",
+    )
+    fact_retention_days: float = Field(
+        default=730,
+        ge=365,
+        description="Interactions, collaboration events, tickets and usage days older than "
+        "this are deleted, attribute history a year later (momentum reads ARR a year back; "
+        "the value in force then is kept), health history too, except each account's last "
+        "row before it. Outcomes are kept. Backtests stay exact for moments up to this many "
+        "days minus 180 ago.",
+    )
+    health_history_full_days: float = Field(
+        default=90,
+        gt=0,
+        description="Health history older than this is thinned to each account's last row of "
+        "a UTC day (one per configuration version in force that day).",
+    )
+    alert_retention_days: float = Field(
+        default=180,
+        gt=0,
+        description="Resolved alerts (with their reasons and deliveries) are deleted this many "
+        "days after resolution, and sent or failed deliveries of open alerts this many days "
+        "after creation; never less than the longest alert rule cooldown.",
+    )
+    housekeeping_retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="Expired admin sessions and install links, finished recompute jobs, alert "
+        "channel daily counts and cached CRM owners are deleted after this many days.",
+    )
+
     preview_concurrency: int = Field(
         default=1,
         ge=1,

@@ -192,7 +192,7 @@ async def test_the_worker_reconciles_once_due_and_restores_the_crm(service, worl
     assert sorted(written) == sorted(changed)
     await assert_crm_holds_the_database_values(service, world, deleted)
     async with service.runtime.sessions() as session:
-        schedule = await reconciles.get_schedule(session)
+        schedule = await reconciles.get_schedule(session, name=reconciles.SCHEDULED)
     assert schedule is not None
     assert schedule.started_at is None, "the run is finished"
     assert schedule.last_counts == {
@@ -262,7 +262,7 @@ async def test_a_scheduled_run_waits_out_a_crm_outage_and_resumes_where_it_stopp
     assert failing, "the second batch was tried"
     assert {call.pass_number for call in failing} == {failing[0].pass_number}, "then it waited"
     async with service.runtime.sessions() as session:
-        schedule = await reconciles.get_schedule(session)
+        schedule = await reconciles.get_schedule(session, name=reconciles.SCHEDULED)
     assert schedule is not None
     assert schedule.started_at is not None
     assert schedule.last_error is not None
@@ -277,7 +277,7 @@ async def test_a_scheduled_run_waits_out_a_crm_outage_and_resumes_where_it_stopp
     assert set(read_ids) | first.records == set(world.companies)
     await assert_crm_holds_the_database_values(service, world, deleted)
     async with service.runtime.sessions() as session:
-        schedule = await reconciles.get_schedule(session)
+        schedule = await reconciles.get_schedule(session, name=reconciles.SCHEDULED)
     assert schedule is not None
     assert schedule.started_at is None
     assert schedule.last_counts is not None

@@ -29,15 +29,16 @@ from webhooks.store.models import InboxEvent
 # Every command that reads or writes the service's database.
 DATABASE_COMMANDS = [
     ["serve"], ["worker"], ["migrate"], ["provision"], ["backfill"], ["unmatched"],
-    ["dead-letters"], ["replay"], ["status"], ["recompute"], ["reconcile"], ["install-link"],
-    ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["writeback", "retry"],
-    ["import", "usage"], ["config", "export"], ["config", "apply"],
+    ["dead-letters"], ["replay"], ["prune"], ["status"], ["recompute"], ["reconcile"],
+    ["install-link"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
+    ["writeback", "retry"], ["import", "usage"], ["config", "export"], ["config", "apply"],
 ]  # fmt: skip
 # Commands that only read, or change rows that must exist: a mistyped path must not leave an
 # empty database behind.
 READ_ONLY_COMMANDS = [
     ["keys", "list"], ["keys", "revoke", "1"], ["dead-letters"], ["unmatched"], ["status"],
     ["config", "export", "-"], ["recompute"], ["replay", "--all"], ["writeback", "retry"],
+    ["prune"],
 ]  # fmt: skip
 
 

@@ -121,6 +121,24 @@ async def test_a_request_sent_again_byte_for_byte_is_stored_once(segment):
     assert again.json()["duplicates"] == 2
 
 
+async def test_a_split_request_drops_its_body_and_a_resend_is_still_a_duplicate(segment):
+    calls = [group("u1", "g1", crm_id="1001"), track("u1", group="g1")]
+    await send(segment, calls)
+    await drain(segment)
+    async with segment.runtime.sessions() as session:
+        requests = (
+            await session.execute(
+                select(InboxEvent.status, InboxEvent.body).where(InboxEvent.kind.like("request:%"))
+            )
+        ).all()
+    # Its calls are rows of their own now: the request keeps only its dedup key.
+    assert [tuple(row) for row in requests] == [("done", None)]
+    again = await send(segment, calls)
+    assert again.json()["duplicates"] == 2
+    await drain(segment)
+    assert await usage_users(segment, "1001") == {"u1"}
+
+
 async def test_calls_redelivered_in_another_batch_count_once(segment):
     first = [group("u1", "g1", crm_id="1001"), track("u1", group="g1")]
     await send(segment, first)

@@ -78,9 +78,19 @@ def create_read_engine(url: str) -> AsyncEngine | None:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_auto_vacuum(dbapi_connection: Any, _record: Any) -> None:
+    """Incremental auto-vacuum lets retention give freed pages back to the file system. It only
+    takes effect on a database without tables yet (one this connection creates: migrations
+    connect through this too); an older file keeps its mode until `crm-health prune --vacuum`."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    cursor.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
     # WAL lets the API insert into the inbox while the worker reads; busy_timeout makes the
     # two writers wait for each other instead of failing with "database is locked".
+    sqlite_auto_vacuum(dbapi_connection, record)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")

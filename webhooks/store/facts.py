@@ -41,6 +41,7 @@ from connector.model import (
 )
 from connector.segment import normalised_domain
 from signals.model import AccountFacts
+from webhooks.store import pruning
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.latest import latest_rows
 from webhooks.store.models import (
@@ -55,6 +56,10 @@ from webhooks.store.models import (
     UsageMonth,
     core_table,
 )
+
+# Momentum compares ARR with its value this long before the moment scored; retention keeps
+# attribute history this much longer than the other facts for it.
+ARR_LOOKBACK = timedelta(days=365)
 
 _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
 # Which source wins where the CRM and a native source both give an attribute (settings'
@@ -421,7 +426,7 @@ async def read_facts(
         until=until,
     )
     tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
-    arr_before = await _attribute_at(session, ids, "arr", as_of - timedelta(days=365))
+    arr_before = await _attribute_at(session, ids, "arr", as_of - ARR_LOOKBACK)
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}
     if historical:
@@ -841,3 +846,10 @@ async def _attribute_at(
         )
     )
     return {row[0]: row[1] for row in rows}
+
+
+async def count_prunable_usage(session: AsyncSession, *, before: date) -> int:
+    """How many usage rows `prune_usage` would delete in all (a dry run)."""
+    return await pruning.count_where(
+        session, model=UsageMonth, where=UsageMonth.month < _month_of(before)
+    )

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from webhooks.retry import RetrySchedule
-from webhooks.store import leases
+from webhooks.store import leases, pruning
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.leases import ERROR_LIMIT
 from webhooks.store.models import InboxDedup, InboxEvent
@@ -24,6 +24,8 @@ from webhooks.store.product import UNMATCHED
 PENDING, PROCESSING, DONE, IGNORED, DEAD = "pending", "processing", "done", "ignored", "dead"
 # Statuses of events still waiting for something (the worker, their account, a replay).
 UNSETTLED = (PENDING, PROCESSING, UNMATCHED, DEAD)
+# Statuses of events the worker is through with: retention deletes them after a while.
+PROCESSED = (DONE, IGNORED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,6 +258,40 @@ async def settle(
             .where(InboxEvent.id.in_(event_ids))
             .values(status=status, processed_at=now, lease_until=None, last_error=None)
         )
+
+
+async def drop_bodies(session: AsyncSession, *, event_ids: Sequence[int]) -> None:
+    """Forget the stored bodies of requests split into their calls: the calls are rows of their
+    own now. The request's row stays until retention, so a request sent again is still
+    recognised as a duplicate."""
+    if event_ids:
+        await session.execute(
+            update(InboxEvent).where(InboxEvent.id.in_(event_ids)).values(body=None)
+        )
+
+
+def _processed_before(statuses: Sequence[str], before: datetime) -> Any:
+    return InboxEvent.status.in_(statuses) & (InboxEvent.processed_at < before)
+
+
+async def delete_processed(
+    session: AsyncSession, *, statuses: Sequence[str], before: datetime, limit: int
+) -> int:
+    """Delete up to `limit` events of these statuses processed before `before` (retention:
+    PROCESSED; an explicit purge of old dead letters: DEAD); how many went. Unmatched, pending
+    and processing events have no processing time and never match."""
+    return await pruning.delete_where(
+        session, model=InboxEvent, where=_processed_before(statuses, before), limit=limit
+    )
+
+
+async def count_processed(
+    session: AsyncSession, *, statuses: Sequence[str], before: datetime
+) -> int:
+    """How many events `delete_processed` would delete in all (a dry run)."""
+    return await pruning.count_where(
+        session, model=InboxEvent, where=_processed_before(statuses, before)
+    )
 
 
 async def bury(session: AsyncSession, *, errors: dict[int, str], now: datetime) -> None:

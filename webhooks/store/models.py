@@ -623,9 +623,10 @@ class ConfigAudit(Base):
 
 
 class ReconcileSchedule(Base):
-    """The scheduled reconcile (one row, `name` "scheduled"): when the last run ended, how far
-    the run under way got, and the lease of the worker taking its next step, so that at most
-    one worker of any process reconciles at a time."""
+    """A periodic job of the worker, one row each: the reconcile (`name` "scheduled") and
+    retention ("retention"). When the last run ended, how far the run under way got, and the
+    lease of the worker taking its next step, so that at most one worker of any process runs
+    a job's step at a time."""
 
     __tablename__ = "reconcile_schedule"
 
@@ -635,7 +636,8 @@ class ReconcileSchedule(Base):
     available_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
     # The run under way: when it started (None between runs), the connection it is on and the
-    # last account it checked there, and its counts so far by connection.
+    # last account it checked there, and its counts so far by connection (retention: the table
+    # it is on, and rows deleted by table).
     started_at: Mapped[datetime | None]
     connection: Mapped[str | None] = mapped_column(String(64))
     after_account_id: Mapped[int] = mapped_column(BigId, default=0)

@@ -1,5 +1,6 @@
-"""Reconcile queries: the write-back rows a reconcile walks, and the scheduled reconcile's one
-row (its lease, cursor and counts)."""
+"""Reconcile queries: the write-back rows a reconcile walks, and the schedules of the worker's
+periodic jobs, one row each (its lease, cursor and counts): the reconcile (SCHEDULED) and
+retention (webhooks.retention)."""
 
 from __future__ import annotations
 
@@ -65,13 +66,13 @@ async def count_owed(session: AsyncSession, *, connection: str) -> int:
 # --- the schedule --------------------------------------------------------------------------
 
 
-async def ensure_schedule(session: AsyncSession, *, now: datetime) -> None:
-    """Create the schedule's row once (by whichever worker comes first); its first run is due
-    one interval after that."""
+async def ensure_schedule(session: AsyncSession, *, name: str, now: datetime) -> None:
+    """Create the named schedule's row once (by whichever worker comes first); its first run is
+    due one interval after that."""
     insert = upsert_insert(session, ReconcileSchedule)
     await session.execute(
         insert.values(
-            name=SCHEDULED, status=IDLE, available_at=now, after_account_id=0, counts={},
+            name=name, status=IDLE, available_at=now, after_account_id=0, counts={},
             finished_at=now,
         ).on_conflict_do_nothing(index_elements=["name"])
     )  # fmt: skip
@@ -81,6 +82,7 @@ async def ensure_schedule(session: AsyncSession, *, now: datetime) -> None:
 class Step:
     """The schedule as a worker claimed it for one step; `lease_until` identifies the claim."""
 
+    name: str
     lease_until: datetime
     started_at: datetime | None
     connection: str | None
@@ -89,7 +91,7 @@ class Step:
 
 
 async def claim_step(
-    session: AsyncSession, *, now: datetime, interval: timedelta, lease_seconds: float
+    session: AsyncSession, *, name: str, now: datetime, interval: timedelta, lease_seconds: float
 ) -> Step | None:
     """Lease the schedule for one step when a run is under way or due (the last one ended an
     interval ago), and no other worker holds it. One UPDATE: of two workers asking at once,
@@ -99,7 +101,7 @@ async def claim_step(
     result = await session.execute(
         update(table)
         .where(
-            table.name == SCHEDULED,
+            table.name == name,
             or_(table.status == IDLE, table.lease_until < now),
             table.available_at <= now,
             or_(table.started_at.is_not(None), table.finished_at <= now - interval),
@@ -112,6 +114,7 @@ async def claim_step(
     if row is None:
         return None
     return Step(
+        name=name,
         lease_until=lease_until,
         started_at=row[0],
         connection=row[1],
@@ -181,7 +184,7 @@ async def _release(session: AsyncSession, *, step: Step, **values: Any) -> bool:
     result = await session.execute(
         update(table)
         .where(
-            table.name == SCHEDULED,
+            table.name == step.name,
             table.status == BUSY,
             table.lease_until == step.lease_until,
         )
@@ -191,5 +194,5 @@ async def _release(session: AsyncSession, *, step: Step, **values: Any) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-async def get_schedule(session: AsyncSession) -> ReconcileSchedule | None:
-    return await session.get(ReconcileSchedule, SCHEDULED, populate_existing=True)
+async def get_schedule(session: AsyncSession, *, name: str) -> ReconcileSchedule | None:
+    return await session.get(ReconcileSchedule, name, populate_existing=True)

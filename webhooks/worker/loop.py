@@ -1,6 +1,6 @@
 """The worker's loop: each pass claims a batch of inbox events, decodes it, processes it in
-transactions that isolate a poison event, then runs a recompute chunk, a reconcile step and
-the write-back and alert deliveries."""
+transactions that isolate a poison event, then runs a recompute chunk, a reconcile step, a
+retention step and the write-back and alert deliveries."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from webhooks.clock import Clock, utcnow
 from webhooks.connections import ConnectionRegistry
 from webhooks.metrics import Metrics
 from webhooks.reconcile import Scheduler as ReconcileScheduler
+from webhooks.retention import Scheduler as RetentionScheduler
 from webhooks.store import inbox, product
 from webhooks.store.db import SessionFactory
 from webhooks.worker.alerts import AlertHandOff
@@ -102,10 +103,13 @@ class Pipeline(WorkerStep):
             clock=clock,
             interval_hours=options.reconcile_interval_hours,
         )
+        self._retention = RetentionScheduler(
+            sessions=sessions, clock=clock, policy=options.retention
+        )
 
     async def run_once(self) -> int:
-        """One pass: a batch of inbox events, a recompute chunk, a step of a due reconcile,
-        then due write-backs and alert deliveries."""
+        """One pass: a batch of inbox events, a recompute chunk, a step of a due reconcile and
+        of due retention, then due write-backs and alert deliveries."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
         await self._ensure_partitions()
@@ -113,9 +117,10 @@ class Pipeline(WorkerStep):
         report = await self.process_inbox()
         recomputed = await self.recompute_step()
         reconciled = await self._reconciler.step_if_due()
+        pruned = await self._retention.step_if_due()
         written = await self.deliver_writebacks()
         alerted = await self.deliver_alerts()
-        return report.claimed + recomputed + reconciled + written + alerted
+        return report.claimed + recomputed + reconciled + pruned + written + alerted
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; a pass that is under way is always finished first."""

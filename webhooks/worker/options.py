@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from webhooks.retention import RetentionPolicy
 from webhooks.retry import RetrySchedule
 from webhooks.store import facts
 
@@ -25,6 +26,8 @@ class WorkerOptions:
     retry_max_seconds: float = 900.0
     # Hours between scheduled reconciles of the CRMs' health fields (0: none).
     reconcile_interval_hours: float = 0.0
+    # Scheduled retention (webhooks.retention); the service passes its settings' policy.
+    retention: RetentionPolicy = field(default_factory=lambda: RetentionPolicy(enabled=False))
     # Which source's account attributes win where two give one (facts.apply_attributes).
     attribute_precedence: facts.Precedence = "crm"
     # Only changes caused by events newer than this notify anyone (webhooks.alerts.rules.Cause).

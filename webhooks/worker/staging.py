@@ -41,6 +41,8 @@ class _Sorted(Outcomes):
     inserts: dict[tuple[str, str, datetime], list[inbox.NewEvent]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # The split events themselves: their stored bodies are not needed once their calls are.
+    split: list[int] = field(default_factory=list)
     # Contacts deleted from the CRM (Decoded.contacts_gone), by connection.
     gone: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
     per_account: dict[accounts.AccountKey, list[NormalisedEvent]] = field(
@@ -103,6 +105,7 @@ class Staging(WorkerStep):
             elif event.id in decoded.spawn:
                 key = (event.source, event.connection, event.received_at)
                 out.inserts[key].extend(decoded.spawn[event.id])
+                out.split.append(event.id)
                 out.done.append(event.id)
             elif event.id in decoded.events:
                 crm = self.crm_of(event.connection)
@@ -207,6 +210,7 @@ class Staging(WorkerStep):
                     events=spawned,
                     received_at=received_at,
                 )
+            await inbox.drop_bodies(session, event_ids=out.split)
             matched = await match_product_events(
                 session,
                 messages=out.product,

@@ -19,7 +19,7 @@ from webhooks.store import inbox
 from webhooks.store.db import create_engine
 from webhooks.store.migrate import alembic_config
 
-BEFORE, REVISION = "20261205_0020", "20261205_0023"
+BEFORE, REVISION = "20261205_0021", "20261205_0022"
 PG_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DAYS = (datetime(2026, 11, 1, 23, 59, tzinfo=UTC), datetime(2026, 11, 2, 0, 1, tzinfo=UTC))
 

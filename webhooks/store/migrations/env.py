@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, pool
+from sqlalchemy import Connection, event, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from webhooks.store.db import sqlite_auto_vacuum
 from webhooks.store.models import Base
 
 config = context.config
@@ -28,6 +29,9 @@ async def _run_async() -> None:
     engine = create_async_engine(
         config.get_main_option("sqlalchemy.url", ""), poolclass=pool.NullPool
     )
+    if engine.dialect.name == "sqlite":
+        # Set before the first table is created, or the file never gets it.
+        event.listen(engine.sync_engine, "connect", sqlite_auto_vacuum)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

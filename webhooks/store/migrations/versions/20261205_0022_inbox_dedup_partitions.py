@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from alembic import op
 
-revision = "20261205_0023"
-down_revision = "20261205_0020"
+revision = "20261205_0022"
+down_revision = "20261205_0021"
 branch_labels = None
 depends_on = None
 
