@@ -119,12 +119,14 @@ ORDER BY item.n
 RETURNING source, connection, dedup_key"""
 
 # SQLite has no data-modifying CTE: the keys are claimed first, then the events at the indexes
-# of the document (json_each's `key`) whose key was new are stored.
+# of the document (json_each's `key`) whose key was new are stored. The keys come as a document
+# of their own, (source, connection, dedup_key, received_at): json_extract parses the whole
+# element it reads from, and the events' elements carry their payloads.
 _SQLITE_CLAIM_KEYS = """
 INSERT INTO inbox_dedup (source, connection, dedup_key, received_at)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[6]')
-FROM json_each(:rows) WHERE true
+       json_extract(value, '$[3]')
+FROM json_each(:keys) WHERE true
 ON CONFLICT DO NOTHING
 RETURNING source, connection, dedup_key"""
 
@@ -191,7 +193,10 @@ async def insert_grouped(
         )
         picked = _first_copies(keys, {tuple(row) for row in result.all()})
     else:
-        claimed = await connection.execute(text(_SQLITE_CLAIM_KEYS), {"rows": document})
+        claimed = await connection.execute(
+            text(_SQLITE_CLAIM_KEYS),
+            {"keys": json.dumps([(*row[:3], row[6]) for row in rows], separators=(",", ":"))},
+        )
         picked = _first_copies(keys, {tuple(row) for row in claimed.all()})
         if picked:
             await connection.execute(

@@ -57,6 +57,8 @@ def upgrade() -> None:
         sa.Column("dedup_key", sa.String(length=255), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("source", "connection", "dedup_key", name=op.f("pk_inbox_dedup")),
+        # SQLite: the key is the table's own b-tree, not a second index beside a rowid table.
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_inbox_dedup_received_at", "inbox_dedup", ["received_at"], postgresql_using="brin"
