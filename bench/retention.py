@@ -77,10 +77,10 @@ async def _measure(url: str) -> list[tuple[str, str]]:
             while True:
                 started = time.perf_counter()
                 async with sessions() as session, session.begin():
-                    went = await table.delete(session, policy.batch)
+                    batch = await table.delete(session, policy.batch)
                 seconds.append(time.perf_counter() - started)
-                deleted += went
-                if went < policy.batch:
+                deleted += batch.deleted
+                if not batch.more:
                     break
             rows.append(
                 (

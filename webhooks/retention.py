@@ -62,13 +62,26 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Batch:
+    """What one batch of a table's rule did: the rows that went, and whether more may be left
+    (a full batch, or a whole inbox partition dropped, whatever its size)."""
+
+    deleted: int
+    more: bool
+
+    @classmethod
+    def of(cls, deleted: int, limit: int) -> Batch:
+        return cls(deleted=deleted, more=deleted >= limit)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Table:
     """One table's rule: its name, what it keeps and why (one line), and how to delete a batch
     of what may go or count all of it."""
 
     name: str
     kept: str
-    delete: Callable[[AsyncSession, int], Awaitable[int]]
+    delete: Callable[[AsyncSession, int], Awaitable[Batch]]
     count: Callable[[AsyncSession], Awaitable[int]]
 
 
@@ -76,13 +89,13 @@ def _rules_table(name: str, kept: str, *rules: pruning.Rule) -> Table:
     """A table with several rules, each its own simple statement (an OR of them would keep
     the database from using its indexes): a batch takes from each in turn."""
 
-    async def delete(session: AsyncSession, limit: int) -> int:
+    async def delete(session: AsyncSession, limit: int) -> Batch:
         deleted = 0
         for rule in rules:
             deleted += await pruning.delete_batch(session, rule=rule, limit=limit - deleted)
             if deleted >= limit:
                 break
-        return deleted
+        return Batch.of(deleted, limit)
 
     async def count(session: AsyncSession) -> int:
         # Exact: the rules of a table select disjoint rows (health: before the fact cutoff,
@@ -105,16 +118,28 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
     alert_cutoff = now - timedelta(days=alert_days)
     housekeeping = now - timedelta(days=policy.housekeeping_days)
 
-    async def delete_inbox(session: AsyncSession, limit: int) -> int:
-        return await inbox.delete_processed(
+    async def delete_inbox(session: AsyncSession, limit: int) -> Batch:
+        dropped = await inbox.drop_settled_partition(session, before=inbox_before)
+        if dropped is not None:
+            return Batch(deleted=dropped, more=True)
+        deleted = await inbox.delete_processed(
             session, statuses=inbox.PROCESSED, before=inbox_before, limit=limit
         )
+        return Batch.of(deleted, limit)
 
     async def count_inbox(session: AsyncSession) -> int:
         return await inbox.count_processed(session, statuses=inbox.PROCESSED, before=inbox_before)
 
-    async def delete_usage(session: AsyncSession, limit: int) -> int:
-        return await facts.prune_usage(session, before=fact_cutoff.date(), limit=limit)
+    async def delete_dedup_keys(session: AsyncSession, limit: int) -> Batch:
+        deleted = await inbox.delete_dedup_keys(session, before=inbox_before, limit=limit)
+        return Batch.of(deleted, limit)
+
+    async def count_dedup_keys(session: AsyncSession) -> int:
+        return await inbox.count_dedup_keys(session, before=inbox_before)
+
+    async def delete_usage(session: AsyncSession, limit: int) -> Batch:
+        deleted = await facts.prune_usage(session, before=fact_cutoff.date(), limit=limit)
+        return Batch.of(deleted, limit)
 
     async def count_usage(session: AsyncSession) -> int:
         return await facts.count_prunable_usage(session, before=fact_cutoff.date())
@@ -127,6 +152,13 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
             "unmatched and waiting events always",
             delete=delete_inbox,
             count=count_inbox,
+        ),
+        Table(
+            name="inbox_dedup",
+            kept=f"the keys of the last {_days(policy.inbox_days)}: an event sent again within "
+            "them is a duplicate (the dedup window)",
+            delete=delete_dedup_keys,
+            count=count_dedup_keys,
         ),
         Table(name="usage_months", kept=fact_kept, delete=delete_usage, count=count_usage),
         *(
@@ -212,10 +244,10 @@ async def prune(
         removed = 0
         while True:
             async with sessions() as session, session.begin():
-                deleted = await table.delete(session, policy.batch)
-            removed += deleted
+                batch = await table.delete(session, policy.batch)
+            removed += batch.deleted
             await asyncio.sleep(0)
-            if deleted < policy.batch:
+            if not batch.more:
                 break
         report.rows[table.name] = removed
     if not dry_run and report.total:
@@ -325,10 +357,11 @@ class Scheduler:
         at = names.index(step.connection) if step.connection in names else 0
         table = rules[at]
         async with self._sessions() as session, session.begin():
-            deleted = await table.delete(session, self._policy.batch)
+            batch = await table.delete(session, self._policy.batch)
+        deleted = batch.deleted
         counts[table.name] = counts.get(table.name, 0) + deleted
         following = table.name
-        if deleted < self._policy.batch:
+        if not batch.more:
             following = names[at + 1] if at + 1 < len(names) else FREE_PAGES
             if following == FREE_PAGES and not sum(counts.values()):
                 return await self._finish(step, counts)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from webhooks.retry import RetrySchedule
 from webhooks.store import leases, pruning
@@ -276,7 +276,13 @@ async def drop_bodies(session: AsyncSession, *, event_ids: Sequence[int]) -> Non
 
 
 def _processed_before(statuses: Sequence[str], before: datetime) -> Any:
-    return InboxEvent.status.in_(statuses) & (InboxEvent.processed_at < before)
+    # Nothing is processed before it arrives: the received_at bound lets PostgreSQL skip the
+    # day partitions after `before`.
+    return (
+        InboxEvent.status.in_(statuses)
+        & (InboxEvent.processed_at < before)
+        & (InboxEvent.received_at < before)
+    )
 
 
 async def delete_processed(
@@ -447,7 +453,7 @@ async def last_received(
     )
 
 
-# PostgreSQL keeps inbox_events partitioned by UTC day of received_at (migration 0023): a day
+# PostgreSQL keeps inbox_events partitioned by UTC day of received_at (migration 0022): a day
 # past retention is dropped whole instead of deleted row by row, and the hot partition stays
 # small. Partitions are named after their day; the DEFAULT partition takes any row whose day
 # has none, so an insert never fails for a missing partition.
@@ -532,144 +538,72 @@ async def ensure_partitions(session: AsyncSession | AsyncConnection, now: dateti
     return created
 
 
-SETTLED = (DONE, IGNORED)
-
-
-async def prune_inbox(
-    engine: AsyncEngine,
-    *,
-    settled_before: datetime,
-    dedup_before: datetime,
-    limit: int,
-    dry_run: bool,
-) -> dict[str, int]:
-    """Retention of the inbox: delete settled events (done, ignored) processed before
-    `settled_before` and dedup keys received before `dedup_before` (a key sent again after
-    that is a new event: the dedup window). Events still waiting (pending, processing,
-    unmatched, dead) are never deleted. On PostgreSQL a day partition wholly before the cutoff
-    that holds only such settled events is detached and dropped whole; elsewhere rows go in
-    transactions of `limit`. With `dry_run`, only counts. Returns {"inbox_events": deleted
-    events, "inbox_partitions": partitions dropped, "inbox_dedup": deleted keys}."""
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    dropped, in_dropped = await _drop_settled_partitions(
-        engine, settled_before=settled_before, dry_run=dry_run
-    )
-    settled = (
-        InboxEvent.status.in_(SETTLED),
-        InboxEvent.processed_at < settled_before,
-        # Nothing is processed before it arrives: lets PostgreSQL skip later partitions.
-        InboxEvent.received_at < settled_before,
-    )
-    old_keys = (InboxDedup.received_at < dedup_before,)
-    if dry_run:
-        async with engine.connect() as connection:
-            events = await connection.scalar(select(func.count()).where(*settled))
-            keys = await connection.scalar(select(func.count()).where(*old_keys))
-        # The rows of partitions that would go are settled before the cutoff: counted here.
-        return {
-            "inbox_events": int(events or 0),
-            "inbox_partitions": dropped,
-            "inbox_dedup": int(keys or 0),
-        }
-    events = await _delete_settled(engine, settled, limit=limit)
-    dedup_key = tuple_(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
-    keys = await _delete_in_batches(
-        engine,
-        delete(InboxDedup).where(
-            dedup_key.in_(
-                select(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
-                .where(*old_keys)
-                .limit(limit)
+async def drop_settled_partition(session: AsyncSession, *, before: datetime) -> int | None:
+    """Retention's cheap path (PostgreSQL): detach and drop the first day partition wholly
+    before `before` whose every event is settled (done, ignored) and was processed before it;
+    the events it held, or None when no partition qualifies (SQLite: always None). No row is
+    deleted one by one, so the drop writes next to no WAL. Runs in the caller's transaction."""
+    connection = await _bound(session)
+    if connection.dialect.name != "postgresql":
+        return None
+    names = (
+        await connection.scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'inbox_events'::regclass ORDER BY c.relname"
             )
-        ),
-    )
-    return {"inbox_events": in_dropped + events, "inbox_partitions": dropped, "inbox_dedup": keys}
-
-
-async def _delete_settled(engine: AsyncEngine, settled: Sequence[Any], *, limit: int) -> int:
-    """Delete settled events in transactions of `limit`, walking up the ids: settled events
-    are in no status index on PostgreSQL, and a batch resumes after the last id instead of
-    scanning again past what earlier batches deleted."""
-    total = 0
-    after = 0
-    while True:
-        batch = (
-            select(InboxEvent.id, InboxEvent.received_at)
-            .where(InboxEvent.id > after, *settled)
-            .order_by(InboxEvent.id)
-            .limit(limit)
         )
-        async with engine.begin() as connection:
-            deleted = (
-                await connection.scalars(
-                    delete(InboxEvent)
-                    .where(tuple_(InboxEvent.id, InboxEvent.received_at).in_(batch))
-                    .returning(InboxEvent.id)
-                )
-            ).all()
-        if not deleted:
-            return total
-        total += len(deleted)
-        after = max(deleted)
-
-
-async def _delete_in_batches(engine: AsyncEngine, statement: Any) -> int:
-    """Run a DELETE bounded by its own LIMIT until it deletes nothing; each batch commits on
-    its own, so locks and the transaction stay small while the backlog of history goes."""
-    total = 0
-    while True:
-        async with engine.begin() as connection:
-            deleted = int((await connection.execute(statement)).rowcount)
-        total += deleted
-        if not deleted:
-            return total
-
-
-async def _drop_settled_partitions(
-    engine: AsyncEngine, *, settled_before: datetime, dry_run: bool
-) -> tuple[int, int]:
-    """(day partitions dropped, events they held): those wholly before `settled_before` whose
-    every event is settled and was processed before it. One transaction per partition."""
-    if engine.dialect.name != "postgresql":
-        return 0, 0
-    async with engine.connect() as connection:
-        names = (
-            await connection.scalars(
-                text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = 'inbox_events'::regclass ORDER BY c.relname"
-                )
-            )
-        ).all()
-    cutoff = settled_before.astimezone(UTC)
-    dropped = rows = 0
+    ).all()
+    cutoff = before.astimezone(UTC)
+    await connection.execute(text(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_TIMEOUT}'"))
     for name in names:
         day = _partition_day(name)
         if day is None or datetime.combine(day + timedelta(days=1), time(), UTC) > cutoff:
             continue
-        async with engine.begin() as connection:
-            await connection.execute(text(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_TIMEOUT}'"))
-            if not dry_run:
-                # No row may arrive or change between the check and the drop (a Segment
-                # request's calls are stored under its own, old, received_at).
-                await connection.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
-            total, waiting = (
-                await connection.execute(
-                    text(
-                        # The partition's name comes from the catalogue, checked as a day.
-                        f"SELECT count(*), count(*) FILTER (WHERE status NOT IN ('done', "  # noqa: S608
-                        f"'ignored') OR processed_at IS NULL OR processed_at >= :cutoff) "
-                        f"FROM {name}"
-                    ),
-                    {"cutoff": cutoff},
-                )
-            ).one()
-            if waiting:
-                continue
-            if not dry_run:
-                await connection.execute(text(f"ALTER TABLE inbox_events DETACH PARTITION {name}"))
-                await connection.execute(text(f"DROP TABLE {name}"))
-            dropped += 1
-            rows += total
-    return dropped, rows
+        # No row may arrive or change between the check and the drop (a Segment request's
+        # calls are stored under its own, old, received_at).
+        await connection.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
+        total, waiting = (
+            await connection.execute(
+                text(
+                    # The partition's name comes from the catalogue, checked as a day.
+                    f"SELECT count(*), count(*) FILTER (WHERE status NOT IN ('done', "  # noqa: S608
+                    f"'ignored') OR processed_at IS NULL OR processed_at >= :cutoff) "
+                    f"FROM {name}"
+                ),
+                {"cutoff": cutoff},
+            )
+        ).one()
+        if waiting:
+            continue
+        await connection.execute(text(f"ALTER TABLE inbox_events DETACH PARTITION {name}"))
+        await connection.execute(text(f"DROP TABLE {name}"))
+        return int(total)
+    return None
+
+
+def _received_before(before: datetime) -> Any:
+    return InboxDedup.received_at < before
+
+
+async def delete_dedup_keys(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` dedup keys received before `before`; how many went. Past it, a key
+    sent again is a new event: `before` is the end of the dedup window."""
+    key = tuple_(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
+    result = await session.execute(
+        delete(InboxDedup)
+        .where(
+            key.in_(
+                select(InboxDedup.source, InboxDedup.connection, InboxDedup.dedup_key)
+                .where(_received_before(before))
+                .limit(limit)
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def count_dedup_keys(session: AsyncSession, *, before: datetime) -> int:
+    """How many dedup keys `delete_dedup_keys` would delete in all (a dry run)."""
+    return await pruning.count_where(session, model=InboxDedup, where=_received_before(before))

@@ -90,7 +90,7 @@ class InboxDedup(Base):
 
 class InboxEvent(Base):
     """One acknowledged event, stored before the 2xx; the worker processes it later. On
-    PostgreSQL the table is partitioned by day of `received_at` (migration 0023; its primary
+    PostgreSQL the table is partitioned by day of `received_at` (migration 0022; its primary
     key there is (id, received_at)); `id` alone still names a row everywhere."""
 
     __tablename__ = "inbox_events"

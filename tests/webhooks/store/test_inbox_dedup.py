@@ -1,5 +1,5 @@
-"""Inbox dedup keys (inbox_dedup), day partitions (PostgreSQL) and inbox retention
-(prune_inbox), on SQLite and PostgreSQL."""
+"""Inbox dedup keys (inbox_dedup), day partitions (PostgreSQL) and the inbox's retention,
+on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from webhooks import retention
 from webhooks.store import inbox
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import InboxDedup, InboxEvent
@@ -182,6 +183,17 @@ async def test_an_event_for_a_day_without_partition_is_kept_and_moves_in_later(
         assert await inbox.statuses(session, event_ids=[claimed.id]) == {claimed.id: "done"}
 
 
+async def _prune(
+    engine: AsyncEngine, *, now: datetime, inbox_days: float, dry_run: bool = False
+) -> dict[str, int]:
+    """Retention's inbox tables (events, dedup keys) with a window of `inbox_days`."""
+    policy = retention.RetentionPolicy(inbox_days=inbox_days, batch=2)
+    report = await retention.prune(
+        create_session_factory(engine), policy=policy, now=now, dry_run=dry_run
+    )
+    return {name: report.rows[name] for name in ("inbox_events", "inbox_dedup")}
+
+
 async def test_prune_keeps_every_unsettled_event(engine) -> None:
     now = DAY + timedelta(days=30)
     await _insert(engine, "done", "ignored", "pending", "processing", "unmatched", "dead", at=DAY)
@@ -191,14 +203,9 @@ async def test_prune_keeps_every_unsettled_event(engine) -> None:
     await _settle(engine, ["unmatched"], status="unmatched", processed_at=None)
     # A dead letter from 30 days ago.
     await _settle(engine, ["dead"], status="dead", processed_at=DAY)
-    result = await inbox.prune_inbox(
-        engine,
-        settled_before=now - timedelta(days=7),
-        dedup_before=now - timedelta(days=60),
-        limit=1,
-        dry_run=False,
-    )
-    assert result == {"inbox_events": 2, "inbox_partitions": 0, "inbox_dedup": 0}
+    result = await _prune(engine, now=now, inbox_days=7)
+    # The keys go with the window, whatever became of their events.
+    assert result == {"inbox_events": 2, "inbox_dedup": 6}
     assert await _keys(engine) == ["pending", "processing", "unmatched", "dead"]
 
 
@@ -206,13 +213,7 @@ async def test_prune_keeps_settled_events_processed_after_the_cutoff(engine) -> 
     await _insert(engine, "old", "late", at=DAY)
     await _settle(engine, ["old"], status="done", processed_at=DAY)
     await _settle(engine, ["late"], status="done", processed_at=DAY + timedelta(days=20))
-    result = await inbox.prune_inbox(
-        engine,
-        settled_before=DAY + timedelta(days=10),
-        dedup_before=DAY - timedelta(days=1),
-        limit=100,
-        dry_run=False,
-    )
+    result = await _prune(engine, now=DAY + timedelta(days=24), inbox_days=14)
     assert result["inbox_events"] == 1
     assert await _keys(engine) == ["late"]
 
@@ -225,21 +226,14 @@ async def test_dry_run_counts_and_deletes_nothing(engine, database_url) -> None:
     await _insert(engine, "a", "b", "c", at=old)
     await _insert(engine, "d", at=DAY)
     await _settle(engine, ["a", "b", "c"], status="done", processed_at=old)
-    arguments = {
-        "settled_before": DAY - timedelta(days=1),
-        "dedup_before": DAY - timedelta(days=1),
-        "limit": 2,
-    }
     before = await _partitions(engine) if database_url.startswith("postgresql") else set()
-    counted = await inbox.prune_inbox(engine, **arguments, dry_run=True)  # type: ignore[arg-type]
+    counted = await _prune(engine, now=DAY, inbox_days=1, dry_run=True)
     assert await _keys(engine) == ["a", "b", "c", "d"]
     assert await _dedup_count(engine) == 4
     if database_url.startswith("postgresql"):
         assert await _partitions(engine) == before
-    done = await inbox.prune_inbox(engine, **arguments, dry_run=False)  # type: ignore[arg-type]
-    assert counted == done
-    assert done["inbox_events"] == 3
-    assert done["inbox_dedup"] == 3
+    done = await _prune(engine, now=DAY, inbox_days=1)
+    assert counted == done == {"inbox_events": 3, "inbox_dedup": 3}
     assert await _keys(engine) == ["d"]
 
 
@@ -255,16 +249,10 @@ async def test_a_past_day_of_settled_events_is_dropped_whole(engine, database_ur
     await _settle(engine, ["s1"], status="done", processed_at=settled_day)
     await _settle(engine, ["s2", "w-done"], status="ignored", processed_at=waiting_day)
     await _settle(engine, ["w-dead"], status="dead", processed_at=waiting_day)
-    result = await inbox.prune_inbox(
-        engine,
-        settled_before=settled_day + timedelta(days=30),
-        dedup_before=settled_day,
-        limit=10,
-        dry_run=False,
-    )
-    # The settled day, and the days made ahead of it that never got an event.
-    assert result == {"inbox_events": 3, "inbox_partitions": 3, "inbox_dedup": 0}
+    result = await _prune(engine, now=settled_day + timedelta(days=30), inbox_days=1)
+    assert result["inbox_events"] == 3
     partitions = await _partitions(engine)
+    # The settled day, and the days made ahead of it that never got an event, are dropped.
     assert not {"inbox_events_p20260601", "inbox_events_p20260603"} & partitions
     # A day with a dead letter keeps its partition and the dead letter; its settled rows go.
     assert "inbox_events_p20260602" in partitions
@@ -277,19 +265,8 @@ async def test_a_key_sent_again_after_its_dedup_row_is_pruned_is_a_new_event(eng
     await _insert(engine, "a", "b", at=DAY)
     await _insert(engine, "b", at=DAY + timedelta(days=3))
     assert await _insert(engine, "a", "b", at=DAY + timedelta(days=5)) == 0
-    result = await inbox.prune_inbox(
-        engine,
-        settled_before=DAY - timedelta(days=1),
-        dedup_before=DAY + timedelta(days=1),
-        limit=1,
-        dry_run=False,
-    )
-    assert result == {"inbox_events": 0, "inbox_partitions": 0, "inbox_dedup": 2}
+    result = await _prune(engine, now=DAY + timedelta(days=15), inbox_days=14)
+    assert result == {"inbox_events": 0, "inbox_dedup": 2}
     # The dedup window: past it, the key is accepted again (and stored).
-    assert await _insert(engine, "a", "b", at=DAY + timedelta(days=5)) == 2
+    assert await _insert(engine, "a", "b", at=DAY + timedelta(days=15)) == 2
     assert await _keys(engine) == ["a", "b", "a", "b"]
-
-
-async def test_prune_refuses_a_limit_below_one(engine) -> None:
-    with pytest.raises(ValueError, match="limit"):
-        await inbox.prune_inbox(engine, settled_before=DAY, dedup_before=DAY, limit=0, dry_run=True)

@@ -1,4 +1,4 @@
-"""Migration 0023 with events in the inbox, on SQLite and PostgreSQL: keys move to inbox_dedup,
+"""Migration 0022 with events in the inbox, on SQLite and PostgreSQL: keys move to inbox_dedup,
 PostgreSQL's inbox becomes partitioned by day, and downgrade restores the plain table."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def _migrate(url: str, action: str, revision: str) -> None:
 
 
 async def _seed(engine: AsyncEngine) -> None:
-    """Three events over two UTC days, as the inbox held them before 0023."""
+    """Three events over two UTC days, as the inbox held them before 0022."""
     async with engine.begin() as connection:
         for number, (key, at) in enumerate([("a", DAYS[0]), ("b", DAYS[1]), ("c", DAYS[1])]):
             await connection.execute(

@@ -5,8 +5,8 @@ The unique (source, connection, dedup_key) index on the hot inbox cost a random-
 the insert and for each of the two status updates of every event; inbox_dedup holds each key
 once, and retention can drop a past day of the inbox whole.
 
-Revision ID: 20261205_0023
-Revises: 20261205_0020
+Revision ID: 20261205_0022
+Revises: 20261205_0021
 Create Date: 2026-12-05 10:00:00
 """
 
