@@ -3,7 +3,8 @@ to bench/results.md with the machine's facts; `python -m bench freshness scale` 
 ones named (and leaves bench/results.md alone).
 
 Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
-(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30)."""
+(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30), BENCH_GROWTH_SCALE
+(default 0.1), BENCH_GROWTH_DAYS (default 365), BENCH_GROWTH_DATABASE (default both)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest, memory, pipeline, poison, preview, scale, scoring, worker
+from bench import (
+    freshness,
+    growth,
+    ingest,
+    memory,
+    pipeline,
+    poison,
+    preview,
+    scale,
+    scoring,
+    worker,
+)
 from bench.notes import NOTES
 from webhooks.logging import configure_logging
 
@@ -30,12 +42,16 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "scale": lambda: asyncio.run(scale.run()),
     "memory": lambda: asyncio.run(memory.run()),
     "preview": lambda: asyncio.run(preview.run()),
+    "growth": lambda: asyncio.run(growth.run()),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
     "BENCH_FRESHNESS_SECONDS",
     "BENCH_SCALE_EVENTS",
     "BENCH_PREVIEW_SECONDS",
+    "BENCH_GROWTH_SCALE",
+    "BENCH_GROWTH_DAYS",
+    "BENCH_GROWTH_DATABASE",
 )
 RESULTS = Path(__file__).with_name("results.md")
 
