@@ -3,8 +3,9 @@ to bench/results.md with the machine's facts; `python -m bench freshness scale` 
 ones named (and leaves bench/results.md alone).
 
 Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
-(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30), BENCH_GROWTH_SCALE
-(default 0.1), BENCH_GROWTH_DAYS (default 365), BENCH_GROWTH_DATABASE (default both)."""
+(default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30),
+BENCH_GROWTH_SCALE (default 0.1), BENCH_GROWTH_DAYS (default 365), BENCH_GROWTH_DATABASE
+(default both)."""
 
 from __future__ import annotations
 

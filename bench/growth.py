@@ -82,9 +82,7 @@ class Options:
     def from_env(cls) -> Options:
         chosen = os.environ.get("BENCH_GROWTH_DATABASE", "both")
         if chosen not in ("sqlite", "postgresql", "both"):
-            raise SystemExit(
-                f"BENCH_GROWTH_DATABASE={chosen!r}: choose sqlite, postgresql or both"
-            )
+            raise SystemExit(f"BENCH_GROWTH_DATABASE={chosen!r}: choose sqlite, postgresql or both")
         return cls(
             scale=float(os.environ.get("BENCH_GROWTH_SCALE", "0.1")),
             days=int(os.environ.get("BENCH_GROWTH_DAYS", "365")),
@@ -178,10 +176,13 @@ class Generator:
                 day.native.append(self._contact(customer, contact, at))
             day.segment.append(
                 {
-                    "type": "group", "messageId": self._id(), "userId": f"{customer.id}.u0",
-                    "groupId": customer.id, "timestamp": self._stamp(at),
+                    "type": "group",
+                    "messageId": self._id(),
+                    "userId": f"{customer.id}.u0",
+                    "groupId": customer.id,
+                    "timestamp": self._stamp(at),
                     "traits": {"crm_id": customer.id, "name": f"Customer {customer.id}"},
-                }  # fmt: skip
+                }
             )
         return day
 
@@ -214,11 +215,15 @@ class Generator:
             # About one interaction a day, a third of them started by the customer.
             for _ in range(rng.choice((0, 0, 1, 1, 1, 2, 2))):
                 day.native.append(
-                    {"id": self._id(), "type": "interaction", "account": customer.id,
-                     "at": self._stamp(moment()),
-                     "channel": rng.choice(("email", "call", "meeting", "note")),
-                     "direction": "customer" if rng.random() < 0.35 else "ours",
-                     "contact": rng.choice(customer.contacts)}  # fmt: skip
+                    {
+                        "id": self._id(),
+                        "type": "interaction",
+                        "account": customer.id,
+                        "at": self._stamp(moment()),
+                        "channel": rng.choice(("email", "call", "meeting", "note")),
+                        "direction": "customer" if rng.random() < 0.35 else "ours",
+                        "contact": rng.choice(customer.contacts),
+                    }
                 )
             if rng.random() < 0.05:
                 customer.next_ticket += 1
@@ -275,10 +280,15 @@ class Generator:
                 at, feature = self._stamp(moment()), rng.choice(FEATURES)
                 if through_segment:
                     day.segment.append(
-                        {"type": "track", "messageId": self._id(), "userId": user,
-                         "event": f"{feature} used", "timestamp": at,
-                         "context": {"groupId": customer.id},
-                         "properties": {"feature": feature}}  # fmt: skip
+                        {
+                            "type": "track",
+                            "messageId": self._id(),
+                            "userId": user,
+                            "event": f"{feature} used",
+                            "timestamp": at,
+                            "context": {"groupId": customer.id},
+                            "properties": {"feature": feature},
+                        }
                     )
                 else:
                     day.native.append({"id": self._id(), "type": "usage", "account": customer.id,
@@ -448,7 +458,8 @@ class Checkpoint:
     rescore_ms: float
     recompute_seconds: float
     duckdb_seconds: float
-    compared: int
+    # The sampled accounts' indicators: {crm id: (the service's, DuckDB's)}.
+    compared: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]]
     differences: list[str]
 
     @property
@@ -625,6 +636,53 @@ class _Clock:
         return self.now
 
 
+async def _checkpoint(
+    target: Target,
+    *,
+    day: int,
+    events: int,
+    drained: float,
+    day_events: int,
+    raw: RawEvents,
+    log_raw: bool,
+    rescored: Sequence[str],
+    compared: Sequence[str],
+) -> Checkpoint:
+    """Everything measured on one database at the end of a checkpoint day; `events` counts
+    what it was sent so far, the rescore events included."""
+    rescore_ms = await target.rescore_latency(rescored, raw if log_raw else None)
+    raw.load()
+    duck, duck_seconds = duckdb_indicators(raw, target.clock())
+    recompute_seconds = await target.recompute()
+    snapshots = await target.snapshots(compared)
+    pairs = {crm_id: (service_indicators(snapshots[crm_id]), duck[crm_id]) for crm_id in compared}
+    size, used = await target.size()
+    wal = await target.wal_position()
+    wal_per_event = None
+    if wal is not None and target.wal_mark is not None:
+        wal_per_event = (wal - target.wal_mark) / (events - target.events_at_mark)
+        target.wal_mark, target.events_at_mark = wal, events
+    return Checkpoint(
+        day=day,
+        database=target.name,
+        events=events,
+        rows=await target.rows(),
+        size_bytes=size,
+        used_bytes=used,
+        wal_per_event=wal_per_event,
+        worker_events_per_second=day_events / drained,
+        rescore_ms=rescore_ms,
+        recompute_seconds=recompute_seconds,
+        duckdb_seconds=duck_seconds,
+        compared=pairs,
+        differences=[
+            f"{crm_id} {problem}"
+            for crm_id, (mine, theirs) in pairs.items()
+            for problem in mismatches(mine, theirs)
+        ],
+    )
+
+
 async def simulate(options: Options, *, folder: Path, urls: dict[str, str]) -> Growth:
     """Run the simulated days on every database of `urls` in lockstep (one generator, one
     raw log) and measure at each checkpoint."""
@@ -658,41 +716,23 @@ async def simulate(options: Options, *, folder: Path, urls: dict[str, str]) -> G
                 await target.maintenance(clock.now)
             if number + 1 not in options.checkpoints:
                 continue
-            sample = sample_rng.sample(crm_ids, k=min(RESCORE_SAMPLES, len(crm_ids)))
+            rescored = sample_rng.sample(crm_ids, k=min(RESCORE_SAMPLES, len(crm_ids)))
             compared = sample_rng.sample(crm_ids, k=min(COMPARED_ACCOUNTS, len(crm_ids)))
+            sent += len(rescored)
             for target in targets:
-                rescore_ms = await target.rescore_latency(
-                    sample, raw if target is targets[0] else None
+                checkpoint = await _checkpoint(
+                    target,
+                    day=number + 1,
+                    events=sent,
+                    drained=drained[target.name],
+                    day_events=day.events,
+                    raw=raw,
+                    log_raw=target is targets[0],
+                    rescored=rescored,
+                    compared=compared,
                 )
-                sent_now = sent + len(sample)
-                raw.load()
-                duck, duck_seconds = duckdb_indicators(raw, clock.now)
-                recompute_seconds = await target.recompute()
-                snapshots = await target.snapshots(compared)
-                differences = [
-                    f"{crm_id} {problem}"
-                    for crm_id in compared
-                    for problem in mismatches(
-                        service_indicators(snapshots[crm_id]), duck.get(crm_id, ())
-                    )
-                ]
-                size, used = await target.size()
-                wal = await target.wal_position()
-                wal_per_event = None
-                if wal is not None and target.wal_mark is not None:
-                    wal_per_event = (wal - target.wal_mark) / (sent_now - target.events_at_mark)
-                    target.wal_mark, target.events_at_mark = wal, sent_now
-                checkpoint = Checkpoint(
-                    day=number + 1, database=target.name, events=sent_now,
-                    rows=await target.rows(), size_bytes=size, used_bytes=used,
-                    wal_per_event=wal_per_event,
-                    worker_events_per_second=day.events / drained[target.name],
-                    rescore_ms=rescore_ms, recompute_seconds=recompute_seconds,
-                    duckdb_seconds=duck_seconds, compared=len(compared), differences=differences,
-                )  # fmt: skip
                 checkpoints.append(checkpoint)
                 print(describe(checkpoint), flush=True)
-            sent += len(sample)
     finally:
         for target in targets:
             await target.close()
@@ -719,7 +759,7 @@ def describe(checkpoint: Checkpoint) -> str:
     tables = ", ".join(f"{name} {_count(n)}" for name, n in checkpoint.rows.items() if n)
     wal = "" if checkpoint.wal_per_event is None else f", WAL {checkpoint.wal_per_event:,.0f} B/ev"
     same = (
-        f"indicators equal for {checkpoint.compared} accounts"
+        f"indicators equal for {len(checkpoint.compared)} accounts"
         if not checkpoint.differences
         else f"{len(checkpoint.differences)} INDICATOR DIFFERENCES: {checkpoint.differences[:3]}"
     )
@@ -742,12 +782,18 @@ TABLE_COLUMNS = (
 def table_rows(growth: Growth) -> list[tuple[str, ...]]:
     return [
         (
-            str(c.day), c.database, _count(c.events), _count(sum(c.rows.values())),
-            _mb(c.used_bytes), f"{c.bytes_per_event:,.0f}",
+            str(c.day),
+            c.database,
+            _count(c.events),
+            _count(sum(c.rows.values())),
+            _mb(c.used_bytes),
+            f"{c.bytes_per_event:,.0f}",
             "-" if c.wal_per_event is None else f"{c.wal_per_event:,.0f}",
-            f"{c.worker_events_per_second:,.0f}", f"{c.rescore_ms:.1f}",
-            f"{c.recompute_seconds:.2f}", f"{c.duckdb_seconds:.2f}",
-        )  # fmt: skip
+            f"{c.worker_events_per_second:,.0f}",
+            f"{c.rescore_ms:.1f}",
+            f"{c.recompute_seconds:.2f}",
+            f"{c.duckdb_seconds:.2f}",
+        )
         for c in growth.checkpoints
     ]
 
@@ -761,7 +807,9 @@ def targets(growth: Growth) -> list[str]:
         first, last = at.get(30), at.get(365)
         checks: list[tuple[str, bool]] = []
         if last is not None and 90 in at:
-            checks.append(("size(365) <= 1.5 x size(90)", last.used_bytes <= 1.5 * at[90].used_bytes))
+            checks.append(
+                ("size(365) <= 1.5 x size(90)", last.used_bytes <= 1.5 * at[90].used_bytes)
+            )
         if last is not None:
             checks.append(("<= 60 B retained/event at 365", last.bytes_per_event <= 60))
             checks.append(
@@ -832,7 +880,10 @@ async def run() -> list[tuple[str, str]]:
         rows.append(
             (
                 f"  day {c.day}, {c.database}",
-                ", ".join(f"{name} {cell}" for name, cell in zip(TABLE_COLUMNS[2:], cells[2:], strict=True)),
+                ", ".join(
+                    f"{name} {cell}"
+                    for name, cell in zip(TABLE_COLUMNS[2:], cells[2:], strict=True)
+                ),
             )
         )
     rows.append(("  targets (issue 24)", "; ".join(targets(growth)) or "none reached"))
