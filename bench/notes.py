@@ -144,4 +144,26 @@ start to the RSS after warm-up in the table) is SQLAlchemy's statement cache, py
 structlog warming up and the inbox's SQLite page cache filling; after it the line is flat, so it
 is not a leak. The inbox backlog at the end shows the worker kept up with 500 events/s.
 """,
+    "worker": """
+The recompute row seeds 100,000 accounts with 9 usage rows each by default (3 users on 3 of 90
+days), far sparser than a real customer. `BENCH_RECOMPUTE_DENSITY=realistic` seeds 25 users of
+whom about 10 are active each day of the 60-day usage window (~600 usage rows an account, as
+the growth benchmark's customers hold); `BENCH_RECOMPUTE_ACCOUNTS` sizes the run and
+`python -m bench.worker recompute` runs the recompute rows alone.
+""",
+    "growth": """
+A simulated year through the service's own intake (`intake.accept_native`, and
+`intake.accept_segment` for 100-call Segment batches, as the routes call them, stamped with the
+simulated time) and worker (`Pipeline.run_once` on the simulated clock until a pass finds
+nothing), one day at a time, on SQLite and PostgreSQL in lockstep from one seeded generator;
+`Target.maintenance` runs once per simulated day after the worker drained. The raw events are
+kept in DuckDB as generated (loaded at each checkpoint, untimed); its time is the indicator
+query alone. The recompute is the job a configuration change queues, run to its end. Twenty
+sampled accounts' DuckDB indicators are compared with the service's `read_facts` at every
+checkpoint (a count the service leaves None for lack of evidence must be 0 in DuckDB).
+
+Read the figures with care: the worker's events/s is one day's events (3,100 at the default
+scale) over the passes that drained them; PostgreSQL's WAL position is the whole server's, so
+other databases' writes during the run count too; the machine's load moves every timing.
+""",
 }
