@@ -124,8 +124,8 @@ class _Customer:
 
 @dataclass
 class Day:
-    """One simulated day's traffic: native events (each with its id) and Segment `track`
-    calls; every one of them also as a raw row for DuckDB."""
+    """One simulated day's traffic: native events (each with its id) and Segment calls
+    (`raw_rows` gives DuckDB's copy of them)."""
 
     native: list[Event] = field(default_factory=list)
     segment: list[Event] = field(default_factory=list)
@@ -526,8 +526,8 @@ class Target:
         return time.perf_counter() - started
 
     async def maintenance(self, now: datetime) -> None:
-        """The store's daily upkeep, once per simulated day after the worker drained."""
-        del now  # the retention prune will take it
+        """The store's daily upkeep as of `now`, once per simulated day after the worker
+        drained: the one place a daily job of the service belongs in the simulation."""
         if self.sqlite:
             async with self.engine.begin() as connection:
                 await connection.exec_driver_sql("PRAGMA optimize")
