@@ -168,9 +168,9 @@ other databases' writes during the run count too; the machine's load moves every
 
 The baseline before retention (2026-12-05, `python -m bench growth`, defaults: 200 accounts,
 365 days, both databases; 52 minutes on two cores shared with other work, load average 5 to 9,
-so the throughput and latency figures are low and noisy; times in ms and s as in the run):
+so the throughput and latency figures are low and noisy):
 
-| day | db | events | rows | size | B/ev | WAL B/ev | ev/s | rescore | recompute | DuckDB s |
+| day | db | events | rows | size | B/ev | WAL B/ev | ev/s | rescore ms | recompute s | DuckDB s |
 |---|---|---|---|---|---|---|---|---|---|---|
 | 30 | SQLite | 93k | 169k | 60.5 MB | 648 | - | 1,000 | 81 | 0.82 | 0.22 |
 | 30 | PostgreSQL | 93k | 169k | 130.7 MB | 1,400 | 5,167 | 921 | 178 | 0.42 | 0.23 |
