@@ -4,7 +4,8 @@ ones named (and leaves bench/results.md alone).
 
 Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
 (default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30),
-BENCH_WAL_EVENTS (default 100,000)."""
+BENCH_WAL_EVENTS (default 100,000), BENCH_GROWTH_SCALE (default 0.1), BENCH_GROWTH_DAYS
+(default 365), BENCH_GROWTH_DATABASE (default both)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from bench import (
     freshness,
+    growth,
     ingest,
     memory,
     pipeline,
@@ -45,6 +47,7 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "preview": lambda: asyncio.run(preview.run()),
     "wal": lambda: asyncio.run(wal.run()),
     "retention": lambda: asyncio.run(retention.run()),
+    "growth": lambda: asyncio.run(growth.run()),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
@@ -52,6 +55,9 @@ SHORTENED = (
     "BENCH_SCALE_EVENTS",
     "BENCH_PREVIEW_SECONDS",
     "BENCH_WAL_EVENTS",
+    "BENCH_GROWTH_SCALE",
+    "BENCH_GROWTH_DAYS",
+    "BENCH_GROWTH_DATABASE",
 )
 RESULTS = Path(__file__).with_name("results.md")
 
