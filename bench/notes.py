@@ -159,8 +159,9 @@ the growth benchmark's customers hold); `BENCH_RECOMPUTE_ACCOUNTS` sizes the run
 `python -m bench.worker recompute` runs the recompute rows alone. Measured 2026-12-05 on SQLite
 (`BENCH_RECOMPUTE_ACCOUNTS=10000 [BENCH_RECOMPUTE_DENSITY=realistic] python -m bench.worker
 recompute`, load average about 3): 10,000 accounts in 5.2 s sparse (1,938/s) and 10.0 s
-realistic (1,000/s): realistic usage halves the rate, which puts 100,000 accounts near 100 s,
-over the 60 s target.
+realistic (1,000/s): realistic usage halves the rate. 100,000 accounts at realistic density
+(`BENCH_RECOMPUTE_DENSITY=realistic python -m bench.worker recompute`): 129.6 s (771/s; the
+seeding took 17 minutes), over the 60 s target.
 """,
     "growth": """
 A simulated year through the service's own intake (`intake.accept_native`, and
