@@ -671,6 +671,10 @@ async def _usage(
             _window_bits(last_60 + timedelta(days=1), last_30, months).label("earlier"),
         )
         .where(*window)
+        # OFFSET 0 keeps the window bits computed once per row: merged into the outer query (as
+        # both SQLite and PostgreSQL would), the popcount's eight uses of `recent` each
+        # recomputed its CASE, 40% of the read's time.
+        .offset(0)
         .subquery()
     )
     rows = await session.execute(
