@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -50,6 +51,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _postgres_unreachable(exc: Exception) -> NoReturn:
+    """On CI a missing PostgreSQL fails the test; on a laptop without one, it is skipped."""
+    message = f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc!r}"
+    if ON_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _database_named(name: str) -> str:
+    return PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway database on the local server, migrated once for the session."""
@@ -57,11 +70,8 @@ def postgres_url() -> Iterator[str]:
     try:
         _in_thread(asyncio.run, _execute_autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        message = f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc!r}"
-        if ON_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    url = PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+        _postgres_unreachable(exc)
+    url = _database_named(name)
     _in_thread(upgrade_to_head, url)
     yield url
     _in_thread(
@@ -82,6 +92,24 @@ async def database_url(
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     await _execute_autocommit(url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with no schema yet (for migrating step by step, or a server that migrates
+    it itself): a SQLite file, or a throwaway PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"crm_health_empty_{uuid.uuid4().hex[:12]}"
+    try:
+        await _execute_autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        _postgres_unreachable(exc)
+    try:
+        yield _database_named(name)
+    finally:
+        await _execute_autocommit(PG_SERVER_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -44,11 +43,6 @@ from webhooks.store.models import (
     InboxEvent,
     WritebackItem,
 )
-
-PG_SERVER_URL = os.environ.get(
-    "CRM_HEALTH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 SECRET = "kill9-client-secret"
 TOKEN = "kill9-access-token"
@@ -129,33 +123,10 @@ def _log_events(log: Path) -> list[str]:
 # --- databases -----------------------------------------------------------------------------------
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
     """An empty database (serve migrates it): a SQLite file, or a throwaway PostgreSQL one."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'kill9.db'}"
-        return
-    name = f"crm_health_kill9_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        await _autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        message = f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc!r}"
-        if ON_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        yield PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _autocommit(PG_SERVER_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return empty_database_url
 
 
 @contextlib.asynccontextmanager

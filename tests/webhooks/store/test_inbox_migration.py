@@ -4,48 +4,20 @@ PostgreSQL's inbox becomes partitioned by day, and downgrade restores the plain 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from webhooks.store import inbox
 from webhooks.store.db import create_engine
 from webhooks.store.migrate import alembic_config
 
 BEFORE, REVISION = "20261205_0021", "20261205_0022"
-PG_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DAYS = (datetime(2026, 11, 1, 23, 59, tzinfo=UTC), datetime(2026, 11, 2, 0, 1, tzinfo=UTC))
-
-
-async def _autocommit(statement: str) -> None:
-    engine = create_async_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty database of its own: the shared ones are already at head."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
-        return
-    name = f"crm_health_migrate_{uuid.uuid4().hex[:12]}"
-    try:
-        await _autocommit(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL unreachable: {exc!r}")
-    yield PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    await _autocommit(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 async def _migrate(url: str, action: str, revision: str) -> None:
@@ -75,13 +47,15 @@ async def _rows(engine: AsyncEngine) -> list[tuple[int, str, str]]:
         return [(row[0], row[1], row[2]) for row in result.all()]
 
 
-async def test_upgrade_moves_keys_and_downgrade_restores_the_plain_inbox(blank_url) -> None:
-    await _migrate(blank_url, "upgrade", BEFORE)
-    engine = create_engine(blank_url)
+async def test_upgrade_moves_keys_and_downgrade_restores_the_plain_inbox(
+    empty_database_url: str,
+) -> None:
+    await _migrate(empty_database_url, "upgrade", BEFORE)
+    engine = create_engine(empty_database_url)
     try:
         await _seed(engine)
         before = await _rows(engine)
-        await _migrate(blank_url, "upgrade", REVISION)
+        await _migrate(empty_database_url, "upgrade", REVISION)
         assert await _rows(engine) == before
         async with engine.connect() as connection:
             keys = await connection.scalars(
@@ -102,7 +76,7 @@ async def test_upgrade_moves_keys_and_downgrade_restores_the_plain_inbox(blank_u
         assert stored == 1
         after = await _rows(engine)
         assert after[-1] == (before[-1][0] + 1, "d", "pending")
-        if blank_url.startswith("postgresql"):
+        if empty_database_url.startswith("postgresql"):
             async with engine.connect() as connection:
                 places = await connection.execute(
                     text("SELECT dedup_key, tableoid::regclass::text FROM inbox_events ORDER BY id")
@@ -124,8 +98,8 @@ async def test_upgrade_moves_keys_and_downgrade_restores_the_plain_inbox(blank_u
                 received_at=DAYS[1],
             )
         await engine.dispose()
-        await _migrate(blank_url, "downgrade", BEFORE)
-        engine = create_engine(blank_url)
+        await _migrate(empty_database_url, "downgrade", BEFORE)
+        engine = create_engine(empty_database_url)
         rows = await _rows(engine)
         # Every event survives; the later copy of a key is renamed to fit the constraint.
         assert [key for _, key, _ in rows] == ["a", "b", "c", "d", f"a:copy:{rows[-1][0]}"]

@@ -4,13 +4,10 @@ to a moment, the first day of use), and the migration carries the days both ways
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -23,9 +20,6 @@ from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
 from webhooks.store.models import Account, UsageMonth, core_table
 
-PG_SERVER_URL = os.environ.get(
-    "CRM_HEALTH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 # 2028 is a leap year: the 60 days to 1 March reach into January across 29 February.
 LEAP_MARCH = date(2028, 3, 1)
 NOW = datetime(2028, 3, 1, 12, tzinfo=UTC)
@@ -267,34 +261,8 @@ def _in_thread(function, *args) -> None:
         pool.submit(function, *args).result()
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database with no schema yet, for migrating step by step."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
-        return
-    name = f"crm_health_migrate_{uuid.uuid4().hex[:12]}"
-    try:
-        await _autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"')
-    except OSError as exc:
-        pytest.skip(f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc!r}")
-    try:
-        yield PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _autocommit(PG_SERVER_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-async def test_migration_rolls_days_into_months_and_back(empty_database: str) -> None:
-    config = alembic_config(empty_database)
+async def test_migration_rolls_days_into_months_and_back(empty_database_url: str) -> None:
+    config = alembic_config(empty_database_url)
     _in_thread(command.upgrade, config, "20261205_0020")
     rng = random.Random(21)
     days = sorted(
@@ -308,7 +276,7 @@ async def test_migration_rolls_days_into_months_and_back(empty_database: str) ->
             for _ in range(150)
         }
     )
-    engine = create_async_engine(empty_database)
+    engine = create_async_engine(empty_database_url)
     try:
         async with engine.begin() as connection:
             await connection.execute(
