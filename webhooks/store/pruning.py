@@ -125,6 +125,12 @@ def _any(later: Any, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     return select(later.id).where(*conditions).limit(1).scalar_subquery().is_not(None)
 
 
+def _newer(later: Any, row: Any, time: str) -> ColumnElement[bool]:
+    """`later` comes after `row` in (time, id) order: a tie in time goes to the higher id."""
+    later_at, row_at = getattr(later, time), getattr(row, time)
+    return or_(later_at > row_at, and_(later_at == row_at, later.id > row.id))
+
+
 def superseded_attributes(cutoff: datetime) -> Rule:
     """Attribute changes before `cutoff` that a later change at or before it replaced: the
     value in force at the cutoff (ARR a year before a backtest's moment) stays."""
@@ -138,10 +144,7 @@ def superseded_attributes(cutoff: datetime) -> Rule:
                 later.account_id == AttributeChange.account_id,
                 later.name == AttributeChange.name,
                 later.at <= cutoff,
-                or_(
-                    later.at > AttributeChange.at,
-                    and_(later.at == AttributeChange.at, later.id > AttributeChange.id),
-                ),
+                _newer(later, AttributeChange, "at"),
             ),
         )
 
@@ -198,13 +201,7 @@ def expired_health(cutoff: datetime) -> Rule:
                 later.account_id == HealthSnapshot.account_id,
                 later.config_version.is_not_distinct_from(HealthSnapshot.config_version),
                 later.computed_at < cutoff,
-                or_(
-                    later.computed_at > HealthSnapshot.computed_at,
-                    and_(
-                        later.computed_at == HealthSnapshot.computed_at,
-                        later.id > HealthSnapshot.id,
-                    ),
-                ),
+                _newer(later, HealthSnapshot, "computed_at"),
             ),
         )
 
