@@ -59,6 +59,8 @@ NATIVE_BATCH = 1_000
 # Accounts whose usage stops during the year (and whose renewal then fails).
 CHURN_SHARE = 0.04
 RESCORE_SAMPLES = 5
+# A day's events arrive in this many windows (every three hours) on days that measure nothing.
+ARRIVAL_WINDOWS = 8
 # Accounts whose DuckDB indicators are checked against the service's read_facts.
 COMPARED_ACCOUNTS = 20
 FEATURES = ("report", "dashboard", "export", "search", "editor", "api", "settings", "invite")
@@ -134,6 +136,22 @@ class Day:
     @property
     def events(self) -> int:
         return len(self.native) + len(self.segment)
+
+    def arrivals(self, start: datetime, windows: int) -> list[Day]:
+        """The day's events cut into `windows` equal spans of the day by their own time, in
+        order: what reaches the service by the end of each span."""
+        span = 86_400 / windows
+        parts = [Day() for _ in range(windows)]
+
+        def window(stamp: str) -> int:
+            seconds = (datetime.fromisoformat(stamp) - start).total_seconds()
+            return min(windows - 1, max(0, int(seconds // span)))
+
+        for event in self.native:
+            parts[window(event["at"])].native.append(event)
+        for call in self.segment:
+            parts[window(call["timestamp"])].segment.append(call)
+        return parts
 
 
 class Generator:
@@ -452,6 +470,8 @@ class Checkpoint:
     database: str
     events: int
     rows: dict[str, int]
+    # Bytes per table, its indexes (and on PostgreSQL its partitions and TOAST) included.
+    table_bytes: dict[str, int]
     size_bytes: int
     used_bytes: int
     wal_per_event: float | None
@@ -542,6 +562,17 @@ class Target:
             async with self.engine.begin() as connection:
                 await connection.exec_driver_sql("PRAGMA optimize")
 
+    async def autovacuum(self) -> None:
+        """What PostgreSQL's autovacuum does to the inbox during a day (this server runs with
+        it off): each arrival window's claims and settlements leave twice its rows dead, over
+        the 20% of the table that triggers it, so it vacuums the inbox and later inserts reuse
+        the space. SQLite reuses freed space within a page by itself."""
+        if self.sqlite:
+            return
+        async with self.engine.connect() as connection:
+            bare = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await bare.exec_driver_sql("VACUUM inbox_events")
+
     async def rows(self) -> dict[str, int]:
         async with self.engine.connect() as connection:
             return {
@@ -570,6 +601,27 @@ class Target:
                 )
             ).scalar_one()
             return int(used), int(used)
+
+    async def table_bytes(self) -> dict[str, int]:
+        """Bytes each table takes with its indexes, largest first: SQLite's `dbstat` pages by
+        the table they belong to; PostgreSQL's partitions counted in their parent."""
+        async with self.engine.connect() as connection:
+            if self.sqlite:
+                query = (
+                    "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d "
+                    "LEFT JOIN sqlite_master AS m ON m.name = d.name GROUP BY 1"
+                )
+            else:
+                query = (
+                    "SELECT coalesce(p.relname, c.relname), sum(pg_total_relation_size(c.oid)) "
+                    "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                    "LEFT JOIN pg_inherits AS i ON i.inhrelid = c.oid "
+                    "LEFT JOIN pg_class AS p ON p.oid = i.inhparent "
+                    "WHERE n.nspname = 'public' AND c.relkind = 'r' GROUP BY 1"
+                )
+            result = await connection.exec_driver_sql(query)
+            sizes = {str(row[0]): int(row[1]) for row in result.all()}
+        return dict(sorted(sizes.items(), key=lambda item: -item[1]))
 
     async def wal_position(self) -> int | None:
         if self.sqlite:
@@ -677,6 +729,7 @@ async def _checkpoint(
         database=target.name,
         events=events,
         rows=await target.rows(),
+        table_bytes=await target.table_bytes(),
         size_bytes=size,
         used_bytes=used,
         wal_per_event=wal_per_event,
@@ -717,14 +770,24 @@ async def simulate(options: Options, *, folder: Path, urls: dict[str, str]) -> G
             day = generator.day(number)
             raw.add(day)
             sent += day.events
-            # The day's events arrive by its end; the worker works at the next day's start.
-            clock.now = START + timedelta(days=number + 1)
+            measured = number + 1 in options.checkpoints
+            # Events reach the service as they happen and the worker keeps up: each arrival
+            # window's events are sent at its end and drained. On a checkpoint day they all
+            # arrive at its end instead, as a backlog after an outage would, so that the drain
+            # measures what the worker can do.
+            windows = 1 if measured else ARRIVAL_WINDOWS
+            day_start = START + timedelta(days=number)
             drained: dict[str, float] = {}
+            for part, arrival in enumerate(day.arrivals(day_start, windows), start=1):
+                clock.now = day_start + timedelta(days=part / windows)
+                for target in targets:
+                    await target.send(arrival)
+                    drained[target.name] = await target.drain()
+                    if part < windows:
+                        await target.autovacuum()
             for target in targets:
-                await target.send(day)
-                drained[target.name] = await target.drain()
                 await target.maintenance(clock.now)
-            if number + 1 not in options.checkpoints:
+            if not measured:
                 continue
             rescored = sample_rng.sample(crm_ids, k=min(RESCORE_SAMPLES, len(crm_ids)))
             compared = sample_rng.sample(crm_ids, k=min(COMPARED_ACCOUNTS, len(crm_ids)))
@@ -767,6 +830,10 @@ def _mb(value: int) -> str:
 def describe(checkpoint: Checkpoint) -> str:
     """One checkpoint in full: every table's rows, then the figures."""
     tables = ", ".join(f"{name} {_count(n)}" for name, n in checkpoint.rows.items() if n)
+    largest = ", ".join(
+        f"{name} {_mb(size)} ({size / checkpoint.events:,.1f} B/ev)"
+        for name, size in list(checkpoint.table_bytes.items())[:8]
+    )
     wal = "" if checkpoint.wal_per_event is None else f", WAL {checkpoint.wal_per_event:,.0f} B/ev"
     same = (
         f"indicators equal for {len(checkpoint.compared)} accounts"
@@ -779,7 +846,7 @@ def describe(checkpoint: Checkpoint) -> str:
         f"{checkpoint.bytes_per_event:,.0f} B/event{wal}; worker "
         f"{checkpoint.worker_events_per_second:,.0f} ev/s; rescore {checkpoint.rescore_ms:.1f} "
         f"ms; recompute {checkpoint.recompute_seconds:.2f} s, DuckDB "
-        f"{checkpoint.duckdb_seconds:.2f} s; {same}\n  rows: {tables}"
+        f"{checkpoint.duckdb_seconds:.2f} s; {same}\n  rows: {tables}\n  bytes: {largest}"
     )
 
 
