@@ -619,7 +619,7 @@ class Target:
                     "LEFT JOIN pg_class AS p ON p.oid = i.inhparent "
                     "WHERE n.nspname = 'public' AND c.relkind = 'r' GROUP BY 1"
                 )
-            result = await connection.exec_driver_sql(query)
+            result = await connection.execute(text(query))
             sizes = {str(row[0]): int(row[1]) for row in result.all()}
         return dict(sorted(sizes.items(), key=lambda item: -item[1]))
 
