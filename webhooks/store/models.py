@@ -206,6 +206,9 @@ class UsageMonth(Base):
     one row per user and month the window touches."""
 
     __tablename__ = "usage_months"
+    # On SQLite the table is its primary key's b-tree (migration 0023): a rowid table would
+    # keep every key column twice, in the table and in the key's index.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     account_id: Mapped[int] = _account_fk()
     # The first day of the month.

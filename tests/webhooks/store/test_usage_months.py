@@ -261,7 +261,7 @@ def _in_thread(function, *args) -> None:
         pool.submit(function, *args).result()
 
 
-async def test_migration_rolls_days_into_months_and_back(empty_database_url: str) -> None:
+async def test_migrations_roll_days_into_months_and_back(empty_database_url: str) -> None:
     config = alembic_config(empty_database_url)
     _in_thread(command.upgrade, config, "20261205_0020")
     rng = random.Random(21)
@@ -291,8 +291,14 @@ async def test_migration_rolls_days_into_months_and_back(empty_database_url: str
                 text('INSERT INTO usage_days (account_id, day, "user") VALUES (:a, :d, :u)'),
                 [{"a": a, "d": d, "u": u} for a, d, u in days],
             )
-        _in_thread(command.upgrade, config, "20261205_0021")
+        # Through 0023 too: SQLite rebuilds the table WITHOUT ROWID, keeping every row.
+        _in_thread(command.upgrade, config, "20261205_0023")
         async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                ddl = await connection.scalar(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'usage_months'")
+                )
+                assert "WITHOUT ROWID" in ddl
             months = list(
                 await connection.execute(
                     select(
