@@ -369,7 +369,8 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
     # Drivers: the indicators that cost the composite the most points (weight x shortfall).
     costs.sort(key=lambda entry: entry[0], reverse=True)
     ratio = round(covered_weight / plan.total_weight, 4) if plan.total_weight else 0.0
-    drivers = [ind.describe(raw, value) for _, ind, raw, value in costs]
+    # Only the costliest are kept: the others are not worth putting into words.
+    drivers = [ind.describe(raw, value) for _, ind, raw, value in costs[:MAX_DRIVERS]]
     if not enough_evidence:
         drivers.insert(
             0,

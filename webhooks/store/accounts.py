@@ -8,7 +8,7 @@ handful of statements, not a handful per account.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -130,12 +130,25 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
     ]
     if not changed:
         return
+    # Only the columns some account changed: a rescore sets the health ones, and writing the
+    # others as they were read (the attributes JSON encoded again for every row) was most of
+    # the UPDATE's cost.
+    columns = sorted(
+        {
+            position
+            for account, values in changed
+            for position in _differing(values, _AS_READ.get(account))
+        }
+    )
     table = core_table(Account)
     await session.execute(
         update(table)
         .where(table.c.id == bindparam("account_id"))
-        .values({name: bindparam(bind) for name, bind in zip(_MUTABLE, _BINDS, strict=True)}),
-        [{"account_id": a.id, **dict(zip(_BINDS, values, strict=True))} for a, values in changed],
+        .values({_MUTABLE[position]: bindparam(_BINDS[position]) for position in columns}),
+        [
+            {"account_id": a.id, **{_BINDS[position]: values[position] for position in columns}}
+            for a, values in changed
+        ],
     )
     for account, values in changed:
         _AS_READ[account] = values
@@ -147,6 +160,16 @@ def _changed(account: Account) -> tuple[Any, ...] | None:
     ORM's attribute history, which cost five times as much per account."""
     values: tuple[Any, ...] = _values(account)
     return values if values != _AS_READ.get(account) else None
+
+
+def _differing(values: tuple[Any, ...], read: tuple[Any, ...] | None) -> Iterable[int]:
+    """The positions (in `_MUTABLE`) where `values` differ from what was `read`: all of them
+    when nothing was."""
+    if read is None:
+        return range(len(values))
+    return (
+        position for position, (new, old) in enumerate(zip(values, read, strict=True)) if new != old
+    )
 
 
 def _health_changed(account: Account) -> bool:

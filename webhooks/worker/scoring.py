@@ -53,12 +53,16 @@ class Scorer:
             previous = await accounts.previous_bands(
                 session, accounts=live, versions=versions, at=now
             )
+            applying = {
+                connection: config.for_connection(connection)
+                for connection in {account.connection for account in live}
+            }
             scored = [
                 (
                     account,
                     score(
                         snapshots[account.id],
-                        config.for_connection(account.connection),
+                        applying[account.connection],
                         previous_band=previous[account.id],
                         score_30d_ago=month_ago.get(account.id),
                     ),
