@@ -30,7 +30,8 @@ from typing import Any
 
 import duckdb
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bench.harness import create_pg_database, drop_pg_database
 from connector.segment import SegmentOptions
@@ -60,6 +61,14 @@ NATIVE_BATCH = 1_000
 # Accounts whose usage stops during the year (and whose renewal then fails).
 CHURN_SHARE = 0.04
 RESCORE_SAMPLES = 5
+# The WAL records between two positions that touch a relation of the connected database (its
+# block references name it: "rel <tablespace>/<database oid>/<relation>").
+_WAL_OF_THIS_DATABASE = """
+SELECT coalesce(sum(record_length), 0)
+FROM pg_get_wal_records_info(
+    '0/0'::pg_lsn + CAST(:start AS numeric), '0/0'::pg_lsn + CAST(:end AS numeric))
+WHERE block_ref ~ (' rel [0-9]+/'
+                   || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/')"""
 # A day's events arrive in this many windows (every three hours) on days that measure nothing.
 ARRIVAL_WINDOWS = 8
 # Accounts whose DuckDB indicators are checked against the service's read_facts.
@@ -515,6 +524,11 @@ class Target:
         )
         self.wal_mark: int | None = None
         self.events_at_mark = 0
+        self.wal_scope = ""
+        self._wal_session: AsyncConnection | None = None
+        self._wal_slot = f"crm_health_bench_growth_{os.getpid()}"
+        self._wal_read_to = 0
+        self._wal_total = 0
 
     @property
     def sqlite(self) -> bool:
@@ -624,14 +638,57 @@ class Target:
             sizes = {str(row[0]): int(row[1]) for row in result.all()}
         return dict(sorted(sizes.items(), key=lambda item: -item[1]))
 
-    async def wal_position(self) -> int | None:
+    async def wal_bytes(self) -> int | None:
+        """WAL PostgreSQL wrote for this database since the first call (None on SQLite): the
+        records that touch its relations, read with pg_walinspect as the run goes, so other
+        databases' writes on a shared server do not count. A temporary replication slot of
+        this target's own session holds the segments not read yet (the server would recycle
+        them at its next checkpoint) and goes with the session. Without the extension or a
+        free slot: the whole server's WAL."""
         if self.sqlite:
             return None
-        async with self.engine.connect() as connection:
-            lsn = (
-                await connection.execute(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
-            ).scalar_one()
-        return int(lsn)
+        if self._wal_session is None:
+            self._wal_session = await (await self.engine.connect()).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            try:
+                await self._wal_session.exec_driver_sql(
+                    "CREATE EXTENSION IF NOT EXISTS pg_walinspect"
+                )
+                await self._wal_session.execute(
+                    text("SELECT pg_create_physical_replication_slot(:slot, true, true)"),
+                    {"slot": self._wal_slot},
+                )
+                self.wal_scope = "this database"
+            except DBAPIError:
+                self.wal_scope = "the whole server (no pg_walinspect or replication slot)"
+            self._wal_read_to = await self._flushed()
+            return 0
+        flushed = await self._flushed()
+        if flushed > self._wal_read_to:
+            if self.wal_scope == "this database":
+                added = (await self._wal_session.execute(text(_WAL_OF_THIS_DATABASE), {
+                    "start": self._wal_read_to, "end": flushed,
+                })).scalar_one()  # fmt: skip
+                await self._wal_session.execute(
+                    text(
+                        "SELECT pg_replication_slot_advance("
+                        ":slot, '0/0'::pg_lsn + CAST(:end AS numeric))"
+                    ),
+                    {"slot": self._wal_slot, "end": flushed},
+                )
+            else:
+                added = flushed - self._wal_read_to
+            self._wal_total += int(added)
+            self._wal_read_to = flushed
+        return self._wal_total
+
+    async def _flushed(self) -> int:
+        assert self._wal_session is not None
+        lsn = await self._wal_session.execute(
+            text("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn")
+        )
+        return int(lsn.scalar_one())
 
     async def rescore_latency(self, accounts: Sequence[str], raw: RawEvents | None) -> float:
         """Median milliseconds from one usage event's intake to its account rescored; the
@@ -677,6 +734,8 @@ class Target:
         return {account.crm_id: found[account.id] for account in accounts}
 
     async def close(self) -> None:
+        if self._wal_session is not None:
+            await self._wal_session.close()
         await self.writer.aclose()
         await self.engine.dispose()
 
@@ -720,7 +779,7 @@ async def _checkpoint(
     snapshots = await target.snapshots(compared)
     pairs = {crm_id: (service_indicators(snapshots[crm_id]), duck[crm_id]) for crm_id in compared}
     size, used = await target.size()
-    wal = await target.wal_position()
+    wal = await target.wal_bytes()
     wal_per_event = None
     if wal is not None and target.wal_mark is not None:
         wal_per_event = (wal - target.wal_mark) / (events - target.events_at_mark)
@@ -766,7 +825,9 @@ async def simulate(options: Options, *, folder: Path, urls: dict[str, str]) -> G
         for target in targets:
             await target.send(setup)
             await target.drain()
-            target.wal_mark = await target.wal_position()
+            target.wal_mark = await target.wal_bytes()
+            if target.wal_scope:
+                print(f"{target.name}: WAL measured for {target.wal_scope}", flush=True)
         # As `crm-health serve` and `worker` do once started: what exists now lives as long
         # as the process, out of the collector's sight, so that full collections do not walk
         # it again and again (here that is also the benchmark's own generator).
@@ -792,6 +853,7 @@ async def simulate(options: Options, *, folder: Path, urls: dict[str, str]) -> G
                         await target.autovacuum()
             for target in targets:
                 await target.maintenance(clock.now)
+                await target.wal_bytes()
             if not measured:
                 continue
             rescored = sample_rng.sample(crm_ids, k=min(RESCORE_SAMPLES, len(crm_ids)))
