@@ -389,8 +389,6 @@ async def preview(
                 pacer=pacer,
             )
             after_id = chunk[-1].id
-            # Nothing here is changed or kept: let the identity map go chunk by chunk.
-            session.expunge_all()
             if len(chunk) < CHUNK:
                 break
     log.info(
