@@ -41,7 +41,7 @@ from webhooks.connections import ConnectionRegistry, SegmentSource
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
 from webhooks.retention import RetentionPolicy
-from webhooks.store import configs, facts
+from webhooks.store import accounts, configs, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
 from webhooks.store.models import Account, Base
@@ -725,13 +725,11 @@ class Target:
     async def snapshots(self, crm_ids: Sequence[str]) -> dict[str, AccountFacts]:
         """The service's own read of the accounts' facts, as scoring gets them."""
         async with self.sessions() as session:
-            accounts = (
-                (await session.execute(select(Account).where(Account.crm_id.in_(crm_ids))))
-                .scalars()
-                .all()
+            found = await accounts.read_rows(
+                session, accounts.select_rows().where(Account.crm_id.in_(crm_ids))
             )
-            found = await facts.read_facts(session, accounts=accounts, as_of=self.clock())
-        return {account.crm_id: found[account.id] for account in accounts}
+            snapshots = await facts.read_facts(session, accounts=found, as_of=self.clock())
+        return {account.crm_id: snapshots[account.id] for account in found}
 
     async def close(self) -> None:
         if self._wal_session is not None:

@@ -18,7 +18,7 @@ from webhooks.errors import InvalidFields, NotFound
 from webhooks.store import account_views, configs, facts
 from webhooks.store.account_views import AccountFilter, Point, SortKey
 from webhooks.store.db import SessionFactory
-from webhooks.store.models import Account
+from webhooks.store.models import AccountRow
 
 HISTORY_DAYS = 90
 BANDS = tuple(band.value for band in Band)
@@ -137,12 +137,12 @@ def _split(values: Iterable[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _signals(account: Account) -> Signals:
+def _signals(account: AccountRow) -> Signals:
     stored = account.signals or {}
     return Signals.model_validate({name: stored.get(name) for name in SIGNAL_NAMES})
 
 
-def _coverage(account: Account) -> CoverageOut:
+def _coverage(account: AccountRow) -> CoverageOut:
     stored = account.coverage or {}
     return CoverageOut(
         ratio=stored.get("ratio"),
@@ -152,7 +152,7 @@ def _coverage(account: Account) -> CoverageOut:
 
 
 def _sparkline(
-    points: Sequence[Point], account: Account, now: datetime
+    points: Sequence[Point], account: AccountRow, now: datetime
 ) -> list[tuple[date, int | None]]:
     by_day: dict[date, int | None] = {}
     for point in points:
@@ -163,7 +163,7 @@ def _sparkline(
     return sorted(by_day.items())
 
 
-def _item(account: Account, points: Sequence[Point], now: datetime) -> AccountItem:
+def _item(account: AccountRow, points: Sequence[Point], now: datetime) -> AccountItem:
     return AccountItem(
         id=account.crm_id,
         name=account.name,
@@ -234,7 +234,7 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-def _attributes(account: Account) -> Attributes:
+def _attributes(account: AccountRow) -> Attributes:
     stored = account.attributes
     seats = _number(attribute_value(stored, "seats"))
     return Attributes(

@@ -45,7 +45,7 @@ from webhooks.alerts.service import account_state
 from webhooks.errors import Busy, InvalidFields
 from webhooks.store import accounts, configs, facts, outcomes
 from webhooks.store.db import AsyncSession, SessionFactory
-from webhooks.store.models import Account
+from webhooks.store.models import AccountRow
 
 log = structlog.get_logger(__name__)
 
@@ -267,7 +267,7 @@ class _Tally:
         self.rule_account_ids: dict[str, set[int]] = {}
         self.rule_shown: dict[str, list[AccountRef]] = {}
 
-    def add_alert(self, account: Account, fired: WouldFire) -> None:
+    def add_alert(self, account: AccountRow, fired: WouldFire) -> None:
         self.fired += 1
         if len(self.alerts) < self.limit:
             self.alerts.append(fired)
@@ -293,7 +293,7 @@ class _Tally:
             for rule in rules
         ]
 
-    def add_change(self, account: Account, old: Health, new: Health) -> None:
+    def add_change(self, account: AccountRow, old: Health, new: Health) -> None:
         self.changed += 1
         change = None if old.score is None or new.score is None else new.score - old.score
         entry = (
@@ -316,7 +316,7 @@ class _Tally:
 
 
 def _state(
-    account: Account,
+    account: AccountRow,
     health: Health,
     before: Mapping[int, Mapping[int, int | None]],
     scoring_version: str,
@@ -389,8 +389,6 @@ async def preview(
                 pacer=pacer,
             )
             after_id = chunk[-1].id
-            # Nothing here is changed or kept: let the identity map go chunk by chunk.
-            session.expunge_all()
             if len(chunk) < CHUNK:
                 break
     log.info(
@@ -425,7 +423,7 @@ async def preview(
 async def _preview_chunk(
     session: AsyncSession,
     *,
-    chunk: Sequence[Account],
+    chunk: Sequence[AccountRow],
     current: HealthConfig,
     candidate: HealthConfig,
     windows: Sequence[int],
@@ -547,7 +545,7 @@ async def backtest(
         config = chosen.for_connection(connection)
         known = await outcomes.known_outcomes(session, connection=connection)
         # One case per account, outcome and day: a repeated event is not a second customer.
-        cases: dict[tuple[int, str, date], tuple[Account, datetime, str]] = {}
+        cases: dict[tuple[int, str, date], tuple[AccountRow, datetime, str]] = {}
         for account, at, outcome in known:
             if at <= now:
                 cases.setdefault(
@@ -575,12 +573,12 @@ async def _horizon(
     session: AsyncSession,
     *,
     config: HealthConfig,
-    cases: Sequence[tuple[Account, datetime, str]],
+    cases: Sequence[tuple[AccountRow, datetime, str]],
     days: int,
     pacer: Pacer,
 ) -> HorizonResult:
     # Cases scored at the same moment share their fact reads, a chunk at a time.
-    by_moment: dict[datetime, list[tuple[Account, str]]] = {}
+    by_moment: dict[datetime, list[tuple[AccountRow, str]]] = {}
     for account, at, outcome in cases:
         by_moment.setdefault(_as_of(at, days), []).append((account, outcome))
     counts: Counter[str] = Counter()

@@ -6,6 +6,7 @@ the CRM and a native source both give an attribute."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from connector.sandbox.state import SandboxState
 from testkit import HUBSPOT_TOKEN, crm_accounts, native, store_native
 from webhooks.backfill import run_backfill
 from webhooks.store import facts
-from webhooks.store.models import Account
+from webhooks.store.models import ACCOUNT_ROW_COLUMNS, Account, AccountRow
 
 ADMIN = "bootstrap-token-123456"
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -96,18 +97,24 @@ def test_a_crm_value_that_does_not_parse_is_left_out_not_carried_as_a_clear() ->
     assert event.attributes == {"name": "Acme"}
 
 
-def _held(account: Account, name: str) -> object:
+def _fresh() -> AccountRow:
+    """An account row with nothing set but its (empty) attributes."""
+    values: dict[str, Any] = dict.fromkeys(ACCOUNT_ROW_COLUMNS)
+    return AccountRow(**{**values, "attributes": {}})
+
+
+def _held(account: AccountRow, name: str) -> object:
     return (account.attributes.get(name) or {}).get("value")
 
 
-def _apply(account: Account, value: str | None, *, origin, at, precedence="crm") -> None:
+def _apply(account: AccountRow, value: str | None, *, origin, at, precedence="crm") -> None:
     facts.apply_attributes(
         account, attributes={"owner": value}, at=at, origin=origin, precedence=precedence
     )
 
 
 def test_the_crms_owner_wins_when_it_has_one_and_a_native_owner_fills_the_gap() -> None:
-    account = Account(attributes={})
+    account = _fresh()
     now = datetime.now(UTC)
     _apply(account, "native-owner", origin="native", at=now)
     assert account.owner == "native-owner"
@@ -126,7 +133,7 @@ def test_the_crms_owner_wins_when_it_has_one_and_a_native_owner_fills_the_gap() 
 
 
 def test_under_latest_precedence_the_later_value_wins_and_native_null_clears() -> None:
-    account = Account(attributes={})
+    account = _fresh()
     now = datetime.now(UTC)
     _apply(account, "crm-owner", origin="crm", at=now, precedence="latest")
     _apply(

@@ -25,7 +25,7 @@ from webhooks.alerts.rules import (
 )
 from webhooks.store import alerts
 from webhooks.store.db import AsyncSession
-from webhooks.store.models import Account, Alert, AlertReason
+from webhooks.store.models import AccountRow, Alert, AlertReason
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ class _Work:
 async def update_alerts(
     session: AsyncSession,
     *,
-    states: Sequence[tuple[Account, AccountState]],
+    states: Sequence[tuple[AccountRow, AccountState]],
     rules_for: Callable[[str], Sequence[AlertRule]],
     digests: Mapping[str, Digest],
     now: datetime,
@@ -184,7 +184,7 @@ async def update_alerts(
     )
     today = now.date()
     work = _Work(changes=changes, now=now, being_told=being_told)
-    fresh: list[tuple[Account, AccountState, list[Condition]]] = []
+    fresh: list[tuple[AccountRow, AccountState, list[Condition]]] = []
     for account, state in states:
         holding = {
             (condition.rule.name, condition.key): condition
@@ -285,7 +285,7 @@ def _reopens(last: _Episode, starting: Sequence[Condition], now: datetime) -> bo
 
 
 def account_state(
-    account: Account,
+    account: AccountRow,
     health: Health,
     *,
     scores_before: Mapping[int, int | None],
@@ -316,7 +316,7 @@ def account_state(
 
 
 def _new_alert(
-    account: Account, state: AccountState, found: Sequence[Condition], now: datetime
+    account: AccountRow, state: AccountState, found: Sequence[Condition], now: datetime
 ) -> dict[str, Any]:
     health = state.health
     top = _most_severe(found)

@@ -12,9 +12,10 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store import accounts
 from webhooks.store.alerts import OPEN, SNOOZED
 from webhooks.store.latest import latest_rows
-from webhooks.store.models import Account, Alert, HealthSnapshot
+from webhooks.store.models import Account, AccountRow, Alert, HealthSnapshot
 
 Trend = Literal["up", "down", "flat"]
 SortKey = Literal[
@@ -71,7 +72,7 @@ def _conditions(where: AccountFilter) -> list[ColumnElement[bool]]:
     return found
 
 
-def _ordered(query: Select[Account], sort: SortKey) -> Select[Account]:
+def _ordered(query: Select[Any], sort: SortKey) -> Select[Any]:
     column: Any = {
         "score": Account.score,
         "name": func.lower(Account.name),
@@ -86,23 +87,24 @@ def _ordered(query: Select[Account], sort: SortKey) -> Select[Account]:
 
 async def page(
     session: AsyncSession, *, where: AccountFilter, sort: SortKey, limit: int, offset: int
-) -> tuple[list[Account], int]:
+) -> tuple[list[AccountRow], int]:
     """One page of matching accounts and how many match in all."""
     conditions = _conditions(where)
     total = await session.scalar(select(func.count()).select_from(Account).where(*conditions))
-    rows = await session.execute(
-        _ordered(select(Account).where(*conditions), sort).limit(limit).offset(offset)
+    rows = await accounts.read_rows(
+        session,
+        _ordered(accounts.select_rows().where(*conditions), sort).limit(limit).offset(offset),
     )
-    return list(rows.scalars()), int(total or 0)
+    return rows, int(total or 0)
 
 
-async def find(session: AsyncSession, *, connection: str, crm_id: str) -> Account | None:
+async def find(session: AsyncSession, *, connection: str, crm_id: str) -> AccountRow | None:
     """The connection's account with this CRM record id (a deleted one too: its history stays)."""
-    return (
-        await session.execute(
-            select(Account).where(Account.connection == connection, Account.crm_id == crm_id)
-        )
-    ).scalar_one_or_none()
+    found = await accounts.read_rows(
+        session,
+        accounts.select_rows().where(Account.connection == connection, Account.crm_id == crm_id),
+    )
+    return found[0] if found else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,14 +14,20 @@ from operator import attrgetter, itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signals.config import HealthConfig
 from signals.model import Band, Health
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.latest import latest_rows
-from webhooks.store.models import Account, HealthSnapshot, core_table
+from webhooks.store.models import (
+    ACCOUNT_ROW_COLUMNS,
+    Account,
+    AccountRow,
+    HealthSnapshot,
+    core_table,
+)
 
 AccountKey = tuple[str, str, str]  # (connection, crm, crm_id)
 
@@ -51,7 +57,7 @@ async def lock_accounts(
     keys: Collection[AccountKey],
     now: datetime,
     known: Collection[AccountKey] | None = None,
-) -> dict[AccountKey, Account]:
+) -> dict[AccountKey, AccountRow]:
     """Fetch the accounts, creating new ones, locked for this transaction on PostgreSQL.
     Only confirmed records may be new here (see webhooks.worker.staging: events of unknown ids wait
     as unmatched); `known` saves reading which keys exist when the caller just did.
@@ -78,27 +84,33 @@ async def lock_accounts(
                 for connection, crm, crm_id in new
             ],
         )  # fmt: skip
-    locked: list[Account] = []
+    locked: list[AccountRow] = []
     # Connections in name order, rows in id order: every worker locks in the same order.
     for connection, crm_ids in sorted(by_connection.items()):
-        rows = await session.execute(
-            select(Account)
-            .where(Account.connection == connection, Account.crm_id.in_(crm_ids))
-            .order_by(Account.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+        locked.extend(
+            await read_rows(
+                session,
+                select_rows()
+                .where(Account.connection == connection, Account.crm_id.in_(crm_ids))
+                .order_by(Account.id)
+                .with_for_update(),
+            )
         )
-        locked.extend(rows.scalars())
-    _detach(session, locked)
     return {(a.connection, a.crm, a.crm_id): a for a in locked}
 
 
-def _detach(session: AsyncSession, accounts: Sequence[Account]) -> None:
-    # The worker changes many accounts at once; tracked objects would each be flushed as their
-    # own UPDATE, so they are detached and written back together by `save`.
-    for account in accounts:
-        session.expunge(account)
+def select_rows() -> Select[Any]:
+    """A select of the accounts' columns, for `read_rows` (add the where and order)."""
+    return select(*(_TABLE.c[name] for name in ACCOUNT_ROW_COLUMNS))
+
+
+async def read_rows(session: AsyncSession, statement: Select[Any]) -> list[AccountRow]:
+    """The accounts `statement` (built on `select_rows`) finds, their values as read kept
+    for `save`, which writes what changed in one UPDATE for all of them."""
+    found = [AccountRow(*row) for row in await session.execute(statement)]
+    for account in found:
         _AS_READ[account] = _values(account)
+    return found
 
 
 _MUTABLE = (
@@ -107,23 +119,25 @@ _MUTABLE = (
     "signals", "drivers", "coverage", "config_version", "not_found_at", "not_found_reason",
     "indicators_at_risk",
 )  # fmt: skip
-# The values each detached account was read with (see `_changed`).
-_AS_READ: WeakKeyDictionary[Account, tuple[Any, ...]] = WeakKeyDictionary()
+# The values each account row was read (or last saved) with (see `_changed`).
+_AS_READ: WeakKeyDictionary[AccountRow, tuple[Any, ...]] = WeakKeyDictionary()
 # What a scoring sets: health_updated_at moves only when one of them does.
 _HEALTH = (
     "score", "band", "config_version", "customer", "trend_30d", "signals", "drivers", "coverage",
     "indicators_at_risk",
 )  # fmt: skip
 # Tuples of those values read in one C call each: a getattr per name in Python was a tenth of
-# a recompute's CPU per account (the values are read at detach, at scoring and at save).
+# a recompute's CPU per account (the values are taken when a row is read, at scoring and
+# at save).
 _values = attrgetter(*_MUTABLE)
 _health_values = attrgetter(*_HEALTH)
 _health_as_read = itemgetter(*(_MUTABLE.index(name) for name in _HEALTH))
 _BINDS = tuple(f"new_{name}" for name in _MUTABLE)
+_TABLE = core_table(Account)
 
 
-async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
-    """Write the changed state of detached accounts in one executemany UPDATE; an account
+async def save(session: AsyncSession, *, accounts: Sequence[AccountRow]) -> None:
+    """Write the changed state of accounts in one executemany UPDATE; an account
     whose values are all as read (or were set again to what they were) is not written."""
     changed = [
         (account, values) for account in accounts if (values := _changed(account)) is not None
@@ -140,10 +154,9 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
             for position in _differing(values, _AS_READ.get(account))
         }
     )
-    table = core_table(Account)
     await session.execute(
-        update(table)
-        .where(table.c.id == bindparam("account_id"))
+        update(_TABLE)
+        .where(_TABLE.c.id == bindparam("account_id"))
         .values({_MUTABLE[position]: bindparam(_BINDS[position]) for position in columns}),
         [
             {"account_id": a.id, **{_BINDS[position]: values[position] for position in columns}}
@@ -154,7 +167,7 @@ async def save(session: AsyncSession, *, accounts: Sequence[Account]) -> None:
         _AS_READ[account] = values
 
 
-def _changed(account: Account) -> tuple[Any, ...] | None:
+def _changed(account: AccountRow) -> tuple[Any, ...] | None:
     """The account's values when any differs from what it was read (or last saved) with, else
     None; an equal value assigned again is no change. Compared here rather than through the
     ORM's attribute history, which cost five times as much per account."""
@@ -172,7 +185,7 @@ def _differing(values: tuple[Any, ...], read: tuple[Any, ...] | None) -> Iterabl
     )
 
 
-def _health_changed(account: Account) -> bool:
+def _health_changed(account: AccountRow) -> bool:
     """Whether a health field (`_HEALTH`) differs from what the account was read with."""
     read = _AS_READ.get(account)
     return read is None or _health_values(account) != _health_as_read(read)
@@ -215,7 +228,7 @@ async def bands_under(
     return found
 
 
-def scoring_versions(live: Sequence[Account], config: HealthConfig) -> dict[int, str]:
+def scoring_versions(live: Sequence[AccountRow], config: HealthConfig) -> dict[int, str]:
     """{account id: the scoring version of the configuration that applies to its connection}."""
     by_connection: dict[str, str] = {}
     for account in live:
@@ -227,7 +240,11 @@ def scoring_versions(live: Sequence[Account], config: HealthConfig) -> dict[int,
 
 
 async def previous_bands(
-    session: AsyncSession, *, accounts: Sequence[Account], versions: Mapping[int, str], at: datetime
+    session: AsyncSession,
+    *,
+    accounts: Sequence[AccountRow],
+    versions: Mapping[int, str],
+    at: datetime,
 ) -> dict[int, Band | None]:
     """The band hysteresis starts from when each account is scored under `versions` ({account
     id: scoring version}): its current band when computed under that version (or before
@@ -287,7 +304,7 @@ async def _latest(
 async def record_health(
     session: AsyncSession,
     *,
-    scored: Sequence[tuple[Account, Health]],
+    scored: Sequence[tuple[AccountRow, Health]],
     at: datetime,
     versions: Mapping[int, str] | None = None,
 ) -> None:
@@ -297,7 +314,7 @@ async def record_health(
     that moment, so unchanged rescores add nothing to it. `health_updated_at` says when the
     health last changed: a rescore giving the same health leaves the row untouched."""
     versions = versions or {}
-    changed: list[tuple[Account, float]] = []
+    changed: list[tuple[AccountRow, float]] = []
     for account, health in scored:
         coverage = health.coverage
         version = versions.get(account.id)
@@ -351,18 +368,15 @@ async def record_health(
 
 async def accounts_after(
     session: AsyncSession, *, after_id: int, limit: int, connection: str | None = None
-) -> list[Account]:
+) -> list[AccountRow]:
     """Live accounts (of `connection`, or of all) with ids above `after_id`, in id order,
     locked (a recompute's next chunk); records the CRM does not have are left out."""
     where = [Account.id > after_id, Account.deleted_at.is_(None), Account.not_found_at.is_(None)]
     if connection is not None:
         where.append(Account.connection == connection)
-    rows = await session.execute(
-        select(Account).where(*where).order_by(Account.id).limit(limit).with_for_update()
+    return await read_rows(
+        session, select_rows().where(*where).order_by(Account.id).limit(limit).with_for_update()
     )
-    chunk = list(rows.scalars().all())
-    _detach(session, chunk)
-    return chunk
 
 
 async def mark_not_found(

@@ -46,6 +46,7 @@ from webhooks.store.dialect import upsert_insert
 from webhooks.store.latest import latest_rows
 from webhooks.store.models import (
     Account,
+    AccountRow,
     AttributeChange,
     CollaborationFact,
     ContactFact,
@@ -114,7 +115,7 @@ def _replaces(
 
 
 def apply_attributes(
-    account: Account,
+    account: AccountRow,
     *,
     attributes: Mapping[str, str | None],
     at: datetime,
@@ -136,7 +137,7 @@ def apply_attributes(
     account.attributes = merged
 
 
-def _last_changed(account: Account) -> datetime:
+def _last_changed(account: AccountRow) -> datetime:
     """When the record's attributes last changed, as far as the events told (the minimum
     datetime when they told nothing)."""
     times = [
@@ -162,7 +163,7 @@ class _Batch:
             InteractionFact: [], CollaborationFact: [], OutcomeFact: [], AttributeChange: [],
         }  # fmt: skip
 
-    def add(self, account: Account, event: NormalisedEvent) -> None:
+    def add(self, account: AccountRow, event: NormalisedEvent) -> None:
         match event:
             case Usage(at=at, user=user):
                 day = at.astimezone(UTC).date()
@@ -262,7 +263,7 @@ def _keep_latest(
 async def fold(
     session: AsyncSession,
     *,
-    events: Sequence[tuple[Account, NormalisedEvent]],
+    events: Sequence[tuple[AccountRow, NormalisedEvent]],
     now: datetime,
     precedence: Precedence = "crm",
 ) -> None:
@@ -379,7 +380,7 @@ async def _upsert_tickets(session: AsyncSession, tickets: Mapping[tuple[int, str
 async def read_facts(
     session: AsyncSession,
     *,
-    accounts: Sequence[Account],
+    accounts: Sequence[AccountRow],
     as_of: datetime,
     historical: bool = False,
 ) -> dict[int, AccountFacts]:
@@ -504,7 +505,7 @@ async def read_facts(
 
 
 async def first_records(
-    session: AsyncSession, *, accounts: Sequence[Account]
+    session: AsyncSession, *, accounts: Sequence[AccountRow]
 ) -> dict[int, datetime | None]:
     """When each account's first record dates from: its earliest fact of any kind (an
     attribute value, a usage day, an interaction, a collaboration event, a ticket); None when
@@ -569,7 +570,7 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def _customer_since(account: Account, values: Mapping[str, str]) -> datetime | None:
+def _customer_since(account: AccountRow, values: Mapping[str, str]) -> datetime | None:
     """Since when the account is a customer, for its onboarding period: the customer-since
     date the CRM or a native event gives; else, where the record states a lifecycle (so it is
     known to be a customer, not merely assumed), its creation in the CRM, or for an account

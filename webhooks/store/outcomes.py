@@ -9,7 +9,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from webhooks.store.models import Account, Alert, AlertReason, OutcomeFact
+from webhooks.store import accounts
+from webhooks.store.models import (
+    ACCOUNT_ROW_COLUMNS,
+    Account,
+    AccountRow,
+    Alert,
+    AlertReason,
+    OutcomeFact,
+)
 
 CHURNED, RENEWED = "churned", "renewed"
 _RESOLVED = "resolved"
@@ -17,11 +25,12 @@ _RESOLVED = "resolved"
 
 async def live_accounts_page(
     session: AsyncSession, *, connection: str, after_id: int, limit: int
-) -> list[Account]:
+) -> list[AccountRow]:
     """The connection's live accounts with ids above `after_id`, in id order. Unlike the
     recompute's `accounts_after` nothing is locked: a preview only reads."""
-    rows = await session.execute(
-        select(Account)
+    return await accounts.read_rows(
+        session,
+        accounts.select_rows()
         .where(
             # `|| ''` keeps SQLite off the (connection, ...) indexes: with one, it read every
             # account of the connection and sorted them for each page (a 20,000-account
@@ -31,9 +40,8 @@ async def live_accounts_page(
             Account.deleted_at.is_(None),
         )
         .order_by(Account.id)
-        .limit(limit)
+        .limit(limit),
     )
-    return list(rows.scalars().all())
 
 
 async def open_alert_keys(
@@ -59,13 +67,16 @@ async def open_alert_keys(
 
 async def known_outcomes(
     session: AsyncSession, *, connection: str
-) -> list[tuple[Account, datetime, str]]:
+) -> list[tuple[AccountRow, datetime, str]]:
     """Every churn or renewal recorded for the connection's accounts, deleted accounts
     included (a churned customer is often deleted from the CRM), oldest first."""
     rows = await session.execute(
-        select(Account, OutcomeFact.at, OutcomeFact.outcome)
-        .join(Account, Account.id == OutcomeFact.account_id)
+        accounts.select_rows()
+        .add_columns(OutcomeFact.at, OutcomeFact.outcome)
+        .join(OutcomeFact, OutcomeFact.account_id == Account.id)
         .where(Account.connection == connection, OutcomeFact.outcome.in_((CHURNED, RENEWED)))
         .order_by(OutcomeFact.at, OutcomeFact.id)
     )
-    return [(account, at, outcome) for account, at, outcome in rows]
+    # The account's columns first, then the outcome's.
+    width = len(ACCOUNT_ROW_COLUMNS)
+    return [(AccountRow(*row[:width]), row[width], row[width + 1]) for row in rows]

@@ -14,7 +14,7 @@ from webhooks.alerts.notice import Channel
 from webhooks.alerts.rules import Cause
 from webhooks.store import accounts
 from webhooks.store.db import AsyncSession
-from webhooks.store.models import Account
+from webhooks.store.models import AccountRow
 from webhooks.worker.context import WorkerContext, WorkerStep
 
 
@@ -26,12 +26,12 @@ class AlertHandOff(WorkerStep):
     async def update(
         self,
         session: AsyncSession,
-        scored: Sequence[tuple[Account, Health]],
+        scored: Sequence[tuple[AccountRow, Health]],
         versions: Mapping[int, str],
         now: datetime,
         config: HealthConfig,
         *,
-        cause: Callable[[Account], Cause],
+        cause: Callable[[AccountRow], Cause],
     ) -> None:
         """Raise and resolve alerts for freshly scored accounts, in the rescore's transaction:
         an alert and its deliveries exist exactly when the health that caused them does."""

@@ -14,7 +14,7 @@ from webhooks.alerts.rules import Cause
 from webhooks.metrics import Metrics
 from webhooks.store import accounts, configs, facts, writeback
 from webhooks.store.db import AsyncSession
-from webhooks.store.models import Account
+from webhooks.store.models import AccountRow
 from webhooks.worker.alerts import AlertHandOff
 
 
@@ -34,11 +34,11 @@ class Scorer:
     async def rescore(
         self,
         session: AsyncSession,
-        live: list[Account],
+        live: list[AccountRow],
         now: datetime,
         config: HealthConfig,
         *,
-        cause: Callable[[Account], Cause],
+        cause: Callable[[AccountRow], Cause],
     ) -> int:
         """Score every given account once, keep history, queue the fields that changed;
         `cause` says why each is rescored (whether its alerts tell anyone)."""

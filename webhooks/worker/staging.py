@@ -18,7 +18,7 @@ from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.matching import Matched, match_new_domains, match_product_events
 from webhooks.store import accounts, alerts, facts, inbox, product
 from webhooks.store.db import AsyncSession
-from webhooks.store.models import Account
+from webhooks.store.models import AccountRow
 from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.decode import Decoded, Outcomes
 from webhooks.worker.options import BatchReport
@@ -177,7 +177,7 @@ class Staging(WorkerStep):
         self,
         session: AsyncSession,
         out: _Sorted,
-        locked: Mapping[accounts.AccountKey, Account],
+        locked: Mapping[accounts.AccountKey, AccountRow],
         known: Collection[accounts.AccountKey],
         now: datetime,
     ) -> None:
@@ -333,15 +333,15 @@ class Staging(WorkerStep):
                     out.saw(key, at)
 
     def _causes(
-        self, out: _Sorted, locked: Mapping[accounts.AccountKey, Account], now: datetime
-    ) -> Callable[[Account], Cause]:
+        self, out: _Sorted, locked: Mapping[accounts.AccountKey, AccountRow], now: datetime
+    ) -> Callable[[AccountRow], Cause]:
         """Why each account of the batch is rescored: live when one of its events (not read by a
         backfill) is newer than the alert age limit; history when all are older; backfill when
         only a backfill read it; first_load at its first scoring, whatever brought it."""
         cutoff = now - self._options.alert_max_event_age
         newest = {locked[key].id: at for key, at in out.newest_event.items() if key in locked}
 
-        def cause(account: Account) -> Cause:
+        def cause(account: AccountRow) -> Cause:
             if account.health_updated_at is None:
                 return "first_load"
             at = newest.get(account.id)
@@ -354,7 +354,7 @@ class Staging(WorkerStep):
 
 def _new_domains(
     per_account: Mapping[accounts.AccountKey, Sequence[NormalisedEvent]],
-    locked: Mapping[accounts.AccountKey, Account],
+    locked: Mapping[accounts.AccountKey, AccountRow],
 ) -> dict[str, dict[str, str]]:
     """{connection: {domain: crm_id}} of the accounts whose domain this batch set."""
     found: dict[str, dict[str, str]] = defaultdict(dict)

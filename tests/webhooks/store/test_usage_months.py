@@ -18,7 +18,7 @@ from connector.model import AccountAttributes, Usage
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
-from webhooks.store.models import Account, UsageMonth, core_table
+from webhooks.store.models import Account, AccountRow, UsageMonth, core_table
 
 # 2028 is a leap year: the 60 days to 1 March reach into January across 29 February.
 LEAP_MARCH = date(2028, 3, 1)
@@ -38,7 +38,7 @@ def at_noon(day: date) -> datetime:
     return datetime.combine(day, time(12), tzinfo=UTC)
 
 
-async def store(sessions, days: Mapping[str, Iterable[Day]]) -> dict[str, Account]:
+async def store(sessions, days: Mapping[str, Iterable[Day]]) -> dict[str, AccountRow]:
     """Fold each account's (day, user) usage through the worker's path; the accounts back."""
     keys = {crm_id: ("default", "hubspot", crm_id) for crm_id in days}
     async with sessions() as session, session.begin():
@@ -163,7 +163,7 @@ async def test_a_backtest_reads_the_past_windows_and_last_use(sessions) -> None:
         )  # fmt: skip
         await accounts.save(session, accounts=[found["1"]])
     async with sessions() as session:
-        [account] = (await session.execute(select(Account))).scalars()
+        [account] = await accounts.read_rows(session, accounts.select_rows())
         as_of = datetime(2028, 2, 29, 18, tzinfo=UTC)
         snap = (await facts.read_facts(session, accounts=[account], as_of=as_of, historical=True))[
             account.id
