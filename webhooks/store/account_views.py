@@ -125,19 +125,15 @@ async def history(
         return {}
     ids = list(account_ids)
     found: dict[int, list[Point]] = defaultdict(list)
-    before = latest_rows(
-        HealthSnapshot,
-        account_ids=ids,
-        time="computed_at",
-        where=lambda row: [row.computed_at < since],
-    )
     seeds = await session.execute(
-        select(
-            HealthSnapshot.account_id,
-            HealthSnapshot.score,
-            HealthSnapshot.band,
-            HealthSnapshot.config_version,
-        ).join(before, HealthSnapshot.id == before.c.id)
+        latest_rows(
+            HealthSnapshot,
+            columns=("account_id", "score", "band", "config_version"),
+            account_ids=ids,
+            time="computed_at",
+            where=lambda row: [row.computed_at < since],
+            dialect=session.get_bind().dialect.name,
+        )
     )
     for account_id, score, band, version in seeds:
         found[account_id] = [Point(since, score, band, version)]

@@ -292,10 +292,14 @@ async def _latest(
             found.append(or_(same, row.config_version.is_(None)) if legacy else same)
         return found
 
-    picks = latest_rows(HealthSnapshot, account_ids=account_ids, time="computed_at", where=kept)
     rows = await session.execute(
-        select(HealthSnapshot.account_id, HealthSnapshot.score, HealthSnapshot.band).join(
-            picks, HealthSnapshot.id == picks.c.id
+        latest_rows(
+            HealthSnapshot,
+            columns=("account_id", "score", "band"),
+            account_ids=account_ids,
+            time="computed_at",
+            where=kept,
+            dialect=session.get_bind().dialect.name,
         )
     )
     return [(account_id, score, band) for account_id, score, band in rows]

@@ -839,15 +839,14 @@ async def _attribute_at(
     session: AsyncSession, ids: Collection[int], name: str, at: datetime
 ) -> dict[int, str | None]:
     """Each account's value of a tracked attribute as it stood at `at`."""
-    picks = latest_rows(
-        AttributeChange,
-        account_ids=ids,
-        time="at",
-        where=lambda row: [row.name == name, row.at <= at],
-    )
     rows = await session.execute(
-        select(AttributeChange.account_id, AttributeChange.value).join(
-            picks, AttributeChange.id == picks.c.id
+        latest_rows(
+            AttributeChange,
+            columns=("account_id", "value"),
+            account_ids=ids,
+            time="at",
+            where=lambda row: [row.name == name, row.at <= at],
+            dialect=session.get_bind().dialect.name,
         )
     )
     return {row[0]: row[1] for row in rows}
