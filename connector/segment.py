@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from connector import bounds, jsonparse
@@ -391,12 +392,17 @@ class SegmentOptions:
         default_factory=lambda: dict(DEFAULT_COLLABORATION_EVENTS)
     )
 
-    def collaboration_kind(self, event: str) -> CollaborationKind | None:
-        wanted = normalised_event_name(event)
+    @cached_property
+    def _kind_by_name(self) -> dict[str, CollaborationKind]:
+        # The names normalised once per options, not for every track call; of names equal
+        # once normalised, the first listed counts.
+        kinds: dict[str, CollaborationKind] = {}
         for name, kind in self.collaboration_events.items():
-            if normalised_event_name(name) == wanted:
-                return kind
-        return None
+            kinds.setdefault(normalised_event_name(name), kind)
+        return kinds
+
+    def collaboration_kind(self, event: str) -> CollaborationKind | None:
+        return self._kind_by_name.get(normalised_event_name(event))
 
 
 @dataclass(frozen=True, kw_only=True)

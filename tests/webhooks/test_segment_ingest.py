@@ -74,8 +74,7 @@ async def send(service, calls, *, headers=None):
 
 
 async def drain(service) -> None:
-    """Run the worker until the inbox is quiet: a request is split into calls in one pass
-    and its calls processed in the next."""
+    """Run the worker until the inbox is quiet."""
     for _ in range(10):
         if not await service.runtime.pipeline.run_once():
             return
@@ -111,6 +110,16 @@ async def test_tracks_of_a_mapped_group_become_usage_of_its_crm_account(segment)
     assert response.json()["success"] is True
     await drain(segment)
     assert await usage_users(segment, "1001") == {"u1", "u2"}
+
+
+async def test_one_pass_splits_a_request_and_processes_its_calls_with_the_batch(segment):
+    await store_native(segment.runtime, [native("usage", "1001", user="n1")])
+    await send(segment, [group("u1", "g1", crm_id="1001"), track("u1", group="g1")])
+    report = await segment.runtime.pipeline.process_inbox()
+    # The native event, the request and its two calls; account 1001 scored once for all.
+    assert (report.claimed, report.processed, report.rescored) == (4, 4, 1)
+    assert await usage_users(segment, "1001") == {"n1", "u1"}
+    assert set((await statuses(segment)).values()) == {"done"}
 
 
 async def test_a_request_sent_again_byte_for_byte_is_stored_once(segment):

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.store.dialect import rare
+
 T = TypeVar("T")
 
 # The longest error text a row keeps.
@@ -40,8 +42,8 @@ async def claim(
     On PostgreSQL, SKIP LOCKED lets several workers claim disjoint sets concurrently.
     """
     due = or_(
-        (model.status == idle) & (model.available_at <= now),
-        (model.status == busy) & (model.lease_until < now),
+        rare(session, model.status == idle) & (model.available_at <= now),
+        rare(session, model.status == busy) & (model.lease_until < now),
     )
     chosen = (
         select(model.__table__.primary_key.columns[0])

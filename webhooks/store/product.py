@@ -13,7 +13,7 @@ from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.segment import AccountMatch, GroupCall
-from webhooks.store.dialect import upsert_insert
+from webhooks.store.dialect import rare, upsert_insert
 from webhooks.store.models import Account, InboxEvent, ProductGroup, ProductUser, core_table
 
 UNMATCHED = "unmatched"
@@ -279,7 +279,7 @@ async def release_resolvable(session: AsyncSession, *, now: datetime) -> int:
     result = await session.execute(
         update(InboxEvent)
         .where(
-            InboxEvent.status == UNMATCHED,
+            rare(session, InboxEvent.status == UNMATCHED),
             InboxEvent.match_key.is_not(None),
             or_(
                 InboxEvent.match_key.in_(group_ready),

@@ -167,30 +167,18 @@ class Pipeline(WorkerStep):
             log.info("product_events_matched_late", released=released)
 
     async def process_inbox(self) -> BatchReport:
-        now = self._clock()
-        async with self._sessions() as session, session.begin():
-            claimed = await inbox.claim_batch(
-                session,
-                now=now,
-                limit=self._options.batch_size,
-                lease_seconds=self._options.lease_seconds,
-            )
+        claimed = await self._claim(self._options.batch_size)
         report = BatchReport(claimed=len(claimed))
         if not claimed:
             return report
         # Decoding may read the CRM: once per batch, outside any transaction, and never again
         # for the isolation below (which would multiply the calls).
-        decoded = await decode_batch(claimed, self._connections)
-        self._wait_out_outages(claimed, decoded)
-        # An event that broke a batch before goes on its own, so it cannot break another one.
-        suspects = [event for event in claimed if event.attempts > 0]
-        clean = [event for event in claimed if event.attempts == 0]
+        decoded = await self._decode(claimed)
         try:
-            await self._process_isolating(clean, report, decoded)
-            for event in suspects:
-                await self._process_isolating([event], report, decoded)
+            await self._process_claimed(claimed, report, decoded)
         except Exception as exc:
             if database_unavailable(exc):
+                # Only events still being processed go back (inbox.release).
                 await self._hand_back(claimed)
             raise
         for kind, count in report.ignored.items():
@@ -207,6 +195,51 @@ class Pipeline(WorkerStep):
             staged_writebacks=report.staged,
         )
         return report
+
+    async def _claim(self, limit: int) -> list[inbox.Claimed]:
+        if limit <= 0:
+            return []
+        async with self._sessions() as session, session.begin():
+            return await inbox.claim_batch(
+                session,
+                now=self._clock(),
+                limit=limit,
+                lease_seconds=self._options.lease_seconds,
+            )
+
+    async def _decode(self, claimed: Sequence[inbox.Claimed]) -> Decoded:
+        decoded = await decode_batch(claimed, self._connections)
+        self._wait_out_outages(claimed, decoded)
+        return decoded
+
+    async def _process_claimed(
+        self, claimed: list[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        """Process the claimed events. Requests holding several events (Segment batches) are
+        split first and their events claimed into the batch (added to `claimed`): they are
+        mostly about the accounts the rest of the batch is about, which are then rescored
+        once, not again at the next pass."""
+        requests = [event for event in claimed if event.id in decoded.spawn]
+        if requests:
+            await self._process_alone_if_suspect(requests, report, decoded)
+            spawned = await self._claim(self._options.batch_size - len(claimed) + len(requests))
+            report.claimed += len(spawned)
+            decoded.add(await self._decode(spawned))
+            claimed.extend(spawned)
+            requested = {event.id for event in requests}
+            rest = [event for event in claimed if event.id not in requested]
+        else:
+            rest = claimed
+        await self._process_alone_if_suspect(rest, report, decoded)
+
+    async def _process_alone_if_suspect(
+        self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
+    ) -> None:
+        # An event that broke a batch before goes on its own, so it cannot break another one.
+        await self._process_isolating([e for e in events if e.attempts == 0], report, decoded)
+        for event in events:
+            if event.attempts > 0:
+                await self._process_isolating([event], report, decoded)
 
     async def _process_isolating(
         self, events: Sequence[inbox.Claimed], report: BatchReport, decoded: Decoded
