@@ -4,6 +4,9 @@ computing the same indicators over the raw events beside the service's full reco
 
 The service believes it is the simulated day: intake stamps each request with the simulated
 time, the worker runs on a simulated clock, and every event carries a simulated timestamp.
+Events arrive in 3-hour windows, each drained as it comes; a checkpoint day's arrive at once,
+so that its drain measures the worker's capacity. PostgreSQL's WAL is the benchmark database's
+own (pg_walinspect), not the whole server's.
 
 Settings (environment): BENCH_GROWTH_SCALE (accounts = 2,000 x scale, default 0.1),
 BENCH_GROWTH_DAYS (default 365), BENCH_GROWTH_DATABASE (sqlite, postgresql or both; default
