@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,6 +24,16 @@ HUBSPOT_SECRET = "test-client-secret"
 HUBSPOT_TOKEN = "test-access-token"
 HUBSPOT_API = "https://hubspot.api.test"
 PUBLIC_URL = "https://health.example.test"
+
+
+def bare_accounts(ids: Iterable[int], *, created_at: datetime) -> list[dict[str, Any]]:
+    """Rows of `accounts` (connection default, HubSpot record id = id) with nothing known yet,
+    for store tests that insert facts straight into the tables."""
+    return [
+        {"id": n, "connection": "default", "crm": "hubspot", "crm_id": str(n),
+         "attributes": {}, "band": "unknown", "created_at": created_at}
+        for n in ids
+    ]  # fmt: skip
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
+from testkit import bare_accounts
 from webhooks.store import facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import Account, ContactFact, InteractionFact, core_table
@@ -43,14 +44,7 @@ async def test_counts_equal_a_count_per_interaction(sessions) -> None:
         for _ in range(rng.randrange(0, 80))
     ]  # fmt: skip
     async with sessions() as session, session.begin():
-        await session.execute(
-            insert(core_table(Account)),
-            [
-                {"id": n, "connection": "default", "crm": "hubspot", "crm_id": str(n),
-                 "attributes": {}, "band": "unknown", "created_at": NOW}
-                for n in ACCOUNTS
-            ],
-        )  # fmt: skip
+        await session.execute(insert(core_table(Account)), bare_accounts(ACCOUNTS, created_at=NOW))
         await session.execute(
             insert(core_table(ContactFact)),
             [

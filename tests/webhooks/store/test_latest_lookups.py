@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from testkit import bare_accounts
 from webhooks.store import account_views, accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import Account, AttributeChange, HealthSnapshot, core_table
@@ -37,14 +38,7 @@ def some_moment(rng: random.Random) -> datetime:
 async def history(sessions) -> tuple[list[HealthSnapshot], list[AttributeChange]]:
     rng = random.Random(7)
     async with sessions() as session, session.begin():
-        await session.execute(
-            insert(core_table(Account)),
-            [
-                {"id": n, "connection": "default", "crm": "hubspot", "crm_id": str(n),
-                 "attributes": {}, "band": "unknown", "created_at": NOW}
-                for n in ACCOUNTS
-            ],
-        )  # fmt: skip
+        await session.execute(insert(core_table(Account)), bare_accounts(ACCOUNTS, created_at=NOW))
         await session.execute(
             insert(core_table(HealthSnapshot)),
             [

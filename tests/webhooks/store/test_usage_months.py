@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from connector.model import AccountAttributes, Usage
+from testkit import bare_accounts
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
@@ -280,13 +281,8 @@ async def test_migrations_roll_days_into_months_and_back(empty_database_url: str
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                insert(core_table(Account)),
-                [
-                    {"id": n, "connection": "default", "crm": "hubspot", "crm_id": str(n),
-                     "attributes": {}, "band": "unknown", "created_at": NOW}
-                    for n in (1, 2, 3)
-                ],
-            )  # fmt: skip
+                insert(core_table(Account)), bare_accounts((1, 2, 3), created_at=NOW)
+            )
             await connection.execute(
                 text('INSERT INTO usage_days (account_id, day, "user") VALUES (:a, :d, :u)'),
                 [{"a": a, "d": d, "u": u} for a, d, u in days],
