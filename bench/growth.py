@@ -573,9 +573,7 @@ class Target:
             # What autovacuum does in a real day (it is on by default; this machine's server
             # runs with it off): a simulated day lasts seconds, so without it every deleted
             # or updated row would stay as a dead tuple and the size would measure that.
-            async with self.engine.connect() as connection:
-                bare = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await bare.exec_driver_sql("VACUUM")
+            await self._vacuum("")
         if self.sqlite:
             async with self.engine.begin() as connection:
                 await connection.exec_driver_sql("PRAGMA optimize")
@@ -585,11 +583,15 @@ class Target:
         it off): each arrival window's claims and settlements leave twice its rows dead, over
         the 20% of the table that triggers it, so it vacuums the inbox and later inserts reuse
         the space. SQLite reuses freed space within a page by itself."""
-        if self.sqlite:
-            return
+        if not self.sqlite:
+            await self._vacuum("inbox_events")
+
+    async def _vacuum(self, table: str) -> None:
+        """PostgreSQL's VACUUM of one table, or of the database for "" (outside a transaction,
+        where VACUUM must run)."""
         async with self.engine.connect() as connection:
             bare = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await bare.exec_driver_sql("VACUUM inbox_events")
+            await bare.exec_driver_sql(f"VACUUM {table}".strip())
 
     async def rows(self) -> dict[str, int]:
         async with self.engine.connect() as connection:

@@ -125,15 +125,13 @@ async def history(
         return {}
     ids = list(account_ids)
     found: dict[int, list[Point]] = defaultdict(list)
-    seeds = await session.execute(
-        latest_rows(
-            HealthSnapshot,
-            columns=("account_id", "score", "band", "config_version"),
-            account_ids=ids,
-            time="computed_at",
-            where=lambda row: [row.computed_at < since],
-            dialect=session.get_bind().dialect.name,
-        )
+    seeds = await latest_rows(
+        session,
+        HealthSnapshot,
+        columns=("account_id", "score", "band", "config_version"),
+        account_ids=ids,
+        time="computed_at",
+        where=lambda row: [row.computed_at < since],
     )
     for account_id, score, band, version in seeds:
         found[account_id] = [Point(since, score, band, version)]

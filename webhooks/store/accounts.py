@@ -292,15 +292,13 @@ async def _latest(
             found.append(or_(same, row.config_version.is_(None)) if legacy else same)
         return found
 
-    rows = await session.execute(
-        latest_rows(
-            HealthSnapshot,
-            columns=("account_id", "score", "band"),
-            account_ids=account_ids,
-            time="computed_at",
-            where=kept,
-            dialect=session.get_bind().dialect.name,
-        )
+    rows = await latest_rows(
+        session,
+        HealthSnapshot,
+        columns=("account_id", "score", "band"),
+        account_ids=account_ids,
+        time="computed_at",
+        where=kept,
     )
     return [(account_id, score, band) for account_id, score, band in rows]
 

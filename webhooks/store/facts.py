@@ -839,15 +839,13 @@ async def _attribute_at(
     session: AsyncSession, ids: Collection[int], name: str, at: datetime
 ) -> dict[int, str | None]:
     """Each account's value of a tracked attribute as it stood at `at`."""
-    rows = await session.execute(
-        latest_rows(
-            AttributeChange,
-            columns=("account_id", "value"),
-            account_ids=ids,
-            time="at",
-            where=lambda row: [row.name == name, row.at <= at],
-            dialect=session.get_bind().dialect.name,
-        )
+    rows = await latest_rows(
+        session,
+        AttributeChange,
+        columns=("account_id", "value"),
+        account_ids=ids,
+        time="at",
+        where=lambda row: [row.name == name, row.at <= at],
     )
     return {row[0]: row[1] for row in rows}
 

@@ -6,21 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select, true
+from sqlalchemy import ColumnElement, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from webhooks.store.models import Account
 
 
-def latest_rows(
+async def latest_rows(
+    session: AsyncSession,
     model: Any,
     *,
     columns: Sequence[str],
     account_ids: Collection[int],
     time: str,
     where: Callable[[Any], Sequence[ColumnElement[bool]]],
-    dialect: str,
-) -> Select[Any]:
+) -> list[tuple[Any, ...]]:
     """The `columns` of each account's latest `model` row by its `time` column (ties: the
     highest id) among the rows `where(row)` keeps; accounts without one are left out.
 
@@ -37,13 +38,17 @@ def latest_rows(
         .limit(1)
     )
     accounts = Account.id.in_(list(account_ids))
-    if dialect == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         picked = latest.with_only_columns(*(getattr(row, name) for name in columns)).lateral()
-        return (
+        statement = (
             select(*(picked.c[name] for name in columns))
             .select_from(Account)
             .join(picked, true())
             .where(accounts)
         )
-    picks = select(latest.scalar_subquery().label("id")).where(accounts).subquery()
-    return select(*(getattr(model, name) for name in columns)).join(picks, model.id == picks.c.id)
+    else:
+        picks = select(latest.scalar_subquery().label("id")).where(accounts).subquery()
+        statement = select(*(getattr(model, name) for name in columns)).join(
+            picks, model.id == picks.c.id
+        )
+    return [tuple(row) for row in await session.execute(statement)]
