@@ -51,4 +51,4 @@ async def latest_rows(
         statement = select(*(getattr(model, name) for name in columns)).join(
             picks, model.id == picks.c.id
         )
-    return [tuple(row) for row in await session.execute(statement)]
+    return [tuple(found) for found in await session.execute(statement)]
