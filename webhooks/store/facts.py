@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -215,21 +216,7 @@ class _Batch:
 
     async def write(self, session: AsyncSession) -> None:
         if self.usage:
-            insert = upsert_insert(session, UsageMonth)
-            held = core_table(UsageMonth).c.days
-            merged = held.bitwise_or(insert.excluded.days)
-            await session.execute(
-                # Days already recorded leave the row as it is: no rewrite for a repeat.
-                insert.on_conflict_do_update(
-                    index_elements=["account_id", "month", "user"],
-                    set_={"days": merged},
-                    where=merged != held,
-                ),
-                [
-                    {"account_id": a, "month": m, "user": u, "days": days}
-                    for (a, m, u), days in self.usage.items()
-                ],
-            )
+            await _merge_usage(session, self.usage)
         for model, rows in self.rows.items():
             if rows:
                 await session.execute(upsert_insert(session, model), rows)
@@ -250,6 +237,64 @@ class _Batch:
             await _upsert_contacts(session, self.contacts)
         if self.tickets:
             await _upsert_tickets(session, self.tickets)
+
+
+# PostgreSQL: the batch's (account, month, user) rows merged by an UPDATE of those that exist
+# and an INSERT of those that do not, in one statement. An ON CONFLICT DO UPDATE locks each
+# existing row before it looks at it, and that lock is a WAL record of its own (about 50 bytes
+# an event), even for a repeat that changes nothing; an UPDATE needs none. The ON CONFLICT
+# stays for a row another transaction adds meanwhile (the accounts are locked, so only a
+# worker that does not lock them could).
+_MERGE_USAGE_POSTGRESQL = text("""
+WITH batch AS (
+    SELECT * FROM unnest(CAST(:accounts AS bigint[]), CAST(:months AS date[]),
+                         CAST(:users AS varchar[]), CAST(:days AS integer[]))
+        AS b (account_id, month, "user", days)
+), merged AS (
+    UPDATE usage_months AS held SET days = held.days | batch.days
+    FROM batch
+    WHERE held.account_id = batch.account_id AND held.month = batch.month
+      AND held."user" = batch."user" AND held.days | batch.days <> held.days
+)
+INSERT INTO usage_months (account_id, month, "user", days)
+SELECT batch.account_id, batch.month, batch."user", batch.days FROM batch
+WHERE NOT EXISTS (
+    SELECT FROM usage_months AS held
+    WHERE held.account_id = batch.account_id AND held.month = batch.month
+      AND held."user" = batch."user")
+ON CONFLICT (account_id, month, "user") DO UPDATE SET days = usage_months.days | excluded.days
+WHERE usage_months.days | excluded.days <> usage_months.days""")
+
+
+async def _merge_usage(session: AsyncSession, usage: Mapping[tuple[int, date, str], int]) -> None:
+    """Add the batch's usage days to `usage_months`; days already recorded leave a row as it
+    is (no rewrite for a repeat)."""
+    if session.get_bind().dialect.name == "postgresql":
+        keys = list(usage)
+        await session.execute(
+            _MERGE_USAGE_POSTGRESQL,
+            {
+                "accounts": [a for a, _, _ in keys],
+                "months": [m for _, m, _ in keys],
+                "users": [u for _, _, u in keys],
+                "days": list(usage.values()),
+            },
+        )
+        return
+    insert = upsert_insert(session, UsageMonth)
+    held = core_table(UsageMonth).c.days
+    merged = held.bitwise_or(insert.excluded.days)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["account_id", "month", "user"],
+            set_={"days": merged},
+            where=merged != held,
+        ),
+        [
+            {"account_id": a, "month": m, "user": u, "days": days}
+            for (a, m, u), days in usage.items()
+        ],
+    )
 
 
 def _keep_latest(
