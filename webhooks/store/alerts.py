@@ -211,7 +211,7 @@ async def take_leave(
     may be sent. Counted in a row per channel and day that this transaction locks: of two
     workers claiming at once, the second waits for the first to commit and then sees its
     count (counting sent rows instead would miss the messages the other worker has claimed
-    but not yet sent, and SKIP LOCKED never makes the claims wait for each other)."""
+    but not yet sent: the claims themselves take turns only until each commits)."""
     await session.execute(
         upsert_insert(session, AlertChannelBudget)
         .values(channel=channel, day=day, sent=0)

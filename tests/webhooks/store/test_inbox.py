@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -71,6 +72,56 @@ async def test_claim_with_expired_lease_is_taken_again(sessions) -> None:
             session, now=NOW + timedelta(seconds=61), limit=10, lease_seconds=60
         )
         assert [row.payload["k"] for row in again] == ["a"]
+
+
+async def test_a_claim_waits_for_the_one_under_way_and_takes_the_next_events(
+    sessions, database_url: str
+) -> None:
+    """Claimers take turns instead of locking each row they choose: the second waits until
+    the first commits, then takes what is left, and no event is held by both."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: its claims never overlap")
+    await _insert(sessions, *(f"k{n}" for n in range(10)))
+    async with sessions() as first, first.begin():
+        taken = await inbox.claim_batch(first, now=NOW, limit=6, lease_seconds=60)
+
+        async def second_claim() -> list[inbox.Claimed]:
+            async with sessions() as second, second.begin():
+                return await inbox.claim_batch(second, now=NOW, limit=6, lease_seconds=60)
+
+        waiting = asyncio.create_task(second_claim())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    rest = await asyncio.wait_for(waiting, timeout=10)
+    assert [row.payload["k"] for row in taken] == [f"k{n}" for n in range(6)]
+    assert [row.payload["k"] for row in rest] == [f"k{n}" for n in range(6, 10)]
+
+
+async def test_a_claim_leaves_alone_an_event_settled_while_its_lease_ran_out(
+    sessions, database_url: str
+) -> None:
+    """An event whose lease ran out is due again, but its slow worker may be settling it just
+    as a second worker claims: the claim waits for the settle and, checking the row again,
+    takes nothing."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: its claims never overlap")
+    await _insert(sessions, "slow")
+    async with sessions() as session, session.begin():
+        [claimed] = await inbox.claim_batch(session, now=NOW, limit=1, lease_seconds=60)
+    later = NOW + timedelta(seconds=61)
+
+    async def claim_again() -> list[inbox.Claimed]:
+        async with sessions() as other, other.begin():
+            return await inbox.claim_batch(other, now=later, limit=1, lease_seconds=60)
+
+    async with sessions() as slow, slow.begin():
+        await inbox.settle(slow, event_ids=[claimed.id], status=inbox.DONE, now=later)
+        retaken = asyncio.create_task(claim_again())
+        await asyncio.sleep(0.3)
+        assert not retaken.done()
+    assert await asyncio.wait_for(retaken, timeout=10) == []
+    async with sessions() as session:
+        assert await inbox.count_by_status(session) == {"done": 1}
 
 
 async def test_failed_attempt_backs_off_then_goes_to_the_dead_letters(sessions) -> None:
