@@ -6,8 +6,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from signals.config import Bands, HealthConfig
-from testkit import PUBLIC_URL, Service, make_settings
+from testkit import PUBLIC_URL, Service, in_thread, make_settings
 from webhooks.app import create_app
 from webhooks.store.migrate import upgrade_to_head
 from webhooks.store.models import Base
@@ -26,12 +25,6 @@ PG_SERVER_URL = os.environ.get(
     "CRM_HEALTH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _in_thread(function: Callable[..., object], *args: object) -> object:
-    """Run blocking set-up (asyncio.run, Alembic) even when a test's event loop is running."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(function, *args).result()
 
 
 async def _execute_autocommit(url: str, statement: str) -> None:
@@ -47,7 +40,7 @@ async def _execute_autocommit(url: str, statement: str) -> None:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrate once; each test gets a copy, which is far faster than migrating per test."""
     path = tmp_path_factory.mktemp("sqlite") / "template.db"
-    _in_thread(upgrade_to_head, f"sqlite+aiosqlite:///{path}")
+    in_thread(upgrade_to_head, f"sqlite+aiosqlite:///{path}")
     return path
 
 
@@ -68,13 +61,13 @@ def postgres_url() -> Iterator[str]:
     """A throwaway database on the local server, migrated once for the session."""
     name = f"crm_health_test_{uuid.uuid4().hex[:12]}"
     try:
-        _in_thread(asyncio.run, _execute_autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"'))
+        in_thread(asyncio.run, _execute_autocommit(PG_SERVER_URL, f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         _postgres_unreachable(exc)
     url = _database_named(name)
-    _in_thread(upgrade_to_head, url)
+    in_thread(upgrade_to_head, url)
     yield url
-    _in_thread(
+    in_thread(
         asyncio.run, _execute_autocommit(PG_SERVER_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
     )
 

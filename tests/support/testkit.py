@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -231,3 +232,9 @@ def usage_days(rows: Any) -> list[tuple[str, date, str]]:
         for bit in range(31)
         if days >> bit & 1
     )
+
+
+def in_thread(function: Callable[..., object], *args: object) -> object:
+    """Run blocking set-up (asyncio.run, Alembic) even when a test's event loop is running."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()

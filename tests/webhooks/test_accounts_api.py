@@ -74,7 +74,6 @@ async def _seed_history(service: Any, crm_id: str, *points: tuple[int, int]) -> 
                     score=score,
                     band="healthy" if score >= 70 else "neutral" if score >= 40 else "at_risk",
                     signals={"active_use": float(score)},
-                    drivers=[],
                     coverage=1.0,
                 )
             )

@@ -359,7 +359,6 @@ async def record_health(
                 "score": account.score,
                 "band": account.band,
                 "signals": account.signals,
-                "drivers": account.drivers,
                 "coverage": ratio,
                 "config_version": account.config_version,
             }

@@ -433,7 +433,9 @@ class HealthSnapshot(Base):
     score: Mapped[int | None]
     band: Mapped[str] = mapped_column(String(16))
     signals: Mapped[dict[str, Any]]
-    drivers: Mapped[list[str]] = mapped_column(JSON)
+    # No driver texts (migration 0024): nothing read them back, and they were half of each
+    # row kept for two years. The account row holds its current drivers; those of a past
+    # moment follow from the facts and the configuration version, both kept.
     coverage: Mapped[float] = mapped_column(Float)
     # The scoring configuration it was computed under (see Account.config_version): a new
     # one starts a row even when score and band stay, so the history shows the change.

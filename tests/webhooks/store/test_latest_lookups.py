@@ -44,7 +44,7 @@ async def history(sessions) -> tuple[list[HealthSnapshot], list[AttributeChange]
             [
                 {"account_id": n, "computed_at": some_moment(rng), "score": rng.randrange(101),
                  "band": rng.choice(("healthy", "neutral", "at_risk")), "signals": {},
-                 "drivers": [], "coverage": 1.0, "config_version": rng.choice(VERSIONS)}
+                 "coverage": 1.0, "config_version": rng.choice(VERSIONS)}
                 # Account 1 has no history at all.
                 for n in ACCOUNTS[1:]
                 for _ in range(rng.randrange(1, 220))

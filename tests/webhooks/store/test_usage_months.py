@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from connector.model import AccountAttributes, Usage
-from testkit import bare_accounts
+from testkit import bare_accounts, in_thread
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
@@ -257,14 +256,9 @@ async def test_pruning_deletes_whole_months_before_the_date_in_batches(sessions)
 # --- the migration, both ways -------------------------------------------------------------------
 
 
-def _in_thread(function, *args) -> None:
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(function, *args).result()
-
-
 async def test_migrations_roll_days_into_months_and_back(empty_database_url: str) -> None:
     config = alembic_config(empty_database_url)
-    _in_thread(command.upgrade, config, "20261205_0020")
+    in_thread(command.upgrade, config, "20261205_0020")
     rng = random.Random(21)
     days = sorted(
         {
@@ -288,7 +282,7 @@ async def test_migrations_roll_days_into_months_and_back(empty_database_url: str
                 [{"a": a, "d": d, "u": u} for a, d, u in days],
             )
         # Through 0023 too: SQLite rebuilds the table WITHOUT ROWID, keeping every row.
-        _in_thread(command.upgrade, config, "20261205_0023")
+        in_thread(command.upgrade, config, "20261205_0023")
         async with engine.connect() as connection:
             if connection.dialect.name == "sqlite":
                 ddl = await connection.scalar(
@@ -313,7 +307,7 @@ async def test_migrations_roll_days_into_months_and_back(empty_database_url: str
             == days
         )
         assert len(months) < len(days) / 2
-        _in_thread(command.downgrade, config, "20261205_0020")
+        in_thread(command.downgrade, config, "20261205_0020")
         async with engine.connect() as connection:
             back = await connection.execute(
                 text('SELECT account_id, day, "user" FROM usage_days ORDER BY 1, 2, 3')

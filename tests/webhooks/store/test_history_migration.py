@@ -1,0 +1,81 @@
+"""Migration 0024 on SQLite and PostgreSQL: health history loses its driver texts and keeps
+every row and everything else it held; a downgrade brings the column back, empty."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from alembic import command
+from sqlalchemy import insert, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from testkit import bare_accounts, in_thread
+from webhooks.store.migrate import alembic_config
+from webhooks.store.models import Account, core_table
+
+NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
+# (account, computed at, score, band, signals)
+ROWS: list[tuple[int, datetime, int | None, str, dict[str, float | None]]] = [
+    (1, NOW, 71, "healthy", {"active_use": 80.0}),
+    (1, NOW.replace(hour=13), 40, "at_risk", {}),
+    (2, NOW, None, "unknown", {"momentum": None}),
+]
+
+
+async def _columns(engine) -> list[str]:
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: [column["name"] for column in inspect(sync).get_columns("health_history")]
+        )
+
+
+async def _history(engine) -> list[tuple[object, ...]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT account_id, score, band, signals, coverage, config_version "
+                "FROM health_history ORDER BY id"
+            )
+        )
+        return [
+            (a, s, b, json.loads(g) if isinstance(g, str) else g, c, v) for a, s, b, g, c, v in rows
+        ]
+
+
+async def test_history_drops_its_drivers_and_keeps_every_row(empty_database_url: str) -> None:
+    config = alembic_config(empty_database_url)
+    in_thread(command.upgrade, config, "20261205_0023")
+    engine = create_async_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(core_table(Account)), bare_accounts((1, 2), created_at=NOW)
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO health_history (account_id, computed_at, score, band, signals, "
+                    "drivers, coverage, config_version) VALUES (:a, :at, :score, :band, "
+                    ":signals, :drivers, 1.0, 'v1')"
+                ),
+                [
+                    {"a": a, "at": at.replace(tzinfo=None), "score": score, "band": band,
+                     "signals": json.dumps(signals),
+                     "drivers": json.dumps(["Seat utilization 11%"])}
+                    for a, at, score, band, signals in ROWS
+                ],
+            )  # fmt: skip
+        before = await _history(engine)
+        in_thread(command.upgrade, config, "20261205_0024")
+        assert "drivers" not in await _columns(engine)
+        assert await _history(engine) == before
+        in_thread(command.downgrade, config, "20261205_0023")
+        assert "drivers" in await _columns(engine)
+        async with engine.connect() as connection:
+            drivers = (
+                await connection.execute(text("SELECT drivers FROM health_history"))
+            ).scalars()
+            assert [json.loads(d) if isinstance(d, str) else d for d in drivers] == [[], [], []]
+        assert await _history(engine) == before
+    finally:
+        await engine.dispose()
