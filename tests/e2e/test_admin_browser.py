@@ -128,7 +128,6 @@ async def _seed(settings: Settings) -> tuple[str, str, str]:
                             score=score,
                             band="healthy" if score >= 70 else "neutral",
                             signals={"active_use": float(score)},
-                            drivers=[],
                             coverage=1.0,
                         )
                     )
