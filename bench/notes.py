@@ -327,7 +327,8 @@ same code path: at this scale the day-to-day spread of the measure is larger tha
 is judged by.
 
 At the issue's own scale (`BENCH_GROWTH_SCALE=1 BENCH_GROWTH_DATABASE=sqlite`, 2,000 accounts;
-stopped after day 180 to free the machine; a test run shared it around day 90):
+stopped after day 180 to free the machine; a test run shared it around day 90; it ran
+the code from before the history change):
 
 | day | events | size | B/ev | ev/s | rescore ms | recompute s | DuckDB s |
 |---|---|---|---|---|---|---|---|
