@@ -16,7 +16,7 @@ def upsert_insert(session: AsyncSession | AsyncConnection, model: type[Base]) ->
     """An INSERT supporting on_conflict_do_nothing/on_conflict_do_update on this backend,
     built on the Core table (see models.core_table)."""
     table = core_table(model)
-    if _dialect(session).name == "postgresql":
+    if is_postgresql(session):
         return postgresql.insert(table)
     return sqlite.insert(table)
 
@@ -35,9 +35,14 @@ def rare(
     inbox's retained history on each claim. `likelihood` overrides that estimate and still
     lets the index serve the term. PostgreSQL's statistics keep the rare values (and its
     inbox index holds only unsettled rows)."""
-    if _dialect(session).name == "sqlite":
+    if not is_postgresql(session):
         return func.likelihood(condition, _RARE)
     return condition
+
+
+def is_postgresql(session: AsyncSession | AsyncConnection) -> bool:
+    """Whether `session` runs on PostgreSQL (the other backend is SQLite)."""
+    return bool(_dialect(session).name == "postgresql")
 
 
 def _dialect(session: AsyncSession | AsyncConnection) -> Any:

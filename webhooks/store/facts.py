@@ -43,7 +43,7 @@ from connector.model import (
 from connector.segment import normalised_domain
 from signals.model import AccountFacts
 from webhooks.store import pruning
-from webhooks.store.dialect import upsert_insert
+from webhooks.store.dialect import is_postgresql, upsert_insert
 from webhooks.store.latest import latest_rows
 from webhooks.store.models import (
     Account,
@@ -269,7 +269,7 @@ WHERE usage_months.days | excluded.days <> usage_months.days""")
 async def _merge_usage(session: AsyncSession, usage: Mapping[tuple[int, date, str], int]) -> None:
     """Add the batch's usage days to `usage_months`; days already recorded leave a row as it
     is (no rewrite for a repeat)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         keys = list(usage)
         await session.execute(
             _MERGE_USAGE_POSTGRESQL,

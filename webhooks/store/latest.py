@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from webhooks.store.dialect import is_postgresql
 from webhooks.store.models import Account
 
 
@@ -38,7 +39,7 @@ async def latest_rows(
         .limit(1)
     )
     accounts = Account.id.in_(list(account_ids))
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         picked = latest.with_only_columns(*(getattr(row, name) for name in columns)).lateral()
         statement = (
             select(*(picked.c[name] for name in columns))

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from webhooks.store.dialect import rare
+from webhooks.store.dialect import is_postgresql, rare
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ async def claim(
         rare(session, model.status == idle) & (model.available_at <= now),
         rare(session, model.status == busy) & (model.lease_until < now),
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:queue))"),
             {"queue": f"claim:{model.__tablename__}"},
