@@ -17,6 +17,7 @@ from webhooks.alerts import delivery as alert_delivery
 from webhooks.alerts.notice import Channel
 from webhooks.clock import Clock, utcnow
 from webhooks.connections import ConnectionRegistry
+from webhooks.logging import Throttle
 from webhooks.metrics import Metrics
 from webhooks.reconcile import Scheduler as ReconcileScheduler
 from webhooks.retention import Scheduler as RetentionScheduler
@@ -35,8 +36,18 @@ from webhooks.worker.writeback import WriteBack
 log = structlog.get_logger(__name__)
 
 # Words of OperationalErrors that are the database's trouble, not the data's (SQLite also
-# reports "too many SQL variables" as one, which must count against its events).
-_UNAVAILABLE_WORDS = ("locked", "busy", "connection", "terminat", "closed", "timeout", "shutdown")
+# reports "too many SQL variables" as one, which must count against its events). SQLite says
+# "unable to open database file" when the process is out of file descriptors.
+_UNAVAILABLE_WORDS = (
+    "locked",
+    "busy",
+    "connection",
+    "terminat",
+    "closed",
+    "timeout",
+    "shutdown",
+    "unable to open",
+)
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -57,6 +68,36 @@ UNMATCHED_SWEEP_SECONDS = 60.0
 # How often the inbox's day partitions ahead are checked (PostgreSQL; inbox.ensure_partitions):
 # days ahead are created long before they are needed, so a pass that fails is retried later.
 PARTITIONS_CHECK_SECONDS = 3600.0
+
+
+class FailedPasses:
+    """How the worker's failed passes are logged. An outage of hours fails a pass every poll:
+    one line a minute says so, with how many were not logged; a lost database gets the error
+    alone, a bug its traceback. The first pass that succeeds again says how many failed."""
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        self._throttle = throttle or Throttle()
+        self._in_a_row = 0
+
+    def failed(self, exc: Exception) -> None:
+        self._in_a_row += 1
+        held = self._throttle.allow()
+        if held is None:
+            return
+        if database_unavailable(exc):
+            # The driver's words only: the statement's parameters may be a stored payload.
+            orig = exc.orig if isinstance(exc, sqlalchemy_exc.DBAPIError) else exc
+            error = f"{type(orig).__name__}: {orig}"[:500]
+            log.warning("worker_pass_failed", error=error, not_logged=held)
+        else:
+            log.exception("worker_pass_failed", not_logged=held)
+
+    def passed(self) -> None:
+        if self._in_a_row:
+            log.info("worker_pass_recovered", failed_passes=self._in_a_row)
+            self._in_a_row = 0
+            # The next outage's first failure is logged at once.
+            self._throttle = Throttle(self._throttle.interval, clock=self._throttle.clock)
 
 
 def _account_of(event: inbox.Claimed, decoded: Decoded) -> tuple[str, str]:
@@ -125,13 +166,16 @@ class Pipeline(WorkerStep):
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; a pass that is under way is always finished first."""
         log.info("worker_started")
+        failures = FailedPasses()
         while not stop.is_set():
             try:
                 busy = await self.run_once()
-            except Exception:
+            except Exception as exc:
                 # A database outage must not kill the worker: log, wait, try again.
-                log.exception("worker_pass_failed")
+                failures.failed(exc)
                 busy = 0
+            else:
+                failures.passed()
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._options.poll_seconds)
