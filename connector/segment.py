@@ -3,7 +3,8 @@
 Intake (`check_request`) checks a request the way Segment's HTTP Tracking API does (sizes,
 call types, identities) and the request is stored whole: the request path stays as cheap as
 parsing it. The worker splits it (`split_request`): batch context merged in, clock skew
-corrected, a dedup key from `messageId` per call. It then reads each stored call
+corrected, a dedup key from `messageId` per call, and only what health reads kept of each
+call (`_INTERPRETED`). It then reads each stored call
 (`interpret`) as a product-account mapping (`group`, `identify` with a company) or as activity
 (`track`/`page`/`screen`), under the connection's current options.
 """
@@ -252,6 +253,23 @@ def _invalid(message: dict[str, Any], error: str) -> InboxMessage:
     )
 
 
+# What `interpret` reads of a call: the stored call keeps these and nothing else. A call as
+# Segment's libraries send it also carries the device's context (IP address, user agent, page,
+# library), `properties`, `integrations` and the times its timestamp was corrected with, often
+# most of its size; none of them count for health, and the inbox keeps calls for the dedup
+# window. A call that fails a check is kept whole, so its dead letter shows what came.
+_INTERPRETED = ("type", "messageId", "timestamp", "userId", "anonymousId", "event", "name",
+                "groupId", "traits")  # fmt: skip
+
+
+def _normalised(message: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {name: message[name] for name in _INTERPRETED if name in message}
+    context = message.get("context")
+    if isinstance(context, dict) and "groupId" in context:
+        kept["context"] = {"groupId": context["groupId"]}
+    return kept
+
+
 def _prepared(
     message: dict[str, Any], where: str, *, received_at: datetime, strict: bool
 ) -> InboxMessage:
@@ -263,7 +281,7 @@ def _prepared(
         if strict:
             raise
         return _invalid(message, str(exc))
-    return InboxMessage(dedup_key=dedup_key, kind=call, payload=message)
+    return InboxMessage(dedup_key=dedup_key, kind=call, payload=_normalised(message))
 
 
 def _stamp(message: dict[str, Any], where: str, *, received_at: datetime) -> None:
@@ -290,8 +308,6 @@ def _stamp(message: dict[str, Any], where: str, *, received_at: datetime) -> Non
             happened = original
         else:
             happened = received - (sent - original)
-            message["originalTimestamp"] = original.isoformat()
-        message["receivedAt"] = received.isoformat()
     message["timestamp"] = min(happened, received).isoformat()
 
 

@@ -139,7 +139,8 @@ def test_spec_batch_example_is_accepted_with_context_merged_and_write_key_read()
     assert (checked.calls, checked.write_key) == (4, "YOUR_WRITE_KEY")
     messages = parse_request(body(SPEC_BATCH), call="batch", received_at=NOW)
     assert [m.kind for m in messages] == ["identify", "track", "identify", "track"]
-    assert all(m.payload["context"]["device"]["type"] == "phone" for m in messages)
+    # The batch's context is merged in, and the device's details are not kept (see below).
+    assert all("context" not in m.payload for m in messages)
     # The unpadded month of the published example is read as February.
     assert messages[3].payload["timestamp"].startswith("2015-02-02T00:30:12.984")
 
@@ -169,13 +170,67 @@ def test_device_clock_skew_is_corrected_with_sent_at():
         "track",
     )
     assert parse_timestamp(message["timestamp"], "t") == NOW - timedelta(minutes=1)
-    assert parse_timestamp(message["receivedAt"], "t") == NOW
+    # The times it was corrected with are spent.
+    assert message.keys() == {"type", "userId", "event", "timestamp"}
 
 
 def test_a_call_forwarded_by_segment_keeps_its_corrected_timestamp():
     message = stored(SPEC_GROUP_COMPLETE, "group")
     assert message["timestamp"].startswith("2015-02-23T22:28:55.111")
-    assert message["receivedAt"] == "2015-02-23T22:28:55.387Z"
+
+
+def test_a_stored_call_keeps_what_health_reads_and_a_batch_group_id_reaches_each_call():
+    # As Segment's libraries send them: device context, properties, integrations, times.
+    document = {
+        "batch": [
+            {
+                **SPEC_GROUP_COMPLETE,
+                "context": {"ip": "8.8.8.8", "userAgent": "Mozilla/5.0", "groupId": "g-own"},
+            },
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Report Viewed",
+                "properties": {"report": "pipeline", "rows": 120},
+                "context": {"ip": "10.1.2.3", "library": {"name": "analytics.js"}},
+                "timestamp": "2026-11-23T11:59:00Z",
+            },
+        ],
+        "context": {"groupId": "g-batch", "locale": "en-US"},
+        "sentAt": "2026-11-23T12:00:00Z",
+        "writeKey": "secret-write-key",
+    }
+    group, track = (m.payload for m in parse_request(body(document), call="batch", received_at=NOW))
+    assert group == {
+        "type": "group",
+        "messageId": "022bb90c-bbac-11e4-8dfc-aa07a5b093db",
+        "timestamp": group["timestamp"],
+        "userId": "97980cfea0067",
+        "anonymousId": "507f191e810c19729de860ea",
+        "groupId": "0e8c78ea9d97a7b8185e8632",
+        "traits": SPEC_GROUP_COMPLETE["traits"],
+        "context": {"groupId": "g-own"},
+    }
+    assert track == {
+        "type": "track",
+        "userId": "u1",
+        "event": "Report Viewed",
+        "timestamp": track["timestamp"],
+        "context": {"groupId": "g-batch"},
+    }
+    assert "8.8.8.8" not in json.dumps([group, track])
+    assert "secret-write-key" not in json.dumps([group, track])
+
+
+def test_a_call_that_fails_a_check_is_kept_whole_for_its_dead_letter():
+    document = {
+        "batch": [{"type": "track", "userId": "u1", "event": "E", "timestamp": "yesterday",
+                   "context": {"ip": "10.1.2.3"}, "properties": {"a": 1}}],
+    }  # fmt: skip
+    [message] = split_request(body(document), call="batch", received_at=NOW)
+    assert message.payload["context"] == {"ip": "10.1.2.3"}
+    assert message.payload["properties"] == {"a": 1}
+    assert "timestamp" in message.payload["_invalid"]
 
 
 def test_a_time_in_the_future_is_capped_at_receipt():
