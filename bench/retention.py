@@ -39,8 +39,7 @@ async def _load(sessions: SessionFactory) -> None:
         result = await session.execute(insert(Account).returning(Account.id), accounts)
         ids = list(result.scalars())
     health: list[dict[str, Any]] = [
-        {"account_id": account_id, "score": 50, "band": "neutral", "signals": {},
-         "coverage": 1.0, "config_version": "v1",
+        {"account_id": account_id, "score": 50, "band": "neutral", "config_version": "v1",
          "computed_at": NOW - timedelta(days=day, hours=step * 24 / PER_DAY)}
         for account_id in ids for day in range(DAYS) for step in range(PER_DAY)
     ]  # fmt: skip

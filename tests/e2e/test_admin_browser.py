@@ -127,8 +127,6 @@ async def _seed(settings: Settings) -> tuple[str, str, str]:
                             computed_at=now - timedelta(days=days_ago),
                             score=score,
                             band="healthy" if score >= 70 else "neutral",
-                            signals={"active_use": float(score)},
-                            coverage=1.0,
                         )
                     )
     return admin_key, viewer_key, connection_admin_key

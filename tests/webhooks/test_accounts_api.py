@@ -73,8 +73,6 @@ async def _seed_history(service: Any, crm_id: str, *points: tuple[int, int]) -> 
                     computed_at=now - timedelta(days=days_ago),
                     score=score,
                     band="healthy" if score >= 70 else "neutral" if score >= 40 else "at_risk",
-                    signals={"active_use": float(score)},
-                    coverage=1.0,
                 )
             )
 

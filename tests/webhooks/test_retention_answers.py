@@ -127,7 +127,6 @@ async def load_health(sessions) -> None:
                     {
                         "account_id": account_id, "computed_at": at,
                         "score": rng.randint(20, 90), "band": rng.choice(["healthy", "neutral"]),
-                        "signals": {}, "coverage": 1.0,
                         "config_version": f"v{days // 200}",
                     }
                 )  # fmt: skip

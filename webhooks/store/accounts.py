@@ -316,7 +316,7 @@ async def record_health(
     that moment, so unchanged rescores add nothing to it. `health_updated_at` says when the
     health last changed: a rescore giving the same health leaves the row untouched."""
     versions = versions or {}
-    changed: list[tuple[AccountRow, float]] = []
+    changed: list[AccountRow] = []
     for account, health in scored:
         coverage = health.coverage
         version = versions.get(account.id)
@@ -326,7 +326,7 @@ async def record_health(
             or account.band != health.band.value
             or account.config_version != version
         ):
-            changed.append((account, coverage.ratio))
+            changed.append(account)
         account.score = health.score
         account.band = health.band.value
         account.config_version = version
@@ -358,11 +358,9 @@ async def record_health(
                 "computed_at": at,
                 "score": account.score,
                 "band": account.band,
-                "signals": account.signals,
-                "coverage": ratio,
                 "config_version": account.config_version,
             }
-            for account, ratio in changed
+            for account in changed
         ],
     )
 

@@ -13,7 +13,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -432,11 +431,10 @@ class HealthSnapshot(Base):
     computed_at: Mapped[datetime]
     score: Mapped[int | None]
     band: Mapped[str] = mapped_column(String(16))
-    signals: Mapped[dict[str, Any]]
-    # No driver texts (migration 0024): nothing read them back, and they were half of each
-    # row kept for two years. The account row holds its current drivers; those of a past
-    # moment follow from the facts and the configuration version, both kept.
-    coverage: Mapped[float] = mapped_column(Float)
+    # No driver texts, signal scores or coverage (migrations 0024, 0025): nothing read them
+    # back, and they were most of each row kept for two years. The account row holds its
+    # current ones; those of a past moment follow from the facts and the configuration
+    # version, both kept.
     # The scoring configuration it was computed under (see Account.config_version): a new
     # one starts a row even when score and band stay, so the history shows the change.
     config_version: Mapped[str | None] = mapped_column(String(16))

@@ -1,5 +1,6 @@
-"""Migration 0024 on SQLite and PostgreSQL: health history loses its driver texts and keeps
-every row and everything else it held; a downgrade brings the column back, empty."""
+"""Migrations 0024 and 0025 on SQLite and PostgreSQL: health history loses its driver texts,
+then its signal scores and coverage, and keeps every row and everything else it held; a
+downgrade brings the columns back, empty."""
 
 from __future__ import annotations
 
@@ -77,5 +78,55 @@ async def test_history_drops_its_drivers_and_keeps_every_row(empty_database_url:
             ).scalars()
             assert [json.loads(d) if isinstance(d, str) else d for d in drivers] == [[], [], []]
         assert await _history(engine) == before
+    finally:
+        await engine.dispose()
+
+
+async def _kept(engine) -> list[tuple[object, ...]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT account_id, computed_at, score, band, config_version "
+                "FROM health_history ORDER BY id"
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_history_drops_its_signals_and_coverage_and_keeps_every_row(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    in_thread(command.upgrade, config, "20261205_0024")
+    engine = create_async_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(core_table(Account)), bare_accounts((1, 2), created_at=NOW)
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO health_history (account_id, computed_at, score, band, signals, "
+                    "coverage, config_version) VALUES (:a, :at, :score, :band, :signals, 0.75, "
+                    "'v1')"
+                ),
+                [
+                    {"a": a, "at": at.replace(tzinfo=None), "score": score, "band": band,
+                     "signals": json.dumps(signals)}
+                    for a, at, score, band, signals in ROWS
+                ],
+            )  # fmt: skip
+        before = await _kept(engine)
+        assert len(before) == len(ROWS)
+        in_thread(command.upgrade, config, "20261205_0025")
+        assert {"signals", "coverage"}.isdisjoint(await _columns(engine))
+        assert await _kept(engine) == before
+        in_thread(command.downgrade, config, "20261205_0024")
+        assert {"signals", "coverage"} <= set(await _columns(engine))
+        restored = await _history(engine)
+        assert [(signals, coverage) for _, _, _, signals, coverage, _ in restored] == [
+            ({}, 0.0)
+        ] * len(ROWS)
+        assert await _kept(engine) == before
     finally:
         await engine.dispose()

@@ -43,8 +43,8 @@ async def history(sessions) -> tuple[list[HealthSnapshot], list[AttributeChange]
             insert(core_table(HealthSnapshot)),
             [
                 {"account_id": n, "computed_at": some_moment(rng), "score": rng.randrange(101),
-                 "band": rng.choice(("healthy", "neutral", "at_risk")), "signals": {},
-                 "coverage": 1.0, "config_version": rng.choice(VERSIONS)}
+                 "band": rng.choice(("healthy", "neutral", "at_risk")),
+                 "config_version": rng.choice(VERSIONS)}
                 # Account 1 has no history at all.
                 for n in ACCOUNTS[1:]
                 for _ in range(rng.randrange(1, 220))

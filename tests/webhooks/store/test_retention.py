@@ -194,7 +194,7 @@ async def test_attribute_history_keeps_the_value_in_force_at_the_cutoff(sessions
 def health(account: int, at: datetime, *, score: int = 50, version: str | None = "v1"):
     return {
         "account_id": account, "computed_at": at, "score": score, "band": "neutral",
-        "signals": {}, "coverage": 1.0, "config_version": version,
+        "config_version": version,
     }  # fmt: skip
 
 
