@@ -338,5 +338,32 @@ the code from before the history change):
 
 The recompute stays about twice DuckDB's time at ten times the accounts, so the gap is not the
 small scale's fixed cost.
+
+Then (2026-12-05, late) a stored Segment call kept only what health reads of it (the times its
+timestamp was corrected with were a third of each generated call; real calls also carry the
+device's context), and health history lost its signal scores and coverage (migration 0025;
+nothing read them back). The same command, a quiet machine, 20.4 minutes:
+
+| day | db | events | rows | size | B/ev | WAL B/ev | ev/s | rescore ms | recompute s | DuckDB s |
+|---|---|---|---|---|---|---|---|---|---|---|
+| 30 | SQLite | 93k | 109k | 24.2 MB | 259 | - | 11,734 | 29.4 | 0.07 | 0.04 |
+| 30 | PostgreSQL | 93k | 109k | 39.0 MB | 417 | 1,859 | 8,481 | 32.6 | 0.09 | 0.04 |
+| 90 | SQLite | 279k | 137k | 27.1 MB | 97 | - | 9,772 | 30.9 | 0.09 | 0.05 |
+| 90 | PostgreSQL | 279k | 137k | 43.5 MB | 156 | 1,790 | 7,891 | 32.5 | 0.09 | 0.05 |
+| 180 | SQLite | 558k | 176k | 30.8 MB | 55 | - | 9,399 | 29.3 | 0.09 | 0.05 |
+| 180 | PostgreSQL | 558k | 176k | 50.2 MB | 90 | 1,841 | 7,166 | 33.8 | 0.09 | 0.05 |
+| 365 | SQLite | 1.12M | 256k | 38.9 MB | 35 | - | 9,259 | 29.4 | 0.09 | 0.06 |
+| 365 | PostgreSQL | 1.12M | 256k | 64.3 MB | 58 | 1,875 | 7,146 | 36.2 | 0.13 | 0.06 |
+
+Met: size(365) / size(90) 1.44 (SQLite) and 1.48 (PostgreSQL); 35 and 58 bytes per event;
+WAL at most 1,875 bytes per event; SQLite over 5,000 events/s. Missed: the recompute against
+DuckDB, and the worker's events/s at 365 against day 30 (79% on SQLite, 84% on PostgreSQL).
+Both come from one cost: rescoring an account reads its windows (60 days of usage rows, 90 of
+interactions), a fixed-size read per account once the windows are full. At day 30 they are
+half full, so the rescore share of a drain is smaller; from day 90 on the events/s hold
+(SQLite 9,772 / 9,399 / 9,259). Per 200 accounts (SQLite, the issue's density) a recompute is
+read_facts 30 ms (usage 12, interactions 11), alerts 11, the trend lookup 5, the account rows
+5; rows fetched straight into Python without any computing cost 0.75 microseconds each, so the
+window rows alone are about as dear as DuckDB's whole columnar scan.
 """,
 }
