@@ -45,6 +45,8 @@ SHORT_TEXT = 255
 TEXT = 500
 # A product feature name (only in the stored payload; kept as short as a user id).
 FEATURE = 200
+# A survey respondent's comment, in their words.
+COMMENT = 2000
 # The kind of an inbox event (inbox_events.kind): a HubSpot subscriptionType, a Salesforce
 # sObject type, a Dynamics "entity:message".
 EVENT_KIND = 128
@@ -280,6 +282,7 @@ Name = Annotated[str, StringConstraints(max_length=NAME), _Storable]
 ShortText = Annotated[str, StringConstraints(max_length=SHORT_TEXT), _Storable]
 Text = Annotated[str, StringConstraints(max_length=TEXT), _Storable]
 Feature = Annotated[str, StringConstraints(max_length=FEATURE), _Storable]
+Comment = Annotated[str, StringConstraints(max_length=COMMENT), _Storable]
 EventKind = Annotated[str, StringConstraints(min_length=1, max_length=EVENT_KIND), _Storable]
 PropertyValue = Annotated[str, StringConstraints(max_length=PROPERTY_VALUE), _Storable]
 Seats = Annotated[int, Field(ge=0, le=MAX_SEATS)]

@@ -29,6 +29,10 @@ CollaborationKind = Literal[
 ]
 TicketPriority = Literal["low", "medium", "high", "urgent"]
 OutcomeKind = Literal["renewed", "churned"]
+# Net Promoter Score (0-10), customer satisfaction (1-5), customer effort (1-7).
+SurveyKind = Literal["nps", "csat", "ces"]
+# The scale of each kind's score, both ends included.
+SURVEY_SCALES: Mapping[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 AttributeOrigin = Literal["crm", "native"]
 
 
@@ -130,6 +134,19 @@ class Outcome:
     outcome: OutcomeKind
 
 
+@dataclass(frozen=True, kw_only=True)
+class SurveyResponse:
+    """A person's answer to a survey (NPS, CSAT, CES): the customer's own voice. `score` is
+    on the kind's scale (SURVEY_SCALES); the comment is theirs, untrusted text."""
+
+    account: str
+    at: datetime
+    kind: SurveyKind
+    score: float
+    respondent: str
+    comment: str | None = None
+
+
 NormalisedEvent = (
     AccountAttributes
     | AccountDeleted
@@ -139,4 +156,5 @@ NormalisedEvent = (
     | Collaboration
     | Ticket
     | Outcome
+    | SurveyResponse
 )

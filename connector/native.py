@@ -10,11 +10,12 @@ import dataclasses
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from connector import bounds
 from connector.model import (
     ACCOUNT_ATTRIBUTES,
+    SURVEY_SCALES,
     AccountAttributes,
     AccountDeleted,
     AttributeOrigin,
@@ -27,6 +28,8 @@ from connector.model import (
     NormalisedEvent,
     Outcome,
     OutcomeKind,
+    SurveyKind,
+    SurveyResponse,
     Ticket,
     TicketPriority,
     Usage,
@@ -154,6 +157,37 @@ class OutcomeEvent(_Event):
         return Outcome(account=self.account, at=at, outcome=self.outcome)
 
 
+class SurveyEvent(_Event):
+    """An answer to an NPS (0-10), CSAT (1-5) or CES (1-7) survey by one respondent."""
+
+    type: Literal["survey"]
+    kind: SurveyKind
+    score: float = Field(allow_inf_nan=False)
+    respondent: bounds.RecordId
+    comment: bounds.Comment | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _on_scale(cls, value: float, info: ValidationInfo) -> float:
+        kind = info.data.get("kind")
+        if kind is None:  # the kind's own error says what is wrong
+            return value
+        low, high = SURVEY_SCALES[kind]
+        if not low <= value <= high:
+            raise ValueError(f"{kind} scores run from {low} to {high}, not {value:g}")
+        return value
+
+    def normalised(self, at: datetime) -> NormalisedEvent:
+        return SurveyResponse(
+            account=self.account,
+            at=at,
+            kind=self.kind,
+            score=self.score,
+            respondent=self.respondent,
+            comment=self.comment or None,
+        )
+
+
 NativeEvent = Annotated[
     AccountEvent
     | AccountDeletedEvent
@@ -162,7 +196,8 @@ NativeEvent = Annotated[
     | UsageEvent
     | CollaborationEvent
     | TicketEvent
-    | OutcomeEvent,
+    | OutcomeEvent
+    | SurveyEvent,
     Field(discriminator="type"),
 ]
 NATIVE_EVENT: TypeAdapter[NativeEvent] = TypeAdapter(NativeEvent)
@@ -188,6 +223,7 @@ _TYPES: dict[type, str] = {
     Collaboration: "collaboration",
     Ticket: "ticket",
     Outcome: "outcome",
+    SurveyResponse: "survey",
 }
 
 

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from connector import bounds, jsonparse
 from connector.errors import PayloadError, PayloadTooLargeError
-from connector.model import Collaboration, CollaborationKind, NormalisedEvent, Usage
+from connector.model import (
+    SURVEY_SCALES,
+    Collaboration,
+    CollaborationKind,
+    NormalisedEvent,
+    SurveyKind,
+    SurveyResponse,
+    Usage,
+)
 
 # Segment's documented limits: 500 KB per batch request, 32 KB per call (alone or in a batch).
 BATCH_MAX_BYTES = 500 * 1024
@@ -253,9 +262,10 @@ def _invalid(message: dict[str, Any], error: str) -> InboxMessage:
     )
 
 
-# What `interpret` reads of a call: the stored call keeps these and nothing else. A call as
-# Segment's libraries send it also carries the device's context (IP address, user agent, page,
-# library), `properties`, `integrations` and the times its timestamp was corrected with, often
+# What `interpret` reads of a call: the stored call keeps these (and a survey answer's
+# properties) and nothing else. A call as Segment's libraries send it also carries the
+# device's context (IP address, user agent, page, library), its other `properties`,
+# `integrations` and the times its timestamp was corrected with, often
 # most of its size; none of them count for health, and the inbox keeps calls for the dedup
 # window. A call that fails a check is kept whole, so its dead letter shows what came.
 _INTERPRETED = ("type", "messageId", "timestamp", "userId", "anonymousId", "event", "name",
@@ -267,6 +277,11 @@ def _normalised(message: Mapping[str, Any]) -> dict[str, Any]:
     context = message.get("context")
     if isinstance(context, dict) and "groupId" in context:
         kept["context"] = {"groupId": context["groupId"]}
+    properties = message.get("properties")
+    if isinstance(properties, dict):
+        answer = {name: properties[name] for name in _SURVEY_PROPERTIES if name in properties}
+        if answer:
+            kept["properties"] = answer
     return kept
 
 
@@ -386,6 +401,46 @@ def _canonical(message: Mapping[str, Any]) -> bytes:
 # --- reading stored messages (the worker) -------------------------------------------------------
 
 
+# Track events that carry a survey answer (as survey tools name them when they send to
+# Segment); compared as normalised_event_name does. Their properties: `score` (required),
+# `kind` or `survey_type` (nps, csat, ces; nps when absent) and `comment`.
+SURVEY_EVENTS = frozenset({"survey responded", "survey submitted", "nps survey responded"})
+# What a stored call keeps of its properties: a survey answer's, nothing else.
+_SURVEY_PROPERTIES = ("score", "kind", "survey_type", "comment")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    kind: SurveyKind
+    score: float
+    comment: str | None
+
+
+def _survey_answer(message: Mapping[str, Any]) -> Answer:
+    """The answer a survey track call carries; PayloadError (dead-lettered with the reason)
+    when it has no usable score."""
+    properties = message.get("properties") or {}
+    kind = str(properties.get("kind") or properties.get("survey_type") or "nps").casefold()
+    if kind not in SURVEY_SCALES:
+        raise PayloadError(f"properties.kind: one of nps, csat, ces (got {kind[:40]!r})")
+    raw = properties.get("score")
+    try:
+        score = float(raw) if isinstance(raw, int | float | str) and raw is not True else math.nan
+    except ValueError:  # a text that is no number
+        score = math.nan
+    low, high = SURVEY_SCALES[kind]
+    if not low <= score <= high:
+        raise PayloadError(
+            f"properties.score: a {kind} score from {low} to {high} is required (got {raw!r:.40})"
+        )
+    comment = _text(properties.get("comment"))
+    return Answer(
+        kind=cast(SurveyKind, kind),
+        score=score,
+        comment=comment[: bounds.COMMENT] if comment else None,
+    )
+
+
 def normalised_event_name(name: str) -> str:
     """Event names compare without case or extra spaces: "feedback  submitted" is the same."""
     return " ".join(name.split()).casefold()
@@ -443,6 +498,9 @@ class Activity:
     feature: str | None
     usage: bool
     collaboration: CollaborationKind | None
+    # A survey answer, and who gave it (the userId, else the anonymousId).
+    answer: Answer | None = None
+    respondent: str | None = None
 
     def events(self, account: str) -> list[NormalisedEvent]:
         found: list[NormalisedEvent] = []
@@ -452,6 +510,17 @@ class Activity:
             )
         if self.collaboration is not None:
             found.append(Collaboration(account=account, at=self.at, kind=self.collaboration))
+        if self.answer is not None and self.respondent is not None:
+            found.append(
+                SurveyResponse(
+                    account=account,
+                    at=self.at,
+                    kind=self.answer.kind,
+                    score=self.answer.score,
+                    respondent=self.respondent,
+                    comment=self.answer.comment,
+                )
+            )
         return found
 
 
@@ -500,9 +569,15 @@ def interpret(message: Mapping[str, Any], options: SegmentOptions) -> ProductMes
     collaboration = (
         options.collaboration_kind(str(message.get("event"))) if call == "track" else None
     )
+    answer = (
+        _survey_answer(message)
+        if call == "track" and normalised_event_name(str(message.get("event"))) in SURVEY_EVENTS
+        else None
+    )
     # Seats are people: only identified users count as active use; anonymous visitors do not.
-    usage = user_id is not None
-    if not usage and collaboration is None:
+    # A survey answer is not use of the product: survey tools send it from their servers.
+    usage = user_id is not None and answer is None
+    if not usage and collaboration is None and answer is None:
         return None
     return Activity(
         group_id=group_id,
@@ -511,6 +586,8 @@ def interpret(message: Mapping[str, Any], options: SegmentOptions) -> ProductMes
         feature=feature[:200] if feature else None,
         usage=usage,
         collaboration=collaboration,
+        answer=answer,
+        respondent=user_id or _identifier(message, "anonymousId", ""),
     )
 
 

@@ -59,6 +59,12 @@ class AccountFacts:
     escalations_90d: int | None = None
     arr: float | None = None
     arr_12m_ago: float | None = None
+    # Survey answers (signals.voice): the account's NPS and mean CSAT over 90 days (None below
+    # the minimum of answers) and the latest answer of each.
+    nps_90d: float | None = None
+    nps_latest: float | None = None
+    csat_90d: float | None = None
+    csat_latest: float | None = None
     # Since when the account is a customer (the CRM's or a native customer-since date, else
     # its first record); None where unknown. Younger than the onboarding period: "onboarding".
     customer_since: datetime | None = None
@@ -87,6 +93,10 @@ class IndicatorSpec:
     at_risk: float
     healthy: float
     weight: float = 1.0
+    # Evidence most accounts never have (survey answers): where it has data it counts like
+    # any indicator; where it has none, the account's coverage does not miss it, so adding
+    # such an indicator moves no band of an account without it.
+    optional: bool = False
 
 
 Measure = Callable[[AccountFacts], tuple[float | None, ...]]

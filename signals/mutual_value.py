@@ -1,5 +1,6 @@
 """Mutual value: a poorly sold account costs many times the effort of a good one, which shows
-as support load and escalations relative to its size."""
+as support load and escalations relative to its size; and value runs both ways, which the
+customer says in their own words when asked (NPS, CSAT: see signals.voice)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ def measure(facts: AccountFacts) -> tuple[float | None, ...]:
     support_load = None
     if tickets is not None and seats is not None and seats > 0:
         support_load = tickets / seats * 10.0
-    return support_load, facts.escalations_90d
+    return (
+        support_load,
+        facts.escalations_90d,
+        facts.nps_90d,
+        facts.nps_latest,
+        facts.csat_90d,
+        facts.csat_latest,
+    )
 
 
 SIGNAL = SignalSpec(
     name="mutual_value",
     label="Mutual value",
+    # The CRM fields' descriptions are made of it, word for word: it stays as provisioned.
     description="support load and escalations per seat",
     question="is the account worth its effort on both sides?",
     evidence="support tickets with seats",
@@ -27,6 +36,32 @@ SIGNAL = SignalSpec(
             "support_load", "Tickets per 10 seats (90d)", Unit.NUMBER, at_risk=5, healthy=1
         ),
         IndicatorSpec("escalations", "High/urgent tickets (90d)", Unit.COUNT, at_risk=3, healthy=0),
+        # More detractors than promoters is a warning; 30 is a good B2B NPS.
+        IndicatorSpec("nps", "NPS (90d)", Unit.NUMBER, at_risk=0, healthy=30, optional=True),
+        # A detractor's answer (6 or less) against a promoter's (9 or more); one person's
+        # word, so half the weight of the account's NPS.
+        IndicatorSpec(
+            "nps_latest",
+            "Latest NPS answer",
+            Unit.NUMBER,
+            at_risk=6,
+            healthy=9,
+            weight=0.5,
+            optional=True,
+        ),
+        # 3 of 5 is "neutral"; 4.3 is where satisfied customers' means sit.
+        IndicatorSpec(
+            "csat", "CSAT (90d mean)", Unit.NUMBER, at_risk=3, healthy=4.3, optional=True
+        ),
+        IndicatorSpec(
+            "csat_latest",
+            "Latest CSAT answer",
+            Unit.NUMBER,
+            at_risk=2,
+            healthy=4,
+            weight=0.5,
+            optional=True,
+        ),
     ),
     measure=measure,
 )

@@ -9,7 +9,7 @@ first access.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from signals.config import Bands, HealthConfig, IndicatorConfig
@@ -28,7 +28,7 @@ from signals.model import (
 from signals.registry import SIGNAL_BY_NAME, SIGNAL_NAMES
 
 # (signal name, signal weight, indicator weight, measure, ((at_risk, scale, weight) each))
-_HotSignal = tuple[str, float, float, Measure, tuple[tuple[float, float, float], ...]]
+_HotSignal = tuple[str, float, float, Measure, tuple[tuple[float, float, float, bool], ...]]
 
 MAX_DRIVERS = 3
 
@@ -87,7 +87,13 @@ class _Signal:
     evidence: str
     # Aligned with what `measure` returns; an indicator with weight 0 is None (left out).
     indicators: tuple[_Indicator | None, ...]
+    # The weight of the indicators that are not optional: what coverage expects to have data.
     indicator_weight: float
+
+    def coverage_weight(self, used: Sequence[_Indicator]) -> float:
+        """What coverage divides the indicators with data by: the expected weight plus the
+        optional indicators' that have data."""
+        return self.indicator_weight + sum(i.weight for i in used if i.spec.optional)
 
     @property
     def hot(self) -> _HotSignal:
@@ -100,7 +106,8 @@ class _Signal:
             self.weight,
             self.indicator_weight,
             self.measure,
-            tuple((0.0, 0.0, 0.0) if i is None else (i.at_risk, i.scale, i.weight)
+            tuple((0.0, 0.0, 0.0, False) if i is None
+                  else (i.at_risk, i.scale, i.weight, i.spec.optional)
                   for i in self.indicators),
         )  # fmt: skip
 
@@ -143,6 +150,10 @@ def _compile(config: HealthConfig) -> _Plan:
         )
         indicator_weight = sum(i.weight for i in indicators if i is not None)
         if signal_config.weight > 0 and indicator_weight > 0:
+            # Coverage expects data of the indicators that are not optional.
+            indicator_weight = sum(
+                i.weight for i in indicators if i is not None and not i.spec.optional
+            )
             signals.append(
                 _Signal(
                     name=name,
@@ -196,8 +207,8 @@ def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], 
         namespace[f"measure_{position}"] = measure
         raws = [f"r{position}_{i}" for i in range(len(indicators))]
         lines.append(f"    {', '.join(raws)}, = measure_{position}(facts)")
-        lines.append("    weighted = weight_sum = 0.0")
-        for raw, (at_risk, scale, weight) in zip(raws, indicators, strict=True):
+        lines.append("    weighted = weight_sum = optional_sum = 0.0")
+        for raw, (at_risk, scale, weight, optional) in zip(raws, indicators, strict=True):
             if weight <= 0.0:
                 continue
             lines += [
@@ -207,13 +218,16 @@ def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], 
                 f"        weighted += value * {weight!r}",
                 f"        weight_sum += {weight!r}",
             ]
+            if optional:
+                lines.append(f"        optional_sum += {weight!r}")
         lines += [
             "    if weight_sum > 0.0:",
             "        signal_score = weighted / weight_sum",
             f"        scores[{name!r}] = signal_score",
             f"        available += {signal_weight!r}",
             f"        total += {signal_weight!r} * signal_score",
-            f"        covered += {signal_weight!r} * weight_sum / {indicator_weight!r}",
+            f"        covered += {signal_weight!r} * weight_sum"
+            f" / ({indicator_weight!r} + optional_sum)",
         ]
     lines.append("    return available, total, scores, covered")
     exec(compile("\n".join(lines), "<crm-health scoring plan>", "exec"), namespace)  # noqa: S102
@@ -350,7 +364,7 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
             missing.extend(
                 indicator.spec.label
                 for indicator, raw in zip(signal.indicators, raws)  # noqa: B905
-                if raw is None and indicator is not None
+                if raw is None and indicator is not None and not indicator.spec.optional
             )
         else:
             missing.append(signal.evidence)
@@ -359,7 +373,9 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
     costs: list[tuple[float, _Indicator, float, float]] = []
     covered_weight = 0.0
     for signal, weight_sum, used in measured:
-        covered_weight += signal.weight * weight_sum / signal.indicator_weight
+        covered_weight += (
+            signal.weight * weight_sum / signal.coverage_weight([i for i, _, _ in used])
+        )
         share = signal.weight / available_weight / weight_sum
         for indicator, raw, value in used:
             weight = share * indicator.weight

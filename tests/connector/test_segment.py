@@ -5,6 +5,7 @@ The payloads are the examples of Segment's public HTTP Tracking API and Spec pag
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from connector.errors import PayloadError, PayloadTooLargeError
-from connector.model import Collaboration, Usage
+from connector.model import Collaboration, SurveyResponse, Usage
 from connector.segment import (
     Activity,
     GroupCall,
@@ -445,3 +446,54 @@ def test_a_write_key_in_the_body_is_left_out_of_what_is_stored() -> None:
     # Without a key in the body, the request is stored as sent (nothing re-encoded).
     plain = check_request(b'{"userId": "u", "event": "e"}', call="track")
     assert plain.redacted is None
+
+
+def survey_call(properties: dict[str, object], **fields: object) -> dict[str, object]:
+    return {
+        "type": "track", "userId": "u1", "event": "Survey Responded",
+        "timestamp": "2026-11-20T10:00:00Z", "context": {"groupId": "g1"},
+        "properties": properties, **fields,
+    }  # fmt: skip
+
+
+def test_a_survey_answer_becomes_a_survey_response_and_no_usage():
+    [message] = parse_request(
+        body(survey_call({"score": "3", "survey_type": "CSAT", "comment": "slow", "plan": "x"})),
+        call="track",
+        received_at=NOW,
+    )
+    # The stored call keeps the answer's properties and no other.
+    assert message.payload["properties"] == {"score": "3", "survey_type": "CSAT", "comment": "slow"}
+    activity = interpret(message.payload, SegmentOptions())
+    assert isinstance(activity, Activity)
+    [answer] = activity.events("42")
+    assert answer == SurveyResponse(
+        account="42", at=datetime(2026, 11, 20, 10, tzinfo=UTC), kind="csat", score=3.0,
+        respondent="u1", comment="slow",
+    )  # fmt: skip
+
+
+def test_an_anonymous_nps_answer_counts_under_its_anonymous_id():
+    call = survey_call({"score": 10}, event="nps survey  responded")
+    del call["userId"]
+    call["anonymousId"] = "anon-7"
+    activity = interpret(call, SegmentOptions())
+    assert isinstance(activity, Activity)
+    [answer] = activity.events("42")
+    assert isinstance(answer, SurveyResponse)
+    assert (answer.kind, answer.score, answer.respondent) == ("nps", 10.0, "anon-7")
+
+
+@pytest.mark.parametrize(
+    ("properties", "error"),
+    [
+        ({"score": 11}, "properties.score: a nps score from 0 to 10 is required (got 11)"),
+        ({}, "properties.score: a nps score from 0 to 10 is required (got None)"),
+        ({"score": "great"}, "properties.score"),
+        ({"score": True}, "properties.score"),
+        ({"score": 4, "kind": "mood"}, "properties.kind: one of nps, csat, ces (got 'mood')"),
+    ],
+)
+def test_a_survey_answer_without_a_usable_score_is_refused_with_the_reason(properties, error):
+    with pytest.raises(PayloadError, match=re.escape(error)):
+        interpret(survey_call(properties), SegmentOptions())

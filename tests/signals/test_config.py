@@ -39,6 +39,10 @@ def test_defaults_are_the_documented_ones() -> None:
         "executive_access": (0, 1, 1.0),
         "support_load": (5, 1, 1.0),
         "escalations": (3, 0, 1.0),
+        "nps": (0, 30, 1.0),
+        "nps_latest": (6, 9, 0.5),
+        "csat": (3, 4.3, 1.0),
+        "csat_latest": (2, 4, 0.5),
         "arr_change": (-0.10, 0.05, 1.0),
     }
     assert (config.bands.healthy_min, config.bands.at_risk_below) == (70, 40)

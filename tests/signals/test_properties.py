@@ -46,6 +46,10 @@ def account_facts(draw: st.DrawFn) -> AccountFacts:
         escalations_90d=draw(counts),
         arr=draw(money),
         arr_12m_ago=draw(money),
+        nps_90d=draw(st.none() | st.floats(min_value=-100, max_value=100)),
+        nps_latest=draw(st.none() | st.integers(min_value=0, max_value=10).map(float)),
+        csat_90d=draw(st.none() | st.floats(min_value=1, max_value=5)),
+        csat_latest=draw(st.none() | st.integers(min_value=1, max_value=5).map(float)),
     )
 
 
@@ -75,6 +79,10 @@ SINGLE_INDICATOR_FIELDS = {
     "mean_daily_active_users_30d": +1,
     "active_users_prev_30d": -1,
     "last_usage_at": +1,  # later is healthier
+    "nps_90d": +1,
+    "nps_latest": +1,
+    "csat_90d": +1,
+    "csat_latest": +1,
 }
 
 
@@ -174,3 +182,49 @@ def test_fast_path_agrees_with_the_indicator_by_indicator_explanation(
             continue
         mean = sum(i.score * i.weight for i in parts) / sum(i.weight for i in parts)
         assert value == pytest.approx(mean, abs=1e-9)
+
+
+def without_answers(facts: AccountFacts) -> AccountFacts:
+    return replace(facts, nps_90d=None, nps_latest=None, csat_90d=None, csat_latest=None)
+
+
+# The configuration as it was before survey indicators existed: they weigh nothing.
+WITHOUT_SURVEYS = HealthConfig.model_validate(
+    {"signals": {"mutual_value": {"indicators": {
+        name: {"weight": 0, "at_risk": at_risk, "healthy": healthy}
+        for name, at_risk, healthy in (
+            ("nps", 0, 30), ("nps_latest", 6, 9), ("csat", 3, 4.3), ("csat_latest", 2, 4)
+        )
+    }}}}
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(account_facts())
+def test_an_account_without_survey_answers_scores_as_if_surveys_did_not_exist(
+    facts: AccountFacts,
+) -> None:
+    silent = without_answers(facts)
+    now, before = score(silent, CONFIG), score(silent, WITHOUT_SURVEYS)
+    assert (now.score, now.band, now.signals) == (before.score, before.band, before.signals)
+    assert now.coverage.ratio == before.coverage.ratio
+    assert now.drivers == before.drivers
+
+
+@settings(max_examples=300)
+@given(account_facts())
+def test_survey_answers_never_lower_the_coverage(facts: AccountFacts) -> None:
+    silent = without_answers(facts)
+    assert score(facts, CONFIG).coverage.ratio >= score(silent, CONFIG).coverage.ratio - 1e-9
+
+
+@settings(max_examples=300)
+@given(account_facts())
+def test_the_verdict_and_the_coverage_shown_agree(facts: AccountFacts) -> None:
+    # The scoring loop decides on its own sums; the explanation shows its own ratio.
+    health = score(facts, CONFIG)
+    needed = CONFIG.bands.min_coverage
+    if health.score is None:
+        assert health.coverage.ratio < needed + 1e-4
+    else:
+        assert health.coverage.ratio >= needed - 1e-4

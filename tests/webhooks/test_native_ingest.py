@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from testkit import crm_accounts, native
 from webhooks.store import keys
-from webhooks.store.models import Account, InboxEvent, UsageMonth
+from webhooks.store.models import Account, InboxEvent, SurveyFact, UsageMonth
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -183,3 +183,62 @@ async def test_an_ingest_key_may_not_read_unmatched(service):
     headers = await bearer(service, role="ingest")
     response = await service.client.get("/api/v1/ingest/unmatched", headers=headers)
     assert response.status_code == 403
+
+
+async def test_survey_answers_are_stored_then_become_the_accounts_voice(service):
+    await crm_accounts(service.runtime, ["1001"])
+    headers = await bearer(service, role="ingest")
+    # The service scores on the wall clock: the answers are of the last few weeks.
+    today = datetime.now(UTC)
+    answers = [
+        native("survey", "1001", kind="nps", score=score, respondent=who,
+               at=(today - timedelta(days=days)).isoformat())
+        for score, who, days in ((10, "a@acme.test", 30), (9, "b@acme.test", 20),
+                                 (4, "c@acme.test", 10))
+    ]  # fmt: skip
+    answers.append(
+        native("survey", "1001", kind="csat", score=2, respondent="c@acme.test",
+               comment="<script>alert(1)</script> slow support")
+    )  # fmt: skip
+    response = await post(service, answers, headers)
+    assert response.status_code == 202
+    assert response.json()["stored"] == 4
+    await service.runtime.pipeline.run_once()
+    async with service.runtime.sessions() as session:
+        held = (
+            await session.execute(
+                select(SurveyFact.kind, SurveyFact.score, SurveyFact.comment).order_by(
+                    SurveyFact.at
+                )
+            )
+        ).all()
+        account = (await session.execute(select(Account))).scalar_one()
+    assert [(kind, score) for kind, score, _ in held] == [
+        ("nps", 10.0), ("nps", 9.0), ("nps", 4.0), ("csat", 2.0)
+    ]  # fmt: skip
+    assert held[-1][2] == "<script>alert(1)</script> slow support"
+    # NPS (2 promoters, 1 detractor of 3) and the latest CSAT answer, in mutual value.
+    assert "mutual_value.nps" in account.coverage["indicators"]
+    assert "mutual_value.csat_latest" in account.coverage["indicators"]
+
+
+async def test_a_survey_score_off_its_scale_is_422_naming_the_field(service):
+    headers = await bearer(service, role="ingest")
+    response = await post(
+        service,
+        [
+            native("survey", "1", kind="nps", score=11, respondent="a"),
+            native("survey", "1", kind="csat", score=0, respondent="a"),
+            native("survey", "1", kind="mood", score=3, respondent="a"),
+            {"type": "survey", "account": "1", "kind": "nps", "score": 9},
+        ],
+        headers,
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "events[0].score: nps scores run from 0 to 10, not 11" in detail
+    assert "events[1].score: csat scores run from 1 to 5, not 0" in detail
+    assert "events[2].kind" in detail
+    assert "events[3].respondent: Field required" in detail
+    async with service.runtime.sessions() as session:
+        assert (await session.execute(select(InboxEvent))).first() is None

@@ -6,7 +6,9 @@ worker's cost grows with the batch, not with the number of statements per event.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -37,11 +39,13 @@ from connector.model import (
     Interaction,
     NormalisedEvent,
     Outcome,
+    SurveyResponse,
     Ticket,
     Usage,
 )
 from connector.segment import normalised_domain
 from signals.model import AccountFacts
+from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, voice
 from webhooks.store import pruning
 from webhooks.store.dialect import is_postgresql, upsert_insert
 from webhooks.store.latest import latest_rows
@@ -54,6 +58,7 @@ from webhooks.store.models import (
     InteractionFact,
     OutcomeFact,
     SourceKind,
+    SurveyFact,
     TicketFact,
     UsageMonth,
     core_table,
@@ -149,6 +154,13 @@ def _last_changed(account: AccountRow) -> datetime:
     return max(times, default=datetime.min.replace(tzinfo=UTC))
 
 
+def _dated_row(account_id: int, event: Collaboration | Outcome) -> tuple[type, dict[str, Any]]:
+    """The table and row of a fact that is only its account, time and kind."""
+    if isinstance(event, Collaboration):
+        return CollaborationFact, {"account_id": account_id, "at": event.at, "kind": event.kind}
+    return OutcomeFact, {"account_id": account_id, "at": event.at, "outcome": event.outcome}
+
+
 class _Batch:
     """The rows one batch of events adds, collected first and written in bulk."""
 
@@ -158,6 +170,8 @@ class _Batch:
         self.usage: dict[tuple[int, date, str], int] = {}
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
+        # {(account id, kind, respondent, at): the answer}: a resend within the batch is one.
+        self.surveys: dict[tuple[int, str, str, datetime], SurveyResponse] = {}
         # Interactions the source identifies, the last version in the batch per id.
         self.identified: dict[tuple[int, str], dict[str, Any]] = {}
         self.rows: dict[type, list[dict[str, Any]]] = {
@@ -182,16 +196,13 @@ class _Batch:
                 account.last_interaction_at = _later(account.last_interaction_at, at)
             case ContactUpsert(contact=contact):
                 _keep_latest(self.contacts, (account.id, contact), event)
+            case SurveyResponse(at=at, kind=kind, respondent=respondent):
+                self.surveys[(account.id, kind, respondent, at)] = event
             case Ticket(ticket=ticket):
                 _keep_latest(self.tickets, (account.id, ticket), event)
-            case Collaboration(at=at, kind=kind):
-                self.rows[CollaborationFact].append(
-                    {"account_id": account.id, "at": at, "kind": kind}
-                )
-            case Outcome(at=at, outcome=outcome):
-                self.rows[OutcomeFact].append(
-                    {"account_id": account.id, "at": at, "outcome": outcome}
-                )
+            case Collaboration() | Outcome():
+                model, row = _dated_row(account.id, event)
+                self.rows[model].append(row)
             case AccountAttributes(at=at, attributes=attributes, origin=origin):
                 if account.deleted_at is not None and at > account.deleted_at:
                     # Only a restored record changes after its deletion (HubSpot's restore).
@@ -237,6 +248,8 @@ class _Batch:
             await _upsert_contacts(session, self.contacts)
         if self.tickets:
             await _upsert_tickets(session, self.tickets)
+        if self.surveys:
+            await _upsert_surveys(session, self.surveys)
 
 
 # PostgreSQL: the batch's (account, month, user) rows merged by an UPDATE of those that exist
@@ -399,6 +412,26 @@ async def _upsert_contacts(
     )
 
 
+async def _upsert_surveys(
+    session: AsyncSession, surveys: Mapping[tuple[int, str, str, datetime], SurveyResponse]
+) -> None:
+    """A resent answer (same respondent, kind and moment) replaces the one held."""
+    insert = upsert_insert(session, SurveyFact)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["account_id", "kind", "respondent", "at"],
+            set_={"score": insert.excluded.score, "comment": insert.excluded.comment},
+        ),
+        [
+            {"account_id": account_id, "kind": kind, "respondent": respondent, "at": at,
+             "score": answer.score, "comment": answer.comment}
+            for (account_id, kind, respondent, at), answer in sorted(
+                surveys.items(), key=lambda item: item[0]
+            )
+        ],
+    )  # fmt: skip
+
+
 async def _upsert_tickets(session: AsyncSession, tickets: Mapping[tuple[int, str], Ticket]) -> None:
     insert = upsert_insert(session, TicketFact)
     # The first sighting sets when it was opened; later events may change its priority.
@@ -472,6 +505,7 @@ async def read_facts(
         until=until,
     )
     tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
+    voices = await _voices(session, ids, as_of, until)
     arr_before = await _attribute_at(session, ids, "arr", as_of - ARR_LOOKBACK)
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}
@@ -545,6 +579,7 @@ async def read_facts(
             escalations_90d=None if count(opened, "ticket", 90) is None else escalated,
             arr=_float(values.get("arr")),
             arr_12m_ago=_float(arr_before.get(account.id)),
+            **asdict(voices.get(account.id, NO_VOICE)),
         )  # fmt: skip
     return snapshots
 
@@ -878,6 +913,29 @@ async def _tickets(
         .group_by(TicketFact.account_id)
     )
     return {row[0]: (row[1], int(row[2] or 0)) for row in rows}
+
+
+async def _voices(
+    session: AsyncSession, ids: Collection[int], as_of: datetime, until: datetime | None
+) -> dict[int, Voice]:
+    """Each account's survey measures (signals.voice) from its NPS and CSAT answers of the
+    last LATEST_DAYS (up to `until` when given)."""
+    window = [
+        SurveyFact.account_id.in_(ids),
+        SurveyFact.kind.in_(("nps", "csat")),
+        SurveyFact.at > as_of - timedelta(days=LATEST_DAYS),
+    ]
+    if until is not None:
+        window.append(SurveyFact.at <= until)
+    rows = await session.execute(
+        select(SurveyFact.account_id, SurveyFact.kind, SurveyFact.at, SurveyFact.score)
+        .where(*window)
+        .order_by(SurveyFact.account_id, SurveyFact.at, SurveyFact.respondent)
+    )
+    answers: dict[int, list[Answer]] = defaultdict(list)
+    for account_id, kind, at, score in rows:
+        answers[account_id].append(Answer(kind=kind, at=_aware(at), score=score))
+    return {account_id: voice(found, as_of) for account_id, found in answers.items()}
 
 
 async def _attribute_at(

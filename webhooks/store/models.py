@@ -13,6 +13,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -328,6 +329,21 @@ class AttributeChange(Base):
     name: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime]
     value: Mapped[str | None] = mapped_column(String(500))
+
+
+class SurveyFact(Base):
+    """One answer to a survey (NPS, CSAT, CES). The same respondent answering the same kind
+    at the same moment is one answer: a resend replaces it."""
+
+    __tablename__ = "survey_responses"
+
+    account_id: Mapped[int] = _account_fk()
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    respondent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    # The respondent's own words: untrusted text, kept for people to read.
+    comment: Mapped[str | None] = mapped_column(Text)
 
 
 class OutcomeFact(Base):

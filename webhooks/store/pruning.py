@@ -26,6 +26,7 @@ from webhooks.store.models import (
     InstallGrant,
     InteractionFact,
     RecomputeJob,
+    SurveyFact,
     TicketFact,
 )
 
@@ -106,7 +107,8 @@ async def vacuum_step(session: AsyncSession) -> int:
 
 
 def older_facts(model: Any, at: Any, cutoff: datetime) -> Rule:
-    """Dated facts (interactions, collaboration events, tickets by opening) before `cutoff`."""
+    """Dated facts (interactions, collaboration events, tickets by opening, survey answers)
+    before `cutoff`."""
     return Rule(model=model, where=lambda _dialect: at < cutoff)
 
 
@@ -115,6 +117,7 @@ def fact_rules(cutoff: datetime) -> dict[str, Rule]:
         "interactions": older_facts(InteractionFact, InteractionFact.at, cutoff),
         "collaboration_events": older_facts(CollaborationFact, CollaborationFact.at, cutoff),
         "tickets": older_facts(TicketFact, TicketFact.opened_at, cutoff),
+        "survey_responses": older_facts(SurveyFact, SurveyFact.at, cutoff),
     }
 
 
