@@ -44,28 +44,33 @@ async def _history(engine) -> list[tuple[object, ...]]:
         ]
 
 
+async def _insert_rows(engine, *, drivers: bool) -> None:
+    """ROWS as the schema before 0024 (with driver texts) or before 0025 held them."""
+    statement = (
+        "INSERT INTO health_history (account_id, computed_at, score, band, signals, drivers, "
+        "coverage, config_version) VALUES (:a, :at, :score, :band, :signals, :drivers, 0.75, 'v1')"
+        if drivers
+        else "INSERT INTO health_history (account_id, computed_at, score, band, signals, "
+        "coverage, config_version) VALUES (:a, :at, :score, :band, :signals, 0.75, 'v1')"
+    )
+    async with engine.begin() as connection:
+        await connection.execute(insert(core_table(Account)), bare_accounts((1, 2), created_at=NOW))
+        await connection.execute(
+            text(statement),
+            [
+                {"a": a, "at": at.replace(tzinfo=None), "score": score, "band": band,
+                 "signals": json.dumps(signals), "drivers": json.dumps(["Seat utilization 11%"])}
+                for a, at, score, band, signals in ROWS
+            ],
+        )  # fmt: skip
+
+
 async def test_history_drops_its_drivers_and_keeps_every_row(empty_database_url: str) -> None:
     config = alembic_config(empty_database_url)
     in_thread(command.upgrade, config, "20261205_0023")
     engine = create_async_engine(empty_database_url)
     try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                insert(core_table(Account)), bare_accounts((1, 2), created_at=NOW)
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO health_history (account_id, computed_at, score, band, signals, "
-                    "drivers, coverage, config_version) VALUES (:a, :at, :score, :band, "
-                    ":signals, :drivers, 1.0, 'v1')"
-                ),
-                [
-                    {"a": a, "at": at.replace(tzinfo=None), "score": score, "band": band,
-                     "signals": json.dumps(signals),
-                     "drivers": json.dumps(["Seat utilization 11%"])}
-                    for a, at, score, band, signals in ROWS
-                ],
-            )  # fmt: skip
+        await _insert_rows(engine, drivers=True)
         before = await _history(engine)
         in_thread(command.upgrade, config, "20261205_0024")
         assert "drivers" not in await _columns(engine)
@@ -100,22 +105,7 @@ async def test_history_drops_its_signals_and_coverage_and_keeps_every_row(
     in_thread(command.upgrade, config, "20261205_0024")
     engine = create_async_engine(empty_database_url)
     try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                insert(core_table(Account)), bare_accounts((1, 2), created_at=NOW)
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO health_history (account_id, computed_at, score, band, signals, "
-                    "coverage, config_version) VALUES (:a, :at, :score, :band, :signals, 0.75, "
-                    "'v1')"
-                ),
-                [
-                    {"a": a, "at": at.replace(tzinfo=None), "score": score, "band": band,
-                     "signals": json.dumps(signals)}
-                    for a, at, score, band, signals in ROWS
-                ],
-            )  # fmt: skip
+        await _insert_rows(engine, drivers=False)
         before = await _kept(engine)
         assert len(before) == len(ROWS)
         in_thread(command.upgrade, config, "20261205_0025")
