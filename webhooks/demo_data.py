@@ -1,6 +1,6 @@
 """The demo's sample data: companies drawn from five archetypes (the ideas of docs/signals.md
 in the flesh), each with a deterministic 180-day trajectory of product usage, conversations,
-contacts, tickets, co-innovation and ARR, and its lifecycle stage in the CRM."""
+contacts, tickets, co-innovation, NPS answers and ARR, and its lifecycle stage in the CRM."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class Archetype:
     escalation_share: float  # of tickets, high or urgent
     arr_growth_before: float  # a year, before the period
     arr_change: tuple[float, float]  # range, across the period
+    nps: tuple[int, int]  # range of the contacts' NPS answers (0-10)
 
 
 ARCHETYPES: dict[str, Archetype] = {
@@ -66,7 +67,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.6, 0.68), days_per_week=(1.9, 2.0), interactions_per_month=(5, 6),
         customer_share=0.4, contacts=6, executive=True, co_innovation=(4, 7),
         tickets_per_10_seats=1.5, escalation_share=0.03, arr_growth_before=0.2,
-        arr_change=(0.08, 0.18),
+        arr_change=(0.08, 0.18), nps=(8, 10),
     ),
     # Many seats, little use: one contact, we start every conversation, nothing moves.
     "transactional": Archetype(
@@ -74,7 +75,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.48, 0.48), days_per_week=(0.75, 0.75), interactions_per_month=(2, 2),
         customer_share=0.05, contacts=1, executive=False, co_innovation=(0, 0),
         tickets_per_10_seats=0.4, escalation_share=0.0, arr_growth_before=0.02,
-        arr_change=(0.02, 0.04),
+        arr_change=(0.02, 0.04), nps=(6, 9),
     ),
     # Sold to the wrong buyer: few seats, little use, and a heavy support load per seat.
     "poorly_sold": Archetype(
@@ -82,7 +83,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.4, 0.3), days_per_week=(0.6, 0.5), interactions_per_month=(3, 3),
         customer_share=0.15, contacts=2, executive=False, co_innovation=(0, 0),
         tickets_per_10_seats=8.0, escalation_share=0.3, arr_growth_before=0.0,
-        arr_change=(-0.15, -0.08),
+        arr_change=(-0.15, -0.08), nps=(2, 7),
     ),
     # A big account that stopped growing: fair use, spend flat and now shrinking.
     "leveled_off": Archetype(
@@ -90,7 +91,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.55, 0.5), days_per_week=(1.0, 1.0), interactions_per_month=(3, 3),
         customer_share=0.15, contacts=2, executive=True, co_innovation=(1, 1),
         tickets_per_10_seats=1.5, escalation_share=0.05, arr_growth_before=0.05,
-        arr_change=(-0.2, -0.12),
+        arr_change=(-0.2, -0.12), nps=(5, 9),
     ),
     # Use fades over the period, to nothing in the last weeks; the champion leaves.
     "fading": Archetype(
@@ -99,7 +100,7 @@ ARCHETYPES: dict[str, Archetype] = {
         silent_days=(12, 24), interactions_per_month=(3, 0.5), customer_share=0.2, contacts=2,
         executive=False, champion_leaves=True, co_innovation=(0, 0),
         tickets_per_10_seats=0.8, escalation_share=0.0, arr_growth_before=0.05,
-        arr_change=(0.0, 0.0),
+        arr_change=(0.0, 0.0), nps=(3, 8),
     ),
 }  # fmt: skip
 
@@ -133,7 +134,29 @@ class SampleCompany:
         events += self._collaboration(account, now, rng)
         events += self._interactions(account, now, rng, contacts, left)
         events += self._tickets(account, now, rng, seats)
+        events += self._surveys(account, now, rng, contacts)
         events += self._usage(account, now, rng, seats)
+        return events
+
+    def _surveys(
+        self, account: str, now: datetime, rng: random.Random, contacts: Sequence[str]
+    ) -> list[dict[str, object]]:
+        """An NPS round each quarter (about 20 and 110 days ago): most contacts answer, on
+        the archetype's side of the scale."""
+        a = ARCHETYPES[self.archetype]
+        events = []
+        for round_days in (20, 110):
+            for contact in contacts:
+                if rng.random() < 0.8:
+                    events.append(
+                        _native(
+                            "survey",
+                            account,
+                            now - timedelta(days=round_days + rng.uniform(0, 6)),
+                            {"kind": "nps", "score": rng.randint(*a.nps),
+                             "respondent": contact},
+                        )
+                    )  # fmt: skip
         return events
 
     def _arr_history(
