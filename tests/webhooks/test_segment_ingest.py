@@ -18,6 +18,7 @@ from webhooks.store.models import (
     CollaborationFact,
     InboxEvent,
     ProductGroup,
+    SurveyFact,
     UsageMonth,
 )
 
@@ -171,6 +172,49 @@ async def test_collaboration_events_land_in_collaboration_facts(segment):
         kinds = (await session.execute(select(CollaborationFact.kind))).scalars().all()
     assert kinds == ["beta"]
     assert await usage_users(segment, "1001") == {"u1"}
+
+
+async def test_survey_answers_land_in_survey_responses_and_a_bad_one_in_the_dead_letters(
+    segment,
+):
+    answers = [
+        track(who, group="g1", event="Survey Responded",
+              properties={"score": score, "comment": "fine", "plan": "enterprise"})
+        for who, score in (("u1", 9), ("u2", 10), ("u3", 4))
+    ]  # fmt: skip
+    broken = track("u4", group="g1", event="Survey Responded", properties={"score": 12})
+    await send(segment, [group("u1", "g1", crm_id="1001"), *answers, broken])
+    await drain(segment)
+    async with segment.runtime.sessions() as session:
+        held = (
+            await session.execute(
+                select(SurveyFact.respondent, SurveyFact.kind, SurveyFact.score).order_by(
+                    SurveyFact.respondent
+                )
+            )
+        ).all()
+        dead = (
+            (
+                await session.execute(
+                    select(InboxEvent.last_error).where(InboxEvent.status == "dead")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        account = (
+            await session.execute(select(Account).where(Account.crm_id == "1001"))
+        ).scalar_one()
+    assert [tuple(row) for row in held] == [
+        ("u1", "nps", 9.0),
+        ("u2", "nps", 10.0),
+        ("u3", "nps", 4.0),
+    ]
+    assert len(dead) == 1
+    assert "properties.score: a nps score from 0 to 10 is required (got 12)" in dead[0]
+    # Answering a survey is not using the product.
+    assert await usage_users(segment, "1001") == set()
+    assert "mutual_value.nps" in account.coverage["indicators"]
 
 
 async def test_events_wait_for_a_late_group_mapping_then_count(segment):

@@ -33,6 +33,7 @@ from webhooks.store.models import (
     InteractionFact,
     OutcomeFact,
     RecomputeJob,
+    SurveyFact,
     TicketFact,
     UsageMonth,
 )
@@ -162,10 +163,16 @@ async def test_facts_older_than_the_retention_go_and_outcomes_stay(sessions) -> 
             for month in (ago(days).date().replace(day=1) for days in (800, 1))
         ],
     )
+    await add(
+        sessions,
+        SurveyFact,
+        [{"account_id": account, "kind": "nps", "respondent": "a@acme.test", "at": ago(days),
+          "score": 9.0} for days in (800, 10)],
+    )  # fmt: skip
     report = await retention.prune(sessions, policy=POLICY, now=NOW)
-    names = ("interactions", "collaboration_events", "tickets", "usage_months")
+    names = ("interactions", "collaboration_events", "tickets", "usage_months", "survey_responses")
     assert {name: report.rows[name] for name in names} == dict.fromkeys(names, 1)
-    for table in (InteractionFact, CollaborationFact, TicketFact, UsageMonth):
+    for table in (InteractionFact, CollaborationFact, TicketFact, UsageMonth, SurveyFact):
         assert await count(sessions, table) == 1
     assert await count(sessions, OutcomeFact) == 1
 
