@@ -27,7 +27,8 @@ from signals.model import (
 )
 from signals.registry import SIGNAL_BY_NAME, SIGNAL_NAMES
 
-# (signal name, signal weight, indicator weight, measure, ((at_risk, scale, weight) each))
+# (signal name, signal weight, expected indicator weight, measure,
+#  ((at_risk, scale, weight, optional) each))
 _HotSignal = tuple[str, float, float, Measure, tuple[tuple[float, float, float, bool], ...]]
 
 MAX_DRIVERS = 3
@@ -97,7 +98,8 @@ class _Signal:
 
     @property
     def hot(self) -> _HotSignal:
-        """The signal as plain tuples for the scoring loop: (at_risk, scale, weight) each.
+        """The signal as plain tuples for the scoring loop: (at_risk, scale, weight, optional)
+        each.
 
         A left-out indicator gets weight 0, which adds nothing to either sum.
         """
