@@ -40,14 +40,20 @@ OAUTH = {
 }
 
 
-def _hubspot(access_token: str = "a-1", portal: int = PORTAL) -> respx.MockRouter:  # noqa: S107
+# Tokens with a "." in them: the stored ciphertext is URL-safe base64, which has no ".", so a
+# token found in it is the token, never three characters of chance ("a-1" once was).
+ACCESS_TOKEN = "access.token-1"
+REFRESH_TOKEN = "refresh.token-1"
+
+
+def _hubspot(access_token: str = ACCESS_TOKEN, portal: int = PORTAL) -> respx.MockRouter:
     """HubSpot's token endpoints and the property endpoints provisioning uses."""
     router = respx.mock(assert_all_called=False)
     router.post(f"{HUBSPOT_API}/oauth/v1/token").respond(
         200,
         json={
             "token_type": "bearer",
-            "refresh_token": "r-1",
+            "refresh_token": REFRESH_TOKEN,
             "access_token": access_token,
             "expires_in": 1800,
         },
@@ -133,8 +139,8 @@ async def test_callback_stores_encrypted_tokens_registers_and_provisions(service
     async with service.runtime.sessions() as session:
         row = (await session.execute(select(InstalledConnection))).scalar_one()
     assert row.external_id == str(PORTAL)
-    assert "a-1" not in row.credentials
-    assert "r-1" not in row.credentials
+    assert ACCESS_TOKEN not in row.credentials
+    assert REFRESH_TOKEN not in row.credentials
     assert "health_score" in created
 
 
