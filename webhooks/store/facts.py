@@ -85,6 +85,9 @@ _KIND_OF: dict[type, str] = {
     ContactUpsert: "contact",
     Collaboration: "collaboration",
     Ticket: "ticket",
+    # Not for zero counts (no answer is never a count): read_facts reads survey answers only
+    # for connections that ever sent one, so a deployment without surveys pays nothing.
+    SurveyResponse: "survey",
 }
 
 
@@ -505,7 +508,8 @@ async def read_facts(
         until=until,
     )
     tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
-    voices = await _voices(session, ids, as_of, until)
+    surveyed = [a.id for a in accounts if (a.connection, "survey") in seen]
+    voices = await _voices(session, surveyed, as_of, until) if surveyed else {}
     arr_before = await _attribute_at(session, ids, "arr", as_of - ARR_LOOKBACK)
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}

@@ -343,7 +343,7 @@ class SurveyFact(Base):
     at: Mapped[datetime] = mapped_column(primary_key=True)
     score: Mapped[float] = mapped_column(Float)
     # The respondent's own words: untrusted text, kept for people to read.
-    comment: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(String(2000))
 
 
 class OutcomeFact(Base):

@@ -26,6 +26,7 @@ STORED_IN: dict[str, tuple[int, tuple[str, ...]]] = {
             "product_groups.group_id",
             "product_users.user_id",
             "product_users.group_id",
+            "survey_responses.respondent",
         ),
     ),
     "EVENT_ID": (bounds.EVENT_ID, ("inbox_events.dedup_key", "interactions.source_id")),
@@ -37,6 +38,7 @@ STORED_IN: dict[str, tuple[int, tuple[str, ...]]] = {
     "TEXT": (bounds.TEXT, ("contacts.title", "attribute_history.value")),
     "EVENT_KIND": (bounds.EVENT_KIND, ("inbox_events.kind",)),
     "DEDUP_KEY": (bounds.DEDUP_KEY, ("inbox_events.dedup_key",)),
+    "COMMENT": (bounds.COMMENT, ("survey_responses.comment",)),
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from connector.model import NormalisedEvent, SurveyResponse
 from webhooks.store import accounts, facts
@@ -100,3 +100,31 @@ async def test_a_past_moment_sees_only_the_answers_given_by_then(sessions) -> No
     now = await snapshot(sessions)
     # Today only the detractor is within 90 days: no NPS, but the latest answer is theirs.
     assert (now.nps_90d, now.nps_latest) == (None, 0.0)
+
+
+async def test_answers_are_read_only_for_connections_that_ever_sent_one(
+    sessions, database_url: str
+) -> None:
+    other = ("emea", "hubspot", "42")
+    async with sessions() as session, session.begin():
+        locked = await accounts.lock_accounts(session, keys=[KEY, other], now=NOW)
+        await facts.fold(session, events=[(locked[KEY], nps(9, 5, "a@acme.test"))], now=NOW)
+        await accounts.save(session, accounts=list(locked.values()))
+    statements: list[str] = []
+    engine = create_engine(database_url)
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: statements.append(statement),
+    )
+    try:
+        async with create_session_factory(engine)() as session:
+            locked = await accounts.lock_accounts(session, keys=[KEY, other], now=NOW)
+            statements.clear()
+            await facts.read_facts(session, accounts=[locked[other]], as_of=NOW)
+            assert not any("survey_responses" in statement for statement in statements)
+            found = await facts.read_facts(session, accounts=list(locked.values()), as_of=NOW)
+            assert found[locked[KEY].id].nps_latest == 9
+            assert found[locked[other].id].nps_latest is None
+    finally:
+        await engine.dispose()

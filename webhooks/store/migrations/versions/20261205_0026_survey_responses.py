@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("respondent", sa.String(200), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("score", sa.Float(), nullable=False),
-        sa.Column("comment", sa.Text(), nullable=True),
+        sa.Column("comment", sa.String(2000), nullable=True),
         sa.PrimaryKeyConstraint(
             "account_id", "kind", "respondent", "at", name="pk_survey_responses"
         ),
