@@ -134,7 +134,9 @@ class SampleCompany:
         events += self._collaboration(account, now, rng)
         events += self._interactions(account, now, rng, contacts, left)
         events += self._tickets(account, now, rng, seats)
-        events += self._surveys(account, now, rng, contacts)
+        # The answers draw from their own generator: everything else stays as it was drawn
+        # before the demo had surveys.
+        events += self._surveys(account, now, random.Random(f"{self.seed}:surveys"), contacts)
         events += self._usage(account, now, rng, seats)
         return events
 

@@ -30,6 +30,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 from sqlalchemy import select, update
 
 from signals.config import HealthConfig
+from signals.registry import SIGNALS
 from testkit import RECENCY_ONLY, make_settings, native, store_native
 from webhooks.app import create_app
 from webhooks.settings import Settings
@@ -665,7 +666,9 @@ def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
     expect(rule.get_by_label("Band entered")).to_be_hidden()
     rule.get_by_label("Raised when").select_option("indicator_at_risk")
     expect(rule.get_by_label("Indicator")).to_be_visible()
-    expect(rule.get_by_label("Indicator").locator("option")).to_have_count(11)
+    # Every indicator of every signal can be watched.
+    indicators = sum(len(signal.indicators) for signal in SIGNALS)
+    expect(rule.get_by_label("Indicator").locator("option")).to_have_count(indicators)
     rule.get_by_label("Raised when").select_option("band_entered")
     rule.get_by_label("Band entered").select_option("neutral")
     expect(rule.get_by_label("cs-mail (email)")).to_be_visible()
