@@ -410,13 +410,13 @@ _SURVEY_PROPERTIES = ("score", "kind", "survey_type", "comment")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Answer:
+class SurveyAnswer:
     kind: SurveyKind
     score: float
     comment: str | None
 
 
-def _survey_answer(message: Mapping[str, Any]) -> Answer:
+def _survey_answer(message: Mapping[str, Any]) -> SurveyAnswer:
     """The answer a survey track call carries; PayloadError (dead-lettered with the reason)
     when it has no usable score."""
     properties = message.get("properties") or {}
@@ -434,7 +434,7 @@ def _survey_answer(message: Mapping[str, Any]) -> Answer:
             f"properties.score: a {kind} score from {low} to {high} is required (got {raw!r:.40})"
         )
     comment = _text(properties.get("comment"))
-    return Answer(
+    return SurveyAnswer(
         kind=cast(SurveyKind, kind),
         score=score,
         comment=comment[: bounds.COMMENT] if comment else None,
@@ -499,7 +499,7 @@ class Activity:
     usage: bool
     collaboration: CollaborationKind | None
     # A survey answer, and who gave it (the userId, else the anonymousId).
-    answer: Answer | None = None
+    answer: SurveyAnswer | None = None
     respondent: str | None = None
 
     def events(self, account: str) -> list[NormalisedEvent]:
