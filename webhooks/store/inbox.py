@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from webhooks.retry import RetrySchedule
 from webhooks.store import leases, pruning
-from webhooks.store.dialect import upsert_insert
+from webhooks.store.dialect import is_postgresql, upsert_insert
 from webhooks.store.leases import ERROR_LIMIT
 from webhooks.store.models import InboxDedup, InboxEvent
 from webhooks.store.product import UNMATCHED
@@ -500,7 +500,7 @@ async def ensure_partitions(session: AsyncSession | AsyncConnection, now: dateti
     missing (PostgreSQL; SQLite keeps a plain table); the names created. Rows that reached
     the default partition for such a day move into it. Runs in the caller's transaction."""
     connection = await _bound(session)
-    if connection.dialect.name != "postgresql":
+    if not is_postgresql(connection):
         return []
     # One creator at a time: two workers starting together would both find a day missing.
     await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('inbox_partitions'))"))
@@ -544,7 +544,7 @@ async def drop_settled_partition(session: AsyncSession, *, before: datetime) -> 
     the events it held, or None when no partition qualifies (SQLite: always None). No row is
     deleted one by one, so the drop writes next to no WAL. Runs in the caller's transaction."""
     connection = await _bound(session)
-    if connection.dialect.name != "postgresql":
+    if not is_postgresql(connection):
         return None
     names = (
         await connection.scalars(

@@ -56,14 +56,14 @@ async def claim(
             text("SELECT pg_advisory_xact_lock(hashtext(:queue))"),
             {"queue": f"claim:{model.__tablename__}"},
         )
+    primary_key = model.__table__.primary_key.columns[0]
     chosen = (
-        select(model.__table__.primary_key.columns[0])
+        select(primary_key)
         .where(due, where if where is not None else true())
         .order_by(order_by)
         .limit(limit)
         .scalar_subquery()
     )
-    primary_key = model.__table__.primary_key.columns[0]
     result = await session.execute(
         update(model)
         .where(primary_key.in_(chosen), due)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from webhooks.store import configs
+from webhooks.store.dialect import is_postgresql
 from webhooks.store.models import (
     AdminSession,
     Alert,
@@ -93,7 +94,7 @@ async def vacuum_step(session: AsyncSession) -> int:
     """SQLite: return up to VACUUM_PAGES free pages to the file system (databases created with
     auto_vacuum=INCREMENTAL; on others a no-op); the free pages left. PostgreSQL: 0, its
     autovacuum makes the space reusable."""
-    if session.get_bind().dialect.name != "sqlite":
+    if is_postgresql(session):
         return 0
     # The pragma frees one page per step of its statement, and the driver's execute() steps
     # once; executescript() runs it to the end (the session holds no transaction here).
