@@ -1,6 +1,9 @@
 """Active use: a customer is a success only when people actually use what was sold.
 
-Seat utilization, the usage trend, stickiness (daily versus monthly users) and recency.
+Seat utilization, the usage trend, stickiness (daily versus monthly users) and recency; and
+how deeply they use it: events per active user, their trend, and the share of active users
+who use the features an admin marks as key. An account that keeps logging in saturates the
+first four; depth and adoption keep telling it apart from one that only looks in.
 """
 
 from __future__ import annotations
@@ -33,7 +36,29 @@ def measure(facts: AccountFacts) -> tuple[float | None, ...]:
     if last_usage is not None:
         recency_days = max(0.0, (facts.as_of - last_usage).total_seconds() / 86400.0)
 
-    return seat_utilization, usage_trend, stickiness, recency_days
+    depth = None
+    if monthly is not None and monthly > 0 and facts.usage_events_30d is not None:
+        depth = facts.usage_events_30d / monthly
+
+    depth_trend = None
+    earlier, events_before = facts.active_users_prev_30d, facts.usage_events_prev_30d
+    if depth is not None and earlier and events_before:
+        # Without a prior depth there is nothing to compare: no data, not growth.
+        depth_trend = depth / (events_before / earlier) - 1.0
+
+    key_feature_adoption = None
+    if monthly is not None and monthly > 0 and facts.key_feature_users_30d is not None:
+        key_feature_adoption = min(1.0, facts.key_feature_users_30d / monthly)
+
+    return (
+        seat_utilization,
+        usage_trend,
+        stickiness,
+        recency_days,
+        depth,
+        depth_trend,
+        key_feature_adoption,
+    )
 
 
 SIGNAL = SignalSpec(
@@ -54,6 +79,34 @@ SIGNAL = SignalSpec(
             "stickiness", "Stickiness (DAU/MAU)", Unit.PERCENT, at_risk=0.05, healthy=0.2
         ),
         IndicatorSpec("recency_days", "Days since last use", Unit.DAYS, at_risk=14, healthy=3),
+        # Depth is optional: months from before events were counted hold no count, and an
+        # upgrade should move no band while the windows fill (docs/signals.md).
+        IndicatorSpec(
+            "usage_depth",
+            "Events per active user (30d)",
+            Unit.COUNT,
+            at_risk=5,
+            healthy=25,
+            weight=0.5,
+            optional=True,
+        ),
+        IndicatorSpec(
+            "depth_trend",
+            "Events per active user vs prior 30d",
+            Unit.CHANGE,
+            at_risk=-0.3,
+            healthy=0.0,
+            optional=True,
+        ),
+        # No data until an admin marks key features (HealthConfig.product.key_features).
+        IndicatorSpec(
+            "key_feature_adoption",
+            "Key-feature adoption",
+            Unit.PERCENT,
+            at_risk=0.2,
+            healthy=0.5,
+            optional=True,
+        ),
     ),
     measure=measure,
 )

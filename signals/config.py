@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from signals.model import IndicatorSpec
+from signals.model import FEATURE_LENGTH, IndicatorSpec, feature_key
 from signals.registry import SIGNALS
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
@@ -156,6 +156,37 @@ class Bands(BaseModel):
                 f"healthy_min ({self.healthy_min:g})"
             )
         return self
+
+
+MAX_KEY_FEATURES = 50
+
+
+class ProductConfig(BaseModel):
+    """What the product's usage events mean. `key_features` are the features (a usage event's
+    `feature`, Segment's event or page name) whose adoption by an account's active users
+    marks real use; matched without regard to case or repeated spaces."""
+
+    model_config = _STRICT
+
+    key_features: tuple[
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=FEATURE_LENGTH)
+        ],
+        ...,
+    ] = Field(default=(), max_length=MAX_KEY_FEATURES)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        keys = [feature_key(name) for name in self.key_features]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"key_features: {', '.join(map(repr, repeated))} listed twice")
+        return self
+
+    @property
+    def key_feature_keys(self) -> tuple[str, ...]:
+        """The key features as stored (signals.model.feature_key)."""
+        return tuple(feature_key(name) for name in self.key_features)
 
 
 class CustomerRule(BaseModel):
@@ -328,6 +359,7 @@ class HealthConfig(BaseModel):
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
     bands: Bands = Field(default_factory=Bands)
     customers: CustomerRule = Field(default_factory=CustomerRule)
+    product: ProductConfig = Field(default_factory=ProductConfig)
     segments: tuple[SegmentOverride, ...] = ()
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
     connections: dict[ConnectionName, ConnectionSettings] = Field(default_factory=dict)

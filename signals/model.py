@@ -50,6 +50,11 @@ class AccountFacts:
     active_users_prev_30d: int | None = None
     mean_daily_active_users_30d: float | None = None
     last_usage_at: datetime | None = None
+    # Usage depth: the events of the 30 days and of the 30 before them, and the users of the
+    # configuration's key features in the 30 days (None: no key features, or none named).
+    usage_events_30d: float | None = None
+    usage_events_prev_30d: float | None = None
+    key_feature_users_30d: int | None = None
     customer_interactions_90d: int | None = None
     total_interactions_90d: int | None = None
     collaboration_events_180d: int | None = None
@@ -68,6 +73,16 @@ class AccountFacts:
     # Since when the account is a customer (the CRM's or a native customer-since date, else
     # its first record); None where unknown. Younger than the onboarding period: "onboarding".
     customer_since: datetime | None = None
+
+
+# The longest product feature name kept (connector.bounds.FEATURE): a user id's length.
+FEATURE_LENGTH = 200
+
+
+def feature_key(name: str) -> str:
+    """A product feature name as stored and matched: spaces collapsed, without regard to case,
+    so Segment's "Report Exported" and a native "report exported" are one feature."""
+    return " ".join(name.split()).casefold()[:FEATURE_LENGTH]
 
 
 class Unit(StrEnum):
@@ -93,9 +108,10 @@ class IndicatorSpec:
     at_risk: float
     healthy: float
     weight: float = 1.0
-    # Evidence most accounts never have (survey answers): where it has data it counts like
-    # any indicator; where it has none, the account's coverage does not miss it, so adding
-    # such an indicator moves no band of an account without it.
+    # Evidence not every account or deployment has (survey answers, key features marked,
+    # event counts from before an upgrade): where it has data it counts like any indicator;
+    # where it has none, the account's coverage does not miss it, so adding such an indicator
+    # moves no band of an account without it.
     optional: bool = False
 
 

@@ -259,8 +259,15 @@ async def get_account(
         points = await account_views.history(
             session, account_ids=[account.id], since=now - timedelta(days=HISTORY_DAYS)
         )
-        snapshot = (await facts.read_facts(session, accounts=[account], as_of=now))[account.id]
         _, config = await configs.current(session)
+        snapshot = (
+            await facts.read_facts(
+                session,
+                accounts=[account],
+                as_of=now,
+                key_features=config.product.key_feature_keys,
+            )
+        )[account.id]
         alerts_open = await account_views.open_alerts(session, account_id=account.id, now=now)
     # Measured again, never stored: only the indicators are read from this health.
     measured = score(snapshot, config.for_connection(connection), previous_band=Band(account.band))

@@ -413,7 +413,13 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
             account.health_updated_at = None  # the first step is always recorded
         for days in range(HISTORY_DAYS, 0, -HISTORY_STEP_DAYS):
             as_of = now - timedelta(days=days)
-            snapshots = await facts.read_facts(session, accounts=live, as_of=as_of, historical=True)
+            snapshots = await facts.read_facts(
+                session,
+                accounts=live,
+                as_of=as_of,
+                historical=True,
+                key_features=config.product.key_feature_keys,
+            )
             scored = []
             for account in live:
                 health = score(

@@ -367,6 +367,7 @@ async def preview(
             candidate.alerts == current.alerts
             and candidate.signals == current.signals
             and candidate.segments == current.segments
+            and candidate.product == current.product
         )
         after_id = 0
         while True:
@@ -434,7 +435,16 @@ async def _preview_chunk(
     today: date,
     pacer: Pacer,
 ) -> None:
-    snapshots = await facts.read_facts(session, accounts=chunk, as_of=now)
+    key_features = current.product.key_feature_keys
+    snapshots = await facts.read_facts(
+        session, accounts=chunk, as_of=now, key_features=key_features
+    )
+    # Other key features are other facts: the candidate's adoption is read for it.
+    candidate_snapshots = snapshots
+    if candidate.product.key_feature_keys != key_features:
+        candidate_snapshots = await facts.read_facts(
+            session, accounts=chunk, as_of=now, key_features=candidate.product.key_feature_keys
+        )
     ids = [account.id for account in chunk]
     # As the worker would score under each: hysteresis from the band each configuration last
     # gave the account, score drops only against scores computed under it.
@@ -467,9 +477,10 @@ async def _preview_chunk(
     open_now = await outcomes.open_alert_keys(session, account_ids=ids) if raises else {}
     for account in chunk:
         await pacer.tick()
-        snapshot = snapshots[account.id]
-        old = score(snapshot, current, previous_band=previous_now[account.id])
-        new = score(snapshot, candidate, previous_band=previous_then[account.id])
+        old = score(snapshots[account.id], current, previous_band=previous_now[account.id])
+        new = score(
+            candidate_snapshots[account.id], candidate, previous_band=previous_then[account.id]
+        )
         tally.accounts += 1
         tally.before[old.band.value] += 1
         tally.after[new.band.value] += 1
@@ -587,7 +598,11 @@ async def _horizon(
             part = group[start : start + CHUNK]
             unique = list({account.id: account for account, _ in part}.values())
             snapshots = await facts.read_facts(
-                session, accounts=unique, as_of=as_of, historical=True
+                session,
+                accounts=unique,
+                as_of=as_of,
+                historical=True,
+                key_features=config.product.key_feature_keys,
             )
             first = await facts.first_records(session, accounts=unique)
             for account, outcome in part:

@@ -137,12 +137,18 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
     async def count_dedup_keys(session: AsyncSession) -> int:
         return await inbox.count_dedup_keys(session, before=inbox_before)
 
-    async def delete_usage(session: AsyncSession, limit: int) -> Batch:
-        deleted = await facts.prune_usage(session, before=fact_cutoff.date(), limit=limit)
-        return Batch.of(deleted, limit)
+    def usage_table(model: type) -> Table:
+        async def delete_usage(session: AsyncSession, limit: int) -> Batch:
+            deleted = await facts.prune_usage(
+                session, before=fact_cutoff.date(), limit=limit, model=model
+            )
+            return Batch.of(deleted, limit)
 
-    async def count_usage(session: AsyncSession) -> int:
-        return await facts.count_prunable_usage(session, before=fact_cutoff.date())
+        async def count_usage(session: AsyncSession) -> int:
+            return await facts.count_prunable_usage(session, before=fact_cutoff.date(), model=model)
+
+        name: str = model.__tablename__  # type: ignore[attr-defined]
+        return Table(name=name, kept=fact_kept, delete=delete_usage, count=count_usage)
 
     fact_kept = f"the last {_days(policy.fact_days)} (what scoring and backtests read)"
     return [
@@ -160,7 +166,7 @@ def tables(policy: RetentionPolicy, *, now: datetime, longest_cooldown_days: flo
             delete=delete_dedup_keys,
             count=count_dedup_keys,
         ),
-        Table(name="usage_months", kept=fact_kept, delete=delete_usage, count=count_usage),
+        *(usage_table(model) for model in facts.USAGE_ROLL_UPS),
         *(
             _rules_table(name, fact_kept, rule)
             for name, rule in pruning.fact_rules(fact_cutoff).items()

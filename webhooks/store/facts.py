@@ -10,11 +10,12 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Float,
     and_,
     case,
     cast,
@@ -28,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import TextClause
 
 from connector.bounds import parse_timestamp
 from connector.model import (
@@ -44,7 +46,7 @@ from connector.model import (
     Usage,
 )
 from connector.segment import normalised_domain
-from signals.model import AccountFacts
+from signals.model import AccountFacts, feature_key
 from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, voice
 from webhooks.store import pruning
 from webhooks.store.dialect import is_postgresql, upsert_insert
@@ -55,6 +57,7 @@ from webhooks.store.models import (
     AttributeChange,
     CollaborationFact,
     ContactFact,
+    FeatureMonth,
     InteractionFact,
     OutcomeFact,
     SourceKind,
@@ -89,6 +92,17 @@ _KIND_OF: dict[type, str] = {
     # for connections that ever sent one, so a deployment without surveys pays nothing.
     SurveyResponse: "survey",
 }
+
+
+def _kinds_of(event: NormalisedEvent) -> tuple[str, ...]:
+    """The kinds of facts an event is evidence of: usage naming a feature is also "feature",
+    so where a source never names features, key-feature adoption is no data, not zero."""
+    kind = _KIND_OF.get(type(event))
+    if kind is None:
+        return ()
+    if isinstance(event, Usage) and event.feature is not None:
+        return (kind, "feature")
+    return (kind,)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:
@@ -169,8 +183,10 @@ class _Batch:
 
     def __init__(self, precedence: Precedence) -> None:
         self.precedence = precedence
-        # {(account id, month, user): the bits of the days used}, merged before writing.
-        self.usage: dict[tuple[int, date, str], int] = {}
+        # {(account id, month, user): [the bits of the days used, events]}, merged before
+        # writing; the same per feature, {(account id, feature, month, user): [...]}.
+        self.usage: dict[tuple[int, date, str], list[int]] = {}
+        self.features: dict[tuple[int, str, date, str], list[int]] = {}
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
         # {(account id, kind, respondent, at): the answer}: a resend within the batch is one.
@@ -183,11 +199,8 @@ class _Batch:
 
     def add(self, account: AccountRow, event: NormalisedEvent) -> None:
         match event:
-            case Usage(at=at, user=user):
-                day = at.astimezone(UTC).date()
-                key = (account.id, _month_of(day), user)
-                self.usage[key] = self.usage.get(key, 0) | _day_bit(day)
-                account.last_usage_at = _later(account.last_usage_at, at)
+            case Usage():
+                self._add_usage(account, event)
             case Interaction(at=at):
                 row = {"account_id": account.id, "at": at, "channel": event.channel,
                        "direction": event.direction, "contact": event.contact,
@@ -228,9 +241,19 @@ class _Batch:
                 if at >= _last_changed(account):
                     account.deleted_at = at
 
+    def _add_usage(self, account: AccountRow, event: Usage) -> None:
+        day = event.at.astimezone(UTC).date()
+        month, bit = _month_of(day), _day_bit(day)
+        _count(self.usage, (account.id, month, event.user), bit)
+        if event.feature is not None and (feature := feature_key(event.feature)):
+            _count(self.features, (account.id, feature, month, event.user), bit)
+        account.last_usage_at = _later(account.last_usage_at, event.at)
+
     async def write(self, session: AsyncSession) -> None:
         if self.usage:
-            await _merge_usage(session, self.usage)
+            await _merge_roll_up(session, UsageMonth, self.usage)
+        if self.features:
+            await _merge_roll_up(session, FeatureMonth, self.features)
         for model, rows in self.rows.items():
             if rows:
                 await session.execute(upsert_insert(session, model), rows)
@@ -255,62 +278,86 @@ class _Batch:
             await _upsert_surveys(session, self.surveys)
 
 
-# PostgreSQL: the batch's (account, month, user) rows merged by an UPDATE of those that exist
-# and an INSERT of those that do not, in one statement. An ON CONFLICT DO UPDATE locks each
-# existing row before it looks at it, and that lock is a WAL record of its own (about 50 bytes
-# an event), even for a repeat that changes nothing; an UPDATE needs none. The ON CONFLICT
-# stays for a row another transaction adds meanwhile (the accounts are locked, so only a
-# worker that does not lock them could).
-_MERGE_USAGE_POSTGRESQL = text("""
+# Usage roll-ups: per user and month, the bits of the days used and the events of those days.
+# Their keys, in order, with the PostgreSQL array type each is bound as.
+_ROLL_UP_KEYS: dict[type, tuple[tuple[str, str], ...]] = {
+    UsageMonth: (("account_id", "bigint"), ("month", "date"), ("user", "varchar")),
+    FeatureMonth: (
+        ("account_id", "bigint"), ("feature", "varchar"), ("month", "date"), ("user", "varchar"),
+    ),
+}  # fmt: skip
+
+
+def _merge_roll_up_postgresql(model: type) -> TextClause:
+    """The batch's rows merged by an UPDATE of those that exist and an INSERT of those that do
+    not, in one statement. An ON CONFLICT DO UPDATE locks each existing row before it looks at
+    it, and that lock is a WAL record of its own (about 50 bytes an event); an UPDATE needs
+    none. The ON CONFLICT stays for a row another transaction adds meanwhile (the accounts are
+    locked, so only a worker that does not lock them could). A month whose events are not
+    known (NULL, from before they were counted) stays unknown."""
+    table, keys = model.__tablename__, _ROLL_UP_KEYS[model]  # type: ignore[attr-defined]
+    columns = [f'"{name}"' for name, _ in keys]
+    arrays = [f"CAST(:{name} AS {kind}[])" for name, kind in keys]
+    joined = " AND ".join(f"held.{c} = batch.{c}" for c in columns)
+    names = ", ".join([*columns, "days", "events"])
+    return text(f"""
 WITH batch AS (
-    SELECT * FROM unnest(CAST(:accounts AS bigint[]), CAST(:months AS date[]),
-                         CAST(:users AS varchar[]), CAST(:days AS integer[]))
-        AS b (account_id, month, "user", days)
+    SELECT * FROM unnest({", ".join(arrays)}, CAST(:days AS integer[]), CAST(:events AS integer[]))
+        AS b ({names})
 ), merged AS (
-    UPDATE usage_months AS held SET days = held.days | batch.days
-    FROM batch
-    WHERE held.account_id = batch.account_id AND held.month = batch.month
-      AND held."user" = batch."user" AND held.days | batch.days <> held.days
+    UPDATE {table} AS held SET days = held.days | batch.days, events = held.events + batch.events
+    FROM batch WHERE {joined}
 )
-INSERT INTO usage_months (account_id, month, "user", days)
-SELECT batch.account_id, batch.month, batch."user", batch.days FROM batch
-WHERE NOT EXISTS (
-    SELECT FROM usage_months AS held
-    WHERE held.account_id = batch.account_id AND held.month = batch.month
-      AND held."user" = batch."user")
-ON CONFLICT (account_id, month, "user") DO UPDATE SET days = usage_months.days | excluded.days
-WHERE usage_months.days | excluded.days <> usage_months.days""")
+INSERT INTO {table} ({names})
+SELECT {", ".join(f"batch.{c}" for c in [*columns, "days", "events"])} FROM batch
+WHERE NOT EXISTS (SELECT FROM {table} AS held WHERE {joined})
+ON CONFLICT ({", ".join(columns)}) DO UPDATE
+SET days = {table}.days | excluded.days, events = {table}.events + excluded.events""")  # noqa: S608 - names are this module's constants
 
 
-async def _merge_usage(session: AsyncSession, usage: Mapping[tuple[int, date, str], int]) -> None:
-    """Add the batch's usage days to `usage_months`; days already recorded leave a row as it
-    is (no rewrite for a repeat)."""
+_MERGE_ROLL_UP_POSTGRESQL = {model: _merge_roll_up_postgresql(model) for model in _ROLL_UP_KEYS}
+
+
+async def _merge_roll_up(
+    session: AsyncSession, model: type, rows: Mapping[tuple[Any, ...], list[int]]
+) -> None:
+    """Add the batch's days and events to a usage roll-up (`usage_months`, `feature_months`):
+    `rows` maps each key (in _ROLL_UP_KEYS order) to [day bits, events]."""
+    names = [name for name, _ in _ROLL_UP_KEYS[model]]
     if is_postgresql(session):
-        keys = list(usage)
-        await session.execute(
-            _MERGE_USAGE_POSTGRESQL,
-            {
-                "accounts": [a for a, _, _ in keys],
-                "months": [m for _, m, _ in keys],
-                "users": [u for _, _, u in keys],
-                "days": list(usage.values()),
-            },
-        )
+        keys = list(rows)
+        columns: dict[str, list[Any]] = {
+            name: [key[i] for key in keys] for i, name in enumerate(names)
+        }
+        columns["days"] = [days for days, _ in rows.values()]
+        columns["events"] = [events for _, events in rows.values()]
+        await session.execute(_MERGE_ROLL_UP_POSTGRESQL[model], columns)
         return
-    insert = upsert_insert(session, UsageMonth)
-    held = core_table(UsageMonth).c.days
-    merged = held.bitwise_or(insert.excluded.days)
+    insert = upsert_insert(session, model)
+    held = core_table(model).c
     await session.execute(
         insert.on_conflict_do_update(
-            index_elements=["account_id", "month", "user"],
-            set_={"days": merged},
-            where=merged != held,
+            index_elements=names,
+            set_={
+                "days": held.days.bitwise_or(insert.excluded.days),
+                "events": held.events + insert.excluded.events,
+            },
         ),
         [
-            {"account_id": a, "month": m, "user": u, "days": days}
-            for (a, m, u), days in usage.items()
+            {**dict(zip(names, key, strict=True)), "days": days, "events": events}
+            for key, (days, events) in rows.items()
         ],
     )
+
+
+def _count(held: dict[Any, list[int]], key: Any, bit: int) -> None:
+    """One more event of a roll-up row on the day of `bit`."""
+    found = held.get(key)
+    if found is None:
+        held[key] = [bit, 1]
+    else:
+        found[0] |= bit
+        found[1] += 1
 
 
 def _keep_latest(
@@ -340,8 +387,7 @@ async def fold(
         known_since = account.first_seen_at or account.created_at
         if known_since is None or event.at < known_since:
             account.first_seen_at = event.at
-        kind = _KIND_OF.get(type(event))
-        if kind is not None:
+        for kind in _kinds_of(event):
             key = (account.connection, kind)
             kinds[key] = min(kinds.get(key, now), event.at)
         batch.add(account, event)
@@ -464,6 +510,7 @@ async def read_facts(
     accounts: Sequence[AccountRow],
     as_of: datetime,
     historical: bool = False,
+    key_features: Collection[str] = (),
 ) -> dict[int, AccountFacts]:
     """Scoring snapshots for the accounts, every windowed count in one grouped query per table.
 
@@ -480,6 +527,9 @@ async def read_facts(
     other attributes count only when their current value was set by then. Contact titles and
     which kinds of facts the connection sends are as they are now. The worker reads
     with the windows open-ended, so a future-dated event still counts as soon as it arrives.
+
+    `key_features` (the configuration's, feature_key form) are the features whose users make
+    the key-feature adoption; none, or a connection that never named a feature, is no data.
     """
     if not accounts:
         return {}
@@ -498,6 +548,9 @@ async def read_facts(
     today = as_of.astimezone(UTC).date()
     until = as_of if historical else None
     usage = await _usage(session, ids, today, closed=historical)
+    key_users: dict[int, int] = {}
+    if key_features:
+        key_users = await _feature_users(session, ids, key_features, today, closed=historical)
     interactions = await _interactions(session, ids, as_of - timedelta(days=90), until)
     collaboration = await _counts(
         session,
@@ -556,7 +609,9 @@ async def read_facts(
                     values[name] = str(value)
             if last_usage_at is not None and last_usage_at > as_of:
                 last_usage_at = last_used.get(account.id)
-        users_30, users_prev, user_days = usage.get(account.id, (0, 0, 0))
+        used = usage.get(account.id, _NO_USAGE)
+        users_30 = count(used.users_30d, "usage", 30)
+        users_prev = count(used.users_prev_30d, "usage", 60)
         total, customer, engaged, executives = interactions.get(account.id, (0, 0, 0, 0))
         opened, escalated = tickets.get(account.id, (0, 0))
         snapshots[account.id] = AccountFacts(
@@ -566,10 +621,14 @@ async def read_facts(
             attributes=values,
             customer_since=_customer_since(account, values),
             seats=_int(values.get("seats")),
-            active_users_30d=count(users_30, "usage", 30),
-            active_users_prev_30d=count(users_prev, "usage", 60),
-            mean_daily_active_users_30d=None if (days := count(user_days, "usage", 30)) is None
-            else days / 30.0,
+            active_users_30d=users_30,
+            active_users_prev_30d=users_prev,
+            mean_daily_active_users_30d=None if users_30 is None else used.user_days_30d / 30.0,
+            # Events are evidence wherever the users are (they are counted from the same rows).
+            usage_events_30d=None if users_30 is None else used.events_30d,
+            usage_events_prev_30d=None if users_prev is None else used.events_prev_30d,
+            key_feature_users_30d=count(key_users.get(account.id, 0), "feature", 30)
+            if key_features and users_30 is not None else None,
             last_usage_at=last_usage_at,
             # The customer's share needs the total as evidence, whatever its own count.
             customer_interactions_90d=None if (interactions_90d := count(
@@ -708,12 +767,14 @@ def _days_between(month: date, first: date | None, last: date | None) -> int:
     return ((1 << end.day) - 1) & ~((1 << (start.day - 1)) - 1)
 
 
-def _window_bits(first: date, last: date | None, months: Sequence[date]) -> ColumnElement[int]:
-    """UsageMonth.days cut to the days from `first` to `last` (None: no end), for rows of
+def _window_bits(
+    first: date, last: date | None, months: Sequence[date], model: type = UsageMonth
+) -> ColumnElement[int]:
+    """A roll-up's `days` cut to the days from `first` to `last` (None: no end), for rows of
     `months` (the months of the read) or, when `last` is None, any later month."""
     masks = {month: _days_between(month, first, last) for month in months}
-    mask = case(masks, value=UsageMonth.month, else_=_ALL_DAYS if last is None else 0)
-    return cast(UsageMonth.days.bitwise_and(mask), BigInteger)
+    mask = case(masks, value=model.month, else_=_ALL_DAYS if last is None else 0)  # type: ignore[attr-defined]
+    return cast(model.days.bitwise_and(mask), BigInteger)  # type: ignore[attr-defined]
 
 
 def _popcount(bits: Any) -> Any:
@@ -732,24 +793,47 @@ def _popcount(bits: Any) -> Any:
     return (bytes_ * n(0x01010101)).bitwise_and(n(0xFFFFFFFF)).bitwise_rshift(n(24))
 
 
-async def _usage(
-    session: AsyncSession, ids: Collection[int], today: date, *, closed: bool = False
-) -> dict[int, tuple[int, int, int]]:
-    """Per account: distinct users in the 30 days to `today`, distinct users in the 30 days
-    before those, and user-days in the first (each day counted once per user). Open-ended
-    (`closed` False), days after `today` count as recent."""
-    last_30, last_60 = today - timedelta(days=30), today - timedelta(days=60)
-    first_month = _month_of(last_60 + timedelta(days=1))
-    months = [first_month]
+class _Usage(NamedTuple):
+    users_30d: int = 0
+    users_prev_30d: int = 0
+    user_days_30d: int = 0
+    # None where a month of the window began before events were counted (migration 0027).
+    events_30d: float | None = 0.0
+    events_prev_30d: float | None = 0.0
+
+
+_NO_USAGE = _Usage()
+
+
+def _months_back(today: date, days: int) -> list[date]:
+    """The months of the `days` days up to `today`, oldest first."""
+    months = [_month_of(today - timedelta(days=days - 1))]
     while months[-1] < _month_of(today):
         months.append(_next_month(months[-1]))
-    window = [UsageMonth.account_id.in_(ids), UsageMonth.month >= first_month]
+    return months
+
+
+async def _usage(
+    session: AsyncSession, ids: Collection[int], today: date, *, closed: bool = False
+) -> dict[int, _Usage]:
+    """Per account: distinct users in the 30 days to `today` and in the 30 days before those,
+    user-days in the first (each day counted once per user), and the events of both windows.
+    Open-ended (`closed` False), days after `today` count as recent.
+
+    Events are kept per user and month: a month only partly in a window gives it the share of
+    its events its active days in the window hold (a user's events spread over their days)."""
+    last_30, last_60 = today - timedelta(days=30), today - timedelta(days=60)
+    months = _months_back(today, 60)
+    window = [UsageMonth.account_id.in_(ids), UsageMonth.month >= months[0]]
     if closed:
         window.append(UsageMonth.month <= months[-1])
     bits = (
         select(
             UsageMonth.account_id,
             UsageMonth.user,
+            # 64 bits, as the window bits: the popcount's products overflow 32.
+            cast(UsageMonth.days, BigInteger).label("days"),
+            UsageMonth.events,
             _window_bits(last_30 + timedelta(days=1), today if closed else None, months).label(
                 "recent"
             ),
@@ -762,15 +846,65 @@ async def _usage(
         .offset(0)
         .subquery()
     )
+    active_days = _popcount(bits.c.days)
+
+    def events_in(part: Any) -> Any:
+        return func.sum(cast(bits.c.events, Float) * _popcount(part) / active_days)
+
+    def unknown_in(part: Any) -> Any:
+        return func.sum(case((and_(part != 0, bits.c.events.is_(None)), 1), else_=0))
+
     rows = await session.execute(
         select(
             bits.c.account_id,
             func.count(func.distinct(case((bits.c.recent != 0, bits.c.user)))),
             func.count(func.distinct(case((bits.c.earlier != 0, bits.c.user)))),
             func.sum(_popcount(bits.c.recent)),
+            events_in(bits.c.recent),
+            unknown_in(bits.c.recent),
+            events_in(bits.c.earlier),
+            unknown_in(bits.c.earlier),
         ).group_by(bits.c.account_id)
     )
-    return {row[0]: (row[1], row[2], int(row[3] or 0)) for row in rows}
+    return {
+        row[0]: _Usage(
+            users_30d=row[1],
+            users_prev_30d=row[2],
+            user_days_30d=int(row[3] or 0),
+            events_30d=None if row[5] else float(row[4] or 0.0),
+            events_prev_30d=None if row[7] else float(row[6] or 0.0),
+        )
+        for row in rows
+    }
+
+
+async def _feature_users(
+    session: AsyncSession,
+    ids: Collection[int],
+    features: Collection[str],
+    today: date,
+    *,
+    closed: bool = False,
+) -> dict[int, int]:
+    """Per account: the distinct users who used any of `features` (feature_key form) in the
+    30 days to `today` (open-ended unless `closed`)."""
+    months = _months_back(today, 30)
+    window = [
+        FeatureMonth.account_id.in_(ids),
+        FeatureMonth.feature.in_(features),
+        FeatureMonth.month >= months[0],
+    ]
+    if closed:
+        window.append(FeatureMonth.month <= months[-1])
+    recent = _window_bits(
+        today - timedelta(days=29), today if closed else None, months, FeatureMonth
+    )
+    rows = await session.execute(
+        select(FeatureMonth.account_id, func.count(func.distinct(FeatureMonth.user)))
+        .where(*window, recent != 0)
+        .group_by(FeatureMonth.account_id)
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 async def _last_usage_until(
@@ -821,18 +955,19 @@ async def _last_usage_until(
     return found
 
 
-async def prune_usage(session: AsyncSession, *, before: date, limit: int) -> int:
-    """Delete up to `limit` usage rows of months entirely before `before`; returns how many
-    (the caller repeats until fewer than `limit` come back, each batch its own transaction)."""
-    doomed = (
-        select(UsageMonth.account_id, UsageMonth.month, UsageMonth.user)
-        .where(UsageMonth.month < _month_of(before))
-        .limit(limit)
-    )
+USAGE_ROLL_UPS: tuple[type, ...] = tuple(_ROLL_UP_KEYS)
+
+
+async def prune_usage(
+    session: AsyncSession, *, before: date, limit: int, model: type = UsageMonth
+) -> int:
+    """Delete up to `limit` rows of a usage roll-up (USAGE_ROLL_UPS) of months entirely before
+    `before`; returns how many (the caller repeats until fewer than `limit` come back, each
+    batch its own transaction)."""
+    key = [getattr(model, name) for name, _ in _ROLL_UP_KEYS[model]]
+    doomed = select(*key).where(model.month < _month_of(before)).limit(limit)  # type: ignore[attr-defined]
     result = await session.execute(
-        delete(UsageMonth)
-        .where(tuple_(UsageMonth.account_id, UsageMonth.month, UsageMonth.user).in_(doomed))
-        .execution_options(synchronize_session=False)
+        delete(model).where(tuple_(*key).in_(doomed)).execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -957,8 +1092,12 @@ async def _attribute_at(
     return {row[0]: row[1] for row in rows}
 
 
-async def count_prunable_usage(session: AsyncSession, *, before: date) -> int:
-    """How many usage rows `prune_usage` would delete in all (a dry run)."""
+async def count_prunable_usage(
+    session: AsyncSession, *, before: date, model: type = UsageMonth
+) -> int:
+    """How many rows `prune_usage` would delete in all (a dry run)."""
     return await pruning.count_where(
-        session, model=UsageMonth, where=UsageMonth.month < _month_of(before)
+        session,
+        model=model,
+        where=model.month < _month_of(before),  # type: ignore[attr-defined]
     )

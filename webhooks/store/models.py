@@ -259,6 +259,26 @@ class UsageMonth(Base):
     user: Mapped[str] = mapped_column(String(200), primary_key=True)
     # 31 bits at most: a signed 32-bit integer holds every month.
     days: Mapped[int] = mapped_column(Integer)
+    # The events of those days: how much the user did, not only whether. None for a month
+    # begun before events were counted (migration 0027): its count is not known.
+    events: Mapped[int | None] = mapped_column(Integer)
+
+
+class FeatureMonth(Base):
+    """The same roll-up per product feature (the event's `feature`, Segment's event or page
+    name), matched without regard to case: which users used a feature on which days of a
+    month, and how often. Key-feature adoption and usage-based custom indicators read it."""
+
+    __tablename__ = "feature_months"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    account_id: Mapped[int] = _account_fk()
+    # Before the month: an account's reads of a few features are a few ranges of the key.
+    feature: Mapped[str] = mapped_column(String(200), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
 
 
 class InteractionFact(Base):

@@ -45,7 +45,9 @@ class Scorer:
         if not live:
             return 0
         with self._metrics.scoring_seconds.time():
-            snapshots = await facts.read_facts(session, accounts=live, as_of=now)
+            snapshots = await facts.read_facts(
+                session, accounts=live, as_of=now, key_features=config.product.key_feature_keys
+            )
             month_ago = await accounts.scores_at_or_before(
                 session, account_ids=[a.id for a in live], at=now - timedelta(days=30)
             )
