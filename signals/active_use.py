@@ -44,7 +44,7 @@ def measure(facts: AccountFacts) -> tuple[float | None, ...]:
     earlier, events_before = facts.active_users_prev_30d, facts.usage_events_prev_30d
     if depth is not None and earlier and events_before:
         # Without a prior depth there is nothing to compare: no data, not growth.
-        depth_trend = depth / (events_before / earlier) - 1.0
+        depth_trend = depth * earlier / events_before - 1.0
 
     key_feature_adoption = None
     if monthly is not None and monthly > 0 and facts.key_feature_users_30d is not None:
@@ -80,14 +80,17 @@ SIGNAL = SignalSpec(
         ),
         IndicatorSpec("recency_days", "Days since last use", Unit.DAYS, at_risk=14, healthy=3),
         # Depth is optional: months from before events were counted hold no count, and an
-        # upgrade should move no band while the windows fill (docs/signals.md).
+        # upgrade should move no band while the windows fill. Its level depends on how the
+        # product is instrumented (a daily-activity import sends one event a user-day), so it
+        # weighs 0 until an admin sets thresholds from their own book (docs/signals.md); its
+        # trend, a ratio, holds for any instrumentation.
         IndicatorSpec(
             "usage_depth",
             "Events per active user (30d)",
             Unit.COUNT,
             at_risk=5,
             healthy=25,
-            weight=0.5,
+            weight=0.0,
             optional=True,
         ),
         IndicatorSpec(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shlex
 import signal
+import statistics
 import sys
 import time
 from collections import Counter
@@ -33,11 +34,20 @@ from connector.hubspot.events import signature_v3
 from connector.hubspot.fields import GROUP_LABEL
 from connector.sandbox.app import create_sandbox_app
 from connector.sandbox.state import SandboxState
+from signals import active_use
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
 from webhooks.app import create_app
-from webhooks.demo_data import ARCHETYPES, DAYS, SampleCompany, lifecycle, sample_companies
+from webhooks.config_service import apply_config
+from webhooks.demo_data import (
+    ARCHETYPES,
+    DAYS,
+    DEMO_KEY_FEATURES,
+    SampleCompany,
+    lifecycle,
+    sample_companies,
+)
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.server import ServerLimits, build_server
@@ -121,6 +131,9 @@ class DemoResult:
     alerted: dict[str, set[str]] = field(default_factory=dict)  # rule -> CRM ids
     # Open alerts by (rule, the account's band now): where the alerts land.
     open_by_band: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # The share of each account's active users who used a key feature in 30 days (None: none
+    # active), as the active use signal measures it.
+    key_feature_adoption: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -140,6 +153,15 @@ class DemoResult:
     @property
     def bands(self) -> Counter[str]:
         return Counter(self.band_of(company.crm_id) for company in self.companies)
+
+    def median_adoption(self, archetype: str) -> float | None:
+        found = [
+            value
+            for company in self.companies
+            if company.archetype == archetype
+            and (value := self.key_feature_adoption.get(company.crm_id)) is not None
+        ]
+        return statistics.median(found) if found else None
 
     @property
     def by_archetype(self) -> dict[str, Counter[str]]:
@@ -212,6 +234,7 @@ async def run_demo(
             await connector.aclose()
         print(f"Sandbox CRM at {sandbox_url}: {len(ids)} companies, {_provisioned(report)}")
         now = datetime.now(UTC)
+        await _configure(runtime, now=now)
         events = await _replay(runtime, service_url, companies, ids, now)
         await _rebuild_history(runtime, now=now)
         await _rescore_all(runtime)
@@ -226,6 +249,7 @@ async def run_demo(
             events=events,
         )
         await _count_alerts(runtime, settings.connection_name, result)
+        await _measure_adoption(runtime, result)
         result.seconds = time.perf_counter() - started
         print_summary(
             result,
@@ -395,6 +419,21 @@ async def _drain(runtime: Runtime) -> None:
         print(f"warning: {stuck} events or CRM writes wait for a retry", file=sys.stderr)
 
 
+async def _configure(runtime: Runtime, *, now: datetime) -> None:
+    """What an admin of the demo product sets up first, as config as code would: its key
+    features (the rest are the defaults)."""
+    config = HealthConfig.model_validate({"product": {"key_features": list(DEMO_KEY_FEATURES)}})
+    async with runtime.sessions() as session, session.begin():
+        await apply_config(
+            session,
+            config=config,
+            author="demo",
+            comment="the demo product's key features",
+            dry_run=False,
+            now=now,
+        )
+
+
 async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
     """Record the health each company had every few days of the last 90, from the facts as
     they stood then: what the service would have recorded had it watched the whole period.
@@ -470,6 +509,23 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
                 return
 
 
+async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
+    """Each account's key-feature adoption now, from the facts as the worker reads them."""
+    position = [spec.name for spec in active_use.SIGNAL.indicators].index("key_feature_adoption")
+    async with runtime.sessions() as session:
+        config = (await configs.current(session))[1]
+        everyone = await accounts.accounts_after(session, after_id=0, limit=1_000_000)
+        snapshots = await facts.read_facts(
+            session,
+            accounts=everyone,
+            as_of=datetime.now(UTC),
+            key_features=config.product.key_feature_keys,
+        )
+    for account in everyone:
+        measured = active_use.SIGNAL.measure(snapshots[account.id])
+        result.key_feature_adoption[account.crm_id] = measured[position]
+
+
 def _print_open_alerts(result: DemoResult) -> None:
     """Open alerts per rule and per band of the account now: alerts belong on at-risk
     accounts, and none on healthy ones."""
@@ -511,11 +567,19 @@ def print_summary(
     print(
         f"  {'archetype':<24}{'expected':<10}"
         + "".join(f"{band:>{max(9, len(band) + 2)}}" for band in columns)
+        + f"{'key features':>14}"
     )
     for name, counts in result.by_archetype.items():
         archetype = ARCHETYPES[name]
         cells = "".join(f"{counts[band]:>{max(9, len(band) + 2)}}" for band in columns)
-        print(f"  {archetype.label:<24}{archetype.expected:<10}{cells}")
+        adoption = result.median_adoption(name)
+        adopted = "-" if adoption is None else f"{adoption:.0%}"
+        print(f"  {archetype.label:<24}{archetype.expected:<10}{cells}{adopted:>14}")
+    print(
+        "  key features: the median share of active users who used "
+        + " or ".join(f'"{name}"' for name in DEMO_KEY_FEATURES)
+        + " in 30 days (the demo's product.key_features)"
+    )
 
     print("\nMost at risk, and why:")
     for company in result.most_at_risk():

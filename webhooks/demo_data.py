@@ -28,6 +28,10 @@ _TITLES = (
     "Project Manager", "Engineer",
 )  # fmt: skip
 _EXECUTIVE_TITLES = ("Chief Operating Officer", "VP Engineering", "Chief Financial Officer")
+# What the demo product's users do: the features an admin of it marks as key (the demo's
+# configuration sets them), and the others.
+DEMO_KEY_FEATURES = ("Report Exported", "Dashboard Shared")
+_OTHER_FEATURES = ("Dashboard Viewed", "Search", "Record Edited", "Settings Opened")
 _CO_INNOVATION = ("feedback", "feature_request", "beta", "referral", "case_study", "joint_plan")
 # Where the ARR history has a value, in days ago: quarterly before the period (ARR a year
 # before any day of it is known), monthly within it.
@@ -58,6 +62,8 @@ class Archetype:
     arr_growth_before: float  # a year, before the period
     arr_change: tuple[float, float]  # range, across the period
     nps: tuple[int, int]  # range of the contacts' NPS answers (0-10)
+    # The chance that a usage event is one of the key features (DEMO_KEY_FEATURES).
+    key_feature_share: tuple[float, float]
 
 
 ARCHETYPES: dict[str, Archetype] = {
@@ -67,7 +73,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.6, 0.68), days_per_week=(1.9, 2.0), interactions_per_month=(5, 6),
         customer_share=0.4, contacts=6, executive=True, co_innovation=(4, 7),
         tickets_per_10_seats=1.5, escalation_share=0.03, arr_growth_before=0.2,
-        arr_change=(0.08, 0.18), nps=(8, 10),
+        arr_change=(0.08, 0.18), nps=(8, 10), key_feature_share=(0.35, 0.4),
     ),
     # Many seats, little use: one contact, we start every conversation, nothing moves.
     "transactional": Archetype(
@@ -75,7 +81,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.48, 0.48), days_per_week=(0.75, 0.75), interactions_per_month=(2, 2),
         customer_share=0.05, contacts=1, executive=False, co_innovation=(0, 0),
         tickets_per_10_seats=0.4, escalation_share=0.0, arr_growth_before=0.02,
-        arr_change=(0.02, 0.04), nps=(6, 9),
+        arr_change=(0.02, 0.04), nps=(6, 9), key_feature_share=(0.1, 0.1),
     ),
     # Sold to the wrong buyer: few seats, little use, and a heavy support load per seat.
     "poorly_sold": Archetype(
@@ -83,7 +89,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.4, 0.3), days_per_week=(0.6, 0.5), interactions_per_month=(3, 3),
         customer_share=0.15, contacts=2, executive=False, co_innovation=(0, 0),
         tickets_per_10_seats=8.0, escalation_share=0.3, arr_growth_before=0.0,
-        arr_change=(-0.15, -0.08), nps=(2, 7),
+        arr_change=(-0.15, -0.08), nps=(2, 7), key_feature_share=(0.15, 0.08),
     ),
     # A big account that stopped growing: fair use, spend flat and now shrinking.
     "leveled_off": Archetype(
@@ -91,7 +97,7 @@ ARCHETYPES: dict[str, Archetype] = {
         active_share=(0.55, 0.5), days_per_week=(1.0, 1.0), interactions_per_month=(3, 3),
         customer_share=0.15, contacts=2, executive=True, co_innovation=(1, 1),
         tickets_per_10_seats=1.5, escalation_share=0.05, arr_growth_before=0.05,
-        arr_change=(-0.2, -0.12), nps=(5, 9),
+        arr_change=(-0.2, -0.12), nps=(5, 9), key_feature_share=(0.2, 0.2),
     ),
     # Use fades over the period, to nothing in the last weeks; the champion leaves.
     "fading": Archetype(
@@ -100,7 +106,7 @@ ARCHETYPES: dict[str, Archetype] = {
         silent_days=(12, 24), interactions_per_month=(3, 0.5), customer_share=0.2, contacts=2,
         executive=False, champion_leaves=True, co_innovation=(0, 0),
         tickets_per_10_seats=0.8, escalation_share=0.0, arr_growth_before=0.05,
-        arr_change=(0.0, 0.0), nps=(3, 8),
+        arr_change=(0.0, 0.0), nps=(3, 8), key_feature_share=(0.3, 0.1),
     ),
 }  # fmt: skip
 
@@ -137,7 +143,7 @@ class SampleCompany:
         # The answers draw from their own generator: everything else stays as it was drawn
         # before the demo had surveys.
         events += self._surveys(account, now, random.Random(f"{self.seed}:surveys"), contacts)
-        events += self._usage(account, now, rng, seats)
+        events += self._usage(account, now, rng, seats, random.Random(f"{self.seed}:features"))
         return events
 
     def _surveys(
@@ -295,11 +301,13 @@ class SampleCompany:
         return events
 
     def _usage(
-        self, account: str, now: datetime, rng: random.Random, seats: int
+        self, account: str, now: datetime, rng: random.Random, seats: int, pick: random.Random
     ) -> list[dict[str, object]]:
         """Active user-days drawn week by week from the trajectory: the week's share of seats
         in use picks the active users (the same ones week after week), each uses the product
-        on a few days of the week. A user-day is what the store keeps, so one event each."""
+        on a few days of the week, one event a day (the demo's product is instrumented
+        sparsely). `pick` chooses each event's feature, a key one by the archetype's share
+        (its own generator: the days drawn stay those of earlier versions of the demo)."""
         a = ARCHETYPES[self.archetype]
         silent = rng.randint(*a.silent_days)
         habit = [rng.uniform(0.6, 1.4) for _ in range(seats)]  # occasional to power users
@@ -316,7 +324,11 @@ class SampleCompany:
                     days = week * 7 + weekday
                     if silent <= days < DAYS:
                         at = now - timedelta(days=days, seconds=rng.randrange(36_000))
-                        events.append(_native("usage", account, at, {"user": f"u{user}"}))
+                        key = pick.random() < _lerp(a.key_feature_share, moved)
+                        feature = pick.choice(DEMO_KEY_FEATURES if key else _OTHER_FEATURES)
+                        events.append(
+                            _native("usage", account, at, {"user": f"u{user}", "feature": feature})
+                        )
         events.sort(key=lambda event: str(event["at"]), reverse=True)
         return events
 

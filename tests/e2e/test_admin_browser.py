@@ -773,6 +773,30 @@ def test_an_admin_edits_a_segment_override(page: Page, server: Server) -> None:
     assert _api_config(server)["segments"] == []
 
 
+def test_an_admin_marks_key_features(page: Page, server: Server) -> None:
+    sign_in(page, server.admin_key, then="/admin/config")
+    features = page.get_by_label("Key features, one per line (key_features)")
+    expect(features).to_have_value("")
+    # The same feature twice (case and spaces aside): the server refuses it on the field.
+    features.fill("Report Exported\n  report  exported ")
+    page.get_by_role("button", name="Preview").click()
+    expect(features).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#product .field-error")).to_contain_text("listed twice")
+    shot(page, "17-key-features-error")
+
+    features.fill("Report Exported\n\nDashboard Shared\n")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview-result")).to_contain_text("product.key_features")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["product"] == {
+        "key_features": ["Report Exported", "Dashboard Shared"]
+    }
+    expect(features).to_have_value("Report Exported\nDashboard Shared")
+    shot(page, "18-key-features-applied")
+
+
 def test_rule_and_account_names_are_shown_as_text(page: Page, server: Server) -> None:
     hostile = '<img src=x onerror="document.title=1">'
     config = dict(RECENCY_ONLY)

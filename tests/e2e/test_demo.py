@@ -178,6 +178,20 @@ def test_fading_accounts_show_their_fall(demo: tuple[DemoResult, str]) -> None:
     assert sum(trend < 0 for trend in trends) > len(trends) / 2, trends
 
 
+def test_key_feature_adoption_tells_collaborators_from_those_who_only_look_in(
+    demo: tuple[DemoResult, str],
+) -> None:
+    result, printed = demo
+    collaborators = result.median_adoption("collaborator")
+    assert collaborators is not None
+    assert collaborators >= 0.8
+    for archetype in ("poorly_sold", "fading", "transactional"):
+        adoption = result.median_adoption(archetype)
+        assert adoption is not None
+        assert adoption <= 0.35, archetype
+    assert 'who used "Report Exported" or "Dashboard Shared" in 30 days' in printed
+
+
 def test_summary_names_bands_risks_alerts_and_where_to_look(
     demo: tuple[DemoResult, str],
 ) -> None:

@@ -33,7 +33,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "usage_trend": (-0.25, 0.0, 1.0),
         "stickiness": (0.05, 0.20, 1.0),
         "recency_days": (14, 3, 1.0),
-        "usage_depth": (5, 25, 0.5),
+        "usage_depth": (5, 25, 0.0),
         "depth_trend": (-0.3, 0.0, 1.0),
         "key_feature_adoption": (0.2, 0.5, 1.0),
         "two_way_ratio": (0.15, 0.40, 1.0),

@@ -63,6 +63,56 @@ def test_stickiness(values, expected) -> None:
 
 
 @pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"active_users_30d": 10, "usage_events_30d": 180.0}, 18.0),
+        ({"active_users_30d": 0, "usage_events_30d": 0.0}, None),
+        ({"active_users_30d": 10}, None),  # months from before events were counted
+        ({"usage_events_30d": 50.0}, None),
+    ],
+)
+def test_usage_depth_is_events_per_active_user(values, expected) -> None:
+    assert raw(active_use, "usage_depth", **values) == pytest.approx(expected)
+
+
+DEPTH = {"active_users_30d": 10, "usage_events_30d": 150.0}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # 15 events a person now, 30 before: half as deep, though as many people come.
+        ({**DEPTH, "active_users_prev_30d": 10, "usage_events_prev_30d": 300.0}, -0.5),
+        ({**DEPTH, "active_users_prev_30d": 5, "usage_events_prev_30d": 50.0}, 0.5),
+        # Nobody before, or no count before: no trend (not growth).
+        ({**DEPTH, "active_users_prev_30d": 0, "usage_events_prev_30d": 0.0}, None),
+        ({**DEPTH, "active_users_prev_30d": 10}, None),
+        ({"active_users_30d": 0, "usage_events_30d": 0.0, "active_users_prev_30d": 4,
+          "usage_events_prev_30d": 40.0}, None),
+    ],
+)  # fmt: skip
+def test_depth_trend_compares_events_per_active_user_with_the_prior_30_days(
+    values, expected
+) -> None:
+    assert raw(active_use, "depth_trend", **values) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"active_users_30d": 20, "key_feature_users_30d": 5}, 0.25),
+        ({"active_users_30d": 20, "key_feature_users_30d": 0}, 0.0),
+        # A key-feature user is an active user; a later event counted in one read only.
+        ({"active_users_30d": 20, "key_feature_users_30d": 21}, 1.0),
+        ({"active_users_30d": 20}, None),  # no key features, or none ever named
+        ({"active_users_30d": 0, "key_feature_users_30d": 0}, None),
+    ],
+)
+def test_key_feature_adoption_is_the_share_of_active_users(values, expected) -> None:
+    assert raw(active_use, "key_feature_adoption", **values) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
     ("last_usage_at", "expected"),
     [(NOW - timedelta(days=16), 16.0), (NOW - timedelta(hours=12), 0.5), (NOW, 0.0),
      (NOW + timedelta(hours=1), 0.0), (None, None)],

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from signals.config import Bands, HealthConfig
 from signals.model import BAND_RANK, AccountFacts, Band
+from signals.registry import SIGNALS
 from signals.scoring import band_for, score
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -19,6 +20,7 @@ CONFIG = HealthConfig()
 # Mostly present, sometimes missing: missing data must never break the properties either.
 counts = st.integers(min_value=0, max_value=500) | st.none()
 money = st.floats(min_value=0, max_value=1e7, allow_nan=False) | st.none()
+events = st.floats(min_value=0, max_value=1e5) | st.none()
 
 
 @st.composite
@@ -50,6 +52,9 @@ def account_facts(draw: st.DrawFn) -> AccountFacts:
         nps_latest=draw(st.none() | st.integers(min_value=0, max_value=10).map(float)),
         csat_90d=draw(st.none() | st.floats(min_value=1, max_value=5)),
         csat_latest=draw(st.none() | st.integers(min_value=1, max_value=5).map(float)),
+        usage_events_30d=draw(events),
+        usage_events_prev_30d=draw(events),
+        key_feature_users_30d=draw(counts),
     )
 
 
@@ -83,6 +88,9 @@ SINGLE_INDICATOR_FIELDS = {
     "nps_latest": +1,
     "csat_90d": +1,
     "csat_latest": +1,
+    "usage_events_30d": +1,
+    "usage_events_prev_30d": -1,
+    "key_feature_users_30d": +1,
 }
 
 
@@ -96,7 +104,9 @@ def improve(facts: AccountFacts, field: str, amount: float) -> AccountFacts:
     moved = value + SINGLE_INDICATOR_FIELDS[field] * amount
     if isinstance(value, int):
         moved = int(moved)
-    floor = 1 if field == "active_users_prev_30d" and value > 0 else 0
+    # A prior period emptied by the move would be "no trend", not a better one.
+    prior = field in {"active_users_prev_30d", "usage_events_prev_30d"}
+    floor = 1 if prior and value > 0 else 0
     moved = max(floor, moved) if value >= floor else value
     if field == "customer_interactions_90d":
         moved = min(moved, facts.total_interactions_90d or 0)
@@ -184,28 +194,60 @@ def test_fast_path_agrees_with_the_indicator_by_indicator_explanation(
         assert value == pytest.approx(mean, abs=1e-9)
 
 
-def without_answers(facts: AccountFacts) -> AccountFacts:
-    return replace(facts, nps_90d=None, nps_latest=None, csat_90d=None, csat_latest=None)
-
-
-# The configuration as it was before survey indicators existed: they weigh nothing.
-WITHOUT_SURVEYS = HealthConfig.model_validate(
-    {"signals": {"mutual_value": {"indicators": {
-        name: {"weight": 0, "at_risk": at_risk, "healthy": healthy}
-        for name, at_risk, healthy in (
-            ("nps", 0, 30), ("nps_latest", 6, 9), ("csat", 3, 4.3), ("csat_latest", 2, 4)
-        )
-    }}}}
+# The facts only optional indicators read: survey answers, event counts, key-feature users.
+OPTIONAL_FACTS = (
+    "nps_90d", "nps_latest", "csat_90d", "csat_latest",
+    "usage_events_30d", "usage_events_prev_30d", "key_feature_users_30d",
 )  # fmt: skip
+
+
+def without_optional(facts: AccountFacts) -> AccountFacts:
+    return replace(facts, **dict.fromkeys(OPTIONAL_FACTS))
+
+
+# The configuration as it was before optional indicators existed: they weigh nothing.
+WITHOUT_OPTIONAL = HealthConfig.model_validate(
+    {"signals": {signal.name: {"indicators": {
+        spec.name: {"weight": 0, "at_risk": spec.at_risk, "healthy": spec.healthy}
+        for spec in signal.indicators if spec.optional
+    }} for signal in SIGNALS if any(spec.optional for spec in signal.indicators)}}
+)  # fmt: skip
+
+
+def test_the_optional_facts_are_what_the_optional_indicators_read() -> None:
+    optional = {
+        f"{signal.name}.{spec.name}"
+        for signal in SIGNALS for spec in signal.indicators if spec.optional
+    }  # fmt: skip
+    assert optional == {
+        "active_use.usage_depth", "active_use.depth_trend", "active_use.key_feature_adoption",
+        "mutual_value.nps", "mutual_value.nps_latest", "mutual_value.csat",
+        "mutual_value.csat_latest",
+    }  # fmt: skip
+    busy = AccountFacts(
+        account_id="a", as_of=NOW, active_users_30d=10, active_users_prev_30d=10,
+        usage_events_30d=100.0, usage_events_prev_30d=120.0, key_feature_users_30d=4,
+        nps_90d=20.0, nps_latest=8.0, csat_90d=4.0, csat_latest=4.0,
+    )  # fmt: skip
+    for signal in SIGNALS:
+        flags = [spec.optional for spec in signal.indicators]
+        measured = signal.measure(busy)
+        cleared = signal.measure(without_optional(busy))
+        for optional, full, empty in zip(flags, measured, cleared, strict=True):
+            if optional:
+                assert full is not None, signal.name
+                assert empty is None, signal.name
+            else:
+                assert full == empty, signal.name
 
 
 @settings(max_examples=300)
 @given(account_facts())
-def test_an_account_without_survey_answers_scores_as_if_surveys_did_not_exist(
+def test_an_account_without_optional_evidence_scores_as_if_it_did_not_exist(
     facts: AccountFacts,
 ) -> None:
-    silent = without_answers(facts)
-    now, before = score(silent, CONFIG), score(silent, WITHOUT_SURVEYS)
+    silent = without_optional(facts)
+    now, before = score(silent, CONFIG), score(silent, WITHOUT_OPTIONAL)
     assert (now.score, now.band, now.signals) == (before.score, before.band, before.signals)
     assert now.coverage.ratio == before.coverage.ratio
     assert now.drivers == before.drivers
@@ -213,8 +255,8 @@ def test_an_account_without_survey_answers_scores_as_if_surveys_did_not_exist(
 
 @settings(max_examples=300)
 @given(account_facts())
-def test_survey_answers_never_lower_the_coverage(facts: AccountFacts) -> None:
-    silent = without_answers(facts)
+def test_optional_evidence_never_lowers_the_coverage(facts: AccountFacts) -> None:
+    silent = without_optional(facts)
     assert score(facts, CONFIG).coverage.ratio >= score(silent, CONFIG).coverage.ratio - 1e-9
 
 

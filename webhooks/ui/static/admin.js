@@ -1502,6 +1502,18 @@
           ),
         ),
       );
+      const keyFeatures = el("textarea", { rows: "4", spellcheck: "false" });
+      keyFeatures.value = config.product.key_features.join("\n");
+      fields.append(
+        el(
+          "fieldset",
+          { id: "product", disabled: scope !== null },
+          el("legend", { text: "Product" }),
+          field("product.key_features", "Key features, one per line (key_features)", keyFeatures, {
+            hint: "The features (a usage event's feature, a Segment event or page name, any case) whose use marks real adoption: the key-feature adoption indicator is the share of active users who used one in 30 days. Empty: not measured.",
+          }),
+        ),
+      );
       for (const [signal, spec] of Object.entries(config.signals)) {
         const label = SIGNAL_LABELS[signal] || signal;
         fields.append(
@@ -1566,6 +1578,11 @@
         for (const part of parts.slice(0, -1)) node = node[part];
         node[parts[parts.length - 1]] = value;
       }
+      const keyFeatures = fields.querySelector('[data-field="product.key_features"]');
+      config.product.key_features = keyFeatures.value
+        .split("\n")
+        .map((line) => line.trim())
+        .filter((line) => line !== "");
       // A key bound to a connection sends the global part as it read it: it may not change it.
       if (editors.everyone) {
         config.alerts = editors.rules.read(problems);
