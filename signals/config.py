@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from signals.model import FEATURE_LENGTH, IndicatorSpec, feature_key
+from signals.model import FEATURE_LENGTH, IndicatorSpec, Unit, feature_key
 from signals.registry import SIGNALS
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
@@ -187,6 +187,120 @@ class ProductConfig(BaseModel):
     def key_feature_keys(self) -> tuple[str, ...]:
         """The key features as stored (signals.model.feature_key)."""
         return tuple(feature_key(name) for name in self.key_features)
+
+
+FeatureName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=FEATURE_LENGTH)
+]
+# snake_case: keys of the configuration and parts of CRM field names.
+SnakeName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", max_length=40)
+]
+Aggregation = Literal[
+    "events", "users", "events_per_user", "events_per_seat", "users_per_seat",
+    "share_of_active_users",
+]  # fmt: skip
+MAX_CUSTOM_INDICATORS = 50
+MAX_CUSTOM_SIGNALS = 10
+
+
+class ProductEventsSource(BaseModel):
+    """Usage events naming any of `features` (a usage event's `feature`, Segment's event or
+    page name; case and repeated spaces aside) in the `days` to the moment scored, aggregated:
+
+    - events: how many; users: how many distinct users;
+    - events_per_user: events / those users; events_per_seat, users_per_seat: / seats;
+    - share_of_active_users: those users / the account's active users (30 days only)."""
+
+    model_config = _STRICT
+
+    kind: Literal["product_events"] = "product_events"
+    features: tuple[FeatureName, ...] = Field(min_length=1, max_length=20)
+    aggregation: Aggregation
+    days: int = Field(default=30, ge=1, le=180)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        if self.aggregation == "share_of_active_users" and self.days != 30:
+            raise ValueError(
+                "days: share_of_active_users compares with the 30-day active users, "
+                f"not {self.days}"
+            )
+        return self
+
+    @property
+    def feature_keys(self) -> tuple[str, ...]:
+        """The features as stored (signals.model.feature_key), sorted, once each."""
+        return tuple(sorted({feature_key(name) for name in self.features}))
+
+    @property
+    def key(self) -> str:
+        """What the facts hold its value under (AccountFacts.custom): equal sources, one key."""
+        return "|".join((self.kind, self.aggregation, str(self.days), *self.feature_keys))
+
+    @property
+    def unit(self) -> Unit:
+        if self.aggregation == "share_of_active_users":
+            return Unit.PERCENT
+        return Unit.COUNT if self.aggregation in ("events", "users") else Unit.NUMBER
+
+
+class CustomIndicator(BaseModel):
+    """An admin's own indicator, data in the configuration: scored like the built-in ones
+    (0 at `at_risk`, 100 at `healthy`, `weight` within its signal), in one of the four
+    signals or a custom signal (`custom_signals`). `optional`: an account without its data
+    is not short of coverage (see IndicatorSpec.optional)."""
+
+    model_config = _STRICT
+
+    name: SnakeName
+    label: str = Field(min_length=1, max_length=60)
+    signal: SnakeName
+    source: ProductEventsSource
+    at_risk: float = Field(allow_inf_nan=False)
+    healthy: float = Field(allow_inf_nan=False)
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if self.at_risk == self.healthy:
+            raise ValueError(f"at_risk and healthy must differ (both are {self.at_risk:g})")
+        return self
+
+    @property
+    def spec(self) -> IndicatorSpec:
+        return IndicatorSpec(
+            self.name,
+            self.label,
+            self.source.unit,
+            at_risk=self.at_risk,
+            healthy=self.healthy,
+            weight=self.weight,
+            optional=self.optional,
+        )
+
+
+class CustomSignal(BaseModel):
+    """A signal of the admin's own, made of custom indicators, with its weight in the
+    composite beside the four built-in ones."""
+
+    model_config = _STRICT
+
+    name: SnakeName
+    label: str = Field(min_length=1, max_length=60)
+    weight: float = Field(ge=0, allow_inf_nan=False)
+
+
+class FactReads(NamedTuple):
+    """What a configuration needs read beyond the built-in facts: its key features and the
+    sources of its custom indicators (webhooks.store.facts.read_facts)."""
+
+    key_features: tuple[str, ...] = ()
+    sources: tuple[ProductEventsSource, ...] = ()
+
+
+NO_READS = FactReads()
 
 
 class CustomerRule(BaseModel):
@@ -360,6 +474,10 @@ class HealthConfig(BaseModel):
     bands: Bands = Field(default_factory=Bands)
     customers: CustomerRule = Field(default_factory=CustomerRule)
     product: ProductConfig = Field(default_factory=ProductConfig)
+    custom_signals: tuple[CustomSignal, ...] = Field(default=(), max_length=MAX_CUSTOM_SIGNALS)
+    custom_indicators: tuple[CustomIndicator, ...] = Field(
+        default=(), max_length=MAX_CUSTOM_INDICATORS
+    )
     segments: tuple[SegmentOverride, ...] = ()
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
     connections: dict[ConnectionName, ConnectionSettings] = Field(default_factory=dict)
@@ -368,6 +486,51 @@ class HealthConfig(BaseModel):
     _by_connection: dict[str, HealthConfig] = PrivateAttr(default_factory=dict)
     # What applies to connections without settings of their own (None: self, having none).
     _everyone: HealthConfig | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _custom_parts_fit(self) -> Self:
+        """Custom signals and indicators name what exists and nothing twice; each custom
+        signal that weighs something has an indicator that does."""
+        problems: list[str] = []
+        builtin = {signal.name: signal for signal in SIGNALS}
+        custom: dict[str, int] = {}
+        for index, signal in enumerate(self.custom_signals):
+            if signal.name in builtin or signal.name in custom:
+                problems.append(
+                    f"custom_signals.{index}.name: {signal.name!r} is taken (pick another)"
+                )
+            custom[signal.name] = index
+        taken = {(signal.name, spec.name) for signal in SIGNALS for spec in signal.indicators}
+        weighed: set[str] = set()
+        for index, indicator in enumerate(self.custom_indicators):
+            where = f"custom_indicators.{index}"
+            if indicator.signal not in builtin and indicator.signal not in custom:
+                known = ", ".join([*builtin, *custom])
+                problems.append(f"{where}.signal: {indicator.signal!r} is not one of {known}")
+            elif (indicator.signal, indicator.name) in taken:
+                problems.append(
+                    f"{where}.name: {indicator.signal} already has an indicator "
+                    f"{indicator.name!r} (pick another)"
+                )
+            taken.add((indicator.signal, indicator.name))
+            if indicator.weight > 0:
+                weighed.add(indicator.signal)
+        for name, index in custom.items():
+            if self.custom_signals[index].weight > 0 and name not in weighed:
+                problems.append(
+                    f"custom_signals.{index}: {name} needs a custom indicator with a weight "
+                    "above 0 (or a weight of 0 itself)"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def fact_reads(self) -> FactReads:
+        return FactReads(
+            key_features=self.product.key_feature_keys,
+            sources=tuple({i.source.key: i.source for i in self.custom_indicators}.values()),
+        )
 
     @model_validator(mode="after")
     def _resolve_segments(self) -> Self:

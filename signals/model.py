@@ -26,6 +26,7 @@ BAND_RANK: Mapping[Band, int] = MappingProxyType(
 )
 
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+_NO_CUSTOM: Mapping[str, float | None] = MappingProxyType({})
 # Signal and indicator names are keys of the configuration and parts of CRM field names.
 _SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
@@ -70,6 +71,9 @@ class AccountFacts:
     nps_latest: float | None = None
     csat_90d: float | None = None
     csat_latest: float | None = None
+    # The raw values of the configuration's custom indicators, by their source's key
+    # (signals.config.ProductEventsSource.key); missing or None is no data.
+    custom: Mapping[str, float | None] = field(default_factory=lambda: _NO_CUSTOM)
     # Since when the account is a customer (the CRM's or a native customer-since date, else
     # its first record); None where unknown. Younger than the onboarding period: "onboarding".
     customer_since: datetime | None = None

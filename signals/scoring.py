@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from signals.config import Bands, HealthConfig, IndicatorConfig
+from signals.config import Bands, CustomIndicator, HealthConfig, IndicatorConfig
 from signals.indicators import threshold_text, value_formatter
 from signals.model import (
     BAND_RANK,
@@ -139,33 +139,79 @@ class _Plan:
         return self, None
 
 
+def _with_custom(measure: Measure | None, keys: tuple[str, ...]) -> Measure:
+    """A signal's measure followed by its custom indicators' values, read from the facts."""
+    if not keys:
+        assert measure is not None  # a signal without custom indicators is a built-in one
+        return measure
+    if measure is None:
+        return lambda facts: tuple(facts.custom.get(key) for key in keys)
+    builtin = measure
+    return lambda facts: (*builtin(facts), *(facts.custom.get(key) for key in keys))
+
+
+def _compile_signal(
+    *,
+    name: str,
+    weight: float,
+    evidence: str,
+    measure: Measure | None,
+    parts: Sequence[tuple[IndicatorSpec, IndicatorConfig]],
+    custom: Sequence[CustomIndicator],
+) -> _Signal | None:
+    """One signal of the plan: its built-in indicators (`parts`, with `measure`), then its
+    custom ones; None when it weighs nothing."""
+    parts = [
+        *parts,
+        *((i.spec, IndicatorConfig(at_risk=i.at_risk, healthy=i.healthy, weight=i.weight))
+          for i in custom),
+    ]  # fmt: skip
+    indicators = tuple(
+        _Indicator.compile(spec, config) if config.weight > 0 else None for spec, config in parts
+    )
+    if weight <= 0 or not any(i is not None for i in indicators):
+        return None
+    return _Signal(
+        name=name,
+        weight=weight,
+        measure=_with_custom(measure, tuple(i.source.key for i in custom)),
+        evidence=evidence,
+        indicators=indicators,
+        # Coverage expects data of the indicators that are not optional.
+        indicator_weight=sum(i.weight for i in indicators if i is not None and not i.spec.optional),
+    )
+
+
 def _compile(config: HealthConfig) -> _Plan:
-    signals = []
+    custom: dict[str, list[CustomIndicator]] = {}
+    for indicator in config.custom_indicators:
+        custom.setdefault(indicator.signal, []).append(indicator)
+    compiled: list[_Signal | None] = []
     for name, signal_config in config.signals.items().items():
         spec = SIGNAL_BY_NAME[name]
         configs = signal_config.indicators.items()
-        indicators = tuple(
-            _Indicator.compile(indicator, configs[indicator.name])
-            if configs[indicator.name].weight > 0
-            else None
-            for indicator in spec.indicators
+        compiled.append(
+            _compile_signal(
+                name=name,
+                weight=signal_config.weight,
+                evidence=spec.evidence,
+                measure=spec.measure,
+                parts=[(indicator, configs[indicator.name]) for indicator in spec.indicators],
+                custom=custom.get(name, []),
+            )
         )
-        indicator_weight = sum(i.weight for i in indicators if i is not None)
-        if signal_config.weight > 0 and indicator_weight > 0:
-            # Coverage expects data of the indicators that are not optional.
-            indicator_weight = sum(
-                i.weight for i in indicators if i is not None and not i.spec.optional
+    for signal in config.custom_signals:
+        compiled.append(
+            _compile_signal(
+                name=signal.name,
+                weight=signal.weight,
+                evidence=f"{signal.label} data",
+                measure=None,
+                parts=[],
+                custom=custom.get(signal.name, []),
             )
-            signals.append(
-                _Signal(
-                    name=name,
-                    weight=signal_config.weight,
-                    measure=spec.measure,
-                    evidence=spec.evidence,
-                    indicators=indicators,
-                    indicator_weight=indicator_weight,
-                )
-            )
+        )
+    signals = [signal for signal in compiled if signal is not None]
     segments = sorted(
         (
             (
@@ -188,11 +234,16 @@ def _compile(config: HealthConfig) -> _Plan:
         min_coverage=config.bands.min_coverage,
         onboarding_days=config.bands.onboarding_days,
         segments=tuple(segments),
-        sums=_generate_sums(tuple(signal.hot for signal in signals)),
+        sums=_generate_sums(
+            tuple(signal.hot for signal in signals),
+            (*SIGNAL_NAMES, *(signal.name for signal in config.custom_signals)),
+        ),
     )
 
 
-def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], _Sums]:
+def _generate_sums(
+    signals: tuple[_HotSignal, ...], names: tuple[str, ...]
+) -> Callable[[AccountFacts], _Sums]:
     """Write the scoring loop out for one configuration, its numbers as constants.
 
     The same technique the standard library's dataclasses use for __init__: the generated
@@ -200,7 +251,7 @@ def _generate_sums(signals: tuple[_HotSignal, ...]) -> Callable[[AccountFacts], 
     tuple and attribute overhead (about a third of the time of the plain loop). A test pins
     its results to the reference computation of `_explain`.
     """
-    lines = ["def sums(facts):", f"    scores = {dict.fromkeys(SIGNAL_NAMES)!r}"]
+    lines = ["def sums(facts):", f"    scores = {dict.fromkeys(names)!r}"]
     lines.append("    available = total = covered = 0.0")
     namespace: dict[str, object] = {}
     for position, (name, signal_weight, indicator_weight, measure, indicators) in enumerate(

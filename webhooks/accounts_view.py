@@ -50,6 +50,9 @@ class AccountItem(BaseModel):
         "not alerted on, and its CRM health fields are left empty."
     )
     signals: Signals
+    custom_signals: dict[str, float | None] = Field(
+        description="The configuration's custom signals (custom_signals), 0..100 or null each."
+    )
     drivers: list[str]
     coverage: CoverageOut
     updated_at: datetime | None = Field(
@@ -142,6 +145,11 @@ def _signals(account: AccountRow) -> Signals:
     return Signals.model_validate({name: stored.get(name) for name in SIGNAL_NAMES})
 
 
+def _custom_signals(account: AccountRow) -> dict[str, float | None]:
+    stored = account.signals or {}
+    return {name: value for name, value in stored.items() if name not in SIGNAL_NAMES}
+
+
 def _coverage(account: AccountRow) -> CoverageOut:
     stored = account.coverage or {}
     return CoverageOut(
@@ -171,6 +179,7 @@ def _item(account: AccountRow, points: Sequence[Point], now: datetime) -> Accoun
         band=account.band,
         customer=account.customer,
         signals=_signals(account),
+        custom_signals=_custom_signals(account),
         drivers=list(account.drivers or []),
         coverage=_coverage(account),
         updated_at=account.health_updated_at,
@@ -265,7 +274,7 @@ async def get_account(
                 session,
                 accounts=[account],
                 as_of=now,
-                key_features=config.product.key_feature_keys,
+                reads=config.fact_reads,
             )
         )[account.id]
         alerts_open = await account_views.open_alerts(session, account_id=account.id, now=now)

@@ -457,7 +457,7 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
                 accounts=live,
                 as_of=as_of,
                 historical=True,
-                key_features=config.product.key_feature_keys,
+                reads=config.fact_reads,
             )
             scored = []
             for account in live:
@@ -519,7 +519,7 @@ async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
             session,
             accounts=everyone,
             as_of=datetime.now(UTC),
-            key_features=config.product.key_feature_keys,
+            reads=config.fact_reads,
         )
     for account in everyone:
         measured = active_use.SIGNAL.measure(snapshots[account.id])

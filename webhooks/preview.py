@@ -368,6 +368,8 @@ async def preview(
             and candidate.signals == current.signals
             and candidate.segments == current.segments
             and candidate.product == current.product
+            and candidate.custom_signals == current.custom_signals
+            and candidate.custom_indicators == current.custom_indicators
         )
         after_id = 0
         while True:
@@ -435,15 +437,12 @@ async def _preview_chunk(
     today: date,
     pacer: Pacer,
 ) -> None:
-    key_features = current.product.key_feature_keys
-    snapshots = await facts.read_facts(
-        session, accounts=chunk, as_of=now, key_features=key_features
-    )
-    # Other key features are other facts: the candidate's adoption is read for it.
+    snapshots = await facts.read_facts(session, accounts=chunk, as_of=now, reads=current.fact_reads)
+    # Other key features or custom indicators are other facts: read them for the candidate.
     candidate_snapshots = snapshots
-    if candidate.product.key_feature_keys != key_features:
+    if candidate.fact_reads != current.fact_reads:
         candidate_snapshots = await facts.read_facts(
-            session, accounts=chunk, as_of=now, key_features=candidate.product.key_feature_keys
+            session, accounts=chunk, as_of=now, reads=candidate.fact_reads
         )
     ids = [account.id for account in chunk]
     # As the worker would score under each: hysteresis from the band each configuration last
@@ -602,7 +601,7 @@ async def _horizon(
                 accounts=unique,
                 as_of=as_of,
                 historical=True,
-                key_features=config.product.key_feature_keys,
+                reads=config.fact_reads,
             )
             first = await facts.first_records(session, accounts=unique)
             for account, outcome in part:

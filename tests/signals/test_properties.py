@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -202,7 +203,8 @@ OPTIONAL_FACTS = (
 
 
 def without_optional(facts: AccountFacts) -> AccountFacts:
-    return replace(facts, **dict.fromkeys(OPTIONAL_FACTS))
+    cleared: dict[str, Any] = dict.fromkeys(OPTIONAL_FACTS)
+    return replace(facts, **cleared)
 
 
 # The configuration as it was before optional indicators existed: they weigh nothing.
@@ -233,8 +235,8 @@ def test_the_optional_facts_are_what_the_optional_indicators_read() -> None:
         flags = [spec.optional for spec in signal.indicators]
         measured = signal.measure(busy)
         cleared = signal.measure(without_optional(busy))
-        for optional, full, empty in zip(flags, measured, cleared, strict=True):
-            if optional:
+        for is_optional, full, empty in zip(flags, measured, cleared, strict=True):
+            if is_optional:
                 assert full is not None, signal.name
                 assert empty is None, signal.name
             else:

@@ -7,9 +7,10 @@ worker's cost grows with the batch, not with the number of statements per event.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from sqlalchemy import (
@@ -46,6 +47,7 @@ from connector.model import (
     Usage,
 )
 from connector.segment import normalised_domain
+from signals.config import NO_READS, FactReads, ProductEventsSource
 from signals.model import AccountFacts, feature_key
 from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, voice
 from webhooks.store import pruning
@@ -510,7 +512,7 @@ async def read_facts(
     accounts: Sequence[AccountRow],
     as_of: datetime,
     historical: bool = False,
-    key_features: Collection[str] = (),
+    reads: FactReads = NO_READS,
 ) -> dict[int, AccountFacts]:
     """Scoring snapshots for the accounts, every windowed count in one grouped query per table.
 
@@ -528,8 +530,9 @@ async def read_facts(
     which kinds of facts the connection sends are as they are now. The worker reads
     with the windows open-ended, so a future-dated event still counts as soon as it arrives.
 
-    `key_features` (the configuration's, feature_key form) are the features whose users make
-    the key-feature adoption; none, or a connection that never named a feature, is no data.
+    `reads` says what the configuration needs beyond the built-in facts: its key features,
+    whose users make the key-feature adoption, and its custom indicators' sources, read into
+    `custom`. No key features, or a connection that never named a feature, is no data.
     """
     if not accounts:
         return {}
@@ -548,9 +551,9 @@ async def read_facts(
     today = as_of.astimezone(UTC).date()
     until = as_of if historical else None
     usage = await _usage(session, ids, today, closed=historical)
-    key_users: dict[int, int] = {}
-    if key_features:
-        key_users = await _feature_users(session, ids, key_features, today, closed=historical)
+    key_users: dict[int, tuple[int, float]] = {}
+    if reads.key_features:
+        key_users = await _feature_usage(session, ids, reads.key_features, today, closed=historical)
     interactions = await _interactions(session, ids, as_of - timedelta(days=90), until)
     collaboration = await _counts(
         session,
@@ -575,6 +578,8 @@ async def read_facts(
         )
 
     snapshots: dict[int, AccountFacts] = {}
+    # Each account's rule for a zero feature count (custom indicators are read after).
+    feature_evidence: dict[int, Callable[..., int | None]] = {}
     for account in accounts:
         # Since when this account has been visible to each kind of source.
         visible = {
@@ -591,6 +596,8 @@ async def read_facts(
             if since is None:
                 return None
             return value if value > 0 or since <= as_of - timedelta(days=days) else None
+
+        feature_evidence[account.id] = partial(count, kind="feature")
 
         values = {
             k: v["value"]
@@ -627,8 +634,8 @@ async def read_facts(
             # Events are evidence wherever the users are (they are counted from the same rows).
             usage_events_30d=None if users_30 is None else used.events_30d,
             usage_events_prev_30d=None if users_prev is None else used.events_prev_30d,
-            key_feature_users_30d=count(key_users.get(account.id, 0), "feature", 30)
-            if key_features and users_30 is not None else None,
+            key_feature_users_30d=count(key_users.get(account.id, (0,))[0], "feature", 30)
+            if reads.key_features and users_30 is not None else None,
             last_usage_at=last_usage_at,
             # The customer's share needs the total as evidence, whatever its own count.
             customer_interactions_90d=None if (interactions_90d := count(
@@ -644,6 +651,19 @@ async def read_facts(
             arr_12m_ago=_float(arr_before.get(account.id)),
             **asdict(voices.get(account.id, NO_VOICE)),
         )  # fmt: skip
+    if reads.sources:
+        custom = await _custom_values(
+            session,
+            snapshots,
+            reads.sources,
+            today,
+            closed=historical,
+            evidence=lambda account_id, value, days: feature_evidence[account_id](value, days=days),
+        )
+        snapshots = {
+            account_id: replace(facts, custom=custom[account_id])
+            for account_id, facts in snapshots.items()
+        }
     return snapshots
 
 
@@ -878,17 +898,19 @@ async def _usage(
     }
 
 
-async def _feature_users(
+async def _feature_usage(
     session: AsyncSession,
     ids: Collection[int],
     features: Collection[str],
     today: date,
     *,
+    days: int = 30,
     closed: bool = False,
-) -> dict[int, int]:
+) -> dict[int, tuple[int, float]]:
     """Per account: the distinct users who used any of `features` (feature_key form) in the
-    30 days to `today` (open-ended unless `closed`)."""
-    months = _months_back(today, 30)
+    `days` to `today` (open-ended unless `closed`), and those features' events in them (a
+    month partly in the window as in `_usage`)."""
+    months = _months_back(today, days)
     window = [
         FeatureMonth.account_id.in_(ids),
         FeatureMonth.feature.in_(features),
@@ -896,15 +918,84 @@ async def _feature_users(
     ]
     if closed:
         window.append(FeatureMonth.month <= months[-1])
-    recent = _window_bits(
-        today - timedelta(days=29), today if closed else None, months, FeatureMonth
+    inside = (
+        select(
+            FeatureMonth.account_id,
+            FeatureMonth.user,
+            FeatureMonth.events,
+            cast(FeatureMonth.days, BigInteger).label("days"),
+            _window_bits(
+                today - timedelta(days=days - 1),
+                today if closed else None,
+                months,
+                FeatureMonth,
+            ).label("recent"),
+        )
+        .where(*window)
+        .offset(0)  # see _usage
+        .subquery()
     )
     rows = await session.execute(
-        select(FeatureMonth.account_id, func.count(func.distinct(FeatureMonth.user)))
-        .where(*window, recent != 0)
-        .group_by(FeatureMonth.account_id)
+        select(
+            inside.c.account_id,
+            func.count(func.distinct(inside.c.user)),
+            func.sum(
+                cast(inside.c.events, Float) * _popcount(inside.c.recent) / _popcount(inside.c.days)
+            ),
+        )
+        .where(inside.c.recent != 0)
+        .group_by(inside.c.account_id)
     )
-    return {row[0]: row[1] for row in rows}
+    return {row[0]: (row[1], float(row[2] or 0.0)) for row in rows}
+
+
+def _custom_value(
+    source: ProductEventsSource, users: int, events: float, facts: AccountFacts
+) -> float | None:
+    """A product-events source's raw value for one account, None where its divisor is."""
+    seats, active = facts.seats, facts.active_users_30d
+    match source.aggregation:
+        case "events":
+            return events
+        case "users":
+            return float(users)
+        case "events_per_user":
+            return events / users if users else None
+        case "events_per_seat":
+            return events / seats if seats else None
+        case "users_per_seat":
+            return users / seats if seats else None
+        case "share_of_active_users":
+            return min(1.0, users / active) if active else None
+
+
+async def _custom_values(
+    session: AsyncSession,
+    snapshots: Mapping[int, AccountFacts],
+    sources: Sequence[ProductEventsSource],
+    today: date,
+    *,
+    closed: bool,
+    evidence: Callable[[int, int, int], int | None],
+) -> dict[int, dict[str, float | None]]:
+    """Per account, each source's value by its key: one read per set of features and window.
+    `evidence(account id, count, days)` is read_facts' rule for a zero (None: no data)."""
+    values: dict[int, dict[str, float | None]] = {account_id: {} for account_id in snapshots}
+    reads: dict[tuple[tuple[str, ...], int], list[ProductEventsSource]] = {}
+    for source in sources:
+        reads.setdefault((source.feature_keys, source.days), []).append(source)
+    for (features, days), group in reads.items():
+        found = await _feature_usage(
+            session, list(snapshots), features, today, days=days, closed=closed
+        )
+        for account_id, facts in snapshots.items():
+            users, events = found.get(account_id, (0, 0.0))
+            known = evidence(account_id, users, days) is not None
+            for source in group:
+                values[account_id][source.key] = (
+                    _custom_value(source, users, events, facts) if known else None
+                )
+    return values
 
 
 async def _last_usage_until(

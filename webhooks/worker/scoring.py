@@ -46,7 +46,7 @@ class Scorer:
             return 0
         with self._metrics.scoring_seconds.time():
             snapshots = await facts.read_facts(
-                session, accounts=live, as_of=now, key_features=config.product.key_feature_keys
+                session, accounts=live, as_of=now, reads=config.fact_reads
             )
             month_ago = await accounts.scores_at_or_before(
                 session, account_ids=[a.id for a in live], at=now - timedelta(days=30)

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from connector.model import AccountAttributes, NormalisedEvent, Usage
+from signals.config import FactReads, ProductEventsSource
 from testkit import bare_accounts, in_thread
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
@@ -65,7 +66,7 @@ async def snapshot(sessions, *, key_features: Sequence[str] = (), as_of: datetim
             accounts=[account],
             as_of=as_of,
             historical=as_of != NOW,
-            key_features=key_features,
+            reads=FactReads(key_features=tuple(key_features)),
         )
         return found[account.id]
 
@@ -234,6 +235,66 @@ async def test_a_source_that_never_names_features_has_no_key_feature_data(sessio
     snap = await snapshot(sessions, key_features=("report exported",))
     assert snap.active_users_30d == 1
     assert snap.key_feature_users_30d is None
+
+
+def source(aggregation: str, *features: str, days: int = 30) -> ProductEventsSource:
+    return ProductEventsSource(features=features, aggregation=aggregation, days=days)  # type: ignore[arg-type]
+
+
+async def test_custom_sources_aggregate_feature_usage_per_window(sessions) -> None:
+    async with sessions() as session, session.begin():
+        locked = await accounts.lock_accounts(session, keys=[KEY], now=NOW)
+        seats = AccountAttributes(
+            account="42", at=NOW - timedelta(days=300), attributes={"seats": "4"}
+        )
+        await facts.fold(session, events=[(locked[KEY], seats)], now=NOW)
+        await accounts.save(session, accounts=list(locked.values()))
+    await fold(
+        sessions,
+        [
+            used(date(2027, 9, 1), "z", "Setup"),  # names features long before the windows
+            *(used(date(2028, 2, 20), "a", "Report Exported") for _ in range(3)),
+            used(date(2028, 2, 25), "b", "report exported"),
+            used(date(2028, 2, 26), "b", "Dashboard Shared"),
+            used(date(2028, 2, 26), "c", "Search"),
+            used(date(2027, 12, 20), "d", "Report Exported"),  # within 90 days, not 30
+        ],
+    )
+    wanted = {
+        "events": source("events", "Report Exported"),
+        "users": source("users", "Report Exported", "Dashboard Shared"),
+        "per_user": source("events_per_user", "Report Exported"),
+        "per_seat": source("events_per_seat", "Report Exported"),
+        "users_per_seat": source("users_per_seat", "Report Exported", days=90),
+        "share": source("share_of_active_users", "Report Exported"),
+        "unused": source("events", "Never Used"),
+    }
+    snap = await snapshot_with(sessions, FactReads(sources=tuple(wanted.values())))
+    got = {name: snap.custom[wanted_source.key] for name, wanted_source in wanted.items()}
+    assert got == {
+        "events": 4.0,
+        "users": 2.0,
+        "per_user": 2.0,
+        "per_seat": 1.0,
+        "users_per_seat": 3 / 4,
+        "share": 2 / 3,  # a and b of a, b, c
+        "unused": 0.0,  # the source names features: zero is evidence
+    }
+
+
+async def test_custom_sources_are_no_data_where_no_feature_was_ever_named(sessions) -> None:
+    await fold(sessions, [used(date(2028, 2, 25), "a")])
+    wanted = source("users", "Report Exported")
+    snap = await snapshot_with(sessions, FactReads(sources=(wanted,)))
+    assert snap.custom == {wanted.key: None}
+
+
+async def snapshot_with(sessions, reads: FactReads):
+    async with sessions() as session:
+        account = (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY]
+        return (await facts.read_facts(session, accounts=[account], as_of=NOW, reads=reads))[
+            account.id
+        ]
 
 
 async def test_pruning_removes_feature_months_with_the_usage_months(sessions) -> None:

@@ -592,9 +592,11 @@
     for (const driver of item.drivers) drivers.append(el("li", { text: driver }));
 
     const indicators = clear($("#indicators"));
-    for (const signal of Object.keys(SIGNAL_LABELS)) {
+    const scores = { ...item.signals, ...item.custom_signals };
+    for (const signal of [...Object.keys(SIGNAL_LABELS), ...Object.keys(item.custom_signals)]) {
       const rows = item.indicators[signal] || [];
-      const title = `${SIGNAL_LABELS[signal]}: ${fmtScore(item.signals[signal])}`;
+      const label = SIGNAL_LABELS[signal] || signal;
+      const title = `${label}: ${fmtScore(scores[signal])}`;
       indicators.append(el("h3", { text: title }));
       if (!rows.length) {
         indicators.append(el("p", { class: "muted", text: "No data for this signal." }));
@@ -603,7 +605,7 @@
       indicators.append(
         dataTable(
           { "data-signal": signal },
-          `${SIGNAL_LABELS[signal]} indicators`,
+          `${label} indicators`,
           ["Indicator", ["Measured (raw)", "num"], ["Score", "num"], ["Weight", "num"]],
           rows.map((row) =>
             el(
