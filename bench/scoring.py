@@ -1,4 +1,6 @@
-"""Scoring throughput: 100,000 varied account snapshots through signals.scoring.score."""
+"""Scoring throughput: 100,000 varied account snapshots through signals.scoring.score, under
+the default configuration, with segment overrides, and with ten custom indicators (one of
+them in a custom signal) and key features."""
 
 from __future__ import annotations
 
@@ -15,6 +17,29 @@ from signals.scoring import score
 ACCOUNTS = 100_000
 RUNS = 3
 TARGET_PER_SECOND = 100_000
+
+
+# Ten custom indicators over the four signals and a custom one, as an admin might define them.
+CUSTOM = HealthConfig.model_validate(
+    {
+        "product": {"key_features": ["Report Exported", "Dashboard Shared"]},
+        "custom_signals": [{"name": "adoption", "label": "Adoption", "weight": 0.2}],
+        "custom_indicators": [
+            {
+                "name": f"custom_{n}",
+                "label": f"Custom indicator {n}",
+                "signal": ("active_use", "collaboration", "mutual_value", "momentum",
+                           "adoption")[n % 5],
+                "source": {"kind": "product_events", "features": [f"feature {n}"],
+                           "aggregation": ("events", "users_per_seat")[n % 2], "days": 30},
+                "at_risk": 1.0 if n % 3 else 10.0,
+                "healthy": 10.0 if n % 3 else 1.0,
+            }
+            for n in range(10)
+        ],
+    }
+)  # fmt: skip
+CUSTOM_KEYS = tuple(source.key for source in CUSTOM.fact_reads.sources)
 
 
 def snapshots(count: int, seed: int = 11) -> list[AccountFacts]:
@@ -48,6 +73,10 @@ def snapshots(count: int, seed: int = 11) -> list[AccountFacts]:
                 escalations_90d=rng.randint(0, 5),
                 arr=maybe(rng.uniform(10_000, 500_000)),
                 arr_12m_ago=rng.uniform(10_000, 500_000),
+                usage_events_30d=monthly * rng.uniform(0, 40),
+                usage_events_prev_30d=maybe(rng.randint(0, seats) * rng.uniform(0, 40)),
+                key_feature_users_30d=rng.randint(0, monthly),
+                custom={key: maybe(rng.uniform(0, 12)) for key in CUSTOM_KEYS},
             )
         )
     return facts
@@ -71,6 +100,7 @@ def run() -> list[tuple[str, str]]:
                 }
             ),
         ),
+        ("with 10 custom indicators", CUSTOM),
     ):  # fmt: skip
         score(accounts[0], config)  # compile the plan outside the timing
         elapsed = math.inf

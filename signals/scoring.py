@@ -145,9 +145,9 @@ def _with_custom(measure: Measure | None, keys: tuple[str, ...]) -> Measure:
         assert measure is not None  # a signal without custom indicators is a built-in one
         return measure
     if measure is None:
-        return lambda facts: tuple(facts.custom.get(key) for key in keys)
+        return lambda facts: tuple(map(facts.custom.get, keys))
     builtin = measure
-    return lambda facts: (*builtin(facts), *(facts.custom.get(key) for key in keys))
+    return lambda facts: (*builtin(facts), *map(facts.custom.get, keys))
 
 
 def _compile_signal(
