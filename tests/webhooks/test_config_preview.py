@@ -1,6 +1,6 @@
 """Config preview and backtest over HTTP: what a candidate configuration would change on today's
 facts (without writing anything), and how well a configuration's at_risk band foresaw known
-churn and renewals.
+churn and renewals; custom indicators from the preview to the account they score.
 
 Scoring here weighs only recency: with `recency(at_risk)` an account's score is 100 minus
 100/at_risk points per day since its last use, so usage sent N days ago sets any score.
@@ -666,3 +666,108 @@ async def test_a_backtest_reads_attributes_as_they_stood_then(service) -> None:
     assert "segment" not in then.attributes  # its value dates from 11-10
     assert then.attributes["name"] == "R1"
     assert first[account.id] == datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+# --- custom indicators: previewed, refused naming the field, applied and shown ------------------
+
+EXPORTERS = {
+    "name": "exporters",
+    "label": "People exporting reports (30d)",
+    "signal": "active_use",
+    "source": {"kind": "product_events", "features": ["Report Exported"], "aggregation": "users"},
+    "at_risk": 0,
+    "healthy": 2,
+}
+
+
+def with_exporters(**indicator: Any) -> dict[str, Any]:
+    return recency(100, custom_indicators=[{**EXPORTERS, **indicator}])
+
+
+async def world(service_factory: Any) -> Any:
+    """a: two people export reports; b: one person uses the product, never exporting, for 40
+    days (so its zero exports are evidence). Both used it a day ago (recency(100): 99 each)."""
+    service = await service_factory(**NO_CRM)
+    await apply(service, recency(100))
+    events = [named("a"), named("b")]
+    events += [native("usage", "a", days_ago=1, user=u, feature="Report Exported") for u in "xy"]
+    events += [
+        native("usage", "b", days_ago=days, user="z", feature="Dashboard Viewed")
+        for days in (40, 1)
+    ]
+    await run_worker(service, events)
+    return service
+
+
+async def test_a_preview_shows_what_a_custom_indicator_would_change(service_factory) -> None:
+    service = await world(service_factory)
+    before = await row_counts(service)
+    response = await service.client.post(
+        "/api/v1/config/preview",
+        json={"config": with_exporters()},
+        headers=await bearer(service, "viewer"),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # b: recency (a little under 99) and no exporter (0) weigh the same: 49, neutral.
+    assert [(i["id"], i["old_score"], i["new_score"]) for i in body["changed"]["items"]] == [
+        ("b", 99, 49)
+    ]
+    assert body["diff_paths"] == ["custom_indicators.0"]
+    assert await row_counts(service) == before
+
+
+async def test_a_bad_custom_indicator_is_refused_naming_its_field(service_factory) -> None:
+    service = await world(service_factory)
+    for indicator, path in (
+        ({"signal": "happiness"}, "custom_indicators.0.signal"),
+        ({"source": {**EXPORTERS["source"], "aggregation": "sum"}},
+         "custom_indicators.0.source.aggregation"),
+        ({"healthy": 0}, "custom_indicators.0"),
+    ):  # fmt: skip
+        response = await service.client.post(
+            "/api/v1/config/preview",
+            json={"config": with_exporters(**indicator)},
+            headers=await bearer(service, "admin"),
+        )
+        assert response.status_code == 422, indicator
+        assert path in response.json()["detail"], response.json()
+
+
+async def test_an_applied_custom_indicator_is_scored_and_shown_with_its_label(
+    service_factory,
+) -> None:
+    service = await world(service_factory)
+    await apply(service, with_exporters())
+    await run_worker(service, [])
+    viewer = await bearer(service, "viewer")
+    b = (await service.client.get("/api/v1/accounts/b", headers=viewer)).json()
+    assert b["score"] == 49
+    assert b["drivers"] == [
+        "People exporting reports (30d) 0 (at-risk <= 0)",
+        "Days since last use 1 (healthy <= 0)",
+    ]
+    assert {i["name"]: i["raw"] for i in b["indicators"]["active_use"]} == {
+        "recency_days": b["indicators"]["active_use"][0]["raw"],
+        "exporters": 0.0,
+    }
+    a = (await service.client.get("/api/v1/accounts/a", headers=viewer)).json()
+    assert a["score"] == 99
+    assert "active_use.exporters" in a["coverage"]["indicators"]
+
+
+async def test_a_custom_signal_is_scored_and_listed(service_factory) -> None:
+    service = await world(service_factory)
+    document = with_exporters(signal="adoption")
+    document["custom_signals"] = [{"name": "adoption", "label": "Adoption", "weight": 1}]
+    await apply(service, document)
+    await run_worker(service, [])
+    viewer = await bearer(service, "viewer")
+    listed = (await service.client.get("/api/v1/accounts", headers=viewer)).json()["items"]
+    assert {item["id"]: item["custom_signals"] for item in listed} == {
+        "a": {"adoption": 100.0},
+        "b": {"adoption": 0.0},
+    }
+    b = (await service.client.get("/api/v1/accounts/b", headers=viewer)).json()
+    assert [i["name"] for i in b["indicators"]["adoption"]] == ["exporters"]
+    assert b["score"] == 49  # active use (recency) 99 and adoption 0, weighing 1 each
