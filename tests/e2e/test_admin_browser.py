@@ -797,6 +797,54 @@ def test_an_admin_marks_key_features(page: Page, server: Server) -> None:
     shot(page, "18-key-features-applied")
 
 
+def test_an_admin_adds_a_custom_signal_and_indicator(page: Page, server: Server) -> None:
+    _put_config(server, dict(RECENCY_ONLY))
+    sign_in(page, server.admin_key, then="/admin/config")
+    signals = page.locator("#custom-signals")
+    signals.get_by_role("button", name="Add a custom signal").click()
+    signal = signals.locator("fieldset.custom-signal")
+    signal.get_by_label("Name", exact=True).fill("adoption")
+    signal.get_by_label("Label", exact=True).fill("Adoption")
+    signal.get_by_label("Weight in the composite").fill("0.5")
+
+    indicators = page.locator("#custom-indicators")
+    indicators.get_by_role("button", name="Add a custom indicator").click()
+    card = indicators.locator("fieldset.custom-indicator")
+    card.get_by_label("Name", exact=True).fill("exporters")
+    card.get_by_label("Label", exact=True).fill("People exporting reports (30d)")
+    card.get_by_label("Signal", exact=True).select_option("adoption")
+    card.get_by_label("Measure").select_option("users_per_seat")
+    card.get_by_label("At risk at").fill("0.1")
+    card.get_by_label("Healthy at").fill("0.5")
+    # No features: the server refuses it, marked on the field.
+    page.get_by_role("button", name="Preview").click()
+    features = card.get_by_label("Features")
+    expect(features).to_have_attribute("aria-invalid", "true")
+    expect(card.locator(".field-error").filter(has_text="at least 1 item")).to_be_visible()
+    shot(page, "19-custom-indicator-error")
+
+    features.fill("Report Exported, Dashboard Shared")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview-result")).to_contain_text("custom_indicators.0")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    stored = _api_config(server)
+    assert stored["custom_signals"] == [{"name": "adoption", "label": "Adoption", "weight": 0.5}]
+    [indicator] = stored["custom_indicators"]
+    assert indicator["signal"] == "adoption"
+    assert indicator["source"] == {
+        "kind": "product_events",
+        "features": ["Report Exported", "Dashboard Shared"],
+        "aggregation": "users_per_seat",
+        "days": 30,
+    }
+    expect(card.get_by_label("Features")).to_have_value("Report Exported, Dashboard Shared")
+    shot(page, "20-custom-indicator-applied")
+    page.locator("#global-editors").screenshot(path=str(ARTIFACTS / "20b-custom-editors.png"))
+    _at_390px(page, "20-custom-indicator-applied")
+
+
 def test_rule_and_account_names_are_shown_as_text(page: Page, server: Server) -> None:
     hostile = '<img src=x onerror="document.title=1">'
     config = dict(RECENCY_ONLY)

@@ -1242,6 +1242,128 @@
     return { node, read: (problems) => items().map((card) => card.segmentLink.read(problems)) };
   }
 
+  const AGGREGATIONS = [
+    ["events", "Events"],
+    ["users", "Distinct users"],
+    ["events_per_user", "Events per user"],
+    ["events_per_seat", "Events per seat"],
+    ["users_per_seat", "Users per seat"],
+    ["share_of_active_users", "Share of active users (30 days)"],
+  ];
+
+  /** A list of cards the admin adds to and removes from (custom signals, custom indicators):
+   * `card(value, remove)` makes one, with a `read(problems)` of its own. */
+  function cardList(base, values, { editable, legend, hint, addText, blank, card, id }) {
+    const list = el("div", { class: "card-list" });
+    const items = () => [...list.children];
+    const remove = (node) => {
+      node.remove();
+      renumber(items(), base);
+      showStatus(`${legend}: removed from the form; Preview or Apply to use the change.`);
+      addButton.focus();
+    };
+    for (const value of values) list.append(card(value, remove));
+    renumber(items(), base);
+    const addButton = el("button", {
+      type: "button",
+      text: addText,
+      disabled: !editable,
+      onclick: () => {
+        const note = $(".empty-note", node);
+        if (note) note.remove();
+        const added = card(structuredClone(blank), remove);
+        list.append(added);
+        renumber(items(), base);
+        $("input", added).focus();
+      },
+    });
+    const node = el(
+      "fieldset",
+      { class: "card-editor", id, "data-field": base, disabled: !editable, "aria-describedby": `${id}-error` },
+      el("legend", { text: legend }),
+      el("span", { class: "field-error", id: `${id}-error` }),
+      el("p", { class: "hint", text: hint }),
+      values.length ? null : el("p", { class: "muted empty-note", text: "None yet." }),
+      list,
+      el("p", { class: "actions" }, addButton),
+    );
+    return { node, read: (problems) => items().map((item) => item.read(problems)) };
+  }
+
+  function textField(sub, label, value, hint = null) {
+    const input = el("input", { type: "text", value: value ?? "", autocomplete: "off" });
+    return [field(sub, label, input, { hint }), input];
+  }
+
+  function numberField(sub, label, value, hint = null) {
+    const input = el("input", { type: "text", inputmode: "decimal", class: "num", value: String(value ?? ""), autocomplete: "off" });
+    return [field(sub, label, input, { hint }), input];
+  }
+
+  /** One custom signal: its name, label and weight in the composite. */
+  function customSignalCard(signal, remove) {
+    const [nameField, name] = textField("name", "Name", signal.name, "lowercase words joined by _, e.g. adoption");
+    const [labelField, label] = textField("label", "Label", signal.label);
+    const [weightField, weight] = numberField("weight", "Weight in the composite", signal.weight, "beside the four signals' weights");
+    const shown = () => name.value.trim() || "(new)";
+    const legend = el("legend", { text: `Custom signal ${shown()}` });
+    const removeButton = el("button", { type: "button", class: "remove", text: "Remove this custom signal", onclick: () => remove(node) });
+    name.addEventListener("input", () => (legend.textContent = `Custom signal ${shown()}`));
+    const node = group("", { class: "custom-signal" }, legend, el("div", { class: "cfg-grid" }, nameField, labelField, weightField), el("p", { class: "actions" }, removeButton));
+    node.read = (problems) => ({ name: name.value.trim(), label: label.value.trim(), weight: numberValue(weight, problems) });
+    return node;
+  }
+
+  /** One custom indicator: what it is called, the signal it counts in, its source (product
+   * events of some features, aggregated over a window) and its thresholds and weight. */
+  function customIndicatorCard(signalNames) {
+    return (indicator, remove) => {
+      const source = indicator.source || {};
+      const [nameField, name] = textField("name", "Name", indicator.name, "lowercase words joined by _, e.g. exports_per_seat");
+      const [labelField, label] = textField("label", "Label", indicator.label, "as drivers show it, e.g. Report exports per seat (30d)");
+      const signal = selectInput(signalNames(), indicator.signal);
+      const [featuresField, features] = textField("source.features", "Features", (source.features || []).join(", "), "event or feature names, comma-separated, any case");
+      const aggregation = selectInput(AGGREGATIONS, source.aggregation);
+      const [daysField, days] = numberField("source.days", "Window, days", source.days ?? 30);
+      const [atRiskField, atRisk] = numberField("at_risk", "At risk at", indicator.at_risk);
+      const [healthyField, healthy] = numberField("healthy", "Healthy at", indicator.healthy, "below 'at risk' when lower is better");
+      const [weightField, weight] = numberField("weight", "Weight in its signal", indicator.weight ?? 1);
+      const optional = el("input", { type: "checkbox" });
+      optional.checked = Boolean(indicator.optional);
+      const shown = () => label.value.trim() || name.value.trim() || "(new)";
+      const legend = el("legend", { text: `Custom indicator ${shown()}` });
+      for (const input of [name, label]) input.addEventListener("input", () => (legend.textContent = `Custom indicator ${shown()}`));
+      const removeButton = el("button", { type: "button", class: "remove", text: "Remove this custom indicator", onclick: () => remove(node) });
+      const node = group(
+        "",
+        { class: "custom-indicator" },
+        legend,
+        el("div", { class: "cfg-grid" }, nameField, labelField, field("signal", "Signal", signal)),
+        el("div", { class: "cfg-grid" }, featuresField, field("source.aggregation", "Measure", aggregation), daysField),
+        el("div", { class: "cfg-grid" }, atRiskField, healthyField, weightField),
+        field("optional", "Optional: an account without its data is not short of evidence", optional),
+        el("p", { class: "actions" }, removeButton),
+      );
+      node.read = (problems) => ({
+        ...indicator,
+        name: name.value.trim(),
+        label: label.value.trim(),
+        signal: signal.value,
+        source: {
+          kind: "product_events",
+          features: features.value.split(",").map((part) => part.trim()).filter((part) => part !== ""),
+          aggregation: aggregation.value,
+          days: numberValue(days, problems, { integer: true }),
+        },
+        at_risk: numberValue(atRisk, problems),
+        healthy: numberValue(healthy, problems),
+        weight: numberValue(weight, problems),
+        optional: optional.checked,
+      });
+      return node;
+    };
+  }
+
   /** A connection's routing of the global rules: raised or not, the rule's channels or
    * others. Only rules routed differently get an entry (and those that had one keep it). */
   function routingEditor(own, rules, routes, offered, editable) {
@@ -1460,11 +1582,40 @@
         legend: "Segment overrides (every connection)",
         hint: "Other thresholds or weights for accounts whose attributes match, e.g. segment = enterprise. The first override that matches applies.",
       });
-      if (everyone) globalEditors.append(rules.node, segments.node);
+      const customSignals = cardList("custom_signals", config.custom_signals, {
+        editable: everyone,
+        id: "custom-signals",
+        legend: "Custom signals",
+        hint: "Signals of your own, made of custom indicators, each with a weight in the composite beside the four.",
+        addText: "Add a custom signal",
+        blank: { name: "", label: "", weight: 0.1 },
+        card: customSignalCard,
+      });
+      const customIndicators = cardList("custom_indicators", config.custom_indicators, {
+        editable: everyone,
+        id: "custom-indicators",
+        legend: "Custom indicators",
+        hint: "Indicators of your own from product usage: events or users of some features over a window, per user, per seat or as a share of active users. Scored 0 at 'at risk' and 100 at 'healthy', like the others.",
+        addText: "Add a custom indicator",
+        blank: { name: "", label: "", signal: "active_use", source: { kind: "product_events", features: [], aggregation: "users", days: 30 }, at_risk: 0, healthy: 1, weight: 1, optional: false },
+        card: customIndicatorCard(() => [
+          ...Object.keys(config.signals).map((name) => [name, SIGNAL_LABELS[name] || name]),
+          ...customSignals.read([]).filter((signal) => signal.name).map((signal) => [signal.name, signal.label || signal.name]),
+        ]),
+      });
+      if (everyone) globalEditors.append(customSignals.node, customIndicators.node, rules.node, segments.node);
       else {
         // What applies to every connection, to read: the routing below refers to these rules.
         globalEditors.append(
-          el("details", { class: "card", id: "global-read-only" }, el("summary", { text: "Alert rules and segment overrides of every connection (read only)" }), rules.node, segments.node),
+          el(
+            "details",
+            { class: "card", id: "global-read-only" },
+            el("summary", { text: "Custom indicators, alert rules and segment overrides of every connection (read only)" }),
+            customSignals.node,
+            customIndicators.node,
+            rules.node,
+            segments.node,
+          ),
         );
       }
       const mine = config.connections[own] || NO_CONNECTION_SETTINGS;
@@ -1483,7 +1634,7 @@
           routing.node,
         ),
       );
-      editors = { everyone, rules, segments, ownSegments, routing };
+      editors = { everyone, rules, segments, ownSegments, routing, customSignals, customIndicators };
     }
 
     function renderFields(config, offered) {
@@ -1589,6 +1740,8 @@
       if (editors.everyone) {
         config.alerts = editors.rules.read(problems);
         config.segments = editors.segments.read(problems);
+        config.custom_signals = editors.customSignals.read(problems);
+        config.custom_indicators = editors.customIndicators.read(problems);
       }
       const mine = { segments: editors.ownSegments.read(problems), alerts: editors.routing.read() };
       clearFieldErrors(form);
