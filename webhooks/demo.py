@@ -131,9 +131,11 @@ class DemoResult:
     alerted: dict[str, set[str]] = field(default_factory=dict)  # rule -> CRM ids
     # Open alerts by (rule, the account's band now): where the alerts land.
     open_by_band: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # The share of each account's active users who used a key feature in 30 days (None: none
-    # active), as the active use signal measures it.
+    # Per account: the share of its active users who used a key feature in 30 days, as the
+    # active use signal measures it, and the demo's custom indicator (DEMO_CUSTOM_INDICATOR);
+    # None: no data.
     key_feature_adoption: dict[str, float | None] = field(default_factory=dict)
+    report_exports: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -155,11 +157,16 @@ class DemoResult:
         return Counter(self.band_of(company.crm_id) for company in self.companies)
 
     def median_adoption(self, archetype: str) -> float | None:
+        return self._median(self.key_feature_adoption, archetype)
+
+    def median_exports(self, archetype: str) -> float | None:
+        return self._median(self.report_exports, archetype)
+
+    def _median(self, values: dict[str, float | None], archetype: str) -> float | None:
         found = [
             value
             for company in self.companies
-            if company.archetype == archetype
-            and (value := self.key_feature_adoption.get(company.crm_id)) is not None
+            if company.archetype == archetype and (value := values.get(company.crm_id)) is not None
         ]
         return statistics.median(found) if found else None
 
@@ -419,10 +426,29 @@ async def _drain(runtime: Runtime) -> None:
         print(f"warning: {stuck} events or CRM writes wait for a retry", file=sys.stderr)
 
 
+# The demo's own signal: how much of the product's value its people take home in reports.
+DEMO_CUSTOM_SIGNAL = {"name": "adoption", "label": "Adoption", "weight": 0.1}
+DEMO_CUSTOM_INDICATOR: dict[str, object] = {
+    "name": "report_exports",
+    "label": "Reports exported per seat (30d)",
+    "signal": "adoption",
+    "source": {"kind": "product_events", "features": ["Report Exported"],
+               "aggregation": "events_per_seat", "days": 30},
+    "at_risk": 0.05,
+    "healthy": 0.4,
+}  # fmt: skip
+
+
 async def _configure(runtime: Runtime, *, now: datetime) -> None:
     """What an admin of the demo product sets up first, as config as code would: its key
-    features (the rest are the defaults)."""
-    config = HealthConfig.model_validate({"product": {"key_features": list(DEMO_KEY_FEATURES)}})
+    features and a custom signal with one custom indicator (the rest are the defaults)."""
+    config = HealthConfig.model_validate(
+        {
+            "product": {"key_features": list(DEMO_KEY_FEATURES)},
+            "custom_signals": [DEMO_CUSTOM_SIGNAL],
+            "custom_indicators": [DEMO_CUSTOM_INDICATOR],
+        }
+    )
     async with runtime.sessions() as session, session.begin():
         await apply_config(
             session,
@@ -510,7 +536,8 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
 
 
 async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
-    """Each account's key-feature adoption now, from the facts as the worker reads them."""
+    """Each account's key-feature adoption and custom indicator now, from the facts as the
+    worker reads them."""
     position = [spec.name for spec in active_use.SIGNAL.indicators].index("key_feature_adoption")
     async with runtime.sessions() as session:
         config = (await configs.current(session))[1]
@@ -521,9 +548,11 @@ async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
             as_of=datetime.now(UTC),
             reads=config.fact_reads,
         )
+    exports = config.custom_indicators[0].source.key
     for account in everyone:
         measured = active_use.SIGNAL.measure(snapshots[account.id])
         result.key_feature_adoption[account.crm_id] = measured[position]
+        result.report_exports[account.crm_id] = snapshots[account.id].custom.get(exports)
 
 
 def _print_open_alerts(result: DemoResult) -> None:
@@ -567,18 +596,24 @@ def print_summary(
     print(
         f"  {'archetype':<24}{'expected':<10}"
         + "".join(f"{band:>{max(9, len(band) + 2)}}" for band in columns)
-        + f"{'key features':>14}"
+        + f"{'key features':>14}{'exports/seat':>14}"
     )
     for name, counts in result.by_archetype.items():
         archetype = ARCHETYPES[name]
         cells = "".join(f"{counts[band]:>{max(9, len(band) + 2)}}" for band in columns)
-        adoption = result.median_adoption(name)
+        adoption, exports = result.median_adoption(name), result.median_exports(name)
         adopted = "-" if adoption is None else f"{adoption:.0%}"
-        print(f"  {archetype.label:<24}{archetype.expected:<10}{cells}{adopted:>14}")
+        exported = "-" if exports is None else f"{exports:.2f}"
+        print(f"  {archetype.label:<24}{archetype.expected:<10}{cells}{adopted:>14}{exported:>14}")
     print(
         "  key features: the median share of active users who used "
         + " or ".join(f'"{name}"' for name in DEMO_KEY_FEATURES)
         + " in 30 days (the demo's product.key_features)"
+    )
+    signal = DEMO_CUSTOM_SIGNAL
+    print(
+        f'  exports/seat: the median of the custom indicator "{DEMO_CUSTOM_INDICATOR["label"]}"'
+        f" of the custom signal {signal['label']} (weight {signal['weight']})"
     )
 
     print("\nMost at risk, and why:")

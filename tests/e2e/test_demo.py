@@ -192,6 +192,18 @@ def test_key_feature_adoption_tells_collaborators_from_those_who_only_look_in(
     assert 'who used "Report Exported" or "Dashboard Shared" in 30 days' in printed
 
 
+def test_the_demos_custom_indicator_scores_its_custom_signal(demo: tuple[DemoResult, str]) -> None:
+    result, printed = demo
+    collaborators = result.median_exports("collaborator")
+    assert collaborators is not None
+    assert collaborators >= 0.4  # healthy
+    for archetype in ("poorly_sold", "fading"):
+        exports = result.median_exports(archetype)
+        assert exports is not None
+        assert exports <= 0.05, archetype  # at risk
+    assert 'custom indicator "Reports exported per seat (30d)" of the custom signal' in printed
+
+
 def test_summary_names_bands_risks_alerts_and_where_to_look(
     demo: tuple[DemoResult, str],
 ) -> None:
