@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
@@ -406,11 +406,10 @@ class AlertRule(BaseModel):
     @model_validator(mode="after")
     def _indicator_named(self) -> Self:
         if self.when == "indicator_at_risk":
-            known = _indicator_names()
-            if self.indicator not in known:
-                raise ValueError(
-                    f"indicator: {self.indicator!r} is not one of {', '.join(sorted(known))}"
-                )
+            # Which indicators exist depends on the configuration's custom ones: the whole
+            # configuration checks the name (HealthConfig._alert_indicators_exist).
+            if self.indicator is None:
+                raise ValueError("indicator: an indicator_at_risk rule names its indicator")
         elif self.indicator is not None:
             raise ValueError(f"indicator: only for indicator_at_risk rules, not {self.when}")
         if self.when != "renewal_near" and set(self.bands) != {"neutral", "at_risk"}:
@@ -420,8 +419,12 @@ class AlertRule(BaseModel):
         return self
 
 
-def _indicator_names() -> set[str]:
-    return {f"{signal.name}.{spec.name}" for signal in SIGNALS for spec in signal.indicators}
+def _indicator_names(custom: Sequence[CustomIndicator] = ()) -> set[str]:
+    """The indicators an alert rule may name: "signal.indicator", custom ones included."""
+    return {
+        *(f"{signal.name}.{spec.name}" for signal in SIGNALS for spec in signal.indicators),
+        *(f"{indicator.signal}.{indicator.name}" for indicator in custom),
+    }
 
 
 DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
@@ -521,6 +524,18 @@ class HealthConfig(BaseModel):
                     f"custom_signals.{index}: {name} needs a custom indicator with a weight "
                     "above 0 (or a weight of 0 itself)"
                 )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _alert_indicators_exist(self) -> Self:
+        known = _indicator_names(self.custom_indicators)
+        problems = [
+            f"alerts.{index}.indicator: {rule.indicator!r} is not one of {', '.join(sorted(known))}"
+            for index, rule in enumerate(self.alerts)
+            if rule.indicator is not None and rule.indicator not in known
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

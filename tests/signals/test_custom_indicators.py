@@ -119,6 +119,19 @@ def test_bad_custom_indicators_are_refused_naming_the_field(
     assert problem.startswith(expected), problem
 
 
+def test_an_alert_rule_may_watch_a_custom_indicator_that_exists() -> None:
+    rule = {"name": "few-exports", "when": "indicator_at_risk",
+            "indicator": "active_use.exports_per_seat"}  # fmt: skip
+    watched = config(custom_indicators=[EXPORTS], alerts=[rule])
+    assert watched.alerts[0].indicator == "active_use.exports_per_seat"
+    [problem] = errors(alerts=[rule])
+    assert problem.startswith(
+        "alerts.0.indicator: 'active_use.exports_per_seat' is not one of active_use.depth_trend"
+    ), problem
+    [problem] = errors(alerts=[{**rule, "indicator": None}])
+    assert problem.endswith("indicator: an indicator_at_risk rule names its indicator"), problem
+
+
 def test_equal_sources_are_read_once_whatever_the_case_and_order_of_features() -> None:
     other = {**EXPORTS, "name": "exports_again",
              "source": events(" report exported", aggregation="events_per_seat")}  # fmt: skip

@@ -73,7 +73,7 @@ def test_scores_stay_within_0_and_100(facts: AccountFacts) -> None:
     assert 0.0 < health.coverage.ratio <= 1.0
 
 
-# Facts fields that feed exactly one indicator, and which way is healthier (+1 more, -1 less).
+# Facts fields whose indicators all move one way, and which way is healthier (+1 more, -1 less).
 SINGLE_INDICATOR_FIELDS = {
     "customer_interactions_90d": +1,
     "collaboration_events_180d": +1,
@@ -120,6 +120,10 @@ def improve(facts: AccountFacts, field: str, amount: float) -> AccountFacts:
 def test_improving_a_raw_value_never_lowers_the_score(
     field: str, facts: AccountFacts, amount: float
 ) -> None:
+    if field == "active_users_prev_30d":
+        # Fewer people before is growth for usage_trend but a deeper past for depth_trend
+        # (the same events by fewer people): one direction only without prior events.
+        facts = replace(facts, usage_events_prev_30d=None)
     before = score(facts, CONFIG)
     after = score(improve(facts, field, amount), CONFIG)
     if before.score is None:

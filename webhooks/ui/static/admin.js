@@ -1573,9 +1573,12 @@
       const globalEditors = clear($("#global-editors"));
       const connectionEditor = clear($("#connection-editor"));
       const everyone = scope === null && admin;
-      const indicators = Object.entries(config.signals).flatMap(([signal, spec]) =>
-        Object.keys(spec.indicators).map((indicator) => [`${signal}.${indicator}`, `${SIGNAL_LABELS[signal] || signal}: ${indicator}`]),
-      );
+      const indicators = [
+        ...Object.entries(config.signals).flatMap(([signal, spec]) =>
+          Object.keys(spec.indicators).map((indicator) => [`${signal}.${indicator}`, `${SIGNAL_LABELS[signal] || signal}: ${indicator}`]),
+        ),
+        ...config.custom_indicators.map((custom) => [`${custom.signal}.${custom.name}`, `${SIGNAL_LABELS[custom.signal] || custom.signal}: ${custom.label}`]),
+      ];
       const rules = ruleList(config.alerts, { editable: everyone, indicators, channels: offered });
       const segments = segmentList("segments", config.segments, {
         editable: everyone,
