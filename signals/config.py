@@ -18,7 +18,9 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -219,14 +221,14 @@ class ProductEventsSource(BaseModel):
     aggregation: Aggregation
     days: int = Field(default=30, ge=1, le=180)
 
-    @model_validator(mode="after")
-    def _valid(self) -> Self:
-        if self.aggregation == "share_of_active_users" and self.days != 30:
+    @field_validator("days")
+    @classmethod
+    def _days_fit(cls, days: int, info: ValidationInfo) -> int:
+        if info.data.get("aggregation") == "share_of_active_users" and days != 30:
             raise ValueError(
-                "days: share_of_active_users compares with the 30-day active users, "
-                f"not {self.days}"
+                f"share_of_active_users compares with the 30-day active users, not {days}"
             )
-        return self
+        return days
 
     @property
     def feature_keys(self) -> tuple[str, ...]:
@@ -245,6 +247,48 @@ class ProductEventsSource(BaseModel):
         return Unit.COUNT if self.aggregation in ("events", "users") else Unit.NUMBER
 
 
+SurveyAggregation = Literal["mean", "latest", "nps", "responses"]
+
+
+class SurveySource(BaseModel):
+    """Survey answers of one kind (`nps`, `csat`, `ces`; native `survey` events, Segment's
+    "Survey Responded") in the `days` to the moment scored:
+
+    - mean: the mean score; nps: % promoters - % detractors (NPS answers only); both need
+      `min_responses` answers in the window, fewer is no data;
+    - latest: the latest answer's score; responses: how many answers."""
+
+    model_config = _STRICT
+
+    kind: Literal["survey"] = "survey"
+    survey: Literal["nps", "csat", "ces"]
+    aggregation: SurveyAggregation
+    days: int = Field(default=90, ge=1, le=365)
+    min_responses: int = Field(default=3, ge=1, le=100)
+
+    @field_validator("aggregation")
+    @classmethod
+    def _aggregation_fits(cls, aggregation: str, info: ValidationInfo) -> str:
+        survey = info.data.get("survey")
+        if aggregation == "nps" and survey is not None and survey != "nps":
+            raise ValueError(f"nps is for NPS answers, not {survey}")
+        return aggregation
+
+    @property
+    def key(self) -> str:
+        return "|".join(
+            (self.kind, self.survey, self.aggregation, str(self.days), str(self.min_responses))
+        )
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.COUNT if self.aggregation == "responses" else Unit.NUMBER
+
+
+# Where a custom indicator's raw value comes from, told apart by `kind`.
+CustomSource = Annotated[ProductEventsSource | SurveySource, Field(discriminator="kind")]
+
+
 class CustomIndicator(BaseModel):
     """An admin's own indicator, data in the configuration: scored like the built-in ones
     (0 at `at_risk`, 100 at `healthy`, `weight` within its signal), in one of the four
@@ -256,7 +300,7 @@ class CustomIndicator(BaseModel):
     name: SnakeName
     label: str = Field(min_length=1, max_length=60)
     signal: SnakeName
-    source: ProductEventsSource
+    source: CustomSource
     at_risk: float = Field(allow_inf_nan=False)
     healthy: float = Field(allow_inf_nan=False)
     weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
@@ -297,7 +341,7 @@ class FactReads(NamedTuple):
     sources of its custom indicators (webhooks.store.facts.read_facts)."""
 
     key_features: tuple[str, ...] = ()
-    sources: tuple[ProductEventsSource, ...] = ()
+    sources: tuple[ProductEventsSource | SurveySource, ...] = ()
 
 
 NO_READS = FactReads()
@@ -572,7 +616,7 @@ class HealthConfig(BaseModel):
                 effective = HealthConfig.model_validate(_deep_merge(base, segment.changes))
             except ValidationError as exc:
                 problems.extend(
-                    f"segments.{index}.changes.{_path(error['loc'])}: "
+                    f"segments.{index}.changes.{error_path(error['loc'])}: "
                     + error["msg"].removeprefix("Value error, ")
                     for error in exc.errors()
                 )
@@ -635,7 +679,7 @@ class HealthConfig(BaseModel):
                 for error in exc.errors():
                     message = error["msg"].removeprefix("Value error, ")
                     if error["loc"]:
-                        problems.append(f"{where}.{_path(error['loc'])}: {message}")
+                        problems.append(f"{where}.{error_path(error['loc'])}: {message}")
                     else:  # the segments' own validator: already "path: message; ..."
                         problems.extend(f"{where}.{part}" for part in message.split("; "))
         if problems:
@@ -690,5 +734,16 @@ def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _path(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location)
+_SOURCE_KINDS = frozenset({"product_events", "survey"})
+
+
+def error_path(location: tuple[int | str, ...]) -> str:
+    """A validation error's location as the dotted path of the field, as the document and the
+    admin page name it: pydantic puts a custom source's `kind` after `source`
+    (`source.survey.days`), which is no field of the document (`source.days`)."""
+    parts = [
+        str(part)
+        for index, part in enumerate(location)
+        if not (index and location[index - 1] == "source" and part in _SOURCE_KINDS)
+    ]
+    return ".".join(parts)

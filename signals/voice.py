@@ -65,3 +65,26 @@ def voice(answers: Iterable[Answer], as_of: datetime) -> Voice:
         csat_90d=sum(csat) / len(csat) if len(csat) >= MIN_RESPONSES else None,
         csat_latest=latest.get("csat"),
     )
+
+
+def survey_value(
+    answers: Sequence[Answer],
+    as_of: datetime,
+    *,
+    kind: str,
+    aggregation: str,
+    days: int,
+    min_responses: int,
+) -> float | None:
+    """A custom indicator's value from an account's answers, oldest first
+    (signals.config.SurveySource): answers of `kind` after `as_of` - `days` (later ones count,
+    as in `voice`). None where it has no answer to speak of; a count of none is 0."""
+    start = as_of - timedelta(days=days)
+    scores = [answer.score for answer in answers if answer.kind == kind and answer.at > start]
+    if aggregation == "responses":
+        return float(len(scores))
+    if aggregation == "latest":
+        return scores[-1] if scores else None
+    if len(scores) < min_responses:
+        return None
+    return net_promoter_score(scores) if aggregation == "nps" else sum(scores) / len(scores)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import ConnectionSettings, HealthConfig
+from signals.config import ConnectionSettings, HealthConfig, error_path
 from webhooks.alerts.channels.config import ChannelGrants, channel_open_to
 from webhooks.errors import (
     Forbidden,
@@ -197,7 +197,7 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """(dotted field path, message) for every error, e.g. ("bands.hysteresis", "...")."""
     return [
         (
-            ".".join(str(part) for part in error["loc"]) or "(document)",
+            error_path(error["loc"]) or "(document)",
             error["msg"].removeprefix("Value error, "),
         )
         for error in exc.errors()

@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import AlertRule, HealthConfig
+from signals.config import AlertRule, HealthConfig, error_path
 from signals.model import Band, Health
 from signals.scoring import score
 from webhooks import config_service
@@ -225,7 +225,7 @@ def candidate_config(document: Mapping[str, Any]) -> HealthConfig:
         return HealthConfig.model_validate(document)
     except ValidationError as exc:
         problems = [
-            f"config{''.join(f'.{part}' for part in error['loc'])}: "
+            f"config{'.' if error['loc'] else ''}{error_path(error['loc'])}: "
             + error["msg"].removeprefix("Value error, ")
             for error in exc.errors()
         ]

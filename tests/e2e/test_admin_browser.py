@@ -813,7 +813,7 @@ def test_an_admin_adds_a_custom_signal_and_indicator(page: Page, server: Server)
     card.get_by_label("Name", exact=True).fill("exporters")
     card.get_by_label("Label", exact=True).fill("People exporting reports (30d)")
     card.get_by_label("Signal", exact=True).select_option("adoption")
-    card.get_by_label("Measure").select_option("users_per_seat")
+    card.get_by_label("Measure", exact=True).select_option("users_per_seat")
     card.get_by_label("At risk at").fill("0.1")
     card.get_by_label("Healthy at").fill("0.5")
     # No features: the server refuses it, marked on the field.
@@ -840,6 +840,29 @@ def test_an_admin_adds_a_custom_signal_and_indicator(page: Page, server: Server)
         "days": 30,
     }
     expect(card.get_by_label("Features")).to_have_value("Report Exported, Dashboard Shared")
+
+    # A second one from survey answers: its own fields, its own errors.
+    indicators.get_by_role("button", name="Add a custom indicator").click()
+    effort = indicators.locator("fieldset.custom-indicator").nth(1)
+    effort.get_by_label("Name", exact=True).fill("effort")
+    effort.get_by_label("Label", exact=True).fill("Customer effort (90d)")
+    effort.get_by_label("Source").select_option("survey")
+    expect(effort.get_by_label("Features")).to_be_hidden()
+    effort.get_by_label("Survey").select_option("csat")
+    effort.get_by_label("Measure of the answers").select_option("nps")
+    effort.get_by_label("At risk at").fill("5")
+    effort.get_by_label("Healthy at").fill("2")
+    page.get_by_role("button", name="Preview").click()
+    expect(effort.get_by_label("Measure of the answers")).to_have_attribute("aria-invalid", "true")
+    expect(effort.locator(".field-error").filter(has_text="nps is for NPS answers")).to_be_visible()
+    effort.get_by_label("Survey").select_option("ces")
+    effort.get_by_label("Measure of the answers").select_option("mean")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["custom_indicators"][1]["source"] == {
+        "kind": "survey", "survey": "ces", "aggregation": "mean", "days": 90, "min_responses": 3,
+    }  # fmt: skip
     shot(page, "20-custom-indicator-applied")
     page.locator("#global-editors").screenshot(path=str(ARTIFACTS / "20b-custom-editors.png"))
     _at_390px(page, "20-custom-indicator-applied")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from signals.config import HealthConfig, ProductEventsSource
+from signals.config import HealthConfig, ProductEventsSource, error_path
 from signals.model import AccountFacts, Band
 from signals.scoring import score
 
@@ -25,7 +25,7 @@ def events(*features: str, aggregation: str = "users_per_seat", days: int = 30) 
             "days": days}  # fmt: skip
 
 
-EXPORTS = {
+EXPORTS: dict[str, Any] = {
     "name": "exports_per_seat",
     "label": "Report exports per seat (30d)",
     "signal": "active_use",
@@ -46,7 +46,7 @@ def errors(**document: Any) -> list[str]:
     for error in caught.value.errors():
         message = error["msg"].removeprefix("Value error, ")
         if error["loc"]:
-            found.append(".".join(map(str, error["loc"])) + ": " + message)
+            found.append(error_path(error["loc"]) + ": " + message)
         else:  # a check of the whole document: already "path: message; ..."
             found.extend(message.split("; "))
     return found
@@ -103,7 +103,7 @@ def test_a_custom_signal_needs_a_weighed_indicator_and_a_free_name() -> None:
         ({"source": events(aggregation="users")}, "custom_indicators.0.source.features: Tuple "
          "should have at least 1 item"),
         ({"source": events("x", aggregation="share_of_active_users", days=90)},
-         "custom_indicators.0.source: days: share_of_active_users compares with the 30-day "
+         "custom_indicators.0.source.days: share_of_active_users compares with the 30-day "
          "active users, not 90"),
         ({"source": events("x", aggregation="sum")},
          "custom_indicators.0.source.aggregation: Input should be 'events', 'users'"),
@@ -117,6 +117,19 @@ def test_bad_custom_indicators_are_refused_naming_the_field(
 ) -> None:
     [problem] = errors(custom_indicators=[{**EXPORTS, **change}])
     assert problem.startswith(expected), problem
+
+
+def test_a_survey_source_is_checked_and_keyed_by_what_it_reads() -> None:
+    answers: dict[str, Any] = {"kind": "survey", "survey": "ces", "aggregation": "mean"}
+    effort = {**EXPORTS, "name": "effort", "label": "Customer effort (90d)", "source": answers,
+              "at_risk": 5, "healthy": 2}  # fmt: skip
+    [read] = config(custom_indicators=[effort]).fact_reads.sources
+    assert read.key == "survey|ces|mean|90|3"
+    as_nps = {**effort, "source": {**answers, "aggregation": "nps"}}
+    [problem] = errors(custom_indicators=[as_nps])
+    assert problem == "custom_indicators.0.source.aggregation: nps is for NPS answers, not ces"
+    [problem] = errors(custom_indicators=[{**effort, "source": {"kind": "poll"}}])
+    assert problem.startswith("custom_indicators.0.source: Input tag 'poll' found using 'kind'")
 
 
 def test_an_alert_rule_may_watch_a_custom_indicator_that_exists() -> None:

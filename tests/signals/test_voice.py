@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from signals.config import HealthConfig
 from signals.model import AccountFacts
 from signals.scoring import score
-from signals.voice import MIN_RESPONSES, Answer, net_promoter_score, voice
+from signals.voice import MIN_RESPONSES, Answer, net_promoter_score, survey_value, voice
 
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
 
@@ -72,3 +74,29 @@ def test_detractors_lower_mutual_value_and_say_so_in_the_drivers() -> None:
     assert {"mutual_value.nps", "mutual_value.nps_latest"} <= set(unhappy.coverage.indicators)
     # More evidence, never less coverage.
     assert unhappy.coverage.ratio == quiet.coverage.ratio
+
+
+HEARD = answers("nps", (10, 200), (2, 80), (9, 40), (10, 5)) + answers("ces", (6, 20), (2, 3))
+
+
+@pytest.mark.parametrize(
+    ("kind", "aggregation", "days", "least", "expected"),
+    [
+        ("nps", "nps", 90, 3, 100 * (2 - 1) / 3),
+        ("nps", "nps", 90, 4, None),  # three answers in 90 days: below the minimum asked
+        ("nps", "mean", 30, 1, 10.0),
+        ("nps", "latest", 365, 1, 10.0),
+        ("nps", "responses", 365, 1, 4.0),
+        ("ces", "mean", 90, 2, 4.0),
+        ("csat", "latest", 90, 1, None),
+        ("csat", "responses", 90, 1, 0.0),
+    ],
+)
+def test_a_survey_source_reads_its_kind_and_window(
+    kind, aggregation, days, least, expected
+) -> None:
+    got = survey_value(
+        sorted(HEARD, key=lambda a: a.at), NOW, kind=kind, aggregation=aggregation, days=days,
+        min_responses=least,
+    )  # fmt: skip
+    assert got == (None if expected is None else pytest.approx(expected))

@@ -670,7 +670,7 @@ async def test_a_backtest_reads_attributes_as_they_stood_then(service) -> None:
 
 # --- custom indicators: previewed, refused naming the field, applied and shown ------------------
 
-EXPORTERS = {
+EXPORTERS: dict[str, Any] = {
     "name": "exporters",
     "label": "People exporting reports (30d)",
     "signal": "active_use",

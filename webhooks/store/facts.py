@@ -10,7 +10,6 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from sqlalchemy import (
@@ -47,9 +46,9 @@ from connector.model import (
     Usage,
 )
 from connector.segment import normalised_domain
-from signals.config import NO_READS, FactReads, ProductEventsSource
+from signals.config import NO_READS, FactReads, ProductEventsSource, SurveySource
 from signals.model import AccountFacts, feature_key
-from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, voice
+from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, survey_value, voice
 from webhooks.store import pruning
 from webhooks.store.dialect import is_postgresql, upsert_insert
 from webhooks.store.latest import latest_rows
@@ -578,8 +577,8 @@ async def read_facts(
         )
 
     snapshots: dict[int, AccountFacts] = {}
-    # Each account's rule for a zero feature count (custom indicators are read after).
-    feature_evidence: dict[int, Callable[..., int | None]] = {}
+    # Each account's rule for a zero count (custom indicators are read after).
+    zero_evidence: dict[int, Callable[..., int | None]] = {}
     for account in accounts:
         # Since when this account has been visible to each kind of source.
         visible = {
@@ -597,7 +596,7 @@ async def read_facts(
                 return None
             return value if value > 0 or since <= as_of - timedelta(days=days) else None
 
-        feature_evidence[account.id] = partial(count, kind="feature")
+        zero_evidence[account.id] = count
 
         values = {
             k: v["value"]
@@ -656,9 +655,9 @@ async def read_facts(
             session,
             snapshots,
             reads.sources,
-            today,
-            closed=historical,
-            evidence=lambda account_id, value, days: feature_evidence[account_id](value, days=days),
+            as_of,
+            historical=historical,
+            evidence=lambda account_id, value, **where: zero_evidence[account_id](value, **where),
         )
         snapshots = {
             account_id: replace(facts, custom=custom[account_id])
@@ -972,29 +971,58 @@ def _custom_value(
 async def _custom_values(
     session: AsyncSession,
     snapshots: Mapping[int, AccountFacts],
-    sources: Sequence[ProductEventsSource],
-    today: date,
+    sources: Sequence[ProductEventsSource | SurveySource],
+    as_of: datetime,
     *,
-    closed: bool,
-    evidence: Callable[[int, int, int], int | None],
+    historical: bool,
+    evidence: Callable[..., int | None],
 ) -> dict[int, dict[str, float | None]]:
-    """Per account, each source's value by its key: one read per set of features and window.
-    `evidence(account id, count, days)` is read_facts' rule for a zero (None: no data)."""
+    """Per account, each source's value by its key: one read per set of features and window,
+    one of survey answers for them all. `evidence(account id, count, kind=, days=)` is
+    read_facts' rule for a zero (None: no data)."""
     values: dict[int, dict[str, float | None]] = {account_id: {} for account_id in snapshots}
+    today = as_of.astimezone(UTC).date()
     reads: dict[tuple[tuple[str, ...], int], list[ProductEventsSource]] = {}
+    surveys: list[SurveySource] = []
     for source in sources:
-        reads.setdefault((source.feature_keys, source.days), []).append(source)
+        if isinstance(source, SurveySource):
+            surveys.append(source)
+        else:
+            reads.setdefault((source.feature_keys, source.days), []).append(source)
     for (features, days), group in reads.items():
         found = await _feature_usage(
-            session, list(snapshots), features, today, days=days, closed=closed
+            session, list(snapshots), features, today, days=days, closed=historical
         )
         for account_id, facts in snapshots.items():
             users, events = found.get(account_id, (0, 0.0))
-            known = evidence(account_id, users, days) is not None
+            known = evidence(account_id, users, kind="feature", days=days) is not None
             for source in group:
                 values[account_id][source.key] = (
                     _custom_value(source, users, events, facts) if known else None
                 )
+    if surveys:
+        answers = await _answers(
+            session,
+            list(snapshots),
+            kinds={source.survey for source in surveys},
+            since=as_of - timedelta(days=max(source.days for source in surveys)),
+            until=as_of if historical else None,
+        )
+        for account_id in snapshots:
+            found_answers = answers.get(account_id, [])
+            for survey in surveys:
+                value = survey_value(
+                    found_answers,
+                    as_of,
+                    kind=survey.survey,
+                    aggregation=survey.aggregation,
+                    days=survey.days,
+                    min_responses=survey.min_responses,
+                )
+                if survey.aggregation == "responses" and value is not None:
+                    counted = evidence(account_id, int(value), kind="survey", days=survey.days)
+                    value = None if counted is None else value
+                values[account_id][survey.key] = value
     return values
 
 
@@ -1145,15 +1173,20 @@ async def _tickets(
     return {row[0]: (row[1], int(row[2] or 0)) for row in rows}
 
 
-async def _voices(
-    session: AsyncSession, ids: Collection[int], as_of: datetime, until: datetime | None
-) -> dict[int, Voice]:
-    """Each account's survey measures (signals.voice) from its NPS and CSAT answers of the
-    last LATEST_DAYS (up to `until` when given)."""
+async def _answers(
+    session: AsyncSession,
+    ids: Collection[int],
+    *,
+    kinds: Collection[str],
+    since: datetime,
+    until: datetime | None,
+) -> dict[int, list[Answer]]:
+    """Each account's survey answers of `kinds` after `since` (up to `until` when given),
+    oldest first."""
     window = [
         SurveyFact.account_id.in_(ids),
-        SurveyFact.kind.in_(("nps", "csat")),
-        SurveyFact.at > as_of - timedelta(days=LATEST_DAYS),
+        SurveyFact.kind.in_(kinds),
+        SurveyFact.at > since,
     ]
     if until is not None:
         window.append(SurveyFact.at <= until)
@@ -1165,6 +1198,21 @@ async def _voices(
     answers: dict[int, list[Answer]] = defaultdict(list)
     for account_id, kind, at, score in rows:
         answers[account_id].append(Answer(kind=kind, at=_aware(at), score=score))
+    return answers
+
+
+async def _voices(
+    session: AsyncSession, ids: Collection[int], as_of: datetime, until: datetime | None
+) -> dict[int, Voice]:
+    """Each account's survey measures (signals.voice) from its NPS and CSAT answers of the
+    last LATEST_DAYS (up to `until` when given)."""
+    answers = await _answers(
+        session,
+        ids,
+        kinds=("nps", "csat"),
+        since=as_of - timedelta(days=LATEST_DAYS),
+        until=until,
+    )
     return {account_id: voice(found, as_of) for account_id, found in answers.items()}
 
 

@@ -1,5 +1,6 @@
 """Survey answers in the facts store, on SQLite and PostgreSQL: folded, deduplicated, read
-as the account's NPS and CSAT, live and as of a past moment."""
+as the account's NPS and CSAT, live and as of a past moment, and as custom indicators'
+survey sources."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, select
 
-from connector.model import NormalisedEvent, SurveyResponse
+from connector.model import AccountAttributes, NormalisedEvent, SurveyResponse
+from signals.config import FactReads, SurveySource
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import SurveyFact
@@ -128,3 +130,50 @@ async def test_answers_are_read_only_for_connections_that_ever_sent_one(
             assert found[locked[other].id].nps_latest is None
     finally:
         await engine.dispose()
+
+
+def survey_source(survey: str, aggregation: str, days: int = 90, least: int = 1) -> SurveySource:
+    return SurveySource.model_validate(
+        {"survey": survey, "aggregation": aggregation, "days": days, "min_responses": least}
+    )
+
+
+async def custom_values(sessions, *sources: SurveySource, as_of: datetime = NOW):
+    async with sessions() as session:
+        account = (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY]
+        found = await facts.read_facts(
+            session,
+            accounts=[account],
+            as_of=as_of,
+            historical=as_of != NOW,
+            reads=FactReads(sources=sources),
+        )
+        return [found[account.id].custom[source.key] for source in sources]
+
+
+async def test_survey_sources_read_their_kind_window_and_minimum(sessions) -> None:
+    effort = [
+        SurveyResponse(account="42", at=ago(days), kind="ces", score=score, respondent=who)
+        for score, days, who in ((6, 100, "a"), (5, 40, "b"), (3, 20, "c"), (2, 2, "a"))
+    ]
+    await fold(sessions, *effort, nps(10, 30, "a"), nps(4, 10, "b"))
+    values = await custom_values(
+        sessions,
+        survey_source("ces", "mean"),  # 5, 3, 2
+        survey_source("ces", "mean", least=4),  # three answers: no data
+        survey_source("ces", "latest", days=30),
+        survey_source("ces", "responses", days=365),
+        survey_source("nps", "nps", least=2),  # a promoter and a detractor
+        survey_source("csat", "responses"),
+    )
+    assert values == [pytest.approx(10 / 3), None, 2.0, 4.0, 0.0, 0.0]
+    # Twenty days ago: the answers given by then.
+    then = await custom_values(
+        sessions, survey_source("ces", "latest"), as_of=ago(20) + timedelta(hours=1)
+    )
+    assert then == [3.0]
+
+
+async def test_a_survey_count_is_no_data_where_no_survey_was_ever_sent(sessions) -> None:
+    await fold(sessions, AccountAttributes(account="42", at=ago(300), attributes={"name": "Acme"}))
+    assert await custom_values(sessions, survey_source("nps", "responses")) == [None]

@@ -238,7 +238,9 @@ async def test_a_source_that_never_names_features_has_no_key_feature_data(sessio
 
 
 def source(aggregation: str, *features: str, days: int = 30) -> ProductEventsSource:
-    return ProductEventsSource(features=features, aggregation=aggregation, days=days)  # type: ignore[arg-type]
+    return ProductEventsSource.model_validate(
+        {"features": features, "aggregation": aggregation, "days": days}
+    )
 
 
 async def test_custom_sources_aggregate_feature_usage_per_window(sessions) -> None:

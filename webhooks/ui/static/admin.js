@@ -1242,6 +1242,21 @@
     return { node, read: (problems) => items().map((card) => card.segmentLink.read(problems)) };
   }
 
+  const SOURCE_KINDS = [
+    ["product_events", "Product events"],
+    ["survey", "Survey answers"],
+  ];
+  const SURVEYS = [
+    ["nps", "NPS"],
+    ["csat", "CSAT"],
+    ["ces", "CES"],
+  ];
+  const SURVEY_AGGREGATIONS = [
+    ["mean", "Mean score"],
+    ["latest", "Latest answer"],
+    ["nps", "NPS (promoters - detractors)"],
+    ["responses", "Number of answers"],
+  ];
   const AGGREGATIONS = [
     ["events", "Events"],
     ["users", "Distinct users"],
@@ -1319,12 +1334,29 @@
   function customIndicatorCard(signalNames) {
     return (indicator, remove) => {
       const source = indicator.source || {};
+      const events = source.kind === "survey" ? {} : source;
+      const answers = source.kind === "survey" ? source : {};
       const [nameField, name] = textField("name", "Name", indicator.name, "lowercase words joined by _, e.g. exports_per_seat");
       const [labelField, label] = textField("label", "Label", indicator.label, "as drivers show it, e.g. Report exports per seat (30d)");
       const signal = selectInput(signalNames(), indicator.signal);
-      const [featuresField, features] = textField("source.features", "Features", (source.features || []).join(", "), "event or feature names, comma-separated, any case");
-      const aggregation = selectInput(AGGREGATIONS, source.aggregation);
-      const [daysField, days] = numberField("source.days", "Window, days", source.days ?? 30);
+      const kind = selectInput(SOURCE_KINDS, source.kind || "product_events");
+      // Product events: which features, what of them, over which window.
+      const [featuresField, features] = textField("source.features", "Features", (events.features || []).join(", "), "event or feature names, comma-separated, any case");
+      const aggregation = selectInput(AGGREGATIONS, events.aggregation);
+      const [daysField, days] = numberField("source.days", "Window, days", events.days ?? 30);
+      const eventFields = el("div", { class: "cfg-grid" }, featuresField, field("source.aggregation", "Measure", aggregation), daysField);
+      // Survey answers: which survey, what of its answers, over which window, from how many.
+      const survey = selectInput(SURVEYS, answers.survey);
+      const surveyAggregation = selectInput(SURVEY_AGGREGATIONS, answers.aggregation);
+      const [surveyDaysField, surveyDays] = numberField("source.days", "Answers of the last, days", answers.days ?? 90);
+      const [leastField, least] = numberField("source.min_responses", "At least this many answers", answers.min_responses ?? 3, "for the mean and NPS; fewer is no data");
+      const surveyFields = el("div", { class: "cfg-grid" }, field("source.survey", "Survey", survey), field("source.aggregation", "Measure of the answers", surveyAggregation), surveyDaysField, leastField);
+      const showKind = () => {
+        eventFields.hidden = kind.value !== "product_events";
+        surveyFields.hidden = kind.value !== "survey";
+      };
+      kind.addEventListener("change", showKind);
+      showKind();
       const [atRiskField, atRisk] = numberField("at_risk", "At risk at", indicator.at_risk);
       const [healthyField, healthy] = numberField("healthy", "Healthy at", indicator.healthy, "below 'at risk' when lower is better");
       const [weightField, weight] = numberField("weight", "Weight in its signal", indicator.weight ?? 1);
@@ -1338,23 +1370,34 @@
         "",
         { class: "custom-indicator" },
         legend,
-        el("div", { class: "cfg-grid" }, nameField, labelField, field("signal", "Signal", signal)),
-        el("div", { class: "cfg-grid" }, featuresField, field("source.aggregation", "Measure", aggregation), daysField),
+        el("div", { class: "cfg-grid" }, nameField, labelField, field("signal", "Signal", signal), field("source.kind", "Source", kind)),
+        eventFields,
+        surveyFields,
         el("div", { class: "cfg-grid" }, atRiskField, healthyField, weightField),
         field("optional", "Optional: an account without its data is not short of evidence", optional),
         el("p", { class: "actions" }, removeButton),
       );
+      const readSource = (problems) =>
+        kind.value === "survey"
+          ? {
+              kind: "survey",
+              survey: survey.value,
+              aggregation: surveyAggregation.value,
+              days: numberValue(surveyDays, problems, { integer: true }),
+              min_responses: numberValue(least, problems, { integer: true }),
+            }
+          : {
+              kind: "product_events",
+              features: features.value.split(",").map((part) => part.trim()).filter((part) => part !== ""),
+              aggregation: aggregation.value,
+              days: numberValue(days, problems, { integer: true }),
+            };
       node.read = (problems) => ({
         ...indicator,
         name: name.value.trim(),
         label: label.value.trim(),
         signal: signal.value,
-        source: {
-          kind: "product_events",
-          features: features.value.split(",").map((part) => part.trim()).filter((part) => part !== ""),
-          aggregation: aggregation.value,
-          days: numberValue(days, problems, { integer: true }),
-        },
+        source: readSource(problems),
         at_risk: numberValue(atRisk, problems),
         healthy: numberValue(healthy, problems),
         weight: numberValue(weight, problems),
@@ -1485,6 +1528,8 @@
   function fieldFor(root, path) {
     let best = null;
     for (const node of root.querySelectorAll("[data-field]")) {
+      // A hidden control (the fields of a source kind not chosen) cannot show an error.
+      if (node.closest("[hidden]")) continue;
       const at = node.dataset.field;
       if (at === path) return node;
       if (path.startsWith(`${at}.`) && (!best || at.length > best.dataset.field.length)) best = node;
