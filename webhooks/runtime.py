@@ -104,6 +104,7 @@ class Runtime:
                 retry_base_seconds=settings.worker_retry_base_seconds,
                 retry_max_seconds=settings.worker_retry_max_seconds,
                 reconcile_interval_hours=settings.reconcile_interval_hours,
+                rescore_interval_hours=settings.rescore_interval_hours,
                 retention=RetentionPolicy.from_settings(settings),
                 attribute_precedence=settings.attribute_precedence,
                 alert_max_event_age=timedelta(hours=settings.alert_max_event_age_hours),

@@ -480,6 +480,15 @@ class Settings(BaseSettings):
         "from the CRM and re-send values that differ (0: only `crm-health reconcile`).",
     )
 
+    rescore_interval_hours: float = Field(
+        default=24,
+        ge=0,
+        description="Hours between the worker's rescores of every account from its stored "
+        "facts, so an account that sends nothing still ages: its days since last use, its "
+        "windows, its onboarding period and a CSM sentiment's expiry move on, and the alerts "
+        "they raise tell people (0: only events and configuration changes rescore).",
+    )
+
     retention_enabled: bool = Field(
         default=True,
         description="Whether the worker prunes old rows every "

@@ -3,8 +3,8 @@ and the recompute jobs that rescore every account after a change."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +15,8 @@ from webhooks.store import leases
 from webhooks.store.models import ConfigAudit, ConfigVersion, RecomputeJob
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
+# Why every account is rescored (RecomputeJob.cause).
+RecomputeCause = Literal["configuration", "time"]
 
 # previous_id of a version that replaced the defaults (no row): unique like any other id, so
 # two first versions cannot both be stored either.
@@ -164,10 +166,13 @@ async def request_recompute(
     reason: str,
     now: datetime,
     connection: str | None = None,
+    cause: RecomputeCause = "configuration",
+    available_at: datetime | None = None,
 ) -> RecomputeJob:
     """Queue the rescoring of every account, or of one connection's accounts."""
-    # A job makes older unfinished ones that cover no more than it does pointless.
-    superseded = RecomputeJob.status != DONE
+    # A job makes older unfinished ones of its cause that cover no more than it does pointless
+    # (not the other cause's: a configuration change tells nobody what time passing finds).
+    superseded = (RecomputeJob.status != DONE) & (RecomputeJob.cause == cause)
     if connection is not None:
         superseded &= RecomputeJob.connection == connection
     await session.execute(
@@ -183,18 +188,43 @@ async def request_recompute(
         after_account_id=0,
         rescored=0,
         created_at=now,
-        available_at=now,
+        available_at=now if available_at is None else available_at,
+        cause=cause,
     )
     session.add(job)
     await session.flush()
     return job
 
 
+async def schedule_time_rescore(
+    session: AsyncSession, *, now: datetime, interval: timedelta
+) -> RecomputeJob | None:
+    """Keep one rescore of every account for time passing ahead: when none is pending, queue
+    one `interval` from now (from the last one's start, when that is later). None: one is."""
+    pending = await session.scalar(
+        select(RecomputeJob.id).where(RecomputeJob.cause == "time", RecomputeJob.status != DONE)
+    )
+    if pending is not None:
+        return None
+    last = await session.scalar(
+        select(func.max(RecomputeJob.created_at)).where(RecomputeJob.cause == "time")
+    )
+    due = now + interval if last is None else max(now, last + interval)
+    return await request_recompute(
+        session,
+        config_id=None,
+        reason="time passes: recency, windows, onboarding and sentiment expiries move on",
+        now=now,
+        cause="time",
+        available_at=due,
+    )
+
+
 async def claim_recompute(
     session: AsyncSession, *, now: datetime, lease_seconds: float
-) -> tuple[int, int, str | None] | None:
-    """The oldest unfinished recompute job as (job id, last account id done, the connection
-    it is limited to), leased to us."""
+) -> tuple[int, int, str | None, RecomputeCause] | None:
+    """The oldest due recompute job as (job id, last account id done, the connection it is
+    limited to, its cause), leased to us."""
     rows = await leases.claim(
         session,
         RecomputeJob,
@@ -204,9 +234,17 @@ async def claim_recompute(
         limit=1,
         lease_seconds=lease_seconds,
         order_by=RecomputeJob.id,
-        returning=(RecomputeJob.id, RecomputeJob.after_account_id, RecomputeJob.connection),
+        returning=(
+            RecomputeJob.id,
+            RecomputeJob.after_account_id,
+            RecomputeJob.connection,
+            RecomputeJob.cause,
+        ),
     )
-    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+    if not rows:
+        return None
+    job_id, after, connection, cause = rows[0]
+    return job_id, after, connection, "time" if cause == "time" else "configuration"
 
 
 async def advance_recompute(

@@ -406,7 +406,8 @@ class ConfigVersion(Base):
 
 
 class RecomputeJob(Base):
-    """Rescoring every account after a configuration change, resumable by account id."""
+    """Rescoring every account (after a configuration change, or as time passes), resumable
+    by account id."""
 
     __tablename__ = "recompute_jobs"
     __table_args__ = (Index("ix_recompute_jobs_claim", "status", "available_at"),)
@@ -423,6 +424,9 @@ class RecomputeJob(Base):
     finished_at: Mapped[datetime | None]
     # Only this connection's accounts (its own settings changed); NULL: every account.
     connection: Mapped[str | None] = mapped_column(String(64))
+    # Why: "configuration" (a change; its findings tell nobody) or "time" (the scheduled
+    # rescore that moves windows and recency on for accounts that send nothing; it tells).
+    cause: Mapped[str] = mapped_column(String(16), default="configuration")
 
 
 class BackfillCursor(Base):

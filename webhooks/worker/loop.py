@@ -28,7 +28,7 @@ from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.decode import Decoded, decode_batch
 from webhooks.worker.options import BatchReport, WorkerOptions
 from webhooks.worker.outages import Outages
-from webhooks.worker.recompute import recompute_step
+from webhooks.worker.recompute import recompute_step, schedule_time_rescore
 from webhooks.worker.scoring import Scorer
 from webhooks.worker.staging import Staging
 from webhooks.worker.writeback import WriteBack
@@ -68,6 +68,8 @@ UNMATCHED_SWEEP_SECONDS = 60.0
 # How often the inbox's day partitions ahead are checked (PostgreSQL; inbox.ensure_partitions):
 # days ahead are created long before they are needed, so a pass that fails is retried later.
 PARTITIONS_CHECK_SECONDS = 3600.0
+# How often the worker makes sure the next rescore for time passing is queued.
+TIME_RESCORE_CHECK_SECONDS = 300.0
 
 
 class FailedPasses:
@@ -138,6 +140,7 @@ class Pipeline(WorkerStep):
         self._writeback = WriteBack(self._context, outages=self._outages)
         self._unmatched_swept_at: datetime | None = None
         self._partitions_checked_at: datetime | None = None
+        self._time_rescore_checked_at: datetime | None = None
         self._reconciler = ReconcileScheduler(
             sessions=sessions,
             connections=connections,
@@ -156,6 +159,7 @@ class Pipeline(WorkerStep):
         await self._ensure_partitions()
         await self._sweep_unmatched()
         report = await self.process_inbox()
+        await self._schedule_time_rescore()
         recomputed = await self.recompute_step()
         reconciled = await self._reconciler.step_if_due()
         pruned = await self._retention.step_if_due()
@@ -198,6 +202,15 @@ class Pipeline(WorkerStep):
         self._partitions_checked_at = now
         if created:
             log.info("inbox_partitions_created", partitions=created)
+
+    async def _schedule_time_rescore(self) -> None:
+        """Keep the next rescore for time passing queued, checked every few minutes."""
+        now = self._clock()
+        last = self._time_rescore_checked_at
+        if last is not None and (now - last).total_seconds() < TIME_RESCORE_CHECK_SECONDS:
+            return
+        self._time_rescore_checked_at = now
+        await schedule_time_rescore(sessions=self._sessions, options=self._options, now=now)
 
     async def _sweep_unmatched(self) -> None:
         now = self._clock()

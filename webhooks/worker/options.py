@@ -26,6 +26,8 @@ class WorkerOptions:
     retry_max_seconds: float = 900.0
     # Hours between scheduled reconciles of the CRMs' health fields (0: none).
     reconcile_interval_hours: float = 0.0
+    # Hours between the rescores of every account for time passing (0: none).
+    rescore_interval_hours: float = 0.0
     # Scheduled retention (webhooks.retention); the service passes its settings' policy.
     retention: RetentionPolicy = field(default_factory=lambda: RetentionPolicy(enabled=False))
     # Which source's account attributes win where two give one (facts.apply_attributes).

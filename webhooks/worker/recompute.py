@@ -1,10 +1,14 @@
-"""A configuration change's recompute: every account rescored from its stored facts (the CRM
-is not read), a chunk per worker pass, resumable."""
+"""Every account rescored from its stored facts (the CRM is not read), a chunk per worker pass,
+resumable: after a configuration change, and on a schedule as time passes (an account that
+sends nothing still ages), which `schedule_time_rescore` keeps queued."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import structlog
 
+from webhooks.alerts.rules import LIVE, Cause
 from webhooks.clock import Clock
 from webhooks.store import accounts, configs
 from webhooks.store.db import SessionFactory
@@ -24,17 +28,17 @@ async def recompute_step(
         job = await configs.claim_recompute(session, now=now, lease_seconds=options.lease_seconds)
     if job is None:
         return 0
-    job_id, after, connection = job
+    job_id, after, connection, cause = job
     chunk_size = options.recompute_chunk
     async with sessions() as session, session.begin():
         chunk = await accounts.accounts_after(
             session, after_id=after, limit=chunk_size, connection=connection
         )
         config = await scorer.current_config(session)
-        # What a configuration change finds is recorded, but nobody is told of it.
-        staged = await scorer.rescore(
-            session, chunk, now, config, cause=lambda _account: "configuration"
-        )
+        # What a configuration change finds is recorded, but nobody is told of it; what time
+        # passing finds (an account gone silent) is news.
+        told: Cause = LIVE if cause == "time" else "configuration"
+        staged = await scorer.rescore(session, chunk, now, config, cause=lambda _account: told)
         await accounts.save(session, accounts=chunk)
         finished = len(chunk) < chunk_size
         await configs.advance_recompute(
@@ -45,5 +49,26 @@ async def recompute_step(
             finished=finished,
             now=now,
         )
-    log.info("recompute_chunk", job=job_id, rescored=len(chunk), staged=staged, finished=finished)
+    log.info(
+        "recompute_chunk",
+        job=job_id,
+        cause=cause,
+        rescored=len(chunk),
+        staged=staged,
+        finished=finished,
+    )
     return len(chunk)
+
+
+async def schedule_time_rescore(
+    *, sessions: SessionFactory, options: WorkerOptions, now: datetime
+) -> None:
+    """Keep the next rescore for time passing queued (none when the interval is 0)."""
+    if options.rescore_interval_hours <= 0:
+        return
+    async with sessions() as session, session.begin():
+        job = await configs.schedule_time_rescore(
+            session, now=now, interval=timedelta(hours=options.rescore_interval_hours)
+        )
+    if job is not None:
+        log.info("time_rescore_scheduled", job=job.id, at=job.available_at.isoformat())
