@@ -347,6 +347,48 @@ class FactReads(NamedTuple):
 NO_READS = FactReads()
 
 
+DEFAULT_SENTIMENT_REASONS = (
+    "champion left",
+    "executive sponsor lost",
+    "budget cut",
+    "reorganisation",
+    "product gaps",
+    "support frustration",
+    "competitor evaluated",
+    "expansion planned",
+    "strong partnership",
+    "other",
+)
+
+
+class SentimentConfig(BaseModel):
+    """How the CSM's voice counts (AccountFacts.sentiment): the reasons a CSM picks from, how
+    long a sentiment lasts by default, and what it does while it lasts:
+
+    - indicator: an indicator of `signal` with `weight` (red 0, amber 50, green 100);
+    - cap: the band is no better than the sentiment's (red: at risk, amber: neutral);
+    - override: the band is the sentiment's (red at risk, amber neutral, green healthy).
+    In every mode the first driver says it ("CSM: red, champion left (A. Kim, until ...)")."""
+
+    model_config = _STRICT
+
+    mode: Literal["indicator", "cap", "override"] = "indicator"
+    signal: str = "collaboration"
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    reasons: tuple[
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)], ...
+    ] = Field(default=DEFAULT_SENTIMENT_REASONS, min_length=1, max_length=30)
+    default_days: int = Field(default=30, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        folded = [reason.casefold() for reason in self.reasons]
+        repeated = sorted({r for r in folded if folded.count(r) > 1})
+        if repeated:
+            raise ValueError(f"reasons: {', '.join(map(repr, repeated))} listed twice")
+        return self
+
+
 class CustomerRule(BaseModel):
     """Which accounts are customers, and so scored: per CRM, the values of its lifecycle field
     (the `lifecycle` attribute each connector reads) that mean "customer", compared without
@@ -521,6 +563,7 @@ class HealthConfig(BaseModel):
     bands: Bands = Field(default_factory=Bands)
     customers: CustomerRule = Field(default_factory=CustomerRule)
     product: ProductConfig = Field(default_factory=ProductConfig)
+    sentiment: SentimentConfig = Field(default_factory=SentimentConfig)
     custom_signals: tuple[CustomSignal, ...] = Field(default=(), max_length=MAX_CUSTOM_SIGNALS)
     custom_indicators: tuple[CustomIndicator, ...] = Field(
         default=(), max_length=MAX_CUSTOM_INDICATORS
@@ -548,6 +591,8 @@ class HealthConfig(BaseModel):
                 )
             custom[signal.name] = index
         taken = {(signal.name, spec.name) for signal in SIGNALS for spec in signal.indicators}
+        # The sentiment's indicator (signals.scoring.SENTIMENT_INDICATOR), in any mode.
+        taken.add((self.sentiment.signal, "csm_sentiment"))
         weighed: set[str] = set()
         for index, indicator in enumerate(self.custom_indicators):
             where = f"custom_indicators.{index}"
@@ -562,6 +607,11 @@ class HealthConfig(BaseModel):
             taken.add((indicator.signal, indicator.name))
             if indicator.weight > 0:
                 weighed.add(indicator.signal)
+        if self.sentiment.signal not in builtin and self.sentiment.signal not in custom:
+            known = ", ".join([*builtin, *custom])
+            problems.append(f"sentiment.signal: {self.sentiment.signal!r} is not one of {known}")
+        elif self.sentiment.mode == "indicator" and self.sentiment.weight > 0:
+            weighed.add(self.sentiment.signal)
         for name, index in custom.items():
             if self.custom_signals[index].weight > 0 and name not in weighed:
                 problems.append(

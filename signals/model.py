@@ -31,6 +31,33 @@ _NO_CUSTOM: Mapping[str, float | None] = MappingProxyType({})
 _SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
+class Rating(StrEnum):
+    """A CSM's judgement of an account, as traffic lights."""
+
+    RED = "red"
+    AMBER = "amber"
+    GREEN = "green"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sentiment:
+    """The CSM's voice on one account, in force until `until` (AccountFacts.sentiment)."""
+
+    rating: Rating
+    reason: str
+    author: str
+    until: datetime
+    note: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The driver that says it: "CSM: red, champion left (A. Kim, until 2027-01-15)"."""
+        return (
+            f"CSM: {self.rating.value}, {self.reason} "
+            f"({self.author}, until {self.until.date().isoformat()})"
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountFacts:
     """Everything scoring may look at for one account, read from the store at `as_of`.
@@ -71,6 +98,8 @@ class AccountFacts:
     nps_latest: float | None = None
     csat_90d: float | None = None
     csat_latest: float | None = None
+    # The CSM's sentiment in force at `as_of` (none set, cleared or expired: None).
+    sentiment: Sentiment | None = None
     # The raw values of the configuration's custom indicators, by their source's key
     # (signals.config.ProductEventsSource.key); missing or None is no data.
     custom: Mapping[str, float | None] = field(default_factory=lambda: _NO_CUSTOM)

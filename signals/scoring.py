@@ -24,6 +24,8 @@ from signals.model import (
     IndicatorResult,
     IndicatorSpec,
     Measure,
+    Rating,
+    Unit,
 )
 from signals.registry import SIGNAL_BY_NAME, SIGNAL_NAMES
 
@@ -124,6 +126,7 @@ class _Plan:
     at_risk_below: float
     min_coverage: float
     onboarding_days: float
+    sentiment_mode: str
     # (segment name, ((attribute, casefolded value), ...), plan), most specific first.
     segments: tuple[tuple[str, tuple[tuple[str, str], ...], _Plan], ...] = ()
     sums: Callable[[AccountFacts], _Sums] = field(default=lambda facts: (0.0, 0.0, {}, 0.0))
@@ -139,15 +142,30 @@ class _Plan:
         return self, None
 
 
-def _with_custom(measure: Measure | None, keys: tuple[str, ...]) -> Measure:
-    """A signal's measure followed by its custom indicators' values, read from the facts."""
-    if not keys:
+# The CSM's sentiment as an indicator (HealthConfig.sentiment, mode "indicator"): red 0,
+# amber half, green full marks. Optional: most accounts have none.
+SENTIMENT_INDICATOR = "csm_sentiment"
+_SENTIMENT_RAW = {Rating.RED: 0.0, Rating.AMBER: 0.5, Rating.GREEN: 1.0}
+# The band a sentiment caps or overrides with (modes "cap" and "override").
+_SENTIMENT_BAND = {Rating.RED: Band.AT_RISK, Rating.AMBER: Band.NEUTRAL, Rating.GREEN: Band.HEALTHY}
+_VERDICTS = frozenset({Band.AT_RISK, Band.NEUTRAL, Band.HEALTHY})
+
+
+def _sentiment_raw(facts: AccountFacts) -> float | None:
+    sentiment = facts.sentiment
+    return None if sentiment is None else _SENTIMENT_RAW[sentiment.rating]
+
+
+def _with_custom(measure: Measure | None, keys: tuple[str, ...], *, sentiment: bool) -> Measure:
+    """A signal's measure followed by its custom indicators' values, read from the facts, and
+    the CSM sentiment's when it is an indicator of this signal."""
+    if not keys and not sentiment:
         assert measure is not None  # a signal without custom indicators is a built-in one
         return measure
-    if measure is None:
-        return lambda facts: tuple(map(facts.custom.get, keys))
-    builtin = measure
-    return lambda facts: (*builtin(facts), *map(facts.custom.get, keys))
+    builtin: Measure = measure if measure is not None else lambda _facts: ()
+    if not sentiment:
+        return lambda facts: (*builtin(facts), *map(facts.custom.get, keys))
+    return lambda facts: (*builtin(facts), *map(facts.custom.get, keys), _sentiment_raw(facts))
 
 
 def _compile_signal(
@@ -158,14 +176,27 @@ def _compile_signal(
     measure: Measure | None,
     parts: Sequence[tuple[IndicatorSpec, IndicatorConfig]],
     custom: Sequence[CustomIndicator],
+    sentiment_weight: float = 0.0,
 ) -> _Signal | None:
     """One signal of the plan: its built-in indicators (`parts`, with `measure`), then its
-    custom ones; None when it weighs nothing."""
+    custom ones, then the CSM sentiment when it weighs something here; None when the signal
+    weighs nothing."""
     parts = [
         *parts,
         *((i.spec, IndicatorConfig(at_risk=i.at_risk, healthy=i.healthy, weight=i.weight))
           for i in custom),
     ]  # fmt: skip
+    if sentiment_weight > 0:
+        spec = IndicatorSpec(
+            SENTIMENT_INDICATOR,
+            "CSM sentiment",
+            Unit.NUMBER,
+            at_risk=0.0,
+            healthy=1.0,
+            weight=sentiment_weight,
+            optional=True,
+        )
+        parts.append((spec, IndicatorConfig(at_risk=0.0, healthy=1.0, weight=sentiment_weight)))
     indicators = tuple(
         _Indicator.compile(spec, config) if config.weight > 0 else None for spec, config in parts
     )
@@ -174,7 +205,9 @@ def _compile_signal(
     return _Signal(
         name=name,
         weight=weight,
-        measure=_with_custom(measure, tuple(i.source.key for i in custom)),
+        measure=_with_custom(
+            measure, tuple(i.source.key for i in custom), sentiment=sentiment_weight > 0
+        ),
         evidence=evidence,
         indicators=indicators,
         # Coverage expects data of the indicators that are not optional.
@@ -186,6 +219,9 @@ def _compile(config: HealthConfig) -> _Plan:
     custom: dict[str, list[CustomIndicator]] = {}
     for indicator in config.custom_indicators:
         custom.setdefault(indicator.signal, []).append(indicator)
+    sentiment = config.sentiment
+    # {signal: the sentiment's weight in it}, when it is an indicator.
+    felt = {sentiment.signal: sentiment.weight} if sentiment.mode == "indicator" else {}
     compiled: list[_Signal | None] = []
     for name, signal_config in config.signals.items().items():
         spec = SIGNAL_BY_NAME[name]
@@ -198,6 +234,7 @@ def _compile(config: HealthConfig) -> _Plan:
                 measure=spec.measure,
                 parts=[(indicator, configs[indicator.name]) for indicator in spec.indicators],
                 custom=custom.get(name, []),
+                sentiment_weight=felt.get(name, 0.0),
             )
         )
     for signal in config.custom_signals:
@@ -209,6 +246,7 @@ def _compile(config: HealthConfig) -> _Plan:
                 measure=None,
                 parts=[],
                 custom=custom.get(signal.name, []),
+                sentiment_weight=felt.get(signal.name, 0.0),
             )
         )
     signals = [signal for signal in compiled if signal is not None]
@@ -233,6 +271,7 @@ def _compile(config: HealthConfig) -> _Plan:
         at_risk_below=config.bands.at_risk_below,
         min_coverage=config.bands.min_coverage,
         onboarding_days=config.bands.onboarding_days,
+        sentiment_mode=sentiment.mode,
         segments=tuple(segments),
         sums=_generate_sums(
             tuple(signal.hot for signal in signals),
@@ -369,7 +408,7 @@ def score(
     if available_weight == 0.0 or covered < plan.min_coverage * plan.total_weight - 1e-9:
         return Health(
             score=None,
-            band=Band.ONBOARDING if onboarding else Band.UNKNOWN,
+            band=_felt(plan, facts, Band.ONBOARDING if onboarding else Band.UNKNOWN),
             signals=signal_scores,
             segment=segment,
             config_version=plan.version,
@@ -388,13 +427,27 @@ def score(
         band = Band.ONBOARDING
     return Health(
         score=rounded,
-        band=band,
+        band=_felt(plan, facts, band),
         signals=signal_scores,
         trend_30d=None if score_30d_ago is None else rounded - score_30d_ago,
         segment=segment,
         config_version=plan.version,
         explain=lambda: _explain(plan, facts),
     )
+
+
+def _felt(plan: _Plan, facts: AccountFacts, band: Band) -> Band:
+    """The band under the CSM's sentiment: capped at the sentiment's (a verdict only: no
+    evidence stays no verdict), or replaced by it, as the configuration says."""
+    sentiment = facts.sentiment
+    if sentiment is None or plan.sentiment_mode == "indicator":
+        return band
+    felt = _SENTIMENT_BAND[sentiment.rating]
+    if plan.sentiment_mode == "override":
+        return felt
+    if band in _VERDICTS and BAND_RANK[band] > BAND_RANK[felt]:
+        return felt
+    return band
 
 
 def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) -> Explanation:
@@ -435,11 +488,15 @@ def _explain(plan: _Plan, facts: AccountFacts, *, enough_evidence: bool = True) 
             results.append(IndicatorResult(signal.name, indicator.spec.name, raw, value, weight))
             if value < 100.0:
                 costs.append((weight * (100.0 - value), indicator, raw, value))
-    # Drivers: the indicators that cost the composite the most points (weight x shortfall).
+    # Drivers: the indicators that cost the composite the most points (weight x shortfall);
+    # the sentiment speaks for itself, first.
+    costs = [entry for entry in costs if entry[1].spec.name != SENTIMENT_INDICATOR]
     costs.sort(key=lambda entry: entry[0], reverse=True)
     ratio = round(covered_weight / plan.total_weight, 4) if plan.total_weight else 0.0
     # Only the costliest are kept: the others are not worth putting into words.
     drivers = [ind.describe(raw, value) for _, ind, raw, value in costs[:MAX_DRIVERS]]
+    if facts.sentiment is not None:
+        drivers.insert(0, facts.sentiment.text)
     if not enough_evidence:
         drivers.insert(
             0,
