@@ -147,6 +147,22 @@ class SurveyResponse:
     comment: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CsmSentiment:
+    """A CSM's judgement of an account, set at `at` and in force until `until`: a rating
+    (red, amber, green) with a reason from the configuration's list, an optional note and its
+    author; a rating of None clears the one in force. Set through the admin API; the note is
+    a person's words, untrusted text."""
+
+    account: str
+    at: datetime
+    rating: Literal["red", "amber", "green"] | None
+    author: str
+    reason: str | None = None
+    note: str | None = None
+    until: datetime | None = None
+
+
 NormalisedEvent = (
     AccountAttributes
     | AccountDeleted
@@ -157,4 +173,5 @@ NormalisedEvent = (
     | Ticket
     | Outcome
     | SurveyResponse
+    | CsmSentiment
 )

@@ -18,9 +18,10 @@ from webhooks.errors import InvalidFields, NotFound
 from webhooks.store import account_views, configs, facts
 from webhooks.store.account_views import AccountFilter, Point, SortKey
 from webhooks.store.db import SessionFactory
-from webhooks.store.models import AccountRow
+from webhooks.store.models import AccountRow, SentimentFact
 
 HISTORY_DAYS = 90
+SENTIMENT_HISTORY = 20
 BANDS = tuple(band.value for band in Band)
 
 
@@ -104,6 +105,15 @@ class Attributes(BaseModel):
     domain: str | None
 
 
+class SentimentRecord(BaseModel):
+    rating: str | None = Field(description="red, amber, green; null: cleared.")
+    reason: str | None
+    note: str | None = Field(description="The CSM's own words (untrusted text).")
+    author: str
+    at: datetime = Field(description="When it was set or cleared.")
+    until: datetime | None = Field(description="When it ends (null for a clearing).")
+
+
 class AccountDetail(AccountItem):
     indicators: dict[str, list[IndicatorOut]] = Field(
         description="Per signal, its indicators with data: measured now from the account's "
@@ -123,6 +133,12 @@ class AccountDetail(AccountItem):
         "Such an account is neither scored, listed nor written back until the CRM sends it."
     )
     not_found_reason: str | None = Field(description="The CRM's answer, when not found.")
+    sentiment: SentimentRecord | None = Field(
+        description="The CSM sentiment in force now (none set, cleared or ended: null)."
+    )
+    sentiment_history: list[SentimentRecord] = Field(
+        description=f"The last {SENTIMENT_HISTORY} sentiments set or cleared, newest first."
+    )
 
 
 def parse_bands(values: Iterable[str]) -> list[str]:
@@ -278,6 +294,9 @@ async def get_account(
             )
         )[account.id]
         alerts_open = await account_views.open_alerts(session, account_id=account.id, now=now)
+        judged = await account_views.sentiment_history(
+            session, account_id=account.id, limit=SENTIMENT_HISTORY
+        )
     # Measured again, never stored: only the indicators are read from this health.
     measured = score(snapshot, config.for_connection(connection), previous_band=Band(account.band))
     indicators: dict[str, list[IndicatorOut]] = {name: [] for name in SIGNAL_NAMES}
@@ -312,4 +331,18 @@ async def get_account(
         deleted_at=account.deleted_at,
         not_found_in_crm=account.not_found_at,
         not_found_reason=account.not_found_reason,
+        # In force: the latest one set, when the facts say it holds.
+        sentiment=_record(judged[0]) if snapshot.sentiment is not None and judged else None,
+        sentiment_history=[_record(row) for row in judged],
+    )
+
+
+def _record(row: SentimentFact) -> SentimentRecord:
+    return SentimentRecord(
+        rating=row.rating,
+        reason=row.reason,
+        note=row.note,
+        author=row.author,
+        at=row.at,
+        until=row.until,
     )

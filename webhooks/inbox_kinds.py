@@ -10,3 +10,8 @@ BACKFILL_SOURCE = "backfill"
 # The kind prefix of a whole Segment request stored as one row ("request:batch", ...): the
 # worker splits it into its calls, each stored as an inbox row of its own.
 SEGMENT_REQUEST = "request:"
+
+# The inbox source of documents made by the service's own admin API (a CSM's sentiment): folded
+# and scored by the worker like any fact, so the request only stores them.
+ADMIN_SOURCE = "admin"
+SENTIMENT_KIND = "sentiment"

@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from webhooks import accounts_view
+from webhooks import accounts_view, sentiment
 from webhooks.accounts_view import AccountDetail, AccountPage
-from webhooks.deps import Offset, ReadSessions, ViewerPrincipal
+from webhooks.deps import AdminPrincipal, Offset, ReadSessions, RuntimeDep, ViewerPrincipal
 from webhooks.routes.responses import UNAUTHENTICATED, error_responses
+from webhooks.sentiment import SentimentIn, SentimentOut
 from webhooks.store.account_views import SortKey, Trend
 
 router = APIRouter(tags=["accounts"])
@@ -104,5 +105,62 @@ async def get_account(
         reads,
         connection=principal.connection,
         record_id=account_id,
+        now=datetime.now(UTC),
+    )
+
+
+_ADMIN_ONLY = "The key's role may not change accounts (needs admin)."
+_NO_ACCOUNT = "No such account for the key's connection."
+
+
+@router.put(
+    "/api/v1/accounts/{account_id}/sentiment",
+    response_model=SentimentOut,
+    status_code=202,
+    responses=error_responses(
+        {
+            401: UNAUTHENTICATED,
+            403: _ADMIN_ONLY,
+            404: _NO_ACCOUNT,
+            422: "A rating other than red, amber or green, a reason the configuration does not "
+            "list (sentiment.reasons), a note over 1,000 characters or days outside 1 to 365.",
+        }
+    ),
+    summary="The CSM's judgement of the account, in force for days; the account is rescored",
+)
+async def set_sentiment(
+    runtime: RuntimeDep,
+    principal: AdminPrincipal,
+    account_id: Annotated[str, Path(description="The account's CRM record id.")],
+    body: SentimentIn,
+) -> SentimentOut:
+    return await sentiment.set_sentiment(
+        runtime.sessions,
+        connection=principal.connection,
+        record_id=account_id,
+        change=body,
+        author=principal.name,
+        now=datetime.now(UTC),
+    )
+
+
+@router.delete(
+    "/api/v1/accounts/{account_id}/sentiment",
+    response_model=SentimentOut,
+    status_code=202,
+    responses=error_responses({401: UNAUTHENTICATED, 403: _ADMIN_ONLY, 404: _NO_ACCOUNT}),
+    summary="Clear the CSM's judgement: the computed health applies again",
+)
+async def clear_sentiment(
+    runtime: RuntimeDep,
+    principal: AdminPrincipal,
+    account_id: Annotated[str, Path(description="The account's CRM record id.")],
+) -> SentimentOut:
+    return await sentiment.set_sentiment(
+        runtime.sessions,
+        connection=principal.connection,
+        record_id=account_id,
+        change=None,
+        author=principal.name,
         now=datetime.now(UTC),
     )

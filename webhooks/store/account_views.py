@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from webhooks.store import accounts
 from webhooks.store.alerts import OPEN, SNOOZED
 from webhooks.store.latest import latest_rows
-from webhooks.store.models import Account, AccountRow, Alert, HealthSnapshot
+from webhooks.store.models import Account, AccountRow, Alert, HealthSnapshot, SentimentFact
 
 Trend = Literal["up", "down", "flat"]
 SortKey = Literal[
@@ -168,3 +168,16 @@ async def open_alerts(session: AsyncSession, *, account_id: int, now: datetime) 
         )
     )
     return int(count or 0)
+
+
+async def sentiment_history(
+    session: AsyncSession, *, account_id: int, limit: int
+) -> list[SentimentFact]:
+    """The account's CSM sentiments as set and cleared, newest first: the audit."""
+    rows = await session.scalars(
+        select(SentimentFact)
+        .where(SentimentFact.account_id == account_id)
+        .order_by(SentimentFact.at.desc(), SentimentFact.id.desc())
+        .limit(limit)
+    )
+    return list(rows)

@@ -7,7 +7,7 @@ worker's cost grows with the batch, not with the number of statements per event.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -38,6 +38,7 @@ from connector.model import (
     AttributeOrigin,
     Collaboration,
     ContactUpsert,
+    CsmSentiment,
     Interaction,
     NormalisedEvent,
     Outcome,
@@ -47,7 +48,7 @@ from connector.model import (
 )
 from connector.segment import normalised_domain
 from signals.config import NO_READS, FactReads, ProductEventsSource, SurveySource
-from signals.model import AccountFacts, feature_key
+from signals.model import AccountFacts, Rating, Sentiment, feature_key
 from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, survey_value, voice
 from webhooks.store import pruning
 from webhooks.store.dialect import is_postgresql, upsert_insert
@@ -61,6 +62,7 @@ from webhooks.store.models import (
     FeatureMonth,
     InteractionFact,
     OutcomeFact,
+    SentimentFact,
     SourceKind,
     SurveyFact,
     TicketFact,
@@ -73,6 +75,7 @@ from webhooks.store.models import (
 ARR_LOOKBACK = timedelta(days=365)
 
 _Latest = TypeVar("_Latest", ContactUpsert, Ticket)
+_Read = TypeVar("_Read")
 # Which source wins where the CRM and a native source both give an attribute (settings'
 # attribute_precedence): the CRM whenever it has a value, or the later value.
 Precedence = Literal["crm", "latest"]
@@ -92,6 +95,8 @@ _KIND_OF: dict[type, str] = {
     # Not for zero counts (no answer is never a count): read_facts reads survey answers only
     # for connections that ever sent one, so a deployment without surveys pays nothing.
     SurveyResponse: "survey",
+    # Likewise: sentiments are read only for connections where one was ever set.
+    CsmSentiment: "sentiment",
 }
 
 
@@ -172,11 +177,19 @@ def _last_changed(account: AccountRow) -> datetime:
     return max(times, default=datetime.min.replace(tzinfo=UTC))
 
 
-def _dated_row(account_id: int, event: Collaboration | Outcome) -> tuple[type, dict[str, Any]]:
-    """The table and row of a fact that is only its account, time and kind."""
-    if isinstance(event, Collaboration):
-        return CollaborationFact, {"account_id": account_id, "at": event.at, "kind": event.kind}
-    return OutcomeFact, {"account_id": account_id, "at": event.at, "outcome": event.outcome}
+def _dated_row(
+    account_id: int, event: Collaboration | Outcome | CsmSentiment
+) -> tuple[type, dict[str, Any]]:
+    """The table and row of a fact that is only appended: its account, time and what it says."""
+    match event:
+        case Collaboration():
+            return CollaborationFact, {"account_id": account_id, "at": event.at, "kind": event.kind}
+        case Outcome():
+            return OutcomeFact, {"account_id": account_id, "at": event.at, "outcome": event.outcome}
+    return SentimentFact, {
+        "account_id": account_id, "at": event.at, "rating": event.rating, "reason": event.reason,
+        "note": event.note, "author": event.author, "until": event.until,
+    }  # fmt: skip
 
 
 class _Batch:
@@ -196,6 +209,7 @@ class _Batch:
         self.identified: dict[tuple[int, str], dict[str, Any]] = {}
         self.rows: dict[type, list[dict[str, Any]]] = {
             InteractionFact: [], CollaborationFact: [], OutcomeFact: [], AttributeChange: [],
+            SentimentFact: [],
         }  # fmt: skip
 
     def add(self, account: AccountRow, event: NormalisedEvent) -> None:
@@ -217,7 +231,7 @@ class _Batch:
                 self.surveys[(account.id, kind, respondent, at)] = event
             case Ticket(ticket=ticket):
                 _keep_latest(self.tickets, (account.id, ticket), event)
-            case Collaboration() | Outcome():
+            case Collaboration() | Outcome() | CsmSentiment():
                 model, row = _dated_row(account.id, event)
                 self.rows[model].append(row)
             case AccountAttributes(at=at, attributes=attributes, origin=origin):
@@ -563,8 +577,12 @@ async def read_facts(
         until=until,
     )
     tickets = await _tickets(session, ids, as_of - timedelta(days=90), until)
-    surveyed = [a.id for a in accounts if (a.connection, "survey") in seen]
-    voices = await _voices(session, surveyed, as_of, until) if surveyed else {}
+    voices = await _of_senders(
+        accounts, seen, "survey", lambda ids: _voices(session, ids, as_of, until)
+    )
+    sentiments = await _of_senders(
+        accounts, seen, "sentiment", lambda ids: sentiments_in_force(session, ids, as_of)
+    )
     arr_before = await _attribute_at(session, ids, "arr", as_of - ARR_LOOKBACK)
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}
@@ -648,6 +666,7 @@ async def read_facts(
             escalations_90d=None if count(opened, "ticket", 90) is None else escalated,
             arr=_float(values.get("arr")),
             arr_12m_ago=_float(arr_before.get(account.id)),
+            sentiment=sentiments.get(account.id),
             **asdict(voices.get(account.id, NO_VOICE)),
         )  # fmt: skip
     if reads.sources:
@@ -1214,6 +1233,40 @@ async def _voices(
         until=until,
     )
     return {account_id: voice(found, as_of) for account_id, found in answers.items()}
+
+
+async def _of_senders(
+    accounts: Sequence[AccountRow],
+    seen: Mapping[tuple[str, str], datetime],
+    kind: str,
+    read: Callable[[list[int]], Awaitable[dict[int, _Read]]],
+) -> dict[int, _Read]:
+    """`read` of the accounts whose connection ever sent facts of `kind`; none, no query: a
+    deployment without surveys or sentiments pays nothing for them."""
+    ids = [account.id for account in accounts if (account.connection, kind) in seen]
+    return await read(ids) if ids else {}
+
+
+async def sentiments_in_force(
+    session: AsyncSession, ids: Collection[int], as_of: datetime
+) -> dict[int, Sentiment]:
+    """Each account's CSM sentiment in force at `as_of`: its latest one set by then, unless
+    that one cleared it or has ended."""
+    rows = await latest_rows(
+        session,
+        SentimentFact,
+        columns=("account_id", "rating", "reason", "note", "author", "until"),
+        account_ids=ids,
+        time="at",
+        where=lambda row: [row.at <= as_of],
+    )
+    return {
+        account_id: Sentiment(
+            rating=Rating(rating), reason=reason or "", note=note, author=author, until=until
+        )
+        for account_id, rating, reason, note, author, until in rows
+        if rating is not None and until is not None and until > as_of
+    }
 
 
 async def _attribute_at(

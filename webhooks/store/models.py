@@ -366,6 +366,24 @@ class SurveyFact(Base):
     comment: Mapped[str | None] = mapped_column(String(2000))
 
 
+class SentimentFact(Base):
+    """Every CSM sentiment set on an account, the latest first in force: the history is the
+    audit of who judged what, when, until when. A row without a rating clears the one before."""
+
+    __tablename__ = "csm_sentiments"
+    __table_args__ = (Index("ix_csm_sentiments_account_time", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    rating: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    # The CSM's own words: untrusted text, kept for people to read.
+    note: Mapped[str | None] = mapped_column(String(1000))
+    author: Mapped[str] = mapped_column(String(200))
+    until: Mapped[datetime | None]
+
+
 class OutcomeFact(Base):
     __tablename__ = "outcomes"
 

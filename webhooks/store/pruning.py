@@ -27,6 +27,7 @@ from webhooks.store.models import (
     InstallGrant,
     InteractionFact,
     RecomputeJob,
+    SentimentFact,
     SurveyFact,
     TicketFact,
 )
@@ -119,6 +120,8 @@ def fact_rules(cutoff: datetime) -> dict[str, Rule]:
         "collaboration_events": older_facts(CollaborationFact, CollaborationFact.at, cutoff),
         "tickets": older_facts(TicketFact, TicketFact.opened_at, cutoff),
         "survey_responses": older_facts(SurveyFact, SurveyFact.at, cutoff),
+        # A sentiment lasts a year at most: one set before the cutoff ended long ago.
+        "csm_sentiments": older_facts(SentimentFact, SentimentFact.at, cutoff),
     }
 
 

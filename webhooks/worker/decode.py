@@ -23,7 +23,8 @@ from connector.native import NATIVE_EVENT, to_normalised
 from connector.registry import CRMS
 from connector.segment import ProductMessage, SegmentOptions, interpret, split_request
 from webhooks.connections import ConnectionRegistry
-from webhooks.inbox_kinds import BACKFILL_SOURCE, SEGMENT_REQUEST
+from webhooks.inbox_kinds import ADMIN_SOURCE, BACKFILL_SOURCE, SEGMENT_REQUEST
+from webhooks.sentiment import SentimentDocument
 from webhooks.store import inbox
 
 log = structlog.get_logger(__name__)
@@ -108,10 +109,27 @@ def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
     return decode
 
 
-# Sources that are no CRM: native documents, and those a backfill read from a CRM.
+async def _decode_admin(
+    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
+) -> Decoded:
+    """Documents the admin API stored (a CSM's sentiment: webhooks.sentiment)."""
+    decoded = Decoded()
+    for row in claimed:
+        try:
+            document = SentimentDocument.model_validate(row.payload)
+        except ValidationError as exc:
+            decoded.dead[row.id] = f"undecodable payload: {exc}"
+            continue
+        decoded.events[row.id] = [document.normalised()]
+    return decoded
+
+
+# Sources that are no CRM: native documents, those a backfill read from a CRM, and the admin
+# API's own.
 DECODERS: Mapping[str, BatchDecoder] = {
     "native": _native_decoder("native"),
     BACKFILL_SOURCE: _native_decoder("crm"),
+    ADMIN_SOURCE: _decode_admin,
 }
 
 
