@@ -338,6 +338,56 @@ def test_an_account_shows_indicators_drivers_history_and_alerts(page: Page, serv
     shot(page, "04-account")
 
 
+def _work(server: Server) -> None:
+    """What the worker would do next (it does not run beside this server)."""
+
+    async def process() -> None:
+        app = create_app(make_settings(server.database_url, hubspot_access_token=None))
+        async with app.router.lifespan_context(app):
+            while (await app.state.runtime.pipeline.process_inbox()).claimed:
+                pass
+
+    # Playwright's own loop runs in this thread: the worker gets a thread of its own.
+    worker = threading.Thread(target=lambda: asyncio.run(process()), name="admin-worker")
+    worker.start()
+    worker.join(timeout=60)
+
+
+def test_a_csm_sets_and_clears_a_sentiment_on_the_account_page(page: Page, server: Server) -> None:
+    sign_in(page, server.connection_admin_key, then="/admin/accounts/2")
+    expect(page.locator("#sentiment-now")).to_contain_text("None in force")
+    page.get_by_label("Rating").select_option("red")
+    page.get_by_label("Reason").select_option("champion left")
+    page.get_by_label("Note (optional)").fill("<script>alert(1)</script> Jo moved on")
+    page.get_by_role("button", name="Set sentiment").click()
+    expect(page.get_by_role("status")).to_contain_text("Sentiment stored")
+    _work(server)
+    page.reload()
+    expect(page.locator("#drivers li").first).to_contain_text(
+        "CSM: red, champion left (carol, until"
+    )
+    expect(page.locator("#sentiment-now")).to_contain_text("Red: champion left, by carol")
+    # A person's words are shown as text, never run.
+    expect(page.locator("#sentiment-now")).to_contain_text("<script>alert(1)</script>")
+    shot(page, "21-sentiment-set")
+    _at_390px(page, "21-sentiment-set")
+
+    page.get_by_role("button", name="Clear sentiment").click()
+    expect(page.get_by_role("status")).to_contain_text("Sentiment cleared")
+    _work(server)
+    page.reload()
+    expect(page.locator("#sentiment-now")).to_contain_text("None in force")
+    page.locator("#sentiment-history-box summary").click()
+    expect(page.locator("#sentiment-history tbody tr")).to_have_count(2)
+    shot(page, "22-sentiment-history")
+
+
+def test_a_viewer_sees_the_sentiment_but_no_form(page: Page, server: Server) -> None:
+    sign_in(page, server.viewer_key, then="/admin/accounts/2")
+    expect(page.locator("#sentiment-now")).not_to_be_empty()
+    expect(page.locator("#sentiment-form")).to_be_hidden()
+
+
 def test_edit_preview_apply_and_roll_back_the_configuration(page: Page, server: Server) -> None:
     sign_in(page, server.admin_key, then="/admin/config")
     versions = page.locator("#versions-table tbody tr")

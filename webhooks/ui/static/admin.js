@@ -627,6 +627,8 @@
         ? "No data yet."
         : `${Math.round(coverage.ratio * 100)}% of the configured weight had data. Signals: ${coverage.signals.join(", ") || "none"}. Indicators: ${coverage.indicators.join(", ") || "none"}.`;
 
+    await renderSentiment(item);
+
     try {
       const { data } = await api("GET", `/api/v1/accounts/${encodeURIComponent(id)}/alerts?limit=100`);
       const open = data.items.filter((alert) => alert.status === "open");
@@ -637,6 +639,81 @@
     } catch (err) {
       failed(err);
     }
+  }
+
+  /** The CSM's sentiment: the one in force, a form for admins, and who said what when. */
+  async function renderSentiment(item) {
+    const now = item.sentiment;
+    $("#sentiment-now").textContent = now
+      ? `${now.rating[0].toUpperCase()}${now.rating.slice(1)}: ${now.reason}, by ${now.author} on ${fmtTime(now.at)}, until ${fmtTime(now.until)}${now.note ? `. Note: ${now.note}` : ""}`
+      : "None in force: the computed health applies.";
+    const history = clear($("#sentiment-history"));
+    $("#sentiment-history-box").hidden = !item.sentiment_history.length;
+    if (item.sentiment_history.length) {
+      history.append(
+        dataTable(
+          {},
+          "Sentiments set and cleared, newest first",
+          ["When", "Rating", "Reason", "Until", "By", "Note"],
+          item.sentiment_history.map((row) =>
+            el(
+              "tr",
+              {},
+              el("td", { text: fmtTime(row.at) }),
+              el("td", { text: row.rating || "cleared" }),
+              el("td", { text: row.reason || "—" }),
+              el("td", { text: row.until ? fmtTime(row.until) : "—" }),
+              el("td", { text: row.author }),
+              el("td", { text: row.note || "" }),
+            ),
+          ),
+        ),
+      );
+    }
+    const form = $("#sentiment-form");
+    if (!isAdmin()) return;
+    let settings;
+    try {
+      settings = (await api("GET", "/api/v1/config")).data.config.sentiment;
+    } catch (err) {
+      failed(err);
+      return;
+    }
+    const reason = clear($("#sentiment-reason"));
+    reason.append(...settings.reasons.map((text) => el("option", { value: text, text })));
+    if (now) {
+      $("#sentiment-rating").value = now.rating;
+      reason.value = now.reason;
+    }
+    $("#sentiment-days").value = String(settings.default_days);
+    form.hidden = false;
+    const id = encodeURIComponent(item.id);
+    const done = (text) => {
+      showStatus(text);
+      // The worker scores the account within its next passes: read it again shortly.
+      setTimeout(() => initAccount(), 1500);
+    };
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      showError("");
+      const days = Number($("#sentiment-days").value.trim());
+      const body = { rating: $("#sentiment-rating").value, reason: reason.value, days, note: $("#sentiment-note").value.trim() || null };
+      try {
+        await api("PUT", `/api/v1/accounts/${id}/sentiment`, { body });
+        done("Sentiment stored; the account is rescored with it in a moment.");
+      } catch (err) {
+        failed(err);
+      }
+    };
+    $("#sentiment-clear").onclick = async () => {
+      showError("");
+      try {
+        await api("DELETE", `/api/v1/accounts/${id}/sentiment`);
+        done("Sentiment cleared; the computed health applies again in a moment.");
+      } catch (err) {
+        failed(err);
+      }
+    };
   }
 
   // Alerts ----------------------------------------------------------------------------------
