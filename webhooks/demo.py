@@ -33,6 +33,7 @@ from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
 from connector.hubspot.fields import GROUP_LABEL
 from connector.sandbox.app import create_sandbox_app
+from connector.sandbox.seed import SEEDED_OWNERS
 from connector.sandbox.state import SandboxState
 from signals import active_use
 from signals.config import HealthConfig
@@ -50,6 +51,7 @@ from webhooks.demo_data import (
 )
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
+from webhooks.sentiment import SentimentIn, set_sentiment
 from webhooks.server import ServerLimits, build_server
 from webhooks.settings import Settings
 from webhooks.store import accounts, alerts, configs, facts, inbox, writeback
@@ -136,6 +138,8 @@ class DemoResult:
     # None: no data.
     key_feature_adoption: dict[str, float | None] = field(default_factory=dict)
     report_exports: dict[str, float | None] = field(default_factory=dict)
+    # The CRM ids of the accounts a CSM set a sentiment on (DEMO_SENTIMENTS).
+    judged: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -243,6 +247,7 @@ async def run_demo(
         now = datetime.now(UTC)
         await _configure(runtime, now=now)
         events = await _replay(runtime, service_url, companies, ids, now)
+        sentiments = await _judge(runtime, companies, ids, now=now)
         await _rebuild_history(runtime, now=now)
         await _rescore_all(runtime)
         runtime.start_worker()  # from here on the service runs as it always does
@@ -254,6 +259,7 @@ async def run_demo(
             ],
             records={i: dict(state.companies[i]) for i in ids},
             events=events,
+            judged=sentiments,
         )
         await _count_alerts(runtime, settings.connection_name, result)
         await _measure_adoption(runtime, result)
@@ -501,6 +507,43 @@ async def _rebuild_history(runtime: Runtime, *, now: datetime) -> None:
     )
 
 
+# What a few CSMs know that the data does not, by archetype: (rating, reason, how many).
+DEMO_SENTIMENTS: dict[str, tuple[str, str, int]] = {
+    "fading": ("red", "champion left", 3),
+    "transactional": ("amber", "budget cut", 2),
+    "collaborator": ("green", "expansion planned", 2),
+}
+
+
+async def _judge(
+    runtime: Runtime, companies: Sequence[SampleCompany], ids: Sequence[str], *, now: datetime
+) -> list[str]:
+    """A few CSM sentiments, set through the admin API's own path by the companies' owners;
+    the CRM ids of the accounts judged."""
+    judged: list[str] = []
+    for archetype, (rating, reason, count) in DEMO_SENTIMENTS.items():
+        chosen = [
+            (company, crm_id)
+            for index, (company, crm_id) in enumerate(zip(companies, ids, strict=True))
+            # Customers only: a prospect has no health for a CSM to weigh.
+            if company.archetype == archetype
+            and lifecycle(index, now)["lifecyclestage"] == "customer"
+        ]
+        for company, crm_id in chosen[:count]:
+            owner = next(o for o in SEEDED_OWNERS if o[0] == company.owner_id)
+            await set_sentiment(
+                runtime.sessions,
+                connection=runtime.settings.connection_name,
+                record_id=crm_id,
+                change=SentimentIn.model_validate({"rating": rating, "reason": reason, "days": 30}),
+                author=f"{owner[2]} {owner[3]}",
+                now=now,
+            )
+            judged.append(crm_id)
+    await _drain(runtime)
+    return judged
+
+
 async def _rescore_all(runtime: Runtime) -> None:
     """Rescore every account now that it has a history: its 30-day trend reaches the CRM, and
     alert rules that compare with the past (a score drop) get their chance."""
@@ -553,6 +596,24 @@ async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
         measured = active_use.SIGNAL.measure(snapshots[account.id])
         result.key_feature_adoption[account.crm_id] = measured[position]
         result.report_exports[account.crm_id] = snapshots[account.id].custom.get(exports)
+
+
+def _print_sentiments(result: DemoResult) -> None:
+    """The CSMs' voice: how many sentiments, and one as its account's first driver says it."""
+    if not result.judged:
+        return
+    by = Counter(
+        DEMO_SENTIMENTS[c.archetype][0] for c in result.companies if c.crm_id in result.judged
+    )
+    print(
+        f"\nCSM sentiments set: {len(result.judged)} ("
+        + ", ".join(f"{rating} {count}" for rating, count in by.most_common())
+        + "); each is its account's first driver, e.g."
+    )
+    for crm_id in result.judged[:1]:
+        company = next(c for c in result.companies if c.crm_id == crm_id)
+        first = (result.records[crm_id].get("health_drivers") or "").split("\n")[0]
+        print(f"  {company.name}: {first}")
 
 
 def _print_open_alerts(result: DemoResult) -> None:
@@ -615,6 +676,8 @@ def print_summary(
         f'  exports/seat: the median of the custom indicator "{DEMO_CUSTOM_INDICATOR["label"]}"'
         f" of the custom signal {signal['label']} (weight {signal['weight']})"
     )
+
+    _print_sentiments(result)
 
     print("\nMost at risk, and why:")
     for company in result.most_at_risk():

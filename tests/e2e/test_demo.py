@@ -204,6 +204,15 @@ def test_the_demos_custom_indicator_scores_its_custom_signal(demo: tuple[DemoRes
     assert 'custom indicator "Reports exported per seat (30d)" of the custom signal' in printed
 
 
+def test_a_few_csm_sentiments_lead_their_accounts_drivers(demo: tuple[DemoResult, str]) -> None:
+    result, printed = demo
+    assert result.judged
+    for crm_id in result.judged:
+        first = (result.records[crm_id].get("health_drivers") or "").split("\n")[0]
+        assert first.startswith("CSM: "), first
+    assert "CSM sentiments set:" in printed
+
+
 def test_summary_names_bands_risks_alerts_and_where_to_look(
     demo: tuple[DemoResult, str],
 ) -> None:
