@@ -87,9 +87,9 @@ class Decoded(Outcomes):
 BatchDecoder = Callable[[Sequence[inbox.Claimed], str, CRMConnector | None], Awaitable[Decoded]]
 
 
-def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
-    """Native documents: sent by a native source, or stored by a backfill from CRM records
-    (whose attributes are the CRM's: see facts.apply_attributes)."""
+def _document_decoder(read: Callable[[inbox.Claimed], NormalisedEvent]) -> BatchDecoder:
+    """Documents the service can read on its own, one event each: `read` validates a row
+    (raising ValidationError for one it cannot: a dead letter with the reason)."""
 
     async def decode(
         claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
@@ -97,31 +97,22 @@ def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
         decoded = Decoded()
         for row in claimed:
             try:
-                native = NATIVE_EVENT.validate_python(row.payload)
+                decoded.events[row.id] = [read(row)]
             except ValidationError as exc:
                 decoded.dead[row.id] = f"undecodable payload: {exc}"
-                continue
-            decoded.events[row.id] = [
-                to_normalised(native, received_at=row.received_at, origin=origin)
-            ]
         return decoded
 
     return decode
 
 
-async def _decode_admin(
-    claimed: Sequence[inbox.Claimed], connection: str, connector: CRMConnector | None
-) -> Decoded:
-    """Documents the admin API stored (a CSM's sentiment: webhooks.sentiment)."""
-    decoded = Decoded()
-    for row in claimed:
-        try:
-            document = SentimentDocument.model_validate(row.payload)
-        except ValidationError as exc:
-            decoded.dead[row.id] = f"undecodable payload: {exc}"
-            continue
-        decoded.events[row.id] = [document.normalised()]
-    return decoded
+def _native_decoder(origin: AttributeOrigin) -> BatchDecoder:
+    """Native documents: sent by a native source, or stored by a backfill from CRM records
+    (whose attributes are the CRM's: see facts.apply_attributes)."""
+    return _document_decoder(
+        lambda row: to_normalised(
+            NATIVE_EVENT.validate_python(row.payload), received_at=row.received_at, origin=origin
+        )
+    )
 
 
 # Sources that are no CRM: native documents, those a backfill read from a CRM, and the admin
@@ -129,7 +120,10 @@ async def _decode_admin(
 DECODERS: Mapping[str, BatchDecoder] = {
     "native": _native_decoder("native"),
     BACKFILL_SOURCE: _native_decoder("crm"),
-    ADMIN_SOURCE: _decode_admin,
+    # The admin API's: a CSM's sentiment (webhooks.sentiment).
+    ADMIN_SOURCE: _document_decoder(
+        lambda row: SentimentDocument.model_validate(row.payload).normalised()
+    ),
 }
 
 
