@@ -370,6 +370,7 @@ async def preview(
             and candidate.product == current.product
             and candidate.custom_signals == current.custom_signals
             and candidate.custom_indicators == current.custom_indicators
+            and candidate.sentiment == current.sentiment
         )
         after_id = 0
         while True:
