@@ -433,7 +433,9 @@ class SegmentOverride(BaseModel):
     changes: dict[str, Any] = Field(default_factory=dict)
 
 
-AlertWhen = Literal["band_entered", "score_drop", "indicator_at_risk", "renewal_near"]
+AlertWhen = Literal[
+    "band_entered", "score_drop", "indicator_at_risk", "renewal_near", "sentiment_ending"
+]
 Severity = Literal["low", "medium", "high"]
 # Ranks severities for "the most severe reason" and "severity rose".
 SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
@@ -450,6 +452,8 @@ class AlertRule(BaseModel):
       raises it whenever the indicator is at risk;
     - renewal_near: the renewal date is within `days` and the account's band is one of
       `bands` (by default neutral or at risk: not healthy).
+    - sentiment_ending: the CSM sentiment in force ends within `days`: a reminder to its author
+      (through the rule's channels) to renew it or let the computed health apply.
     Conditions of one account that hold at the same time are reasons of one alert (an episode),
     titled by the most severe; a condition that ends and comes back within `cooldown_days`
     re-opens the episode without telling anyone again. `severity` defaults by kind (see
@@ -482,12 +486,13 @@ class AlertRule(BaseModel):
     @property
     def level(self) -> Severity:
         """The rule's severity: as set, else entering at risk and an unhealthy renewal are high,
-        entering neutral and a score drop medium, one indicator at risk low."""
+        entering neutral and a score drop medium, one indicator at risk and a sentiment's end
+        low."""
         if self.severity is not None:
             return self.severity
         if self.when == "renewal_near" or (self.when == "band_entered" and self.band == "at_risk"):
             return "high"
-        return "low" if self.when == "indicator_at_risk" else "medium"
+        return "low" if self.when in ("indicator_at_risk", "sentiment_ending") else "medium"
 
     @model_validator(mode="after")
     def _indicator_named(self) -> Self:
@@ -528,6 +533,8 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
     # (the CRM lists renewals); one at risk needs someone now. Its renewal is a reason of the
     # account's at-risk alert, so it adds no second alert.
     AlertRule(name="renewal-at-risk", when="renewal_near", days=60, bands=("at_risk",)),
+    # A week before a CSM sentiment ends: renew it, or the computed health applies again.
+    AlertRule(name="sentiment-ending", when="sentiment_ending", days=7),
 )
 
 

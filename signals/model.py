@@ -238,6 +238,7 @@ class Health:
         "customer",
         "score",
         "segment",
+        "sentiment",
         "signals",
         "trend_30d",
     )
@@ -253,8 +254,11 @@ class Health:
         config_version: str = "",
         explain: Callable[[], Explanation] | None = None,
         customer: bool = True,
+        sentiment: Sentiment | None = None,
     ) -> None:
         self.score = score
+        # The CSM's sentiment the health was scored with (alert rules remind of its end).
+        self.sentiment = sentiment
         # False: not a customer by HealthConfig.customers, so not scored, alerted or written.
         self.customer = customer
         self.band = band

@@ -409,6 +409,7 @@ def score(
         return Health(
             score=None,
             band=_felt(plan, facts, Band.ONBOARDING if onboarding else Band.UNKNOWN),
+            sentiment=facts.sentiment,
             signals=signal_scores,
             segment=segment,
             config_version=plan.version,
@@ -428,6 +429,7 @@ def score(
     return Health(
         score=rounded,
         band=_felt(plan, facts, band),
+        sentiment=facts.sentiment,
         signals=signal_scores,
         trend_30d=None if score_30d_ago is None else rounded - score_30d_ago,
         segment=segment,

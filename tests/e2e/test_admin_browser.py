@@ -29,7 +29,7 @@ import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from sqlalchemy import select, update
 
-from signals.config import HealthConfig
+from signals.config import DEFAULT_ALERT_RULES, HealthConfig
 from signals.registry import SIGNALS
 from testkit import RECENCY_ONLY, make_settings, native, store_native
 from webhooks.app import create_app
@@ -529,7 +529,7 @@ def test_a_connection_admin_changes_only_its_connections_settings(
     expect(page.locator("body")).not_to_contain_text(SECRET_NAME)
     own = page.get_by_role("region", name="Settings of connection default only")
     routing = own.locator("#routing-table")
-    expect(routing.locator("tbody tr")).to_have_count(5)
+    expect(routing.locator("tbody tr")).to_have_count(len(DEFAULT_ALERT_RULES))
     shot(page, "12b-connection-admin")
 
     page.get_by_label("Raise score-drop for connection default").uncheck()
@@ -702,7 +702,8 @@ def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
     _put_config(server, dict(RECENCY_ONLY))
     sign_in(page, server.admin_key, then="/admin/config")
     rules = page.locator("#rules-editor fieldset.rule")
-    expect(rules).to_have_count(5)
+    defaults = len(DEFAULT_ALERT_RULES)
+    expect(rules).to_have_count(defaults)
     page.get_by_role("button", name="Add an alert rule").click()
     rule = rules.last
     expect(rule.get_by_label("Name", exact=True)).to_be_focused()
@@ -738,7 +739,7 @@ def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
     per_rule = page.locator("#preview-rules tr[data-rule='neutral-entered']")
     expect(per_rule.locator("td.total")).to_have_text("1")
     expect(per_rule).to_contain_text("Globex")
-    expect(page.locator("#preview-rules tbody tr")).to_have_count(6)
+    expect(page.locator("#preview-rules tbody tr")).to_have_count(defaults + 1)
     expect(rule.locator(".rule-preview")).to_have_text("Preview: 1 new alert on 1 account: Globex.")
     shot(page, "13-rule-preview")
     _at_390px(page, "13-rule-preview")
@@ -752,10 +753,10 @@ def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
     name_error = bad.get_by_label("Name", exact=True).get_attribute("aria-describedby")
     assert name_error is not None
     expect(page.locator(f"#{name_error.split()[-1]}")).to_contain_text("should match pattern")
-    expect(page.locator("#error")).to_contain_text("alerts.6.name")
+    expect(page.locator("#error")).to_contain_text(f"alerts.{defaults + 1}.name")
     shot(page, "14-rule-error")
     bad.get_by_role("button", name="Remove rule Not A Name").click()
-    expect(rules).to_have_count(6)
+    expect(rules).to_have_count(defaults + 1)
 
     page.get_by_label("Comment (why this change)").fill("tell us about neutral accounts")
     page.get_by_role("button", name="Apply").click()
@@ -767,7 +768,7 @@ def test_an_admin_adds_a_rule_previews_it_per_rule_and_applies_it(
     assert stored["neutral-entered"]["enabled"] is True
     # The untouched rules are stored as they were.
     assert stored["entered-at-risk"]["notify_recovered"] is True
-    expect(rules).to_have_count(6)
+    expect(rules).to_have_count(defaults + 1)
 
 
 def test_an_admin_edits_a_segment_override(page: Page, server: Server) -> None:

@@ -190,3 +190,30 @@ async def test_a_sentiment_ends_and_the_computed_health_returns(service_factory)
     body = await detail(service, kim)
     assert (body["score"], body["band"]) == (96, "healthy")  # 4 days since the last use
     assert not any(driver.startswith("CSM:") for driver in body["drivers"])
+
+
+async def test_its_author_is_reminded_a_week_before_it_ends(service_factory) -> None:
+    service, pipeline, clock = await world(service_factory)
+    kim = await bearer(service, "admin", "A. Kim")
+    await service.client.put(
+        "/api/v1/accounts/acme/sentiment",
+        json={"rating": "amber", "reason": "reorganisation", "days": 20},
+        headers=kim,
+    )
+    await run(pipeline, clock)
+
+    async def reminders() -> list[Alert]:
+        async with service.runtime.sessions() as session:
+            return list(
+                await session.scalars(select(Alert).where(Alert.rule == "sentiment-ending"))
+            )
+
+    assert await reminders() == []
+    # Thirteen days on, the daily rescore finds it ending within a week.
+    for _ in range(14):
+        clock.now += timedelta(days=1)
+        await run(pipeline, clock)
+    [reminder] = await reminders()
+    assert reminder.severity == "low"
+    assert reminder.cause == "live"
+    assert "amber (reorganisation) set by A. Kim ends on" in reminder.reason

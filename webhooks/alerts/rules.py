@@ -3,7 +3,7 @@ decide what that means (raise, keep, resolve) in webhooks.alerts.service."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Final, Literal
@@ -78,77 +78,109 @@ def conditions(rules: Sequence[AlertRule], state: AccountState, *, today: date) 
     (its windows are not yet lived through): no score, band, indicator or renewal alert, and
     open ones resolve.
     """
-    found: list[Condition] = []
-    label = state.name or "The account"
     health = state.health
     if not health.customer or health.band is Band.ONBOARDING:
-        return found
-    for rule in rules:
-        if not applies(rule, state):
-            continue
-        match rule.when:
-            case "band_entered":
-                if health.band.value == rule.band:
-                    found.append(
-                        Condition(
-                            rule=rule,
-                            key=rule.band,
-                            title=f"{label} is {band_words(rule.band)}",
-                            reason=_band_reason(state),
-                        )
-                    )
-            case "score_drop":
-                before = state.scores_before.get(rule.days)
-                if health.score is not None and before is not None:
-                    fall = before - health.score
-                    if fall >= rule.points:
-                        found.append(
-                            Condition(
-                                rule=rule,
-                                key=f"drop-{rule.days}d",
-                                title=f"{label}: health fell {fall} points",
-                                reason=(
-                                    f"score fell from {before} to {health.score} within "
-                                    f"{rule.days} days (rule: {rule.points:g} points)"
-                                ),
-                            )
-                        )
-            case "indicator_at_risk":
-                name = str(rule.indicator)
-                indicator = _at_risk_indicator(health, name)
-                if indicator is not None:
-                    fine_before = state.indicators_fine_before
-                    found.append(
-                        Condition(
-                            rule=rule,
-                            key=name,
-                            title=f"{label}: {_indicator_words(name)} at risk",
-                            reason=indicator,
-                            raises=rule.trigger == "state"
-                            or (fine_before is not None and name in fine_before),
-                        )
-                    )
-            case "renewal_near":
-                renewal = state.renewal_date
-                if (
-                    renewal is not None
-                    and 0 <= (renewal - today).days <= rule.days
-                    and health.band.value in rule.bands
-                ):
-                    days = (renewal - today).days
-                    found.append(
-                        Condition(
-                            rule=rule,
-                            key=f"renewal-{renewal.isoformat()}",
-                            title=f"{label} renews in {days} days and is "
-                            + ("at risk" if health.band is Band.AT_RISK else "not healthy"),
-                            reason=(
-                                f"renewal on {renewal.isoformat()}, band "
-                                f"{band_words(health.band.value)}, score {health.score}"
-                            ),
-                        )
-                    )
-    return found
+        return []
+    found = (
+        _CHECKS[rule.when](rule, state, state.name or "The account", today)
+        for rule in rules
+        if applies(rule, state)
+    )
+    return [condition for condition in found if condition is not None]
+
+
+def _band_entered(
+    rule: AlertRule, state: AccountState, label: str, _today: date
+) -> Condition | None:
+    if state.health.band.value != rule.band:
+        return None
+    return Condition(
+        rule=rule,
+        key=rule.band,
+        title=f"{label} is {band_words(rule.band)}",
+        reason=_band_reason(state),
+    )
+
+
+def _score_drop(rule: AlertRule, state: AccountState, label: str, _today: date) -> Condition | None:
+    score, before = state.health.score, state.scores_before.get(rule.days)
+    if score is None or before is None or before - score < rule.points:
+        return None
+    return Condition(
+        rule=rule,
+        key=f"drop-{rule.days}d",
+        title=f"{label}: health fell {before - score} points",
+        reason=(
+            f"score fell from {before} to {score} within {rule.days} days "
+            f"(rule: {rule.points:g} points)"
+        ),
+    )
+
+
+def _indicator_at_risk(
+    rule: AlertRule, state: AccountState, label: str, _today: date
+) -> Condition | None:
+    name = str(rule.indicator)
+    indicator = _at_risk_indicator(state.health, name)
+    if indicator is None:
+        return None
+    fine_before = state.indicators_fine_before
+    return Condition(
+        rule=rule,
+        key=name,
+        title=f"{label}: {_indicator_words(name)} at risk",
+        reason=indicator,
+        raises=rule.trigger == "state" or (fine_before is not None and name in fine_before),
+    )
+
+
+def _renewal_near(
+    rule: AlertRule, state: AccountState, label: str, today: date
+) -> Condition | None:
+    health, renewal = state.health, state.renewal_date
+    if renewal is None or not 0 <= (renewal - today).days <= rule.days:
+        return None
+    if health.band.value not in rule.bands:
+        return None
+    days = (renewal - today).days
+    return Condition(
+        rule=rule,
+        key=f"renewal-{renewal.isoformat()}",
+        title=f"{label} renews in {days} days and is "
+        + ("at risk" if health.band is Band.AT_RISK else "not healthy"),
+        reason=(
+            f"renewal on {renewal.isoformat()}, band {band_words(health.band.value)}, "
+            f"score {health.score}"
+        ),
+    )
+
+
+def _sentiment_ending(
+    rule: AlertRule, state: AccountState, label: str, today: date
+) -> Condition | None:
+    felt = state.health.sentiment
+    if felt is None or not 0 <= (felt.until.date() - today).days <= rule.days:
+        return None
+    ends = felt.until.date().isoformat()
+    return Condition(
+        rule=rule,
+        key=f"sentiment-{felt.until.isoformat()}",
+        title=f"{label}: the CSM sentiment ends on {ends}",
+        reason=(
+            f"{felt.rating.value} ({felt.reason}) set by {felt.author} ends on {ends}: set it "
+            "again if it still holds, or the computed health applies"
+        ),
+    )
+
+
+# Each kind of rule's check: the condition when it holds for the account, else None.
+_CHECKS: dict[str, Callable[[AlertRule, AccountState, str, date], Condition | None]] = {
+    "band_entered": _band_entered,
+    "score_drop": _score_drop,
+    "indicator_at_risk": _indicator_at_risk,
+    "renewal_near": _renewal_near,
+    "sentiment_ending": _sentiment_ending,
+}
 
 
 def _band_reason(state: AccountState) -> str:

@@ -860,6 +860,7 @@
     ["score_drop", "The score dropped"],
     ["indicator_at_risk", "An indicator is at risk"],
     ["renewal_near", "Renewal is near and the account is not healthy"],
+    ["sentiment_ending", "A CSM sentiment ends soon"],
   ];
 
   // Every field of an alert rule (signals/config.py AlertRule), in the order shown: the one
@@ -881,7 +882,7 @@
       fromInput: (text) => text.split(","),
     },
     { name: "points", label: "Drop of at least (points)", input: "number", kinds: ["score_drop"], fallback: 15 },
-    { name: "days", label: "Within (days)", input: "integer", kinds: ["score_drop", "renewal_near"], fallback: 30 },
+    { name: "days", label: "Within (days)", input: "integer", kinds: ["score_drop", "renewal_near", "sentiment_ending"], fallback: 30 },
     { name: "indicator", label: "Indicator", input: "select", kinds: ["indicator_at_risk"], fallback: null, options: (ctx) => ctx.indicators },
     {
       name: "trigger",
