@@ -848,6 +848,29 @@ def test_an_admin_marks_key_features(page: Page, server: Server) -> None:
     shot(page, "18-key-features-applied")
 
 
+def test_an_admin_sets_what_a_csm_sentiment_does(page: Page, server: Server) -> None:
+    _put_config(server, dict(RECENCY_ONLY))
+    sign_in(page, server.admin_key, then="/admin/config")
+    box = page.locator("#sentiment-settings")
+    box.get_by_label("What a sentiment does (mode)").select_option("cap")
+    reasons = box.get_by_label("Reasons a CSM picks from, one per line (reasons)")
+    reasons.fill("champion left\nChampion Left\nbudget cut")
+    page.get_by_role("button", name="Preview").click()
+    expect(reasons).to_have_attribute("aria-invalid", "true")
+    expect(box.locator(".field-error").filter(has_text="listed twice")).to_be_visible()
+    reasons.fill("champion left\nbudget cut")
+    box.get_by_label("Holds for, days (default_days)").fill("14")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    stored = _api_config(server)["sentiment"]
+    assert (stored["mode"], stored["reasons"], stored["default_days"]) == (
+        "cap", ["champion left", "budget cut"], 14,
+    )  # fmt: skip
+    box.screenshot(path=str(ARTIFACTS / "23-sentiment-settings.png"))
+    _put_config(server, dict(RECENCY_ONLY))
+
+
 def test_an_admin_adds_a_custom_signal_and_indicator(page: Page, server: Server) -> None:
     _put_config(server, dict(RECENCY_ONLY))
     sign_in(page, server.admin_key, then="/admin/config")

@@ -1320,6 +1320,11 @@
     return { node, read: (problems) => items().map((card) => card.segmentLink.read(problems)) };
   }
 
+  const SENTIMENT_MODES = [
+    ["indicator", "Counts as an indicator"],
+    ["cap", "Caps the band"],
+    ["override", "Sets the band"],
+  ];
   const SOURCE_KINDS = [
     ["product_events", "Product events"],
     ["survey", "Survey answers"],
@@ -1781,6 +1786,35 @@
           ),
         ),
       );
+      const sentiment = config.sentiment;
+      const sentimentMode = selectInput(SENTIMENT_MODES, sentiment.mode);
+      const sentimentSignal = selectInput(
+        [
+          ...Object.keys(config.signals).map((name) => [name, SIGNAL_LABELS[name] || name]),
+          ...config.custom_signals.map((signal) => [signal.name, signal.label]),
+        ],
+        sentiment.signal,
+      );
+      const sentimentWeight = el("input", { type: "text", inputmode: "decimal", class: "num", value: String(sentiment.weight), autocomplete: "off" });
+      const sentimentDays = el("input", { type: "text", inputmode: "numeric", class: "num", value: String(sentiment.default_days), autocomplete: "off" });
+      const sentimentReasons = el("textarea", { rows: "5", spellcheck: "false" });
+      sentimentReasons.value = sentiment.reasons.join("\n");
+      fields.append(
+        el(
+          "fieldset",
+          { id: "sentiment-settings", disabled: scope !== null },
+          el("legend", { text: "CSM sentiment" }),
+          el(
+            "div",
+            { class: "cfg-grid" },
+            field("sentiment.mode", "What a sentiment does (mode)", sentimentMode),
+            field("sentiment.signal", "As an indicator of (signal)", sentimentSignal),
+            field("sentiment.weight", "Its weight there (weight)", sentimentWeight),
+            field("sentiment.default_days", "Holds for, days (default_days)", sentimentDays),
+          ),
+          field("sentiment.reasons", "Reasons a CSM picks from, one per line (reasons)", sentimentReasons),
+        ),
+      );
       const keyFeatures = el("textarea", { rows: "4", spellcheck: "false" });
       keyFeatures.value = config.product.key_features.join("\n");
       fields.append(
@@ -1857,6 +1891,14 @@
         for (const part of parts.slice(0, -1)) node = node[part];
         node[parts[parts.length - 1]] = value;
       }
+      const reading = (path) => fields.querySelector(`[data-field="${path}"]`);
+      config.sentiment = {
+        mode: reading("sentiment.mode").value,
+        signal: reading("sentiment.signal").value,
+        weight: numberValue(reading("sentiment.weight"), problems),
+        default_days: numberValue(reading("sentiment.default_days"), problems, { integer: true }),
+        reasons: reading("sentiment.reasons").value.split("\n").map((line) => line.trim()).filter((line) => line !== ""),
+      };
       const keyFeatures = fields.querySelector('[data-field="product.key_features"]');
       config.product.key_features = keyFeatures.value
         .split("\n")
