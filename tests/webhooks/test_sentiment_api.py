@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from signals.config import HealthConfig
 from testkit import RECENCY_ONLY, native, store_native
-from webhooks.store import configs, keys
-from webhooks.store.models import Alert, SentimentFact
+from webhooks.inbox_kinds import ADMIN_SOURCE, SENTIMENT_KIND
+from webhooks.store import configs, inbox, keys
+from webhooks.store.models import Alert, InboxEvent, SentimentFact
 from webhooks.worker.loop import Pipeline
 from webhooks.worker.options import WorkerOptions
 
@@ -217,3 +218,43 @@ async def test_its_author_is_reminded_a_week_before_it_ends(service_factory) -> 
     assert reminder.severity == "low"
     assert reminder.cause == "live"
     assert "amber (reorganisation) set by A. Kim ends on" in reminder.reason
+
+
+async def test_an_unreadable_sentiment_among_thousands_is_dead_lettered_alone(
+    service_factory,
+) -> None:
+    service, pipeline, clock = await world(service_factory)
+    now = datetime.now(UTC)
+    usage = [native("usage", "acme", days_ago=n / 1000, user=f"u{n % 40}") for n in range(2000)]
+    await store_native(service.runtime, usage)
+    async with service.runtime.sessions() as session, session.begin():
+        # As an older version, or a hand edit, might have left it: a rating nobody knows.
+        await inbox.insert_events(
+            session,
+            source=ADMIN_SOURCE,
+            connection="default",
+            events=[
+                inbox.NewEvent(
+                    dedup_key="sentiment-bad",
+                    kind=SENTIMENT_KIND,
+                    payload={
+                        "account": "acme",
+                        "at": now.isoformat(),
+                        "rating": "purple",
+                        "author": "x",
+                    },
+                )
+            ],
+            received_at=now,
+        )
+    await run(pipeline, clock)
+    async with service.runtime.sessions() as session:
+        statuses = await inbox.count_by_status(session)
+        dead = await session.scalar(select(InboxEvent).where(InboxEvent.status == "dead"))
+    assert statuses.get("dead") == 1
+    assert statuses.get("pending", 0) == 0
+    assert dead is not None
+    assert "rating" in (dead.last_error or "")
+    body = await detail(service, await bearer(service, "viewer", "victor"))
+    assert body["sentiment"] is None
+    assert body["indicators"]["active_use"][0]["raw"] < 0.01  # the usage all landed
