@@ -171,6 +171,15 @@ configuration is looked up once per chunk; `crm-health worker` freezes its start
 `serve` does (a recompute chunk's objects set off full collections walking all of it, a sixth
 of the time; the benchmark freezes likewise); PostgreSQL's latest-row lookups are LATERAL
 probes. What is left is mostly SQL: the usage read is about half of a chunk's statement time.
+
+Feature-level usage (issue 25, 2026-12-05): the worker's usage events name one of twelve features
+(a few used far more) and `python -m bench.worker throughput` runs the throughput rows alone,
+median of three fresh databases on each. Before the store kept features (events counted per user
+and month, and a per-feature roll-up, `feature_months`): SQLite 9,070 events/s (9,063..9,401),
+PostgreSQL 7,286 (7,172..7,302). After: SQLite 7,939 (7,861..7,978, -12%), PostgreSQL 6,523
+(6,472..6,538, -10%): within the 20% the issue allows. The cost is the second roll-up's upsert and
+the event counts, which make every batch rewrite its (user, month) rows where a repeated day used
+to change nothing.
 """,
     "growth": """
 A simulated year through the service's own intake (`intake.accept_native`, and
