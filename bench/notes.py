@@ -177,7 +177,11 @@ Feature-level usage (issue 25, 2026-12-05): the worker's usage events name one o
 median of three fresh databases on each. Before the store kept features (events counted per user
 and month, and a per-feature roll-up, `feature_months`): SQLite 9,070 events/s (9,063..9,401),
 PostgreSQL 7,286 (7,172..7,302). After: SQLite 7,939 (7,861..7,978, -12%), PostgreSQL 6,523
-(6,472..6,538, -10%): within the 20% the issue allows. The cost is the second roll-up's upsert and
+(6,472..6,538, -10%): within the 20% the issue allows. At the end of the session, with custom
+indicators, the CSM sentiment and the daily rescore in, the same command on this checkout and on
+a worktree of the commit before (c322ea5, the same bench file) one after the other: SQLite
+7,460 against 8,759 (-15%), PostgreSQL 6,142 against 6,813 (-10%). The cost is the second
+roll-up's upsert and
 the event counts, which make every batch rewrite its (user, month) rows where a repeated day used
 to change nothing.
 """,
