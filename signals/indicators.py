@@ -17,7 +17,7 @@ def value_formatter(unit: Unit) -> Callable[[float], str]:
         case Unit.DAYS | Unit.COUNT:
             return "{:.0f}".format
         case Unit.NUMBER:
-            return "{:.1f}".format
+            return _number
 
 
 def threshold_text(unit: Unit, config: IndicatorConfig, *, at_risk: bool) -> str:
@@ -28,3 +28,11 @@ def threshold_text(unit: Unit, config: IndicatorConfig, *, at_risk: bool) -> str
     else:
         zone, bound, op = "healthy", config.healthy, ">=" if higher_is_better else "<="
     return f"({zone} {op} {value_formatter(unit)(bound)})"
+
+
+def _number(value: float) -> str:
+    """Two decimals below 10 and one above, without trailing zeros: 0.05 exports a seat,
+    CSAT 4.3, NPS -40, 12.5 tickets per 10 seats (one decimal would show 0.05 as 0.1)."""
+    text = f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from signals import active_use, collaboration, momentum, mutual_value
-from signals.model import AccountFacts
+from signals.indicators import value_formatter
+from signals.model import AccountFacts, Unit
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -179,3 +180,12 @@ def test_arr_change(values, expected) -> None:
 @pytest.mark.parametrize("module", [active_use, collaboration, mutual_value, momentum])
 def test_measure_returns_one_value_per_declared_indicator(module) -> None:
     assert len(module.measure(facts())) == len(module.SIGNAL.indicators)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0.05, "0.05"), (0.0, "0"), (4.3, "4.3"), (-40.0, "-40"), (12.25, "12.2"), (1.0, "1"),
+     (-0.001, "0"), (1234.56, "1234.6")],
+)  # fmt: skip
+def test_numbers_keep_the_decimals_that_matter(value: float, shown: str) -> None:
+    assert value_formatter(Unit.NUMBER)(value) == shown

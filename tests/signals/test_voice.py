@@ -70,7 +70,7 @@ def test_detractors_lower_mutual_value_and_say_so_in_the_drivers() -> None:
     assert unhappy.score is not None
     assert quiet.score is not None
     assert unhappy.score < quiet.score
-    assert "NPS (90d) -40.0 (at-risk <= 0.0)" in unhappy.drivers
+    assert "NPS (90d) -40 (at-risk <= 0)" in unhappy.drivers
     assert {"mutual_value.nps", "mutual_value.nps_latest"} <= set(unhappy.coverage.indicators)
     # More evidence, never less coverage.
     assert unhappy.coverage.ratio == quiet.coverage.ratio
