@@ -598,8 +598,9 @@ class HealthConfig(BaseModel):
                 )
             custom[signal.name] = index
         taken = {(signal.name, spec.name) for signal in SIGNALS for spec in signal.indicators}
-        # The sentiment's indicator (signals.scoring.SENTIMENT_INDICATOR), in any mode.
-        taken.add((self.sentiment.signal, "csm_sentiment"))
+        # The sentiment's indicator (signals.scoring.SENTIMENT_INDICATOR), in any mode and
+        # signal: its drivers are the sentiment's own.
+        taken.update((name, "csm_sentiment") for name in (*builtin, *custom))
         weighed: set[str] = set()
         for index, indicator in enumerate(self.custom_indicators):
             where = f"custom_indicators.{index}"

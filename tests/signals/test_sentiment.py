@@ -114,6 +114,14 @@ def test_the_sentiment_settings_are_checked_naming_the_field() -> None:
     with pytest.raises(ValidationError) as caught:
         config("veto")
     assert "sentiment.mode" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        HealthConfig.model_validate(
+            {"custom_indicators": [{"name": "csm_sentiment", "label": "Mine", "signal": "momentum",
+                                    "source": {"kind": "survey", "survey": "nps",
+                                               "aggregation": "latest"},
+                                    "at_risk": 0, "healthy": 9}]}
+        )  # fmt: skip
+    assert "momentum already has an indicator 'csm_sentiment'" in str(caught.value)
 
 
 ratings = st.none() | st.sampled_from(list(Rating)).map(lambda r: felt(r.value))
