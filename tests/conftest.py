@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from signals.config import Bands, HealthConfig
 from testkit import PUBLIC_URL, Service, in_thread, make_settings
 from webhooks.app import create_app
+from webhooks.store.db import SessionFactory, create_engine, create_session_factory
 from webhooks.store.migrate import upgrade_to_head
 from webhooks.store.models import Base
 
@@ -85,6 +86,14 @@ async def database_url(
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     await _execute_autocommit(url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     yield url
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[SessionFactory]:
+    """Sessions on `database_url` (SQLite and PostgreSQL) for store tests."""
+    engine = create_engine(database_url)
+    yield create_session_factory(engine)
+    await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,6 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, insert, select
 
 from connector.model import (
@@ -25,7 +24,6 @@ from signals.config import HealthConfig
 from signals.scoring import score
 from webhooks import preview, retention
 from webhooks.store import account_views, accounts, facts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import (
     Account,
     AttributeChange,
@@ -38,13 +36,6 @@ NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
 START = NOW - timedelta(days=4 * 365)
 ACCOUNTS = 12
 HORIZONS = [30, 90, 180]
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def book(rng: random.Random, crm_id: str, index: int) -> list[NormalisedEvent]:

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 from sync_rows import NOW, seed
 
 from webhooks import sync_status
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import InboxEvent, WritebackItem
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def _by_name(sessions, **options) -> dict[str, sync_status.ConnectionSync]:

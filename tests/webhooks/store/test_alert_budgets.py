@@ -6,21 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import date, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from webhooks.store import alerts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import AlertChannelBudget
 
 DAY = date(2026, 12, 5)
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def _take(sessions, *, wanted: int, forced: int = 0, limit: int = 3, day=DAY) -> int:

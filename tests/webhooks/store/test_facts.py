@@ -16,17 +16,9 @@ from connector.model import (
     Usage,
 )
 from webhooks.store import accounts, facts
-from webhooks.store.db import create_engine, create_session_factory
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 KEY = ("default", "hubspot", "42")
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def ago(days: float) -> datetime:

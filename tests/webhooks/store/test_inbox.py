@@ -9,16 +9,8 @@ import pytest
 
 from webhooks.retry import RetrySchedule
 from webhooks.store import inbox
-from webhooks.store.db import create_engine, create_session_factory
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def _events(*keys: str) -> list[inbox.NewEvent]:

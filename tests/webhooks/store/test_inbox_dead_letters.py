@@ -3,18 +3,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
 from sync_rows import seed
 
 from webhooks.store import inbox
-from webhooks.store.db import create_engine, create_session_factory
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def test_dead_letters_are_counted_per_connection(sessions) -> None:

@@ -7,23 +7,14 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import insert
 
 from testkit import bare_accounts
 from webhooks.store import facts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import Account, ContactFact, InteractionFact, core_table
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 ACCOUNTS = range(1, 9)
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def test_counts_equal_a_count_per_interaction(sessions) -> None:

@@ -14,19 +14,11 @@ from sqlalchemy import insert, select
 
 from testkit import bare_accounts
 from webhooks.store import account_views, accounts, facts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import Account, AttributeChange, HealthSnapshot, core_table
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 ACCOUNTS = range(1, 16)
 VERSIONS = ("v1", "v2", None)
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def some_moment(rng: random.Random) -> datetime:

@@ -19,13 +19,6 @@ NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
 KEY = ("default", "hubspot", "42")
 
 
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
-
-
 def ago(days: float) -> datetime:
     return NOW - timedelta(days=days)
 

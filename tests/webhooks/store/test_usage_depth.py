@@ -18,20 +18,12 @@ from connector.model import AccountAttributes, NormalisedEvent, Usage
 from signals.config import FactReads, ProductEventsSource
 from testkit import bare_accounts, in_thread
 from webhooks.store import accounts, facts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
 from webhooks.store.models import Account, FeatureMonth, SourceKind, UsageMonth, core_table
 
 NOW = datetime(2028, 3, 1, 12, tzinfo=UTC)
 TODAY = NOW.date()
 KEY = ("default", "hubspot", "42")
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def used(day: date, user: str, feature: str | None = None, *, hour: int = 12) -> Usage:

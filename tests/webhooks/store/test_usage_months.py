@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connector.model import AccountAttributes, Usage
 from testkit import bare_accounts, in_thread
 from webhooks.store import accounts, facts
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.migrate import alembic_config
 from webhooks.store.models import Account, AccountRow, UsageMonth, core_table
 
@@ -25,13 +24,6 @@ LEAP_MARCH = date(2028, 3, 1)
 NOW = datetime(2028, 3, 1, 12, tzinfo=UTC)
 
 Day = tuple[date, str]
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 def at_noon(day: date) -> datetime:

@@ -9,15 +9,7 @@ from sqlalchemy import select, update
 from sync_rows import LONG_ERROR, NOW, seed
 
 from webhooks.store import writeback
-from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import WritebackItem
-
-
-@pytest.fixture
-async def sessions(database_url: str):
-    engine = create_engine(database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def _rows(sessions) -> dict[str, tuple[str, int, str | None]]:
