@@ -378,5 +378,29 @@ half full, so the rescore share of a drain is smaller; from day 90 on the events
 read_facts 30 ms (usage 12, interactions 11), alerts 11, the trend lookup 5, the account rows
 5; rows fetched straight into Python without any computing cost 0.75 microseconds each, so the
 window rows alone are about as dear as DuckDB's whole columnar scan.
+
+With feature-level usage kept (issue 25: `usage_months.events` and the per-feature roll-up
+`feature_months`; the benchmark's users use eight features at random), same command, 2026-12-05
+(another benchmark and the test suite ran beside part of it, so the events/s are rough):
+
+day | database   | size     | B/event | WAL B/event | worker ev/s
+ 30 | sqlite     |  26.7 MB |     286 |           - |      11,415
+ 30 | postgresql |  46.8 MB |     501 |       2,123 |       8,963
+ 90 | sqlite     |  35.1 MB |     126 |           - |       9,912
+ 90 | postgresql |  66.7 MB |     239 |       2,292 |       8,169
+180 | sqlite     |  47.6 MB |      85 |           - |       9,240
+180 | postgresql |  99.1 MB |     178 |       2,447 |       8,032
+365 | sqlite     |  72.6 MB |      65 |           - |       9,023
+365 | postgresql | 162.9 MB |     146 |       2,674 |       7,556
+
+Against the run above: bytes per event at day 365 35 -> 65 (SQLite) and 58 -> 146
+(PostgreSQL), WAL 1,875 -> 2,674. feature_months holds about ten rows for every usage_months
+row (a user and month per feature used), 82 B/event at day 30 on PostgreSQL, and it grows with
+the year (size(365) / size(90): 2.1 SQLite, 2.4 PostgreSQL). The indicators still equal
+DuckDB's for the 20 accounts checked. Keeping the roll-up only for the features the
+configuration names (key features and custom indicators' sources) brings it back to the
+numbers above when none are named; the cost is that a feature named for the first time has no
+history, so its preview and backtest show no data for a window. That trade-off is the
+product's to decide (with issue 24's budgets); it is not made here.
 """,
 }
