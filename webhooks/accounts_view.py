@@ -120,6 +120,9 @@ class AccountDetail(AccountItem):
         "facts with the configuration in force (read-only)."
     )
     indicators_as_of: datetime
+    custom_signal_labels: dict[str, str] = Field(
+        description="The labels of the configuration's custom signals, by name."
+    )
     history: list[HistoryPoint] = Field(
         description="90 days of health changes, oldest first; the first point is the state in "
         "force 90 days ago, where there was one."
@@ -314,6 +317,7 @@ async def get_account(
         **_item(account, mine, now).model_dump(),
         indicators=indicators,
         indicators_as_of=now,
+        custom_signal_labels={signal.name: signal.label for signal in config.custom_signals},
         history=[
             HistoryPoint(
                 at=p.at,

@@ -770,4 +770,5 @@ async def test_a_custom_signal_is_scored_and_listed(service_factory) -> None:
     }
     b = (await service.client.get("/api/v1/accounts/b", headers=viewer)).json()
     assert [i["name"] for i in b["indicators"]["adoption"]] == ["exporters"]
+    assert b["custom_signal_labels"] == {"adoption": "Adoption"}
     assert b["score"] == 49  # active use (recency) 99 and adoption 0, weighing 1 each

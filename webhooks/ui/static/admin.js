@@ -595,7 +595,7 @@
     const scores = { ...item.signals, ...item.custom_signals };
     for (const signal of [...Object.keys(SIGNAL_LABELS), ...Object.keys(item.custom_signals)]) {
       const rows = item.indicators[signal] || [];
-      const label = SIGNAL_LABELS[signal] || signal;
+      const label = SIGNAL_LABELS[signal] || item.custom_signal_labels[signal] || signal;
       const title = `${label}: ${fmtScore(scores[signal])}`;
       indicators.append(el("h3", { text: title }));
       if (!rows.length) {
