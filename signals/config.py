@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from signals.model import FEATURE_LENGTH, IndicatorSpec, Unit, feature_key
 from signals.registry import SIGNALS
@@ -674,9 +675,8 @@ class HealthConfig(BaseModel):
                 effective = HealthConfig.model_validate(_deep_merge(base, segment.changes))
             except ValidationError as exc:
                 problems.extend(
-                    f"segments.{index}.changes.{error_path(error['loc'])}: "
-                    + error["msg"].removeprefix("Value error, ")
-                    for error in exc.errors()
+                    f"segments.{index}.changes.{path}: {message}"
+                    for path, message in map(error_parts, exc.errors())
                 )
                 continue
             resolved.append((segment, effective))
@@ -734,10 +734,9 @@ class HealthConfig(BaseModel):
                     }
                 )
             except ValidationError as exc:
-                for error in exc.errors():
-                    message = error["msg"].removeprefix("Value error, ")
-                    if error["loc"]:
-                        problems.append(f"{where}.{error_path(error['loc'])}: {message}")
+                for path, message in map(error_parts, exc.errors()):
+                    if path:
+                        problems.append(f"{where}.{path}: {message}")
                     else:  # the segments' own validator: already "path: message; ..."
                         problems.extend(f"{where}.{part}" for part in message.split("; "))
         if problems:
@@ -805,3 +804,9 @@ def error_path(location: tuple[int | str, ...]) -> str:
         if not (index and location[index - 1] == "source" and part in _SOURCE_KINDS)
     ]
     return ".".join(parts)
+
+
+def error_parts(error: ErrorDetails) -> tuple[str, str]:
+    """A validation error as (its field path, "" for the whole document; its message without
+    pydantic's "Value error, " before a validator's own words)."""
+    return error_path(error["loc"]), error["msg"].removeprefix("Value error, ")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import ConnectionSettings, HealthConfig, error_path
+from signals.config import ConnectionSettings, HealthConfig, error_parts
 from webhooks.alerts.channels.config import ChannelGrants, channel_open_to
 from webhooks.errors import (
     Forbidden,
@@ -195,13 +195,7 @@ def check_if_match(if_match: str | None, current: str, scope: str | None = None)
 
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """(dotted field path, message) for every error, e.g. ("bands.hysteresis", "...")."""
-    return [
-        (
-            error_path(error["loc"]) or "(document)",
-            error["msg"].removeprefix("Value error, "),
-        )
-        for error in exc.errors()
-    ]
+    return [(path or "(document)", message) for path, message in map(error_parts, exc.errors())]
 
 
 def parse_config(document: object) -> HealthConfig:

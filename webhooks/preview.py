@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from signals.config import AlertRule, HealthConfig, error_path
+from signals.config import AlertRule, HealthConfig, error_parts
 from signals.model import Band, Health
 from signals.scoring import score
 from webhooks import config_service
@@ -225,9 +225,8 @@ def candidate_config(document: Mapping[str, Any]) -> HealthConfig:
         return HealthConfig.model_validate(document)
     except ValidationError as exc:
         problems = [
-            f"config{'.' if error['loc'] else ''}{error_path(error['loc'])}: "
-            + error["msg"].removeprefix("Value error, ")
-            for error in exc.errors()
+            f"config{'.' if path else ''}{path}: {message}"
+            for path, message in map(error_parts, exc.errors())
         ]
         shown = problems[:MAX_PROBLEMS]
         more = len(problems) - len(shown)
