@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from connector.model import AccountAttributes, NormalisedEvent, SurveyResponse
-from signals.config import FactReads, SurveySource
+from signals.config import NO_READS, FactReads, SurveySource
 from webhooks.store import accounts, facts
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import SurveyFact
@@ -36,12 +36,14 @@ async def fold(sessions, *events: NormalisedEvent) -> None:
         await accounts.save(session, accounts=list(locked.values()))
 
 
-async def snapshot(sessions, *, as_of: datetime = NOW, historical: bool = False):
+async def snapshot(
+    sessions, *, as_of: datetime = NOW, historical: bool = False, reads: FactReads = NO_READS
+):
     async with sessions() as session:
         locked = await accounts.lock_accounts(session, keys=[KEY], now=NOW)
         account = locked[KEY]
         found = await facts.read_facts(
-            session, accounts=[account], as_of=as_of, historical=historical
+            session, accounts=[account], as_of=as_of, historical=historical, reads=reads
         )
         return found[account.id]
 
@@ -132,16 +134,10 @@ def survey_source(survey: str, aggregation: str, days: int = 90, least: int = 1)
 
 
 async def custom_values(sessions, *sources: SurveySource, as_of: datetime = NOW):
-    async with sessions() as session:
-        account = (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY]
-        found = await facts.read_facts(
-            session,
-            accounts=[account],
-            as_of=as_of,
-            historical=as_of != NOW,
-            reads=FactReads(sources=sources),
-        )
-        return [found[account.id].custom[source.key] for source in sources]
+    found = await snapshot(
+        sessions, as_of=as_of, historical=as_of != NOW, reads=FactReads(sources=sources)
+    )
+    return [found.custom[source.key] for source in sources]
 
 
 async def test_survey_sources_read_their_kind_window_and_minimum(sessions) -> None:

@@ -50,7 +50,15 @@ async def account_id(sessions) -> int:
         return (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY].id
 
 
-async def snapshot(sessions, *, key_features: Sequence[str] = (), as_of: datetime = NOW):
+async def snapshot(
+    sessions,
+    *,
+    key_features: Sequence[str] = (),
+    reads: FactReads | None = None,
+    as_of: datetime = NOW,
+):
+    """The account's facts at `as_of` (historical before NOW), reading `reads`, or only the
+    key features given."""
     async with sessions() as session:
         account = (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY]
         found = await facts.read_facts(
@@ -58,7 +66,7 @@ async def snapshot(sessions, *, key_features: Sequence[str] = (), as_of: datetim
             accounts=[account],
             as_of=as_of,
             historical=as_of != NOW,
-            reads=FactReads(key_features=tuple(key_features)),
+            reads=FactReads(key_features=tuple(key_features)) if reads is None else reads,
         )
         return found[account.id]
 
@@ -263,7 +271,7 @@ async def test_custom_sources_aggregate_feature_usage_per_window(sessions) -> No
         "share": source("share_of_active_users", "Report Exported"),
         "unused": source("events", "Never Used"),
     }
-    snap = await snapshot_with(sessions, FactReads(sources=tuple(wanted.values())))
+    snap = await snapshot(sessions, reads=FactReads(sources=tuple(wanted.values())))
     got = {name: snap.custom[wanted_source.key] for name, wanted_source in wanted.items()}
     assert got == {
         "events": 4.0,
@@ -279,16 +287,8 @@ async def test_custom_sources_aggregate_feature_usage_per_window(sessions) -> No
 async def test_custom_sources_are_no_data_where_no_feature_was_ever_named(sessions) -> None:
     await fold(sessions, [used(date(2028, 2, 25), "a")])
     wanted = source("users", "Report Exported")
-    snap = await snapshot_with(sessions, FactReads(sources=(wanted,)))
+    snap = await snapshot(sessions, reads=FactReads(sources=(wanted,)))
     assert snap.custom == {wanted.key: None}
-
-
-async def snapshot_with(sessions, reads: FactReads):
-    async with sessions() as session:
-        account = (await accounts.lock_accounts(session, keys=[KEY], now=NOW))[KEY]
-        return (await facts.read_facts(session, accounts=[account], as_of=NOW, reads=reads))[
-            account.id
-        ]
 
 
 async def test_pruning_removes_feature_months_with_the_usage_months(sessions) -> None:
