@@ -27,15 +27,79 @@ HEALTH_FIELDS: tuple[str, ...] = (
 # Fields that change on every recompute and so must not, on their own, cause a write.
 VOLATILE_FIELDS = frozenset({"health_updated_at"})
 
+# The CSM's sentiment as people set it on the CRM record: picklists the service provisions and
+# reads (into account attributes of these names), and never writes.
+SENTIMENT_FIELD = "health_csm_sentiment"
+SENTIMENT_REASON_FIELD = "health_csm_sentiment_reason"
+# Who changed the rating or reason, where the CRM's delivery names a user ("HubSpot user 123"):
+# the attribute the connectors put beside the picklists' values.
+SENTIMENT_AUTHOR_ATTRIBUTE = "health_csm_sentiment_author"
+SENTIMENT_RATINGS: tuple[str, ...] = ("red", "amber", "green")
+# What a configured CRM property is read into: the account attribute "property:<its name>".
+PROPERTY_ATTRIBUTE_PREFIX = "property:"
 
-def health_field_values(health: Health, *, updated_at: datetime) -> dict[str, FieldValue]:
-    """The health fields as written to the CRM record. A record that is not a customer gets
-    them empty (cleared where they held values); the update time says when that happened."""
+
+def property_attribute(name: str) -> str:
+    """The account attribute a configured CRM property (a custom indicator's source) is read
+    into, by the property's name in its CRM."""
+    return f"{PROPERTY_ATTRIBUTE_PREFIX}{name}"
+
+
+def signal_field(signal: str) -> str:
+    """A signal's health field by neutral name: built-in and custom signals alike."""
+    return f"health_{signal}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfiguredField:
+    """A field the configuration adds to the fixed health fields, by neutral name: a custom
+    signal's 0-100 score (no options), written like the built-in signals' fields; or a
+    picklist people edit on the record (options), provisioned and read, never written."""
+
+    neutral: str
+    label: str
+    description: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldPlan:
+    """What the configuration in force asks of one CRM connection beyond HEALTH_FIELDS:
+    `scores` to provision and write, `inputs` to provision and read (by neutral name, into
+    the account attribute of that name), and `reads`: the CRM's own account fields to read
+    into the attribute `property_attribute(name)` wherever the record is read or delivered.
+    Built by the service (webhooks.fieldplans) and handed to `CRMConnector.plan_fields`."""
+
+    scores: tuple[ConfiguredField, ...] = ()
+    inputs: tuple[ConfiguredField, ...] = ()
+    reads: tuple[str, ...] = ()
+
+    @property
+    def provisioned(self) -> tuple[ConfiguredField, ...]:
+        """The fields `ensure_fields` creates beyond the fixed ones."""
+        return (*self.scores, *self.inputs)
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        """Every field written, by neutral name: the fixed ones, then the scores."""
+        return (*HEALTH_FIELDS, *(field.neutral for field in self.scores))
+
+
+NO_FIELD_PLAN = FieldPlan()
+
+
+def health_field_values(
+    health: Health, *, updated_at: datetime, custom_signals: Sequence[str] = ()
+) -> dict[str, FieldValue]:
+    """The health fields as written to the CRM record, with a field per custom signal
+    (`custom_signals`: their names). A record that is not a customer gets them empty (cleared
+    where they held values); the update time says when that happened."""
+    signal_names = (*SIGNAL_NAMES, *custom_signals)
     if not health.customer:
         empty: dict[str, FieldValue] = dict.fromkeys(
             ("health_score", "health_band", "health_trend_30d", "health_drivers")
         )
-        empty.update({f"health_{name}": None for name in SIGNAL_NAMES})
+        empty.update({signal_field(name): None for name in signal_names})
         empty["health_updated_at"] = updated_at.astimezone(UTC).isoformat(timespec="milliseconds")
         return empty
     values: dict[str, FieldValue] = {
@@ -43,9 +107,9 @@ def health_field_values(health: Health, *, updated_at: datetime) -> dict[str, Fi
         "health_band": health.band.value,
         "health_trend_30d": health.trend_30d,
     }
-    for name in SIGNAL_NAMES:
+    for name in signal_names:
         signal = health.signals.get(name)
-        values[f"health_{name}"] = None if signal is None else round(signal)
+        values[signal_field(name)] = None if signal is None else round(signal)
     values["health_drivers"] = "\n".join(health.drivers)
     values["health_updated_at"] = updated_at.astimezone(UTC).isoformat(timespec="milliseconds")
     return values
@@ -128,12 +192,25 @@ class CRMConnector(Protocol):
 
     async def list_backfill_page(self, *, object_type: str, after: str | None) -> BackfillPage: ...
 
+    @property
+    def field_plan(self) -> FieldPlan:
+        """The plan in force (NO_FIELD_PLAN until one is given)."""
+        ...
+
+    def plan_fields(self, plan: FieldPlan) -> None:
+        """Take `plan` from now on: `ensure_fields` provisions its fields too, `write_health`,
+        `read_health` and `stored_health` take its scores as health fields, and records read
+        or delivered from then on carry its inputs and reads as account attributes. Calls no
+        CRM; the service provisions before it writes a field the plan added. ValueError for a
+        plan the CRM cannot hold (a name it cannot take), keeping the plan in force."""
+        ...
+
     async def ensure_fields(self) -> ProvisionReport: ...
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult: ...
 
     async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
-        """The health fields (`HEALTH_FIELDS`, by neutral name) of up to `max_batch_size`
+        """The health fields (`field_plan.written`, by neutral name) of up to `max_batch_size`
         records as the CRM holds them, read in as few calls as the CRM allows: numbers as
         numbers or numeric text, the band as its neutral value, an empty field as None.
 

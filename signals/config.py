@@ -286,8 +286,62 @@ class SurveySource(BaseModel):
         return Unit.COUNT if self.aggregation == "responses" else Unit.NUMBER
 
 
+# A field's name in its CRM: a HubSpot property's internal name, a Salesforce field's API name
+# (`NPS__c`), a Dynamics column's logical name.
+CrmFieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=100)]
+CrmPropertyValue = Literal["number", "days_since", "days_until"]
+
+
+class CrmPropertySource(BaseModel):
+    """A number or a date the CRM holds on the account record, named per CRM (`hubspot`,
+    `salesforce`, `dynamics`; a CRM left out has no data), read whenever the record is:
+
+    - number: the field's value;
+    - days_since, days_until: days from the field's date to the moment scored, or from then
+      to the date (a date already past is 0 days until it)."""
+
+    model_config = _STRICT
+
+    kind: Literal["crm_property"] = "crm_property"
+    hubspot: CrmFieldName | None = None
+    salesforce: CrmFieldName | None = None
+    dynamics: CrmFieldName | None = None
+    value: CrmPropertyValue = "number"
+
+    @model_validator(mode="after")
+    def _names_a_field(self) -> Self:
+        if self.hubspot is None and self.salesforce is None and self.dynamics is None:
+            raise ValueError("name the field in at least one CRM (hubspot, salesforce, dynamics)")
+        return self
+
+    def field_in(self, crm: str) -> str | None:
+        """The field's name in `crm` (a registry name), None where it is not mapped."""
+        return {
+            "hubspot": self.hubspot,
+            "salesforce": self.salesforce,
+            "dynamics": self.dynamics,
+        }.get(crm)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Its names in every CRM that maps it, once each."""
+        return tuple(dict.fromkeys(n for n in (self.hubspot, self.salesforce, self.dynamics) if n))
+
+    @property
+    def key(self) -> str:
+        names = (
+            f"{crm}={self.field_in(crm) or ''}" for crm in ("hubspot", "salesforce", "dynamics")
+        )
+        return "|".join((self.kind, self.value, *names))
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.NUMBER if self.value == "number" else Unit.DAYS
+
+
 # Where a custom indicator's raw value comes from, told apart by `kind`.
-CustomSource = Annotated[ProductEventsSource | SurveySource, Field(discriminator="kind")]
+AnySource = ProductEventsSource | SurveySource | CrmPropertySource
+CustomSource = Annotated[AnySource, Field(discriminator="kind")]
 
 
 class CustomIndicator(BaseModel):
@@ -326,13 +380,54 @@ class CustomIndicator(BaseModel):
         )
 
 
+# Names a custom signal cannot take: its CRM field, `health_<name>`, would be one of the fixed
+# health fields or the sentiment's picklists (connector.base).
+RESERVED_SIGNAL_NAMES = frozenset(
+    {"score", "band", "trend_30d", "drivers", "updated_at", "csm_sentiment", "csm_sentiment_reason"}
+)
+
+
+def _field_key(signal: str) -> str:
+    """What a signal's CRM field name keeps of it in every CRM (Dynamics drops underscores)."""
+    return signal.replace("_", "")
+
+
+def _custom_signal_name_problems(custom_signals: Sequence[CustomSignal]) -> list[str]:
+    """Custom signal names that are taken: a built-in signal's, another custom signal's, or
+    one whose CRM field would be a fixed field's or another signal's."""
+    problems = []
+    builtin = {signal.name for signal in SIGNALS}
+    # Dynamics names a column without the underscores (<prefix>_healthmutualvalue): names
+    # equal but for them would be one CRM field.
+    fields = {_field_key(name): name for name in (*RESERVED_SIGNAL_NAMES, *builtin)}
+    seen: set[str] = set()
+    for index, signal in enumerate(custom_signals):
+        where = f"custom_signals.{index}.name: {signal.name!r}"
+        clash = fields.setdefault(_field_key(signal.name), signal.name)
+        if signal.name in RESERVED_SIGNAL_NAMES:
+            problems.append(
+                f"{where} is reserved: health_{signal.name} is a fixed CRM field (pick another)"
+            )
+        elif signal.name in builtin or signal.name in seen:
+            problems.append(f"{where} is taken (pick another)")
+        elif clash != signal.name:
+            problems.append(
+                f"{where} would have the CRM field of {clash!r} (names equal but for "
+                "underscores; pick another)"
+            )
+        seen.add(signal.name)
+    return problems
+
+
 class CustomSignal(BaseModel):
     """A signal of the admin's own, made of custom indicators, with its weight in the
-    composite beside the four built-in ones."""
+    composite beside the four built-in ones, and a CRM field of its own (`health_<name>`)."""
 
     model_config = _STRICT
 
-    name: SnakeName
+    # At most 24 characters: the CRM field's name, prefixed, must fit every CRM's limit
+    # (Salesforce's 40 for `Health_<Name>`, Dynamics' logical names).
+    name: Annotated[SnakeName, StringConstraints(max_length=24)]
     label: str = Field(min_length=1, max_length=60)
     weight: float = Field(ge=0, allow_inf_nan=False)
 
@@ -342,7 +437,7 @@ class FactReads(NamedTuple):
     sources of its custom indicators (webhooks.store.facts.read_facts)."""
 
     key_features: tuple[str, ...] = ()
-    sources: tuple[ProductEventsSource | SurveySource, ...] = ()
+    sources: tuple[AnySource, ...] = ()
 
 
 NO_READS = FactReads()
@@ -380,6 +475,10 @@ class SentimentConfig(BaseModel):
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)], ...
     ] = Field(default=DEFAULT_SENTIMENT_REASONS, min_length=1, max_length=30)
     default_days: int = Field(default=30, ge=1, le=365)
+    # Provision picklists for the rating and the reason on the CRM's account record, so CSMs
+    # set the sentiment where they work; a change there sets it like the API (its author the
+    # CRM user where the CRM tells, its length default_days). Off: no fields are added.
+    crm_field: bool = False
 
     @model_validator(mode="after")
     def _valid(self) -> Self:
@@ -591,13 +690,8 @@ class HealthConfig(BaseModel):
         signal that weighs something has an indicator that does."""
         problems: list[str] = []
         builtin = {signal.name: signal for signal in SIGNALS}
-        custom: dict[str, int] = {}
-        for index, signal in enumerate(self.custom_signals):
-            if signal.name in builtin or signal.name in custom:
-                problems.append(
-                    f"custom_signals.{index}.name: {signal.name!r} is taken (pick another)"
-                )
-            custom[signal.name] = index
+        custom = {signal.name: index for index, signal in enumerate(self.custom_signals)}
+        problems.extend(_custom_signal_name_problems(self.custom_signals))
         taken = {(signal.name, spec.name) for signal in SIGNALS for spec in signal.indicators}
         # The sentiment's indicator (signals.scoring.SENTIMENT_INDICATOR), in any mode and
         # signal: its drivers are the sentiment's own.

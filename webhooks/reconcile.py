@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from connector.base import HEALTH_FIELDS, VOLATILE_FIELDS, CRMConnector, FieldValue
+from connector.base import VOLATILE_FIELDS, CRMConnector, FieldValue
 from connector.errors import CRMHTTPError, CRMRateLimitPaused, PayloadError
 from webhooks.clock import Clock
 from webhooks.connections import ConnectionRegistry
@@ -128,7 +128,7 @@ def differing_fields(
     compared = {
         name: value
         for name, value in owed.items()
-        if name in HEALTH_FIELDS and name not in VOLATILE_FIELDS
+        if name in connector.field_plan.written and name not in VOLATILE_FIELDS
     }
     try:
         expected = connector.stored_health(compared)

@@ -1,16 +1,25 @@
-"""The CSM's voice, set through the admin API: checked against the configuration in force (its
-reasons, how long a sentiment lasts), stored in the inbox as an admin document, then folded
-and scored by the worker like any fact of the account. The stored rows are the audit."""
+"""The CSM's voice, set through the admin API (checked against the configuration in force: its
+reasons, how long a sentiment lasts; stored in the inbox as an admin document) or on the CRM
+record's sentiment picklists (read with the record); folded and scored by the worker like any
+fact of the account. The stored rows are the audit."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from connector.model import CsmSentiment
+from connector.base import (
+    SENTIMENT_AUTHOR_ATTRIBUTE,
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    SENTIMENT_REASON_FIELD,
+)
+from connector.model import AccountAttributes, CsmSentiment, NormalisedEvent
+from signals.config import SentimentConfig
 from webhooks.errors import InvalidFields, NotFound
 from webhooks.inbox_kinds import ADMIN_SOURCE, SENTIMENT_KIND
 from webhooks.store import account_views, configs, inbox
@@ -93,10 +102,7 @@ async def set_sentiment(
         config = (await configs.current(session))[1].sentiment
         document = SentimentDocument(account=record_id, at=now, rating=None, author=author)
         if change is not None:
-            reason = next(
-                (known for known in config.reasons if known.casefold() == change.reason.casefold()),
-                None,
-            )
+            reason = known_reason(config, change.reason)
             if reason is None:
                 raise InvalidFields(
                     f"reason: {change.reason!r} is not one of {', '.join(config.reasons)} "
@@ -133,3 +139,75 @@ async def set_sentiment(
         at=now,
         until=document.until,
     )
+
+
+_PICKLISTS = (SENTIMENT_FIELD, SENTIMENT_REASON_FIELD)
+
+
+def known_reason(config: SentimentConfig, reason: str) -> str | None:
+    """The configuration's spelling of `reason` (matched in any case); None if not listed."""
+    folded = reason.strip().casefold()
+    return next((known for known in config.reasons if known.casefold() == folded), None)
+
+
+def record_sentiments(
+    events: Sequence[NormalisedEvent], *, held: Mapping[str, Any] | None, config: SentimentConfig
+) -> list[CsmSentiment]:
+    """The sentiments CSMs set on one account's CRM record (its sentiment picklists, read into
+    attributes by the connectors) among `events`: one per change of the rating or the reason
+    against what the account holds (`held`: its stored attributes) and the batch's earlier
+    events, each lasting `config.default_days`. A read of the record that finds the values
+    held is no change, so reading a record again never renews a sentiment; a delivery older
+    than the value held is stale, and an empty rating clears the sentiment in force."""
+    current: dict[str, str | None] = {}
+    since: dict[str, datetime] = {}
+    for name in _PICKLISTS:
+        entry = (held or {}).get(name)
+        current[name] = entry.get("value") if isinstance(entry, Mapping) else None
+        if isinstance(entry, Mapping) and isinstance(entry.get("at"), str):
+            since[name] = datetime.fromisoformat(entry["at"])
+    changes = sorted(
+        (
+            event
+            for event in events
+            if isinstance(event, AccountAttributes)
+            and any(name in event.attributes for name in _PICKLISTS)
+        ),
+        key=lambda event: event.at,
+    )
+    found: list[CsmSentiment] = []
+    for event in changes:
+        changed = False
+        was_rated = current[SENTIMENT_FIELD] is not None
+        for name in _PICKLISTS:
+            if name not in event.attributes or (name in since and event.at < since[name]):
+                continue
+            value = (event.attributes[name] or "").strip() or None
+            changed = changed or value != current[name]
+            current[name], since[name] = value, event.at
+        rating = (current[SENTIMENT_FIELD] or "").casefold() or None
+        if (
+            not changed
+            # A reason picked while no rating is set clears nothing that is not cleared.
+            or (rating is None and not was_rated)
+            or (rating is not None and rating not in SENTIMENT_RATINGS)
+        ):
+            continue
+        reason_text = current[SENTIMENT_REASON_FIELD]
+        author = event.attributes.get(SENTIMENT_AUTHOR_ATTRIBUTE) or "the CRM record"
+        found.append(
+            CsmSentiment(
+                account=event.account,
+                at=event.at,
+                rating=None if rating is None else _RATING_NAMES[rating],
+                author=author,
+                reason=None
+                if reason_text is None
+                else known_reason(config, reason_text) or reason_text,
+                until=None if rating is None else event.at + timedelta(days=config.default_days),
+            )
+        )
+    return found
+
+
+_RATING_NAMES: Mapping[str, RatingName] = {"red": "red", "amber": "amber", "green": "green"}

@@ -1,6 +1,6 @@
 """Calls to the Dataverse Web API of a Dynamics 365 environment: provision the health columns on
-account, batch-write and read back account health, create follow-up tasks, read rows (hydrate,
-backfill) and learn the application user's own id.
+account (a field plan's too), batch-write and read back account health, create follow-up tasks,
+read rows (hydrate, backfill) and learn the application user's own id.
 
 Every call goes through one `RetryingClient` whose base URL is the environment's URL and whose
 `auth` (`connector.dynamics.auth.DynamicsAuth`) adds the bearer token, so paths here start at
@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +25,7 @@ import structlog
 from connector.base import (
     BackfillPage,
     CRMOwner,
+    FieldPlan,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -40,6 +41,7 @@ from connector.dynamics.batch import (
     parse_batch_response,
     sort_answers,
 )
+from connector.dynamics.columns import ReadableColumns
 from connector.dynamics.events import DynamicsRecord
 from connector.dynamics.fields import ENTITY, ENTITY_SET, DynamicsFields
 from connector.dynamics.limits import DynamicsLimits
@@ -48,6 +50,8 @@ from connector.dynamics.records import (
     DEFAULT_MAPPING,
     ENTITY_SETS,
     DynamicsMapping,
+    PlannedReads,
+    planned_reads,
     record_from_web_api,
     web_api_select,
 )
@@ -63,6 +67,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_Read = TypeVar("_Read")
 
 DEFAULT_API_VERSION: Final = "v9.2"
 # Half of the $batch limit of 1,000 requests by default: the docs advise against large
@@ -150,6 +156,11 @@ class DynamicsConnector:
         self._closing = closing
         self._user_id: str | None = None
         self._user_lock = asyncio.Lock()
+        # Inputs' option values learned from the environment (by provisioning) or from earlier
+        # plans: neutral name -> choice key of a label -> value. A choice keeps its value.
+        self._known_choices: dict[str, dict[str, int]] = fields.choice_values()
+        self.reads: PlannedReads = planned_reads(fields)
+        self._readable = ReadableColumns(client=client, data=self._data)
 
     @classmethod
     def create(
@@ -219,6 +230,54 @@ class DynamicsConnector:
     def _data(self) -> str:
         return f"/api/data/{self.api_version}"
 
+    # --- the field plan ------------------------------------------------------------------------
+
+    @property
+    def field_plan(self) -> FieldPlan:
+        """The plan in force (NO_FIELD_PLAN until one is given)."""
+        return self.fields.plan
+
+    def plan_fields(self, plan: FieldPlan) -> None:
+        """Take `plan` from now on (see `CRMConnector.plan_fields`); calls nothing. Its scores
+        are columns written like the signals', its inputs choice columns read as their labels,
+        its reads account columns read as text. ValueError (and the plan in force unchanged)
+        for a plan whose columns would share a name or a read that is no column name."""
+        if plan == self.fields.plan:
+            return
+        known = _merged(self._known_choices, self.fields.choice_values())
+        fields = self.fields.planned(plan, known_choices=known)
+        reads = planned_reads(fields)
+        self._known_choices, self.fields, self.reads = known, fields, reads
+        # The admin may have created the columns the new plan reads since they were looked up.
+        self._readable.forget()
+        log.info(
+            "dynamics_fields_planned",
+            scores=len(plan.scores),
+            inputs=len(plan.inputs),
+            reads=len(plan.reads),
+        )
+
+    def _learn_choices(self, choices: Mapping[str, Mapping[str, int]]) -> None:
+        self._known_choices = _merged(self._known_choices, choices)
+        self.fields = self.fields.planned(self.fields.plan, known_choices=self._known_choices)
+        self.reads = planned_reads(self.fields)
+
+    async def _read_accounts(self, read: Callable[[tuple[str, ...]], Awaitable[_Read]]) -> _Read:
+        """`read` given the `$select` properties of the plan's columns that account has. A read
+        refused as a bad request while naming them (a column deleted since the table was
+        looked up) looks the table up again and is tried once more without what went."""
+        planned = await self._readable.select(self.reads.columns)
+        try:
+            return await read(planned)
+        except CRMRequestRejected as exc:
+            if exc.status != 400 or not planned:
+                raise
+            self._readable.forget()
+            again = await self._readable.select(self.reads.columns)
+            if again == planned:
+                raise
+            return await read(again)
+
     # --- who we are ----------------------------------------------------------------------------
 
     async def own_user_id(self) -> str:
@@ -243,20 +302,25 @@ class DynamicsConnector:
         entity_set = ENTITY_SETS.get(entity)
         if entity_set is None:
             raise ValueError(f"cannot read Dynamics table {entity!r}")
-        select = web_api_select(entity, self.mapping)
         row_id = guid(record_id, "record_id")
-        try:
-            response = await self._client.request(
-                "GET",
-                f"{self._data}/{entity_set}({row_id})",
-                params={"$select": ",".join(select)},
-                headers={"Prefer": LOOKUP_ANNOTATIONS},
-            )
-        except CRMRequestRejected as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return record_from_web_api(entity, answer_json(response, f"Dataverse {entity} {row_id}"))
+
+        async def read(planned: tuple[str, ...]) -> DynamicsRecord | None:
+            select = web_api_select(entity, self.mapping, planned=planned)
+            try:
+                response = await self._client.request(
+                    "GET",
+                    f"{self._data}/{entity_set}({row_id})",
+                    params={"$select": ",".join(select)},
+                    headers={"Prefer": LOOKUP_ANNOTATIONS},
+                )
+            except CRMRequestRejected as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            document = answer_json(response, f"Dataverse {entity} {row_id}")
+            return record_from_web_api(entity, document)
+
+        return await (self._read_accounts(read) if entity == ENTITY else read(()))
 
     async def read_owner(self, owner_id: str) -> CRMOwner | None:
         """The systemuser an account's `ownerid` names (`internalemailaddress`, `fullname`);
@@ -293,14 +357,23 @@ class DynamicsConnector:
         object type or a cursor that is not a link into this environment; PayloadError for an
         answer that is not what the Web API documents.
         """
-        return await backfill_page(
-            self._client,
-            data=self._data,
-            org_url=self.org_url,
-            mapping=self.mapping,
-            object_type=object_type,
-            after=after,
-        )
+
+        async def page(planned: tuple[str, ...]) -> BackfillPage:
+            return await backfill_page(
+                self._client,
+                data=self._data,
+                org_url=self.org_url,
+                mapping=self.mapping,
+                object_type=object_type,
+                after=after,
+                planned=planned,
+                reads=self.reads,
+            )
+
+        # Only a first page names its columns; the next ones follow the link Dataverse gave.
+        if object_type == ENTITY_SET and after is None:
+            return await self._read_accounts(page)
+        return await page(())
 
     # --- write-back ----------------------------------------------------------------------------
 
@@ -353,8 +426,8 @@ class DynamicsConnector:
         return result
 
     async def read_health(self, record_ids: Sequence[str]) -> dict[str, dict[str, FieldValue]]:
-        """The health columns of up to `max_batch_size` accounts: `GET accounts` with
-        `$select` and an `In` filter on accountid (Web API query function
+        """The health columns (the plan's scores too) of up to `max_batch_size` accounts:
+        `GET accounts` with `$select` and an `In` filter on accountid (Web API query function
         `Microsoft.Dynamics.CRM.In`), `READ_IDS_PER_REQUEST` ids a request.
 
         Rows Dataverse does not have (deleted, or not readable by the application user) and
@@ -401,14 +474,14 @@ class DynamicsConnector:
         return self._health_values(self.fields.to_web_api(fields))
 
     def _health_values(self, row: Mapping[str, Any]) -> dict[str, FieldValue]:
-        bands = {value: band for band, value in self.fields.band_values.items()}
         values: dict[str, FieldValue] = {}
-        for column in self.fields.columns:
+        for column in self.fields.health_columns:
             value = row.get(column.logical_name)
             if value == "" or isinstance(value, bool) or not isinstance(value, str | int | float):
                 value = None
             if column.type == "Picklist" and isinstance(value, int):
-                value = bands.get(value, str(value))
+                neutral = {option: band for option, band, _ in column.options}
+                value = neutral.get(value, str(value))
             values[column.neutral] = value
         return values
 
@@ -441,9 +514,16 @@ class DynamicsConnector:
     # --- provisioning --------------------------------------------------------------------------
 
     async def ensure_fields(self) -> ProvisionReport:
-        """Create the missing health columns, fix drifted labels and choices, publish account
-        when anything changed (see `ColumnProvisioner.ensure_fields`)."""
-        return await self._provisioner().ensure_fields()
+        """Create the missing health columns (the plan's too), fix drifted labels and choices,
+        publish account when anything changed (see `ColumnProvisioner.ensure_fields`); the
+        inputs are read by their choices' values as the environment holds them from then on."""
+        provisioner = self._provisioner()
+        try:
+            return await provisioner.ensure_fields()
+        finally:
+            # Also after a failure part way: what was learned or created holds.
+            self._learn_choices(provisioner.choices)
+            self._readable.forget()
 
     async def missing_health_fields(self) -> list[str]:
         """The health columns account lacks (one metadata read, no write)."""
@@ -453,6 +533,16 @@ class DynamicsConnector:
         return ColumnProvisioner(
             client=self._client, data=self._data, fields=self.fields, solution=self.solution
         )
+
+
+def _merged(
+    known: Mapping[str, Mapping[str, int]], learned: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Option values by input and label, `learned` winning."""
+    merged = {neutral: dict(values) for neutral, values in known.items()}
+    for neutral, values in learned.items():
+        merged.setdefault(neutral, {}).update(values)
+    return merged
 
 
 def _text(value: Any) -> str | None:

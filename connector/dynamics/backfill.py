@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -13,7 +13,9 @@ import structlog
 from connector.base import BackfillPage
 from connector.dynamics.records import (
     ENTITY_SETS,
+    NO_PLANNED_READS,
     DynamicsMapping,
+    PlannedReads,
     record_from_web_api,
     to_normalised,
     web_api_select,
@@ -51,9 +53,12 @@ async def backfill_page(
     mapping: DynamicsMapping,
     object_type: str,
     after: str | None,
+    planned: Sequence[str] = (),
+    reads: PlannedReads = NO_PLANNED_READS,
 ) -> BackfillPage:
     """One page of `object_type` rows (see `DynamicsConnector.list_backfill_page`); `data` is
-    the Web API's path (`/api/data/v9.2`)."""
+    the Web API's path (`/api/data/v9.2`). A first page of accounts also selects `planned`
+    (the field plan's columns the environment has), and accounts carry what `reads` reads."""
     if object_type not in BACKFILL_OBJECTS:
         raise ValueError(
             f"cannot backfill {object_type!r}; expected one of {', '.join(BACKFILL_OBJECTS)}"
@@ -62,7 +67,7 @@ async def backfill_page(
     headers = {"Prefer": f"{LOOKUP_ANNOTATIONS},odata.maxpagesize={PAGE_SIZE}"}
     where = f"Dataverse {object_type} page"
     if after is None:
-        select = (*web_api_select(entity, mapping), "modifiedon")
+        select = (*web_api_select(entity, mapping, planned=planned), "modifiedon")
         response = await client.request(
             "GET",
             f"{data}/{object_type}",
@@ -79,7 +84,7 @@ async def backfill_page(
     rows = document["value"]
     events: list[tuple[str, NormalisedEvent]] = []
     for index, row in enumerate(rows):
-        events += _row_events(entity, row, mapping, where=f"{where}: value[{index}]")
+        events += _row_events(entity, row, mapping, reads, where=f"{where}: value[{index}]")
     following = document.get("@odata.nextLink")
     if following is not None:
         if not isinstance(following, str) or not is_own_link(following, org_url):
@@ -109,7 +114,7 @@ def is_own_link(url: str, org_url: str) -> bool:
 
 
 def _row_events(
-    entity: str, row: Any, mapping: DynamicsMapping, *, where: str
+    entity: str, row: Any, mapping: DynamicsMapping, reads: PlannedReads, *, where: str
 ) -> list[tuple[str, NormalisedEvent]]:
     if not isinstance(row, Mapping):
         raise PayloadError(f"{where} is not a JSON object")
@@ -120,5 +125,5 @@ def _row_events(
     key = f"dynamics:{entity}:{record.id}:{version}"
     return [
         (key if number == 0 else f"{key}:{number}", event)
-        for number, event in enumerate(to_normalised(record, mapping))
+        for number, event in enumerate(to_normalised(record, mapping, reads=reads))
     ]

@@ -34,6 +34,8 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
         return decoded
     connector = connection.connector
     dynamics = connector if isinstance(connector, DynamicsConnector) else None
+    # A connection without credentials has no connector, so no field plan either.
+    reads = records.NO_PLANNED_READS if dynamics is None else dynamics.reads
     own_user = await _own_dynamics_user(claimed, connection.name, dynamics)
     for row in claimed:
         try:
@@ -72,6 +74,8 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
                     if context.message == "Delete"
                     else row.received_at,
                     message=context.message,
+                    reads=reads,
+                    author=records.sentiment_author(context, reads),
                 )
             )
         except (PayloadError, ValueError) as exc:

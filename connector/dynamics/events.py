@@ -102,6 +102,9 @@ class ExecutionContext:
     Delete the pre-image's columns (just the id without one). It is None when the delivery
     carries neither a Target entity nor an image, as when `size_exceeded`: read the row through
     the Web API then. After a size-exceeded delivery it may also be partial.
+
+    `target_columns` are the columns the Target entity carries (none for a Delete): what the
+    operation set, where an image carries columns whether they changed or not.
     """
 
     message: str
@@ -119,6 +122,7 @@ class ExecutionContext:
     operation_created_on: datetime
     record: DynamicsRecord | None
     size_exceeded: bool = False
+    target_columns: frozenset[str] = frozenset()
 
     @property
     def dedup_key(self) -> str:
@@ -378,6 +382,7 @@ def parse_execution_context(body: bytes, *, size_exceeded: bool = False) -> Exec
         operation_created_on=operation_created_on,
         record=record,
         size_exceeded=size_exceeded,
+        target_columns=frozenset(target or ()),
     )
 
 

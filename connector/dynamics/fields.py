@@ -3,25 +3,29 @@ definitions (`EntityDefinitions(LogicalName='account')/Attributes`) and how neut
 become the JSON the Web API accepts for them.
 
 Column names carry the solution publisher's customization prefix (`cr123_healthscore`), and the
-band choice's option values its option value prefix (72700 gives 727000001 ...), as Dataverse
-expects of a publisher's customizations.
+choices' option values its option value prefix (72700 gives 727000001 ...), as Dataverse expects
+of a publisher's customizations. Beyond the fixed columns, a field plan (connector.base.FieldPlan)
+adds a whole-number column per custom signal and a choice column per input (the CSM sentiment).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from connector.base import HEALTH_FIELDS, FieldValue
+from connector.base import HEALTH_FIELDS, NO_FIELD_PLAN, ConfiguredField, FieldPlan, FieldValue
 from connector.values import finite_number, truncate_lines, updated_at_instant
 from signals.model import Band, SignalSpec
 from signals.registry import SIGNALS
 
 __all__ = [
     "BAND_LABELS",
+    "CHOICE_SLOTS",
     "COLUMNS",
     "DRIVERS_LENGTH",
     "ENTITY",
@@ -36,6 +40,8 @@ __all__ = [
     "JSONValue",
     "check_option_value_prefix",
     "check_prefix",
+    "choice_key",
+    "choice_options",
     "label",
     "label_text",
 ]
@@ -72,6 +78,11 @@ BAND_LABELS: Final[Mapping[str, str]] = MappingProxyType(
 _PREFIX = re.compile(r"[a-z][a-z0-9]{1,7}")
 OPTION_VALUE_PREFIX_MIN: Final = 10_000
 OPTION_VALUE_PREFIX_MAX: Final = 99_999
+# A publisher's option values are its prefix times 10,000 plus 0 to 9,999; an input's choices take
+# theirs from 1 to 9,999 by their label (`choice_options`).
+CHOICE_SLOTS: Final = 9_999
+# A neutral field name, which becomes a column's name: `health_nps` -> `cr123_healthnps`.
+_NEUTRAL = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 # Web API type names per column type: (AttributeType, AttributeTypeName, metadata entity type).
 _TYPE_NAMES: Final[Mapping[ColumnType, tuple[str, str, str]]] = MappingProxyType(
@@ -160,7 +171,8 @@ class HealthColumn:
     logical_name: str
     schema_name: str
     language_code: int
-    # (option value, neutral band, label) of the band choice, in display order.
+    # (option value, neutral value, label) of a choice column, in display order: the band's
+    # neutral values are bands, an input's are its labels as the plan gives them.
     options: tuple[tuple[int, str, str], ...] = field(default=())
 
     @property
@@ -303,19 +315,90 @@ _PROVISIONED_DESCRIPTIONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
+def _column_names(neutral: str) -> tuple[str, str]:
+    """(suffix, schema suffix) of a neutral name: health_mutual_value -> healthmutualvalue,
+    HealthMutualValue. ValueError for a name that is no snake_case word."""
+    if not _NEUTRAL.fullmatch(neutral):
+        raise ValueError(f"{neutral!r} is no neutral field name (snake_case)")
+    words = neutral.split("_")
+    return "".join(words), "".join(word.capitalize() for word in words)
+
+
 def _signal_column(signal: SignalSpec) -> ColumnSpec:
     about = _PROVISIONED_DESCRIPTIONS.get(signal.name)
     if about is None:
         about = f"{signal.label_in_sentence} signal, 0 to 100: {signal.description}."
-    # health_mutual_value -> healthmutualvalue, HealthMutualValue
-    words = signal.name.split("_")
-    return _score(
-        f"health_{signal.name}",
-        "health" + "".join(words),
-        "Health" + "".join(word.capitalize() for word in words),
-        f"Health: {signal.label_in_sentence}",
-        about,
+    neutral = f"health_{signal.name}"
+    return _score(neutral, *_column_names(neutral), f"Health: {signal.label_in_sentence}", about)
+
+
+def _planned_column(planned: ConfiguredField, *, choice: bool) -> ColumnSpec:
+    """A plan's column: a custom signal's whole number 0 to 100, or an input's choice; named
+    from its neutral name like the fixed signals' columns, labelled as the plan says."""
+    suffix, schema_suffix = _column_names(planned.neutral)
+    return ColumnSpec(
+        neutral=planned.neutral,
+        suffix=suffix,
+        schema_suffix=schema_suffix,
+        display_name=planned.label,
+        description=planned.description,
+        type="Picklist" if choice else "Integer",
+        min_value=None if choice else 0,
+        max_value=None if choice else 100,
     )
+
+
+def choice_key(label_text: str) -> str:
+    """What identifies a choice: its label, without regard to case or surrounding space (the
+    configuration refuses reasons that differ only in case)."""
+    return label_text.strip().casefold()
+
+
+def _label_slot(label_text: str) -> int:
+    digest = hashlib.sha256(choice_key(label_text).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % CHOICE_SLOTS + 1
+
+
+def _free_value(label_text: str, *, base: int, taken: set[int]) -> int:
+    """The label's own slot, or the next one not taken."""
+    start = _label_slot(label_text)
+    for step in range(CHOICE_SLOTS):
+        value = base + (start - 1 + step) % CHOICE_SLOTS + 1
+        if value not in taken:
+            return value
+    raise ValueError(f"no option value is left for choice {label_text!r}")
+
+
+def choice_options(
+    labels: Sequence[str],
+    *,
+    base: int,
+    known: Mapping[str, int],
+    occupied: frozenset[int] = frozenset(),
+) -> tuple[tuple[int, str, str], ...]:
+    """(option value, label, label) per label, in order: the value `known` holds for it (by
+    `choice_key`), else `base` plus a slot derived from the label itself, moved on past values
+    taken or `occupied` (the environment's other choices).
+
+    Derived from the label, a value does not depend on the list around it: adding, removing or
+    reordering choices leaves every other choice its value, in every process, without asking
+    Dataverse. ValueError for two labels that are one choice.
+    """
+    keys = [choice_key(text) for text in labels]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"choices {list(labels)} repeat a label")
+    values: dict[str, int] = {}
+    for key in keys:
+        value = known.get(key)
+        if value is not None and value not in values.values():
+            values[key] = value
+    taken = set(values.values()) | occupied
+    for key, text in zip(keys, labels, strict=True):
+        if key in values:
+            continue
+        values[key] = _free_value(text, base=base, taken=taken)
+        taken.add(values[key])
+    return tuple((values[key], text, text) for key, text in zip(keys, labels, strict=True))
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
@@ -375,40 +458,110 @@ if tuple(spec.neutral for spec in COLUMNS) != HEALTH_FIELDS:  # pragma: no cover
 class DynamicsFields:
     """The health columns of one publisher: `prefix` is its customization prefix (`cr123`),
     `option_value_prefix` its option value prefix (10000 to 99999). ValueError for either out
-    of range."""
+    of range.
+
+    `plan` adds its scores (written like the fixed columns) and inputs (choices, provisioned
+    and read, never written); `known_choices` gives an input's option values as the
+    environment holds them (neutral name -> `choice_key` of a label -> value), so a choice
+    keeps the value it has. ValueError for a plan whose columns would share a name.
+    """
 
     def __init__(
-        self, *, prefix: str, option_value_prefix: int, language_code: int = LANGUAGE_CODE
+        self,
+        *,
+        prefix: str,
+        option_value_prefix: int,
+        language_code: int = LANGUAGE_CODE,
+        plan: FieldPlan = NO_FIELD_PLAN,
+        known_choices: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self.prefix = check_prefix(prefix)
         self.option_value_prefix = check_option_value_prefix(option_value_prefix)
         self.language_code = language_code
-        base = option_value_prefix * 10_000
+        self.plan = plan
+        base = self.option_base
         band_options = tuple(
             (base + number, band, text)
             for number, (band, text) in enumerate(BAND_LABELS.items(), start=1)
         )
-        self.columns: tuple[HealthColumn, ...] = tuple(
-            HealthColumn(
-                spec=spec,
-                logical_name=f"{prefix}_{spec.suffix}",
-                schema_name=f"{prefix}_{spec.schema_suffix}",
-                language_code=language_code,
-                options=band_options if spec.type == "Picklist" else (),
-            )
-            for spec in COLUMNS
+        known = known_choices or {}
+        # The columns written (the fixed ones, then the scores), then the inputs.
+        self.health_columns: tuple[HealthColumn, ...] = (
+            *(
+                self._column(spec, band_options if spec.type == "Picklist" else ())
+                for spec in COLUMNS
+            ),
+            *(self._column(_planned_column(score, choice=False)) for score in plan.scores),
         )
+        self.input_columns: tuple[HealthColumn, ...] = tuple(
+            self._column(
+                _planned_column(planned, choice=True),
+                choice_options(planned.options, base=base, known=known.get(planned.neutral, {})),
+            )
+            for planned in plan.inputs
+        )
+        self.columns: tuple[HealthColumn, ...] = (*self.health_columns, *self.input_columns)
         self.by_neutral: Mapping[str, HealthColumn] = MappingProxyType(
             {column.neutral: column for column in self.columns}
         )
         self.by_logical_name: Mapping[str, HealthColumn] = MappingProxyType(
             {column.logical_name: column for column in self.columns}
         )
+        names = Counter(column.logical_name for column in self.columns)
+        clashing = [
+            f"{column.neutral} ({column.logical_name})"
+            for column in self.columns
+            if names[column.logical_name] > 1
+        ]
+        if clashing:
+            # Underscores are not part of a column's name: health_a_b and health_ab are one.
+            raise ValueError(f"these fields would share an account column: {clashing}")
+        self._written: Mapping[str, HealthColumn] = MappingProxyType(
+            {column.neutral: column for column in self.health_columns}
+        )
+
+    @property
+    def option_base(self) -> int:
+        """The publisher's first option value: its option value prefix times 10,000."""
+        return self.option_value_prefix * 10_000
+
+    def _column(
+        self, spec: ColumnSpec, options: tuple[tuple[int, str, str], ...] = ()
+    ) -> HealthColumn:
+        return HealthColumn(
+            spec=spec,
+            logical_name=f"{self.prefix}_{spec.suffix}",
+            schema_name=f"{self.prefix}_{spec.schema_suffix}",
+            language_code=self.language_code,
+            options=options,
+        )
+
+    def planned(
+        self, plan: FieldPlan, *, known_choices: Mapping[str, Mapping[str, int]] | None = None
+    ) -> DynamicsFields:
+        """The same publisher's columns under `plan`."""
+        return DynamicsFields(
+            prefix=self.prefix,
+            option_value_prefix=self.option_value_prefix,
+            language_code=self.language_code,
+            plan=plan,
+            known_choices=known_choices,
+        )
+
+    def choice_values(self) -> dict[str, dict[str, int]]:
+        """Each input's option values: neutral name -> `choice_key` of a label -> value."""
+        return {
+            column.neutral: {choice_key(text): value for value, _, text in column.options}
+            for column in self.input_columns
+        }
 
     @property
     def logical_names(self) -> Mapping[str, str]:
-        """Neutral name -> logical name (`health_score` -> `cr123_healthscore`)."""
-        return MappingProxyType({column.neutral: column.logical_name for column in self.columns})
+        """Neutral name -> logical name of the columns written (`health_score` ->
+        `cr123_healthscore`)."""
+        return MappingProxyType(
+            {column.neutral: column.logical_name for column in self.health_columns}
+        )
 
     @property
     def band_values(self) -> Mapping[str, int]:
@@ -419,12 +572,15 @@ class DynamicsFields:
     def to_web_api(self, values: Mapping[str, FieldValue]) -> dict[str, JSONValue]:
         """Neutral health field values as account column values (`cr123_healthscore`: 80, ...).
 
-        ValueError for a name that is not a health field or a value its column cannot take.
+        ValueError for a name that is not a field written (an input is never written) or a
+        value its column cannot take.
         """
         converted: dict[str, JSONValue] = {}
         for name, value in values.items():
-            column = self.by_neutral.get(name)
+            column = self._written.get(name)
             if column is None:
-                raise ValueError(f"{name!r} is not a health field; expected one of {HEALTH_FIELDS}")
+                raise ValueError(
+                    f"{name!r} is not a health field; expected one of {self.plan.written}"
+                )
             converted[column.logical_name] = column.to_value(value)
         return converted

@@ -1,15 +1,24 @@
-"""Provisioning the health columns on Dataverse's account table: create what is missing, bring
-labels and band choices back to ours, publish the table when anything changed."""
+"""Provisioning the health columns on Dataverse's account table (the fixed ones and a field
+plan's): create what is missing, bring labels and choices back to ours, publish the table when
+anything changed."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import structlog
 
 from connector.base import ProvisionReport
-from connector.dynamics.fields import ENTITY, DynamicsFields, HealthColumn, label
+from connector.dynamics.fields import (
+    ENTITY,
+    DynamicsFields,
+    HealthColumn,
+    choice_key,
+    choice_options,
+    label,
+    label_text,
+)
 from connector.dynamics.webapi import answer_json
 from connector.errors import ConnectorError, CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
@@ -21,7 +30,10 @@ PUBLISH_ENTRY: Final = f"publish:{ENTITY}"
 
 class ColumnProvisioner:
     """The health columns of one environment, reached through `client`; `data` is the Web API's
-    path (`/api/data/v9.2`), `solution` the unmanaged solution the columns are created in."""
+    path (`/api/data/v9.2`), `solution` the unmanaged solution the columns are created in.
+
+    After `ensure_fields`, `choices` holds each input's option values as the environment holds
+    them (neutral name -> `choice_key` of a label -> value), for the connector to read by."""
 
     def __init__(
         self, *, client: RetryingClient, data: str, fields: DynamicsFields, solution: str
@@ -30,11 +42,13 @@ class ColumnProvisioner:
         self._data = data
         self.fields = fields
         self.solution = solution
+        self.choices: dict[str, dict[str, int]] = {}
 
     async def ensure_fields(self) -> ProvisionReport:
-        """Create the health columns on account that are missing, bring the labels of existing
-        ones back to ours, add missing band choices, and publish the account table when
-        anything changed (so the columns can be put on forms).
+        """Create the health columns on account that are missing (the plan's too), bring the
+        labels of existing ones back to ours, add missing choices and relabel drifted ones,
+        and publish the account table when anything changed (so the columns can be put on
+        forms).
 
         Idempotent: a second run sends no POST or PUT. A create that finds its column already
         there (another provision run won the race) counts as unchanged. ConnectorError when a
@@ -43,22 +57,13 @@ class ColumnProvisioner:
         report = ProvisionReport()
         existing = await self._existing_columns()
         for column in self.fields.columns:
-            current = existing.get(column.logical_name)
-            if current is None:
-                created = await self._create_column(column)
-                (report.created if created else report.unchanged).append(column.logical_name)
-                continue
-            attribute_type = current.get("AttributeType")
-            if attribute_type != column.attribute_type:
-                raise ConnectorError(
-                    f"Dataverse: account column {column.logical_name} exists as "
-                    f"{attribute_type}, not {column.attribute_type}; delete it or use another "
-                    "publisher prefix"
-                )
-            changed = await self._update_labels(column, current)
-            if column.options and await self._ensure_options(column):
-                changed = True
-            (report.updated if changed else report.unchanged).append(column.logical_name)
+            outcome = await self._ensure_column(column, existing.get(column.logical_name))
+            if outcome == "created":
+                report.created.append(column.logical_name)
+            elif outcome == "updated":
+                report.updated.append(column.logical_name)
+            else:
+                report.unchanged.append(column.logical_name)
         if report.created or report.updated:
             await self._client.request(
                 "POST",
@@ -80,6 +85,32 @@ class ColumnProvisioner:
             unchanged=len(report.unchanged),
         )
         return report
+
+    async def _ensure_column(
+        self, column: HealthColumn, current: Mapping[str, Any] | None
+    ) -> Literal["created", "updated", "unchanged"]:
+        """Create the column when `current` (its definition as answered) is None, else bring it
+        back to ours."""
+        inputs = self.fields.input_columns
+        if current is None:
+            if not await self._create_column(column):
+                return "unchanged"
+            if column in inputs:
+                self.choices[column.neutral] = _values_by_label(column.options)
+            return "created"
+        attribute_type = current.get("AttributeType")
+        if attribute_type != column.attribute_type:
+            raise ConnectorError(
+                f"Dataverse: account column {column.logical_name} exists as "
+                f"{attribute_type}, not {column.attribute_type}; delete it or use another "
+                "publisher prefix"
+            )
+        changed = await self._update_labels(column, current)
+        if column in inputs:
+            changed = await self._ensure_input_choices(column) or changed
+        elif column.options:
+            changed = await self._ensure_band_choices(column) or changed
+        return "updated" if changed else "unchanged"
 
     @property
     def _attributes(self) -> str:
@@ -155,9 +186,9 @@ class ColumnProvisioner:
         log.info("dynamics_column_updated", column=column.logical_name, changed=changed)
         return True
 
-    async def _ensure_options(self, column: HealthColumn) -> bool:
-        """Insert band choices that are missing and relabel ones that drifted; True when any
-        was. Other choices an admin added are left alone."""
+    async def _held_options(self, column: HealthColumn) -> dict[int, str | None]:
+        """The column's choices as the environment holds them: value -> label in our language
+        (None without one)."""
         response = await self._client.request(
             "GET",
             f"{self._attributes}(LogicalName='{column.logical_name}')/{column.metadata_type}",
@@ -168,16 +199,51 @@ class ColumnProvisioner:
         options = option_set.get("Options") if isinstance(option_set, Mapping) else None
         if not isinstance(options, list):
             raise PayloadError(f"Dataverse choices of {column.logical_name}: no OptionSet.Options")
-        labels: dict[int, str | None] = {}
-        for option in options:
-            if isinstance(option, Mapping) and isinstance(option.get("Value"), int):
-                labels[option["Value"]] = _option_label(option, column.language_code)
+        return {
+            option["Value"]: label_text(option.get("Label"), language_code=column.language_code)
+            for option in options
+            if isinstance(option, Mapping)
+            and isinstance(option.get("Value"), int)
+            and not isinstance(option.get("Value"), bool)
+        }
+
+    async def _ensure_band_choices(self, column: HealthColumn) -> bool:
+        """Insert band choices that are missing and relabel ones that drifted, by value (the
+        band's values are fixed); True when any was. Other choices an admin added are left
+        alone."""
+        held = await self._held_options(column)
+        return await self._send_options(column, column.options, held)
+
+    async def _ensure_input_choices(self, column: HealthColumn) -> bool:
+        """Bring an input's choices to the plan's labels, by label: a label the environment
+        holds keeps that value (relabelled when only its case or spacing differs), a new one
+        is inserted at a value no other choice holds. Choices no longer planned are left, so
+        records holding them keep their value. True when any choice was sent."""
+        held = await self._held_options(column)
+        known = {choice_key(text): value for value, text in held.items() if text is not None}
+        options = choice_options(
+            [text for _, _, text in column.options],
+            base=self.fields.option_base,
+            known=known,
+            occupied=frozenset(held),
+        )
+        self.choices[column.neutral] = _values_by_label(options)
+        return await self._send_options(column, options, held)
+
+    async def _send_options(
+        self,
+        column: HealthColumn,
+        options: tuple[tuple[int, str, str], ...],
+        held: Mapping[int, str | None],
+    ) -> bool:
+        """InsertOptionValue for each of `options` whose value is not `held`, UpdateOptionValue
+        for each held with another label; True when any was sent."""
         changed = False
-        for value, _, text in column.options:
-            if value not in labels:
+        for value, _, text in options:
+            if value not in held:
                 action = "InsertOptionValue"
                 extra: dict[str, Any] = {}
-            elif labels[value] != text:
+            elif held[value] != text:
                 action = "UpdateOptionValue"
                 extra = {"MergeLabels": True}
             else:
@@ -199,11 +265,5 @@ class ColumnProvisioner:
         return changed
 
 
-def _option_label(option: Mapping[str, Any], language_code: int) -> str | None:
-    value = option.get("Label")
-    labels = value.get("LocalizedLabels") if isinstance(value, Mapping) else None
-    for item in labels if isinstance(labels, list) else []:
-        if isinstance(item, Mapping) and item.get("LanguageCode") == language_code:
-            text = item.get("Label")
-            return text if isinstance(text, str) else None
-    return None
+def _values_by_label(options: tuple[tuple[int, str, str], ...]) -> dict[str, int]:
+    return {choice_key(text): value for value, _, text in options}

@@ -1,14 +1,19 @@
 """Dataverse records as normalised events: the tables read, Web API records in the webhook's
-shape, and the one mapping per table that webhooks, read-backs and backfill pages share."""
+shape, and the one mapping per table that webhooks, read-backs and backfill pages share (with
+what a field plan reads from accounts)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final
 
+import structlog
+
+from connector.base import SENTIMENT_AUTHOR_ATTRIBUTE, SENTIMENT_FIELD, property_attribute
 from connector.dynamics.events import (
     DELETE_MESSAGE,
     LOGICAL_NAME,
@@ -19,6 +24,7 @@ from connector.dynamics.events import (
     guid,
     shown,
 )
+from connector.dynamics.fields import DynamicsFields
 from connector.errors import PayloadError
 from connector.mapping import (
     ACCOUNT_ATTRIBUTES,
@@ -42,6 +48,8 @@ _ODATA_DATE = re.compile(
 )
 _LOOKUP_PROPERTY = re.compile(r"_([a-z][a-z0-9_]*)_value")
 _LOOKUP_LOGICAL_NAME_ANNOTATION: Final = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+
+log = structlog.get_logger(__name__)
 
 # --- tables and the Web API --------------------------------------------------------------------
 
@@ -192,6 +200,61 @@ class DynamicsMapping(AccountMapping):
 
 DEFAULT_MAPPING: Final = DynamicsMapping()
 
+
+# --- what a field plan reads ---------------------------------------------------------------------
+
+# Who set the CSM sentiment, next to it in the same account attributes.
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedReads:
+    """What a field plan reads from account rows beyond the mapping: `properties` (attribute
+    `property:<name as configured>`, column logical name) as text, and `choices` (column ->
+    (attribute: the input's neutral name, label by option value)) as the label. A delivery
+    whose Target carries `sentiment_column` also names who set it."""
+
+    properties: tuple[tuple[str, str], ...] = ()
+    choices: Mapping[str, tuple[str, Mapping[int, str]]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    sentiment_column: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The account columns read, by logical name, once each."""
+        return tuple(dict.fromkeys((*(column for _, column in self.properties), *self.choices)))
+
+
+NO_PLANNED_READS: Final = PlannedReads()
+
+
+def planned_reads(fields: DynamicsFields) -> PlannedReads:
+    """What `fields.plan` reads: its `reads` (Dataverse logical names are lowercase, so a
+    schema name like `new_NPSScore` reads `new_npsscore`, into the attribute named as
+    configured) and its inputs' choice columns. ValueError for a read that is no column name."""
+    properties = []
+    for name in fields.plan.reads:
+        column = name.lower()
+        if not LOGICAL_NAME.fullmatch(column):
+            raise ValueError(f"{name!r} is no Dataverse column name (e.g. new_npsscore)")
+        properties.append((property_attribute(name), column))
+    choices = {
+        column.logical_name: (
+            column.neutral,
+            MappingProxyType({value: text for value, _, text in column.options}),
+        )
+        for column in fields.input_columns
+    }
+    sentiment = next(
+        (column for column in fields.input_columns if column.neutral == SENTIMENT_FIELD), None
+    )
+    return PlannedReads(
+        properties=tuple(properties),
+        choices=MappingProxyType(choices),
+        sentiment_column=None if sentiment is None else sentiment.logical_name,
+    )
+
+
 _TIMES: Final = ("modifiedon", "createdon")
 _BASE_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "contact": ("parentcustomerid", "jobtitle"),
@@ -202,26 +265,41 @@ _BASE_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 
 
-def web_api_select(entity: str, mapping: DynamicsMapping = DEFAULT_MAPPING) -> tuple[str, ...]:
+def web_api_select(
+    entity: str, mapping: DynamicsMapping = DEFAULT_MAPPING, *, planned: Sequence[str] = ()
+) -> tuple[str, ...]:
     """The `$select` properties a Web API read of `entity` needs for `mapping` (lookups in their
-    `_<name>_value` form). ValueError for a table nothing maps."""
+    `_<name>_value` form), and for an account the field plan's `planned` properties (ones the
+    environment has: `connector.dynamics.columns.ReadableColumns`). ValueError for a table
+    nothing maps."""
+    extra: Sequence[str] = ()
     if entity == "account":
         columns: tuple[str, ...] = tuple(mapping.mapped_attributes().values())
+        extra = planned
     elif entity in _BASE_COLUMNS:
         columns = _BASE_COLUMNS[entity]
     else:
         raise ValueError(f"no mapping for Dynamics table {entity!r}")
     properties = (f"_{name}_value" if name in _LOOKUP_COLUMNS else name for name in columns)
-    return tuple(dict.fromkeys((*properties, *_TIMES)))
+    return tuple(dict.fromkeys((*properties, *extra, *_TIMES)))
 
 
 class _Row:
     """Typed, checked reads of one record's columns; errors name the record and column."""
 
-    def __init__(self, record: DynamicsRecord, received_at: datetime | None) -> None:
+    def __init__(
+        self,
+        record: DynamicsRecord,
+        received_at: datetime | None,
+        *,
+        reads: PlannedReads = NO_PLANNED_READS,
+        author: str | None = None,
+    ) -> None:
         self.record = record
         self.received_at = received_at
         self.where = f"{record.entity} {record.id}"
+        self.reads = reads
+        self.author = author
 
     def has(self, name: str) -> bool:
         return name in self.record.attributes
@@ -307,9 +385,37 @@ def _account_events(row: _Row, mapping: DynamicsMapping, deleted: bool) -> list[
             continue
         value = _attribute_text(raw)
         attributes[attribute] = website_domain(value) if attribute == "domain" else value
+    attributes.update(_planned_attributes(row))
     if not attributes:
         return []
     return [AccountAttributes(account=account, at=row.at(), attributes=attributes)]
+
+
+def _planned_attributes(row: _Row) -> dict[str, str | None]:
+    """The field plan's reads and inputs the row carries, and who set the sentiment."""
+    reads = row.reads
+    attributes: dict[str, str | None] = {}
+    for attribute, column in reads.properties:
+        if row.has(column):
+            attributes[attribute] = _attribute_text(row.record.attributes[column])
+    for column, (attribute, labels) in reads.choices.items():
+        if not row.has(column):
+            continue
+        value = row.record.attributes[column]
+        if value is None:
+            attributes[attribute] = None
+        elif isinstance(value, int) and not isinstance(value, bool) and value in labels:
+            attributes[attribute] = labels[value]
+        else:
+            # A choice the plan does not list (retired from the configuration, or added by
+            # hand) means nothing here; clearing the one held would lose a CSM's word.
+            log.warning(
+                "dynamics_choice_unknown", account=row.record.id, column=column, value=shown(value)
+            )
+    sentiment = reads.choices.get(reads.sentiment_column or "")
+    if row.author is not None and sentiment is not None and sentiment[0] in attributes:
+        attributes[SENTIMENT_AUTHOR_ATTRIBUTE] = row.author
+    return attributes
 
 
 def _contact_events(row: _Row, mapping: DynamicsMapping, deleted: bool) -> list[NormalisedEvent]:
@@ -405,18 +511,23 @@ def to_normalised(
     *,
     received_at: datetime | None = None,
     message: str = "Update",
+    reads: PlannedReads = NO_PLANNED_READS,
+    author: str | None = None,
 ) -> list[NormalisedEvent]:
     """The normalised events one row means; none for other tables.
 
     Times come from the row (its own date columns, then modifiedon, then createdon);
     `received_at` is the fallback. For `message="Delete"` it comes first instead (pass the
     context's `operation_created_on`): an image's dates are from before the delete.
+    An account also carries what `reads` (the field plan's) reads, and `author`
+    (`sentiment_author`) beside the sentiment it set.
     PayloadError names the row and column when a value is not of the column's type.
     """
     mapper = _MAPPERS.get(record.entity)
     if mapper is None:
         return []
-    return mapper(_Row(record, received_at), mapping, message == DELETE_MESSAGE)
+    row = _Row(record, received_at, reads=reads, author=author)
+    return mapper(row, mapping, message == DELETE_MESSAGE)
 
 
 def made_by(context: ExecutionContext, user_id: str) -> bool:
@@ -428,3 +539,13 @@ def made_by(context: ExecutionContext, user_id: str) -> bool:
     # otherwise make every delivery look like our own.
     wanted = user_id.strip().lower()
     return wanted != "" and wanted == context.initiating_user_id
+
+
+def sentiment_author(context: ExecutionContext, reads: PlannedReads) -> str | None:
+    """Who set the CSM sentiment, when the delivery's Target carries its column (an image
+    carries it whether or not this change touched it); None otherwise."""
+    column = reads.sentiment_column
+    if column is None or column not in context.target_columns:
+        return None
+    # The initiating user, as for echoes (made_by): UserId is whoever the step runs as.
+    return f"Dynamics 365 user {context.initiating_user_id}"

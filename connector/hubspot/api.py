@@ -4,7 +4,7 @@ company health, list existing records for a backfill."""
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -12,8 +12,10 @@ import httpx
 import structlog
 
 from connector.base import (
+    NO_FIELD_PLAN,
     BackfillPage,
     CRMOwner,
+    FieldPlan,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -29,7 +31,13 @@ from connector.hubspot.backfill import (
     json_object,
     list_backfill_page,
 )
-from connector.hubspot.fields import GROUP_LABEL, GROUP_NAME, PROPERTIES, to_property_value
+from connector.hubspot.fields import (
+    GROUP_LABEL,
+    GROUP_NAME,
+    PropertySpec,
+    planned_properties,
+    to_property_value,
+)
 from connector.hubspot.hydrate import (
     EventPlan,
     HydrationOptions,
@@ -72,6 +80,11 @@ class HubSpotConnector:
         self.properties = properties
         self.executive_title = executive_title
         self._closing = closing
+        self._field_plan: FieldPlan
+        # The company properties provisioned, and the names written, under the plan in force.
+        self._property_specs: tuple[PropertySpec, ...]
+        self._written: frozenset[str]
+        self.plan_fields(NO_FIELD_PLAN)
 
     @classmethod
     def create(
@@ -106,6 +119,19 @@ class HubSpotConnector:
             client=client, properties=properties, executive_title=executive_title, closing=closing
         )
 
+    @property
+    def field_plan(self) -> FieldPlan:
+        """The plan in force (NO_FIELD_PLAN until one is given)."""
+        return self._field_plan
+
+    def plan_fields(self, plan: FieldPlan) -> None:
+        """Take `plan` from now on: its scores become number properties written like the
+        signals', its inputs select properties read like its reads (see
+        `connector.base.CRMConnector.plan_fields`). Calls no HubSpot API."""
+        self._field_plan = plan
+        self._property_specs = planned_properties(plan)
+        self._written = frozenset(plan.written)
+
     async def aclose(self) -> None:
         await self._client.aclose()
         if self._closing is not None:
@@ -126,12 +152,17 @@ class HubSpotConnector:
             properties=self.properties,
             executive_title=self.executive_title,
             page_size=page_size,
+            field_plan=self._field_plan,
         )
 
     @property
     def hydration(self) -> HydrationOptions:
-        """This portal's mapping choices, as webhook hydration takes them."""
-        return HydrationOptions(properties=self.properties, executive_title=self.executive_title)
+        """This portal's mapping choices and field plan, as webhook hydration takes them."""
+        return HydrationOptions(
+            properties=self.properties,
+            executive_title=self.executive_title,
+            field_plan=self._field_plan,
+        )
 
     async def hydrate(self, plans: Sequence[EventPlan]) -> list[list[NormalisedEvent]]:
         """The events the records webhook plans need produce, read in batches; see
@@ -140,9 +171,12 @@ class HubSpotConnector:
         return events
 
     async def write_health(self, updates: Sequence[RecordUpdate]) -> WriteResult:
-        """Batch update companies; a 207 answer marks only the records it names as failed."""
+        """Batch update companies; a 207 answer marks only the records it names as failed.
+        ValueError, before any call, for more than 100 records or a field that is not one of
+        `field_plan.written`."""
         if len(updates) > BATCH_LIMIT:
             raise ValueError(f"HubSpot batch update takes at most {BATCH_LIMIT} records")
+        self._require_written(name for update in updates for name in update.fields)
         body = {
             "inputs": [
                 {
@@ -177,14 +211,28 @@ class HubSpotConnector:
             self._client,
             "companies",
             list(dict.fromkeys(record_ids)),
-            [spec.name for spec in PROPERTIES],
+            list(self._field_plan.written),
             HydrationReport(),
         )
-        return {record.id: _health_values(record.properties) for record in found}
+        written = self._field_plan.written
+        return {record.id: _health_values(record.properties, written) for record in found}
 
     def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
-        """`fields` as HubSpot keeps them: every value a string, cleared ones empty."""
-        return _health_values({name: to_property_value(value) for name, value in fields.items()})
+        """`fields` as HubSpot keeps them: every value a string, cleared ones empty. ValueError
+        for a field that is not one of `field_plan.written`."""
+        self._require_written(fields)
+        stored = {name: to_property_value(value) for name, value in fields.items()}
+        return _health_values(stored, self._field_plan.written)
+
+    def _require_written(self, names: Iterable[str]) -> None:
+        # HubSpot would refuse the whole batch for one property it lacks (400, "Property ...
+        # does not exist"); a name outside the plan is the caller's mistake, said before.
+        unknown = sorted(set(names) - self._written)
+        if unknown:
+            raise ValueError(
+                f"not health fields of this HubSpot connection: {', '.join(unknown)}; "
+                f"expected some of {', '.join(self._field_plan.written)}"
+            )
 
     async def create_task(self, task: TaskRequest) -> str:
         """Create a to-do on the company, assigned to `owner_id` (a HubSpot owner id)."""
@@ -260,7 +308,7 @@ class HubSpotConnector:
                 await self._client.request("GET", _COMPANY_PROPERTIES), "company properties"
             ).get("results", [])
         }
-        for spec in PROPERTIES:
+        for spec in self._property_specs:
             wanted = spec.definition()
             current = existing.get(spec.name)
             if current is None:
@@ -290,7 +338,8 @@ class HubSpotConnector:
         return report
 
     async def missing_health_fields(self) -> list[str]:
-        """The property group and health properties the portal lacks (two reads, no write)."""
+        """The property group and health properties (the field plan's included) the portal
+        lacks (two reads, no write)."""
         groups = json_object(
             await self._client.request("GET", f"{_COMPANY_PROPERTIES}/groups"), "property groups"
         )
@@ -303,7 +352,7 @@ class HubSpotConnector:
                 await self._client.request("GET", _COMPANY_PROPERTIES), "company properties"
             ).get("results", [])
         }
-        missing.extend(spec.name for spec in PROPERTIES if spec.name not in existing)
+        missing.extend(spec.name for spec in self._property_specs if spec.name not in existing)
         return missing
 
     async def _create(self, path: str, definition: dict[str, Any]) -> bool:
@@ -330,13 +379,13 @@ def _differs(current: Any, wanted: Any) -> bool:
     return bool(current != wanted)
 
 
-def _health_values(properties: Mapping[str, Any]) -> dict[str, FieldValue]:
-    """HubSpot answers every property value as a string, and an unset one as null or "" (an
-    empty string is how a value is cleared)."""
+def _health_values(properties: Mapping[str, Any], written: Sequence[str]) -> dict[str, FieldValue]:
+    """The `written` fields of a company: HubSpot answers every property value as a string,
+    and an unset one as null or "" (an empty string is how a value is cleared)."""
     values: dict[str, FieldValue] = {}
-    for spec in PROPERTIES:
-        value = properties.get(spec.name)
-        values[spec.name] = None if value is None or value == "" else str(value)
+    for name in written:
+        value = properties.get(name)
+        values[name] = None if value is None or value == "" else str(value)
     return values
 
 

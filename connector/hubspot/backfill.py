@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import structlog
 
-from connector.base import BackfillPage
+from connector.base import NO_FIELD_PLAN, BackfillPage, FieldPlan
 from connector.bounds import parse_timestamp
 from connector.errors import PayloadError
 from connector.http import RetryingClient
@@ -64,8 +64,10 @@ async def list_backfill_page(
     properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
     executive_title: str = DEFAULT_EXECUTIVE_TITLE,
     page_size: int = PAGE_SIZE_MAX,
+    field_plan: FieldPlan = NO_FIELD_PLAN,
 ) -> BackfillPage:
-    """List one page of `object_type` records (one of `BACKFILL_OBJECTS`) as normalised events.
+    """List one page of `object_type` records (one of `BACKFILL_OBJECTS`) as normalised events;
+    companies carry the reads and inputs of `field_plan` as attributes.
 
     Records associated with no company produce no events (there is no account to score) but
     still move the cursor. Raises ValueError for a bad argument, PayloadError for a page that
@@ -78,7 +80,10 @@ async def list_backfill_page(
     if not 1 <= page_size <= PAGE_SIZE_MAX:
         raise ValueError(f"page_size must be between 1 and {PAGE_SIZE_MAX}")
     mapping = mapping_for(
-        object_type, properties=properties, title_pattern=compile_title_pattern(executive_title)
+        object_type,
+        properties=properties,
+        title_pattern=compile_title_pattern(executive_title),
+        field_plan=field_plan,
     )
     params: dict[str, str | int] = {"limit": page_size}
     if mapping.properties:

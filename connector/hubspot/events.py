@@ -22,7 +22,6 @@ from pydantic import (
 
 from connector import bounds
 from connector.errors import PayloadError, SignatureError
-from connector.hubspot.fields import PROPERTY_BY_FIELD
 from connector.jsonparse import check_limits
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -164,6 +163,9 @@ class HubSpotEvent(BaseModel):
     property_name: bounds.ShortText | None = Field(default=None, alias="propertyName")
     property_value: bounds.PropertyValue | None = Field(default=None, alias="propertyValue")
     change_source: bounds.ShortText | None = Field(default=None, alias="changeSource")
+    # Who made a change: "userId:123" for a person in HubSpot's UI, an app or integration id
+    # otherwise.
+    source_id: bounds.ShortText | None = Field(default=None, alias="sourceId")
     # Generic (`object.*`) events: which kind of object, as HubSpot's object type id ("0-49").
     object_type_id: bounds.ShortText | None = Field(default=None, alias="objectTypeId")
     # merge events
@@ -214,12 +216,11 @@ class HubSpotEvent(BaseModel):
         return LEGACY_OBJECT_TYPES.get(prefix)
 
     @property
-    def is_health_echo(self) -> bool:
-        """A change to one of our own health properties: our write-back coming back.
-
-        Counting it as activity would rescore, write again and loop for ever.
-        """
-        return self.property_name in PROPERTY_BY_FIELD
+    def changed_by_user(self) -> str | None:
+        """The HubSpot user id of the person who made the change, when `sourceId` names one
+        ("userId:123"); None for an app, a workflow, an import or no source."""
+        kind, _, user = (self.source_id or "").partition(":")
+        return user if kind == "userId" and user.isascii() and user.isdigit() else None
 
     def association_sides(self) -> tuple[str | None, str | None]:
         """(from, to) object types of an associationChange; None for a side we do not map."""

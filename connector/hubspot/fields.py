@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.base import FieldValue
+from connector.base import ConfiguredField, FieldPlan, FieldValue
 from signals.model import Band, SignalSpec
 from signals.registry import SIGNALS
 
@@ -38,7 +38,7 @@ class PropertySpec:
             # v3); an option without it may be refused, and the property with it.
             body["options"] = [
                 {
-                    "label": option.replace("_", " ").capitalize(),
+                    "label": _option_label(option),
                     "value": option,
                     "displayOrder": i,
                     "hidden": False,
@@ -46,6 +46,13 @@ class PropertySpec:
                 for i, option in enumerate(self.options)
             ]
         return body
+
+
+def _option_label(value: str) -> str:
+    # The first letter only is raised: an admin's reason ("poor ROI") keeps its own capitals,
+    # and the band values (lowercase) read as they always have ("At risk").
+    text = value.replace("_", " ")
+    return f"{text[:1].upper()}{text[1:]}"
 
 
 def _number(name: str, label: str, description: str) -> PropertySpec:
@@ -105,6 +112,32 @@ PROPERTIES: tuple[PropertySpec, ...] = (
 
 # HubSpot internal names equal the neutral health field names.
 PROPERTY_BY_FIELD: dict[str, PropertySpec] = {spec.name: spec for spec in PROPERTIES}
+
+
+def _score_property(field: ConfiguredField) -> PropertySpec:
+    return _number(field.neutral, field.label, field.description)
+
+
+def _input_property(field: ConfiguredField) -> PropertySpec:
+    return PropertySpec(
+        name=field.neutral,
+        label=field.label,
+        type="enumeration",
+        field_type="select",
+        description=field.description,
+        options=field.options,
+    )
+
+
+def planned_properties(plan: FieldPlan) -> tuple[PropertySpec, ...]:
+    """Every company property a connection under `plan` provisions, by its internal name (the
+    neutral name): the fixed PROPERTIES, a number per custom signal score, a select per input
+    picklist."""
+    return (
+        *PROPERTIES,
+        *(_score_property(field) for field in plan.scores),
+        *(_input_property(field) for field in plan.inputs),
+    )
 
 
 def to_property_value(value: FieldValue) -> str:

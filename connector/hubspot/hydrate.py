@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import structlog
 
+from connector.base import NO_FIELD_PLAN, SENTIMENT_AUTHOR_ATTRIBUTE, FieldPlan
 from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
 from connector.hubspot.events import HubSpotEvent
@@ -30,6 +31,7 @@ from connector.hubspot.records import (
     ObjectMapping,
     Record,
     RenewalDeals,
+    company_attributes,
     json_object,
     mapping_for,
     record_id,
@@ -59,15 +61,20 @@ HANDLED_ACTIONS = frozenset(
 )
 # Deal stage changes close deals; hs_is_closed(_won) follow from them.
 _DEAL_STAGE = "dealstage"
+# Who changed an input picklist in HubSpot ("HubSpot user 123"), next to its value in the same
+# AccountAttributes; the service takes it as the sentiment's author.
 
 
 @dataclass(frozen=True, kw_only=True)
 class HydrationOptions:
-    """A connection's mapping choices: company properties, executive titles, renewal deals."""
+    """A connection's mapping choices: company properties, executive titles, renewal deals,
+    and the field plan in force (its score properties are our own writes; its reads and
+    inputs are company attributes)."""
 
     properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP
     executive_title: str = DEFAULT_EXECUTIVE_TITLE
     renewals: RenewalDeals = DEFAULT_RENEWALS
+    field_plan: FieldPlan = NO_FIELD_PLAN
 
     def __post_init__(self) -> None:
         compile_title_pattern(self.executive_title)
@@ -78,6 +85,7 @@ class HydrationOptions:
             properties=self.properties,
             title_pattern=compile_title_pattern(self.executive_title),
             renewals=self.renewals,
+            field_plan=self.field_plan,
         )
 
 
@@ -134,7 +142,9 @@ def plan_event(event: HubSpotEvent, options: HydrationOptions) -> EventPlan | No
     action = event.action
     if object_type is None or action not in HANDLED_ACTIONS:
         return None
-    if event.is_health_echo:
+    if event.property_name in options.field_plan.written:
+        # One of our own health properties (HubSpot names equal neutral names): our write-back
+        # coming back. Counting it as activity would rescore, write again and loop for ever.
         return EventPlan()
     if action == "associationChange":
         return _association_plan(event, options)
@@ -199,11 +209,7 @@ def _property_change_plan(
     name = _required(event, event.property_name, "propertyName")
     at = event.occurred
     if object_type == "companies":
-        attribute = options.properties.attribute_of(name)
-        value = (event.property_value or "").strip() or None
-        # Any company change makes the account known (so it is scored, if only as "unknown").
-        values = {attribute: value} if attribute is not None else {}
-        return EventPlan(events=[AccountAttributes(account=object_id, at=at, attributes=values)])
+        return EventPlan(events=[_company_change(event, name, object_id, options)])
     if object_type == "contacts":
         if name != "jobtitle":
             return EventPlan()
@@ -226,6 +232,20 @@ def _property_change_plan(
     if name not in relevant:
         return EventPlan()
     return EventPlan(fetches=[_full_fetch(object_type, object_id, options)])
+
+
+def _company_change(
+    event: HubSpotEvent, name: str, object_id: str, options: HydrationOptions
+) -> AccountAttributes:
+    """The attributes a company property's new value sets (each one the property carries);
+    any company change makes the account known (so it is scored, if only as "unknown")."""
+    value = (event.property_value or "").strip() or None
+    carried = company_attributes(options.properties, options.field_plan)
+    values = {attribute: value for attribute, prop in carried.items() if prop == name}
+    user = event.changed_by_user
+    if user is not None and name in {field.neutral for field in options.field_plan.inputs}:
+        values[SENTIMENT_AUTHOR_ATTRIBUTE] = f"HubSpot user {user}"
+    return AccountAttributes(account=object_id, at=event.occurred, attributes=values)
 
 
 _PLANNERS: Mapping[str, Callable[[HubSpotEvent, str, str, HydrationOptions], EventPlan]] = {

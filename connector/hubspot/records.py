@@ -12,6 +12,7 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from connector.base import NO_FIELD_PLAN, FieldPlan, property_attribute
 from connector.bounds import parse_timestamp
 from connector.errors import PayloadError
 from connector.model import (
@@ -103,15 +104,18 @@ class CompanyPropertyMap:
             if (value := getattr(self, item.name)) is not None
         }
 
-    def attribute_of(self, property_name: str) -> str | None:
-        """The account attribute a company property carries, if it is mapped."""
-        return next(
-            (attribute for attribute, prop in self.mapped().items() if prop == property_name),
-            None,
-        )
-
 
 DEFAULT_PROPERTY_MAP: Final = CompanyPropertyMap()
+
+
+def company_attributes(properties: CompanyPropertyMap, field_plan: FieldPlan) -> dict[str, str]:
+    """Account attribute -> the company property carrying it: the mapped attributes, each
+    property the field plan reads (into `property_attribute(name)`), and each input picklist
+    the plan provisions (into the attribute of its neutral name, which is its property's)."""
+    attributes = properties.mapped()
+    attributes.update({property_attribute(name): name for name in field_plan.reads})
+    attributes.update({field.neutral: field.neutral for field in field_plan.inputs})
+    return attributes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,10 +156,12 @@ def mapping_for(
     properties: CompanyPropertyMap = DEFAULT_PROPERTY_MAP,
     title_pattern: re.Pattern[str],
     renewals: RenewalDeals = DEFAULT_RENEWALS,
+    field_plan: FieldPlan = NO_FIELD_PLAN,
 ) -> ObjectMapping:
-    """The mapping of `object_type` (companies, contacts, tickets, deals or an engagement)."""
+    """The mapping of `object_type` (companies, contacts, tickets, deals or an engagement);
+    a company carries the reads and inputs of `field_plan` too."""
     if object_type == "companies":
-        mapped = properties.mapped()
+        mapped = company_attributes(properties, field_plan)
         return ObjectMapping(
             properties=tuple(sorted(set(mapped.values()))),
             associations=(),
@@ -192,8 +198,11 @@ def mapping_for(
 
 
 def company_events(record: Record, mapped: Mapping[str, str]) -> list[tuple[str, NormalisedEvent]]:
-    # A property the record does not carry (the portal has no such property) says nothing;
-    # one it carries empty is the CRM's explicit clear.
+    # A property the record does not carry says nothing: HubSpot leaves a name the portal
+    # has no property of out of a read's answer (its reference: "If any of the specified
+    # properties are not present on the requested object(s), they will be ignored"), so a
+    # configured read of a property deleted or mistyped only goes without a value. One it
+    # carries empty is the CRM's explicit clear.
     attributes = {
         attribute: record.text(prop)
         for attribute, prop in mapped.items()

@@ -1,5 +1,6 @@
-"""Calls to Salesforce's REST and Tooling APIs: provision the health fields and the permission set
-that lets the integration user write them, batch-write and read back Account health, create
+"""Calls to Salesforce's REST and Tooling APIs: provision the health fields (the fixed ones and
+those the connection's field plan adds) and the permission sets that let the integration user
+write them and people set the plan's inputs, batch-write and read back Account health, create
 follow-up tasks, list existing records for a backfill.
 
 Every call goes through one `RetryingClient` whose `auth` (`connector.salesforce.auth`) adds
@@ -20,8 +21,10 @@ import httpx
 import structlog
 
 from connector.base import (
+    NO_FIELD_PLAN,
     BackfillPage,
     CRMOwner,
+    FieldPlan,
     FieldValue,
     ProvisionReport,
     RecordUpdate,
@@ -40,14 +43,19 @@ from connector.salesforce.backfill import (
     select,
     soql_literal,
 )
-from connector.salesforce.events import DEFAULT_MAPPING, SalesforceMapping
+from connector.salesforce.events import (
+    DEFAULT_MAPPING,
+    NO_ACCOUNT_READS,
+    AccountReads,
+    SalesforceMapping,
+)
 from connector.salesforce.fields import (
-    FIELDS,
+    BASE_TABLE,
     OBJECT,
     SECTION_LABEL,
     FieldSpec,
-    JSONValue,
-    to_api_fields,
+    FieldTable,
+    field_table,
 )
 
 __all__ = [
@@ -63,6 +71,9 @@ __all__ = [
 # Winter '27, the current release (REST API Developer Guide, "Versions").
 DEFAULT_API_VERSION: Final = "v68.0"
 DEFAULT_PERMISSION_SET: Final = "Customer_Health"
+# The permission set people are given to set the field plan's inputs: `<permission set>_Inputs`.
+INPUTS_PERMISSION_SET_SUFFIX: Final = "_Inputs"
+PERMISSION_SET_NAME_LENGTH: Final = 80
 DEFAULT_RATE_LIMIT: Final = RateLimit(requests_per_second=5, burst=5)
 # sObject Collections take at most 200 records per request.
 BATCH_LIMIT: Final = 200
@@ -189,6 +200,13 @@ class SalesforceConnector:
         self.permission_set_name = permission_set_name
         self._user_id = user_id
         self._closing = closing
+        self._plan = NO_FIELD_PLAN
+        self._table = BASE_TABLE
+        self._account_reads = NO_ACCOUNT_READS
+        # Account fields the integration user can read (the describe's), while a backfill
+        # lists accounts; None until asked, and again once fields may have changed.
+        self._account_fields: frozenset[str] | None = None
+        self._reported_unavailable: set[str] = set()
 
     @classmethod
     def create(
@@ -246,13 +264,89 @@ class SalesforceConnector:
     def _data(self) -> str:
         return f"/services/data/{self.api_version}"
 
+    @property
+    def inputs_permission_set_name(self) -> str:
+        """`Customer_Health_Inputs`: the permission set to give people who set the inputs."""
+        room = PERMISSION_SET_NAME_LENGTH - len(INPUTS_PERMISSION_SET_SUFFIX)
+        return self.permission_set_name[:room].rstrip("_") + INPUTS_PERMISSION_SET_SUFFIX
+
+    # --- the field plan ------------------------------------------------------------------------
+
+    @property
+    def field_plan(self) -> FieldPlan:
+        return self._plan
+
+    def plan_fields(self, plan: FieldPlan) -> None:
+        """Take `plan` from now on (no call to Salesforce). ValueError for a plan Salesforce
+        could not hold: a field name it cannot create, or a read that is no field name."""
+        table = field_table(plan)
+        reads = AccountReads(
+            properties=plan.reads,
+            inputs={spec.neutral: spec.api_name for spec in table.inputs},
+        )
+        self._plan, self._table, self._account_reads = plan, table, reads
+        self._account_fields = None
+
+    @property
+    def account_reads(self) -> AccountReads:
+        """What the plan adds to every Account read or delivered (Outbound Messages carry
+        whichever of these fields the message selects)."""
+        return self._account_reads
+
+    async def _selectable_account_reads(self) -> AccountReads:
+        """The plan's reads the integration user can select: one field the org lacks (not
+        created, or not visible to the user) would fail the whole query, so those are left
+        out, and named once in the log."""
+        reads = self._account_reads
+        if not reads.fields:
+            return reads
+        if self._account_fields is None:
+            self._account_fields = await self._describe_account_fields()
+        selectable = reads.within(self._account_fields)
+        unavailable = [
+            name
+            for name in reads.fields
+            if name not in selectable.fields and name not in self._reported_unavailable
+        ]
+        if unavailable:
+            self._reported_unavailable.update(unavailable)
+            log.warning(
+                "salesforce_account_fields_unavailable",
+                fields=unavailable,
+                reason="not on Account or not readable by the integration user; left out of "
+                "backfill queries until they are",
+            )
+        return selectable
+
+    async def _describe_account_fields(self) -> frozenset[str]:
+        """Account's field names as the sObject Describe lists them: only those the user may
+        read (field-level security), which is what SOQL accepts from it."""
+        where = f"Salesforce {OBJECT} describe"
+        document = json_document(
+            await self._client.request("GET", f"{self._data}/sobjects/{OBJECT}/describe"), where
+        )
+        described = document.get("fields") if isinstance(document, Mapping) else None
+        if not isinstance(described, list):
+            raise PayloadError(f"{where}: the answer has no 'fields' list")
+        return frozenset(
+            item["name"]
+            for item in described
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str)
+        )
+
     # --- backfill ------------------------------------------------------------------------------
 
     async def list_backfill_page(
         self, *, object_type: str, after: str | None, batch_size: int = BATCH_SIZE_MAX
     ) -> BackfillPage:
         """One page of existing records as normalised events; see
-        `connector.salesforce.backfill`."""
+        `connector.salesforce.backfill`. Accounts carry the plan's reads and inputs that the
+        org has (looked up again each time the listing starts over)."""
+        reads = NO_ACCOUNT_READS
+        if object_type == "accounts":
+            if after is None:
+                self._account_fields = None
+            reads = await self._selectable_account_reads()
         return await list_backfill_page(
             self._client,
             object_type=object_type,
@@ -260,6 +354,7 @@ class SalesforceConnector:
             mapping=self.mapping,
             api_version=self.api_version,
             batch_size=batch_size,
+            reads=reads,
         )
 
     # --- write-back ----------------------------------------------------------------------------
@@ -280,7 +375,7 @@ class SalesforceConnector:
                 {
                     "attributes": {"type": OBJECT},
                     "id": update.record_id,
-                    **to_api_fields(update.fields),
+                    **self._table.to_api_fields(update.fields),
                 }
                 for update in updates
             ],
@@ -322,7 +417,7 @@ class SalesforceConnector:
             f"{self._data}/composite/sobjects/{OBJECT}",
             params={
                 "ids": ",".join(ids),
-                "fields": ",".join(["Id", *(spec.api_name for spec in FIELDS)]),
+                "fields": ",".join(["Id", *(spec.api_name for spec in self._table.written)]),
             },
         )
         records = json_document(response, where)
@@ -331,13 +426,14 @@ class SalesforceConnector:
         found: dict[str, dict[str, FieldValue]] = {}
         for record_id, record in zip(ids, records, strict=False):
             if isinstance(record, Mapping) and _same_record(record_id, record.get("Id")):
-                found[record_id] = _health_values(record)
+                found[record_id] = self._table.health_values(record)
         return found
 
     def stored_health(self, fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
         """`fields` as the Account fields hold them (numbers at their scale, the drivers cut
         to the Long Text Area)."""
-        return _health_values(to_api_fields(fields))
+        table = self._table
+        return table.health_values(table.to_api_fields(fields))
 
     async def create_task(self, task: TaskRequest) -> str:
         """Create a Task on the Account (`WhatId`), owned by `owner_id` when given (a User id;
@@ -380,18 +476,36 @@ class SalesforceConnector:
     # --- provisioning --------------------------------------------------------------------------
 
     async def ensure_fields(self) -> ProvisionReport:
-        """Create or update the health fields on Account, then grant read and edit on them
-        through the permission set, assigned to the integration user when `user_id` is known.
+        """Create or update the health fields on Account (the plan's too), then grant read and
+        edit on them through the permission set, assigned to the integration user when
+        `user_id` is known. The plan's inputs are only read by the service, and set by people:
+        the integration user gets read on them, and a second permission set (not assigned:
+        an admin gives it to those who set them) read and edit.
 
         Idempotent: a second run sends no create or update. A create that finds its item
         already there (another provision run won the race) counts as unchanged.
         """
         report = ProvisionReport()
-        await self._ensure_custom_fields(report)
-        permission_set_id = await self._ensure_permission_set(report)
-        await self._ensure_field_permissions(permission_set_id, report)
+        table = self._table
+        await self._ensure_custom_fields(table, report)
+        permission_set_id = await self._ensure_permission_set(
+            self.permission_set_name,
+            description="Customer health (crm-health): read and edit the health fields on "
+            "Account. Assigned to the integration user that writes them.",
+            report=report,
+        )
+        await self._ensure_field_permissions(
+            permission_set_id,
+            [*((spec, True) for spec in table.written), *((spec, False) for spec in table.inputs)],
+            entry="field_permission",
+            report=report,
+        )
         if self._user_id is not None:
             await self._ensure_assignment(permission_set_id, await self._user_id(), report)
+        if table.inputs:
+            await self._ensure_inputs_permission_set(table.inputs, report)
+        # Fields may have been created: the next backfill looks again.
+        self._account_fields = None
         log.info(
             "salesforce_fields_ensured",
             created=len(report.created),
@@ -401,13 +515,16 @@ class SalesforceConnector:
         return report
 
     async def missing_health_fields(self) -> list[str]:
-        """The health fields Account lacks (one Tooling API query, no write)."""
-        existing = await self._existing_custom_fields()
-        return [spec.api_name for spec in FIELDS if spec.developer_name not in existing]
+        """The health fields Account lacks, the plan's included (one Tooling API query, no
+        write)."""
+        provisioned = self._table.provisioned
+        existing = await self._existing_custom_fields(provisioned)
+        return [spec.api_name for spec in provisioned if spec.developer_name not in existing]
 
-    async def _existing_custom_fields(self) -> dict[str, str]:
-        """Our custom fields on Account: their CustomField ids by developer name."""
-        names = ", ".join(soql_literal(spec.developer_name) for spec in FIELDS)
+    async def _existing_custom_fields(self, specs: Sequence[FieldSpec]) -> dict[str, str]:
+        """Those of `specs` Account has as custom fields: their CustomField ids by developer
+        name."""
+        names = ", ".join(soql_literal(spec.developer_name) for spec in specs)
         existing: dict[str, str] = {}
         for record in await self._query(
             select(
@@ -423,9 +540,9 @@ class SalesforceConnector:
                 existing[str(record.get("DeveloperName"))] = _record_id(record, "CustomField")
         return existing
 
-    async def _ensure_custom_fields(self, report: ProvisionReport) -> None:
-        existing = await self._existing_custom_fields()
-        for spec in FIELDS:
+    async def _ensure_custom_fields(self, table: FieldTable, report: ProvisionReport) -> None:
+        existing = await self._existing_custom_fields(table.provisioned)
+        for spec in table.provisioned:
             field_id = existing.get(spec.developer_name)
             if field_id is None:
                 created = await self._create(
@@ -458,48 +575,76 @@ class SalesforceConnector:
         log.info("salesforce_field_updated", field=spec.api_name, changed=changed)
         return True
 
-    async def _ensure_permission_set(self, report: ProvisionReport) -> str:
-        entry = f"permission_set:{self.permission_set_name}"
-        found = await self._permission_set_id()
+    async def _ensure_inputs_permission_set(
+        self, inputs: Sequence[FieldSpec], report: ProvisionReport
+    ) -> None:
+        # Fields created through the Tooling API are visible to no profile: without a grant
+        # nobody could set them. Who sets them is the admin's call, so it is not assigned.
+        name = self.inputs_permission_set_name
+        permission_set_id = await self._ensure_permission_set(
+            name,
+            label=f"{SECTION_LABEL} inputs",
+            description="Customer health (crm-health): read and edit the fields people set on "
+            "Account (the CSM sentiment). Assign it to the people who set them.",
+            report=report,
+        )
+        await self._ensure_field_permissions(
+            permission_set_id,
+            [(spec, True) for spec in inputs],
+            entry=f"field_permission:{name}",
+            report=report,
+        )
+
+    async def _ensure_permission_set(
+        self,
+        name: str,
+        *,
+        description: str,
+        report: ProvisionReport,
+        label: str = SECTION_LABEL,
+    ) -> str:
+        entry = f"permission_set:{name}"
+        found = await self._permission_set_id(name)
         if found is not None:
             report.unchanged.append(entry)
             return found
         created = await self._create(
             f"{self._data}/sobjects/PermissionSet",
-            {
-                "Name": self.permission_set_name,
-                "Label": SECTION_LABEL,
-                "Description": "Customer health (crm-health): read and edit the health fields "
-                "on Account. Assigned to the integration user that writes them.",
-            },
+            {"Name": name, "Label": label, "Description": description},
             what=entry,
         )
         if created is not None:
             report.created.append(entry)
             return created
-        found = await self._permission_set_id()
+        found = await self._permission_set_id(name)
         if found is None:
             raise ConnectorError(
-                f"Salesforce: permission set {self.permission_set_name} was reported to exist "
-                "but cannot be found"
+                f"Salesforce: permission set {name} was reported to exist but cannot be found"
             )
         report.unchanged.append(entry)
         return found
 
-    async def _permission_set_id(self) -> str | None:
+    async def _permission_set_id(self, name: str) -> str | None:
         records = await self._query(
             select(
                 "PermissionSet",
                 ("Id",),
-                f"Name = {soql_literal(self.permission_set_name)}",
+                f"Name = {soql_literal(name)}",
                 "NamespacePrefix = null",
             )
         )
         return _record_id(records[0], "PermissionSet") if records else None
 
     async def _ensure_field_permissions(
-        self, permission_set_id: str, report: ProvisionReport
+        self,
+        permission_set_id: str,
+        grants: Sequence[tuple[FieldSpec, bool]],
+        *,
+        entry: str,
+        report: ProvisionReport,
     ) -> None:
+        """Read on each field of `grants`, and edit where its flag says so; a grant beyond
+        that (edit an admin gave) is left alone."""
         rows = {
             str(record.get("Field")): record
             for record in await self._query(
@@ -511,8 +656,9 @@ class SalesforceConnector:
                 )
             )
         }
-        for spec in FIELDS:
-            entry = f"field_permission:{spec.api_name}"
+        for spec, edit in grants:
+            name = f"{entry}:{spec.api_name}"
+            wanted = {"PermissionsRead": True, **({"PermissionsEdit": True} if edit else {})}
             row = rows.get(spec.full_name)
             if row is None:
                 created = await self._create(
@@ -522,21 +668,19 @@ class SalesforceConnector:
                         "SobjectType": OBJECT,
                         "Field": spec.full_name,
                         "PermissionsRead": True,
-                        "PermissionsEdit": True,
+                        "PermissionsEdit": edit,
                     },
-                    what=entry,
+                    what=name,
                 )
-                (report.created if created is not None else report.unchanged).append(entry)
-            elif row.get("PermissionsRead") is True and row.get("PermissionsEdit") is True:
-                report.unchanged.append(entry)
+                (report.created if created is not None else report.unchanged).append(name)
+            elif all(row.get(key) is True for key in wanted):
+                report.unchanged.append(name)
             else:
                 row_id = _record_id(row, "FieldPermissions")
                 await self._client.request(
-                    "PATCH",
-                    f"{self._data}/sobjects/FieldPermissions/{row_id}",
-                    json={"PermissionsRead": True, "PermissionsEdit": True},
+                    "PATCH", f"{self._data}/sobjects/FieldPermissions/{row_id}", json=wanted
                 )
-                report.updated.append(entry)
+                report.updated.append(name)
 
     async def _ensure_assignment(
         self, permission_set_id: str, user_id: str, report: ProvisionReport
@@ -591,17 +735,6 @@ class SalesforceConnector:
             if following is None:
                 return records
             response = await self._client.request("GET", following)
-
-
-def _health_values(record: Mapping[str, Any]) -> dict[str, FieldValue]:
-    """Account field values by neutral name; an empty text is no value, as Salesforce stores it."""
-    values: dict[str, FieldValue] = {}
-    for spec in FIELDS:
-        value: JSONValue | bool = record.get(spec.api_name)
-        if value == "" or isinstance(value, bool):
-            value = None
-        values[spec.neutral] = value if isinstance(value, str | int | float) else None
-    return values
 
 
 def _text(value: Any) -> str | None:

@@ -22,7 +22,13 @@ from connector.base import BackfillPage
 from connector.errors import CRMRequestRejected, PayloadError
 from connector.http import RetryingClient
 from connector.model import NormalisedEvent
-from connector.salesforce.events import Notification, SalesforceMapping, to_normalised
+from connector.salesforce.events import (
+    NO_ACCOUNT_READS,
+    AccountReads,
+    Notification,
+    SalesforceMapping,
+    to_normalised,
+)
 
 __all__ = [
     "BACKFILL_OBJECTS",
@@ -67,21 +73,29 @@ _NEXT_RECORDS_URL = re.compile(r"/services/data/v\d+\.\d+/(?:tooling/)?query(?:A
 _UTC_DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)\+0000")
 
 
-def soql_for(object_type: str, mapping: SalesforceMapping) -> str:
+def soql_for(
+    object_type: str, mapping: SalesforceMapping, reads: AccountReads = NO_ACCOUNT_READS
+) -> str:
     """The SOQL listing `object_type` (one of `BACKFILL_OBJECTS`) with the fields `mapping`
-    reads, plus the record version; ValueError for another type."""
+    reads (and, for accounts, the field plan's `reads`, which must all exist: one unknown
+    field fails the whole query), plus the record version; ValueError for another type."""
     sobject = SOBJECTS.get(object_type)
     if sobject is None:
         raise ValueError(
             f"cannot backfill {object_type!r}; expected one of {', '.join(BACKFILL_OBJECTS)}"
         )
-    return select(sobject, (*mapping.outbound_fields(sobject), VERSION_FIELD))
+    planned = reads.fields if sobject == "Account" else ()
+    return select(sobject, (*mapping.outbound_fields(sobject), *planned, VERSION_FIELD))
 
 
 def select(sobject: str, fields: Iterable[str], *conditions: str) -> str:
     """`SELECT fields FROM sobject [WHERE c1 AND c2 ...]`; field and object names are the
-    code's own, values in conditions go through `soql_literal`."""
-    words = ["SELECT", ", ".join(dict.fromkeys(fields)), "FROM", sobject]
+    code's own or checked names, values in conditions go through `soql_literal`."""
+    # Salesforce refuses a field selected twice, in any case ("duplicate field selected").
+    distinct: dict[str, str] = {}
+    for name in fields:
+        distinct.setdefault(name.casefold(), name)
+    words = ["SELECT", ", ".join(distinct.values()), "FROM", sobject]
     if conditions:
         words += ["WHERE", " AND ".join(conditions)]
     return " ".join(words)
@@ -181,6 +195,7 @@ async def list_backfill_page(
     mapping: SalesforceMapping,
     api_version: str,
     batch_size: int = BATCH_SIZE_MAX,
+    reads: AccountReads = NO_ACCOUNT_READS,
 ) -> BackfillPage:
     """List one page of `object_type` records (one of `BACKFILL_OBJECTS`) as normalised events.
 
@@ -189,9 +204,10 @@ async def list_backfill_page(
     dedup keys make the repeated records add nothing. Records that mean no event (an activity
     on no account, a to-do) still move the cursor. Raises ValueError for a bad argument,
     PayloadError for an answer that is not what Salesforce documents, and the client's
-    CRMHTTPError family when the call fails.
+    CRMHTTPError family when the call fails. Accounts carry the field plan's `reads` (only
+    fields the org has: see `soql_for`) as attributes.
     """
-    soql = soql_for(object_type, mapping)
+    soql = soql_for(object_type, mapping, reads)
     if not BATCH_SIZE_MIN <= batch_size <= BATCH_SIZE_MAX:
         raise ValueError(f"batch_size must be between {BATCH_SIZE_MIN} and {BATCH_SIZE_MAX}")
     if after is not None and not _NEXT_RECORDS_URL.fullmatch(after):
@@ -214,7 +230,7 @@ async def list_backfill_page(
     records = document.get("records")
     if not isinstance(records, list):
         raise PayloadError(f"{where}: 'records' is missing or not a list")
-    events = _events(records, mapping, where=where)
+    events = _events(records, mapping, reads, where=where)
     following = next_records_url(document, where)
     if following is not None and following == after:
         # Asking again with the same locator would loop for ever.
@@ -238,12 +254,12 @@ async def _first_page(
 
 
 def _events(
-    records: Sequence[Any], mapping: SalesforceMapping, *, where: str
+    records: Sequence[Any], mapping: SalesforceMapping, reads: AccountReads, *, where: str
 ) -> list[tuple[str, NormalisedEvent]]:
     events: list[tuple[str, NormalisedEvent]] = []
     for index, record in enumerate(records):
         notification = notification_from_record(record, where=f"{where}: records[{index}]")
-        produced = to_normalised(notification, mapping)
+        produced = to_normalised(notification, mapping, reads=reads, delivered=False)
         for number, event in enumerate(produced):
             key = notification.dedup_key if number == 0 else f"{notification.dedup_key}:{number}"
             events.append((key, event))

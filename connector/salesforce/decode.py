@@ -1,5 +1,5 @@
 """Salesforce Outbound Message notifications stored in the inbox, as normalised events under the
-connection's current mapping."""
+connection's current mapping and field plan."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
         decoded.dead.update((row.id, "not a Salesforce connection") for row in claimed)
         return decoded
     own_user = await _own_salesforce_user(claimed, connection)
+    connector = connection.connector
+    # The plan lives on the connector; a connection without credentials has none to read.
+    reads = (
+        connector.account_reads
+        if isinstance(connector, SalesforceConnector)
+        else events.NO_ACCOUNT_READS
+    )
     for row in claimed:
         try:
             notification = events.Notification(
@@ -41,7 +48,7 @@ async def decode(claimed: Sequence[StoredRow], connection: DecodeTarget) -> CRMD
                 decoded.events[row.id] = []
                 continue
             decoded.events[row.id] = events.to_normalised(
-                notification, inbound.mapping, received_at=row.received_at
+                notification, inbound.mapping, received_at=row.received_at, reads=reads
             )
         except (PayloadError, KeyError, TypeError, ValueError) as exc:
             decoded.dead[row.id] = f"undecodable payload: {exc}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Final
@@ -25,6 +25,7 @@ from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
 from defusedxml.ElementTree import iterparse  # type: ignore[import-untyped]
 
 from connector import bounds
+from connector.base import SENTIMENT_AUTHOR_ATTRIBUTE, property_attribute
 from connector.errors import PayloadError
 from connector.jsonparse import MAX_DEPTH
 from connector.mapping import (
@@ -398,16 +399,74 @@ class SalesforceMapping(AccountMapping):
 
 DEFAULT_MAPPING: Final = SalesforceMapping()
 
+# Who set the CSM's sentiment on the record: the account attribute beside the sentiment's.
+_USER_ID = re.compile(r"005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountReads:
+    """What a connection's field plan adds to every Account read or delivered: `properties`,
+    the org's own fields custom indicators read (API names as configured, e.g. `NPS__c`),
+    each into the attribute `property_attribute(name)`; `inputs`, the picklists people set,
+    by neutral name (the attribute) -> API name."""
+
+    properties: tuple[str, ...] = ()
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # These names go into SOQL: only field names, never anything a query could read.
+        for name in (*self.properties, *self.inputs.values()):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"{name!r} is not a Salesforce field name")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The Account fields to select for them."""
+        return tuple(dict.fromkeys((*self.properties, *self.inputs.values())))
+
+    def within(self, available: Collection[str]) -> AccountReads:
+        """Only the fields among `available` (names compared as Salesforce does, ignoring
+        case): what a query can select without being refused as a whole."""
+        known = {name.casefold() for name in available}
+        return AccountReads(
+            properties=tuple(name for name in self.properties if name.casefold() in known),
+            inputs={
+                neutral: name for neutral, name in self.inputs.items() if name.casefold() in known
+            },
+        )
+
+
+NO_ACCOUNT_READS: Final = AccountReads()
+
 
 class _Fields:
-    """Typed, checked reads of one notification's fields; errors name the notification."""
+    """Typed, checked reads of one notification's fields; errors name the notification.
+    `reads` are what the field plan adds to an Account's; `delivered` says the notification
+    tells of a change (an Outbound Message), not a record listed by a backfill."""
 
-    def __init__(self, notification: Notification, received_at: datetime | None) -> None:
+    def __init__(
+        self,
+        notification: Notification,
+        received_at: datetime | None,
+        *,
+        reads: AccountReads = NO_ACCOUNT_READS,
+        delivered: bool = True,
+    ) -> None:
         self.notification = notification
         self.received_at = received_at
+        self.reads = reads
+        self.delivered = delivered
 
     def has(self, name: str) -> bool:
         return name in self.notification.fields
+
+    def spelled(self, name: str) -> str | None:
+        """The field `name` as the notification spells it (Salesforce's own case, which a
+        configured name need not match), or None when it does not carry it."""
+        if name in self.notification.fields:
+            return name
+        folded = name.casefold()
+        return next((key for key in self.notification.fields if key.casefold() == folded), None)
 
     def text(self, name: str) -> str | None:
         value = self.notification.fields.get(name)
@@ -478,9 +537,31 @@ def _account_events(record: _Fields, options: SalesforceMapping) -> list[Normali
             continue
         value = record.text(name)
         attributes[attribute] = website_domain(value) if attribute == "domain" else value
+    attributes.update(_planned_attributes(record))
     if not attributes:
         return []
     return [AccountAttributes(account=account, at=record.at(), attributes=attributes)]
+
+
+def _planned_attributes(record: _Fields) -> dict[str, str | None]:
+    """The field plan's reads and inputs the record carries, as text (None when empty), and
+    who set the sentiment when a delivered change carries its rating or reason."""
+    planned = [
+        *((property_attribute(name), name) for name in record.reads.properties),
+        *record.reads.inputs.items(),
+    ]
+    attributes: dict[str, str | None] = {}
+    for attribute, name in planned:
+        spelled = record.spelled(name)
+        if spelled is not None:
+            attributes[attribute] = record.text(spelled)
+    if record.delivered and any(neutral in attributes for neutral in record.reads.inputs):
+        # The change's author is who last modified the record; a listed record's last
+        # modifier may have changed anything else since, so it names no author.
+        author = record.text("LastModifiedById")
+        if author is not None and _USER_ID.fullmatch(author):
+            attributes[SENTIMENT_AUTHOR_ATTRIBUTE] = f"Salesforce user {author}"
+    return attributes
 
 
 def _contact_events(record: _Fields, options: SalesforceMapping) -> list[NormalisedEvent]:
@@ -625,14 +706,19 @@ def to_normalised(
     options: SalesforceMapping = DEFAULT_MAPPING,
     *,
     received_at: datetime | None = None,
+    reads: AccountReads = NO_ACCOUNT_READS,
+    delivered: bool = True,
 ) -> list[NormalisedEvent]:
     """The normalised events one notification means; none for other objects.
 
     Times come from the record (SystemModstamp, LastModifiedDate, or the object's own date
-    fields); `received_at` is the fallback when the message selected none of them.
+    fields); `received_at` is the fallback when the message selected none of them. An
+    Account also carries the field plan's `reads` it holds as attributes; `delivered` is
+    False for a record a backfill listed rather than a change Salesforce sent.
     PayloadError names the notification and field when a value is not what Salesforce sends.
     """
     mapper = _MAPPERS.get(notification.sobject_type)
     if mapper is None:
         return []
-    return mapper(_Fields(notification, received_at), options)
+    record = _Fields(notification, received_at, reads=reads, delivered=delivered)
+    return mapper(record, options)

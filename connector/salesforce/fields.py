@@ -1,5 +1,6 @@
 """The "Customer health" custom fields on Salesforce Accounts: their Tooling API definitions and
-how neutral health values become the JSON Salesforce accepts for them.
+how neutral health values become the JSON Salesforce accepts for them. `FIELDS` are the fixed
+ones; a connection's `FieldTable` adds what its field plan asks for (`field_table`).
 
 A definition is the `Metadata` of a Tooling API `CustomField` (the Metadata API's CustomField
 type in JSON); picklist values are `valueName` there, where the Metadata API says `fullName`.
@@ -7,11 +8,12 @@ type in JSON); picklist values are `valueName` there, where the Metadata API say
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from connector.base import HEALTH_FIELDS, FieldValue
+from connector.base import HEALTH_FIELDS, ConfiguredField, FieldPlan, FieldValue
 from connector.values import finite_number, truncate_lines, updated_at_instant
 from signals.model import Band, SignalSpec
 from signals.registry import SIGNALS
@@ -26,6 +28,14 @@ FieldType = Literal["Number", "Picklist", "LongTextArea", "DateTime"]
 
 # A Long Text Area holds up to 131,072 characters; the drivers are a handful of short lines.
 DRIVERS_LENGTH: Final = 32_768
+
+# Salesforce's limits on a custom field: label 40 characters, API name 40 without `__c`
+# (a letter first, no double or trailing underscore), description 1,000, help text 510.
+LABEL_LENGTH: Final = 40
+DEVELOPER_NAME_LENGTH: Final = 40
+DESCRIPTION_LENGTH: Final = 1_000
+HELP_TEXT_LENGTH: Final = 510
+_DEVELOPER_NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9]|_(?!_))*(?<!_)")
 
 BAND_LABELS: Final[Mapping[str, str]] = {
     Band.HEALTHY.value: "Healthy",
@@ -142,7 +152,9 @@ def _picklist(value_set: Any) -> tuple[bool, tuple[tuple[str, str], ...]] | None
     values = definition.get("value") if isinstance(definition, Mapping) else None
     pairs: list[tuple[str, str]] = []
     for item in values if isinstance(values, list) else []:
-        if not isinstance(item, Mapping):
+        # A value dropped from the definition is deactivated, not deleted (records may still
+        # hold it): it is no longer one of the field's values.
+        if not isinstance(item, Mapping) or item.get("isActive") is False:
             continue
         # Tooling API JSON says valueName; accept the Metadata API's fullName as well.
         name = item.get("valueName", item.get("fullName"))
@@ -164,6 +176,7 @@ def _datetime(value: FieldValue, *, name: str) -> str:
 
 
 def _score(neutral: str, api_name: str, label: str, description: str, help_text: str) -> FieldSpec:
+    """A 0-100 score: the composite, a built-in signal or a custom one."""
     return FieldSpec(
         neutral=neutral,
         api_name=api_name,
@@ -171,19 +184,24 @@ def _score(neutral: str, api_name: str, label: str, description: str, help_text:
         type="Number",
         precision=3,
         scale=0,
-        description=f"Customer health: {description}",
+        description=description,
         help_text=help_text,
     )
 
 
+def api_name_of(neutral: str) -> str:
+    """A health field's Account API name from its neutral name: each word capitalised,
+    `health_mutual_value` -> `Health_Mutual_Value__c`."""
+    return "_".join(word.capitalize() for word in neutral.split("_")) + "__c"
+
+
 def _signal_field(signal: SignalSpec) -> FieldSpec:
-    # health_mutual_value -> Health_Mutual_Value__c
-    words = "_".join(word.capitalize() for word in signal.name.split("_"))
+    neutral = f"health_{signal.name}"
     return _score(
-        f"health_{signal.name}",
-        f"Health_{words}__c",
+        neutral,
+        api_name_of(neutral),
         f"Health: {signal.label_in_sentence}",
-        f"{signal.label_in_sentence} signal, 0 to 100 ({signal.description}).",
+        f"Customer health: {signal.label_in_sentence} signal, 0 to 100 ({signal.description}).",
         f"Customer health signal: {signal.question} 0 to 100.",
     )
 
@@ -193,7 +211,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "health_score",
         "Health_Score__c",
         "Health score",
-        "composite score, 0 (at risk) to 100. Written by crm-health.",
+        "Customer health: composite score, 0 (at risk) to 100. Written by crm-health.",
         "Customer health score from 0 (at risk) to 100; see Health drivers for why.",
     ),
     FieldSpec(
@@ -248,15 +266,123 @@ if tuple(FIELD_BY_NEUTRAL) != HEALTH_FIELDS:  # pragma: no cover - guards an edi
     raise RuntimeError("connector.salesforce.fields.FIELDS must cover HEALTH_FIELDS in order")
 
 
-def to_api_fields(values: Mapping[str, FieldValue]) -> dict[str, JSONValue]:
-    """Neutral health field values as Account field values (`Health_Score__c`: 80, ...).
+@dataclass(frozen=True)
+class FieldTable:
+    """One connection's Account fields: `written`, the fixed health fields and a Number per
+    custom signal of its field plan; `inputs`, the picklists people set on the record, which
+    are provisioned and read but never written."""
 
-    ValueError for a name that is not a health field or a value its field cannot take.
-    """
-    converted: dict[str, JSONValue] = {}
-    for name, value in values.items():
-        spec = FIELD_BY_NEUTRAL.get(name)
-        if spec is None:
-            raise ValueError(f"{name!r} is not a health field; expected one of {HEALTH_FIELDS}")
-        converted[spec.api_name] = spec.to_value(value)
-    return converted
+    written: tuple[FieldSpec, ...]
+    inputs: tuple[FieldSpec, ...] = ()
+    by_neutral: Mapping[str, FieldSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_neutral", {spec.neutral: spec for spec in self.written})
+
+    @property
+    def provisioned(self) -> tuple[FieldSpec, ...]:
+        """Every field `ensure_fields` creates and keeps to its definition."""
+        return (*self.written, *self.inputs)
+
+    def to_api_fields(self, values: Mapping[str, FieldValue]) -> dict[str, JSONValue]:
+        """Neutral health field values as Account field values (`Health_Score__c`: 80, ...).
+
+        ValueError for a name that is not a written field or a value its field cannot take.
+        """
+        converted: dict[str, JSONValue] = {}
+        for name, value in values.items():
+            spec = self.by_neutral.get(name)
+            if spec is None:
+                raise ValueError(
+                    f"{name!r} is not a health field; expected one of {tuple(self.by_neutral)}"
+                )
+            converted[spec.api_name] = spec.to_value(value)
+        return converted
+
+    def health_values(self, record: Mapping[str, Any]) -> dict[str, FieldValue]:
+        """The written fields of an Account record (API names to values) by neutral name; an
+        empty text is no value, as Salesforce stores it."""
+        values: dict[str, FieldValue] = {}
+        for spec in self.written:
+            value: Any = record.get(spec.api_name)
+            if value == "" or isinstance(value, bool):
+                value = None
+            values[spec.neutral] = value if isinstance(value, str | int | float) else None
+        return values
+
+
+BASE_TABLE: Final = FieldTable(written=FIELDS)
+
+
+def to_api_fields(values: Mapping[str, FieldValue]) -> dict[str, JSONValue]:
+    """`FieldTable.to_api_fields` of the fixed health fields."""
+    return BASE_TABLE.to_api_fields(values)
+
+
+def field_table(plan: FieldPlan) -> FieldTable:
+    """The fixed fields plus what `plan` adds: a Number per score (like the built-in signals'),
+    a restricted Picklist per input. ValueError for a field Salesforce could not create (an
+    API name that is not one, or two fields of one name)."""
+    table = FieldTable(
+        written=(*FIELDS, *(_configured_score(item) for item in plan.scores)),
+        inputs=tuple(_configured_picklist(item) for item in plan.inputs),
+    )
+    seen: set[str] = set()
+    for spec in table.provisioned:
+        name = spec.developer_name
+        if len(name) > DEVELOPER_NAME_LENGTH or not _DEVELOPER_NAME.fullmatch(name):
+            raise ValueError(f"{spec.neutral!r} cannot be a Salesforce field name ({name})")
+        # API names are case-insensitive in Salesforce.
+        if name.casefold() in seen:
+            raise ValueError(f"{spec.neutral!r} is planned twice (as {spec.api_name})")
+        seen.add(name.casefold())
+    return table
+
+
+def _configured_score(item: ConfiguredField) -> FieldSpec:
+    return _score(
+        item.neutral,
+        api_name_of(item.neutral),
+        short_label(item.label),
+        item.description[:DESCRIPTION_LENGTH],
+        _help_text(item),
+    )
+
+
+def _configured_picklist(item: ConfiguredField) -> FieldSpec:
+    if not item.options:
+        raise ValueError(f"{item.neutral!r}: a picklist needs options")
+    return FieldSpec(
+        neutral=item.neutral,
+        api_name=api_name_of(item.neutral),
+        label=short_label(item.label),
+        type="Picklist",
+        options=tuple((value, option_label(value)) for value in item.options),
+        description=item.description[:DESCRIPTION_LENGTH],
+        help_text=_help_text(item),
+    )
+
+
+def short_label(label: str) -> str:
+    """`label` within Salesforce's 40 characters: cut at the last whole word that fits, with
+    an ellipsis saying something was left out."""
+    label = " ".join(label.split())
+    if len(label) <= LABEL_LENGTH:
+        return label
+    cut = label[: LABEL_LENGTH - 1]
+    words = cut.rsplit(" ", 1)[0] if " " in cut[LABEL_LENGTH // 2 :] else cut
+    return words.rstrip(" :,;-") + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def option_label(value: str) -> str:
+    """A picklist value's label, capitalised like the band's ("at risk" -> "At risk"): only the
+    first letter, so "CSM left" keeps its capitals."""
+    return value[:1].upper() + value[1:]
+
+
+def _help_text(item: ConfiguredField) -> str:
+    # The help text is where a label cut to 40 characters can still be read whole.
+    text = item.description
+    if short_label(item.label) != item.label:
+        text = f"{item.label}: {text}"
+    return text[:HELP_TEXT_LENGTH]

@@ -13,10 +13,21 @@ import httpx
 import pytest
 import respx
 
+from connector.base import (
+    SENTIMENT_AUTHOR_ATTRIBUTE,
+    SENTIMENT_FIELD,
+    SENTIMENT_REASON_FIELD,
+    ConfiguredField,
+    FieldPlan,
+)
 from connector.errors import PayloadError
 from connector.http import RetryingClient, RetryPolicy
 from connector.hubspot.events import HubSpotEvent
-from connector.hubspot.hydrate import HydrationOptions, hydrate, plan_event
+from connector.hubspot.hydrate import (
+    HydrationOptions,
+    hydrate,
+    plan_event,
+)
 from connector.hubspot.records import CompanyPropertyMap, RenewalDeals
 from connector.model import (
     AccountAttributes,
@@ -33,6 +44,23 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 UPDATED = "2026-11-23T11:00:00.000Z"
 UPDATED_AT = datetime(2026, 11, 23, 11, tzinfo=UTC)
 DEFAULTS = HydrationOptions()
+# A configuration with a custom signal, the sentiment picklists and a custom indicator reading
+# the portal's own `nps_score`.
+PLAN = FieldPlan(
+    scores=(ConfiguredField(neutral="health_renewal_risk", label="Health: Risk", description="d"),),
+    inputs=(
+        ConfiguredField(
+            neutral=SENTIMENT_FIELD, label="CSM sentiment", description="d",
+            options=("red", "amber", "green"),
+        ),
+        ConfiguredField(
+            neutral=SENTIMENT_REASON_FIELD, label="CSM sentiment reason", description="d",
+            options=("champion left", "budget cut"),
+        ),
+    ),
+    reads=("nps_score",),
+)  # fmt: skip
+PLANNED = HydrationOptions(field_plan=PLAN)
 
 
 def _event(subscription_type: str, object_id: int | None = 1234, **fields: Any) -> HubSpotEvent:
@@ -54,6 +82,8 @@ class FakeHubSpot:
 
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     links: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
+    # Properties the portal has no definition of: HubSpot leaves them out of a read's answer.
+    lacking: set[str] = field(default_factory=set)
     reads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     association_reads: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -70,7 +100,11 @@ class FakeHubSpot:
         results = [
             {
                 "id": item["id"],
-                "properties": {name: known[item["id"]].get(name) for name in body["properties"]},
+                "properties": {
+                    name: known[item["id"]].get(name)
+                    for name in body["properties"]
+                    if name not in self.lacking
+                },
                 "createdAt": "2026-11-01T09:00:00.000Z",
                 "updatedAt": UPDATED,
                 "archived": False,
@@ -177,6 +211,87 @@ def test_change_to_our_own_health_property_is_not_activity() -> None:
     assert (plan.events, plan.fetches, plan.contacts_deleted) == ([], [], [])
 
 
+def test_change_to_a_custom_signals_score_property_is_not_activity() -> None:
+    event = _event("company.propertyChange", propertyName="health_renewal_risk", propertyValue="9")
+    plan = plan_event(event, PLANNED)
+    assert plan is not None
+    assert (plan.events, plan.fetches, plan.contacts_deleted) == ([], [], [])
+
+
+def test_change_of_a_configured_read_sets_its_property_attribute() -> None:
+    event = _event(
+        "company.propertyChange",
+        propertyName="nps_score",
+        propertyValue=" 42 ",
+        sourceId="userId:123",
+    )
+    plan = plan_event(event, PLANNED)
+    assert plan is not None
+    assert plan.events == [
+        AccountAttributes(account="1234", at=NOW, attributes={"property:nps_score": "42"})
+    ], "the author goes with an input picklist only"
+
+
+def test_a_configured_read_of_a_mapped_property_sets_both_attributes() -> None:
+    options = HydrationOptions(
+        properties=CompanyPropertyMap(seats="licensed_seats"),
+        field_plan=FieldPlan(reads=("licensed_seats",)),
+    )
+    event = _event("company.propertyChange", propertyName="licensed_seats", propertyValue="40")
+    plan = plan_event(event, options)
+    assert plan is not None
+    [change] = plan.events
+    assert isinstance(change, AccountAttributes)
+    assert change.attributes == {"seats": "40", "property:licensed_seats": "40"}
+
+
+def test_a_sentiment_set_by_a_hubspot_user_carries_its_author() -> None:
+    event = _event(
+        "company.propertyChange",
+        propertyName=SENTIMENT_FIELD,
+        propertyValue="amber",
+        changeSource="CRM_UI",
+        sourceId="userId:123",
+    )
+    plan = plan_event(event, PLANNED)
+    assert plan is not None
+    assert plan.events == [
+        AccountAttributes(
+            account="1234",
+            at=NOW,
+            attributes={SENTIMENT_FIELD: "amber", SENTIMENT_AUTHOR_ATTRIBUTE: "HubSpot user 123"},
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{}, {"sourceId": "987654"}, {"sourceId": "userId:"}, {"sourceId": "userId:12a"}],
+    ids=["no-source", "an-app", "no-user-id", "not-a-user-id"],
+)
+def test_a_sentiment_reason_set_by_no_named_user_has_no_author(source: dict[str, Any]) -> None:
+    event = _event(
+        "company.propertyChange", propertyName=SENTIMENT_REASON_FIELD, propertyValue="", **source
+    )
+    plan = plan_event(event, PLANNED)
+    assert plan is not None
+    assert plan.events == [
+        AccountAttributes(account="1234", at=NOW, attributes={SENTIMENT_REASON_FIELD: None})
+    ]
+
+
+def test_without_a_plan_a_sentiment_change_only_makes_the_account_known() -> None:
+    event = _event(
+        "company.propertyChange",
+        propertyName=SENTIMENT_FIELD,
+        propertyValue="red",
+        sourceId="userId:123",
+    )
+    plan = plan_event(event, DEFAULTS)
+    assert plan is not None
+    assert plan.events == [AccountAttributes(account="1234", at=NOW, attributes={})]
+
+
 def test_company_deletion_deletes_the_account() -> None:
     plan = plan_event(_event("company.deletion"), DEFAULTS)
     assert plan is not None
@@ -266,6 +381,51 @@ async def test_company_creation_reads_the_mapped_properties(hubspot) -> None:
         ],
         "propertiesWithHistory": [],
     }
+
+
+async def test_a_hydrated_company_carries_the_plans_reads_and_inputs(hubspot) -> None:
+    fake, client = hubspot
+    fake.add(
+        "companies", "1234", name="Acme", nps_score="42", health_csm_sentiment="red",
+        health_csm_sentiment_reason="", health_renewal_risk="12",
+    )  # fmt: skip
+    [event] = await _hydrate(client, _event("company.creation"), options=PLANNED)
+    assert isinstance(event, AccountAttributes)
+    assert {name: event.attributes[name] for name in event.attributes if name != "name"} == {
+        "domain": None, "owner": None, "lifecycle": None, "customer_since": None,
+        "created": None, "property:nps_score": "42", SENTIMENT_FIELD: "red",
+        SENTIMENT_REASON_FIELD: None,
+    }  # fmt: skip
+    [(_, body)] = fake.reads
+    asked = body["properties"]
+    assert {"nps_score", SENTIMENT_FIELD, SENTIMENT_REASON_FIELD} <= set(asked)
+    assert "health_renewal_risk" not in asked, "scores are ours: read back only by read_health"
+    assert SENTIMENT_AUTHOR_ATTRIBUTE not in event.attributes
+
+
+async def test_a_configured_property_the_portal_lacks_does_not_break_other_events(
+    hubspot,
+) -> None:
+    fake, client = hubspot
+    fake.lacking = {"nps_score", SENTIMENT_FIELD, SENTIMENT_REASON_FIELD}
+    fake.add("companies", "1234", name="Acme")
+    fake.add("contacts", "77", jobtitle="CEO")
+    fake.link("contacts", "77", "companies", "1234")
+    events = await _hydrate(
+        client,
+        _event("company.creation"),
+        _event("contact.creation", object_id=77, eventId=10),
+        options=PLANNED,
+    )
+    company, contact = events
+    assert isinstance(company, AccountAttributes)
+    assert company.attributes["name"] == "Acme"
+    assert not {"property:nps_score", SENTIMENT_FIELD, SENTIMENT_REASON_FIELD} & set(
+        company.attributes
+    ), "a property the answer leaves out says nothing (no clear of the value held)"
+    assert contact == ContactUpsert(
+        account="1234", at=UPDATED_AT, contact="77", title="CEO", executive=True
+    )
 
 
 async def test_new_contact_at_a_company_is_an_executive_by_title(hubspot) -> None:

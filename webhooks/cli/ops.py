@@ -23,6 +23,7 @@ from webhooks.cli.common import (
 from webhooks.cli.root import cli
 from webhooks.clock import utcnow
 from webhooks.errors import NotConfigured, NotFound
+from webhooks.fieldplans import plan_connections
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.store import configs, inbox
@@ -159,6 +160,7 @@ def doctor(
         runtime = Runtime.build(settings)
         try:
             await runtime.connections.sync_installed(runtime.sessions)
+            await plan_connections(runtime.sessions, runtime.connections)
             return await doctor_checks.run(
                 runtime.connections.all(), runtime.sessions, now=utcnow()
             )
@@ -229,6 +231,7 @@ def reconcile(
         runtime = Runtime.build(settings)
         try:
             await runtime.connections.sync_installed(runtime.sessions)
+            await plan_connections(runtime.sessions, runtime.connections)
             summaries = await reconcile_service.reconcile(
                 sessions=runtime.sessions,
                 connections=runtime.connections,
@@ -238,6 +241,8 @@ def reconcile(
             )
             sent = 0
             if send and any(summary.resent for summary in summaries):
+                # Fields the configuration added are provisioned first (write-backs need them).
+                await runtime.pipeline.provision_fields()
                 for _ in range(SEND_ROUNDS):
                     delivered = await runtime.pipeline.deliver_writebacks()
                     sent += delivered

@@ -26,6 +26,7 @@ from webhooks.cli_errors import (
     unknown_connection,
 )
 from webhooks.errors import NotConfigured
+from webhooks.fieldplans import plan_connections
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.store.migrate import upgrade_to_head
@@ -102,6 +103,7 @@ def provision(database: DatabaseOption = None) -> None:
         runtime = Runtime.build(settings)
         try:
             await runtime.connections.sync_installed(runtime.sessions)
+            await plan_connections(runtime.sessions, runtime.connections)
             writers = runtime.connections.writers()
             if not writers:
                 raise no_crm_credentials()
@@ -138,6 +140,7 @@ def backfill(
         runtime = Runtime.build(settings)
         try:
             await runtime.connections.sync_installed(runtime.sessions)
+            await plan_connections(runtime.sessions, runtime.connections)
             name = connection or settings.connection_name
             target = runtime.connections.get(name)
             if target is None:

@@ -6,6 +6,7 @@ worker's cost grows with the batch, not with the number of statements per event.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import TextClause
 
+from connector.base import PROPERTY_ATTRIBUTE_PREFIX, property_attribute
 from connector.bounds import parse_timestamp
 from connector.model import (
     AccountAttributes,
@@ -47,7 +49,14 @@ from connector.model import (
     Usage,
 )
 from connector.segment import normalised_domain
-from signals.config import NO_READS, FactReads, ProductEventsSource, SurveySource
+from signals.config import (
+    NO_READS,
+    AnySource,
+    CrmPropertySource,
+    FactReads,
+    ProductEventsSource,
+    SurveySource,
+)
 from signals.model import AccountFacts, Rating, Sentiment, feature_key
 from signals.voice import LATEST_DAYS, NO_VOICE, Answer, Voice, survey_value, voice
 from webhooks.store import pruning
@@ -81,7 +90,15 @@ _Read = TypeVar("_Read")
 Precedence = Literal["crm", "latest"]
 
 # Attributes whose past values matter (ARR a year ago); others only keep their latest value.
+# Attributes whose every change is kept (attribute_history), for the value in force at a past
+# moment: these, and the CRM properties custom indicators read (PROPERTY_ATTRIBUTE_PREFIX).
 TRACKED_ATTRIBUTES = frozenset({"arr", "seats"})
+
+
+def _tracked(name: str) -> bool:
+    return name in TRACKED_ATTRIBUTES or name.startswith(PROPERTY_ATTRIBUTE_PREFIX)
+
+
 ESCALATION_PRIORITIES = ("high", "urgent")
 # Attributes also copied to a column of their own, for the accounts API's filters.
 COLUMN_ATTRIBUTES = frozenset({"segment", "owner"})
@@ -248,7 +265,7 @@ class _Batch:
                 self.rows[AttributeChange].extend(
                     {"account_id": account.id, "name": name, "at": at, "value": value}
                     for name, value in attributes.items()
-                    if name in TRACKED_ATTRIBUTES
+                    if _tracked(name)
                 )
             case AccountDeleted(at=at):
                 # A deletion older than the record's latest change arrived late: the change
@@ -587,7 +604,8 @@ async def read_facts(
     past: dict[str, dict[int, str | None]] = {}
     last_used: dict[int, datetime | None] = {}
     if historical:
-        past = {name: await _attribute_at(session, ids, name, as_of) for name in ("arr", "seats")}
+        tracked = ("arr", "seats", *_property_attributes(reads.sources))
+        past = {name: await _attribute_at(session, ids, name, as_of) for name in tracked}
         last_used = await _last_usage_until(
             session,
             [a.id for a in accounts if a.last_usage_at is not None and a.last_usage_at > as_of],
@@ -987,10 +1005,45 @@ def _custom_value(
             return min(1.0, users / active) if active else None
 
 
+def _property_attributes(sources: Sequence[AnySource]) -> list[str]:
+    """The attributes the CRM-property sources among `sources` read, once each."""
+    names = (
+        name
+        for source in sources
+        if isinstance(source, CrmPropertySource)
+        for name in source.field_names
+    )
+    return [property_attribute(name) for name in dict.fromkeys(names)]
+
+
+def _property_value(source: CrmPropertySource, facts: AccountFacts) -> float | None:
+    """A CRM-property source's raw value for one account: the first of its fields the record
+    carries (an account has one CRM), as a number or as days from or to its date; None where
+    the record has no value or one that is not a finite number or a date."""
+    text = next(
+        (
+            value
+            for name in source.field_names
+            if (value := facts.attributes.get(property_attribute(name)))
+        ),
+        None,
+    )
+    if text is None:
+        return None
+    if source.value == "number":
+        number = _float(text)
+        return number if number is not None and math.isfinite(number) else None
+    moment = parse_timestamp(text)
+    if moment is None:
+        return None
+    days = (facts.as_of - moment).total_seconds() / 86_400
+    return days if source.value == "days_since" else max(0.0, -days)
+
+
 async def _custom_values(
     session: AsyncSession,
     snapshots: Mapping[int, AccountFacts],
-    sources: Sequence[ProductEventsSource | SurveySource],
+    sources: Sequence[AnySource],
     as_of: datetime,
     *,
     historical: bool,
@@ -1004,7 +1057,11 @@ async def _custom_values(
     reads: dict[tuple[tuple[str, ...], int], list[ProductEventsSource]] = {}
     surveys: list[SurveySource] = []
     for source in sources:
-        if isinstance(source, SurveySource):
+        if isinstance(source, CrmPropertySource):
+            # Read with the record: the snapshot's attributes (as of then, for a backtest).
+            for account_id, facts in snapshots.items():
+                values[account_id][source.key] = _property_value(source, facts)
+        elif isinstance(source, SurveySource):
             surveys.append(source)
         else:
             reads.setdefault((source.feature_keys, source.days), []).append(source)

@@ -26,6 +26,7 @@ from webhooks.store.db import SessionFactory
 from webhooks.worker.alerts import AlertHandOff
 from webhooks.worker.context import WorkerContext, WorkerStep
 from webhooks.worker.decode import Decoded, decode_batch
+from webhooks.worker.fields import FieldProvisioning
 from webhooks.worker.options import BatchReport, WorkerOptions
 from webhooks.worker.outages import Outages
 from webhooks.worker.recompute import recompute_step, schedule_time_rescore
@@ -137,7 +138,10 @@ class Pipeline(WorkerStep):
         self._alerts = AlertHandOff(self._context, channels=channels)
         self._scorer = Scorer(metrics=self._metrics, alerts=self._alerts)
         self._staging = Staging(self._context, scorer=self._scorer)
-        self._writeback = WriteBack(self._context, outages=self._outages)
+        self._fields = FieldProvisioning(self._context, scorer=self._scorer)
+        self._writeback = WriteBack(
+            self._context, outages=self._outages, fields_ready=self._fields.ready
+        )
         self._unmatched_swept_at: datetime | None = None
         self._partitions_checked_at: datetime | None = None
         self._time_rescore_checked_at: datetime | None = None
@@ -156,6 +160,8 @@ class Pipeline(WorkerStep):
         of due retention, then due write-backs and alert deliveries."""
         # Installs made through another process's OAuth callback join here.
         await self._connections.sync_installed(self._sessions)
+        # Before decoding: records read from the CRM carry the fields the configuration reads.
+        await self.provision_fields()
         await self._ensure_partitions()
         await self._sweep_unmatched()
         report = await self.process_inbox()
@@ -409,6 +415,11 @@ class Pipeline(WorkerStep):
         return await recompute_step(
             sessions=self._sessions, options=self._options, clock=self._clock, scorer=self._scorer
         )
+
+    async def provision_fields(self) -> None:
+        """Put every connector on the configuration's field plan and provision what it adds
+        (webhooks.worker.fields); until then, write-backs to that connection wait."""
+        await self._fields.step()
 
     async def deliver_writebacks(self) -> int:
         """Send the due write-backs to their CRMs (webhooks.worker.writeback)."""

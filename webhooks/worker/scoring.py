@@ -75,8 +75,9 @@ class Scorer:
             await self._alerts.update(session, scored, versions, now, config, cause=cause)
             await accounts.record_health(session, scored=scored, at=now, versions=versions)
             owed = []
+            custom_signals = [signal.name for signal in config.custom_signals]
             for account, health in scored:
-                fields = health_field_values(health, updated_at=now)
+                fields = health_field_values(health, updated_at=now, custom_signals=custom_signals)
                 owed.append(
                     writeback.Owed(
                         account_id=account.id,

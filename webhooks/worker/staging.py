@@ -16,6 +16,7 @@ from connector.registry import CRMS
 from webhooks.alerts.rules import Cause
 from webhooks.inbox_kinds import BACKFILL_SOURCE
 from webhooks.matching import Matched, match_new_domains, match_product_events
+from webhooks.sentiment import record_sentiments
 from webhooks.store import accounts, alerts, facts, inbox, product
 from webhooks.store.db import AsyncSession
 from webhooks.store.models import AccountRow
@@ -230,6 +231,12 @@ class Staging(WorkerStep):
                 session, keys=per_account.keys(), now=now, known=known
             )
             await self._release_confirmed(session, out, locked, known, now)
+            config = await self._scorer.current_config(session)
+            for key, events in per_account.items():
+                # Before the fold, which makes the record's values the ones held.
+                events.extend(
+                    record_sentiments(events, held=locked[key].attributes, config=config.sentiment)
+                )
             await facts.fold(
                 session,
                 events=[
@@ -256,7 +263,6 @@ class Staging(WorkerStep):
                 account_ids=[a.id for a in locked.values() if a.deleted_at is not None],
                 now=now,
             )
-            config = await self._scorer.current_config(session)
             staged = await self._scorer.rescore(
                 session, live, now, config, cause=self._causes(out, locked, now)
             )

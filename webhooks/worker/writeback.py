@@ -5,7 +5,7 @@ found, or to be tried again after a pause or an outage)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,10 +39,33 @@ class _Delivery:
     attempts: int
 
 
+def _updates(connector: CRMConnector, chunk: Sequence[_Delivery]) -> list[RecordUpdate]:
+    """The chunk's rows as the connector writes them. A row staged under an earlier
+    configuration may name a custom signal's field that is gone since: the CRM keeps its last
+    value, and only the fields in force are written."""
+    writable = set(connector.field_plan.written)
+    return [
+        RecordUpdate(
+            record_id=d.record_id,
+            fields={name: value for name, value in d.fields.items() if name in writable},
+        )
+        for d in chunk
+    ]
+
+
 class WriteBack(WorkerStep):
-    def __init__(self, context: WorkerContext, *, outages: Outages) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        *,
+        outages: Outages,
+        fields_ready: Callable[[str], bool] = lambda connection: True,
+    ) -> None:
         super().__init__(context)
         self._outages = outages
+        # Whether a connection's CRM has the fields the configuration added (FieldProvisioning):
+        # until it has, its rows stay unclaimed rather than be refused for a missing field.
+        self._fields_ready = fields_ready
         # Connections whose CRM paused them (a used-up daily allowance), until when. Per worker
         # is enough: the deferred rows' available_at is what makes the pause durable.
         self._paused_until: dict[str, datetime] = {}
@@ -56,7 +79,7 @@ class WriteBack(WorkerStep):
         writers = {
             name: connector
             for name, connector in self._connections.writers().items()
-            if self._paused_until.get(name, now) <= now
+            if self._paused_until.get(name, now) <= now and self._fields_ready(name)
         }
         if not writers:
             return 0
@@ -154,7 +177,7 @@ class WriteBack(WorkerStep):
     ) -> tuple[datetime, str] | None:
         """Deliver one chunk; returns (until, why) when the CRM paused the connection, or could
         not be reached, so the connection's other rows wait until then."""
-        updates = [RecordUpdate(record_id=d.record_id, fields=d.fields) for d in chunk]
+        updates = _updates(connector, chunk)
         written: set[str] = set()
         failed: dict[str, str] = {}
         rejected: dict[str, str] = {}

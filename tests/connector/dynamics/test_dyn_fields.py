@@ -22,7 +22,14 @@ import httpx
 import pytest
 import respx
 
-from connector.base import HEALTH_FIELDS
+from connector.base import (
+    HEALTH_FIELDS,
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    SENTIMENT_REASON_FIELD,
+    ConfiguredField,
+    FieldPlan,
+)
 from connector.dynamics.api import DynamicsConnector
 from connector.dynamics.fields import (
     COLUMNS,
@@ -479,3 +486,200 @@ async def test_missing_health_fields_reads_without_writing(connector, environmen
     environment.calls.clear()
     assert await connector.missing_health_fields() == []
     assert environment.writes() == []
+
+
+# --- a field plan's columns --------------------------------------------------------------------
+
+NPS_SCORE = ConfiguredField(
+    neutral="health_nps_trend",
+    label="Health: NPS trend",
+    description="Customer health: NPS trend signal, 0 to 100. Written by crm-health.",
+)
+SENTIMENT = ConfiguredField(
+    neutral=SENTIMENT_FIELD,
+    label="CSM sentiment",
+    description="The CSM's view of the account: red, amber or green.",
+    options=SENTIMENT_RATINGS,
+)
+
+
+def reasons_field(*reasons: str) -> ConfiguredField:
+    return ConfiguredField(
+        neutral=SENTIMENT_REASON_FIELD,
+        label="CSM sentiment reason",
+        description="Why the CSM sees the account so.",
+        options=reasons,
+    )
+
+
+PLAN = FieldPlan(
+    scores=(NPS_SCORE,),
+    inputs=(SENTIMENT, reasons_field("budget cut", "champion left", "other")),
+)
+PLANNED_COLUMNS = [
+    "cr123_healthnpstrend",
+    "cr123_healthcsmsentiment",
+    "cr123_healthcsmsentimentreason",
+]
+
+
+def choices(environment: FakeEnvironment, column: str) -> dict[int, str]:
+    options = environment.attributes[column]["OptionSet"]["Options"]
+    return {option["Value"]: option["Label"]["LocalizedLabels"][0]["Label"] for option in options}
+
+
+def test_a_custom_signal_is_a_whole_number_column_named_like_the_signals(fields) -> None:
+    planned = fields.planned(FieldPlan(scores=(NPS_SCORE,)))
+    column = planned.by_neutral["health_nps_trend"]
+    assert (column.logical_name, column.schema_name) == (
+        "cr123_healthnpstrend",
+        "cr123_HealthNpsTrend",
+    )
+    definition = column.definition()
+    assert definition["@odata.type"] == "Microsoft.Dynamics.CRM.IntegerAttributeMetadata"
+    assert (definition["MinValue"], definition["MaxValue"]) == (0, 100)
+    assert definition["DisplayName"]["LocalizedLabels"][0]["Label"] == "Health: NPS trend"
+    assert definition["Description"]["LocalizedLabels"][0]["Label"] == NPS_SCORE.description
+    assert planned.logical_names["health_nps_trend"] == "cr123_healthnpstrend"
+    assert planned.to_web_api({"health_nps_trend": 61.6}) == {"cr123_healthnpstrend": 62}
+
+
+def test_an_input_is_a_choice_with_values_of_the_option_value_prefix(fields) -> None:
+    planned = fields.planned(PLAN)
+    column = planned.by_neutral[SENTIMENT_FIELD]
+    definition = column.definition()
+    assert definition["@odata.type"] == "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+    assert definition["SchemaName"] == "cr123_HealthCsmSentiment"
+    options = [
+        (option["Value"], option["Label"]["LocalizedLabels"][0]["Label"])
+        for option in definition["OptionSet"]["Options"]
+    ]
+    assert [text for _, text in options] == ["red", "amber", "green"]
+    assert all(727000001 <= value <= 727009999 for value, _ in options)
+    assert len({value for value, _ in options}) == 3
+    # Inputs are read, never written; the written fields stay the fixed ones and the scores.
+    assert SENTIMENT_FIELD not in planned.logical_names
+    with pytest.raises(ValueError, match="not a health field"):
+        planned.to_web_api({SENTIMENT_FIELD: "red"})
+
+
+def test_a_choice_keeps_its_value_by_its_label_when_the_list_changes(fields) -> None:
+    before = fields.planned(
+        FieldPlan(inputs=(reasons_field("budget cut", "champion left", "other"),))
+    )
+    # Another process (a restart) with a reason added in the middle and one removed.
+    after = DynamicsFields(prefix="cr123", option_value_prefix=72700).planned(
+        FieldPlan(inputs=(reasons_field("other", "reorganisation", "budget cut"),))
+    )
+    old = {text: value for value, _, text in before.by_neutral[SENTIMENT_REASON_FIELD].options}
+    new = {text: value for value, _, text in after.by_neutral[SENTIMENT_REASON_FIELD].options}
+    assert new["budget cut"] == old["budget cut"]
+    assert new["other"] == old["other"]
+    assert new["reorganisation"] not in old.values()
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        # health_mutual_value is a fixed column already; health_ab and health_a_b share a name.
+        FieldPlan(
+            scores=(ConfiguredField(neutral="health_mutual_value", label="x", description="x"),)
+        ),
+        FieldPlan(
+            scores=(
+                ConfiguredField(neutral="health_ab", label="x", description="x"),
+                ConfiguredField(neutral="health_a_b", label="x", description="x"),
+            )
+        ),
+        FieldPlan(inputs=(reasons_field("Other", "other"),)),
+    ],
+)
+def test_a_plan_whose_columns_or_choices_would_collide_is_refused(fields, plan) -> None:
+    with pytest.raises(ValueError, match=r"share an account column|repeat a label"):
+        fields.planned(plan)
+
+
+async def test_provisioning_creates_the_plans_columns(connector, environment) -> None:
+    connector.plan_fields(PLAN)
+    assert environment.calls == []  # planning asks Dataverse nothing
+    report = await connector.ensure_fields()
+    assert report.created == [*LOGICAL_NAMES.values(), *PLANNED_COLUMNS]
+    score = environment.attributes["cr123_healthnpstrend"]
+    assert (score["AttributeType"], score["MinValue"], score["MaxValue"]) == ("Integer", 0, 100)
+    assert score["DisplayName"]["LocalizedLabels"][0]["Label"] == "Health: NPS trend"
+    assert environment.attributes["cr123_healthcsmsentiment"]["AttributeType"] == "Picklist"
+    assert sorted(choices(environment, "cr123_healthcsmsentimentreason").values()) == [
+        "budget cut",
+        "champion left",
+        "other",
+    ]
+    environment.calls.clear()
+    again = await connector.ensure_fields()
+    assert environment.writes() == []
+    assert again.unchanged == [*LOGICAL_NAMES.values(), *PLANNED_COLUMNS, "publish:account"]
+
+
+async def test_edited_reasons_are_inserted_and_relabelled_keeping_their_values(
+    connector, environment
+) -> None:
+    connector.plan_fields(PLAN)
+    await connector.ensure_fields()
+    column = "cr123_healthcsmsentimentreason"
+    before = {text: value for value, text in choices(environment, column).items()}
+    edited = reasons_field("Budget cut", "champion left", "reorganisation", "other")
+    connector.plan_fields(FieldPlan(scores=(NPS_SCORE,), inputs=(SENTIMENT, edited)))
+    environment.calls.clear()
+    report = await connector.ensure_fields()
+    assert report.updated == [column, "publish:account"]
+    actions = [
+        (path.rsplit("/", 1)[1], body)
+        for method, path, body, _ in environment.calls
+        if method == "POST" and "OptionValue" in path
+    ]
+    assert [
+        (action, body["Value"], body["Label"]["LocalizedLabels"][0]["Label"])
+        for action, body in actions
+    ] == [
+        ("UpdateOptionValue", before["budget cut"], "Budget cut"),
+        ("InsertOptionValue", actions[1][1]["Value"], "reorganisation"),
+    ]
+    assert actions[0][1]["MergeLabels"] is True
+    assert actions[1][1]["Value"] not in before.values()
+    assert actions[1][1]["SolutionUniqueName"] == "CustomerHealth"
+    after = choices(environment, column)
+    assert after[before["champion left"]] == "champion left"
+    assert after[before["other"]] == "other"
+
+
+async def test_a_choice_the_environment_holds_under_another_value_keeps_that_value(
+    connector, environment
+) -> None:
+    # The rating column was made by hand: "Red" already has a value of its own, and the value
+    # crm-health would give "amber" is taken by a choice of someone else's.
+    connector.plan_fields(FieldPlan(inputs=(SENTIMENT,)))
+    ours = {text: value for value, _, text in connector.fields.by_neutral[SENTIMENT_FIELD].options}
+    definition = connector.fields.by_neutral[SENTIMENT_FIELD].definition()
+    definition["OptionSet"]["Options"] = [
+        {"Value": 727000000, "Label": {"LocalizedLabels": [{"Label": "Red"}]}},
+        {"Value": ours["amber"], "Label": {"LocalizedLabels": [{"Label": "Blue"}]}},
+    ]
+    environment.add(definition)
+    await connector.ensure_fields()
+    held = choices(environment, "cr123_healthcsmsentiment")
+    assert held[727000000] == "red"  # relabelled in place, not added again
+    assert held[ours["amber"]] == "Blue"  # someone else's choice is left alone
+    amber = next(value for value, text in held.items() if text == "amber")
+    assert amber != ours["amber"]
+    # Read by the values as they are held.
+    options = connector.fields.by_neutral[SENTIMENT_FIELD].options
+    assert {text: value for value, _, text in options} == {
+        "red": 727000000,
+        "amber": amber,
+        "green": ours["green"],
+    }
+
+
+async def test_missing_health_fields_names_the_plans_columns(connector, environment) -> None:
+    await connector.ensure_fields()
+    connector.plan_fields(PLAN)
+    assert await connector.missing_health_fields() == PLANNED_COLUMNS

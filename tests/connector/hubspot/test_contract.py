@@ -19,7 +19,14 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from connector.base import RecordUpdate, TaskRequest
+from connector.base import (
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    ConfiguredField,
+    FieldPlan,
+    RecordUpdate,
+    TaskRequest,
+)
 from connector.http import RetryingClient
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.fields import PROPERTIES, PROPERTY_BY_FIELD
@@ -235,6 +242,31 @@ async def test_provisioning_keeps_the_properties_contract(
         "health_band",
     ]
     assert recorder.calls("POST", "/properties/companies/groups")
+
+
+async def test_provisioning_a_field_plan_keeps_the_properties_contract(
+    state: SandboxState, recorder: Recorder, connector: HubSpotConnector
+) -> None:
+    score = ConfiguredField(neutral="health_renewal_risk", label="Health: Risk", description="r")
+    sentiment = ConfiguredField(
+        neutral=SENTIMENT_FIELD, label="CSM sentiment", description="s", options=SENTIMENT_RATINGS
+    )
+    connector.plan_fields(FieldPlan(scores=(score,), inputs=(sentiment,), reads=("nps_score",)))
+    await connector.ensure_fields()
+    company = state.add_company({"name": "Acme"})
+    await connector.write_health(
+        [RecordUpdate(record_id=company, fields={"health_renewal_risk": 12})]
+    )
+    await connector.read_health([company])
+    await connector.list_backfill_page(object_type="companies", after=None)
+
+    recorder.assert_contract_kept()
+    created = {
+        json.loads(e.request_body)["name"]
+        for e in recorder.calls("POST", "/crm/v3/properties/companies")
+        if not e.path.endswith("/groups")
+    }
+    assert {"health_renewal_risk", SENTIMENT_FIELD} <= created
 
 
 async def test_writing_health_keeps_the_objects_contract(

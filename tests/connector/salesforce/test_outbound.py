@@ -6,13 +6,25 @@ from __future__ import annotations
 import builtins
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from defusedxml import DTDForbidden  # type: ignore[import-untyped]
 
+from connector.base import (
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    SENTIMENT_REASON_FIELD,
+    ConfiguredField,
+    CRMConnector,
+    FieldPlan,
+)
+from connector.crm import CRMInbound
 from connector.errors import PayloadError
+from connector.http import RetryPolicy
 from connector.model import (
     AccountAttributes,
     AccountDeleted,
@@ -21,9 +33,13 @@ from connector.model import (
     Outcome,
     Ticket,
 )
+from connector.salesforce.api import SalesforceConnector
+from connector.salesforce.connection import SalesforceInbound
+from connector.salesforce.decode import decode
 from connector.salesforce.events import (
     ACK_ENVELOPE,
     MAX_NOTIFICATIONS_PER_MESSAGE,
+    AccountReads,
     Notification,
     SalesforceMapping,
     ack_response,
@@ -423,6 +439,223 @@ def test_account_custom_fields_map_when_configured() -> None:
             },
         )
     ]
+
+
+# --- Account: what the field plan adds ---------------------------------------------------------
+
+AUTHOR = "0055e000001CsmAAAK"
+PLAN = FieldPlan(
+    inputs=(
+        ConfiguredField(
+            neutral=SENTIMENT_FIELD,
+            label="CSM sentiment",
+            description="The CSM's judgement.",
+            options=SENTIMENT_RATINGS,
+        ),
+        ConfiguredField(
+            neutral=SENTIMENT_REASON_FIELD,
+            label="CSM sentiment reason",
+            description="Why.",
+            options=("champion left", "budget cut"),
+        ),
+    ),
+    reads=("nps__c", "Renewal_Risk__c"),
+)
+READS = AccountReads(
+    properties=PLAN.reads,
+    inputs={
+        SENTIMENT_FIELD: "Health_Csm_Sentiment__c",
+        SENTIMENT_REASON_FIELD: "Health_Csm_Sentiment_Reason__c",
+    },
+)
+
+
+def test_a_delivered_account_carries_reads_inputs_and_who_set_the_sentiment() -> None:
+    notification = _one(
+        "Account",
+        Id=ACCOUNT,
+        Name="Acme",
+        # Salesforce spells the field its own way; the configured name is what the
+        # attribute is called.
+        NPS__c="42.0",
+        Renewal_Risk__c=None,
+        Health_Csm_Sentiment__c="amber",
+        Health_Csm_Sentiment_Reason__c="champion left",
+        LastModifiedById=AUTHOR,
+        SystemModstamp=MODSTAMP,
+    )
+
+    events = to_normalised(notification, received_at=RECEIVED, reads=READS)
+
+    assert events == [
+        AccountAttributes(
+            account=ACCOUNT,
+            at=AT,
+            attributes={
+                "name": "Acme",
+                "property:nps__c": "42.0",
+                "property:Renewal_Risk__c": None,
+                "health_csm_sentiment": "amber",
+                "health_csm_sentiment_reason": "champion left",
+                "health_csm_sentiment_author": f"Salesforce user {AUTHOR}",
+            },
+        )
+    ]
+
+
+def test_a_cleared_sentiment_is_none_with_its_author() -> None:
+    events = _planned(Health_Csm_Sentiment__c=None, LastModifiedById=AUTHOR)
+
+    assert events[0].attributes == {
+        "health_csm_sentiment": None,
+        "health_csm_sentiment_author": f"Salesforce user {AUTHOR}",
+    }
+
+
+def test_a_reason_alone_carries_its_author_too() -> None:
+    # A changed reason changes the sentiment (webhooks.sentiment), so it names the author.
+    events = _planned(Health_Csm_Sentiment_Reason__c="budget cut", LastModifiedById=AUTHOR)
+
+    assert events[0].attributes == {
+        "health_csm_sentiment_reason": "budget cut",
+        "health_csm_sentiment_author": f"Salesforce user {AUTHOR}",
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # The message carries no sentiment field: its last modifier changed something else.
+        {"NPS__c": "9", "LastModifiedById": AUTHOR},
+        # Nobody named, or something that is no user id.
+        {"Health_Csm_Sentiment__c": "red"},
+        {"Health_Csm_Sentiment__c": "red", "LastModifiedById": "ana@acme.example"},
+    ],
+)
+def test_the_author_is_left_out_where_the_delivery_does_not_tell(fields) -> None:
+    (event,) = _planned(**fields)
+
+    assert "health_csm_sentiment_author" not in event.attributes
+
+
+def test_a_listed_account_names_no_author() -> None:
+    notification = _one(
+        "Account",
+        Id=ACCOUNT,
+        Health_Csm_Sentiment__c="green",
+        LastModifiedById=AUTHOR,
+        SystemModstamp=MODSTAMP,
+    )
+
+    (event,) = to_normalised(notification, reads=READS, delivered=False)
+
+    assert isinstance(event, AccountAttributes)
+    assert event.attributes == {"health_csm_sentiment": "green"}
+
+
+def test_without_a_plan_the_same_fields_say_nothing() -> None:
+    events = _events(
+        "Account",
+        Id=ACCOUNT,
+        NPS__c="42",
+        Health_Csm_Sentiment__c="red",
+        LastModifiedById=AUTHOR,
+        SystemModstamp=MODSTAMP,
+    )
+
+    assert events == []
+
+
+def _planned(**values: str | None) -> list[Any]:
+    notification = _one("Account", Id=ACCOUNT, SystemModstamp=MODSTAMP, **values)
+    return to_normalised(notification, received_at=RECEIVED, reads=READS)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A claimed inbox row as connector.salesforce.intake stored the notification."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    received_at: datetime = RECEIVED
+    body: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    connector: CRMConnector | None
+    crm_settings: CRMInbound | None
+
+
+def _row(row_id: int, notification: Notification) -> Row:
+    return Row(
+        id=row_id,
+        kind=notification.sobject_type,
+        payload={
+            "id": notification.id,
+            "sobject_type": notification.sobject_type,
+            "fields": notification.fields,
+            "action_id": "04k5e000000CaRkAAK",
+        },
+    )
+
+
+async def test_claimed_notifications_decode_under_the_connectors_plan() -> None:
+    connector = SalesforceConnector.create(
+        connection="acme-sf",
+        auth=httpx.Auth(),
+        login_url="https://acme.my.salesforce.com",
+        policy=RetryPolicy(max_attempts=1),
+        rate_limit=None,
+    )
+    connector.plan_fields(PLAN)
+    inbound = SalesforceInbound(
+        organization_id=ORG, shared_secret="s3cret", mapping=SalesforceMapping()
+    )
+    (with_plan,) = parse_outbound_message(
+        _message(
+            (
+                "Account",
+                _fields(
+                    Id=ACCOUNT,
+                    NPS__c="7",
+                    Health_Csm_Sentiment__c="red",
+                    LastModifiedById=AUTHOR,
+                    SystemModstamp=MODSTAMP,
+                ),
+            )
+        )
+    ).notifications
+    # A message selecting none of the plan's fields (the org lacks Renewal_Risk__c, say):
+    # decoded as before.
+    (without,) = parse_outbound_message(
+        _message(("Account", _fields(Id=ACCOUNT, Name="Acme", SystemModstamp=MODSTAMP)))
+    ).notifications
+    try:
+        decoded = await decode(
+            [_row(1, with_plan), _row(2, without)],
+            Target(name="acme-sf", connector=connector, crm_settings=inbound),
+        )
+    finally:
+        await connector.aclose()
+
+    assert decoded.dead == {}
+    assert decoded.events == {
+        1: [
+            AccountAttributes(
+                account=ACCOUNT,
+                at=AT,
+                attributes={
+                    "property:nps__c": "7",
+                    "health_csm_sentiment": "red",
+                    "health_csm_sentiment_author": f"Salesforce user {AUTHOR}",
+                },
+            )
+        ],
+        2: [AccountAttributes(account=ACCOUNT, at=AT, attributes={"name": "Acme"})],
+    }
 
 
 def test_deleted_account_is_an_account_deleted_event() -> None:

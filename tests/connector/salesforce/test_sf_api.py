@@ -17,7 +17,16 @@ import httpx
 import pytest
 import respx
 
-from connector.base import CRMOwner, RecordUpdate, TaskRequest
+from connector.base import (
+    HEALTH_FIELDS,
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    ConfiguredField,
+    CRMOwner,
+    FieldPlan,
+    RecordUpdate,
+    TaskRequest,
+)
 from connector.errors import CRMAuthError, CRMRequestRejected, PayloadError
 from connector.http import RetryPolicy
 from connector.salesforce.api import (
@@ -537,6 +546,75 @@ def test_stored_health_rounds_to_the_field_scale_and_keeps_neutral_names(connect
     assert stored["health_score"] == 72
     assert stored["health_trend_30d"] == 3.2
     assert stored["health_band"] == "healthy"
+
+
+# --- the field plan's scores -------------------------------------------------------------
+
+PLAN = FieldPlan(
+    scores=(
+        ConfiguredField(
+            neutral="health_adoption",
+            label="Health: Adoption",
+            description="Adoption: a custom signal, 0 (at risk) to 100.",
+        ),
+    ),
+    inputs=(
+        ConfiguredField(
+            neutral=SENTIMENT_FIELD,
+            label="CSM sentiment",
+            description="The CSM's judgement.",
+            options=SENTIMENT_RATINGS,
+        ),
+    ),
+    reads=("NPS__c",),
+)
+
+
+@respx.mock
+async def test_a_custom_signals_score_is_written_and_read_back(connector) -> None:
+    connector.plan_fields(PLAN)
+    one = account_id(1)
+    write = respx.patch(COLLECTIONS).respond(200, json=[ok(one)])
+    result = await connector.write_health(
+        [RecordUpdate(record_id=one, fields={"health_score": 61, "health_adoption": 47.6})]
+    )
+    assert result.written == {one}
+    (record,) = json.loads(write.calls.last.request.content)["records"]
+    assert record == {
+        "attributes": {"type": "Account"},
+        "id": one,
+        "Health_Score__c": 61,
+        "Health_Adoption__c": 48,
+    }
+
+    read = respx.get(ACCOUNTS).respond(
+        200, json=[account_record(one, Health_Score__c=61.0, Health_Adoption__c=48.0)]
+    )
+    values = (await connector.read_health([one]))[one]
+    fields = read.calls.last.request.url.params["fields"].split(",")
+    # The score is read like the built-in signals; what people set is no health field.
+    assert fields[-1] == "Health_Adoption__c"
+    assert "Health_Csm_Sentiment__c" not in fields
+    assert (values["health_score"], values["health_adoption"]) == (61.0, 48.0)
+    assert set(values) == {*HEALTH_FIELDS, "health_adoption"}
+    assert connector.stored_health({"health_adoption": 47.6})["health_adoption"] == 48
+
+
+@pytest.mark.parametrize("name", ["health_csm_sentiment", "health_engagement"])
+async def test_inputs_and_unplanned_fields_are_never_written(connector, name) -> None:
+    connector.plan_fields(PLAN)
+    with respx.mock(assert_all_called=False) as router:
+        route = router.patch(COLLECTIONS)
+        with pytest.raises(ValueError, match=name):
+            await connector.write_health([RecordUpdate(record_id=account_id(1), fields={name: 1})])
+        assert not route.called
+    with pytest.raises(ValueError, match=name):
+        connector.stored_health({name: 1})
+
+
+async def test_without_a_plan_a_custom_score_is_unknown(connector) -> None:
+    with pytest.raises(ValueError, match="health_adoption"):
+        connector.stored_health({"health_adoption": 50})
 
 
 # --- owners --------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import respx
+from structlog.testing import capture_logs
 
+from connector.base import (
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    SENTIMENT_REASON_FIELD,
+    ConfiguredField,
+    FieldPlan,
+)
 from connector.errors import PayloadError
 from connector.http import RetryPolicy
 from connector.model import AccountAttributes, ContactUpsert, Interaction, Ticket
@@ -25,7 +33,12 @@ from connector.salesforce.backfill import (
     notification_from_record,
     soql_for,
 )
-from connector.salesforce.events import Notification, SalesforceMapping, to_normalised
+from connector.salesforce.events import (
+    AccountReads,
+    Notification,
+    SalesforceMapping,
+    to_normalised,
+)
 
 LOGIN = "https://login.salesforce.com"
 INSTANCE = "https://example.my.salesforce.com"
@@ -325,3 +338,131 @@ async def test_a_record_without_its_version_is_a_payload_error(connector) -> Non
 async def test_bad_arguments_are_refused_before_calling(connector, object_type, after) -> None:
     with pytest.raises(ValueError, match=r"backfill|nextRecordsUrl"):
         await connector.list_backfill_page(object_type=object_type, after=after)
+
+
+# --- the field plan ----------------------------------------------------------------------------
+
+DESCRIBE = f"{INSTANCE}/services/data/{VERSION}/sobjects/Account/describe"
+PLAN = FieldPlan(
+    inputs=(
+        ConfiguredField(
+            neutral=SENTIMENT_FIELD,
+            label="CSM sentiment",
+            description="The CSM's judgement.",
+            options=SENTIMENT_RATINGS,
+        ),
+        ConfiguredField(
+            neutral=SENTIMENT_REASON_FIELD,
+            label="CSM sentiment reason",
+            description="Why.",
+            options=("champion left", "budget cut"),
+        ),
+    ),
+    reads=("nps__c", "Renewal_Risk__c"),
+)
+# What the org has: no Renewal_Risk__c at all, and the reason's field not readable by the
+# integration user (not provisioned yet, or its field-level security), so the describe (as
+# "Get Field and Other Metadata for an Object" prints it, one entry per readable field)
+# leaves both out.
+DESCRIBED = {
+    "name": "Account",
+    "fields": [
+        {"name": name, "type": kind, "label": name}
+        for name, kind in (
+            ("Id", "id"),
+            ("IsDeleted", "boolean"),
+            ("Name", "string"),
+            ("Website", "url"),
+            ("OwnerId", "reference"),
+            ("Type", "picklist"),
+            ("CreatedDate", "datetime"),
+            ("LastModifiedById", "reference"),
+            ("SystemModstamp", "datetime"),
+            ("Seats__c", "double"),
+            ("NPS__c", "double"),
+            ("Health_Csm_Sentiment__c", "picklist"),
+        )
+    ],
+    "custom": False,
+    "keyPrefix": "001",
+}
+UNKNOWN = ("Renewal_Risk__c", "Health_Csm_Sentiment_Reason__c")
+
+
+def org_query(request: httpx.Request) -> httpx.Response:
+    """A query as Salesforce answers it: a field the org lacks fails the whole query."""
+    soql = request.url.params["q"]
+    for name in UNKNOWN:
+        if name.casefold() in soql.casefold():
+            return httpx.Response(
+                400,
+                json=[
+                    {
+                        "message": f"No such column '{name}' on entity 'Account'. If you are "
+                        "attempting to use a custom field, be sure to append the '__c' after "
+                        "the custom field name.",
+                        "errorCode": "INVALID_FIELD",
+                    }
+                ],
+            )
+    record = {
+        **ACCOUNT_1,
+        "NPS__c": 42.0,
+        "Health_Csm_Sentiment__c": "red",
+    }
+    return httpx.Response(
+        200,
+        json={"totalSize": 2, "done": False, "nextRecordsUrl": LOCATOR, "records": [record]},
+    )
+
+
+@respx.mock
+async def test_listed_accounts_carry_the_plans_reads_and_inputs_the_org_has(connector) -> None:
+    connector.plan_fields(PLAN)
+    describe = respx.get(DESCRIBE).respond(200, json=DESCRIBED)
+    query = respx.get(QUERY).mock(side_effect=org_query)
+    respx.get(f"{INSTANCE}{LOCATOR}").respond(
+        200, json={"totalSize": 2, "done": True, "records": []}
+    )
+
+    with capture_logs() as logs:
+        page = await connector.list_backfill_page(object_type="accounts", after=None)
+        await connector.list_backfill_page(object_type="accounts", after=LOCATOR)
+        await connector.list_backfill_page(object_type="accounts", after=None)
+
+    soql = query.calls[0].request.url.params["q"]
+    assert soql.endswith(", CreatedDate, nps__c, Health_Csm_Sentiment__c FROM Account")
+    ((_, event),) = page.events
+    assert isinstance(event, AccountAttributes)
+    # A listed record names no author: its last modifier may have changed anything else.
+    assert event.attributes == {
+        "name": "Test 1",
+        "domain": "test1.example",
+        "seats": "120",
+        "owner": "005D0000001OwnrIAC",
+        "property:nps__c": "42.0",
+        "health_csm_sentiment": "red",
+    }
+    # Looked up when a listing starts, not per page; named in the log once.
+    assert describe.call_count == 2
+    unavailable = [log for log in logs if log["event"] == "salesforce_account_fields_unavailable"]
+    assert [log["fields"] for log in unavailable] == [list(UNKNOWN)]
+
+
+@respx.mock
+async def test_other_objects_and_an_empty_plan_need_no_describe(connector) -> None:
+    describe = respx.get(DESCRIBE).respond(200, json=DESCRIBED)
+    respx.get(QUERY).respond(200, json={"totalSize": 0, "done": True, "records": []})
+    await connector.list_backfill_page(object_type="accounts", after=None)
+    connector.plan_fields(PLAN)
+    await connector.list_backfill_page(object_type="contacts", after=None)
+    assert describe.call_count == 0
+
+
+def test_a_field_is_selected_once_whatever_its_case() -> None:
+    soql = soql_for("accounts", MAPPING, AccountReads(properties=("seats__c", "name", "NPS__c")))
+    assert soql.casefold().count("seats__c") == 1
+    assert soql.casefold().count(" name,") == 1
+    assert soql.endswith(", CreatedDate, NPS__c FROM Account")
+    # Only accounts carry the plan's fields.
+    assert "NPS__c" not in soql_for("contacts", MAPPING, AccountReads(properties=("NPS__c",)))

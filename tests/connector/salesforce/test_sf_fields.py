@@ -21,15 +21,25 @@ import httpx
 import pytest
 import respx
 
-from connector.base import HEALTH_FIELDS
+from connector.base import (
+    HEALTH_FIELDS,
+    NO_FIELD_PLAN,
+    SENTIMENT_FIELD,
+    SENTIMENT_RATINGS,
+    SENTIMENT_REASON_FIELD,
+    ConfiguredField,
+    FieldPlan,
+)
 from connector.errors import CRMRequestRejected
 from connector.http import RetryPolicy
 from connector.salesforce.api import SalesforceConnector
 from connector.salesforce.fields import (
     API_NAME_BY_NEUTRAL,
+    BASE_TABLE,
     DRIVERS_LENGTH,
     FIELD_BY_NEUTRAL,
     FIELDS,
+    field_table,
     to_api_fields,
 )
 
@@ -319,7 +329,19 @@ class FakeOrg:
         )
 
     def patch_customfield(self, field_id: str, body: dict[str, Any]) -> httpx.Response:
-        self.fields[field_id]["Metadata"] = _stored_metadata(body["Metadata"])
+        before = self.fields[field_id]["Metadata"]["valueSet"]
+        stored = _stored_metadata(body["Metadata"])
+        if before is not None and stored["valueSet"] is not None:
+            # "If picklist values are missing from a component definition, they get
+            # deactivated when deployed" (Metadata API, CustomValue): still listed, inactive.
+            values = stored["valueSet"]["valueSetDefinition"]["value"]
+            kept = {value["valueName"] for value in values}
+            values.extend(
+                {**value, "isActive": False}
+                for value in before["valueSetDefinition"]["value"]
+                if value["valueName"] not in kept
+            )
+        self.fields[field_id]["Metadata"] = stored
         return httpx.Response(204)
 
     def post_permissionset(self, body: dict[str, Any]) -> httpx.Response:
@@ -566,3 +588,214 @@ async def test_missing_health_fields_reads_without_writing(org, connector) -> No
     writes = len(org.writes)
     assert await connector.missing_health_fields() == []
     assert org.writes[writes:] == []
+
+
+# --- the field plan ----------------------------------------------------------------------------
+
+ADOPTION = ConfiguredField(
+    neutral="health_adoption",
+    label="Health: Adoption",
+    description="Adoption: a custom signal, 0 (at risk) to 100.",
+)
+SENTIMENT = ConfiguredField(
+    neutral=SENTIMENT_FIELD,
+    label="CSM sentiment",
+    description="The CSM's judgement of the account: red, amber or green.",
+    options=SENTIMENT_RATINGS,
+)
+
+
+def reasons_field(*reasons: str) -> ConfiguredField:
+    return ConfiguredField(
+        neutral=SENTIMENT_REASON_FIELD,
+        label="CSM sentiment reason",
+        description="Why the CSM set the sentiment; set it before the sentiment.",
+        options=reasons,
+    )
+
+
+PLAN = FieldPlan(
+    scores=(ADOPTION,),
+    inputs=(SENTIMENT, reasons_field("champion left", "budget cut", "CSM change")),
+    reads=("NPS__c",),
+)
+PLANNED = ["Health_Adoption__c", "Health_Csm_Sentiment__c", "Health_Csm_Sentiment_Reason__c"]
+
+
+def test_a_custom_signal_is_a_number_field_like_the_built_in_ones() -> None:
+    table = field_table(PLAN)
+    (adoption,) = table.written[len(FIELDS) :]
+    assert adoption.api_name == "Health_Adoption__c"
+    assert adoption.metadata() == {
+        "label": "Health: Adoption",
+        "description": "Adoption: a custom signal, 0 (at risk) to 100.",
+        "inlineHelpText": "Adoption: a custom signal, 0 (at risk) to 100.",
+        "type": "Number",
+        "precision": 3,
+        "scale": 0,
+    }
+    assert table.by_neutral["health_adoption"] is adoption
+    # Inputs are provisioned but never written.
+    assert "health_csm_sentiment" not in table.by_neutral
+    assert [spec.api_name for spec in table.provisioned[len(FIELDS) :]] == PLANNED
+
+
+def test_sentiment_inputs_are_restricted_picklists_of_exactly_the_options() -> None:
+    sentiment, reason = field_table(PLAN).inputs
+    assert sentiment.metadata()["valueSet"] == {
+        "restricted": True,
+        "valueSetDefinition": {
+            "sorted": False,
+            "value": [
+                {"valueName": "red", "label": "Red", "default": False},
+                {"valueName": "amber", "label": "Amber", "default": False},
+                {"valueName": "green", "label": "Green", "default": False},
+            ],
+        },
+    }
+    assert [
+        (value["valueName"], value["label"])
+        for value in reason.metadata()["valueSet"]["valueSetDefinition"]["value"]
+    ] == [
+        ("champion left", "Champion left"),
+        ("budget cut", "Budget cut"),
+        ("CSM change", "CSM change"),
+    ]
+
+
+def test_a_label_longer_than_salesforce_takes_is_cut_at_a_word_and_kept_in_the_help() -> None:
+    label = "Health: " + "Executive sponsor engagement across regional subsidiaries"
+    spec = field_table(
+        FieldPlan(scores=(ConfiguredField(neutral="health_exec", label=label, description="Why."),))
+    ).by_neutral["health_exec"]
+    assert len(spec.label) <= 40
+    assert spec.label == "Health: Executive sponsor engagement…"
+    assert spec.help_text == f"{label}: Why."
+
+
+@pytest.mark.parametrize(
+    ("plan", "problem"),
+    [
+        (FieldPlan(reads=("NPS__c FROM User --",)), "field name"),
+        (FieldPlan(scores=(ADOPTION, ADOPTION)), "twice"),
+        (
+            FieldPlan(scores=(ConfiguredField(neutral="health__x", label="X", description="X"),)),
+            "cannot be",
+        ),
+        (FieldPlan(inputs=(reasons_field(),)), "options"),
+    ],
+)
+def test_a_plan_salesforce_cannot_hold_is_refused(connector, plan, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        connector.plan_fields(plan)
+    assert connector.field_plan is NO_FIELD_PLAN
+
+
+def test_the_empty_plan_is_the_fixed_fields(connector) -> None:
+    assert field_table(NO_FIELD_PLAN) == BASE_TABLE
+    connector.plan_fields(PLAN)
+    connector.plan_fields(NO_FIELD_PLAN)
+    assert connector.field_plan == NO_FIELD_PLAN
+
+
+async def test_a_plan_provisions_its_fields_and_who_may_edit_them(org, connector) -> None:
+    connector.plan_fields(PLAN)
+    report = await connector.ensure_fields()
+    inputs = "Customer_Health_Inputs"
+    assert report.created == [
+        *FIELD_NAMES,
+        *PLANNED,
+        "permission_set:Customer_Health",
+        *PERMISSION_ENTRIES,
+        *(f"field_permission:{name}" for name in PLANNED),
+        "assignment:Customer_Health",
+        f"permission_set:{inputs}",
+        *(f"field_permission:{inputs}:{name}" for name in PLANNED[1:]),
+    ]
+    posted = {
+        body["FullName"]: body["Metadata"]
+        for _, path, body in org.writes
+        if path.endswith("/CustomField")
+    }
+    assert posted["Account.Health_Adoption__c"]["type"] == "Number"
+    assert posted["Account.Health_Csm_Sentiment__c"]["valueSet"]["restricted"] is True
+    ids = {name: ps_id for ps_id, name in org.permission_sets.items()}
+    grants = {
+        (row["ParentId"], row["Field"]): (row["PermissionsRead"], row["PermissionsEdit"])
+        for row in org.field_permissions.values()
+    }
+    integration, people = ids["Customer_Health"], ids[inputs]
+    # The integration user writes the score and only reads what people set.
+    assert grants[integration, "Account.Health_Adoption__c"] == (True, True)
+    assert grants[integration, "Account.Health_Csm_Sentiment__c"] == (True, False)
+    assert grants[integration, "Account.Health_Csm_Sentiment_Reason__c"] == (True, False)
+    # People get edit on the inputs through their own permission set, and nothing else.
+    assert {field for parent, field in grants if parent == people} == {
+        "Account.Health_Csm_Sentiment__c",
+        "Account.Health_Csm_Sentiment_Reason__c",
+    }
+    assert all(
+        grants[people, field] == (True, True) for parent, field in grants if parent == people
+    )
+    # Who sets the sentiment is the admin's call: the service assigns only its own set.
+    assert list(org.assignments.values()) == [(USER_ID, integration)]
+    writes = len(org.writes)
+    assert (await connector.ensure_fields()).created == []
+    assert org.writes[writes:] == []
+
+
+async def test_edited_sentiment_reasons_update_the_picklist_once(org, connector) -> None:
+    connector.plan_fields(PLAN)
+    await connector.ensure_fields()
+    reason_id = next(
+        field_id
+        for field_id, field in org.fields.items()
+        if field["FullName"] == "Account.Health_Csm_Sentiment_Reason__c"
+    )
+    connector.plan_fields(
+        FieldPlan(
+            scores=PLAN.scores,
+            inputs=(SENTIMENT, reasons_field("champion left", "CSM change", "merger")),
+            reads=PLAN.reads,
+        )
+    )
+    writes = len(org.writes)
+    report = await connector.ensure_fields()
+    assert report.updated == ["Health_Csm_Sentiment_Reason__c"]
+    ((method, path, body),) = org.writes[writes:]
+    assert (method, path) == ("PATCH", f"{DATA}/tooling/sobjects/CustomField/{reason_id}")
+    assert [
+        value["valueName"] for value in body["Metadata"]["valueSet"]["valueSetDefinition"]["value"]
+    ] == ["champion left", "CSM change", "merger"]
+    # Salesforce keeps "budget cut" as an inactive value (records may hold it): that is no
+    # difference the next run would try to fix again.
+    writes = len(org.writes)
+    assert (await connector.ensure_fields()).updated == []
+    assert org.writes[writes:] == []
+
+
+async def test_a_read_only_input_permission_is_not_made_editable_for_the_service(
+    org, connector
+) -> None:
+    connector.plan_fields(PLAN)
+    await connector.ensure_fields()
+    ((row_id, row),) = [
+        (row_id, row)
+        for row_id, row in org.field_permissions.items()
+        if row["Field"] == "Account.Health_Csm_Sentiment__c" and row["PermissionsEdit"] is False
+    ]
+    row["PermissionsRead"] = False
+    writes = len(org.writes)
+    report = await connector.ensure_fields()
+    assert report.updated == ["field_permission:Health_Csm_Sentiment__c"]
+    assert org.writes[writes:] == [
+        ("PATCH", f"{DATA}/sobjects/FieldPermissions/{row_id}", {"PermissionsRead": True})
+    ]
+
+
+async def test_missing_health_fields_include_the_plans(org, connector) -> None:
+    await connector.ensure_fields()
+    connector.plan_fields(PLAN)
+    assert await connector.missing_health_fields() == PLANNED
+    await connector.ensure_fields()
+    assert await connector.missing_health_fields() == []

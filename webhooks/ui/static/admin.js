@@ -1328,6 +1328,18 @@
   const SOURCE_KINDS = [
     ["product_events", "Product events"],
     ["survey", "Survey answers"],
+    ["crm_property", "A field of the CRM record"],
+  ];
+  // A CRM-property source names the field in each CRM, as that CRM spells it.
+  const PROPERTY_CRMS = [
+    ["hubspot", "HubSpot", "a company property's internal name, e.g. nps_score"],
+    ["salesforce", "Salesforce", "an Account field's API name, e.g. NPS__c"],
+    ["dynamics", "Dynamics 365", "an account column's logical name, e.g. new_npsscore"],
+  ];
+  const PROPERTY_VALUES = [
+    ["number", "Its number"],
+    ["days_since", "Days since its date"],
+    ["days_until", "Days until its date"],
   ];
   const SURVEYS = [
     ["nps", "NPS"],
@@ -1417,12 +1429,14 @@
   function customIndicatorCard(signalNames) {
     return (indicator, remove) => {
       const source = indicator.source || {};
-      const events = source.kind === "survey" ? {} : source;
-      const answers = source.kind === "survey" ? source : {};
+      const kindOf = source.kind || "product_events";
+      const events = kindOf === "product_events" ? source : {};
+      const answers = kindOf === "survey" ? source : {};
+      const property = kindOf === "crm_property" ? source : {};
       const [nameField, name] = textField("name", "Name", indicator.name, "lowercase words joined by _, e.g. exports_per_seat");
       const [labelField, label] = textField("label", "Label", indicator.label, "as drivers show it, e.g. Report exports per seat (30d)");
       const signal = selectInput(signalNames(), indicator.signal);
-      const kind = selectInput(SOURCE_KINDS, source.kind || "product_events");
+      const kind = selectInput(SOURCE_KINDS, kindOf);
       // Product events: which features, what of them, over which window.
       const [featuresField, features] = textField("source.features", "Features", (events.features || []).join(", "), "event or feature names, comma-separated, any case");
       const aggregation = selectInput(AGGREGATIONS, events.aggregation);
@@ -1434,9 +1448,14 @@
       const [surveyDaysField, surveyDays] = numberField("source.days", "Answers of the last, days", answers.days ?? 90);
       const [leastField, least] = numberField("source.min_responses", "At least this many answers", answers.min_responses ?? 3, "for the mean and NPS; fewer is no data");
       const surveyFields = el("div", { class: "cfg-grid" }, field("source.survey", "Survey", survey), field("source.aggregation", "Measure of the answers", surveyAggregation), surveyDaysField, leastField);
+      // A field of the CRM record: its name in each CRM the connections use, and what of it.
+      const propertyNames = PROPERTY_CRMS.map(([crm, crmLabel, hint]) => [crm, ...textField(`source.${crm}`, `Field in ${crmLabel}`, property[crm] ?? "", hint)]);
+      const propertyValue = selectInput(PROPERTY_VALUES, property.value || "number");
+      const propertyFields = el("div", { class: "cfg-grid" }, ...propertyNames.map(([, node]) => node), field("source.value", "Measure", propertyValue));
       const showKind = () => {
         eventFields.hidden = kind.value !== "product_events";
         surveyFields.hidden = kind.value !== "survey";
+        propertyFields.hidden = kind.value !== "crm_property";
       };
       kind.addEventListener("change", showKind);
       showKind();
@@ -1456,12 +1475,20 @@
         el("div", { class: "cfg-grid" }, nameField, labelField, field("signal", "Signal", signal), field("source.kind", "Source", kind)),
         eventFields,
         surveyFields,
+        propertyFields,
         el("div", { class: "cfg-grid" }, atRiskField, healthyField, weightField),
         field("optional", "Optional: an account without its data is not short of evidence", optional),
         el("p", { class: "actions" }, removeButton),
       );
+      const readProperty = () => ({
+        kind: "crm_property",
+        ...Object.fromEntries(propertyNames.map(([crm, , input]) => [crm, input.value.trim() || null])),
+        value: propertyValue.value,
+      });
       const readSource = (problems) =>
-        kind.value === "survey"
+        kind.value === "crm_property"
+          ? readProperty()
+          : kind.value === "survey"
           ? {
               kind: "survey",
               survey: survey.value,
@@ -1799,6 +1826,8 @@
       const sentimentDays = el("input", { type: "text", inputmode: "numeric", class: "num", value: String(sentiment.default_days), autocomplete: "off" });
       const sentimentReasons = el("textarea", { rows: "5", spellcheck: "false" });
       sentimentReasons.value = sentiment.reasons.join("\n");
+      const sentimentCrmField = el("input", { type: "checkbox" });
+      sentimentCrmField.checked = Boolean(sentiment.crm_field);
       fields.append(
         el(
           "fieldset",
@@ -1813,6 +1842,9 @@
             field("sentiment.default_days", "Holds for, days (default_days)", sentimentDays),
           ),
           field("sentiment.reasons", "Reasons a CSM picks from, one per line (reasons)", sentimentReasons),
+          field("sentiment.crm_field", "CSMs set it on the CRM record too (crm_field)", sentimentCrmField, {
+            hint: "Adds two picklists to the account record, CSM sentiment and its reason; a change there sets the sentiment for the days above, authored by the CRM user.",
+          }),
         ),
       );
       const keyFeatures = el("textarea", { rows: "4", spellcheck: "false" });
@@ -1898,6 +1930,7 @@
         weight: numberValue(reading("sentiment.weight"), problems),
         default_days: numberValue(reading("sentiment.default_days"), problems, { integer: true }),
         reasons: reading("sentiment.reasons").value.split("\n").map((line) => line.trim()).filter((line) => line !== ""),
+        crm_field: reading("sentiment.crm_field").checked,
       };
       const keyFeatures = fields.querySelector('[data-field="product.key_features"]');
       config.product.key_features = keyFeatures.value
