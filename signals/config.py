@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -885,7 +885,8 @@ def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str
     return merged
 
 
-_SOURCE_KINDS = frozenset({"product_events", "survey"})
+# The `kind` tag of every custom source, as pydantic puts it into error locations.
+_SOURCE_KINDS = frozenset(source.model_fields["kind"].default for source in get_args(AnySource))
 
 
 def error_path(location: tuple[int | str, ...]) -> str:

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
-from connector.base import ProvisionReport
+from connector.base import ProvisionReport, signal_field
 from connector.hubspot.api import HubSpotConnector
 from connector.hubspot.events import signature_v3
 from connector.hubspot.fields import GROUP_LABEL
@@ -447,12 +447,15 @@ DEMO_CUSTOM_INDICATOR: dict[str, object] = {
 
 async def _configure(runtime: Runtime, *, now: datetime) -> None:
     """What an admin of the demo product sets up first, as config as code would: its key
-    features and a custom signal with one custom indicator (the rest are the defaults)."""
+    features, a custom signal with one custom indicator, and the CSM sentiment picklists on
+    the CRM record (the rest are the defaults)."""
     config = HealthConfig.model_validate(
         {
             "product": {"key_features": list(DEMO_KEY_FEATURES)},
             "custom_signals": [DEMO_CUSTOM_SIGNAL],
             "custom_indicators": [DEMO_CUSTOM_INDICATOR],
+            # CSMs set their sentiment on the company too: the worker provisions the picklists.
+            "sentiment": {"crm_field": True},
         }
     )
     async with runtime.sessions() as session, session.begin():
@@ -676,6 +679,12 @@ def print_summary(
         f'  exports/seat: the median of the custom indicator "{DEMO_CUSTOM_INDICATOR["label"]}"'
         f" of the custom signal {signal['label']} (weight {signal['weight']})"
     )
+    field = signal_field(str(signal["name"]))
+    written = sum(1 for record in result.records.values() if record.get(field))
+    print(
+        f"  {field}: the custom signal's own company property, written on {written} companies;"
+        ' CSMs can also set their sentiment on the "CSM sentiment" picklist of each company'
+    )
 
     _print_sentiments(result)
 
@@ -710,7 +719,8 @@ def print_summary(
         )
         print(
             f"Sandbox:    curl -H 'Authorization: Bearer {DEMO_TOKEN}' '{sandbox_url}"
-            "/crm/v3/objects/companies?properties=name,health_score,health_band,health_drivers'"
+            "/crm/v3/objects/companies?properties=name,health_score,health_band,health_adoption,"
+            "health_drivers'"
         )
     else:
         print("Servers:    stopped (--exit); run without --exit to use the admin page and the API")

@@ -860,12 +860,13 @@ def test_an_admin_sets_what_a_csm_sentiment_does(page: Page, server: Server) -> 
     expect(box.locator(".field-error").filter(has_text="listed twice")).to_be_visible()
     reasons.fill("champion left\nbudget cut")
     box.get_by_label("Holds for, days (default_days)").fill("14")
+    box.get_by_label("CSMs set it on the CRM record too (crm_field)").check()
     page.get_by_role("button", name="Apply").click()
     page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
     expect(page.get_by_role("status")).to_contain_text("Applied: version")
     stored = _api_config(server)["sentiment"]
-    assert (stored["mode"], stored["reasons"], stored["default_days"]) == (
-        "cap", ["champion left", "budget cut"], 14,
+    assert (stored["mode"], stored["reasons"], stored["default_days"], stored["crm_field"]) == (
+        "cap", ["champion left", "budget cut"], 14, True,
     )  # fmt: skip
     box.screenshot(path=str(ARTIFACTS / "23-sentiment-settings.png"))
     _put_config(server, dict(RECENCY_ONLY))
@@ -937,6 +938,32 @@ def test_an_admin_adds_a_custom_signal_and_indicator(page: Page, server: Server)
     assert _api_config(server)["custom_indicators"][1]["source"] == {
         "kind": "survey", "survey": "ces", "aggregation": "mean", "days": 90, "min_responses": 3,
     }  # fmt: skip
+
+    # A third from a field of the CRM record, named per CRM.
+    indicators.get_by_role("button", name="Add a custom indicator").click()
+    qbr = indicators.locator("fieldset.custom-indicator").nth(2)
+    qbr.get_by_label("Name", exact=True).fill("since_qbr")
+    qbr.get_by_label("Label", exact=True).fill("Days since the last business review")
+    qbr.get_by_label("Source").select_option("crm_property")
+    expect(qbr.get_by_label("Survey")).to_be_hidden()
+    qbr.get_by_label("What of the field").select_option("days_since")
+    qbr.get_by_label("At risk at").fill("120")
+    qbr.get_by_label("Healthy at").fill("45")
+    page.get_by_role("button", name="Preview").click()
+    expect(qbr.locator(".field-error").filter(has_text="at least one CRM")).to_be_visible()
+    qbr.get_by_label("Field in HubSpot").fill("last qbr")
+    page.get_by_role("button", name="Preview").click()
+    expect(qbr.get_by_label("Field in HubSpot")).to_have_attribute("aria-invalid", "true")
+    qbr.get_by_label("Field in HubSpot").fill("last_qbr_date")
+    qbr.get_by_label("Field in Salesforce").fill("Last_QBR__c")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    assert _api_config(server)["custom_indicators"][2]["source"] == {
+        "kind": "crm_property", "hubspot": "last_qbr_date", "salesforce": "Last_QBR__c",
+        "dynamics": None, "value": "days_since",
+    }  # fmt: skip
+    qbr.screenshot(path=str(ARTIFACTS / "20c-crm-property-indicator.png"))
     shot(page, "20-custom-indicator-applied")
     page.locator("#global-editors").screenshot(path=str(ARTIFACTS / "20b-custom-editors.png"))
     _at_390px(page, "20-custom-indicator-applied")

@@ -132,7 +132,9 @@ async def test_configured_fields_are_provisioned_written_and_read_back(service_f
     await _settle(service, state)
     record = state.companies[company]
     assert record["health_band"] == "at_risk", "the sentiment caps the band"
-    assert record["health_drivers"].startswith("CSM: red, champion left (the CRM record, until ")
+    assert str(record["health_drivers"]).startswith(
+        "CSM: red, champion left (the CRM record, until "
+    )
     # Our own write of the health fields comes back as webhooks: no sentiment is renewed.
     async with service.runtime.sessions() as session:
         rows = (await session.execute(SentimentFact.__table__.select())).all()

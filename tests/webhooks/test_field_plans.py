@@ -95,7 +95,7 @@ def test_a_crm_property_source_names_a_field_somewhere() -> None:
 def test_custom_signals_equal_but_for_underscores_would_share_a_dynamics_column() -> None:
     with pytest.raises(ValidationError, match="'mutualvalue' would have the CRM field of"):
         config(custom_signals=[{"name": "mutualvalue", "label": "x", "weight": 0}])
-    with pytest.raises(ValidationError, match="custom_signals.1.name: 'ab' would have the CRM"):
+    with pytest.raises(ValidationError, match=r"custom_signals\.1\.name: 'ab' would have the CRM"):
         config(
             custom_signals=[
                 {"name": "a_b", "label": "x", "weight": 0},

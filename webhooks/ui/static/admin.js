@@ -1451,7 +1451,7 @@
       // A field of the CRM record: its name in each CRM the connections use, and what of it.
       const propertyNames = PROPERTY_CRMS.map(([crm, crmLabel, hint]) => [crm, ...textField(`source.${crm}`, `Field in ${crmLabel}`, property[crm] ?? "", hint)]);
       const propertyValue = selectInput(PROPERTY_VALUES, property.value || "number");
-      const propertyFields = el("div", { class: "cfg-grid" }, ...propertyNames.map(([, node]) => node), field("source.value", "Measure", propertyValue));
+      const propertyFields = el("div", { class: "cfg-grid" }, ...propertyNames.map(([, node]) => node), field("source.value", "What of the field", propertyValue));
       const showKind = () => {
         eventFields.hidden = kind.value !== "product_events";
         surveyFields.hidden = kind.value !== "survey";
