@@ -127,11 +127,13 @@ class Ticket:
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """How a renewal ended, for backtesting thresholds against what really happened."""
+    """How a renewal ended, for backtesting thresholds against what really happened; `arr`
+    is the ARR renewed or lost, where the source gives it."""
 
     account: str
     at: datetime
     outcome: OutcomeKind
+    arr: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

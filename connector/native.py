@@ -152,9 +152,10 @@ class TicketEvent(_Event):
 class OutcomeEvent(_Event):
     type: Literal["outcome"]
     outcome: OutcomeKind
+    arr: bounds.Arr | None = None
 
     def normalised(self, at: datetime) -> NormalisedEvent:
-        return Outcome(account=self.account, at=at, outcome=self.outcome)
+        return Outcome(account=self.account, at=at, outcome=self.outcome, arr=self.arr)
 
 
 class SurveyEvent(_Event):

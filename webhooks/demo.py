@@ -45,7 +45,9 @@ from webhooks.demo_data import (
     ARCHETYPES,
     DAYS,
     DEMO_KEY_FEATURES,
+    RENEWAL_DAYS,
     SampleCompany,
+    decides_renewal,
     lifecycle,
     sample_companies,
 )
@@ -54,7 +56,7 @@ from webhooks.runtime import Runtime
 from webhooks.sentiment import SentimentIn, set_sentiment
 from webhooks.server import ServerLimits, build_server
 from webhooks.settings import Settings
-from webhooks.store import accounts, alerts, configs, facts, inbox, writeback
+from webhooks.store import accounts, alerts, configs, facts, inbox, outcomes, writeback
 from webhooks.store.migrate import upgrade_to_head
 
 DEMO_SECRET = "demo-client-secret"  # noqa: S105 - a local demo, nothing real behind it
@@ -140,6 +142,8 @@ class DemoResult:
     report_exports: dict[str, float | None] = field(default_factory=dict)
     # The CRM ids of the accounts a CSM set a sentiment on (DEMO_SENTIMENTS).
     judged: list[str] = field(default_factory=list)
+    # CRM id -> (when, "renewed" or "churned"): the renewal decisions as the service stored them.
+    outcomes: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -179,6 +183,14 @@ class DemoResult:
         table: dict[str, Counter[str]] = {name: Counter() for name in ARCHETYPES}
         for company in self.companies:
             table[company.archetype][self.band_of(company.crm_id)] += 1
+        return table
+
+    @property
+    def outcomes_by_archetype(self) -> dict[str, Counter[str]]:
+        table: dict[str, Counter[str]] = {name: Counter() for name in ARCHETYPES}
+        for company in self.companies:
+            if company.crm_id in self.outcomes:
+                table[company.archetype][self.outcomes[company.crm_id][1]] += 1
         return table
 
     def most_at_risk(self, count: int = 5) -> list[DemoCompany]:
@@ -262,6 +274,7 @@ async def run_demo(
             judged=sentiments,
         )
         await _count_alerts(runtime, settings.connection_name, result)
+        await _read_outcomes(runtime, settings.connection_name, result)
         await _measure_adoption(runtime, result)
         result.seconds = time.perf_counter() - started
         print_summary(
@@ -357,8 +370,9 @@ async def _replay(
     ids: Sequence[str],
     now: datetime,
 ) -> int:
-    """Each company appears as a signed HubSpot webhook and its activity goes through
-    `POST /ingest/events` with the admin token, a thousand events a call.
+    """Each company appears as a signed HubSpot webhook and its activity (with its renewal
+    decision, for a customer of long standing) goes through `POST /ingest/events` with the
+    admin token, a thousand events a call.
 
     Companies go in groups that fit one worker batch, and the demo runs the worker's passes
     itself after each group: every company is scored once on its whole history, as a service
@@ -374,6 +388,8 @@ async def _replay(
     async with httpx.AsyncClient(base_url=service_url, timeout=60) as client:
         for index, (company_id, company) in enumerate(zip(ids, companies, strict=True)):
             activity = company.native_events(company_id, now)
+            if decides_renewal(index):
+                activity.append(company.renewal(company_id, now))
             if group and (
                 len(events) + len(activity) > GROUP_EVENTS or len(group) == GROUP_COMPANIES
             ):
@@ -581,6 +597,13 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
                 return
 
 
+async def _read_outcomes(runtime: Runtime, connection: str, result: DemoResult) -> None:
+    async with runtime.sessions() as session:
+        known = await outcomes.known_outcomes(session, connection=connection)
+    for account, at, outcome, _ in known:  # the demo sends no ARR with its outcomes
+        result.outcomes[account.crm_id] = (at, outcome)
+
+
 async def _measure_adoption(runtime: Runtime, result: DemoResult) -> None:
     """Each account's key-feature adoption and custom indicator now, from the facts as the
     worker reads them."""
@@ -617,6 +640,22 @@ def _print_sentiments(result: DemoResult) -> None:
         company = next(c for c in result.companies if c.crm_id == crm_id)
         first = (result.records[crm_id].get("health_drivers") or "").split("\n")[0]
         print(f"  {company.name}: {first}")
+
+
+def _print_outcomes(result: DemoResult) -> None:
+    """The renewal decisions the backtest checks the bands against, and each archetype's churn."""
+    if not result.outcomes:
+        return
+    by = Counter(outcome for _, outcome in result.outcomes.values())
+    churn = [
+        f"{ARCHETYPES[name].label} {counts['churned'] / counts.total():.0%}"
+        for name, counts in result.outcomes_by_archetype.items()
+        if counts
+    ]
+    print(
+        f"\nOutcomes: {by['renewed']} renewed, {by['churned']} churned in the last {RENEWAL_DAYS}"
+        f" days (churned: {', '.join(churn)})"
+    )
 
 
 def _print_open_alerts(result: DemoResult) -> None:
@@ -686,6 +725,7 @@ def print_summary(
         ' CSMs can also set their sentiment on the "CSM sentiment" picklist of each company'
     )
 
+    _print_outcomes(result)
     _print_sentiments(result)
 
     print("\nMost at risk, and why:")

@@ -1,6 +1,7 @@
 """The demo's sample data: companies drawn from five archetypes (the ideas of docs/signals.md
 in the flesh), each with a deterministic 180-day trajectory of product usage, conversations,
-contacts, tickets, co-innovation, NPS answers and ARR, and its lifecycle stage in the CRM."""
+contacts, tickets, co-innovation, NPS answers and ARR, its lifecycle stage in the CRM, and
+its renewal decision."""
 
 from __future__ import annotations
 
@@ -110,6 +111,20 @@ ARCHETYPES: dict[str, Archetype] = {
     ),
 }  # fmt: skip
 
+# The chance that a customer of each archetype renews at its renewal decision (else it churns):
+# the outcomes the backtest checks the bands against. Each company draws its own, so a
+# sample's shares stray from these as real ones would. Outcomes are never scored: no band moves.
+RENEWAL_RATES: dict[str, float] = {
+    "collaborator": 0.95,
+    "transactional": 0.85,
+    "leveled_off": 0.70,
+    "poorly_sold": 0.35,
+    "fading": 0.30,
+}
+# Renewal decisions fall within this many days before now: the backtest reads the facts 30,
+# 60 and 90 days before an outcome, and the sample's activity reaches back only DAYS.
+RENEWAL_DAYS = 60
+
 
 def _lerp(pair: tuple[float, float], progress: float) -> float:
     return pair[0] + (pair[1] - pair[0]) * progress
@@ -145,6 +160,15 @@ class SampleCompany:
         events += self._surveys(account, now, random.Random(f"{self.seed}:surveys"), contacts)
         events += self._usage(account, now, rng, seats, random.Random(f"{self.seed}:features"))
         return events
+
+    def renewal(self, account: str, now: datetime) -> dict[str, object]:
+        """The company's renewal decision as a native `outcome` event, on a day of the last
+        RENEWAL_DAYS: renewed at its archetype's rate, else churned. Its own generator: the
+        activity stays as drawn before the demo had outcomes."""
+        rng = random.Random(f"{self.seed}:renewal")
+        at = now - timedelta(days=rng.uniform(1, RENEWAL_DAYS))
+        renewed = rng.random() < RENEWAL_RATES[self.archetype]
+        return _native("outcome", account, at, {"outcome": "renewed" if renewed else "churned"})
 
     def _surveys(
         self, account: str, now: datetime, rng: random.Random, contacts: Sequence[str]
@@ -366,11 +390,26 @@ PROSPECT_EVERY = 25
 NEW_CUSTOMER_EVERY = 20
 
 
+def _is_prospect(index: int) -> bool:
+    return index % PROSPECT_EVERY == PROSPECT_EVERY - 1
+
+
+def _is_new_customer(index: int) -> bool:
+    return not _is_prospect(index) and index % NEW_CUSTOMER_EVERY == NEW_CUSTOMER_EVERY - 1
+
+
+def decides_renewal(index: int) -> bool:
+    """Whether the sample company at `index` had a renewal decision (`SampleCompany.renewal`):
+    customers of long standing only, as a prospect has nothing to renew and a new customer is
+    in its first term."""
+    return not _is_prospect(index) and not _is_new_customer(index)
+
+
 def lifecycle(index: int, now: datetime) -> dict[str, str]:
-    if index % PROSPECT_EVERY == PROSPECT_EVERY - 1:
+    if _is_prospect(index):
         return {"lifecyclestage": "opportunity"}
     since = now - timedelta(days=700)
-    if index % NEW_CUSTOMER_EVERY == NEW_CUSTOMER_EVERY - 1:
+    if _is_new_customer(index):
         since = now - timedelta(days=10 + index % 30)
     stamp = since.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {"lifecyclestage": "customer", "hs_lifecyclestage_customer_date": stamp}

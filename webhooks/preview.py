@@ -1,23 +1,12 @@
 """What a candidate configuration would do, before anyone applies it: a preview on today's facts
 (bands before/after, the accounts that change band, the alerts that would fire, in total and
-per rule) and a backtest against known churn and renewal outcomes. Both only read: nothing is
-stored, written back or alerted.
+per rule). It only reads: nothing is stored, written back or alerted. (Backtests against known
+outcomes, and suggestions, are webhooks.calibration's.)
 
-Backtest method: every known outcome (an `outcome` event, churned or renewed) is one case. For
-each horizon h the account is scored with the facts as they stood at the end of the UTC day h
-days before the outcome (`read_facts(historical=True)`), under the given configuration, without
-hysteresis. A case before the account's first record (its earliest fact of any kind) is
-unscored, as is one without data. A churned case scored at_risk is a hit; a renewed case
-scored at_risk is a false alarm. precision = flagged churned / all flagged, recall = flagged
-churned / churned. Attributes are the values in force then: seats and ARR from their history,
-others only when their current value was set by then. Limits: facts that arrived after the
-fact (a late backfill) count as if known then; contact titles and the kinds of facts a
-connection sends are as they are now; usage recency is known to the day.
-
-Both score every account of a connection, which takes seconds of CPU on the event loop that
-also acknowledges webhooks. So they read through the read-only sessions (never the connection
-intake writes through), read in small chunks, hand the loop back after every slice of work,
-and only `CRM_HEALTH_PREVIEW_CONCURRENCY` of them compute at once (`Turns`).
+A preview scores every account of a connection, which takes seconds of CPU on the event loop
+that also acknowledges webhooks. So it reads through the read-only sessions (never the
+connection intake writes through), reads in small chunks, hands the loop back after every
+slice of work, and only `CRM_HEALTH_PREVIEW_CONCURRENCY` previews compute at once (`Turns`).
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ import heapq
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from time import perf_counter
 from typing import Any
 
@@ -55,7 +44,7 @@ CHUNK = 200
 # Longest stretch of scoring before the event loop is handed back: a webhook arriving meanwhile
 # waits at most about this long per computation running.
 SLICE_SECONDS = 0.002
-# How long a preview or backtest waits for a turn before it is refused.
+# How long a preview waits for a turn before it is refused.
 TURN_WAIT_SECONDS = 30.0
 MAX_PROBLEMS = 50
 BANDS = tuple(
@@ -139,43 +128,11 @@ class Preview(BaseModel):
     computed_at: datetime
 
 
-class HorizonResult(BaseModel):
-    days: int
-    churned: int
-    renewed: int
-    flagged_churned: int
-    flagged_renewed: int
-    # Cases without a score at that time (no facts yet): never flagged.
-    unscored: int
-    precision: float | None
-    recall: float | None
-
-
-class Backtest(BaseModel):
-    config_version: str
-    outcomes: int
-    accounts: int
-    horizons: list[HorizonResult]
-    method: str
-    computed_at: datetime
-
-
-METHOD = (
-    "Each known outcome is scored with the facts as of the end of the UTC day `days` before "
-    "it, under this configuration, without hysteresis; flagged = band at_risk; unscored = no "
-    "data then, or before the account's first record. "
-    "precision = flagged_churned / (flagged_churned + flagged_renewed); "
-    "recall = flagged_churned / churned. Attributes are the values in force then (seats and "
-    "ARR from their history; others only when set by then); late-arriving facts count as "
-    "known then."
-)
-
-
 # -- sharing the service ---------------------------------------------------------------------------
 
 
 class Turns:
-    """At most `size` previews and backtests compute at once: each is seconds of CPU, and
+    """At most `size` previews compute at once: each is seconds of CPU, and
     many together would starve webhook intake of the event loop. The others wait for a turn
     (first come, first served) up to `wait_seconds`, then are refused with 503 and
     Retry-After."""
@@ -192,7 +149,7 @@ class Turns:
                 await self._free.acquire()
         except TimeoutError:
             raise Busy(
-                f"busy: config previews and backtests run {self.size} at a time "
+                f"busy: config previews run {self.size} at a time "
                 f"(CRM_HEALTH_PREVIEW_CONCURRENCY) and no turn came free within "
                 f"{self.wait_seconds:.0f} s; try again shortly",
                 headers={"Retry-After": "10"},
@@ -524,107 +481,3 @@ async def _preview_chunk(
                     band=new.band.value,
                 ),
             )
-
-
-# -- backtest ------------------------------------------------------------------------------------
-
-
-def _as_of(outcome_at: datetime, days: int) -> datetime:
-    """The end of the UTC day `days` before the outcome's day."""
-    day = outcome_at.astimezone(UTC).date() - timedelta(days=days)
-    return datetime.combine(day, time.max, tzinfo=UTC)
-
-
-def _ratio(part: int, whole: int) -> float | None:
-    return None if whole == 0 else round(part / whole, 4)
-
-
-async def backtest(
-    sessions: SessionFactory,
-    *,
-    turns: Turns,
-    connection: str,
-    document: Mapping[str, Any] | None,
-    horizons: Sequence[int],
-    now: datetime,
-) -> Backtest:
-    """Precision and recall of the at_risk band at each horizon before known outcomes."""
-    candidate = None if document is None else candidate_config(document)
-    async with turns.turn(), sessions() as session:
-        chosen = candidate if candidate is not None else (await configs.current(session))[1]
-        config = chosen.for_connection(connection)
-        known = await outcomes.known_outcomes(session, connection=connection)
-        # One case per account, outcome and day: a repeated event is not a second customer.
-        cases: dict[tuple[int, str, date], tuple[AccountRow, datetime, str]] = {}
-        for account, at, outcome in known:
-            if at <= now:
-                cases.setdefault(
-                    (account.id, outcome, at.astimezone(UTC).date()), (account, at, outcome)
-                )
-        pacer = Pacer()
-        results = [
-            await _horizon(
-                session, config=config, cases=list(cases.values()), days=days, pacer=pacer
-            )
-            for days in sorted(set(horizons))
-        ]
-    log.info("config_backtested", connection=connection, outcomes=len(cases), config=config.version)
-    return Backtest(
-        config_version=config.version,
-        outcomes=len(cases),
-        accounts=len({account_id for account_id, _, _ in cases}),
-        horizons=results,
-        method=METHOD,
-        computed_at=now,
-    )
-
-
-async def _horizon(
-    session: AsyncSession,
-    *,
-    config: HealthConfig,
-    cases: Sequence[tuple[AccountRow, datetime, str]],
-    days: int,
-    pacer: Pacer,
-) -> HorizonResult:
-    # Cases scored at the same moment share their fact reads, a chunk at a time.
-    by_moment: dict[datetime, list[tuple[AccountRow, str]]] = {}
-    for account, at, outcome in cases:
-        by_moment.setdefault(_as_of(at, days), []).append((account, outcome))
-    counts: Counter[str] = Counter()
-    for as_of, group in sorted(by_moment.items(), key=lambda item: item[0]):
-        for start in range(0, len(group), CHUNK):
-            part = group[start : start + CHUNK]
-            unique = list({account.id: account for account, _ in part}.values())
-            snapshots = await facts.read_facts(
-                session,
-                accounts=unique,
-                as_of=as_of,
-                historical=True,
-                reads=config.fact_reads,
-            )
-            first = await facts.first_records(session, accounts=unique)
-            for account, outcome in part:
-                await pacer.tick()
-                counts[outcome] += 1
-                began = first[account.id]
-                if began is None or began > as_of:
-                    # The account did not exist yet: nothing to judge, not a score of 0.
-                    counts["unscored"] += 1
-                    continue
-                health = score(snapshots[account.id], config)
-                if health.band is Band.AT_RISK:
-                    counts[f"flagged_{outcome}"] += 1
-                elif health.band is Band.UNKNOWN:
-                    counts["unscored"] += 1
-    flagged = counts["flagged_churned"] + counts["flagged_renewed"]
-    return HorizonResult(
-        days=days,
-        churned=counts[outcomes.CHURNED],
-        renewed=counts[outcomes.RENEWED],
-        flagged_churned=counts["flagged_churned"],
-        flagged_renewed=counts["flagged_renewed"],
-        unscored=counts["unscored"],
-        precision=_ratio(counts["flagged_churned"], flagged),
-        recall=_ratio(counts["flagged_churned"], counts[outcomes.CHURNED]),
-    )

@@ -22,6 +22,7 @@ from webhooks.alerts.channels.config import (
 )
 from webhooks.alerts.notice import Channel
 from webhooks.alerts.owners import OwnerDirectory
+from webhooks.calibration import JobRunner
 from webhooks.connections import ConnectionRegistry, connections_from_settings
 from webhooks.inbox_writer import InboxWriter
 from webhooks.metrics import Metrics
@@ -51,8 +52,10 @@ class Runtime:
     # the database is SQLite in memory, whose reads go through `sessions`.
     read_engine: AsyncEngine | None
     reads: SessionFactory
-    # How many previews and backtests may compute at once.
+    # How many previews may compute at once.
     preview_turns: Turns
+    # Backtest and suggestion jobs started in this process, run one at a time.
+    jobs: JobRunner
     connections: ConnectionRegistry
     pipeline: Pipeline
     writer: InboxWriter
@@ -90,6 +93,7 @@ class Runtime:
         except ChannelsFileError as exc:
             raise channels_setting_named(exc) from None
         metrics = Metrics()
+        reads = sessions if read_engine is None else create_session_factory(read_engine)
         pipeline = Pipeline(
             sessions=sessions,
             connections=connections,
@@ -115,8 +119,9 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             read_engine=read_engine,
-            reads=sessions if read_engine is None else create_session_factory(read_engine),
+            reads=reads,
             preview_turns=Turns(settings.preview_concurrency),
+            jobs=JobRunner(sessions=sessions, reads=reads),
             connections=connections,
             pipeline=pipeline,
             channels=channels,
@@ -165,6 +170,7 @@ class Runtime:
     async def aclose(self) -> None:
         """Stop the worker after its current pass, then release connections."""
         self.stop.set()
+        await self.jobs.aclose()
         if self.provision_task is not None:
             self.provision_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -545,9 +545,10 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Config previews and backtests computed at once; others wait up to 30 s "
-        "for a turn, then get 503 with Retry-After. They share the event loop with webhook "
-        "intake: more at once finish no sooner and slow acknowledgements down.",
+        description="Config previews computed at once; others wait up to 30 s for a turn, "
+        "then get 503 with Retry-After. They share the event loop with webhook intake: more "
+        "at once finish no sooner and slow acknowledgements down. (Backtest and suggestion "
+        "jobs run one at a time per process, queued.)",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(

@@ -1,5 +1,6 @@
 """`crm-health demo`: sandbox + service on real ports, 180 days of sample activity replayed
-through the API, health written into every sample company, archetypes in their bands."""
+through the API, health written into every sample company, archetypes in their bands, renewal
+outcomes stored for backtests."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from webhooks.demo import (
     print_summary,
     run_demo,
 )
-from webhooks.demo_data import ARCHETYPES, sample_companies
+from webhooks.demo_data import ARCHETYPES, RENEWAL_DAYS, decides_renewal, sample_companies
 
 ACCOUNTS = 40
 SEED = 7
+DEMO_ACCOUNTS = 300  # what `crm-health demo` replays by default (with the seed SEED)
 
 
 def _free_port() -> int:
@@ -104,6 +106,55 @@ def test_sample_activity_spans_the_whole_period() -> None:
         if company.archetype != "fading":
             assert min(usage) < now - timedelta(days=170), company
             assert max(usage) > now - timedelta(days=3), company
+
+
+def _renewals(count: int, now: datetime) -> dict[str, Counter[str]]:
+    """{archetype: {outcome: companies}} of the sample's renewal decisions."""
+    decided: dict[str, Counter[str]] = {name: Counter() for name in ARCHETYPES}
+    for index, company in enumerate(sample_companies(count, seed=SEED)):
+        if decides_renewal(index):
+            event = company.renewal(str(index), now)
+            assert now - timedelta(days=RENEWAL_DAYS) <= datetime.fromisoformat(str(event["at"]))
+            assert datetime.fromisoformat(str(event["at"])) < now
+            decided[company.archetype][str(event["outcome"])] += 1
+    return decided
+
+
+def test_the_demos_renewals_follow_the_archetypes() -> None:
+    """At the demo's size: enough of both outcomes for a backtest, all in the last
+    RENEWAL_DAYS; healthy collaborators churn least, poorly sold and fading accounts most."""
+    decided = _renewals(DEMO_ACCOUNTS, datetime(2026, 6, 1, tzinfo=UTC))
+    total = sum(decided.values(), Counter())
+    assert total["churned"] >= 30, decided
+    assert total["renewed"] >= 30, decided
+    churn = {name: counts["churned"] / counts.total() for name, counts in decided.items()}
+    assert min(churn, key=lambda name: churn[name]) == "collaborator", churn
+    kept = max(churn[name] for name in ("collaborator", "transactional", "leveled_off"))
+    assert min(churn["poorly_sold"], churn["fading"]) > kept, churn
+
+
+def test_the_demo_stores_a_renewal_decision_for_each_customer_of_long_standing(
+    demo: tuple[DemoResult, str],
+) -> None:
+    result, printed = demo
+    customers = {
+        c.crm_id
+        for c in result.companies
+        if result.band_of(c.crm_id) not in (NOT_A_CUSTOMER, "onboarding")
+    }
+    assert set(result.outcomes) == customers
+    now = datetime.now(UTC)
+    # The demo drew them a little earlier than this test's now.
+    earliest = now - timedelta(days=RENEWAL_DAYS, minutes=10)
+    assert all(earliest <= at < now for at, _ in result.outcomes.values()), result.outcomes
+    # Stored as the sample drew them: the ingest path kept every one.
+    decided = _renewals(ACCOUNTS, now)
+    assert result.outcomes_by_archetype == decided
+    total = sum(decided.values(), Counter())
+    assert (
+        f"Outcomes: {total['renewed']} renewed, {total['churned']} churned in the last "
+        f"{RENEWAL_DAYS} days (churned: healthy collaborators " in printed
+    )
 
 
 def test_every_sample_company_holds_every_health_field(demo: tuple[DemoResult, str]) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from signals.config import HealthConfig
 from testkit import Checkouts, hubspot_event, native, post_hubspot, store_native
 from webhooks import preview
-from webhooks.preview import Pacer, Turns
+from webhooks.preview import Pacer
 from webhooks.store import configs, facts, keys
 from webhooks.store.models import (
     Account,
@@ -415,12 +415,15 @@ async def test_preview_and_backtest_read_only_through_the_read_engine(service_fa
     previewed = await service.client.post(
         "/api/v1/config/preview", json={"config": recency(60)}, headers=admin
     )
-    backtested = await service.client.post("/api/v1/config/backtest", json={}, headers=admin)
-
     assert previewed.status_code == 200, previewed.text
     assert previewed.json()["accounts"] == 6
-    assert backtested.status_code == 200, backtested.text
     assert (main.count, reads.count > 0) == (0, True)
+
+    read_before = reads.count
+    await backtested(service, admin)
+    assert reads.count > read_before
+    # The main engine only keeps the job: queued, started, its progress and its result.
+    assert main.count <= 6
 
 
 async def test_previews_beyond_the_limit_wait_for_a_turn(service_factory, monkeypatch) -> None:
@@ -439,26 +442,26 @@ async def test_previews_beyond_the_limit_wait_for_a_turn(service_factory, monkey
     assert gate.entered == 2
 
 
-async def test_a_backtest_without_a_turn_in_time_is_refused_with_503(
+async def test_backtest_jobs_run_one_at_a_time_and_report_their_progress(
     service_factory, monkeypatch
 ) -> None:
-    service = await scored_world(service_factory)
-    service.runtime.preview_turns = Turns(1, wait_seconds=0.2)
+    service = await outcome_world(service_factory)
     viewer = await bearer(service, "viewer")
     gate = Gate(monkeypatch)
-    running = preview_request(service, viewer)
+    first = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
     await asyncio.wait_for(gate.arrived.wait(), timeout=10)
+    second = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
 
-    refused = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
-
-    assert refused.status_code == 503
-    assert refused.headers["Retry-After"] == "10"
-    assert "CRM_HEALTH_PREVIEW_CONCURRENCY" in refused.json()["detail"]
+    running = (await service.client.get(first.json()["links"]["self"], headers=viewer)).json()
+    waiting = (await service.client.get(second.json()["links"]["self"], headers=viewer)).json()
+    assert (running["status"], waiting["status"]) == ("running", "queued")
+    assert gate.entered == 1  # the second waits its turn, not in a read
     gate.open()
-    assert (await running).status_code == 200
-    # The turn is given back: the next one runs.
-    again = await service.client.post("/api/v1/config/backtest", json={}, headers=viewer)
-    assert again.status_code == 200
+
+    await service.runtime.jobs.wait()
+    for started in (first, second):
+        job = (await service.client.get(started.json()["links"]["self"], headers=viewer)).json()
+        assert (job["status"], job["done"], job["total"]) == ("done", 15, 15)
 
 
 async def test_the_pacer_hands_the_loop_back_once_its_slice_has_passed() -> None:
@@ -477,6 +480,30 @@ async def test_the_pacer_hands_the_loop_back_once_its_slice_has_passed() -> None
 
 
 # --- backtest -----------------------------------------------------------------------------------
+
+LEGACY = ("days", "churned", "renewed", "flagged_churned", "flagged_renewed", "unscored",
+          "precision", "recall")  # fmt: skip
+
+
+async def backtested(service: Any, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    """Start a backtest job, let it run, and fetch its result as the API gives it."""
+    started = await service.client.post("/api/v1/config/backtest", json=body, headers=headers)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert job["status"] == "queued"
+    await service.runtime.jobs.wait()
+    fetched = await service.client.get(job["links"]["self"], headers=headers)
+    assert fetched.status_code == 200, fetched.text
+    done = fetched.json()
+    assert done["status"] == "done", done["error"]
+    assert done["done"] == done["total"]
+    result: dict[str, Any] = done["result"]
+    return result
+
+
+def legacy(horizons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The counts and ratios the backtest has always answered, of each horizon."""
+    return [{key: horizon[key] for key in LEGACY} for horizon in horizons]
 
 
 def used(account: str, *days_ago: float) -> list[dict[str, object]]:
@@ -523,43 +550,56 @@ async def test_backtest_reports_precision_and_recall_per_horizon(service_factory
     service = await outcome_world(service_factory)
     before = await row_counts(service)
 
-    response = await service.client.post(
-        "/api/v1/config/backtest",
-        json={"config": recency(14), "horizons": [90, 30, 60]},
-        headers=await bearer(service, "viewer"),
+    body = await backtested(
+        service,
+        await bearer(service, "viewer"),
+        config=recency(14),
+        horizons=[90, 30, 60],
     )
 
-    assert response.status_code == 200, response.text
-    body = response.json()
     assert (body["outcomes"], body["accounts"]) == (5, 5)
-    assert body["horizons"] == EXPECTED
+    assert legacy(body["horizons"]) == EXPECTED
     assert "precision" in body["method"]
+    # At 30 days churn1, churn2 and renew2 all score 0 (no use for over 14 days), renew1 above
+    # them: of the four churned/renewed pairs renew1 wins two, renew2 ties two: 3/4.
+    assert body["horizons"][0]["auc"] == 0.75
+    assert body["horizons"][0]["before_record"] == 1
     assert await row_counts(service) == before
 
 
 async def test_backtest_without_a_config_uses_the_current_one(service_factory) -> None:
     service = await outcome_world(service_factory)
 
-    response = await service.client.post(
-        "/api/v1/config/backtest", json={"config": None}, headers=await bearer(service, "admin")
-    )
+    body = await backtested(service, await bearer(service, "admin"), config=None)
 
-    body = response.json()
     assert body["config_version"] == HealthConfig.model_validate(recency(14)).version
-    assert body["horizons"] == EXPECTED
+    assert legacy(body["horizons"]) == EXPECTED
 
 
 async def test_backtest_without_outcomes_has_no_ratios(service_factory) -> None:
     service = await scored_world(service_factory)
 
-    response = await service.client.post(
-        "/api/v1/config/backtest", json={"horizons": [30]}, headers=await bearer(service, "viewer")
-    )
+    body = await backtested(service, await bearer(service, "viewer"), horizons=[30])
 
-    assert response.json()["horizons"] == [
+    assert legacy(body["horizons"]) == [
         {"days": 30, "churned": 0, "renewed": 0, "flagged_churned": 0, "flagged_renewed": 0,
          "unscored": 0, "precision": None, "recall": None},
     ]  # fmt: skip
+    assert body["horizons"][0]["auc"] is None
+
+
+async def test_a_job_is_its_connections_alone(service_factory) -> None:
+    service = await outcome_world(service_factory)
+    started = await service.client.post(
+        "/api/v1/config/backtest", json={}, headers=await bearer(service, "viewer")
+    )
+    await service.runtime.jobs.wait()
+    other = await bearer(service, "viewer", connection="elsewhere")
+
+    response = await service.client.get(started.json()["links"]["self"], headers=other)
+
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"no job {started.json()['id']}"
 
 
 @pytest.mark.parametrize("horizons", [[0], [366], [], [30, -1]])
@@ -635,14 +675,14 @@ async def test_a_backtest_leaves_cases_before_the_accounts_first_record_unscored
 
     # Any evidence gives a verdict here (bands.min_coverage 0): 5 days before, R1 is scored on
     # its usage alone, so only the first record decides what is left unscored.
-    response = await service.client.post(
-        "/api/v1/config/backtest",
-        json={"horizons": [5, 30, 60], "config": {"bands": {"min_coverage": 0}}},
-        headers=await bearer(service, "viewer"),
+    body = await backtested(
+        service,
+        await bearer(service, "viewer"),
+        horizons=[5, 30, 60],
+        config={"bands": {"min_coverage": 0}},
     )
 
-    assert response.status_code == 200, response.text
-    by_days = {h["days"]: h for h in response.json()["horizons"]}
+    by_days = {h["days"]: h for h in body["horizons"]}
     assert (by_days[5]["churned"], by_days[5]["unscored"]) == (1, 0)
     for days in (30, 60):
         assert (by_days[days]["flagged_churned"], by_days[days]["unscored"]) == (0, 1)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from testkit import crm_accounts, native
-from webhooks.store import keys
+from webhooks.store import keys, outcomes
 from webhooks.store.models import Account, InboxEvent, SurveyFact, UsageMonth
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -240,5 +240,46 @@ async def test_a_survey_score_off_its_scale_is_422_naming_the_field(service):
     assert "events[1].score: csat scores run from 1 to 5, not 0" in detail
     assert "events[2].kind" in detail
     assert "events[3].respondent: Field required" in detail
+    async with service.runtime.sessions() as session:
+        assert (await session.execute(select(InboxEvent))).first() is None
+
+
+async def test_an_outcome_keeps_the_arr_it_was_sent_with(service):
+    await crm_accounts(service.runtime, ["1001", "1002"])
+    headers = await bearer(service, role="ingest")
+    response = await post(
+        service,
+        [
+            native("outcome", "1001", days_ago=3, outcome="renewed", arr=48000.5),
+            native("outcome", "1002", days_ago=2, outcome="churned"),
+        ],
+        headers,
+    )
+    assert response.status_code == 202
+    await service.runtime.pipeline.run_once()
+    async with service.runtime.sessions() as session:
+        held = await outcomes.known_outcomes(session, connection="default")
+    assert [(o.account.crm_id, o.outcome, o.arr) for o in held] == [
+        ("1001", "renewed", 48000.5),
+        ("1002", "churned", None),
+    ]
+
+
+async def test_an_outcome_arr_out_of_bounds_is_422_naming_the_field(service):
+    headers = await bearer(service, role="ingest")
+    response = await post(
+        service,
+        [
+            native("outcome", "1", outcome="renewed", arr=-1),
+            native("outcome", "1", outcome="renewed", arr=1e14),
+            native("outcome", "1", outcome="renewed", arr="lots"),
+        ],
+        headers,
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "events[0].arr: Input should be greater than or equal to 0" in detail
+    assert "events[1].arr: Input should be less than or equal to" in detail
+    assert "events[2].arr" in detail
     async with service.runtime.sessions() as session:
         assert (await session.execute(select(InboxEvent))).first() is None

@@ -22,7 +22,7 @@ from connector.model import (
 )
 from signals.config import HealthConfig
 from signals.scoring import score
-from webhooks import preview, retention
+from webhooks import calibration, retention
 from webhooks.store import account_views, accounts, facts
 from webhooks.store.models import (
     Account,
@@ -128,14 +128,15 @@ async def load_health(sessions) -> None:
 async def answers(sessions) -> dict[str, Any]:
     """Everything the kept data must answer the same: the backtest, every account's score
     now, and the health readers within 90 days."""
-    result = await preview.backtest(
-        sessions,
-        turns=preview.Turns(1),
-        connection="default",
-        document=None,
-        horizons=HORIZONS,
-        now=NOW,
-    )
+    async with sessions() as session:
+        result = await calibration.run_backtest(
+            session,
+            connection="default",
+            request=calibration.BacktestRequest(horizons=list(HORIZONS)),
+            now=NOW,
+        )
+    # What it measured, not when it did.
+    result.pop("computed_at")
     async with sessions() as session:
         book_accounts = list(
             (await session.execute(select(Account).order_by(Account.id))).scalars()
@@ -152,7 +153,7 @@ async def answers(sessions) -> dict[str, Any]:
         # What the backtest reads for each case and horizon, compared fact by fact (its result
         # only counts bands).
         moments = sorted(
-            {preview._as_of(outcome.at, days) for outcome in await outcomes_of(session)
+            {calibration._as_of(outcome.at, days) for outcome in await outcomes_of(session)
              for days in HORIZONS}
         )  # fmt: skip
         cases = {
@@ -172,7 +173,7 @@ async def answers(sessions) -> dict[str, Any]:
             for days in (1, 7, 30, 60, 89)
         }
     return {
-        "backtest": result.model_dump(mode="json"),
+        "backtest": result,
         "scores": scores,
         "cases": cases,
         "first": first,

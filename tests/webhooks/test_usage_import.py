@@ -19,17 +19,11 @@ from typer.testing import CliRunner
 
 from testkit import USAGE_ROWS, crm_accounts, usage_days
 from webhooks.cli import cli
+from webhooks.csv_import import ImportFileError, ImportSummary, ParsedRow, RowError
 from webhooks.progress import Progress
 from webhooks.store import inbox
 from webhooks.store.models import Account, CollaborationFact, InboxEvent
-from webhooks.usage_import import (
-    ImportFileError,
-    ImportSummary,
-    ParsedRow,
-    RowError,
-    UsageCsv,
-    import_usage,
-)
+from webhooks.usage_import import UsageCsv, import_usage
 
 GOOD = """\
 account,at,type,user,feature,kind

@@ -1,6 +1,6 @@
 """The `crm-health` command: serve, worker, migrate, provision, backfill, dead letters and
 replay, prune, sync status and write-back retry, recompute, reconcile, sandbox, demo, API
-keys, usage import, configuration export and apply.
+keys, usage and outcome imports, configuration export and apply, backtest and suggest.
 
 The root app is `root.cli`; each module here registers one group of commands on it, and is
 imported below in the order the commands are listed in the help.
@@ -16,7 +16,8 @@ from webhooks.cli.root import cli
 
 # isort: off
 # Imported for the commands they register, in the order the help lists them.
-from webhooks.cli import service, inbox, prune, ops, local, access, writeback, imports, config  # noqa: F401
+from webhooks.cli import service, inbox, prune, ops, local, access, writeback, imports  # noqa: F401
+from webhooks.cli import config, calibrate  # noqa: F401
 # isort: on
 
 __all__ = ["cli", "main"]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from webhooks import preview
+from webhooks import calibration, preview
 from webhooks.deps import ReadSessions, RuntimeDep, ViewerPrincipal
 from webhooks.routes.responses import error_responses
 
@@ -46,20 +46,6 @@ class PreviewRequest(BaseModel):
     )
 
 
-class BacktestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    config: dict[str, Any] | None = Field(
-        default=None, description="A HealthConfig to test; null or absent: the current one."
-    )
-    horizons: list[Horizon] = Field(
-        default=[30, 60, 90],
-        min_length=1,
-        max_length=12,
-        description="Days before each outcome at which to score (1 to 365).",
-    )
-
-
 @router.post(
     "/api/v1/config/preview",
     response_model=preview.Preview,
@@ -81,20 +67,61 @@ async def preview_config(
     )
 
 
+_JOB_RESPONSES = error_responses(
+    {
+        401: "API key missing or unknown.",
+        403: "The key's role needs to be admin or viewer.",
+        422: "The candidate configuration or a parameter is invalid: every invalid field path "
+        "is named (e.g. config.bands.healthy_min).",
+    }
+)
+
+
 @router.post(
     "/api/v1/config/backtest",
-    response_model=preview.Backtest,
-    responses=_RESPONSES,
-    summary="How well a configuration's at_risk band foresaw known churn and renewals",
+    response_model=calibration.JobOut,
+    status_code=202,
+    responses=_JOB_RESPONSES,
+    summary="Start a backtest: how well a configuration's score and bands foresaw known churn "
+    "and renewals (AUC, bands, signals, indicators per horizon); fetch it from links.self",
 )
 async def backtest_config(
-    runtime: RuntimeDep, reads: ReadSessions, principal: ViewerPrincipal, body: BacktestRequest
-) -> preview.Backtest:
-    return await preview.backtest(
-        reads,
-        turns=runtime.preview_turns,
-        connection=principal.connection,
-        document=body.config,
-        horizons=body.horizons,
-        now=datetime.now(UTC),
+    runtime: RuntimeDep, principal: ViewerPrincipal, body: calibration.BacktestRequest
+) -> calibration.JobOut:
+    return await runtime.jobs.submit(
+        kind="backtest", connection=principal.connection, author=principal.name, request=body
     )
+
+
+@router.post(
+    "/api/v1/config/suggest",
+    response_model=calibration.JobOut,
+    status_code=202,
+    responses=_JOB_RESPONSES,
+    summary="Start a suggestion: thresholds and weights the known outcomes support, as a "
+    "candidate configuration to preview and apply; fetch it from links.self",
+)
+async def suggest_config(
+    runtime: RuntimeDep, principal: ViewerPrincipal, body: calibration.SuggestRequest
+) -> calibration.JobOut:
+    return await runtime.jobs.submit(
+        kind="suggest", connection=principal.connection, author=principal.name, request=body
+    )
+
+
+@router.get(
+    "/api/v1/config/jobs/{job_id}",
+    response_model=calibration.JobOut,
+    responses=error_responses(
+        {
+            401: "API key missing or unknown.",
+            403: "The key's role needs to be admin or viewer.",
+            404: "No such job for the key's connection.",
+        }
+    ),
+    summary="A backtest or suggestion job: its progress, then its result",
+)
+async def get_job(
+    runtime: RuntimeDep, principal: ViewerPrincipal, job_id: int
+) -> calibration.JobOut:
+    return await runtime.jobs.get(job_id=job_id, connection=principal.connection)

@@ -202,7 +202,10 @@ def _dated_row(
         case Collaboration():
             return CollaborationFact, {"account_id": account_id, "at": event.at, "kind": event.kind}
         case Outcome():
-            return OutcomeFact, {"account_id": account_id, "at": event.at, "outcome": event.outcome}
+            return OutcomeFact, {
+                "account_id": account_id, "at": event.at, "outcome": event.outcome,
+                "arr": event.arr,
+            }  # fmt: skip
     return SentimentFact, {
         "account_id": account_id, "at": event.at, "rating": event.rating, "reason": event.reason,
         "note": event.note, "author": event.author, "until": event.until,

@@ -391,6 +391,8 @@ class OutcomeFact(Base):
     account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id", ondelete="CASCADE"))
     at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))
+    # The ARR renewed or lost; NULL where the source did not say (CRM deals, older rows).
+    arr: Mapped[float | None] = mapped_column(Float)
 
 
 class SourceKind(Base):
@@ -445,6 +447,30 @@ class RecomputeJob(Base):
     # Why: "configuration" (a change; its findings tell nobody) or "time" (the scheduled
     # rescore that moves windows and recency on for accounts that send nothing; it tells).
     cause: Mapped[str] = mapped_column(String(16), default="configuration")
+
+
+class AnalysisJob(Base):
+    """A backtest or a suggestion computed in the background: what was asked (`request`), how
+    far it got (`done` of `total` cases), and its result or why it failed. A job whose process
+    stopped beating (`heartbeat_at`) was interrupted: it is failed, never left running."""
+
+    __tablename__ = "analysis_jobs"
+    __table_args__ = (Index("ix_analysis_jobs_connection_created", "connection", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # backtest | suggest
+    connection: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
 
 
 class BackfillCursor(Base):

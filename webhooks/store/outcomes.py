@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,18 +66,25 @@ async def open_alert_keys(
     return found
 
 
-async def known_outcomes(
-    session: AsyncSession, *, connection: str
-) -> list[tuple[AccountRow, datetime, str]]:
-    """Every churn or renewal recorded for the connection's accounts, deleted accounts
-    included (a churned customer is often deleted from the CRM), oldest first."""
+class KnownOutcome(NamedTuple):
+    """A churn or renewal of an account, with the ARR it kept or lost (None: not known)."""
+
+    account: AccountRow
+    at: datetime
+    outcome: str
+    arr: float | None
+
+
+async def known_outcomes(session: AsyncSession, *, connection: str) -> list[KnownOutcome]:
+    """Every churn or renewal recorded for the connection's accounts, with its ARR, deleted
+    accounts included (a churned customer is often deleted from the CRM), oldest first."""
     rows = await session.execute(
         accounts.select_rows()
-        .add_columns(OutcomeFact.at, OutcomeFact.outcome)
+        .add_columns(OutcomeFact.at, OutcomeFact.outcome, OutcomeFact.arr)
         .join(OutcomeFact, OutcomeFact.account_id == Account.id)
         .where(Account.connection == connection, OutcomeFact.outcome.in_((CHURNED, RENEWED)))
         .order_by(OutcomeFact.at, OutcomeFact.id)
     )
     # The account's columns first, then the outcome's.
     width = len(ACCOUNT_ROW_COLUMNS)
-    return [(AccountRow(*row[:width]), row[width], row[width + 1]) for row in rows]
+    return [KnownOutcome(AccountRow(*row[:width]), *row[width:]) for row in rows]
