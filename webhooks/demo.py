@@ -750,8 +750,14 @@ def print_summary(
     quoted = shlex.quote(database)
     print(f"\nDatabase:   {database} (SQLite; each demo run starts it afresh)")
     print(f"            other commands read it with: crm-health status --database {quoted}")
+    if result.outcomes:
+        print(
+            f"Calibrate:  crm-health backtest --database {quoted}; crm-health suggest "
+            f"--database {quoted} --output suggested.yaml (the outcomes above as the truth)"
+        )
     if serving:
         print(f"Admin page: {service_url}/admin  (sign in with the admin token {DEMO_ADMIN_TOKEN})")
+        print(f"            calibration: {service_url}/admin/calibration")
         print(f"API docs:   {service_url}/docs")
         print(
             f"API:        curl -H 'Authorization: Bearer {DEMO_ADMIN_TOKEN}' "
