@@ -106,7 +106,7 @@ async def test_a_suggestion_is_a_candidate_that_validates_and_is_applied_by_nobo
     result = job["result"]
     assert result["status"] == "suggested"
     candidate = HealthConfig.model_validate(result["config"])
-    suggested = candidate.signals.active_use.indicators.recency_days
+    suggested = candidate.signals.items()["active_use"].indicators.items()["recency_days"]
     # Each group's median: the renewed used it 0 to 3 days before, the churned 5 to 36.
     assert 0 <= suggested.healthy <= 3
     assert 5 <= suggested.at_risk <= 36
