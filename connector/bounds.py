@@ -189,6 +189,20 @@ def not_far_future(moment: datetime, info: ValidationInfo) -> datetime:
 _Storable = BeforeValidator(_storable)
 
 
+def in_utc(moment: datetime) -> datetime:
+    """`moment` as given, when UTC can hold it; ValueError for one it cannot (year 1 at +01:00
+    is year 0 in UTC), which no database column, and no conversion to UTC, could take. The
+    offset is kept: dedup keys of what senders send are computed on their own values."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{moment.isoformat()} is out of range: it must fall between the years 1 and 9999 "
+            "in UTC"
+        ) from None
+    return moment
+
+
 # --- account attribute values ---------------------------------------------------------------
 
 # Epoch milliseconds, as HubSpot keeps date properties (12 to 14 digits: 1973 to 5138).
@@ -288,6 +302,8 @@ PropertyValue = Annotated[str, StringConstraints(max_length=PROPERTY_VALUE), _St
 Seats = Annotated[int, Field(ge=0, le=MAX_SEATS)]
 Arr = Annotated[float, Field(ge=0, le=MAX_ARR, allow_inf_nan=False)]
 CrmInt = Annotated[int, Field(ge=0, le=INT64_MAX)]
-EventTime = Annotated[AwareDatetime, AfterValidator(not_far_future)]
+EventTime = Annotated[AwareDatetime, AfterValidator(in_utc), AfterValidator(not_far_future)]
+# A moment a request names (a filter's bound): with its offset, and one UTC can hold.
+Moment = Annotated[AwareDatetime, AfterValidator(in_utc)]
 # ISO 8601 or epoch milliseconds, kept as given.
 DateText = Annotated[str, BeforeValidator(_date_text)]

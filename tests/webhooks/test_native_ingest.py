@@ -92,6 +92,7 @@ async def test_invalid_events_are_422_naming_every_field_and_nothing_is_stored(s
             {"type": "usage", "account": "1"},
             {"type": "collaboration", "account": "1", "kind": "party"},
             {"type": "usage", "account": "1", "user": "u", "at": "2026-11-23T10:00:00"},
+            {"type": "usage", "account": "1", "user": "u", "at": "0001-01-01T00:00:00+01:00"},
         ],
         headers,
     )
@@ -100,6 +101,7 @@ async def test_invalid_events_are_422_naming_every_field_and_nothing_is_stored(s
     assert "events[1].user: Field required" in detail
     assert "events[2].kind" in detail
     assert "events[3].at" in detail
+    assert "events[4].at: 0001-01-01T00:00:00+01:00 is out of range" in detail
     async with service.runtime.sessions() as session:
         assert (await session.execute(select(InboxEvent))).first() is None
 

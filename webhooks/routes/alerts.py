@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from connector.bounds import Moment
 from webhooks.alerts import manage
 from webhooks.alerts.manage import AlertItem, AlertPage, AlertStatus
 from webhooks.deps import AdminPrincipal, Offset, RuntimeDep, ViewerPrincipal, row_id
@@ -37,7 +38,7 @@ class SnoozeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    until: AwareDatetime | None = Field(
+    until: Moment | None = Field(
         default=None, description="ISO 8601 time with offset, in the future, at most 90 days."
     )
     hours: float | None = Field(default=None, ge=1, le=2160, allow_inf_nan=False)
@@ -67,8 +68,8 @@ async def list_alerts(
     account: Annotated[str | None, Query(description="The account's CRM record id.")] = None,
     rule: Annotated[str | None, Query(description="A rule's name.")] = None,
     status: Annotated[AlertStatus | None, Query()] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Fired at or after.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Fired before.")] = None,
+    since: Annotated[Moment | None, Query(description="Fired at or after.")] = None,
+    until: Annotated[Moment | None, Query(description="Fired before.")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> AlertPage:
