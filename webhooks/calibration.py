@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from signals.calibration import Case, evaluate, suggest
+from signals.calibration import Case, Suggestion, evaluate, suggest
 from signals.config import HealthConfig
 from webhooks.errors import NotFound
 from webhooks.preview import Pacer, candidate_config
@@ -277,14 +277,35 @@ async def run_suggest(
         seed=request.seed,
     )
     log.info("config_suggested", connection=connection, cases=len(collected.cases))
-    return {
+    result = {
         "config_version": applying.version,
+        "based_on_version": None
+        if request.config is not None
+        else await configs.current_id(session),
         "horizon": request.horizon,
         "outcomes": len(known),
         "before_record": collected.before_record,
         **found.model_dump(mode="json"),
         "computed_at": now.isoformat(),
     }
+    if isinstance(found, Suggestion):
+        result["config"] = _as_document(config, found.config)
+    return result
+
+
+# The parts of a configuration a suggestion changes (thresholds and weights live only there):
+# global, never set per connection.
+_SUGGESTED_PARTS = ("signals", "custom_indicators", "custom_signals")
+
+
+def _as_document(config: HealthConfig, suggested: Mapping[str, Any]) -> dict[str, Any]:
+    """The suggestion as a whole document to preview and apply: `config` as stored (every
+    connection's own settings kept) with the suggested thresholds and weights. The suggestion
+    itself was fitted on the connection's view, which merges that connection's settings into
+    the global ones and drops the others'."""
+    document = config.model_dump(mode="json")
+    document.update({part: suggested[part] for part in _SUGGESTED_PARTS})
+    return HealthConfig.model_validate(document).model_dump(mode="json")
 
 
 # -- background jobs ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ skip locally and fail on CI.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import httpx
 import pytest
 import sync_rows
 import uvicorn
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 from sqlalchemy import select, update
 
 from signals.config import DEFAULT_ALERT_RULES, HealthConfig
@@ -34,7 +35,7 @@ from signals.registry import SIGNALS
 from testkit import RECENCY_ONLY, make_settings, native, store_native
 from webhooks.app import create_app
 from webhooks.settings import Settings
-from webhooks.store import configs, keys
+from webhooks.store import analysis_jobs, configs, keys
 from webhooks.store.db import create_engine, create_session_factory
 from webhooks.store.models import Account, HealthSnapshot, WritebackItem
 
@@ -76,6 +77,8 @@ class Server:
     viewer_key: str
     connection_admin_key: str  # an admin of the default connection only
     database_url: str
+    book_admin_key: str  # a global admin of the connection with outcomes (BOOK)
+    book_viewer_key: str
 
 
 def _free_port() -> int:
@@ -84,9 +87,36 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _seed(settings: Settings) -> tuple[str, str, str]:
+# The calibration page's connection: renewals and churn, with months of facts before them.
+# Most churned accounts went quiet three months or more before their outcome with one seat of
+# five in use; one in five used it to the end. Most renewed ones kept using it with three
+# seats; one in six went quiet. Too few churned for the default minimum (30) to suggest.
+BOOK = "book"
+BOOK_CHURNED = 24
+BOOK_RENEWED = 36
+
+
+def _book_events() -> list[dict[str, object]]:
+    events: list[dict[str, object]] = []
+    for i in range(BOOK_CHURNED + BOOK_RENEWED):
+        churned = i < BOOK_CHURNED
+        crm_id = f"b{i}"
+        outcome_ago = 3 + i % 10
+        quiet = i % 3 != 0 if churned else i % 4 == 0
+        last_use = outcome_ago + (95 + 2 * (i % 24) if quiet else 1)
+        attributes = {"name": f"Book {i:02d}", "seats": "5"}
+        events.append(native("account", crm_id, days_ago=220, attributes=attributes))
+        for day in range(last_use, 210, 7):
+            for user in range(1 + i % 2 + (not churned)):
+                events.append(native("usage", crm_id, days_ago=day, user=f"u{user}"))
+        outcome = "churned" if churned else "renewed"
+        events.append(native("outcome", crm_id, days_ago=outcome_ago, outcome=outcome))
+    return events
+
+
+async def _seed(settings: Settings) -> tuple[str, str, str, str, str]:
     """Accounts built the way the service builds them (native events through the worker), a
-    little older history for the charts, and three keys."""
+    little older history for the charts, a book with outcomes (BOOK), and five keys."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
@@ -108,6 +138,12 @@ async def _seed(settings: Settings) -> tuple[str, str, str]:
             _, viewer_key = await keys.create(
                 session, name="victor", role="viewer", connection="default", now=now
             )
+            _, book_admin_key = await keys.create(
+                session, name="olga", role="global_admin", connection=BOOK, now=now
+            )
+            _, book_viewer_key = await keys.create(
+                session, name="vera", role="viewer", connection=BOOK, now=now
+            )
         events: list[dict[str, object]] = []
         for crm_id, (name, days, segment, owner) in ACCOUNTS.items():
             if days is not None:
@@ -115,7 +151,9 @@ async def _seed(settings: Settings) -> tuple[str, str, str]:
             attributes = {"name": name, "segment": segment, "owner": owner, "seats": "20"}
             events.append(native("account", crm_id, days_ago=0.001, attributes=attributes))
         await store_native(runtime, events)
-        await runtime.pipeline.process_inbox()
+        await store_native(runtime, _book_events(), connection=BOOK)
+        while (await runtime.pipeline.process_inbox()).claimed:
+            pass
         async with runtime.sessions() as session, session.begin():
             for crm_id, points in {"1": ((80, 60), (40, 85)), "3": ((85, 90), (30, 55))}.items():
                 account_id = await session.scalar(
@@ -130,7 +168,7 @@ async def _seed(settings: Settings) -> tuple[str, str, str]:
                             band="healthy" if score >= 70 else "neutral",
                         )
                     )
-    return admin_key, viewer_key, connection_admin_key
+    return admin_key, viewer_key, connection_admin_key, book_admin_key, book_viewer_key
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +188,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         smtp_host="127.0.0.1",
         smtp_from_address="crm-health@example.com",
     )
-    admin_key, viewer_key, connection_admin_key = asyncio.run(_seed(settings))
+    admin_key, viewer_key, connection_admin_key, book_admin_key, book_viewer_key = asyncio.run(
+        _seed(settings)
+    )
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
@@ -168,6 +208,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         viewer_key=viewer_key,
         connection_admin_key=connection_admin_key,
         database_url=settings.database_url,
+        book_admin_key=book_admin_key,
+        book_viewer_key=book_viewer_key,
     )
     uvicorn_server.should_exit = True
     thread.join(timeout=15)
@@ -233,8 +275,10 @@ def sign_in(page: Page, key: str, *, then: str = "/admin") -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/admin", "/admin/config", "/admin/alerts", "/admin/sync", "/admin/accounts/1"]
-)
+    "path",
+    ["/admin", "/admin/config", "/admin/calibration", "/admin/alerts", "/admin/sync",
+     "/admin/accounts/1"],
+)  # fmt: skip
 def test_pages_redirect_to_the_login_when_not_signed_in(server: Server, path: str) -> None:
     response = httpx.get(server.url + path, follow_redirects=False)
     assert response.status_code == 303
@@ -979,3 +1023,246 @@ def test_rule_and_account_names_are_shown_as_text(page: Page, server: Server) ->
     expect(segment.locator("legend").first).to_have_text(f"Segment override {hostile}")
     expect(page.locator("#global-editors img")).to_have_count(0)
     assert page.title() == "Configuration · crm-health admin"
+
+
+# --- the calibration page ---------------------------------------------------------------------
+
+CALIBRATION_HOSTILE = '<img src=x onerror="document.title=1">QBR'
+# The book scored on recency and seat use, the latter light and the wrong way round (healthy
+# with few seats in use): the backtest marks it reversed and the suggestion turns it. A custom
+# indicator without data carries a label with markup: shown as text.
+CALIBRATED: dict[str, Any] = copy.deepcopy(RECENCY_ONLY)
+CALIBRATED["signals"]["active_use"]["indicators"]["seat_utilization"] = {
+    "at_risk": 0.7, "healthy": 0.4, "weight": 0.25,
+}  # fmt: skip
+CALIBRATED["custom_indicators"] = [
+    {
+        "name": "since_qbr",
+        "label": CALIBRATION_HOSTILE,
+        "signal": "active_use",
+        "source": {"kind": "crm_property", "hubspot": "last_qbr_date", "value": "days_since"},
+        "at_risk": 120,
+        "healthy": 45,
+        "weight": 1,
+        "optional": True,
+    }
+]
+SEAT_UTILIZATION = "tr[data-indicator='active_use.seat_utilization']"
+
+
+def _hold_jobs_running(page: Page) -> dict[str, bool]:
+    """Answers of GET /api/v1/config/jobs/{id} as if the job were half way (the real ones
+    finish within a second) until `held["on"]` is set False."""
+    held = {"on": True}
+
+    def answer(route: Route) -> None:
+        response = route.fetch()
+        job = response.json()
+        if held["on"]:
+            total = job["total"] or 180
+            job.update(status="running", done=total // 2, total=total, result=None)
+            job.update(finished_at=None)
+        route.fulfill(response=response, json=job)
+
+    page.route(re.compile(r".*/api/v1/config/jobs/\d+$"), answer)
+    return held
+
+
+def test_a_backtest_shows_its_progress_then_the_auc_the_roc_curve_and_the_indicators(
+    page: Page, server: Server
+) -> None:
+    _put_config(server, CALIBRATED)
+    held = _hold_jobs_running(page)
+    sign_in(page, server.book_admin_key, then="/admin/calibration")
+    expect(page.get_by_role("link", name="Calibration")).to_have_attribute("aria-current", "page")
+    horizons = page.get_by_label("Horizons, days before each outcome")
+    expect(horizons).to_have_value("30, 60, 90")
+    horizons.fill("30, 90")
+    page.get_by_role("button", name="Run the backtest").click()
+    state = page.locator("#backtest-job .job-state")
+    expect(state).to_contain_text("Backtest running (job")
+    expect(state).to_have_attribute("aria-live", "polite")
+    progress = page.get_by_role("progressbar", name="Backtest: cases read")
+    expect(progress).to_have_attribute("max", str(2 * (BOOK_CHURNED + BOOK_RENEWED)))
+    expect(page.locator("#backtest-job")).to_contain_text("60 of 120 cases read")
+    expect(page.get_by_role("button", name="Run the backtest")).to_be_disabled()
+    # A reload mid-run shows the same job's progress again, and the horizons it was run with.
+    page.reload()
+    expect(page.locator("#backtest-job")).to_contain_text("60 of 120 cases read")
+    expect(horizons).to_have_value("30, 90")
+    held["on"] = False
+
+    expect(state).to_contain_text("Backtest done (job")
+    expect(progress).to_be_hidden()
+    rows = page.locator("#auc-table tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first.locator("th, td")).to_have_text(
+        ["30 days", "0.65", "0.49 to 0.82", str(BOOK_CHURNED), str(BOOK_RENEWED), "60"]
+    )
+    expect(page.locator("#backtest-result")).to_contain_text(
+        "a renewed account scored above a churned one"
+    )
+    detail = page.locator("#horizon-detail")
+    expect(detail.locator("h3")).to_have_text("90 days before the outcome")
+    expect(detail.locator(".auc-words")).to_contain_text("0.5 is chance. 95% interval")
+    roc = page.get_by_role("img", name="ROC curve of the score, 90 days before the outcome")
+    expect(roc.locator("path.roc-line")).to_have_attribute("d", re.compile(r"^M"))
+    expect(roc.locator("line.chance")).to_have_count(1)
+    power = page.get_by_role("figure", name="Power of each indicator, 90 days before the outcome")
+    expect(power.locator("li.indicator")).to_have_count(2)
+    seats = power.locator("li[data-indicator='active_use.seat_utilization']")
+    expect(seats).to_have_class(re.compile("reversed"))
+    expect(seats.locator(".power-label")).to_have_text("Active use: seat_utilization — reversed")
+    expect(seats.locator("svg.power-bar rect.bar-reversed")).to_have_count(1)
+    expect(power.locator("li[data-indicator='active_use.recency_days']")).not_to_have_class(
+        re.compile("reversed")
+    )
+    expect(power.locator("figcaption")).to_contain_text("indicators without data")
+    # The custom indicator without data is named by its label, as text.
+    expect(power.locator("#power-table")).to_contain_text(CALIBRATION_HOSTILE)
+    bands = detail.locator("#bands-table tbody tr")
+    expect(bands).to_have_count(5)
+    expect(detail.locator("#bands-table thead")).to_contain_text("Share of churn")
+    expect(detail.locator("#bands-table tr[data-band='healthy'] .band")).to_have_text("Healthy")
+    shot(page, "30-calibration-backtest")
+    _at_390px(page, "30-calibration-backtest")
+
+    page.get_by_label("Horizon shown below").select_option("30")
+    expect(detail.locator("h3")).to_have_text("30 days before the outcome")
+    expect(page.get_by_role("img", name=re.compile("ROC curve .* 30 days"))).to_be_visible()
+    # A reload once done shows the result again.
+    page.reload()
+    expect(page.locator("#auc-table tbody tr")).to_have_count(2)
+    expect(page.locator("main img")).to_have_count(0)
+
+
+def test_a_suggestion_stands_beside_the_configuration_and_is_previewed_there(
+    page: Page, server: Server
+) -> None:
+    _put_config(server, CALIBRATED)
+    sign_in(page, server.book_admin_key, then="/admin/calibration")
+    expect(page.get_by_label("Horizon, days before each outcome")).to_have_value("90")
+    page.get_by_label("At least this many churned (and renewed) outcomes").fill("20")
+    page.get_by_role("button", name="Suggest").click()
+    expect(page.locator("#suggest-job .job-state")).to_contain_text("Suggestion done (job")
+    result = page.locator("#suggest-result")
+    expect(result.locator(".verdict")).to_contain_text("The suggestion ranks better")
+    side = page.locator("#suggest-auc")
+    expect(side.locator("thead")).to_contain_text("In force")
+    expect(side.locator("thead")).to_contain_text("Suggested")
+    expect(side.locator("td.current")).to_have_text("0.56")
+    seats = page.locator(f"#suggest-indicators {SEAT_UTILIZATION}")
+    # At risk in force, then suggested: the medians of the churned and the renewed cases.
+    expect(seats.locator("td").nth(0)).to_have_text("0.7")
+    expect(seats.locator("td").nth(1)).to_contain_text("0.2")
+    expect(seats.locator("td.changed").first).to_contain_text("(changed)")
+    expect(seats).to_contain_text("medians: churned 0.2, renewed 0.5")
+    expect(page.locator("#suggest-indicators")).to_contain_text(CALIBRATION_HOSTILE)
+    active_use = page.locator("#suggest-signals tr[data-signal='active_use']")
+    expect(active_use).to_contain_text("1 (100%)")
+    expect(page.locator("main img")).to_have_count(0)
+    shot(page, "31-calibration-suggestion")
+    _at_390px(page, "31-calibration-suggestion")
+
+    page.get_by_role("button", name="Preview this suggestion").click()
+    expect(page).to_have_url(re.compile(r"/admin/config$"))
+    note = page.locator("#draft-note")
+    expect(note).to_contain_text("Draft from the calibration page: the thresholds and weights")
+    to_preview = note.get_by_role("link", name="The preview")
+    expect(to_preview).to_have_attribute("href", "#preview-result")
+    at_risk = page.get_by_label("Active use, seat_utilization: at risk")
+    expect(at_risk).to_have_value("0.2")
+    preview = page.locator("#preview-result")
+    expect(preview).to_contain_text("signals.active_use.indicators.seat_utilization.at_risk")
+    expect(preview.locator("#preview-bands")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Preview ready: nothing was changed.")
+    comment = page.get_by_label("Comment (why this change)")
+    expect(comment).to_have_value(re.compile(r"^Calibration: thresholds and weights suggested"))
+    # Taken once: the hand-over is gone from the tab, and nothing was applied.
+    assert page.evaluate("sessionStorage.getItem('crm-health.calibration.suggestion')") is None
+    assert _api_config(server)["signals"]["active_use"]["indicators"]["seat_utilization"][
+        "at_risk"
+    ] == pytest.approx(0.7)
+    shot(page, "32-calibration-preview")
+    preview.screenshot(path=str(ARTIFACTS / "32b-calibration-preview-result.png"))
+    _at_390px(page, "32-calibration-preview")
+
+    recency_at_risk = page.get_by_label("Active use, recency_days: at risk").input_value()
+    # Applied like any change: confirmed, with the comment, under the version it was loaded from.
+    comment.fill("seat use the right way round, from 60 outcomes")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("dialog").get_by_role("button", name="Store and rescore").click()
+    expect(page.get_by_role("status")).to_contain_text("Applied: version")
+    expect(page.locator("#draft-note")).to_be_hidden()
+    stored = _api_config(server)["signals"]["active_use"]["indicators"]
+    assert (stored["seat_utilization"]["at_risk"], stored["seat_utilization"]["healthy"]) == (
+        pytest.approx(0.2),
+        pytest.approx(0.5),
+    )
+    # The churned cases' median days since the last use (fractional: measured to the time of day).
+    assert 5 < stored["recency_days"]["at_risk"] < 30
+    assert stored["recency_days"]["at_risk"] == pytest.approx(float(recency_at_risk))
+    expect(page.locator("#versions-table tbody tr").first).to_contain_text("seat use the right way")
+    page.reload()
+    expect(page.locator("#draft-note")).to_be_hidden()
+    expect(page.locator("#preview-result")).to_be_hidden()
+
+
+def test_too_few_outcomes_is_a_refusal_in_words(page: Page, server: Server) -> None:
+    sign_in(page, server.book_admin_key, then="/admin/calibration")
+    # The defaults: 90 days, at least 30 churned; the book has 24.
+    page.get_by_role("button", name="Suggest").click()
+    refusal = page.locator("#suggest-refusal")
+    expect(refusal).to_contain_text(
+        "No suggestion. 24 churned outcomes; at least 30 are needed to suggest anything"
+    )
+    expect(refusal).to_contain_text(f"{BOOK_CHURNED} churned and {BOOK_RENEWED} renewed")
+    expect(page.get_by_role("button", name="Preview this suggestion")).to_have_count(0)
+    shot(page, "33-calibration-refusal")
+
+
+def test_a_viewer_runs_a_backtest_and_a_suggestion_and_previews_it(
+    page: Page, server: Server
+) -> None:
+    sign_in(page, server.book_viewer_key, then="/admin/calibration")
+    expect(page.locator("#role-note")).to_contain_text("viewer key")
+    page.get_by_label("Horizons, days before each outcome").fill("60")
+    page.get_by_role("button", name="Run the backtest").click()
+    expect(page.locator("#auc-table tbody tr")).to_have_count(1)
+    expect(page.locator("#backtest-job .job-state")).to_contain_text("by vera")
+    page.get_by_label("At least this many churned (and renewed) outcomes").fill("20")
+    page.get_by_role("button", name="Suggest").click()
+    expect(page.locator("#suggest-auc")).to_be_visible()
+    page.get_by_role("button", name="Preview this suggestion").click()
+    expect(page.locator("#draft-note")).to_contain_text("Draft from the calibration page")
+    expect(page.locator("#preview-bands")).to_be_visible()
+    expect(page.get_by_role("button", name="Apply")).to_be_disabled()
+
+
+def test_a_horizon_the_server_refuses_is_marked_on_its_field(page: Page, server: Server) -> None:
+    sign_in(page, server.book_admin_key, then="/admin/calibration")
+    horizons = page.get_by_label("Horizons, days before each outcome")
+    horizons.fill("30, soon")
+    page.get_by_role("button", name="Run the backtest").click()
+    expect(horizons).to_have_attribute("aria-invalid", "true")
+    horizons.fill("30, 400")
+    page.get_by_role("button", name="Run the backtest").click()
+    expect(page.locator("#error")).to_contain_text("horizons.1")
+    expect(horizons).to_have_attribute("aria-invalid", "true")
+
+
+def test_a_failed_job_says_why(page: Page, server: Server) -> None:
+    def failed(route: Route) -> None:
+        response = route.fetch()
+        job = response.json()
+        job.update(status="failed", result=None, error=analysis_jobs.INTERRUPTED)
+        route.fulfill(response=response, json=job)
+
+    page.route(re.compile(r".*/api/v1/config/jobs/\d+$"), failed)
+    sign_in(page, server.book_viewer_key, then="/admin/calibration")
+    page.get_by_role("button", name="Run the backtest").click()
+    expect(page.locator("#backtest-job .job-state")).to_have_text(
+        re.compile(r"^Backtest failed \(job \d+, by vera\): interrupted: the process running it")
+    )
+    expect(page.locator("#backtest-result")).to_be_empty()
+    expect(page.get_by_role("button", name="Run the backtest")).to_be_enabled()

@@ -32,6 +32,11 @@ async def bearer(service: Any, role: str = "viewer") -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# Another connection's own settings: a suggestion made for "default" must keep them.
+ELSEWHERE = {"elsewhere": {"alerts": {"entered-at-risk": {"enabled": False}}}}
+IN_FORCE = {**RECENCY_ONLY, "connections": ELSEWHERE}
+
+
 async def book(service_factory: Any) -> Any:
     """Outcomes 5 days ago. The churned stopped using the product 40 to 71 days ago, so 30 days
     before their outcome (35 days ago) their last use was 5 to 36 days old; the renewed used it
@@ -40,7 +45,7 @@ async def book(service_factory: Any) -> Any:
     async with service.runtime.sessions() as session, session.begin():
         await configs.save(
             session,
-            config=HealthConfig.model_validate(RECENCY_ONLY),
+            config=HealthConfig.model_validate(IN_FORCE),
             author="test",
             comment="recency only",
             now=datetime.now(UTC) - timedelta(days=200),
@@ -115,7 +120,10 @@ async def test_a_suggestion_is_a_candidate_that_validates_and_is_applied_by_nobo
     assert cv["suggested_auc"] >= cv["current_auc"]
     async with service.runtime.sessions() as session:
         _, in_force = await configs.current(session)
-    assert in_force == HealthConfig.model_validate(RECENCY_ONLY), "nothing changes by itself"
+    assert in_force == HealthConfig.model_validate(IN_FORCE), "nothing changes by itself"
+    # The whole document to apply: the other connection's settings are kept.
+    assert HealthConfig.model_validate(result["config"]).connections == in_force.connections
+    assert result["based_on_version"] is not None
 
 
 async def test_too_few_outcomes_is_a_refusal_in_words(service_factory) -> None:

@@ -108,6 +108,11 @@ async def config(request: Request, runtime: RuntimeDep) -> Response:
     return _page(request, runtime, "config")
 
 
+@router.get(f"{PREFIX}/calibration", response_class=HTMLResponse)
+async def calibration(request: Request, runtime: RuntimeDep) -> Response:
+    return _page(request, runtime, "calibration")
+
+
 @router.get(f"{PREFIX}/alerts", response_class=HTMLResponse)
 async def alerts(request: Request, runtime: RuntimeDep) -> Response:
     return _page(request, runtime, "alerts")

@@ -78,6 +78,11 @@
     );
   }
 
+  /** A table in a box of its own, which scrolls sideways when the table is wider than the page. */
+  function scrollBox(table) {
+    return el("div", { class: "table-wrap" }, table);
+  }
+
   /** A table's body emptied for `items`; with none, one row across its `columns` says `empty`. */
   function clearRows(selector, items, { columns, empty }) {
     const body = clear($(selector));
@@ -112,6 +117,21 @@
 
   function bandBadge(band) {
     return el("span", { class: `band band-${band}`, text: BAND_LABELS[band] || band });
+  }
+
+  /** A signal as the page names it: the registry's label, a custom signal's own (from the
+   * configuration `config`, when known), else its name. */
+  function signalLabel(name, config = null) {
+    if (SIGNAL_LABELS[name]) return SIGNAL_LABELS[name];
+    const custom = config ? config.custom_signals.find((signal) => signal.name === name) : null;
+    return (custom && custom.label) || name;
+  }
+
+  /** An indicator as the page names it everywhere: "Active use: recency_days", a custom one
+   * by its label. */
+  function indicatorLabel(signal, name, config = null) {
+    const custom = config ? config.custom_indicators.find((found) => found.signal === signal && found.name === name) : null;
+    return `${signalLabel(signal, config)}: ${(custom && custom.label) || name}`;
   }
 
   function fmtScore(score) {
@@ -603,18 +623,20 @@
         continue;
       }
       indicators.append(
-        dataTable(
-          { "data-signal": signal },
-          `${label} indicators`,
-          ["Indicator", ["Measured (raw)", "num"], ["Score", "num"], ["Weight", "num"]],
-          rows.map((row) =>
-            el(
-              "tr",
-              {},
-              el("th", { scope: "row", text: row.name }),
-              el("td", { class: "num", text: fmtNumber(row.raw) }),
-              el("td", { class: "num", text: fmtScore(row.score) }),
-              el("td", { class: "num", text: fmtNumber(row.weight) }),
+        scrollBox(
+          dataTable(
+            { "data-signal": signal },
+            `${label} indicators`,
+            ["Indicator", ["Measured (raw)", "num"], ["Score", "num"], ["Weight", "num"]],
+            rows.map((row) =>
+              el(
+                "tr",
+                {},
+                el("th", { scope: "row", text: row.name }),
+                el("td", { class: "num", text: fmtNumber(row.raw) }),
+                el("td", { class: "num", text: fmtScore(row.score) }),
+                el("td", { class: "num", text: fmtNumber(row.weight) }),
+              ),
             ),
           ),
         ),
@@ -651,20 +673,22 @@
     $("#sentiment-history-box").hidden = !item.sentiment_history.length;
     if (item.sentiment_history.length) {
       history.append(
-        dataTable(
-          {},
-          "Sentiments set and cleared, newest first",
-          ["When", "Rating", "Reason", "Until", "By", "Note"],
-          item.sentiment_history.map((row) =>
-            el(
-              "tr",
-              {},
-              el("td", { text: fmtTime(row.at) }),
-              el("td", { text: row.rating || "cleared" }),
-              el("td", { text: row.reason || "—" }),
-              el("td", { text: row.until ? fmtTime(row.until) : "—" }),
-              el("td", { text: row.author }),
-              el("td", { text: row.note || "" }),
+        scrollBox(
+          dataTable(
+            {},
+            "Sentiments set and cleared, newest first",
+            ["When", "Rating", "Reason", "Until", "By", "Note"],
+            item.sentiment_history.map((row) =>
+              el(
+                "tr",
+                {},
+                el("td", { text: fmtTime(row.at) }),
+                el("td", { text: row.rating || "cleared" }),
+                el("td", { text: row.reason || "—" }),
+                el("td", { text: row.until ? fmtTime(row.until) : "—" }),
+                el("td", { text: row.author }),
+                el("td", { text: row.note || "" }),
+              ),
             ),
           ),
         ),
@@ -1566,9 +1590,7 @@
       el("legend", { text: `Alert routing for connection ${own}` }),
       el("span", { class: "field-error", id: "routing-editor-error" }),
       el("p", { class: "hint", text: "Whether each rule raises alerts for this connection's accounts, and where they go: the rule's own channels, or others (none: recorded, nobody told)." }),
-      el(
-        "div",
-        { class: "table-wrap" },
+      scrollBox(
         el(
           "table",
           { id: "routing-table" },
@@ -1678,7 +1700,13 @@
 
   function initConfig() {
     let documentInForce = null;
+    // What the form was drawn from, and what a candidate starts from: the configuration in
+    // force, or a draft with a suggestion's thresholds and weights (takeSuggestion).
+    let base = null;
     let etag = null;
+    // A suggestion handed over by the calibration page: taken once, so that a reload or a
+    // later visit starts from the configuration in force again.
+    const suggestion = tabStore.take(SUGGESTION_KEY);
     const admin = isAdmin();
     // A key bound to a connection changes only that connection's settings (connections.<name>).
     const scope = settingsScope();
@@ -1730,9 +1758,9 @@
       const everyone = scope === null && admin;
       const indicators = [
         ...Object.entries(config.signals).flatMap(([signal, spec]) =>
-          Object.keys(spec.indicators).map((indicator) => [`${signal}.${indicator}`, `${SIGNAL_LABELS[signal] || signal}: ${indicator}`]),
+          Object.keys(spec.indicators).map((indicator) => [`${signal}.${indicator}`, indicatorLabel(signal, indicator, config)]),
         ),
-        ...config.custom_indicators.map((custom) => [`${custom.signal}.${custom.name}`, `${SIGNAL_LABELS[custom.signal] || custom.signal}: ${custom.label}`]),
+        ...config.custom_indicators.map((custom) => [`${custom.signal}.${custom.name}`, indicatorLabel(custom.signal, custom.name, config)]),
       ];
       const rules = ruleList(config.alerts, { editable: everyone, indicators, channels: offered });
       const segments = segmentList("segments", config.segments, {
@@ -1867,39 +1895,41 @@
             { "data-signal": signal, disabled: scope !== null },
             el("legend", { text: `${label} (${signal})` }),
             el("p", {}, numberInput(`signals.${signal}.weight`, `${label}: signal weight`, spec.weight)),
-            el(
-              "table",
-              {},
-              el("caption", { class: "visually-hidden", text: `${label} indicator thresholds` }),
+            scrollBox(
               el(
-                "thead",
+                "table",
                 {},
+                el("caption", { class: "visually-hidden", text: `${label} indicator thresholds` }),
                 el(
-                  "tr",
+                  "thead",
                   {},
-                  el("th", { scope: "col", text: "Indicator" }),
-                  el("th", { scope: "col", text: "At risk at" }),
-                  el("th", { scope: "col", text: "Healthy at" }),
-                  el("th", { scope: "col", text: "Weight" }),
-                ),
-              ),
-              el(
-                "tbody",
-                {},
-                Object.entries(spec.indicators).map(([indicator, thresholds]) =>
                   el(
                     "tr",
                     {},
-                    el("th", { scope: "row", text: indicator }),
-                    ["at_risk", "healthy", "weight"].map((part) =>
-                      el(
-                        "td",
-                        {},
-                        numberInput(
-                          `signals.${signal}.indicators.${indicator}.${part}`,
-                          `${label}, ${indicator}: ${part.replace("_", " ")}`,
-                          thresholds[part],
-                          { hidden: true },
+                    el("th", { scope: "col", text: "Indicator" }),
+                    el("th", { scope: "col", text: "At risk at" }),
+                    el("th", { scope: "col", text: "Healthy at" }),
+                    el("th", { scope: "col", text: "Weight" }),
+                  ),
+                ),
+                el(
+                  "tbody",
+                  {},
+                  Object.entries(spec.indicators).map(([indicator, thresholds]) =>
+                    el(
+                      "tr",
+                      {},
+                      el("th", { scope: "row", text: indicator }),
+                      ["at_risk", "healthy", "weight"].map((part) =>
+                        el(
+                          "td",
+                          {},
+                          numberInput(
+                            `signals.${signal}.indicators.${indicator}.${part}`,
+                            `${label}, ${indicator}: ${part.replace("_", " ")}`,
+                            thresholds[part],
+                            { hidden: true },
+                          ),
                         ),
                       ),
                     ),
@@ -1913,7 +1943,7 @@
     }
 
     function candidate() {
-      const config = structuredClone(documentInForce.config);
+      const config = structuredClone(base);
       const problems = [];
       for (const input of fields.querySelectorAll("input[data-path]")) {
         const value = numberValue(input, problems);
@@ -1977,9 +2007,31 @@
     async function loadConfig() {
       const { data, response } = await api("GET", "/api/v1/config");
       documentInForce = data;
+      base = data.config;
       etag = response.headers.get("ETag");
       renderFields(data.config, await channelsOffered);
       renderVersionLine();
+      $("#draft-note").hidden = true;
+    }
+
+    /** The suggestion's thresholds and weights as the working draft, previewed at once; the
+     * version the form was loaded from stays the one Apply checks (If-Match). */
+    async function takeSuggestion(handed) {
+      base = withThresholdsAndWeights(documentInForce.config, handed.config);
+      renderFields(base, await channelsOffered);
+      const changedSince = documentInForce.created_at && new Date(documentInForce.created_at) > new Date(handed.computed_at);
+      const note = clear($("#draft-note"));
+      append(note, [
+        `Draft from the calibration page: the thresholds and weights suggested by job ${handed.job} (${handed.cases} outcomes, each scored ${handed.horizon} days before) are in the form below, not applied. `,
+        el("a", { href: "#preview-result", text: "The preview" }),
+        " below shows what they would change; Apply stores them with your comment, Reload discards them.",
+        changedSince
+          ? ` The configuration in force changed after the suggestion was computed (${fmtTime(handed.computed_at)}): it was fitted to the one before; run it again to be sure.`
+          : null,
+      ]);
+      note.hidden = false;
+      $("#config-comment").value = `Calibration: thresholds and weights suggested from ${handed.cases} outcomes, ${handed.horizon} days before each (job ${handed.job})`;
+      await preview();
     }
 
     async function loadVersions() {
@@ -2026,6 +2078,8 @@
 
     async function stored(data, response, message) {
       documentInForce = data;
+      base = data.config;
+      $("#draft-note").hidden = true;
       etag = response.headers.get("ETag");
       renderFields(data.config, await channelsOffered);
       renderVersionLine();
@@ -2101,57 +2155,61 @@
           data.diff_paths.length ? "Changed fields: " : "No field changed.",
           data.diff_paths.length ? el("span", { class: "diff-paths", text: data.diff_paths.join(", ") }) : null,
         ),
-        el(
-          "table",
-          { id: "preview-bands" },
-          el("caption", { text: "Accounts per band" }),
+        scrollBox(
           el(
-            "thead",
-            {},
-            el("tr", {}, ["Band", "Before", "After", "Change"].map((text, i) => el("th", { scope: "col", class: i ? "num" : null, text }))),
-          ),
-          el(
-            "tbody",
-            {},
-            BANDS.map((band) => {
-              const before = data.bands.before[band];
-              const after = data.bands.after[band];
-              const change = after - before;
-              return el(
-                "tr",
-                { "data-band": band },
-                el("th", { scope: "row" }, bandBadge(band)),
-                el("td", { class: "num before", text: String(before) }),
-                el("td", { class: "num after", text: String(after) }),
-                el("td", { class: "num", text: change > 0 ? `+${change}` : String(change) }),
-              );
-            }),
+            "table",
+            { id: "preview-bands" },
+            el("caption", { text: "Accounts per band" }),
+            el(
+              "thead",
+              {},
+              el("tr", {}, ["Band", "Before", "After", "Change"].map((text, i) => el("th", { scope: "col", class: i ? "num" : null, text }))),
+            ),
+            el(
+              "tbody",
+              {},
+              BANDS.map((band) => {
+                const before = data.bands.before[band];
+                const after = data.bands.after[band];
+                const change = after - before;
+                return el(
+                  "tr",
+                  { "data-band": band },
+                  el("th", { scope: "row" }, bandBadge(band)),
+                  el("td", { class: "num before", text: String(before) }),
+                  el("td", { class: "num after", text: String(after) }),
+                  el("td", { class: "num", text: change > 0 ? `+${change}` : String(change) }),
+                );
+              }),
+            ),
           ),
         ),
-        ruleTotalsTable(data.alerts.rules),
+        scrollBox(ruleTotalsTable(data.alerts.rules)),
         el("h3", { text: `Accounts that would change band: ${data.changed.total}` }),
         data.changed.items.length
-          ? el(
-              "table",
-              { id: "preview-changed" },
-              el("caption", { class: "visually-hidden", text: "Accounts that would change band" }),
+          ? scrollBox(
               el(
-                "thead",
-                {},
-                el("tr", {}, ["Account", "Score now", "Band now", "Score after", "Band after"].map((text) => el("th", { scope: "col", text }))),
-              ),
-              el(
-                "tbody",
-                {},
-                data.changed.items.map((item) =>
-                  el(
-                    "tr",
-                    { "data-account": item.id },
-                    el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
-                    el("td", { class: "num", text: fmtScore(item.old_score) }),
-                    el("td", {}, bandBadge(item.old_band)),
-                    el("td", { class: "num", text: fmtScore(item.new_score) }),
-                    el("td", {}, bandBadge(item.new_band)),
+                "table",
+                { id: "preview-changed" },
+                el("caption", { class: "visually-hidden", text: "Accounts that would change band" }),
+                el(
+                  "thead",
+                  {},
+                  el("tr", {}, ["Account", "Score now", "Band now", "Score after", "Band after"].map((text) => el("th", { scope: "col", text }))),
+                ),
+                el(
+                  "tbody",
+                  {},
+                  data.changed.items.map((item) =>
+                    el(
+                      "tr",
+                      { "data-account": item.id },
+                      el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
+                      el("td", { class: "num", text: fmtScore(item.old_score) }),
+                      el("td", {}, bandBadge(item.old_band)),
+                      el("td", { class: "num", text: fmtScore(item.new_score) }),
+                      el("td", {}, bandBadge(item.new_band)),
+                    ),
                   ),
                 ),
               ),
@@ -2159,21 +2217,23 @@
           : el("p", { class: "muted", text: "No account would change band." }),
         el("h3", { text: `Alerts that would fire: ${data.alerts.total}` }),
         data.alerts.items.length
-          ? el(
-              "table",
-              { id: "preview-alerts" },
-              el("caption", { class: "visually-hidden", text: "Alerts that would fire" }),
-              el("thead", {}, el("tr", {}, ["Account", "Rule", "Alert"].map((text) => el("th", { scope: "col", text })))),
+          ? scrollBox(
               el(
-                "tbody",
-                {},
-                data.alerts.items.map((alert) =>
-                  el(
-                    "tr",
-                    {},
-                    el("th", { scope: "row", text: alert.account.name || alert.account.id }),
-                    el("td", { text: alert.rule }),
-                    el("td", {}, alert.title, el("span", { class: "hint", text: alert.reason })),
+                "table",
+                { id: "preview-alerts" },
+                el("caption", { class: "visually-hidden", text: "Alerts that would fire" }),
+                el("thead", {}, el("tr", {}, ["Account", "Rule", "Alert"].map((text) => el("th", { scope: "col", text })))),
+                el(
+                  "tbody",
+                  {},
+                  data.alerts.items.map((alert) =>
+                    el(
+                      "tr",
+                      {},
+                      el("th", { scope: "row", text: alert.account.name || alert.account.id }),
+                      el("td", { text: alert.rule }),
+                      el("td", {}, alert.title, el("span", { class: "hint", text: alert.reason })),
+                    ),
                   ),
                 ),
               ),
@@ -2283,7 +2343,641 @@
         .then(() => showStatus("Reloaded the configuration in force."))
         .catch(failed);
     });
-    Promise.all([loadConfig(), loadVersions()]).catch(failed);
+    Promise.all([loadConfig(), loadVersions()])
+      .then(() => (suggestion ? takeSuggestion(suggestion) : null))
+      .catch(failed);
+  }
+
+  // Calibration -------------------------------------------------------------------------------
+
+  // The last job of each kind, by its address ({backtest: "/api/v1/config/jobs/7", ...}), kept
+  // for this tab: a reload shows its progress or result again. A job of another connection (a
+  // key signed in since) answers 404 and is forgotten.
+  const JOBS_KEY = "crm-health.calibration.jobs";
+  // A suggestion on its way to the configuration page, which takes it once. Not in the address:
+  // it is a whole configuration, and addresses end up in logs and the browser's history.
+  const SUGGESTION_KEY = "crm-health.calibration.suggestion";
+  // A job's progress is stored at most once a second: fetching it more often shows nothing new.
+  const POLL_MS = 1000;
+  const JOB_PATH = /^\/api\/v1\/config\/jobs\/\d+$/;
+
+  /** This tab's sessionStorage as JSON. A browser that refuses storage keeps nothing: `set`
+   * says so, `get` finds nothing. */
+  const tabStore = {
+    get(key) {
+      try {
+        return JSON.parse(sessionStorage.getItem(key) || "null");
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        sessionStorage.setItem(key, JSON.stringify(value));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    take(key) {
+      const value = tabStore.get(key);
+      try {
+        sessionStorage.removeItem(key);
+      } catch {
+        // Nothing was kept either.
+      }
+      return value;
+    },
+  };
+
+  /** `config` with the thresholds and weights of `candidate` (a suggestion), matched by name;
+   * everything else (rules, segment overrides, connections' settings) stays as in `config`,
+   * whatever else the candidate carries. */
+  function withThresholdsAndWeights(config, candidate) {
+    const draft = structuredClone(config);
+    const PARTS = ["at_risk", "healthy", "weight"];
+    for (const [name, signal] of Object.entries(draft.signals)) {
+      const suggested = (candidate.signals || {})[name];
+      if (!suggested) continue;
+      signal.weight = suggested.weight;
+      for (const [indicator, values] of Object.entries(signal.indicators)) {
+        const found = (suggested.indicators || {})[indicator];
+        if (found) for (const part of PARTS) values[part] = found[part];
+      }
+    }
+    const key = (item) => `${item.signal || ""}.${item.name}`;
+    const signals = new Map((candidate.custom_signals || []).map((item) => [item.name, item]));
+    for (const signal of draft.custom_signals) if (signals.has(signal.name)) signal.weight = signals.get(signal.name).weight;
+    const indicators = new Map((candidate.custom_indicators || []).map((item) => [key(item), item]));
+    for (const indicator of draft.custom_indicators) {
+      const found = indicators.get(key(indicator));
+      if (found) for (const part of PARTS) indicator[part] = found[part];
+    }
+    return draft;
+  }
+
+  function fmtAuc(value) {
+    return value === null || value === undefined ? "—" : Number(value).toFixed(2);
+  }
+
+  function fmtShare(value) {
+    return value === null || value === undefined ? "—" : `${Math.round(value * 100)}%`;
+  }
+
+  /** The AUC in words: what the number means, not only the number. */
+  function aucWords(auc) {
+    if (auc === null || auc === undefined) return "No AUC: it needs churned and renewed cases with a score.";
+    return `${fmtAuc(auc)}: a renewed account scored above a churned one ${Math.round(auc * 100)}% of the time; 0.5 is chance.`;
+  }
+
+  function intervalText(interval) {
+    return interval ? `${fmtAuc(interval.low)} to ${fmtAuc(interval.high)}` : "—";
+  }
+
+  /** The ROC curve of one horizon, with the diagonal of chance. */
+  function rocChart(horizon) {
+    const size = 320;
+    const left = 58;
+    const right = 12;
+    const top = 12;
+    const bottom = 44;
+    const plot = size - left - right;
+    const x = (fpr) => left + fpr * plot;
+    const y = (tpr) => top + (1 - tpr) * plot;
+    const points = horizon.roc;
+    // The threshold that best tells the outcomes apart (Youden's J), said in words.
+    const best = points.reduce((found, point) => (point.threshold !== null && (!found || point.tpr - point.fpr > found.tpr - found.fpr) ? point : found), null);
+    const title = `ROC curve of the score, ${horizon.days} days before the outcome`;
+    const description =
+      `AUC ${fmtAuc(horizon.auc)}. The further the curve bows above the diagonal (chance), the better the score tells churn from renewal.` +
+      (best
+        ? ` Reading a score of ${fmtScore(best.threshold)} or below as churn (the dot) catches ${fmtShare(best.tpr)} of the churned accounts and flags ${fmtShare(best.fpr)} of the renewed ones.`
+        : "");
+    const id = nextId("roc");
+    const ticks = [0, 0.25, 0.5, 0.75, 1];
+    return el(
+      "figure",
+      { class: "chart" },
+      svg(
+        "svg",
+        // Named by its <title>, described by the caption below: the curve in words.
+        { id: "roc-chart", class: "calibration-chart roc", viewBox: `0 0 ${size} ${size}`, role: "img", "aria-labelledby": `${id}-title`, "aria-describedby": `${id}-desc` },
+        svg("title", { id: `${id}-title`, text: title }),
+        ticks.map((tick) => [
+          svg("line", { class: tick === 0 ? "axis" : "grid", x1: left, x2: left + plot, y1: y(tick), y2: y(tick) }),
+          svg("line", { class: tick === 0 ? "axis" : "grid", x1: x(tick), x2: x(tick), y1: top, y2: top + plot }),
+          svg("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end", text: String(tick) }),
+          svg("text", { x: x(tick), y: top + plot + 16, "text-anchor": "middle", text: String(tick) }),
+        ]),
+        svg("line", { class: "chance", x1: x(0), y1: y(0), x2: x(1), y2: y(1) }),
+        // Below the diagonal near its start, where a curve better than chance seldom runs.
+        svg("text", { class: "chance-label", x: x(0.3), y: y(0.22), "text-anchor": "middle", transform: `rotate(-45 ${x(0.3)} ${y(0.22)})`, text: "chance" }),
+        points.length ? svg("path", { class: "roc-line", d: points.map((point, i) => `${i ? "L" : "M"}${x(point.fpr).toFixed(1)},${y(point.tpr).toFixed(1)}`).join("") }) : null,
+        best ? svg("circle", { class: "dot", cx: x(best.fpr).toFixed(1), cy: y(best.tpr).toFixed(1), r: 4 }) : null,
+        svg("text", { x: left + plot / 2, y: size - 6, "text-anchor": "middle", text: "Renewed flagged (false positive rate)" }),
+        svg("text", { x: 14, y: top + plot / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${top + plot / 2})`, text: "Churned caught (true positive rate)" }),
+      ),
+      el("figcaption", { id: `${id}-desc` }, el("strong", { text: "ROC curve. " }), description),
+    );
+  }
+
+  /** Whether an indicator's data run against its thresholds: higher values went with renewals
+   * where the thresholds call lower healthier, or the other way round. */
+  function reversed(indicator) {
+    return indicator.direction !== null && indicator.direction !== indicator.configured;
+  }
+
+  const DIRECTION_TEXT = { higher: "higher is healthier", lower: "lower is healthier" };
+
+  /** Each indicator's AUC as a bar from chance (0.5, the centre): to the right where higher
+   * values went with renewals, to the left where lower ones did. The labels and values are
+   * text, so they stay readable at any width; only the bars are drawn (SVG stretched to the
+   * row). */
+  function powerChart(indicators, days, config) {
+    const measured = indicators.filter((indicator) => indicator.auc !== null);
+    const none = indicators.length - measured.length;
+    const flipped = measured.filter(reversed);
+    const title = `Power of each indicator, ${days} days before the outcome`;
+    const titleId = nextId("power");
+    const bar = (auc, turned) =>
+      svg(
+        "svg",
+        { class: "power-bar", viewBox: "0 0 100 10", preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" },
+        [25, 75].map((tick) => svg("line", { class: "grid", x1: tick, x2: tick, y1: 0, y2: 10, "vector-effect": "non-scaling-stroke" })),
+        svg("rect", { class: turned ? "bar bar-reversed" : "bar", x: (Math.min(auc, 0.5) * 100).toFixed(2), y: 1, width: Math.max(0.4, Math.abs(auc - 0.5) * 100).toFixed(2), height: 8 }),
+        svg("line", { class: "axis", x1: 50, x2: 50, y1: 0, y2: 10, "vector-effect": "non-scaling-stroke" }),
+      );
+    const items = measured.map((indicator) => {
+      const turned = reversed(indicator);
+      return el(
+        "li",
+        { class: turned ? "indicator reversed" : "indicator", "data-indicator": indicator.key },
+        el("span", { class: "power-label" }, indicatorLabel(indicator.signal, indicator.name, config), turned ? el("strong", { class: "reversed-mark", text: " — reversed" }) : null),
+        el("span", { class: "power-value", text: `AUC ${fmtAuc(indicator.auc)}` }),
+        bar(indicator.auc, turned),
+        el("span", {
+          class: "visually-hidden",
+          text: `Power ${fmtAuc(indicator.power)}: the data say ${DIRECTION_TEXT[indicator.direction] || "nothing"}, the thresholds assume ${DIRECTION_TEXT[indicator.configured]}.`,
+        }),
+      );
+    });
+    return el(
+      "figure",
+      { class: "chart", "aria-labelledby": titleId },
+      el("p", { class: "chart-title", id: titleId, text: title }),
+      measured.length
+        ? [
+            el("p", { class: "power-scale", "aria-hidden": "true" }, el("span", { text: "← lower is healthier" }), el("span", { text: "0.5: chance" }), el("span", { text: "higher is healthier →" })),
+            el("ul", { id: "power-chart", class: "power-list" }, items),
+          ]
+        : el("p", { class: "muted", text: "No indicator had data for both outcomes." }),
+      el(
+        "figcaption",
+        {},
+        "The AUC of each indicator's raw value: the further from 0.5 (the centre line), the more it tells. ",
+        flipped.length ? [el("strong", { class: "reversed-mark", text: "Reversed" }), ": the data run against the thresholds (their healthy end is where churn was); check them. "] : null,
+        none ? `${none} ${none === 1 ? "indicator" : "indicators"} without data for both outcomes (in the table).` : null,
+      ),
+      el(
+        "details",
+        {},
+        el("summary", { text: "The indicators as a table" }),
+        scrollBox(
+          dataTable(
+            { id: "power-table" },
+            title,
+            ["Indicator", ["AUC", "num"], ["Power", "num"], "The data say", "The thresholds assume", ["Coverage", "num"]],
+            indicators.map((indicator) =>
+              el(
+                "tr",
+                { "data-indicator": indicator.key },
+                el("th", { scope: "row" }, indicatorLabel(indicator.signal, indicator.name, config), reversed(indicator) ? el("span", { class: "hint reversed-mark", text: "reversed" }) : null),
+                el("td", { class: "num", text: fmtAuc(indicator.auc) }),
+                el("td", { class: "num", text: fmtAuc(indicator.power) }),
+                el("td", { text: DIRECTION_TEXT[indicator.direction] || "—" }),
+                el("td", { text: DIRECTION_TEXT[indicator.configured] }),
+                el("td", { class: "num", text: fmtShare(indicator.coverage) }),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  /** The band x outcome table of one horizon, and the at-risk band's hits and false alarms. */
+  function bandsTable(horizon) {
+    const flagged = horizon.flagged_churned + horizon.flagged_renewed;
+    return [
+      el("h4", { text: "Churn by band" }),
+      scrollBox(
+        dataTable(
+          { id: "bands-table", class: "compact" },
+          `Outcomes by band, ${horizon.days} days before: the confusion table`,
+          ["Band", ["Cases", "num"], ["Churned", "num"], ["Renewed", "num"], ["Churn rate", "num"], ["Share of churn", "num"], ["Lift", "num"]],
+          horizon.bands.map((band) =>
+            el(
+              "tr",
+              { "data-band": band.band },
+              el("th", { scope: "row" }, bandBadge(band.band)),
+              el("td", { class: "num", text: String(band.cases) }),
+              el("td", { class: "num", text: String(band.churned) }),
+              el("td", { class: "num", text: String(band.renewed) }),
+              el("td", { class: "num", text: fmtShare(band.churn_rate) }),
+              el("td", { class: "num", text: fmtShare(band.recall) }),
+              el("td", { class: "num", text: band.lift === null ? "—" : `${band.lift.toFixed(1)}×` }),
+            ),
+          ),
+        ),
+      ),
+      el(
+        "p",
+        { class: "hint" },
+        "Churn rate: of the cases in the band, the share that churned. Share of churn: of all churned cases, the share in the band. Lift: the band's churn rate over the overall one (above 1, the band warns). ",
+        flagged
+          ? `The at-risk band flagged ${flagged}: ${horizon.flagged_churned} of the ${horizon.churned} churned (recall ${fmtShare(horizon.recall)}) and ${horizon.flagged_renewed} that renewed (precision ${fmtShare(horizon.precision)}).`
+          : "The at-risk band flagged none of them.",
+      ),
+    ];
+  }
+
+  function signalsTable(horizon, config) {
+    return [
+      el("h4", { text: "Signals" }),
+      scrollBox(
+        dataTable(
+          { id: "signals-table", class: "compact" },
+          `Each signal's AUC, ${horizon.days} days before`,
+          ["Signal", ["Weight", "num"], ["Cases with a score", "num"], ["AUC", "num"]],
+          horizon.signals.map((signal) =>
+            el(
+              "tr",
+              { "data-signal": signal.name },
+              el("th", { scope: "row", text: signalLabel(signal.name, config) }),
+              el("td", { class: "num", text: fmtNumber(signal.weight) }),
+              el("td", { class: "num", text: `${signal.cases} (${fmtShare(signal.coverage)})` }),
+              el("td", { class: "num", text: fmtAuc(signal.auc) }),
+            ),
+          ),
+        ),
+      ),
+    ];
+  }
+
+  function unscoredText(horizon) {
+    if (!horizon.unscored) return "Every case had a score.";
+    const why = Object.entries(horizon.why || {})
+      .filter(([, count]) => count)
+      .map(([reason, count]) => `${reason} ${count}`);
+    const before = horizon.before_record ? `${horizon.before_record} came before their account's first record` : null;
+    return `${horizon.unscored} cases had no score then (${[...why, before].filter(Boolean).join("; ")}); they count as neither flagged nor in the AUC.`;
+  }
+
+  /** One horizon in detail: the AUC in words, the ROC curve, the indicators, bands, signals. */
+  function horizonDetail(horizon, config) {
+    return el(
+      "div",
+      { "data-horizon": horizon.days },
+      el("h3", { text: `${horizon.days} days before the outcome` }),
+      el(
+        "p",
+        { class: "auc-words" },
+        el("strong", { text: "AUC " }),
+        aucWords(horizon.auc),
+        horizon.auc_interval ? ` 95% interval ${intervalText(horizon.auc_interval)}.` : "",
+      ),
+      el("div", { class: "charts" }, rocChart(horizon), powerChart(horizon.indicators, horizon.days, config)),
+      bandsTable(horizon),
+      signalsTable(horizon, config),
+      el("p", { class: "hint", text: unscoredText(horizon) }),
+    );
+  }
+
+  function renderBacktest(target, job, config) {
+    const result = job.result;
+    const horizons = result.horizons;
+    const detail = el("div", { id: "horizon-detail" });
+    const chooser = el("select", {}, horizons.map((horizon) => el("option", { value: String(horizon.days), text: `${horizon.days} days` })));
+    // The longest first: the earliest warning, and the suggestion's default horizon.
+    chooser.value = String(horizons[horizons.length - 1].days);
+    const method = el("p", {});
+    const show = () => {
+      const horizon = horizons.find((found) => String(found.days) === chooser.value);
+      clear(detail).append(horizonDetail(horizon, config));
+      method.textContent = `${result.method} ${horizon.method || ""}`;
+    };
+    chooser.addEventListener("change", show);
+    clear(target).append(
+      el("p", { text: `${result.outcomes} outcomes of ${result.accounts} accounts, scored under the configuration in force then (${result.config_version}); computed ${fmtTime(result.computed_at)}.` }),
+      scrollBox(
+        dataTable(
+          { id: "auc-table", class: "compact" },
+          "How well the score ranked churn below renewals, per horizon",
+          ["Horizon", ["AUC", "num"], ["95% interval", "num"], ["Churned", "num"], ["Renewed", "num"], ["Scored", "num"]],
+          horizons.map((horizon) =>
+            el(
+              "tr",
+              { "data-horizon": horizon.days },
+              el("th", { scope: "row", text: `${horizon.days} days` }),
+              el("td", { class: "num auc", text: fmtAuc(horizon.auc) }),
+              el("td", { class: "num", text: intervalText(horizon.auc_interval) }),
+              el("td", { class: "num", text: String(horizon.churned) }),
+              el("td", { class: "num", text: String(horizon.renewed) }),
+              el("td", { class: "num", text: String(horizon.scored) }),
+            ),
+          ),
+        ),
+      ),
+      el(
+        "p",
+        { class: "hint" },
+        "Horizon: how many days before each outcome it was scored. AUC: the chance that a renewed account scored above a churned one (ties count half): 0.5 is chance, 1 a perfect ranking. ",
+        "Few outcomes give wide intervals: read them with the counts.",
+      ),
+      field("horizon", "Horizon shown below", chooser),
+      detail,
+      el("details", {}, el("summary", { text: "How it was computed" }), method),
+    );
+    show();
+  }
+
+  /** A number of the suggestion beside the one in force; `changed` marks it (bold, and said). */
+  function settingCells(current, suggested) {
+    return ["at_risk", "healthy", "weight"].flatMap((part) => {
+      const changed = current[part] !== suggested[part];
+      return [
+        el("td", { class: "num", text: fmtNumber(current[part]) }),
+        el("td", { class: changed ? "num changed" : "num" }, fmtNumber(suggested[part]), changed ? el("span", { class: "visually-hidden", text: " (changed)" }) : null),
+      ];
+    });
+  }
+
+  function renderSuggestion(target, job, config) {
+    const result = job.result;
+    if (result.status === "refused") {
+      clear(target).append(
+        el(
+          "div",
+          { class: "note", id: "suggest-refusal" },
+          el("p", {}, el("strong", { text: "No suggestion. " }), `${result.reason}.`),
+          el("p", {
+            text:
+              `Cases ${result.horizon} days before their outcome: ${result.churned} churned and ${result.renewed} renewed${result.before_record ? `; ${result.before_record} more came before their account's first record` : ""}. ` +
+              "Few outcomes fit noise, not your customers: record more (CRM deals and opportunities, outcome events, crm-health import outcomes), or lower the minimum above if a rougher fit will do.",
+          }),
+        ),
+      );
+      return;
+    }
+    const cv = result.cross_validation;
+    const keep = Math.round(cv.blend * 100);
+    const verdict = result.improves
+      ? `The suggestion ranks better: AUC ${fmtAuc(cv.suggested_auc)} against ${fmtAuc(cv.current_auc)} now.`
+      : `The suggestion ranks no better than the configuration in force (AUC ${fmtAuc(cv.suggested_auc)} against ${fmtAuc(cv.current_auc)}): keeping what you have is reasonable.`;
+    const preview = el("button", { type: "button", id: "preview-suggestion", class: "primary", text: "Preview this suggestion" });
+    preview.addEventListener("click", () => {
+      showError("");
+      const handed = { config: result.config, job: job.id, cases: result.cases, horizon: result.horizon, computed_at: result.computed_at };
+      if (!tabStore.set(SUGGESTION_KEY, handed)) {
+        showError("This browser keeps no session storage for the page, so the suggestion cannot be handed to the Configuration page: run crm-health suggest and apply its file instead.");
+        return;
+      }
+      location.assign("/admin/config");
+    });
+    const indicatorRows = result.indicators.map((indicator) =>
+      el(
+        "tr",
+        { "data-indicator": indicator.key, class: indicator.thresholds_changed || indicator.current.weight !== indicator.suggested.weight ? "changed-row" : null },
+        el("th", { scope: "row" }, indicatorLabel(indicator.signal, indicator.name, config), reversed(indicator) ? el("span", { class: "hint reversed-mark", text: "reversed" }) : null),
+        settingCells(indicator.current, indicator.suggested),
+        el("td", { class: "num", text: fmtAuc(indicator.auc) }),
+        el("td", { class: "note-text", text: indicator.note }),
+      ),
+    );
+    const group = (text, span) => el("th", { scope: "colgroup", colspan: span, class: "group", text });
+    const sub = (text) => el("th", { scope: "col", class: "num", text });
+    // The helper, not the DOM's own append: it skips the notes when there are none.
+    append(clear(target), [
+      el("p", { class: "verdict" }, el("strong", { text: verdict })),
+      scrollBox(
+        dataTable(
+          { id: "suggest-auc", class: "side-by-side" },
+          "Cross-validated AUC of the configuration in force and of the suggestion, over the same cases",
+          ["Over the same cases", ["In force", "num"], ["Suggested", "num"]],
+          [
+            el("tr", {}, el("th", { scope: "row", text: "AUC (cross-validated)" }), el("td", { class: "num current", text: fmtAuc(cv.current_auc) }), el("td", { class: "num suggested", text: fmtAuc(cv.suggested_auc) })),
+            el("tr", {}, el("th", { scope: "row", text: "Cases scored" }), el("td", { class: "num", text: String(cv.current_scored) }), el("td", { class: "num", text: String(cv.suggested_scored) })),
+          ],
+        ),
+      ),
+      el("p", {
+        class: "hint",
+        text: `${result.churned} churned and ${result.renewed} renewed cases, each scored ${result.horizon} days before its outcome, dealt into ${cv.folds} folds by account. The weights keep ${keep}% of the ones in force (chosen by cross-validation). Only thresholds and weights differ.`,
+      }),
+      el("h3", { text: "Indicators" }),
+      scrollBox(
+        el(
+          "table",
+          { id: "suggest-indicators" },
+          el("caption", { class: "visually-hidden", text: "Each indicator's thresholds and weight in force and suggested, its AUC and why it moved or not" }),
+          el(
+            "thead",
+            {},
+            el("tr", {}, el("th", { scope: "col", rowspan: 2, text: "Indicator" }), group("At risk at", 2), group("Healthy at", 2), group("Weight", 2), el("th", { scope: "col", rowspan: 2, class: "num", text: "AUC" }), el("th", { scope: "col", rowspan: 2, text: "Note" })),
+            el("tr", {}, ["At risk", "Healthy", "Weight"].flatMap(() => [sub("In force"), sub("Suggested")])),
+          ),
+          el("tbody", {}, indicatorRows),
+        ),
+      ),
+      el("h3", { text: "Signals" }),
+      scrollBox(
+        dataTable(
+          { id: "suggest-signals", class: "compact" },
+          "Each signal's weight in the composite, in force and suggested",
+          ["Signal", ["Weight in force", "num"], ["Suggested", "num"], ["AUC", "num"]],
+          result.signals.map((signal) =>
+            el(
+              "tr",
+              { "data-signal": signal.name, class: signal.current.weight !== signal.suggested.weight ? "changed-row" : null },
+              el("th", { scope: "row", text: signalLabel(signal.name, config) }),
+              el("td", { class: "num", text: `${fmtNumber(signal.current.weight)} (${fmtShare(signal.current.share)})` }),
+              el("td", { class: "num", text: `${fmtNumber(signal.suggested.weight)} (${fmtShare(signal.suggested.share)})` }),
+              el("td", { class: "num", text: fmtAuc(signal.auc) }),
+            ),
+          ),
+        ),
+      ),
+      result.notes.length ? [el("h3", { text: "Notes" }), el("ul", { id: "suggest-notes" }, result.notes.map((note) => el("li", { text: note })))] : null,
+      el("details", {}, el("summary", { text: "How it was computed" }), el("p", { text: result.method })),
+      el("p", { class: "actions" }, preview),
+      el("p", {
+        class: "hint",
+        text: "Opens the Configuration page with these thresholds and weights as an unsaved draft and previews it there (band moves, new alerts). An admin applies it with a comment like any change; nothing is applied from here.",
+      }),
+    ]);
+  }
+
+  /** One kind of job: its form starts one, its box shows the progress while it runs (fetched
+   * about once a second), then `render` shows the result. */
+  function jobPanel({ kind, noun, path, form, button, target, request, restore, render }) {
+    const box = $(`#${kind}-job`);
+    const state = el("p", { class: "job-state", "aria-live": "polite" });
+    const bar = el("progress", { "aria-label": `${noun}: cases read` });
+    const count = el("span", { class: "muted" });
+    const progress = el("div", { class: "job-progress", hidden: true }, bar, count);
+    box.append(state, progress);
+    // Fetches of a job that is no longer the one shown stop at their next turn.
+    let shown = 0;
+
+    const jobs = () => tabStore.get(JOBS_KEY) || {};
+    const remember = (self) => tabStore.set(JOBS_KEY, { ...jobs(), [kind]: self });
+    const forget = () => {
+      const kept = jobs();
+      delete kept[kind];
+      tabStore.set(JOBS_KEY, kept);
+    };
+
+    function say(text, { error = false } = {}) {
+      // Said only when it changes: the live region is not re-read every second.
+      if (state.textContent !== text) state.textContent = text;
+      state.classList.toggle("error-text", error);
+    }
+
+    function showJob(job) {
+      const running = job.status === "queued" || job.status === "running";
+      progress.hidden = !running;
+      if (job.total) {
+        bar.max = job.total;
+        bar.value = job.done;
+        count.textContent = `${job.done} of ${job.total} cases read`;
+      } else {
+        bar.removeAttribute("value");
+        count.textContent = job.status === "queued" ? "waiting for its turn" : "counting the cases";
+      }
+      const by = `job ${job.id}, by ${job.author}`;
+      if (job.status === "queued") say(`${noun} queued (${by}): another backtest or suggestion runs first.`);
+      else if (job.status === "running") say(`${noun} running (${by}): reading each outcome's facts as they stood before it.`);
+      // The job's own reason ("failed: RuntimeError: ...", "interrupted: ...; run it again").
+      else if (job.status === "failed") say(`${noun} failed (${by}): ${(job.error || "no reason given").replace(/^failed: /, "")}`, { error: true });
+      else say(`${noun} done (${by}, ${fmtTime(job.finished_at)}).`);
+    }
+
+    async function follow(self, { restoring = false } = {}) {
+      shown += 1;
+      const mine = shown;
+      button.disabled = true;
+      try {
+        for (;;) {
+          const { data: job } = await api("GET", self);
+          if (mine !== shown) return;
+          if (restoring) {
+            restore(job.request);
+            restoring = false;
+          }
+          showJob(job);
+          if (job.status === "done") {
+            await render(target, job);
+            return;
+          }
+          if (job.status === "failed") return;
+          await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+          if (mine !== shown) return;
+        }
+      } catch (err) {
+        if (mine !== shown) return;
+        if (err instanceof ApiError && err.status === 404) {
+          forget();
+          say("");
+          progress.hidden = true;
+          return;
+        }
+        if (err instanceof ApiError) say(`Could not fetch the ${noun.toLowerCase()}; reload the page to look again.`, { error: true });
+        failed(err);
+      } finally {
+        if (mine === shown) button.disabled = false;
+      }
+    }
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      showError("");
+      clearFieldErrors(form);
+      const problems = [];
+      const body = request(problems);
+      if (problems.length) {
+        showFieldErrors(form, problems);
+        showError(`Fix the marked fields: ${problems.map(({ path: at, message }) => `${at}: ${message}`).join("; ")}`);
+        return;
+      }
+      // Whatever was being followed before stops being shown.
+      shown += 1;
+      button.disabled = true;
+      clear(target);
+      try {
+        const { data: job } = await api("POST", path, { body });
+        remember(job.links.self);
+        showJob(job);
+        follow(job.links.self);
+      } catch (err) {
+        button.disabled = false;
+        if (err instanceof ApiError && err.status === 422) {
+          showFieldErrors(form, fieldProblems(err));
+          showError(`Not started: ${err.message}`);
+        } else failed(err);
+      }
+    });
+
+    const kept = jobs()[kind];
+    if (typeof kept === "string" && JOB_PATH.test(kept)) follow(kept, { restoring: true });
+  }
+
+  function initCalibration() {
+    // Custom indicators and signals are named by their labels, which the configuration holds.
+    const configRead = api("GET", "/api/v1/config")
+      .then(({ data }) => data.config)
+      .catch(() => null);
+
+    const [horizonsField, horizons] = textField("horizons", "Horizons, days before each outcome", "30, 60, 90", "1 to 365 days each, up to 12, separated by commas");
+    $("#backtest-fields").append(horizonsField);
+    jobPanel({
+      kind: "backtest",
+      noun: "Backtest",
+      path: "/api/v1/config/backtest",
+      form: $("#backtest-form"),
+      button: $("#run-backtest"),
+      target: $("#backtest-result"),
+      request(problems) {
+        const days = horizons.value.split(/[\s,;]+/).filter(Boolean).map(Number);
+        if (!days.length || days.some((value) => !Number.isInteger(value))) problems.push({ path: "horizons", message: "whole numbers of days, separated by commas" });
+        return { horizons: days };
+      },
+      restore(request) {
+        if (request && Array.isArray(request.horizons)) horizons.value = request.horizons.join(", ");
+      },
+      render: async (target, job) => renderBacktest(target, job, await configRead),
+    });
+
+    const [horizonField, horizon] = numberField("horizon", "Horizon, days before each outcome", 90, "1 to 365");
+    const [minimumField, minimum] = numberField("min_churned", "At least this many churned (and renewed) outcomes", 30, "fewer fit noise: the suggestion is refused");
+    $("#suggest-fields").append(horizonField, minimumField);
+    jobPanel({
+      kind: "suggest",
+      noun: "Suggestion",
+      path: "/api/v1/config/suggest",
+      form: $("#suggest-form"),
+      button: $("#run-suggest"),
+      target: $("#suggest-result"),
+      request: (problems) => ({
+        horizon: numberValue(horizon, problems, { integer: true }),
+        min_churned: numberValue(minimum, problems, { integer: true }),
+      }),
+      restore(request) {
+        if (!request) return;
+        if (request.horizon) horizon.value = String(request.horizon);
+        if (request.min_churned) minimum.value = String(request.min_churned);
+      },
+      render: async (target, job) => renderSuggestion(target, job, await configRead),
+    });
   }
 
   // Sync ------------------------------------------------------------------------------------
@@ -2383,7 +3077,7 @@
 
   // --- start ---------------------------------------------------------------------------------
 
-  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, alerts: initAlerts, sync: initSync };
+  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, calibration: initCalibration, alerts: initAlerts, sync: initSync };
 
   async function start() {
     const page = document.body.dataset.page;
