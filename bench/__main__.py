@@ -1,15 +1,19 @@
 """`python -m bench` (`make bench`): run every benchmark, print one results table and write it
 to bench/results.md with the machine's facts; `python -m bench freshness scale` runs only the
-ones named (and leaves bench/results.md alone).
+ones named (and leaves bench/results.md alone). A benchmark that takes options of its own gets
+what follows its name: `python -m bench calibration --accounts 10000 --backend sqlite`
+(`python -m bench calibration --help`).
 
 Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNESS_SECONDS
 (default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30),
 BENCH_WAL_EVENTS (default 100,000), BENCH_GROWTH_SCALE (default 0.1), BENCH_GROWTH_DAYS
-(default 365), BENCH_GROWTH_DATABASE (default both)."""
+(default 365), BENCH_GROWTH_DATABASE (default both), BENCH_CALIBRATION_ACCOUNTS (default
+100,000), BENCH_CALIBRATION_OUTCOMES (default 5,000), BENCH_CALIBRATION_BACKEND (default both)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import platform
 import sys
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    calibration,
     freshness,
     growth,
     ingest,
@@ -48,6 +53,11 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "wal": lambda: asyncio.run(wal.run()),
     "retention": lambda: asyncio.run(retention.run()),
     "growth": lambda: asyncio.run(growth.run()),
+    "calibration": lambda: asyncio.run(calibration.run()),
+}
+# Benchmarks that take options of their own (the rest of the command line after the name).
+WITH_OPTIONS: dict[str, Callable[[list[str]], list[tuple[str, str]]]] = {
+    "calibration": lambda argv: asyncio.run(calibration.run(calibration.Options.parse(argv))),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
@@ -58,6 +68,9 @@ SHORTENED = (
     "BENCH_GROWTH_SCALE",
     "BENCH_GROWTH_DAYS",
     "BENCH_GROWTH_DATABASE",
+    "BENCH_CALIBRATION_ACCOUNTS",
+    "BENCH_CALIBRATION_OUTCOMES",
+    "BENCH_CALIBRATION_BACKEND",
 )
 RESULTS = Path(__file__).with_name("results.md")
 
@@ -133,17 +146,24 @@ def write_results(rows: list[tuple[str, str]], *, started: datetime, load_before
     RESULTS.write_text("\n".join(lines))
 
 
-def main(names: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    names = list(itertools.takewhile(lambda arg: not arg.startswith("-"), argv))
+    options = argv[len(names) :]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         sys.exit(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    if options and (len(names) != 1 or names[0] not in WITH_OPTIONS):
+        sys.exit(
+            f"options follow the one benchmark that takes them ({', '.join(WITH_OPTIONS)}), "
+            "e.g. python -m bench calibration --help"
+        )
     configure_logging(level="error")
     started = datetime.now(UTC)
     load_before = _load()
     rows: list[tuple[str, str]] = []
     for name, benchmark in BENCHMARKS.items():
         if not names or name in names:
-            rows += benchmark()
+            rows += WITH_OPTIONS[name](options) if options else benchmark()
     width = max(len(name) for name, _ in rows)
     print(f"crm-health benchmarks - Python {platform.python_version()}, {platform.machine()}")
     print(f"{'measure'.ljust(width)} | result")

@@ -403,4 +403,96 @@ numbers above when none are named; the cost is that a feature named for the firs
 history, so its preview and backtest show no data for a window. That trade-off is the
 product's to decide (with issue 24's budgets); it is not made here.
 """,
+    "calibration": """
+`python -m bench calibration` (options: `--accounts`, `--outcomes`, `--backend
+sqlite|postgresql|both`, `--smoke` for 1,000 accounts and 200 outcomes, `--profile [N]`).
+The book is `bench.worker.seed_facts` with a `History`: 100,000 accounts with 450 days of
+facts (sparse usage rolled up per user and month, interactions, tickets, collaboration, an
+executive contact, seats and ARR in the attribute history; about 8 million rows), each
+account's facts set by a hidden engagement level; 5,000 of them have one outcome each, spread
+over the last 300 days, churned with odds that fall with that level (plus chance: about 29%
+churn), and a churned account's facts fade over the 120 days before its churn. Then
+`webhooks.calibration.run_backtest` (default request: horizons 30/60/90, 200 resamples) and
+`run_suggest` (horizon 90), each in its own session of the read-only engine, as the service's
+jobs run them. Build time is reported apart (not part of the target). Peak MiB is the growth of
+this process's RSS during each phase, sampled every 10 ms after a full collection and
+`malloc_trim` (tracemalloc is not used: it slows the phases it measures). "CV AUC" is the
+suggestion's cross-validated AUC of the suggested configuration beside the current one's over
+the same cases (the current one is not fitted, so it needs no folds).
+
+Measured 2026-12-05 on this machine (2 cores, Intel Xeon, 24 GB; Python 3.11.7): three runs
+of `python -m bench calibration` (100,000 accounts, 5,000 outcomes; MiB: peak RSS growth of
+the backtest / the suggestion; CV: the suggestion's AUC of the current / suggested
+configuration), the machine shared with other work (run 1 beside a CI run of the test suite
+on the same PostgreSQL server and browser tests, load average 1.9 before and 7.9 after it;
+run 2 3.5 -> 3.7; run 3 0.8 -> 2.7):
+
+| run | backend | build s | backtest s | suggest s | total s | MiB | AUC 30/60/90 | CV now/sugg |
+|---|---|---|---|---|---|---|---|---|
+| 1 | SQLite | 68.8 | 19.5 | 8.0 | 27.5 | 8 / 3 | 0.916/0.857/0.864 | 0.864 / 0.871 |
+| 1 | PostgreSQL | 156.2 | 278.7 | 97.3 | 376.0 | 11 / 5 | 0.916/0.857/0.864 | 0.864 / 0.871 |
+| 2 | SQLite | 74.6 | 18.5 | 6.8 | 25.3 | 12 / 4 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+| 2 | PostgreSQL | 125.1 | 199.0 | 63.9 | 262.9 | 12 / 5 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+| 3 | SQLite | 65.4 | 20.1 | 7.5 | 27.6 | 10 / 3 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+| 3 | PostgreSQL | 141.8 | 165.8 | 53.6 | 219.4 | 11 / 4 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+
+Every run read 15,000 cases for the backtest (5,000 outcomes x 3 horizons, none before its
+account's first record) in 12,560 SQL statements, and 5,000 for the suggestion in about 4,190;
+1,456 outcomes are churns, on 299 distinct days. The target (backtest + suggest < 60 s) is met
+on SQLite (25-28 s) and missed on PostgreSQL by 4 to 6 times.
+
+Where PostgreSQL's time goes (`--backend postgresql --profile 25`, load average about 1-3; the
+profiler's own cost makes it 295 s): the outcomes are read in 1,196 groups (one per horizon,
+outcome day and chunk of 200: 897 for the backtest, 299 for the suggestion; about 17 cases
+each), and of the 295 s, `facts.first_records`
+took 245 s, 239 s of it executing SQL (5,980 statements), against 42 s for all of
+`read_facts` (10.4 s of SQL in 10,764 statements) and 6.8 s for the scoring threads (`evaluate`
+2.2 s, `suggest` 4.6 s). The statement is `first_records`' first usage day: the accounts'
+first month grouped in a subquery and joined back to `usage_months` on (account, month).
+PostgreSQL estimates that subquery at 200 rows (and 83,000 usage rows for 17 accounts, 630 in
+fact), so it hashes it and joins it to a parallel sequential scan of the whole of
+`usage_months`, once per group (EXPLAIN ANALYZE: 65-97 ms on a 20,000-account book; on this
+one `first_records` took 330 ms for 17 accounts and 440 ms for 200, nearly all of it this
+statement). SQLite walks the primary key instead: there
+`first_records` is 9 s of the profiled 51 s.
+
+With that one statement replaced, in a throwaway patch outside the tree, by per-account probes
+of the primary key (a MATERIALIZED CTE picking each account's first month with `ORDER BY month
+LIMIT 1`, as `_last_usage_until` picks the last, joined back on (account, month); the same
+first records for 400 accounts compared), the same 100,000-account PostgreSQL book ran the
+backtest in 27.9 s and the suggestion in 13.9 s (41.8 s, load average about 3-4); the
+statement took 0.2-0.4 ms for 17 accounts and about 2 ms for 200.
+
+What is left is the same on both databases: about 14 statements per group, most of a group's
+time in Python building them (SQLite, profiled: `read_facts` 34 s wall, 4.6 s of it SQL;
+SQLAlchemy's `coercions.expect` and cache-key generation lead the internal times; the three
+`_attribute_at` calls per group alone 10.5 s). Proposals, in webhooks/ (not changed here):
+
+1. `first_records`: the first usage day by per-account probes, as above (PostgreSQL: 220-376 s
+   -> about 42 s measured).
+2. `first_records` does not depend on the moment: read it once per job for the known accounts
+   (say 1,000 at a time, before the horizon loop, and hand it to `collect_cases`) instead of
+   once per group: 5 of the 14 statements of each of the 1,196 groups (not measured).
+3. Fewer, larger reads: chunk the cases 200 at a time whatever their moment, and read each
+   fact table once per chunk with per-case windows, a VALUES list of (case, account, as_of,
+   window starts) joined on the account with `at > since AND at <= as_of` and grouped by case
+   (usage: per case and month, the recent and earlier day masks computed in Python and joined
+   on (account, month)); `_attribute_at` likewise with the moment per case. 1,196 groups of
+   about 14 statements become 75 chunks for the backtest and 25 for the suggestion (not
+   measured; a smaller step is to build each read's statement once with bound parameters).
+
+**After proposals 1 and 2 (in the tree since):** `first_records` probes each account's first
+month through the primary key, and the backtest and the suggestion read first records once per
+job (1,000 accounts at a time) instead of once per group. One run, the machine shared with a
+CI run of the test suite:
+
+| backend | build s | backtest s | suggest s | total s | MiB | AUC 30/60/90 | CV now/sugg |
+|---|---|---|---|---|---|---|---|
+| SQLite | 70.8 | 18.0 | 6.3 | 24.3 | 13 / 5 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+| PostgreSQL | 120.0 | 16.3 | 6.6 | 22.9 | 9 / 4 | 0.916/0.856/0.864 | 0.864 / 0.871 |
+
+The backtest now reads its 15,000 cases in 8,100 statements (12,560 before) and the suggestion
+its 5,000 in 2,719 (4,190); the same AUCs and suggestion. Both databases meet the target
+(backtest + suggest < 60 s) by more than half. Proposal 3 is left for when books grow further.
+""",
 }

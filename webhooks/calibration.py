@@ -109,11 +109,32 @@ async def known_cases(
     return list(found.values())
 
 
+# Accounts per first-record read: well inside every database's limit of bound parameters.
+FIRST_RECORDS_CHUNK = 1000
+
+
+async def first_records(
+    session: AsyncSession, known: Sequence[tuple[AccountRow, datetime, bool]]
+) -> dict[int, datetime | None]:
+    """Each outcome's account's first record, read once for every horizon (it does not depend
+    on the moment scored), a chunk of accounts at a time."""
+    accounts = list({account.id: account for account, _, _ in known}.values())
+    first: dict[int, datetime | None] = {}
+    for start in range(0, len(accounts), FIRST_RECORDS_CHUNK):
+        first.update(
+            await facts.first_records(
+                session, accounts=accounts[start : start + FIRST_RECORDS_CHUNK]
+            )
+        )
+    return first
+
+
 async def collect_cases(
     session: AsyncSession,
     *,
     config: HealthConfig,
     known: Sequence[tuple[AccountRow, datetime, bool]],
+    first: Mapping[int, datetime | None],
     days: int,
     pacer: Pacer,
     progress: ProgressFn = _no_progress,
@@ -136,9 +157,8 @@ async def collect_cases(
             snapshots = await facts.read_facts(
                 session, accounts=unique, as_of=as_of, historical=True, reads=config.fact_reads
             )
-            first = await facts.first_records(session, accounts=unique)
             for account, churned in part:
-                began = first[account.id]
+                began = first.get(account.id)
                 if began is None or began > as_of:
                     # The account did not exist yet: nothing to judge, not a score of 0.
                     before_record[churned] += 1
@@ -177,6 +197,7 @@ async def run_backtest(
     config = (await _config(session, request.config)).for_connection(connection)
     known = await known_cases(session, connection=connection, now=now)
     horizons = sorted(set(request.horizons))
+    first = await first_records(session, known)
     pacer = Pacer()
     results = []
     for position, days in enumerate(horizons):
@@ -184,6 +205,7 @@ async def run_backtest(
             session,
             config=config,
             known=known,
+            first=first,
             days=days,
             pacer=pacer,
             progress=progress,
@@ -264,6 +286,7 @@ async def run_suggest(
         session,
         config=applying,
         known=known,
+        first=await first_records(session, known),
         days=request.horizon,
         pacer=Pacer(),
         progress=progress,
