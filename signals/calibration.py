@@ -65,36 +65,38 @@ def _tie_groups(values: Sequence[float]) -> list[list[int]]:
     return groups
 
 
-def auc(values: Sequence[float], churned: Sequence[bool]) -> float | None:
-    """P(a renewed case's value > a churned case's), ties counting one half: the area under
-    the ROC curve, by one sort (the Mann-Whitney rank sum). None without both outcomes."""
+def _rank_sum(groups: Iterable[tuple[int, int]]) -> float | None:
+    """The AUC from (renewed, churned) counts of each tie group, in ascending order of value:
+    each renewed case scores 1 for every churned case below it and 1/2 for each tied one (the
+    Mann-Whitney rank sum). None without both outcomes."""
     numerator = 0.0
     churned_below = renewed_total = 0
-    for group in _tie_groups(values):
-        group_churned = sum(map(churned.__getitem__, group))
-        group_renewed = len(group) - group_churned
+    for group_renewed, group_churned in groups:
         numerator += group_renewed * (churned_below + group_churned / 2)
         churned_below += group_churned
         renewed_total += group_renewed
     if not renewed_total or not churned_below:
         return None
     return numerator / (renewed_total * churned_below)
+
+
+def auc(values: Sequence[float], churned: Sequence[bool]) -> float | None:
+    """P(a renewed case's value > a churned case's), ties counting one half: the area under
+    the ROC curve, by one sort. None without both outcomes."""
+    counts = []
+    for group in _tie_groups(values):
+        group_churned = sum(map(churned.__getitem__, group))
+        counts.append((len(group) - group_churned, group_churned))
+    return _rank_sum(counts)
 
 
 def _weighted_auc(groups: Sequence[tuple[list[int], list[int]]], counts: list[int]) -> float | None:
     """The AUC with each case counted as often as its account was drawn: `groups` holds the
     account positions of the renewed and the churned cases of each tie group, ascending."""
-    numerator = 0.0
-    churned_below = renewed_total = 0
-    for renewed, churned in groups:
-        group_renewed = sum(map(counts.__getitem__, renewed))
-        group_churned = sum(map(counts.__getitem__, churned))
-        numerator += group_renewed * (churned_below + group_churned / 2)
-        churned_below += group_churned
-        renewed_total += group_renewed
-    if not renewed_total or not churned_below:
-        return None
-    return numerator / (renewed_total * churned_below)
+    return _rank_sum(
+        (sum(map(counts.__getitem__, renewed)), sum(map(counts.__getitem__, churned)))
+        for renewed, churned in groups
+    )
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

@@ -232,11 +232,15 @@ class Staging(WorkerStep):
             )
             await self._release_confirmed(session, out, locked, known, now)
             config = await self._scorer.current_config(session)
-            for key, events in per_account.items():
-                # Before the fold, which makes the record's values the ones held.
-                events.extend(
-                    record_sentiments(events, held=locked[key].attributes, config=config.sentiment)
-                )
+            # Before the fold, which makes the record's values the ones held. Only connectors
+            # under a plan with the picklists read them: off, no event carries them.
+            if config.sentiment.crm_field:
+                for key, events in per_account.items():
+                    events.extend(
+                        record_sentiments(
+                            events, held=locked[key].attributes, config=config.sentiment
+                        )
+                    )
             await facts.fold(
                 session,
                 events=[
