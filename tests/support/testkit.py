@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.hubspot.events import signature_v3
 from webhooks.runtime import Runtime
 from webhooks.settings import Settings
 from webhooks.store import accounts, inbox
-from webhooks.store.models import Account, UsageMonth
+from webhooks.store.models import Account, InboxEvent, UsageMonth
 
 HUBSPOT_SECRET = "test-client-secret"
 HUBSPOT_TOKEN = "test-access-token"
@@ -241,3 +241,18 @@ def in_thread(function: Callable[..., object], *args: object) -> object:
     """Run blocking set-up (asyncio.run, Alembic) even when a test's event loop is running."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(function, *args).result()
+
+
+async def native_payloads(runtime: Runtime) -> list[dict[str, Any]]:
+    """The payloads of the native events stored in the inbox, oldest first (what an import or
+    the ingest API stored, as the worker will read it)."""
+    async with runtime.sessions() as session:
+        rows = await session.execute(
+            select(InboxEvent.payload).where(InboxEvent.source == "native").order_by(InboxEvent.id)
+        )
+        return [row[0] for row in rows]
+
+
+async def inbox_count(runtime: Runtime) -> int:
+    async with runtime.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(InboxEvent)) or 0)

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
-from testkit import crm_accounts
+from testkit import crm_accounts, inbox_count, native_payloads
 from webhooks.cli import cli
 from webhooks.csv_import import ImportFileError, ImportSummary, ParsedRow, RowError, import_rows
 from webhooks.outcome_import import OutcomeCsv
 from webhooks.store import inbox, outcomes
-from webhooks.store.models import InboxEvent, OutcomeFact
+from webhooks.store.models import OutcomeFact
 
 GOOD = """\
 account,date,outcome,arr
@@ -71,19 +71,6 @@ async def _import(service: Any, text: str, **options: Any) -> ImportSummary:
     )
 
 
-async def _payloads(service: Any) -> list[dict[str, Any]]:
-    async with service.runtime.sessions() as session:
-        rows = await session.execute(
-            select(InboxEvent.payload).where(InboxEvent.source == "native").order_by(InboxEvent.id)
-        )
-        return [row[0] for row in rows]
-
-
-async def _inbox_count(service: Any) -> int:
-    async with service.runtime.sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(InboxEvent)) or 0)
-
-
 @pytest.fixture
 async def service(service_factory: Any) -> Any:
     # No CRM: the imported accounts are scored but nothing is written back anywhere.
@@ -110,7 +97,7 @@ async def test_imported_outcomes_become_outcome_facts_with_their_arr(service) ->
 
 async def test_rows_are_stored_as_native_outcome_events(service) -> None:
     await _import(service, GOOD)
-    payloads = await _payloads(service)
+    payloads = await native_payloads(service.runtime)
     assert payloads[0] == {
         "type": "outcome",
         "account": "123",
@@ -150,7 +137,7 @@ async def test_bad_rows_are_reported_by_line_and_column_and_good_rows_still_stor
         "line 7: expected 4 fields, found 5",
     ]
     assert (summary.rows, summary.stored, summary.error_count) == (7, 2, 5)
-    assert [(p["account"], p["at"]) for p in await _payloads(service)] == [
+    assert [(p["account"], p["at"]) for p in await native_payloads(service.runtime)] == [
         ("123", "2026-06-30T00:00:00+00:00"),
         # A date-time without an offset is UTC.
         ("456", "2026-07-01T10:00:00+00:00"),
@@ -161,7 +148,7 @@ async def test_importing_the_same_file_again_stores_nothing_new(service) -> None
     await _import(service, GOOD)
     again = await _import(service, GOOD)
     assert (again.rows, again.stored, again.duplicates) == (3, 0, 3)
-    assert await _inbox_count(service) == 3
+    assert await inbox_count(service.runtime) == 3
 
 
 async def test_same_outcome_written_differently_is_a_duplicate(service) -> None:
@@ -183,7 +170,7 @@ async def test_outcomes_with_an_id_are_deduplicated_by_the_id(service) -> None:
 async def test_dry_run_checks_rows_and_stores_nothing(service) -> None:
     summary = await _import(service, MIXED, dry_run=True)
     assert (summary.rows, summary.valid, summary.stored, summary.error_count) == (7, 2, 0, 5)
-    assert await _inbox_count(service) == 0
+    assert await inbox_count(service.runtime) == 0
 
 
 # --- reading the file (no database) ----------------------------------------------------------

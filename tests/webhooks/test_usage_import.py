@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
-from testkit import USAGE_ROWS, crm_accounts, usage_days
+from testkit import USAGE_ROWS, crm_accounts, inbox_count, native_payloads, usage_days
 from webhooks.cli import cli
 from webhooks.csv_import import ImportFileError, ImportSummary, ParsedRow, RowError
 from webhooks.progress import Progress
 from webhooks.store import inbox
-from webhooks.store.models import Account, CollaborationFact, InboxEvent
+from webhooks.store.models import Account, CollaborationFact
 from webhooks.usage_import import UsageCsv, import_usage
 
 GOOD = """\
@@ -64,19 +64,6 @@ async def _import(service: Any, text: str | bytes, **options: Any) -> ImportSumm
     )
 
 
-async def _payloads(service: Any) -> list[dict[str, Any]]:
-    async with service.runtime.sessions() as session:
-        rows = await session.execute(
-            select(InboxEvent.payload).where(InboxEvent.source == "native").order_by(InboxEvent.id)
-        )
-        return [row[0] for row in rows]
-
-
-async def _inbox_count(service: Any) -> int:
-    async with service.runtime.sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(InboxEvent)) or 0)
-
-
 @pytest.fixture
 async def service(service_factory: Any) -> Any:
     # No CRM: the imported accounts are scored but nothing is written back anywhere.
@@ -110,7 +97,7 @@ async def test_imported_usage_and_collaboration_become_facts(service) -> None:
 
 async def test_rows_are_stored_as_native_documents(service) -> None:
     await _import(service, GOOD)
-    payloads = await _payloads(service)
+    payloads = await native_payloads(service.runtime)
     assert payloads[0] == {
         "type": "usage",
         "account": "123",
@@ -137,19 +124,20 @@ async def test_bad_rows_are_reported_by_line_and_good_rows_still_stored(service)
         "line 7: expected 5 fields, found 6",
     ]
     assert (summary.rows, summary.stored, summary.error_count) == (7, 2, 5)
-    assert [payload["user"] for payload in await _payloads(service)] == ["u-1", "u-5"]
+    assert [payload["user"] for payload in await native_payloads(service.runtime)] == ["u-1", "u-5"]
 
 
 async def test_datetime_without_offset_is_stored_as_utc(service) -> None:
     await _import(service, "account,at,user\n123,2026-11-20T10:15:00,u-1\n")
-    assert [p["at"] for p in await _payloads(service)] == ["2026-11-20T10:15:00+00:00"]
+    stored = await native_payloads(service.runtime)
+    assert [p["at"] for p in stored] == ["2026-11-20T10:15:00+00:00"]
 
 
 async def test_importing_the_same_file_again_stores_nothing_new(service) -> None:
     await _import(service, GOOD)
     again = await _import(service, GOOD)
     assert (again.rows, again.stored, again.duplicates) == (5, 0, 5)
-    assert await _inbox_count(service) == 5
+    assert await inbox_count(service.runtime) == 5
 
 
 async def test_same_row_written_differently_is_a_duplicate(service) -> None:
@@ -176,14 +164,14 @@ async def test_large_file_is_stored_batch_by_batch(service) -> None:
     body = "".join(f"{i % 7},2026-11-{1 + i % 28:02d},u-{i}\n" for i in range(2500))
     summary = await _import(service, "account,at,user\n" + body, batch_size=1000)
     assert (summary.rows, summary.stored) == (2500, 2500)
-    assert await _inbox_count(service) == 2500
+    assert await inbox_count(service.runtime) == 2500
 
 
 async def test_dry_run_checks_rows_and_stores_nothing(service) -> None:
     summary = await _import(service, MIXED, dry_run=True)
     assert (summary.rows, summary.valid, summary.stored, summary.error_count) == (7, 2, 0, 5)
     assert summary.text() == "read 7 rows: 2 valid, 5 errors (dry run: nothing stored)"
-    assert await _inbox_count(service) == 0
+    assert await inbox_count(service.runtime) == 0
 
 
 async def test_excel_byte_order_mark_before_the_header_is_ignored(service) -> None:
@@ -196,7 +184,7 @@ async def test_file_not_utf8_far_down_stops_before_anything_is_stored(service) -
     data = b"account,at,user\n" + body + "1,2026-11-20,Jos\u00e9\n".encode("latin-1")
     with pytest.raises(ImportFileError, match=r"line 1502: not UTF-8 \(byte 0xe9\)"):
         await _import(service, data)
-    assert await _inbox_count(service) == 0
+    assert await inbox_count(service.runtime) == 0
 
 
 async def test_bad_byte_in_a_stream_read_once_keeps_the_rows_before_it(service) -> None:
@@ -209,7 +197,7 @@ async def test_bad_byte_in_a_stream_read_once_keeps_the_rows_before_it(service) 
         await import_usage(rows=rows, sessions=service.runtime.sessions, connection="default")
     assert raised.value.summary is not None
     assert (raised.value.summary.rows, raised.value.summary.stored) == (1500, 1500)
-    assert await _inbox_count(service) == 1500
+    assert await inbox_count(service.runtime) == 1500
 
 
 async def test_progress_is_reported_every_so_many_rows(service) -> None:
