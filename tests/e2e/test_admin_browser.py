@@ -726,6 +726,22 @@ def _api_config(server: Server) -> dict[str, Any]:
     return config
 
 
+def _job_result(server: Server, page: Page, where: str) -> dict[str, Any]:
+    """The result of the job the calibration page shows in `where`, as the API answers it:
+    the book's outcomes are dated from today, so the figures move with the clock (the day an
+    outcome falls on, and so its facts `days` before it) and the page is checked against the
+    API rather than against fixed numbers."""
+    state = page.locator(f"{where} .job-state").inner_text()
+    found = re.search(r"\(job (\d+)", state)
+    assert found, state
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.book_admin_key}"}
+    ) as api:
+        job = api.get(f"/api/v1/config/jobs/{found.group(1)}").json()
+    result: dict[str, Any] = job["result"]
+    return result
+
+
 def _put_config(server: Server, config: dict[str, Any]) -> None:
     with _api(server) as api:
         etag = api.get("/api/v1/config").headers["etag"]
@@ -1096,8 +1112,17 @@ def test_a_backtest_shows_its_progress_then_the_auc_the_roc_curve_and_the_indica
     expect(progress).to_be_hidden()
     rows = page.locator("#auc-table tbody tr")
     expect(rows).to_have_count(2)
+    thirty = _job_result(server, page, "#backtest-job")["horizons"][0]
+    interval = thirty["auc_interval"]
     expect(rows.first.locator("th, td")).to_have_text(
-        ["30 days", "0.65", "0.49 to 0.82", str(BOOK_CHURNED), str(BOOK_RENEWED), "60"]
+        [
+            "30 days",
+            f"{thirty['auc']:.2f}",
+            f"{interval['low']:.2f} to {interval['high']:.2f}",
+            str(BOOK_CHURNED),
+            str(BOOK_RENEWED),
+            "60",
+        ]
     )
     expect(page.locator("#backtest-result")).to_contain_text(
         "a renewed account scored above a churned one"
@@ -1150,7 +1175,8 @@ def test_a_suggestion_stands_beside_the_configuration_and_is_previewed_there(
     side = page.locator("#suggest-auc")
     expect(side.locator("thead")).to_contain_text("In force")
     expect(side.locator("thead")).to_contain_text("Suggested")
-    expect(side.locator("td.current")).to_have_text("0.56")
+    cross_validated = _job_result(server, page, "#suggest-job")["cross_validation"]
+    expect(side.locator("td.current")).to_have_text(f"{cross_validated['current_auc']:.2f}")
     seats = page.locator(f"#suggest-indicators {SEAT_UTILIZATION}")
     # At risk in force, then suggested: the medians of the churned and the renewed cases.
     expect(seats.locator("td").nth(0)).to_have_text("0.7")
