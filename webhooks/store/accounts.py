@@ -115,9 +115,9 @@ async def read_rows(session: AsyncSession, statement: Select[Any]) -> list[Accou
 
 _MUTABLE = (
     "name", "domain", "attributes", "last_usage_at", "last_interaction_at", "deleted_at", "score",
-    "band", "customer", "first_seen_at", "health_updated_at", "segment", "owner", "trend_30d",
-    "signals", "drivers", "coverage", "config_version", "not_found_at", "not_found_reason",
-    "indicators_at_risk",
+    "band", "customer", "first_seen_at", "health_updated_at", "segment", "owner", "arr",
+    "renewal_date", "trend_30d", "signals", "drivers", "coverage", "config_version",
+    "not_found_at", "not_found_reason", "indicators_at_risk",
 )  # fmt: skip
 # The values each account row was read (or last saved) with (see `_changed`).
 _AS_READ: WeakKeyDictionary[AccountRow, tuple[Any, ...]] = WeakKeyDictionary()

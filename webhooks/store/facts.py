@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import TextClause
 
+from connector import bounds
 from connector.base import PROPERTY_ATTRIBUTE_PREFIX, property_attribute
 from connector.bounds import parse_timestamp
 from connector.model import (
@@ -180,6 +181,11 @@ def apply_attributes(
             account.domain = None if value is None else normalised_domain(value)
         elif name in COLUMN_ATTRIBUTES:
             setattr(account, name, None if value in (None, "") else str(value)[:255])
+        elif name == "arr":
+            arr = _float(value)
+            account.arr = arr if arr is not None and math.isfinite(arr) and arr >= 0 else None
+        elif name == "renewal_date":
+            account.renewal_date = _calendar_date(value)
     account.attributes = merged
 
 
@@ -490,6 +496,7 @@ async def _upsert_contacts(
                 "executive": bool(event.executive),
                 "left_at": event.at if event.left else None,
                 "updated_at": event.at,
+                "first_seen_at": event.at,
             }
             for (account_id, contact), event in contacts.items()
         ],
@@ -796,6 +803,13 @@ def _customer_since(account: AccountRow, values: Mapping[str, str]) -> datetime 
     if created is None and account.crm == "native":
         created = _aware(account.first_seen_at or account.created_at)
     return created
+
+
+def _calendar_date(value: str | None) -> date | None:
+    try:
+        return None if value in (None, "") else bounds.calendar_date(value)
+    except ValueError:
+        return None
 
 
 def _float(value: str | None) -> float | None:

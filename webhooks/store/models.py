@@ -147,6 +147,7 @@ class Account(Base):
         Index("ix_accounts_segment", "connection", "segment"),
         Index("ix_accounts_owner", "connection", "owner"),
         Index("ix_accounts_score", "connection", "score"),
+        Index("ix_accounts_renewal", "connection", "renewal_date"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -177,6 +178,10 @@ class Account(Base):
     # accounts API filters on indexed columns instead of JSON paths.
     segment: Mapped[str | None] = mapped_column(String(255))
     owner: Mapped[str | None] = mapped_column(String(255))
+    # Copies of the `arr` and `renewal_date` attributes as read (NULL: absent or unreadable), so
+    # the portfolio sums ARR by band and the list sorts by ARR and renewal in SQL.
+    arr: Mapped[float | None] = mapped_column(Float)
+    renewal_date: Mapped[date | None] = mapped_column(Date)
     # The rest of the latest health (record_health): history rows are only added when score or
     # band move, so the newest of them can hold stale signals, drivers or trend.
     trend_30d: Mapped[int | None]
@@ -223,6 +228,8 @@ class AccountRow:
     first_seen_at: datetime | None
     segment: str | None
     owner: str | None
+    arr: float | None
+    renewal_date: date | None
     trend_30d: int | None
     signals: dict[str, Any] | None
     drivers: list[str] | None
@@ -315,6 +322,9 @@ class ContactFact(Base):
     left_at: Mapped[datetime | None]
     # The event time of the values held: a later event wins, an older one is ignored.
     updated_at: Mapped[datetime]
+    # The event time the contact was first told of (the timeline's "contact gained"); a late
+    # event older than the values held does not move it back.
+    first_seen_at: Mapped[datetime | None]
 
 
 class CollaborationFact(Base):
@@ -795,3 +805,15 @@ class CRMOwnerContact(Base):
     # False: the CRM has no such owner (deleted user, a team, an id of another kind).
     found: Mapped[bool] = mapped_column(default=True)
     fetched_at: Mapped[datetime]
+
+
+class UserPreference(Base):
+    """What one person chose to keep between visits (the owner whose accounts are "my
+    accounts"), by connection and the key's name."""
+
+    __tablename__ = "user_preferences"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]

@@ -3116,5 +3116,30 @@
     if (init) init();
   }
 
-  start();
+  /** The colour a band is drawn in, from the page's CSS (one place for the palette). */
+  function bandColour(band, { background = false } = {}) {
+    const name = band === "at_risk" ? "at-risk" : band === "onboarding" ? "neutral" : band;
+    const value = getComputedStyle(document.documentElement).getPropertyValue(`--${name}${background ? "-bg" : ""}`);
+    return value.trim() || (background ? "#eaeef2" : "#57606a");
+  }
+
+  /** The band a score falls in under a configuration's bands ({at_risk_below, healthy_min}). */
+  function bandOf(score, bands) {
+    if (score === null || score === undefined) return "unknown";
+    if (score >= bands.healthy_min) return "healthy";
+    return score < bands.at_risk_below ? "at_risk" : "neutral";
+  }
+
+  // The page scripts loaded after this one (deferred, so in order, before DOMContentLoaded)
+  // take these helpers from here and add their page to PAGES: one copy of each helper.
+  window.crmHealth = {
+    $, el, svg, setAttrs, append, clear, dataTable, scrollBox, clearRows, keepInAddress, showPage,
+    stepPages, bandBadge, signalLabel, indicatorLabel, fmtScore, fmtNumber, fmtTime, trendCell,
+    showError, showStatus, ApiError, api, query, shownBand, isAdmin, settingsScope, failed,
+    dayValue, stepPath, sparkline, histogram, historyChart, bandColour, bandOf,
+    BANDS, BAND_LABELS, SIGNAL_LABELS, DAY_MS,
+    session: () => session,
+    pages: PAGES,
+  };
+  document.addEventListener("DOMContentLoaded", start);
 })();
