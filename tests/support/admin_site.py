@@ -10,6 +10,7 @@ never used. Without it the tests skip locally and fail on CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -17,12 +18,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, Playwright, ViewportSize, expect
 from sqlalchemy import select
 
@@ -230,9 +233,10 @@ def running_site(directory: Path, sqlite_template: Path) -> Iterator[Server]:
         smtp_host="127.0.0.1",
         smtp_from_address="crm-health@example.com",
     )
-    admin_key, viewer_key, connection_admin_key, book_admin_key, book_viewer_key = asyncio.run(
-        seed(settings)
-    )
+    # In a thread of its own: Playwright's sync API may already run an event loop in this one.
+    with ThreadPoolExecutor(1) as seeder:
+        seeded = seeder.submit(asyncio.run, seed(settings)).result()
+    admin_key, viewer_key, connection_admin_key, book_admin_key, book_viewer_key = seeded
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
@@ -298,3 +302,25 @@ def open_tab(
     finally:
         context.close()
     assert not problems, problems
+
+
+_AXE = Axe()
+# What a page may not have: axe-core's two highest impacts (WCAG A/AA failures that block a
+# keyboard or screen-reader user, contrast below 4.5:1 among them).
+BLOCKING_IMPACTS = frozenset({"serious", "critical"})
+
+
+def assert_accessible(page: Page, name: str) -> None:
+    """axe-core over the page as it stands: every finding saved to
+    test-artifacts/admin/axe-<name>.json, and none serious or critical."""
+    results = _AXE.run(page)
+    violations = results.response.get("violations", [])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(violations, indent=1))
+    blocking = [
+        f"{found['id']} ({found['impact']}): {found['help']} at "
+        + ", ".join(str(node["target"]) for node in found["nodes"][:5])
+        for found in violations
+        if found.get("impact") in BLOCKING_IMPACTS
+    ]
+    assert not blocking, blocking
