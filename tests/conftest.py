@@ -27,6 +27,9 @@ PG_SERVER_URL = os.environ.get(
 )
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+# The browser tests' site, Chromium and tabs (tests/support/browser_fixtures.py).
+pytest_plugins = ("browser_fixtures",)
+
 
 async def _execute_autocommit(url: str, statement: str) -> None:
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")

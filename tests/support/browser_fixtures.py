@@ -1,5 +1,6 @@
-"""Fixtures of the browser tests: one seeded site per module (tests/support/admin_site.py),
-one Chromium per module, a clean tab per test."""
+"""Fixtures of the browser tests, loaded as a plugin by tests/conftest.py: one seeded site per
+module (tests/support/admin_site.py), one Chromium per module, a clean tab per test. A module
+with a `server` or `page` of its own overrides them."""
 
 from __future__ import annotations
 
