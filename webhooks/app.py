@@ -20,6 +20,7 @@ from webhooks.routes import (
     accounts,
     admin_page,
     alerts,
+    api_docs,
     channels,
     inbound,
     ingest,
@@ -118,6 +119,9 @@ def create_app(
         summary="Customer health for your CRM: signals in, health fields out.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by webhooks.routes.api_docs from the package's own files (offline, strict CSP).
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(ServiceError)
@@ -152,6 +156,7 @@ def create_app(
     app.include_router(session_routes.router)
     app.include_router(sync.router)
     admin_page.install(app)
+    api_docs.install(app)
     # Added last, so it wraps every other middleware and their log lines carry the id too.
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -19,15 +19,20 @@ from webhooks.sessions import COOKIE_NAME
 from webhooks.ui import STATIC_DIR, TEMPLATES_DIR
 
 PREFIX = "/admin"
+Headers = tuple[tuple[bytes, bytes], ...]
+# Every page of our own (the admin page, the API docs) sends these; each adds its own policy.
+FRAME_AND_SNIFF_HEADERS: Headers = (
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-content-type-options", b"nosniff"),
+)
 # No inline script or style anywhere: the page's JavaScript and CSS are static files.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (
         b"content-security-policy",
         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'",
     ),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"same-origin"),
-    (b"x-content-type-options", b"nosniff"),
+    *FRAME_AND_SNIFF_HEADERS,
 )
 
 # Rendered into every page (body data-signal-labels) so that the script names no signal of its
@@ -41,21 +46,36 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 
 class AdminHeaders:
-    """Pure ASGI middleware (no response buffering): the security headers on /admin paths."""
+    """Pure ASGI middleware (no response buffering): the security headers on /admin paths, or
+    on the paths of `policies` (prefix -> headers; the API docs have their own)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policies: tuple[tuple[str, Headers], ...] = ((PREFIX, SECURITY_HEADERS),),
+    ) -> None:
         self.app = app
+        self.policies = policies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
+        headers = next(
+            (
+                policy
+                for prefix, policy in self.policies
+                if path == prefix or path.startswith(prefix + "/")
+            ),
+            None,
+        )
+        if headers is None:
             await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [header for header in SECURITY_HEADERS if header[0] not in names]
+                extra = [header for header in headers if header[0] not in names]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
