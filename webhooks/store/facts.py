@@ -228,6 +228,8 @@ class _Batch:
         self.usage: dict[tuple[int, date, str], list[int]] = {}
         self.features: dict[tuple[int, str, date, str], list[int]] = {}
         self.contacts: dict[tuple[int, str], ContactUpsert] = {}
+        # The earliest event of each contact in the batch: its first_seen_at when it is new.
+        self.contacts_first_seen: dict[tuple[int, str], datetime] = {}
         self.tickets: dict[tuple[int, str], Ticket] = {}
         # {(account id, kind, respondent, at): the answer}: a resend within the batch is one.
         self.surveys: dict[tuple[int, str, str, datetime], SurveyResponse] = {}
@@ -251,8 +253,12 @@ class _Batch:
                 else:
                     self.identified[(account.id, event.source_id)] = row
                 account.last_interaction_at = _later(account.last_interaction_at, at)
-            case ContactUpsert(contact=contact):
+            case ContactUpsert(contact=contact, at=at):
                 _keep_latest(self.contacts, (account.id, contact), event)
+                seen = self.contacts_first_seen.get((account.id, contact))
+                self.contacts_first_seen[(account.id, contact)] = (
+                    at if seen is None else min(seen, at)
+                )
             case SurveyResponse(at=at, kind=kind, respondent=respondent):
                 self.surveys[(account.id, kind, respondent, at)] = event
             case Ticket(ticket=ticket):
@@ -312,7 +318,7 @@ class _Batch:
                 list(self.identified.values()),
             )
         if self.contacts:
-            await _upsert_contacts(session, self.contacts)
+            await _upsert_contacts(session, self.contacts, self.contacts_first_seen)
         if self.tickets:
             await _upsert_tickets(session, self.tickets)
         if self.surveys:
@@ -472,7 +478,9 @@ async def contact_accounts(
 
 
 async def _upsert_contacts(
-    session: AsyncSession, contacts: Mapping[tuple[int, str], ContactUpsert]
+    session: AsyncSession,
+    contacts: Mapping[tuple[int, str], ContactUpsert],
+    first_seen: Mapping[tuple[int, str], datetime],
 ) -> None:
     insert = upsert_insert(session, ContactFact)
     # A later event wins; an older one arriving late must not undo it.
@@ -496,7 +504,8 @@ async def _upsert_contacts(
                 "executive": bool(event.executive),
                 "left_at": event.at if event.left else None,
                 "updated_at": event.at,
-                "first_seen_at": event.at,
+                # Kept from the first insert on: a later event updates the rest only.
+                "first_seen_at": first_seen.get((account_id, contact), event.at),
             }
             for (account_id, contact), event in contacts.items()
         ],

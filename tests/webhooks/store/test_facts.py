@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from connector.model import (
     AccountAttributes,
@@ -16,6 +17,7 @@ from connector.model import (
     Usage,
 )
 from webhooks.store import accounts, facts
+from webhooks.store.models import ContactFact
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 KEY = ("default", "hubspot", "42")
@@ -136,6 +138,22 @@ async def test_older_contact_change_arriving_late_does_not_undo_a_newer_one(sess
     await fold(sessions, Interaction(account="42", at=ago(1), channel="call",
                                      direction="ours", contact="c"))  # fmt: skip
     assert (await snapshot(sessions)).executives_engaged_90d == 1
+
+
+async def test_a_contact_is_first_seen_at_its_earliest_event_even_within_one_batch(
+    sessions,
+) -> None:
+    # Joined 70 days ago and left 15 days ago, both told in one batch (a backfill): the batch
+    # keeps the latest values, but the contact was gained 70 days ago, not on leaving.
+    await fold(
+        sessions,
+        ContactUpsert(account="42", at=ago(15), contact="dana", title="Ops", left=True),
+        ContactUpsert(account="42", at=ago(70), contact="dana", title="Ops"),
+    )
+    await fold(sessions, ContactUpsert(account="42", at=ago(2), contact="dana", title="COO"))
+    async with sessions() as session:
+        row = (await session.execute(select(ContactFact))).scalar_one()
+    assert (row.first_seen_at, row.title, row.left_at) == (ago(70), "COO", None)
 
 
 async def test_tickets_and_escalations_in_90_days_each_ticket_once(sessions) -> None:
