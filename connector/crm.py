@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from connector.base import CRMConnector
+from connector.bounds import validation_message
 from connector.http import RetryPolicy
 
 if TYPE_CHECKING:
@@ -136,7 +137,10 @@ class CRMEntry(BaseModel):
             entry = cls(**values)
         except ValidationError as exc:
             raise cls.ERROR(
-                "; ".join(f"{cls._setting_at(e['loc'])}: {e['msg']}" for e in exc.errors())
+                "; ".join(
+                    f"{cls._setting_at(e['loc'])}: {validation_message(e['msg'])}"
+                    for e in exc.errors()
+                )
             ) from None
         entry._from_settings = True
         return entry

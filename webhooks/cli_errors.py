@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from typer._click import Context
 from typer.core import TyperGroup
 
+from connector.bounds import validation_message
 from connector.crm import CRMSpec
 from connector.errors import (
     CRMAuthError,
@@ -194,7 +195,7 @@ def _settings_failure(exc: ValidationError) -> CLIFailure:
     setting = "CRM_HEALTH_" + "_".join(str(part) for part in first["loc"]).upper()
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return CLIFailure(
-        f"configuration error: {setting}: {first['msg']}{more}",
+        f"configuration error: {setting}: {validation_message(first['msg'])}{more}",
         fix="correct that environment variable (README: Settings)",
         exit_code=EXIT_CONFIG,
     )

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from connector.base import CRMConnector
+from connector.bounds import validation_message
 from connector.crm import CRMEntry, CRMInbound, EntryConfigError
 from connector.http import RetryingClient
 from connector.hubspot.connection import FileHubSpot, HubSpotInbound
@@ -417,7 +418,8 @@ def read_connections_file(path: Path) -> list[CRMEntry]:
         parsed: Any = _ConnectionsFile.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_field_path(error['loc'], error['type'])}: {error['msg']}" for error in exc.errors()
+            f"{_field_path(error['loc'], error['type'])}: {validation_message(error['msg'])}"
+            for error in exc.errors()
         )
         raise ConnectionsFileError(f"{path}: {problems}") from None
     entries: list[CRMEntry] = parsed.connections

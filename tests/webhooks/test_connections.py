@@ -82,6 +82,15 @@ def test_an_invalid_file_names_the_field(tmp_path: Path, text: str, named: str) 
         read_connections_file(_write(tmp_path, text))
 
 
+def test_a_check_of_a_whole_entry_says_it_in_its_own_words(tmp_path: Path) -> None:
+    text = "connections:\n  - {name: a, crm: salesforce, private_key: k, private_key_file: /k}\n"
+    with pytest.raises(ConnectionsFileError) as refused:
+        read_connections_file(_write(tmp_path, text))
+    assert str(refused.value).endswith(
+        "connections.0: give private_key or private_key_file, not both"
+    ), "no pydantic 'Value error, ' before the check's own words"
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConnectionsFileError, match="cannot read connections file"):
         read_connections_file(tmp_path / "absent.yaml")
