@@ -191,6 +191,18 @@ async def test_a_bad_suggest_request_names_the_field(service_factory, body, fiel
     assert field in response.text
 
 
+@pytest.mark.parametrize("job_id", ["0", "9223372036854775808", "abc"])
+async def test_a_job_id_no_row_can_have_is_a_422_naming_it(service_factory, job_id) -> None:
+    service = await service_factory(hubspot_access_token=None)
+
+    response = await service.client.get(
+        f"/api/v1/config/jobs/{job_id}", headers=await bearer(service)
+    )
+
+    assert response.status_code == 422
+    assert "job_id" in response.text
+
+
 # --- the command line -----------------------------------------------------------------------
 
 

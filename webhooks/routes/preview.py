@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhooks import calibration, preview
-from webhooks.deps import ReadSessions, RuntimeDep, ViewerPrincipal
+from webhooks.deps import ReadSessions, RuntimeDep, ViewerPrincipal, row_id
 from webhooks.routes.responses import error_responses
 
 router = APIRouter(tags=["config"])
@@ -122,6 +122,8 @@ async def suggest_config(
     summary="A backtest or suggestion job: its progress, then its result",
 )
 async def get_job(
-    runtime: RuntimeDep, principal: ViewerPrincipal, job_id: int
+    runtime: RuntimeDep,
+    principal: ViewerPrincipal,
+    job_id: Annotated[int, row_id("The job's id, as starting it answered.")],
 ) -> calibration.JobOut:
     return await runtime.jobs.get(job_id=job_id, connection=principal.connection)
