@@ -70,15 +70,40 @@ SIGNAL = SignalSpec(
     weight=0.40,
     indicators=(
         IndicatorSpec(
-            "seat_utilization", "Seat utilization", Unit.PERCENT, at_risk=0.4, healthy=0.7
+            "seat_utilization",
+            "Seat utilization",
+            Unit.PERCENT,
+            explanation="Share of paid seats used in the last 30 days (people active / seats); "
+            "higher is better.",
+            at_risk=0.4,
+            healthy=0.7,
         ),
         IndicatorSpec(
-            "usage_trend", "Active users vs prior 30d", Unit.CHANGE, at_risk=-0.25, healthy=0.0
+            "usage_trend",
+            "Active users vs prior 30d",
+            Unit.CHANGE,
+            explanation="Change in the number of active people, last 30 days against the 30 "
+            "before; higher is better.",
+            at_risk=-0.25,
+            healthy=0.0,
         ),
         IndicatorSpec(
-            "stickiness", "Stickiness (DAU/MAU)", Unit.PERCENT, at_risk=0.05, healthy=0.2
+            "stickiness",
+            "Stickiness (DAU/MAU)",
+            Unit.PERCENT,
+            explanation="Share of the month's active people who use it on an average day; "
+            "higher is better.",
+            at_risk=0.05,
+            healthy=0.2,
         ),
-        IndicatorSpec("recency_days", "Days since last use", Unit.DAYS, at_risk=14, healthy=3),
+        IndicatorSpec(
+            "recency_days",
+            "Days since last use",
+            Unit.DAYS,
+            explanation="Days since anyone at the account last used the product; lower is better.",
+            at_risk=14,
+            healthy=3,
+        ),
         # Depth is optional: months from before events were counted hold no count, and an
         # upgrade should move no band while the windows fill. Its level depends on how the
         # product is instrumented (a daily-activity import sends one event a user-day), so it
@@ -88,6 +113,8 @@ SIGNAL = SignalSpec(
             "usage_depth",
             "Events per active user (30d)",
             Unit.COUNT,
+            explanation="Product events per active person in the last 30 days: how much they "
+            "do, not only whether; higher is better.",
             at_risk=5,
             healthy=25,
             weight=0.0,
@@ -97,6 +124,8 @@ SIGNAL = SignalSpec(
             "depth_trend",
             "Events per active user vs prior 30d",
             Unit.CHANGE,
+            explanation="Change in product events per active person, last 30 days against the "
+            "30 before; higher is better.",
             at_risk=-0.3,
             healthy=0.0,
             optional=True,
@@ -106,6 +135,8 @@ SIGNAL = SignalSpec(
             "key_feature_adoption",
             "Key-feature adoption",
             Unit.PERCENT,
+            explanation="Share of the last 30 days' active people who used a feature marked as "
+            "key; higher is better.",
             at_risk=0.2,
             healthy=0.5,
             optional=True,

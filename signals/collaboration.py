@@ -32,17 +32,37 @@ SIGNAL = SignalSpec(
             "two_way_ratio",
             "Customer-initiated contact (90d)",
             Unit.PERCENT,
+            explanation="Share of the last 90 days' interactions the customer started rather "
+            "than us; higher is better.",
             at_risk=0.15,
             healthy=0.4,
         ),
         IndicatorSpec(
-            "co_innovation", "Co-innovation events (180d)", Unit.COUNT, at_risk=0, healthy=2
+            "co_innovation",
+            "Co-innovation events (180d)",
+            Unit.COUNT,
+            explanation="Feedback, feature requests, betas, referrals, case studies and joint "
+            "plans in the last 180 days; higher is better.",
+            at_risk=0,
+            healthy=2,
         ),
         IndicatorSpec(
-            "stakeholder_breadth", "Contacts engaged (90d)", Unit.COUNT, at_risk=1, healthy=4
+            "stakeholder_breadth",
+            "Contacts engaged (90d)",
+            Unit.COUNT,
+            explanation="Different people at the customer we interacted with in the last 90 "
+            "days (those still there); higher is better.",
+            at_risk=1,
+            healthy=4,
         ),
         IndicatorSpec(
-            "executive_access", "Executives engaged (90d)", Unit.COUNT, at_risk=0, healthy=1
+            "executive_access",
+            "Executives engaged (90d)",
+            Unit.COUNT,
+            explanation="Executives at the customer we interacted with in the last 90 days; "
+            "higher is better.",
+            at_risk=0,
+            healthy=1,
         ),
     ),
     measure=measure,

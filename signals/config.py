@@ -29,6 +29,10 @@ from signals.model import FEATURE_LENGTH, IndicatorSpec, Unit, feature_key
 from signals.registry import SIGNALS
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
+# An indicator whose two thresholds are equal has no direction. Named on `healthy`, the one an
+# editor shows second, so the admin page marks that input (the other is the reference); no
+# value in it: the admin page shows ratios as percentages, the document as ratios.
+SAME_THRESHOLDS = "healthy: must differ from at_risk"
 
 
 class IndicatorConfig(BaseModel):
@@ -43,7 +47,7 @@ class IndicatorConfig(BaseModel):
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if self.at_risk == self.healthy:
-            raise ValueError(f"at_risk and healthy must differ (both are {self.at_risk:g})")
+            raise ValueError(SAME_THRESHOLDS)
         return self
 
 
@@ -247,6 +251,21 @@ class ProductEventsSource(BaseModel):
             return Unit.PERCENT
         return Unit.COUNT if self.aggregation in ("events", "users") else Unit.NUMBER
 
+    @property
+    def description(self) -> str:
+        """What the value is, in words: "Usage events of Report Exported per paid seat in
+        the last 30 days" (the start of a custom indicator's explanation)."""
+        named = _listed(self.features)
+        window = f"in the last {self.days} days"
+        return {
+            "events": f"Usage events of {named} {window}",
+            "users": f"People who used {named} {window}",
+            "events_per_user": f"Usage events of {named} per person using them {window}",
+            "events_per_seat": f"Usage events of {named} per paid seat {window}",
+            "users_per_seat": f"People who used {named} per paid seat {window}",
+            "share_of_active_users": f"Share of the active people who used {named} {window}",
+        }[self.aggregation]
+
 
 SurveyAggregation = Literal["mean", "latest", "nps", "responses"]
 
@@ -284,6 +303,17 @@ class SurveySource(BaseModel):
     @property
     def unit(self) -> Unit:
         return Unit.COUNT if self.aggregation == "responses" else Unit.NUMBER
+
+    @property
+    def description(self) -> str:
+        survey, window = self.survey.upper(), f"in the last {self.days} days"
+        least = f"at least {self.min_responses} answer{'' if self.min_responses == 1 else 's'}"
+        return {
+            "mean": f"Mean {survey} answer {window} ({least})",
+            "nps": f"Net Promoter Score of the {survey} answers {window} ({least})",
+            "latest": f"The latest {survey} answer {window}",
+            "responses": f"{survey} answers received {window}",
+        }[self.aggregation]
 
 
 # A field's name in its CRM: a HubSpot property's internal name, a Salesforce field's API name
@@ -338,6 +368,27 @@ class CrmPropertySource(BaseModel):
     def unit(self) -> Unit:
         return Unit.NUMBER if self.value == "number" else Unit.DAYS
 
+    @property
+    def description(self) -> str:
+        crms = (("hubspot", "HubSpot"), ("salesforce", "Salesforce"), ("dynamics", "Dynamics"))
+        named = _listed(
+            [f"{name} ({label})" for crm, label in crms if (name := self.field_in(crm))]
+        )
+        return {
+            "number": f"The value of the CRM field {named}",
+            "days_since": f"Days since the date in the CRM field {named}",
+            "days_until": f"Days until the date in the CRM field {named} (0 once it is past)",
+        }[self.value]
+
+
+def _listed(names: Sequence[str], most: int = 3) -> str:
+    """ "a", "a and b", "a, b and c", "a, b, c and 2 more"."""
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
 
 # Where a custom indicator's raw value comes from, told apart by `kind`.
 AnySource = ProductEventsSource | SurveySource | CrmPropertySource
@@ -364,15 +415,17 @@ class CustomIndicator(BaseModel):
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if self.at_risk == self.healthy:
-            raise ValueError(f"at_risk and healthy must differ (both are {self.at_risk:g})")
+            raise ValueError(SAME_THRESHOLDS)
         return self
 
     @property
     def spec(self) -> IndicatorSpec:
+        better = "higher" if self.healthy > self.at_risk else "lower"
         return IndicatorSpec(
             self.name,
             self.label,
             self.source.unit,
+            explanation=f"{self.source.description}; {better} is better.",
             at_risk=self.at_risk,
             healthy=self.healthy,
             weight=self.weight,

@@ -20,6 +20,15 @@ def value_formatter(unit: Unit) -> Callable[[float], str]:
             return _number
 
 
+def value_text(unit: Unit, value: float) -> str:
+    """A raw value as a sentence reads it: the driver's formatting (62%, +5%, 4.3), days with
+    their word ("25 days", "1 day")."""
+    text = value_formatter(unit)(value)
+    if unit is Unit.DAYS:
+        return f"{text} day" if text in ("1", "-1") else f"{text} days"
+    return text
+
+
 def threshold_text(unit: Unit, config: IndicatorConfig, *, at_risk: bool) -> str:
     """ "(at-risk <= 40%)" or "(healthy >= 70%)", the comparison following the direction."""
     higher_is_better = config.healthy > config.at_risk

@@ -138,6 +138,9 @@ class IndicatorSpec:
     label: str
     unit: Unit
     _: KW_ONLY
+    # One plain-English line for the people reading the account page: what the number is and
+    # which way is good ("Share of paid seats used in the last 30 days; higher is better.").
+    explanation: str
     at_risk: float
     healthy: float
     weight: float = 1.0

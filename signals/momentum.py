@@ -22,7 +22,13 @@ SIGNAL = SignalSpec(
     weight=0.10,
     indicators=(
         IndicatorSpec(
-            "arr_change", "ARR vs 12 months ago", Unit.CHANGE, at_risk=-0.1, healthy=0.05
+            "arr_change",
+            "ARR vs 12 months ago",
+            Unit.CHANGE,
+            explanation="Change in annual recurring revenue against 12 months ago; higher is "
+            "better, flat or shrinking spend is a warning.",
+            at_risk=-0.1,
+            healthy=0.05,
         ),
     ),
     measure=measure,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from signals.config import Bands, CustomIndicator, HealthConfig, IndicatorConfig
 from signals.indicators import threshold_text, value_formatter
@@ -146,6 +146,16 @@ class _Plan:
 # amber half, green full marks. Optional: most accounts have none.
 SENTIMENT_INDICATOR = "csm_sentiment"
 _SENTIMENT_RAW = {Rating.RED: 0.0, Rating.AMBER: 0.5, Rating.GREEN: 1.0}
+SENTIMENT_SPEC = IndicatorSpec(
+    SENTIMENT_INDICATOR,
+    "CSM sentiment",
+    Unit.NUMBER,
+    explanation="The customer success manager's judgement while it lasts: red 0, amber 0.5, "
+    "green 1; higher is better.",
+    at_risk=0.0,
+    healthy=1.0,
+    optional=True,
+)
 # The band a sentiment caps or overrides with (modes "cap" and "override").
 _SENTIMENT_BAND = {Rating.RED: Band.AT_RISK, Rating.AMBER: Band.NEUTRAL, Rating.GREEN: Band.HEALTHY}
 _VERDICTS = frozenset({Band.AT_RISK, Band.NEUTRAL, Band.HEALTHY})
@@ -187,15 +197,7 @@ def _compile_signal(
           for i in custom),
     ]  # fmt: skip
     if sentiment_weight > 0:
-        spec = IndicatorSpec(
-            SENTIMENT_INDICATOR,
-            "CSM sentiment",
-            Unit.NUMBER,
-            at_risk=0.0,
-            healthy=1.0,
-            weight=sentiment_weight,
-            optional=True,
-        )
+        spec = replace(SENTIMENT_SPEC, weight=sentiment_weight)
         parts.append((spec, IndicatorConfig(at_risk=0.0, healthy=1.0, weight=sentiment_weight)))
     indicators = tuple(
         _Indicator.compile(spec, config) if config.weight > 0 else None for spec, config in parts

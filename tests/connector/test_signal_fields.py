@@ -18,7 +18,11 @@ NPS = SignalSpec(
     question="would they recommend us?",
     evidence="survey answers",
     weight=0.05,
-    indicators=(IndicatorSpec("nps", "NPS", Unit.NUMBER, at_risk=0, healthy=30),),
+    indicators=(
+        IndicatorSpec(
+            "nps", "NPS", Unit.NUMBER, explanation="NPS; higher is better.", at_risk=0, healthy=30
+        ),
+    ),
     measure=lambda facts: (None,),
 )
 

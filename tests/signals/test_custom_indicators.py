@@ -98,7 +98,7 @@ def test_a_custom_signal_needs_a_weighed_indicator_and_a_free_name() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"at_risk": 2}, "custom_indicators.0: at_risk and healthy must differ (both are 2)"),
+        ({"at_risk": 2}, "custom_indicators.0: healthy: must differ from at_risk"),
         ({"name": "Exports"}, "custom_indicators.0.name: String should match pattern"),
         ({"source": events(aggregation="users")}, "custom_indicators.0.source.features: Tuple "
          "should have at least 1 item"),

@@ -15,7 +15,12 @@ def nothing(facts: AccountFacts) -> tuple[float | None, ...]:
 
 
 CONTACT_SHARE = IndicatorSpec(
-    "contact_share", "Contacts per seat", Unit.PERCENT, at_risk=0.02, healthy=0.1
+    "contact_share",
+    "Contacts per seat",
+    Unit.PERCENT,
+    explanation="Contacts per paid seat; higher is better.",
+    at_risk=0.02,
+    healthy=0.1,
 )
 
 
@@ -76,7 +81,9 @@ def test_a_signal_name_must_be_lowercase_words_joined_by_underscores(name) -> No
 
 
 def test_the_indicators_of_a_signal_need_distinct_names() -> None:
-    twice = IndicatorSpec("share", "Share", Unit.PERCENT, at_risk=0, healthy=1)
+    twice = IndicatorSpec(
+        "share", "Share", Unit.PERCENT, explanation="A share.", at_risk=0, healthy=1
+    )
     with pytest.raises(ValueError, match="distinct names"):
         declare("reach", twice, twice)
 
