@@ -8,7 +8,8 @@ Shorter runs while iterating: BENCH_MEMORY_SECONDS (default 600), BENCH_FRESHNES
 (default 60), BENCH_SCALE_EVENTS (default 20,000), BENCH_PREVIEW_SECONDS (default 30),
 BENCH_WAL_EVENTS (default 100,000), BENCH_GROWTH_SCALE (default 0.1), BENCH_GROWTH_DAYS
 (default 365), BENCH_GROWTH_DATABASE (default both), BENCH_CALIBRATION_ACCOUNTS (default
-100,000), BENCH_CALIBRATION_OUTCOMES (default 5,000), BENCH_CALIBRATION_BACKEND (default both)."""
+100,000), BENCH_CALIBRATION_OUTCOMES (default 5,000), BENCH_CALIBRATION_BACKEND (default both),
+BENCH_PORTFOLIO_ACCOUNTS (default 100,000), BENCH_PORTFOLIO_BACKEND (default both)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from bench import (
     memory,
     pipeline,
     poison,
+    portfolio,
     preview,
     retention,
     scale,
@@ -54,10 +56,12 @@ BENCHMARKS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "retention": lambda: asyncio.run(retention.run()),
     "growth": lambda: asyncio.run(growth.run()),
     "calibration": lambda: asyncio.run(calibration.run()),
+    "portfolio": lambda: asyncio.run(portfolio.run()),
 }
 # Benchmarks that take options of their own (the rest of the command line after the name).
 WITH_OPTIONS: dict[str, Callable[[list[str]], list[tuple[str, str]]]] = {
     "calibration": lambda argv: asyncio.run(calibration.run(calibration.Options.parse(argv))),
+    "portfolio": lambda argv: asyncio.run(portfolio.run(portfolio.Options.parse(argv))),
 }
 SHORTENED = (
     "BENCH_MEMORY_SECONDS",
@@ -71,6 +75,8 @@ SHORTENED = (
     "BENCH_CALIBRATION_ACCOUNTS",
     "BENCH_CALIBRATION_OUTCOMES",
     "BENCH_CALIBRATION_BACKEND",
+    "BENCH_PORTFOLIO_ACCOUNTS",
+    "BENCH_PORTFOLIO_BACKEND",
 )
 RESULTS = Path(__file__).with_name("results.md")
 

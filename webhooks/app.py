@@ -15,8 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connector.bounds import validation_message
 from webhooks.errors import ServiceError
 from webhooks.routes import (
+    account_story,
     accounts,
     admin_page,
     alerts,
@@ -26,6 +28,8 @@ from webhooks.routes import (
     ingest,
     oauth,
     ops,
+    portfolio,
+    preferences,
     sync,
 )
 from webhooks.routes import session as session_routes
@@ -133,12 +137,13 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes each invalid input, which may not even encode as UTF-8
-        # (a lone surrogate from an escaped JSON string): the field and the reason are enough.
+        # (a lone surrogate from an escaped JSON string): the field and the reason are enough,
+        # the reason without pydantic's "Value error, " before a validator's own words.
         errors = [
             {
                 "type": error["type"],
                 "loc": [_printable(part) for part in error["loc"]],
-                "msg": _printable(error["msg"]),
+                "msg": _printable(validation_message(error["msg"])),
             }
             for error in exc.errors()
         ]
@@ -152,6 +157,9 @@ def create_app(
     app.include_router(channels.router)
     app.include_router(config_router)
     app.include_router(accounts.router)
+    app.include_router(account_story.router)
+    app.include_router(portfolio.router)
+    app.include_router(preferences.router)
     app.include_router(preview_router)
     app.include_router(session_routes.router)
     app.include_router(sync.router)

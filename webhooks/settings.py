@@ -541,6 +541,14 @@ class Settings(BaseSettings):
         "channel daily counts and cached CRM owners are deleted after this many days.",
     )
 
+    currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code (three capital letters) of the currency ARR is kept in: "
+        "shown beside the amounts of the portfolio and the accounts export (amounts are never "
+        "converted).",
+    )
+
     preview_concurrency: int = Field(
         default=1,
         ge=1,

@@ -433,7 +433,7 @@ async def test_score_min_above_score_max_is_422_naming_both(service, viewer) -> 
         ({"score_min": -1}, "score_min"),
         ({"score_max": 101}, "score_max"),
         ({"trend": "sideways"}, "trend"),
-        ({"sort": "arr"}, "sort"),
+        ({"sort": "revenue"}, "sort"),
         ({"limit": 0}, "limit"),
         ({"limit": 501}, "limit"),
         ({"offset": -1}, "offset"),

@@ -202,6 +202,33 @@ async def test_a_cross_field_rule_is_reported_at_its_section(service, admin):
     assert "at_risk_below" in error["msg"]
 
 
+async def test_a_refusal_says_what_the_check_says_without_pydantics_value_error(service, admin):
+    """A validator's own words, as the admin page shows them on the input: pydantic's "Value
+    error, " before them is not part of the message (the preview's refusal has none either)."""
+    document = edited(at_risk_below=80, healthy_min=60)
+    document["signals"]["active_use"]["indicators"]["stickiness"]["healthy"] = 0.05
+    response = await put(service, admin, document, if_match='"defaults-x"')
+    assert response.status_code == 422
+    messages = {
+        ".".join(map(str, error["loc"])): error["msg"] for error in response.json()["detail"]
+    }
+    assert messages == {
+        "body.config.bands": "at_risk_below (80) must not exceed healthy_min (60)",
+        "body.config.signals.active_use.indicators.stickiness": (
+            "healthy: must differ from at_risk"
+        ),
+    }
+    preview = await service.client.post(
+        "/api/v1/config/preview", json={"config": document}, headers=admin
+    )
+    assert preview.status_code == 422
+    assert "Value error" not in preview.text
+    assert (
+        "config.signals.active_use.indicators.stickiness: healthy: must differ from at_risk"
+        in (preview.json()["detail"])
+    )
+
+
 async def test_versions_are_listed_newest_first_with_paging(service, admin, viewer):
     etag = f'"defaults-{HealthConfig().version}"'
     ids = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column
+from sqlalchemy import ColumnElement, Date, cast, func, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -38,6 +38,14 @@ def rare(
     if not is_postgresql(session):
         return func.likelihood(condition, _RARE)
     return condition
+
+
+def utc_day(session: AsyncSession | AsyncConnection, column: Any) -> Any:
+    """The UTC day of a timestamp column, to group by: PostgreSQL's own cast would follow the
+    session's time zone; SQLite holds UTC text (the day comes back as ISO text there)."""
+    if is_postgresql(session):
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
 
 
 def is_postgresql(session: AsyncSession | AsyncConnection) -> bool:

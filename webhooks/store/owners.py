@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from webhooks.store.dialect import upsert_insert
 from webhooks.store.models import CRMOwnerContact
 
-__all__ = ["KnownOwner", "read_owners", "save_owner"]
+__all__ = ["KnownOwner", "owner_names", "read_owners", "save_owner"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,16 @@ async def read_owners(
         )
         for row in rows
     }
+
+
+async def owner_names(
+    session: AsyncSession, *, connection: str, owner_ids: Iterable[str | None]
+) -> dict[str, str]:
+    """The names the CRM gave of these owners (by owner id), where the cache holds one."""
+    known = await read_owners(
+        session, connection=connection, owner_ids={owner for owner in owner_ids if owner}
+    )
+    return {key: owner.name for key, owner in known.items() if owner.found and owner.name}
 
 
 async def save_owner(
