@@ -10,7 +10,6 @@ Without it the tests skip locally and fail on CI.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -22,22 +21,18 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+from admin_site import ARTIFACTS
 from playwright.sync_api import (
     Browser,
     Page,
-    Playwright,
     Route,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 from testkit import make_settings
 from webhooks.app import create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
 TIMEOUT_MS = 15_000
 HOST = "127.0.0.1"
 DESKTOP: ViewportSize = {"width": 1440, "height": 900}
@@ -81,28 +76,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     yield url
     uvicorn_server.should_exit = True
     thread.join(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)"
-        if ON_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=["--headless", "--no-sandbox", "--disable-gpu"],
-    )
-    yield chromium
-    chromium.close()
 
 
 @dataclass

@@ -324,3 +324,18 @@ def assert_accessible(page: Page, name: str) -> None:
         if found.get("impact") in BLOCKING_IMPACTS
     ]
     assert not blocking, blocking
+
+
+def run_worker(server: Server) -> None:
+    """What the worker would do next (it does not run beside the test site's server)."""
+
+    async def process() -> None:
+        app = create_app(make_settings(server.database_url, hubspot_access_token=None))
+        async with app.router.lifespan_context(app):
+            while (await app.state.runtime.pipeline.process_inbox()).claimed:
+                pass
+
+    # Playwright's own loop may run in this thread: the worker gets a thread of its own.
+    worker = threading.Thread(target=lambda: asyncio.run(process()), name="site-worker")
+    worker.start()
+    worker.join(timeout=60)

@@ -270,19 +270,37 @@
     return d;
   }
 
-  function sparkline(points) {
-    const scored = points.filter(([, score]) => score !== null);
+  /** An account's last 90 days of scores, scaled to its own range (a drop from 72 to 49 fills
+   * the box instead of a quarter of a 0-100 one). With `bands` (the configuration's
+   * {at_risk_below, healthy_min}) the band edges inside that range are drawn as faint lines and
+   * the last point takes the colour of its band. */
+  function sparkline(points, { bands = null } = {}) {
+    const scored = points.filter(([, score]) => score !== null && score !== undefined);
     if (!scored.length) return el("span", { class: "muted", text: "no scores" });
     const width = 120;
     const height = 28;
     const end = Date.now();
     const start = end - 90 * DAY_MS;
     const series = points.map(([day, score]) => [Math.max(dayValue(day), start), score]);
+    const values = scored.map(([, score]) => score);
+    let low = Math.min(...values);
+    let high = Math.max(...values);
+    // A little room above and below, and at least 12 points of range: a flat line or a
+    // one-point wobble stays a small move, not a cliff.
+    const pad = Math.max(2, (high - low) * 0.12);
+    low -= pad;
+    high += pad;
+    if (high - low < 12) {
+      const middle = (high + low) / 2;
+      low = middle - 6;
+      high = middle + 6;
+    }
     const x = (t) => 1 + ((t - start) / (end - start)) * (width - 4);
-    const y = (score) => height - 2 - (score / 100) * (height - 4);
+    const y = (score) => height - 3 - ((score - low) / (high - low)) * (height - 6);
     const first = scored[0][1];
     const last = scored[scored.length - 1][1];
     const [lastAt, lastScore] = series[series.length - 1];
+    const edges = bands ? [bands.at_risk_below, bands.healthy_min].filter((edge) => edge > low && edge < high) : [];
     return svg(
       "svg",
       {
@@ -291,126 +309,21 @@
         height,
         viewBox: `0 0 ${width} ${height}`,
         role: "img",
-        "aria-label": `Score over the last 90 days: from ${first} to ${last}`,
+        "aria-label": first === last && scored.length === 1 ? `Score ${last} over 90 days` : `Score ${first} → ${last} over 90 days`,
+        "data-low": Math.round(low),
+        "data-high": Math.round(high),
       },
+      [...new Set(edges)].map((edge) => svg("line", { class: "edge", x1: 0, x2: width, y1: y(edge).toFixed(1), y2: y(edge).toFixed(1), "data-edge": edge })),
       svg("path", { class: "line", d: stepPath(series, x, y, end) }),
-      lastScore === null ? null : svg("circle", { class: "dot", cx: x(Math.max(lastAt, end - DAY_MS)).toFixed(1), cy: y(lastScore).toFixed(1), r: 2 }),
+      lastScore === null
+        ? null
+        : svg("circle", {
+            class: bands ? `dot dot-${bandOf(lastScore, bands)}` : "dot",
+            cx: x(Math.max(lastAt, end - DAY_MS)).toFixed(1),
+            cy: y(lastScore).toFixed(1),
+            r: 2.5,
+          }),
     );
-  }
-
-  function histogram(scores, unscored) {
-    const buckets = new Array(10).fill(0);
-    for (const score of scores) buckets[Math.min(9, Math.floor(score / 10))] += 1;
-    const width = 620;
-    const height = 210;
-    const left = 36;
-    const bottom = 30;
-    const top = 16;
-    const max = Math.max(1, ...buckets);
-    const barWidth = (width - left - 10) / 10;
-    const y = (count) => height - bottom - (count / max) * (height - bottom - top);
-    const labels = buckets.map((_, i) => (i === 9 ? "90–100" : `${i * 10}–${i * 10 + 9}`));
-    const summary = buckets.map((count, i) => `${labels[i]}: ${count}`).join(", ");
-    const chart = svg(
-      "svg",
-      {
-        id: "histogram",
-        width: "100%",
-        height,
-        viewBox: `0 0 ${width} ${height}`,
-        role: "img",
-        "aria-label": `Accounts per score range: ${summary}`,
-      },
-      svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width - 5, y2: height - bottom }),
-      svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
-      svg("text", { x: left - 6, y: top + 4, "text-anchor": "end", text: String(max) }),
-      svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end", text: "0" }),
-      buckets.map((count, i) => {
-        const x = left + i * barWidth + 3;
-        const band = i < 4 ? "at_risk" : i < 7 ? "neutral" : "healthy";
-        return svg(
-          "g",
-          { class: "bucket", "data-bucket": i, "data-count": count },
-          svg(
-            "rect",
-            { class: `bar bar-${band}`, x: x.toFixed(1), y: y(count).toFixed(1), width: (barWidth - 6).toFixed(1), height: (height - bottom - y(count)).toFixed(1) },
-            svg("title", { text: `${labels[i]}: ${count} accounts` }),
-          ),
-          svg("text", { x: (x + (barWidth - 6) / 2).toFixed(1), y: (y(count) - 3).toFixed(1), "text-anchor": "middle", text: String(count) }),
-          svg("text", { x: (x + (barWidth - 6) / 2).toFixed(1), y: height - bottom + 16, "text-anchor": "middle", text: labels[i] }),
-        );
-      }),
-    );
-    return el(
-      "div",
-      {},
-      chart,
-      el("p", { class: "hint", text: `${scores.length} accounts with a score${unscored ? `; ${unscored} without one (no data)` : ""}. Bar colours follow the default band edges.` }),
-    );
-  }
-
-  function historyChart(history) {
-    const width = 720;
-    const height = 240;
-    const left = 40;
-    const right = 12;
-    const top = 12;
-    const bottom = 28;
-    const end = Date.now();
-    const start = end - 90 * DAY_MS;
-    const x = (t) => left + ((t - start) / (end - start)) * (width - left - right);
-    const y = (score) => top + (1 - score / 100) * (height - top - bottom);
-    const points = history.map((point) => [Math.max(new Date(point.at).getTime(), start), point.score]);
-    const scored = history.filter((point) => point.score !== null);
-    const grid = [0, 25, 50, 75, 100].map((value) => [
-      svg("line", { class: value === 0 ? "axis" : "grid", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
-      svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end", text: String(value) }),
-    ]);
-    const ticks = [90, 60, 30, 0].map((days) => {
-      const tx = x(end - days * DAY_MS);
-      return svg("text", { x: tx, y: height - 8, "text-anchor": days === 0 ? "end" : "middle", text: days === 0 ? "today" : `${days} days ago` });
-    });
-    // Where the scoring configuration changed: a move there is the configuration's doing.
-    const changes = history.filter((point) => point.config_change);
-    const label =
-      (scored.length
-        ? `Score over 90 days, ${history.length} changes: from ${scored[0].score} to ${scored[scored.length - 1].score}`
-        : "No score in the last 90 days") +
-      (changes.length ? `; the configuration changed ${changes.length} ${changes.length === 1 ? "time" : "times"} (dashed lines)` : "");
-    const chart = svg(
-      "svg",
-      { id: "history-svg", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
-      grid,
-      ticks,
-      changes.map((point) => {
-        const cx = x(Math.max(new Date(point.at).getTime(), start)).toFixed(1);
-        return svg(
-          "line",
-          { class: "config-change", x1: cx, x2: cx, y1: top, y2: height - bottom },
-          svg("title", { text: `Configuration changed ${fmtTime(point.at)}` }),
-        );
-      }),
-      svg("path", { class: "line", d: stepPath(points, x, y, end) }),
-      points
-        .filter(([, score]) => score !== null)
-        .map(([at, score]) => svg("circle", { class: "dot", cx: x(at).toFixed(1), cy: y(score).toFixed(1), r: 2.5 })),
-    );
-    const table = dataTable(
-      {},
-      "Score history",
-      ["When", ["Score", "num"], "Band", "Note"],
-      history.map((point) =>
-        el(
-          "tr",
-          { class: point.config_change ? "config-change" : null },
-          el("td", { text: fmtTime(point.at) }),
-          el("td", { class: "num", text: fmtScore(point.score) }),
-          el("td", {}, bandBadge(point.band)),
-          el("td", { text: point.config_change ? "Configuration changed" : "" }),
-        ),
-      ),
-    );
-    return el("div", {}, chart, el("details", {}, el("summary", { text: "History as a table" }), table));
   }
 
   // --- pages ---------------------------------------------------------------------------------
@@ -457,287 +370,6 @@
         button.disabled = false;
       }
     });
-  }
-
-  // Accounts --------------------------------------------------------------------------------
-
-  function initAccounts() {
-    const params = new URLSearchParams(location.search);
-    const state = {
-      band: params.get("band") || "",
-      segment: params.get("segment") || "",
-      owner: params.get("owner") || "",
-      q: params.get("q") || "",
-      customer: params.get("customer") || "",
-      sort: params.get("sort") || "score",
-      limit: Number(params.get("limit")) || 50,
-      offset: Number(params.get("offset")) || 0,
-    };
-    const form = $("#filters");
-    for (const name of ["band", "segment", "owner", "q", "customer"]) form.elements[name].value = state[name];
-    let datalistsFilled = false;
-
-    function filters() {
-      return { band: state.band, segment: state.segment, owner: state.owner, q: state.q, customer: state.customer };
-    }
-
-    async function loadDistribution() {
-      const target = $("#distribution");
-      const scores = [];
-      let unscored = 0;
-      const segments = new Set();
-      const owners = new Set();
-      // Up to 20 pages of 500: enough for the chart's shape without unbounded reads.
-      for (let page = 0, offset = 0; page < 20; page += 1, offset += 500) {
-        const { data } = await api("GET", `/api/v1/accounts?${query({ ...filters(), limit: 500, offset })}`);
-        for (const item of data.items) {
-          if (item.score === null) unscored += 1;
-          else scores.push(item.score);
-          if (item.segment) segments.add(item.segment);
-          if (item.owner) owners.add(item.owner);
-        }
-        if (offset + data.items.length >= data.total || !data.items.length) break;
-      }
-      clear(target).append(histogram(scores, unscored));
-      if (!datalistsFilled && !state.band && !state.segment && !state.owner && !state.q) {
-        datalistsFilled = true;
-        clear($("#segments")).append(...[...segments].sort().map((value) => el("option", { value })));
-        clear($("#owners")).append(...[...owners].sort().map((value) => el("option", { value })));
-      }
-    }
-
-    function renderSortHeaders() {
-      for (const th of document.querySelectorAll("#accounts-table th[data-sort]")) {
-        const key = th.dataset.sort;
-        if (state.sort === key) th.setAttribute("aria-sort", "ascending");
-        else if (state.sort === `-${key}`) th.setAttribute("aria-sort", "descending");
-        else th.removeAttribute("aria-sort");
-      }
-    }
-
-    async function load() {
-      showError("");
-      keepInAddress("/admin", state);
-      renderSortHeaders();
-      const { data } = await api("GET", `/api/v1/accounts?${query(state)}`);
-      const body = clearRows("#accounts-table tbody", data.items, { columns: 8, empty: "No accounts match." });
-      for (const item of data.items) {
-        body.append(
-          el(
-            "tr",
-            { "data-account": item.id },
-            el("th", { scope: "row" }, el("a", { href: `/admin/accounts/${encodeURIComponent(item.id)}`, text: item.name || item.id })),
-            el("td", {}, bandBadge(shownBand(item))),
-            el("td", { class: "num", text: fmtScore(item.score) }),
-            el("td", { class: "num" }, trendCell(item.trend_30d)),
-            el("td", {}, sparkline(item.sparkline)),
-            el("td", { text: item.segment || "—" }),
-            el("td", { text: item.owner || "—" }),
-            el("td", { text: fmtTime(item.updated_at) }),
-          ),
-        );
-      }
-      $("#accounts-count").textContent = `(${data.total})`;
-      showPage(data);
-    }
-
-    function reload({ distribution = false } = {}) {
-      const work = [load()];
-      if (distribution) work.push(loadDistribution());
-      return Promise.all(work).catch(failed);
-    }
-
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      for (const name of ["band", "segment", "owner", "q", "customer"]) state[name] = form.elements[name].value.trim();
-      state.offset = 0;
-      reload({ distribution: true });
-    });
-    form.addEventListener("reset", () => {
-      setTimeout(() => form.requestSubmit(), 0);
-    });
-    for (const th of document.querySelectorAll("#accounts-table th[data-sort]")) {
-      $("button", th).addEventListener("click", () => {
-        const key = th.dataset.sort;
-        state.sort = state.sort === key ? `-${key}` : key;
-        state.offset = 0;
-        reload();
-      });
-    }
-    stepPages(state, reload);
-    reload({ distribution: true });
-  }
-
-  // One account ------------------------------------------------------------------------------
-
-  async function initAccount() {
-    const id = document.body.dataset.accountId;
-    let item;
-    try {
-      item = (await api("GET", `/api/v1/accounts/${encodeURIComponent(id)}`)).data;
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) showError(`No account with the record id ${id} in your connection.`);
-      else failed(err);
-      $("#account").hidden = true;
-      return;
-    }
-    const name = item.name || item.id;
-    $("#account-name").textContent = name;
-    document.title = `${name} · crm-health admin`;
-    const a = item.attributes;
-    const facts = [
-      ["Band", bandBadge(shownBand(item))],
-      ["Score", fmtScore(item.score)],
-      ["Trend (30 days)", trendCell(item.trend_30d)],
-      ["Scored", fmtTime(item.updated_at)],
-      ["CRM record id", item.id],
-      ["Segment", a.segment || "—"],
-      ["Owner", a.owner || "—"],
-      ["Seats", a.seats ?? "—"],
-      ["ARR", a.arr ?? "—"],
-      ["Renewal date", a.renewal_date || "—"],
-      ["Domain", a.domain || "—"],
-      ...Object.keys(SIGNAL_LABELS).map((signal) => [SIGNAL_LABELS[signal], fmtScore(item.signals[signal])]),
-      ["Open alerts", String(item.alerts_open)],
-    ];
-    if (item.deleted_at) facts.push(["Deleted in the CRM", fmtTime(item.deleted_at)]);
-    // A write-back found no such record: not scored or listed until the CRM sends it.
-    if (item.not_found_in_crm) facts.push(["Not found in the CRM", `${fmtTime(item.not_found_in_crm)}: ${item.not_found_reason || ""}`]);
-    clear($("#summary")).append(...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
-
-    clear($("#history-chart")).append(historyChart(item.history));
-
-    const drivers = clear($("#drivers"));
-    if (!item.drivers.length) drivers.append(el("li", { class: "muted", text: "No drivers: nothing stands out." }));
-    for (const driver of item.drivers) drivers.append(el("li", { text: driver }));
-
-    const indicators = clear($("#indicators"));
-    const scores = { ...item.signals, ...item.custom_signals };
-    for (const signal of [...Object.keys(SIGNAL_LABELS), ...Object.keys(item.custom_signals)]) {
-      const rows = item.indicators[signal] || [];
-      const label = SIGNAL_LABELS[signal] || item.custom_signal_labels[signal] || signal;
-      const title = `${label}: ${fmtScore(scores[signal])}`;
-      indicators.append(el("h3", { text: title }));
-      if (!rows.length) {
-        indicators.append(el("p", { class: "muted", text: "No data for this signal." }));
-        continue;
-      }
-      indicators.append(
-        scrollBox(
-          dataTable(
-            { "data-signal": signal },
-            `${label} indicators`,
-            ["Indicator", ["Measured (raw)", "num"], ["Score", "num"], ["Weight", "num"]],
-            rows.map((row) =>
-              el(
-                "tr",
-                {},
-                el("th", { scope: "row", text: row.name }),
-                el("td", { class: "num", text: fmtNumber(row.raw) }),
-                el("td", { class: "num", text: fmtScore(row.score) }),
-                el("td", { class: "num", text: fmtNumber(row.weight) }),
-              ),
-            ),
-          ),
-        ),
-      );
-    }
-
-    const coverage = item.coverage;
-    $("#coverage").textContent =
-      coverage.ratio === null
-        ? "No data yet."
-        : `${Math.round(coverage.ratio * 100)}% of the configured weight had data. Signals: ${coverage.signals.join(", ") || "none"}. Indicators: ${coverage.indicators.join(", ") || "none"}.`;
-
-    await renderSentiment(item);
-
-    try {
-      const { data } = await api("GET", `/api/v1/accounts/${encodeURIComponent(id)}/alerts?limit=100`);
-      const open = data.items.filter((alert) => alert.status === "open");
-      const target = clear($("#account-alerts"));
-      if (!open.length) target.append(el("p", { class: "muted", text: "No open alerts." }));
-      else target.append(alertsTable(open, () => initAccount()));
-      target.append(el("p", {}, el("a", { href: `/admin/alerts`, text: "All alerts" })));
-    } catch (err) {
-      failed(err);
-    }
-  }
-
-  /** The CSM's sentiment: the one in force, a form for admins, and who said what when. */
-  async function renderSentiment(item) {
-    const now = item.sentiment;
-    $("#sentiment-now").textContent = now
-      ? `${now.rating[0].toUpperCase()}${now.rating.slice(1)}: ${now.reason}, by ${now.author} on ${fmtTime(now.at)}, until ${fmtTime(now.until)}${now.note ? `. Note: ${now.note}` : ""}`
-      : "None in force: the computed health applies.";
-    const history = clear($("#sentiment-history"));
-    $("#sentiment-history-box").hidden = !item.sentiment_history.length;
-    if (item.sentiment_history.length) {
-      history.append(
-        scrollBox(
-          dataTable(
-            {},
-            "Sentiments set and cleared, newest first",
-            ["When", "Rating", "Reason", "Until", "By", "Note"],
-            item.sentiment_history.map((row) =>
-              el(
-                "tr",
-                {},
-                el("td", { text: fmtTime(row.at) }),
-                el("td", { text: row.rating || "cleared" }),
-                el("td", { text: row.reason || "—" }),
-                el("td", { text: row.until ? fmtTime(row.until) : "—" }),
-                el("td", { text: row.author }),
-                el("td", { text: row.note || "" }),
-              ),
-            ),
-          ),
-        ),
-      );
-    }
-    const form = $("#sentiment-form");
-    if (!isAdmin()) return;
-    let settings;
-    try {
-      settings = (await api("GET", "/api/v1/config")).data.config.sentiment;
-    } catch (err) {
-      failed(err);
-      return;
-    }
-    const reason = clear($("#sentiment-reason"));
-    reason.append(...settings.reasons.map((text) => el("option", { value: text, text })));
-    if (now) {
-      $("#sentiment-rating").value = now.rating;
-      reason.value = now.reason;
-    }
-    $("#sentiment-days").value = String(settings.default_days);
-    form.hidden = false;
-    const id = encodeURIComponent(item.id);
-    const done = (text) => {
-      showStatus(text);
-      // The worker scores the account within its next passes: read it again shortly.
-      setTimeout(() => initAccount(), 1500);
-    };
-    form.onsubmit = async (event) => {
-      event.preventDefault();
-      showError("");
-      const days = Number($("#sentiment-days").value.trim());
-      const body = { rating: $("#sentiment-rating").value, reason: reason.value, days, note: $("#sentiment-note").value.trim() || null };
-      try {
-        await api("PUT", `/api/v1/accounts/${id}/sentiment`, { body });
-        done("Sentiment stored; the account is rescored with it in a moment.");
-      } catch (err) {
-        failed(err);
-      }
-    };
-    $("#sentiment-clear").onclick = async () => {
-      showError("");
-      try {
-        await api("DELETE", `/api/v1/accounts/${id}/sentiment`);
-        done("Sentiment cleared; the computed health applies again in a moment.");
-      } catch (err) {
-        failed(err);
-      }
-    };
   }
 
   // Alerts ----------------------------------------------------------------------------------
@@ -1450,7 +1082,7 @@
 
   /** One custom indicator: what it is called, the signal it counts in, its source (product
    * events of some features, aggregated over a window) and its thresholds and weight. */
-  function customIndicatorCard(signalNames) {
+  function customIndicatorCard(signalNames, explain = () => null) {
     return (indicator, remove) => {
       const source = indicator.source || {};
       const kindOf = source.kind || "product_events";
@@ -1483,8 +1115,25 @@
       };
       kind.addEventListener("change", showKind);
       showKind();
-      const [atRiskField, atRisk] = numberField("at_risk", "At risk at", indicator.at_risk);
-      const [healthyField, healthy] = numberField("healthy", "Healthy at", indicator.healthy, "below 'at risk' when lower is better");
+      // The thresholds' unit follows the source: a share of active users is typed in %.
+      const unitNow = () => sourceUnit({ kind: kind.value, aggregation: kind.value === "survey" ? surveyAggregation.value : aggregation.value, value: propertyValue.value });
+      const unitFrom = unitNow();
+      const scaleOf = (unit) => (UNITS[unit] || UNITS.number).scale;
+      const [atRiskField, atRisk] = numberField("at_risk", "At risk at", shownNumber(indicator.at_risk, scaleOf(unitFrom)));
+      const [healthyField, healthy] = numberField("healthy", "Healthy at", shownNumber(indicator.healthy, scaleOf(unitFrom)), "below 'at risk' when lower is better");
+      const unitLine = el("p", { class: "hint ind-unit" });
+      const showUnit = () => {
+        unitLine.textContent = (UNITS[unitNow()] || UNITS.number).text;
+      };
+      for (const select of [kind, aggregation, surveyAggregation, propertyValue]) select.addEventListener("change", showUnit);
+      showUnit();
+      // Untouched under the unit it was drawn in, a threshold goes back exactly as it came.
+      const threshold = (input, stored, problems) => {
+        if (input.value === input.defaultValue && unitNow() === unitFrom) return stored;
+        const value = numberValue(input, problems);
+        return Number.isFinite(value) ? storedNumber(value, scaleOf(unitNow())) : value;
+      };
+      const explanation = indicator.name ? explain(indicator.signal, indicator.name) : null;
       const [weightField, weight] = numberField("weight", "Weight in its signal", indicator.weight ?? 1);
       const optional = el("input", { type: "checkbox" });
       optional.checked = Boolean(indicator.optional);
@@ -1496,10 +1145,12 @@
         "",
         { class: "custom-indicator" },
         legend,
+        explanation ? el("p", { class: "hint ind-explanation", text: explanation }) : null,
         el("div", { class: "cfg-grid" }, nameField, labelField, field("signal", "Signal", signal), field("source.kind", "Source", kind)),
         eventFields,
         surveyFields,
         propertyFields,
+        unitLine,
         el("div", { class: "cfg-grid" }, atRiskField, healthyField, weightField),
         field("optional", "Optional: an account without its data is not short of evidence", optional),
         el("p", { class: "actions" }, removeButton),
@@ -1532,8 +1183,8 @@
         label: label.value.trim(),
         signal: signal.value,
         source: readSource(problems),
-        at_risk: numberValue(atRisk, problems),
-        healthy: numberValue(healthy, problems),
+        at_risk: threshold(atRisk, indicator.at_risk, problems),
+        healthy: threshold(healthy, indicator.healthy, problems),
         weight: numberValue(weight, problems),
         optional: optional.checked,
       });
@@ -1619,6 +1270,7 @@
   // Answers that name fields -------------------------------------------------------------------
 
   const NAMED = /^([A-Za-z0-9_][A-Za-z0-9_.-]*): ([\s\S]*)$/;
+  const SOURCE_KIND_NAMES = new Set(SOURCE_KINDS.map(([kind]) => kind));
 
   function joinPath(base, sub) {
     return base && sub ? `${base}.${sub}` : base || sub;
@@ -1632,7 +1284,7 @@
     const detail = err.body ? err.body.detail : undefined;
     const problems = [];
     const add = (base, message) => {
-      for (const part of String(message).replace(/^Value error, /, "").split("; ")) {
+      for (const part of String(message).split("; ")) {
         let path = base;
         let text = part;
         for (let depth = 0; depth < 2; depth += 1) {
@@ -1646,7 +1298,12 @@
     };
     if (Array.isArray(detail)) {
       for (const item of detail) {
-        const loc = (item.loc || []).filter((part, index) => !(index === 0 && part === "body")).map(String);
+        const loc = (item.loc || [])
+          .filter((part, index) => !(index === 0 && part === "body"))
+          // pydantic names a custom source's kind after `source` (source.survey.days), which
+          // is no field of the document (source.days).
+          .filter((part, index, all) => !(index && all[index - 1] === "source" && SOURCE_KIND_NAMES.has(part)))
+          .map(String);
         if (loc[0] === "config") loc.shift();
         add(loc.join("."), item.msg);
       }
@@ -1674,16 +1331,71 @@
     for (const node of root.querySelectorAll(".field-error")) node.textContent = "";
   }
 
-  /** Shows each problem on its control (or the closest group); focuses the first. */
+  /** A control's own label as shown (its data-label, else its <label>, else its aria-label);
+   * `short`: without the configuration name some labels end with ("Healthy from score
+   * (healthy_min)"). */
+  function ownLabel(node, { short = false } = {}) {
+    const label = node.dataset.label || (node.labels && node.labels.length ? node.labels[0].textContent : node.getAttribute("aria-label")) || "";
+    const name = (node.dataset.field || "").split(".").pop();
+    return (short && name ? label.replace(new RegExp(`\\s*\\(${name}\\)$`), "") : label).trim();
+  }
+
+  /** Where a control is, in the words on screen: the legends of the fieldsets around it, the
+   * row it is in (an indicator: data-crumb), then its own label, joined by ›. */
+  function screenName(node) {
+    const crumbs = [];
+    for (let at = node.parentElement; at && at !== document.body; at = at.parentElement) {
+      if (at.matches("fieldset")) {
+        const legend = [...at.children].find((child) => child.matches("legend"));
+        if (legend) crumbs.unshift(legend.dataset.label || legend.textContent.trim());
+      } else if (at.dataset.crumb) crumbs.unshift(at.dataset.crumb);
+    }
+    if (node.matches("fieldset")) {
+      const legend = [...node.children].find((child) => child.matches("legend"));
+      if (legend) crumbs.push(legend.dataset.label || legend.textContent.trim());
+    } else crumbs.push(ownLabel(node));
+    return crumbs.filter(Boolean).join(" › ");
+  }
+
+  /** The visible control at exactly `path`, if any. */
+  function controlAt(root, path) {
+    return [...root.querySelectorAll("[data-field]")].find((node) => node.dataset.field === path && !node.closest("[hidden]")) || null;
+  }
+
+  /** The message with the configuration names of `target`'s neighbours (at_risk, healthy_min)
+   * replaced by their labels on screen, quoted. */
+  function inScreenWords(root, target, message) {
+    const parent = target.dataset.field.split(".").slice(0, -1).join(".");
+    return message.replace(/\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b/g, (word) => {
+      const node = controlAt(root, joinPath(parent, word));
+      return node && node !== target && !node.matches("fieldset") ? `“${ownLabel(node, { short: true })}”` : word;
+    });
+  }
+
+  /** Shows each problem on its control (or the closest group); focuses the first. A check of a
+   * group whose message starts with one of its fields' names ("at_risk_below (80) must not
+   * exceed healthy_min (60)") lands on that field. Returns the problems as the page names
+   * them ("Bands › At risk below score: …"), for the summary. */
   function showFieldErrors(root, problems) {
     let first = null;
+    const named = [];
     for (const { path, message } of problems) {
-      const target = path ? fieldFor(root, path) : null;
-      if (!target) continue;
+      let target = path ? fieldFor(root, path) : null;
+      if (!target) {
+        named.push(path ? `${path}: ${message}` : message);
+        continue;
+      }
+      if (path === target.dataset.field && !target.matches("input, select, textarea")) {
+        const lead = /^([a-z][a-z0-9_]*)\b/.exec(message);
+        const child = lead ? controlAt(target, joinPath(path, lead[1])) : null;
+        if (child && !child.matches("fieldset")) target = child;
+      }
+      const text = target.dataset.field === path || path.startsWith(`${target.dataset.field}.`) ? inScreenWords(root, target, message) : message;
       target.setAttribute("aria-invalid", "true");
       const line = document.getElementById(`${target.id}-error`);
-      const rest = path === target.dataset.field ? "" : `${path.slice(target.dataset.field.length + 1)}: `;
-      if (line) line.textContent = `${line.textContent ? `${line.textContent} ` : ""}${rest}${message}`;
+      const rest = path === target.dataset.field || !path.startsWith(`${target.dataset.field}.`) ? "" : `${path.slice(target.dataset.field.length + 1)}: `;
+      if (line) line.textContent = `${line.textContent ? `${line.textContent} ` : ""}${rest}${text}`;
+      named.push(`${screenName(target)}${rest ? ` › ${rest.slice(0, -2)}` : ""}: ${text}`);
       if (!first) first = target;
     }
     if (first) {
@@ -1692,8 +1404,81 @@
       if (details) details.open = true;
       (first.matches("fieldset") ? $("input, select, textarea", first) || first : first).focus();
     }
+    return named;
   }
 
+  /** The error box with `intro` and, below it, each problem on a line of its own. */
+  function showProblems(intro, lines) {
+    const box = $("#error");
+    if (!box) return;
+    clear(box).append(el("p", { text: intro }), lines.length ? el("ul", {}, lines.map((line) => el("li", { text: line }))) : null);
+  }
+
+  // How an indicator's thresholds are typed and read, by its unit (GET /api/v1/indicators):
+  // ratios and changes as percentages (40 for 0.4; the configuration keeps 0.4).
+  const UNITS = {
+    percent: { scale: 100, suffix: "%", text: "Thresholds in %" },
+    change: { scale: 100, suffix: "%", text: "Thresholds in % change" },
+    days: { scale: 1, suffix: "days", text: "Thresholds in days" },
+    count: { scale: 1, suffix: "", text: "Thresholds as a count" },
+    number: { scale: 1, suffix: "", text: "Thresholds as a number" },
+  };
+
+  /** A custom indicator's unit, from its source (as signals.config's sources say it). */
+  function sourceUnit(source) {
+    if (source.kind === "survey") return source.aggregation === "responses" ? "count" : "number";
+    if (source.kind === "crm_property") return source.value === "number" ? "number" : "days";
+    if (source.aggregation === "share_of_active_users") return "percent";
+    return source.aggregation === "events" || source.aggregation === "users" ? "count" : "number";
+  }
+
+  /** A stored value as the input shows it: × scale, without the float's noise (7, not
+   * 7.000000000000001). */
+  function shownNumber(value, scale = 1) {
+    if (value === null || value === undefined || value === "") return "";
+    return scale === 1 ? String(value) : String(Number((Number(value) * scale).toPrecision(12)));
+  }
+
+  /** An input's number as stored: ÷ its scale (percentages back to ratios). */
+  function storedNumber(value, scale = 1) {
+    return scale === 1 ? value : Number((value / scale).toPrecision(12));
+  }
+
+  /** A share as a percentage: "25%", "8.7%" (one decimal below 10), "under 0.1%". */
+  function shareText(share) {
+    const percent = share * 100;
+    if (percent > 0 && percent < 0.05) return "under 0.1%";
+    return `${percent < 10 ? Number(percent.toFixed(1)) : Math.round(percent)}%`;
+  }
+
+  /** A weight as the share it carries: "1 of 4 → 25% of Active use", and with `ofScore` (the
+   * signal's share of the score) what that is of the score, the figure the account page
+   * shows ("10% of the score"); weight 0 counts nothing. */
+  function weightShare(weight, total, whole, ofScore = null) {
+    if (weight === null || total === null) return "—";
+    if (weight === 0) return "not counted (weight 0)";
+    const inWhole = `${fmtNumber(weight)} of ${fmtNumber(total)} → ${shareText(weight / total)} of ${whole}`;
+    return ofScore ? `${inWhole}, ${shareText((weight / total) * ofScore)} of the score` : inWhole;
+  }
+
+  /** A weight input's value, or null when it is not a number of 0 or more. */
+  function weightValue(input) {
+    if (!input) return null;
+    const text = input.value.trim();
+    const value = Number(text);
+    return text !== "" && Number.isFinite(value) && value >= 0 ? value : null;
+  }
+
+  /** The band edges of `bands` as words, per band; null for the bands without edges. */
+  function bandEdges(bands, band) {
+    if (band === "healthy") return `${fmtNumber(bands.healthy_min)} or more`;
+    if (band === "neutral") return `${fmtNumber(bands.at_risk_below)} to under ${fmtNumber(bands.healthy_min)}`;
+    if (band === "at_risk") return `below ${fmtNumber(bands.at_risk_below)}`;
+    return null;
+  }
+
+  // The bands with edges, left to right on a 0–100 score scale.
+  const BAND_SCALE = ["at_risk", "neutral", "healthy"];
   const NO_CONNECTION_SETTINGS = { segments: [], alerts: {} };
   // Accounts the preview names per rule (it counts them all).
   const RULE_ACCOUNTS = 10;
@@ -1733,21 +1518,59 @@
           .catch(() => [])
       : Promise.resolve([]);
 
-    function numberInput(path, label, value, { hidden = false } = {}) {
+    // What each indicator is, from GET /api/v1/indicators: {signals: {name: signal}, indicators:
+    // {"signal.indicator": indicator}} with labels, units and explanations. Empty when it cannot
+    // be read: the editor then names indicators by their names and takes plain numbers.
+    let catalogue = { signals: {}, indicators: {} };
+
+    async function loadCatalogue() {
+      try {
+        const { data } = await api("GET", "/api/v1/indicators");
+        const signals = {};
+        const indicators = {};
+        for (const signal of data.signals) {
+          signals[signal.name] = signal;
+          for (const indicator of signal.indicators) indicators[`${signal.name}.${indicator.name}`] = indicator;
+        }
+        catalogue = { signals, indicators };
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) throw err;
+        catalogue = { signals: {}, indicators: {} };
+      }
+    }
+
+    /** A number input of the configuration at `path`. `label` is its accessible name; `short`,
+     * when given, is what shows (the rest of the label is for screen readers) and what the
+     * error summary ends with. A `unit` with a scale (percentages) shows value × scale; the
+     * candidate divides it back. */
+    function numberInput(path, label, value, { short = null, unit = null, describedBy = [] } = {}) {
       const id = `cfg-${path.replaceAll(".", "-")}`;
+      const scale = unit ? unit.scale : 1;
+      const suffix = unit && unit.suffix ? el("span", { class: "unit", id: `${id}-unit`, text: unit.suffix }) : null;
+      const labelNode = short
+        ? el("label", { for: id, class: "cell-label" }, el("span", { class: "crumb", text: label.slice(0, label.length - short.length) }), short)
+        : el("label", { for: id, text: label });
       return [
-        el("label", { for: id, class: hidden ? "visually-hidden" : null, text: label }),
-        el("input", {
-          id,
-          type: "number",
-          step: "any",
-          required: true,
-          class: "num",
-          "data-path": path,
-          "data-field": path,
-          "aria-describedby": `${id}-error`,
-          value: String(value),
-        }),
+        labelNode,
+        el(
+          "span",
+          { class: "with-unit" },
+          el("input", {
+            id,
+            type: "text",
+            inputmode: "decimal",
+            autocomplete: "off",
+            required: true,
+            class: "num",
+            "data-path": path,
+            "data-field": path,
+            "data-label": short,
+            "data-scale": scale === 1 ? null : String(scale),
+            "aria-describedby": [suffix ? suffix.id : null, ...describedBy, `${id}-error`].filter(Boolean).join(" "),
+            value: shownNumber(value, scale),
+          }),
+          suffix,
+        ),
         el("span", { class: "field-error", id: `${id}-error` }),
       ];
     }
@@ -1784,10 +1607,13 @@
         hint: "Indicators of your own from product usage: events or users of some features over a window, per user, per seat or as a share of active users. Scored 0 at 'at risk' and 100 at 'healthy', like the others.",
         addText: "Add a custom indicator",
         blank: { name: "", label: "", signal: "active_use", source: { kind: "product_events", features: [], aggregation: "users", days: 30 }, at_risk: 0, healthy: 1, weight: 1, optional: false },
-        card: customIndicatorCard(() => [
-          ...Object.keys(config.signals).map((name) => [name, SIGNAL_LABELS[name] || name]),
-          ...customSignals.read([]).filter((signal) => signal.name).map((signal) => [signal.name, signal.label || signal.name]),
-        ]),
+        card: customIndicatorCard(
+          () => [
+            ...Object.keys(config.signals).map((name) => [name, SIGNAL_LABELS[name] || name]),
+            ...customSignals.read([]).filter((signal) => signal.name).map((signal) => [signal.name, signal.label || signal.name]),
+          ],
+          (signal, name) => (catalogue.indicators[`${signal}.${name}`] || {}).explanation || null,
+        ),
       });
       if (everyone) globalEditors.append(customSignals.node, customIndicators.node, rules.node, segments.node);
       else {
@@ -1823,6 +1649,119 @@
       editors = { everyone, rules, segments, ownSegments, routing, customSignals, customIndicators };
     }
 
+    /** The band edges the form holds, when they make bands (numbers, in order); else null. */
+    function draftBands() {
+      const read = (name) => {
+        const input = controlAt(fields, `bands.${name}`);
+        const text = input ? input.value.trim() : "";
+        const value = Number(text);
+        return text !== "" && Number.isFinite(value) ? value : null;
+      };
+      const bands = { healthy_min: read("healthy_min"), at_risk_below: read("at_risk_below") };
+      const inOrder = bands.healthy_min !== null && bands.at_risk_below !== null && bands.at_risk_below >= 0 && bands.at_risk_below <= bands.healthy_min && bands.healthy_min <= 100;
+      return inOrder ? bands : null;
+    }
+
+    function bandsText(bands) {
+      return `At risk below ${fmtNumber(bands.at_risk_below)} · neutral ${bandEdges(bands, "neutral")} · healthy from ${fmtNumber(bands.healthy_min)}`;
+    }
+
+    /** The bands on a 0–100 scale, with the edges the form holds (a draft until applied) or,
+     * when those make no bands, the edges in force; the caption says which. */
+    function drawBandScale() {
+      const figure = $("#band-scale");
+      if (!figure || !documentInForce) return;
+      const inForce = documentInForce.config.bands;
+      const draft = draftBands();
+      const drawn = draft || inForce;
+      const edges = { at_risk: [0, drawn.at_risk_below], neutral: [drawn.at_risk_below, drawn.healthy_min], healthy: [drawn.healthy_min, 100] };
+      for (const rect of figure.querySelectorAll("rect")) {
+        const [from, to] = edges[rect.getAttribute("class").replace("bar-", "")];
+        rect.setAttribute("x", fmtNumber(from));
+        rect.setAttribute("width", fmtNumber(to - from));
+      }
+      const same = draft && draft.healthy_min === inForce.healthy_min && draft.at_risk_below === inForce.at_risk_below;
+      $("figcaption", figure).textContent = same
+        ? `In force: ${bandsText(inForce)}.`
+        : draft
+          ? `Draft, not applied: ${bandsText(draft)}. In force: ${bandsText(inForce)}.`
+          : `In force: ${bandsText(inForce)}. The edges in the form make no bands (at risk below must not exceed healthy from, both 0 to 100).`;
+    }
+
+    /** Each weight as the share it carries, from the form as it stands: an indicator's of its
+     * signal (with the signal's custom indicators and the CSM sentiment when it counts there),
+     * a signal's of the score (with the custom signals). */
+    function updateShares() {
+      const at = (path) => controlAt(form, path);
+      const extra = {};
+      const add = (signal, weight, what) => {
+        const found = (extra[signal] = extra[signal] || { weight: 0, readable: true, customs: 0, sentiment: null });
+        if (weight === null) found.readable = false;
+        else found.weight += weight;
+        if (what === "sentiment") found.sentiment = weight;
+        else found.customs += 1;
+      };
+      for (const card of form.querySelectorAll("fieldset.custom-indicator")) {
+        const pick = at(`${card.dataset.field}.signal`);
+        if (pick) add(pick.value, weightValue(at(`${card.dataset.field}.weight`)), "custom");
+      }
+      const mode = at("sentiment.mode");
+      if (mode && mode.value === "indicator" && at("sentiment.signal")) add(at("sentiment.signal").value, weightValue(at("sentiment.weight")), "sentiment");
+      const boxes = [...fields.querySelectorAll("fieldset[data-signal]")];
+      const signalWeights = boxes.map((box) => weightValue(at(`signals.${box.dataset.signal}.weight`)));
+      for (const card of form.querySelectorAll("fieldset.custom-signal")) signalWeights.push(weightValue(at(`${card.dataset.field}.weight`)));
+      const score = signalWeights.includes(null) ? null : signalWeights.reduce((sum, weight) => sum + weight, 0);
+      boxes.forEach((box, index) => {
+        const signal = box.dataset.signal;
+        const label = $("legend", box).textContent;
+        $(".signal-share", box).textContent = weightShare(signalWeights[index], score, "the score");
+        const ofScore = score && signalWeights[index] !== null ? signalWeights[index] / score : null;
+        const rows = [...box.querySelectorAll("tr[data-indicator]")];
+        const weights = rows.map((row) => weightValue(controlAt(row, `${row.dataset.field}.weight`)));
+        const more = extra[signal] || { weight: 0, readable: true, customs: 0, sentiment: null };
+        const total = weights.includes(null) || !more.readable ? null : weights.reduce((sum, weight) => sum + weight, 0) + more.weight;
+        rows.forEach((row, i) => ($(".share", row).textContent = weightShare(weights[i], total, label, ofScore)));
+        const parts = [
+          more.customs ? `${more.customs} custom ${more.customs === 1 ? "indicator" : "indicators"}` : null,
+          more.sentiment !== null ? `the CSM sentiment (weight ${fmtNumber(more.sentiment)})` : null,
+        ].filter(Boolean);
+        const note = $(".share-note", box);
+        note.textContent = parts.length ? `The total weight of ${label} includes ${parts.join(" and ")}.` : "";
+        note.hidden = !parts.length;
+      });
+    }
+
+    // Counts previews asked for: an answer to an older one, or one that comes after the form
+    // was redrawn (Apply, Reload, Roll back), is not shown.
+    let previewSeq = 0;
+
+    /** The preview and its per-rule counts gone: what they described is in force, or gone. */
+    function clearPreview() {
+      previewSeq += 1;
+      $("#preview-result").hidden = true;
+      clear($("#preview-body"));
+      if (editors) editors.rules.showPreview(null);
+    }
+
+    /** After an edit, a preview on screen describes the form as it was: it says so. */
+    function markPreviewStale() {
+      const body = $("#preview-body");
+      if ($("#preview-result").hidden || !$("#preview-bands", body) || $(".stale", body)) return;
+      body.prepend(el("p", { class: "note stale", text: "The form changed after this preview: Preview again to see what the changes do." }));
+    }
+
+    function formEdited(event) {
+      updateShares();
+      if (event.target.closest("#bands")) drawBandScale();
+      markPreviewStale();
+    }
+    form.addEventListener("input", formEdited);
+    form.addEventListener("change", formEdited);
+    // A custom indicator or signal added or removed changes the totals too.
+    form.addEventListener("click", (event) => {
+      if (event.target.closest("button")) queueMicrotask(updateShares);
+    });
+
     function renderFields(config, offered) {
       clear(fields);
       const bands = config.bands;
@@ -1830,8 +1769,9 @@
       fields.append(
         el(
           "fieldset",
-          { id: "bands", disabled: scope !== null },
+          { id: "bands", "data-field": "bands", disabled: scope !== null, "aria-describedby": "bands-error" },
           el("legend", { text: "Bands" }),
+          el("span", { class: "field-error", id: "bands-error" }),
           el(
             "div",
             { class: "cfg-grid" },
@@ -1839,8 +1779,16 @@
             el("p", {}, numberInput("bands.at_risk_below", "At risk below score (at_risk_below)", bands.at_risk_below)),
             el("p", {}, numberInput("bands.hysteresis", "Hysteresis, points (hysteresis)", bands.hysteresis)),
           ),
+          el(
+            "figure",
+            { id: "band-scale", class: "band-scale" },
+            svg("svg", { viewBox: "0 0 100 4", preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" }, BAND_SCALE.map((band) => svg("rect", { class: `bar-${band}`, y: 0, height: 4 }))),
+            el("div", { class: "band-scale-ticks", "aria-hidden": "true" }, el("span", { text: "0" }), el("span", { text: "100" })),
+            el("figcaption", { "aria-live": "polite" }),
+          ),
         ),
       );
+      drawBandScale();
       const sentiment = config.sentiment;
       const sentimentMode = selectInput(SENTIMENT_MODES, sentiment.mode);
       const sentimentSignal = selectInput(
@@ -1887,71 +1835,92 @@
           }),
         ),
       );
+      const signalsBox = el("div", { id: "signals-editor", "data-field": "signals", "data-label": "Signals", "aria-describedby": "signals-editor-error" });
+      signalsBox.append(el("span", { class: "field-error", id: "signals-editor-error" }));
       for (const [signal, spec] of Object.entries(config.signals)) {
-        const label = SIGNAL_LABELS[signal] || signal;
-        fields.append(
+        const about = catalogue.signals[signal] || {};
+        const label = about.label || SIGNAL_LABELS[signal] || signal;
+        const groupId = `cfg-signals-${signal}`;
+        const signalShareId = `${groupId}-share`;
+        const row = (indicator, thresholds) => {
+          const known = catalogue.indicators[`${signal}.${indicator}`] || {};
+          const name = known.label || indicator;
+          const unit = UNITS[known.unit] || null;
+          const path = `signals.${signal}.indicators.${indicator}`;
+          const rowId = `cfg-${path.replaceAll(".", "-")}`;
+          const shareId = `${rowId}-share`;
+          const crumb = `${label} › ${name} › `;
+          const cell = (part, short, extra = []) =>
+            el("td", { class: part }, numberInput(`${path}.${part}`, `${crumb}${short}`, thresholds[part], { short, unit: part === "weight" ? null : unit, describedBy: extra }));
+          const weightCell = cell("weight", "Weight", [shareId]);
+          weightCell.append(el("span", { class: "share hint", id: shareId }));
+          return el(
+            "tr",
+            { "data-indicator": indicator, "data-field": path, "data-crumb": name, id: rowId, "aria-describedby": `${rowId}-error` },
+            el(
+              "th",
+              { scope: "row" },
+              el("span", { class: "ind-label", text: name }),
+              known.optional ? el("span", { class: "tag", text: "optional" }) : null,
+              el("span", { class: "ind-unit", text: unit ? unit.text : "" }),
+              known.explanation ? el("span", { class: "ind-explanation", text: known.explanation }) : null,
+              el("span", { class: "field-error", id: `${rowId}-error` }),
+            ),
+            cell("at_risk", "At risk at"),
+            cell("healthy", "Healthy at"),
+            weightCell,
+          );
+        };
+        signalsBox.append(
           el(
             "fieldset",
-            { "data-signal": signal, disabled: scope !== null },
-            el("legend", { text: `${label} (${signal})` }),
-            el("p", {}, numberInput(`signals.${signal}.weight`, `${label}: signal weight`, spec.weight)),
+            { "data-signal": signal, "data-field": `signals.${signal}`, id: groupId, disabled: scope !== null, "aria-describedby": `${groupId}-error` },
+            el("legend", { text: label }),
+            el("span", { class: "field-error", id: `${groupId}-error` }),
+            about.description ? el("p", { class: "hint signal-about", text: `${about.description[0].toUpperCase()}${about.description.slice(1)}: ${about.question || ""}` }) : null,
+            el(
+              "p",
+              { class: "signal-weight" },
+              numberInput(`signals.${signal}.weight`, `${label} › Weight in the score`, spec.weight, { short: "Weight in the score", describedBy: [signalShareId] }),
+              el("span", { class: "signal-share hint", id: signalShareId }),
+            ),
             scrollBox(
               el(
                 "table",
-                {},
-                el("caption", { class: "visually-hidden", text: `${label} indicator thresholds` }),
+                { class: "thresholds" },
+                el("caption", { class: "visually-hidden", text: `${label}: indicators, their thresholds and weights` }),
                 el(
                   "thead",
                   {},
-                  el(
-                    "tr",
-                    {},
-                    el("th", { scope: "col", text: "Indicator" }),
-                    el("th", { scope: "col", text: "At risk at" }),
-                    el("th", { scope: "col", text: "Healthy at" }),
-                    el("th", { scope: "col", text: "Weight" }),
-                  ),
+                  el("tr", {}, ["Indicator", "At risk at (scores 0)", "Healthy at (scores 100)", "Weight in the signal"].map((text) => el("th", { scope: "col", text }))),
                 ),
                 el(
                   "tbody",
                   {},
-                  Object.entries(spec.indicators).map(([indicator, thresholds]) =>
-                    el(
-                      "tr",
-                      {},
-                      el("th", { scope: "row", text: indicator }),
-                      ["at_risk", "healthy", "weight"].map((part) =>
-                        el(
-                          "td",
-                          {},
-                          numberInput(
-                            `signals.${signal}.indicators.${indicator}.${part}`,
-                            `${label}, ${indicator}: ${part.replace("_", " ")}`,
-                            thresholds[part],
-                            { hidden: true },
-                          ),
-                        ),
-                      ),
-                    ),
-                  ),
+                  Object.entries(spec.indicators).map(([indicator, thresholds]) => row(indicator, thresholds)),
                 ),
               ),
             ),
+            el("p", { class: "hint share-note" }),
           ),
         );
       }
+      fields.append(signalsBox);
+      updateShares();
     }
 
     function candidate() {
       const config = structuredClone(base);
       const problems = [];
       for (const input of fields.querySelectorAll("input[data-path]")) {
+        // Untouched, a value goes back exactly as it came (no round trip through a percentage).
+        if (input.value === input.defaultValue) continue;
         const value = numberValue(input, problems);
         if (!Number.isFinite(value)) continue;
         const parts = input.dataset.path.split(".");
         let node = config;
         for (const part of parts.slice(0, -1)) node = node[part];
-        node[parts[parts.length - 1]] = value;
+        node[parts[parts.length - 1]] = storedNumber(value, Number(input.dataset.scale || 1));
       }
       const reading = (path) => fields.querySelector(`[data-field="${path}"]`);
       config.sentiment = {
@@ -1977,8 +1946,7 @@
       const mine = { segments: editors.ownSegments.read(problems), alerts: editors.routing.read() };
       clearFieldErrors(form);
       if (problems.length) {
-        showFieldErrors(form, problems);
-        showError(`Fix the marked fields: ${problems.map(({ path, message }) => `${path}: ${message}`).join("; ")}`);
+        showProblems("Fix the marked fields:", showFieldErrors(form, problems));
         return null;
       }
       // Left empty, a connection without settings keeps having none (no change to store).
@@ -1990,8 +1958,8 @@
     /** A refusal that names fields (422, or 403 for a field the key may not change). */
     function showValidation(err) {
       clearFieldErrors(form);
-      showFieldErrors(form, fieldProblems(err));
-      showError(err.status === 403 ? `Not allowed: ${err.message}` : `The configuration is not valid: ${err.message}`);
+      const named = showFieldErrors(form, fieldProblems(err));
+      showProblems(err.status === 403 ? "Not allowed:" : "The configuration is not valid:", named.length ? named : [err.message]);
     }
 
     function renderVersionLine() {
@@ -2005,7 +1973,8 @@
     }
 
     async function loadConfig() {
-      const { data, response } = await api("GET", "/api/v1/config");
+      const [{ data, response }] = await Promise.all([api("GET", "/api/v1/config"), loadCatalogue()]);
+      clearPreview();
       documentInForce = data;
       base = data.config;
       etag = response.headers.get("ETag");
@@ -2077,10 +2046,12 @@
     }
 
     async function stored(data, response, message) {
+      clearPreview();
       documentInForce = data;
       base = data.config;
       $("#draft-note").hidden = true;
       etag = response.headers.get("ETag");
+      await loadCatalogue();
       renderFields(data.config, await channelsOffered);
       renderVersionLine();
       $("#config-comment").value = "";
@@ -2128,12 +2099,19 @@
       );
     }
 
+    /** A table in a box that scrolls sideways on a narrow screen, and can then be scrolled
+     * from the keyboard (a named region in the tab order). */
+    function scrollRegion(label, table) {
+      return el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": label }, table);
+    }
+
     async function preview() {
       showError("");
       showStatus("");
       const config = candidate();
-      editors.rules.showPreview(null);
+      clearPreview();
       if (!config) return;
+      const mine = previewSeq;
       const section = $("#preview-result");
       const target = clear($("#preview-body"));
       section.hidden = false;
@@ -2142,11 +2120,21 @@
       try {
         data = (await api("POST", "/api/v1/config/preview", { body: { config, limit: 100, rule_accounts: RULE_ACCOUNTS } })).data;
       } catch (err) {
-        clear(target);
+        if (mine !== previewSeq) return;
+        clearPreview();
         if (err instanceof ApiError && err.status === 422) showValidation(err);
         else failed(err);
         return;
       }
+      // Applied, reloaded or asked again meanwhile: this answer describes nothing on screen.
+      if (mine !== previewSeq) return;
+      const before = documentInForce.config.bands;
+      const edgesCell = (band) => {
+        const now = bandEdges(before, band);
+        const then = bandEdges(config.bands, band);
+        if (now === null) return null;
+        return el("span", { class: "hint", text: now === then ? `score ${now}` : `score ${now} now; ${then} in this draft` });
+      };
       clear(target).append(
         el(
           "p",
@@ -2155,7 +2143,8 @@
           data.diff_paths.length ? "Changed fields: " : "No field changed.",
           data.diff_paths.length ? el("span", { class: "diff-paths", text: data.diff_paths.join(", ") }) : null,
         ),
-        scrollBox(
+        scrollRegion(
+          "Accounts per band",
           el(
             "table",
             { id: "preview-bands" },
@@ -2175,7 +2164,7 @@
                 return el(
                   "tr",
                   { "data-band": band },
-                  el("th", { scope: "row" }, bandBadge(band)),
+                  el("th", { scope: "row" }, bandBadge(band), edgesCell(band)),
                   el("td", { class: "num before", text: String(before) }),
                   el("td", { class: "num after", text: String(after) }),
                   el("td", { class: "num", text: change > 0 ? `+${change}` : String(change) }),
@@ -2184,10 +2173,11 @@
             ),
           ),
         ),
-        scrollBox(ruleTotalsTable(data.alerts.rules)),
+        scrollRegion("New alerts per rule", ruleTotalsTable(data.alerts.rules)),
         el("h3", { text: `Accounts that would change band: ${data.changed.total}` }),
         data.changed.items.length
-          ? scrollBox(
+          ? scrollRegion(
+              "Accounts that would change band",
               el(
                 "table",
                 { id: "preview-changed" },
@@ -2217,7 +2207,8 @@
           : el("p", { class: "muted", text: "No account would change band." }),
         el("h3", { text: `Alerts that would fire: ${data.alerts.total}` }),
         data.alerts.items.length
-          ? scrollBox(
+          ? scrollRegion(
+              "Alerts that would fire",
               el(
                 "table",
                 { id: "preview-alerts" },
@@ -3077,7 +3068,9 @@
 
   // --- start ---------------------------------------------------------------------------------
 
-  const PAGES = { accounts: initAccounts, account: initAccount, config: initConfig, calibration: initCalibration, alerts: initAlerts, sync: initSync };
+  // The portfolio home (accounts) and the account page add themselves from portfolio.js and
+  // account.js.
+  const PAGES = { config: initConfig, calibration: initCalibration, alerts: initAlerts, sync: initSync };
 
   async function start() {
     const page = document.body.dataset.page;
@@ -3136,7 +3129,7 @@
     $, el, svg, setAttrs, append, clear, dataTable, scrollBox, clearRows, keepInAddress, showPage,
     stepPages, bandBadge, signalLabel, indicatorLabel, fmtScore, fmtNumber, fmtTime, trendCell,
     showError, showStatus, ApiError, api, query, shownBand, isAdmin, settingsScope, failed,
-    dayValue, stepPath, sparkline, histogram, historyChart, bandColour, bandOf,
+    dayValue, stepPath, sparkline, bandColour, bandOf, alertsTable, alertRow,
     BANDS, BAND_LABELS, SIGNAL_LABELS, DAY_MS,
     session: () => session,
     pages: PAGES,
