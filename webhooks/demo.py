@@ -39,6 +39,7 @@ from signals import active_use
 from signals.config import HealthConfig
 from signals.model import Band
 from signals.scoring import score
+from webhooks.accounts_view import AccountQuery
 from webhooks.app import create_app
 from webhooks.config_service import apply_config
 from webhooks.demo_data import (
@@ -51,6 +52,7 @@ from webhooks.demo_data import (
     lifecycle,
     sample_companies,
 )
+from webhooks.portfolio import Portfolio, portfolio
 from webhooks.progress import Progress
 from webhooks.runtime import Runtime
 from webhooks.sentiment import SentimentIn, set_sentiment
@@ -144,6 +146,8 @@ class DemoResult:
     judged: list[str] = field(default_factory=list)
     # CRM id -> (when, "renewed" or "churned"): the renewal decisions as the service stored them.
     outcomes: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    # The admin home's portfolio (GET /api/v1/portfolio) as the demo ends.
+    portfolio: Portfolio | None = None
     seconds: float = 0.0
 
     def band_of(self, crm_id: str) -> str:
@@ -273,9 +277,7 @@ async def run_demo(
             events=events,
             judged=sentiments,
         )
-        await _count_alerts(runtime, settings.connection_name, result)
-        await _read_outcomes(runtime, settings.connection_name, result)
-        await _measure_adoption(runtime, result)
+        await _collect(runtime, settings, result)
         result.seconds = time.perf_counter() - started
         print_summary(
             result,
@@ -597,6 +599,24 @@ async def _count_alerts(runtime: Runtime, connection: str, result: DemoResult) -
                 return
 
 
+async def _collect(runtime: Runtime, settings: Settings, result: DemoResult) -> None:
+    """What the summary reports, read from the service's store once the demo has run."""
+    await _count_alerts(runtime, settings.connection_name, result)
+    await _read_outcomes(runtime, settings.connection_name, result)
+    await _measure_adoption(runtime, result)
+    result.portfolio = await _read_portfolio(runtime, settings)
+
+
+async def _read_portfolio(runtime: Runtime, settings: Settings) -> Portfolio:
+    return await portfolio(
+        runtime.sessions,
+        connection=settings.connection_name,
+        query=AccountQuery(),
+        now=datetime.now(UTC),
+        currency=settings.currency,
+    )
+
+
 async def _read_outcomes(runtime: Runtime, connection: str, result: DemoResult) -> None:
     async with runtime.sessions() as session:
         known = await outcomes.known_outcomes(session, connection=connection)
@@ -680,6 +700,45 @@ def _print_open_alerts(result: DemoResult) -> None:
     print("total".ljust(width) + "".join(f"  {n:>10}" for n in totals) + f"  {sum(totals):>10}")
 
 
+def _money(amount: float, currency: str) -> str:
+    return f"{amount:,.0f} {currency}"
+
+
+def _print_portfolio(result: DemoResult, service_url: str | None) -> None:
+    """The admin home's headline, so the demo says where the money at risk is (with the
+    pages' addresses while the service runs)."""
+    found = result.portfolio
+    if found is None:
+        return
+    totals, currency = found.totals, found.currency
+    share = totals.arr_at_risk / totals.arr if totals.arr else 0.0
+    print(
+        f"\nPortfolio (the admin home): {totals.accounts} customers, ARR "
+        f"{_money(totals.arr, currency)}; at risk {_money(totals.arr_at_risk, currency)} "
+        f"({share:.0%}) on {totals.accounts_at_risk} accounts"
+    )
+    renewals = found.renewals
+    at_risk = next((row for row in renewals.bands if row.band == Band.AT_RISK.value), None)
+    if renewals.total:
+        print(
+            f"  renewing in {renewals.days} days: {renewals.total} accounts"
+            + (
+                f", {at_risk.accounts} of them at risk ({_money(at_risk.arr, currency)})"
+                if at_risk is not None and at_risk.accounts
+                else ""
+            )
+        )
+    if found.movers.items:
+        print(f"  biggest movers in {found.movers.days} days:")
+        for mover in found.movers.items[:5]:
+            arr = "" if mover.arr is None else f", ARR {_money(mover.arr, currency)}"
+            page = "" if service_url is None else f"  {service_url}/admin/accounts/{mover.id}"
+            print(
+                f"    {mover.name or mover.id}: {mover.score_before} -> {mover.score} "
+                f"({mover.change:+d}, {mover.band_before} -> {mover.band}{arr}){page}"
+            )
+
+
 def print_summary(
     result: DemoResult, *, service_url: str, sandbox_url: str, database: str, serving: bool
 ) -> None:
@@ -740,6 +799,8 @@ def print_summary(
         for driver in (record.get("health_drivers") or "").splitlines():
             print(f"      - {driver}")
 
+    _print_portfolio(result, service_url if serving else None)
+
     total = sum(result.alerts_by_rule.values())
     rules = ", ".join(f"{rule} {count}" for rule, count in result.alerts_by_rule.most_common())
     print(f"\nAlerts raised: {total}" + (f" ({rules})" if rules else ""))
@@ -757,6 +818,13 @@ def print_summary(
         )
     if serving:
         print(f"Admin page: {service_url}/admin  (sign in with the admin token {DEMO_ADMIN_TOKEN})")
+        print("            the portfolio home: ARR at risk, 90 days by band, movers, renewals")
+        worst = result.most_at_risk(1)
+        if worst:
+            print(
+                f"            an account ({worst[0].name}): {service_url}/admin/accounts/"
+                f"{worst[0].crm_id} (why it moved, timeline, contacts)"
+            )
         print(f"            calibration: {service_url}/admin/calibration")
         print(f"API docs:   {service_url}/docs")
         print(

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from connector.base import HEALTH_FIELDS
 from webhooks.cli import cli
 from webhooks.demo import (
+    BANDS,
     NOT_A_CUSTOMER,
     DemoResult,
     fresh_database_url,
@@ -273,6 +274,13 @@ def test_summary_names_bands_risks_alerts_and_where_to_look(
     assert "Most at risk, and why:" in output
     assert f"Alerts raised: {sum(result.alerts_by_rule.values())}" in output
     assert "through POST /ingest/events" in output
+    portfolio = result.portfolio
+    assert portfolio is not None
+    assert portfolio.totals.accounts == sum(
+        count for band, count in result.bands.items() if band in BANDS
+    ), "the portfolio counts the customers the CRM holds a band for"
+    assert f"at risk {portfolio.totals.arr_at_risk:,.0f} USD" in output
+    assert "biggest movers in 7 days:" in output
 
 
 def test_summary_says_where_the_database_is_and_how_other_commands_read_it(
