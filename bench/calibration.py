@@ -27,19 +27,17 @@ import math
 import os
 import pstats
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.harness import create_pg_database, drop_pg_database, rss_bytes
+from bench.harness import on_each_backend, rss_bytes
 from bench.worker import History, seed_facts
 from signals import calibration as rank_statistics
 from webhooks import calibration
@@ -538,25 +536,11 @@ def print_table(results: list[Result]) -> None:
 
 async def run_calibration(options: Options) -> tuple[list[Result], list[str]]:
     """Each backend on a fresh database (PostgreSQL: a throwaway one, dropped after); the
-    backends it could not run on, and why."""
+    backends it could not run on."""
     book = Book.of(options)
-    results: list[Result] = []
-    skipped: list[str] = []
-    with tempfile.TemporaryDirectory() as temp:
-        for backend in options.backends:
-            if backend == "sqlite":
-                url = f"sqlite+aiosqlite:///{Path(temp) / 'calibration.db'}"
-                results.append(await measure(url, backend, options, book))
-                continue
-            database = await create_pg_database("crm_health_bench_calibration")
-            if database is None:
-                skipped.append("postgresql: no server at 127.0.0.1:5432")
-                continue
-            try:
-                results.append(await measure(database[1], backend, options, book))
-            finally:
-                await drop_pg_database(database[0])
-    return results, skipped
+    return await on_each_backend(
+        options.backends, "calibration", lambda url, backend: measure(url, backend, options, book)
+    )
 
 
 async def run(options: Options | None = None) -> list[tuple[str, str]]:
@@ -590,5 +574,7 @@ async def run(options: Options | None = None) -> list[tuple[str, str]]:
                 + f"; {'meets target' if result.met else 'MISSES target'}",
             )
         )
-    rows += [(f"  {reason.split(':')[0]}", f"skipped: {reason}") for reason in skipped]
+    rows += [
+        (f"  {backend}", f"skipped: {backend}: no server at 127.0.0.1:5432") for backend in skipped
+    ]
     return rows

@@ -13,11 +13,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -332,3 +334,31 @@ async def drop_pg_database(name: str) -> None:
     async with admin.connect() as connection:
         await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     await admin.dispose()
+
+
+Measured = TypeVar("Measured")
+
+
+async def on_each_backend(
+    backends: Sequence[str], name: str, measure: Callable[[str, str], Awaitable[Measured]]
+) -> tuple[list[Measured], list[str]]:
+    """`measure(url, backend)` on a fresh database of each backend (SQLite: a file in a
+    temporary folder; PostgreSQL: a throwaway database `crm_health_bench_<name>_…`, dropped
+    after); the results, and the backends skipped for want of a PostgreSQL server."""
+    results: list[Measured] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory() as temp:
+        for backend in backends:
+            if backend == "sqlite":
+                url = f"sqlite+aiosqlite:///{Path(temp) / f'{name}.db'}"
+                results.append(await measure(url, backend))
+                continue
+            database = await create_pg_database(f"crm_health_bench_{name}")
+            if database is None:
+                skipped.append(backend)
+                continue
+            try:
+                results.append(await measure(database[1], backend))
+            finally:
+                await drop_pg_database(database[0])
+    return results, skipped

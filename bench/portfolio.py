@@ -17,17 +17,15 @@ import asyncio
 import os
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, text
 
-from bench.harness import create_pg_database, drop_pg_database
+from bench.harness import on_each_backend
 from webhooks import portfolio
 from webhooks.accounts_view import AccountQuery
 from webhooks.store.db import create_engine, create_read_engine, create_session_factory
@@ -239,23 +237,9 @@ async def run_portfolio(options: Options) -> tuple[list[Result], list[str]]:
     """Results per backend, and the backends skipped (no PostgreSQL server)."""
     now = datetime.now(UTC)
     book = Book.of(options.accounts, now=now)
-    results: list[Result] = []
-    skipped: list[str] = []
-    with tempfile.TemporaryDirectory() as temp:
-        for backend in options.backends:
-            if backend == "sqlite":
-                url = f"sqlite+aiosqlite:///{Path(temp) / 'portfolio.db'}"
-                results.append(await measure(url, backend, book, now))
-                continue
-            database = await create_pg_database("crm_health_bench_portfolio")
-            if database is None:
-                skipped.append(backend)
-                continue
-            try:
-                results.append(await measure(database[1], backend, book, now))
-            finally:
-                await drop_pg_database(database[0])
-    return results, skipped
+    return await on_each_backend(
+        options.backends, "portfolio", lambda url, backend: measure(url, backend, book, now)
+    )
 
 
 def table_rows(results: list[Result], skipped: list[str]) -> list[tuple[str, str]]:
