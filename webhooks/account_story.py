@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from signals.catalog import catalog
 from signals.config import FactReads, HealthConfig
 from signals.explain import BAND_LABELS, Movement, movement, rounded
-from signals.model import Band, Rating, Sentiment, Unit
+from signals.model import AccountFacts, Band, Rating, Sentiment, Unit
 from webhooks.errors import InvalidFields, NotFound
 from webhooks.store import account_story, account_views, configs, facts
 from webhooks.store.db import SessionFactory
@@ -224,37 +224,24 @@ async def account_movement(
         start_id, first = await account_story.config_at(session, at=window.start)
         end_id, last = await account_story.config_at(session, at=window.end)
         start_config, end_config = first.for_connection(connection), last.for_connection(connection)
-        start_facts = (
-            await facts.read_facts(
-                session,
-                accounts=[account],
-                as_of=window.start,
-                historical=True,
-                reads=start_config.fact_reads,
-            )
-        )[account.id]
         historical = window.end < now - FUTURE_SLACK
-        end_facts = (
-            await facts.read_facts(
-                session,
-                accounts=[account],
-                as_of=window.end,
-                historical=historical,
-                reads=_merged(start_config, end_config),
+
+        async def facts_at(at: datetime, *, past: bool, reads: FactReads) -> AccountFacts:
+            found = await facts.read_facts(
+                session, accounts=[account], as_of=at, historical=past, reads=reads
             )
-        )[account.id]
+            return found[account.id]
+
+        start_facts = await facts_at(window.start, past=True, reads=start_config.fact_reads)
+        end_facts = await facts_at(
+            window.end, past=historical, reads=_merged(start_config, end_config)
+        )
         end_for_start = None
         if start_config.fact_reads.key_features != end_config.fact_reads.key_features:
             # Other key features are another adoption figure: the end read for each.
-            end_for_start = (
-                await facts.read_facts(
-                    session,
-                    accounts=[account],
-                    as_of=window.end,
-                    historical=historical,
-                    reads=start_config.fact_reads,
-                )
-            )[account.id]
+            end_for_start = await facts_at(
+                window.end, past=historical, reads=start_config.fact_reads
+            )
     found = rounded(
         movement(
             start=start_facts,
