@@ -59,18 +59,23 @@ class HistoryDay(BaseModel):
     )
 
 
-class Mover(BaseModel):
+class ListedAccount(BaseModel):
+    """An account as the movers and the renewals name it."""
+
     id: str = Field(description="The CRM record id.")
     name: str | None = Field(description="The account's name.")
-    score: int = Field(description="The score now, 0..100.")
     band: str = Field(description="The band now.")
-    score_before: int = Field(description="The score in force `days` days ago.")
-    band_before: str = Field(description="The band in force `days` days ago.")
-    change: int = Field(description="score - score_before.")
     arr: float | None = Field(description="The ARR now; null when unknown.")
     owner: str | None = Field(description="The owner attribute (the CRM's owner id).")
     owner_name: str | None = Field(description="The owner's name, when the CRM gave it.")
     record_url: str | None = Field(description="A link to the record in the CRM, when known.")
+
+
+class Mover(ListedAccount):
+    score: int = Field(description="The score now, 0..100.")
+    score_before: int = Field(description="The score in force `days` days ago.")
+    band_before: str = Field(description="The band in force `days` days ago.")
+    change: int = Field(description="score - score_before.")
 
 
 class Movers(BaseModel):
@@ -82,17 +87,10 @@ class Movers(BaseModel):
     )
 
 
-class Renewal(BaseModel):
-    id: str = Field(description="The CRM record id.")
-    name: str | None = Field(description="The account's name.")
+class Renewal(ListedAccount):
     renewal_date: date = Field(description="The renewal date.")
     days_left: int = Field(description="Days from today (UTC) to the renewal date; 0: today.")
-    band: str = Field(description="The band now.")
     score: int | None = Field(description="The score now, 0..100; null without data.")
-    arr: float | None = Field(description="The ARR now; null when unknown.")
-    owner: str | None = Field(description="The owner attribute (the CRM's owner id).")
-    owner_name: str | None = Field(description="The owner's name, when the CRM gave it.")
-    record_url: str | None = Field(description="A link to the record in the CRM, when known.")
 
 
 class Renewals(BaseModel):
