@@ -23,6 +23,7 @@ from admin_site import (
     PHONE,
     Server,
     assert_accessible,
+    assert_no_sideways_scroll,
     open_tab,
     run_worker,
     shot,
@@ -45,13 +46,6 @@ def _open(page: Page, server: Server, path: str = INITECH) -> None:
     expect(page.locator("#history-chart canvas").first).to_be_visible()
     expect(page.locator(".movement-summary")).to_be_visible()
     expect(page.locator("#events li").first).to_be_visible()
-
-
-def _no_sideways_scroll(page: Page) -> None:
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
 
 
 def test_the_header_reads_in_human_terms(page: Page, server: Server) -> None:
@@ -229,7 +223,7 @@ def test_the_page_fits_the_screen_and_passes_axe(
 ) -> None:
     with open_tab(browser, server, viewport=viewport) as page:
         _open(page, server)
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         # The chart is as wide as its box, never wider.
         widths = page.evaluate(
             """() => {
@@ -255,7 +249,7 @@ def test_the_chart_follows_the_width_of_the_window(browser: Browser, server: Ser
         assert wide
         assert narrow
         assert narrow["width"] < wide["width"]
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
 
 
 def test_a_csm_sentiment_still_works_on_the_account_page(page: Page, server: Server) -> None:

@@ -15,7 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_site import DESKTOP, PHONE, Server, assert_accessible, open_tab, shot, sign_in
+from admin_site import (
+    DESKTOP,
+    PHONE,
+    Server,
+    assert_accessible,
+    assert_no_sideways_scroll,
+    open_tab,
+    shot,
+    sign_in,
+)
 from playwright.sync_api import Browser, Page, expect
 
 from signals.registry import SIGNALS
@@ -59,12 +68,6 @@ def _catalogue(server: Server) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     catalogue: dict[str, Any] = answer.json()
     return catalogue
-
-
-def _no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    viewport = page.evaluate("window.innerWidth")
-    assert width <= viewport, f"the page scrolls sideways: {width} > {viewport}"
 
 
 @pytest.fixture(autouse=True)
@@ -291,7 +294,7 @@ def test_the_editor_at_desktop_and_phone_width(
         sign_in(page, server.admin_key, then="/admin/config")
         expect(page.get_by_label(SEAT_AT_RISK)).to_have_value("40")
         expect(page.locator("#versions-table tbody tr").first).to_be_visible()
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         # Every control has a name.
         unnamed = page.evaluate(
             """() => [...document.querySelectorAll('main input, main select, main textarea')]
@@ -304,12 +307,12 @@ def test_the_editor_at_desktop_and_phone_width(
         page.get_by_label("Healthy from score (healthy_min)").fill("80")
         page.get_by_role("button", name="Preview").click()
         expect(page.locator("#preview-bands")).to_be_visible()
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         assert_accessible(page, f"config-preview-{width}")
         page.get_by_label(STICKINESS_HEALTHY).fill("5")
         page.get_by_role("button", name="Preview").click()
         expect(page.get_by_label(STICKINESS_HEALTHY)).to_have_attribute("aria-invalid", "true")
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         assert_accessible(page, f"config-errors-{width}")
         if width == 390:
             shot(page, "42-config-errors-390")

@@ -22,6 +22,7 @@ from admin_site import (
     PHONE,
     Server,
     assert_accessible,
+    assert_no_sideways_scroll,
     open_tab,
     shot,
     sign_in,
@@ -415,7 +416,7 @@ def test_desktop_and_phone_fit_and_are_accessible(browser: Browser, server: Serv
             sign_in(page, server.admin_key)
             wait_for_page(page)
             expect(page.locator("#trend canvas").first).to_be_visible()
-            assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+            assert_no_sideways_scroll(page)
             # The chart fits its card.
             chart = page.locator("#trend .uplot").bounding_box()
             card = page.locator(".pf-trend").bounding_box()
@@ -430,13 +431,13 @@ def test_desktop_and_phone_fit_and_are_accessible(browser: Browser, server: Serv
                 page.wait_for_function(
                     "document.querySelector('#trend .uplot').getBoundingClientRect().width <= 390"
                 )
-                assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+                assert_no_sideways_scroll(page)
     # The "My accounts" question and an open table, on a phone.
     with open_tab(browser, server, viewport=PHONE) as page:
         sign_in(page, server.viewer_key)
         wait_for_page(page)
         page.get_by_text("Show the chart as a table").click()
-        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        assert_no_sideways_scroll(page)
         page.get_by_label("Owner", exact=True).select_option(label="My accounts")
         expect(page.get_by_role("dialog")).to_be_visible()
         assert_accessible(page, "portfolio-390-who-am-i")

@@ -6,8 +6,17 @@ configuration and API docs screens have modules of their own that do the same.""
 from __future__ import annotations
 
 import pytest
-from admin_site import DESKTOP, PHONE, Server, assert_accessible, open_tab, shot, sign_in
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from admin_site import (
+    DESKTOP,
+    PHONE,
+    Server,
+    assert_accessible,
+    assert_no_sideways_scroll,
+    open_tab,
+    shot,
+    sign_in,
+)
+from playwright.sync_api import Browser, ViewportSize, expect
 
 SIZES: dict[str, ViewportSize] = {"1440": DESKTOP, "390": PHONE}
 
@@ -19,13 +28,6 @@ SCREENS: dict[str, tuple[str, str]] = {
 }
 
 
-def _no_sideways_scroll(page: Page) -> None:
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
-
-
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("path", SCREENS)
 def test_each_screen_fits_and_passes_axe(
@@ -35,7 +37,7 @@ def test_each_screen_fits_and_passes_axe(
     with open_tab(browser, server, viewport=SIZES[size]) as page:
         sign_in(page, server.admin_key, then=path)
         expect(page.locator(loaded).first).to_be_visible()
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         shot(page, f"{name}-{size}")
         assert_accessible(page, f"{name}-{size}")
 
@@ -47,6 +49,6 @@ def test_the_sign_in_screen_fits_and_passes_axe(
     with open_tab(browser, server, viewport=SIZES[size]) as page:
         page.goto("/admin/login")
         expect(page.get_by_label("API key")).to_be_visible()
-        _no_sideways_scroll(page)
+        assert_no_sideways_scroll(page)
         shot(page, f"46-login-{size}")
         assert_accessible(page, f"46-login-{size}")

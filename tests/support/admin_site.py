@@ -339,3 +339,11 @@ def run_worker(server: Server) -> None:
     worker = threading.Thread(target=lambda: asyncio.run(process()), name="site-worker")
     worker.start()
     worker.join(timeout=60)
+
+
+def assert_no_sideways_scroll(page: Page) -> None:
+    """The page is no wider than its window (wide tables scroll in their own box)."""
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
